@@ -1,0 +1,91 @@
+"""The contract between adapters and the rest of the connector.
+
+An adapter speaks HTTP to one CRM account and yields plain records; it never touches SQLite.
+`connector.sync` wires `Adapter.fetch` to `connector.store`, and `connector.writeback` calls the
+field methods. Records use the column names of the mirror (see MIRROR.md): no `source` column
+(the store adds it) and a `raw` key holding the CRM item as received (a dict; the store
+serialises it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterator, Protocol
+
+
+@dataclass
+class Page:
+    """One unit of progress, stored in one transaction.
+
+    rows: mirror table -> records to upsert on their primary key.
+    deleted / restored: mirror table -> ids whose `is_deleted` becomes 1 / 0.
+    bookmark: when not None, the stream's new bookmark, saved in the same transaction,
+    so a crash loses at most this page. Adapters never set it past the run's start.
+    """
+
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    deleted: dict[str, list] = field(default_factory=dict)
+    restored: dict[str, list] = field(default_factory=dict)
+    bookmark: str | None = None
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.rows.values()) + sum(
+            len(v) for v in self.deleted.values()) + sum(len(v) for v in self.restored.values())
+
+
+@dataclass
+class CrmField:
+    """A custom field on contact or company cards, as the CRM describes it.
+
+    key: what a write names the field by (amoCRM: the numeric field id as text;
+    Bitrix24: `UF_CRM_...`). type: the CRM's own type name (`numeric`, `double`, `string`...).
+    """
+
+    key: str
+    name: str
+    type: str
+    code: str | None = None
+
+
+@dataclass
+class FieldWrite:
+    """One card update: set `values` (field key -> number, or None to clear) on one card."""
+
+    entity_id: int
+    values: dict[str, float | None]
+
+
+@dataclass
+class WriteResult:
+    entity_id: int
+    ok: bool
+    error: str | None = None
+
+
+class Adapter(Protocol):
+    kind: str            # "amocrm" or "bitrix24"
+    source: str          # the [[sources]] name
+    requests: int        # HTTP requests made so far (every attempt counts)
+
+    def stream_names(self) -> list[str]:
+        """Streams in the order a full sync runs them."""
+
+    def check(self) -> str:
+        """One cheap authenticated call; returns a one-line account description."""
+
+    def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
+              full: bool = False) -> Iterator[Page]:
+        """Yield pages for one stream from `bookmark` (None or full=True: everything)."""
+
+    def list_fields(self, entity_type: str) -> list[CrmField]:
+        """Custom fields of `contact` or `company` cards."""
+
+    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+        """Create a numeric custom field (`code` like KPI_WIN_RATE, `label` readable)."""
+
+    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        """Send writes in as few requests as the API allows; one result per write.
+        A card the CRM rejects is retried alone once; its failure does not stop the others."""
+
+    def close(self) -> None: ...
