@@ -1,0 +1,1 @@
+"""Fixtures for the amoCRM sandbox (filled in by the sandbox work)."""
