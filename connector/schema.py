@@ -1,0 +1,144 @@
+"""The mirror's tables, indexes and foreign keys, declared once (see MIRROR.md).
+
+`apply(conn)` runs on every open; each statement is idempotent. Columns have explicit types
+so early NULLs never decide a column's type. Stage ids are NUMERIC: amoCRM's are integers,
+Bitrix24's are text like `C1:WON`; NUMERIC keeps both as given and compares them alike.
+Bitrix24 lead statuses hang off a pseudo-pipeline with id -1 (entity `lead`).
+"""
+
+ENTITY_TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
+                 "companies", "tasks", "calls", "stage_changes")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS users (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    name TEXT, email TEXT, is_active INTEGER, raw TEXT,
+    PRIMARY KEY (source, id));
+
+CREATE TABLE IF NOT EXISTS pipelines (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    entity TEXT, name TEXT, sort INTEGER, is_default INTEGER, raw TEXT,
+    PRIMARY KEY (source, id));
+
+CREATE TABLE IF NOT EXISTS stages (
+    source TEXT NOT NULL, pipeline_id INTEGER NOT NULL, id NUMERIC NOT NULL,
+    entity TEXT, name TEXT, sort INTEGER, semantics TEXT, raw TEXT,
+    PRIMARY KEY (source, pipeline_id, id),
+    FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id));
+
+CREATE TABLE IF NOT EXISTS contacts (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    name TEXT, company_id INTEGER, responsible_user_id INTEGER,
+    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, company_id) REFERENCES companies (source, id),
+    FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+CREATE TABLE IF NOT EXISTS companies (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    name TEXT, responsible_user_id INTEGER,
+    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+CREATE TABLE IF NOT EXISTS deals (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    name TEXT, pipeline_id INTEGER, stage_id NUMERIC, status TEXT,
+    amount REAL, currency TEXT, responsible_user_id INTEGER,
+    contact_id INTEGER, company_id INTEGER,
+    created_at TEXT, updated_at TEXT, closed_at TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id),
+    FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
+    FOREIGN KEY (source, company_id) REFERENCES companies (source, id),
+    FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+CREATE TABLE IF NOT EXISTS deal_contacts (
+    source TEXT NOT NULL, deal_id INTEGER NOT NULL, contact_id INTEGER NOT NULL,
+    is_main INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, deal_id, contact_id),
+    FOREIGN KEY (source, deal_id) REFERENCES deals (source, id),
+    FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id));
+
+CREATE TABLE IF NOT EXISTS leads (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    title TEXT, status_id NUMERIC, status TEXT, amount REAL, currency TEXT,
+    responsible_user_id INTEGER, contact_id INTEGER, company_id INTEGER,
+    created_at TEXT, updated_at TEXT, closed_at TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
+    FOREIGN KEY (source, company_id) REFERENCES companies (source, id));
+
+CREATE TABLE IF NOT EXISTS tasks (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    text TEXT, responsible_user_id INTEGER, entity_type TEXT, entity_id INTEGER,
+    is_completed INTEGER, due_at TEXT, completed_at TEXT, created_at TEXT, updated_at TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+CREATE TABLE IF NOT EXISTS calls (
+    source TEXT NOT NULL, id INTEGER NOT NULL,
+    direction TEXT, status TEXT, duration_s INTEGER, started_at TEXT,
+    responsible_user_id INTEGER, entity_type TEXT, entity_id INTEGER, phone TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id),
+    FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+CREATE TABLE IF NOT EXISTS stage_changes (
+    source TEXT NOT NULL, id TEXT NOT NULL,
+    entity TEXT, entity_id INTEGER, pipeline_id INTEGER,
+    stage_id NUMERIC, previous_stage_id NUMERIC, changed_at TEXT, raw TEXT,
+    PRIMARY KEY (source, id));
+
+CREATE TABLE IF NOT EXISTS sync_state (
+    source TEXT NOT NULL, stream TEXT NOT NULL,
+    bookmark TEXT, last_run_started_at TEXT, last_success_at TEXT,
+    PRIMARY KEY (source, stream));
+
+CREATE TABLE IF NOT EXISTS sync_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL, source TEXT NOT NULL, stream TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, error TEXT);
+
+CREATE INDEX IF NOT EXISTS idx_stages_pipeline ON stages (source, pipeline_id);
+CREATE INDEX IF NOT EXISTS idx_contacts_company ON contacts (source, company_id);
+CREATE INDEX IF NOT EXISTS idx_contacts_user ON contacts (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_contacts_updated ON contacts (source, updated_at);
+CREATE INDEX IF NOT EXISTS idx_companies_user ON companies (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_companies_updated ON companies (source, updated_at);
+CREATE INDEX IF NOT EXISTS idx_deals_pipeline ON deals (source, pipeline_id);
+CREATE INDEX IF NOT EXISTS idx_deals_contact ON deals (source, contact_id);
+CREATE INDEX IF NOT EXISTS idx_deals_company ON deals (source, company_id);
+CREATE INDEX IF NOT EXISTS idx_deals_user ON deals (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_deals_updated ON deals (source, updated_at);
+CREATE INDEX IF NOT EXISTS idx_deal_contacts_contact ON deal_contacts (source, contact_id);
+CREATE INDEX IF NOT EXISTS idx_leads_contact ON leads (source, contact_id);
+CREATE INDEX IF NOT EXISTS idx_leads_company ON leads (source, company_id);
+CREATE INDEX IF NOT EXISTS idx_tasks_entity ON tasks (source, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_tasks_user ON tasks (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_calls_entity ON calls (source, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_calls_user ON calls (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
+CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
+"""
+
+# Primary keys of the tables adapters fill, for upserts.
+PRIMARY_KEYS = {
+    "stages": ("source", "pipeline_id", "id"),
+    "deal_contacts": ("source", "deal_id", "contact_id"),
+}
+
+
+def primary_key(table: str) -> tuple[str, ...]:
+    return PRIMARY_KEYS.get(table, ("source", "id"))
+
+
+def apply(conn) -> None:
+    """Create whatever is missing; a no-op on an up-to-date mirror."""
+    from connector import kpi_schema
+
+    conn.executescript(DDL + kpi_schema.DDL)

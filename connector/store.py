@@ -1,0 +1,158 @@
+"""The SQLite mirror: open it, save pages, keep sync state. Never speaks HTTP.
+
+`Mirror(path)` creates the file with mode 0600, turns on WAL and applies the schema
+(idempotent). `save_page` writes one adapter `Page` and the stream's bookmark in one
+transaction, so a crash loses at most the page being written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+from adapters.base import Page
+from connector import schema
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _touch_private(path: str) -> None:
+    """Create the file readable by its owner only, before SQLite opens it."""
+    if path == ":memory:" or os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+class Mirror:
+    """One open mirror database."""
+
+    def __init__(self, path: str):
+        self.path = path
+        _touch_private(path)
+        self.db = sqlite_utils.Database(path)
+        self.conn = self.db.conn
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        if path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        schema.apply(self.conn)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Mirror":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- pages ---------------------------------------------------------------
+
+    def save_page(self, source: str, stream: str, page: Page) -> int:
+        """Upsert the page's rows, apply its deletions and bookmark; returns rows written."""
+        with self.db.atomic():
+            self._replace_deal_links(source, page)
+            for table, rows in page.rows.items():
+                if rows:
+                    self._upsert(table, source, rows)
+            for table, ids in page.deleted.items():
+                self._set_deleted(table, source, ids, 1)
+            for table, ids in page.restored.items():
+                self._set_deleted(table, source, ids, 0)
+            if page.bookmark is not None:
+                self.set_bookmark(source, stream, page.bookmark)
+        return page.count()
+
+    def _upsert(self, table: str, source: str, rows: list[dict]) -> None:
+        prepared = []
+        for row in rows:
+            row = dict(row, source=source)
+            raw = row.get("raw")
+            if raw is not None and not isinstance(raw, str):
+                row["raw"] = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+            prepared.append(row)
+        self.db[table].upsert_all(prepared, pk=schema.primary_key(table), batch_size=500)
+
+    def _replace_deal_links(self, source: str, page: Page) -> None:
+        """A deal's contact links are replaced as a whole when the page carries them."""
+        if "deal_contacts" not in page.rows:
+            return
+        deal_ids = {d["id"] for d in page.rows.get("deals", [])}
+        deal_ids |= {link["deal_id"] for link in page.rows["deal_contacts"]}
+        ids = list(deal_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self.conn.execute(
+                f"DELETE FROM deal_contacts WHERE source = ? AND deal_id IN ({','.join('?' * len(chunk))})",
+                [source, *chunk])
+
+    def _set_deleted(self, table: str, source: str, ids: list, flag: int) -> None:
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i:i + 500])
+            self.conn.execute(
+                f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
+                f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
+
+    # -- sync state ----------------------------------------------------------
+
+    def get_bookmark(self, source: str, stream: str) -> str | None:
+        row = self.conn.execute("SELECT bookmark FROM sync_state WHERE source = ? AND stream = ?",
+                                (source, stream)).fetchone()
+        return row[0] if row else None
+
+    def set_bookmark(self, source: str, stream: str, bookmark: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO sync_state (source, stream, bookmark) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, stream) DO UPDATE SET bookmark = excluded.bookmark",
+            (source, stream, bookmark))
+
+    def start_run(self, run_id: str, source: str, stream: str, started_at: str) -> int:
+        with self.db.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO sync_runs (run_id, source, stream, started_at, status) "
+                "VALUES (?, ?, ?, ?, 'running')", (run_id, source, stream, started_at))
+            self.conn.execute(
+                "INSERT INTO sync_state (source, stream, last_run_started_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (source, stream) DO UPDATE SET last_run_started_at = excluded.last_run_started_at",
+                (source, stream, started_at))
+        return cur.lastrowid
+
+    def finish_run(self, run_row: int, status: str, rows: int, requests: int,
+                   error: str | None = None) -> None:
+        finished = utc_now()
+        with self.db.atomic():
+            self.conn.execute(
+                "UPDATE sync_runs SET finished_at = ?, status = ?, rows = ?, requests = ?, error = ? "
+                "WHERE id = ?", (finished, status, rows, requests, error, run_row))
+            if status == "ok":
+                self.conn.execute(
+                    "UPDATE sync_state SET last_success_at = ? WHERE source = ? AND stream = "
+                    "(SELECT stream FROM sync_runs WHERE id = ?)",
+                    (finished, self._run_source(run_row), run_row))
+
+    def _run_source(self, run_row: int) -> str:
+        return self.conn.execute("SELECT source FROM sync_runs WHERE id = ?", (run_row,)).fetchone()[0]
+
+    def status(self) -> list[dict]:
+        """Per source and stream: bookmark, last run, its status, rows and error."""
+        sql = """
+        SELECT s.source, s.stream, s.bookmark, s.last_run_started_at, s.last_success_at,
+               r.status AS last_status, r.rows AS last_rows, r.requests AS last_requests, r.error AS last_error
+        FROM sync_state s
+        LEFT JOIN sync_runs r ON r.id = (SELECT max(id) FROM sync_runs
+                                        WHERE source = s.source AND stream = s.stream)
+        ORDER BY s.source, s.stream"""
+        cur = self.conn.execute(sql)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def table_counts(self) -> dict[str, int]:
+        return {t: self.conn.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0]
+                for t in schema.ENTITY_TABLES}
