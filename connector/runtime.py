@@ -1,0 +1,39 @@
+"""Shared wiring for the CLI and the scheduler: config, mirror, adapters."""
+
+from __future__ import annotations
+
+from connector import config as config_mod
+from connector.config import Config, ConfigError, SourceConfig
+from connector.store import Mirror
+from connector.tokens import TokenStore
+
+
+def load_config(path: str | None) -> Config:
+    return config_mod.load(path)
+
+
+def open_mirror(cfg: Config) -> Mirror:
+    return Mirror(cfg.storage_path)
+
+
+def token_store(cfg: Config) -> TokenStore:
+    return TokenStore(cfg.token_path)
+
+
+def make_adapter(cfg: Config, source: SourceConfig):
+    """The adapter for one source (imported lazily: a CLI call touches only what it needs)."""
+    if source.kind == "amocrm":
+        from adapters.amocrm import AmoCrmAdapter
+        return AmoCrmAdapter(source, token_store(cfg))
+    from adapters.bitrix24 import Bitrix24Adapter
+    return Bitrix24Adapter(source, token_store(cfg))
+
+
+def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:
+    if name is None:
+        return list(cfg.sources)
+    return [cfg.source(name)]
+
+
+__all__ = ["Config", "ConfigError", "SourceConfig", "load_config", "open_mirror", "token_store",
+           "make_adapter", "pick_sources"]

@@ -1,0 +1,273 @@
+"""Plumbing shared by the sandbox CRM servers: a threaded HTTP server with knobs.
+
+A sandbox subclasses `SandboxServer` and implements `handle(req) -> Response`. The base
+class gives it: a `ThreadingHTTPServer` on 127.0.0.1 in a daemon thread, per-request
+latency, seeded fault injection, a thread-safe request log, and rate-limit helpers.
+
+    class MyCrm(SandboxServer):
+        def handle(self, req):
+            return Response.json({"ok": True})
+
+    with MyCrm() as srv:
+        requests.get(srv.url + "/x")
+
+Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`):
+- "500"       HTTP 500 with the subclass's `fault_response()` body
+- "timeout"   hold the connection `timeout_hold_s` seconds, then close without a reply
+- "reset"     close the connection without a reply at once
+- "truncated" the real response, body cut in half (Content-Length matches the cut body)
+- "badjson"   HTTP 200, declared JSON, body is an HTML error page
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket",
+           "FAULT_KINDS"]
+
+FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson")
+
+
+@dataclass
+class Request:
+    """One incoming request, parsed once."""
+    method: str
+    path: str
+    query: str
+    pairs: list[tuple[str, str]]    # query pairs in order, repeats kept
+    headers: dict[str, str]         # header names lower-cased
+    body: bytes = b""
+
+    @property
+    def params(self) -> dict:
+        """Query as {key: value}; a repeated key gives a list of its values."""
+        out: dict = {}
+        for k, v in self.pairs:
+            if k in out:
+                out[k] = out[k] + [v] if isinstance(out[k], list) else [out[k], v]
+            else:
+                out[k] = v
+        return out
+
+    def getlist(self, key: str) -> list[str]:
+        return [v for k, v in self.pairs if k == key]
+
+    def get(self, key: str, default=None):
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, obj, status: int = 200, content_type: str = "application/json",
+             headers: dict | None = None) -> "Response":
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(status, body, content_type, headers or {})
+
+    @classmethod
+    def empty(cls, status: int = 204) -> "Response":
+        return cls(status, b"", "")
+
+
+class SlidingWindow:
+    """At most `rate` events in any `window` seconds (amoCRM-style per-second cap)."""
+
+    def __init__(self, rate: float, window: float = 1.0, clock=time.monotonic):
+        self.rate, self.window, self.clock = rate, window, clock
+        self._times: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            while self._times and self._times[0] <= now - self.window:
+                self._times.popleft()
+            if len(self._times) >= self.rate:
+                return False
+            self._times.append(now)
+            return True
+
+
+class LeakyBucket:
+    """A bucket of `size` that drains `drain` per second (Bitrix24-style limiter)."""
+
+    def __init__(self, size: float, drain: float, clock=time.monotonic):
+        self.size, self.drain, self.clock = size, drain, clock
+        self.level = 0.0
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def allow(self, cost: float = 1.0) -> bool:
+        with self._lock:
+            now = self.clock()
+            self.level = max(0.0, self.level - (now - self._at) * self.drain)
+            self._at = now
+            if self.level + cost > self.size:
+                return False
+            self.level += cost
+            return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"       # keep-alive: clients reuse connections like in prod
+
+    def _any(self):
+        self.server.owner._serve(self)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
+
+    def log_message(self, *args):       # keep test output quiet
+        pass
+
+
+class SandboxServer:
+    """Base class: start()/stop()/context manager, `url`, `request_log`, knobs."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0,
+                 fault_rate: float = 0.0, faults=("500",), seed: int = 1,
+                 timeout_hold_s: float = 0.0):
+        self.host, self.port = host, port
+        self.latency_ms = latency_ms
+        self.fault_rate = fault_rate
+        self.faults = tuple(faults)
+        self.timeout_hold_s = timeout_hold_s
+        self.request_log: list[dict] = []
+        self._log_lock = threading.Lock()
+        self._fault_rng = random.Random(seed)
+        self._forced: collections.deque = collections.deque()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.scheme = "http"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self):
+        httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
+        httpd.daemon_threads = True
+        httpd.owner = self
+        self._wrap_socket(httpd)
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{type(self).__name__}:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _wrap_socket(self, httpd) -> None:
+        """Hook for HTTPS (subclasses may wrap httpd.socket)."""
+
+    def stop(self) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self):
+        return self.start() if self._httpd is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    # ---- knobs ---------------------------------------------------------------------------
+    def fail_next(self, kind: str = "500", times: int = 1) -> None:
+        """Force the next `times` requests to fail with fault `kind` (deterministic tests)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self._forced.extend([kind] * times)
+
+    def clear_log(self) -> None:
+        with self._log_lock:
+            self.request_log.clear()
+
+    def requests_to(self, path_part: str) -> list[dict]:
+        """Logged requests whose path contains `path_part`."""
+        with self._log_lock:
+            return [r for r in self.request_log if path_part in r["path"]]
+
+    # ---- subclass API --------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        raise NotImplementedError
+
+    def fault_response(self) -> Response:
+        return Response.json({"error": "internal server error"}, 500)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _pick_fault(self) -> str | None:
+        with self._log_lock:
+            if self._forced:
+                return self._forced.popleft()
+            if self.fault_rate and self._fault_rng.random() < self.fault_rate:
+                return self._fault_rng.choice(self.faults)
+        return None
+
+    def _log(self, req: Request, status) -> None:
+        with self._log_lock:
+            self.request_log.append({"method": req.method, "path": req.path,
+                                     "params": req.params, "status": status,
+                                     "at": time.time()})
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(h.path)
+        n = int(h.headers.get("Content-Length") or 0)
+        req = Request(h.command, parts.path, parts.query,
+                      parse_qsl(parts.query, keep_blank_values=True),
+                      {k.lower(): v for k, v in h.headers.items()},
+                      h.rfile.read(n) if n else b"")
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        fault = self._pick_fault()
+        if fault in ("timeout", "reset"):
+            self._log(req, fault)
+            if fault == "timeout" and self.timeout_hold_s:
+                time.sleep(self.timeout_hold_s)
+            h.close_connection = True
+            return
+        if fault == "500":
+            resp = self.fault_response()
+        elif fault == "badjson":
+            resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                            "application/json")
+        else:
+            try:
+                resp = self.handle(req)
+            except Exception as exc:    # a sandbox bug must not hang the client
+                resp = Response.json({"error": "sandbox error", "detail": type(exc).__name__}, 500)
+            if fault == "truncated" and resp.body:
+                resp = Response(resp.status, resp.body[: len(resp.body) // 2],
+                                resp.content_type, resp.headers)
+        self._log(req, resp.status if fault is None else f"{resp.status}:{fault}")
+        self._send(h, resp)
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, resp: Response) -> None:
+        h.send_response(resp.status)
+        if resp.content_type and resp.body:
+            h.send_header("Content-Type", resp.content_type)
+        for k, v in resp.headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(resp.body)))
+        h.end_headers()
+        if resp.body and h.command != "HEAD":
+            h.wfile.write(resp.body)
