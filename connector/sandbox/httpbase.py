@@ -17,6 +17,8 @@ Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`)
 - "reset"     close the connection without a reply at once
 - "truncated" the real response, body cut in half (Content-Length matches the cut body)
 - "badjson"   HTTP 200, declared JSON, body is an HTML error page
+
+`request_log` rows: {method, path, params, status (None when no reply), fault, at}.
 """
 
 from __future__ import annotations
@@ -222,11 +224,11 @@ class SandboxServer:
                 return self._fault_rng.choice(self.faults)
         return None
 
-    def _log(self, req: Request, status) -> None:
+    def _log(self, req: Request, status: int | None, fault: str | None) -> None:
         with self._log_lock:
             self.request_log.append({"method": req.method, "path": req.path,
                                      "params": req.params, "status": status,
-                                     "at": time.time()})
+                                     "fault": fault, "at": time.time()})
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
@@ -239,7 +241,7 @@ class SandboxServer:
             time.sleep(self.latency_ms / 1000)
         fault = self._pick_fault()
         if fault in ("timeout", "reset"):
-            self._log(req, fault)
+            self._log(req, None, fault)
             if fault == "timeout" and self.timeout_hold_s:
                 time.sleep(self.timeout_hold_s)
             h.close_connection = True
@@ -257,7 +259,7 @@ class SandboxServer:
             if fault == "truncated" and resp.body:
                 resp = Response(resp.status, resp.body[: len(resp.body) // 2],
                                 resp.content_type, resp.headers)
-        self._log(req, resp.status if fault is None else f"{resp.status}:{fault}")
+        self._log(req, resp.status, fault)
         self._send(h, resp)
 
     @staticmethod
