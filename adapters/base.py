@@ -20,6 +20,8 @@ class Page:
 
     rows: mirror table -> records to upsert on their primary key.
     deleted / restored: mirror table -> ids whose `is_deleted` becomes 1 / 0.
+    present: mirror table -> every id the CRM still has (a reconciliation pass): rows of this
+    source missing from the list are marked deleted, listed rows are marked not deleted.
     bookmark: when not None, the stream's new bookmark, saved in the same transaction,
     so a crash loses at most this page. Adapters never set it past the run's start.
     """
@@ -27,6 +29,7 @@ class Page:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     deleted: dict[str, list] = field(default_factory=dict)
     restored: dict[str, list] = field(default_factory=dict)
+    present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
 
     def count(self) -> int:

@@ -66,6 +66,8 @@ class Mirror:
                 self._set_deleted(table, source, ids, 1)
             for table, ids in page.restored.items():
                 self._set_deleted(table, source, ids, 0)
+            for table, ids in page.present.items():
+                self._reconcile(table, source, ids)
             if page.bookmark is not None:
                 self.set_bookmark(source, stream, page.bookmark)
         return page.count()
@@ -99,6 +101,16 @@ class Mirror:
             self.conn.execute(
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
+
+    def _reconcile(self, table: str, source: str, ids: list) -> None:
+        """Mark rows the CRM no longer lists as deleted, and listed ones as not deleted."""
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS _present (id PRIMARY KEY)")
+        self.conn.execute("DELETE FROM _present")
+        self.conn.executemany("INSERT OR IGNORE INTO _present (id) VALUES (?)", ((i,) for i in ids))
+        self.conn.execute(
+            f"UPDATE [{table}] SET is_deleted = (id NOT IN (SELECT id FROM _present)) "
+            f"WHERE source = ? AND is_deleted != (id NOT IN (SELECT id FROM _present))", (source,))
+        self.conn.execute("DELETE FROM _present")
 
     # -- sync state ----------------------------------------------------------
 
