@@ -14,3 +14,28 @@ CREATE TABLE IF NOT EXISTS writeback_log (
     status TEXT NOT NULL, error TEXT, at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_writeback_log_entity ON writeback_log (source, entity_type, entity_id, field);
 """
+
+# kpi_values keeps history as changes: a row when a client's KPI gets a new value, so the value at
+# time T is the latest row at or before T. kpi_latest holds the current value of every KPI
+# (the diff base for history and write-back), kpi_runs one row per computation.
+DDL += """
+CREATE TABLE IF NOT EXISTS kpi_latest (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL,
+    PRIMARY KEY (source, entity_type, entity_id, kpi)) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS kpi_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL, computed_at TEXT NOT NULL, kpis TEXT NOT NULL,
+    clients INTEGER NOT NULL, values_changed INTEGER NOT NULL, seconds REAL NOT NULL);
+
+CREATE TABLE IF NOT EXISTS kpi_fields (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, kpi TEXT NOT NULL,
+    label TEXT NOT NULL, field_key TEXT NOT NULL, code TEXT, type TEXT, resolved_at TEXT NOT NULL,
+    PRIMARY KEY (source, entity_type, kpi));
+
+CREATE TABLE IF NOT EXISTS kpi_written (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
+    PRIMARY KEY (source, entity_type, entity_id, field_key)) WITHOUT ROWID;
+"""
