@@ -161,7 +161,11 @@ class Vocab:
         return [(uf_name(f), f) for f in self.ds.fields.get(etype, [])]
 
 
-def _uf_getter(fid):
+def _uf_getter(f: dict):
+    fid = f["id"]
+    if f.get("enums"):  # list fields read back as the enum id, like the real API
+        ids = {e["value"]: str(e["id"]) for e in f["enums"]}
+        return lambda r: (None if (x := r["custom"].get(fid)) is None else ids.get(x, x))
     return lambda r: r["custom"].get(fid)
 
 
@@ -346,7 +350,7 @@ def _uf_fields(v: Vocab, etype: str) -> list[Field]:
     out = []
     for name, f in v.uf_fields(etype):
         kind = "float" if f["type"] == "numeric" else "str"
-        out.append(Field(name, camel(name), _uf_getter(f["id"]), kind))
+        out.append(Field(name, camel(name), _uf_getter(f), kind))
     return out
 
 

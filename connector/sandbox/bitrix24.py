@@ -1,0 +1,324 @@
+"""A local Bitrix24 portal for tests and benchmarks: REST over HTTP on 127.0.0.1.
+
+    with Bitrix24Sandbox(size=300, limits=False) as b24:
+        requests.post(b24.webhook_url + "crm.deal.list", json={"start": -1}).json()
+
+Serves the methods in `bitrix24_methods.METHODS` plus `batch`, through an incoming webhook
+(`/rest/{user}/{secret}/{method}[.json]`) or OAuth (`/rest/{method}` with `auth`, tokens
+from `/oauth/token/`). Shapes, errors and limits follow /work/shared/api/bitrix24.md:
+the leaky bucket (503 QUERY_LIMIT_EXCEEDED) and, with `cost_model=True`, real server time
+per list page charged to a per-method operating budget (429 OPERATION_TIME_LIMIT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from urllib.parse import quote
+
+from .bitrix24_auth import OAuthServer, OperatingBudget
+from .bitrix24_methods import METHODS, Portal, Reply, scope_of
+from .bitrix24_params import ci_get, parse_body, parse_query
+from .bitrix24_query import ApiError
+from .bitrix24_render import fmt_dt
+from .httpbase import LeakyBucket, Request, Response, SandboxServer
+
+__all__ = ["Bitrix24Sandbox"]
+
+MAX_BATCH = 50
+_REF = re.compile(r"\$(result|result_next|result_total)\[([^\]]*)\]((?:\[[^\]]*\])*)")
+_SECRET_KEYS = {"auth", "client_secret", "refresh_token", "code", "access_token"}
+
+
+class Bitrix24Sandbox(SandboxServer):
+    """A fake Bitrix24 portal backed by a sandbox `Dataset` (see the module docstring).
+
+    Knobs: `latency_ms`, `fault_rate`/`faults` (see httpbase), `limits` (leaky bucket
+    `bucket_size` burst, `drain_rate`/s), `cost_model` (sleep `page_cost_s` per list page,
+    more for counted pages), `operating_budget_s` per `operating_window_s` per method.
+    Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
+    """
+
+    def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,
+                 latency_ms=0, limits=True, bucket_size=50, drain_rate=2.0, cost_model=False,
+                 page_cost_s=0.1, operating_budget_s=480.0, operating_window_s=600.0,
+                 webhook_user=1, webhook_secret="sandboxsecret123", client_id="sandbox.app",
+                 client_secret="sandbox-secret", scopes=("crm", "task", "user", "telephony"),
+                 fault_rate=0.0, faults=("500",), https=False, timeout_hold_s=1.0,
+                 access_ttl_s=3600):
+        super().__init__(host=host, port=port, latency_ms=latency_ms, fault_rate=fault_rate,
+                         faults=faults, seed=seed, timeout_hold_s=timeout_hold_s)
+        if dataset is None:
+            from .data import generate
+            dataset = generate(seed=seed, size=size)
+        self.dataset = dataset
+        self.portal = Portal(dataset)
+        self.portal.user_id = webhook_user
+        self.limits, self.cost_model, self.page_cost_s = limits, cost_model, page_cost_s
+        self.bucket_size, self.drain_rate = bucket_size, drain_rate
+        self._buckets: dict[str, LeakyBucket] = {}
+        self.operating = OperatingBudget(operating_budget_s, operating_window_s)
+        self.webhook_user, self.webhook_secret = str(webhook_user), webhook_secret
+        self.scopes = tuple(scopes)
+        self.oauth = OAuthServer(client_id, client_secret, access_ttl_s)
+        self.https = https
+        self.limit_errors = 0
+        self.limit_counts = {"QUERY_LIMIT_EXCEEDED": 0, "OPERATION_TIME_LIMIT": 0}
+        self._count_lock = threading.Lock()
+        self._tmpdir: str | None = None
+
+    # ---- addresses and knobs ------------------------------------------------------------
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/rest/{self.webhook_user}/{self.webhook_secret}/"
+
+    @property
+    def oauth_url(self) -> str:
+        return f"{self.url}/oauth/token/"
+
+    @property
+    def client_endpoint(self) -> str:
+        return f"{self.url}/rest/"
+
+    def issue_code(self) -> str:
+        """An OAuth authorization code (valid 30 s, single use), as the redirect would bring."""
+        return self.oauth.issue_code()
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far answers 401 expired_token from now on."""
+        self.oauth.expire_all()
+
+    # ---- HTTP entry -----------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        path = req.path
+        try:
+            params = parse_query(req.query)
+            if req.body:
+                params.update(parse_body(req.headers.get("content-type", ""), req.body))
+        except ValueError:
+            return _error(ApiError("INVALID_REQUEST", "Request body is not valid JSON", 400))
+        if path.rstrip("/") == "/oauth/token":
+            return self._token(params)
+        m = re.fullmatch(r"/rest/(?:(\d+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?/?", path)
+        if not m:
+            return Response.json({"error": "NOT_FOUND", "error_description": "Not found"}, 404)
+        user, secret, method = m.group(1), m.group(2), m.group(3).lower()
+        if self.limits and not self._bucket(req).allow():
+            self._count("QUERY_LIMIT_EXCEEDED")
+            return _error(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
+        try:
+            if user is not None:
+                if user != self.webhook_user or secret != self.webhook_secret:
+                    raise ApiError("NO_AUTH_FOUND", "Wrong authorization data", 401)
+            else:
+                self.oauth.check(params.get("auth"))
+            params.pop("auth", None)
+            if method == "batch":
+                return Response.json(self._batch(params))
+            return Response.json(self._call(method, params))
+        except ApiError as e:
+            return _error(e, self._time_for(e))
+
+    def _bucket(self, req: Request) -> LeakyBucket:
+        # Bitrix24 counts per portal and source IP; every sandbox client is local, so a
+        # proxy-style header lets a test simulate a second machine.
+        ip = req.headers.get("x-forwarded-for", "127.0.0.1")
+        b = self._buckets.get(ip)
+        if b is None:
+            b = self._buckets.setdefault(ip, LeakyBucket(self.bucket_size, self.drain_rate))
+        return b
+
+    def _count(self, code: str) -> None:
+        with self._count_lock:
+            self.limit_errors += 1
+            self.limit_counts[code] += 1
+
+    def _token(self, params: dict) -> Response:
+        try:
+            out = self.oauth.token(params)
+        except ApiError as e:
+            return _error(e)
+        out.update({"client_endpoint": self.client_endpoint,
+                    "server_endpoint": f"{self.url}/oauth/rest/",
+                    "domain": f"{self.host}:{self.port}", "member_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+                    "scope": ",".join(self.scopes), "status": "L",
+                    "user_id": int(self.webhook_user)})
+        return Response.json(out)
+
+    # ---- one method call ------------------------------------------------------------------
+    def _call(self, method: str, params: dict) -> dict:
+        """Run one method; returns the envelope. Raises ApiError."""
+        reply, tm = self._run(method, params)
+        out = {"result": reply.result}
+        if reply.total is not None:
+            out["total"] = reply.total
+        if reply.next is not None:
+            out["next"] = reply.next
+        out["time"] = tm
+        return out
+
+    def _run(self, method: str, params: dict) -> tuple[Reply, dict]:
+        fn = METHODS.get(method)
+        if fn is None:
+            raise ApiError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
+        scope = scope_of(method)
+        if scope and scope not in self.scopes:
+            raise ApiError("insufficient_scope",
+                           "The request requires higher privileges than provided by the webhook token",
+                           403)
+        if self.operating.blocked(method):
+            self._count("OPERATION_TIME_LIMIT")
+            raise ApiError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.",
+                           429, {"method": method})
+        t0 = time.time()
+        reply = fn(self.portal, params)
+        if self.cost_model:
+            time.sleep(self._cost(reply))
+        t1 = time.time()
+        self.operating.charge(method, t1 - t0)
+        return reply, self._time(t0, t1, method)
+
+    def _cost(self, reply: Reply) -> float:
+        """Server seconds a call takes: counting rows costs more on bigger tables."""
+        if reply.page == "counted":
+            return self.page_cost_s + 0.5 * reply.table / 100_000
+        if reply.page == "fast":
+            return self.page_cost_s
+        return self.page_cost_s / 2
+
+    def _time(self, t0: float, t1: float, method: str | None) -> dict:
+        used, reset = self.operating.used(method) if method else (0.0, int(t1))
+        return {"start": t0, "finish": t1, "duration": t1 - t0, "processing": t1 - t0,
+                "date_start": fmt_dt(int(t0)), "date_finish": fmt_dt(int(t1)),
+                "operating_reset_at": reset, "operating": round(used, 6)}
+
+    def _time_for(self, e: ApiError) -> dict | None:
+        if e.code != "OPERATION_TIME_LIMIT":
+            return None
+        now = time.time()
+        return self._time(now, now, e.extra.get("method"))
+
+    # ---- batch ----------------------------------------------------------------------------
+    def _batch(self, params: dict) -> dict:
+        t0 = time.time()
+        cmd = ci_get(params, "cmd")
+        if isinstance(cmd, list):
+            items = [(str(i), c) for i, c in enumerate(cmd)]
+        elif isinstance(cmd, dict):
+            items = [(str(k), c) for k, c in cmd.items()]
+        else:
+            raise ApiError("INVALID_ARG_VALUE", "Parameter 'cmd' must be array.", 400)
+        if len(items) > MAX_BATCH:
+            raise ApiError("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
+        halt = str(ci_get(params, "halt", "0")).lower() in ("1", "true", "y")
+        sec = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {},
+               "result_time": {}}
+        for key, text in items:
+            try:
+                method, _, query = _resolve(str(text), sec).partition("?")
+                method = method.strip().lower().removesuffix(".json")
+                if method == "batch":
+                    raise ApiError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
+                reply, tm = self._run(method, parse_query(query))
+            except ApiError as e:
+                sec["result_error"][key] = {"error": e.code, "error_description": e.description}
+                if halt:
+                    break
+                continue
+            sec["result"][key] = reply.result
+            if reply.total is not None:
+                sec["result_total"][key] = reply.total
+            if reply.next is not None:
+                sec["result_next"][key] = reply.next
+            sec["result_time"][key] = tm
+        t1 = time.time()
+        # The outer batch is not charged to any method's operating budget.
+        return {"result": {k: _php_array(v) for k, v in sec.items()},
+                "time": self._time(t0, t1, None)}
+
+    # ---- HTTPS ----------------------------------------------------------------------------
+    def _wrap_socket(self, httpd) -> None:
+        if not self.https:
+            return
+        if shutil.which("openssl") is None:
+            raise RuntimeError("https=True needs the `openssl` command-line tool on PATH")
+        self._tmpdir = tempfile.mkdtemp(prefix="b24sandbox-")
+        cert, key = os.path.join(self._tmpdir, "cert.pem"), os.path.join(self._tmpdir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        self.scheme = "https"
+        self.cert_path = cert  # clients pass this as `verify=`
+
+    def stop(self) -> None:
+        super().stop()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    # ---- plumbing overrides -----------------------------------------------------------------
+    def fault_response(self) -> Response:
+        # Real portals answer 5xx with an HTML page from the web server, not JSON.
+        return Response(500, b"<html><head><title>500 Internal Server Error</title></head>"
+                             b"<body><h1>Internal Server Error</h1></body></html>", "text/html")
+
+    def _log(self, req: Request, status, fault) -> None:
+        """Log body parameters too, with the webhook secret and tokens masked."""
+        try:
+            params = parse_query(req.query)
+            if req.body:
+                params.update(parse_body(req.headers.get("content-type", ""), req.body))
+        except ValueError:
+            params = {}
+        for k in _SECRET_KEYS & set(params):
+            params[k] = "***"
+        path = req.path.replace(f"/{self.webhook_secret}/", "/***/")
+        with self._log_lock:
+            self.request_log.append({"method": req.method, "path": path, "params": params,
+                                     "status": status, "fault": fault, "at": time.time()})
+
+
+def _error(e: ApiError, tm: dict | None = None) -> Response:
+    body = {"error": e.code, "error_description": e.description}
+    if tm:
+        body["time"] = tm
+    return Response.json(body, e.status)
+
+
+def _php_array(d: dict):
+    """PHP's json_encode: an empty or 0..n-1-keyed array is a JSON list, else an object."""
+    if not d:
+        return []
+    if list(d) == [str(i) for i in range(len(d))]:
+        return list(d.values())
+    return d
+
+
+def _resolve(text: str, sec: dict) -> str:
+    """Substitute `$result[key][0][ID]`-style references with earlier sub-call results."""
+    def sub(m):
+        node = sec.get(m.group(1), {}).get(m.group(2))
+        for part in re.findall(r"\[([^\]]*)\]", m.group(3)):
+            if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                node = None
+                break
+        if node is None:
+            return ""
+        if isinstance(node, bool):
+            node = int(node)
+        return quote(str(node) if not isinstance(node, (dict, list)) else json.dumps(node), safe="")
+    return _REF.sub(sub, text)

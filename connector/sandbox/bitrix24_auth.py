@@ -1,0 +1,101 @@
+"""OAuth tokens and the per-method operating-time budget of the Bitrix24 sandbox."""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import threading
+import time
+
+from .bitrix24_query import ApiError
+
+
+class OperatingBudget:
+    """Seconds of server time each method used in a sliding window (Bitrix24 "operating")."""
+
+    def __init__(self, budget_s: float, window_s: float, clock=time.time):
+        self.budget_s, self.window_s, self.clock = budget_s, window_s, clock
+        self._spent: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._lock = threading.Lock()
+
+    def _trim(self, q: collections.deque, now: float) -> None:
+        while q and q[0][0] <= now - self.window_s:
+            q.popleft()
+
+    def used(self, method: str) -> tuple[float, int]:
+        """(seconds used in the window, Unix time the oldest charge drops out)."""
+        with self._lock:
+            now = self.clock()
+            q = self._spent[method]
+            self._trim(q, now)
+            reset = q[0][0] + self.window_s if q else now + self.window_s
+            return sum(c for _, c in q), int(reset)
+
+    def blocked(self, method: str) -> bool:
+        return self.used(method)[0] >= self.budget_s
+
+    def charge(self, method: str, seconds: float) -> None:
+        with self._lock:
+            self._spent[method].append((self.clock(), seconds))
+
+
+class OAuthServer:
+    """Authorization codes, access tokens and single-use (rotating) refresh tokens."""
+
+    def __init__(self, client_id: str, client_secret: str, access_ttl_s: int = 3600):
+        self.client_id, self.client_secret = client_id, client_secret
+        self.access_ttl_s = access_ttl_s
+        self._codes: dict[str, float] = {}
+        self._access: dict[str, float] = {}     # token -> expires (Unix)
+        self._refresh: dict[str, str] = {}      # refresh token -> its access token
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def issue_code(self, ttl_s: float = 30.0) -> str:
+        code = secrets.token_hex(16)
+        with self._lock:
+            self._codes[code] = time.time() + ttl_s
+        return code
+
+    def token(self, params: dict) -> dict:
+        """The /oauth/token/ endpoint; raises ApiError (invalid_client / invalid_grant)."""
+        if params.get("client_id") != self.client_id or \
+                params.get("client_secret") != self.client_secret:
+            raise ApiError("invalid_client", "invalid client credentials", 401)
+        grant = params.get("grant_type")
+        with self._lock:
+            if grant == "authorization_code":
+                expires = self._codes.pop(str(params.get("code")), None)
+                if expires is None or expires < time.time():
+                    raise ApiError("invalid_grant", "Invalid authorization code", 400)
+            elif grant == "refresh_token":
+                old = self._refresh.pop(str(params.get("refresh_token")), None)
+                if old is None:  # unknown, or already used: refresh tokens are single-use
+                    raise ApiError("invalid_grant", "Invalid refresh token", 400)
+                self._access.pop(old, None)  # the jointly issued access token dies too
+                self.refreshes += 1
+            else:
+                raise ApiError("invalid_request", "Unsupported grant_type", 400)
+            access, refresh = secrets.token_hex(24), secrets.token_hex(24)
+            expires = int(time.time()) + self.access_ttl_s
+            self._access[access] = expires
+            self._refresh[refresh] = access
+        return {"access_token": access, "refresh_token": refresh, "expires": expires,
+                "expires_in": self.access_ttl_s}
+
+    def check(self, token) -> None:
+        """Raise the REST error a portal gives for a bad or expired access token."""
+        with self._lock:
+            expires = self._access.get(str(token)) if token else None
+        if not token:
+            raise ApiError("NO_AUTH_FOUND", "Wrong authorization data", 401)
+        if expires is None:
+            raise ApiError("invalid_token", "The access token provided is invalid.", 401)
+        if expires <= time.time():
+            raise ApiError("expired_token", "The access token provided has expired.", 401)
+
+    def expire_all(self) -> None:
+        """Test knob: every access token issued so far is now expired (refresh still works)."""
+        with self._lock:
+            for t in self._access:
+                self._access[t] = 0
