@@ -1,0 +1,83 @@
+"""The mirror store: private file, idempotent schema, one transaction per page."""
+
+import os
+import stat
+
+import pytest
+
+from adapters.base import Page
+from connector.store import Mirror
+
+
+def test_file_is_private_wal_and_schema_idempotent(tmp_path):
+    path = str(tmp_path / "m.db")
+    Mirror(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with Mirror(path) as m:  # applying the schema again is a no-op
+        assert m.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in m.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"deals", "deal_contacts", "stages", "sync_state", "sync_runs", "kpi_values",
+            "writeback_log"} <= tables
+
+
+def test_upsert_updates_in_place_and_keeps_raw_json(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "a", "amount": 10, "raw": {"x": 1}}]}))
+        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "b", "raw": {"x": 2}}]}))
+        m.save_page("other", "deals", Page(rows={"deals": [{"id": 1, "name": "c"}]}))
+        rows = m.conn.execute("SELECT source, id, name, amount, raw FROM deals ORDER BY source").fetchall()
+    assert rows == [("other", 1, "c", None, None), ("s", 1, "b", 10.0, '{"x":2}')]
+
+
+def test_deal_links_replaced_as_a_whole(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "deals", Page(rows={
+            "deals": [{"id": 1}, {"id": 2}],
+            "deal_contacts": [{"deal_id": 1, "contact_id": 10, "is_main": 1},
+                              {"deal_id": 1, "contact_id": 11, "is_main": 0},
+                              {"deal_id": 2, "contact_id": 10, "is_main": 1}]}))
+        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1}],
+                                             "deal_contacts": [{"deal_id": 1, "contact_id": 12, "is_main": 1}]}))
+        links = m.conn.execute("SELECT deal_id, contact_id FROM deal_contacts ORDER BY 1, 2").fetchall()
+    assert links == [(1, 12), (2, 10)]
+
+
+def test_stage_ids_keep_crm_types(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "p", Page(rows={"stages": [
+            {"pipeline_id": 1, "id": 142, "semantics": "won"},
+            {"pipeline_id": 2, "id": 142, "semantics": "won"},
+            {"pipeline_id": 0, "id": "C1:WON", "semantics": "won"}]}))
+        rows = m.conn.execute("SELECT pipeline_id, id, typeof(id) FROM stages ORDER BY 1").fetchall()
+    assert rows == [(0, "C1:WON", "text"), (1, 142, "integer"), (2, 142, "integer")]
+
+
+def test_deleted_restored_and_reconciled(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "c", Page(rows={"contacts": [{"id": i} for i in range(1, 6)]}))
+        m.save_page("s", "e", Page(deleted={"contacts": [1, 2]}, restored={"contacts": [2]}))
+        m.save_page("s", "r", Page(present={"contacts": [1, 2, 3]}))
+        flags = dict(m.conn.execute("SELECT id, is_deleted FROM contacts").fetchall())
+    assert flags == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1}
+
+
+def test_failed_page_leaves_nothing_half_written(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "kept"}]}, bookmark="b1"))
+        bad = Page(rows={"deals": [{"id": 2, "name": "new"}], "stages": [{"pipeline_id": 1, "id": None}]},
+                   bookmark="b2")
+        with pytest.raises(Exception):
+            m.save_page("s", "deals", bad)
+        assert m.conn.execute("SELECT id FROM deals").fetchall() == [(1,)]
+        assert m.get_bookmark("s", "deals") == "b1"
+
+
+def test_runs_and_status(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        r = m.start_run("run1", "s", "deals", "2026-11-23T02:00:00Z")
+        m.finish_run(r, "failed", 5, 3, "boom")
+        r = m.start_run("run2", "s", "deals", "2026-11-23T03:00:00Z")
+        m.finish_run(r, "ok", 7, 2)
+        (row,) = m.status()
+    assert row["last_status"] == "ok" and row["last_rows"] == 7 and row["last_error"] is None
+    assert row["last_run_started_at"] == "2026-11-23T03:00:00Z" and row["last_success_at"]

@@ -1,0 +1,110 @@
+"""The sync engine, with a scripted adapter: isolation of failures, per-page progress, stops."""
+
+import threading
+
+import pytest
+
+from adapters.base import Page
+from adapters.errors import AuthError, ScopeError, StreamError
+from connector.store import Mirror
+from connector.sync import UnknownStream, sync_source
+
+
+class Scripted:
+    """An adapter whose streams are lists of steps: a Page to yield or an exception to raise."""
+
+    kind = "fake"
+    source = "fake"
+
+    def __init__(self, script):
+        self.script = script
+        self.requests = 0
+        self.seen_bookmarks = {}
+
+    def stream_names(self):
+        return list(self.script)
+
+    def fetch(self, stream, bookmark, run_started_at, full=False):
+        self.seen_bookmarks[stream] = bookmark
+        for step in self.script[stream]:
+            self.requests += 1
+            if isinstance(step, Exception):
+                raise step
+            yield step
+
+
+def rows(n0, n1):
+    return {"contacts": [{"id": i, "name": f"c{i}"} for i in range(n0, n1)]}
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        yield m
+
+
+def test_failing_stream_keeps_committed_pages_and_others_run(mirror):
+    adapter = Scripted({
+        "a": [Page(rows=rows(1, 3), bookmark="a1"), Page(bookmark="a2")],
+        "b": [Page(rows=rows(10, 12), bookmark="b1"), StreamError("source 'fake': page 2 is not JSON")],
+        "c": [ValueError("surprise"), ],
+        "d": [Page(rows=rows(20, 21), bookmark="d1")],
+    })
+    results = {r.stream: r for r in sync_source(mirror, adapter)}
+    assert [results[s].status for s in "abcd"] == ["ok", "failed", "failed", "ok"]
+    assert results["b"].error == "source 'fake': page 2 is not JSON"
+    assert "unexpected ValueError: surprise" in results["c"].error
+    assert mirror.get_bookmark("fake", "a") == "a2"
+    assert mirror.get_bookmark("fake", "b") == "b1"  # the committed page's progress is kept
+    ids = [r[0] for r in mirror.conn.execute("SELECT id FROM contacts ORDER BY id")]
+    assert ids == [1, 2, 10, 11, 20]
+    runs = mirror.conn.execute("SELECT stream, status, rows, requests, error FROM sync_runs ORDER BY id").fetchall()
+    assert runs[1] == ("b", "failed", 2, 2, "source 'fake': page 2 is not JSON")
+
+
+def test_bookmark_passed_back_next_run(mirror):
+    adapter = Scripted({"a": [Page(rows=rows(1, 2), bookmark="2026-11-23T00:00:00Z")]})
+    sync_source(mirror, adapter)
+    sync_source(mirror, adapter)
+    assert adapter.seen_bookmarks["a"] == "2026-11-23T00:00:00Z"
+    sync_source(mirror, adapter, full=True)
+    assert adapter.seen_bookmarks["a"] is None
+
+
+def test_auth_error_stops_the_source(mirror):
+    adapter = Scripted({"a": [AuthError("source 'fake': token rejected (401)")],
+                        "b": [Page(rows=rows(1, 2))]})
+    results = sync_source(mirror, adapter)
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert results[1].error == "not run: source 'fake': token rejected (401)"
+    assert mirror.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_scope_error_skips_stream_with_warning(mirror, caplog):
+    adapter = Scripted({"calls": [ScopeError("source 'fake': webhook lacks scope 'telephony'")],
+                        "b": [Page(rows=rows(1, 2))]})
+    results = sync_source(mirror, adapter)
+    assert [r.status for r in results] == ["skipped", "ok"]
+    assert "telephony" in caplog.text
+
+
+def test_unknown_stream(mirror):
+    with pytest.raises(UnknownStream, match="no stream 'nope'"):
+        sync_source(mirror, Scripted({"a": []}), streams=["nope"])
+
+
+def test_stop_event_interrupts_after_the_current_page(mirror):
+    stop = threading.Event()
+
+    class Stopper(Scripted):
+        def fetch(self, stream, bookmark, run_started_at, full=False):
+            for page in super().fetch(stream, bookmark, run_started_at, full):
+                stop.set()
+                yield page
+
+    adapter = Stopper({"a": [Page(rows=rows(1, 2), bookmark="p1"), Page(rows=rows(2, 3), bookmark="p2")],
+                       "b": [Page(rows=rows(5, 6))]})
+    results = sync_source(mirror, adapter, stop=stop)
+    assert [r.status for r in results] == ["interrupted", "interrupted"]
+    assert mirror.get_bookmark("fake", "a") == "p1"
+    assert [r[0] for r in mirror.conn.execute("SELECT id FROM contacts")] == [1]
