@@ -1,0 +1,113 @@
+"""amoCRM custom fields on contact and company cards: list, create, write KPI values.
+
+Writes go as `PATCH /api/v4/{contacts|companies}` with up to 50 cards per request (facts
+§2.10: the cap is undocumented, 50 matches the complex-leads limit). A 400/422 for a batch is
+usually one bad card: the batch's cards are then sent one by one so the others still land.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from adapters.base import CrmField, FieldWrite, WriteResult
+from adapters.errors import ScopeError, StreamError
+from adapters.redact import redact
+
+BATCH = 50
+PLURAL = {"contact": "contacts", "company": "companies"}
+
+
+def plural(entity_type: str) -> str:
+    try:
+        return PLURAL[entity_type]
+    except KeyError:
+        raise ValueError(f"amoCRM KPI fields live on contact or company cards, not "
+                         f"'{entity_type}'") from None
+
+
+def field_from_amo(item: dict) -> CrmField:
+    return CrmField(key=str(item["id"]), name=item.get("name") or "", type=item.get("type") or "",
+                    code=item.get("code") or None)
+
+
+def format_value(value: float | None) -> str | None:
+    """amoCRM numeric values are sent as strings; no exponent, no trailing zeros."""
+    if value is None:
+        return None
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def card_patch(write: FieldWrite) -> dict:
+    values = []
+    for key, value in write.values.items():
+        ref = {"field_id": int(key)} if str(key).isdigit() else {"field_code": key}
+        text = format_value(value)
+        values.append({**ref, "values": None if text is None else [{"value": text}]})
+    return {"id": int(write.entity_id), "custom_fields_values": values}
+
+
+class FieldWriter:
+    """Field methods of the adapter; `send(method, path, **kw)` is the adapter's HTTP call
+    returning (status, parsed JSON or None); `pages(path)` yields collection items."""
+
+    def __init__(self, source_name: str, send: Callable, items: Callable):
+        self.source_name, self.send, self.items = source_name, send, items
+
+    def list_fields(self, entity_type: str) -> list[CrmField]:
+        path = f"/api/v4/{plural(entity_type)}/custom_fields"
+        return [field_from_amo(i) for i in self.items(path, "custom_fields")]
+
+    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+        path = f"/api/v4/{plural(entity_type)}/custom_fields"
+        body = [{"type": "numeric", "name": label, "code": code, "is_api_only": True}]
+        status, data = self.send("POST", path, json=body, allow=(400, 403, 422))
+        if status == 403:
+            raise ScopeError(f"amoCRM source '{self.source_name}': creating field '{label}' was "
+                             f"refused (403); creating custom fields needs an admin's token")
+        if status not in (200, 201):
+            raise StreamError(f"amoCRM source '{self.source_name}': creating field '{label}' "
+                              f"failed (HTTP {status}: {_problem(data)})")
+        try:
+            return field_from_amo(data["_embedded"]["custom_fields"][0])
+        except (KeyError, IndexError, TypeError):
+            raise StreamError(f"amoCRM source '{self.source_name}': creating field '{label}': "
+                              f"unexpected answer shape") from None
+
+    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        path = f"/api/v4/{plural(entity_type)}"
+        results: list[WriteResult] = []
+        for i in range(0, len(writes), BATCH):
+            batch = writes[i:i + BATCH]
+            ok, error = self._patch(path, batch)
+            if ok:
+                results += [WriteResult(w.entity_id, True) for w in batch]
+            elif len(batch) > 1 and error.startswith("HTTP 4"):
+                for w in batch:  # find the bad card; the rest still land
+                    one_ok, one_error = self._patch(path, [w])
+                    results.append(WriteResult(w.entity_id, one_ok, None if one_ok else one_error))
+            else:
+                results += [WriteResult(w.entity_id, False, error) for w in batch]
+        return results
+
+    def _patch(self, path: str, batch: list[FieldWrite]) -> tuple[bool, str]:
+        try:
+            status, data = self.send("PATCH", path, json=[card_patch(w) for w in batch],
+                                     allow=(400, 404, 422))
+        except StreamError as err:  # persistent 5xx: these cards failed, the next batch may not
+            return False, str(err)
+        if status == 200:
+            return True, ""
+        return False, f"HTTP {status}: {_problem(data)}"
+
+
+def _problem(data) -> str:
+    """A short, secret-free summary of an amoCRM problem+json body."""
+    if not isinstance(data, dict):
+        return "no details"
+    details = []
+    for group in data.get("validation-errors") or []:
+        for e in group.get("errors") or []:
+            details.append(f"{e.get('path', '?')}: {e.get('detail') or e.get('code')}")
+    text = "; ".join(details) or str(data.get("detail") or data.get("title") or "no details")
+    return redact(text)[:300]
