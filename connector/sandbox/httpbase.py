@@ -146,8 +146,10 @@ class SandboxServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0,
                  fault_rate: float = 0.0, faults=("500",), seed: int = 1,
-                 timeout_hold_s: float = 0.0):
+                 timeout_hold_s: float = 0.0, https: bool = False):
         self.host, self.port = host, port
+        self.https = https
+        self.cert_path: str | None = None       # with https: pass as `verify=` to requests
         self.latency_ms = latency_ms
         self.fault_rate = fault_rate
         self.faults = tuple(faults)
@@ -174,7 +176,22 @@ class SandboxServer:
         return self
 
     def _wrap_socket(self, httpd) -> None:
-        """Hook for HTTPS (subclasses may wrap httpd.socket)."""
+        """With https=True: a throwaway self-signed certificate for 127.0.0.1 (needs openssl)."""
+        if not self.https:
+            return
+        import ssl
+        import subprocess
+        import tempfile
+        d = tempfile.mkdtemp(prefix="sandbox-tls-")
+        cert, key = f"{d}/cert.pem", f"{d}/key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        self.cert_path = cert
+        self.scheme = "https"
 
     def stop(self) -> None:
         if self._httpd:
