@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -267,6 +268,13 @@ class Bitrix24Sandbox(SandboxServer):
             self._tmpdir = None
 
     # ---- plumbing overrides -----------------------------------------------------------------
+    @staticmethod
+    def _send(h, resp: Response) -> None:
+        # Headers and body leave in two writes; without TCP_NODELAY, Nagle plus the
+        # client's delayed ACK adds ~40 ms to every small response.
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        SandboxServer._send(h, resp)
+
     def fault_response(self) -> Response:
         # Real portals answer 5xx with an HTML page from the web server, not JSON.
         return Response(500, b"<html><head><title>500 Internal Server Error</title></head>"
