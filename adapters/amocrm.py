@@ -13,6 +13,7 @@ Bookmarks: ISO UTC text; for deals, contacts and companies a JSON object
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -195,10 +196,11 @@ class AmoCrmAdapter:
             if since:
                 stop_before = int((since - timedelta(minutes=self.cfg.overlap_minutes)).timestamp())
 
+        ctx = dataclasses.replace(self.ctx, latest={})
         pages = self._pages(s, params)
         try:
             for _, data in pages:
-                page, older = self._to_page(s, data["_embedded"][s.embedded], stop_before)
+                page, older = self._to_page(s, data["_embedded"][s.embedded], stop_before, ctx)
                 if s.sorted_by and filtered and s.cursor:
                     newest = max((int(i.get(s.sorted_by) or 0) for i in
                                   data["_embedded"][s.embedded]), default=0)
@@ -215,7 +217,8 @@ class AmoCrmAdapter:
             pages.close()
         yield Page(bookmark=final)
 
-    def _to_page(self, s: Stream, items: list, stop_before: int | None) -> tuple[Page, bool]:
+    def _to_page(self, s: Stream, items: list, stop_before: int | None,
+                 ctx: Ctx) -> tuple[Page, bool]:
         page, older = Page(), False
         if s.name == "events":
             items = sort_events(items)
@@ -224,7 +227,7 @@ class AmoCrmAdapter:
                 older = True  # newest-first paging reached the bookmark
                 continue
             try:
-                s.parse(page, item, self.ctx)
+                s.parse(page, item, ctx)
             except (KeyError, TypeError, ValueError) as err:
                 raise StreamError(f"amoCRM source '{self.source}', stream '{s.name}': cannot read "
                                   f"item {str(item.get('id'))[:40]}: {type(err).__name__} "

@@ -33,8 +33,13 @@ CALL_STATUS = {4: "answered", 5: "failed"}
 
 @dataclass(frozen=True)
 class Ctx:
-    """What parsers need to know about the source."""
+    """What parsers need to know about the source, plus per-fetch state.
+
+    latest: (table, id) -> created_at of the deletion/restore event that decided it so far in
+    this fetch. Event order is undocumented, so the newest event wins whatever page it is on.
+    """
     currency: str = "RUB"
+    latest: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,11 @@ def event_rows(page: Page, item: dict, ctx: Ctx) -> None:
     else:
         entity, _, what = kind.rpartition("_")
         table = EVENT_TABLES.get(entity)
+        at = int(item.get("created_at") or 0)
         if table and what in ("deleted", "restored") and entity_id is not None:
+            if ctx.latest.get((table, entity_id), -1) > at:
+                return  # a newer event (seen on an earlier page) already decided this id
+            ctx.latest[(table, entity_id)] = at
             # Later events win: move the id out of the opposite list.
             other = page.restored if what == "deleted" else page.deleted
             mine = page.deleted if what == "deleted" else page.restored
@@ -221,7 +230,7 @@ def event_rows(page: Page, item: dict, ctx: Ctx) -> None:
 
 
 def sort_events(items: list[dict]) -> list[dict]:
-    """Oldest first, so a deletion followed by a restore ends restored."""
+    """Oldest first within a page, so a deletion followed by a restore ends restored."""
     return sorted(items, key=lambda e: (e.get("created_at") or 0))
 
 
