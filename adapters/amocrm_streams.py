@@ -225,6 +225,8 @@ def event_rows(page: Page, item: dict, ctx: Ctx) -> None:
             mine = page.deleted if what == "deleted" else page.restored
             if entity_id in other.get(table, []):
                 other[table].remove(entity_id)
+                if not other[table]:
+                    del other[table]
             if entity_id not in mine.setdefault(table, []):
                 mine[table].append(entity_id)
 
