@@ -57,9 +57,11 @@ def main() -> None:
                 if run >= 3:  # the first runs warm up connections and caches
                     wall.append(dt * 1000)
                     server.append(r.json()["time"]["duration"] * 1000)
-            print(f"{label:28s} rows/batch={rows:5d}  round trip median {statistics.median(wall):6.1f} ms "
+            med = statistics.median(wall)
+            print(f"{label:28s} rows/batch={rows:5d}  round trip median {med:6.1f} ms "
                   f"(p90 {sorted(wall)[int(len(wall) * 0.9) - 1]:6.1f})  "
-                  f"server time median {statistics.median(server):6.1f} ms")
+                  f"server time median {statistics.median(server):6.1f} ms  "
+                  f"[{'OK' if med < 20 else 'over'} vs 20 ms target]")
 
 
 if __name__ == "__main__":

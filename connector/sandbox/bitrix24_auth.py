@@ -16,20 +16,24 @@ class OperatingBudget:
     def __init__(self, budget_s: float, window_s: float, clock=time.time):
         self.budget_s, self.window_s, self.clock = budget_s, window_s, clock
         self._spent: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._sum: dict[str, float] = collections.defaultdict(float)  # running totals
         self._lock = threading.Lock()
 
-    def _trim(self, q: collections.deque, now: float) -> None:
+    def _trim(self, method: str, now: float) -> collections.deque:
+        q = self._spent[method]
         while q and q[0][0] <= now - self.window_s:
-            q.popleft()
+            self._sum[method] -= q.popleft()[1]
+        if not q:
+            self._sum[method] = 0.0  # no float drift once the window empties
+        return q
 
     def used(self, method: str) -> tuple[float, int]:
         """(seconds used in the window, Unix time the oldest charge drops out)."""
         with self._lock:
             now = self.clock()
-            q = self._spent[method]
-            self._trim(q, now)
+            q = self._trim(method, now)
             reset = q[0][0] + self.window_s if q else now + self.window_s
-            return sum(c for _, c in q), int(reset)
+            return max(0.0, self._sum[method]), int(reset)
 
     def blocked(self, method: str) -> bool:
         return self.used(method)[0] >= self.budget_s
@@ -37,6 +41,7 @@ class OperatingBudget:
     def charge(self, method: str, seconds: float) -> None:
         with self._lock:
             self._spent[method].append((self.clock(), seconds))
+            self._sum[method] += seconds
 
 
 class OAuthServer:

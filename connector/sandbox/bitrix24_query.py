@@ -10,7 +10,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from .bitrix24_render import Spec, parse_dt, to_new, to_old
+from .bitrix24_render import Spec, fmt_dt, parse_dt, to_old
 
 PAGE = 50
 _PREFIX = re.compile(r"^(!><|><|>=|<=|!@|!=%|!%=|!%|=%|%=|!=|>|<|@|=|%|!|\?)?(.+)$")
@@ -231,6 +231,38 @@ def select_fields(spec: Spec, select, names: str, default_all: bool = True) -> l
     return list(out.items())
 
 
+_RENDERERS: dict[tuple, tuple] = {}
+
+
 def render(rows: list[dict], fields: list[tuple], typed: bool = False) -> list[dict]:
-    conv = to_new if typed else to_old
-    return [{k: conv(f.kind, f.get(r)) for k, f in fields} for r in rows]
+    """Rows -> API dicts. The per-select renderer is generated once: batches of list pages
+    render thousands of rows per request, and a generic loop was the server's hot spot."""
+    key = (typed, tuple((k, id(f)) for k, f in fields))
+    hit = _RENDERERS.get(key)
+    if hit is None:
+        if len(_RENDERERS) > 512:
+            _RENDERERS.clear()
+        hit = _RENDERERS[key] = (_compile(fields, typed), fields)  # fields pin the ids
+    return hit[0](rows)
+
+
+def _compile(fields: list[tuple], typed: bool):
+    env = {"_dt": fmt_dt, "_float": lambda v: to_old("float", v)}
+    parts = []
+    for i, (k, f) in enumerate(fields):
+        env[f"g{i}"] = f.get
+        v = f"r[{f.key!r}]" if f.key else f"g{i}(r)"
+        if f.kind == "date":
+            expr = f"_dt({v})"
+        elif typed or f.kind not in ("int", "money", "float"):
+            expr = v
+        elif f.kind == "int":
+            expr = f"(None if (x{i} := {v}) is None else str(x{i}))"
+        elif f.kind == "money":
+            expr = f"(None if (x{i} := {v}) is None else '%.2f' % x{i})"
+        else:
+            expr = f"_float({v})"
+        parts.append(f"{k!r}: {expr}")
+    src = "def _render(rows):\n    return [{" + ", ".join(parts) + "} for r in rows]\n"
+    exec(compile(src, "<bitrix24-render>", "exec"), env)  # noqa: S102 - our own field table
+    return env["_render"]

@@ -8,6 +8,7 @@ Datetimes render in the portal's zone (Europe/Moscow, a fixed +03:00).
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 from dataclasses import dataclass, field
@@ -80,9 +81,15 @@ def uf_name(f: dict) -> str:
 class Field:
     old: str | None          # UPPER name in old methods; None = not in old methods
     new: str | None          # camelCase name; None = not in typed methods
-    get: Callable[[dict], object]
-    kind: str = "int"        # int | money | str | date | yn | list | bool
+    get: Callable[[dict], object] | str   # a getter, or a dataset key read as r[key]
+    kind: str = "int"        # int | money | str | date | yn | list | bool | float
     explicit: bool = False   # only when named in select (multi-fields)
+    key: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.get, str):  # plain keys let the renderer inline the read
+            self.key = self.get
+            self.get = operator.itemgetter(self.key)
 
 
 @dataclass
@@ -187,8 +194,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
     """Spec factories per entity; contacts/companies rebuild when fields are added."""
     cat = lambda r: v.category(r["pipeline_id"])  # noqa: E731
     deal = Spec([
-        Field("ID", "id", lambda r: r["id"]),
-        Field("TITLE", "title", lambda r: r["name"], "str"),
+        Field("ID", "id", "id"),
+        Field("TITLE", "title", "name", "str"),
         Field("TYPE_ID", "typeId", lambda r: "SALE", "str"),
         Field("CATEGORY_ID", "categoryId", cat),
         Field("STAGE_ID", "stageId", lambda r: v.stage_code[r["stage_id"]], "str"),
@@ -197,50 +204,50 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("OPENED", "opened", lambda r: "Y", "yn"),
         Field("CLOSED", "closed", lambda r: _yn(r["status"] != "open"), "yn"),
         Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
-        Field("CURRENCY_ID", "currencyId", lambda r: r["currency"], "str"),
-        Field("ASSIGNED_BY_ID", "assignedById", lambda r: r["responsible_user_id"]),
-        Field("CREATED_BY_ID", "createdBy", lambda r: r["responsible_user_id"]),
-        Field("MODIFY_BY_ID", "updatedBy", lambda r: r["responsible_user_id"]),
+        Field("CURRENCY_ID", "currencyId", "currency", "str"),
+        Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
+        Field("CREATED_BY_ID", "createdBy", "responsible_user_id"),
+        Field("MODIFY_BY_ID", "updatedBy", "responsible_user_id"),
         Field("CONTACT_ID", "contactId", lambda r: r["contact_ids"][0] if r["contact_ids"] else None),
         Field(None, "contactIds", lambda r: list(r["contact_ids"]), "list"),
         # Real portals send "0", not null, for a deal without a company.
         Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
-        Field("BEGINDATE", "begindate", lambda r: r["created_at"], "date"),
-        Field("CLOSEDATE", "closedate", lambda r: r["closed_at"], "date"),
-        Field("DATE_CREATE", "createdTime", lambda r: r["created_at"], "date"),
-        Field("DATE_MODIFY", "updatedTime", lambda r: r["updated_at"], "date"),
+        Field("BEGINDATE", "begindate", "created_at", "date"),
+        Field("CLOSEDATE", "closedate", "closed_at", "date"),
+        Field("DATE_CREATE", "createdTime", "created_at", "date"),
+        Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
     ])
     lead = Spec([
-        Field("ID", "id", lambda r: r["id"]),
-        Field("TITLE", "title", lambda r: r["title"], "str"),
-        Field("STATUS_ID", "stageId", lambda r: r["status_code"], "str"),
+        Field("ID", "id", "id"),
+        Field("TITLE", "title", "title", "str"),
+        Field("STATUS_ID", "stageId", "status_code", "str"),
         Field("STATUS_SEMANTIC_ID", "stageSemanticId",
               lambda r: {"open": "P", "converted": "S", "junk": "F"}[r["status"]], "str"),
         Field("OPENED", "opened", lambda r: "Y", "yn"),
         Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
-        Field("CURRENCY_ID", "currencyId", lambda r: r["currency"], "str"),
-        Field("ASSIGNED_BY_ID", "assignedById", lambda r: r["responsible_user_id"]),
-        Field("CONTACT_ID", "contactId", lambda r: r["contact_id"]),
-        Field("COMPANY_ID", "companyId", lambda r: r["company_id"]),
-        Field("DATE_CREATE", "createdTime", lambda r: r["created_at"], "date"),
-        Field("DATE_MODIFY", "updatedTime", lambda r: r["updated_at"], "date"),
-        Field("DATE_CLOSED", "closedate", lambda r: r["closed_at"], "date"),
+        Field("CURRENCY_ID", "currencyId", "currency", "str"),
+        Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
+        Field("CONTACT_ID", "contactId", "contact_id"),
+        Field("COMPANY_ID", "companyId", "company_id"),
+        Field("DATE_CREATE", "createdTime", "created_at", "date"),
+        Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
+        Field("DATE_CLOSED", "closedate", "closed_at", "date"),
     ])
 
     def contact() -> Spec:
         fs = [
-            Field("ID", "id", lambda r: r["id"]),
-            Field("NAME", "name", lambda r: r["first_name"], "str"),
-            Field("LAST_NAME", "lastName", lambda r: r["last_name"], "str"),
+            Field("ID", "id", "id"),
+            Field("NAME", "name", "first_name", "str"),
+            Field("LAST_NAME", "lastName", "last_name", "str"),
             Field("SECOND_NAME", "secondName", lambda r: None, "str"),
-            Field("COMPANY_ID", "companyId", lambda r: r["company_id"]),
-            Field("ASSIGNED_BY_ID", "assignedById", lambda r: r["responsible_user_id"]),
+            Field("COMPANY_ID", "companyId", "company_id"),
+            Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
             Field("OPENED", "opened", lambda r: "Y", "yn"),
             Field("HAS_PHONE", "hasPhone", lambda r: _yn(r.get("phone")), "yn"),
             Field("HAS_EMAIL", "hasEmail", lambda r: _yn(r.get("email")), "yn"),
-            Field("DATE_CREATE", "createdTime", lambda r: r["created_at"], "date"),
-            Field("DATE_MODIFY", "updatedTime", lambda r: r["updated_at"], "date"),
+            Field("DATE_CREATE", "createdTime", "created_at", "date"),
+            Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
             Field("PHONE", None, _phones, "list", explicit=True),
             Field("EMAIL", None, _emails, "list", explicit=True),
         ]
@@ -248,54 +255,54 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
 
     def company() -> Spec:
         fs = [
-            Field("ID", "id", lambda r: r["id"]),
-            Field("TITLE", "title", lambda r: r["name"], "str"),
+            Field("ID", "id", "id"),
+            Field("TITLE", "title", "name", "str"),
             Field("COMPANY_TYPE", "typeId", lambda r: "CUSTOMER", "str"),
-            Field("ASSIGNED_BY_ID", "assignedById", lambda r: r["responsible_user_id"]),
+            Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
             Field("OPENED", "opened", lambda r: "Y", "yn"),
-            Field("DATE_CREATE", "createdTime", lambda r: r["created_at"], "date"),
-            Field("DATE_MODIFY", "updatedTime", lambda r: r["updated_at"], "date"),
+            Field("DATE_CREATE", "createdTime", "created_at", "date"),
+            Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         ]
         return Spec(fs + _uf_fields(v, "company"))
 
     task = Spec([
-        Field("ID", "id", lambda r: r["id"]),
-        Field("TITLE", "title", lambda r: r["text"], "str"),
+        Field("ID", "id", "id"),
+        Field("TITLE", "title", "text", "str"),
         Field("DESCRIPTION", "description", lambda r: "", "str"),
-        Field("RESPONSIBLE_ID", "responsibleId", lambda r: r["responsible_user_id"]),
-        Field("CREATED_BY", "createdBy", lambda r: r["responsible_user_id"]),
-        Field("CREATED_DATE", "createdDate", lambda r: r["created_at"], "date"),
-        Field("CHANGED_DATE", "changedDate", lambda r: r["updated_at"], "date"),
-        Field("CLOSED_DATE", "closedDate", lambda r: r["completed_at"], "date"),
-        Field("DEADLINE", "deadline", lambda r: r["due_at"], "date"),
+        Field("RESPONSIBLE_ID", "responsibleId", "responsible_user_id"),
+        Field("CREATED_BY", "createdBy", "responsible_user_id"),
+        Field("CREATED_DATE", "createdDate", "created_at", "date"),
+        Field("CHANGED_DATE", "changedDate", "updated_at", "date"),
+        Field("CLOSED_DATE", "closedDate", "completed_at", "date"),
+        Field("DEADLINE", "deadline", "due_at", "date"),
         Field("STATUS", "status", lambda r: 5 if r["is_completed"] else 2),
         Field("REAL_STATUS", "realStatus", lambda r: 5 if r["is_completed"] else 2),
         Field("UF_CRM_TASK", "ufCrmTask", _task_crm, "list"),
     ])
     call = Spec([
-        Field("ID", None, lambda r: r["id"]),
+        Field("ID", None, "id"),
         Field("CALL_ID", None, lambda r: f"externalcall.{r['id']:x}.{r['started_at']}", "str"),
         Field("CALL_CATEGORY", None, lambda r: "external", "str"),
         Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
-        Field("CALL_DURATION", None, lambda r: r["duration_s"]),
-        Field("CALL_START_DATE", None, lambda r: r["started_at"], "date"),
+        Field("CALL_DURATION", None, "duration_s"),
+        Field("CALL_START_DATE", None, "started_at", "date"),
         Field("CALL_FAILED_CODE", None,
               lambda r: {"answered": "200", "missed": "304", "failed": "603"}[r["status"]], "str"),
         Field("CALL_FAILED_REASON", None,
               lambda r: {"answered": "Success call", "missed": "Skipped call",
                          "failed": "Call declined"}[r["status"]], "str"),
-        Field("PORTAL_USER_ID", None, lambda r: r["responsible_user_id"]),
+        Field("PORTAL_USER_ID", None, "responsible_user_id"),
         Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
-        Field("PHONE_NUMBER", None, lambda r: r["phone"], "str"),
+        Field("PHONE_NUMBER", None, "phone", "str"),
         Field("CRM_ENTITY_TYPE", None,
               lambda r: r["entity_type"].upper() if r["entity_type"] else None, "str"),
-        Field("CRM_ENTITY_ID", None, lambda r: r["entity_id"]),
-        Field("CRM_ACTIVITY_ID", None, lambda r: r["id"]),
+        Field("CRM_ENTITY_ID", None, "entity_id"),
+        Field("CRM_ACTIVITY_ID", None, "id"),
         Field("COST", None, lambda r: 0.0, "money"),
         Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
     ])
     activity = Spec([
-        Field("ID", None, lambda r: r["id"]),
+        Field("ID", None, "id"),
         Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
         Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
         Field("TYPE_ID", None, lambda r: 2),
@@ -304,37 +311,37 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("SUBJECT", None, lambda r: ("Outgoing" if r["direction"] == "out" else "Incoming")
               + " call " + (r["phone"] or ""), "str"),
         Field("DIRECTION", None, lambda r: 2 if r["direction"] == "out" else 1),
-        Field("RESPONSIBLE_ID", None, lambda r: r["responsible_user_id"]),
+        Field("RESPONSIBLE_ID", None, "responsible_user_id"),
         Field("COMPLETED", None, lambda r: "Y", "yn"),
-        Field("START_TIME", None, lambda r: r["started_at"], "date"),
+        Field("START_TIME", None, "started_at", "date"),
         Field("END_TIME", None, lambda r: r["started_at"] + r["duration_s"], "date"),
-        Field("CREATED", None, lambda r: r["started_at"], "date"),
+        Field("CREATED", None, "started_at", "date"),
         Field("LAST_UPDATED", None, lambda r: r["started_at"] + r["duration_s"], "date"),
         Field("ORIGIN_ID", None, lambda r: f"VI_externalcall.{r['id']:x}", "str"),
     ])
     user = Spec([
-        Field("ID", None, lambda r: r["id"]),
+        Field("ID", None, "id"),
         Field("ACTIVE", None, lambda r: bool(r["is_active"]), "bool"),
         Field("NAME", None, lambda r: r["name"].split(" ", 1)[0], "str"),
         Field("LAST_NAME", None, lambda r: (r["name"].split(" ", 1) + [""])[1], "str"),
-        Field("EMAIL", None, lambda r: r["email"], "str"),
+        Field("EMAIL", None, "email", "str"),
         Field("USER_TYPE", None, lambda r: "employee", "str"),
         Field("UF_DEPARTMENT", None, lambda r: [1], "list"),
     ])
     stage_history = Spec([
-        Field("ID", None, lambda r: r["id"]),
-        Field("TYPE_ID", None, lambda r: r["type_id"]),
-        Field("OWNER_ID", None, lambda r: r["owner_id"]),
-        Field("CREATED_TIME", None, lambda r: r["at"], "date"),
+        Field("ID", None, "id"),
+        Field("TYPE_ID", None, "type_id"),
+        Field("OWNER_ID", None, "owner_id"),
+        Field("CREATED_TIME", None, "at", "date"),
         Field("CATEGORY_ID", None, lambda r: r.get("category_id")),
         Field("STAGE_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
         Field("STAGE_ID", None, lambda r: r.get("stage"), "str"),
     ])
     lead_history = Spec([
-        Field("ID", None, lambda r: r["id"]),
-        Field("TYPE_ID", None, lambda r: r["type_id"]),
-        Field("OWNER_ID", None, lambda r: r["owner_id"]),
-        Field("CREATED_TIME", None, lambda r: r["at"], "date"),
+        Field("ID", None, "id"),
+        Field("TYPE_ID", None, "type_id"),
+        Field("OWNER_ID", None, "owner_id"),
+        Field("CREATED_TIME", None, "at", "date"),
         Field("STATUS_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
         Field("STATUS_ID", None, lambda r: r.get("stage"), "str"),
     ])
