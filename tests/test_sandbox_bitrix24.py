@@ -350,3 +350,20 @@ def test_https_option_serves_with_a_self_signed_certificate(b24_dataset):
         assert r.status_code == 200 and r.json()["total"] == len(b24_dataset.users)
         with pytest.raises(requests.exceptions.SSLError):
             requests.post(srv.webhook_url + "user.get", json={}, timeout=10)
+
+
+def test_truncated_fault_cuts_the_body(b24_sandbox):
+    b24_sandbox.fail_next("truncated")
+    r = call(b24_sandbox, "user.get")
+    with pytest.raises(ValueError):
+        r.json()
+    assert b24_sandbox.request_log[-1]["fault"] == "truncated"
+
+
+def test_batch_cmd_in_a_get_query_is_decoded_twice(b24_sandbox, b24_dataset):
+    from urllib.parse import urlencode
+    first = alive(b24_dataset, "deals")[0]["id"]
+    q = urlencode({"cmd[a]": f"crm.deal.list?filter[%3EID]={first}&select[0]=ID&start=-1",
+                   "cmd[b]": "crm.deal.get?id=$result[a][0][ID]"})
+    res = requests.get(b24_sandbox.webhook_url + "batch?" + q, timeout=10).json()["result"]
+    assert res["result"]["b"]["ID"] == res["result"]["a"][0]["ID"] != str(first)
