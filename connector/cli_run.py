@@ -1,0 +1,103 @@
+"""`crm-connector run`: the scheduler daemon (or, with --once, one nightly job for plain cron).
+
+SIGTERM or SIGINT asks for a stop: a running sync stops after its current page, commits and
+is recorded as interrupted, then the daemon exits 0. A second signal exits at once (the
+mirror is still consistent: every page is its own transaction). A restart resumes from the
+bookmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import click
+from apscheduler.events import EVENT_JOB_MISSED
+
+from connector import runtime
+from connector.config import ConfigError
+from connector.scheduler import Runner, build_scheduler, next_runs
+
+log = logging.getLogger("crm_connector.run")
+
+__all__ = ["run", "next_runs"]
+
+
+def _load(ctx: click.Context):
+    from connector.cli import fail, load
+    cfg = load(ctx.find_root())
+    return cfg, fail
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("%s again: exiting now, without waiting for the running job", name)
+            os._exit(130)
+        log.info("%s: stopping after the current page (send again to exit at once)", name)
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@click.command()
+@click.option("--source", "source_name", metavar="NAME", help="Only this source.")
+@click.option("--once", is_flag=True,
+              help="Run the nightly job (sync, then KPIs) now and exit; for plain cron. "
+                   "Exit code 1 if a job failed or a source was busy.")
+@click.option("--run-now", is_flag=True,
+              help="Daemon: also run the nightly job as soon as it starts (ops, testing).")
+@click.option("--interval-seconds", type=click.FloatRange(min=1), default=None, hidden=True,
+              help="Testing/ops: run the nightly job every N seconds instead of [schedule] sync.")
+@click.pass_context
+def run(ctx: click.Context, source_name: str | None, once: bool, run_now: bool,
+        interval_seconds: float | None) -> None:
+    """Run the schedule from [schedule]: each source's sync, then its KPIs, until stopped.
+
+    Never runs two jobs on one source at once, with this daemon or with a manual
+    `sync`/`kpi`: the later one waits up to [schedule] lock_timeout_s.
+    """
+    cfg, fail = _load(ctx)
+    try:
+        cfg.sources = runtime.pick_sources(cfg, source_name)
+    except ConfigError as err:
+        fail(str(err), 2)
+    stop = threading.Event()
+    _on_signals(stop)
+    runner = Runner(cfg, stop)
+    if once:
+        sys.exit(_once(runner, cfg))
+    scheduler = build_scheduler(cfg, runner, interval_s=interval_seconds, run_now=run_now)
+    scheduler.add_listener(lambda ev: log.warning(
+        "job %s missed its %s run: more than misfire_grace_s=%ss late", ev.job_id,
+        ev.scheduled_run_time.isoformat(timespec="minutes"), cfg.schedule.misfire_grace_s),
+        EVENT_JOB_MISSED)
+    scheduler.start()
+    for r in next_runs(cfg, interval_s=interval_seconds):
+        log.info("scheduled: %s of %s at %s (%s)", r["job"], r["source"],
+                 "now" if run_now and r["job"] == "sync" else r["next_run_local"], r["schedule"])
+    while not stop.wait(60):
+        pass
+    log.info("stopping: waiting for running jobs to wind down")
+    scheduler.shutdown(wait=True)
+    log.info("stopped")
+    sys.exit(0)
+
+
+def _once(runner: Runner, cfg) -> int:
+    bad = False
+    for src in cfg.sources:
+        out = runner.nightly(src.name)
+        rows = sum(r.rows for r in out.results)
+        kpi = f"; KPIs: {out.kpi.line()}" if out.kpi is not None else ""
+        click.echo(f"{src.name}: {out.status}, {rows:,} rows{kpi}")
+        if out.error:
+            click.echo(f"error: {src.name}: {out.error}", err=True)
+        bad |= out.status in ("failed", "busy")
+        if out.status == "interrupted":
+            break
+    return 1 if bad else 0

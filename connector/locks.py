@@ -1,0 +1,101 @@
+"""One lock per source, shared by every process that works on it (daemon, `sync`, `kpi`).
+
+`source_lock(cfg, "main", timeout_s)` takes an exclusive `flock` on `<mirror>.main.lock`
+beside the mirror. The holder writes its pid, command and start time into the file, so the
+one left waiting can say who is in the way. The kernel drops a flock when its process dies,
+even on SIGKILL, so a crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+from adapters.redact import redact
+
+POLL_S = 0.05   # flock cannot wait with a timeout, so a waiter retries this often
+
+
+class LockTimeout(Exception):
+    """Another process held the source's lock for longer than we were willing to wait."""
+
+    def __init__(self, source: str, timeout_s: float, holder: str):
+        self.source, self.timeout_s, self.holder = source, timeout_s, holder
+        super().__init__(f"source '{source}' is busy: waited {timeout_s:g}s for its lock, "
+                         f"held by {holder or 'an unknown process'}")
+
+
+class LockAbandoned(Exception):
+    """We stopped waiting for a lock because a stop was requested."""
+
+
+def lock_path(cfg, source_name: str) -> str:
+    return f"{cfg.storage_path}.{source_name}.lock"
+
+
+def _command() -> str:
+    """This process's command line, as shown to whoever waits for our lock (no secrets)."""
+    args, out, skip = sys.argv[:], [], False
+    for a in args:
+        if skip:
+            out.append("***")
+        else:
+            out.append(os.path.basename(a) if not out else a)
+        skip = a in ("--code",)   # `auth --code ...` carries a one-time OAuth code
+    return redact(" ".join(out))[:200]
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 400).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+@contextmanager
+def source_lock(cfg, source_name: str, timeout_s: float | None = None,
+                stop: threading.Event | None = None) -> Iterator[str]:
+    """Hold the source's lock for the `with` block; yields the lock file's path.
+
+    Waits up to `timeout_s` (default: `[schedule] lock_timeout_s`; 0 means try once), then
+    raises `LockTimeout`. With `stop` set while waiting, raises `LockAbandoned`.
+    """
+    if timeout_s is None:
+        timeout_s = cfg.schedule.lock_timeout_s
+    path = lock_path(cfg, source_name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if stop is not None and stop.is_set():
+                raise LockAbandoned(f"source '{source_name}': stopped while waiting for its lock")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockTimeout(source_name, timeout_s, _holder(fd))
+            if stop is not None:
+                stop.wait(min(POLL_S, left))
+            else:
+                time.sleep(min(POLL_S, left))
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({_command()}) since {since}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)   # the next holder writes its own line; readers see no stale one
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
