@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -146,19 +147,18 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         res.warnings.append(msg)
     params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
               "churn_days": kpi_cfg.churn_days}
-    with mirror.db.atomic():
+    with _big_cache(conn), mirror.db.atomic():
         for target in kpi_cfg.targets:
-            kpi_prep.build(conn, source, target, base_currency, kpi_cfg.currency_rates)
+            kpi_prep.build(conn, source, target, base_currency, kpi_cfg.currency_rates,
+                           res.computed_at, kpi_cfg.calls_days)
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
-            conn.execute("DROP TABLE IF EXISTS temp.kpi_new")
-            conn.execute("CREATE TEMP TABLE kpi_new (entity_id INTEGER NOT NULL, kpi TEXT NOT NULL, "
-                         "value REAL, PRIMARY KEY (entity_id, kpi)) WITHOUT ROWID")
-            names = [k for k in kpis.values() if target in k.targets]
-            for k in names:
-                _run_one(conn, k, dict(params, target=target), kpi_cfg.precision)
-            res.changed += _store(conn, source, target, [k.name for k in names], res.computed_at)
+            conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
+            conn.execute("CREATE TEMP TABLE kpi_changed (entity_id INTEGER, kpi TEXT, value REAL)")
+            for k in kpis.values():
+                if target in k.targets:
+                    _diff_one(conn, k, dict(params, target=target), kpi_cfg.precision)
+            res.changed += _store(conn, source, target, res.computed_at)
         kpi_prep.drop(conn)
-        conn.execute("DROP TABLE IF EXISTS temp.kpi_new")
         res.seconds = round(time.monotonic() - started, 3)
         conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
                      "VALUES (?, ?, ?, ?, ?, ?)",
@@ -167,68 +167,83 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
     return res
 
 
-def _run_one(conn, kpi: Kpi, params: dict, precision: int) -> None:
+@contextmanager
+def _big_cache(conn, kib: int = 262_144):
+    """The scratch tables hold millions of rows: give both schemas a large page cache meanwhile."""
+    old = {s: conn.execute(f"PRAGMA {s}.cache_size").fetchone()[0] for s in ("main", "temp")}
+    for s in old:
+        conn.execute(f"PRAGMA {s}.cache_size = -{kib}")
+    try:
+        yield
+    finally:
+        for s, v in old.items():
+            conn.execute(f"PRAGMA {s}.cache_size = {v}")
+
+
+# One KPI's new values against kpi_latest; only the differences are kept. An empty value where
+# none was stored is no difference.
+_DIFF = """
+INSERT INTO temp.kpi_changed (entity_id, kpi, value)
+SELECT q.entity_id, :kpi_name, q.value
+FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql})) q
+LEFT JOIN kpi_latest l ON l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name
+     AND l.entity_id = q.entity_id
+WHERE l.value IS NOT q.value AND NOT (l.entity_id IS NULL AND q.value IS NULL)
+"""
+
+# A custom KPI's rows, spread over every client like a built-in one: clients it does not return
+# get an empty value, rows for unknown or deleted cards are dropped.
+_CUSTOM = "SELECT c.entity_id, x.value FROM temp.kpi_clients c LEFT JOIN temp.kpi_custom x USING (entity_id)"
+
+
+def _diff_one(conn, kpi: Kpi, params: dict, precision: int) -> None:
     sql = kpi.sql.strip().rstrip(";")
+    p = dict(params, kpi_name=kpi.name, precision=precision)
     try:
         if kpi.custom:
-            # Custom SQL reads the mirror under a read-only guard; rows of unknown or deleted
-            # clients are dropped by the join.
-            conn.set_authorizer(_read_only)
+            conn.execute("DROP TABLE IF EXISTS temp.kpi_custom")
+            conn.execute("CREATE TEMP TABLE kpi_custom (entity_id INTEGER PRIMARY KEY, value REAL)")
+            conn.set_authorizer(_read_only)   # custom SQL may only read, at run time too
             try:
                 rows = conn.execute(sql, params).fetchall()
             finally:
                 conn.set_authorizer(None)
-            conn.executemany(
-                "INSERT OR REPLACE INTO temp.kpi_new SELECT entity_id, ?, round(?, ?) "
-                "FROM temp.kpi_clients WHERE entity_id = ?",
-                [(kpi.name, r[1], precision, r[0]) for r in rows if len(r) >= 2])
-        else:
-            conn.execute(f"INSERT INTO temp.kpi_new SELECT entity_id, :kpi_name, round(value, :precision) "
-                         f"FROM ({sql})", dict(params, kpi_name=kpi.name, precision=precision))
+            if rows and len(rows[0]) != 2:
+                raise KpiError(f"KPI '{kpi.name}': must return two columns: entity_id, value")
+            conn.executemany("INSERT OR REPLACE INTO temp.kpi_custom VALUES (?, ?)", rows)
+            sql = _CUSTOM
+        conn.execute(_DIFF.format(sql=sql), p)
     except sqlite3.Error as err:
         raise KpiError(f"KPI '{kpi.name}' ({params['target']}): {err}") from None
 
 
-def _store(conn, source: str, target: str, names: list[str], computed_at: str) -> int:
-    """Append changed values to history and refresh kpi_latest; returns the number changed.
-
-    A client missing from this run's results for a KPI it had a value for (e.g. a custom query no
-    longer returns it) counts as having become empty.
-    """
-    marks = ",".join("?" * len(names))
-    p = [source, target]
-    conn.execute(f"""
-        INSERT INTO temp.kpi_new (entity_id, kpi, value)
-        SELECT l.entity_id, l.kpi, NULL FROM kpi_latest l JOIN temp.kpi_clients c USING (entity_id)
-        WHERE l.source = ? AND l.entity_type = ? AND l.kpi IN ({marks}) AND l.value IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM temp.kpi_new n WHERE n.entity_id = l.entity_id AND n.kpi = l.kpi)
-        """, p + names)
-    conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
-    conn.execute("""
-        CREATE TEMP TABLE kpi_changed AS
-        SELECT n.entity_id, n.kpi, n.value FROM temp.kpi_new n
-        LEFT JOIN kpi_latest l ON l.source = ? AND l.entity_type = ? AND l.entity_id = n.entity_id
-             AND l.kpi = n.kpi
-        WHERE l.value IS NOT n.value AND NOT (l.entity_id IS NULL AND n.value IS NULL)
-        """, p)
+def _store(conn, source: str, target: str, computed_at: str) -> int:
+    """Append the changed values to history and refresh kpi_latest; returns how many changed."""
+    p = [source, target, computed_at]
     changed = conn.execute("SELECT count(*) FROM temp.kpi_changed").fetchone()[0]
     conn.execute("""
-        INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
-        SELECT ?, ?, entity_id, kpi, value, ? FROM temp.kpi_changed
-        """, p + [computed_at])
+        INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
+        SELECT ?, ?, entity_id, kpi, value, ? FROM temp.kpi_changed""", p)
     conn.execute("""
         INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
         SELECT ?, ?, entity_id, kpi, value, ? FROM temp.kpi_changed WHERE true
-        ON CONFLICT (source, entity_type, entity_id, kpi) DO UPDATE
-        SET value = excluded.value, computed_at = excluded.computed_at
-        """, p + [computed_at])
+        ON CONFLICT (source, entity_type, kpi, entity_id) DO UPDATE
+        SET value = excluded.value, computed_at = excluded.computed_at""", p)
     conn.execute("DROP TABLE temp.kpi_changed")
     return changed
 
 
 def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:
     """One client's current KPI values: [{kpi, value, computed_at}] sorted by KPI name."""
-    cur = mirror.conn.execute(
-        "SELECT kpi, value, computed_at FROM kpi_latest WHERE source = ? AND entity_type = ? "
-        "AND entity_id = ? ORDER BY kpi", (source, entity_type, entity_id))
+    # kpi_latest is keyed KPI first: walk the distinct KPIs (a loose index scan), then seek.
+    cur = mirror.conn.execute("""
+        WITH RECURSIVE k(kpi) AS (
+            SELECT min(kpi) FROM kpi_latest WHERE source = :s AND entity_type = :t
+            UNION ALL
+            SELECT (SELECT min(kpi) FROM kpi_latest WHERE source = :s AND entity_type = :t
+                    AND kpi > k.kpi) FROM k WHERE k.kpi IS NOT NULL)
+        SELECT l.kpi, l.value, l.computed_at FROM k
+        JOIN kpi_latest l ON l.source = :s AND l.entity_type = :t AND l.kpi = k.kpi
+             AND l.entity_id = :id
+        ORDER BY l.kpi""", {"s": source, "t": entity_type, "id": entity_id})
     return [dict(zip(("kpi", "value", "computed_at"), r)) for r in cur.fetchall()]

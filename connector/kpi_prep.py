@@ -6,8 +6,9 @@ Every KPI in `kpi_sql/` is written against these, so one query serves contacts a
 - `kpi_deals(entity_id, deal_id, status, amount, created_at, closed_at)`: each client's deals
   (contact: `deal_contacts` or the deal's main contact; company: `deals.company_id`), deleted
   deals left out, `amount` in the source's base currency (NULL when no rate is known).
-- `kpi_calls(entity_id, direction, status, duration_s, started_at)`: calls on the client's card
-  or on its deals. `kpi_tasks(entity_id, is_completed, due_at)`: tasks likewise.
+- `kpi_calls(entity_id, call_id, direction, status, duration_s, started_at)`: calls of the last
+  `calls_days` days on the client's card or on its deals. `kpi_tasks(entity_id, task_id,
+  is_completed, due_at)`: open tasks likewise.
 - `kpi_acts(kind, ref_id, at)`: answers for first response: outgoing calls and completed tasks,
   `kind` = 'deal' (ref_id a deal) or 'client' (ref_id a client card).
 
@@ -20,7 +21,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-TABLES = ("kpi_clients", "kpi_rates", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts")
+TABLES = ("kpi_clients", "kpi_rates", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
+          "kpi_recent")
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
@@ -48,28 +50,41 @@ JOIN main.deals d ON d.source = :source AND d.id = l.deal_id AND d.is_deleted = 
 LEFT JOIN temp.kpi_rates r ON r.currency = upper(d.currency)
 """
 
+# Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
+# One sequential scan picks them (few rows), then they are matched to clients and their deals.
+_RECENT_CALLS = """
+CREATE TEMP TABLE kpi_recent AS
+SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
+FROM main.calls NOT INDEXED
+WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
+  AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days')
+"""
+
 _CALLS = """
-INSERT INTO temp.kpi_calls
-SELECT k.entity_id, k.direction, k.status, k.duration_s, k.started_at
-FROM main.calls k JOIN temp.kpi_clients c ON c.entity_id = k.entity_id
-WHERE k.source = :source AND k.entity_type = :target AND k.is_deleted = 0
+INSERT OR IGNORE INTO temp.kpi_calls
+SELECT c.entity_id, k.id, k.direction, k.status, k.duration_s, k.started_at
+FROM temp.kpi_recent k JOIN temp.kpi_clients c ON c.entity_id = k.entity_id
+WHERE k.entity_type = :target
 UNION ALL
-SELECT d.entity_id, k.direction, k.status, k.duration_s, k.started_at
-FROM temp.kpi_deals d JOIN main.calls k
-     ON k.source = :source AND k.entity_type = 'deal' AND k.entity_id = d.deal_id
-WHERE k.is_deleted = 0
+SELECT d.entity_id, k.id, k.direction, k.status, k.duration_s, k.started_at
+FROM temp.kpi_deals d JOIN temp.kpi_recent k ON k.entity_type = 'deal' AND k.entity_id = d.deal_id
+"""
+
+_OPEN_TASKS = """
+CREATE TEMP TABLE kpi_recent AS
+SELECT id, entity_type, entity_id, due_at FROM main.tasks NOT INDEXED
+WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
+  AND coalesce(is_completed, 0) = 0
 """
 
 _TASKS = """
-INSERT INTO temp.kpi_tasks
-SELECT t.entity_id, coalesce(t.is_completed, 0), t.due_at
-FROM main.tasks t JOIN temp.kpi_clients c ON c.entity_id = t.entity_id
-WHERE t.source = :source AND t.entity_type = :target AND t.is_deleted = 0
+INSERT OR IGNORE INTO temp.kpi_tasks
+SELECT c.entity_id, t.id, 0, t.due_at
+FROM temp.kpi_recent t JOIN temp.kpi_clients c ON c.entity_id = t.entity_id
+WHERE t.entity_type = :target
 UNION ALL
-SELECT d.entity_id, coalesce(t.is_completed, 0), t.due_at
-FROM temp.kpi_deals d JOIN main.tasks t
-     ON t.source = :source AND t.entity_type = 'deal' AND t.entity_id = d.deal_id
-WHERE t.is_deleted = 0
+SELECT d.entity_id, t.id, 0, t.due_at
+FROM temp.kpi_deals d JOIN temp.kpi_recent t ON t.entity_type = 'deal' AND t.entity_id = d.deal_id
 """
 
 _ACTS = """
@@ -89,26 +104,38 @@ def drop(conn) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def build(conn, source: str, target: str, base_currency: str, rates: dict[str, float]) -> None:
+def _via_recent(conn, pick: str, match: str, p: dict) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.kpi_recent")
+    conn.execute(pick, p)
+    conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
+    conn.execute(match + " ORDER BY 1, 2", p)
+    conn.execute("DROP TABLE temp.kpi_recent")
+
+
+def build(conn, source: str, target: str, base_currency: str, rates: dict[str, float],
+          now: str, calls_days: int) -> None:
     """(Re)build the scratch tables for one source and target."""
     drop(conn)
-    p = {"source": source, "target": target, "base": base_currency.upper()}
+    p = {"source": source, "target": target, "base": base_currency.upper(), "now": now,
+         "calls_days": calls_days}
     conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
     conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
     conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)",
                      [(c.upper(), r) for c, r in rates.items()])
+    # Clustered by client (WITHOUT ROWID, filled in key order): a KPI's GROUP BY reads each
+    # client's rows side by side, with no index-to-table hops.
     conn.execute("CREATE TEMP TABLE kpi_deals (entity_id INTEGER, deal_id INTEGER, status TEXT, "
-                 "amount REAL, created_at TEXT, closed_at TEXT)")
-    conn.execute(_DEALS.format(links=_LINKS[target]), p)
-    conn.execute("CREATE INDEX temp.kpi_deals_entity ON kpi_deals (entity_id, status)")
-    conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, direction TEXT, status TEXT, "
-                 "duration_s INTEGER, started_at TEXT)")
-    conn.execute(_CALLS, p)
-    conn.execute("CREATE INDEX temp.kpi_calls_entity ON kpi_calls (entity_id, started_at)")
-    conn.execute("CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, is_completed INTEGER, due_at TEXT)")
-    conn.execute(_TASKS, p)
-    conn.execute("CREATE INDEX temp.kpi_tasks_entity ON kpi_tasks (entity_id)")
+                 "amount REAL, created_at TEXT, closed_at TEXT, PRIMARY KEY (entity_id, deal_id)) "
+                 "WITHOUT ROWID")
+    conn.execute(_DEALS.format(links=_LINKS[target]) + " ORDER BY 1, 2", p)
+    conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
+                 "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
+                 "WITHOUT ROWID")
+    _via_recent(conn, _RECENT_CALLS, _CALLS, p)
+    conn.execute("CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
+                 "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID")
+    _via_recent(conn, _OPEN_TASKS, _TASKS, p)
     conn.execute("CREATE TEMP TABLE kpi_acts (kind TEXT, ref_id INTEGER, at TEXT)")
     conn.execute(_ACTS, p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (kind, ref_id, at)")

@@ -4,8 +4,7 @@ DDL = """
 CREATE TABLE IF NOT EXISTS kpi_values (
     source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
     kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL,
-    PRIMARY KEY (source, entity_type, entity_id, kpi, computed_at));
-CREATE INDEX IF NOT EXISTS idx_kpi_values_latest ON kpi_values (source, entity_type, kpi, computed_at);
+    PRIMARY KEY (source, entity_type, kpi, entity_id, computed_at)) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS writeback_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -18,11 +17,13 @@ CREATE INDEX IF NOT EXISTS idx_writeback_log_entity ON writeback_log (source, en
 # kpi_values keeps history as changes: a row when a client's KPI gets a new value, so the value at
 # time T is the latest row at or before T. kpi_latest holds the current value of every KPI
 # (the diff base for history and write-back), kpi_runs one row per computation.
+# Keys are KPI-major (kpi before entity_id): a run diffs one KPI at a time in entity order, so
+# lookups and inserts walk the B-tree in order instead of jumping around it.
 DDL += """
 CREATE TABLE IF NOT EXISTS kpi_latest (
     source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
     kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL,
-    PRIMARY KEY (source, entity_type, entity_id, kpi)) WITHOUT ROWID;
+    PRIMARY KEY (source, entity_type, kpi, entity_id)) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS kpi_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,5 +38,5 @@ CREATE TABLE IF NOT EXISTS kpi_fields (
 CREATE TABLE IF NOT EXISTS kpi_written (
     source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
-    PRIMARY KEY (source, entity_type, entity_id, field_key)) WITHOUT ROWID;
+    PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """

@@ -1,0 +1,191 @@
+"""KPI benchmark: compute time on a generated mirror, its scaling, and write requests per change.
+
+    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp]
+
+Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks); the run is
+repeated on twice that to check the time scales linearly (target <= 2.2x). The mirror is written
+straight into SQLite with executemany, not through a sandbox. Write-back then runs twice on a
+fake adapter: the first run writes every mapped value, the second after changing 1% of deals;
+requests per changed card should be ceil(cards / 50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+from connector import kpi, writeback
+from connector.config import KpiConfig
+from connector.store import Mirror
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+SOURCE = "bench"
+
+
+def _timestamps(rng: random.Random, n: int = 50_000) -> list[str]:
+    """A pool of ISO timestamps over the last three years (formatting 4M datetimes is slow)."""
+    start = NOW - timedelta(days=3 * 365)
+    return sorted((start + timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime(
+        "%Y-%m-%dT%H:%M:%SZ") for _ in range(n))
+
+
+def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
+    """Write a mirror of `scale` x (1M deals, 300k contacts, 2M calls) to `path`."""
+    rng = random.Random(seed)
+    n_deals, n_contacts, n_calls = int(1e6 * scale), int(3e5 * scale), int(2e6 * scale)
+    n_companies, n_tasks = int(6e4 * scale), int(5e5 * scale)
+    ts = _timestamps(rng)
+    m = Mirror(path)
+    c = m.conn
+    with m.db.atomic():
+        c.executemany("INSERT INTO companies (source, id, name, is_deleted) VALUES (?, ?, ?, 0)",
+                      ((SOURCE, i, f"co{i}") for i in range(1, n_companies + 1)))
+        c.executemany("INSERT INTO contacts (source, id, name, company_id, is_deleted) VALUES (?, ?, ?, ?, ?)",
+                      ((SOURCE, i, f"ct{i}", rng.randint(1, n_companies), int(rng.random() < 0.01))
+                       for i in range(1, n_contacts + 1)))
+
+        def deals():
+            for i in range(1, n_deals + 1):
+                k = rng.randrange(len(ts))
+                r = rng.random()
+                status = "won" if r < 0.4 else "lost" if r < 0.7 else "open"
+                closed = ts[min(k + rng.randrange(1, 2000), len(ts) - 1)] if status != "open" else None
+                cur = "USD" if rng.random() < 0.03 else "RUB"
+                yield (SOURCE, i, status, round(rng.random() * 100_000, 2), cur,
+                       rng.randint(1, n_contacts), rng.randint(1, n_companies) if rng.random() < 0.7 else None,
+                       ts[k], closed or ts[k], closed, int(rng.random() < 0.02))
+        c.executemany("INSERT INTO deals (source, id, status, amount, currency, contact_id, company_id, "
+                      "created_at, updated_at, closed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)", deals())
+        # every deal's main contact, plus a second contact on a fifth of them
+        c.execute("INSERT INTO deal_contacts (source, deal_id, contact_id, is_main) "
+                  "SELECT source, id, contact_id, 1 FROM deals")
+        c.executemany("INSERT OR IGNORE INTO deal_contacts (source, deal_id, contact_id, is_main) VALUES (?,?,?,0)",
+                      ((SOURCE, rng.randint(1, n_deals), rng.randint(1, n_contacts))
+                       for _ in range(n_deals // 5)))
+
+        def owner():
+            r = rng.random()
+            if r < 0.5:
+                return "deal", rng.randint(1, n_deals)
+            if r < 0.9:
+                return "contact", rng.randint(1, n_contacts)
+            return "company", rng.randint(1, n_companies)
+
+        def calls():
+            for i in range(1, n_calls + 1):
+                et, eid = owner()
+                r = rng.random()
+                yield (SOURCE, i, "out" if r < 0.5 else "in", "missed" if r > 0.85 else "answered",
+                       rng.randrange(600), ts[rng.randrange(len(ts))], et, eid)
+        c.executemany("INSERT INTO calls (source, id, direction, status, duration_s, started_at, entity_type, "
+                      "entity_id) VALUES (?,?,?,?,?,?,?,?)", calls())
+
+        def tasks():
+            for i in range(1, n_tasks + 1):
+                et, eid = owner()
+                done = int(rng.random() < 0.7)
+                due = ts[rng.randrange(len(ts))]
+                yield (SOURCE, i, et, eid, done, due, due if done else None, 0)
+        c.executemany("INSERT INTO tasks (source, id, entity_type, entity_id, is_completed, due_at, "
+                      "completed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?)", tasks())
+    c.execute("ANALYZE")
+    m.close()
+    return {"deals": n_deals, "contacts": n_contacts, "calls": n_calls, "companies": n_companies,
+            "tasks": n_tasks}
+
+
+class FakeAdapter:
+    """Accepts every write; counts requests as a real adapter batching 50 cards would."""
+
+    kind = "fake"
+
+    def __init__(self, source: str):
+        self.source = source
+        self.requests = 0
+        self.fields: dict[str, list] = {"contact": [], "company": []}
+
+    def list_fields(self, entity_type):
+        self.requests += 1
+        return list(self.fields[entity_type])
+
+    def create_field(self, entity_type, code, label):
+        from adapters.base import CrmField
+        self.requests += 1
+        f = CrmField(key=f"UF_CRM_{code}", name=label, type="double", code=code)
+        self.fields[entity_type].append(f)
+        return f
+
+    def write_values(self, entity_type, writes):
+        from adapters.base import WriteResult
+        self.requests += math.ceil(len(writes) / 50)
+        return [WriteResult(w.entity_id, True) for w in writes]
+
+
+def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> float:
+    path = os.path.join(workdir, f"bench-kpi-{scale}.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    t0 = time.monotonic()
+    sizes = generate(path, scale)
+    print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
+    with Mirror(path) as m:
+        t0 = time.monotonic()
+        res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
+        first = time.monotonic() - t0
+        print(f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
+              f"clients {res.clients}, values stored {res.changed}", flush=True)
+        t0 = time.monotonic()
+        res2 = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
+        steady = time.monotonic() - t0
+        print(f"[{label}] KPI compute (second run, nothing changed): {steady:.1f} s, "
+              f"values changed {res2.changed}", flush=True)
+        if label == "1x":
+            _bench_writeback(m, kpi_cfg)
+    os.remove(path)
+    return first
+
+
+def _bench_writeback(m: Mirror, kpi_cfg: KpiConfig) -> None:
+    adapter = FakeAdapter(SOURCE)
+    for run in ("first write-back", "after 1% of deals changed"):
+        if run.startswith("after"):
+            m.conn.execute("UPDATE deals SET status = 'won', closed_at = '2026-11-22T00:00:00Z' "
+                           "WHERE id % 100 = 0 AND status = 'open'")
+            m.conn.commit()
+            kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
+        before = adapter.requests
+        t0 = time.monotonic()
+        rep = writeback.write_back(m, adapter, SOURCE, kpi_cfg)
+        spent = time.monotonic() - t0
+        reqs = adapter.requests - before - rep.field_requests
+        print(f"[1x] {run}: {rep.clients} cards, {rep.values} values changed, {reqs} write requests "
+              f"(target ceil(cards/50) = {math.ceil(rep.clients / 50)}; "
+              f"{reqs / max(rep.values, 1):.4f} requests per value), {spent:.1f} s", flush=True)
+    rep = writeback.write_back(m, adapter, SOURCE, kpi_cfg)
+    print(f"[1x] unchanged re-run: {rep.values} values, {rep.requests} requests", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--dir", default=tempfile.gettempdir())
+    args = ap.parse_args()
+    cfg = KpiConfig(currency_rates={"USD": 90.0},
+                    fields={"win_rate": {"contact": "KPI: Win rate, %", "company": "KPI: Win rate, %"},
+                            "revenue_won": {"contact": "KPI: Lifetime revenue",
+                                            "company": "KPI: Lifetime revenue"},
+                            "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"}})
+    t1 = bench(args.scale, args.dir, cfg, "1x")
+    t2 = bench(args.scale * 2, args.dir, cfg, "2x")
+    print(f"KPI compute: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "
+          f"{t2:.1f} s at twice that: ratio {t2 / t1:.2f} (target <= 2.2)")
+
+
+if __name__ == "__main__":
+    main()

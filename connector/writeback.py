@@ -1,0 +1,207 @@
+"""Write KPI values back to contact and company cards, diff-only, through the adapters.
+
+Only KPIs mapped in `[kpi.fields]` are written. A value is sent when it differs from the last
+value successfully written to that card's field (`kpi_written`), after rounding to `precision`;
+so re-reading cards our own writes touched never causes another write. Each card gets one
+`FieldWrite` with all its changed fields; every attempt is logged in `writeback_log`, one row
+per card and field. Fields are resolved once and remembered in `kpi_fields`: an existing field
+with the KPI's label or code is reused when numeric, a missing one is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from adapters.base import FieldWrite
+from adapters.errors import FieldTypeError
+from connector.kpi import all_kpis, utc_iso
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = {"numeric", "double"}
+CHUNK = 500            # cards handed to the adapter at once (it batches by 50); logged per chunk
+CLIENT_TABLES = {"contact": "contacts", "company": "companies"}
+
+
+class WritebackError(Exception):
+    """Write-back cannot go on; the message names the source and what to do."""
+
+
+@dataclass
+class Change:
+    entity_type: str
+    entity_id: int
+    kpi: str
+    field_key: str
+    label: str
+    old: float | None
+    new: float | None
+
+
+@dataclass
+class WritebackReport:
+    source: str
+    clients: int = 0          # cards with at least one changed value
+    values: int = 0           # changed values (sent, or shown in a dry run)
+    requests: int = 0         # HTTP requests made, field lookups included
+    field_requests: int = 0   # of which listing / creating fields
+    failed: int = 0           # cards the CRM rejected
+    changes: list[Change] = field(default_factory=list)
+
+
+def field_code(kpi: str) -> str:
+    """KPI_<NAME>: a stable code (Bitrix24 adds UF_CRM_ and allows 50 characters in all)."""
+    return ("KPI_" + re.sub(r"[^A-Z0-9_]", "_", kpi.upper()))[:43]
+
+
+def mapped_labels(kpi_cfg, entity_type: str) -> dict[str, str]:
+    """KPI -> field label for one entity type: only mapped KPIs that exist for that target."""
+    kpis = all_kpis(kpi_cfg)
+    return {k: m[entity_type] for k, m in kpi_cfg.fields.items()
+            if entity_type in m and k in kpis and entity_type in kpis[k].targets}
+
+
+def resolve_fields(mirror, adapter, source: str, entity_type: str,
+                   labels: dict[str, str]) -> dict[str, str]:
+    """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before."""
+    conn = mirror.conn
+    cached = {k: (key, label) for k, label, key in conn.execute(
+        "SELECT kpi, label, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
+        (source, entity_type))}
+    keys = {k: cached[k][0] for k, label in labels.items() if k in cached and cached[k][1] == label}
+    missing = {k: label for k, label in labels.items() if k not in keys}
+    if not missing:
+        return keys
+    existing = adapter.list_fields(entity_type)
+    for kpi, label in missing.items():
+        code = field_code(kpi)
+        f = next((f for f in existing if f.name == label), None) or next(
+            (f for f in existing if f.code == code or f.key in (code, f"UF_CRM_{code}")), None)
+        if f is None:
+            f = adapter.create_field(entity_type, code, label)
+            existing.append(f)
+            log.info("source '%s': created %s field '%s' (%s)", source, entity_type, label, f.key)
+        elif f.type not in NUMERIC_TYPES:
+            raise FieldTypeError(
+                f"source '{source}': {entity_type} field '{f.name}' (for KPI {kpi}) exists with type "
+                f"'{f.type}', not a number; change its type in the CRM or map the KPI to another "
+                f"field name in [kpi.fields]")
+        with mirror.db.atomic():
+            conn.execute(
+                "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
+                "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (source, entity_type, kpi, label, f.key, f.code, f.type, utc_iso()))
+        keys[kpi] = f.key
+    return keys
+
+
+def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: dict[str, str],
+         precision: int) -> list[Change]:
+    """Values whose rounded current value differs from the last successful write to the card."""
+    conn = mirror.conn
+    conn.execute("DROP TABLE IF EXISTS temp.wb_map")
+    conn.execute("CREATE TEMP TABLE wb_map (kpi TEXT PRIMARY KEY, field_key TEXT)")
+    conn.executemany("INSERT INTO temp.wb_map VALUES (?, ?)", list(keys.items()))
+    # NULL vs a never-written or cleared field is no change (IS NOT treats NULLs as equal).
+    rows = conn.execute(f"""
+        SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, ?)
+        FROM kpi_latest l
+        JOIN temp.wb_map m ON m.kpi = l.kpi
+        JOIN {CLIENT_TABLES[entity_type]} c ON c.source = l.source AND c.id = l.entity_id
+             AND c.is_deleted = 0
+        LEFT JOIN kpi_written w ON w.source = l.source AND w.entity_type = l.entity_type
+             AND w.entity_id = l.entity_id AND w.field_key = m.field_key
+        WHERE l.source = ? AND l.entity_type = ? AND round(l.value, ?) IS NOT w.value
+        ORDER BY l.entity_id, l.kpi""", (precision, source, entity_type, precision)).fetchall()
+    conn.execute("DROP TABLE temp.wb_map")
+    return [Change(entity_type, eid, k, key, labels[k], old, new) for eid, k, key, old, new in rows]
+
+
+def _number(v: float | None):
+    """Whole numbers go out as int, so the CRM shows 3 rather than 3.0."""
+    return int(v) if v is not None and float(v).is_integer() else v
+
+
+def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) -> tuple[int, int]:
+    """Write the changes, one FieldWrite per card; returns (cards written, cards failed)."""
+    by_card: dict[int, list[Change]] = defaultdict(list)
+    for c in changes:
+        by_card[c.entity_id].append(c)
+    cards = list(by_card)
+    ok = failed = 0
+    for i in range(0, len(cards), CHUNK):
+        chunk = cards[i:i + CHUNK]
+        writes = [FieldWrite(eid, {c.field_key: _number(c.new) for c in by_card[eid]}) for eid in chunk]
+        try:
+            results = {r.entity_id: r for r in adapter.write_values(entity_type, writes)}
+        except Exception as err:  # log the attempt before the error stops the run
+            _record(mirror, source, entity_type, by_card, chunk, {}, str(err))
+            raise
+        o, f = _record(mirror, source, entity_type, by_card, chunk, results, None)
+        ok, failed = ok + o, failed + f
+    return ok, failed
+
+
+def _record(mirror, source, entity_type, by_card, chunk, results, fatal) -> tuple[int, int]:
+    at = utc_iso()
+    log_rows, written = [], []
+    ok = failed = 0
+    for eid in chunk:
+        r = results.get(eid)
+        good = r is not None and r.ok
+        error = None if good else (fatal or (r.error if r else "no result from the CRM") or "rejected")
+        ok, failed = (ok + 1, failed) if good else (ok, failed + 1)
+        for c in by_card[eid]:
+            log_rows.append((source, entity_type, eid, c.field_key, c.old, c.new,
+                             "ok" if good else "failed", error, at))
+            if good:
+                written.append((source, entity_type, eid, c.field_key, c.kpi, c.new, at))
+    with mirror.db.atomic():
+        mirror.conn.executemany(
+            "INSERT INTO writeback_log (source, entity_type, entity_id, field, old_value, new_value, "
+            "status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
+        mirror.conn.executemany(
+            "INSERT OR REPLACE INTO kpi_written (source, entity_type, entity_id, field_key, kpi, value, "
+            "written_at) VALUES (?, ?, ?, ?, ?, ?, ?)", written)
+    for eid in chunk:
+        r = results.get(eid)
+        if r is not None and not r.ok:
+            log.warning("source '%s': %s %s rejected: %s", source, entity_type, eid, r.error)
+    return ok, failed
+
+
+def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False) -> WritebackReport:
+    """Resolve fields and send every changed value of one source (dry run: only plan).
+
+    In a dry run nothing is sent, not even a field lookup: fields never resolved show their label.
+    """
+    rep = WritebackReport(source)
+    start = getattr(adapter, "requests", 0) if adapter is not None else 0
+    for entity_type in kpi_cfg.targets:
+        labels = mapped_labels(kpi_cfg, entity_type)
+        if not labels:
+            continue
+        if dry_run:
+            cached = dict(mirror.conn.execute(
+                "SELECT kpi, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
+                (source, entity_type)).fetchall())
+            keys = {k: cached.get(k, label) for k, label in labels.items()}
+        else:
+            if adapter is None:
+                raise WritebackError(f"source '{source}': no adapter to write with")
+            before = adapter.requests
+            keys = resolve_fields(mirror, adapter, source, entity_type, labels)
+            rep.field_requests += adapter.requests - before
+        changes = plan(mirror, source, entity_type, keys, labels, kpi_cfg.precision)
+        rep.changes.extend(changes)
+        rep.values += len(changes)
+        rep.clients += len({c.entity_id for c in changes})
+        if changes and not dry_run:
+            _, failed = send(mirror, adapter, source, entity_type, changes)
+            rep.failed += failed
+    if adapter is not None:
+        rep.requests = adapter.requests - start
+    return rep
