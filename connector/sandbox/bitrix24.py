@@ -13,13 +13,9 @@ per list page charged to a per-method operating budget (429 OPERATION_TIME_LIMIT
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
-import ssl
-import subprocess
-import tempfile
 import threading
 import time
 from urllib.parse import quote
@@ -55,7 +51,7 @@ class Bitrix24Sandbox(SandboxServer):
                  fault_rate=0.0, faults=("500",), https=False, timeout_hold_s=1.0,
                  access_ttl_s=3600):
         super().__init__(host=host, port=port, latency_ms=latency_ms, fault_rate=fault_rate,
-                         faults=faults, seed=seed, timeout_hold_s=timeout_hold_s)
+                         faults=faults, seed=seed, timeout_hold_s=timeout_hold_s, https=https)
         if dataset is None:
             from .data import generate
             dataset = generate(seed=seed, size=size)
@@ -69,11 +65,9 @@ class Bitrix24Sandbox(SandboxServer):
         self.webhook_user, self.webhook_secret = str(webhook_user), webhook_secret
         self.scopes = tuple(scopes)
         self.oauth = OAuthServer(client_id, client_secret, access_ttl_s)
-        self.https = https
         self.limit_errors = 0
         self.limit_counts = {"QUERY_LIMIT_EXCEEDED": 0, "OPERATION_TIME_LIMIT": 0}
         self._count_lock = threading.Lock()
-        self._tmpdir: str | None = None
 
     # ---- addresses and knobs ------------------------------------------------------------
     @property
@@ -246,26 +240,9 @@ class Bitrix24Sandbox(SandboxServer):
 
     # ---- HTTPS ----------------------------------------------------------------------------
     def _wrap_socket(self, httpd) -> None:
-        if not self.https:
-            return
-        if shutil.which("openssl") is None:
+        if self.https and shutil.which("openssl") is None:
             raise RuntimeError("https=True needs the `openssl` command-line tool on PATH")
-        self._tmpdir = tempfile.mkdtemp(prefix="b24sandbox-")
-        cert, key = os.path.join(self._tmpdir, "cert.pem"), os.path.join(self._tmpdir, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", key, "-out", cert], check=True, capture_output=True)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-        self.scheme = "https"
-        self.cert_path = cert  # clients pass this as `verify=`
-
-    def stop(self) -> None:
-        super().stop()
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        super()._wrap_socket(httpd)  # self-signed cert for 127.0.0.1; see `cert_path`
 
     # ---- plumbing overrides -----------------------------------------------------------------
     @staticmethod
