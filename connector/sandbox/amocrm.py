@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import gc
 import secrets
 import threading
 import time
@@ -125,7 +126,7 @@ class Collection:
 
     def __init__(self, name, rows, version, getters, sortable, filters, *, render,
                  single="from", max_limit=250, gated=False, default_order=("id", False),
-                 extra_total=False):
+                 extra_total=False, native_key=None):
         self.name = name                # the key under _embedded
         self.rows = rows                # () -> list of visible rows
         self.version = version          # () -> hashable; changes when rows change
@@ -135,6 +136,7 @@ class Collection:
         self.render = render            # (row, with set) -> dict
         self.single, self.max_limit, self.gated = single, max_limit, gated
         self.default_order, self.extra_total = default_order, extra_total
+        self.native_key = native_key    # rows are tuples already ordered by this key, then id
 
 
 class View:
@@ -341,8 +343,11 @@ class AmoSandbox(SandboxServer):
                     "is_completed": lambda r: int(bool(r["is_completed"])),
                     "entity_type": lambda r: PLURAL.get(r["entity_type"]),
                     "entity_id": g("entity_id"), "task_type": lambda r: 1}
-        event_get = {"id": g("id"), "created_at": g("created_at"), "type": g("type"),
-                     "entity": g("entity_type"), "entity_id": g("entity_id")}
+        # Event records are tuples (created_at, seq, type, entity_type, entity_id, src):
+        # 350k dicts per 100k deals would make the first events page take seconds.
+        event_get = {"id": lambda r: r[1], "created_at": lambda r: r[0],
+                     "type": lambda r: r[2], "entity": lambda r: r[3],
+                     "entity_id": lambda r: r[4]}
         return {
             "leads": Collection("leads", visible("deals"), ver("deals"), lead_get, sortable3,
                                 lead_filters, single="eq", gated=True, render=self._lead),
@@ -363,9 +368,11 @@ class AmoSandbox(SandboxServer):
                                 ("id",), {}, render=self._user),
             "events": Collection("events", self._event_rows, ver("stage_changes", "events"),
                                  event_get, ("created_at", "id"),
-                                 {"id": "strs", "created_at": "range", "type": "strs",
+                                 {"id": self._event_id_filter, "created_at": "range",
+                                  "type": "strs",
                                   "entity": "strs", "entity_id": "ids"},
                                  max_limit=100, default_order=("created_at", True),
+                                 native_key="created_at",
                                  render=self._event),
         }
 
@@ -420,10 +427,20 @@ class AmoSandbox(SandboxServer):
     def _sorted(self, col: Collection, key: str) -> tuple[list, list]:
         """Visible rows sorted by (key, id) plus the key column for bisect; cached per version."""
         def build():
-            with self.dataset.lock:
-                rows = col.rows()
+            # Building 100k+ records would trigger repeated full GC passes over the dataset.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                with self.dataset.lock:
+                    rows = col.rows()
+            finally:
+                if was_enabled:
+                    gc.enable()
             get, gid = col.getters[key], col.getters["id"]
-            rows.sort(key=lambda r: (get(r), gid(r)))
+            if key == col.native_key:
+                rows.sort()             # tuple order; no per-row key calls
+            else:
+                rows.sort(key=lambda r: (get(r), gid(r)))
             return rows, [get(r) for r in rows]
         return self._cached((col.name, id(col), key, col.version()), build)
 
@@ -672,38 +689,45 @@ class AmoSandbox(SandboxServer):
                 "_links": self._self(f"/api/v4/users/{u['id']}")}
 
     # ---- events --------------------------------------------------------------------------
-    def _event_rows(self) -> list[dict]:
+    def _event_rows(self) -> list[tuple]:
         """stage_changes and dataset events as amoCRM event records (rendered lazily)."""
         ds, out = self.dataset, []
         kinds = {"deal": "lead", "contact": "contact", "company": "company", "task": "task"}
         for sc in ds.stage_changes:
-            out.append({"id": _event_id(sc["changed_at"], "s", sc["id"]),
-                        "created_at": sc["changed_at"], "entity_type": "lead",
-                        "entity_id": sc["deal_id"], "src": sc,
-                        "type": "lead_status_changed" if sc["previous_stage_id"] else "lead_added"})
+            out.append((sc["changed_at"], sc["id"] * 2,
+                        "lead_status_changed" if sc["previous_stage_id"] else "lead_added",
+                        "lead", sc["deal_id"], sc))
         for ev in ds.events:
             kind = kinds[ev["entity"]]
-            out.append({"id": _event_id(ev["at"], "e", ev["id"]), "created_at": ev["at"],
-                        "entity_type": kind, "entity_id": ev["entity_id"], "src": ev,
-                        "type": f"{kind}_{ev['type']}"})
+            out.append((ev["at"], ev["id"] * 2 + 1, f"{kind}_{ev['type']}", kind,
+                        ev["entity_id"], ev))
         return out
 
-    def _event(self, e: dict, with_: set) -> dict:
+    @staticmethod
+    def _string_id(e: tuple) -> str:
+        return _event_id(e[0], "e" if e[1] % 2 else "s", e[1] // 2)
+
+    def _event_id_filter(self, spec):
+        wanted = frozenset(_strs(spec))
+        return lambda e: self._string_id(e) in wanted
+
+    def _event(self, e: tuple, with_: set) -> dict:
+        created_at, _, etype, entity_type, entity_id, src = e
         before = after = []
-        if e["type"] == "lead_status_changed":
-            sc = e["src"]
-            prev_pipe = self.dataset.stage(sc["previous_stage_id"])[0]["id"]
-            before = [{"lead_status": {"id": self._status_id(sc["previous_stage_id"]),
+        if etype == "lead_status_changed":
+            prev_pipe = self.dataset.stage(src["previous_stage_id"])[0]["id"]
+            before = [{"lead_status": {"id": self._status_id(src["previous_stage_id"]),
                                        "pipeline_id": prev_pipe}}]
-            after = [{"lead_status": {"id": self._status_id(sc["stage_id"]),
-                                      "pipeline_id": sc["pipeline_id"]}}]
-        plural = PLURAL.get({"lead": "deal"}.get(e["entity_type"], e["entity_type"]), "tasks")
-        return {"id": e["id"], "type": e["type"], "entity_id": e["entity_id"],
-                "entity_type": e["entity_type"], "created_by": 0, "created_at": e["created_at"],
-                "value_after": after, "value_before": before, "account_id": ACCOUNT_ID,
-                "_links": self._self(f"/api/v4/events/{e['id']}"),
-                "_embedded": {"entity": {"id": e["entity_id"], "_links": self._self(
-                    f"/api/v4/{plural}/{e['entity_id']}")}}}
+            after = [{"lead_status": {"id": self._status_id(src["stage_id"]),
+                                      "pipeline_id": src["pipeline_id"]}}]
+        plural = PLURAL.get({"lead": "deal"}.get(entity_type, entity_type), "tasks")
+        eid = self._string_id(e)
+        return {"id": eid, "type": etype, "entity_id": entity_id, "entity_type": entity_type,
+                "created_by": 0, "created_at": created_at, "value_after": after,
+                "value_before": before, "account_id": ACCOUNT_ID,
+                "_links": self._self(f"/api/v4/events/{eid}"),
+                "_embedded": {"entity": {"id": entity_id, "_links": self._self(
+                    f"/api/v4/{plural}/{entity_id}")}}}
 
     # ---- account, pipelines --------------------------------------------------------------
     def _account(self, req: Request) -> dict:
