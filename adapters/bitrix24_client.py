@@ -1,0 +1,325 @@
+"""Calling Bitrix24: auth (webhook or OAuth), single calls, `batch`, errors, limits.
+
+`Bitrix24Client.call(method, params)` returns the response envelope; `batch(cmds)` sends up
+to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
+defensively (dict- or list-shaped; an empty error code with a description is an error).
+Every call passes the leaky bucket and the per-method operating budget, and feeds the
+budget with the server's `time` reports. Errors become the connector's exceptions with a
+message the admin can act on; secrets never reach a message.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from adapters.bitrix24_limits import LeakyBucket, OperatingBudget, parse_reset
+from adapters.errors import AuthError, ScopeError, StreamError
+from adapters.http import HttpClient
+from adapters.redact import redact
+
+MAX_BATCH = 50
+SCOPES = (("crm.", "crm"), ("tasks.", "task"), ("task.", "task"), ("user.", "user"),
+          ("voximplant.", "telephony"), ("telephony.", "telephony"))
+AUTH_CODES = {
+    "NO_AUTH_FOUND": "the webhook URL or access token is wrong or was revoked; create a new "
+                     "incoming webhook (or re-authorize the app) and update the config",
+    "INVALID_TOKEN": "the access token is not recognised; run `crm-connector auth {name} --code CODE`",
+    "INVALID_CREDENTIALS": "the webhook user lacks CRM permissions; grant them in Bitrix24",
+    "ACCESS_DENIED": "access denied ({desc}); check the plan allows REST and the user's permissions",
+    "USER_ACCESS_ERROR": "the webhook user has no access; use an active employee account",
+    "PAYMENT_REQUIRED": "the portal's plan does not include REST access",
+    "PORTAL_DELETED": "the portal was deleted",
+    "NOT_INSTALLED": "the app is not installed on the portal; install it, then run "
+                     "`crm-connector auth {name} --code CODE`",
+    "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
+    "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
+}
+
+
+def scope_of(method: str) -> str:
+    for prefix, scope in SCOPES:
+        if method.startswith(prefix):
+            return scope
+    return method.split(".", 1)[0]
+
+
+class Ref(str):
+    """A `$result[key][...]` reference: goes into a batch command unencoded."""
+
+
+def ref(key: str, *path) -> Ref:
+    return Ref(f"$result[{key}]" + "".join(f"[{p}]" for p in path))
+
+
+def encode(params: dict) -> str:
+    """PHP-style query (`filter[>ID]=5&select[0]=ID`) for a batch command string.
+
+    Values are URL-encoded (a `+` in a datetime offset must arrive as `+`); `Ref`s are not,
+    so the server can substitute them.
+    """
+    pairs: list[str] = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}[{k}]" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        else:
+            key = quote(prefix, safe="[]")
+            if value is None:
+                value = ""
+            elif isinstance(value, bool):
+                value = "Y" if value else "N"
+            text = str(value) if isinstance(value, Ref) else quote(str(value), safe="")
+            pairs.append(f"{key}={text}")
+
+    walk("", params)
+    return "&".join(pairs)
+
+
+@dataclass
+class ApiError:
+    code: str
+    description: str
+
+
+@dataclass
+class BatchResult:
+    results: dict[str, object] = field(default_factory=dict)
+    errors: dict[str, ApiError] = field(default_factory=dict)
+    totals: dict[str, object] = field(default_factory=dict)
+    times: dict[str, dict] = field(default_factory=dict)
+
+
+def _section(value, keys: list[str], only: list[str] | None = None) -> dict:
+    """A batch section as a dict; list-shaped ones map by position (onto `only` if given)."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        names = only if only is not None and len(value) == len(only) else keys
+        return {names[i]: v for i, v in enumerate(value) if i < len(names)}
+    return {}
+
+
+def parse_batch(body: dict, keys: list[str]) -> BatchResult:
+    """Parse `{"result": {"result", "result_error", "result_total", "result_time"}}`."""
+    outer = body.get("result")
+    if not isinstance(outer, dict):
+        raise ValueError("batch reply has no result object")
+    res = _section(outer.get("result"), keys)
+    missing = [k for k in keys if k not in res]
+    raw_errors = _section(outer.get("result_error"), keys, missing)
+    errors = {}
+    for k, e in raw_errors.items():
+        if isinstance(e, dict):
+            code, desc = str(e.get("error") or ""), str(e.get("error_description") or "")
+        else:
+            code, desc = "", str(e or "")
+        if code or desc:
+            errors[k] = ApiError(code.upper() if code.isascii() else code, desc)
+    return BatchResult(results=res, errors=errors,
+                       totals=_section(outer.get("result_total"), keys),
+                       times={k: v for k, v in _section(outer.get("result_time"), keys).items()
+                              if isinstance(v, dict)})
+
+
+class Bitrix24Client:
+    """One portal: webhook or OAuth auth, limiter, budget, and the error policy."""
+
+    def __init__(self, source, tokens=None, http: HttpClient | None = None):
+        self.cfg = source
+        self.name = source.name
+        self.tokens = tokens
+        self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
+        self.budget = OperatingBudget(source.operating_budget_s)
+        self.http = http or HttpClient(source.name, limiter=self.bucket,
+                                       timeout=(10.0, source.timeout_s), verify=source.verify_tls)
+        # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
+        self.http.retry_statuses = lambda r: r.status_code >= 500
+        self.http.session.hooks["response"].append(self._count_limits)
+        self.limit_errors = 0
+        self._pair: dict | None = None
+        self._refresh_lock = threading.Lock()
+        self.sleep = time.sleep
+
+    @property
+    def requests(self) -> int:
+        return self.http.requests
+
+    def _count_limits(self, response, *args, **kwargs):
+        if response.status_code in (429, 503):
+            self.limit_errors += 1
+            if response.status_code == 503:
+                self.bucket.penalise()
+
+    # ---- auth ----------------------------------------------------------------------------
+
+    @property
+    def uses_webhook(self) -> bool:
+        return bool(self.cfg.webhook_url)
+
+    def _url(self, method: str) -> str:
+        if self.uses_webhook:
+            return f"{self.cfg.webhook_url}{method}"
+        return f"{self.cfg.portal_url}/rest/{method}"
+
+    def _access_token(self) -> str:
+        if self._pair is None:
+            self._pair = self.tokens.load(self.name) if self.tokens else None
+        if not self._pair or not self._pair.get("access_token"):
+            raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
+                            f"`crm-connector auth {self.name} --code CODE`")
+        return self._pair["access_token"]
+
+    def _refresh(self, used: str) -> None:
+        """Swap the expired access token for a new pair, once, whoever asks concurrently."""
+        with self._refresh_lock, self.tokens.locked(self.name):
+            current = self.tokens.load(self.name) or {}
+            if current.get("access_token") and current["access_token"] != used:
+                self._pair = current  # another thread or process refreshed already
+                return
+            pair = self._token_request({"grant_type": "refresh_token",
+                                        "refresh_token": current.get("refresh_token", "")})
+            self.tokens.save(self.name, pair)  # on disk before first use: refresh tokens rotate
+            self._pair = pair
+
+    def exchange_code(self, code: str) -> str:
+        """Trade an authorization code for the first token pair and store it."""
+        if self.uses_webhook:
+            return f"source '{self.name}' uses an incoming webhook; nothing to authorize"
+        with self.tokens.locked(self.name):
+            pair = self._token_request({"grant_type": "authorization_code", "code": code})
+            self.tokens.save(self.name, pair)
+        self._pair = pair
+        return (f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
+                f" (user {pair.get('user_id', '?')}); tokens saved")
+
+    def _token_request(self, params: dict) -> dict:
+        params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
+        try:
+            r = self.http.session.get(self.cfg.oauth_url, params=params, timeout=self.http.timeout)
+            data = r.json()
+        except (requests.RequestException, ValueError):
+            raise AuthError(f"Bitrix24 source '{self.name}': the OAuth server did not answer "
+                            "properly; try again later") from None
+        if r.status_code != 200 or not data.get("access_token"):
+            code = str(data.get("error") or r.status_code)
+            raise AuthError(redact(
+                f"Bitrix24 source '{self.name}': token request refused ({code}); check client_id "
+                f"and client_secret, then run `crm-connector auth {self.name} --code CODE`"))
+        pair = {k: data.get(k) for k in ("access_token", "refresh_token", "expires", "expires_in",
+                                         "domain", "member_id", "user_id", "scope",
+                                         "client_endpoint", "server_endpoint")}
+        pair["expires_at"] = data.get("expires")
+        return pair
+
+    # ---- calls ---------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        """One method call; returns the envelope ({"result", "total", "time", ...})."""
+        n, held = self.budget.take({method: 1})
+        try:
+            body = self._post(method, dict(params or {}), charge=method)
+        finally:
+            self.budget.release(held)
+        self.budget.observe(method, body.get("time"))
+        return body
+
+    def batch(self, cmds: dict[str, tuple[str, dict]], held: dict | None = None) -> BatchResult:
+        """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation."""
+        if len(cmds) > MAX_BATCH:
+            raise ValueError("at most 50 commands per batch")
+        cmd = {k: f"{m}?{encode(p)}" for k, (m, p) in cmds.items()}
+        try:
+            body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None)
+        finally:
+            if held:
+                self.budget.release(held)
+        try:
+            result = parse_batch(body, list(cmds))
+        except ValueError:
+            raise StreamError(f"Bitrix24 source '{self.name}': unexpected batch reply shape") from None
+        for k, t in result.times.items():
+            if k in cmds:
+                self.budget.observe(cmds[k][0], t)
+        for k, err in result.errors.items():
+            if err.code == "OPERATION_TIME_LIMIT" and k in cmds:
+                self.limit_errors += 1
+                self.budget.block(cmds[k][0], None)
+        return result
+
+    def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
+        """POST with auth; handles expired tokens, operating-time blocks and non-JSON bodies."""
+        refreshed = False
+        for attempt in range(attempts):
+            token = None
+            if not self.uses_webhook:
+                token = self._access_token()
+                params["auth"] = token
+            response = self.http.request("POST", self._url(method), json=params)
+            try:
+                body = response.json()
+                if not isinstance(body, dict):
+                    raise ValueError
+            except ValueError:
+                # An HTML error page or a cut body near the limits: worth another try.
+                self.sleep(min(2 ** attempt, 30))
+                continue
+            code = str(body.get("error") or "").upper()
+            if response.status_code < 400 and not code:
+                return body
+            desc = str(body.get("error_description") or "")
+            if code == "EXPIRED_TOKEN" and token and not refreshed:
+                self._refresh(token)
+                refreshed = True
+                continue
+            if code == "OPERATION_TIME_LIMIT" or response.status_code == 429:
+                until = parse_reset((body.get("time") or {}).get("operating_reset_at"))
+                if charge:
+                    self.budget.block(charge, until)
+                    _, held = self.budget.take({charge: 1})  # waits out the block
+                    self.budget.release(held)
+                else:
+                    self.sleep(min(60.0, max(1.0, (until or 0) - time.time())))
+                continue
+            raise self.error(method, code, desc, response.status_code)
+        raise StreamError(f"Bitrix24 source '{self.name}': {method} kept returning an unreadable "
+                          f"reply after {attempts} attempts")
+
+    def error(self, method: str, code: str, desc: str, status: int | None = None) -> Exception:
+        """Map a Bitrix24 error to AuthError / ScopeError / StreamError with advice."""
+        desc = redact(desc)[:300]
+        who = f"Bitrix24 source '{self.name}'"
+        if code == "INSUFFICIENT_SCOPE":
+            scope = scope_of(method)
+            return ScopeError(f"{who}: {method} needs the '{scope}' scope, which the "
+                              f"{'webhook' if self.uses_webhook else 'app'} lacks; add it in "
+                              "Bitrix24 (or drop the stream from the config)")
+        if code == "ACCESS_DENIED" and scope_of(method) not in ("crm",):
+            return ScopeError(f"{who}: access to {method} denied ({desc}); give the user the "
+                              f"'{scope_of(method)}' permissions, or drop the stream")
+        if code == "EXPIRED_TOKEN":
+            return AuthError(f"{who}: the access token expired and could not be refreshed; run "
+                             f"`crm-connector auth {self.name} --code CODE`")
+        if code in AUTH_CODES:
+            return AuthError(f"{who}: " + AUTH_CODES[code].format(name=self.name, desc=desc))
+        return StreamError(f"{who}: {method} failed: {code or 'error'}: {desc}"
+                           + (f" (HTTP {status})" if status else ""))
+
+    def host(self) -> str:
+        return urlsplit(self.cfg.webhook_url or self.cfg.portal_url or "").hostname or "?"
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
