@@ -173,15 +173,17 @@ def _record(mirror, source, entity_type, by_card, chunk, results, fatal) -> tupl
     return ok, failed
 
 
-def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False) -> WritebackReport:
+def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
+               only: list[str] | None = None) -> WritebackReport:
     """Resolve fields and send every changed value of one source (dry run: only plan).
 
     In a dry run nothing is sent, not even a field lookup: fields never resolved show their label.
+    `only` limits the run to these KPIs.
     """
     rep = WritebackReport(source)
     start = getattr(adapter, "requests", 0) if adapter is not None else 0
     for entity_type in kpi_cfg.targets:
-        labels = mapped_labels(kpi_cfg, entity_type)
+        labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items() if not only or k in only}
         if not labels:
             continue
         if dry_run:

@@ -1,0 +1,92 @@
+"""`crm-connector kpi` and `kpi show` on a hand-built mirror (no CRM involved: dry runs only)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from connector import kpi
+from connector.store import Mirror
+from connector.cli import main
+from tests.test_kpi import NOW, S, build_mirror
+
+
+@pytest.fixture
+def config(tmp_path):
+    db = tmp_path / "mirror.db"
+    build_mirror(str(db)).close()
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[storage]
+path = "{db}"
+
+[[sources]]
+name = "{S}"
+kind = "amocrm"
+base_url = "http://127.0.0.1:9"
+access_token = "tok-secret-123"
+
+[kpi]
+currency_rates = {{ USD = 90 }}
+
+[kpi.fields]
+win_rate = "KPI: Win rate, %"
+deals_total = {{ contact = "KPI: Deals" }}
+
+[[kpi.custom]]
+name = "linked_deals"
+target = "contact"
+sql = "SELECT contact_id, count(*) FROM deal_contacts WHERE source = :source GROUP BY contact_id"
+description = "deals linked through deal_contacts"
+""")
+    return str(path), str(db)
+
+
+def run(config, *args):
+    return CliRunner().invoke(main, ["--config", config[0], "kpi", *args])
+
+
+def test_dry_run_prints_changes_and_sends_nothing(config):
+    r = run(config, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"{S} contact 1  win_rate -> 'KPI: Win rate, %': (empty) -> 80" in r.output
+    assert f"{S} contact 1  deals_total -> 'KPI: Deals': (empty) -> 5" in r.output
+    assert f"{S}: 6 clients computed, 5 cards touched, 7 values would change, 0 requests" in r.output
+    assert "EUR" in r.output                                     # the unconverted currency warning
+    with Mirror(config[1]) as m:
+        assert m.conn.execute("SELECT count(*) FROM writeback_log").fetchone()[0] == 0
+        assert m.conn.execute("SELECT count(*) FROM kpi_values").fetchone()[0] > 0
+
+
+def test_only(config):
+    r = run(config, "--dry-run", "--only", "deals_total")
+    assert r.exit_code == 0 and "win_rate" not in r.output and "4 values would change" in r.output
+
+
+def test_unknown_kpi_is_one_line_exit_1(config):
+    r = run(config, "--only", "nope")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [r.output.strip()] and "unknown KPI: nope" in r.output
+
+
+def test_unknown_source_exit_2(config):
+    r = run(config, "--source", "nope")
+    assert r.exit_code == 2 and "nope" in r.output
+
+
+def test_show(config):
+    with Mirror(config[1]) as m:
+        from connector.config import load
+        kpi.compute(m, S, load(config[0]).kpi, now=NOW)
+    r = run(config, "show", S, "contact", "1")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == f"{S} contact 1, computed at 2026-11-23T10:00:00Z"
+    assert any(l.split()[:2] == ["win_rate", "80"] and "won / (won + lost)" in l for l in lines)
+    assert any(l.split()[:2] == ["linked_deals", "2"] and "deal_contacts" in l for l in lines)
+    assert "tok-secret-123" not in r.output
+
+
+def test_show_unknown_client(config):
+    r = run(config, "show", S, "company", "999")
+    assert r.exit_code == 1 and "no KPIs for company 999" in r.output
