@@ -16,7 +16,7 @@ Faithful quirks a client must survive:
   so rows are skipped (KRUKOV #76). Other lists clamp limit to 250, custom fields to 50.
 - Tasks cannot be ordered by updated_at (the order is ignored); no task completed_at.
 - Stage entries without a previous stage (creation) are `lead_added` events, not
-  `lead_status_changed`.
+  `lead_status_changed`. Completed tasks give `task_completed` events (at completed_at).
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ class AmoSandbox(SandboxServer):
                                  "entity_id": "ids", "task_type": "ids"}, render=self._task),
             "users": Collection("users", lambda: list(ds.users), ver("users"), {"id": g("id")},
                                 ("id",), {}, render=self._user),
-            "events": Collection("events", self._event_rows, ver("stage_changes", "events"),
+            "events": Collection("events", self._event_rows, ver("stage_changes", "events", "tasks"),
                                  event_get, ("created_at", "id"),
                                  {"id": self._event_id_filter, "created_at": "range",
                                   "type": "strs",
@@ -690,22 +690,31 @@ class AmoSandbox(SandboxServer):
 
     # ---- events --------------------------------------------------------------------------
     def _event_rows(self) -> list[tuple]:
-        """stage_changes and dataset events as amoCRM event records (rendered lazily)."""
+        """Stage changes, deletions/restores and task completions as amoCRM event records.
+
+        Rendered lazily; `seq` (unique, a multiple of 3 plus the source) breaks time ties.
+        """
         ds, out = self.dataset, []
         kinds = {"deal": "lead", "contact": "contact", "company": "company", "task": "task"}
         for sc in ds.stage_changes:
-            out.append((sc["changed_at"], sc["id"] * 2,
+            out.append((sc["changed_at"], sc["id"] * 3,
                         "lead_status_changed" if sc["previous_stage_id"] else "lead_added",
                         "lead", sc["deal_id"], sc))
         for ev in ds.events:
             kind = kinds[ev["entity"]]
-            out.append((ev["at"], ev["id"] * 2 + 1, f"{kind}_{ev['type']}", kind,
+            out.append((ev["at"], ev["id"] * 3 + 1, f"{kind}_{ev['type']}", kind,
                         ev["entity_id"], ev))
+        for t in ds.tasks:
+            # Tasks in the trash keep their completion hidden here (real amoCRM may still
+            # list it); a client must not invent task rows from these events anyway.
+            if t["is_completed"] and t["completed_at"] and not t["is_deleted"]:
+                out.append((t["completed_at"], t["id"] * 3 + 2, "task_completed", "task",
+                            t["id"], t))
         return out
 
     @staticmethod
     def _string_id(e: tuple) -> str:
-        return _event_id(e[0], "e" if e[1] % 2 else "s", e[1] // 2)
+        return _event_id(e[0], "set"[e[1] % 3], e[1] // 3)
 
     def _event_id_filter(self, spec):
         wanted = frozenset(_strs(spec))
