@@ -413,3 +413,17 @@ def test_https_with_self_signed_certificate(amo_headers):
         r = requests.get(s.url + "/api/v4/account", headers=amo_headers, verify=s.cert_path,
                          timeout=5)
         assert r.status_code == 200
+
+
+def test_status_filter_and_created_at_order(amo_dataset, amo_sandbox, amo_headers):
+    pipe = amo_dataset.pipelines[0]
+    items, _ = all_pages(amo_sandbox, "/api/v4/leads", amo_headers, limit=250, **{
+        "filter[statuses][0][pipeline_id]": pipe["id"], "filter[statuses][0][status_id]": WON,
+        "order[created_at]": "desc"})
+    expected = [d for d in amo_dataset.deals if d["pipeline_id"] == pipe["id"]
+                and d["status"] == "won" and not d["is_deleted"]]
+    assert sorted(i["id"] for i in items) == sorted(d["id"] for d in expected) and expected
+    created = [i["created_at"] for i in items]
+    assert created == sorted(created, reverse=True)
+    assert get(amo_sandbox, "/api/v4/leads", amo_headers,
+               **{"filter[id]": "abc"}).status_code == 400

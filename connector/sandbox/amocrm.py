@@ -157,7 +157,15 @@ class View:
 
 
 class AmoSandbox(SandboxServer):
-    """amoCRM v4 over a Dataset. See the module docstring for the quirks it reproduces."""
+    """amoCRM v4 over a Dataset. See the module docstring for the quirks it reproduces.
+
+    Use: `with AmoSandbox(size=300, limits=False) as amo: ...amo.url...`. Knobs:
+    `set_limits(on, rate)`, `block_after` (N 429s -> every request 403 HTML until
+    `unblock()`), `clock` (replace for deterministic rate-limit tests), `api_filter`,
+    `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
+    `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, plus the httpbase ones
+    (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`).
+    """
 
     def __init__(self, dataset: Dataset | None = None, *, host="127.0.0.1", port=0, seed=1,
                  size=1000, latency_ms=0, limits=True, rate=7.0,
