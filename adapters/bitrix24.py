@@ -283,6 +283,7 @@ class Bitrix24Adapter:
             if self._listed.get(table) == run_started_at:
                 continue  # a full pass of that stream listed every ID a moment ago
             yield Page(present={table: self.list_ids(RECONCILE[table].spec)})
+        self._listed.clear()
         yield Page(bookmark=iso(run_started_at))
 
     def list_ids(self, spec: ListSpec) -> list[int]:
