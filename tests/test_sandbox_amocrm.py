@@ -427,3 +427,32 @@ def test_status_filter_and_created_at_order(amo_dataset, amo_sandbox, amo_header
     assert created == sorted(created, reverse=True)
     assert get(amo_sandbox, "/api/v4/leads", amo_headers,
                **{"filter[id]": "abc"}).status_code == 400
+
+
+def test_full_last_page_can_link_to_a_204(amo_dataset, amo_sandbox, amo_headers):
+    visible = sum(not c["is_deleted"] for c in amo_dataset.companies)
+    assert get(amo_sandbox, "/api/v4/companies", amo_headers,
+               limit=visible).json()["_links"].get("next") is None
+    amo_sandbox.next_on_full_page = True
+    last = get(amo_sandbox, "/api/v4/companies", amo_headers, limit=visible).json()
+    nxt = requests.get(last["_links"]["next"]["href"], headers=amo_headers, timeout=5)
+    assert nxt.status_code == 204 and nxt.content == b""
+
+
+def test_single_card_patch(amo_dataset, amo_sandbox, amo_headers):
+    f = amo_dataset.fields["company"][1]          # "Discount, %", numeric
+    company = next(c for c in amo_dataset.companies if not c["is_deleted"])
+    r = requests.patch(f"{amo_sandbox.url}/api/v4/companies/{company['id']}", headers=amo_headers,
+                       json={"custom_fields_values": [{"field_id": f["id"], "values": [{"value": 12}]}]},
+                       timeout=5)
+    assert r.status_code == 200 and company["custom"][f["id"]] == 12
+    assert r.json()["_embedded"]["companies"][0]["updated_at"] == company["updated_at"]
+
+
+def test_timeout_fault_holds_then_drops(amo_dataset, amo_headers):
+    with AmoSandbox(amo_dataset, limits=False, timeout_hold_s=2.0) as s:
+        s.fail_next("timeout")
+        with pytest.raises(requests.Timeout):
+            requests.get(s.url + "/api/v4/account", headers=amo_headers, timeout=0.2)
+        assert requests.get(s.url + "/api/v4/account", headers=amo_headers,
+                            timeout=5).status_code == 200

@@ -163,7 +163,8 @@ class AmoSandbox(SandboxServer):
     `set_limits(on, rate)`, `block_after` (N 429s -> every request 403 HTML until
     `unblock()`), `clock` (replace for deterministic rate-limit tests), `api_filter`,
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
-    `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, plus the httpbase ones
+    `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, `next_on_full_page`
+    (a full last page links to a 204 page, as amoCRM sometimes does), plus the httpbase ones
     (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`).
     """
 
@@ -185,6 +186,8 @@ class AmoSandbox(SandboxServer):
         self.redirect_uri = redirect_uri
         self.api_filter, self.is_admin = api_filter, is_admin
         self.token_ttl = token_ttl
+        # Real amoCRM sometimes links a full last page to an empty (204) one (PHP #193).
+        self.next_on_full_page = False
         self._auth_lock = threading.Lock()
         self._codes: set[str] = set()
         self._access: dict[str, float] = {}      # OAuth access token -> expiry (time.time)
@@ -509,7 +512,8 @@ class AmoSandbox(SandboxServer):
         with_ = set(req.get("with", "").split(","))
         items = [col.render(r, with_) for r in rows]
         links = {"self": self._page_link(req, page)}
-        if len(view) > offset + step:
+        full = len(rows) == take and self.next_on_full_page
+        if len(view) > offset + step or full:
             links["next"] = self._page_link(req, page + 1)
         if page > 1:
             links["first"] = self._page_link(req, 1)
