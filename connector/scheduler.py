@@ -59,6 +59,21 @@ class JobOutcome:
     seconds: float = 0.0
 
 
+def close_stale_runs(mirror, source: str) -> int:
+    """Mark runs a killed process left 'running' as interrupted; call only under the source's lock
+    (then nobody else can be running it). Their pages are committed; the bookmark resumes them."""
+    with mirror.db.atomic():
+        cur = mirror.conn.execute(
+            "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
+            "error = 'the process ended mid-run (killed or crashed); resumed from the bookmark' "
+            "WHERE source = ? AND status = 'running'",
+            (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), source))
+    if cur.rowcount:
+        log.warning("source '%s': %d run(s) left 'running' by a process that died, marked interrupted",
+                    source, cur.rowcount)
+    return cur.rowcount
+
+
 class Runner:
     """Runs a source's jobs; one Runner serves every job of the daemon (it is thread-safe:
     each call opens its own mirror connection and adapter)."""
@@ -107,6 +122,7 @@ class Runner:
 
     def _locked(self, src, out: JobOutcome, kpi: bool) -> None:
         with self.mirror_fn(self.cfg) as mirror:
+            close_stale_runs(mirror, src.name)
             adapter = self.adapter_fn(self.cfg, src)
             try:
                 out.results = self.sync_fn(mirror, adapter, src.streams, stop=self.stop)
@@ -128,6 +144,11 @@ class Runner:
     def _kpi(self, src, mirror, adapter, out: JobOutcome) -> None:
         try:
             out.kpi = self.kpi_fn(self.cfg, mirror, src, adapter)
+            if mirror.conn.in_transaction:
+                # a job that returned has finished its work: keep it. (Python's sqlite3 opens a
+                # transaction implicitly on DML; left open, closing the mirror would roll back.)
+                log.debug("KPI job of %s left a transaction open; committing it", src.name)
+                mirror.conn.commit()
         except Exception as err:
             out.status, out.error = "failed", redact(f"KPI job: {type(err).__name__}: {err}")
             log.debug("KPI job of %s crashed", src.name, exc_info=True)

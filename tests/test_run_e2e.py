@@ -1,0 +1,185 @@
+"""`crm-connector run` as a real process against the amoCRM sandbox: a full cycle, SIGTERM,
+SIGKILL mid-sync and recovery. Waits poll the mirror with a deadline; nothing sleeps for timing.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from connector import runtime, schema
+from connector.locks import source_lock
+from connector.sync import sync_source
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Until `run` is registered on the main group, register it here (the same command either way).
+SHIM = ("from connector.cli import main\nfrom connector.cli_run import run\n"
+        "main.commands.get('run') or main.add_command(run)\nmain()\n")
+FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue",
+          "calls_90d": "KPI: Calls, 90 days"}
+
+
+def connector_cmd() -> list[str]:
+    from connector.cli import main
+    if "run" in main.commands:
+        return [sys.executable, "-m", "connector"]
+    return [sys.executable, "-c", SHIM]
+
+
+def write_config(tmp_path, sandbox, name="mirror.db", kpi_after_sync=True) -> str:
+    fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""
+[storage]
+path = "{tmp_path / name}"
+
+[[sources]]
+name = "amo"
+kind = "amocrm"
+base_url = "{sandbox.url}"
+access_token = "{sandbox.access_token}"
+
+[schedule]
+sync = "0 2 * * *"
+kpi_after_sync = {str(kpi_after_sync).lower()}
+
+[kpi]
+targets = ["contact", "company"]
+
+[kpi.fields]
+{fields}
+""")
+    return str(path)
+
+
+def start(tmp_path, config: str, *args) -> tuple[subprocess.Popen, str]:
+    err = str(tmp_path / f"stderr-{time.monotonic_ns()}.log")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(connector_cmd() + ["--config", config, "--log-format", "json", "run",
+                                                   *args],
+                                cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=fh,
+                                text=True)
+    return proc, err
+
+
+def query(db: str, sql: str):
+    if not os.path.exists(db):
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:      # schema not applied yet
+        return None
+    finally:
+        conn.close()
+
+
+def wait_for(pred, proc: subprocess.Popen, deadline_s: float = 90, what: str = ""):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        assert proc.poll() is None, f"the process exited early (rc {proc.returncode}) waiting for {what}"
+        time.sleep(0.02)      # polling interval, not a timing assumption
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def entity_rows(db: str) -> dict[str, list]:
+    return {t: query(db, f"SELECT * FROM [{t}] ORDER BY 1, 2, 3") for t in schema.ENTITY_TABLES}
+
+
+def test_daemon_runs_sync_then_kpi_and_stops_cleanly_on_sigterm(amo_sandbox, tmp_path):
+    config = write_config(tmp_path, amo_sandbox)
+    db = str(tmp_path / "mirror.db")
+    proc, err = start(tmp_path, config, "--run-now", "--interval-seconds", "2")
+    try:
+        # a second run started means the first one (sync, then KPIs, in one job) has finished
+        wait_for(lambda: (query(db, "SELECT count(DISTINCT run_id) FROM sync_runs") or [[0]])[0][0] >= 2,
+                 proc, what="a second scheduled run")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = open(err).read()
+    assert '"event": "job"' in log and '"status": "ok"' in log and "stopped" in log
+    assert amo_sandbox.access_token not in log
+
+    # the first run: every stream ok, then the KPI job computed and wrote values back
+    first = query(db, "SELECT min(run_id) FROM sync_runs")[0][0]
+    assert {s for (s,) in query(db, f"SELECT status FROM sync_runs WHERE run_id = (SELECT run_id FROM "
+                                     f"sync_runs ORDER BY id LIMIT 1)")} == {"ok"}, first
+    assert query(db, "SELECT count(*) FROM kpi_runs")[0][0] >= 1
+    written = query(db, "SELECT entity_type, entity_id, field_key, kpi, value FROM kpi_written")
+    assert len(written) > 50
+
+    # the sandbox CRM's cards show the values the mirror says were written
+    ds = amo_sandbox.dataset
+    with ds.lock:
+        names = {et: {f["id"]: f["name"] for f in ds.fields[et]} for et in ("contact", "company")}
+        cards = {"contact": {c["id"]: c for c in ds.contacts}, "company": {c["id"]: c for c in ds.companies}}
+        checked = 0
+        for et, eid, key, kpi, value in written:
+            assert names[et][int(key)] == FIELDS[kpi]
+            shown = cards[et][eid]["custom"].get(int(key))
+            if value is None:
+                assert shown in (None, "")
+            else:
+                assert float(shown) == pytest.approx(value)
+                checked += 1
+    assert checked > 50
+
+    # a consistent mirror: no run left "running", SQLite happy, the source lock free
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    statuses = {s for (s,) in query(db, "SELECT DISTINCT status FROM sync_runs")}
+    assert statuses <= {"ok", "interrupted"}
+    cfg = runtime.load_config(config)
+    with source_lock(cfg, "amo", timeout_s=0):
+        pass
+
+
+def test_sigkill_mid_sync_then_next_run_equals_an_uninterrupted_sync(amo_sandbox, tmp_path):
+    config = write_config(tmp_path, amo_sandbox, kpi_after_sync=False)
+    db = str(tmp_path / "mirror.db")
+    amo_sandbox.latency_ms = 60           # slow enough to be killed between pages
+    proc, _ = start(tmp_path, config, "--once")
+    try:
+        wait_for(lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'") or [[0]])[0][0] >= 4,
+                 proc, what="four streams committed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    running = query(db, "SELECT stream FROM sync_runs WHERE status = 'running'")
+    assert running, "the sync finished before it was killed: nothing was tested"
+    partial = query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")[0][0]
+
+    amo_sandbox.latency_ms = 0
+    proc, err = start(tmp_path, config, "--once")     # the lock died with the killed process
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, open(err).read()[-2000:]
+    assert "amo: ok" in out
+    assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == [(0,)]
+    assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")[0][0] > partial
+
+    # the reference: one uninterrupted sync of the same account into a fresh mirror
+    ref_cfg = runtime.load_config(write_config(tmp_path, amo_sandbox, name="ref.db"))
+    with runtime.open_mirror(ref_cfg) as mirror:
+        adapter = runtime.make_adapter(ref_cfg, ref_cfg.sources[0])
+        try:
+            assert {r.status for r in sync_source(mirror, adapter)} == {"ok"}
+        finally:
+            adapter.close()
+    got, want = entity_rows(db), entity_rows(str(tmp_path / "ref.db"))
+    assert sum(len(v) for v in want.values()) > 1000
+    for table in schema.ENTITY_TABLES:
+        assert got[table] == want[table], table
