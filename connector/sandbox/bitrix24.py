@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 from urllib.parse import quote
@@ -245,13 +244,6 @@ class Bitrix24Sandbox(SandboxServer):
         super()._wrap_socket(httpd)  # self-signed cert for 127.0.0.1; see `cert_path`
 
     # ---- plumbing overrides -----------------------------------------------------------------
-    @staticmethod
-    def _send(h, resp: Response) -> None:
-        # Headers and body leave in two writes; without TCP_NODELAY, Nagle plus the
-        # client's delayed ACK adds ~40 ms to every small response.
-        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        SandboxServer._send(h, resp)
-
     def fault_response(self) -> Response:
         # Real portals answer 5xx with an HTML page from the web server, not JSON.
         return Response(500, b"<html><head><title>500 Internal Server Error</title></head>"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import json
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Request:
     pairs: list[tuple[str, str]]    # query pairs in order, repeats kept
     headers: dict[str, str]         # header names lower-cased
     body: bytes = b""
+    client: str = "127.0.0.1"       # the peer's address
 
     @property
     def params(self) -> dict:
@@ -253,7 +255,7 @@ class SandboxServer:
         req = Request(h.command, parts.path, parts.query,
                       parse_qsl(parts.query, keep_blank_values=True),
                       {k.lower(): v for k, v in h.headers.items()},
-                      h.rfile.read(n) if n else b"")
+                      h.rfile.read(n) if n else b"", h.client_address[0])
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         fault = self._pick_fault()
@@ -281,6 +283,9 @@ class SandboxServer:
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, resp: Response) -> None:
+        # Headers and body leave in two writes; with Nagle's algorithm on, the second waits
+        # for the client's delayed ACK (~40 ms), which would dominate every small response.
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         h.send_response(resp.status)
         if resp.content_type and resp.body:
             h.send_header("Content-Type", resp.content_type)
