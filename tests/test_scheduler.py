@@ -251,3 +251,32 @@ def test_bad_schedule_is_a_config_error_exit_2(tmp_path, schedule, key):
     res = CliRunner().invoke(main, ["--config", str(path), "run", "--once"])
     assert res.exit_code == 2
     assert key in res.output and "error:" in res.output
+
+
+def invoke_run(tmp_path, monkeypatch, args, schedule=""):
+    monkeypatch.setattr("connector.cli_run._on_signals", lambda stop: None)   # keep pytest's handlers
+    cfg = load_cfg(tmp_path, schedule)
+    if "run" not in main.commands:
+        main.add_command(run)
+    return cfg, CliRunner().invoke(main, ["--config", cfg.path, "run", *args])
+
+
+def test_once_with_busy_sources_fails_nightly_but_not_incremental(tmp_path, monkeypatch):
+    cfg = load_cfg(tmp_path)
+    with source_lock(cfg, "main", timeout_s=0), source_lock(cfg, "b24", timeout_s=0):
+        _, nightly = invoke_run(tmp_path, monkeypatch, ["--once"], "[schedule]\nlock_timeout_s = 0\n")
+        _, inc = invoke_run(tmp_path, monkeypatch, ["--once", "--incremental"],
+                            "[schedule]\nlock_timeout_s = 0\n")
+    assert nightly.exit_code == 1 and "main: busy" in nightly.output and "b24: busy" in nightly.output
+    assert "source 'main' is busy" in nightly.output
+    assert inc.exit_code == 0 and "main: busy" in inc.output
+
+
+def test_incremental_flag_needs_once(tmp_path, monkeypatch):
+    _, res = invoke_run(tmp_path, monkeypatch, ["--incremental"])
+    assert res.exit_code == 2 and "--incremental goes with --once" in res.output
+
+
+def test_unknown_source_is_exit_2(tmp_path, monkeypatch):
+    _, res = invoke_run(tmp_path, monkeypatch, ["--once", "--source", "nope"])
+    assert res.exit_code == 2 and "no source named 'nope'" in res.output
