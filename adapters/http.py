@@ -9,14 +9,14 @@ is retried with exponential backoff and jitter on 429, 5xx and connection errors
 from __future__ import annotations
 
 import collections
+import random
 import threading
 import time
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import (RetryError, Retrying, retry_if_exception_type, stop_after_attempt,
-                      wait_exponential_jitter)
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from adapters.errors import BlockedError, StreamError
 from adapters.redact import redact
@@ -110,7 +110,8 @@ class HttpClient:
 
     def _wait(self, state) -> float:
         exc = state.outcome.exception()
-        backoff = wait_exponential_jitter(initial=0.5, max=self.max_backoff, jitter=1)(state)
+        # exponential backoff with jitter, so parallel clients do not retry in lockstep
+        backoff = min(self.max_backoff, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 1)
         if isinstance(exc, RetryableResponse) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_backoff)
         return backoff
