@@ -183,3 +183,31 @@ def test_sigkill_mid_sync_then_next_run_equals_an_uninterrupted_sync(amo_sandbox
     assert sum(len(v) for v in want.values()) > 1000
     for table in schema.ENTITY_TABLES:
         assert got[table] == want[table], table
+
+
+def test_sigterm_mid_sync_records_interrupted_exits_0_and_restart_resumes(amo_sandbox, tmp_path):
+    config = write_config(tmp_path, amo_sandbox, kpi_after_sync=False)
+    db = str(tmp_path / "mirror.db")
+    amo_sandbox.latency_ms = 60
+    proc, err = start(tmp_path, config, "--run-now")       # the daemon, nightly cron far away
+    try:
+        wait_for(lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'") or [[0]])[0][0] >= 3,
+                 proc, what="three streams committed")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    statuses = [s for (s,) in query(db, "SELECT status FROM sync_runs ORDER BY id")]
+    assert "running" not in statuses and statuses[-1] == "interrupted"
+    assert set(statuses) == {"ok", "interrupted"}
+    assert "stopping after the current page" in open(err).read()
+
+    amo_sandbox.latency_ms = 0
+    proc, err = start(tmp_path, config, "--once")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "amo: ok" in out, open(err).read()[-2000:]
+    last = query(db, "SELECT stream, status FROM sync_runs WHERE run_id = "
+                     "(SELECT run_id FROM sync_runs ORDER BY id DESC LIMIT 1)")
+    assert {s for _, s in last} == {"ok"} and len(last) == statuses.count("ok") + statuses.count("interrupted")
