@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -104,6 +105,8 @@ def demo(size: int, seed: int, workdir: str | None) -> None:
 
     workdir = workdir or tempfile.mkdtemp(prefix="crm-connector-demo-")
     os.makedirs(workdir, exist_ok=True)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own summary
     t0 = time.monotonic()
     click.echo(f"Starting an amoCRM and a Bitrix24 sandbox ({size:,} deals each) ...")
     with _server("amocrm", seed=seed, size=size) as amo, \
@@ -172,6 +175,13 @@ def _show_cards(name: str, server) -> None:
                                                for fid in kpi_fields)][:3]
         click.echo(f"\n{name}: contact cards in the CRM now show:")
         for c in shown:
-            vals = ", ".join(f"{kpi_fields[fid].removeprefix('KPI: ')}={c['custom'][fid]}"
+            vals = ", ".join(f"{kpi_fields[fid].removeprefix('KPI: ')} = {_num(c['custom'][fid])}"
                              for fid in kpi_fields if c.get("custom", {}).get(fid) not in (None, ""))
             click.echo(f"  #{c['id']} {c['name']}: {vals}")
+
+
+def _num(value) -> str:
+    try:
+        return f"{float(value):,.2f}".rstrip("0").rstrip(".")
+    except (TypeError, ValueError):
+        return str(value)
