@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -29,6 +30,32 @@ from adapters.http import HttpClient, RateLimiter
 from adapters.redact import redact
 
 log = logging.getLogger(__name__)
+WINDOW_MARGIN_S = 0.05
+
+
+class PacedLimiter(RateLimiter):
+    """The sliding window, with requests also spaced evenly (`per / rate` apart).
+
+    amoCRM counts requests per second on its side, by arrival time. A burst of 7 arrives
+    spread out by the server's own queueing, so the next burst, sent exactly 1 s later, can
+    put an 8th request into the server's second: a 429 and a backoff that costs far more than
+    pacing does. Even spacing plus a slightly longer window (`WINDOW_MARGIN_S`) avoids that.
+    """
+
+    def __init__(self, rate: float, per: float = 1.0):
+        super().__init__(rate, per)
+        self.gap = self.per / self.limit
+        self._next = 0.0
+        self._pace_lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._pace_lock:
+            now = self.clock()
+            at = max(now, self._next)
+            self._next = at + self.gap
+        if at > now:
+            self.sleep(at - now)
+        super().acquire()
 
 
 class _Forbidden(Exception):
@@ -50,7 +77,9 @@ class AmoCrmAdapter:
         self.cfg = source
         self.source = source.name
         timeout = float(source.timeout_s or 60)
-        self.http = HttpClient(source.name, limiter=RateLimiter(source.requests_per_second or 7),
+        rate = source.requests_per_second or 7
+        limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)
+        self.http = HttpClient(source.name, limiter=limiter,
                                timeout=(min(10.0, timeout), timeout), verify=source.verify_tls)
         self.auth = AmoAuth(source, tokens, self.http)
         self.http.auth_headers = self.auth.headers

@@ -1,0 +1,106 @@
+"""Sync 100k amoCRM deals from the sandbox at 7 req/s with 100 ms latency; report throughput.
+
+The ceiling is 7 requests/s x 250 deals = 1,750 rows/s; target >= 0.9 of it, and a peak RSS of
+the connector process < 300 MB. The sandbox (whose 100k-deal dataset alone takes ~350 MB) runs
+in a child process so its memory is not counted.
+
+Run: cd /work/main && python -m benchmarks.bench_amocrm_sync [--size 100000] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import tempfile
+import threading
+import time
+
+CEILING_RPS = 7
+PAGE = 250
+
+
+def serve(size: int, latency_ms: float, rate: float, conn) -> None:
+    """Child process: generate the dataset, serve it, report the request log when told."""
+    from connector.sandbox.amocrm import AmoSandbox
+    from connector.sandbox.data import generate
+
+    ds = generate(seed=1, size=size)
+    with AmoSandbox(ds, limits=True, rate=rate, latency_ms=latency_ms) as server:
+        conn.send((server.url, server.access_token))
+        conn.recv()  # wait for "done"
+        log = server.request_log
+        conn.send({"requests": len(log), "429": sum(1 for r in log if r["status"] == 429),
+                   "429_at": [i for i, r in enumerate(log) if r["status"] == 429],
+                   "403": sum(1 for r in log if r["status"] == 403)})
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rps", type=float, default=7.0, help="the connector's requests_per_second")
+    ap.add_argument("--latency-ms", type=float, default=100.0)
+    args = ap.parse_args()
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=serve, args=(args.size, args.latency_ms, CEILING_RPS, child),
+                       daemon=True)
+    t = time.perf_counter()
+    proc.start()
+    url, token = parent.recv()
+    print(f"sandbox: {args.size} deals, limits on ({CEILING_RPS} req/s), "
+          f"{args.latency_ms:.0f} ms latency; ready in {time.perf_counter() - t:.1f} s")
+
+    from adapters.amocrm import AmoCrmAdapter
+    from connector.config import SourceConfig
+    from connector.store import Mirror
+    from connector.sync import sync_source
+    from connector.tokens import TokenStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = SourceConfig(name="bench", kind="amocrm", base_url=url, access_token=token,
+                              requests_per_second=args.rps, max_workers=args.workers)
+        adapter = AmoCrmAdapter(source, TokenStore(f"{tmp}/tokens.json"))
+        mirror = Mirror(f"{tmp}/mirror.db")
+        peak = {"rss": 0.0}
+        stop = threading.Event()
+
+        def sample():  # psutil's view, sampled, alongside ru_maxrss
+            import psutil
+            me = psutil.Process()
+            while not stop.wait(0.2):
+                peak["rss"] = max(peak["rss"], me.memory_info().rss / 2**20)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        [result] = sync_source(mirror, adapter, streams=["deals"])
+        seconds = time.perf_counter() - t0
+        stop.set()
+        deals = mirror.conn.execute("SELECT count(*) FROM deals").fetchone()[0]
+        adapter.close()
+        mirror.close()
+
+    parent.send("done")
+    server = parent.recv()
+    proc.join(timeout=10)
+
+    rate = deals / seconds
+    ceiling = CEILING_RPS * PAGE
+    print(f"sync deals: status={result.status} deals={deals} seconds={seconds:.1f} "
+          f"client requests={result.requests} server saw={server['requests']} "
+          f"(429: {server['429']} at request no. {server['429_at']}, 403: {server['403']})")
+    print(f"throughput: {rate:.0f} rows/s = {rate / ceiling:.3f} of the {ceiling} rows/s ceiling "
+          f"(target >= 0.9: {'PASS' if rate / ceiling >= 0.9 else 'FAIL'})")
+    rss = max(peak_rss_mb(), peak["rss"])
+    print(f"peak RSS of the connector process: {rss:.0f} MB "
+          f"(target < 300: {'PASS' if rss < 300 else 'FAIL'})")
+
+
+if __name__ == "__main__":
+    main()
