@@ -2,7 +2,9 @@
 SIGKILL mid-sync and recovery. Waits poll the mirror with a deadline; nothing sleeps for timing.
 """
 
+import functools
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -23,9 +25,14 @@ FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue",
           "calls_90d": "KPI: Calls, 90 days"}
 
 
+@functools.cache
 def connector_cmd() -> list[str]:
-    from connector.cli import main
-    if "run" in main.commands:
+    """`python -m connector` once `run` is registered there (asked of a fresh process: other
+    tests may have registered it in this one)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    helptext = subprocess.run([sys.executable, "-m", "connector", "--help"], env=env,
+                              capture_output=True, text=True).stdout
+    if re.search(r"^\s+run\s", helptext, re.M):
         return [sys.executable, "-m", "connector"]
     return [sys.executable, "-c", SHIM]
 
