@@ -123,7 +123,8 @@ class Pager:
             return [[lo, hi]], len(low) / max(1, hi - lo)
         spread = [(PAGE - 1) / max(1, ids[-1] - ids[0]) for ids in (low, sorted(high)) if len(ids) == PAGE]
         density = min(1.0, sum(spread) / len(spread))
-        n = max(1, min(max_windows, math.ceil(density * (hi - lo) / (PAGE * MAX_BATCH))))
+        # Windows of >= 10 pages: enough to keep every worker busy, few enough to plan well.
+        n = max(1, min(max_windows, math.ceil(density * (hi - lo) / (PAGE * 10))))
         return self.split(lo, hi, n), density
 
     @staticmethod
