@@ -21,6 +21,7 @@ import requests
 from adapters.bitrix24_limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.errors import AuthError, ScopeError, StreamError
 from adapters.http import HttpClient
+from adapters import redact as redaction
 from adapters.redact import redact
 
 MAX_BATCH = 50
@@ -138,6 +139,12 @@ class Bitrix24Client:
         self.cfg = source
         self.name = source.name
         self.tokens = tokens
+        if source.webhook_url:  # the config registers these too; an adapter built in code may not
+            redaction.register(source.webhook_url)
+            parts = [p for p in urlsplit(source.webhook_url).path.split("/") if p]
+            if len(parts) >= 3:
+                redaction.register(parts[2])
+        redaction.register(source.client_secret)
         self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
         self.budget = OperatingBudget(source.operating_budget_s)
         self.http = http or HttpClient(source.name, limiter=self.bucket,

@@ -293,3 +293,21 @@ def test_client_oauth_refresh_persists_before_use(tmp_path):
             return 200, {}, json.dumps({"result": {"ID": 1}})
         rsps.add_callback("POST", "https://portal.example.com/rest/profile", callback=profile)
         assert client.call("profile")["result"]["ID"] == 1
+
+
+@responses.activate
+def test_interrupted_full_pass_resumes_its_windows_and_keeps_the_pass_start():
+    a = adapter()
+    bookmark = json.dumps({"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[120, 200]]})
+    responses.post(HOOK + "crm.company.list", json={"result": [{"ID": "150", "TITLE": "X"}], "total": 0})
+    pages = list(a.fetch("companies", bookmark, NOW))
+    body = json.loads(responses.calls[0].request.body)
+    assert body["filter"] == {">ID": 120, "<=ID": 200} and body["start"] == -1
+    assert pages[0].rows["companies"][0]["id"] == 150
+    assert pages[-1].bookmark == "2026-11-22T02:00:00Z"  # not this run's start: rows before 120 may have changed
+
+
+def test_secrets_never_reach_error_messages():
+    a = adapter()
+    err = a.client.error("crm.deal.list", "", f"bad call to {HOOK}crm.deal.list")
+    assert "s3cretcode" not in str(err)
