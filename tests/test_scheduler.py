@@ -280,3 +280,30 @@ def test_incremental_flag_needs_once(tmp_path, monkeypatch):
 def test_unknown_source_is_exit_2(tmp_path, monkeypatch):
     _, res = invoke_run(tmp_path, monkeypatch, ["--once", "--source", "nope"])
     assert res.exit_code == 2 and "no source named 'nope'" in res.output
+
+
+def test_kpi_job_work_left_in_an_open_transaction_is_kept(tmp_path):
+    cfg = load_cfg(tmp_path)
+    h = Harness(cfg)
+
+    def kpi_leaving_a_transaction(cfg, mirror, src, adapter):
+        mirror.conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, "
+                            "seconds) VALUES ('main', '2026-11-23T02:00:00Z', 'x', 1, 1, 0.1)")
+        return Summary()
+    h.runner.kpi_fn = kpi_leaving_a_transaction
+    assert h.runner.nightly("main").status == "ok"
+    from connector.store import Mirror
+    with Mirror(cfg.storage_path) as m:
+        assert m.conn.execute("SELECT count(*) FROM kpi_runs").fetchone()[0] == 1
+
+
+def test_runs_left_running_by_a_dead_process_are_closed_under_the_lock(tmp_path):
+    cfg = load_cfg(tmp_path)
+    from connector.store import Mirror
+    with Mirror(cfg.storage_path) as m:
+        m.start_run("dead", "main", "deals", "2026-11-23T02:00:00Z")
+        m.start_run("dead", "b24", "deals", "2026-11-23T02:00:00Z")
+    Harness(cfg).runner.nightly("main")
+    with Mirror(cfg.storage_path) as m:
+        rows = dict(m.conn.execute("SELECT source, status FROM sync_runs WHERE run_id = 'dead'").fetchall())
+    assert rows == {"main": "interrupted", "b24": "running"}    # b24 was not ours to judge
