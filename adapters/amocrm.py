@@ -3,7 +3,12 @@
 One paging loop serves every stream (see `adapters.amocrm_streams`). Page 1 is fetched alone,
 so a run with nothing new costs one request per stream; when it has a `next` link, the
 following page numbers are prefetched by a small thread pool and yielded in order, so the
-rate limiter, not latency, sets the pace.
+rate limiter, not latency, sets the pace (at most `max_workers` prefetched pages past the last
+one are wasted, answered 204).
+
+Incremental reads ask for `filter[updated_at][from]=bookmark - overlap` and `[to]=run start`;
+rows the CRM stamps after our run start (its clock ahead of ours) wait for the next run, and
+the overlap makes sure that run still sees them.
 
 Bookmarks: ISO UTC text; for deals, contacts and companies a JSON object
 `{"since": ISO, "api_filter": bool}` that also remembers whether the account has API filtering
