@@ -148,9 +148,9 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
     params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
               "churn_days": kpi_cfg.churn_days}
     with _big_cache(conn), mirror.db.atomic():
+        kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
         for target in kpi_cfg.targets:
-            kpi_prep.build(conn, source, target, base_currency, kpi_cfg.currency_rates,
-                           res.computed_at, kpi_cfg.calls_days)
+            kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days)
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
             conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
             conn.execute("CREATE TEMP TABLE kpi_changed (entity_id INTEGER, kpi TEXT, value REAL)")
@@ -180,16 +180,22 @@ def _big_cache(conn, kib: int = 262_144):
             conn.execute(f"PRAGMA {s}.cache_size = {v}")
 
 
-# One KPI's new values against kpi_latest; only the differences are kept. An empty value where
-# none was stored is no difference.
-_DIFF = """
+# One KPI's new values against kpi_latest; only the differences are kept. The new values go to
+# an integer-keyed scratch table first, so the comparison walks kpi_latest's KPI range in order
+# and probes them by rowid (no text-key B-tree search per client). An empty value where none was
+# stored is no difference.
+_NEW = "INSERT INTO temp.kpi_new SELECT entity_id, round(value, :precision) FROM ({sql})"
+_DIFF = ("""
 INSERT INTO temp.kpi_changed (entity_id, kpi, value)
-SELECT q.entity_id, :kpi_name, q.value
-FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql})) q
-LEFT JOIN kpi_latest l ON l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name
-     AND l.entity_id = q.entity_id
-WHERE l.value IS NOT q.value AND NOT (l.entity_id IS NULL AND q.value IS NULL)
-"""
+SELECT l.entity_id, :kpi_name, n.value
+FROM kpi_latest l CROSS JOIN temp.kpi_new n ON n.entity_id = l.entity_id
+WHERE l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name AND l.value IS NOT n.value
+""", """
+INSERT INTO temp.kpi_changed (entity_id, kpi, value)
+SELECT n.entity_id, :kpi_name, n.value FROM temp.kpi_new n
+WHERE n.value IS NOT NULL AND n.entity_id NOT IN (
+    SELECT entity_id FROM kpi_latest WHERE source = :source AND entity_type = :target AND kpi = :kpi_name)
+""")
 
 # A custom KPI's rows, spread over every client like a built-in one: clients it does not return
 # get an empty value, rows for unknown or deleted cards are dropped.
@@ -212,7 +218,11 @@ def _diff_one(conn, kpi: Kpi, params: dict, precision: int) -> None:
                 raise KpiError(f"KPI '{kpi.name}': must return two columns: entity_id, value")
             conn.executemany("INSERT OR REPLACE INTO temp.kpi_custom VALUES (?, ?)", rows)
             sql = _CUSTOM
-        conn.execute(_DIFF.format(sql=sql), p)
+        conn.execute("DROP TABLE IF EXISTS temp.kpi_new")
+        conn.execute("CREATE TEMP TABLE kpi_new (entity_id INTEGER PRIMARY KEY, value REAL)")
+        conn.execute(_NEW.format(sql=sql), p)
+        for stmt in _DIFF:
+            conn.execute(stmt, p)
     except sqlite3.Error as err:
         raise KpiError(f"KPI '{kpi.name}' ({params['target']}): {err}") from None
 

@@ -3,16 +3,18 @@
 Every KPI in `kpi_sql/` is written against these, so one query serves contacts and companies:
 
 - `kpi_clients(entity_id)`: the target's cards that are not deleted.
-- `kpi_deals(entity_id, deal_id, status, amount, created_at, closed_at)`: each client's deals
-  (contact: `deal_contacts` or the deal's main contact; company: `deals.company_id`), deleted
-  deals left out, `amount` in the source's base currency (NULL when no rate is known).
+- `kpi_deals(entity_id, deal_id, status, amount, created_at, closed_at, answered_at)`: each
+  client's deals (contact: `deal_contacts` or the deal's main contact; company:
+  `deals.company_id`), deleted deals left out, `amount` in the source's base currency (NULL
+  when no rate is known), `answered_at` the first outgoing call or completed task on the deal
+  itself at or after its creation.
 - `kpi_calls(entity_id, call_id, direction, status, duration_s, started_at)`: calls of the last
   `calls_days` days on the client's card or on its deals. `kpi_tasks(entity_id, task_id,
   is_completed, due_at)`: open tasks likewise.
-- `kpi_acts(kind, ref_id, at)`: answers for first response: outgoing calls and completed tasks,
-  `kind` = 'deal' (ref_id a deal) or 'client' (ref_id a client card).
+- `kpi_acts(ref_id, at)`: outgoing calls and completed tasks on client cards (first response).
 
-Building them costs one pass over each mirror table; the KPIs are then small GROUP BYs.
+`build_source` reads each live deal once (`kpi_d`, shared by both targets); `build` then makes
+the per-target tables from it. The KPIs are then small GROUP BYs over client-clustered rows.
 """
 
 from __future__ import annotations
@@ -21,33 +23,55 @@ import logging
 
 log = logging.getLogger(__name__)
 
-TABLES = ("kpi_clients", "kpi_rates", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
-          "kpi_recent")
+SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts")
+TABLES = ("kpi_clients", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
+          "kpi_recent", "kpi_links", "kpi_new")
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
     "company": "SELECT id FROM companies WHERE source = :source AND is_deleted = 0",
 }
 
-# (client id, deal id) pairs; UNION removes a link seen both ways.
+# Every live deal once, amount converted, with the first answer on the deal itself.
+_SOURCE_DEALS = """
+INSERT INTO temp.kpi_d
+SELECT d.id, d.contact_id, d.company_id, d.status,
+       CASE WHEN coalesce(d.currency, '') IN ('', :base) THEN coalesce(d.amount, 0)
+            ELSE coalesce(d.amount, 0) * r.rate END,
+       d.created_at, d.closed_at,
+       (SELECT min(a.at) FROM temp.kpi_deal_acts a WHERE a.ref_id = d.id AND a.at >= d.created_at)
+FROM main.deals d NOT INDEXED
+LEFT JOIN temp.kpi_rates r ON r.currency = upper(d.currency)
+WHERE d.source = :source AND d.is_deleted = 0
+"""
+
+# NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns.
+_ANSWERS = """
+SELECT entity_id, started_at FROM main.calls NOT INDEXED
+WHERE source = :source AND entity_type = :kind AND direction = 'out' AND is_deleted = 0
+      AND started_at IS NOT NULL
+UNION ALL
+SELECT entity_id, completed_at FROM main.tasks NOT INDEXED
+WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_deleted = 0
+      AND completed_at IS NOT NULL
+"""
+
+# (client id, deal id) pairs. They go through a narrow table keyed in that order: its key
+# drops a link seen both ways, and sorting two integers is far cheaper than sorting whole rows.
 _LINKS = {
-    "contact": """SELECT contact_id AS entity_id, deal_id FROM deal_contacts WHERE source = :source
-                  UNION SELECT contact_id, id FROM deals
-                  WHERE source = :source AND contact_id IS NOT NULL""",
-    "company": """SELECT company_id AS entity_id, id AS deal_id FROM deals
-                  WHERE source = :source AND company_id IS NOT NULL""",
+    "contact": """SELECT contact_id, deal_id FROM main.deal_contacts WHERE source = :source
+                  UNION ALL
+                  SELECT contact_id, deal_id FROM temp.kpi_d WHERE contact_id IS NOT NULL""",
+    "company": "SELECT company_id, deal_id FROM temp.kpi_d WHERE company_id IS NOT NULL",
 }
 
 _DEALS = """
 INSERT INTO temp.kpi_deals
-SELECT l.entity_id, d.id, d.status,
-       CASE WHEN coalesce(d.currency, '') IN ('', :base) THEN coalesce(d.amount, 0)
-            ELSE coalesce(d.amount, 0) * r.rate END,
-       d.created_at, d.closed_at
-FROM ({links}) l
+SELECT l.entity_id, d.deal_id, d.status, d.amount, d.created_at, d.closed_at, d.answered_at
+FROM temp.kpi_links l
 JOIN temp.kpi_clients c ON c.entity_id = l.entity_id
-JOIN main.deals d ON d.source = :source AND d.id = l.deal_id AND d.is_deleted = 0
-LEFT JOIN temp.kpi_rates r ON r.currency = upper(d.currency)
+JOIN temp.kpi_d d ON d.deal_id = l.deal_id
+ORDER BY l.entity_id, l.deal_id
 """
 
 # Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
@@ -87,21 +111,26 @@ SELECT d.entity_id, t.id, 0, t.due_at
 FROM temp.kpi_deals d JOIN temp.kpi_recent t ON t.entity_type = 'deal' AND t.entity_id = d.deal_id
 """
 
-_ACTS = """
-INSERT INTO temp.kpi_acts
-SELECT CASE entity_type WHEN 'deal' THEN 'deal' ELSE 'client' END, entity_id, started_at
-FROM main.calls WHERE source = :source AND entity_type IN (:target, 'deal')
-     AND direction = 'out' AND is_deleted = 0 AND started_at IS NOT NULL
-UNION ALL
-SELECT CASE entity_type WHEN 'deal' THEN 'deal' ELSE 'client' END, entity_id, completed_at
-FROM main.tasks WHERE source = :source AND entity_type IN (:target, 'deal')
-     AND is_completed = 1 AND is_deleted = 0 AND completed_at IS NOT NULL
-"""
-
-
-def drop(conn) -> None:
-    for t in TABLES:
+def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
+    for t in tables:
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
+
+
+def build_source(conn, source: str, base_currency: str, rates: dict[str, float]) -> None:
+    """Read the source's live deals once into `kpi_d`, for both targets."""
+    drop(conn)
+    p = {"source": source, "base": base_currency.upper(), "kind": "deal"}
+    conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
+    conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)",
+                     [(c.upper(), r) for c, r in rates.items()])
+    conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
+    conn.execute(f"INSERT INTO temp.kpi_deal_acts {_ANSWERS}", p)
+    conn.execute("CREATE INDEX temp.kpi_deal_acts_ref ON kpi_deal_acts (ref_id, at)")
+    conn.execute("CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
+                 "company_id INTEGER, status TEXT, amount REAL, created_at TEXT, closed_at TEXT, "
+                 "answered_at TEXT)")
+    conn.execute(_SOURCE_DEALS, p)
+    conn.execute("DROP TABLE temp.kpi_deal_acts")
 
 
 def _via_recent(conn, pick: str, match: str, p: dict) -> None:
@@ -112,23 +141,23 @@ def _via_recent(conn, pick: str, match: str, p: dict) -> None:
     conn.execute("DROP TABLE temp.kpi_recent")
 
 
-def build(conn, source: str, target: str, base_currency: str, rates: dict[str, float],
-          now: str, calls_days: int) -> None:
-    """(Re)build the scratch tables for one source and target."""
-    drop(conn)
-    p = {"source": source, "target": target, "base": base_currency.upper(), "now": now,
-         "calls_days": calls_days}
+def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
+    """(Re)build the per-target scratch tables (after `build_source`)."""
+    drop(conn, TABLES)
+    p = {"source": source, "target": target, "now": now, "calls_days": calls_days, "kind": target}
     conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
     conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
-    conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
-    conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)",
-                     [(c.upper(), r) for c, r in rates.items()])
     # Clustered by client (WITHOUT ROWID, filled in key order): a KPI's GROUP BY reads each
     # client's rows side by side, with no index-to-table hops.
     conn.execute("CREATE TEMP TABLE kpi_deals (entity_id INTEGER, deal_id INTEGER, status TEXT, "
-                 "amount REAL, created_at TEXT, closed_at TEXT, PRIMARY KEY (entity_id, deal_id)) "
+                 "amount REAL, created_at TEXT, closed_at TEXT, answered_at TEXT, "
+                 "PRIMARY KEY (entity_id, deal_id)) "
                  "WITHOUT ROWID")
-    conn.execute(_DEALS.format(links=_LINKS[target]) + " ORDER BY 1, 2", p)
+    conn.execute("CREATE TEMP TABLE kpi_links (entity_id INTEGER, deal_id INTEGER, "
+                 "PRIMARY KEY (entity_id, deal_id)) WITHOUT ROWID")
+    conn.execute(f"INSERT OR IGNORE INTO temp.kpi_links {_LINKS[target]} ORDER BY 1, 2", p)
+    conn.execute(_DEALS, p)
+    conn.execute("DROP TABLE temp.kpi_links")
     conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
                  "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
                  "WITHOUT ROWID")
@@ -136,9 +165,9 @@ def build(conn, source: str, target: str, base_currency: str, rates: dict[str, f
     conn.execute("CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
                  "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID")
     _via_recent(conn, _OPEN_TASKS, _TASKS, p)
-    conn.execute("CREATE TEMP TABLE kpi_acts (kind TEXT, ref_id INTEGER, at TEXT)")
-    conn.execute(_ACTS, p)
-    conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (kind, ref_id, at)")
+    conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
+    conn.execute(f"INSERT INTO temp.kpi_acts {_ANSWERS}", p)
+    conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
 
 
 def unconverted_currencies(conn, source: str, base_currency: str, rates: dict[str, float]) -> list[str]:

@@ -3,10 +3,9 @@
 -- Deals never answered are left out; empty when no deal was answered.
 WITH firsts AS (
     SELECT d.entity_id, d.created_at,
-           min(coalesce((SELECT min(a.at) FROM kpi_acts a WHERE a.kind = 'deal'
-                         AND a.ref_id = d.deal_id AND a.at >= d.created_at), '9999'),
-               coalesce((SELECT min(a.at) FROM kpi_acts a WHERE a.kind = 'client'
-                         AND a.ref_id = d.entity_id AND a.at >= d.created_at), '9999')) AS first_at
+           min(coalesce(d.answered_at, '9999'),        -- first answer on the deal itself
+               coalesce((SELECT min(a.at) FROM kpi_acts a  -- first answer on the client's card
+                         WHERE a.ref_id = d.entity_id AND a.at >= d.created_at), '9999')) AS first_at
     FROM kpi_deals d WHERE d.created_at IS NOT NULL
 ), answered AS (
     SELECT entity_id, (julianday(first_at) - julianday(created_at)) * 1440 AS minutes
