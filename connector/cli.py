@@ -11,6 +11,7 @@ from adapters.errors import SourceError
 from adapters.redact import redact
 from connector import logs, runtime
 from connector.config import ConfigError
+from connector.locks import LockTimeout, source_lock
 from connector.progress import Progress
 
 log = logging.getLogger("crm_connector")
@@ -78,9 +79,10 @@ def check(ctx: click.Context) -> None:
 @click.option("--full", is_flag=True, help="Ignore bookmarks and re-read everything.")
 @click.pass_context
 def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], full: bool) -> None:
-    """Pull every stream (or the ones named) into the mirror, incrementally."""
-    from connector.sync import UnknownStream, sync_source
+    """Pull every stream (or the ones named) into the mirror, incrementally.
 
+    Waits for a run on the same source (the daemon, say) to finish, up to
+    [schedule] lock_timeout_s."""
     cfg = load(ctx)
     try:
         sources = runtime.pick_sources(cfg, source_name)
@@ -90,13 +92,12 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
     failed = False
     with runtime.open_mirror(cfg) as mirror:
         for src in sources:
-            adapter = runtime.make_adapter(cfg, src)
             try:
-                results = sync_source(mirror, adapter, list(streams) or src.streams, full, progress)
-            except UnknownStream as err:
-                fail(str(err), 2)
-            finally:
-                adapter.close()
+                with source_lock(cfg, src.name, cfg.schedule.lock_timeout_s):
+                    mirror.close_stale_runs(src.name)
+                    results = _sync_one(cfg, mirror, src, list(streams) or src.streams, full, progress)
+            except LockTimeout as err:
+                fail(str(err))
             for r in results:
                 if r.status == "failed":
                     failed = True
@@ -108,18 +109,38 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
     sys.exit(1 if failed else 0)
 
 
+def _sync_one(cfg, mirror, src, streams, full, progress):
+    from connector.sync import UnknownStream, sync_source
+
+    adapter = runtime.make_adapter(cfg, src)
+    try:
+        return sync_source(mirror, adapter, streams, full, progress)
+    except UnknownStream as err:
+        fail(str(err), 2)
+    finally:
+        adapter.close()
+
+
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """Per source and stream: last run, bookmark, rows, last error."""
+    """Per source and stream: last run, bookmark, rows, last error; next runs; last KPI job."""
+    from connector.scheduler import next_runs
+
     cfg = load(ctx)
     with runtime.open_mirror(cfg) as mirror:
         rows = mirror.status()
-    if not rows:
+        kpis = [k for k in (mirror.last_kpi_summary(s.name) for s in cfg.sources) if k]
+    if rows:
+        click.echo(table(rows, ["source", "stream", "last_status", "last_run_started_at", "last_success_at",
+                                "bookmark", "last_rows", "last_requests", "last_error"]))
+    else:
         click.echo("no sync has run yet: try `crm-connector sync`")
-        return
-    click.echo(table(rows, ["source", "stream", "last_status", "last_run_started_at", "last_success_at",
-                            "bookmark", "last_rows", "last_requests", "last_error"]))
+    click.echo("\nLast KPI job:")
+    click.echo(table(kpis, ["source", "computed_at", "clients", "values_changed", "written", "failed"])
+               if kpis else "  none yet: try `crm-connector kpi`")
+    click.echo("\nNext scheduled runs (`crm-connector run`):")
+    click.echo(table(next_runs(cfg), ["source", "job", "schedule", "next_run_local", "kpi"]))
 
 
 @main.command()
@@ -149,7 +170,9 @@ def _register_optional() -> None:
     if importlib.util.find_spec("connector.cli_kpi"):  # the KPI engine may not be installed yet
         from connector.cli_kpi import kpi
         main.add_command(kpi)
+    from connector.cli_run import run
     from connector.cli_sandbox import demo, sandbox
+    main.add_command(run)
     main.add_command(sandbox)
     main.add_command(demo)
 

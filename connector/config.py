@@ -283,11 +283,11 @@ class Checker:
             ZoneInfo(d.get("timezone", "UTC"))
         except Exception:
             raise self.fail("schedule.timezone", f"unknown time zone '{d.get('timezone')}'") from None
-        from apscheduler.triggers.cron import CronTrigger
+        from connector.scheduler import cron_trigger
         for k in ("sync", "incremental"):
             if k in d:
                 try:
-                    CronTrigger.from_crontab(d[k])
+                    cron_trigger(d[k], "UTC")
                 except ValueError as err:
                     raise self.fail(f"schedule.{k}", f"bad cron expression '{d[k]}': {err}") from None
         return ScheduleConfig(**d)

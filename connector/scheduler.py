@@ -60,18 +60,12 @@ class JobOutcome:
 
 
 def close_stale_runs(mirror, source: str) -> int:
-    """Mark runs a killed process left 'running' as interrupted; call only under the source's lock
-    (then nobody else can be running it). Their pages are committed; the bookmark resumes them."""
-    with mirror.db.atomic():
-        cur = mirror.conn.execute(
-            "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
-            "error = 'the process ended mid-run (killed or crashed); resumed from the bookmark' "
-            "WHERE source = ? AND status = 'running'",
-            (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), source))
-    if cur.rowcount:
+    """Mark runs a killed process left 'running' as interrupted (under the source's lock)."""
+    count = mirror.close_stale_runs(source)
+    if count:
         log.warning("source '%s': %d run(s) left 'running' by a process that died, marked interrupted",
-                    source, cur.rowcount)
-    return cur.rowcount
+                    source, count)
+    return count
 
 
 class Runner:

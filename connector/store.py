@@ -149,6 +149,29 @@ class Mirror:
                     "(SELECT stream FROM sync_runs WHERE id = ?)",
                     (finished, self._run_source(run_row), run_row))
 
+    def close_stale_runs(self, source: str) -> int:
+        """Mark runs a killed process left 'running' as interrupted (call under the source lock,
+        when nobody else can be running them). Their pages are committed; bookmarks resume them."""
+        with self.db.atomic():
+            cur = self.conn.execute(
+                "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
+                "error = 'the process ended mid-run (killed or crashed); resumed from the bookmark' "
+                "WHERE source = ? AND status = 'running'", (utc_now(), source))
+        return cur.rowcount
+
+    def last_kpi_summary(self, source: str) -> dict | None:
+        """The source's last KPI computation and the outcome of the write-back that followed."""
+        run = self.conn.execute(
+            "SELECT computed_at, clients, values_changed, seconds FROM kpi_runs WHERE source = ? "
+            "ORDER BY id DESC LIMIT 1", (source,)).fetchone()
+        if not run:
+            return None
+        counts = dict(self.conn.execute(
+            "SELECT status, count(*) FROM writeback_log WHERE source = ? AND at >= ? GROUP BY status",
+            (source, run[0])).fetchall())
+        return {"source": source, "computed_at": run[0], "clients": run[1], "values_changed": run[2],
+                "written": counts.get("ok", 0), "failed": counts.get("failed", 0)}
+
     def _run_source(self, run_row: int) -> str:
         return self.conn.execute("SELECT source FROM sync_runs WHERE id = ?", (run_row,)).fetchone()[0]
 
