@@ -10,7 +10,6 @@ message the admin can act on; secrets never reach a message.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -327,6 +326,3 @@ class Bitrix24Client:
     def close(self) -> None:
         self.http.close()
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -91,16 +91,6 @@ class Pager:
         self.client = client
         self.workers = max(1, workers)
 
-    def max_id(self, spec: ListSpec, extra: dict | None = None) -> int | None:
-        """The highest ID (one cheap call: newest first, ID only, no counting)."""
-        p = copy.deepcopy(spec.params)
-        p[spec.filter_key] = {**(p.get(spec.filter_key) or {}), **(extra or {})}
-        p["select"] = [spec.id_key]
-        p.update(spec.order_params(desc=True))
-        p["start"] = -1
-        rows = spec.rows(self.client.call(spec.method, p).get("result"))
-        return int(rows[0][spec.row_id]) if rows else None
-
     def plan(self, spec: ListSpec, max_windows: int) -> tuple[list[list], float]:
         """Windows over the whole ID range, and the ID density (rows per ID) to size chains.
 
