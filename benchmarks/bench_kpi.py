@@ -126,7 +126,7 @@ class FakeAdapter:
         return [WriteResult(w.entity_id, True) for w in writes]
 
 
-def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> float:
+def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[float, float]:
     path = os.path.join(workdir, f"bench-kpi-{scale}.db")
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
@@ -148,7 +148,7 @@ def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> float:
         if label == "1x":
             _bench_writeback(m, kpi_cfg)
     os.remove(path)
-    return first
+    return first, steady
 
 
 def _bench_writeback(m: Mirror, kpi_cfg: KpiConfig) -> None:
@@ -181,10 +181,11 @@ def main() -> None:
                             "revenue_won": {"contact": "KPI: Lifetime revenue",
                                             "company": "KPI: Lifetime revenue"},
                             "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"}})
-    t1 = bench(args.scale, args.dir, cfg, "1x")
-    t2 = bench(args.scale * 2, args.dir, cfg, "2x")
-    print(f"KPI compute: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "
-          f"{t2:.1f} s at twice that: ratio {t2 / t1:.2f} (target <= 2.2)")
+    a = bench(args.scale, args.dir, cfg, "1x")
+    b = bench(args.scale * 2, args.dir, cfg, "2x")
+    for name, t1, t2 in (("first run", a[0], b[0]), ("steady run", a[1], b[1])):
+        print(f"KPI compute, {name}: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "
+              f"{t2:.1f} s at twice that: ratio {t2 / t1:.2f} (target <= 2.2)")
 
 
 if __name__ == "__main__":
