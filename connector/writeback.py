@@ -102,21 +102,24 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
          precision: int) -> list[Change]:
     """Values whose rounded current value differs from the last successful write to the card."""
     conn = mirror.conn
-    conn.execute("DROP TABLE IF EXISTS temp.wb_map")
-    conn.execute("CREATE TEMP TABLE wb_map (kpi TEXT PRIMARY KEY, field_key TEXT)")
-    conn.executemany("INSERT INTO temp.wb_map VALUES (?, ?)", list(keys.items()))
-    # NULL vs a never-written or cleared field is no change (IS NOT treats NULLs as equal).
-    rows = conn.execute(f"""
-        SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, ?)
-        FROM kpi_latest l
-        JOIN temp.wb_map m ON m.kpi = l.kpi
-        JOIN {CLIENT_TABLES[entity_type]} c ON c.source = l.source AND c.id = l.entity_id
-             AND c.is_deleted = 0
-        LEFT JOIN kpi_written w ON w.source = l.source AND w.entity_type = l.entity_type
-             AND w.entity_id = l.entity_id AND w.field_key = m.field_key
-        WHERE l.source = ? AND l.entity_type = ? AND round(l.value, ?) IS NOT w.value
-        ORDER BY l.entity_id, l.kpi""", (precision, source, entity_type, precision)).fetchall()
-    conn.execute("DROP TABLE temp.wb_map")
+    # In a transaction of its own: the temp-table INSERT would otherwise open one implicitly
+    # that nothing commits, and every later write would be rolled back when the mirror closes.
+    with mirror.db.atomic():
+        conn.execute("DROP TABLE IF EXISTS temp.wb_map")
+        conn.execute("CREATE TEMP TABLE wb_map (kpi TEXT PRIMARY KEY, field_key TEXT)")
+        conn.executemany("INSERT INTO temp.wb_map VALUES (?, ?)", list(keys.items()))
+        # NULL vs a never-written or cleared field is no change (IS NOT treats NULLs as equal).
+        rows = conn.execute(f"""
+            SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, ?)
+            FROM kpi_latest l
+            JOIN temp.wb_map m ON m.kpi = l.kpi
+            JOIN {CLIENT_TABLES[entity_type]} c ON c.source = l.source AND c.id = l.entity_id
+                 AND c.is_deleted = 0
+            LEFT JOIN kpi_written w ON w.source = l.source AND w.entity_type = l.entity_type
+                 AND w.entity_id = l.entity_id AND w.field_key = m.field_key
+            WHERE l.source = ? AND l.entity_type = ? AND round(l.value, ?) IS NOT w.value
+            ORDER BY l.entity_id, l.kpi""", (precision, source, entity_type, precision)).fetchall()
+        conn.execute("DROP TABLE temp.wb_map")
     return [Change(entity_type, eid, k, key, labels[k], old, new) for eid, k, key, old, new in rows]
 
 
