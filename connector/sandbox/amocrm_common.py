@@ -1,0 +1,32 @@
+"""Shared pieces of the amoCRM sandbox: constants, the error type, problem+json replies."""
+
+from __future__ import annotations
+
+from connector.sandbox.httpbase import Response
+
+WON, LOST = 142, 143
+HAL = "application/hal+json"
+PROBLEM = "application/problem+json"
+ACCOUNT_ID = 31_000_001
+PHONE_FIELD, EMAIL_FIELD = 899_001, 899_002     # contacts' predefined multitext fields
+CALL_STATUS = {"answered": 4, "missed": 6, "failed": 5}
+PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies"}
+SINGULAR = {v: k for k, v in PLURAL.items()}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, **extra):
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra) -> Response:
+    body = {"title": title, "type": f"https://httpstatus.es/{status}", "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return Response.json(body, status, PROBLEM)
+
+
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+          405: "Method Not Allowed", 429: "Too Many Requests"}
