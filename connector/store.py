@@ -62,6 +62,7 @@ class Mirror:
             for table, rows in page.rows.items():
                 if rows:
                     self._upsert(table, source, rows)
+            self._fill_previous_stages(source, page.rows.get("stage_changes"))
             for table, ids in page.deleted.items():
                 self._set_deleted(table, source, ids, 1)
             for table, ids in page.restored.items():
@@ -81,6 +82,22 @@ class Mirror:
                 row["raw"] = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
             prepared.append(row)
         self.db[table].upsert_all(prepared, pk=schema.primary_key(table), batch_size=500)
+
+    def _fill_previous_stages(self, source: str, changes: list[dict] | None) -> None:
+        """Give a stage change without `previous_stage_id` the stage of the entity's change
+        before it. An incremental run sees a deal's latest change without the one before,
+        which an earlier run stored; the mirror has both."""
+        ids = [c["id"] for c in changes or () if c.get("previous_stage_id") is None]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self.conn.execute(f"""
+                UPDATE stage_changes AS sc SET previous_stage_id = (
+                    SELECT p.stage_id FROM stage_changes p
+                    WHERE p.source = sc.source AND p.entity = sc.entity AND p.entity_id = sc.entity_id
+                      AND (p.changed_at < sc.changed_at OR (p.changed_at = sc.changed_at AND p.id < sc.id))
+                    ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
+                WHERE sc.source = ? AND sc.previous_stage_id IS NULL
+                  AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
 
     def _replace_deal_links(self, source: str, page: Page) -> None:
         """A deal's contact links are replaced as a whole when the page carries them."""

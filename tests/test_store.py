@@ -81,3 +81,17 @@ def test_runs_and_status(tmp_path):
         (row,) = m.status()
     assert row["last_status"] == "ok" and row["last_rows"] == 7 and row["last_error"] is None
     assert row["last_run_started_at"] == "2026-11-23T03:00:00Z" and row["last_success_at"]
+
+
+def test_previous_stage_filled_from_earlier_change(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        first = {"id": "deal:1", "entity": "deal", "entity_id": 7, "stage_id": "NEW",
+                 "previous_stage_id": None, "changed_at": "2026-01-01T00:00:00Z"}
+        m.save_page("s", "stage_history", Page(rows={"stage_changes": [first]}))
+        later = {"id": "deal:2", "entity": "deal", "entity_id": 7, "stage_id": "WON",
+                 "previous_stage_id": None, "changed_at": "2026-02-01T00:00:00Z"}
+        other = {"id": "deal:3", "entity": "deal", "entity_id": 8, "stage_id": "LOSE",
+                 "previous_stage_id": "NEW", "changed_at": "2026-02-01T00:00:00Z"}
+        m.save_page("s", "stage_history", Page(rows={"stage_changes": [later, other]}))
+        rows = m.conn.execute("SELECT id, previous_stage_id FROM stage_changes ORDER BY id").fetchall()
+    assert rows == [("deal:1", None), ("deal:2", "NEW"), ("deal:3", "NEW")]
