@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from .bitrix24_auth import OAuthServer, OperatingBudget
 from .bitrix24_methods import METHODS, Portal, Reply, scope_of
+from .bitrix24_pages import Page, dumps, plain
 from .bitrix24_params import ci_get, parse_body, parse_query
 from .bitrix24_query import ApiError
 from .bitrix24_render import fmt_dt
@@ -115,8 +116,8 @@ class Bitrix24Sandbox(SandboxServer):
                 self.oauth.check(params.get("auth"))
             params.pop("auth", None)
             if method == "batch":
-                return Response.json(self._batch(params))
-            return Response.json(self._call(method, params))
+                return Response(200, dumps(self._batch(params)))
+            return Response(200, dumps(self._call(method, params)))
         except ApiError as e:
             return _error(e, self._time_for(e))
 
@@ -286,7 +287,8 @@ def _resolve(text: str, sec: dict) -> str:
     def sub(m):
         node = sec.get(m.group(1), {}).get(m.group(2))
         for part in re.findall(r"\[([^\]]*)\]", m.group(3)):
-            if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            if isinstance(node, (list, Page)) and part.lstrip("-").isdigit() \
+                    and -len(node) <= int(part) < len(node):
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node:
                 node = node[part]
@@ -297,5 +299,7 @@ def _resolve(text: str, sec: dict) -> str:
             return ""
         if isinstance(node, bool):
             node = int(node)
-        return quote(str(node) if not isinstance(node, (dict, list)) else json.dumps(node), safe="")
+        if isinstance(node, (dict, list, Page)):
+            return quote(json.dumps(plain(node)), safe="")
+        return quote(str(node), safe="")
     return _REF.sub(sub, text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .bitrix24_pages import PageCache
 from .bitrix24_params import ci_get
 from .bitrix24_query import (PAGE, ApiError, compile_filter, parse_order, parse_start, render,
                              run_list, select_fields)
@@ -44,6 +45,18 @@ class Portal:
         self._factories = build_specs(self.vocab)
         self._cache: dict[str, tuple[int, Spec]] = {}
         self._history: dict[str, tuple[int, list]] = {}
+        self._selects: dict[tuple, tuple] = {}
+        self.pages = PageCache(ds)
+
+    def select(self, spec: Spec, select, names: str, default_all: bool) -> list[tuple]:
+        """`select_fields`, remembered: the 50 sub-calls of a batch mostly repeat one select."""
+        key = (id(spec), names, default_all, repr(select))
+        hit = self._selects.get(key)
+        if hit is None or hit[0] is not spec:
+            if len(self._selects) > 256:
+                self._selects.clear()
+            hit = self._selects[key] = (spec, select_fields(spec, select, names, default_all))
+        return hit[1]
 
     def spec(self, entity: str) -> Spec:
         if entity not in ("contact", "company"):
@@ -116,12 +129,12 @@ def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", type
         src = rows if rows is not None else ds.rows(table)
         page, total = run_list(src, spec, q, order_spec, start, visible,
                                None if rows is not None else ds.by_id(table))
-        fields = select_fields(spec, ci_get(params, "select"), names, select_default_all)
+        fields = p.select(spec, ci_get(params, "select"), names, select_default_all)
         if out_camel:
             fields = [(f.new, f) for _, f in fields if f.new]
         if typed and str(ci_get(params, "useOriginalUfNames", "N")).upper() == "Y":
             fields = [(f.old if f.old and f.old.startswith("UF_") else k, f) for k, f in fields]
-        out = render(page, fields, typed)
+        out = p.pages.page(entity, page, fields, typed)
     return Reply.listing(out, total, start, len(src), wrap)
 
 

@@ -1,0 +1,173 @@
+"""List pages for the Bitrix24 sandbox: each row rendered and JSON-encoded once, reused
+until the data behind it changes.
+
+A 50-command batch of `*` + `UF_*` deal pages is 2,500 rows and ~1.3 MB of JSON; rendering
+and encoding them on every request was most of the server's time. `PageCache` keeps each
+row's encoded JSON per (entity, select), valid while the dataset's per-table version
+counters stay the same (every mutation goes through a `Dataset` method, which bumps them).
+A `Page` carries the encoded rows to `dumps`, which splices them into the response body
+byte for byte as `json.dumps` would have written them; `$result[...]` references still read
+rows through `page[i]`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from json.encoder import encode_basestring as _jstr
+
+from .bitrix24_query import render
+from .bitrix24_render import fmt_dt, to_old
+
+# Tables a rendered row reads, beyond its own (a deal shows MOVED_TIME from stage changes).
+DEPENDS = {"deal": ("deals", "stage_changes"), "lead": ("leads",), "contact": ("contacts",),
+           "company": ("companies",), "task": ("tasks",), "call": ("calls",),
+           "activity": ("calls",), "user": ("users",),
+           "stagehistory_deal": ("stage_changes",), "stagehistory_lead": ("leads",)}
+MAX_ROWS = 400_000          # encoded rows kept over all entities before starting afresh
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_NONCE = secrets.token_hex(8)
+_MARK = re.compile(r'"\\u0000' + _NONCE + r':(\d+)\\u0000"')
+
+
+class Page:
+    """One list page: the dataset rows, how to render them, and their encoded JSON."""
+
+    __slots__ = ("rows", "fields", "typed", "encoded")
+
+    def __init__(self, rows: list[dict], fields: list[tuple], typed: bool, encoded: list[bytes]):
+        self.rows, self.fields, self.typed, self.encoded = rows, fields, typed, encoded
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return render([self.rows[i]], self.fields, self.typed)[0]
+
+    def dicts(self) -> list[dict]:
+        return render(self.rows, self.fields, self.typed)
+
+
+class PageCache:
+    """Encoded rows per entity and select. Call under the dataset's lock."""
+
+    def __init__(self, ds, max_rows: int = MAX_ROWS):
+        self.ds, self.max_rows = ds, max_rows
+        self._entities: dict[str, tuple[tuple, dict]] = {}
+        self._rows = 0
+        self.misses = 0                       # rows rendered, for tests and benchmarks
+
+    def clear(self) -> None:
+        """Forget every encoded row (benchmarks use it to measure first reads)."""
+        self._entities, self._rows = {}, 0
+
+    def page(self, entity: str, rows: list[dict], fields: list[tuple], typed: bool) -> Page:
+        ds = self.ds
+        valid = (tuple(ds.versions[t] for t in DEPENDS[entity]),
+                 len(ds.fields.get(entity, ())))   # contact/company columns grow with fields
+        hit = self._entities.get(entity)
+        if hit is None or hit[0] != valid:
+            hit = self._entities[entity] = (valid, {})
+        # Field objects are pinned by the entity's spec, which only changes with `valid`.
+        sig = (typed, tuple((k, id(f)) for k, f in fields))
+        done = hit[1].get(sig)
+        if done is None:
+            done = hit[1][sig] = {}
+        out = [done.get(r["id"]) for r in rows]
+        missing = [i for i, b in enumerate(out) if b is None]
+        if missing:
+            for i, b in zip(missing, encode_rows([rows[i] for i in missing], fields, typed)):
+                out[i] = done[rows[i]["id"]] = b
+            self.misses += len(missing)
+            self._rows += len(missing)
+            if self._rows > self.max_rows:    # a bound on memory, not an LRU: rare and cheap
+                self.clear()
+        return Page(rows, fields, typed, out)
+
+
+_ENCODERS: dict[tuple, tuple] = {}
+
+
+def encode_rows(rows: list[dict], fields: list[tuple], typed: bool = False) -> list[bytes]:
+    """Each row as `render` would return it, JSON-encoded, without building the dicts.
+
+    Same bytes as `json.dumps(d, ensure_ascii=False, separators=(",", ":"))`; the encoder
+    is generated per select (like `render`), which halves the cost of a first read.
+    """
+    keys = [k for k, _ in fields]
+    if len(set(keys)) != len(keys) or not all(type(k) is str for k in keys):
+        # A dict keeps the last of a repeated key, and json.dumps spells non-str keys.
+        return [_ENCODE(d).encode() for d in render(rows, fields, typed)]
+    key = (typed, tuple((k, id(f)) for k, f in fields))
+    hit = _ENCODERS.get(key)
+    if hit is None:
+        if len(_ENCODERS) > 512:
+            _ENCODERS.clear()
+        hit = _ENCODERS[key] = (_compile_encoder(fields, typed), fields)  # fields pin the ids
+    return hit[0](rows)
+
+
+def _value(x) -> str:
+    return _jstr(x) if type(x) is str else _ENCODE(x)
+
+
+def _compile_encoder(fields: list[tuple], typed: bool):
+    env = {"_s": _jstr, "_v": _value, "_dt": fmt_dt, "_MONEY": '"%.2f"',
+           "_float": lambda v: to_old("float", v)}
+    parts = []
+    for i, (k, f) in enumerate(fields):
+        env[f"g{i}"] = f.get
+        env[f"k{i}"] = ("{" if i == 0 else ",") + _jstr(k) + ":"
+        v = f"r[{f.key!r}]" if f.key else f"g{i}(r)"
+        if f.kind == "date":
+            expr = f"('null' if (x{i} := {v}) is None else '\"' + _dt(x{i}) + '\"')"
+        elif typed or f.kind not in ("int", "money", "float"):
+            expr = f"(_s(x{i}) if type(x{i} := {v}) is str else _v(x{i}))"
+        elif f.kind == "int":
+            expr = f"('null' if (x{i} := {v}) is None else _s(str(x{i})))"
+        elif f.kind == "money":
+            expr = f"('null' if (x{i} := {v}) is None else _MONEY % x{i})"
+        else:
+            expr = f"_v(_float({v}))"
+        parts.append(f"k{i}, {expr}")
+    src = ("def _encode(rows):\n    return [''.join((" + ", ".join(parts)
+           + ", '}')).encode() for r in rows]\n")
+    exec(compile(src, "<bitrix24-encode>", "exec"), env)  # noqa: S102 - our own field table
+    return env["_encode"]
+
+
+def dumps(obj) -> bytes:
+    """`json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()`, with `Page`s
+    written as JSON arrays of their pre-encoded rows."""
+    pages: list[Page] = []
+
+    def mark(o):
+        if isinstance(o, Page):
+            pages.append(o)
+            return f"\x00{_NONCE}:{len(pages) - 1}\x00"
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=mark).encode(obj)
+    if not pages:
+        return text.encode()
+    parts = _MARK.split(text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(b"[" + b",".join(pages[int(part)].encoded) + b"]")
+        else:
+            out.append(part.encode())
+    return b"".join(out)
+
+
+def plain(obj):
+    """`obj` with every `Page` turned into its list of dicts (for a whole-result reference)."""
+    if isinstance(obj, Page):
+        return obj.dicts()
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    return obj
