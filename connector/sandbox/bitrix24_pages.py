@@ -114,23 +114,30 @@ def _value(x) -> str:
 
 
 def _compile_encoder(fields: list[tuple], typed: bool):
-    env = {"_s": _jstr, "_v": _value, "_dt": fmt_dt, "_MONEY": '"%.2f"',
+    env = {"_s": _jstr, "_v": _value, "_dt": fmt_dt, "_MONEY": '"%.2f"', "_INT": '"%d"',
            "_float": lambda v: to_old("float", v)}
-    parts = []
+    parts, seen = [], {}
     for i, (k, f) in enumerate(fields):
         env[f"g{i}"] = f.get
         env[f"k{i}"] = ("{" if i == 0 else ",") + _jstr(k) + ":"
+        if f.key and (f.key, f.kind) in seen:    # BEGINDATE and DATE_CREATE: one column
+            parts.append(f"k{i}, {seen[f.key, f.kind]}")
+            continue
         v = f"r[{f.key!r}]" if f.key else f"g{i}(r)"
         if f.kind == "date":
             expr = f"('null' if (x{i} := {v}) is None else '\"' + _dt(x{i}) + '\"')"
         elif typed or f.kind not in ("int", "money", "float"):
             expr = f"(_s(x{i}) if type(x{i} := {v}) is str else _v(x{i}))"
         elif f.kind == "int":
-            expr = f"('null' if (x{i} := {v}) is None else _s(str(x{i})))"
+            expr = (f"('null' if (x{i} := {v}) is None else _INT % x{i} if type(x{i}) is int "
+                    f"else _s(str(x{i})))")
         elif f.kind == "money":
             expr = f"('null' if (x{i} := {v}) is None else _MONEY % x{i})"
         else:
             expr = f"_v(_float({v}))"
+        if f.key:
+            seen[f.key, f.kind] = f"e{i}"
+            expr = f"(e{i} := {expr})"
         parts.append(f"k{i}, {expr}")
     src = ("def _encode(rows):\n    return [''.join((" + ", ".join(parts)
            + ", '}')).encode() for r in rows]\n")

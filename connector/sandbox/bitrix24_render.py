@@ -30,11 +30,28 @@ OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
+_DAYS: dict[int, str] = {}        # day number -> "2026-11-23T"
+_CLOCK: list[str] | None = None    # second of the day -> "13:00:00+03:00"
+
+
 def fmt_dt(ts: int | None) -> str | None:
     """Unix seconds -> `2026-11-23T13:00:00+03:00`."""
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S+03:00", time.gmtime(ts + _MSK_S))
+    if type(ts) is not int:
+        return time.strftime("%Y-%m-%dT%H:%M:%S+03:00", time.gmtime(ts + _MSK_S))
+    # Five dates a row, thousands of rows a batch: two table lookups beat strftime.
+    day, sec = divmod(ts + _MSK_S, 86400)
+    text = _DAYS.get(day)
+    if text is None:
+        text = _DAYS[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+    return text + (_CLOCK or _clock())[sec]
+
+
+def _clock() -> list[str]:
+    global _CLOCK
+    _CLOCK = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+03:00" for s in range(86400)]
+    return _CLOCK
 
 
 def parse_dt(value) -> int:
