@@ -56,6 +56,7 @@ def test_dumps_splices_pages_exactly_where_json_dumps_would_write_them(b24_datas
         page = portal.pages.page("deal", b24_dataset.deals[:7], fields, False)
     assert isinstance(page, Page) and len(page) == 7
     assert page[-1] == render([b24_dataset.deals[6]], fields)[0]
+    assert page.dicts() == render(b24_dataset.deals[:7], fields)
     obj = {"result": {"a": page, "b": [], "c": {"tasks": page}}, "list": [page, 1, "x"],
            "note": 'a "\u0000" b', "time": {"start": 1.5}}
     assert dumps(obj) == plain_json(plain(obj))

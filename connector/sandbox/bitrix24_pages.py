@@ -20,12 +20,13 @@ from json.encoder import encode_basestring as _jstr
 from .bitrix24_query import render
 from .bitrix24_render import fmt_dt, to_old
 
-# Tables a rendered row reads, beyond its own (a deal shows MOVED_TIME from stage changes).
+# Tables whose changes can alter an entity's rendered rows (a deal shows MOVED_TIME,
+# read from stage changes).
 DEPENDS = {"deal": ("deals", "stage_changes"), "lead": ("leads",), "contact": ("contacts",),
            "company": ("companies",), "task": ("tasks",), "call": ("calls",),
            "activity": ("calls",), "user": ("users",),
            "stagehistory_deal": ("stage_changes",), "stagehistory_lead": ("leads",)}
-MAX_ROWS = 400_000          # encoded rows kept over all entities before starting afresh
+MAX_ROWS = 250_000          # encoded rows kept over all entities before starting afresh
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _NONCE = secrets.token_hex(8)
@@ -33,21 +34,22 @@ _MARK = re.compile(r'"\\u0000' + _NONCE + r':(\d+)\\u0000"')
 
 
 class Page:
-    """One list page: the dataset rows, how to render them, and their encoded JSON."""
+    """One list page as its rows' encoded JSON; `page[i]` decodes a row (for `$result`)."""
 
-    __slots__ = ("rows", "fields", "typed", "encoded")
+    __slots__ = ("encoded",)
 
-    def __init__(self, rows: list[dict], fields: list[tuple], typed: bool, encoded: list[bytes]):
-        self.rows, self.fields, self.typed, self.encoded = rows, fields, typed, encoded
+    def __init__(self, encoded: list[bytes]):
+        self.encoded = encoded
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.encoded)
 
     def __getitem__(self, i: int) -> dict:
-        return render([self.rows[i]], self.fields, self.typed)[0]
+        # Decoded, not re-rendered: a later sub-call of the same batch may change the row.
+        return json.loads(self.encoded[i])
 
     def dicts(self) -> list[dict]:
-        return render(self.rows, self.fields, self.typed)
+        return [json.loads(b) for b in self.encoded]
 
 
 class PageCache:
@@ -84,7 +86,7 @@ class PageCache:
             self._rows += len(missing)
             if self._rows > self.max_rows:    # a bound on memory, not an LRU: rare and cheap
                 self.clear()
-        return Page(rows, fields, typed, out)
+        return Page(out)
 
 
 _ENCODERS: dict[tuple, tuple] = {}
