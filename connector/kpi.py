@@ -147,17 +147,16 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         res.warnings.append(msg)
     params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
               "churn_days": kpi_cfg.churn_days}
-    with _big_cache(conn), mirror.db.atomic():
+    with _tuned(conn), mirror.db.atomic():
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
-        for target in kpi_cfg.targets:
+        # Targets in key order ('company' < 'contact'): on a first run every KPI range then
+        # lands after the ones already written, so kpi_latest and kpi_values grow at their end.
+        for target in sorted(kpi_cfg.targets):
             kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days)
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
-            conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
-            conn.execute("CREATE TEMP TABLE kpi_changed (entity_id INTEGER, kpi TEXT, value REAL)")
             for k in kpis.values():
                 if target in k.targets:
-                    _diff_one(conn, k, dict(params, target=target), kpi_cfg.precision)
-            res.changed += _store(conn, source, target, res.computed_at)
+                    res.changed += _update_one(conn, k, dict(params, target=target), kpi_cfg.precision)
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
         conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
@@ -167,42 +166,96 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
     return res
 
 
+_MIB = 1024 * 1024
+
+
+def _cache_kib(conn) -> int:
+    """A page cache that holds the mirror's KPI working set: the scratch tables and the
+    kpi_latest / kpi_values pages a run touches grow with the data, and once they outgrow the
+    cache every run re-reads and spills pages (time then grows faster than the data). Sized
+    from the database file, at least 256 MiB and at most a quarter of the free memory; the
+    cache only takes memory as pages are actually used."""
+    pages, size = (conn.execute(f"PRAGMA main.{p}").fetchone()[0] for p in ("page_count", "page_size"))
+    want = max(256 * _MIB, pages * size)
+    try:
+        import psutil
+        want = min(want, max(256 * _MIB, psutil.virtual_memory().available // 4))
+    except Exception:   # no psutil or no figure: the floor still applies
+        pass
+    return want // 1024
+
+
 @contextmanager
-def _big_cache(conn, kib: int = 262_144):
-    """The scratch tables hold millions of rows: give both schemas a large page cache meanwhile."""
-    old = {s: conn.execute(f"PRAGMA {s}.cache_size").fetchone()[0] for s in ("main", "temp")}
-    for s in old:
+def _tuned(conn):
+    """Per-run settings for the bulk work, put back afterwards: page caches for both schemas
+    sized to the data (see `_cache_kib`) and memory-mapped reads of the mirror."""
+    kib = _cache_kib(conn)
+    old = {f"{s}.cache_size": conn.execute(f"PRAGMA {s}.cache_size").fetchone()[0] for s in ("main", "temp")}
+    mmap = conn.execute("PRAGMA main.mmap_size").fetchone()   # None for an in-memory mirror
+    if mmap is not None:
+        old["main.mmap_size"] = mmap[0]
+        conn.execute(f"PRAGMA main.mmap_size = {kib * 1024}")
+    for s in ("main", "temp"):
         conn.execute(f"PRAGMA {s}.cache_size = -{kib}")
     try:
         yield
     finally:
-        for s, v in old.items():
-            conn.execute(f"PRAGMA {s}.cache_size = {v}")
+        for k, v in old.items():
+            conn.execute(f"PRAGMA {k} = {v}")
 
 
-# One KPI's new values against kpi_latest; only the differences are kept. The new values go to
-# an integer-keyed scratch table first, so the comparison walks kpi_latest's KPI range in order
-# and probes them by rowid (no text-key B-tree search per client). An empty value where none was
-# stored is no difference.
-_NEW = "INSERT INTO temp.kpi_new SELECT entity_id, round(value, :precision) FROM ({sql})"
-_DIFF = ("""
-INSERT INTO temp.kpi_changed (entity_id, kpi, value)
-SELECT l.entity_id, :kpi_name, n.value
-FROM kpi_latest l CROSS JOIN temp.kpi_new n ON n.entity_id = l.entity_id
-WHERE l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name AND l.value IS NOT n.value
-""", """
-INSERT INTO temp.kpi_changed (entity_id, kpi, value)
-SELECT n.entity_id, :kpi_name, n.value FROM temp.kpi_new n
-WHERE n.value IS NOT NULL AND n.entity_id NOT IN (
-    SELECT entity_id FROM kpi_latest WHERE source = :source AND entity_type = :target AND kpi = :kpi_name)
-""")
+# One KPI's new values (rounded) against kpi_latest, in one pass in client order: each client's
+# stored value is found by a key seek that walks kpi_latest's KPI range in order. An empty value
+# where none was stored is no difference (a missing row and a stored NULL compare the same).
+# Only the differences land in the scratch table, keyed by client so they append in order.
+_DIFF = """
+INSERT INTO temp.kpi_changed (entity_id, value)
+SELECT n.entity_id, n.value
+FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql})) n
+LEFT JOIN kpi_latest l ON l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name
+     AND l.entity_id = n.entity_id
+WHERE n.value IS NOT l.value
+"""
+
+# Both writes go in key order (source, entity_type, kpi, entity_id): a first run appends a whole
+# KPI range at a time, a later one touches only the pages of changed clients.
+_HISTORY = """
+INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
+SELECT :source, :target, entity_id, :kpi_name, value, :now FROM temp.kpi_changed ORDER BY entity_id
+"""
+_LATEST = """
+INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
+SELECT :source, :target, entity_id, :kpi_name, value, :now FROM temp.kpi_changed WHERE true
+ORDER BY entity_id
+ON CONFLICT (source, entity_type, kpi, entity_id) DO UPDATE
+SET value = excluded.value, computed_at = excluded.computed_at
+"""
+
+_ANY_LATEST = ("SELECT 1 FROM kpi_latest WHERE source = :source AND entity_type = :target "
+               "AND kpi = :kpi_name LIMIT 1")
+# No ORDER BY: the KPI queries return clients in id order (a GROUP BY over kpi_clients), so
+# the rows already arrive in key order and a sort of the whole range would be wasted.
+_FIRST_HISTORY = """
+INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
+SELECT :source, :target, entity_id, :kpi_name, value, :now
+FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql}))
+WHERE value IS NOT NULL
+"""
+_FIRST_LATEST = """
+INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
+SELECT source, entity_type, entity_id, kpi, value, computed_at FROM kpi_values
+WHERE source = :source AND entity_type = :target AND kpi = :kpi_name AND computed_at = :now
+ORDER BY entity_id
+"""
 
 # A custom KPI's rows, spread over every client like a built-in one: clients it does not return
 # get an empty value, rows for unknown or deleted cards are dropped.
 _CUSTOM = "SELECT c.entity_id, x.value FROM temp.kpi_clients c LEFT JOIN temp.kpi_custom x USING (entity_id)"
 
 
-def _diff_one(conn, kpi: Kpi, params: dict, precision: int) -> None:
+def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
+    """Compute one KPI for one target, append its changes to history and refresh kpi_latest;
+    returns how many values changed."""
     sql = kpi.sql.strip().rstrip(";")
     p = dict(params, kpi_name=kpi.name, precision=precision)
     try:
@@ -218,29 +271,27 @@ def _diff_one(conn, kpi: Kpi, params: dict, precision: int) -> None:
                 raise KpiError(f"KPI '{kpi.name}': must return two columns: entity_id, value")
             conn.executemany("INSERT OR REPLACE INTO temp.kpi_custom VALUES (?, ?)", rows)
             sql = _CUSTOM
-        conn.execute("DROP TABLE IF EXISTS temp.kpi_new")
-        conn.execute("CREATE TEMP TABLE kpi_new (entity_id INTEGER PRIMARY KEY, value REAL)")
-        conn.execute(_NEW.format(sql=sql), p)
-        for stmt in _DIFF:
-            conn.execute(stmt, p)
+        if conn.execute(_ANY_LATEST, p).fetchone() is None:
+            return _first_load(conn, sql, p)
+        conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
+        conn.execute("CREATE TEMP TABLE kpi_changed (entity_id INTEGER PRIMARY KEY, value REAL)")
+        conn.execute(_DIFF.format(sql=sql), p)
     except sqlite3.Error as err:
         raise KpiError(f"KPI '{kpi.name}' ({params['target']}): {err}") from None
-
-
-def _store(conn, source: str, target: str, computed_at: str) -> int:
-    """Append the changed values to history and refresh kpi_latest; returns how many changed."""
-    p = [source, target, computed_at]
     changed = conn.execute("SELECT count(*) FROM temp.kpi_changed").fetchone()[0]
-    conn.execute("""
-        INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
-        SELECT ?, ?, entity_id, kpi, value, ? FROM temp.kpi_changed""", p)
-    conn.execute("""
-        INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
-        SELECT ?, ?, entity_id, kpi, value, ? FROM temp.kpi_changed WHERE true
-        ON CONFLICT (source, entity_type, kpi, entity_id) DO UPDATE
-        SET value = excluded.value, computed_at = excluded.computed_at""", p)
+    if changed:
+        conn.execute(_HISTORY, p)
+        conn.execute(_LATEST, p)
     conn.execute("DROP TABLE temp.kpi_changed")
     return changed
+
+
+def _first_load(conn, sql: str, p: dict) -> int:
+    """Nothing stored yet for this KPI and target (first run, or a new KPI): every non-empty
+    value is a change. They go straight into history, and kpi_latest is copied from that range
+    (a sequential read), with no diff and no scratch table."""
+    conn.execute(_FIRST_HISTORY.format(sql=sql), p)
+    return conn.execute(_FIRST_LATEST, p).rowcount
 
 
 def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts")
 TABLES = ("kpi_clients", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
-          "kpi_recent", "kpi_links", "kpi_new")
+          "kpi_recent", "kpi_links", "kpi_changed")
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
