@@ -212,10 +212,26 @@ class Bitrix24Adapter:
 
     # ---- append-only streams -------------------------------------------------------------
 
+    def _append_windows(self, spec: ListSpec, last: int) -> tuple[list[list], float | None]:
+        """ID windows above `last` for an append-only list: a full load (or a long gap) is
+        split like deals; a nightly run reads one window from `last`."""
+        if last:
+            return [[last, None]], None
+        windows, density = self.pager.plan(spec, self.pager.workers * 8)
+        if windows:
+            windows[-1][1] = None  # rows added while we read land in the last window
+        return windows, density
+
     def _calls(self, bookmark: str | None) -> Iterator[Page]:
         last = int(bookmark) if bookmark and bookmark.isdigit() else 0
-        for chunk in self.pager.run(st.CALLS.spec, [[last, None]]):
-            acts = self._activities([r.get("CRM_ACTIVITY_ID") for r in chunk.rows])
+        windows, density = self._append_windows(st.CALLS.spec, last)
+
+        def bind(chunk: Chunk) -> Chunk:  # in the worker: activity lookups run in parallel
+            chunk.side = self._activities([r.get("CRM_ACTIVITY_ID") for r in chunk.rows])
+            return chunk
+
+        for chunk in self.pager.run(st.CALLS.spec, windows, density=density, ordered=True, each=bind):
+            acts = chunk.side
             records = [st.call(r, acts.get(st.to_int(r.get("CRM_ACTIVITY_ID")))) for r in chunk.rows]
             last = max([last] + [r["id"] for r in records])
             yield Page(rows={"calls": records}, bookmark=str(last))
@@ -224,19 +240,25 @@ class Bitrix24Adapter:
     def _activities(self, ids) -> dict[int, dict]:
         """Owner bindings of call activities (the deal a call belongs to), best effort."""
         ids = sorted({i for i in (st.ref_id(x) for x in ids) if i})
-        if not ids:
-            return {}
-        cmds = {}
-        for n, i in enumerate(range(0, len(ids), PAGE)):
+        cmds = []
+        for i in range(0, len(ids), PAGE):
             p = dict(st.ACTIVITIES.params, filter={"@ID": ids[i:i + PAGE]}, start=-1)
-            cmds[f"a{n}"] = (st.ACTIVITIES.method, p)
+            cmds.append((st.ACTIVITIES.method, p))
         out = {}
         try:
-            for start in range(0, len(cmds), 50):
-                part = dict(list(cmds.items())[start:start + 50])
-                res = self.client.batch(part) if len(part) > 1 else None
-                results = res.results if res else {k: self.client.call(*v).get("result") for k, v in part.items()}
-                for rows in results.values():
+            while cmds:
+                # Reserve operating time like the pager does: parallel workers share the budget.
+                n, held = self.client.budget.take({st.ACTIVITIES.method: len(cmds)})
+                part, cmds = cmds[:n], cmds[n:]
+                if len(part) > 1:
+                    res = self.client.batch({f"a{k}": c for k, c in enumerate(part)}, held)
+                    for err in res.errors.values():
+                        raise self.client.error(st.ACTIVITIES.method, err.code, err.description)
+                    results = list(res.results.values())
+                else:
+                    self.client.budget.release(held)
+                    results = [self.client.call(*part[0]).get("result")]
+                for rows in results:
                     for a in st.ACTIVITIES.rows(rows) if rows is not None else []:
                         out[st.to_int(a.get("ID"))] = a
         except (StreamError, ValueError) as err:  # fall back to the call's own CRM binding
@@ -244,7 +266,11 @@ class Bitrix24Adapter:
         return out
 
     def _stage_history(self, bookmark: str | None) -> Iterator[Page]:
-        """Deal and lead history by `>ID`; the first request reads both, so a quiet run costs one."""
+        """Deal and lead history by `>ID`; the first request reads both, so a quiet run costs one.
+
+        A full load reads each history in parallel ID windows, handed over in ID order: a
+        record's previous stage is the row before it for the same deal or lead.
+        """
         state = _json(bookmark) or {}
         specs = {"deal": st.DEAL_HISTORY, "lead": st.LEAD_HISTORY}
         last = {e: int(state.get(e) or 0) for e in specs}
@@ -255,7 +281,10 @@ class Bitrix24Adapter:
             pages = [spec.rows(first.get(entity) or [])]
             if len(pages[0]) == PAGE:
                 start = int(pages[0][-1][spec.row_id])
-                pages = _chain(pages, (c.rows for c in self.pager.run(spec, [[start, None]])))
+                windows, density = self._append_windows(spec, last[entity])
+                windows = [[max(lo, start), hi] for lo, hi in windows if hi is None or hi > start]
+                chunks = self.pager.run(spec, windows, density=density, ordered=True)
+                pages = _chain(pages, (c.rows for c in chunks))
             for rows in pages:
                 records = []
                 for r in rows:

@@ -8,7 +8,10 @@ references after it to nothing and those commands return empty pages.
 
 Full loads split [0, max ID] into windows read by `workers` threads at once: the request
 rate is never the bound (a batch is one request), the per-method operating budget is, and
-`OperatingBudget.take` sizes every chain to what the budget still allows.
+`OperatingBudget.take` sizes every chain to what the budget still allows. `ordered=True`
+hands chunks over in ID order (later windows wait in memory), for streams whose bookmark is
+the last ID or whose records depend on the row before (stage history); `each` runs per chunk
+in the worker thread, so follow-up lookups (a call's activity) run in parallel too.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class Chunk:
     extra: list = field(default_factory=list)   # companion results, one per page
     lower: int = 0                              # the window's progress after this chunk
     done: bool = False
+    side: dict = field(default_factory=dict)    # what an `each` hook looked up for these rows
 
 
 class Pager:
@@ -125,12 +129,20 @@ class Pager:
 
     def run(self, spec: ListSpec, windows: list[list], extra: dict | None = None,
             companion: Companion | None = None, first_chain: int = 1,
-            density: float | None = None) -> Iterator[Chunk]:
-        """Read every window; chunks arrive as batches complete (windows interleave)."""
+            density: float | None = None, ordered: bool = False,
+            each: Callable[[Chunk], Chunk] | None = None) -> Iterator[Chunk]:
+        """Read every window; chunks arrive as batches complete (windows interleave unless
+        `ordered`). `each(chunk)` runs in the worker that read the chunk."""
+        each = each or (lambda c: c)
         if len(windows) == 1 or self.workers == 1:
             for i, (lo, hi) in enumerate(windows):
-                yield from self._window(i, lo, hi, spec, extra, companion, first_chain, density, None)
+                for chunk in self._window(i, lo, hi, spec, extra, companion, first_chain, density, None):
+                    yield each(chunk)
             return
+        chunks = self._parallel(spec, windows, extra, companion, first_chain, density, each)
+        yield from in_window_order(chunks) if ordered else chunks
+
+    def _parallel(self, spec, windows, extra, companion, first_chain, density, each) -> Iterator[Chunk]:
         out: queue.Queue = queue.Queue(maxsize=self.workers * 2)
         stop = threading.Event()
         todo: queue.Queue = queue.Queue()
@@ -145,7 +157,7 @@ class Pager:
                     except queue.Empty:
                         return
                     for chunk in self._window(i, lo, hi, spec, extra, companion, first_chain, density, stop):
-                        out.put(chunk)
+                        out.put(each(chunk))
             except BaseException as err:  # handed to the consumer, raised there
                 out.put(err)
             finally:
@@ -239,3 +251,27 @@ class Pager:
             if done:
                 return
             chain = min(max_chain, chain * 2)
+
+
+def in_window_order(chunks) -> Iterator[Chunk]:
+    """Chunks of window 0 first, then window 1, ...; chunks of later windows wait.
+
+    Workers take windows in index order, so what waits is at most the windows in flight
+    ahead of the slowest one.
+    """
+    current, waiting = 0, {}
+    for chunk in chunks:
+        waiting.setdefault(chunk.window, []).append(chunk)
+        while current in waiting:
+            queue_ = waiting[current]
+            finished = False
+            while queue_:
+                c = queue_.pop(0)
+                yield c
+                if c.done:
+                    finished = True
+                    break
+            if not finished:
+                break
+            del waiting[current]
+            current += 1

@@ -1,15 +1,18 @@
-"""Full and nightly Bitrix24 sync against the sandbox with its server cost model on.
+"""Full and nightly Bitrix24 sync of every stream against the sandbox with its cost model on.
 
-    cd /work/main && python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--peer-cap 600]
+    cd /work/main && python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--peer-cap 450] [--skip-peers]
 
 The server: leaky bucket 50 / 2 req/s, 0.1 s per uncounted list page (counted pages cost
 more as the table grows), 480 s operating budget per method per 10 minutes, 100 ms latency.
-Prints: our full sync of the deals stream (deals + contact links), time, rows/s, requests,
-limit errors we caused, peak RSS; a nightly incremental of every stream after 1% of deals
-changed; then the same listing by fast-bitrix24 (`get_all("crm.deal.list")`) and b24pysdk
-(`crm.deal.list().as_list_fast()`), each on a fresh server with the same data and knobs.
-Those two libraries are not project dependencies: if absent, the comparison is skipped.
-A peer that has not finished after `--peer-cap` seconds is reported as a lower bound.
+Each server runs in its own child process (fresh budget, its dataset off our heap), so the
+peak RSS printed is the connector's alone.
+
+Prints: a full sync of every stream into an empty mirror (per stream: time, rows/s, requests,
+limit errors; total), peak RSS; a nightly incremental of every stream after 1% of deals
+changed; then the deal listing by fast-bitrix24 (`get_all("crm.deal.list")`) and b24pysdk
+(`crm.deal.list().as_list_fast()`) on the same server. Those two are not project
+dependencies: if absent, the comparison is skipped. A peer still running at `--peer-cap`
+seconds is reported with the rows it had by then.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing as mp
 import os
 import random
 import resource
@@ -24,24 +28,74 @@ import tempfile
 import threading
 import time
 
-import psutil
-
 from adapters.bitrix24 import Bitrix24Adapter
 from connector.config import SourceConfig
-from connector.sandbox.bitrix24 import Bitrix24Sandbox
-from connector.sandbox.data import generate
 from connector.store import Mirror
 from connector.sync import sync_source
 
 KNOBS = dict(limits=True, bucket_size=50, drain_rate=2.0, cost_model=True, page_cost_s=0.1,
              operating_budget_s=480.0, operating_window_s=600.0, latency_ms=100)
+NO_LIMITS = dict(limits=False)
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+# ---- the server, in a child process ---------------------------------------------------------
 
+def _serve(conn, deals: int, knobs: dict, touch: bool) -> None:
+    """Child: build the dataset, serve it, answer "stats" until "stop"."""
+    from connector.sandbox.bitrix24 import Bitrix24Sandbox
+    from connector.sandbox.data import generate
+    ds = generate(seed=1, size=deals)
+    if touch:  # the nightly case: 1% of deals changed since the last sync
+        for d in random.Random(7).sample(ds.deals, len(ds.deals) // 100):
+            if not d.get("is_deleted"):
+                ds.update("deal", d["id"], amount=float(d["amount"]) + 1)
+    sizes = {k: len(getattr(ds, k)) for k in ("deals", "contacts", "companies", "leads", "tasks",
+                                              "calls", "stage_changes")}
+    with Bitrix24Sandbox(ds, **knobs) as srv, contextlib.redirect_stderr(io.StringIO()):
+        conn.send({"webhook_url": srv.webhook_url, "url": srv.url, "cert": srv.cert_path if knobs.get("https") else None,
+                   "user": srv.webhook_user, "secret": srv.webhook_secret, "sizes": sizes})
+        while True:
+            msg = conn.recv()
+            srv.request_log.clear()  # unbounded otherwise
+            stats = {"limits": dict(srv.limit_counts),
+                     "operating": {m: srv.operating.used(m)[0] for m in ("crm.deal.list",)}}
+            conn.send(stats)
+            if msg == "stop":
+                return
+
+
+class Server:
+    """A Bitrix24Sandbox in a child process: `with Server(deals, knobs) as s: s.info["webhook_url"]`."""
+
+    def __init__(self, deals: int, knobs: dict, touch: bool = False):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, deals, knobs, touch), daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.proc.start()
+        self.info = self.conn.recv()
+        return self
+
+    def stats(self) -> dict:
+        self.conn.send("stats")
+        return self.conn.recv()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.conn.send("stop")
+            self.final = self.conn.recv()
+        except (EOFError, OSError):
+            self.final = {}
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+# ---- our client -----------------------------------------------------------------------------
 
 def peak_mb() -> float:
+    """Peak RSS of this process only (the servers are children, not counted)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -50,135 +104,158 @@ def adapter(url: str, workers: int) -> Bitrix24Adapter:
                                         requests_per_second=2.0, max_workers=workers), None)
 
 
-def ours(ds, workers: int, db: str) -> dict:
-    with Bitrix24Sandbox(ds, **KNOBS) as srv, Mirror(db) as m:
-        a = adapter(srv.webhook_url, workers)
-        base = rss_mb()
+def run_all(db: str, url: str, workers: int, full: bool) -> dict:
+    with Mirror(db) as m:
+        a = adapter(url, workers)
         t0 = time.monotonic()
-        res = sync_source(m, a, streams=["deals"], full=True)[0]
-        full_s = time.monotonic() - t0
-        links = m.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0]
-        out = {"status": res.status, "error": res.error, "deals": res.rows - links, "links": links,
-               "seconds": full_s, "requests": res.requests, "rss_base": base, "peak": peak_mb(),
-               "client_limit_errors": a.client.limit_errors, "server_limit_errors": dict(srv.limit_counts),
-               "budget_wait_s": a.client.budget.waited_s}
-        a.close()
-    # Nightly: the other streams were loaded earlier (here on a server without the cost model,
-    # to save the benchmark half an hour); then 1% of deals change and every stream runs
-    # incrementally on the cost-model server.
-    with Bitrix24Sandbox(ds, limits=False) as prep, Mirror(db) as m:
-        a = adapter(prep.webhook_url, workers)
-        sync_source(m, a, streams=[s for s in a.stream_names() if s != "deals"])
-        a.close()
-    rnd = random.Random(7)
-    for d in rnd.sample(ds.deals, len(ds.deals) // 100):
-        if not d.get("is_deleted"):
-            ds.update("deal", d["id"], amount=float(d["amount"]) + 1)
-    with Bitrix24Sandbox(ds, **KNOBS) as srv, Mirror(db) as m:
-        a = adapter(srv.webhook_url, workers)
-        t0 = time.monotonic()
-        nightly = sync_source(m, a)
-        out["nightly_s"] = time.monotonic() - t0
-        out["nightly_requests"] = a.requests
-        out["nightly_ok"] = all(r.status == "ok" for r in nightly)
-        out["nightly_rows"] = sum(r.rows for r in nightly)
-        out["client_limit_errors"] += a.client.limit_errors
+        results = sync_source(m, a, full=full)  # one run, as `crm-connector sync [--full]` does
+        total_s = time.monotonic() - t0
+        out = {"results": results, "limits": a.client.limit_errors, "seconds": total_s, "requests": a.requests,
+               "budget_wait_s": a.client.budget.waited_s, "peak": peak_mb(),
+               "links": m.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0]}
         a.close()
     return out
 
 
-def capped(fn, cap: float) -> tuple[float, object, bool]:
-    """Run fn in a thread; (seconds, result, finished) with at most `cap` seconds waited."""
-    box: dict = {}
+def print_run(title: str, r: dict) -> None:
+    print(f"\n{title}: {r['seconds']:.1f}s, {r['requests']} requests, "
+          f"{sum(x.rows for x in r['results'])} rows, limit errors caused {r['limits']}, "
+          f"waited for the operating budget {r['budget_wait_s']:.1f}s, peak RSS {r['peak']:.0f} MB")
+    print(f"  {'stream':14} {'status':7} {'rows':>8} {'seconds':>8} {'rows/s':>8} {'requests':>8}")
+    for x in r["results"]:
+        rate = x.rows / x.seconds if x.seconds > 0 else 0
+        print(f"  {x.stream:14} {x.status:7} {x.rows:8d} {x.seconds:8.1f} {rate:8.0f} {x.requests:8d}"
+              + (f"  {x.error}" if x.error else ""))
 
+
+def ours(deals: int, workers: int, tmp: str) -> dict:
+    db = os.path.join(tmp, "mirror.db")
+    with Server(deals, KNOBS) as srv:
+        sizes = srv.info["sizes"]
+        print(f"portal: {sizes}; server knobs {KNOBS}", flush=True)
+        full = run_all(db, srv.info["webhook_url"], workers, full=True)
+    full["server"] = srv.final
+    with Server(deals, KNOBS, touch=True) as srv:
+        nightly = run_all(db, srv.info["webhook_url"], workers, full=False)
+    nightly["server"] = srv.final
+    return {"full": full, "nightly": nightly, "sizes": sizes}
+
+
+# ---- peers ----------------------------------------------------------------------------------
+
+def capped(fn, cap: float, box: dict) -> tuple[float, bool]:
+    """Run fn(box) in a thread; (seconds, finished) with at most `cap` seconds waited."""
     def run():
         try:
-            box["result"] = fn()
+            fn(box)
         except Exception as err:  # reported, not raised: a peer's failure is a data point
-            box["result"] = err
+            box["error"] = err
     t = threading.Thread(target=run, daemon=True)
     t0 = time.monotonic()
-    # A peer that gives up drops its connections; keep the server's tracebacks off the report.
-    with contextlib.redirect_stderr(io.StringIO()):
-        t.start()
-        t.join(cap)
-    return time.monotonic() - t0, box.get("result"), not t.is_alive()
+    t.start()
+    t.join(cap)
+    return time.monotonic() - t0, not t.is_alive()
 
 
-def fast_bitrix24(ds, cap: float):
+def fast_bitrix24(deals: int, cap: float):
     try:
         from fast_bitrix24 import Bitrix
     except ImportError:
         return None
-    srv = Bitrix24Sandbox(ds, https=True, **KNOBS).start()
-    os.environ["SSL_CERT_FILE"] = srv.cert_path
-    try:
-        b = Bitrix(srv.webhook_url, verbose=False, ssl=False)
-        secs, result, done = capped(lambda: b.get_all("crm.deal.list"), cap)
-        return secs, result, done, dict(srv.limit_counts)
-    finally:
-        srv.stop()
+    with Server(deals, dict(KNOBS, https=True)) as srv:
+        os.environ["SSL_CERT_FILE"] = srv.info["cert"]
+        b = Bitrix(srv.info["webhook_url"], verbose=False, ssl=False)
+        box: dict = {}
+        secs, done = capped(lambda bx: bx.update(rows=b.get_all("crm.deal.list")), cap, box)
+    return secs, done, box, srv.final
 
 
-def b24pysdk(ds, cap: float):
+def b24pysdk(deals: int, cap: float):
     try:
         from b24pysdk import BitrixWebhook, Client
     except ImportError:
         return None
-    srv = Bitrix24Sandbox(ds, https=True, **KNOBS).start()
-    os.environ["REQUESTS_CA_BUNDLE"] = srv.cert_path
-    try:
-        host = srv.url.split("://", 1)[1]
-        client = Client(BitrixWebhook(domain=host, webhook_token=f"{srv.webhook_user}/{srv.webhook_secret}"))
-        fn = lambda: list(client.crm.deal.list().as_list_fast().result)  # noqa: E731
-        secs, result, done = capped(fn, cap)
-        return secs, result, done, dict(srv.limit_counts)
-    finally:
-        srv.stop()
+    with Server(deals, dict(KNOBS, https=True)) as srv:
+        os.environ["REQUESTS_CA_BUNDLE"] = srv.info["cert"]
+        host = srv.info["url"].split("://", 1)[1]
+        client = Client(BitrixWebhook(domain=host, webhook_token=f"{srv.info['user']}/{srv.info['secret']}"))
+        box: dict = {"rows": []}
+
+        def listing(bx):
+            for row in client.crm.deal.list().as_list_fast().result:
+                bx["rows"].append(row)
+        secs, done = capped(listing, cap, box)
+        got = len(box["rows"])
+    return secs, done, {"n": got, "error": box.get("error")}, srv.final
 
 
-def report_peer(name: str, run, ours_s: float, target: float) -> None:
+def counted_page_s(deals: int) -> float:
+    """Server seconds of a page that counts `total` (the sandbox's cost model)."""
+    return KNOBS["page_cost_s"] + 0.5 * deals / 100_000
+
+
+def report_peers(deals: int, ours_s: float, cap: float) -> None:
+    run = fast_bitrix24(deals, cap)
+    name = "fast-bitrix24 get_all('crm.deal.list')"
     if run is None:
-        print(f"{name}: not installed; to compare, `pip install fast-bitrix24 b24pysdk` "
-              "(benchmark only, not a project dependency)")
+        print(f"{name}: not installed (`pip install fast-bitrix24`; benchmark only)")
+    else:
+        secs, done, box, server = run
+        pages = deals / 50
+        why = (f"it pages with start=N, so every page counts `total`: ~{counted_page_s(deals):.2f} s of server "
+               f"time per page here, {pages:.0f} pages need ~{pages * counted_page_s(deals):.0f} s of the "
+               f"{KNOBS['operating_budget_s']:.0f} s operating budget per 10 min")
+        if "error" in box:
+            err = box["error"]
+            print(f"{name}: failed after {secs:.1f}s: {type(err).__name__}: {str(err)[:160]}\n  why: {why}; "
+                  f"server counted {server.get('limits')}, crm.deal.list operating used "
+                  f"{server.get('operating', {}).get('crm.deal.list', 0):.0f} s")
+        elif not done:
+            print(f"{name}: still running at the {cap:.0f}s cap; {why}; server counted {server.get('limits')}")
+        else:
+            print(f"{name}: {secs:.1f}s for {len(box['rows'])} rows; ours is {secs / ours_s:.1f}x faster "
+                  f"(target 3x); server counted {server.get('limits')}")
+    run = b24pysdk(deals, cap)
+    name = "b24pysdk crm.deal.list().as_list_fast()"
+    if run is None:
+        print(f"{name}: not installed (`pip install b24pysdk`; benchmark only)")
         return
-    secs, result, done, limits = run
-    if isinstance(result, Exception):
-        print(f"{name}: failed after {secs:.1f}s: {type(result).__name__}: {str(result)[:200]}")
-        return
-    rows = len(result) if done and result is not None else None
-    bound = "" if done else ">= "
-    print(f"{name}: {bound}{secs:.1f}s{f' for {rows} rows' if rows else ' (stopped at the cap)'}; "
-          f"server limit errors {limits}; ours is {bound}{secs / ours_s:.1f}x faster (target {target}x)")
+    secs, done, box, server = run
+    rate = box["n"] / secs if secs else 0
+    if box["error"] is not None:
+        print(f"{name}: failed after {secs:.1f}s with {box['n']} rows: {type(box['error']).__name__}: "
+              f"{str(box['error'])[:160]}")
+    elif not done:
+        left = (deals - box["n"]) / rate if rate else float("inf")
+        print(f"{name}: not finished at the {secs:.0f}s cap: {box['n']} of ~{deals} deals ({rate:.0f} rows/s, "
+              f"one sequential window; ~{secs + left:.0f}s projected); ours is >= {secs / ours_s:.1f}x faster "
+              f"(target 1.5x); server counted {server.get('limits')}")
+    else:
+        print(f"{name}: {secs:.1f}s for {box['n']} rows; ours is {secs / ours_s:.1f}x faster (target 1.5x); "
+              f"server counted {server.get('limits')}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deals", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=4, help="parallel ID windows (max_workers)")
-    ap.add_argument("--peer-cap", type=float, default=600.0, help="seconds to wait for each peer")
+    ap.add_argument("--peer-cap", type=float, default=450.0, help="seconds to wait for each peer")
     ap.add_argument("--skip-peers", action="store_true")
     args = ap.parse_args()
-    t0 = time.monotonic()
-    ds = generate(seed=1, size=args.deals)
-    print(f"dataset: {len(ds.deals)} deals, {len(ds.contacts)} contacts, {len(ds.tasks)} tasks, "
-          f"{len(ds.calls)} calls (built in {time.monotonic() - t0:.1f}s); server knobs {KNOBS}")
     with tempfile.TemporaryDirectory() as tmp:
-        r = ours(ds, args.workers, os.path.join(tmp, "mirror.db"))
-    print(f"ours, full deals stream: {r['status']} {r['deals']} deals + {r['links']} contact links in "
-          f"{r['seconds']:.1f}s = {r['deals'] / r['seconds']:.0f} deals/s, {r['requests']} requests "
-          f"({args.workers} windows in parallel)")
-    print(f"ours, nightly incremental (all streams, 1% of deals changed): {r['nightly_s']:.1f}s, "
-          f"{r['nightly_requests']} requests, {r['nightly_rows']} rows, ok={r['nightly_ok']}")
-    print(f"limit errors caused by our client: {r['client_limit_errors']} (server counted "
-          f"{r['server_limit_errors']}); waited for the operating budget {r['budget_wait_s']:.1f}s")
-    print(f"peak RSS {r['peak']:.0f} MB (process incl. the in-process sandbox dataset; "
-          f"{r['rss_base']:.0f} MB before our sync)")
-    if args.skip_peers:
-        return
-    ds = generate(seed=1, size=args.deals)  # fresh copy: the nightly run changed 1% of deals
-    report_peer("fast-bitrix24 get_all('crm.deal.list')", fast_bitrix24(ds, args.peer_cap), r["seconds"], 3)
-    report_peer("b24pysdk crm.deal.list().as_list_fast()", b24pysdk(ds, args.peer_cap), r["seconds"], 1.5)
+        r = ours(args.deals, args.workers, tmp)
+    full, nightly = r["full"], r["nightly"]
+    print_run(f"full sync, every stream, empty mirror ({args.workers} windows in parallel)", full)
+    deals = next(x for x in full["results"] if x.stream == "deals")
+    print(f"  deals stream: {deals.rows - full['links']} deals + {full['links']} contact links")
+    print(f"  server counted limit errors {full['server'].get('limits')}")
+    print_run("nightly incremental, every stream (1% of deals changed)", nightly)
+    print(f"  server counted limit errors {nightly['server'].get('limits')}")
+    print(f"\npeak RSS of the connector process: {max(full['peak'], nightly['peak']):.0f} MB "
+          "(servers run in child processes; amoCRM's target is < 300 MB)")
+    if not args.skip_peers:
+        print()
+        report_peers(args.deals, deals.seconds, args.peer_cap)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,11 @@ def test_error_mapping_scope_auth_and_batch_errors():
     responses.post(HOOK + "voximplant.statistic.get", status=403, json={
         "error": "insufficient_scope", "error_description": "The request requires higher privileges"})
     with pytest.raises(ScopeError, match="telephony"):
+        list(a.fetch("calls", "100", NOW))
+    # A first load plans its ID windows in a batch: the scope error arrives inside it.
+    scope = {"error": "insufficient_scope", "error_description": "The request requires higher privileges"}
+    responses.post(HOOK + "batch", json=batch_body([], errors={"lo": scope, "hi": scope}))
+    with pytest.raises(ScopeError, match="telephony"):
         list(a.fetch("calls", None, NOW))
     responses.post(HOOK + "user.get", status=401, json={"error": "NO_AUTH_FOUND",
                                                         "error_description": "Wrong authorization data"})
