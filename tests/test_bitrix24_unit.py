@@ -316,3 +316,11 @@ def test_secrets_never_reach_error_messages():
     a = adapter()
     err = a.client.error("crm.deal.list", "", f"bad call to {HOOK}crm.deal.list")
     assert "s3cretcode" not in str(err)
+
+
+def test_in_window_order_holds_later_windows_until_earlier_ones_finish():
+    from adapters.bitrix24_paging import Chunk, in_window_order
+    arrived = [Chunk(1, [{"ID": 11}]), Chunk(0, [{"ID": 1}]), Chunk(2, [], done=True),
+               Chunk(1, [{"ID": 12}], done=True), Chunk(0, [{"ID": 2}], done=True)]
+    out = [(c.window, [r["ID"] for r in c.rows]) for c in in_window_order(arrived)]
+    assert out == [(0, [1]), (0, [2]), (1, [11]), (1, [12]), (2, [])]
