@@ -176,7 +176,7 @@ def _cache_kib(conn) -> int:
     from the database file, at least 256 MiB and at most a quarter of the free memory; the
     cache only takes memory as pages are actually used."""
     pages, size = (conn.execute(f"PRAGMA main.{p}").fetchone()[0] for p in ("page_count", "page_size"))
-    want = max(256 * _MIB, pages * size)
+    want = max(256 * _MIB, 2 * pages * size)
     try:
         import psutil
         want = min(want, max(256 * _MIB, psutil.virtual_memory().available // 4))
@@ -235,8 +235,10 @@ _ANY_LATEST = ("SELECT 1 FROM kpi_latest WHERE source = :source AND entity_type 
                "AND kpi = :kpi_name LIMIT 1")
 # No ORDER BY: the KPI queries return clients in id order (a GROUP BY over kpi_clients), so
 # the rows already arrive in key order and a sort of the whole range would be wasted.
+_CLEAR_SAME_SECOND = ("DELETE FROM kpi_values WHERE source = :source AND entity_type = :target "
+                      "AND kpi = :kpi_name AND computed_at = :now")
 _FIRST_HISTORY = """
-INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
+INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
 SELECT :source, :target, entity_id, :kpi_name, value, :now
 FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql}))
 WHERE value IS NOT NULL
@@ -290,6 +292,9 @@ def _first_load(conn, sql: str, p: dict) -> int:
     """Nothing stored yet for this KPI and target (first run, or a new KPI): every non-empty
     value is a change. They go straight into history, and kpi_latest is copied from that range
     (a sequential read), with no diff and no scratch table."""
+    # Plain INSERTs (no conflict handling per row): only rows left by an earlier run in the same
+    # second could collide, and those are superseded by this run's values anyway.
+    conn.execute(_CLEAR_SAME_SECOND, p)
     conn.execute(_FIRST_HISTORY.format(sql=sql), p)
     return conn.execute(_FIRST_LATEST, p).rowcount
 

@@ -12,6 +12,9 @@ Every KPI in `kpi_sql/` is written against these, so one query serves contacts a
   `calls_days` days on the client's card or on its deals. `kpi_tasks(entity_id, task_id,
   is_completed, due_at)`: open tasks likewise.
 - `kpi_acts(ref_id, at)`: outgoing calls and completed tasks on client cards (first response).
+- `kpi_deal_totals(entity_id, deals, won, lost, open, won_amount, won_amount_avg, won_cycle_days,
+  last_won_at)`: every client's deal aggregates from one pass over `kpi_deals` (the deal-count
+  and revenue KPIs read their column from here instead of each grouping the deals again).
 
 `build_source` reads each live deal once (`kpi_d`, shared by both targets); `build` then makes
 the per-target tables from it. The KPIs are then small GROUP BYs over client-clustered rows.
@@ -24,7 +27,7 @@ import logging
 log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts")
-TABLES = ("kpi_clients", "kpi_deals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
+TABLES = ("kpi_clients", "kpi_deals", "kpi_deal_totals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
           "kpi_recent", "kpi_links", "kpi_changed")
 
 _CLIENTS = {
@@ -72,6 +75,23 @@ FROM temp.kpi_links l
 JOIN temp.kpi_clients c ON c.entity_id = l.entity_id
 JOIN temp.kpi_d d ON d.deal_id = l.deal_id
 ORDER BY l.entity_id, l.deal_id
+"""
+
+# Per client, over its live deals (a client without deals gets zero counts and empty aggregates):
+# deals: all; won / lost / open: by status; won_amount: sum of won amounts (converted; NULL with
+# no known amount); won_amount_avg: their mean; won_cycle_days: mean closed_at - created_at of won
+# deals, in days; last_won_at: the latest won deal's close (its creation when never closed).
+_DEAL_TOTALS = """
+INSERT INTO temp.kpi_deal_totals
+SELECT c.entity_id, count(d.deal_id),
+       coalesce(sum(d.status = 'won'), 0), coalesce(sum(d.status = 'lost'), 0),
+       coalesce(sum(d.status = 'open'), 0),
+       sum(CASE WHEN d.status = 'won' THEN d.amount END),
+       avg(CASE WHEN d.status = 'won' THEN d.amount END),
+       avg(CASE WHEN d.status = 'won' THEN julianday(d.closed_at) - julianday(d.created_at) END),
+       max(CASE WHEN d.status = 'won' THEN coalesce(d.closed_at, d.created_at) END)
+FROM temp.kpi_clients c LEFT JOIN temp.kpi_deals d ON d.entity_id = c.entity_id
+GROUP BY c.entity_id
 """
 
 # Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
@@ -158,6 +178,10 @@ def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
     conn.execute(f"INSERT OR IGNORE INTO temp.kpi_links {_LINKS[target]} ORDER BY 1, 2", p)
     conn.execute(_DEALS, p)
     conn.execute("DROP TABLE temp.kpi_links")
+    conn.execute("CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
+                 "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
+                 "won_cycle_days REAL, last_won_at TEXT)")
+    conn.execute(_DEAL_TOTALS)
     conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
                  "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
                  "WITHOUT ROWID")

@@ -1,4 +1,2 @@
 -- deals_won: number of the client's won deals.
-SELECT c.entity_id, count(d.deal_id) AS value
-FROM kpi_clients c LEFT JOIN kpi_deals d ON d.entity_id = c.entity_id AND d.status = 'won'
-GROUP BY c.entity_id
+SELECT entity_id, won AS value FROM kpi_deal_totals

@@ -1,0 +1,71 @@
+"""KPI storage paths: a first load (nothing stored yet for a KPI) and a diff against kpi_latest
+must leave the same current values and history; run settings are put back afterwards."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from connector import kpi
+from tests.test_kpi import NOW, S, build_mirror, cfg
+
+LATER = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+
+
+def latest_rows(m):
+    return m.conn.execute("SELECT source, entity_type, entity_id, kpi, value, computed_at "
+                          "FROM kpi_latest ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def history_rows(m):
+    return m.conn.execute("SELECT source, entity_type, entity_id, kpi, value, computed_at "
+                          "FROM kpi_values ORDER BY 1, 2, 3, 4, 6").fetchall()
+
+
+def test_first_load_and_diff_store_the_same():
+    a, b = build_mirror(), build_mirror()
+    kpi.compute(a, S, cfg(), now=NOW)                               # every KPI loaded at once
+    kpi.compute(b, S, cfg(), now=NOW, only=["deals_total", "win_rate"])
+    r = kpi.compute(b, S, cfg(), now=NOW)                           # two diffed, the rest loaded
+    assert latest_rows(a) == latest_rows(b) and history_rows(a) == history_rows(b)
+    assert r.changed == len(history_rows(b)) - sum(1 for row in history_rows(b)
+                                                   if row[3] in ("deals_total", "win_rate"))
+    for m in (a, b):   # then one change goes through the diff the same way on both
+        m.conn.execute("UPDATE deals SET status = 'lost' WHERE id = 106")
+        assert kpi.compute(m, S, cfg(), now=LATER).changed > 0
+    assert latest_rows(a) == latest_rows(b) and history_rows(a) == history_rows(b)
+
+
+def test_first_load_stores_only_non_empty_values_in_key_order():
+    m = build_mirror()
+    res = kpi.compute(m, S, cfg(), now=NOW)
+    rows = history_rows(m)
+    assert res.changed == len(rows) == len(latest_rows(m)) > 0
+    assert all(v is not None for *_, v, _ in rows)
+    assert [r[:4] for r in rows] == [r[:4] for r in latest_rows(m)]
+
+
+def test_reload_in_the_same_second_keeps_one_row_per_value():
+    m = build_mirror()
+    kpi.compute(m, S, cfg(), now=NOW)
+    before = history_rows(m)
+    m.conn.execute("DELETE FROM kpi_latest")           # e.g. cleared by hand: a first load again
+    m.conn.execute("UPDATE deals SET is_deleted = 1 WHERE id = 102")   # contact 4 loses its deal
+    kpi.compute(m, S, cfg(), now=NOW)
+    after = history_rows(m)
+    assert len({r[:4] + (r[5],) for r in after}) == len(after)        # no duplicate keys
+    assert [r for r in after] == [r for r in latest_rows(m)]          # history of this second = now
+    assert ("main", "contact", 4, "win_rate", 100.0, "2026-11-23T10:00:00Z") in before
+    assert not any(r[2] == 4 and r[3] == "win_rate" for r in after)
+
+
+def test_run_settings_are_put_back(tmp_path):
+    m = build_mirror(str(tmp_path / "m.db"))
+    m.conn.execute("PRAGMA main.cache_size = -4000")
+    m.conn.execute("PRAGMA temp.cache_size = -3000")
+    m.conn.execute("PRAGMA main.mmap_size = 0")
+    kpi.compute(m, S, cfg(), now=NOW)
+    assert m.conn.execute("PRAGMA main.cache_size").fetchone()[0] == -4000
+    assert m.conn.execute("PRAGMA temp.cache_size").fetchone()[0] == -3000
+    assert m.conn.execute("PRAGMA main.mmap_size").fetchone()[0] == 0
+    assert kpi._cache_kib(m.conn) >= 256 * 1024     # never below the 256 MiB floor
+    m.close()
