@@ -104,15 +104,31 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
   AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days')
 """
 
-_CALLS = """
-INSERT OR IGNORE INTO temp.kpi_calls
-SELECT c.entity_id, k.id, k.direction, k.status, k.duration_s, k.started_at
-FROM temp.kpi_recent k JOIN temp.kpi_clients c ON c.entity_id = k.entity_id
-WHERE k.entity_type = :target
-UNION ALL
-SELECT d.entity_id, k.id, k.direction, k.status, k.duration_s, k.started_at
-FROM temp.kpi_deals d JOIN temp.kpi_recent k ON k.entity_type = 'deal' AND k.entity_id = d.deal_id
-"""
+# Their owners: the client's own card, or a live deal of the client. The deal side starts from
+# the few picked rows and looks each deal's clients up (the deal's main contact or company, and
+# for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
+# drops a row reached both ways.
+_DEAL_OWNERS = {
+    "contact": ("JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+                "JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
+                "JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+                "JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
+                "JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id"),
+    "company": ("JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+                "JOIN temp.kpi_clients c ON c.entity_id = d.company_id",),
+}
+
+
+def _owned(table: str, cols: str, target: str) -> str:
+    """INSERT every picked row once per client owning it (its card or one of its deals)."""
+    parts = [f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k "
+             f"JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"]
+    parts += [f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k {join} WHERE k.entity_type = 'deal'"
+              for join in _DEAL_OWNERS[target]]
+    return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
+
+
+_CALL_COLS = "k.id, k.direction, k.status, k.duration_s, k.started_at"
 
 _OPEN_TASKS = """
 CREATE TEMP TABLE kpi_recent AS
@@ -121,15 +137,8 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
   AND coalesce(is_completed, 0) = 0
 """
 
-_TASKS = """
-INSERT OR IGNORE INTO temp.kpi_tasks
-SELECT c.entity_id, t.id, 0, t.due_at
-FROM temp.kpi_recent t JOIN temp.kpi_clients c ON c.entity_id = t.entity_id
-WHERE t.entity_type = :target
-UNION ALL
-SELECT d.entity_id, t.id, 0, t.due_at
-FROM temp.kpi_deals d JOIN temp.kpi_recent t ON t.entity_type = 'deal' AND t.entity_id = d.deal_id
-"""
+_TASK_COLS = "k.id, 0, k.due_at"
+
 
 def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
     for t in tables:
@@ -185,10 +194,10 @@ def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
     conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
                  "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
                  "WITHOUT ROWID")
-    _via_recent(conn, _RECENT_CALLS, _CALLS, p)
+    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p)
     conn.execute("CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
                  "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID")
-    _via_recent(conn, _OPEN_TASKS, _TASKS, p)
+    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p)
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
     conn.execute(f"INSERT INTO temp.kpi_acts {_ANSWERS}", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
