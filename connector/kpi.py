@@ -172,9 +172,10 @@ _MIB = 1024 * 1024
 def _cache_kib(conn) -> int:
     """A page cache that holds the mirror's KPI working set: the scratch tables and the
     kpi_latest / kpi_values pages a run touches grow with the data, and once they outgrow the
-    cache every run re-reads and spills pages (time then grows faster than the data). Sized
-    from the database file, at least 256 MiB and at most a quarter of the free memory; the
-    cache only takes memory as pages are actually used."""
+    cache every run re-reads and spills pages (time then grows faster than the data). Twice
+    the database file (a first run about doubles it, and its new pages should reach the WAL
+    once, at commit), at least 256 MiB and at most a quarter of the free memory; the cache
+    only takes memory as pages are actually used."""
     pages, size = (conn.execute(f"PRAGMA main.{p}").fetchone()[0] for p in ("page_count", "page_size"))
     want = max(256 * _MIB, 2 * pages * size)
     try:
@@ -233,10 +234,10 @@ SET value = excluded.value, computed_at = excluded.computed_at
 
 _ANY_LATEST = ("SELECT 1 FROM kpi_latest WHERE source = :source AND entity_type = :target "
                "AND kpi = :kpi_name LIMIT 1")
-# No ORDER BY: the KPI queries return clients in id order (a GROUP BY over kpi_clients), so
-# the rows already arrive in key order and a sort of the whole range would be wasted.
 _CLEAR_SAME_SECOND = ("DELETE FROM kpi_values WHERE source = :source AND entity_type = :target "
                       "AND kpi = :kpi_name AND computed_at = :now")
+# No ORDER BY: the KPI queries return clients in id order (they read tables keyed by client), so
+# the rows already arrive in key order and a sort of the whole range would be wasted.
 _FIRST_HISTORY = """
 INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
 SELECT :source, :target, entity_id, :kpi_name, value, :now
