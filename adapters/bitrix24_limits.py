@@ -128,8 +128,9 @@ class OperatingBudget:
                         m.inflight += n * m.cost
                         held[method] = n * m.cost
                     return n, held
-                self.waited_s += wait
-            self.sleep(min(wait, 30.0))
+                wait = min(wait, 30.0)
+                self.waited_s += wait  # per caller: parallel workers add up
+            self.sleep(wait)
 
     def release(self, held: dict[str, float]) -> None:
         with self._lock:
