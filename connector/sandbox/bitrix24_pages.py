@@ -17,7 +17,7 @@ import re
 import secrets
 from json.encoder import encode_basestring as _jstr
 
-from .bitrix24_query import render
+from .bitrix24_query import compiled, render
 from .bitrix24_render import fmt_dt, to_old
 
 # Tables whose changes can alter an entity's rendered rows (a deal shows MOVED_TIME,
@@ -102,13 +102,7 @@ def encode_rows(rows: list[dict], fields: list[tuple], typed: bool = False) -> l
     if len(set(keys)) != len(keys) or not all(type(k) is str for k in keys):
         # A dict keeps the last of a repeated key, and json.dumps spells non-str keys.
         return [_ENCODE(d).encode() for d in render(rows, fields, typed)]
-    key = (typed, tuple((k, id(f)) for k, f in fields))
-    hit = _ENCODERS.get(key)
-    if hit is None:
-        if len(_ENCODERS) > 512:
-            _ENCODERS.clear()
-        hit = _ENCODERS[key] = (_compile_encoder(fields, typed), fields)  # fields pin the ids
-    return hit[0](rows)
+    return compiled(_ENCODERS, _compile_encoder, fields, typed)(rows)
 
 
 def _value(x) -> str:

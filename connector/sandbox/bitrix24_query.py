@@ -234,16 +234,21 @@ def select_fields(spec: Spec, select, names: str, default_all: bool = True) -> l
 _RENDERERS: dict[tuple, tuple] = {}
 
 
+def compiled(cache: dict, build, fields: list[tuple], typed: bool):
+    """The function `build(fields, typed)` generates for this select, made once and cached."""
+    key = (typed, tuple((k, id(f)) for k, f in fields))
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 512:
+            cache.clear()
+        hit = cache[key] = (build(fields, typed), fields)  # fields pin the ids
+    return hit[0]
+
+
 def render(rows: list[dict], fields: list[tuple], typed: bool = False) -> list[dict]:
     """Rows -> API dicts. The per-select renderer is generated once: batches of list pages
     render thousands of rows per request, and a generic loop was the server's hot spot."""
-    key = (typed, tuple((k, id(f)) for k, f in fields))
-    hit = _RENDERERS.get(key)
-    if hit is None:
-        if len(_RENDERERS) > 512:
-            _RENDERERS.clear()
-        hit = _RENDERERS[key] = (_compile(fields, typed), fields)  # fields pin the ids
-    return hit[0](rows)
+    return compiled(_RENDERERS, _compile, fields, typed)(rows)
 
 
 def _compile(fields: list[tuple], typed: bool):
