@@ -6,7 +6,9 @@ Bookmarks (opaque to the sync engine):
   overlap. Mid-pass pages carry JSON {"since", "pass", "windows"} so a crash resumes the
   unfinished ID windows instead of starting over.
 - users, pipelines: read whole every run (small); bookmark = run start.
-- calls: the last call ID; stage_history: JSON {"deal": last ID, "lead": last ID}.
+- calls: the last call ID; stage_history: JSON {"deal": last ID, "lead": last ID}. A first
+  full load of these append-only streams reads several ID windows in parallel and hands rows
+  over in ID order, so the bookmark still only moves forward; later runs read one window.
 - reconcile: the start of the last ID reconciliation; runs when older than `reconcile_hours`.
 """
 
