@@ -145,16 +145,7 @@ def _demo_kpi(cfg, mirror, src, adapter) -> None:
 
 
 def _summary(mirror, servers, cfg) -> None:
-    counts = {}
-    for (source, table_name, n) in mirror.conn.execute(
-            "SELECT source, 'deals', count(*) FROM deals GROUP BY source UNION ALL "
-            "SELECT source, 'contacts', count(*) FROM contacts GROUP BY source UNION ALL "
-            "SELECT source, 'companies', count(*) FROM companies GROUP BY source UNION ALL "
-            "SELECT source, 'tasks', count(*) FROM tasks GROUP BY source UNION ALL "
-            "SELECT source, 'calls', count(*) FROM calls GROUP BY source UNION ALL "
-            "SELECT source, 'stage_changes', count(*) FROM stage_changes GROUP BY source UNION ALL "
-            "SELECT source, 'leads', count(*) FROM leads GROUP BY source"):
-        counts.setdefault(source, {})[table_name] = n
+    counts = {src.name: mirror.table_counts(src.name) for src in cfg.sources}
     click.echo("\nRows in the mirror:")
     tables = ["deals", "contacts", "companies", "tasks", "calls", "stage_changes", "leads"]
     click.echo("  source  " + "".join(t.rjust(15) for t in tables))

@@ -205,6 +205,8 @@ class Mirror:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
-    def table_counts(self) -> dict[str, int]:
-        return {t: self.conn.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0]
+    def table_counts(self, source: str | None = None) -> dict[str, int]:
+        """Rows per entity table, for one source or all."""
+        where, args = ("WHERE source = ?", (source,)) if source else ("", ())
+        return {t: self.conn.execute(f"SELECT count(*) FROM [{t}] {where}", args).fetchone()[0]
                 for t in schema.ENTITY_TABLES}
