@@ -6,8 +6,9 @@ users); each returns (entity_id, value) for every client of the scratch tables b
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
 `:churn_days`.
 
-`compute()` stores the current values in `kpi_latest` and appends the values that changed to
-`kpi_values` (history), all in one transaction.
+`compute()` appends the values that changed since the last run to `kpi_values` (history: a
+client's current value is its newest row there, which the `kpi_latest` view shows), all in one
+transaction.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
     with _tuned(conn), mirror.db.atomic():
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
-        # lands after the ones already written, so kpi_latest and kpi_values grow at their end.
+        # lands after the ones already written, so kpi_values grows at its end.
         for target in sorted(kpi_cfg.targets):
             kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days)
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
@@ -171,7 +172,7 @@ _MIB = 1024 * 1024
 
 def _cache_kib(conn) -> int:
     """A page cache that holds the mirror's KPI working set: the scratch tables and the
-    kpi_latest / kpi_values pages a run touches grow with the data, and once they outgrow the
+    kpi_values pages a run touches grow with the data, and once they outgrow the
     cache every run re-reads and spills pages (time then grows faster than the data). Twice
     the database file (a first run about doubles it, and its new pages should reach the WAL
     once, at commit), at least 256 MiB and at most a quarter of the free memory; the cache
@@ -205,37 +206,30 @@ def _tuned(conn):
             conn.execute(f"PRAGMA {k} = {v}")
 
 
-# One KPI's new values (rounded) against kpi_latest, in one pass in client order: each client's
-# stored value is found by a key seek that walks kpi_latest's KPI range in order. An empty value
-# where none was stored is no difference (a missing row and a stored NULL compare the same).
-# Only the differences land in the scratch table, keyed by client so they append in order.
+# One KPI's new values (rounded) against the stored ones, in one pass in client order: each
+# client's current value is the newest kpi_values row of its key range, found by one key seek
+# (the range is walked KPI by KPI in client order, so the seeks move forward through the B-tree).
+# An empty value where none was stored is no difference (a missing row and a stored NULL compare
+# the same). Only the differences land in the scratch table, keyed by client so they append in order.
 _DIFF = """
 INSERT INTO temp.kpi_changed (entity_id, value)
 SELECT n.entity_id, n.value
 FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql})) n
-LEFT JOIN kpi_latest l ON l.source = :source AND l.entity_type = :target AND l.kpi = :kpi_name
-     AND l.entity_id = n.entity_id
-WHERE n.value IS NOT l.value
+WHERE n.value IS NOT (SELECT v.value FROM kpi_values v
+                      WHERE v.source = :source AND v.entity_type = :target AND v.kpi = :kpi_name
+                        AND v.entity_id = n.entity_id
+                      ORDER BY v.computed_at DESC LIMIT 1)
 """
 
-# Both writes go in key order (source, entity_type, kpi, entity_id): a first run appends a whole
-# KPI range at a time, a later one touches only the pages of changed clients.
+# Changes go in key order (source, entity_type, kpi, entity_id): only the pages of changed
+# clients are touched. REPLACE: a second run within the same second overwrites its own row.
 _HISTORY = """
 INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at)
 SELECT :source, :target, entity_id, :kpi_name, value, :now FROM temp.kpi_changed ORDER BY entity_id
 """
-_LATEST = """
-INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
-SELECT :source, :target, entity_id, :kpi_name, value, :now FROM temp.kpi_changed WHERE true
-ORDER BY entity_id
-ON CONFLICT (source, entity_type, kpi, entity_id) DO UPDATE
-SET value = excluded.value, computed_at = excluded.computed_at
-"""
 
-_ANY_LATEST = ("SELECT 1 FROM kpi_latest WHERE source = :source AND entity_type = :target "
+_ANY_STORED = ("SELECT 1 FROM kpi_values WHERE source = :source AND entity_type = :target "
                "AND kpi = :kpi_name LIMIT 1")
-_CLEAR_SAME_SECOND = ("DELETE FROM kpi_values WHERE source = :source AND entity_type = :target "
-                      "AND kpi = :kpi_name AND computed_at = :now")
 # No ORDER BY: the KPI queries return clients in id order (they read tables keyed by client), so
 # the rows already arrive in key order and a sort of the whole range would be wasted.
 _FIRST_HISTORY = """
@@ -244,12 +238,6 @@ SELECT :source, :target, entity_id, :kpi_name, value, :now
 FROM (SELECT entity_id, round(value, :precision) AS value FROM ({sql}))
 WHERE value IS NOT NULL
 """
-_FIRST_LATEST = """
-INSERT INTO kpi_latest (source, entity_type, entity_id, kpi, value, computed_at)
-SELECT source, entity_type, entity_id, kpi, value, computed_at FROM kpi_values
-WHERE source = :source AND entity_type = :target AND kpi = :kpi_name AND computed_at = :now
-ORDER BY entity_id
-"""
 
 # A custom KPI's rows, spread over every client like a built-in one: clients it does not return
 # get an empty value, rows for unknown or deleted cards are dropped.
@@ -257,7 +245,7 @@ _CUSTOM = "SELECT c.entity_id, x.value FROM temp.kpi_clients c LEFT JOIN temp.kp
 
 
 def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
-    """Compute one KPI for one target, append its changes to history and refresh kpi_latest;
+    """Compute one KPI for one target, append its changes to history;
     returns how many values changed."""
     sql = kpi.sql.strip().rstrip(";")
     p = dict(params, kpi_name=kpi.name, precision=precision)
@@ -274,8 +262,10 @@ def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
                 raise KpiError(f"KPI '{kpi.name}': must return two columns: entity_id, value")
             conn.executemany("INSERT OR REPLACE INTO temp.kpi_custom VALUES (?, ?)", rows)
             sql = _CUSTOM
-        if conn.execute(_ANY_LATEST, p).fetchone() is None:
-            return _first_load(conn, sql, p)
+        if conn.execute(_ANY_STORED, p).fetchone() is None:
+            # Nothing stored yet for this KPI and target (first run, or a new KPI): every
+            # non-empty value is a change, so they go straight in, with no diff and no scratch table.
+            return conn.execute(_FIRST_HISTORY.format(sql=sql), p).rowcount
         conn.execute("DROP TABLE IF EXISTS temp.kpi_changed")
         conn.execute("CREATE TEMP TABLE kpi_changed (entity_id INTEGER PRIMARY KEY, value REAL)")
         conn.execute(_DIFF.format(sql=sql), p)
@@ -284,33 +274,24 @@ def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
     changed = conn.execute("SELECT count(*) FROM temp.kpi_changed").fetchone()[0]
     if changed:
         conn.execute(_HISTORY, p)
-        conn.execute(_LATEST, p)
     conn.execute("DROP TABLE temp.kpi_changed")
     return changed
 
 
-def _first_load(conn, sql: str, p: dict) -> int:
-    """Nothing stored yet for this KPI and target (first run, or a new KPI): every non-empty
-    value is a change. They go straight into history, and kpi_latest is copied from that range
-    (a sequential read), with no diff and no scratch table."""
-    # Plain INSERTs (no conflict handling per row): only rows left by an earlier run in the same
-    # second could collide, and those are superseded by this run's values anyway.
-    conn.execute(_CLEAR_SAME_SECOND, p)
-    conn.execute(_FIRST_HISTORY.format(sql=sql), p)
-    return conn.execute(_FIRST_LATEST, p).rowcount
-
-
 def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:
     """One client's current KPI values: [{kpi, value, computed_at}] sorted by KPI name."""
-    # kpi_latest is keyed KPI first: walk the distinct KPIs (a loose index scan), then seek.
+    # kpi_values is keyed KPI first: walk the distinct KPIs (a loose index scan), then take
+    # the client's newest row of each with one seek from the end of its range.
     cur = mirror.conn.execute("""
         WITH RECURSIVE k(kpi) AS (
-            SELECT min(kpi) FROM kpi_latest WHERE source = :s AND entity_type = :t
+            SELECT min(kpi) FROM kpi_values WHERE source = :s AND entity_type = :t
             UNION ALL
-            SELECT (SELECT min(kpi) FROM kpi_latest WHERE source = :s AND entity_type = :t
+            SELECT (SELECT min(kpi) FROM kpi_values WHERE source = :s AND entity_type = :t
                     AND kpi > k.kpi) FROM k WHERE k.kpi IS NOT NULL)
-        SELECT l.kpi, l.value, l.computed_at FROM k
-        JOIN kpi_latest l ON l.source = :s AND l.entity_type = :t AND l.kpi = k.kpi
-             AND l.entity_id = :id
-        ORDER BY l.kpi""", {"s": source, "t": entity_type, "id": entity_id})
+        SELECT k.kpi, v.value, v.computed_at FROM k
+        JOIN kpi_values v ON v.source = :s AND v.entity_type = :t
+             AND v.kpi = k.kpi AND v.entity_id = :id
+             AND v.computed_at = (SELECT max(computed_at) FROM kpi_values x WHERE x.source = :s
+                                  AND x.entity_type = :t AND x.kpi = k.kpi AND x.entity_id = :id)
+        ORDER BY k.kpi""", {"s": source, "t": entity_type, "id": entity_id})
     return [dict(zip(("kpi", "value", "computed_at"), r)) for r in cur.fetchall()]

@@ -15,15 +15,15 @@ CREATE INDEX IF NOT EXISTS idx_writeback_log_entity ON writeback_log (source, en
 """
 
 # kpi_values keeps history as changes: a row when a client's KPI gets a new value, so the value at
-# time T is the latest row at or before T. kpi_latest holds the current value of every KPI
-# (the diff base for history and write-back), kpi_runs one row per computation.
-# Keys are KPI-major (kpi before entity_id): a run diffs one KPI at a time in entity order, so
-# lookups and inserts walk the B-tree in order instead of jumping around it.
+# time T is the newest row at or before T, and the current value (the diff base for history and
+# write-back) the newest of all: the kpi_latest view. Its key is KPI-major (kpi before entity_id):
+# a run diffs one KPI at a time in client order, so its lookups and inserts walk the B-tree in
+# order, and a client's newest value is one seek from the end of its range.
+# kpi_runs: one row per computation.
 DDL += """
-CREATE TABLE IF NOT EXISTS kpi_latest (
-    source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
-    kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL,
-    PRIMARY KEY (source, entity_type, kpi, entity_id)) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS kpi_latest AS
+SELECT source, entity_type, entity_id, kpi, value, max(computed_at) AS computed_at
+FROM kpi_values GROUP BY source, entity_type, kpi, entity_id;
 
 CREATE TABLE IF NOT EXISTS kpi_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,3 +40,14 @@ CREATE TABLE IF NOT EXISTS kpi_written (
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
     PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """
+
+
+def migrate(conn) -> None:
+    """Bring an older mirror's KPI tables up to date (before DDL runs).
+
+    Mirrors made before 2026-11-23 kept a `kpi_latest` table: a copy of each client's newest
+    `kpi_values` row, so dropping it loses nothing and the view takes its name.
+    """
+    row = conn.execute("SELECT type FROM sqlite_master WHERE name = 'kpi_latest'").fetchone()
+    if row and row[0] == "table":
+        conn.execute("DROP TABLE kpi_latest")

@@ -141,4 +141,5 @@ def apply(conn) -> None:
     """Create whatever is missing; a no-op on an up-to-date mirror."""
     from connector import kpi_schema
 
+    kpi_schema.migrate(conn)
     conn.executescript(DDL + kpi_schema.DDL)

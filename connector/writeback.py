@@ -108,17 +108,25 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
         conn.execute("DROP TABLE IF EXISTS temp.wb_map")
         conn.execute("CREATE TEMP TABLE wb_map (kpi TEXT PRIMARY KEY, field_key TEXT)")
         conn.executemany("INSERT INTO temp.wb_map VALUES (?, ?)", list(keys.items()))
+        # Current values: the newest history row of each mapped KPI and client (with one max()
+        # in a GROUP BY, SQLite takes the bare columns from the row holding the max).
         # NULL vs a never-written or cleared field is no change (IS NOT treats NULLs as equal).
         rows = conn.execute(f"""
-            SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, ?)
-            FROM kpi_latest l
+            WITH l AS (
+                SELECT v.source, v.entity_type, v.entity_id, v.kpi, v.value, max(v.computed_at)
+                FROM temp.wb_map m
+                JOIN kpi_values v ON v.source = :source AND v.entity_type = :type AND v.kpi = m.kpi
+                GROUP BY v.kpi, v.entity_id)
+            SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, :precision)
+            FROM l
             JOIN temp.wb_map m ON m.kpi = l.kpi
             JOIN {CLIENT_TABLES[entity_type]} c ON c.source = l.source AND c.id = l.entity_id
                  AND c.is_deleted = 0
             LEFT JOIN kpi_written w ON w.source = l.source AND w.entity_type = l.entity_type
                  AND w.entity_id = l.entity_id AND w.field_key = m.field_key
-            WHERE l.source = ? AND l.entity_type = ? AND round(l.value, ?) IS NOT w.value
-            ORDER BY l.entity_id, l.kpi""", (precision, source, entity_type, precision)).fetchall()
+            WHERE round(l.value, :precision) IS NOT w.value
+            ORDER BY l.entity_id, l.kpi""",
+            {"source": source, "type": entity_type, "precision": precision}).fetchall()
         conn.execute("DROP TABLE temp.wb_map")
     return [Change(entity_type, eid, k, key, labels[k], old, new) for eid, k, key, old, new in rows]
 

@@ -44,18 +44,52 @@ def test_first_load_stores_only_non_empty_values_in_key_order():
     assert [r[:4] for r in rows] == [r[:4] for r in latest_rows(m)]
 
 
-def test_reload_in_the_same_second_keeps_one_row_per_value():
+def test_rerun_in_the_same_second_keeps_one_row_per_value():
     m = build_mirror()
     kpi.compute(m, S, cfg(), now=NOW)
     before = history_rows(m)
-    m.conn.execute("DELETE FROM kpi_latest")           # e.g. cleared by hand: a first load again
     m.conn.execute("UPDATE deals SET is_deleted = 1 WHERE id = 102")   # contact 4 loses its deal
     kpi.compute(m, S, cfg(), now=NOW)
     after = history_rows(m)
     assert len({r[:4] + (r[5],) for r in after}) == len(after)        # no duplicate keys
-    assert [r for r in after] == [r for r in latest_rows(m)]          # history of this second = now
     assert ("main", "contact", 4, "win_rate", 100.0, "2026-11-23T10:00:00Z") in before
-    assert not any(r[2] == 4 and r[3] == "win_rate" for r in after)
+    # the run's own row is overwritten: the value of this second is the newer one
+    assert ("main", "contact", 4, "win_rate", None, "2026-11-23T10:00:00Z") in after
+    assert ("main", "contact", 4, "win_rate", None, "2026-11-23T10:00:00Z") in latest_rows(m)
+
+
+def test_latest_view_is_the_newest_history_row():
+    m = build_mirror()
+    kpi.compute(m, S, cfg(), now=NOW)
+    m.conn.execute("UPDATE deals SET status = 'lost' WHERE id = 106")
+    assert kpi.compute(m, S, cfg(), now=LATER).changed > 0
+    newest = {}
+    for *key, kpi_name, value, at in history_rows(m):
+        newest[(*key, kpi_name)] = (value, at)          # rows come oldest first per key
+    assert newest == {tuple(r[:4]): (r[4], r[5]) for r in latest_rows(m)}
+    assert any(at == "2026-11-24T10:00:00Z" for _, at in newest.values())
+    shown = kpi.latest(m, S, "contact", 4)
+    assert shown == sorted(({"kpi": k[3], "value": v, "computed_at": at}
+                            for k, (v, at) in newest.items() if k[1:3] == ("contact", 4)),
+                           key=lambda r: r["kpi"])
+
+
+def test_old_kpi_latest_table_becomes_the_view(tmp_path):
+    from connector.store import Mirror
+    path = str(tmp_path / "old.db")
+    m = build_mirror(path)
+    kpi.compute(m, S, cfg(), now=NOW)
+    expected = latest_rows(m)
+    # the layout of mirrors made before the view: a table holding a copy of the newest rows
+    m.conn.execute("CREATE TABLE old_latest AS SELECT * FROM kpi_latest")
+    m.conn.execute("DROP VIEW kpi_latest")
+    m.conn.execute("ALTER TABLE old_latest RENAME TO kpi_latest")
+    m.conn.commit()
+    m.close()
+    with Mirror(path) as again:
+        kind = again.conn.execute("SELECT type FROM sqlite_master WHERE name = 'kpi_latest'").fetchone()
+        assert kind == ("view",)
+        assert latest_rows(again) == expected
 
 
 def test_run_settings_are_put_back(tmp_path):

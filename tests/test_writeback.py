@@ -205,10 +205,15 @@ def test_empty_value_clears_a_written_field_once(mirror):
 def test_change_within_precision_is_not_sent(mirror):
     a = FakeAdapter()
     writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
-    mirror.conn.execute("UPDATE kpi_latest SET value = 80.0004 WHERE entity_id = 1 AND kpi = 'win_rate' "
-                        "AND entity_type = 'contact'")
+    # a newer history row (the current value) that differs only past the field's precision
+    mirror.conn.execute("INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
+                        "VALUES (?, 'contact', 1, 'win_rate', 80.0004, '2030-01-01T00:00:00Z')", (S,))
     rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
     assert rep.values == 0 and rep.requests == 0
+    mirror.conn.execute("INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
+                        "VALUES (?, 'contact', 1, 'win_rate', 75, '2030-01-02T00:00:00Z')", (S,))
+    rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
+    assert rep.values == 1 and written(a, "contact", 1)["KPI: Win rate, %"] == 75
 
 
 def test_adapter_error_is_logged_then_raised(mirror):
