@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts")
 TABLES = ("kpi_clients", "kpi_deals", "kpi_deal_totals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
-          "kpi_recent", "kpi_links", "kpi_changed")
+          "kpi_recent", "kpi_changed")
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
@@ -59,23 +59,31 @@ WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_delet
       AND completed_at IS NOT NULL
 """
 
-# (client id, deal id) pairs. They go through a narrow table keyed in that order: its key
-# drops a link seen both ways, and sorting two integers is far cheaper than sorting whole rows.
-_LINKS = {
-    "contact": """SELECT contact_id, deal_id FROM main.deal_contacts WHERE source = :source
-                  UNION ALL
-                  SELECT contact_id, deal_id FROM temp.kpi_d WHERE contact_id IS NOT NULL""",
-    "company": "SELECT company_id, deal_id FROM temp.kpi_d WHERE company_id IS NOT NULL",
+# Each client's deals, clustered by client. The deals are read in deal order (a sequential pass
+# over kpi_d, with in-order seeks into deal_contacts' primary key) and the rows sorted once by
+# (client, deal): seeking every deal of every client in client order would jump around kpi_d,
+# and those random reads grow faster than the data. CROSS JOIN keeps that join order.
+_DEAL_COLS = "d.deal_id, d.status, d.amount, d.created_at, d.closed_at, d.answered_at"
+_DEALS = {
+    # every linked contact, plus the deal's main contact when deal_contacts lacks it
+    "contact": f"""
+        INSERT OR IGNORE INTO temp.kpi_deals
+        SELECT l.contact_id, {_DEAL_COLS}
+        FROM temp.kpi_d d
+        CROSS JOIN main.deal_contacts l ON l.source = :source AND l.deal_id = d.deal_id
+        CROSS JOIN temp.kpi_clients c ON c.entity_id = l.contact_id
+        UNION ALL
+        SELECT d.contact_id, {_DEAL_COLS}
+        FROM temp.kpi_d d CROSS JOIN temp.kpi_clients c ON c.entity_id = d.contact_id
+        WHERE NOT EXISTS (SELECT 1 FROM main.deal_contacts l WHERE l.source = :source
+                          AND l.deal_id = d.deal_id AND l.contact_id = d.contact_id)
+        ORDER BY 1, 2""",
+    "company": f"""
+        INSERT INTO temp.kpi_deals
+        SELECT d.company_id, {_DEAL_COLS}
+        FROM temp.kpi_d d CROSS JOIN temp.kpi_clients c ON c.entity_id = d.company_id
+        ORDER BY 1, 2""",
 }
-
-_DEALS = """
-INSERT INTO temp.kpi_deals
-SELECT l.entity_id, d.deal_id, d.status, d.amount, d.created_at, d.closed_at, d.answered_at
-FROM temp.kpi_links l
-JOIN temp.kpi_clients c ON c.entity_id = l.entity_id
-JOIN temp.kpi_d d ON d.deal_id = l.deal_id
-ORDER BY l.entity_id, l.deal_id
-"""
 
 # Per client, over its live deals (a client without deals gets zero counts and empty aggregates):
 # deals: all; won / lost / open: by status; won_amount: sum of won amounts (converted; NULL with
@@ -182,11 +190,7 @@ def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
                  "amount REAL, created_at TEXT, closed_at TEXT, answered_at TEXT, "
                  "PRIMARY KEY (entity_id, deal_id)) "
                  "WITHOUT ROWID")
-    conn.execute("CREATE TEMP TABLE kpi_links (entity_id INTEGER, deal_id INTEGER, "
-                 "PRIMARY KEY (entity_id, deal_id)) WITHOUT ROWID")
-    conn.execute(f"INSERT OR IGNORE INTO temp.kpi_links {_LINKS[target]} ORDER BY 1, 2", p)
-    conn.execute(_DEALS, p)
-    conn.execute("DROP TABLE temp.kpi_links")
+    conn.execute(_DEALS[target], p)
     conn.execute("CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
                  "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
                  "won_cycle_days REAL, last_won_at TEXT)")
