@@ -97,9 +97,11 @@ def test_run_settings_are_put_back(tmp_path):
     m.conn.execute("PRAGMA main.cache_size = -4000")
     m.conn.execute("PRAGMA temp.cache_size = -3000")
     m.conn.execute("PRAGMA main.mmap_size = 0")
+    m.conn.execute("PRAGMA threads = 0")
     kpi.compute(m, S, cfg(), now=NOW)
     assert m.conn.execute("PRAGMA main.cache_size").fetchone()[0] == -4000
     assert m.conn.execute("PRAGMA temp.cache_size").fetchone()[0] == -3000
     assert m.conn.execute("PRAGMA main.mmap_size").fetchone()[0] == 0
-    assert kpi._cache_kib(m.conn) >= 256 * 1024     # never below the 256 MiB floor
+    assert m.conn.execute("PRAGMA threads").fetchone()[0] == 0
+    assert kpi._scratch_kib(m.conn) >= 256 * 1024     # never below the 256 MiB floor
     m.close()
