@@ -9,9 +9,10 @@ fake adapter: the first run writes every mapped value, the second after changing
 requests per changed card should be ceil(cards / 50) (50 cards per request, every changed field
 of a card in one item), which is at most ceil(changed values / 50).
 
-Measured on the 2-core development machine (2026-11-23), scale 1:
-  first run (all 5.8M values new) 19.3 s, twice the data 40.1 s: ratio 2.08
-  second run (nothing changed)    19.7 s, twice the data 40.5 s: ratio 2.05
+Measured on the 2-core development machine (2026-11-23), scale 1, three runs:
+  first run (all 5.8M values new) 19.3-21.9 s, twice the data 40.1-41.4 s: ratio 1.90-2.10
+  second run (nothing changed)    19.7-20.8 s, twice the data 39.5-42.1 s: ratio 1.90-2.13
+  peak RSS of a first run 960 MB (1.9 GB at twice the data; it counts the memory-mapped mirror)
   write-back: 7,140 requests for 356,981 cards; 109 after 1% of deals changed; 0 on a re-run
 """
 
@@ -132,6 +133,24 @@ class FakeAdapter:
         return [WriteResult(w.entity_id, True) for w in writes]
 
 
+def _reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> str:
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return f"{kib / 1024:.0f} MB"
+    except (OSError, StopIteration):
+        return "n/a"
+
+
 def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[float, float]:
     path = os.path.join(workdir, f"bench-kpi-{scale}.db")
     for suffix in ("", "-wal", "-shm"):
@@ -140,12 +159,13 @@ def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[f
     t0 = time.monotonic()
     sizes = generate(path, scale)
     print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
+    _reset_peak_rss()
     with Mirror(path) as m:
         t0 = time.monotonic()
         res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         first = time.monotonic() - t0
         print(f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
-              f"clients {res.clients}, values stored {res.changed}", flush=True)
+              f"clients {res.clients}, values stored {res.changed}, peak RSS {_peak_rss_mb()}", flush=True)
         t0 = time.monotonic()
         res2 = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         steady = time.monotonic() - t0
