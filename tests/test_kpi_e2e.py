@@ -135,3 +135,59 @@ def test_kpis_written_read_back_then_diff_only(crm):
     assert third.writeback.values == len(changed) and third.failed == 0
     for t, i, key in changed:
         assert crm.read(t, i, key) == pytest.approx(after[(t, i, key)])
+
+
+def add_text_field(crm, entity_type: str, label: str) -> None:
+    """A text field with this label, made through the CRM's own API (as an admin would)."""
+    if crm.src.kind == "amocrm":
+        plural = "contacts" if entity_type == "contact" else "companies"
+        r = requests.post(f"{crm.server.url}/api/v4/{plural}/custom_fields", timeout=10,
+                          json=[{"name": label, "type": "text"}],
+                          headers={"Authorization": f"Bearer {crm.server.access_token}"})
+    else:
+        r = requests.post(f"{crm.server.webhook_url}crm.{entity_type}.userfield.add", timeout=10,
+                          json={"fields": {"FIELD_NAME": "NOTES_DEALS", "USER_TYPE_ID": "string",
+                                           "EDIT_FORM_LABEL": label}})
+    r.raise_for_status()
+
+
+def test_non_numeric_field_in_the_crm_is_a_clear_error(crm):
+    from connector.writeback import FieldTypeError
+    add_text_field(crm, "contact", FIELDS["deals_total"])
+    with pytest.raises(FieldTypeError) as err:
+        kpi(crm)
+    msg = str(err.value)
+    kind = "text" if crm.src.kind == "amocrm" else "string"
+    assert f"source 'main': contact field '{FIELDS['deals_total']}'" in msg and f"'{kind}'" in msg
+    assert "deals_total" in msg and "\n" not in msg
+    # nothing was sent to any card
+    assert crm.mirror.conn.execute("SELECT count(*) FROM writeback_log").fetchone()[0] == 0
+    assert crm.mirror.conn.execute("SELECT count(*) FROM kpi_written").fetchone()[0] == 0
+    # mapping the KPI to another label is the fix the message names
+    crm.cfg.kpi.fields["deals_total"] = {"contact": "KPI: Deals (all)", "company": FIELDS["deals_total"]}
+    res = kpi(crm)
+    assert res.failed == 0 and res.writeback.values > 0
+
+
+def test_rejected_card_does_not_stop_its_batch_and_is_logged(crm):
+    plan = run_kpi_job(crm.cfg, crm.mirror, crm.src, crm.adapter, now=NOW, dry_run=True)
+    contacts = sorted({c.entity_id for c in plan.writeback.changes if c.entity_type == "contact"})
+    assert len(contacts) > 5
+    gone = contacts[2]                  # in the middle of the first batch of 50 cards
+    crm.ds.delete("contacts", gone)     # deleted in the CRM after the sync: the CRM rejects it
+    res = kpi(crm)
+    assert res.failed == 1
+    failed = crm.mirror.conn.execute(
+        "SELECT DISTINCT entity_type, entity_id FROM writeback_log WHERE status = 'failed'").fetchall()
+    assert failed == [("contact", gone)]
+    error = crm.mirror.conn.execute(
+        "SELECT error FROM writeback_log WHERE status = 'failed'").fetchone()[0]
+    assert error and "not found" in error.lower()
+    # every other card was written, its neighbours in the same batch included
+    want = expected(crm.mirror)
+    assert logged(crm.mirror) == {k for k in want if k[:2] != ("contact", gone)}
+    for i in (contacts[1], contacts[3]):
+        for (t, ii, key), v in want.items():
+            if (t, ii) == ("contact", i):
+                assert crm.read(t, i, key) == pytest.approx(v)
+    assert res.writeback.values == len(want)       # the rejected card's values were attempted too
