@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from connector import kpi, writeback
 from connector.config import KpiConfig
 from connector.store import Mirror
+from tests.fakes import FakeAdapter
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 SOURCE = "bench"
@@ -106,33 +107,6 @@ def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
             "tasks": n_tasks}
 
 
-class FakeAdapter:
-    """Accepts every write; counts requests as a real adapter batching 50 cards would."""
-
-    kind = "fake"
-
-    def __init__(self, source: str):
-        self.source = source
-        self.requests = 0
-        self.fields: dict[str, list] = {"contact": [], "company": []}
-
-    def list_fields(self, entity_type):
-        self.requests += 1
-        return list(self.fields[entity_type])
-
-    def create_field(self, entity_type, code, label):
-        from adapters.base import CrmField
-        self.requests += 1
-        f = CrmField(key=f"UF_CRM_{code}", name=label, type="double", code=code)
-        self.fields[entity_type].append(f)
-        return f
-
-    def write_values(self, entity_type, writes):
-        from adapters.base import WriteResult
-        self.requests += math.ceil(len(writes) / 50)
-        return [WriteResult(w.entity_id, True) for w in writes]
-
-
 def _reset_peak_rss() -> None:
     """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
     try:
@@ -178,7 +152,7 @@ def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[f
 
 
 def _bench_writeback(m: Mirror, kpi_cfg: KpiConfig) -> None:
-    adapter = FakeAdapter(SOURCE)
+    adapter = FakeAdapter(SOURCE, keep_cards=False)
     for run in ("first write-back", "after 1% of deals changed"):
         if run.startswith("after"):
             m.conn.execute("UPDATE deals SET status = 'won', closed_at = '2026-11-22T00:00:00Z' "

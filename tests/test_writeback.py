@@ -6,57 +6,15 @@ import math
 
 import pytest
 
-from adapters.base import CrmField, WriteResult
+from adapters.base import CrmField
 from adapters.errors import FieldTypeError, SourceError
 from connector import kpi, writeback
 from connector.config import KpiConfig
+from tests.fakes import FakeAdapter
 from tests.test_kpi import NOW, S, build_mirror, d
 
 FIELDS = {"win_rate": "KPI: Win rate, %", "revenue_won": "KPI: Lifetime revenue",
           "deals_total": {"contact": "KPI: Deals"}}
-
-
-class FakeAdapter:
-    """The adapter contract in memory: batches of 50 per request, rejected cards retried alone."""
-
-    kind = "fake"
-
-    def __init__(self, fields=None, reject=()):
-        self.source = S
-        self.requests = 0
-        self.fields = {"contact": list(fields or []), "company": []}
-        self.reject = set(reject)
-        self.batches: list[tuple[str, list]] = []
-        self.cards: dict[tuple[str, int], dict] = {}
-        self.fail_with: Exception | None = None
-
-    def list_fields(self, entity_type):
-        self.requests += 1
-        return list(self.fields[entity_type])
-
-    def create_field(self, entity_type, code, label):
-        self.requests += 1
-        f = CrmField(key=f"UF_CRM_{code}", name=label, type="double", code=code)
-        self.fields[entity_type].append(f)
-        return f
-
-    def write_values(self, entity_type, writes):
-        if self.fail_with:
-            self.requests += 1
-            raise self.fail_with
-        out = []
-        for i in range(0, len(writes), 50):
-            batch = writes[i:i + 50]
-            self.requests += 1
-            self.batches.append((entity_type, batch))
-            for w in batch:
-                if w.entity_id in self.reject:
-                    self.requests += 1   # retried alone
-                    out.append(WriteResult(w.entity_id, False, "card is locked"))
-                else:
-                    self.cards.setdefault((entity_type, w.entity_id), {}).update(w.values)
-                    out.append(WriteResult(w.entity_id, True))
-        return out
 
 
 def cfg(**kw) -> KpiConfig:
