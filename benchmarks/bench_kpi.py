@@ -9,8 +9,8 @@ fake adapter: the first run writes every mapped value, the second after changing
 requests per changed card should be ceil(cards / 50) (50 cards per request, every changed field
 of a card in one item), which is at most ceil(changed values / 50).
 
-Measured on the 2-core development machine (2026-11-23), scale 1, three runs:
-  first run (all 5.8M values new) 19.3-21.9 s, twice the data 40.1-41.4 s: ratio 1.90-2.10
+Measured on the 2-core development machine (2026-11-23), scale 1, four runs:
+  first run (all 5.8M values new) 19.3-21.9 s, twice the data 40.1-44.1 s: ratio 1.90-2.10
   second run (nothing changed)    19.7-20.8 s, twice the data 39.5-42.1 s: ratio 1.90-2.13
   peak RSS of a first run 960 MB (1.9 GB at twice the data; it counts the memory-mapped mirror)
   write-back: 7,140 requests for 356,981 cards; 109 after 1% of deals changed; 0 on a re-run
