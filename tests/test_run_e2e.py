@@ -97,6 +97,19 @@ def wait_for(pred, proc: subprocess.Popen, deadline_s: float = 90, what: str = "
     pytest.fail(f"timed out waiting for {what}")
 
 
+def signal_when(proc: subprocess.Popen, pred, what: str, sig=signal.SIGTERM) -> int:
+    """Wait until `pred` holds, send `sig` and return the exit code; the process never outlives
+    the test, whatever fails."""
+    try:
+        wait_for(pred, proc, what=what)
+        proc.send_signal(sig)
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def entity_rows(db: str) -> dict[str, list]:
     return {t: query(db, f"SELECT * FROM [{t}] ORDER BY 1, 2, 3") for t in schema.ENTITY_TABLES}
 
@@ -105,16 +118,9 @@ def test_daemon_runs_sync_then_kpi_and_stops_cleanly_on_sigterm(amo_sandbox, tmp
     config = write_config(tmp_path, amo_sandbox)
     db = str(tmp_path / "mirror.db")
     proc, err = start(tmp_path, config, "--run-now", "--interval-seconds", "2")
-    try:
-        # a second run started means the first one (sync, then KPIs, in one job) has finished
-        wait_for(lambda: (query(db, "SELECT count(DISTINCT run_id) FROM sync_runs") or [[0]])[0][0] >= 2,
-                 proc, what="a second scheduled run")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # a second run started means the first one (sync, then KPIs, in one job) has finished
+    assert signal_when(proc, lambda: (query(db, "SELECT count(DISTINCT run_id) FROM sync_runs")
+                                      or [[0]])[0][0] >= 2, "a second scheduled run") == 0
     log = open(err).read()
     assert '"event": "job"' in log and '"status": "ok"' in log and "stopped" in log
     assert amo_sandbox.access_token not in log
@@ -157,15 +163,8 @@ def test_sigkill_mid_sync_then_next_run_equals_an_uninterrupted_sync(amo_sandbox
     db = str(tmp_path / "mirror.db")
     amo_sandbox.latency_ms = 60           # slow enough to be killed between pages
     proc, _ = start(tmp_path, config, "--once")
-    try:
-        wait_for(lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'") or [[0]])[0][0] >= 4,
-                 proc, what="four streams committed")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    signal_when(proc, lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")
+                               or [[0]])[0][0] >= 4, "four streams committed", signal.SIGKILL)
     running = query(db, "SELECT stream FROM sync_runs WHERE status = 'running'")
     assert running, "the sync finished before it was killed: nothing was tested"
     partial = query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")[0][0]
@@ -197,15 +196,8 @@ def test_sigterm_mid_sync_records_interrupted_exits_0_and_restart_resumes(amo_sa
     db = str(tmp_path / "mirror.db")
     amo_sandbox.latency_ms = 60
     proc, err = start(tmp_path, config, "--run-now")       # the daemon, nightly cron far away
-    try:
-        wait_for(lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'") or [[0]])[0][0] >= 3,
-                 proc, what="three streams committed")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert signal_when(proc, lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")
+                                      or [[0]])[0][0] >= 3, "three streams committed") == 0
     statuses = [s for (s,) in query(db, "SELECT status FROM sync_runs ORDER BY id")]
     assert "running" not in statuses and statuses[-1] == "interrupted"
     assert set(statuses) == {"ok", "interrupted"}
