@@ -22,8 +22,8 @@ PAGE = 250
 
 def serve(size: int, latency_ms: float, rate: float, conn) -> None:
     """Child process: generate the dataset, serve it, report the request log when told."""
-    from connector.sandbox.amocrm import AmoSandbox
-    from connector.sandbox.data import generate
+    from sandbox.amocrm import AmoSandbox
+    from sandbox.data import generate
 
     ds = generate(seed=1, size=size)
     with AmoSandbox(ds, limits=True, rate=rate, latency_ms=latency_ms) as server:
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"sandbox: {args.size} deals, limits on ({CEILING_RPS} req/s), "
           f"{args.latency_ms:.0f} ms latency; ready in {time.perf_counter() - t:.1f} s")
 
-    from adapters.amocrm import AmoCrmAdapter
+    from adapters.amocrm.adapter import AmoCrmAdapter
     from connector.config import SourceConfig
     from connector.store import Mirror
     from connector.sync import sync_source

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 
-from adapters.bitrix24 import Bitrix24Adapter
+from adapters.bitrix24.adapter import Bitrix24Adapter
 from connector.config import SourceConfig
 from connector.store import Mirror
 from connector.sync import sync_source
@@ -54,8 +54,8 @@ NO_LIMITS = dict(limits=False)
 
 def _serve(conn, deals: int, knobs: dict, touch: bool, now: int) -> None:
     """Child: build the dataset, serve it, answer "stats" until "stop"."""
-    from connector.sandbox.bitrix24 import Bitrix24Sandbox
-    from connector.sandbox.data import generate
+    from sandbox.bitrix24 import Bitrix24Sandbox
+    from sandbox.data import generate
     ds = generate(seed=1, size=deals, now=now)  # same `now` in every child: same timestamps
     if touch:  # the nightly case: 1% of deals changed since the last sync
         for d in random.Random(7).sample(ds.deals, len(ds.deals) // 100):

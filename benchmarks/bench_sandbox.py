@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import requests  # noqa: E402
 
-from connector.sandbox.amocrm import AmoSandbox  # noqa: E402
-from connector.sandbox.data import generate  # noqa: E402
+from sandbox.amocrm import AmoSandbox  # noqa: E402
+from sandbox.data import generate  # noqa: E402
 
 
 def median_ms(session, url, headers, params_list):

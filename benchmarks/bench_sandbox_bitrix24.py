@@ -6,7 +6,7 @@ Run: cd /work/main && python -m benchmarks.bench_sandbox_bitrix24 [--size 100000
 Each select is measured twice over the same table regions: "first read" (rows never served
 before: rendered and JSON-encoded) and "again" (the server reuses each row's encoded JSON
 until the dataset changes, as on a re-sync, a retry or the reconciliation pass).
-"sync batch" is what `adapters/bitrix24_paging.py` sends for deals: 25 pages with the sync's
+"sync batch" is what `adapters/bitrix24/paging.py` sends for deals: 25 pages with the sync's
 select (`*`, `UF_*`) chained by `$result[...]` references, each with its `crm.item.list`
 contact-link page.
 """
@@ -19,8 +19,8 @@ import time
 
 import requests
 
-from connector.sandbox.bitrix24 import Bitrix24Sandbox
-from connector.sandbox.data import generate
+from sandbox.bitrix24 import Bitrix24Sandbox
+from sandbox.data import generate
 
 SELECTS = {
     "ID only (reconciliation)": ["ID"],

@@ -25,9 +25,9 @@ DEMO_FIELDS = {
 
 def _server(kind: str, **kw):
     if kind == "amocrm":
-        from connector.sandbox.amocrm import AmoSandbox
+        from sandbox.amocrm import AmoSandbox
         return AmoSandbox(**kw)
-    from connector.sandbox.bitrix24 import Bitrix24Sandbox
+    from sandbox.bitrix24 import Bitrix24Sandbox
     return Bitrix24Sandbox(**kw)
 
 

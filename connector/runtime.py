@@ -23,9 +23,9 @@ def token_store(cfg: Config) -> TokenStore:
 def make_adapter(cfg: Config, source: SourceConfig):
     """The adapter for one source (imported lazily: a CLI call touches only what it needs)."""
     if source.kind == "amocrm":
-        from adapters.amocrm import AmoCrmAdapter
+        from adapters.amocrm.adapter import AmoCrmAdapter
         return AmoCrmAdapter(source, token_store(cfg))
-    from adapters.bitrix24 import Bitrix24Adapter
+    from adapters.bitrix24.adapter import Bitrix24Adapter
     return Bitrix24Adapter(source, token_store(cfg))
 
 

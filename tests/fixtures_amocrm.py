@@ -10,8 +10,8 @@
 
 import pytest
 
-from connector.sandbox.amocrm import AmoSandbox
-from connector.sandbox.data import generate
+from sandbox.amocrm import AmoSandbox
+from sandbox.data import generate
 
 AMO_SIZE = 300
 

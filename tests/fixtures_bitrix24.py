@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.sandbox.bitrix24 import Bitrix24Sandbox
-from connector.sandbox.data import generate
+from sandbox.bitrix24 import Bitrix24Sandbox
+from sandbox.data import generate
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters import redact
-from adapters.amocrm import AmoCrmAdapter
+from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.base import FieldWrite
 from connector.config import SourceConfig
-from connector.sandbox.amocrm import WON, AmoSandbox
+from sandbox.amocrm import WON, AmoSandbox
 from connector.store import Mirror
 from connector.sync import sync_source
 from connector.tokens import TokenStore

@@ -5,7 +5,7 @@ import json
 import pytest
 import responses
 
-from adapters.amocrm_fields import card_patch, format_value
+from adapters.amocrm.fields import card_patch, format_value
 from adapters.base import FieldWrite
 from adapters.errors import ScopeError
 from tests.test_amocrm_support import BASE, hal, make_adapter, serve_pages

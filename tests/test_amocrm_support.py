@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import responses
 
-from adapters.amocrm import AmoCrmAdapter
+from adapters.amocrm.adapter import AmoCrmAdapter
 from connector.config import SourceConfig
 from connector.tokens import TokenStore
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from adapters.base import FieldWrite
-from adapters.bitrix24 import Bitrix24Adapter
+from adapters.bitrix24.adapter import Bitrix24Adapter
 from connector.config import SourceConfig
-from connector.sandbox.bitrix24 import Bitrix24Sandbox
+from sandbox.bitrix24 import Bitrix24Sandbox
 from connector.store import Mirror
 from connector.sync import sync_source
 from connector.tokens import TokenStore

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import pytest
 import responses
 
-from adapters import bitrix24_streams as st
-from adapters.bitrix24 import Bitrix24Adapter
-from adapters.bitrix24_client import Bitrix24Client, encode, parse_batch, ref
-from adapters.bitrix24_limits import LeakyBucket, OperatingBudget
+from adapters.bitrix24 import streams as st
+from adapters.bitrix24.adapter import Bitrix24Adapter
+from adapters.bitrix24.client import Bitrix24Client, encode, parse_batch, ref
+from adapters.bitrix24.limits import LeakyBucket, OperatingBudget
 from adapters.errors import AuthError, ScopeError, StreamError
 from connector.config import SourceConfig
 
@@ -319,7 +319,7 @@ def test_secrets_never_reach_error_messages():
 
 
 def test_in_window_order_holds_later_windows_until_earlier_ones_finish():
-    from adapters.bitrix24_paging import Chunk, in_window_order
+    from adapters.bitrix24.paging import Chunk, in_window_order
     arrived = [Chunk(1, [{"ID": 11}]), Chunk(0, [{"ID": 1}]), Chunk(2, [], done=True),
                Chunk(1, [{"ID": 12}], done=True), Chunk(0, [{"ID": 2}], done=True)]
     out = [(c.window, [r["ID"] for r in c.rows]) for c in in_window_order(arrived)]

@@ -27,7 +27,7 @@ def kpi_cfg() -> KpiConfig:
 
 
 def amo(server, tmp_path):
-    from adapters.amocrm import AmoCrmAdapter
+    from adapters.amocrm.adapter import AmoCrmAdapter
     src = SourceConfig(name="main", kind="amocrm", base_url=server.url,
                        access_token=server.access_token, requests_per_second=500.0)
     redact.register(src.access_token)
@@ -45,7 +45,7 @@ def amo(server, tmp_path):
 
 
 def b24(server, tmp_path):
-    from adapters.bitrix24 import Bitrix24Adapter
+    from adapters.bitrix24.adapter import Bitrix24Adapter
     src = SourceConfig(name="main", kind="bitrix24", webhook_url=server.webhook_url,
                        requests_per_second=500.0, bucket_size=10_000)
     redact.register(src.webhook_url)

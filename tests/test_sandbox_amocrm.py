@@ -5,8 +5,8 @@ import json
 import pytest
 import requests
 
-from connector.sandbox.amocrm import LOST, WON, AmoSandbox
-from connector.sandbox.data import generate
+from sandbox.amocrm import LOST, WON, AmoSandbox
+from sandbox.data import generate
 
 
 def get(server, path, headers, **params):

@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 import requests
 
-from connector.sandbox.bitrix24 import Bitrix24Sandbox
-from connector.sandbox.bitrix24_render import fmt_dt
+from sandbox.bitrix24 import Bitrix24Sandbox
+from sandbox.bitrix24_render import fmt_dt
 
 ISO_MSK = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+03:00$")
 

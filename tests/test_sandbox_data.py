@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from connector.sandbox.data import generate
+from sandbox.data import generate
 
 NOW = 1_795_000_000   # a fixed hour boundary, so generation does not depend on the clock
 

@@ -3,10 +3,10 @@ users, custom fields, events, the account and pipelines, in amoCRM's v4 shapes."
 
 from __future__ import annotations
 
-from connector.sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
+from sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
                                              PHONE_FIELD, PLURAL, WON)
-from connector.sandbox.amocrm_query import strs
-from connector.sandbox.httpbase import Request, Response
+from sandbox.amocrm_query import strs
+from sandbox.httpbase import Request, Response
 
 
 class AmoRender:

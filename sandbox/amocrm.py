@@ -26,13 +26,13 @@ import secrets
 import threading
 import time
 
-from connector.sandbox.amocrm_common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
+from sandbox.amocrm_common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
                                              problem)
-from connector.sandbox.amocrm_query import AmoQuery
-from connector.sandbox.amocrm_render import AmoRender
-from connector.sandbox.amocrm_write import AmoWrite
-from connector.sandbox.data import Dataset, generate
-from connector.sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
+from sandbox.amocrm_query import AmoQuery
+from sandbox.amocrm_render import AmoRender
+from sandbox.amocrm_write import AmoWrite
+from sandbox.data import Dataset, generate
+from sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
 
 __all__ = ["AmoSandbox", "WON", "LOST"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector.sandbox.httpbase import Response
+from sandbox.httpbase import Response
 
 WON, LOST = 142, 143
 HAL = "application/hal+json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from adapters.base import CrmField, FieldWrite, WriteResult
-from adapters.bitrix24_client import MAX_BATCH, Bitrix24Client
+from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.errors import AuthError, BlockedError, SourceError
 
 ENTITIES = ("contact", "company")

@@ -1,6 +1,6 @@
 """The amoCRM (Kommo) adapter: runs the declared streams and the field write-back.
 
-One paging loop serves every stream (see `adapters.amocrm_streams`). Page 1 is fetched alone,
+One paging loop serves every stream (see `adapters.amocrm.streams`). Page 1 is fetched alone,
 so a run with nothing new costs one request per stream; when it has a `next` link, the
 following page numbers are prefetched by a small thread pool and yielded in order, so the
 rate limiter, not latency, sets the pace (at most `max_workers` prefetched pages past the last
@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from adapters.amocrm_auth import AmoAuth
-from adapters.amocrm_fields import FieldWriter
-from adapters.amocrm_streams import STREAMS, Ctx, Stream, sort_events
+from adapters.amocrm.auth import AmoAuth
+from adapters.amocrm.fields import FieldWriter
+from adapters.amocrm.streams import STREAMS, Ctx, Stream, sort_events
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import AuthError, BlockedError, StreamError
 from adapters.http import HttpClient, RateLimiter

@@ -12,8 +12,8 @@ import collections
 import gc
 from urllib.parse import urlencode
 
-from connector.sandbox.amocrm_common import PLURAL, SINGULAR, ApiError
-from connector.sandbox.httpbase import Request, Response
+from sandbox.amocrm_common import PLURAL, SINGULAR, ApiError
+from sandbox.httpbase import Request, Response
 
 
 # ---- request parsing ---------------------------------------------------------------------

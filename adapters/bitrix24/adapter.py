@@ -19,11 +19,11 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from adapters import bitrix24_fields as uf
-from adapters import bitrix24_streams as st
+from adapters.bitrix24 import fields as uf
+from adapters.bitrix24 import streams as st
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
-from adapters.bitrix24_client import Bitrix24Client
-from adapters.bitrix24_paging import PAGE, Chunk, ListSpec, Pager
+from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
 from adapters.errors import StreamError
 
 log = logging.getLogger(__name__)

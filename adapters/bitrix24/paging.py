@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from adapters.bitrix24_client import MAX_BATCH, Bitrix24Client, Ref, ref
+from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client, Ref, ref
 from adapters.errors import StreamError
 
 PAGE = 50

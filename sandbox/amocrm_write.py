@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 import time
 
-from connector.sandbox.amocrm_common import (EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR,
+from sandbox.amocrm_common import (EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR,
                                              ApiError, problem)
-from connector.sandbox.httpbase import Request, Response
+from sandbox.httpbase import Request, Response
 
 FIELD_TYPES = {"text", "numeric", "checkbox", "select", "multiselect", "date", "date_time",
                "url", "textarea", "radiobutton", "streetaddress", "birthday", "monetary"}

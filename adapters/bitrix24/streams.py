@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from adapters.bitrix24_paging import ListSpec
+from adapters.bitrix24.paging import ListSpec
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (see schema.py)
 

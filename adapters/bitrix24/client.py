@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from adapters.bitrix24_limits import LeakyBucket, OperatingBudget, parse_reset
+from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.errors import AuthError, ScopeError, StreamError
 from adapters.http import HttpClient
 from adapters import redact as redaction
