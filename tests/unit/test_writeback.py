@@ -11,7 +11,7 @@ from adapters.errors import FieldTypeError, SourceError
 from connector import kpi, writeback
 from connector.config import KpiConfig
 from tests.fakes import FakeAdapter
-from tests.test_kpi import NOW, S, build_mirror, d
+from tests.unit.test_kpi import NOW, S, build_mirror, d
 
 FIELDS = {"win_rate": "KPI: Win rate, %", "revenue_won": "KPI: Lifetime revenue",
           "deals_total": {"contact": "KPI: Deals"}}

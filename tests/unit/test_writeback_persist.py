@@ -3,9 +3,9 @@
 from connector import kpi, writeback
 from connector.config import KpiConfig
 from connector.store import Mirror
-from tests.test_kpi import NOW, S, build_mirror
+from tests.unit.test_kpi import NOW, S, build_mirror
 from tests.fakes import FakeAdapter
-from tests.test_writeback import FIELDS
+from tests.unit.test_writeback import FIELDS
 
 
 def test_write_state_survives_reopen_so_the_next_run_sends_nothing(tmp_path):

@@ -8,7 +8,7 @@ import responses
 
 from adapters import redact
 from adapters.errors import AuthError, BlockedError, StreamError
-from tests.test_amocrm_support import BASE, RUN, TOKEN, fetch_all, hal, make_adapter, serve_pages
+from tests.unit.test_amocrm_support import BASE, RUN, TOKEN, fetch_all, hal, make_adapter, serve_pages
 
 BM = json.dumps({"since": "2026-11-01T00:00:00Z", "api_filter": True})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from connector import kpi
-from tests.test_kpi import NOW, S, build_mirror, cfg
+from tests.unit.test_kpi import NOW, S, build_mirror, cfg
 
 LATER = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 

@@ -7,7 +7,7 @@ import responses
 
 from adapters import redact
 from adapters.errors import AuthError
-from tests.test_amocrm_support import BASE, make_adapter
+from tests.unit.test_amocrm_support import BASE, make_adapter
 
 OAUTH = dict(access_token=None, client_id="integration-id", client_secret="client-secret-XYZ123",
              redirect_uri="https://example.com/oauth")

@@ -8,7 +8,7 @@ import responses
 from adapters.amocrm.fields import card_patch, format_value
 from adapters.base import FieldWrite
 from adapters.errors import ScopeError
-from tests.test_amocrm_support import BASE, hal, make_adapter, serve_pages
+from tests.unit.test_amocrm_support import BASE, hal, make_adapter, serve_pages
 
 
 @pytest.fixture

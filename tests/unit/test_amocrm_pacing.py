@@ -1,7 +1,7 @@
 """The adapter's paced limiter: even spacing inside a slightly longer window."""
 
 from adapters.amocrm.adapter import WINDOW_MARGIN_S, PacedLimiter
-from tests.test_amocrm_support import make_adapter
+from tests.unit.test_amocrm_support import make_adapter
 
 
 class Clock:

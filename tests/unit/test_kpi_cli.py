@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from connector import kpi
 from connector.store import Mirror
 from connector.cli import main
-from tests.test_kpi import NOW, S, build_mirror
+from tests.unit.test_kpi import NOW, S, build_mirror
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import pytest
 import responses
 
-from tests.test_amocrm_support import (BASE, RUN, RUN_TS, calls_to, fetch_all, hal, make_adapter,
+from tests.unit.test_amocrm_support import (BASE, RUN, RUN_TS, calls_to, fetch_all, hal, make_adapter,
                                        qdict, query, rows, serve_pages)
 
 T1 = 1763892000  # 2025-11-23T10:00:00Z
