@@ -32,6 +32,26 @@ class Page:
     present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
 
+    def merge(self, other: "Page") -> "Page":
+        """Add `other`'s records to this page; a later deletion or restore of an id wins."""
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+        for mine, theirs in ((self.deleted, other.restored), (self.restored, other.deleted)):
+            for table, ids in theirs.items():
+                if table in mine:
+                    mine[table] = [i for i in mine[table] if i not in set(ids)]
+                    if not mine[table]:
+                        del mine[table]
+        for mine, theirs in ((self.deleted, other.deleted), (self.restored, other.restored)):
+            for table, ids in theirs.items():
+                have = mine.setdefault(table, [])
+                have.extend(i for i in ids if i not in have)
+        for table, ids in other.present.items():
+            self.present.setdefault(table, []).extend(ids)
+        if other.bookmark is not None:
+            self.bookmark = other.bookmark
+        return self
+
     def count(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(
             len(v) for v in self.deleted.values()) + sum(len(v) for v in self.restored.values())

@@ -19,9 +19,10 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
+from adapters.times import iso
 from connector import kpi_prep
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,6 @@ def check_custom_sql(sql: str) -> str | None:
 
 # -- compute ------------------------------------------------------------------------------------
 
-def utc_iso(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
             now: datetime | None = None, only: list[str] | None = None) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
@@ -140,7 +136,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         if unknown:
             raise KpiError(f"unknown KPI: {', '.join(unknown)} (have: {', '.join(kpis)})")
         kpis = {k: v for k, v in kpis.items() if k in only}
-    res = ComputeResult(source, utc_iso(now))
+    res = ComputeResult(source, iso(now))
     conn = mirror.conn
     for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, kpi_cfg.currency_rates):
         msg = (f"source '{source}': deals in {cur} are left out of amounts "

@@ -14,10 +14,10 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Iterator
 
 from adapters.redact import redact
+from adapters.times import iso
 
 POLL_S = 0.05   # flock cannot wait with a timeout, so a waiter retries this often
 
@@ -89,7 +89,7 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
                 stop.wait(min(POLL_S, left))
             else:
                 time.sleep(min(POLL_S, left))
-        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = iso()
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({_command()}) since {since}\n".encode(), 0)
         try:

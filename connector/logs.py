@@ -8,11 +8,12 @@ import sys
 import time
 
 from adapters.redact import RedactingFilter, redact
+from adapters.times import FORMAT
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+        out = {"ts": time.strftime(FORMAT, time.gmtime(record.created)),
                "level": record.levelname.lower(), "logger": record.name,
                "msg": record.getMessage()}
         out.update(getattr(record, "fields", {}) or {})

@@ -26,6 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.redact import redact
+from adapters.times import iso
 from connector import runtime
 from connector.config import Config
 from connector.locks import LockAbandoned, LockTimeout, source_lock
@@ -263,7 +264,7 @@ def next_runs(cfg: Config, now: datetime | None = None, interval_s: float | None
             rows.append({
                 "source": src.name, "job": kind, "schedule": text[kind],
                 "kpi": kind == NIGHTLY and cfg.schedule.kpi_after_sync,
-                "next_run": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None,
+                "next_run": iso(at) if at else None,
                 "next_run_local": at.strftime(f"%Y-%m-%d %H:%M {cfg.schedule.timezone}") if at else None,
             })
     return rows

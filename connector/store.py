@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 
 import sqlite_utils
 
 from adapters.base import Page
+from adapters.times import iso
 from connector import schema
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _touch_private(path: str) -> None:
@@ -155,7 +151,7 @@ class Mirror:
 
     def finish_run(self, run_row: int, status: str, rows: int, requests: int,
                    error: str | None = None) -> None:
-        finished = utc_now()
+        finished = iso()
         with self.db.atomic():
             self.conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, status = ?, rows = ?, requests = ?, error = ? "
@@ -173,7 +169,7 @@ class Mirror:
             cur = self.conn.execute(
                 "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
                 "error = 'the process ended mid-run (killed or crashed); resumed from the bookmark' "
-                "WHERE source = ? AND status = 'running'", (utc_now(), source))
+                "WHERE source = ? AND status = 'running'", (iso(), source))
         return cur.rowcount
 
     def last_kpi_summary(self, source: str) -> dict | None:

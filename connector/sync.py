@@ -12,10 +12,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from adapters.errors import AuthError, BlockedError, ScopeError, SourceError
 from adapters.redact import redact
+from adapters.times import iso, utc_now
 from connector.progress import Progress
 from connector.store import Mirror
 
@@ -38,10 +38,6 @@ class UnknownStream(ValueError):
     pass
 
 
-def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full: bool = False,
                 progress: Progress | None = None, stop: threading.Event | None = None,
                 run_id: str | None = None) -> list[StreamResult]:
@@ -54,7 +50,7 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
                             f"(streams: {', '.join(available)})")
     progress = progress or Progress(enabled=False)
     run_id = run_id or uuid.uuid4().hex[:12]
-    run_started = datetime.now(timezone.utc).replace(microsecond=0)
+    run_started = utc_now()
     results: list[StreamResult] = []
     fatal: str | None = None
     for stream in wanted:

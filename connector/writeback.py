@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from adapters.base import FieldWrite
 from adapters.errors import FieldTypeError
-from connector.kpi import all_kpis, utc_iso
+from adapters.times import iso
+from connector.kpi import all_kpis
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def resolve_fields(mirror, adapter, source: str, entity_type: str,
             conn.execute(
                 "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
                 "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, entity_type, kpi, label, f.key, f.code, f.type, utc_iso()))
+                (source, entity_type, kpi, label, f.key, f.code, f.type, iso()))
         keys[kpi] = f.key
     return keys
 
@@ -157,7 +158,7 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
 
 
 def _record(mirror, source, entity_type, by_card, chunk, results, fatal) -> tuple[int, int]:
-    at = utc_iso()
+    at = iso()
     log_rows, written = [], []
     ok = failed = 0
     for eid in chunk:

@@ -1,0 +1,11 @@
+"""amoCRM (Kommo): the REST API v4 at https://SUBDOMAIN.amocrm.ru (or .kommo.com)."""
+
+from adapters.amocrm import config
+from adapters.crm import Crm
+
+CRM = Crm(
+    kind="amocrm", title="amoCRM", keys=config.KEYS, check=config.check,
+    secret_keys=config.SECRET_KEYS, defaults=config.DEFAULTS,
+    adapter="adapters.amocrm.adapter:AmoCrmAdapter",
+    sandbox="sandbox.amocrm:AmoSandbox", sandbox_source=config.sandbox_source,
+)

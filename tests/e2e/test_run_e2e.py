@@ -127,8 +127,8 @@ def test_daemon_runs_sync_then_kpi_and_stops_cleanly_on_sigterm(amo_sandbox, tmp
 
     # the first run: every stream ok, then the KPI job computed and wrote values back
     first = query(db, "SELECT min(run_id) FROM sync_runs")[0][0]
-    assert {s for (s,) in query(db, f"SELECT status FROM sync_runs WHERE run_id = (SELECT run_id FROM "
-                                     f"sync_runs ORDER BY id LIMIT 1)")} == {"ok"}, first
+    assert {s for (s,) in query(db, "SELECT status FROM sync_runs WHERE run_id = (SELECT run_id FROM "
+                                     "sync_runs ORDER BY id LIMIT 1)")} == {"ok"}, first
     assert query(db, "SELECT count(*) FROM kpi_runs")[0][0] >= 1
     written = query(db, "SELECT entity_type, entity_id, field_key, kpi, value FROM kpi_written")
     assert len(written) > 50

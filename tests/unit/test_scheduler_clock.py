@@ -5,7 +5,7 @@ swap that `datetime` for one whose now() we set, and drive `_process_jobs()` by 
 """
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import apscheduler.executors.base

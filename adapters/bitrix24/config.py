@@ -1,0 +1,51 @@
+"""Bitrix24's own `[[sources]]` keys and their checks (common keys are checked by the connector)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from adapters import redact
+from adapters.urls import check_url
+
+KEYS = {"webhook_url": str, "portal_url": str, "oauth_url": str, "bucket_size": int,
+        "operating_budget_s": float, "reconcile_hours": float}
+SECRET_KEYS = ("webhook_url",)
+DEFAULTS = {"requests_per_second": 2.0}
+FIELD_PREFIX = "UF_CRM_"
+
+
+def webhook_secret(url: str) -> str | None:
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    return parts[2] if len(parts) >= 3 else None
+
+
+def check(key: str, d: dict, fail) -> None:
+    """Validate and normalise one source's values in place; `fail(key, problem)` -> ConfigError."""
+    if d.get("webhook_url"):
+        redact.register(webhook_secret(d["webhook_url"]))
+        url = check_url(f"{key}.webhook_url", d["webhook_url"], fail, redact_value=True)
+        parts = [p for p in urlsplit(url).path.split("/") if p]
+        if len(parts) < 3 or parts[0] != "rest" or not parts[1].isdigit() or not parts[2]:
+            raise fail(f"{key}.webhook_url", "must look like https://PORTAL/rest/USER_ID/SECRET/")
+        d["webhook_url"] = url.rstrip("/") + "/"
+    else:
+        missing = [k for k in ("portal_url", "client_id", "client_secret") if not d.get(k)]
+        if missing:
+            raise fail(f"{key}.{missing[0]}",
+                       "missing credential: set webhook_url, or portal_url, client_id and "
+                       "client_secret (OAuth)")
+        d["portal_url"] = check_url(f"{key}.portal_url", d["portal_url"], fail).rstrip("/")
+    if "oauth_url" in d:
+        d["oauth_url"] = check_url(f"{key}.oauth_url", d["oauth_url"], fail)
+    if "bucket_size" in d and d["bucket_size"] <= 0:
+        raise fail(f"{key}.bucket_size", "must be greater than 0")
+
+
+def sandbox_source(server) -> dict:
+    """The keys that point a source at a running Bitrix24 sandbox."""
+    return {"webhook_url": server.webhook_url}
+
+
+def field_has_code(f, code: str) -> bool:
+    """Bitrix24 names user fields UF_CRM_<code>."""
+    return f.code == code or f.key in (code, FIELD_PREFIX + code)

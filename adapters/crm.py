@@ -1,0 +1,51 @@
+"""What a CRM brings to the connector: one `Crm` object per CRM folder, listed in the registry.
+
+Everything outside `adapters/<crm>/` reaches a CRM through this object, found by the source's
+`kind`: config validation, adapter construction, the `sandbox` / `demo` commands and
+write-back. Nothing outside a CRM's folder names a CRM.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from adapters.base import CrmField
+
+
+@dataclass(frozen=True)
+class Crm:
+    """One CRM, as the rest of the connector sees it.
+
+    kind: the `kind` users write in `[[sources]]`. title: how messages name it.
+    keys: config keys only this CRM takes, with their TOML types; secret_keys: those to redact.
+    check: `check(key, values, fail)` validates and normalises a source's values in place
+    (`fail(key, problem)` returns the ConfigError to raise). defaults: values set when absent.
+    adapter: "module:attr" of `make(source, tokens) -> Adapter`, imported on first use.
+    sandbox: "module:attr" of the fake CRM server class (started by `sandbox` and `demo`).
+    sandbox_source: the `[[sources]]` keys that point a source at a running fake.
+    field_has_code: whether an existing custom field carries a KPI field code.
+    """
+    kind: str
+    title: str
+    keys: dict[str, type | tuple]
+    check: Callable
+    adapter: str
+    sandbox: str
+    sandbox_source: Callable[[object], dict]
+    secret_keys: tuple[str, ...] = ()
+    defaults: dict = field(default_factory=dict)
+    field_has_code: Callable[[CrmField, str], bool] = lambda f, code: f.code == code or f.key == code
+
+    def make_adapter(self, source, tokens):
+        """The adapter for one source (its modules are imported only now)."""
+        return _load(self.adapter)(source, tokens)
+
+    def sandbox_class(self):
+        return _load(self.sandbox)
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

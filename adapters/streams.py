@@ -1,0 +1,70 @@
+"""The stream contract, one for every CRM.
+
+A stream is a declaration: its name, the mirror tables it feeds, what to ask the CRM for
+(`request`, in the CRM's own terms), the field incremental reads filter on (`cursor`), how it
+is read (`mode`) and a parser from one API item to mirror records. Each CRM supplies only how
+to read pages for a declaration, one reader per mode; it never branches on a stream's name.
+
+Modes (each with its bookmark shape, see `adapters.bookmarks`):
+- `snapshot`: the whole (small) collection every run: users, pipelines.
+- `changes`: rows changed since the bookmark (minus an overlap), upserted: deals, contacts...
+- `append`: rows after the last id seen; rows never change once written: calls, stage history.
+- `reconcile`: lists every id the CRM still has; rows missing from it are marked deleted.
+
+A parser is `parse(item, ctx) -> Page`: the item's records (one item may feed several tables,
+or mark rows deleted). It does no I/O; what it needs beyond the item comes in `ctx`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from adapters.base import Page
+
+MODES = ("snapshot", "changes", "append", "reconcile")
+
+
+@dataclass
+class Ctx:
+    """What a parser may know besides the item.
+
+    currency: the source's currency (amoCRM deals carry none). memo: per-fetch memory, for
+    records that depend on items read before (the previous stage of a deal; the newest
+    deletion event of a card). side: per-page lookups the reader made beside the items
+    (a call's activity, a deal's contact ids), keyed by item id.
+    """
+    currency: str = "RUB"
+    memo: dict = field(default_factory=dict)
+    side: dict = field(default_factory=dict)
+
+
+Parser = Callable[[dict, Ctx], Page]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream, declared. `request` is the CRM's own description of what to ask for."""
+    name: str
+    tables: tuple[str, ...]
+    mode: str
+    request: object
+    parse: Parser | None = None
+    cursor: str | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"stream '{self.name}': unknown mode '{self.mode}' (one of {MODES})")
+
+
+def records(items: Iterable[dict], parse: Parser, ctx: Ctx) -> Page:
+    """One page of items parsed, in order, into one `Page` (later records win, see Page.merge)."""
+    page = Page()
+    for item in items:
+        page.merge(parse(item, ctx))
+    return page
+
+
+def rows(table: str, *records: dict) -> Page:
+    """A parser's usual answer: records for one table."""
+    return Page(rows={table: list(records)})
