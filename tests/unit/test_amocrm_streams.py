@@ -307,9 +307,22 @@ def test_without_api_filter_pages_newest_first_and_stops_at_bookmark(adapter):
     assert len(responses.calls) == 1
 
 
+@responses.activate
+def test_bookmarks_of_earlier_versions_resume_without_a_full_read(adapter):
+    responses.get(BASE + "/api/v4/account", json={"id": 1, "is_api_filter_enabled": True})
+    serve_pages("/api/v4/leads", [None])
+    serve_pages("/api/v4/users", [None])
+    pages = fetch_all(adapter, "deals", bookmark=T1_ISO)  # plain ISO text, no api_filter yet
+    q = qdict(calls_to("/api/v4/leads")[0])
+    assert q["filter[updated_at][from]"] == str(T1 - 300) and len(calls_to("/api/v4/account")) == 1
+    assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
+    assert fetch_all(adapter, "users", bookmark=T1_ISO)[-1].bookmark == '{"at":"2026-11-23T10:00:00Z"}'
+
+
 def test_unknown_stream_and_stream_names(tmp_path):
     a = make_adapter(tmp_path, streams=["deals", "users"])
     assert a.stream_names() == ["users", "deals"]
+    assert [(s.name, s.mode) for s in a.streams()] == [("users", "snapshot"), ("deals", "changes")]
     with pytest.raises(ValueError, match="unknown amoCRM stream"):
         next(a.fetch("nope", None, RUN))
     assert make_adapter(tmp_path).stream_names() == [
