@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 
 import requests
 
 from adapters.errors import AuthError
 from adapters.http import HttpClient
 from adapters.redact import redact
+from adapters.times import from_unix, iso
 
 TOKEN_PATH = "/oauth2/access_token"
 
@@ -103,7 +103,7 @@ class AmoAuth:
                     "token_type": data.get("token_type", "Bearer"),
                     "expires_in": data.get("expires_in"),
                     "expires_at": _expires_at(data.get("expires_in")),
-                    "saved_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    "saved_at": iso()}
         except (ValueError, KeyError, TypeError):
             raise AuthError(f"amoCRM source '{self.source.name}': the token endpoint answered "
                             f"without a token pair; try `crm-connector auth` again") from None
@@ -136,7 +136,6 @@ def _hint(response: requests.Response) -> str:
 
 def _expires_at(expires_in) -> str | None:
     try:
-        return datetime.fromtimestamp(time.time() + int(expires_in), timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        return from_unix(int(time.time() + int(expires_in)))
     except (TypeError, ValueError):
         return None

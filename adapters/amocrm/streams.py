@@ -1,9 +1,9 @@
-"""amoCRM streams: what to request, and how an item becomes mirror records.
+"""amoCRM streams: every stream declared once, and the parsers from one API item to records.
 
-A stream is a declaration (`Stream`); `adapters.amocrm` runs them all with one paging loop.
-A parser takes `(page, item, ctx)` and adds the item's records to the page, so one item may
-feed several tables (a lead gives a deal and its contact links; an event may give a stage
-change or a deletion).
+Each stream is an `adapters.streams.Stream`; its `request` is a `Request` (what to ask amoCRM
+for). `adapters.amocrm.adapter` reads pages for a declaration, one reader per mode, and never
+looks at a stream's name. A parser is `parse(item, ctx) -> Page`: one item may feed several
+tables (a lead gives a deal and its contact links; an event a stage change or a deletion).
 
 Tasks: amoCRM has no `completed_at`. The `events` stream stamps it from `task_completed`
 events (their `created_at`); a task completed before the first sync, or whose event fell
@@ -13,11 +13,12 @@ outside the events window, keeps `completed_at` NULL.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from dataclasses import dataclass
 
 from adapters.base import Page
+from adapters.streams import Ctx, Stream, rows
+from adapters.times import from_unix
+from adapters.values import flag, to_float, to_int
 
 WON, LOST = 142, 143
 ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "contact",
@@ -29,167 +30,143 @@ EVENT_TYPES = ("lead_status_changed", "task_completed",
                *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")))
 # call_status (facts §2.7, §5.7): 4 talked; 5 wrong number; 1, 2, 3, 6, 7 (and 8) not reached.
 CALL_STATUS = {4: "answered", 5: "failed"}
+BY_UPDATED_AT = (("order[updated_at]", "asc"),)
 
 
 @dataclass(frozen=True)
-class Ctx:
-    """What parsers need to know about the source, plus per-fetch state.
+class Request:
+    """What to ask amoCRM for one stream.
 
-    latest: (table, id) -> created_at of the deletion/restore event that decided it so far in
-    this fetch. Event order is undocumented, so the newest event wins whatever page it is on.
+    path / embedded: the list endpoint and its `_embedded` key. params: fixed query pairs.
+    order: the sort asked for on filtered incremental reads. sorted_by: items then arrive
+    ascending by this field, so a page's maximum is a safe per-page bookmark. limit: page size
+    (events allow 100). paged: False for lists that take no paging (pipelines). gated: list
+    filters are amoCRM's paid add-on here; without it, page newest-first and stop at the
+    bookmark. skip_on_403: a 403 means "not available to this token", not a block: the stream
+    is skipped with a warning giving this reason. page_order: items of one page are parsed in
+    ascending order of this field (event order is undocumented; a later event must win).
     """
-    currency: str = "RUB"
-    latest: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Stream:
-    """One stream: request shape plus parser.
-
-    cursor: the filter field for incremental reads (`updated_at`, or `created_at` for events);
-    None means the whole collection is read every run (it is small).
-    sorted_by: items arrive ascending by this field, so a page's maximum is a safe bookmark.
-    gated: list filters are amoCRM's paid add-on here; without it, page newest-first and stop
-    at the bookmark.
-    """
-    name: str
     path: str
     embedded: str
-    parse: Callable[[Page, dict, Ctx], None]
-    cursor: str | None = "updated_at"
     params: tuple = ()
-    order: tuple = (("order[updated_at]", "asc"),)
-    sorted_by: str | None = "updated_at"
+    order: tuple = ()
+    sorted_by: str | None = None
     limit: int = 250
     paged: bool = True
     gated: bool = False
-    tables: tuple = field(default=())
-
-
-def ts(value) -> str | None:
-    """Unix seconds -> ISO 8601 UTC text (None and 0 stay None)."""
-    if value in (None, "", 0):
-        return None
-    return datetime.fromtimestamp(int(value), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _int(value) -> int | None:
-    return None if value in (None, "") else int(value)
-
-
-def _bool(value) -> int:
-    return 1 if value else 0
+    skip_on_403: str | None = None
+    page_order: str | None = None
 
 
 def _embedded_first_id(item: dict, key: str) -> int | None:
     items = (item.get("_embedded") or {}).get(key) or []
     if isinstance(items, dict):  # contacts embed their company as one object in some examples
         items = [items]
-    return _int(items[0].get("id")) if items else None
+    return to_int(items[0].get("id")) if items else None
 
 
-def _add(page: Page, table: str, row: dict) -> None:
-    page.rows.setdefault(table, []).append(row)
+def _status(stage_id: int | None) -> str:
+    return "won" if stage_id == WON else "lost" if stage_id == LOST else "open"
 
 
 # -- parsers ---------------------------------------------------------------------------------
 
-def user_row(page: Page, item: dict, ctx: Ctx) -> None:
+def user_row(item: dict, ctx: Ctx) -> Page:
     rights = item.get("rights") or {}
-    _add(page, "users", {"id": int(item["id"]), "name": item.get("name"), "email": item.get("email"),
-                         "is_active": _bool(rights.get("is_active", True)), "raw": item})
+    return rows("users", {"id": int(item["id"]), "name": item.get("name"),
+                          "email": item.get("email"),
+                          "is_active": flag(rights.get("is_active", True)), "raw": item})
 
 
-def stage_semantics(status: dict) -> str:
-    sid = int(status["id"])
-    return "won" if sid == WON else "lost" if sid == LOST else "open"
-
-
-def pipeline_rows(page: Page, item: dict, ctx: Ctx) -> None:
+def pipeline_rows(item: dict, ctx: Ctx) -> Page:
+    """A pipeline and its stages; 142 / 143 are won / lost in every pipeline (facts §2.3)."""
     pid = int(item["id"])
     statuses = (item.get("_embedded") or {}).get("statuses") or []
-    _add(page, "pipelines", {"id": pid, "entity": "deal", "name": item.get("name"),
-                             "sort": item.get("sort"), "is_default": _bool(item.get("is_main")),
-                             "raw": item})
-    page.rows.setdefault("stages", [])
-    for s in statuses:
-        _add(page, "stages", {"pipeline_id": _int(s.get("pipeline_id")) or pid, "id": int(s["id"]),
-                              "entity": "deal", "name": s.get("name"), "sort": s.get("sort"),
-                              "semantics": stage_semantics(s), "raw": s})
+    stages = [{"pipeline_id": to_int(s.get("pipeline_id")) or pid, "id": int(s["id"]),
+               "entity": "deal", "name": s.get("name"), "sort": s.get("sort"),
+               "semantics": _status(int(s["id"])), "raw": s} for s in statuses]
+    pipeline = {"id": pid, "entity": "deal", "name": item.get("name"), "sort": item.get("sort"),
+                "is_default": flag(item.get("is_main")), "raw": item}
+    return rows("pipelines", pipeline).merge(rows("stages", *stages))
 
 
-def deal_rows(page: Page, item: dict, ctx: Ctx) -> None:
+def deal_rows(item: dict, ctx: Ctx) -> Page:
+    """A lead and its contact links (`with=contacts`); the main contact is `is_main`."""
     did = int(item["id"])
     contacts = (item.get("_embedded") or {}).get("contacts") or []
     main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
-    stage = _int(item.get("status_id"))
-    _add(page, "deals", {
-        "id": did, "name": item.get("name"), "pipeline_id": _int(item.get("pipeline_id")),
-        "stage_id": stage, "status": "won" if stage == WON else "lost" if stage == LOST else "open",
-        "amount": float(item["price"]) if item.get("price") is not None else None,
-        "currency": ctx.currency, "responsible_user_id": _int(item.get("responsible_user_id")),
-        "contact_id": _int(main["id"]) if main else None,
+    stage = to_int(item.get("status_id"))
+    deal = {
+        "id": did, "name": item.get("name"), "pipeline_id": to_int(item.get("pipeline_id")),
+        "stage_id": stage, "status": _status(stage), "amount": to_float(item.get("price")),
+        "currency": ctx.currency, "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "contact_id": to_int(main["id"]) if main else None,
         "company_id": _embedded_first_id(item, "companies"),
-        "created_at": ts(item.get("created_at")), "updated_at": ts(item.get("updated_at")),
-        "closed_at": ts(item.get("closed_at")), "is_deleted": _bool(item.get("is_deleted")),
-        "raw": item})
-    # Always present, even empty: the store replaces each deal's links with what the page holds.
-    links = page.rows.setdefault("deal_contacts", [])
-    seen = set()
+        "created_at": from_unix(item.get("created_at")),
+        "updated_at": from_unix(item.get("updated_at")),
+        "closed_at": from_unix(item.get("closed_at")), "is_deleted": flag(item.get("is_deleted")),
+        "raw": item}
+    links, seen = [], set()
     for c in contacts:
         cid = int(c["id"])
         if cid not in seen:
             seen.add(cid)
-            links.append({"deal_id": did, "contact_id": cid, "is_main": _bool(c is main)})
+            links.append({"deal_id": did, "contact_id": cid, "is_main": flag(c is main)})
+    # Links always present, even empty: the store replaces a deal's links with the page's.
+    return rows("deals", deal).merge(rows("deal_contacts", *links))
 
 
-def contact_row(page: Page, item: dict, ctx: Ctx) -> None:
-    _add(page, "contacts", {
+def contact_row(item: dict, ctx: Ctx) -> Page:
+    return rows("contacts", {
         "id": int(item["id"]), "name": item.get("name"),
         "company_id": _embedded_first_id(item, "companies"),
-        "responsible_user_id": _int(item.get("responsible_user_id")),
-        "created_at": ts(item.get("created_at")), "updated_at": ts(item.get("updated_at")),
-        "is_deleted": _bool(item.get("is_deleted")), "raw": item})
+        "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "created_at": from_unix(item.get("created_at")),
+        "updated_at": from_unix(item.get("updated_at")),
+        "is_deleted": flag(item.get("is_deleted")), "raw": item})
 
 
-def company_row(page: Page, item: dict, ctx: Ctx) -> None:
-    _add(page, "companies", {
+def company_row(item: dict, ctx: Ctx) -> Page:
+    return rows("companies", {
         "id": int(item["id"]), "name": item.get("name"),
-        "responsible_user_id": _int(item.get("responsible_user_id")),
-        "created_at": ts(item.get("created_at")), "updated_at": ts(item.get("updated_at")),
-        "is_deleted": _bool(item.get("is_deleted")), "raw": item})
+        "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "created_at": from_unix(item.get("created_at")),
+        "updated_at": from_unix(item.get("updated_at")),
+        "is_deleted": flag(item.get("is_deleted")), "raw": item})
 
 
-def task_row(page: Page, item: dict, ctx: Ctx) -> None:
+def task_row(item: dict, ctx: Ctx) -> Page:
     # No completed_at / is_deleted keys: those come from events, and an upsert leaves absent
     # columns alone.
-    _add(page, "tasks", {
+    return rows("tasks", {
         "id": int(item["id"]), "text": item.get("text"),
-        "responsible_user_id": _int(item.get("responsible_user_id")),
+        "responsible_user_id": to_int(item.get("responsible_user_id")),
         "entity_type": ENTITY.get(item.get("entity_type") or ""),
-        "entity_id": _int(item.get("entity_id")),
-        "is_completed": _bool(item.get("is_completed")), "due_at": ts(item.get("complete_till")),
-        "created_at": ts(item.get("created_at")), "updated_at": ts(item.get("updated_at")),
-        "raw": item})
+        "entity_id": to_int(item.get("entity_id")),
+        "is_completed": flag(item.get("is_completed")),
+        "due_at": from_unix(item.get("complete_till")),
+        "created_at": from_unix(item.get("created_at")),
+        "updated_at": from_unix(item.get("updated_at")), "raw": item})
 
 
 def call_status(params: dict) -> str:
-    status = _int(params.get("call_status"))
+    status = to_int(params.get("call_status"))
     if status is not None:
         return CALL_STATUS.get(status, "missed")
-    return "answered" if (_int(params.get("duration")) or 0) > 0 else "missed"
+    return "answered" if (to_int(params.get("duration")) or 0) > 0 else "missed"
 
 
-def call_row(page: Page, item: dict, ctx: Ctx, entity: str) -> None:
+def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
+    """A `call_in` / `call_out` note; `entity` follows from the notes path."""
     params = item.get("params") or {}
     if isinstance(params, list):  # PHP-style empty object
         params = {}
-    _add(page, "calls", {
+    return rows("calls", {
         "id": int(item["id"]), "direction": "in" if item.get("note_type") == "call_in" else "out",
-        "status": call_status(params), "duration_s": _int(params.get("duration")),
-        "started_at": ts(item.get("created_at")),
-        "responsible_user_id": _int(item.get("responsible_user_id") or item.get("created_by")),
-        "entity_type": entity, "entity_id": _int(item.get("entity_id")),
+        "status": call_status(params), "duration_s": to_int(params.get("duration")),
+        "started_at": from_unix(item.get("created_at")),
+        "responsible_user_id": to_int(item.get("responsible_user_id") or item.get("created_by")),
+        "entity_type": entity, "entity_id": to_int(item.get("entity_id")),
         "phone": params.get("phone"), "raw": item})
 
 
@@ -199,71 +176,72 @@ def _lead_status(side) -> dict:
     return {}
 
 
-def event_rows(page: Page, item: dict, ctx: Ctx) -> None:
+def event_rows(item: dict, ctx: Ctx) -> Page:
+    """A stage change, a task completion, or a deletion / restore of a card."""
     kind = item.get("type") or ""
-    entity_id = _int(item.get("entity_id"))
+    entity_id = to_int(item.get("entity_id"))
     if kind == "lead_status_changed":
         after, before = _lead_status(item.get("value_after")), _lead_status(item.get("value_before"))
-        _add(page, "stage_changes", {
+        return rows("stage_changes", {
             "id": str(item["id"]), "entity": "deal", "entity_id": entity_id,
-            "pipeline_id": _int(after.get("pipeline_id")), "stage_id": _int(after.get("id")),
-            "previous_stage_id": _int(before.get("id")), "changed_at": ts(item.get("created_at")),
-            "raw": item})
-    elif kind == "task_completed" and entity_id is not None:
-        _add(page, "tasks", {"id": entity_id, "is_completed": 1,
-                             "completed_at": ts(item.get("created_at"))})
-    else:
-        entity, _, what = kind.rpartition("_")
-        table = EVENT_TABLES.get(entity)
-        at = int(item.get("created_at") or 0)
-        if table and what in ("deleted", "restored") and entity_id is not None:
-            if ctx.latest.get((table, entity_id), -1) > at:
-                return  # a newer event (seen on an earlier page) already decided this id
-            ctx.latest[(table, entity_id)] = at
-            # Later events win: move the id out of the opposite list.
-            other = page.restored if what == "deleted" else page.deleted
-            mine = page.deleted if what == "deleted" else page.restored
-            if entity_id in other.get(table, []):
-                other[table].remove(entity_id)
-                if not other[table]:
-                    del other[table]
-            if entity_id not in mine.setdefault(table, []):
-                mine[table].append(entity_id)
+            "pipeline_id": to_int(after.get("pipeline_id")), "stage_id": to_int(after.get("id")),
+            "previous_stage_id": to_int(before.get("id")),
+            "changed_at": from_unix(item.get("created_at")), "raw": item})
+    if kind == "task_completed" and entity_id is not None:
+        return rows("tasks", {"id": entity_id, "is_completed": 1,
+                              "completed_at": from_unix(item.get("created_at"))})
+    return _deleted_or_restored(kind, entity_id, to_int(item.get("created_at")) or 0, ctx)
 
 
-def sort_events(items: list[dict]) -> list[dict]:
-    """Oldest first within a page, so a deletion followed by a restore ends restored."""
-    return sorted(items, key=lambda e: (e.get("created_at") or 0))
+def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:
+    """The newest deletion / restore of a card wins, whatever page it is on (`ctx.memo`)."""
+    entity, _, what = kind.rpartition("_")
+    table = EVENT_TABLES.get(entity)
+    if not table or what not in ("deleted", "restored") or entity_id is None:
+        return Page()
+    latest = ctx.memo.setdefault("latest_event", {})
+    if latest.get((table, entity_id), -1) > at:
+        return Page()  # a newer event, on an earlier page, already decided this id
+    latest[(table, entity_id)] = at
+    return Page(deleted={table: [entity_id]}) if what == "deleted" else Page(
+        restored={table: [entity_id]})
 
 
 # -- declarations ----------------------------------------------------------------------------
 
 def _calls(entity_path: str) -> Stream:
     return Stream(
-        name=f"calls_{entity_path}", path=f"/api/v4/{entity_path}/notes", embedded="notes",
-        parse=functools.partial(call_row, entity=ENTITY[entity_path]),
-        params=(("filter[note_type][]", "call_in"), ("filter[note_type][]", "call_out")),
-        tables=("calls",))
+        name=f"calls_{entity_path}", tables=("calls",), mode="changes", cursor="updated_at",
+        request=Request(f"/api/v4/{entity_path}/notes", "notes",
+                        params=(("filter[note_type][]", "call_in"),
+                                ("filter[note_type][]", "call_out")),
+                        order=BY_UPDATED_AT, sorted_by="updated_at"),
+        parse=functools.partial(call_row, entity=ENTITY[entity_path]))
 
 
-STREAMS: dict[str, Stream] = {s.name: s for s in (
-    Stream(name="users", path="/api/v4/users", embedded="users", parse=user_row, cursor=None,
-           order=(), sorted_by=None, tables=("users",)),
-    Stream(name="pipelines", path="/api/v4/leads/pipelines", embedded="pipelines",
-           parse=pipeline_rows, cursor=None, order=(), sorted_by=None, paged=False,
-           tables=("pipelines", "stages")),
-    Stream(name="companies", path="/api/v4/companies", embedded="companies", parse=company_row,
-           gated=True, tables=("companies",)),
-    Stream(name="contacts", path="/api/v4/contacts", embedded="contacts", parse=contact_row,
-           gated=True, tables=("contacts",)),
-    Stream(name="deals", path="/api/v4/leads", embedded="leads", parse=deal_rows,
-           params=(("with", "contacts"),), gated=True, tables=("deals", "deal_contacts")),
+def _cards(name: str, tables: tuple, path: str, embedded: str, parse, **kw) -> Stream:
+    """Leads, contacts, companies: ordered by updated_at, list filters a paid add-on."""
+    return Stream(name=name, tables=tables, mode="changes", cursor="updated_at", parse=parse,
+                  request=Request(path, embedded, order=BY_UPDATED_AT, sorted_by="updated_at",
+                                  gated=True, **kw))
+
+
+STREAMS: tuple[Stream, ...] = (
+    Stream(name="users", tables=("users",), mode="snapshot", parse=user_row,
+           request=Request("/api/v4/users", "users", skip_on_403="the token is not an admin's")),
+    Stream(name="pipelines", tables=("pipelines", "stages"), mode="snapshot", parse=pipeline_rows,
+           request=Request("/api/v4/leads/pipelines", "pipelines", paged=False)),
+    _cards("companies", ("companies",), "/api/v4/companies", "companies", company_row),
+    _cards("contacts", ("contacts",), "/api/v4/contacts", "contacts", contact_row),
+    _cards("deals", ("deals", "deal_contacts"), "/api/v4/leads", "leads", deal_rows,
+           params=(("with", "contacts"),)),
     # Tasks cannot be ordered by updated_at (facts §1.2): order by id, bookmark at the end.
-    Stream(name="tasks", path="/api/v4/tasks", embedded="tasks", parse=task_row,
-           order=(("order[id]", "asc"),), sorted_by=None, tables=("tasks",)),
+    Stream(name="tasks", tables=("tasks",), mode="changes", cursor="updated_at", parse=task_row,
+           request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),))),
     _calls("leads"), _calls("contacts"), _calls("companies"),
-    Stream(name="events", path="/api/v4/events", embedded="events", parse=event_rows,
-           cursor="created_at", order=(), sorted_by=None, limit=100,
-           params=tuple(("filter[type][]", t) for t in EVENT_TYPES),
-           tables=("stage_changes", "deals", "contacts", "companies", "tasks")),
-)}
+    Stream(name="events", tables=("stage_changes", "deals", "contacts", "companies", "tasks"),
+           mode="changes", cursor="created_at", parse=event_rows,
+           request=Request("/api/v4/events", "events", limit=100, page_order="created_at",
+                           params=tuple(("filter[type][]", t) for t in EVENT_TYPES))),
+)
+BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}

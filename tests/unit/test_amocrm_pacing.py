@@ -1,6 +1,6 @@
 """The adapter's paced limiter: even spacing inside a slightly longer window."""
 
-from adapters.amocrm.adapter import WINDOW_MARGIN_S, PacedLimiter
+from adapters.amocrm.client import WINDOW_MARGIN_S, PacedLimiter
 from tests.unit.test_amocrm_support import make_adapter
 
 

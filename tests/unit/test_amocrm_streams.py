@@ -84,7 +84,7 @@ def test_pipelines_and_stages_semantics(adapter):
     assert stages == {(77, 77999): "open", (77, 5001): "open", (77, 142): "won",
                       (77, 143): "lost", (78, 142): "won"}
     assert len(responses.calls) == 1 and "page" not in qdict(responses.calls[0])
-    assert pages[-1].bookmark == "2026-11-23T10:00:00Z"
+    assert pages[-1].bookmark == '{"at":"2026-11-23T10:00:00Z"}'
 
 
 @responses.activate
@@ -152,7 +152,7 @@ def test_tasks_plural_entity_type_empty_result_and_incremental_params(adapter):
     assert q["filter[updated_at][from]"] == str(T1 - 300)
     assert q["filter[updated_at][to]"] == str(RUN_TS)
     # ordered by id, so no per-page bookmark; the final one is the run start
-    assert [p.bookmark for p in pages] == [None, "2026-11-23T10:00:00Z"]
+    assert [p.bookmark for p in pages] == [None, '{"since":"2026-11-23T10:00:00Z"}']
 
 
 def note(i, kind, **params):
@@ -252,9 +252,8 @@ def test_many_pages_prefetched_and_yielded_in_order(adapter):
     ids = [d["id"] for d in rows(pages, "deals")]
     assert ids == [i * 10 + k for i in range(n) for k in range(3)]
     # per-page bookmarks follow the newest updated_at of the page, capped at run start
-    assert pages[0].bookmark == json.dumps({"since": "2025-11-23T10:00:02Z", "api_filter": True},
-                                           separators=(",", ":"))
-    assert pages[-1].bookmark == '{"since":"2026-11-23T10:00:00Z","api_filter":true}'
+    assert pages[0].bookmark == '{"api_filter":true,"since":"2025-11-23T10:00:02Z"}'
+    assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
     assert len(calls_to("/api/v4/leads")) <= n + 3
 
 
@@ -308,9 +307,22 @@ def test_without_api_filter_pages_newest_first_and_stops_at_bookmark(adapter):
     assert len(responses.calls) == 1
 
 
+@responses.activate
+def test_bookmarks_of_earlier_versions_resume_without_a_full_read(adapter):
+    responses.get(BASE + "/api/v4/account", json={"id": 1, "is_api_filter_enabled": True})
+    serve_pages("/api/v4/leads", [None])
+    serve_pages("/api/v4/users", [None])
+    pages = fetch_all(adapter, "deals", bookmark=T1_ISO)  # plain ISO text, no api_filter yet
+    q = qdict(calls_to("/api/v4/leads")[0])
+    assert q["filter[updated_at][from]"] == str(T1 - 300) and len(calls_to("/api/v4/account")) == 1
+    assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
+    assert fetch_all(adapter, "users", bookmark=T1_ISO)[-1].bookmark == '{"at":"2026-11-23T10:00:00Z"}'
+
+
 def test_unknown_stream_and_stream_names(tmp_path):
     a = make_adapter(tmp_path, streams=["deals", "users"])
     assert a.stream_names() == ["users", "deals"]
+    assert [(s.name, s.mode) for s in a.streams()] == [("users", "snapshot"), ("deals", "changes")]
     with pytest.raises(ValueError, match="unknown amoCRM stream"):
         next(a.fetch("nope", None, RUN))
     assert make_adapter(tmp_path).stream_names() == [
