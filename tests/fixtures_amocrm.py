@@ -6,9 +6,13 @@
   stopped around the test. Rate limits are OFF so tests run fast (turn them on with
   `amo_sandbox.set_limits(True)`). Use `amo_sandbox.url` as the account base_url and
   `amo_sandbox.access_token` as the long-lived Bearer token; `amo_headers` is that header.
+
+Plain helpers for tests that talk to the server directly: `get(server, path, headers,
+**params)` (one GET) and `all_pages(...)` (follows `_links.next`).
 """
 
 import pytest
+import requests
 
 from sandbox.amocrm import AmoSandbox
 from sandbox.data import generate
@@ -30,3 +34,25 @@ def amo_sandbox(amo_dataset):
 @pytest.fixture
 def amo_headers(amo_sandbox):
     return {"Authorization": f"Bearer {amo_sandbox.access_token}"}
+
+
+def get(server, path, headers, **params):
+    """One GET against the sandbox; returns the `requests` response."""
+    return requests.get(server.url + path, headers=headers, params=params, timeout=5)
+
+
+def all_pages(server, path, headers, **params):
+    """Follow _links.next until it is absent or a page is 204; returns (items, pages)."""
+    url, items, pages = server.url + path, [], 0
+    key = None
+    while url:
+        r = requests.get(url, headers=headers, params=params if pages == 0 else None, timeout=5)
+        if r.status_code == 204:
+            break
+        assert r.status_code == 200, r.text
+        body = r.json()
+        key = key or next(iter(body["_embedded"]))
+        items += body["_embedded"][key]
+        pages += 1
+        url = body["_links"].get("next", {}).get("href")
+    return items, pages

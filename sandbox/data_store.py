@@ -1,0 +1,265 @@
+"""The `Dataset`: one fake CRM account, read and changed only through its methods.
+
+Rows are plain dicts in id-sorted lists, in neutral vocabulary (each server renders them in
+its own API's words), every timestamp in Unix seconds. Tests mutate a dataset between two
+syncs through `update`, `add`, `delete`, `restore`, `add_field`, `write_customs` and
+`set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
+the servers use to invalidate their caches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+__all__ = ["Dataset", "ENTITIES", "ID_BASE", "LEAD_STATUS"]
+
+ENTITIES = ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
+            "calls", "stage_changes", "events")
+
+# Distinct id ranges per entity, so a test that mixes up a contact id with a deal id fails
+# instead of silently joining the wrong rows.
+ID_BASE = {"users": 100, "pipelines": 10, "companies": 20_000, "contacts": 300_000,
+           "deals": 1_000_000, "leads": 5_000_000, "tasks": 6_000_000, "calls": 7_000_000,
+           "stage_changes": 0, "events": 0}
+STAGE_ID_BASE = 1000
+FIELD_ID_BASE = 900_000
+
+DAY = 86400
+
+LEAD_STATUS = {"NEW": "open", "IN_PROCESS": "open", "CONVERTED": "converted", "JUNK": "junk"}
+
+
+def _plural(entity: str) -> str:
+    """Accept "deal" or "deals" (custom-field APIs speak singular, lists plural)."""
+    if entity in ENTITIES:
+        return entity
+    if entity == "company":
+        return "companies"
+    if entity + "s" in ENTITIES:
+        return entity + "s"
+    raise KeyError(f"unknown entity {entity!r}")
+
+
+def _singular(entity: str) -> str:
+    p = _plural(entity)
+    return "company" if p == "companies" else p[:-1]
+
+
+class Dataset:
+    """One fake CRM account. Rows are plain dicts; lists are sorted by id.
+
+    Mutate only through the methods below (they take `lock`, bump `updated_at` via
+    `tick()` and the `version` counters that servers use to invalidate caches).
+    """
+
+    def __init__(self, now: int):
+        self.now = now
+        self.lock = threading.RLock()
+        for name in ENTITIES:
+            setattr(self, name, [])
+        self.fields: dict[str, list[dict]] = {"contact": [], "company": []}
+        self.version = 0                     # bumped on every mutation
+        self.versions = {name: 0 for name in ENTITIES}
+        self._index: dict[str, dict[int, dict]] = {}
+        self._stages: dict[int, tuple[dict, dict]] = {}
+        self._last_tick = 0
+
+    # ---- reading -------------------------------------------------------------------------
+    def rows(self, entity: str) -> list[dict]:
+        """The id-sorted list for an entity ("deals" or "deal")."""
+        return getattr(self, _plural(entity))
+
+    def by_id(self, entity: str) -> dict[int, dict]:
+        """{id: row} for an entity, kept current by add()."""
+        name = _plural(entity)
+        idx = self._index.get(name)
+        if idx is None:
+            idx = self._index[name] = {r["id"]: r for r in getattr(self, name)}
+        return idx
+
+    def stage(self, stage_id: int) -> tuple[dict, dict]:
+        """(pipeline, stage) for a dataset stage id."""
+        if not self._stages:
+            for p in self.pipelines:
+                for s in p["stages"]:
+                    self._stages[s["id"]] = (p, s)
+        return self._stages[stage_id]
+
+    def field(self, entity_type: str, field_id: int) -> dict | None:
+        for f in self.fields[_singular(entity_type)]:
+            if f["id"] == field_id:
+                return f
+        return None
+
+    # ---- mutation ------------------------------------------------------------------------
+    def tick(self) -> int:
+        """A write timestamp strictly newer than every earlier one (and than generated data)."""
+        with self.lock:
+            t = max(self.now, self._last_tick + 1, int(time.time()))
+            self._last_tick = t
+            return t
+
+    def _bump(self, name: str) -> None:
+        self.version += 1
+        self.versions[name] += 1
+
+    def update(self, entity: str, id: int, **changes) -> dict:
+        """Change fields of one row; returns the (live) row. Deal stage moves are recorded."""
+        name = _plural(entity)
+        with self.lock:
+            row = self.by_id(name)[id]
+            t = self.tick()
+            if name == "deals" and "stage_id" in changes and changes["stage_id"] != row["stage_id"]:
+                self._move_deal(row, changes.pop("stage_id"), t)
+                changes.pop("pipeline_id", None)
+                changes.pop("status", None)
+            if name == "leads" and "status_code" in changes:
+                changes["status"] = LEAD_STATUS[changes["status_code"]]
+                changes.setdefault("closed_at", None if changes["status"] == "open" else t)
+            if name == "tasks" and "is_completed" in changes:
+                done = bool(changes["is_completed"])
+                changes["is_completed"] = done
+                if done != bool(row["is_completed"]):
+                    changes.setdefault("completed_at", t if done else None)
+            row.update(changes)
+            if "updated_at" in row:
+                row["updated_at"] = t
+            self._bump(name)
+            return row
+
+    def _move_deal(self, row: dict, stage_id: int, t: int) -> None:
+        pipeline, stage = self.stage(stage_id)
+        self._append("stage_changes", {
+            "deal_id": row["id"], "pipeline_id": pipeline["id"], "stage_id": stage_id,
+            "previous_stage_id": row.get("stage_id"), "changed_at": t})
+        row["pipeline_id"] = pipeline["id"]
+        row["stage_id"] = stage_id
+        row["status"] = stage["semantics"]
+        row["closed_at"] = None if stage["semantics"] == "open" else t
+
+    def _append(self, name: str, row: dict) -> dict:
+        rows = getattr(self, name)
+        row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
+        rows.append(row)
+        self.by_id(name)[row["id"]] = row
+        self._bump(name)
+        return row
+
+    def add(self, entity: str, **fields) -> dict:
+        """Create a row (id = max id + 1) with sensible defaults; returns it."""
+        name = _plural(entity)
+        with self.lock:
+            t = self.tick()
+            row = dict(_defaults(self, name, t))
+            stage_id = fields.pop("stage_id", None) if name == "deals" else None
+            row.update(fields)
+            row.pop("id", None)
+            self._append(name, row)
+            if name == "deals":
+                stage_id = stage_id or self.pipelines[0]["stages"][0]["id"]
+                row["stage_id"] = None
+                self._move_deal(row, stage_id, t)
+            if name == "leads":
+                row["status"] = LEAD_STATUS[row["status_code"]]
+            return row
+
+    def delete(self, entity: str, id: int) -> dict:
+        """Soft-delete (is_deleted = 1) and record a "deleted" event."""
+        return self._set_deleted(entity, id, 1)
+
+    def restore(self, entity: str, id: int) -> dict:
+        """Undo delete() and record a "restored" event."""
+        return self._set_deleted(entity, id, 0)
+
+    def _set_deleted(self, entity: str, id: int, flag: int) -> dict:
+        name = _plural(entity)
+        with self.lock:
+            row = self.by_id(name)[id]
+            t = self.tick()
+            row["is_deleted"] = flag
+            row["updated_at"] = t
+            self._bump(name)
+            self._append("events", {"type": "deleted" if flag else "restored",
+                                    "entity": _singular(name), "entity_id": id, "at": t})
+            return row
+
+    def add_field(self, entity_type: str, name: str, type: str, code: str | None = None,
+                  **extra) -> dict:
+        """Define a custom field on contacts or companies; returns {id, name, code, type}."""
+        with self.lock:
+            all_ids = [f["id"] for fs in self.fields.values() for f in fs]
+            f = {"id": max(all_ids, default=FIELD_ID_BASE) + 1, "name": name, "code": code,
+                 "type": type, **extra}
+            self.fields[_singular(entity_type)].append(f)
+            self.version += 1
+            return f
+
+    def write_customs(self, entity_type: str, changes: dict[int, dict[int, object]]) -> int:
+        """Apply {row id: {field_id: value or None}} as one batch write; returns its timestamp.
+
+        One tick for the whole batch, like a CRM's batch PATCH: every row gets the same
+        new updated_at instead of one a second apart.
+        """
+        name = _plural(entity_type)
+        with self.lock:
+            t = self.tick()
+            idx = self.by_id(name)
+            for row_id, values in changes.items():
+                row = idx[row_id]
+                for field_id, value in values.items():
+                    if value is None:
+                        row["custom"].pop(field_id, None)
+                    else:
+                        row["custom"][field_id] = value
+                row["updated_at"] = t
+            self._bump(name)
+            return t
+
+    def set_custom(self, entity_type: str, id: int, field_id: int, value) -> dict:
+        """Set (or with None, clear) one custom field value; bumps updated_at."""
+        name = _plural(entity_type)
+        with self.lock:
+            row = self.by_id(name)[id]
+            if value is None:
+                row["custom"].pop(field_id, None)
+            else:
+                row["custom"][field_id] = value
+            row["updated_at"] = self.tick()
+            self._bump(name)
+            return row
+
+
+def _defaults(ds: Dataset, name: str, t: int) -> dict:
+    uid = ds.users[0]["id"] if ds.users else None
+    base = {"created_at": t, "updated_at": t, "is_deleted": 0}
+    if name == "users":
+        return {"name": "New user", "email": "new.user@example.com", "is_active": 1}
+    if name == "companies":
+        return {**base, "name": "New company", "responsible_user_id": uid, "custom": {}}
+    if name == "contacts":
+        return {**base, "name": "New contact", "first_name": "New", "last_name": "contact",
+                "phone": None, "email": None, "company_id": None, "responsible_user_id": uid,
+                "custom": {}}
+    if name == "deals":
+        return {**base, "name": "New deal", "pipeline_id": None, "stage_id": None,
+                "status": "open", "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
+                "contact_ids": [], "company_id": None, "closed_at": None}
+    if name == "leads":
+        return {**base, "title": "New lead", "status_code": "NEW", "status": "open",
+                "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
+                "contact_id": None, "company_id": None, "closed_at": None}
+    if name == "tasks":
+        return {**base, "text": "New task", "responsible_user_id": uid, "entity_type": None,
+                "entity_id": None, "is_completed": False, "due_at": t + DAY,
+                "completed_at": None}
+    if name == "calls":
+        return {"direction": "out", "status": "answered", "duration_s": 60, "started_at": t,
+                "responsible_user_id": uid, "entity_type": None, "entity_id": None,
+                "phone": None}
+    if name == "events":
+        return {"type": "deleted", "entity": "deal", "entity_id": None, "at": t}
+    if name == "stage_changes":
+        return {"deal_id": None, "pipeline_id": None, "stage_id": None,
+                "previous_stage_id": None, "changed_at": t}
+    raise KeyError(f"cannot add to {name!r}")
