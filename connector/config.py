@@ -40,9 +40,9 @@ class ConfigError(Exception):
 class SourceConfig:
     """One `[[sources]]` block: the common keys as fields, the CRM's own keys in `options`.
 
-    The CRM's keys read as attributes too (`source.base_url`, `source.webhook_url`). A key not
+    The CRM's keys read as attributes too (`source.<key>`, as its adapter reads them). A key not
     given (or None) takes the CRM's default, else the common default, else None. Built in code it
-    takes the TOML block's keys as keywords: `SourceConfig(name="main", kind="amocrm", base_url=...)`.
+    takes the block's keys as keyword arguments: `SourceConfig(name=..., kind=..., <key>=...)`.
     """
     name: str
     kind: str
@@ -56,6 +56,7 @@ class SourceConfig:
     options: dict
 
     def __init__(self, name: str, kind: str, **values):
+        values = {**values.pop("options", {}), **values}    # so dataclasses.replace() works
         crm = registry.get(kind)
         unknown = sorted(set(values) - set(COMMON_DEFAULTS) - set(crm.keys))
         if unknown:

@@ -1,5 +1,7 @@
 """Config loading: every problem is one line naming the file and key; exit code 2 at the CLI."""
 
+import dataclasses
+
 import pytest
 from click.testing import CliRunner
 
@@ -80,6 +82,7 @@ def test_each_crm_key_reads_as_an_attribute_with_its_default(tmp_path, env):
         b24.base_url
     built = config.SourceConfig(name="b24", kind="bitrix24", webhook_url=b24.webhook_url)
     assert built == b24 and "s3cretwebhook" not in repr(built)
+    assert dataclasses.replace(built, bucket_size=10).options == {**b24.options, "bucket_size": 10}
 
 
 def test_example_config_is_valid(monkeypatch):
