@@ -19,9 +19,11 @@ class Crm:
     """One CRM, as the rest of the connector sees it.
 
     kind: the `kind` users write in `[[sources]]`. title: how messages name it.
-    keys: config keys only this CRM takes, with their TOML types; secret_keys: those to redact.
+    keys: the config keys this CRM takes beside the common ones, with their TOML types; a key
+    only other CRMs take is rejected naming them. secret_keys: those to redact.
     check: `check(key, values, fail)` validates and normalises a source's values in place
-    (`fail(key, problem)` returns the ConfigError to raise). defaults: values set when absent.
+    (`fail(key, problem)` returns the ConfigError to raise); common keys are checked before.
+    defaults: values for keys left out, its own or common ones (`requests_per_second`).
     adapter: "module:attr" of `make(source, tokens) -> Adapter`, imported on first use.
     sandbox: "module:attr" of the fake CRM server class (started by `sandbox` and `demo`).
     sandbox_source: the `[[sources]]` keys that point a source at a running fake.

@@ -3,59 +3,83 @@
 Any problem is a `ConfigError` whose message names the file, the key and what is wrong, in
 one line; the CLI prints it and exits with code 2. `${ENV_VAR}` in any string is replaced
 from the environment. Secret values are registered for redaction as soon as they are read.
+
+A source's `kind` is looked up in `adapters.registry`: its CRM declares the keys only it takes
+(types, checks, defaults, secrets). This module knows only the keys every source has.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
-from adapters import redact
+from adapters import redact, registry
+from adapters.crm import Crm
+from connector.cron import cron_trigger
+from connector.custom_sql import check_custom_sql
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"
-KINDS = ("amocrm", "bitrix24")
 TARGETS = ("contact", "company")
-SECRET_KEYS = ("access_token", "client_secret", "webhook_url", "refresh_token")
+# The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
+COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
+               "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
+               "verify_tls": bool}
+COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minutes": 5.0,
+                   "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True}
 
 
 class ConfigError(Exception):
     """A config problem; the message is one line naming file and key."""
 
 
-@dataclass
+@dataclass(init=False, repr=False)
 class SourceConfig:
+    """One `[[sources]]` block: the common keys as fields, the CRM's own keys in `options`.
+
+    The CRM's keys read as attributes too (`source.<key>`, as its adapter reads them). A key not
+    given (or None) takes the CRM's default, else the common default, else None. Built in code it
+    takes the block's keys as keyword arguments: `SourceConfig(name=..., kind=..., <key>=...)`.
+    """
     name: str
     kind: str
-    # amoCRM
-    base_url: str | None = None
-    access_token: str | None = field(default=None, repr=False)
-    redirect_uri: str | None = None
-    # Bitrix24
-    webhook_url: str | None = field(default=None, repr=False)
-    portal_url: str | None = None
-    oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
-    bucket_size: int = 50
-    operating_budget_s: float = 480.0
-    reconcile_hours: float = 24.0
-    # both
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    requests_per_second: float | None = None
-    timeout_s: float = 60.0
-    overlap_minutes: float = 5.0
-    max_workers: int = 4
-    currency: str = "RUB"
-    streams: list[str] | None = None
-    verify_tls: bool = True
+    requests_per_second: float | None
+    timeout_s: float
+    overlap_minutes: float
+    max_workers: int
+    currency: str
+    streams: list[str] | None
+    verify_tls: bool
+    options: dict
 
-    @property
-    def uses_oauth(self) -> bool:
-        return not self.access_token and not self.webhook_url
+    def __init__(self, name: str, kind: str, **values):
+        values = {**values.pop("options", {}), **values}    # so dataclasses.replace() works
+        crm = registry.get(kind)
+        unknown = sorted(set(values) - set(COMMON_DEFAULTS) - set(crm.keys))
+        if unknown:
+            raise TypeError(f"{crm.title} source '{name}' takes no key '{unknown[0]}'")
+        given = {k: v for k, v in values.items() if v is not None}
+        merged = {**COMMON_DEFAULTS, **dict.fromkeys(crm.keys), **crm.defaults, **given}
+        self.name, self.kind = name, kind
+        for k in COMMON_DEFAULTS:
+            setattr(self, k, merged[k])
+        self.options = {k: merged[k] for k in crm.keys}
+
+    def __getattr__(self, key: str):
+        # Called only when normal lookup fails, i.e. for the CRM's own keys.
+        options = self.__dict__.get("options", {})
+        if key in options:
+            return options[key]
+        raise AttributeError(f"{self.__dict__.get('kind')} source has no key '{key}'")
+
+    def __repr__(self) -> str:
+        secret = registry.get(self.kind).secret_keys
+        shown = {"name": self.name, "kind": self.kind, **{k: getattr(self, k) for k in COMMON_DEFAULTS},
+                 **{k: v for k, v in self.options.items() if k not in secret}}
+        return f"SourceConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 @dataclass
@@ -163,14 +187,17 @@ class Checker:
             full = f"{key}.{k}" if key else k
             if k not in allowed:
                 raise self.fail(full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-            v = self.subst(full, v)
-            types = allowed[k] if isinstance(allowed[k], tuple) else (allowed[k],)
-            if float in types and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
-                raise self.fail(full, f"must be {_type_name(types)}, got {_type_name((type(v),))}")
-            out[k] = v
+            out[k] = self.typed(full, self.subst(full, v), allowed[k])
         return out
+
+    def typed(self, key: str, v, allowed: type | tuple):
+        """`v` if it has one of the allowed types (an integer passes for a number)."""
+        types = allowed if isinstance(allowed, tuple) else (allowed,)
+        if float in types and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise self.fail(key, f"must be {_type_name(types)}, got {_type_name((type(v),))}")
+        return v
 
     def config(self, data: dict) -> Config:
         top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
@@ -192,98 +219,50 @@ class Checker:
                      token_path=storage.get("token_path", storage_path + ".tokens.json"))
         return cfg
 
-    SOURCE_KEYS = {
-        "name": str, "kind": str, "base_url": str, "access_token": str, "client_id": str,
-        "client_secret": str, "redirect_uri": str, "requests_per_second": float, "webhook_url": str,
-        "portal_url": str, "oauth_url": str, "bucket_size": int, "operating_budget_s": float,
-        "reconcile_hours": float, "timeout_s": float, "overlap_minutes": float, "max_workers": int,
-        "currency": str, "streams": list, "verify_tls": bool,
-    }
-
     def source(self, i: int, raw) -> SourceConfig:
+        """One [[sources]] block: common keys here, the rest by the CRM its `kind` names."""
         key = f"sources[{i}]"
-        d = self.table(key, raw, self.SOURCE_KEYS)
-        for k in SECRET_KEYS:
-            redact.register(d.get(k))
-        if "webhook_url" in d:
-            redact.register(_webhook_secret(d["webhook_url"]))
+        d = self.table(key, raw, _source_keys())
         for k in ("name", "kind"):
             if not d.get(k):
                 raise self.fail(f"{key}.{k}", "is required")
-        name = d["name"]
-        key = f"sources[{i}] ({name})"
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        key = f"sources[{i}] ({d['name']})"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", d["name"]):
             raise self.fail(f"{key}.name", "use letters, digits, '.', '_' or '-' only")
-        if d["kind"] not in KINDS:
-            raise self.fail(f"{key}.kind", f"unknown kind '{d['kind']}' (expected amocrm or bitrix24)")
-        for k in ("requests_per_second", "timeout_s", "bucket_size", "max_workers"):
+        crm = self.crm(key, d)
+        for k in crm.secret_keys:
+            redact.register(d.get(k))
+        for k in ("requests_per_second", "timeout_s", "max_workers"):
             if k in d and d[k] <= 0:
                 raise self.fail(f"{key}.{k}", "must be greater than 0")
         if "streams" in d and not all(isinstance(s, str) for s in d["streams"]):
             raise self.fail(f"{key}.streams", "must be a list of stream names")
-        if d["kind"] == "amocrm":
-            self.amocrm(key, d)
-        else:
-            self.bitrix24(key, d)
+        crm.check(key, d, self.fail)
         return SourceConfig(**d)
 
-    def amocrm(self, key: str, d: dict) -> None:
-        for k in ("webhook_url", "portal_url", "oauth_url", "bucket_size", "operating_budget_s",
-                  "reconcile_hours"):
-            if k in d:
-                raise self.fail(f"{key}.{k}", "is a Bitrix24 key; this source is amocrm")
-        if "base_url" not in d:
-            raise self.fail(f"{key}.base_url", "is required (https://SUBDOMAIN.amocrm.ru or .kommo.com)")
-        d["base_url"] = self.url(f"{key}.base_url", d["base_url"]).rstrip("/")
-        if not d.get("access_token"):
-            missing = [k for k in ("client_id", "client_secret", "redirect_uri") if not d.get(k)]
-            if missing:
-                raise self.fail(f"{key}.{missing[0]}",
-                                "missing credential: set access_token (long-lived token) or "
-                                "client_id, client_secret and redirect_uri (OAuth)")
-        d.setdefault("requests_per_second", 7.0)
-
-    def bitrix24(self, key: str, d: dict) -> None:
-        for k in ("base_url", "access_token", "redirect_uri"):
-            if k in d:
-                raise self.fail(f"{key}.{k}", "is an amoCRM key; this source is bitrix24")
-        if d.get("webhook_url"):
-            url = self.url(f"{key}.webhook_url", d["webhook_url"], redact_value=True)
-            parts = [p for p in urlsplit(url).path.split("/") if p]
-            if len(parts) < 3 or parts[0] != "rest" or not parts[1].isdigit() or not parts[2]:
-                raise self.fail(f"{key}.webhook_url",
-                                "must look like https://PORTAL/rest/USER_ID/SECRET/")
-            d["webhook_url"] = url.rstrip("/") + "/"
-        else:
-            missing = [k for k in ("portal_url", "client_id", "client_secret") if not d.get(k)]
-            if missing:
-                raise self.fail(f"{key}.{missing[0]}",
-                                "missing credential: set webhook_url, or portal_url, client_id and "
-                                "client_secret (OAuth)")
-            d["portal_url"] = self.url(f"{key}.portal_url", d["portal_url"]).rstrip("/")
-        if "oauth_url" in d:
-            d["oauth_url"] = self.url(f"{key}.oauth_url", d["oauth_url"])
-        d.setdefault("requests_per_second", 2.0)
-
-    def url(self, key: str, value: str, redact_value: bool = False) -> str:
-        shown = "the URL" if redact_value else f"'{value}'"
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.fail(key, f"{shown} is not an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise self.fail(key, f"{shown} must use https:// (http:// is allowed for loopback hosts only)")
-        return value
+    def crm(self, key: str, d: dict) -> Crm:
+        """The registered CRM of the source's kind, after checking its keys are that CRM's."""
+        if d["kind"] not in registry.kinds():
+            raise self.fail(f"{key}.kind",
+                            f"unknown kind '{d['kind']}' (expected {_one_of(registry.kinds())})")
+        crm = registry.get(d["kind"])
+        for k, v in list(d.items()):
+            if k in crm.keys:
+                d[k] = self.typed(f"{key}.{k}", v, crm.keys[k])   # another CRM may type it otherwise
+            elif k not in COMMON_KEYS:
+                owners = [c.title for c in registry.CRMS.values() if k in c.keys]
+                raise self.fail(f"{key}.{k}", f"is {_article(owners[0])} {' or '.join(owners)} key; "
+                                              f"this source is {crm.kind}")
+        return crm
 
     def schedule(self, raw) -> ScheduleConfig:
         d = self.table("schedule", raw, {"timezone": str, "sync": str, "incremental": str,
                                          "kpi_after_sync": bool, "misfire_grace_s": int,
                                          "lock_timeout_s": float})
         try:
-            from zoneinfo import ZoneInfo
             ZoneInfo(d.get("timezone", "UTC"))
         except Exception:
             raise self.fail("schedule.timezone", f"unknown time zone '{d.get('timezone')}'") from None
-        from connector.scheduler import cron_trigger
         for k in ("sync", "incremental"):
             if k in d:
                 try:
@@ -340,14 +319,9 @@ class Checker:
             raise self.fail(f"{key}.name", "use lower-case letters, digits and '_'")
         if d["target"] not in TARGETS:
             raise self.fail(f"{key}.target", "must be contact or company")
-        try:
-            from connector.kpi import check_custom_sql
-        except ImportError:  # the KPI engine is not there yet
-            check_custom_sql = None
-        if check_custom_sql:
-            problem = check_custom_sql(d["sql"])
-            if problem:
-                raise self.fail(f"{key}.sql", problem)
+        problem = check_custom_sql(d["sql"])
+        if problem:
+            raise self.fail(f"{key}.sql", problem)
         return CustomKpi(**d)
 
     def notify(self, raw) -> NotifyConfig:
@@ -357,18 +331,26 @@ class Checker:
         return NotifyConfig(**d)
 
 
-def _webhook_secret(url: str) -> str | None:
-    parts = [p for p in urlsplit(url).path.split("/") if p]
-    return parts[2] if len(parts) >= 3 else None
+def _source_keys() -> dict[str, type | tuple]:
+    """Every key a [[sources]] block may hold, whatever its kind (types of a shared key merged)."""
+    keys = dict(COMMON_KEYS)
+    for crm in registry.CRMS.values():
+        for k, t in crm.keys.items():
+            keys[k] = tuple(dict.fromkeys(_types(keys[k]) + _types(t))) if k in keys else t
+    return keys
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _types(t: type | tuple) -> tuple:
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _one_of(names: list[str]) -> str:
+    """Names as text: "a, b or c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _type_name(types: tuple) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from adapters.times import iso
 from connector import kpi_prep
+from connector.custom_sql import check_custom_sql as check_custom_sql  # re-exported
+from connector.custom_sql import read_only
 
 log = logging.getLogger(__name__)
 
@@ -78,47 +80,6 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
     for c in kpi_cfg.custom:
         kpis[c.name] = Kpi(c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True)
     return kpis
-
-
-# -- read-only guard for custom SQL ------------------------------------------------------------
-
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                 getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
-
-
-def _read_only(action, *_):
-    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
-
-
-def _dummy_params() -> dict:
-    return {"source": "x", "now": "2000-01-01T00:00:00Z", "target": "contact",
-            "calls_days": 90, "churn_days": 180}
-
-
-def check_custom_sql(sql: str) -> str | None:
-    """None when `sql` is one read-only query returning two columns; else the problem in a few words.
-
-    It is run against an empty in-memory mirror with an authorizer that denies anything but reads.
-    """
-    from connector import schema
-
-    conn = sqlite3.connect(":memory:")
-    try:
-        schema.apply(conn)
-        conn.set_authorizer(_read_only)
-        try:
-            cur = conn.execute(sql.strip().rstrip(";"), _dummy_params())
-        except sqlite3.DatabaseError as err:
-            msg = str(err)
-            return "must only read the mirror (one SELECT or WITH query)" if "authoriz" in msg \
-                else f"SQL does not run: {msg}"
-        except (sqlite3.ProgrammingError, sqlite3.Warning) as err:
-            return f"SQL does not run: {err}"
-        if cur.description is None or len(cur.description) != 2:
-            return "must return two columns: entity_id, value"
-        return None
-    finally:
-        conn.close()
 
 
 # -- compute ------------------------------------------------------------------------------------
@@ -257,7 +218,7 @@ def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
         if kpi.custom:
             conn.execute("DROP TABLE IF EXISTS temp.kpi_custom")
             conn.execute("CREATE TEMP TABLE kpi_custom (entity_id INTEGER PRIMARY KEY, value REAL)")
-            conn.set_authorizer(_read_only)   # custom SQL may only read, at run time too
+            conn.set_authorizer(read_only)   # custom SQL may only read, at run time too
             try:
                 rows = conn.execute(sql, params).fetchall()
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adapters import registry
 from connector import config as config_mod
 from connector.config import Config, ConfigError, SourceConfig
 from connector.store import Mirror
@@ -21,12 +22,9 @@ def token_store(cfg: Config) -> TokenStore:
 
 
 def make_adapter(cfg: Config, source: SourceConfig):
-    """The adapter for one source (imported lazily: a CLI call touches only what it needs)."""
-    if source.kind == "amocrm":
-        from adapters.amocrm.adapter import AmoCrmAdapter
-        return AmoCrmAdapter(source, token_store(cfg))
-    from adapters.bitrix24.adapter import Bitrix24Adapter
-    return Bitrix24Adapter(source, token_store(cfg))
+    """The adapter for one source, by its CRM in the registry (whose adapter modules are imported
+    only now: a CLI call touches only what it needs)."""
+    return registry.get(source.kind).make_adapter(source, token_store(cfg))
 
 
 def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:

@@ -5,7 +5,12 @@ value successfully written to that card's field (`kpi_written`), after rounding 
 so re-reading cards our own writes touched never causes another write. Each card gets one
 `FieldWrite` with all its changed fields; every attempt is logged in `writeback_log`, one row
 per card and field. Fields are resolved once and remembered in `kpi_fields`: an existing field
-with the KPI's label or code is reused when numeric, a missing one is created.
+with the KPI's label or code (as its CRM spells codes: `Crm.field_has_code`) is reused when
+numeric, a missing one is created.
+
+The mirror side (cached field keys, saving a resolved field, planning, recording attempts) only
+touches SQLite; the CRM side (finding or creating fields, writing values) only calls the adapter.
+`write_back`, through `resolve_fields` and `send`, wires one to the other.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Iterator
 
-from adapters.base import FieldWrite
+from adapters import registry
+from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
 from adapters.times import iso
 from connector.kpi import all_kpis
@@ -54,7 +61,7 @@ class WritebackReport:
 
 
 def field_code(kpi: str) -> str:
-    """KPI_<NAME>: a stable code (Bitrix24 adds UF_CRM_ and allows 50 characters in all)."""
+    """KPI_<NAME>: a stable code, 43 characters at most (a CRM may prefix it within its limit)."""
     return ("KPI_" + re.sub(r"[^A-Z0-9_]", "_", kpi.upper()))[:43]
 
 
@@ -65,38 +72,34 @@ def mapped_labels(kpi_cfg, entity_type: str) -> dict[str, str]:
             if entity_type in m and k in kpis and entity_type in kpis[k].targets}
 
 
-def resolve_fields(mirror, adapter, source: str, entity_type: str,
-                   labels: dict[str, str]) -> dict[str, str]:
-    """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before."""
-    conn = mirror.conn
-    cached = {k: (key, label) for k, label, key in conn.execute(
+# -- the mirror side: SQLite only ---------------------------------------------------------------
+
+def cached_fields(mirror, source: str, entity_type: str) -> dict[str, tuple[str, str]]:
+    """KPI -> (field key, label) as resolved before."""
+    return {k: (key, label) for k, label, key in mirror.conn.execute(
         "SELECT kpi, label, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
         (source, entity_type))}
-    keys = {k: cached[k][0] for k, label in labels.items() if k in cached and cached[k][1] == label}
-    missing = {k: label for k, label in labels.items() if k not in keys}
-    if not missing:
-        return keys
-    existing = adapter.list_fields(entity_type)
-    for kpi, label in missing.items():
-        code = field_code(kpi)
-        f = next((f for f in existing if f.name == label), None) or next(
-            (f for f in existing if f.code == code or f.key in (code, f"UF_CRM_{code}")), None)
-        if f is None:
-            f = adapter.create_field(entity_type, code, label)
-            existing.append(f)
-            log.info("source '%s': created %s field '%s' (%s)", source, entity_type, label, f.key)
-        elif f.type not in NUMERIC_TYPES:
-            raise FieldTypeError(
-                f"source '{source}': {entity_type} field '{f.name}' (for KPI {kpi}) exists with type "
-                f"'{f.type}', not a number; change its type in the CRM or map the KPI to another "
-                f"field name in [kpi.fields]")
-        with mirror.db.atomic():
-            conn.execute(
-                "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
-                "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, entity_type, kpi, label, f.key, f.code, f.type, iso()))
-        keys[kpi] = f.key
-    return keys
+
+
+def known_keys(mirror, source: str, entity_type: str, labels: dict[str, str]) -> dict[str, str]:
+    """KPI -> field key of the KPIs resolved before under the same label."""
+    cached = cached_fields(mirror, source, entity_type)
+    return {k: cached[k][0] for k, label in labels.items() if k in cached and cached[k][1] == label}
+
+
+def dry_run_keys(mirror, source: str, entity_type: str, labels: dict[str, str]) -> dict[str, str]:
+    """KPI -> field key as resolved before, else its label (a dry run resolves nothing)."""
+    cached = cached_fields(mirror, source, entity_type)
+    return {k: cached[k][0] if k in cached else label for k, label in labels.items()}
+
+
+def save_field(mirror, source: str, entity_type: str, kpi: str, label: str, f: CrmField) -> None:
+    """Remember the field a KPI is written to."""
+    with mirror.db.atomic():
+        mirror.conn.execute(
+            "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
+            "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (source, entity_type, kpi, label, f.key, f.code, f.type, iso()))
 
 
 def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: dict[str, str],
@@ -132,32 +135,12 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
     return [Change(entity_type, eid, k, key, labels[k], old, new) for eid, k, key, old, new in rows]
 
 
-def _number(v: float | None):
-    """Whole numbers go out as int, so the CRM shows 3 rather than 3.0."""
-    return int(v) if v is not None and float(v).is_integer() else v
+def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
+           chunk: list[int], results: dict[int, WriteResult], fatal: str | None) -> tuple[int, int]:
+    """Log the attempt for each card of a chunk and remember what was written; (ok, failed).
 
-
-def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) -> tuple[int, int]:
-    """Write the changes, one FieldWrite per card; returns (cards written, cards failed)."""
-    by_card: dict[int, list[Change]] = defaultdict(list)
-    for c in changes:
-        by_card[c.entity_id].append(c)
-    cards = list(by_card)
-    ok = failed = 0
-    for i in range(0, len(cards), CHUNK):
-        chunk = cards[i:i + CHUNK]
-        writes = [FieldWrite(eid, {c.field_key: _number(c.new) for c in by_card[eid]}) for eid in chunk]
-        try:
-            results = {r.entity_id: r for r in adapter.write_values(entity_type, writes)}
-        except Exception as err:  # log the attempt before the error stops the run
-            _record(mirror, source, entity_type, by_card, chunk, {}, str(err))
-            raise
-        o, f = _record(mirror, source, entity_type, by_card, chunk, results, None)
-        ok, failed = ok + o, failed + f
-    return ok, failed
-
-
-def _record(mirror, source, entity_type, by_card, chunk, results, fatal) -> tuple[int, int]:
+    `fatal`: the error that stopped the chunk before any result came back.
+    """
     at = iso()
     log_rows, written = [], []
     ok = failed = 0
@@ -185,6 +168,77 @@ def _record(mirror, source, entity_type, by_card, chunk, results, fatal) -> tupl
     return ok, failed
 
 
+# -- the CRM side: the adapter only ------------------------------------------------------------
+
+def find_fields(adapter, source: str, entity_type: str,
+                labels: dict[str, str]) -> Iterator[tuple[str, CrmField]]:
+    """(KPI, field) for each KPI -> label: the CRM's field with that label or the KPI's code
+    (numeric, else FieldTypeError), or one created. Lists nothing when `labels` is empty."""
+    if not labels:
+        return
+    has_code = registry.get(adapter.kind).field_has_code
+    existing = adapter.list_fields(entity_type)
+    for kpi, label in labels.items():
+        code = field_code(kpi)
+        f = next((f for f in existing if f.name == label), None) or next(
+            (f for f in existing if has_code(f, code)), None)
+        if f is None:
+            f = adapter.create_field(entity_type, code, label)
+            existing.append(f)
+            log.info("source '%s': created %s field '%s' (%s)", source, entity_type, label, f.key)
+        elif f.type not in NUMERIC_TYPES:
+            raise FieldTypeError(
+                f"source '{source}': {entity_type} field '{f.name}' (for KPI {kpi}) exists with type "
+                f"'{f.type}', not a number; change its type in the CRM or map the KPI to another "
+                f"field name in [kpi.fields]")
+        yield kpi, f
+
+
+def _number(v: float | None):
+    """Whole numbers go out as int, so the CRM shows 3 rather than 3.0."""
+    return int(v) if v is not None and float(v).is_integer() else v
+
+
+def write_cards(adapter, entity_type: str, by_card: dict[int, list[Change]],
+                cards: list[int]) -> dict[int, WriteResult]:
+    """Send the cards' changed values, one FieldWrite per card; the results by card id."""
+    writes = [FieldWrite(eid, {c.field_key: _number(c.new) for c in by_card[eid]}) for eid in cards]
+    return {r.entity_id: r for r in adapter.write_values(entity_type, writes)}
+
+
+# -- the wire ----------------------------------------------------------------------------------
+
+def resolve_fields(mirror, adapter, source: str, entity_type: str,
+                   labels: dict[str, str]) -> dict[str, str]:
+    """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before."""
+    keys = known_keys(mirror, source, entity_type, labels)
+    missing = {k: label for k, label in labels.items() if k not in keys}
+    # Saved one by one as found: a field of the wrong type further on keeps the ones before.
+    for kpi, f in find_fields(adapter, source, entity_type, missing):
+        save_field(mirror, source, entity_type, kpi, missing[kpi], f)
+        keys[kpi] = f.key
+    return keys
+
+
+def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) -> tuple[int, int]:
+    """Write the changes in chunks, each chunk's attempt logged; returns (cards written, failed)."""
+    by_card: dict[int, list[Change]] = defaultdict(list)
+    for c in changes:
+        by_card[c.entity_id].append(c)
+    cards = list(by_card)
+    ok = failed = 0
+    for i in range(0, len(cards), CHUNK):
+        chunk = cards[i:i + CHUNK]
+        try:
+            results = write_cards(adapter, entity_type, by_card, chunk)
+        except Exception as err:  # log the attempt before the error stops the run
+            record(mirror, source, entity_type, by_card, chunk, {}, str(err))
+            raise
+        o, f = record(mirror, source, entity_type, by_card, chunk, results, None)
+        ok, failed = ok + o, failed + f
+    return ok, failed
+
+
 def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
                only: list[str] | None = None) -> WritebackReport:
     """Resolve fields and send every changed value of one source (dry run: only plan).
@@ -199,10 +253,7 @@ def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
         if not labels:
             continue
         if dry_run:
-            cached = dict(mirror.conn.execute(
-                "SELECT kpi, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
-                (source, entity_type)).fetchall())
-            keys = {k: cached.get(k, label) for k, label in labels.items()}
+            keys = dry_run_keys(mirror, source, entity_type, labels)
         else:
             if adapter is None:
                 raise WritebackError(f"source '{source}': no adapter to write with")

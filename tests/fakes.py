@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from adapters.base import CrmField, WriteResult
+from adapters.bitrix24.config import FIELD_PREFIX
 
 
 class FakeAdapter:
     """Fields and card values in memory: batches of 50 cards per request, rejected cards retried
-    alone (one more request each), `requests` counted as a real adapter would make them."""
+    alone (one more request each), `requests` counted as a real adapter would make them.
 
-    kind = "fake"
+    Its fields are keyed as Bitrix24 keys them (`UF_CRM_<code>`), so it is of that kind: write-back
+    matches them by that CRM's `field_has_code`.
+    """
+
+    kind = "bitrix24"
+    prefix = FIELD_PREFIX
 
     def __init__(self, source: str = "main", fields=None, reject=(), keep_cards: bool = True):
         self.source = source
@@ -27,7 +33,7 @@ class FakeAdapter:
 
     def create_field(self, entity_type, code, label):
         self.requests += 1
-        f = CrmField(key=f"UF_CRM_{code}", name=label, type="double", code=code)
+        f = CrmField(key=self.prefix + code, name=label, type="double", code=code)
         self.fields[entity_type].append(f)
         return f
 

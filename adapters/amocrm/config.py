@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from adapters.urls import check_url
 
-KEYS = {"base_url": str, "access_token": str, "redirect_uri": str}
-SECRET_KEYS = ("access_token",)
+KEYS = {"base_url": str, "access_token": str, "client_id": str, "client_secret": str,
+        "redirect_uri": str}
+SECRET_KEYS = ("access_token", "client_secret")
 DEFAULTS = {"requests_per_second": 7.0}
 
 

@@ -7,10 +7,11 @@ from urllib.parse import urlsplit
 from adapters import redact
 from adapters.urls import check_url
 
-KEYS = {"webhook_url": str, "portal_url": str, "oauth_url": str, "bucket_size": int,
-        "operating_budget_s": float, "reconcile_hours": float}
-SECRET_KEYS = ("webhook_url",)
-DEFAULTS = {"requests_per_second": 2.0}
+KEYS = {"webhook_url": str, "portal_url": str, "client_id": str, "client_secret": str,
+        "oauth_url": str, "bucket_size": int, "operating_budget_s": float, "reconcile_hours": float}
+SECRET_KEYS = ("webhook_url", "client_secret")
+DEFAULTS = {"requests_per_second": 2.0, "oauth_url": "https://oauth.bitrix.info/oauth/token/",
+            "bucket_size": 50, "operating_budget_s": 480.0, "reconcile_hours": 24.0}
 FIELD_PREFIX = "UF_CRM_"
 
 

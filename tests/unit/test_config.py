@@ -1,5 +1,7 @@
 """Config loading: every problem is one line naming the file and key; exit code 2 at the CLI."""
 
+import dataclasses
+
 import pytest
 from click.testing import CliRunner
 
@@ -67,6 +69,22 @@ def test_good_config_loads_with_env_substitution(tmp_path, env):
     assert "amo-token-value-123" not in repr(cfg)
 
 
+def test_each_crm_key_reads_as_an_attribute_with_its_default(tmp_path, env):
+    main_src, b24 = config.load(write(tmp_path, good(tmp_path))).sources
+    assert (main_src.base_url, main_src.client_id, main_src.redirect_uri) == \
+        ("https://example.amocrm.ru", None, None)
+    assert (b24.webhook_url, b24.portal_url, b24.oauth_url) == \
+        ("https://portal.bitrix24.ru/rest/1/s3cretwebhook/", None, "https://oauth.bitrix.info/oauth/token/")
+    assert (b24.bucket_size, b24.operating_budget_s, b24.reconcile_hours) == (50, 480.0, 24.0)
+    assert (b24.timeout_s, b24.overlap_minutes, b24.max_workers, b24.currency, b24.streams,
+            b24.verify_tls) == (60.0, 5.0, 4, "RUB", None, True)
+    with pytest.raises(AttributeError, match="bitrix24 source has no key 'base_url'"):
+        b24.base_url
+    built = config.SourceConfig(name="b24", kind="bitrix24", webhook_url=b24.webhook_url)
+    assert built == b24 and "s3cretwebhook" not in repr(built)
+    assert dataclasses.replace(built, bucket_size=10).options == {**b24.options, "bucket_size": 10}
+
+
 def test_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("AMO_TOKEN", "t0ken-example")
     monkeypatch.setenv("B24_WEBHOOK", "https://portal.bitrix24.ru/rest/1/abcdef/")
@@ -103,6 +121,16 @@ def test_example_config_is_valid(monkeypatch):
      "kpi.currency_rates.usd", "must be a positive number"),
     (lambda t: t.replace('name = "b24"', 'name = "b 24"'),
      "sources[1] (b 24).name", "use letters"),
+    (lambda t: t.replace('kind = "amocrm"', 'kind = "amocrm"\nportal_url = "https://p.bitrix24.ru"'),
+     "sources[0] (main).portal_url", "is a Bitrix24 key; this source is amocrm"),
+    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nredirect_uri = "https://x.ru/oauth"'),
+     "sources[1] (b24).redirect_uri", "is an amoCRM key; this source is bitrix24"),
+    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nbucket_size = 0'),
+     "sources[1] (b24).bucket_size", "must be greater than 0"),
+    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nreconcile_hours = "daily"'),
+     "sources[1].reconcile_hours", "must be a number, got a string"),
+    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nmax_workers = 0'),
+     "sources[1] (b24).max_workers", "must be greater than 0"),
 ])
 def test_each_config_error_names_file_and_key(tmp_path, env, edit, key, problem):
     path = write(tmp_path, edit(good(tmp_path)))

@@ -126,6 +126,20 @@ def test_existing_numeric_field_is_reused_by_label_or_code(mirror):
     assert a.cards[("contact", 1)]["66192"] == 80 and a.cards[("contact", 1)]["66193"] == 10000
 
 
+def test_field_is_matched_by_code_as_the_adapters_crm_spells_it(mirror):
+    """Bitrix24 keys a KPI's field UF_CRM_<code>; for amoCRM that key is just some other field."""
+    old = CrmField(key="UF_CRM_KPI_DEALS_WON", name="Won deals (old label)", type="double")
+    mapping = {"deals_won": {"contact": "KPI: Won"}}
+    b24 = FakeAdapter(fields=[old])
+    writeback.write_back(mirror, b24, S, cfg(targets=["contact"], fields=mapping))
+    assert b24.fields["contact"] == [old] and ("contact", 1) in b24.cards
+    mirror.conn.execute("DELETE FROM kpi_fields")
+    amo = FakeAdapter(fields=[old])
+    amo.kind, amo.prefix = "amocrm", ""
+    writeback.write_back(mirror, amo, S, cfg(targets=["contact"], fields=mapping))
+    assert [f.name for f in amo.fields["contact"]] == ["Won deals (old label)", "KPI: Won"]
+
+
 def test_unmapped_kpis_are_never_written(mirror):
     a = FakeAdapter()
     writeback.write_back(mirror, a, S, cfg(fields={"deals_won": {"company": "Won"}}))

@@ -1,0 +1,45 @@
+"""The read-only guard for custom KPI SQL (`[[kpi.custom]]`): checked when the config loads and
+enforced again when the KPI engine runs the query."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from connector import schema
+
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                 getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+
+
+def read_only(action, *_):
+    """An SQLite authorizer that allows reads and denies everything else."""
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _dummy_params() -> dict:
+    return {"source": "x", "now": "2000-01-01T00:00:00Z", "target": "contact",
+            "calls_days": 90, "churn_days": 180}
+
+
+def check_custom_sql(sql: str) -> str | None:
+    """None when `sql` is one read-only query returning two columns; else the problem in a few words.
+
+    It is run against an empty in-memory mirror with an authorizer that denies anything but reads.
+    """
+    conn = sqlite3.connect(":memory:")
+    try:
+        schema.apply(conn)
+        conn.set_authorizer(read_only)
+        try:
+            cur = conn.execute(sql.strip().rstrip(";"), _dummy_params())
+        except sqlite3.DatabaseError as err:
+            msg = str(err)
+            return "must only read the mirror (one SELECT or WITH query)" if "authoriz" in msg \
+                else f"SQL does not run: {msg}"
+        except (sqlite3.ProgrammingError, sqlite3.Warning) as err:
+            return f"SQL does not run: {err}"
+        if cur.description is None or len(cur.description) != 2:
+            return "must return two columns: entity_id, value"
+        return None
+    finally:
+        conn.close()
