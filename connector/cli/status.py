@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from adapters import bookmarks
 from connector import jobs
 from connector.cli.common import load, table
 from connector.scheduler import next_runs
@@ -20,6 +21,7 @@ def status(ctx: click.Context) -> None:
     cfg = load(ctx)
     rows, kpis = jobs.mirror_status(cfg)
     if rows:
+        rows = [dict(r, bookmark=bookmarks.describe(r["bookmark"])) for r in rows]
         click.echo(table(rows, STREAM_COLUMNS))
     else:
         click.echo("no sync has run yet: try `crm-connector sync`")
