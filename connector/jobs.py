@@ -11,7 +11,8 @@ busy, with the error. Alerts go to a `Notifier` when one is given (the daemon's)
 parts are `Steps`, so tests run a job with fakes.
 
 The small helpers at the end (`check_source`, `exchange_code`, `mirror_status`,
-`client_kpis`) are what the other commands do, so the CLI only parses and prints.
+`client_kpis`, `table_counts`) are what the other commands do, so the CLI only parses and
+prints.
 """
 
 from __future__ import annotations
