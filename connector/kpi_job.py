@@ -1,6 +1,7 @@
 """One KPI job for one source: compute from the mirror, then write the changes back.
 
-Used by `crm-connector kpi` and by the scheduler after a complete nightly sync.
+The KPI step of `connector.jobs.run_job` (`crm-connector kpi`, and the nightly job after a
+complete sync).
 """
 
 from __future__ import annotations
@@ -34,18 +35,8 @@ class KpiJobResult:
 
 def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
                 only: list[str] | None = None, now: datetime | None = None) -> KpiJobResult:
-    """Compute the source's KPIs and write back what changed (dry run: compute and plan only).
-
-    Without an `adapter` one is made from the config (and closed) when something must be sent.
-    """
+    """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
+    `adapter` may then be None)."""
     comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only)
-    own = None
-    if adapter is None and not dry_run:
-        from connector import runtime
-        adapter = own = runtime.make_adapter(cfg, source_cfg)
-    try:
-        wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run, only=only)
-    finally:
-        if own is not None:
-            own.close()
+    wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run, only=only)
     return KpiJobResult(source_cfg.name, comp, wb, dry_run)

@@ -97,3 +97,8 @@ class Notifier:
                 error = f"{error}\nnot run because of this: {', '.join(not_run)}"
             sent += self.failed(source, r.stream, error)
         return sent
+
+
+def quiet() -> Notifier:
+    """A notifier that sends nothing: manual commands report on the terminal instead."""
+    return Notifier(NotifyConfig())

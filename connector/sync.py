@@ -67,13 +67,26 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
 
 
 def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, stop) -> StreamResult:
+    """One stream, recorded in `sync_runs` from start to finish."""
     source = adapter.source
     bookmark = None if full else mirror.get_bookmark(source, stream)
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
     result = StreamResult(source, stream, "ok")
     requests_before, t0 = adapter.requests, time.monotonic()
     progress.start(f"{source}/{stream}")
-    pages = adapter.fetch(stream, bookmark, run_started, full=full)
+    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), result, progress, stop)
+    result.requests = adapter.requests - requests_before
+    result.seconds = time.monotonic() - t0
+    mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error)
+    progress.finish(result.status)
+    _log(result)
+    return result
+
+
+def _copy_pages(mirror, pages, result: StreamResult, progress, stop) -> None:
+    """Save the adapter's pages one by one (each with its bookmark); an error ends the stream,
+    classified into `result`: skipped (a missing scope), failed, or failed and stopping the source."""
+    source, stream = result.source, result.stream
     try:
         for page in pages:
             result.rows += mirror.save_page(source, stream, page)
@@ -94,17 +107,15 @@ def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, st
         log.debug("stream %s/%s crashed", source, stream, exc_info=True)
     finally:
         pages.close()
-    result.requests = adapter.requests - requests_before
-    result.seconds = time.monotonic() - t0
-    mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error)
-    progress.finish(result.status)
-    log.info("sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s", source, stream,
-             result.rows, result.requests, result.seconds, result.status,
+
+
+def _log(result: StreamResult) -> None:
+    log.info("sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s", result.source,
+             result.stream, result.rows, result.requests, result.seconds, result.status,
              f" error={result.error}" if result.error else "",
-             extra={"fields": {"event": "sync", "source": source, "stream": stream, "rows": result.rows,
-                               "requests": result.requests, "duration_s": round(result.seconds, 2),
-                               "status": result.status}})
-    return result
+             extra={"fields": {"event": "sync", "source": result.source, "stream": result.stream,
+                               "rows": result.rows, "requests": result.requests,
+                               "duration_s": round(result.seconds, 2), "status": result.status}})
 
 
 def _not_run(mirror, run_id, source, stream, run_started, why) -> StreamResult:

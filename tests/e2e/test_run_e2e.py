@@ -2,9 +2,7 @@
 SIGKILL mid-sync and recovery. Waits poll the mirror with a deadline; nothing sleeps for timing.
 """
 
-import functools
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -17,24 +15,10 @@ from connector import runtime, schema
 from connector.locks import source_lock
 from connector.sync import sync_source
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Until `run` is registered on the main group, register it here (the same command either way).
-SHIM = ("from connector.cli import main\nfrom connector.cli_run import run\n"
-        "main.commands.get('run') or main.add_command(run)\nmain()\n")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONNECTOR = [sys.executable, "-m", "connector"]
 FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue",
           "calls_90d": "KPI: Calls, 90 days"}
-
-
-@functools.cache
-def connector_cmd() -> list[str]:
-    """`python -m connector` once `run` is registered there (asked of a fresh process: other
-    tests may have registered it in this one)."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    helptext = subprocess.run([sys.executable, "-m", "connector", "--help"], env=env,
-                              capture_output=True, text=True).stdout
-    if re.search(r"^\s+run\s", helptext, re.M):
-        return [sys.executable, "-m", "connector"]
-    return [sys.executable, "-c", SHIM]
 
 
 def write_config(tmp_path, sandbox, name="mirror.db", kpi_after_sync=True) -> str:
@@ -67,8 +51,7 @@ def start(tmp_path, config: str, *args) -> tuple[subprocess.Popen, str]:
     err = str(tmp_path / f"stderr-{time.monotonic_ns()}.log")
     env = dict(os.environ, PYTHONPATH=ROOT)
     with open(err, "w") as fh:
-        proc = subprocess.Popen(connector_cmd() + ["--config", config, "--log-format", "json", "run",
-                                                   *args],
+        proc = subprocess.Popen(CONNECTOR + ["--config", config, "--log-format", "json", "run", *args],
                                 cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=fh,
                                 text=True)
     return proc, err

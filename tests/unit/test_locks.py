@@ -13,7 +13,7 @@ import pytest
 from connector.config import ScheduleConfig
 from connector.locks import LockAbandoned, LockTimeout, lock_path, source_lock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A second process that takes the lock, says so on stdout, and holds it until stdin says "go".
 HOLDER = """

@@ -8,10 +8,10 @@ from click.testing import CliRunner
 
 from connector import config as config_mod
 from connector.cli import main
-from connector.cli_run import run
 from connector.locks import LockTimeout, source_lock
 from connector.notify import Notifier
-from connector.scheduler import Runner, cron_day_of_week, next_runs, triggers
+from connector.cron import cron_day_of_week
+from connector.scheduler import Runner, next_runs, triggers
 from connector.sync import StreamResult
 
 BASE = """
@@ -71,8 +71,8 @@ class Harness:
         self.adapters.append(a)
         return a
 
-    def _sync(self, mirror, adapter, streams=None, stop=None):
-        assert stop is self.stop
+    def _sync(self, mirror, adapter, streams=None, *, full=False, progress=None, stop=None):
+        assert stop is self.stop and not full
         self.calls.append(("sync", adapter.source))
         if self.on_sync:
             self.on_sync(adapter)
@@ -80,8 +80,9 @@ class Harness:
                              error=None if st in ("ok", "skipped") else f"{st} here")
                 for i, st in enumerate(self.statuses)]
 
-    def _kpi(self, cfg, mirror, src, adapter):
+    def _kpi(self, cfg, mirror, src, adapter, *, dry_run=False, only=None):
         assert adapter is self.adapters[-1] and not adapter.closed   # same adapter, still open
+        assert not dry_run and only is None
         assert mirror.conn.execute("SELECT count(*) FROM sync_state").fetchone() is not None
         self.calls.append(("kpi", src.name))
         if isinstance(self.kpi_result, Exception):
@@ -246,18 +247,14 @@ def test_bad_schedule_is_a_config_error_exit_2(tmp_path, schedule, key):
     load_cfg(tmp_path)   # writes a good file first: the error below is the schedule's alone
     path = tmp_path / "config.toml"
     path.write_text(path.read_text() + f"[schedule]\n{schedule}\n")
-    if "run" not in main.commands:
-        main.add_command(run)
     res = CliRunner().invoke(main, ["--config", str(path), "run", "--once"])
     assert res.exit_code == 2
     assert key in res.output and "error:" in res.output
 
 
 def invoke_run(tmp_path, monkeypatch, args, schedule=""):
-    monkeypatch.setattr("connector.cli_run._on_signals", lambda stop: None)   # keep pytest's handlers
+    monkeypatch.setattr("connector.cli.run._on_signals", lambda stop: None)   # keep pytest's handlers
     cfg = load_cfg(tmp_path, schedule)
-    if "run" not in main.commands:
-        main.add_command(run)
     return cfg, CliRunner().invoke(main, ["--config", cfg.path, "run", *args])
 
 
@@ -286,7 +283,7 @@ def test_kpi_job_work_left_in_an_open_transaction_is_kept(tmp_path):
     cfg = load_cfg(tmp_path)
     h = Harness(cfg)
 
-    def kpi_leaving_a_transaction(cfg, mirror, src, adapter):
+    def kpi_leaving_a_transaction(cfg, mirror, src, adapter, **_):
         mirror.conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, "
                             "seconds) VALUES ('main', '2026-11-23T02:00:00Z', 'x', 1, 1, 0.1)")
         return Summary()

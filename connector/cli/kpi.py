@@ -6,15 +6,8 @@ import sys
 
 import click
 
-from adapters.errors import SourceError
-from connector import kpi as kpi_mod
-from connector import runtime
-from connector.config import ConfigError
-
-
-def _fail_and_load():
-    from connector.cli import fail, load   # the main CLI owns error printing and config loading
-    return fail, load
+from connector import jobs
+from connector.cli.common import fail, load, sources
 
 
 def _fmt(v) -> str:
@@ -38,33 +31,21 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     """
     if ctx.invoked_subcommand is not None:
         return
-    from connector.kpi_job import run_kpi_job
-    from connector.locks import LockTimeout, source_lock
-    from connector.writeback import WritebackError
-
-    fail, load = _fail_and_load()
     cfg = load(ctx)
-    try:
-        sources = runtime.pick_sources(cfg, source_name)
-    except ConfigError as err:
-        fail(str(err), 2)
     names = [n.strip() for o in only for n in o.split(",") if n.strip()] or None
     failed = False
-    with runtime.open_mirror(cfg) as mirror:
-        for src in sources:
-            try:
-                with source_lock(cfg, src.name):
-                    res = run_kpi_job(cfg, mirror, src, dry_run=dry_run, only=names)
-            except (kpi_mod.KpiError, WritebackError, SourceError, LockTimeout) as err:
-                fail(str(err))
-            for w in res.compute.warnings:
-                click.echo(f"warning: {w}", err=True)
-            if dry_run:
-                for c in res.writeback.changes:
-                    click.echo(f"{src.name} {c.entity_type} {c.entity_id}  {c.kpi} -> '{c.label}': "
-                               f"{_fmt(c.old)} -> {_fmt(c.new)}")
-            click.echo(f"{src.name}: {res.line()}")
-            failed |= res.failed > 0
+    for src in sources(cfg, source_name):
+        res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
+        if res.kpi is None:      # busy, or the KPI job could not run
+            fail(res.reason)
+        for w in res.kpi.compute.warnings:
+            click.echo(f"warning: {w}", err=True)
+        if dry_run:
+            for c in res.kpi.writeback.changes:
+                click.echo(f"{src.name} {c.entity_type} {c.entity_id}  {c.kpi} -> '{c.label}': "
+                           f"{_fmt(c.old)} -> {_fmt(c.new)}")
+        click.echo(f"{src.name}: {res.kpi.line()}")
+        failed |= res.kpi.failed > 0
     sys.exit(1 if failed else 0)
 
 
@@ -75,15 +56,9 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
 @click.pass_context
 def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int) -> None:
     """Print one client's latest KPIs with their definitions."""
-    fail, load = _fail_and_load()
     cfg = load(ctx)
-    try:
-        cfg.source(source_name)
-    except ConfigError as err:
-        fail(str(err), 2)
-    defs = kpi_mod.all_kpis(cfg.kpi)
-    with runtime.open_mirror(cfg) as mirror:
-        rows = kpi_mod.latest(mirror, source_name, entity_type, entity_id)
+    sources(cfg, source_name)
+    rows, defs = jobs.client_kpis(cfg, source_name, entity_type, entity_id)
     if not rows:
         fail(f"no KPIs for {entity_type} {entity_id} in source '{source_name}': "
              f"check the id, or run `crm-connector kpi --source {source_name}` first")

@@ -17,19 +17,10 @@ import threading
 import click
 from apscheduler.events import EVENT_JOB_MISSED
 
-from connector import runtime
-from connector.config import ConfigError
+from connector.cli.common import fail, load, sources
 from connector.scheduler import Runner, build_scheduler, next_runs
 
 log = logging.getLogger("crm_connector.run")
-
-__all__ = ["run", "next_runs"]
-
-
-def _load(ctx: click.Context):
-    from connector.cli import fail, load
-    cfg = load(ctx.find_root())
-    return cfg, fail
 
 
 def _on_signals(stop: threading.Event) -> None:
@@ -64,11 +55,8 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
     Never runs two jobs on one source at once, with this daemon or with a manual
     `sync`/`kpi`: the later one waits up to [schedule] lock_timeout_s.
     """
-    cfg, fail = _load(ctx)
-    try:
-        cfg.sources = runtime.pick_sources(cfg, source_name)
-    except ConfigError as err:
-        fail(str(err), 2)
+    cfg = load(ctx)
+    cfg.sources = sources(cfg, source_name)
     stop = threading.Event()
     _on_signals(stop)
     runner = Runner(cfg, stop)
@@ -97,9 +85,8 @@ def _once(runner: Runner, cfg, incremental: bool = False) -> int:
     bad = False
     for src in cfg.sources:
         out = runner.incremental(src.name) if incremental else runner.nightly(src.name)
-        rows = sum(r.rows for r in out.results)
         kpi = f"; KPIs: {out.kpi.line()}" if out.kpi is not None else ""
-        click.echo(f"{src.name}: {out.status}, {rows:,} rows{kpi}")
+        click.echo(f"{src.name}: {out.status}, {out.rows:,} rows{kpi}")
         if out.error:
             click.echo(f"error: {src.name}: {out.error}", err=True)
         bad |= out.status == "failed" or (out.status == "busy" and not incremental)

@@ -1,0 +1,231 @@
+"""One source's job, run one way by every caller: lock, stale runs, sync, KPIs, result.
+
+`run_job` is what `crm-connector sync`, `kpi` and `demo` run, and what the scheduler's
+`Runner` runs for the daemon and `run --once`:
+
+    take the source's lock -> close runs a killed process left 'running' -> build the adapter
+    -> sync the streams -> KPIs and write-back (only after a complete sync) -> close the adapter
+
+It never raises for a job that went wrong: the `JobResult` says ok, failed, interrupted or
+busy, with the error. Alerts go to a `Notifier` when one is given (the daemon's). The moving
+parts are `Steps`, so tests run a job with fakes.
+
+The small helpers at the end (`check_source`, `exchange_code`, `mirror_status`,
+`client_kpis`, `table_counts`) are what the other commands do, so the CLI only parses and
+prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from adapters.redact import redact
+from connector import kpi as kpi_mod
+from connector import runtime
+from connector.config import Config, SourceConfig
+from connector.kpi_job import KpiJobResult, run_kpi_job
+from connector.locks import LockAbandoned, LockTimeout, source_lock
+from connector.notify import Notifier, quiet
+from connector.progress import Progress
+from connector.sync import StreamResult, sync_source
+
+log = logging.getLogger("crm_connector.jobs")
+
+NIGHTLY, INCREMENTAL = "sync", "incremental"     # the scheduler's job kinds, as logs name them
+SUCCESS = ("ok", "skipped")   # skipped: a scope the token lacks, by the user's choice
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a job calls, with the signatures of the real ones (tests pass fakes)."""
+    mirror: Callable = runtime.open_mirror      # (cfg) -> Mirror, a context manager
+    adapter: Callable = runtime.make_adapter    # (cfg, source) -> adapter
+    sync: Callable = sync_source                # (mirror, adapter, streams, *, full, progress, stop)
+    kpi: Callable = run_kpi_job                 # (cfg, mirror, source, adapter, *, dry_run, only)
+
+
+@dataclass
+class JobResult:
+    """What one run of one source's job did."""
+    source: str
+    job: str                  # sync (nightly), incremental, kpi, ...: how logs and alerts name it
+    status: str = "ok"        # ok, failed, interrupted, busy
+    results: list[StreamResult] = field(default_factory=list)   # one per stream synced
+    kpi: KpiJobResult | None = None    # the KPI job's summary, when it ran
+    error: str | None = None
+    seconds: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reason(self) -> str | None:
+        """The error as the exception said it (what a command prints), else `error`."""
+        return redact(str(self.exception)) if self.exception is not None else self.error
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.results)
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.results)
+
+
+def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool = True,
+            streams: list[str] | None = None, full: bool = False, kpi: bool = False,
+            dry_run: bool = False, only: list[str] | None = None,
+            stop: threading.Event | None = None, progress: Progress | None = None,
+            lock_timeout_s: float | None = None, notifier: Notifier | None = None,
+            steps: Steps = Steps()) -> JobResult:
+    """Run one source's job under its lock; never raises for the job's own failures.
+
+    sync: pull `streams` (default: the source's, else all), `full` ignoring bookmarks.
+    kpi: compute KPIs and write back the changes (`dry_run`: plan only; `only`: these KPIs);
+    with `sync`, only when every stream succeeded. `stop`: a stop asked for (signals) ends
+    the sync after its current page. `lock_timeout_s`: default `[schedule] lock_timeout_s`.
+    """
+    out = JobResult(source.name, job)
+    if stop is not None and stop.is_set():
+        out.status, out.error = "interrupted", "stop requested before the job started"
+        return out
+    run = _Run(cfg, source, out, steps, notifier or quiet(), stop)
+    t0 = time.monotonic()
+    try:
+        with source_lock(cfg, source.name, lock_timeout_s, stop=stop), steps.mirror(cfg) as mirror:
+            close_stale_runs(mirror, source.name)
+            run.locked(mirror, sync=sync, kpi=kpi, streams=streams or source.streams, full=full,
+                       progress=progress, dry_run=dry_run, only=only)
+    except LockTimeout as err:
+        run.busy(err)
+    except LockAbandoned as err:
+        out.status, out.error, out.exception = "interrupted", str(err), err
+    except Exception as err:   # the daemon outlives any one job's failure
+        run.crashed(err)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def close_stale_runs(mirror, source: str) -> int:
+    """Mark runs a killed process left 'running' as interrupted (under the source's lock)."""
+    count = mirror.close_stale_runs(source)
+    if count:
+        log.warning("source '%s': %d run(s) left 'running' by a process that died, marked interrupted",
+                    source, count)
+    return count
+
+
+class _Run:
+    """One job under way: what it works on, the result it fills in, where alerts go."""
+
+    def __init__(self, cfg: Config, source: SourceConfig, out: JobResult, steps: Steps,
+                 alerts: Notifier, stop: threading.Event | None):
+        self.cfg, self.source, self.out, self.steps = cfg, source, out, steps
+        self.alerts, self.stop = alerts, stop
+
+    def locked(self, mirror, *, sync: bool, kpi: bool, streams, full, progress, dry_run, only) -> None:
+        """The job's work, holding the lock; the adapter is closed whatever happens."""
+        # a dry-run KPI job sends nothing, so it needs no adapter (nor the CRM's credentials)
+        adapter = self.steps.adapter(self.cfg, self.source) if sync or not dry_run else None
+        try:
+            if sync:
+                self.sync(mirror, adapter, streams, full=full, progress=progress)
+            # KPIs only after a complete sync: half-synced data would write wrong numbers
+            if kpi and self.out.status == "ok":
+                self.kpi(mirror, adapter, dry_run=dry_run, only=only,
+                         label="sync + kpi" if sync else "kpi")
+        finally:
+            if adapter is not None:
+                adapter.close()
+
+    def sync(self, mirror, adapter, streams, *, full, progress) -> None:
+        out = self.out
+        out.results = self.steps.sync(mirror, adapter, streams, full=full, progress=progress,
+                                      stop=self.stop)
+        self.alerts.sync_results(out.source, out.results)
+        statuses = {r.status for r in out.results}
+        if "interrupted" in statuses or (self.stop is not None and self.stop.is_set()):
+            out.status = "interrupted"
+        elif not statuses <= set(SUCCESS):
+            out.status = "failed"
+            out.error = "; ".join(f"{r.stream}: {r.error}" for r in out.results
+                                  if r.status not in SUCCESS)
+
+    def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
+        out = self.out
+        try:
+            out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run, only=only)
+            if mirror.conn.in_transaction:
+                # a job that returned has finished its work: keep it. (Python's sqlite3 opens a
+                # transaction implicitly on DML; left open, closing the mirror would roll back.)
+                log.debug("KPI job of %s left a transaction open; committing it", out.source)
+                mirror.conn.commit()
+        except Exception as err:
+            out.status, out.exception = "failed", err
+            out.error = redact(f"KPI job: {type(err).__name__}: {err}")
+            log.debug("KPI job of %s crashed", out.source, exc_info=True)
+            self.alerts.failed(out.source, "kpi", out.error, job="kpi")
+            return
+        failed = getattr(out.kpi, "failed", 0) or 0
+        if failed:
+            out.status, out.error = "failed", f"KPI write-back: {failed} value(s) rejected by the CRM"
+            self.alerts.failed(out.source, "kpi", f"{out.error}; {out.kpi.line()}", job="kpi")
+        else:
+            self.alerts.succeeded(out.source, out.kpi.line(), job=label)
+
+    def busy(self, err: LockTimeout) -> None:
+        out = self.out
+        out.status, out.error, out.exception = "busy", str(err), err
+        # an incremental run bumping into the nightly one is routine; anything else is not
+        if out.job != INCREMENTAL:
+            self.alerts.failed(out.source, "-", out.error, job=out.job)
+
+    def crashed(self, err: Exception) -> None:
+        out = self.out
+        out.status, out.exception = "failed", err
+        out.error = redact(f"{type(err).__name__}: {err}")
+        log.debug("job %s:%s crashed", out.job, out.source, exc_info=True)
+        self.alerts.failed(out.source, "-", out.error, job=out.job)
+
+
+# -- what the other commands do ------------------------------------------------------------
+
+def check_source(cfg: Config, source: SourceConfig) -> str:
+    """One cheap authenticated call; raises SourceError when the CRM refuses."""
+    adapter = runtime.make_adapter(cfg, source)
+    try:
+        return adapter.check()
+    finally:
+        adapter.close()
+
+
+def exchange_code(cfg: Config, source: SourceConfig, code: str) -> str:
+    """Trade an OAuth authorization code for tokens (saved beside the mirror); says what it did."""
+    adapter = runtime.make_adapter(cfg, source)
+    try:
+        return adapter.exchange_code(code)
+    finally:
+        adapter.close()
+
+
+def mirror_status(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """Per source and stream: last run and bookmark; and each source's last KPI job."""
+    with runtime.open_mirror(cfg) as mirror:
+        rows = mirror.status()
+        kpis = [k for k in (mirror.last_kpi_summary(s.name) for s in cfg.sources) if k]
+    return rows, kpis
+
+
+def client_kpis(cfg: Config, source: str, entity_type: str, entity_id: int) -> tuple[list[dict], dict]:
+    """One client's latest KPI values, and the KPI definitions by name."""
+    with runtime.open_mirror(cfg) as mirror:
+        rows = kpi_mod.latest(mirror, source, entity_type, entity_id)
+    return rows, kpi_mod.all_kpis(cfg.kpi)
+
+
+def table_counts(cfg: Config) -> dict[str, dict[str, int]]:
+    """Rows per entity table, per source."""
+    with runtime.open_mirror(cfg) as mirror:
+        return {s.name: mirror.table_counts(s.name) for s in cfg.sources}
