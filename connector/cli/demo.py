@@ -54,7 +54,7 @@ def demo(size: int, seed: int, workdir: str | None) -> None:
         cfg = runtime.load_config(demo_config(workdir, servers))
         failed = False
         for src in cfg.sources:
-            click.echo(f"Syncing {src.name} ({src.kind}) ...")
+            click.echo(f"Syncing {src.name} ({registry.get(src.kind).title}) ...")
             failed |= not _run(cfg, src)
         _summary(jobs.table_counts(cfg), servers)
     every = "both" if len(servers) == 2 else f"all {len(servers)}"
