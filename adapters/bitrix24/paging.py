@@ -134,6 +134,8 @@ class Pager:
         """Read every window; chunks arrive as batches complete (windows interleave unless
         `ordered`). `each(chunk)` runs in the worker that read the chunk."""
         each = each or (lambda c: c)
+        if not windows:  # an empty list (plan found no rows): no pool of zero threads
+            return
         if len(windows) == 1 or self.workers == 1:
             for i, (lo, hi) in enumerate(windows):
                 for chunk in self._window(i, lo, hi, spec, extra, companion, first_chain, density, None):

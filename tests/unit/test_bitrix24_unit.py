@@ -416,3 +416,18 @@ def test_reconcile_lists_every_id_of_its_streams():
     assert pages[0].present == {"contacts": [4, 9]} and len(responses.calls) == 2
     assert json.loads(responses.calls[1].request.body)["select"] == ["ID"]
 
+
+
+def test_no_windows_reads_nothing_even_with_parallel_workers():
+    from adapters.bitrix24.paging import ListSpec, Pager
+    assert list(Pager(None, workers=4).run(ListSpec("crm.company.list"), [])) == []
+
+
+@responses.activate
+def test_first_load_of_an_empty_list_with_parallel_workers_is_an_empty_success():
+    a = adapter()
+    a.pager.workers = 4
+    responses.post(HOOK + "batch", json=batch_body({"lo": [], "hi": []}))
+    pages = list(a.fetch("calls", None, NOW))
+    assert len(responses.calls) == 1 and sum(x.count() for x in pages) == 0
+    assert json.loads(pages[-1].bookmark) == {"last_id": {"calls": 0}}
