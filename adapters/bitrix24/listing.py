@@ -80,6 +80,10 @@ class Lister:
                         spec.method, err)
         return out
 
+    def plan(self, spec: ListSpec, per_worker: int) -> tuple[list[list], float]:
+        """ID windows over the whole list (up to `per_worker` per worker) and the ID density."""
+        return self.pager.plan(spec, self.pager.workers * per_worker)
+
     def batch_ok(self, cmds: dict, held: dict | None = None) -> dict:
         """One batch whose every sub-call must succeed; results by key."""
         res = self.client.batch(cmds, held)
@@ -91,7 +95,7 @@ class Lister:
         """Every ID of a list method: ID only, no counting, 2,500 per request."""
         spec = ListSpec(spec.method, {"select": [spec.id_key]}, spec.filter_key, spec.id_key,
                         spec.row_id, spec.wrap, spec.order)
-        windows, density = self.pager.plan(spec, self.pager.workers * 4)
+        windows, density = self.plan(spec, 4)
         ids: list[int] = []
         for chunk in self.pager.run(spec, windows, density=density):
             ids.extend(to_int(r[spec.row_id]) for r in chunk.rows)

@@ -50,15 +50,17 @@ class Reader:
                       "append": self.append, "reconcile": self.reconcile}
 
     def read(self, s: Stream, bookmark: str | None, run_started_at: datetime, full: bool) -> Iterator[Page]:
+        """Pages of `s` from its bookmark (`full`: from nothing), by the reader of its mode."""
         state = {} if full else bookmarks.load(s.mode, bookmark)
-        return self.modes[s.mode](s, state, run_started_at, full)
+        return self.modes[s.mode](s, state, run_started_at)
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
+        """One page of items through the stream's parser."""
         return records(items, s.parse, Ctx(self.cfg.currency, {} if memo is None else memo, side))
 
     # ---- snapshot -------------------------------------------------------------------------
 
-    def snapshot(self, s: Stream, state: dict, run_started_at: datetime, full: bool) -> Iterator[Page]:
+    def snapshot(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
         keep: dict = {}
         for listing in s.request.snapshot(self, state):
             keep.update(listing.keep)
@@ -86,7 +88,7 @@ class Reader:
 
     # ---- changes --------------------------------------------------------------------------
 
-    def changes(self, s: Stream, state: dict, run_started_at: datetime, full: bool) -> Iterator[Page]:
+    def changes(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
         req: ListRequest = s.request
         since, pass_start = state.get("since"), state.get("pass") or iso(run_started_at)
         windows = [list(w) for w in state["windows"]] if "windows" in state else None
@@ -94,7 +96,7 @@ class Reader:
         fresh_full, density = windows is None and extra is None, None
         if windows is None:
             if extra is None:
-                windows, density = self.lister.pager.plan(req.spec, self.lister.pager.workers * 4)
+                windows, density = self.lister.plan(req.spec, 4)
             else:
                 windows = [[0, None]]
         progress = {i: list(w) for i, w in enumerate(windows)}
@@ -107,7 +109,7 @@ class Reader:
                 progress.pop(chunk.window, None)
             else:
                 progress[chunk.window][0] = chunk.lower
-            if progress:
+            if progress:  # ("pass" is a Python keyword, hence the dict)
                 page.bookmark = bookmarks.dump("changes", since=since, windows=sorted(
                     progress.values(), key=lambda w: w[0]), **{"pass": pass_start})
             yield page
@@ -123,7 +125,7 @@ class Reader:
 
     # ---- append ---------------------------------------------------------------------------
 
-    def append(self, s: Stream, state: dict, run_started_at: datetime, full: bool) -> Iterator[Page]:
+    def append(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
         parts: dict[str, ListRequest] = s.request.parts
         last = {part: (state.get("last_id") or {}).get(part) or 0 for part in parts}
         first = self.first_pages(parts, last) if len(parts) > 1 else {}
@@ -161,14 +163,14 @@ class Reader:
         run reads one window from `last`."""
         if last:
             return [[last, None]], None
-        windows, density = self.lister.pager.plan(spec, self.lister.pager.workers * 8)
+        windows, density = self.lister.plan(spec, 8)
         if windows:
             windows[-1][1] = None  # rows added while we read land in the last window
         return windows, density
 
     # ---- deletions ------------------------------------------------------------------------
 
-    def reconcile(self, s: Stream, state: dict, run_started_at: datetime, full: bool) -> Iterator[Page]:
+    def reconcile(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
         if state and as_utc(run_started_at) - parse_iso(state["at"]) < timedelta(hours=self.cfg.reconcile_hours):
             yield Page(bookmark=bookmarks.dump("reconcile", **state))
             return
