@@ -76,7 +76,7 @@ class ListSpec:
 
 # A companion command read alongside each page (deal -> contact links):
 # (lower bound, window top, extra filter) -> (method, params)
-Companion = Callable[[object, "int | None", dict], tuple[str, dict]]
+CompanionCommand = Callable[[object, "int | None", dict], tuple[str, dict]]
 
 
 @dataclass
@@ -128,12 +128,14 @@ class Pager:
         return [[lo + i * step, min(hi, lo + (i + 1) * step)] for i in range(n) if lo + i * step < hi]
 
     def run(self, spec: ListSpec, windows: list[list], extra: dict | None = None,
-            companion: Companion | None = None, first_chain: int = 1,
+            companion: CompanionCommand | None = None, first_chain: int = 1,
             density: float | None = None, ordered: bool = False,
             each: Callable[[Chunk], Chunk] | None = None) -> Iterator[Chunk]:
         """Read every window; chunks arrive as batches complete (windows interleave unless
         `ordered`). `each(chunk)` runs in the worker that read the chunk."""
         each = each or (lambda c: c)
+        if not windows:  # an empty list (plan found no rows): no pool of zero threads
+            return
         if len(windows) == 1 or self.workers == 1:
             for i, (lo, hi) in enumerate(windows):
                 for chunk in self._window(i, lo, hi, spec, extra, companion, first_chain, density, None):
@@ -188,7 +190,7 @@ class Pager:
             pool.shutdown(wait=True)
 
     def _window(self, index: int, lo: int, hi: int | None, spec: ListSpec, extra: dict | None,
-                companion: Companion | None, chain: int, density: float | None,
+                companion: CompanionCommand | None, chain: int, density: float | None,
                 stop) -> Iterator[Chunk]:
         per_page = 2 if companion else 1
         max_chain = MAX_BATCH // per_page

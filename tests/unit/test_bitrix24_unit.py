@@ -8,11 +8,13 @@ from datetime import datetime, timezone
 import pytest
 import responses
 
+from adapters.bitrix24 import parsers as p
 from adapters.bitrix24 import streams as st
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode, parse_batch, ref
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget
 from adapters.errors import AuthError, ScopeError, StreamError
+from adapters.streams import Ctx, Stream
 from connector.config import SourceConfig
 
 HOOK = "https://portal.example.com/rest/1/s3cretcode/"
@@ -57,7 +59,7 @@ def test_parse_batch_dict_sections_ignore_blank_errors():
     assert res.errors == {} and res.times["x"]["operating"] == 3.5
 
 
-# ---- parsers on real-shape rows ---------------------------------------------------------
+# ---- parsers on real-shape rows (recorded bodies: test_bitrix24_parsers.py) ------------
 
 DEAL = {"ID": "37", "TITLE": "Big deal", "CATEGORY_ID": "1", "STAGE_ID": "C1:WON",
         "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "19999.99", "CURRENCY_ID": "RUB",
@@ -66,33 +68,45 @@ DEAL = {"ID": "37", "TITLE": "Big deal", "CATEGORY_ID": "1", "STAGE_ID": "C1:WON
         "CLOSEDATE": "2026-11-20T00:00:00+03:00"}
 
 
+def one(page, table: str) -> dict:
+    (record,) = page.rows[table]
+    return record
+
+
 def test_deal_parser_coerces_strings_and_dates():
-    d = st.deal(DEAL)
+    d = one(p.deal(DEAL, Ctx()), "deals")
     assert d["id"] == 37 and d["pipeline_id"] == 1 and d["stage_id"] == "C1:WON"
     assert d["status"] == "won" and d["amount"] == 19999.99 and d["company_id"] is None
     assert d["created_at"] == "2026-11-01T10:00:00Z" and d["closed_at"] == "2026-11-19T21:00:00Z"
     assert d["raw"] is DEAL
-    open_deal = st.deal(dict(DEAL, CLOSED="N", STAGE_SEMANTIC_ID="P"))
+    open_deal = one(p.deal(dict(DEAL, CLOSED="N", STAGE_SEMANTIC_ID="P"), Ctx()), "deals")
     assert open_deal["closed_at"] is None and open_deal["status"] == "open"
 
 
+def test_deal_parser_links_contacts_from_the_companion_and_always_carries_the_links_table():
+    page = p.deal(DEAL, Ctx(side={37: [14, "12", 14]}))
+    assert page.rows["deal_contacts"] == [{"deal_id": 37, "contact_id": 14, "is_main": 0},
+                                          {"deal_id": 37, "contact_id": 12, "is_main": 1}]
+    assert p.deal(DEAL, Ctx()).rows["deal_contacts"] == []  # the store replaces links whole
+
+
 def test_lead_contact_company_parsers():
-    lead = st.lead({"ID": "3", "TITLE": "L", "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F",
-                    "OPPORTUNITY": "0.00", "DATE_CLOSED": "2026-11-02T03:00:00+03:00"})
+    lead = one(p.lead({"ID": "3", "TITLE": "L", "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F",
+                       "OPPORTUNITY": "0.00", "DATE_CLOSED": "2026-11-02T03:00:00+03:00"}, Ctx()), "leads")
     assert (lead["id"], lead["status"], lead["closed_at"]) == (3, "junk", "2026-11-02T00:00:00Z")
-    c = st.contact({"ID": "9", "NAME": "Anna", "LAST_NAME": "Ivanova", "COMPANY_ID": "4",
-                    "ASSIGNED_BY_ID": "1", "DATE_MODIFY": "2026-11-23T10:00:00+03:00"})
+    c = one(p.contact({"ID": "9", "NAME": "Anna", "LAST_NAME": "Ivanova", "COMPANY_ID": "4",
+                       "ASSIGNED_BY_ID": "1", "DATE_MODIFY": "2026-11-23T10:00:00+03:00"}, Ctx()), "contacts")
     assert (c["name"], c["company_id"], c["updated_at"]) == ("Anna Ivanova", 4, "2026-11-23T07:00:00Z")
-    assert st.company({"ID": "4", "TITLE": "ACME"})["name"] == "ACME"
+    assert one(p.company({"ID": "4", "TITLE": "ACME"}, Ctx()), "companies")["name"] == "ACME"
 
 
 def test_task_parser_reads_camel_case_and_crm_binding():
-    t = st.task({"id": "77", "title": "Call back", "responsibleId": "5", "status": "5",
-                 "ufCrmTask": ["CO_3", "D_12"], "deadline": "2026-11-24T18:00:00+03:00",
-                 "closedDate": "2026-11-23T12:00:00+03:00", "changedDate": None})
+    t = one(p.task({"id": "77", "title": "Call back", "responsibleId": "5", "status": "5",
+                    "ufCrmTask": ["CO_3", "D_12"], "deadline": "2026-11-24T18:00:00+03:00",
+                    "closedDate": "2026-11-23T12:00:00+03:00", "changedDate": None}, Ctx()), "tasks")
     assert (t["id"], t["entity_type"], t["entity_id"], t["is_completed"]) == (77, "company", 3, 1)
-    assert st.task_binding(["D_12"]) == ("deal", 12) and st.task_binding(["L_4"]) == ("lead", 4)
-    assert st.task_binding(["C_5"]) == ("contact", 5) and st.task_binding([]) == (None, None)
+    assert p.task_binding(["D_12"]) == ("deal", 12) and p.task_binding(["L_4"]) == ("lead", 4)
+    assert p.task_binding(["C_5"]) == ("contact", 5) and p.task_binding([]) == (None, None)
 
 
 def test_call_parser_directions_statuses_and_activity_binding():
@@ -100,23 +114,41 @@ def test_call_parser_directions_statuses_and_activity_binding():
            "CALL_START_DATE": "2026-11-23T12:00:00+03:00", "PORTAL_USER_ID": "5",
            "PHONE_NUMBER": "+79990000000", "CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": "9",
            "CRM_ACTIVITY_ID": "800"}
-    c = st.call(row)
+    c = one(p.call(row, Ctx()), "calls")
     assert (c["direction"], c["status"], c["entity_type"], c["entity_id"]) == ("in", "missed", "contact", 9)
-    bound = st.call(dict(row, CALL_TYPE="1", CALL_FAILED_CODE="200"), {"OWNER_TYPE_ID": "2", "OWNER_ID": "37"})
+    bound = one(p.call(dict(row, CALL_TYPE="1", CALL_FAILED_CODE="200"),
+                       Ctx(side={501: {"OWNER_TYPE_ID": "2", "OWNER_ID": "37"}})), "calls")
     assert (bound["direction"], bound["status"], bound["entity_type"], bound["entity_id"]) == \
         ("out", "answered", "deal", 37)
-    assert st.call(dict(row, CALL_FAILED_CODE="603-S"))["status"] == "failed"
+    assert one(p.call(dict(row, CALL_FAILED_CODE="603-S"), Ctx()), "calls")["status"] == "failed"
 
 
 def test_stage_and_history_parsers():
-    s = st.stage({"STATUS_ID": "C1:LOSE", "NAME": "Lost", "SORT": "70", "SEMANTICS": "F"}, 1, "deal")
+    s = p.stage({"STATUS_ID": "C1:LOSE", "NAME": "Lost", "SORT": "70", "SEMANTICS": "F"}, 1, "deal")
     assert (s["id"], s["semantics"], s["sort"]) == ("C1:LOSE", "lost", 70)
-    assert st.stage({"STATUS_ID": "NEW", "SEMANTICS": None}, -1, "lead")["semantics"] == "open"
-    h = st.stage_change({"ID": "7365", "TYPE_ID": "2", "OWNER_ID": "37", "CATEGORY_ID": "1",
-                         "STAGE_ID": "C1:WON", "CREATED_TIME": "2026-11-20T09:30:00+03:00"}, "deal", "C1:NEW")
+    assert p.stage({"STATUS_ID": "NEW", "SEMANTICS": None}, -1, "lead")["semantics"] == "open"
+    ctx = Ctx(memo={("deal", 37): "C1:NEW"})
+    h = one(p.stage_change({"ID": "7365", "TYPE_ID": "2", "OWNER_ID": "37", "CATEGORY_ID": "1",
+                            "STAGE_ID": "C1:WON", "CREATED_TIME": "2026-11-20T09:30:00+03:00"}, ctx),
+            "stage_changes")
     assert (h["id"], h["entity_id"], h["pipeline_id"], h["previous_stage_id"]) == ("deal:7365", 37, 1, "C1:NEW")
-    lh = st.stage_change({"ID": "8", "OWNER_ID": "3", "STATUS_ID": "JUNK"}, "lead", None)
-    assert (lh["id"], lh["pipeline_id"], lh["stage_id"]) == ("lead:8", -1, "JUNK")
+    assert ctx.memo[("deal", 37)] == "C1:WON"
+    lh = one(p.stage_change({"ID": "8", "OWNER_ID": "37", "STATUS_ID": "JUNK"}, ctx), "stage_changes")
+    assert (lh["id"], lh["pipeline_id"], lh["stage_id"], lh["previous_stage_id"]) == ("lead:8", -1, "JUNK", None)
+
+
+def test_streams_are_declared_with_the_common_contract_in_run_order():
+    a = adapter(streams=["deals", "calls", "reconcile"])
+    assert [s.name for s in st.STREAMS] == ["users", "pipelines", "companies", "contacts", "leads",
+                                             "deals", "tasks", "calls", "stage_history", "reconcile"]
+    assert all(isinstance(s, Stream) for s in st.STREAMS)
+    assert {s.name: s.mode for s in st.STREAMS} == {
+        "users": "snapshot", "pipelines": "snapshot", "companies": "changes", "contacts": "changes",
+        "leads": "changes", "deals": "changes", "tasks": "changes", "calls": "append",
+        "stage_history": "append", "reconcile": "reconcile"}
+    assert [s.name for s in a.streams()] == a.stream_names() == ["deals", "calls", "reconcile"]
+    assert st.DEALS.tables == ("deals", "deal_contacts") and st.STAGE_HISTORY.tables == ("stage_changes",)
+    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals")
 
 
 # ---- streams through mocked HTTP --------------------------------------------------------
@@ -135,7 +167,7 @@ def test_incremental_deals_read_links_in_the_same_batch():
     assert pages[0].rows["deals"][0]["id"] == 37
     assert pages[0].rows["deal_contacts"] == [{"deal_id": 37, "contact_id": 12, "is_main": 1},
                                               {"deal_id": 37, "contact_id": 14, "is_main": 0}]
-    assert pages[-1].bookmark == "2026-11-23T12:00:00Z"
+    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T12:00:00Z"}  # read from the old ISO text
     assert a.client.budget.state("crm.deal.list")["operating"] == 1.0
 
 
@@ -165,11 +197,14 @@ def test_users_pipelines_calls_and_history_shapes():
         "lead": [{"STATUS_ID": "NEW", "NAME": "New", "SORT": "10", "SEMANTICS": None}],
         "s0": [{"STATUS_ID": "WON", "NAME": "Won", "SORT": "60", "SEMANTICS": "S"}],
         "s1": [{"STATUS_ID": "C1:NEW", "NAME": "New", "SORT": "10", "SEMANTICS": None}]}))
-    page = list(a.fetch("pipelines", json.dumps({"categories": [1]}), NOW))[0]
-    assert [p["id"] for p in page.rows["pipelines"]] == [0, 1, -1]
+    pages = list(a.fetch("pipelines", json.dumps({"categories": [1]}), NOW))
+    assert len(responses.calls) == 2  # user.get, then one batch for pipelines and every stage list
+    page = pages[0]
+    assert [x["id"] for x in page.rows["pipelines"]] == [0, 1, -1]
+    assert [x["entity"] for x in page.rows["pipelines"]] == ["deal", "deal", "lead"]
     assert {(s["pipeline_id"], s["id"], s["semantics"]) for s in page.rows["stages"]} == \
         {(0, "WON", "won"), (1, "C1:NEW", "open"), (-1, "NEW", "open")}
-    assert json.loads(page.bookmark)["categories"] == [1]
+    assert json.loads(pages[-1].bookmark) == {"at": "2026-11-23T12:00:00Z", "categories": [1]}
 
 
 @responses.activate
@@ -180,9 +215,10 @@ def test_calls_bind_through_activities_and_bookmark_last_id():
          "CRM_ACTIVITY_ID": "800", "CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": "9"}], "total": 0})
     responses.post(HOOK + "crm.activity.list", json={"result": [
         {"ID": "800", "OWNER_TYPE_ID": "2", "OWNER_ID": "37"}]})
-    pages = list(a.fetch("calls", "5", NOW))
+    pages = list(a.fetch("calls", "5", NOW))  # the old bare last id
     assert pages[0].rows["calls"][0]["entity_type"] == "deal" and pages[0].rows["calls"][0]["duration_s"] == 61
-    assert pages[-1].bookmark == "10"
+    assert json.loads(pages[-1].bookmark) == {"last_id": {"calls": 10}}
+    assert json.loads(responses.calls[1].request.body)["filter"] == {"@ID": [800]}
     assert json.loads(responses.calls[0].request.body)["FILTER"] == {">ID": 5}
 
 
@@ -193,11 +229,13 @@ def test_stage_history_reads_deals_and_leads_in_one_request():
         "deal": {"items": [{"ID": "7", "OWNER_ID": "37", "STAGE_ID": "NEW", "CATEGORY_ID": "0"},
                            {"ID": "9", "OWNER_ID": "37", "STAGE_ID": "WON", "CATEGORY_ID": "0"}]},
         "lead": {"items": []}}))
-    pages = list(a.fetch("stage_history", json.dumps({"deal": 6, "lead": 3}), NOW))
+    pages = list(a.fetch("stage_history", json.dumps({"deal": 6, "lead": 3}), NOW))  # the old shape
     assert len(responses.calls) == 1
+    cmd = json.loads(responses.calls[0].request.body)["cmd"]
+    assert "filter[%3EID]=6" in cmd["deal"] and "filter[%3EID]=3" in cmd["lead"]
     rows = pages[0].rows["stage_changes"]
     assert [r["previous_stage_id"] for r in rows] == [None, "NEW"]
-    assert json.loads(pages[-1].bookmark) == {"deal": 9, "lead": 3}
+    assert json.loads(pages[-1].bookmark) == {"last_id": {"deal": 9, "lead": 3}}
 
 
 # ---- errors ---------------------------------------------------------------------------
@@ -309,7 +347,8 @@ def test_interrupted_full_pass_resumes_its_windows_and_keeps_the_pass_start():
     body = json.loads(responses.calls[0].request.body)
     assert body["filter"] == {">ID": 120, "<=ID": 200} and body["start"] == -1
     assert pages[0].rows["companies"][0]["id"] == 150
-    assert pages[-1].bookmark == "2026-11-22T02:00:00Z"  # not this run's start: rows before 120 may have changed
+    # not this run's start: rows before 120 may have changed
+    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-22T02:00:00Z"}
 
 
 def test_secrets_never_reach_error_messages():

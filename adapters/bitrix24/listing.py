@@ -1,0 +1,102 @@
+"""Reading what a Bitrix24 request declares: list pages with their companion values and
+lookups, batches that must succeed whole, and every ID of a list.
+
+`Lister.pages(request, windows)` yields `Chunk`s whose `side` holds, by item id, what the
+parser needs beside the item: the companion list's value (a deal's contact ids), or the row a
+lookup found (a call's activity). Lookups run in the worker thread that read the page, so
+they run in parallel too; companion values arrive in the same batch as the page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
+from adapters.bitrix24.streams import Companion, ListRequest, Lookup
+from adapters.errors import StreamError
+from adapters.values import ref_id, to_int
+
+log = logging.getLogger(__name__)
+
+
+class Lister:
+    def __init__(self, client: Bitrix24Client, pager: Pager):
+        self.client = client
+        self.pager = pager
+
+    def pages(self, req: ListRequest, windows: list[list], extra: dict | None = None,
+              density: float | None = None, ordered: bool = False) -> Iterator[Chunk]:
+        """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side."""
+        each = (lambda chunk: self.look_up(req, chunk)) if req.lookup else None
+        companion = req.companion.command if req.companion else None
+        chunks = self.pager.run(req.spec, windows, extra=extra, companion=companion,
+                                first_chain=req.first_chain, density=density, ordered=ordered,
+                                each=each)
+        for chunk in chunks:
+            if req.companion:
+                chunk.side = self.companion_values(req.companion, req.spec, chunk)
+            yield chunk
+
+    def companion_values(self, comp: Companion, spec: ListSpec, chunk: Chunk) -> dict:
+        """Item id -> companion value, for every item of the chunk."""
+        side = comp.values(chunk.extra)
+        missing = [i for i in (to_int(r.get(spec.row_id)) for r in chunk.rows) if i not in side]
+        for i in range(0, len(missing), PAGE):  # changed between the two sub-calls: ask by id
+            env = self.client.call(*comp.by_ids(missing[i:i + PAGE]))
+            side.update(comp.values([env.get("result")]))
+        return side
+
+    def look_up(self, req: ListRequest, chunk: Chunk) -> Chunk:
+        """Set `chunk.side` to item id -> the row `req.lookup` finds for it (best effort)."""
+        lookup: Lookup = req.lookup
+        found = self.by_ids(lookup.spec, [r.get(lookup.key) for r in chunk.rows])
+        chunk.side = {to_int(r.get(req.spec.row_id)): found[ref_id(r.get(lookup.key))]
+                      for r in chunk.rows if ref_id(r.get(lookup.key)) in found}
+        return chunk
+
+    def by_ids(self, spec: ListSpec, ids) -> dict[int, dict]:
+        """Rows of `spec`'s list by ID, 50 per sub-call; {} with a warning when it fails."""
+        ids = sorted({i for i in (ref_id(x) for x in ids) if i})
+        cmds = [(spec.method, dict(spec.params, **{spec.filter_key: {"@" + spec.id_key: ids[i:i + PAGE]}},
+                                   start=-1)) for i in range(0, len(ids), PAGE)]
+        out = {}
+        try:
+            while cmds:
+                # Reserve operating time like the pager does: parallel workers share the budget.
+                n, held = self.client.budget.take({spec.method: len(cmds)})
+                part, cmds = cmds[:n], cmds[n:]
+                if len(part) > 1:
+                    results = list(self.batch_ok({f"a{k}": c for k, c in enumerate(part)}, held).values())
+                else:
+                    self.client.budget.release(held)
+                    results = [self.client.call(*part[0]).get("result")]
+                for rows in results:
+                    for row in spec.rows(rows) if rows is not None else []:
+                        out[to_int(row.get(spec.row_id))] = row
+        except (StreamError, ValueError) as err:  # the parser falls back to the item's own data
+            log.warning("Bitrix24 source '%s': %s lookup unavailable: %s", self.client.name,
+                        spec.method, err)
+        return out
+
+    def plan(self, spec: ListSpec, per_worker: int) -> tuple[list[list], float]:
+        """ID windows over the whole list (up to `per_worker` per worker) and the ID density."""
+        return self.pager.plan(spec, self.pager.workers * per_worker)
+
+    def batch_ok(self, cmds: dict, held: dict | None = None) -> dict:
+        """One batch whose every sub-call must succeed; results by key."""
+        res = self.client.batch(cmds, held)
+        for key, err in res.errors.items():
+            raise self.client.error(cmds[key][0], err.code, err.description)
+        return dict(res.results)
+
+    def ids(self, spec: ListSpec) -> list[int]:
+        """Every ID of a list method: ID only, no counting, 2,500 per request."""
+        spec = ListSpec(spec.method, {"select": [spec.id_key]}, spec.filter_key, spec.id_key,
+                        spec.row_id, spec.wrap, spec.order)
+        windows, density = self.plan(spec, 4)
+        ids: list[int] = []
+        for chunk in self.pager.run(spec, windows, density=density):
+            ids.extend(to_int(r[spec.row_id]) for r in chunk.rows)
+        return ids
