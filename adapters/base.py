@@ -87,19 +87,24 @@ class WriteResult:
 
 
 class Adapter(Protocol):
-    kind: str            # "amocrm" or "bitrix24"
+    kind: str            # the CRM's kind, as in the registry
     source: str          # the [[sources]] name
     requests: int        # HTTP requests made so far (every attempt counts)
 
+    def streams(self) -> list:
+        """The stream declarations (`adapters.streams.Stream`) in the order a full sync runs
+        them, limited to the source's `streams` option."""
+
     def stream_names(self) -> list[str]:
-        """Streams in the order a full sync runs them."""
+        """The names of `streams()`."""
 
     def check(self) -> str:
         """One cheap authenticated call; returns a one-line account description."""
 
     def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
               full: bool = False) -> Iterator[Page]:
-        """Yield pages for one stream from `bookmark` (None or full=True: everything)."""
+        """Yield pages for one stream from `bookmark` (None or full=True: everything); each
+        page's bookmark is JSON of the stream mode's shape (`adapters.bookmarks`)."""
 
     def list_fields(self, entity_type: str) -> list[CrmField]:
         """Custom fields of `contact` or `company` cards."""
