@@ -37,3 +37,14 @@ def flag(v) -> int:
     if isinstance(v, str):
         return 1 if v.strip().upper() in ("Y", "TRUE", "1") else 0
     return 1 if v else 0
+
+
+def int_or_none(v) -> int | None:
+    """Strict: None and "" -> None, anything not an integer raises ValueError, so an item we
+    cannot read fails loudly instead of becoming an empty number (amoCRM sends JSON numbers)."""
+    return None if v is None or v == "" else int(v)
+
+
+def float_or_none(v) -> float | None:
+    """Strict like `int_or_none`: a price that is not a number raises ValueError."""
+    return None if v is None or v == "" else float(v)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from adapters.base import Page
 from adapters.streams import Ctx, Stream, rows
 from adapters.times import from_unix
-from adapters.values import flag, to_float, to_int
+from adapters.values import flag, float_or_none, int_or_none
 
 WON, LOST = 142, 143
 ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "contact",
@@ -62,7 +62,7 @@ def _embedded_first_id(item: dict, key: str) -> int | None:
     items = (item.get("_embedded") or {}).get(key) or []
     if isinstance(items, dict):  # contacts embed their company as one object in some examples
         items = [items]
-    return to_int(items[0].get("id")) if items else None
+    return int_or_none(items[0].get("id")) if items else None
 
 
 def _status(stage_id: int | None) -> str:
@@ -82,7 +82,7 @@ def pipeline_rows(item: dict, ctx: Ctx) -> Page:
     """A pipeline and its stages; 142 / 143 are won / lost in every pipeline (facts §2.3)."""
     pid = int(item["id"])
     statuses = (item.get("_embedded") or {}).get("statuses") or []
-    stages = [{"pipeline_id": to_int(s.get("pipeline_id")) or pid, "id": int(s["id"]),
+    stages = [{"pipeline_id": int_or_none(s.get("pipeline_id")) or pid, "id": int(s["id"]),
                "entity": "deal", "name": s.get("name"), "sort": s.get("sort"),
                "semantics": _status(int(s["id"])), "raw": s} for s in statuses]
     pipeline = {"id": pid, "entity": "deal", "name": item.get("name"), "sort": item.get("sort"),
@@ -95,12 +95,12 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
     did = int(item["id"])
     contacts = (item.get("_embedded") or {}).get("contacts") or []
     main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
-    stage = to_int(item.get("status_id"))
+    stage = int_or_none(item.get("status_id"))
     deal = {
-        "id": did, "name": item.get("name"), "pipeline_id": to_int(item.get("pipeline_id")),
-        "stage_id": stage, "status": _status(stage), "amount": to_float(item.get("price")),
-        "currency": ctx.currency, "responsible_user_id": to_int(item.get("responsible_user_id")),
-        "contact_id": to_int(main["id"]) if main else None,
+        "id": did, "name": item.get("name"), "pipeline_id": int_or_none(item.get("pipeline_id")),
+        "stage_id": stage, "status": _status(stage), "amount": float_or_none(item.get("price")),
+        "currency": ctx.currency, "responsible_user_id": int_or_none(item.get("responsible_user_id")),
+        "contact_id": int_or_none(main["id"]) if main else None,
         "company_id": _embedded_first_id(item, "companies"),
         "created_at": from_unix(item.get("created_at")),
         "updated_at": from_unix(item.get("updated_at")),
@@ -120,7 +120,7 @@ def contact_row(item: dict, ctx: Ctx) -> Page:
     return rows("contacts", {
         "id": int(item["id"]), "name": item.get("name"),
         "company_id": _embedded_first_id(item, "companies"),
-        "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
         "created_at": from_unix(item.get("created_at")),
         "updated_at": from_unix(item.get("updated_at")),
         "is_deleted": flag(item.get("is_deleted")), "raw": item})
@@ -129,7 +129,7 @@ def contact_row(item: dict, ctx: Ctx) -> Page:
 def company_row(item: dict, ctx: Ctx) -> Page:
     return rows("companies", {
         "id": int(item["id"]), "name": item.get("name"),
-        "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
         "created_at": from_unix(item.get("created_at")),
         "updated_at": from_unix(item.get("updated_at")),
         "is_deleted": flag(item.get("is_deleted")), "raw": item})
@@ -140,9 +140,9 @@ def task_row(item: dict, ctx: Ctx) -> Page:
     # columns alone.
     return rows("tasks", {
         "id": int(item["id"]), "text": item.get("text"),
-        "responsible_user_id": to_int(item.get("responsible_user_id")),
+        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
         "entity_type": ENTITY.get(item.get("entity_type") or ""),
-        "entity_id": to_int(item.get("entity_id")),
+        "entity_id": int_or_none(item.get("entity_id")),
         "is_completed": flag(item.get("is_completed")),
         "due_at": from_unix(item.get("complete_till")),
         "created_at": from_unix(item.get("created_at")),
@@ -150,10 +150,10 @@ def task_row(item: dict, ctx: Ctx) -> Page:
 
 
 def call_status(params: dict) -> str:
-    status = to_int(params.get("call_status"))
+    status = int_or_none(params.get("call_status"))
     if status is not None:
         return CALL_STATUS.get(status, "missed")
-    return "answered" if (to_int(params.get("duration")) or 0) > 0 else "missed"
+    return "answered" if (int_or_none(params.get("duration")) or 0) > 0 else "missed"
 
 
 def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
@@ -163,10 +163,10 @@ def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
         params = {}
     return rows("calls", {
         "id": int(item["id"]), "direction": "in" if item.get("note_type") == "call_in" else "out",
-        "status": call_status(params), "duration_s": to_int(params.get("duration")),
+        "status": call_status(params), "duration_s": int_or_none(params.get("duration")),
         "started_at": from_unix(item.get("created_at")),
-        "responsible_user_id": to_int(item.get("responsible_user_id") or item.get("created_by")),
-        "entity_type": entity, "entity_id": to_int(item.get("entity_id")),
+        "responsible_user_id": int_or_none(item.get("responsible_user_id") or item.get("created_by")),
+        "entity_type": entity, "entity_id": int_or_none(item.get("entity_id")),
         "phone": params.get("phone"), "raw": item})
 
 
@@ -179,18 +179,18 @@ def _lead_status(side) -> dict:
 def event_rows(item: dict, ctx: Ctx) -> Page:
     """A stage change, a task completion, or a deletion / restore of a card."""
     kind = item.get("type") or ""
-    entity_id = to_int(item.get("entity_id"))
+    entity_id = int_or_none(item.get("entity_id"))
     if kind == "lead_status_changed":
         after, before = _lead_status(item.get("value_after")), _lead_status(item.get("value_before"))
         return rows("stage_changes", {
             "id": str(item["id"]), "entity": "deal", "entity_id": entity_id,
-            "pipeline_id": to_int(after.get("pipeline_id")), "stage_id": to_int(after.get("id")),
-            "previous_stage_id": to_int(before.get("id")),
+            "pipeline_id": int_or_none(after.get("pipeline_id")), "stage_id": int_or_none(after.get("id")),
+            "previous_stage_id": int_or_none(before.get("id")),
             "changed_at": from_unix(item.get("created_at")), "raw": item})
     if kind == "task_completed" and entity_id is not None:
         return rows("tasks", {"id": entity_id, "is_completed": 1,
                               "completed_at": from_unix(item.get("created_at"))})
-    return _deleted_or_restored(kind, entity_id, to_int(item.get("created_at")) or 0, ctx)
+    return _deleted_or_restored(kind, entity_id, int_or_none(item.get("created_at")) or 0, ctx)
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:

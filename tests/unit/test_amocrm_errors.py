@@ -56,6 +56,14 @@ def test_item_without_id_is_a_stream_error(adapter):
 
 
 @responses.activate
+def test_a_price_that_is_not_a_number_fails_the_stream_naming_the_deal(adapter):
+    # An empty amount would silently drop the deal from revenue KPIs: fail loudly instead.
+    serve_pages("/api/v4/leads", [hal("leads", [{"id": 77, "price": "abc", "updated_at": 1}])])
+    with pytest.raises(StreamError, match=r"stream 'deals': cannot read item 77: ValueError"):
+        fetch_all(adapter, "deals", BM)
+
+
+@responses.activate
 def test_persistent_500_fails_stream_after_retries(adapter):
     responses.get(BASE + "/api/v4/tasks", status=500, json={"title": "Internal"})
     with pytest.raises(StreamError) as err:
