@@ -5,6 +5,9 @@ the connector process < 300 MB. The sandbox (whose 100k-deal dataset alone takes
 in a child process so its memory is not counted.
 
 Run: cd /work/main && python -m benchmarks.bench_amocrm_sync [--size 100000] [--workers 4]
+
+After the redesign (declared streams, 2026-11-26): 99,220 deals in 61.4 s, 403 requests,
+1,615 rows/s = 0.923 of the ceiling, peak RSS 49 MB.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ method per 10 min, so one wait for the window), the rest 60 s. Nightly (1% of de
 changed): 13.2 s, 14 requests. Peak RSS of the connector 110-127 MB. fast-bitrix24 failed
 after 15.6 s (OPERATION_TIME_LIMIT: it counts `total` on every page, ~0.6 s each here);
 b24pysdk had 47,400 deals at the 450 s cap (105/s; ours >= 4.3x).
+
+Redesign check (declared streams, 2026-11-26), `--deals 30000 --skip-peers`, same machine:
+before 204.6 s and 208.9 s (two runs), after 210.0 s for the full sync, 245 requests on both
+sides, same per-stream requests (deals 34, calls 76, stage history 85); nightly 4.5 / 4.4 s and
+11 requests on both sides; peak RSS 68 / 67 MB.
 """
 
 from __future__ import annotations

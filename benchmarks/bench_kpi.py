@@ -14,6 +14,12 @@ Measured on the 2-core development machine (2026-11-23), scale 1, four runs:
   second run (nothing changed)    19.7-20.8 s, twice the data 39.5-42.1 s: ratio 1.90-2.13
   peak RSS of a first run 960 MB (1.9 GB at twice the data; it counts the memory-mapped mirror)
   write-back: 7,140 requests for 356,981 cards; 109 after 1% of deals changed; 0 on a re-run
+
+Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
+this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
+  before: first 41.5 s, steady 43.1 s; twice the data 90.4 s / 75.9 s
+  after:  first 29.1 s, steady 38.4 s; twice the data 73.2 s / 90.0 s
+  (sum of the four: 250.9 s before, 230.7 s after); write-back requests identical (7,140; 109; 0)
 """
 
 from __future__ import annotations
