@@ -48,6 +48,11 @@ def fmt_dt(ts: int | None) -> str | None:
     return text + (_CLOCK or _clock())[sec]
 
 
+def portal_midnight(ts: int | None) -> int | None:
+    """The start of `ts`'s day in the portal's zone: how a `date` field reads back."""
+    return None if ts is None else (ts + _MSK_S) // 86400 * 86400 - _MSK_S
+
+
 def _clock() -> list[str]:
     global _CLOCK
     _CLOCK = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+03:00" for s in range(86400)]
@@ -230,7 +235,9 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         # Real portals send "0", not null, for a deal without a company.
         Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
         Field("BEGINDATE", "begindate", "created_at", "date"),
-        Field("CLOSEDATE", "closedate", "closed_at", "date"),
+        # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
+        # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).
+        Field("CLOSEDATE", "closedate", lambda r: portal_midnight(r["closed_at"]), "date"),
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("MOVED_TIME", "movedTime", v.moved_time, "date"),

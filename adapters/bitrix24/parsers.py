@@ -63,10 +63,22 @@ def deal(r: dict, ctx: Ctx) -> Page:
          "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
          "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
          "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-         # CLOSEDATE on an open deal is only the planned close date.
-         "closed_at": from_offset(r.get("CLOSEDATE")) if flag(r.get("CLOSED")) else None,
+         "closed_at": closing_moment(r, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
          "is_deleted": 0, "raw": r}
     return Page(rows={"deals": [d], "deal_contacts": deal_links(d, ctx.side.get(d["id"]))})
+
+
+def closing_moment(r: dict, close_date: str) -> str | None:
+    """When a closed deal or lead entered its final stage, as far as the item itself tells.
+
+    The rule (MIRROR.md `closed_at`): the stage history's move into the final stage; else
+    `MOVED_TIME` (read-only: the last stage move, for a closed item the move into the final
+    stage); the editable close date (`CLOSEDATE` is a date, midnight in the portal's zone)
+    only when neither exists. The item gives the last two; the history is a stream of its
+    own, read after deals and leads, so the store refines `closed_at` from `stage_changes`
+    once both are saved (`connector.store.Mirror._closing_moments`).
+    """
+    return from_offset(r.get("MOVED_TIME")) or from_offset(r.get(close_date))
 
 
 def deal_links(d: dict, contact_ids) -> list[dict]:
@@ -86,7 +98,8 @@ def lead(r: dict, ctx: Ctx) -> Page:
         "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
         "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
         "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-        "closed_at": from_offset(r.get("DATE_CLOSED")), "is_deleted": 0, "raw": r})
+        "closed_at": closing_moment(r, "DATE_CLOSED") if r.get("STATUS_SEMANTIC_ID") in ("S", "F") else None,
+        "is_deleted": 0, "raw": r})
 
 
 def contact(r: dict, ctx: Ctx) -> Page:

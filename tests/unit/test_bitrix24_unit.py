@@ -148,7 +148,7 @@ def test_streams_are_declared_with_the_common_contract_in_run_order():
         "stage_history": "append", "reconcile": "reconcile"}
     assert [s.name for s in a.streams()] == a.stream_names() == ["deals", "calls", "reconcile"]
     assert st.DEALS.tables == ("deals", "deal_contacts") and st.STAGE_HISTORY.tables == ("stage_changes",)
-    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals")
+    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals", "tasks")
 
 
 # ---- streams through mocked HTTP --------------------------------------------------------
