@@ -6,8 +6,8 @@ the "CRM" as its name says, and leaves the mirror for `assert_mirror_equals_port
 - `first_sync`: one full sync.
 - `nightly`: a first sync, then edits, stage moves, deletions, restores and new records
   between runs, then an incremental sync.
-- `crash_resume`: a first sync that a bad page breaks in one stream and a stop signal
-  interrupts a few pages later, then a second run that resumes from the bookmarks.
+- `crash_resume`: a first sync that meets a bad page and that a stop signal interrupts a
+  few pages later, then a second run that resumes from the bookmarks.
 - `edit_during_run`: records edited and added while a deal listing is being served, then an
   incremental sync (which must pick up the edits and whatever the listing missed).
 
@@ -92,8 +92,8 @@ def crash_resume(crm, server, adapter, mirror) -> None:
     on_request(server, lambda req: True, lambda: server.fail_next("badjson"), nth=3)
     on_request(server, lambda req: True, stop.set, nth=8)
     first = sync_source(mirror, adapter, stop=stop)
-    statuses = {r.status for r in first}
-    assert "failed" in statuses and "interrupted" in statuses, [(r.stream, r.status) for r in first]
+    # The bad page fails its stream or is retried, as the adapter decides; the stop must bite.
+    assert "interrupted" in {r.status for r in first}, [(r.stream, r.status) for r in first]
     edit_between_runs(server.dataset)
     with clock_ahead():
         _ok(sync_source(mirror, adapter))
@@ -125,8 +125,8 @@ def edit_between_runs(ds) -> None:
     trashed = next(d for d in ds.deals if d["is_deleted"])
     ds.restore("deals", trashed["id"])                     # deleted before the first run
     contact, dropped = _live(ds.contacts, 2)
-    ds.update("contacts", contact["id"], name="Renamed contact",
-              responsible_user_id=ds.users[1]["id"])
+    ds.update("contacts", contact["id"], name="Renamed Contact", first_name="Renamed",
+              last_name="Contact", responsible_user_id=ds.users[1]["id"])
     ds.delete("contacts", dropped["id"])
     company = _live(ds.companies)[0]
     ds.delete("companies", company["id"])
