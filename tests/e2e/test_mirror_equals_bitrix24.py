@@ -62,3 +62,22 @@ def played(tmp_path_factory):
 def test_mirror_equals_bitrix24(played, scenario, table):
     server, mirror = played.get(scenario)
     assert_mirror_equals_portal(mirror, server, CRM.source, tables=(table,))
+
+
+def test_a_difference_names_table_id_and_field(played):
+    """The check itself: a corrupted copy of a good mirror fails, naming what differs."""
+    import sqlite3
+
+    from tests.e2e.portal_check import mirror_differences
+
+    server, mirror = played.get("first_sync")
+    copy = sqlite3.connect(":memory:")
+    mirror.conn.backup(copy)
+    deal = next(d for d in server.dataset.deals if not d["is_deleted"])
+    copy.execute("UPDATE deals SET amount = 1.5, is_deleted = 1 WHERE id = ?", (deal["id"],))
+    copy.execute("DELETE FROM contacts WHERE id = ?", (server.dataset.contacts[0]["id"],))
+    diffs = mirror_differences(copy, server, CRM.source, tables=("deals", "contacts"))
+    assert diffs == [
+        f"deals id={deal['id']}: is_deleted: mirror 1 != portal 0 (alive in the CRM)",
+        f"deals id={deal['id']}: amount: mirror 1.5 != portal {float(deal['amount'])!r}",
+        f"contacts id={server.dataset.contacts[0]['id']}: missing from the mirror"]
