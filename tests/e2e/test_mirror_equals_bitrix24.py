@@ -27,11 +27,6 @@ KNOWN = {
                     "CALL_FAILED_CODE read without CALL_TYPE, so an incoming 603 is stored "
                     "'failed' and an outgoing 304 'missed'; MIRROR: not answered is missed when "
                     "incoming, failed when outgoing",
-    ("nightly", "tasks"): "issue 11: Bitrix24 deleted tasks are never marked deleted",
-    ("nightly", "stage_changes"): "sandbox defect, not an adapter one: the sandbox numbers "
-                                  "lead history rows lead_id*2(+1), so a lead closed after a "
-                                  "run gets an ID below the append bookmark; real "
-                                  "crm.stagehistory.list IDs only grow",
 }
 
 
