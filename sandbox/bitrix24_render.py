@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from sandbox.call_outcomes import outcome_of
+
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
+# Call outcome -> voximplant.statistic.get CALL_FAILED_CODE and CALL_FAILED_REASON.
+CALL_FAILED = {"talked": ("200", "Success call"), "no_answer": ("304", "Skipped call"),
+               "busy": ("486", "Busy here"), "declined": ("603", "Call declined"),
+               "wrong_number": ("404", "Invalid number")}
 
 SEMANTIC = {"open": "P", "won": "S", "lost": "F"}
 STATUS_SEMANTICS = {"open": None, "won": "S", "lost": "F"}
@@ -310,11 +316,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
         Field("CALL_DURATION", None, "duration_s"),
         Field("CALL_START_DATE", None, "started_at", "date"),
-        Field("CALL_FAILED_CODE", None,
-              lambda r: {"answered": "200", "missed": "304", "failed": "603"}[r["status"]], "str"),
-        Field("CALL_FAILED_REASON", None,
-              lambda r: {"answered": "Success call", "missed": "Skipped call",
-                         "failed": "Call declined"}[r["status"]], "str"),
+        Field("CALL_FAILED_CODE", None, lambda r: CALL_FAILED[outcome_of(r)][0], "str"),
+        Field("CALL_FAILED_REASON", None, lambda r: CALL_FAILED[outcome_of(r)][1], "str"),
         Field("PORTAL_USER_ID", None, "responsible_user_id"),
         Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
         Field("PHONE_NUMBER", None, "phone", "str"),

@@ -11,6 +11,7 @@ lead was in before (stage history, read in ID order).
 from __future__ import annotations
 
 from adapters.base import Page
+from adapters.calls import call_status
 from adapters.streams import Ctx, rows
 from adapters.times import from_offset
 from adapters.values import flag, ref_id, to_float, to_int
@@ -26,6 +27,11 @@ SEMANTICS = {None: "open", "": "open", "S": "won", "F": "lost"}
 PIPELINE_ENTITY = {1: "lead", 2: "deal"}  # entityTypeId
 TASK_ENTITY = {"D": "deal", "C": "contact", "CO": "company", "L": "lead"}
 CALL_OWNER = {1: "lead", 2: "deal", 3: "contact", 4: "company"}  # activity OWNER_TYPE_ID
+# voximplant.statistic.get: CALL_TYPE 2 incoming, 3 incoming with redirection; 1 outgoing,
+# 4 callback and 5 informational are ours. CALL_FAILED_CODE 200 = connected; any other code
+# (304 no answer, 486 busy, 603 declined, ...) is missed when incoming, failed when outgoing.
+CALL_INCOMING = (2, 3)
+CALL_CONNECTED = "200"
 
 
 def user(r: dict, ctx: Ctx) -> Page:
@@ -153,9 +159,10 @@ def call(r: dict, ctx: Ctx) -> Page:
     owner = CALL_OWNER.get(to_int(activity.get("OWNER_TYPE_ID")))
     if owner and ref_id(activity.get("OWNER_ID")):
         etype, eid = owner, ref_id(activity["OWNER_ID"])
+    direction = "in" if kind in CALL_INCOMING else "out"
     return rows("calls", {
-        "id": to_int(r["ID"]), "direction": "in" if kind in (2, 3) else "out",
-        "status": "answered" if code == "200" else "missed" if code == "304" else "failed",
+        "id": to_int(r["ID"]), "direction": direction,
+        "status": call_status(direction, code == CALL_CONNECTED),
         "duration_s": to_int(r.get("CALL_DURATION")) or 0,
         "started_at": from_offset(r.get("CALL_START_DATE")),
         "responsible_user_id": ref_id(r.get("PORTAL_USER_ID")),
