@@ -22,12 +22,7 @@ CRM = Crm(source="b24", is_deal_listing=_deal_listing)
 
 # (scenario or "*", table) -> why the check fails today. strict: once fixed, it fails as XPASS
 # and the marker must go.
-KNOWN = {
-    ("*", "calls"): "issue 11 (the Bitrix24 side of the amoCRM failed/missed call point): "
-                    "CALL_FAILED_CODE read without CALL_TYPE, so an incoming 603 is stored "
-                    "'failed' and an outgoing 304 'missed'; MIRROR: not answered is missed when "
-                    "incoming, failed when outgoing",
-}
+KNOWN: dict = {}
 
 
 def start(tmp):
