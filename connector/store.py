@@ -1,12 +1,19 @@
 """The SQLite mirror: open it, save pages, keep sync state. Never speaks HTTP.
 
 `Mirror(path)` creates the file with mode 0600, turns on WAL and applies the schema
-(idempotent). `save_page` writes one adapter `Page` and the stream's bookmark in one
-transaction, so a crash loses at most the page being written.
+(idempotent). `save_page` writes one adapter `Page`, the stream's bookmark and the run's row
+count in one transaction, so a crash loses at most the page being written.
+
+Every write transaction starts as `BEGIN IMMEDIATE` (explicit ones through `db.atomic()`,
+implicit ones through `isolation_level`): it takes the write lock first, waiting up to
+`busy_timeout` for another writer (a thread, the daemon, a manual `sync` or `kpi`). A deferred
+`BEGIN` would read first and then fail at once with `database is locked` when it tries to write
+after another connection committed: under WAL the busy timeout cannot help it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -26,15 +33,41 @@ def _touch_private(path: str) -> None:
     os.close(fd)
 
 
+class _Database(sqlite_utils.Database):
+    """sqlite-utils' database whose outermost `atomic()` takes the write lock at once."""
+
+    @contextlib.contextmanager
+    def atomic(self):
+        if self.conn.in_transaction:       # nested: sqlite-utils' savepoint
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
+BUSY_TIMEOUT_MS = 300_000   # a writer waits this long for another's transaction (a KPI run's)
+
+
 class Mirror:
     """One open mirror database."""
 
     def __init__(self, path: str):
         self.path = path
         _touch_private(path)
-        self.db = sqlite_utils.Database(path)
+        self.db = _Database(path)
         self.conn = self.db.conn
-        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.isolation_level = "IMMEDIATE"   # implicit transactions (DML) too
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -51,8 +84,10 @@ class Mirror:
 
     # -- pages ---------------------------------------------------------------
 
-    def save_page(self, source: str, stream: str, page: Page) -> int:
-        """Upsert the page's rows, apply its deletions and bookmark; returns rows written."""
+    def save_page(self, source: str, stream: str, page: Page, run_row: int | None = None) -> int:
+        """Upsert the page's rows, apply its deletions and bookmark, and add its rows to the
+        run `run_row` of `sync_runs` (so a killed run's count is what it committed); returns
+        rows written."""
         with self.db.atomic():
             self._replace_deal_links(source, page)
             for table, rows in page.rows.items():
@@ -68,6 +103,9 @@ class Mirror:
                 self._reconcile(table, source, ids)
             if page.bookmark is not None:
                 self.set_bookmark(source, stream, page.bookmark)
+            if run_row is not None:
+                self.conn.execute("UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
+                                  (page.count(), run_row))
         return page.count()
 
     def _upsert(self, table: str, source: str, rows: list[dict]) -> None:

@@ -74,7 +74,8 @@ def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, st
     result = StreamResult(source, stream, "ok")
     requests_before, t0 = adapter.requests, time.monotonic()
     progress.start(f"{source}/{stream}")
-    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), result, progress, stop)
+    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), result, progress, stop,
+                run_row)
     result.requests = adapter.requests - requests_before
     result.seconds = time.monotonic() - t0
     mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error)
@@ -83,13 +84,13 @@ def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, st
     return result
 
 
-def _copy_pages(mirror, pages, result: StreamResult, progress, stop) -> None:
+def _copy_pages(mirror, pages, result: StreamResult, progress, stop, run_row: int) -> None:
     """Save the adapter's pages one by one (each with its bookmark); an error ends the stream,
     classified into `result`: skipped (a missing scope), failed, or failed and stopping the source."""
     source, stream = result.source, result.stream
     try:
         for page in pages:
-            result.rows += mirror.save_page(source, stream, page)
+            result.rows += mirror.save_page(source, stream, page, run_row)
             progress.add(page.count())
             if stop is not None and stop.is_set():
                 result.status, result.error = "interrupted", "stopped by signal; resumes from the bookmark"
