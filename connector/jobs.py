@@ -29,6 +29,7 @@ from connector import kpi as kpi_mod
 from connector import runtime
 from connector.config import Config, SourceConfig
 from connector.kpi_job import KpiJobResult, run_kpi_job
+from connector import locks
 from connector.locks import LockAbandoned, LockTimeout, source_lock
 from connector.notify import Notifier, quiet
 from connector.progress import Progress
@@ -226,12 +227,24 @@ def sign_in(cfg: Config, source: SourceConfig, say: Callable[[str], None],
         adapter.close()
 
 
+DIED = "the process ended mid-run (killed or crashed); the next run resumes from the bookmark"
+
+
 def mirror_status(cfg: Config) -> tuple[list[dict], list[dict]]:
-    """Per source and stream: last run and bookmark; and each source's last KPI job."""
+    """Per source and stream: last run and bookmark; and each source's last KPI job.
+
+    A run is `running` only while a process holds its source's lock; one a dead process left
+    behind shows as `interrupted`, with the rows its committed pages hold."""
     with runtime.open_mirror(cfg) as mirror:
         rows = mirror.status()
         kpis = [k for k in (mirror.last_kpi_summary(s.name) for s in cfg.sources) if k]
-    return rows, kpis
+    return [_live_status(cfg, r) for r in rows], kpis
+
+
+def _live_status(cfg: Config, row: dict) -> dict:
+    if row.get("last_status") != "running" or locks.holder(cfg, row["source"]) is not None:
+        return row
+    return dict(row, last_status="interrupted", last_error=DIED)
 
 
 def client_kpis(cfg: Config, source: str, entity_type: str, entity_id: int) -> tuple[list[dict], dict]:

@@ -2,13 +2,15 @@
 
 `source_lock(cfg, "main", timeout_s)` takes an exclusive `flock` on `<mirror>.main.lock`
 beside the mirror. The holder writes its pid, command and start time into the file, so the
-one left waiting can say who is in the way. The kernel drops a flock when its process dies,
-even on SIGKILL, so a crashed run never leaves a stale lock behind.
+one left waiting says at once who is in the way and how long it will wait. The kernel drops a
+flock when its process dies, even on SIGKILL, so a crashed run never leaves a stale lock
+behind, and `holder()` tells a live run from one a dead process left 'running'.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sys
 import threading
@@ -19,7 +21,10 @@ from typing import Iterator
 from adapters.redact import redact
 from adapters.times import iso
 
+log = logging.getLogger("crm_connector.locks")
+
 POLL_S = 0.05   # flock cannot wait with a timeout, so a waiter retries this often
+HOLDER_GRACE_S = 1.0   # a new holder writes its line just after taking the lock
 
 
 class LockTimeout(Exception):
@@ -46,9 +51,14 @@ def _command() -> str:
         if skip:
             out.append("***")
         else:
-            out.append(os.path.basename(a) if not out else a)
+            out.append(a if out else _program(a))
         skip = a in ("--code",)   # `auth --code ...` carries a one-time OAuth code
     return redact(" ".join(out))[:200]
+
+
+def _program(argv0: str) -> str:
+    name = os.path.basename(argv0)
+    return "crm-connector" if name in ("__main__.py", "-m", "") else name
 
 
 def _holder(fd: int) -> str:
@@ -57,6 +67,44 @@ def _holder(fd: int) -> str:
         return os.read(fd, 400).decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+def holder(cfg, source_name: str) -> str | None:
+    """Who holds the source's lock ("pid N (command) since T"), or None when nobody does.
+    Creates nothing: `status` asks it without writing."""
+    try:
+        fd = os.open(lock_path(cfg, source_name), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd) or "an unknown process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class _Waiting:
+    """Says once, on stderr through the log, whom we wait for and for how long; as soon as the
+    holder's line is readable (it writes it just after taking the lock) or a second has passed."""
+
+    def __init__(self, source_name: str, timeout_s: float):
+        self.source, self.timeout_s = source_name, timeout_s
+        self.said, self.since = False, time.monotonic()
+
+    def poll(self, fd: int) -> None:
+        if self.said:
+            return
+        who = _holder(fd)
+        if who or time.monotonic() - self.since >= HOLDER_GRACE_S:
+            self.said = True
+            log.warning("source '%s' is busy: waiting up to %gs for %s to finish", self.source,
+                        self.timeout_s, who or "an unknown process",
+                        extra={"fields": {"event": "lock_wait", "source": self.source,
+                                          "timeout_s": self.timeout_s, "holder": who}})
 
 
 @contextmanager
@@ -74,6 +122,7 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout_s
+        waiting = _Waiting(source_name, timeout_s)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,6 +134,7 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LockTimeout(source_name, timeout_s, _holder(fd))
+            waiting.poll(fd)
             if stop is not None:
                 stop.wait(min(POLL_S, left))
             else:

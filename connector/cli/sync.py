@@ -1,8 +1,17 @@
-"""`crm-connector sync`: pull streams into the mirror, one job per source."""
+"""`crm-connector sync`: pull streams into the mirror, one job per source.
+
+SIGTERM or Ctrl-C asks for a stop: the stream under way commits its current page and is
+recorded as interrupted, one line says so, and the exit code is 143 / 130 (128 + signal).
+A second signal exits at once; every page is its own transaction, so the mirror stays whole.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import click
 
@@ -10,6 +19,36 @@ from connector import jobs
 from connector.cli.common import fail, load, sources
 from connector.progress import Progress
 from connector.sync import UnknownStream
+
+
+@contextmanager
+def _stop_on_signals():
+    """A stop event set by the first SIGTERM / SIGINT (which one: `event.signum`)."""
+    stop = threading.Event()
+    stop.signum = None
+
+    def handler(signum, _frame):
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.signum = signum
+        stop.set()
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _interrupted(stop, res) -> None:
+    """One line for a run stopped by a signal, then exit 128 + its number."""
+    signum = stop.signum or signal.SIGTERM
+    where = next((f"{r.source}/{r.stream}" for r in res.results if r.status == "interrupted"),
+                 res.source)
+    click.echo(f"interrupted by {signal.Signals(signum).name}: {where} stopped after its last "
+               f"committed page ({res.rows:,} rows this run); `crm-connector sync` resumes from "
+               f"the bookmarks", err=True)
+    sys.exit(128 + signum)
 
 
 @click.command()
@@ -21,21 +60,25 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
     """Pull every stream (or the ones named) into the mirror, incrementally.
 
     Waits for a run on the same source (the daemon, say) to finish, up to
-    [schedule] lock_timeout_s."""
+    [schedule] lock_timeout_s. SIGTERM or Ctrl-C stops after the current page (exit 143 / 130)."""
     cfg = load(ctx)
     progress = Progress()
     failed = False
-    for src in sources(cfg, source_name):
-        res = jobs.run_job(cfg, src, streams=list(streams) or None, full=full, progress=progress)
-        if res.exception is not None and not res.results:   # busy, or no sync at all
-            fail(res.reason, 2 if isinstance(res.exception, UnknownStream) else 1)
-        for r in res.results:
-            if r.status == "failed":
+    with _stop_on_signals() as stop:
+        for src in sources(cfg, source_name):
+            res = jobs.run_job(cfg, src, streams=list(streams) or None, full=full, progress=progress,
+                               stop=stop)
+            if res.status == "interrupted" and stop.is_set():
+                _interrupted(stop, res)
+            if res.exception is not None and not res.results:   # busy, or no sync at all
+                fail(res.reason, 2 if isinstance(res.exception, UnknownStream) else 1)
+            for r in res.results:
+                if r.status == "failed":
+                    failed = True
+                    click.echo(f"error: {r.source}/{r.stream}: {r.error}", err=True)
+            if res.exception is not None:   # after the streams ran: closing the adapter, say
                 failed = True
-                click.echo(f"error: {r.source}/{r.stream}: {r.error}", err=True)
-        if res.exception is not None:   # after the streams ran: closing the adapter, say
-            failed = True
-            click.echo(f"error: {src.name}: {res.reason}", err=True)
-        click.echo(f"{src.name}: {res.rows:,} rows, {res.requests:,} requests, "
-                   f"{sum(r.status == 'ok' for r in res.results)}/{len(res.results)} streams ok")
+                click.echo(f"error: {src.name}: {res.reason}", err=True)
+            click.echo(f"{src.name}: {res.rows:,} rows, {res.requests:,} requests, "
+                       f"{sum(r.status == 'ok' for r in res.results)}/{len(res.results)} streams ok")
     sys.exit(1 if failed else 0)
