@@ -2,7 +2,8 @@
 
 A stream is a declaration: its name, the mirror tables it feeds, what to ask the CRM for
 (`request`, in the CRM's own terms), the field incremental reads filter on (`cursor`), how it
-is read (`mode`) and a parser from one API item to mirror records. Each CRM supplies only how
+is read (`mode`), a parser from one API item to mirror records, and the `scope` the
+credentials need for it where the CRM has scopes (shown by `check`). Each CRM supplies only how
 to read pages for a declaration, one reader per mode; it never branches on a stream's name.
 
 Modes (each with its bookmark shape, see `adapters.bookmarks`):
@@ -51,6 +52,7 @@ class Stream:
     request: object
     parse: Parser | None = None
     cursor: str | None = None
+    scope: str | None = None   # the permission the CRM wants for it (Bitrix24: crm, task, ...)
 
     def __post_init__(self):
         if self.mode not in MODES:

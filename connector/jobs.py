@@ -26,10 +26,9 @@ from typing import Callable
 from adapters.errors import SourceError
 from adapters.redact import redact
 from connector import kpi as kpi_mod
-from connector import runtime
+from connector import kpi_inputs, locks, runtime
 from connector.config import Config, SourceConfig
-from connector.kpi_job import KpiJobResult, run_kpi_job
-from connector import locks
+from connector.kpi_job import KpiJobResult, declared_streams, run_kpi_job
 from connector.locks import LockAbandoned, LockTimeout, source_lock
 from connector.notify import Notifier, quiet
 from connector.progress import Progress
@@ -38,7 +37,7 @@ from connector.sync import StreamResult, sync_source
 log = logging.getLogger("crm_connector.jobs")
 
 NIGHTLY, INCREMENTAL = "sync", "incremental"     # the scheduler's job kinds, as logs name them
-SUCCESS = ("ok", "skipped")   # skipped: a scope the token lacks, by the user's choice
+SUCCESS = ("ok",)   # a stream skipped for a missing scope leaves its tables incomplete
 
 
 @dataclass(frozen=True)
@@ -258,3 +257,22 @@ def table_counts(cfg: Config) -> dict[str, dict[str, int]]:
     """Rows per entity table, per source."""
     with runtime.open_mirror(cfg) as mirror:
         return {s.name: mirror.table_counts(s.name) for s in cfg.sources}
+
+
+# -- complete data (issue 12) ----------------------------------------------------------------
+
+def ever_synced(cfg: Config, source: str) -> bool:
+    """Whether any stream of the source has completed a sync in the mirror."""
+    with runtime.open_mirror(cfg) as mirror:
+        return kpi_inputs.ever_synced(mirror, source)
+
+
+def stream_scopes(cfg: Config, source: SourceConfig) -> list[dict]:
+    """Per declared stream: the scope it needs and its last sync, with what to do when it was
+    skipped (a scope the credentials lack)."""
+    with runtime.open_mirror(cfg) as mirror:
+        states = kpi_inputs.stream_states(mirror, source.name, declared_streams(cfg, source))
+    return [{"source": source.name, "stream": s.name, "scope": s.scope or "-",
+             "last sync": s.last_status or "never",
+             "advice": f"add the '{s.scope}' scope" if s.last_status == "skipped" and s.scope
+             else ("" if s.last_status != "skipped" else s.last_error or "")} for s in states]

@@ -1,14 +1,15 @@
 """The KPI engine: per-client KPIs computed from the mirror with one SQL query per KPI.
 
 Built-in KPIs live in `kpi_sql/<name>.sql` (the comment at the top is the definition shown to
-users); each returns (entity_id, value) for every client of the scratch tables built by
+users, its `-- reads:` line the mirror tables the KPI is computed from); each returns (entity_id, value) for every client of the scratch tables built by
 `kpi_prep`, so the same query serves contacts and companies. Custom KPIs (`[[kpi.custom]]`) run
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
 `:churn_days`.
 
 `compute()` appends the values that changed since the last run to `kpi_values` (history: a
 client's current value is its newest row there, which the `kpi_latest` view shows), all in one
-transaction.
+transaction. A KPI in `withheld` (see `kpi_inputs`) is left out; a dry run writes its values
+to a shadow of `kpi_values` in the TEMP schema (`shadow_history`), so the mirror is untouched.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.times import iso
-from connector import kpi_prep
+from connector import kpi_prep, schema
+from connector.custom_sql import _dummy_params
 from connector.custom_sql import check_custom_sql as check_custom_sql  # re-exported
 from connector.custom_sql import read_only
 
@@ -44,6 +46,7 @@ class Kpi:
     description: str
     targets: tuple[str, ...] = TARGETS
     custom: bool = False
+    reads: tuple[str, ...] = ()   # mirror tables it is computed from (its clients' table aside)
 
 
 @dataclass
@@ -53,16 +56,53 @@ class ComputeResult:
     clients: dict[str, int] = field(default_factory=dict)   # target -> clients computed
     changed: int = 0                                        # values that differ from the last run
     warnings: list[str] = field(default_factory=list)
+    withheld: dict[str, str] = field(default_factory=dict)  # KPI -> why it was not computed
     seconds: float = 0.0
 
 
-def _description(sql: str) -> str:
+READS = "reads:"
+
+
+def _header(sql: str) -> list[str]:
     lines = []
     for line in sql.splitlines():
         if not line.startswith("--"):
             break
         lines.append(line[2:].strip())
-    return " ".join(lines)
+    return lines
+
+
+def _description(sql: str) -> str:
+    return " ".join(line for line in _header(sql) if not line.startswith(READS))
+
+
+def _reads(sql: str) -> tuple[str, ...]:
+    """The tables named on the `-- reads:` line."""
+    for line in _header(sql):
+        if line.startswith(READS):
+            return tuple(t.strip() for t in line[len(READS):].split(",") if t.strip())
+    return ()
+
+
+def tables_read(sql: str) -> tuple[str, ...]:
+    """The mirror's entity tables a custom query reads, as SQLite itself reports them
+    (an authorizer on an empty mirror)."""
+    seen: set[str] = set()
+
+    def note(action, table, *_):
+        if action == sqlite3.SQLITE_READ and table in schema.ENTITY_TABLES:
+            seen.add(table)
+        return read_only(action, table, *_)
+    conn = sqlite3.connect(":memory:")
+    try:
+        schema.apply(conn)
+        conn.set_authorizer(note)
+        conn.execute(sql.strip().rstrip(";"), _dummy_params()).fetchall()
+    except sqlite3.Error:
+        pass   # the config check reports a query that does not run
+    finally:
+        conn.close()
+    return tuple(sorted(seen))
 
 
 def catalogue() -> dict[str, Kpi]:
@@ -70,7 +110,7 @@ def catalogue() -> dict[str, Kpi]:
     out = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
-        out[path.stem] = Kpi(path.stem, sql, _description(sql))
+        out[path.stem] = Kpi(path.stem, sql, _description(sql), reads=_reads(sql))
     return out
 
 
@@ -78,17 +118,21 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
     """Built-in plus the config's custom KPIs (a custom KPI may replace a built-in one)."""
     kpis = catalogue()
     for c in kpi_cfg.custom:
-        kpis[c.name] = Kpi(c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True)
+        kpis[c.name] = Kpi(c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True,
+                           reads=tables_read(c.sql))
     return kpis
 
 
 # -- compute ------------------------------------------------------------------------------------
 
 def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
-            now: datetime | None = None, only: list[str] | None = None) -> ComputeResult:
+            now: datetime | None = None, only: list[str] | None = None,
+            withheld: dict[str, str] | None = None, dry_run: bool = False) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
 
-    `now` fixes the clock (tests); `only` limits the run to these KPI names.
+    `now` fixes the clock (tests); `only` limits the run to these KPI names; `withheld`: KPIs
+    left out, with why. `dry_run`: no `kpi_runs` row (values go to the shadow history, which
+    the caller set up with `shadow_history`).
     """
     started = time.monotonic()
     kpis = all_kpis(kpi_cfg)
@@ -98,6 +142,8 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
             raise KpiError(f"unknown KPI: {', '.join(unknown)} (have: {', '.join(kpis)})")
         kpis = {k: v for k, v in kpis.items() if k in only}
     res = ComputeResult(source, iso(now))
+    res.withheld = {k: why for k, why in (withheld or {}).items() if k in kpis}
+    kpis = {k: v for k, v in kpis.items() if k not in res.withheld}
     conn = mirror.conn
     for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, kpi_cfg.currency_rates):
         msg = (f"source '{source}': deals in {cur} are left out of amounts "
@@ -118,6 +164,8 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
                     res.changed += _update_one(conn, k, dict(params, target=target), kpi_cfg.precision)
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
+        if dry_run:
+            return res
         conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
                      "VALUES (?, ?, ?, ?, ?, ?)",
                      (source, res.computed_at, ",".join(kpis), sum(res.clients.values()),
@@ -241,6 +289,23 @@ def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
         conn.execute(_HISTORY, p)
     conn.execute("DROP TABLE temp.kpi_changed")
     return changed
+
+
+def shadow_history(conn, source: str) -> None:
+    """A TEMP `kpi_values` holding the source's current values: it hides the mirror's table
+    from unqualified names, so a dry run computes and plans against it and writes nothing."""
+    drop_shadow(conn)
+    conn.execute("CREATE TEMP TABLE kpi_values (source TEXT NOT NULL, entity_type TEXT NOT NULL, "
+                 "entity_id INTEGER NOT NULL, kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL, "
+                 "PRIMARY KEY (source, entity_type, kpi, entity_id, computed_at)) WITHOUT ROWID")
+    conn.execute("INSERT INTO temp.kpi_values SELECT source, entity_type, entity_id, kpi, value, "
+                 "max(computed_at) FROM main.kpi_values WHERE source = ? "
+                 "GROUP BY source, entity_type, kpi, entity_id", (source,))
+    conn.commit()   # the INSERT opened a transaction (on the TEMP schema only)
+
+
+def drop_shadow(conn) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.kpi_values")
 
 
 def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:

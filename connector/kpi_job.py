@@ -1,7 +1,9 @@
 """One KPI job for one source: compute from the mirror, then write the changes back.
 
 The KPI step of `connector.jobs.run_job` (`crm-connector kpi`, and the nightly job after a
-complete sync).
+complete sync). A source never synced is refused (`kpi_inputs.NotSynced`); a KPI reading a
+table some stream has not completely filled is withheld (`kpi_inputs.withheld`). A dry run
+computes and plans against a TEMP shadow of the history: the mirror is left as it was.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from connector import kpi, writeback
+from adapters import registry
+from connector import kpi, kpi_inputs, writeback
+from connector.tokens import TokenStore
 
 
 @dataclass
@@ -24,19 +28,52 @@ class KpiJobResult:
         """Cards the CRM rejected (their values are retried on the next run)."""
         return self.writeback.failed
 
+    @property
+    def withheld(self) -> dict[str, str]:
+        """KPI -> why it was not computed (incomplete data)."""
+        return self.compute.withheld
+
     def line(self) -> str:
         wb = self.writeback
         clients = sum(self.compute.clients.values())
         verb = "would change" if self.dry_run else "changed"
         text = (f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
                 f"{verb}, {wb.requests:,} requests")
-        return text + (f", {wb.failed:,} cards rejected" if wb.failed else "")
+        text += f", {wb.failed:,} cards rejected" if wb.failed else ""
+        return text + (f", {len(self.withheld)} KPIs withheld" if self.withheld else "")
+
+
+def declared_streams(cfg, source_cfg, adapter=None) -> list:
+    """The source's stream declarations (its adapter's, or a fresh one's: building one does no I/O)."""
+    if adapter is not None and hasattr(adapter, "streams"):
+        return adapter.streams()
+    fresh = registry.get(source_cfg.kind).make_adapter(source_cfg, TokenStore(cfg.token_path))
+    try:
+        return fresh.streams()
+    finally:
+        fresh.close()
+
+
+def withheld_kpis(cfg, mirror, source_cfg, adapter=None) -> dict[str, str]:
+    """KPI -> why it may not be computed now (raises NotSynced for a source never synced)."""
+    kpi_inputs.require_sync(mirror, source_cfg.name)
+    states = kpi_inputs.stream_states(mirror, source_cfg.name, declared_streams(cfg, source_cfg, adapter))
+    return kpi_inputs.withheld(kpi.all_kpis(cfg.kpi).values(), cfg.kpi.targets, states)
 
 
 def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
                 only: list[str] | None = None, now: datetime | None = None) -> KpiJobResult:
     """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
     `adapter` may then be None)."""
-    comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only)
-    wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run, only=only)
+    held = withheld_kpis(cfg, mirror, source_cfg, adapter)
+    if dry_run:
+        kpi.shadow_history(mirror.conn, source_cfg.name)
+    try:
+        comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only,
+                           withheld=held, dry_run=dry_run)
+        wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run,
+                                  only=only, withheld=held)
+    finally:
+        if dry_run:
+            kpi.drop_shadow(mirror.conn)
     return KpiJobResult(source_cfg.name, comp, wb, dry_run)

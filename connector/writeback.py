@@ -47,6 +47,7 @@ class Change:
     label: str
     old: float | None
     new: float | None
+    name: str | None = None   # the client's name in the mirror (for a dry run's listing)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class WritebackReport:
     field_requests: int = 0   # of which listing / creating fields
     failed: int = 0           # cards the CRM rejected
     changes: list[Change] = field(default_factory=list)
+    unresolved: dict[str, list[str]] = field(default_factory=dict)  # dry run: type -> labels of
+    # fields never resolved, which a real run finds in the CRM or creates
 
 
 def field_code(kpi: str) -> str:
@@ -121,7 +124,7 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
                 FROM temp.wb_map m
                 JOIN kpi_values v ON v.source = :source AND v.entity_type = :type AND v.kpi = m.kpi
                 GROUP BY v.kpi, v.entity_id)
-            SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, :precision)
+            SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, :precision), c.name
             FROM l
             JOIN temp.wb_map m ON m.kpi = l.kpi
             JOIN {CLIENT_TABLES[entity_type]} c ON c.source = l.source AND c.id = l.entity_id
@@ -132,7 +135,8 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
             ORDER BY l.entity_id, l.kpi""",
             {"source": source, "type": entity_type, "precision": precision}).fetchall()
         conn.execute("DROP TABLE temp.wb_map")
-    return [Change(entity_type, eid, k, key, labels[k], old, new) for eid, k, key, old, new in rows]
+    return [Change(entity_type, eid, k, key, labels[k], old, new, name)
+            for eid, k, key, old, new, name in rows]
 
 
 def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
@@ -240,20 +244,24 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
 
 
 def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
-               only: list[str] | None = None) -> WritebackReport:
+               only: list[str] | None = None, withheld=()) -> WritebackReport:
     """Resolve fields and send every changed value of one source (dry run: only plan).
 
-    In a dry run nothing is sent, not even a field lookup: fields never resolved show their label.
-    `only` limits the run to these KPIs.
+    In a dry run nothing is sent, not even a field lookup: fields never resolved show their label
+    (and are listed in `unresolved`). `only` limits the run to these KPIs; `withheld` KPIs are
+    left alone (their cards keep their value).
     """
     rep = WritebackReport(source)
     start = getattr(adapter, "requests", 0) if adapter is not None else 0
     for entity_type in kpi_cfg.targets:
-        labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items() if not only or k in only}
+        labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items()
+                  if (not only or k in only) and k not in withheld}
         if not labels:
             continue
         if dry_run:
             keys = dry_run_keys(mirror, source, entity_type, labels)
+            rep.unresolved[entity_type] = sorted(
+                {labels[k] for k in labels if k not in cached_fields(mirror, source, entity_type)})
         else:
             if adapter is None:
                 raise WritebackError(f"source '{source}': no adapter to write with")

@@ -135,32 +135,36 @@ def crm_list(method: str, *select: str, companion: Companion | None = None) -> L
 
 
 # ---- the streams, in run order ----------------------------------------------------------
+# `scope`: the webhook's or app's permission each stream's methods need (`client.scope_of`).
 
 USERS = Stream("users", ("users",), "snapshot", ListRequest(ListSpec(
     "user.get", {"ADMIN_MODE": True}, filter_key="FILTER", order={"sort": "ID", "order": "ASC"}),
-    first_chain=4), p.user)
+    first_chain=4), p.user, scope="user")
 PIPELINES = Stream("pipelines", ("pipelines", "stages"), "snapshot", PipelinesRequest(
     categories=("crm.category.list", {"entityTypeId": 2}),
     lead_statuses=("crm.status.list", {"filter": {"ENTITY_ID": "STATUS"}, "order": {"SORT": "ASC"}}),
-    leads=p.LEAD_CATEGORY), p.pipeline)
+    leads=p.LEAD_CATEGORY), p.pipeline, scope="crm")
 COMPANIES = Stream("companies", ("companies",), "changes", crm_list("crm.company.list"),
-                   p.company, cursor="DATE_MODIFY")
+                   p.company, cursor="DATE_MODIFY", scope="crm")
 CONTACTS = Stream("contacts", ("contacts",), "changes", crm_list("crm.contact.list", "PHONE", "EMAIL"),
-                  p.contact, cursor="DATE_MODIFY")
-LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list"), p.lead, cursor="DATE_MODIFY")
+                  p.contact, cursor="DATE_MODIFY", scope="crm")
+LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list"), p.lead, cursor="DATE_MODIFY",
+               scope="crm")
 DEALS = Stream("deals", ("deals", "deal_contacts"), "changes",
-               crm_list("crm.deal.list", companion=CONTACT_IDS), p.deal, cursor="DATE_MODIFY")
+               crm_list("crm.deal.list", companion=CONTACT_IDS), p.deal, cursor="DATE_MODIFY", scope="crm")
 # tasks.task.list stops listing a deleted task and nothing reports the deletion: tasks are
 # reconciled by ID like the CRM entities.
 TASKS = Stream("tasks", ("tasks",), "changes", ListRequest(ListSpec(
     "tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks"), reconciles=True),
-    p.task, cursor="CHANGED_DATE")
+    p.task, cursor="CHANGED_DATE", scope="task")
 CALLS = Stream("calls", ("calls",), "append", AppendRequest({"calls": ListRequest(ListSpec(
     "voximplant.statistic.get", {}, filter_key="FILTER", order={"SORT": "ID", "ORDER": "ASC"}),
-    lookup=CALL_ACTIVITY)}), p.call, cursor="ID")
+    lookup=CALL_ACTIVITY)}), p.call, cursor="ID", scope="telephony")
 STAGE_HISTORY = Stream("stage_history", ("stage_changes",), "append", AppendRequest(
-    {"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}), p.stage_change, cursor="ID")
+    {"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}), p.stage_change, cursor="ID",
+    scope="crm")
 RECONCILED = ("companies", "contacts", "leads", "deals", "tasks")
-RECONCILE = Stream("reconcile", RECONCILED, "reconcile", ReconcileRequest(RECONCILED))
+# It also lists tasks: without the task scope the whole reconciliation is skipped.
+RECONCILE = Stream("reconcile", RECONCILED, "reconcile", ReconcileRequest(RECONCILED), scope="crm")
 
 STREAMS = [USERS, PIPELINES, COMPANIES, CONTACTS, LEADS, DEALS, TASKS, CALLS, STAGE_HISTORY, RECONCILE]

@@ -15,7 +15,8 @@ from connector.cli.common import load, table
 @click.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Check the config, then make one cheap authenticated call per source."""
+    """Check the config, then make one cheap authenticated call per source; list each stream's
+    scope and its last sync, naming the scope to add for a stream a missing scope skipped."""
     cfg = load(ctx)
     rows, failed = [], False
     for src in cfg.sources:
@@ -27,4 +28,11 @@ def check(ctx: click.Context) -> None:
             failed = True
         rows.append(row)
     click.echo(table(rows, ["source", "kind", "status", "detail"]))
+    streams = [r for src in cfg.sources for r in jobs.stream_scopes(cfg, src)]
+    click.echo("\n" + table(streams, ["source", "stream", "scope", "last sync", "advice"]))
+    for r in streams:
+        if r["advice"]:   # skipped last time: its tables are incomplete, its KPIs withheld
+            failed = True
+            click.echo(f"error: {r['source']}/{r['stream']} was skipped on the last sync: "
+                       f"{r['advice']} in the CRM, then run `crm-connector sync`", err=True)
     sys.exit(1 if failed else 0)

@@ -18,7 +18,7 @@ def _fmt(v) -> str:
 
 @click.group(invoke_without_command=True)
 @click.option("--source", "source_name", metavar="NAME", help="Only this source.")
-@click.option("--dry-run", is_flag=True, help="Compute and print the changes; send nothing to the CRM.")
+@click.option("--dry-run", is_flag=True, help="Compute and print a summary of the changes (-v: every value); write nothing anywhere.")
 @click.option("--only", "only", multiple=True, metavar="KPI",
               help="Only this KPI (repeatable, or comma-separated).")
 @click.pass_context
@@ -32,21 +32,49 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     if ctx.invoked_subcommand is not None:
         return
     cfg = load(ctx)
+    verbose = bool(ctx.find_root().params.get("verbose"))
     names = [n.strip() for o in only for n in o.split(",") if n.strip()] or None
     failed = False
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
-        if res.kpi is None:      # busy, or the KPI job could not run
+        if res.kpi is None:      # busy, never synced, or the KPI job could not run
             fail(res.reason)
         for w in res.kpi.compute.warnings:
             click.echo(f"warning: {w}", err=True)
+        _withheld(src.name, res.kpi.withheld)
         if dry_run:
-            for c in res.kpi.writeback.changes:
-                click.echo(f"{src.name} {c.entity_type} {c.entity_id}  {c.kpi} -> '{c.label}': "
-                           f"{_fmt(c.old)} -> {_fmt(c.new)}")
+            _dry_run(src.name, res.kpi.writeback, verbose)
         click.echo(f"{src.name}: {res.kpi.line()}")
-        failed |= res.kpi.failed > 0
+        # a withheld KPI that would have been written to cards is a failure the admin must fix
+        failed |= res.kpi.failed > 0 or bool(set(res.kpi.withheld) & set(cfg.kpi.fields))
     sys.exit(1 if failed else 0)
+
+
+def _withheld(source: str, withheld: dict[str, str]) -> None:
+    """One line per reason: which KPIs were not computed and why."""
+    by_reason: dict[str, list[str]] = {}
+    for k, why in withheld.items():
+        by_reason.setdefault(why, []).append(k)
+    for why, kpis in by_reason.items():
+        click.echo(f"warning: {source}: KPIs withheld, cards keep their values: {', '.join(kpis)}: "
+                   f"{why}", err=True)
+
+
+def _dry_run(source: str, wb, verbose: bool) -> None:
+    """Per entity type: cards and values that would change, fields a real run would resolve;
+    with -v every value, with the client's name."""
+    types = sorted({c.entity_type for c in wb.changes} | set(wb.unresolved))
+    for t in types:
+        changes = [c for c in wb.changes if c.entity_type == t]
+        cards = len({c.entity_id for c in changes})
+        line = f"{source} {t}: {cards:,} cards, {len(changes):,} values would change"
+        if wb.unresolved.get(t):
+            line += "; fields to find or create: " + ", ".join(f"'{x}'" for x in wb.unresolved[t])
+        click.echo(line)
+        if verbose:
+            for c in changes:
+                who = f" {c.name}" if c.name else ""
+                click.echo(f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old)} -> {_fmt(c.new)}")
 
 
 @kpi.command()
@@ -60,8 +88,9 @@ def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int)
     sources(cfg, source_name)
     rows, defs = jobs.client_kpis(cfg, source_name, entity_type, entity_id)
     if not rows:
+        first = "sync" if not jobs.ever_synced(cfg, source_name) else "kpi"
         fail(f"no KPIs for {entity_type} {entity_id} in source '{source_name}': "
-             f"check the id, or run `crm-connector kpi --source {source_name}` first")
+             f"check the id, or run `crm-connector {first} --source {source_name}` first")
     click.echo(f"{source_name} {entity_type} {entity_id}, computed at {max(r['computed_at'] for r in rows)}")
     width = max(len(r["kpi"]) for r in rows)
     for r in rows:

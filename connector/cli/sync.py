@@ -73,7 +73,7 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
             if res.exception is not None and not res.results:   # busy, or no sync at all
                 fail(res.reason, 2 if isinstance(res.exception, UnknownStream) else 1)
             for r in res.results:
-                if r.status == "failed":
+                if r.status in ("failed", "skipped"):   # skipped: its KPIs would be wrong
                     failed = True
                     click.echo(f"error: {r.source}/{r.stream}: {r.error}", err=True)
             if res.exception is not None:   # after the streams ran: closing the adapter, say

@@ -296,3 +296,18 @@ def test_deals_and_leads_closed_later_close_at_their_final_stage_move(b24_sandbo
     got = lambda t, i: mirror.conn.execute(f"SELECT closed_at FROM {t} WHERE id = ?", (i,)).fetchone()[0]  # noqa: E731
     assert got("deals", deal["id"]) == iso_ts(deal["closed_at"]) and got("leads", lead["id"]) == iso_ts(lead["closed_at"])
     assert_mirror_matches(mirror, b24_sandbox)
+
+
+def test_sync_exits_1_naming_the_scope_when_a_stream_is_skipped(b24_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    with Bitrix24Sandbox(b24_dataset, limits=False, scopes=("crm", "task", "user")) as srv:
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
+                       f'kind = "bitrix24"\nwebhook_url = "{srv.webhook_url}"\n')
+        result = CliRunner().invoke(main, ["--config", str(cfg), "sync"])
+    assert result.exit_code == 1
+    assert "error: b24/calls:" in result.output and "telephony" in result.output
+    assert "streams ok" in result.output

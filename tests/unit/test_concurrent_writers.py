@@ -109,12 +109,14 @@ def test_a_manual_sync_and_a_kpi_run_beside_a_daemon_sync_of_another_source(tmp_
         mid.set()
         assert go.wait(60)
 
+    steps = Steps(adapter=lambda c, src: ManyPages(src.name, 2))
+    for name in ("s3", "s4"):   # KPIs run only on a source that had a complete sync
+        assert run_job(cfg, cfg.source(name), steps=steps).status == "ok"
     daemon = Runner(cfg, notifier=quiet(), adapter_fn=lambda c, src: ManyPages(src.name, 1, gate=pause))
     outs = {}
     t = threading.Thread(target=lambda: outs.setdefault("daemon", daemon.nightly("s1")))
     t.start()
     assert mid.wait(60)
-    steps = Steps(adapter=lambda c, src: ManyPages(src.name, 2))
     manual = run_job(cfg, cfg.source("s2"), steps=steps)
     kpi = run_job(cfg, cfg.source("s3"), job="kpi", sync=False, kpi=True, steps=steps)
     go.set()

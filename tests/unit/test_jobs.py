@@ -12,6 +12,7 @@ import pytest
 
 from adapters.base import Page
 from adapters.errors import AuthError, StreamError
+from adapters.streams import Stream
 from connector import config as config_mod
 from connector.jobs import Steps, run_job
 from connector.kpi import KpiError
@@ -20,6 +21,7 @@ from connector.notify import Notifier
 from connector.store import Mirror
 from connector.sync import UnknownStream
 from tests.fakes import FakeAdapter
+from tests.unit.test_kpi import mark_synced
 
 CONFIG = """
 [storage]
@@ -62,6 +64,11 @@ class CrmFake(FakeAdapter):
 
     def stream_names(self):
         return list(self.script)
+
+    def streams(self):
+        """Declarations: each scripted stream feeds the table of its name (deals: its links too)."""
+        return [Stream(n, (n, "deal_contacts") if n == "deals" else (n,), "changes", None)
+                for n in self.script]
 
     def fetch(self, stream, bookmark, run_started_at, full=False):
         for step in self.script[stream]:
@@ -180,7 +187,9 @@ def test_an_auth_failure_stops_the_source_and_the_kpis(tmp_path):
     assert w.adapters[0].requests == 1
 
 
-def test_a_skipped_stream_still_counts_as_complete(tmp_path):
+def test_a_skipped_stream_fails_the_job_and_no_kpis_run(tmp_path):
+    # issue 12 point 2: a stream skipped for a missing scope leaves its tables incomplete, so
+    # the job is not ok and the nightly KPI step does not run on partial data
     w = World(tmp_path)
 
     def sync(mirror, adapter, streams, **kw):
@@ -188,7 +197,7 @@ def test_a_skipped_stream_still_counts_as_complete(tmp_path):
         return [StreamResult("main", "calls", "skipped", error="no scope"),
                 StreamResult("main", "deals", "ok")]
     res = w.run(kpi=True, steps=Steps(adapter=w.adapter, sync=sync))
-    assert res.status == "ok" and res.kpi is not None
+    assert res.status == "failed" and res.kpi is None and res.error == "calls: no scope"
 
 
 def test_a_stop_during_the_sync_means_interrupted_and_no_kpis(tmp_path):
@@ -253,6 +262,8 @@ def test_rejected_cards_fail_the_job(tmp_path):
 def test_kpis_alone_dry_run_need_no_adapter(tmp_path):
     w = World(tmp_path)
     w.run()                                   # fill the mirror first
+    with w.mirror() as m:                     # a dry run reads the CRM's own declarations
+        mark_synced(m, "main")
     res = w.run(sync=False, kpi=True, dry_run=True)
     assert res.status == "ok" and res.results == [] and len(w.adapters) == 1
     assert [(c.entity_id, c.kpi, c.new) for c in res.kpi.writeback.changes] == [(1, "deals_won", 1)]

@@ -13,6 +13,10 @@ from tests.unit.test_kpi import NOW, S, build_mirror
 
 @pytest.fixture
 def config(tmp_path):
+    return make_config(tmp_path)
+
+
+def make_config(tmp_path):
     db = tmp_path / "mirror.db"
     build_mirror(str(db)).close()
     path = tmp_path / "config.toml"
@@ -47,15 +51,17 @@ def run(config, *args):
 
 
 def test_dry_run_prints_changes_and_sends_nothing(config):
-    r = run(config, "--dry-run")
+    r = CliRunner().invoke(main, ["--config", config[0], "-v", "kpi", "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert f"{S} contact 1  win_rate -> 'KPI: Win rate, %': (empty) -> 80" in r.output
-    assert f"{S} contact 1  deals_total -> 'KPI: Deals': (empty) -> 5" in r.output
+    assert f"{S} contact: 4 cards, 6 values would change; fields to find or create: " \
+           "'KPI: Deals', 'KPI: Win rate, %'" in r.output
+    assert "  contact 1 c1: win_rate -> 'KPI: Win rate, %': (empty) -> 80" in r.output
+    assert "  contact 1 c1: deals_total -> 'KPI: Deals': (empty) -> 5" in r.output
     assert f"{S}: 6 clients computed, 5 cards touched, 7 values would change, 0 requests" in r.output
     assert "EUR" in r.output                                     # the unconverted currency warning
-    with Mirror(config[1]) as m:
-        assert m.conn.execute("SELECT count(*) FROM writeback_log").fetchone()[0] == 0
-        assert m.conn.execute("SELECT count(*) FROM kpi_values").fetchone()[0] > 0
+    with Mirror(config[1]) as m:   # a dry run writes nothing: no history, no log, no run row
+        for t in ("writeback_log", "kpi_values", "kpi_runs"):
+            assert m.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0, t
 
 
 def test_only(config):

@@ -91,11 +91,18 @@ class Harness:
 
 
 def test_nightly_runs_kpi_right_after_a_successful_sync(tmp_path):
-    h = Harness(load_cfg(tmp_path), statuses=("ok", "skipped"))
+    h = Harness(load_cfg(tmp_path), statuses=("ok", "ok"))
     out = h.runner.nightly("main")
     assert h.calls == [("sync", "main"), ("kpi", "main")]
     assert out.status == "ok" and out.kpi.line().startswith("10 clients")
     assert h.alerts == [] and h.adapters[0].closed
+
+
+def test_nightly_skips_kpi_after_a_stream_skipped_for_a_missing_scope(tmp_path):
+    # issue 12 point 2: its tables are incomplete, so no KPI runs on partial data
+    h = Harness(load_cfg(tmp_path), statuses=("ok", "skipped"))
+    out = h.runner.nightly("main")
+    assert h.calls == [("sync", "main")] and out.status == "failed"
 
 
 def test_failed_stream_means_no_kpi_and_one_alert(tmp_path):
