@@ -7,7 +7,7 @@ import sys
 import click
 
 from connector import jobs
-from connector.cli.common import fail, load, sources
+from connector.cli.common import fail, kpis, load, sources
 
 
 def _fmt(v) -> str:
@@ -32,7 +32,7 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     if ctx.invoked_subcommand is not None:
         return
     cfg = load(ctx)
-    names = [n.strip() for o in only for n in o.split(",") if n.strip()] or None
+    names = kpis(cfg, only)
     failed = False
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
