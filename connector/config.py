@@ -173,7 +173,7 @@ def load(path: str | None = None) -> Config:
     origin, path = _origin(path), resolve_path(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{os.path.abspath(path)}: file not found ({origin}; "
                           f"copy config.example.toml there)") from None
@@ -181,12 +181,21 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{os.path.abspath(path)}: is a directory, not a config file ({origin})") from None
     except OSError as err:
         raise ConfigError(f"{os.path.abspath(path)}: cannot read: {err.strerror}") from None
+    return Checker(path).config(_parse(path, raw))
+
+
+def _parse(path: str, raw: bytes) -> dict:
+    """The TOML document in `raw`; ConfigError naming the line of a bad byte or syntax."""
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                          f"{err.start}): save the file as UTF-8") from None
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text "
+                          f"(save the file as UTF-8)") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return Checker(path).config(data)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -16,7 +16,11 @@ FIELD_PREFIX = "UF_CRM_"
 
 
 def webhook_secret(url: str) -> str | None:
-    parts = [p for p in urlsplit(url).path.split("/") if p]
+    try:
+        path = urlsplit(url).path
+    except ValueError:          # a malformed host ("https://[::1/..."): the path is still a secret
+        path = url.split("//", 1)[-1].partition("/")[2]
+    parts = [p for p in path.split("/") if p]
     return parts[2] if len(parts) >= 3 else None
 
 
