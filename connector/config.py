@@ -10,7 +10,6 @@ A source's `kind` is looked up in `adapters.registry`: its CRM declares the keys
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -22,11 +21,10 @@ from zoneinfo import ZoneInfo
 from adapters import redact, registry
 from adapters.crm import Crm
 from connector.cron import cron_trigger
-from connector.custom_sql import builtin_kpi_names, check_custom_sql
+from connector.config_kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"
-TARGETS = ("contact", "company")
 # The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
 COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
                "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
@@ -100,25 +98,6 @@ class SourceConfig:
         shown = {"name": self.name, "kind": self.kind, **{k: getattr(self, k) for k in COMMON_DEFAULTS},
                  **{k: v for k, v in self.options.items() if k not in secret}}
         return f"SourceConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-
-@dataclass
-class CustomKpi:
-    name: str
-    target: str
-    sql: str
-    description: str = ""
-
-
-@dataclass
-class KpiConfig:
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    churn_days: int = 180
-    calls_days: int = 90
-    precision: int = 2
-    currency_rates: dict[str, float] = field(default_factory=dict)
-    fields: dict[str, dict[str, str]] = field(default_factory=dict)
-    custom: list[CustomKpi] = field(default_factory=list)
 
 
 @dataclass
@@ -201,7 +180,7 @@ def _parse(path: str, raw: bytes) -> dict:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class Checker:
+class Checker(KpiChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
     def __init__(self, path: str):
@@ -366,67 +345,6 @@ class Checker:
             raise self.fail(key, f"cron expression '{expr}' never fires (check the day and month: "
                                  f"e.g. February has no 30th)")
 
-    def kpi(self, raw) -> KpiConfig:
-        d = self.table("kpi", raw, {"targets": list, "churn_days": int, "calls_days": int,
-                                    "precision": int, "currency_rates": dict, "fields": dict,
-                                    "custom": list})
-        for t in d.get("targets", []):
-            if t not in TARGETS:
-                raise self.fail("kpi.targets", f"unknown target '{t}' (expected contact or company)")
-        self.in_range("kpi", d, "kpi.")
-        rates = {}
-        for cur, rate in d.get("currency_rates", {}).items():
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
-                raise self.fail(f"kpi.currency_rates.{cur}", "must be a positive number")
-            rates[cur.upper()] = float(rate)
-        d["currency_rates"] = rates
-        d["custom"] = [self.custom_kpi(i, c) for i, c in enumerate(d.get("custom", []))]
-        names = [c.name for c in d["custom"]]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                raise self.fail(f"kpi.custom[{i}] ({n}).name", f"a custom KPI named '{n}' is defined twice")
-        d["fields"] = self.kpi_fields(d.get("fields", {}), builtin_kpi_names() + names)
-        return KpiConfig(**d)
-
-    def kpi_fields(self, raw: dict, known: list[str]) -> dict[str, dict[str, str]]:
-        """KPI name -> {target: CRM field name}; every name a built-in or custom KPI."""
-        out = {}
-        for name, label in raw.items():
-            key = f"kpi.fields.{name}"
-            if name not in known:   # a typo would silently write nothing
-                raise self.fail(key, f"unknown KPI '{name}'{nearest(name, known)} "
-                                     f"(KPIs: {', '.join(sorted(set(known)))})")
-            if isinstance(label, str) and label.strip():
-                out[name] = {t: label for t in TARGETS}
-            elif isinstance(label, dict):
-                for t, v in label.items():
-                    if t not in TARGETS:
-                        raise self.fail(f"{key}.{t}", "unknown target (expected contact or company)")
-                    if not isinstance(v, str) or not v:
-                        raise self.fail(f"{key}.{t}", "must be a field name")
-                if not label:
-                    raise self.fail(key, "must name a field for contact, company or both")
-                out[name] = dict(label)
-            else:
-                raise self.fail(key, "must be a field name, or a table {contact = ..., company = ...}")
-        return out
-
-    def custom_kpi(self, i: int, raw) -> CustomKpi:
-        key = f"kpi.custom[{i}]"
-        d = self.table(key, raw, {"name": str, "target": str, "sql": str, "description": str})
-        for k in ("name", "target", "sql"):
-            if not d.get(k):
-                raise self.fail(f"{key}.{k}", "is required")
-        key = f"kpi.custom[{i}] ({d['name']})"
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", d["name"]):
-            raise self.fail(f"{key}.name", "use lower-case letters, digits and '_'")
-        if d["target"] not in TARGETS:
-            raise self.fail(f"{key}.target", "must be contact or company")
-        problem = check_custom_sql(d["sql"])
-        if problem:
-            raise self.fail(f"{key}.sql", problem)
-        return CustomKpi(**d)
-
     def notify(self, raw) -> NotifyConfig:
         d = self.table("notify", raw, {"urls": list, "on_success": bool})
         for i, u in enumerate(d.get("urls", [])):
@@ -455,17 +373,6 @@ def _one_of(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def kpi_names(kpi_cfg: KpiConfig) -> list[str]:
-    """Every KPI a `[kpi.fields]` key or `kpi --only` may name: built-in and custom, sorted."""
-    return sorted(set(builtin_kpi_names()) | {c.name for c in kpi_cfg.custom})
-
-
-def nearest(name: str, known) -> str:
-    """' (did you mean 'x'?)' for the closest known name, else ''."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
@@ -474,3 +381,7 @@ def _type_name(types: tuple) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
     return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+__all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "KpiConfig",
+           "CustomKpi", "TARGETS", "load", "kpi_names", "nearest"]
