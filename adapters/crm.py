@@ -28,6 +28,8 @@ class Crm:
     sandbox: "module:attr" of the fake CRM server class (started by `sandbox` and `demo`).
     sandbox_source: the `[[sources]]` keys that point a source at a running fake.
     field_has_code: whether an existing custom field carries a KPI field code.
+    streams: "module:attr" of the CRM's stream declarations (each has a `name`), imported only
+    when `stream_names()` is first asked (config validation of `streams = [...]`).
     """
     kind: str
     title: str
@@ -39,10 +41,15 @@ class Crm:
     secret_keys: tuple[str, ...] = ()
     defaults: dict = field(default_factory=dict)
     field_has_code: Callable[[CrmField, str], bool] = lambda f, code: f.code == code or f.key == code
+    streams: str = ""
 
     def make_adapter(self, source, tokens):
         """The adapter for one source (its modules are imported only now)."""
         return _load(self.adapter)(source, tokens)
+
+    def stream_names(self) -> tuple[str, ...]:
+        """The names a source's `streams = [...]` may list, in declaration order."""
+        return tuple(s.name for s in _load(self.streams)) if self.streams else ()
 
     def sandbox_class(self):
         return _load(self.sandbox)

@@ -10,26 +10,44 @@ A source's `kind` is looked up in `adapters.registry`: its CRM declares the keys
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from adapters import redact, registry
 from adapters.crm import Crm
 from connector.cron import cron_trigger
-from connector.custom_sql import check_custom_sql
+from connector.config_kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"
-TARGETS = ("contact", "company")
 # The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
 COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
                "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
                "verify_tls": bool}
 COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minutes": 5.0,
                    "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True}
+# Ranges of the numeric keys, (lowest, highest, whether the lowest itself is allowed), so that
+# nothing `check` accepts can hang or crash a run. Why the bounds:
+# - max_workers: each worker is a thread holding a connection and a page of rows; the CRMs
+#   allow 2-7 requests per second, so more than 50 workers only wait, and a typo such as
+#   1000000000 would exhaust memory before the first request.
+# - requests_per_second: below 0.01 (one request per 100 s) a sync of 10 streams takes days.
+# - timeout_s: per request; over an hour is a hang, not a timeout.
+# - overlap_minutes: negative would skip changes; a week is far beyond any clock skew.
+# - days / hours / seconds: a century / a day at most, where larger values overflow dates.
+RANGES = {
+    "requests_per_second": (0.01, 1000, True), "timeout_s": (0, 3600, False),
+    "overlap_minutes": (0, 7 * 24 * 60, True), "max_workers": (0, 50, False),
+    "schedule.misfire_grace_s": (0, 7 * 86400, True), "schedule.lock_timeout_s": (0, 86400, True),
+    "kpi.churn_days": (0, 36500, False), "kpi.calls_days": (0, 36500, False),
+    "kpi.precision": (0, 10, True),
+}
+CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
 
 
 class ConfigError(Exception):
@@ -83,25 +101,6 @@ class SourceConfig:
 
 
 @dataclass
-class CustomKpi:
-    name: str
-    target: str
-    sql: str
-    description: str = ""
-
-
-@dataclass
-class KpiConfig:
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    churn_days: int = 180
-    calls_days: int = 90
-    precision: int = 2
-    currency_rates: dict[str, float] = field(default_factory=dict)
-    fields: dict[str, dict[str, str]] = field(default_factory=dict)
-    custom: list[CustomKpi] = field(default_factory=list)
-
-
-@dataclass
 class ScheduleConfig:
     timezone: str = "UTC"
     sync: str = "0 2 * * *"
@@ -139,24 +138,49 @@ def resolve_path(path: str | None) -> str:
     return path or os.environ.get(ENV_PATH) or DEFAULT_PATH
 
 
+def _origin(path: str | None) -> str:
+    """Where the config path came from, for a "file not found" message."""
+    if path:
+        return "given by --config"
+    if os.environ.get(ENV_PATH):
+        return f"from ${ENV_PATH}"
+    return "the default; pass --config PATH or set $" + ENV_PATH
+
+
 def load(path: str | None = None) -> Config:
-    path = resolve_path(path)
+    """The config at `path`, else $CRM_CONNECTOR_CONFIG, else ./config.toml; ConfigError if bad."""
+    origin, path = _origin(path), resolve_path(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (copy config.example.toml, or pass --config)") from None
+        raise ConfigError(f"{os.path.abspath(path)}: file not found ({origin}; "
+                          f"copy config.example.toml there)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{os.path.abspath(path)}: is a directory, not a config file ({origin})") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        raise ConfigError(f"{os.path.abspath(path)}: cannot read: {err.strerror}") from None
+    return Checker(path).config(_parse(path, raw))
+
+
+def _parse(path: str, raw: bytes) -> dict:
+    """The TOML document in `raw`; ConfigError naming the line of a bad byte or syntax."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text "
+                          f"(save the file as UTF-8)") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return Checker(path).config(data)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class Checker:
+class Checker(KpiChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
     def __init__(self, path: str):
@@ -170,6 +194,8 @@ class Checker:
             def env(m):
                 if m.group(1) not in os.environ:
                     raise self.fail(key, f"environment variable {m.group(1)} is not set")
+                if not os.environ[m.group(1)]:
+                    raise self.fail(key, f"environment variable {m.group(1)} is empty")
                 return os.environ[m.group(1)]
             return _ENV.sub(env, value)
         if isinstance(value, list):
@@ -197,21 +223,43 @@ class Checker:
             v = float(v)
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             raise self.fail(key, f"must be {_type_name(types)}, got {_type_name((type(v),))}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.fail(key, f"must be a finite number, got {v}")
         return v
+
+    def in_range(self, key: str, d: dict, prefix: str = "") -> None:
+        """Check the keys of `d` that RANGES bounds (looked up as `prefix` + name)."""
+        for k, v in d.items():
+            if f"{prefix}{k}" in RANGES and isinstance(v, (int, float)) and not isinstance(v, bool):
+                lo, hi, lo_ok = RANGES[f"{prefix}{k}"]
+                if not ((v >= lo if lo_ok else v > lo) and v <= hi):
+                    raise self.fail(f"{key}.{k}" if key else k,
+                                    f"must be {'at least' if lo_ok else 'greater than'} {lo:g} "
+                                    f"and at most {hi:g}, got {v:g}")
+
+    def text(self, key: str, v, what: str) -> None:
+        """A string value that must not be empty nor hold a NUL (a path, a name)."""
+        if not isinstance(v, str) or not v.strip() or "\0" in v:
+            raise self.fail(key, f"must be {what}, got {v!r}")
 
     def config(self, data: dict) -> Config:
         top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
                                     "notify": dict})
         storage = self.table("storage", top.get("storage", {}), {"path": str, "token_path": str})
+        for k, v in storage.items():
+            self.text(f"storage.{k}", v, "a file path")
         storage_path = storage.get("path", "crm-mirror.db")
         if not top.get("sources"):
             raise self.fail("sources", "at least one [[sources]] block is required")
-        sources, seen = [], set()
+        sources, seen = [], {}
         for i, raw in enumerate(top["sources"]):
             src = self.source(i, raw)
-            if src.name in seen:
-                raise self.fail(f"sources[{i}].name", f"duplicate source name '{src.name}'")
-            seen.add(src.name)
+            # Names differing only in case would share lock and token files on some file systems
+            # and read as the same source to a person.
+            if src.name.lower() in seen:
+                raise self.fail(f"sources[{i}].name", f"duplicate source name '{src.name}' "
+                                                      f"(same as '{seen[src.name.lower()]}', ignoring case)")
+            seen[src.name.lower()] = src.name
             sources.append(src)
         cfg = Config(path=self.path, storage_path=storage_path, sources=sources,
                      schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
@@ -232,11 +280,13 @@ class Checker:
         crm = self.crm(key, d)
         for k in crm.secret_keys:
             redact.register(d.get(k))
-        for k in ("requests_per_second", "timeout_s", "max_workers"):
-            if k in d and d[k] <= 0:
-                raise self.fail(f"{key}.{k}", "must be greater than 0")
-        if "streams" in d and not all(isinstance(s, str) for s in d["streams"]):
-            raise self.fail(f"{key}.streams", "must be a list of stream names")
+        self.in_range(key, d)
+        if "currency" in d:
+            if not re.fullmatch(r"[A-Za-z]{3}", d["currency"]):
+                raise self.fail(f"{key}.currency", f"must be a 3-letter currency code, got {d['currency']!r}")
+            d["currency"] = d["currency"].upper()
+        if "streams" in d:
+            self.streams(f"{key}.streams", d["streams"], crm)
         crm.check(key, d, self.fail)
         return SourceConfig(**d)
 
@@ -255,78 +305,52 @@ class Checker:
                                               f"this source is {crm.kind}")
         return crm
 
+    def streams(self, key: str, names: list, crm: Crm) -> None:
+        """A non-empty list of the CRM's declared stream names, each once."""
+        known = crm.stream_names()
+        if not names:
+            raise self.fail(key, f"must list at least one stream (or leave it out for all: {', '.join(known)})")
+        for i, n in enumerate(names):
+            if not isinstance(n, str):
+                raise self.fail(f"{key}[{i}]", f"must be a stream name, got {n!r}")
+            if n not in known:
+                raise self.fail(f"{key}[{i}]", f"{crm.title} has no stream '{n}'{nearest(n, known)} "
+                                               f"(streams: {', '.join(known)})")
+            if n in names[:i]:
+                raise self.fail(f"{key}[{i}]", f"stream '{n}' is listed twice")
+
     def schedule(self, raw) -> ScheduleConfig:
         d = self.table("schedule", raw, {"timezone": str, "sync": str, "incremental": str,
                                          "kpi_after_sync": bool, "misfire_grace_s": int,
                                          "lock_timeout_s": float})
         try:
-            ZoneInfo(d.get("timezone", "UTC"))
+            tz = ZoneInfo(d.get("timezone", "UTC"))
         except Exception:
             raise self.fail("schedule.timezone", f"unknown time zone '{d.get('timezone')}'") from None
+        self.in_range("schedule", d, "schedule.")
         for k in ("sync", "incremental"):
             if k in d:
-                try:
-                    cron_trigger(d[k], "UTC")
-                except ValueError as err:
-                    raise self.fail(f"schedule.{k}", f"bad cron expression '{d[k]}': {err}") from None
+                self.cron(f"schedule.{k}", d[k], tz)
         return ScheduleConfig(**d)
 
-    def kpi(self, raw) -> KpiConfig:
-        d = self.table("kpi", raw, {"targets": list, "churn_days": int, "calls_days": int,
-                                    "precision": int, "currency_rates": dict, "fields": dict,
-                                    "custom": list})
-        for t in d.get("targets", []):
-            if t not in TARGETS:
-                raise self.fail("kpi.targets", f"unknown target '{t}' (expected contact or company)")
-        for k in ("churn_days", "calls_days"):
-            if k in d and d[k] <= 0:
-                raise self.fail(f"kpi.{k}", "must be greater than 0")
-        rates = {}
-        for cur, rate in d.get("currency_rates", {}).items():
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-                raise self.fail(f"kpi.currency_rates.{cur}", "must be a positive number")
-            rates[cur.upper()] = float(rate)
-        d["currency_rates"] = rates
-        d["custom"] = [self.custom_kpi(i, c) for i, c in enumerate(d.get("custom", []))]
-        d["fields"] = self.kpi_fields(d.get("fields", {}))
-        return KpiConfig(**d)
-
-    def kpi_fields(self, raw: dict) -> dict[str, dict[str, str]]:
-        out = {}
-        for name, label in raw.items():
-            key = f"kpi.fields.{name}"
-            if isinstance(label, str):
-                out[name] = {t: label for t in TARGETS}
-            elif isinstance(label, dict):
-                for t, v in label.items():
-                    if t not in TARGETS:
-                        raise self.fail(f"{key}.{t}", "unknown target (expected contact or company)")
-                    if not isinstance(v, str) or not v:
-                        raise self.fail(f"{key}.{t}", "must be a field name")
-                out[name] = dict(label)
-            else:
-                raise self.fail(key, "must be a field name, or a table {contact = ..., company = ...}")
-        return out
-
-    def custom_kpi(self, i: int, raw) -> CustomKpi:
-        key = f"kpi.custom[{i}]"
-        d = self.table(key, raw, {"name": str, "target": str, "sql": str, "description": str})
-        for k in ("name", "target", "sql"):
-            if not d.get(k):
-                raise self.fail(f"{key}.{k}", "is required")
-        key = f"kpi.custom[{i}] ({d['name']})"
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", d["name"]):
-            raise self.fail(f"{key}.name", "use lower-case letters, digits and '_'")
-        if d["target"] not in TARGETS:
-            raise self.fail(f"{key}.target", "must be contact or company")
-        problem = check_custom_sql(d["sql"])
-        if problem:
-            raise self.fail(f"{key}.sql", problem)
-        return CustomKpi(**d)
+    def cron(self, key: str, expr: str, tz) -> None:
+        """Cron text that parses and fires within a few years (`0 2 30 2 *` never does)."""
+        try:
+            trigger = cron_trigger(expr, tz)
+        except Exception as err:     # APScheduler raises ValueError, and others for odd text
+            raise self.fail(key, f"bad cron expression '{expr}': {err}") from None
+        now = datetime.now(timezone.utc)
+        nxt = trigger.get_next_fire_time(None, now)
+        if nxt is None or nxt - now > CRON_HORIZON:
+            raise self.fail(key, f"cron expression '{expr}' never fires (check the day and month: "
+                                 f"e.g. February has no 30th)")
 
     def notify(self, raw) -> NotifyConfig:
         d = self.table("notify", raw, {"urls": list, "on_success": bool})
-        for u in d.get("urls", []):
+        for i, u in enumerate(d.get("urls", [])):
+            if not isinstance(u, str) or not u.strip():
+                raise self.fail(f"notify.urls[{i}]", "must be an Apprise URL such as "
+                                                     "\"tgram://TOKEN/CHAT\" (a non-empty string)")
             redact.register(u)
         return NotifyConfig(**d)
 
@@ -357,3 +381,7 @@ def _type_name(types: tuple) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
     return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+__all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "KpiConfig",
+           "CustomKpi", "TARGETS", "load", "kpi_names", "nearest"]

@@ -10,8 +10,16 @@ from apscheduler.triggers.cron import CronTrigger
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
+FULL_DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+
+
 def _day(text: str) -> int:
-    return DAYS.index(text[:3]) if text[:3] in DAYS else int(text)
+    """A day of the week as cron numbers it: 0-7, or a name ("mon" or "monday")."""
+    if text in DAYS or text in FULL_DAYS:
+        return DAYS.index(text[:3])
+    if not text.isdigit():
+        raise ValueError(f"bad day of the week '{text}' (0-7 or mon, tue, ...)")
+    return int(text)
 
 
 def cron_day_of_week(field: str) -> str:

@@ -14,7 +14,7 @@ def check(key: str, d: dict, fail) -> None:
     """Validate and normalise one source's values in place; `fail(key, problem)` -> ConfigError."""
     if "base_url" not in d:
         raise fail(f"{key}.base_url", "is required (https://SUBDOMAIN.amocrm.ru or .kommo.com)")
-    d["base_url"] = check_url(f"{key}.base_url", d["base_url"], fail).rstrip("/")
+    d["base_url"] = check_url(f"{key}.base_url", d["base_url"], fail, bare=True).rstrip("/")
     if not d.get("access_token"):
         missing = [k for k in ("client_id", "client_secret", "redirect_uri") if not d.get(k)]
         if missing:

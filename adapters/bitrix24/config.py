@@ -16,7 +16,11 @@ FIELD_PREFIX = "UF_CRM_"
 
 
 def webhook_secret(url: str) -> str | None:
-    parts = [p for p in urlsplit(url).path.split("/") if p]
+    try:
+        path = urlsplit(url).path
+    except ValueError:          # a malformed host ("https://[::1/..."): the path is still a secret
+        path = url.split("//", 1)[-1].partition("/")[2]
+    parts = [p for p in path.split("/") if p]
     return parts[2] if len(parts) >= 3 else None
 
 
@@ -35,13 +39,27 @@ def check(key: str, d: dict, fail) -> None:
             raise fail(f"{key}.{missing[0]}",
                        "missing credential: set webhook_url, or portal_url, client_id and "
                        "client_secret (OAuth)")
-        d["portal_url"] = check_url(f"{key}.portal_url", d["portal_url"], fail).rstrip("/")
+        d["portal_url"] = check_url(f"{key}.portal_url", d["portal_url"], fail, bare=True).rstrip("/")
     if "oauth_url" in d:
         d["oauth_url"] = check_url(f"{key}.oauth_url", d["oauth_url"], fail)
     if d.get("redirect_uri"):   # the app's handler; `auth` listens there when it is on loopback
         d["redirect_uri"] = check_url(f"{key}.redirect_uri", d["redirect_uri"], fail)
-    if "bucket_size" in d and d["bucket_size"] <= 0:
-        raise fail(f"{key}.bucket_size", "must be greater than 0")
+    _in_range(key, d, fail)
+
+
+# Ranges of the numeric keys: (lowest, highest, whether the lowest itself is allowed). The bucket
+# is the plan's burst (50, Enterprise 250); the operating budget is per 10 minutes (600 s), so 0
+# would wait for ever; reconcile_hours 0 lists all ids on every run, a year is plenty.
+RANGES = {"bucket_size": (0, 10_000, False), "operating_budget_s": (0, 600, False),
+          "reconcile_hours": (0, 24 * 366, True)}
+
+
+def _in_range(key: str, d: dict, fail) -> None:
+    for k, (lo, hi, lo_ok) in RANGES.items():
+        v = d.get(k)
+        if v is not None and not ((v >= lo if lo_ok else v > lo) and v <= hi):
+            raise fail(f"{key}.{k}", f"must be {'at least' if lo_ok else 'greater than'} {lo} "
+                                     f"and at most {hi}, got {v:g}")
 
 
 def sandbox_source(server) -> dict:

@@ -8,7 +8,7 @@ import click
 
 from adapters.redact import redact
 from connector import runtime
-from connector.config import Config, ConfigError, SourceConfig
+from connector.config import Config, ConfigError, SourceConfig, kpi_names, nearest
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -31,6 +31,17 @@ def sources(cfg: Config, name: str | None) -> list[SourceConfig]:
         return runtime.pick_sources(cfg, name)
     except ConfigError as err:
         fail(str(err), 2)
+
+
+def kpis(cfg: Config, only: tuple[str, ...]) -> list[str] | None:
+    """The KPI names of repeated / comma-separated `--only` options (None: all); exit 2 naming
+    the nearest known KPI for a name that is neither built in nor custom."""
+    names = [n.strip() for o in only for n in o.split(",") if n.strip()]
+    known = kpi_names(cfg.kpi)
+    for n in names:
+        if n not in known:
+            fail(f"--only: unknown KPI '{n}'{nearest(n, known)} (KPIs: {', '.join(known)})", 2)
+    return names or None
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

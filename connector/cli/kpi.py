@@ -7,7 +7,7 @@ import sys
 import click
 
 from connector import jobs
-from connector.cli.common import fail, load, sources
+from connector.cli.common import fail, kpis, load, sources
 
 
 def _fmt(v) -> str:
@@ -32,8 +32,8 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     if ctx.invoked_subcommand is not None:
         return
     cfg = load(ctx)
-    verbose = bool(ctx.find_root().params.get("verbose"))
-    names = [n.strip() for o in only for n in o.split(",") if n.strip()] or None
+    verbose = bool(ctx.find_root().obj.get("verbose"))
+    names = kpis(cfg, only)
     failed = False
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
@@ -55,8 +55,8 @@ def _withheld(source: str, withheld: dict[str, str]) -> None:
     by_reason: dict[str, list[str]] = {}
     for k, why in withheld.items():
         by_reason.setdefault(why, []).append(k)
-    for why, kpis in by_reason.items():
-        click.echo(f"warning: {source}: KPIs withheld, cards keep their values: {', '.join(kpis)}: "
+    for why, names in by_reason.items():
+        click.echo(f"warning: {source}: KPIs withheld, cards keep their values: {', '.join(names)}: "
                    f"{why}", err=True)
 
 

@@ -69,10 +69,10 @@ def test_only(config):
     assert r.exit_code == 0 and "win_rate" not in r.output and "4 values would change" in r.output
 
 
-def test_unknown_kpi_is_one_line_exit_1(config):
+def test_unknown_kpi_is_one_line_exit_2(config):
     r = run(config, "--only", "nope")
-    assert r.exit_code == 1
-    assert r.output.strip().splitlines() == [r.output.strip()] and "unknown KPI: nope" in r.output
+    assert r.exit_code == 2      # a usage error (issue 12 point 8)
+    assert r.output.strip().splitlines() == [r.output.strip()] and "unknown KPI 'nope'" in r.output
 
 
 def test_unknown_source_exit_2(config):

@@ -41,12 +41,19 @@ class LedgerAdapter(FakeAdapter):
         self.cfg, self.tokens = source, tokens
 
 
+class LedgerStream:
+    def __init__(self, name):
+        self.name = name
+
+
+LEDGER_STREAMS = [LedgerStream("invoices"), LedgerStream("payments")]
+
 LEDGER = Crm(
     kind="ledger", title="Ledger CRM", keys={"account": str, "api_key": str, "page_size": int},
     check=check, secret_keys=("api_key",), defaults={"page_size": 100, "requests_per_second": 3.0},
     adapter=f"{__name__}:LedgerAdapter", sandbox=f"{__name__}:LedgerAdapter",
     sandbox_source=lambda server: {"account": "sandbox", "api_key": "sandbox-key"},
-    field_has_code=lambda f, code: f.key == "ldg:" + code,
+    field_has_code=lambda f, code: f.key == "ldg:" + code, streams=f"{__name__}:LEDGER_STREAMS",
 )
 
 BLOCK = """
@@ -179,3 +186,17 @@ def test_config_imports_neither_the_scheduler_nor_the_kpi_engine(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                          env=env)
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+
+
+def test_its_stream_names_come_from_its_declarations(tmp_path):
+    assert LEDGER.stream_names() == ("invoices", "payments")
+    cfg, _ = load(tmp_path, 'streams = ["payments"]')
+    assert cfg.source("books").streams == ["payments"]
+    assert "sources[0] (books).streams[0]: Ledger CRM has no stream 'invoice' (did you mean " \
+           "'invoices'?) (streams: invoices, payments)" in error(tmp_path, 'streams = ["invoice"]')
+
+
+def test_every_registered_crm_declares_its_streams():
+    for kind in (k for k in registry.kinds() if k != "ledger"):
+        names = registry.get(kind).stream_names()
+        assert "deals" in names and len(set(names)) == len(names), kind
