@@ -304,7 +304,9 @@ class AmoQuery:
             body = {"_total_items": len(view), **body}
         if col.name == "users":
             body["_page_count"] = -(-len(view) // step)
-        return self._hal(body)
+        response = self._hal(body)
+        self._after_page_served(req.path, [i["id"] for i in items])
+        return response
 
     def _page_link(self, req: Request, page: int) -> dict:
         pairs = [(k, v) for k, v in req.pairs if k != "page"] + [("page", str(page))]
