@@ -10,7 +10,7 @@ It never raises for a job that went wrong: the `JobResult` says ok, failed, inte
 busy, with the error. Alerts go to a `Notifier` when one is given (the daemon's). The moving
 parts are `Steps`, so tests run a job with fakes.
 
-The small helpers at the end (`check_source`, `exchange_code`, `mirror_status`,
+The small helpers at the end (`check_source`, `exchange_code`, `sign_in`, `mirror_status`,
 `client_kpis`, `table_counts`) are what the other commands do, so the CLI only parses and
 prints.
 """
@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from adapters.errors import SourceError
 from adapters.redact import redact
 from connector import kpi as kpi_mod
 from connector import runtime
@@ -206,6 +207,21 @@ def exchange_code(cfg: Config, source: SourceConfig, code: str) -> str:
     adapter = runtime.make_adapter(cfg, source)
     try:
         return adapter.exchange_code(code)
+    finally:
+        adapter.close()
+
+
+def sign_in(cfg: Config, source: SourceConfig, say: Callable[[str], None],
+            timeout_s: float | None = None) -> str:
+    """OAuth in the browser, where the source's CRM offers it: `say` shows the URL to open;
+    the CRM's adapter catches the redirect and trades the code at once. Says what it did."""
+    adapter = runtime.make_adapter(cfg, source)
+    try:
+        sign_in_ = getattr(adapter, "sign_in", None)
+        if sign_in_ is None:
+            raise SourceError(f"source '{source.name}': this CRM's sign-in takes the code by hand; "
+                              f"run `crm-connector auth {source.name} --code CODE`")
+        return sign_in_(say, timeout_s)
     finally:
         adapter.close()
 

@@ -137,9 +137,23 @@ def primary_key(table: str) -> tuple[str, ...]:
     return PRIMARY_KEYS.get(table, ("source", "id"))
 
 
+# Data fixes for mirrors written by older versions, by `PRAGMA user_version`: each runs once.
+DATA_FIXES = (
+    # 1: one call vocabulary (MIRROR.md): an outgoing call that did not connect is `failed`;
+    # amoCRM mirrors stored those as `missed`, and the calls stream only re-reads changes.
+    "UPDATE calls SET status = 'failed' WHERE direction = 'out' AND status = 'missed'",
+)
+
+
 def apply(conn) -> None:
-    """Create whatever is missing; a no-op on an up-to-date mirror."""
+    """Create whatever is missing and run the data fixes not yet run; a no-op on an
+    up-to-date mirror."""
     from connector import kpi_schema
 
     kpi_schema.migrate(conn)
     conn.executescript(DDL + kpi_schema.DDL)
+    done = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, fix in enumerate(DATA_FIXES[done:], start=done + 1):
+        with conn:
+            conn.execute(fix)
+            conn.execute(f"PRAGMA user_version = {version}")

@@ -59,6 +59,7 @@ class Mirror:
                 if rows:
                     self._upsert(table, source, rows)
             self._fill_previous_stages(source, page.rows.get("stage_changes"))
+            self._closing_moments(source, page)
             for table, ids in page.deleted.items():
                 self._set_deleted(table, source, ids, 1)
             for table, ids in page.restored.items():
@@ -94,6 +95,31 @@ class Mirror:
                     ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
                 WHERE sc.source = ? AND sc.previous_stage_id IS NULL
                   AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
+
+    # entity -> (table, its current-stage column); see `_closing_moments`
+    _CLOSABLE = {"deal": ("deals", "stage_id"), "lead": ("leads", "status_id")}
+
+    def _closing_moments(self, source: str, page: Page) -> None:
+        """`closed_at` of a closed deal or lead is the moment it entered its final stage: when
+        the mirror holds the entity's latest stage change and that change entered the stage
+        the entity is in, its `changed_at` replaces what the adapter gave (a CRM whose item
+        lacks that moment sends its best guess). Runs for the entities of the page, whichever
+        of the two streams arrives later."""
+        for entity, (table, stage_col) in self._CLOSABLE.items():
+            ids = {r["id"] for r in page.rows.get(table, ())}
+            ids |= {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
+            ids = list(ids)
+            latest = ("(SELECT {col} FROM stage_changes sc WHERE sc.source = t.source AND sc.entity = ? "
+                      "AND sc.entity_id = t.id ORDER BY sc.changed_at DESC, sc.rowid DESC LIMIT 1)")
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                self.conn.execute(f"""
+                    UPDATE [{table}] AS t SET closed_at = {latest.format(col='changed_at')}
+                    WHERE t.source = ? AND t.closed_at IS NOT NULL
+                      AND t.id IN ({','.join('?' * len(chunk))})
+                      AND t.{stage_col} = {latest.format(col='stage_id')}
+                      AND t.closed_at != {latest.format(col='changed_at')}""",
+                    [entity, source, *chunk, entity, entity])
 
     def _replace_deal_links(self, source: str, page: Page) -> None:
         """A deal's contact links are replaced as a whole when the page carries them."""

@@ -9,7 +9,8 @@ HAL = "application/hal+json"
 PROBLEM = "application/problem+json"
 ACCOUNT_ID = 31_000_001
 PHONE_FIELD, EMAIL_FIELD = 899_001, 899_002     # contacts' predefined multitext fields
-CALL_STATUS = {"answered": 4, "missed": 6, "failed": 5}
+# Call outcome -> note call_status: 4 talked, 6 no answer, 7 busy, 3 not available, 5 wrong number.
+CALL_STATUS = {"talked": 4, "no_answer": 6, "busy": 7, "declined": 3, "wrong_number": 5}
 PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies"}
 SINGULAR = {v: k for k, v in PLURAL.items()}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
                                              PHONE_FIELD, PLURAL, WON)
 from sandbox.amocrm_query import strs
+from sandbox.call_outcomes import outcome_of
 from sandbox.httpbase import Request, Response
 
 
@@ -140,7 +141,7 @@ class AmoRender:
                            "source": "Sandbox PBX",
                            "link": f"https://pbx.example/rec/{c['id']}.mp3" if answered else "",
                            "phone": c["phone"], "call_responsible": c["responsible_user_id"],
-                           "call_status": CALL_STATUS[c["status"]]},
+                           "call_status": CALL_STATUS[outcome_of(c)]},
                 "account_id": ACCOUNT_ID,
                 "_links": self._self(f"/api/v4/{plural}/{c['entity_id']}/notes/{c['id']}")}
 

@@ -19,7 +19,7 @@ import threading
 import time
 from urllib.parse import quote
 
-from .bitrix24_auth import OAuthServer, OperatingBudget
+from .bitrix24_auth import MEMBER_ID, OAuthServer, OperatingBudget
 from .bitrix24_methods import METHODS, Portal, Reply, scope_of
 from .bitrix24_pages import Page, dumps, plain
 from .bitrix24_params import ci_get, parse_body, parse_query
@@ -40,7 +40,8 @@ class Bitrix24Sandbox(SandboxServer):
     Knobs: `latency_ms`, `fault_rate`/`faults` (see httpbase), `limits` (leaky bucket
     `bucket_size` burst, `drain_rate`/s), `cost_model` (sleep `page_cost_s` per list page,
     more for counted pages), `operating_budget_s` per `operating_window_s` per method.
-    Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
+    OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
+    code; `oauth.advance(seconds)` moves the OAuth clock on. Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
     """
 
     def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,
@@ -101,6 +102,8 @@ class Bitrix24Sandbox(SandboxServer):
             return _error(ApiError("INVALID_REQUEST", "Request body is not valid JSON", 400))
         if path.rstrip("/") == "/oauth/token":
             return self._token(params)
+        if path.rstrip("/") == "/oauth/authorize":
+            return self._authorize(params)
         m = re.fullmatch(r"/rest/(?:(\d+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?/?", path)
         if not m:
             return Response.json({"error": "NOT_FOUND", "error_description": "Not found"}, 404)
@@ -142,10 +145,18 @@ class Bitrix24Sandbox(SandboxServer):
             return _error(e)
         out.update({"client_endpoint": self.client_endpoint,
                     "server_endpoint": f"{self.url}/oauth/rest/",
-                    "domain": f"{self.host}:{self.port}", "member_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+                    "domain": f"{self.host}:{self.port}", "member_id": MEMBER_ID,
                     "scope": ",".join(self.scopes), "status": "L",
                     "user_id": int(self.webhook_user)})
         return Response.json(out)
+
+    def _authorize(self, params: dict) -> Response:
+        try:
+            to = self.oauth.authorize({**params, "_domain": f"{self.host}:{self.port}",
+                                       "_scope": ",".join(self.scopes)})
+        except ApiError as e:
+            return _error(e)
+        return Response(302, b"", "", {"Location": to})
 
     # ---- one method call ------------------------------------------------------------------
     def _call(self, method: str, params: dict) -> dict:

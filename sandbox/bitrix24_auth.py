@@ -7,7 +7,11 @@ import secrets
 import threading
 import time
 
+from urllib.parse import urlencode
+
 from .bitrix24_query import ApiError
+
+MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"     # the portal's id in OAuth replies
 
 
 class OperatingBudget:
@@ -47,20 +51,50 @@ class OperatingBudget:
 class OAuthServer:
     """Authorization codes, access tokens and single-use (rotating) refresh tokens."""
 
+    CODE_TTL_S = 30.0   # settings/oauth/index.md: an authorization code lives 30 seconds
+
     def __init__(self, client_id: str, client_secret: str, access_ttl_s: int = 3600):
         self.client_id, self.client_secret = client_id, client_secret
         self.access_ttl_s = access_ttl_s
+        self.redirect_uri: str | None = None    # the app's registered handler (test knob)
+        self.skew_s = 0.0                        # clock knob: advance() moves it forward
         self._codes: dict[str, float] = {}
         self._access: dict[str, float] = {}     # token -> expires (Unix)
         self._refresh: dict[str, str] = {}      # refresh token -> its access token
         self._lock = threading.Lock()
         self.refreshes = 0
 
-    def issue_code(self, ttl_s: float = 30.0) -> str:
+    def now(self) -> float:
+        return time.time() + self.skew_s
+
+    def advance(self, seconds: float) -> None:
+        """Clock knob: the server's time jumps `seconds` ahead (codes and tokens age, no sleep)."""
+        self.skew_s += seconds
+
+    def issue_code(self, ttl_s: float | None = None) -> str:
         code = secrets.token_hex(16)
         with self._lock:
-            self._codes[code] = time.time() + ttl_s
+            self._codes[code] = self.now() + (self.CODE_TTL_S if ttl_s is None else ttl_s)
         return code
+
+    def authorize(self, params: dict) -> str:
+        """GET /oauth/authorize/?client_id=...&state=...: the user (signed in, consenting) is
+        sent to the app's registered redirect URI with `code`, `state`, `domain`, `member_id`,
+        `scope`, `server_domain`. Returns that Location; raises ApiError for a bad request."""
+        if params.get("client_id") != self.client_id:
+            raise ApiError("invalid_client", "Unknown client_id", 400)
+        if not self.redirect_uri:
+            raise ApiError("invalid_request", "The application has no redirect URI", 400)
+        asked = params.get("redirect_uri")
+        if asked is not None and asked != self.redirect_uri:
+            raise ApiError("invalid_request", "redirect_uri does not match the application's", 400)
+        query = {"code": self.issue_code(), "domain": params["_domain"],
+                 "member_id": MEMBER_ID, "scope": params["_scope"],
+                 "server_domain": "oauth.bitrix.info"}
+        if params.get("state") is not None:
+            query["state"] = params["state"]
+        sep = "&" if "?" in self.redirect_uri else "?"
+        return self.redirect_uri + sep + urlencode(query)
 
     def token(self, params: dict) -> dict:
         """The /oauth/token/ endpoint; raises ApiError (invalid_client / invalid_grant)."""
@@ -71,7 +105,7 @@ class OAuthServer:
         with self._lock:
             if grant == "authorization_code":
                 expires = self._codes.pop(str(params.get("code")), None)
-                if expires is None or expires < time.time():
+                if expires is None or expires < self.now():
                     raise ApiError("invalid_grant", "Invalid authorization code", 400)
             elif grant == "refresh_token":
                 old = self._refresh.pop(str(params.get("refresh_token")), None)
@@ -82,7 +116,7 @@ class OAuthServer:
             else:
                 raise ApiError("invalid_request", "Unsupported grant_type", 400)
             access, refresh = secrets.token_hex(24), secrets.token_hex(24)
-            expires = int(time.time()) + self.access_ttl_s
+            expires = int(self.now()) + self.access_ttl_s
             self._access[access] = expires
             self._refresh[refresh] = access
         return {"access_token": access, "refresh_token": refresh, "expires": expires,
@@ -96,7 +130,7 @@ class OAuthServer:
             raise ApiError("NO_AUTH_FOUND", "Wrong authorization data", 401)
         if expires is None:
             raise ApiError("invalid_token", "The access token provided is invalid.", 401)
-        if expires <= time.time():
+        if expires <= self.now():
             raise ApiError("expired_token", "The access token provided has expired.", 401)
 
     def expire_all(self) -> None:

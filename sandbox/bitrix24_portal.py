@@ -95,14 +95,20 @@ def _deal_history(ds, v: Vocab) -> list[dict]:
 
 
 def _lead_history(ds) -> list[dict]:
-    """Leads carry no history in the dataset: created, then closed if closed."""
+    """Leads carry no history in the dataset: created, then closed if closed.
+
+    IDs follow time, as the append-only history does: a lead closed later (a fresh `tick()`,
+    newer than every earlier event) gets an ID above every row listed before.
+    """
     out = []
     sem = {"open": "P", "converted": "S", "junk": "F"}
     for lead in ds.leads:
-        out.append({"id": lead["id"] * 2, "type_id": 1, "owner_id": lead["id"],
-                    "at": lead["created_at"], "semantic": "P", "stage": "NEW"})
+        out.append({"type_id": 1, "owner_id": lead["id"], "at": lead["created_at"],
+                    "semantic": "P", "stage": "NEW"})
         if lead["closed_at"] is not None:
-            out.append({"id": lead["id"] * 2 + 1, "type_id": 3, "owner_id": lead["id"],
-                        "at": lead["closed_at"], "semantic": sem[lead["status"]],
-                        "stage": lead["status_code"]})
+            out.append({"type_id": 3, "owner_id": lead["id"], "at": lead["closed_at"],
+                        "semantic": sem[lead["status"]], "stage": lead["status_code"]})
+    out.sort(key=lambda r: (r["at"], r["owner_id"], r["type_id"]))
+    for i, row in enumerate(out, 1):
+        row["id"] = i
     return out

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from sandbox.call_outcomes import outcome_of
+
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
+# Call outcome -> voximplant.statistic.get CALL_FAILED_CODE and CALL_FAILED_REASON.
+CALL_FAILED = {"talked": ("200", "Success call"), "no_answer": ("304", "Skipped call"),
+               "busy": ("486", "Busy here"), "declined": ("603", "Call declined"),
+               "wrong_number": ("404", "Invalid number")}
 
 SEMANTIC = {"open": "P", "won": "S", "lost": "F"}
 STATUS_SEMANTICS = {"open": None, "won": "S", "lost": "F"}
@@ -46,6 +52,11 @@ def fmt_dt(ts: int | None) -> str | None:
     if text is None:
         text = _DAYS[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
     return text + (_CLOCK or _clock())[sec]
+
+
+def portal_midnight(ts: int | None) -> int | None:
+    """The start of `ts`'s day in the portal's zone: how a `date` field reads back."""
+    return None if ts is None else (ts + _MSK_S) // 86400 * 86400 - _MSK_S
 
 
 def _clock() -> list[str]:
@@ -230,7 +241,9 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         # Real portals send "0", not null, for a deal without a company.
         Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
         Field("BEGINDATE", "begindate", "created_at", "date"),
-        Field("CLOSEDATE", "closedate", "closed_at", "date"),
+        # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
+        # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).
+        Field("CLOSEDATE", "closedate", lambda r: portal_midnight(r["closed_at"]), "date"),
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
@@ -303,11 +316,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
         Field("CALL_DURATION", None, "duration_s"),
         Field("CALL_START_DATE", None, "started_at", "date"),
-        Field("CALL_FAILED_CODE", None,
-              lambda r: {"answered": "200", "missed": "304", "failed": "603"}[r["status"]], "str"),
-        Field("CALL_FAILED_REASON", None,
-              lambda r: {"answered": "Success call", "missed": "Skipped call",
-                         "failed": "Call declined"}[r["status"]], "str"),
+        Field("CALL_FAILED_CODE", None, lambda r: CALL_FAILED[outcome_of(r)][0], "str"),
+        Field("CALL_FAILED_REASON", None, lambda r: CALL_FAILED[outcome_of(r)][1], "str"),
         Field("PORTAL_USER_ID", None, "responsible_user_id"),
         Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
         Field("PHONE_NUMBER", None, "phone", "str"),

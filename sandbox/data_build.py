@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from sandbox.call_outcomes import status_of
 from sandbox.data_store import DAY, ID_BASE, LEAD_STATUS, STAGE_ID_BASE, Dataset
 
 YEAR = 365 * DAY
@@ -265,10 +266,11 @@ class Builder:
                 phone = phones[e["contact_ids"][0]]
             else:
                 phone = f"+74{r.randrange(10**9):09d}"
-            u = r.random()
-            status = "answered" if u < 0.7 else "missed" if u < 0.9 else "failed"
+            outcome = _call_outcome(r.random())
+            direction = "in" if r.random() < 0.45 else "out"
+            status = status_of(direction, outcome)
             rows.append({
-                "id": 0, "direction": "in" if r.random() < 0.45 else "out", "status": status,
+                "id": 0, "direction": direction, "outcome": outcome, "status": status,
                 "duration_s": r.randint(5, 900) if status == "answered" else 0,
                 "started_at": self.ts(e["created_at"]), "responsible_user_id": e["responsible_user_id"],
                 "entity_type": et, "entity_id": e["id"], "phone": phone})
@@ -290,3 +292,12 @@ class Builder:
                     row["is_deleted"], row["updated_at"] = 0, at
                     events.append({"id": 0, "type": "restored", "entity": entity,
                                    "entity_id": row["id"], "at": at})
+
+
+# Call outcomes: 70 % talked, then no answer, busy, declined, wrong number. One draw per call,
+# as before outcomes had names, so the rest of a seed's data stays the same.
+_CALL_SHARES = ((0.7, "talked"), (0.9, "no_answer"), (0.95, "busy"), (0.98, "declined"))
+
+
+def _call_outcome(u: float) -> str:
+    return next((o for edge, o in _CALL_SHARES if u < edge), "wrong_number")

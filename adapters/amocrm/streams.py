@@ -16,6 +16,7 @@ import functools
 from dataclasses import dataclass
 
 from adapters.base import Page
+from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, Stream, rows
 from adapters.times import from_unix
 from adapters.values import flag, float_or_none, int_or_none
@@ -28,8 +29,10 @@ ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "co
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
 EVENT_TYPES = ("lead_status_changed", "task_completed",
                *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")))
-# call_status (facts §2.7, §5.7): 4 talked; 5 wrong number; 1, 2, 3, 6, 7 (and 8) not reached.
-CALL_STATUS = {4: "answered", 5: "failed"}
+# call_status (facts §2.7): 4 = a conversation took place; every other one (1 left a message,
+# 2 call back later, 3 not available, 5 wrong number, 6 no answer, 7 busy, 8 undefined) did not
+# connect: missed when incoming, failed when outgoing (adapters.calls).
+CALL_TALKED = 4
 BY_UPDATED_AT = (("order[updated_at]", "asc"),)
 
 
@@ -149,11 +152,12 @@ def task_row(item: dict, ctx: Ctx) -> Page:
         "updated_at": from_unix(item.get("updated_at")), "raw": item})
 
 
-def call_status(params: dict) -> str:
+def call_status(params: dict, direction: str) -> str:
+    """The mirror status of a call note; without `call_status`, a call with talk time connected."""
     status = int_or_none(params.get("call_status"))
-    if status is not None:
-        return CALL_STATUS.get(status, "missed")
-    return "answered" if (int_or_none(params.get("duration")) or 0) > 0 else "missed"
+    if status is None:
+        return call_status_of(direction, (int_or_none(params.get("duration")) or 0) > 0)
+    return call_status_of(direction, status == CALL_TALKED)
 
 
 def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
@@ -161,9 +165,10 @@ def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
     params = item.get("params") or {}
     if isinstance(params, list):  # PHP-style empty object
         params = {}
+    direction = "in" if item.get("note_type") == "call_in" else "out"
     return rows("calls", {
-        "id": int(item["id"]), "direction": "in" if item.get("note_type") == "call_in" else "out",
-        "status": call_status(params), "duration_s": int_or_none(params.get("duration")),
+        "id": int(item["id"]), "direction": direction,
+        "status": call_status(params, direction), "duration_s": int_or_none(params.get("duration")),
         "started_at": from_unix(item.get("created_at")),
         "responsible_user_id": int_or_none(item.get("responsible_user_id") or item.get("created_by")),
         "entity_type": entity, "entity_id": int_or_none(item.get("entity_id")),

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Iterator
 
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
+from adapters.bitrix24 import auth
 from adapters.bitrix24 import fields as uf
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.listing import Lister
@@ -50,6 +51,10 @@ class Bitrix24Adapter:
 
     def exchange_code(self, code: str) -> str:
         return self.client.exchange_code(code)
+
+    def sign_in(self, say, timeout_s: float | None = None) -> str:
+        """OAuth in the browser: show the URL, catch the 30-second code, exchange it at once."""
+        return auth.sign_in(self.client, say, *(() if timeout_s is None else (timeout_s,)))
 
     def close(self) -> None:
         self.client.close()

@@ -29,17 +29,27 @@ SCOPES = (("crm.", "crm"), ("tasks.", "task"), ("task.", "task"), ("user.", "use
 AUTH_CODES = {
     "NO_AUTH_FOUND": "the webhook URL or access token is wrong or was revoked; create a new "
                      "incoming webhook (or re-authorize the app) and update the config",
-    "INVALID_TOKEN": "the access token is not recognised; run `crm-connector auth {name} --code CODE`",
+    "INVALID_TOKEN": "the access token is not recognised; run `crm-connector auth {name}`",
     "INVALID_CREDENTIALS": "the webhook user lacks CRM permissions; grant them in Bitrix24",
     "ACCESS_DENIED": "access denied ({desc}); check the plan allows REST and the user's permissions",
     "USER_ACCESS_ERROR": "the webhook user has no access; use an active employee account",
     "PAYMENT_REQUIRED": "the portal's plan does not include REST access",
     "PORTAL_DELETED": "the portal was deleted",
     "NOT_INSTALLED": "the app is not installed on the portal; install it, then run "
-                     "`crm-connector auth {name} --code CODE`",
+                     "`crm-connector auth {name}`",
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
+
+
+def token_refusal(grant: str, code: str) -> str:
+    """What a refused token request means, for the admin."""
+    if code.lower() != "invalid_grant":
+        return f"token request refused ({code}); check client_id and client_secret"
+    if grant == "authorization_code":
+        return ("the authorization code was refused (invalid_grant): it expired (a code lives "
+                "30 seconds) or was used already")
+    return "the refresh token was refused (invalid_grant): it expired or was used already"
 
 
 def scope_of(method: str) -> str:
@@ -182,7 +192,7 @@ class Bitrix24Client:
             self._pair = self.tokens.load(self.name) if self.tokens else None
         if not self._pair or not self._pair.get("access_token"):
             raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
-                            f"`crm-connector auth {self.name} --code CODE`")
+                            f"`crm-connector auth {self.name}`")
         return self._pair["access_token"]
 
     def _refresh(self, used: str) -> None:
@@ -209,6 +219,7 @@ class Bitrix24Client:
                 f" (user {pair.get('user_id', '?')}); tokens saved")
 
     def _token_request(self, params: dict) -> dict:
+        grant = params["grant_type"]
         params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
         try:
             r = self.http.session.get(self.cfg.oauth_url, params=params, timeout=self.http.timeout)
@@ -219,8 +230,8 @@ class Bitrix24Client:
         if r.status_code != 200 or not data.get("access_token"):
             code = str(data.get("error") or r.status_code)
             raise AuthError(redact(
-                f"Bitrix24 source '{self.name}': token request refused ({code}); check client_id "
-                f"and client_secret, then run `crm-connector auth {self.name} --code CODE`"))
+                f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
+                f"run `crm-connector auth {self.name}` again"))
         pair = {k: data.get(k) for k in ("access_token", "refresh_token", "expires", "expires_in",
                                          "domain", "member_id", "user_id", "scope",
                                          "client_endpoint", "server_endpoint")}

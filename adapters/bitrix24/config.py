@@ -8,7 +8,7 @@ from adapters import redact
 from adapters.urls import check_url
 
 KEYS = {"webhook_url": str, "portal_url": str, "client_id": str, "client_secret": str,
-        "oauth_url": str, "bucket_size": int, "operating_budget_s": float, "reconcile_hours": float}
+        "oauth_url": str, "redirect_uri": str, "bucket_size": int, "operating_budget_s": float, "reconcile_hours": float}
 SECRET_KEYS = ("webhook_url", "client_secret")
 DEFAULTS = {"requests_per_second": 2.0, "oauth_url": "https://oauth.bitrix.info/oauth/token/",
             "bucket_size": 50, "operating_budget_s": 480.0, "reconcile_hours": 24.0}
@@ -38,6 +38,8 @@ def check(key: str, d: dict, fail) -> None:
         d["portal_url"] = check_url(f"{key}.portal_url", d["portal_url"], fail).rstrip("/")
     if "oauth_url" in d:
         d["oauth_url"] = check_url(f"{key}.oauth_url", d["oauth_url"], fail)
+    if d.get("redirect_uri"):   # the app's handler; `auth` listens there when it is on loopback
+        d["redirect_uri"] = check_url(f"{key}.redirect_uri", d["redirect_uri"], fail)
     if "bucket_size" in d and d["bucket_size"] <= 0:
         raise fail(f"{key}.bucket_size", "must be greater than 0")
 

@@ -11,6 +11,7 @@ lead was in before (stage history, read in ID order).
 from __future__ import annotations
 
 from adapters.base import Page
+from adapters.calls import call_status
 from adapters.streams import Ctx, rows
 from adapters.times import from_offset
 from adapters.values import flag, ref_id, to_float, to_int
@@ -26,6 +27,11 @@ SEMANTICS = {None: "open", "": "open", "S": "won", "F": "lost"}
 PIPELINE_ENTITY = {1: "lead", 2: "deal"}  # entityTypeId
 TASK_ENTITY = {"D": "deal", "C": "contact", "CO": "company", "L": "lead"}
 CALL_OWNER = {1: "lead", 2: "deal", 3: "contact", 4: "company"}  # activity OWNER_TYPE_ID
+# voximplant.statistic.get: CALL_TYPE 2 incoming, 3 incoming with redirection; 1 outgoing,
+# 4 callback and 5 informational are ours. CALL_FAILED_CODE 200 = connected; any other code
+# (304 no answer, 486 busy, 603 declined, ...) is missed when incoming, failed when outgoing.
+CALL_INCOMING = (2, 3)
+CALL_CONNECTED = "200"
 
 
 def user(r: dict, ctx: Ctx) -> Page:
@@ -63,10 +69,22 @@ def deal(r: dict, ctx: Ctx) -> Page:
          "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
          "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
          "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-         # CLOSEDATE on an open deal is only the planned close date.
-         "closed_at": from_offset(r.get("CLOSEDATE")) if flag(r.get("CLOSED")) else None,
+         "closed_at": closing_moment(r, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
          "is_deleted": 0, "raw": r}
     return Page(rows={"deals": [d], "deal_contacts": deal_links(d, ctx.side.get(d["id"]))})
+
+
+def closing_moment(r: dict, close_date: str) -> str | None:
+    """When a closed deal or lead entered its final stage, as far as the item itself tells.
+
+    The rule (MIRROR.md `closed_at`): the stage history's move into the final stage; else
+    `MOVED_TIME` (read-only: the last stage move, for a closed item the move into the final
+    stage); the editable close date (`CLOSEDATE` is a date, midnight in the portal's zone)
+    only when neither exists. The item gives the last two; the history is a stream of its
+    own, read after deals and leads, so the store refines `closed_at` from `stage_changes`
+    once both are saved (`connector.store.Mirror._closing_moments`).
+    """
+    return from_offset(r.get("MOVED_TIME")) or from_offset(r.get(close_date))
 
 
 def deal_links(d: dict, contact_ids) -> list[dict]:
@@ -86,7 +104,8 @@ def lead(r: dict, ctx: Ctx) -> Page:
         "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
         "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
         "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-        "closed_at": from_offset(r.get("DATE_CLOSED")), "is_deleted": 0, "raw": r})
+        "closed_at": closing_moment(r, "DATE_CLOSED") if r.get("STATUS_SEMANTIC_ID") in ("S", "F") else None,
+        "is_deleted": 0, "raw": r})
 
 
 def contact(r: dict, ctx: Ctx) -> Page:
@@ -140,9 +159,10 @@ def call(r: dict, ctx: Ctx) -> Page:
     owner = CALL_OWNER.get(to_int(activity.get("OWNER_TYPE_ID")))
     if owner and ref_id(activity.get("OWNER_ID")):
         etype, eid = owner, ref_id(activity["OWNER_ID"])
+    direction = "in" if kind in CALL_INCOMING else "out"
     return rows("calls", {
-        "id": to_int(r["ID"]), "direction": "in" if kind in (2, 3) else "out",
-        "status": "answered" if code == "200" else "missed" if code == "304" else "failed",
+        "id": to_int(r["ID"]), "direction": direction,
+        "status": call_status(direction, code == CALL_CONNECTED),
         "duration_s": to_int(r.get("CALL_DURATION")) or 0,
         "started_at": from_offset(r.get("CALL_START_DATE")),
         "responsible_user_id": ref_id(r.get("PORTAL_USER_ID")),

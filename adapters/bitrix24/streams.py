@@ -8,7 +8,8 @@ types below, which the readers in `adapters.bitrix24.reading` understand (one pe
   and an optional lookup per page, run in the worker that read it (call -> its activity).
 - `AppendRequest`: named parts, each a `ListRequest` read after the last ID seen.
 - `PipelinesRequest`: deal pipelines, their stages and the lead statuses, in one batch.
-- `ReconcileRequest`: the change streams whose IDs are listed whole to find deletions.
+- `ReconcileRequest`: the change streams whose IDs are listed whole to find deletions
+  (the CRM entities and tasks: deleted records simply vanish from their lists).
 
 Parsers live in `adapters.bitrix24.parsers`; the paging itself in `adapters.bitrix24.paging`.
 """
@@ -149,14 +150,17 @@ CONTACTS = Stream("contacts", ("contacts",), "changes", crm_list("crm.contact.li
 LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list"), p.lead, cursor="DATE_MODIFY")
 DEALS = Stream("deals", ("deals", "deal_contacts"), "changes",
                crm_list("crm.deal.list", companion=CONTACT_IDS), p.deal, cursor="DATE_MODIFY")
+# tasks.task.list stops listing a deleted task and nothing reports the deletion: tasks are
+# reconciled by ID like the CRM entities.
 TASKS = Stream("tasks", ("tasks",), "changes", ListRequest(ListSpec(
-    "tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks")), p.task, cursor="CHANGED_DATE")
+    "tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks"), reconciles=True),
+    p.task, cursor="CHANGED_DATE")
 CALLS = Stream("calls", ("calls",), "append", AppendRequest({"calls": ListRequest(ListSpec(
     "voximplant.statistic.get", {}, filter_key="FILTER", order={"SORT": "ID", "ORDER": "ASC"}),
     lookup=CALL_ACTIVITY)}), p.call, cursor="ID")
 STAGE_HISTORY = Stream("stage_history", ("stage_changes",), "append", AppendRequest(
     {"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}), p.stage_change, cursor="ID")
-RECONCILE = Stream("reconcile", ("companies", "contacts", "leads", "deals"), "reconcile",
-                   ReconcileRequest(("companies", "contacts", "leads", "deals")))
+RECONCILED = ("companies", "contacts", "leads", "deals", "tasks")
+RECONCILE = Stream("reconcile", RECONCILED, "reconcile", ReconcileRequest(RECONCILED))
 
 STREAMS = [USERS, PIPELINES, COMPANIES, CONTACTS, LEADS, DEALS, TASKS, CALLS, STAGE_HISTORY, RECONCILE]

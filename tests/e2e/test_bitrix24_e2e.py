@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
+import time
+from datetime import datetime, timezone
 
 import pytest
 
 from adapters.base import FieldWrite
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.config import SourceConfig
+from connector import kpi
+from connector.config import KpiConfig, SourceConfig
 from sandbox.bitrix24 import Bitrix24Sandbox
+from sandbox.data_build import Builder
+from sandbox.data_store import Dataset
 from connector.store import Mirror
 from connector.sync import sync_source
 from connector.tokens import TokenStore
@@ -168,3 +175,124 @@ def test_calls_and_stage_history_in_parallel_windows_match_one_window(b24_sandbo
     assert parallel == {("voximplant.statistic.get", True), ("crm.stagehistory.list", True)}
     calls, _, _ = mirrors[4]
     assert any("'deal'" in row for row in calls["calls"])  # bound through crm.activity.list
+
+
+# ---- small portals, deleted tasks, the moment a deal closed --------------------------------
+
+def small_portal(n: int, now: int | None = None) -> Dataset:
+    """A portal with users and pipelines and `n` records of every stream (a deal per contact,
+    a task and a call per deal, a lead per contact: the second lead closed)."""
+    ds = Dataset(now or int(time.time()) // 3600 * 3600)
+    build = Builder(ds, random.Random(1), 0)
+    build.users(), build.pipelines(), build.fields()
+    for i in range(n):
+        add_client(ds, i)
+    return ds
+
+
+def add_client(ds: Dataset, i: int) -> None:
+    co = ds.add("company", name=f"Company {i}")
+    c = ds.add("contact", name=f"Contact {i}", company_id=co["id"])
+    d = ds.add("deal", contact_ids=[c["id"]], company_id=co["id"])
+    lead = ds.add("lead", contact_id=c["id"])
+    if i % 2:
+        ds.update("lead", lead["id"], status_code="CONVERTED")
+    ds.add("task", entity_type="deal", entity_id=d["id"])
+    ds.add("call", entity_type="deal", entity_id=d["id"])
+
+
+def assert_mirror_matches(m: Mirror, srv: Bitrix24Sandbox) -> None:
+    """The mirror against the sandbox's own state, table by table."""
+    ds = srv.dataset
+    live = lambda t: {r["id"] for r in ds.rows(t) if not r.get("is_deleted")}  # noqa: E731
+    kept = lambda t: {r[0] for r in m.conn.execute(f"SELECT id FROM {t} WHERE is_deleted = 0")}  # noqa: E731
+    for t in ("companies", "contacts", "deals", "leads", "tasks"):
+        assert kept(t) == live(t), t
+    assert kept("calls") == {r["id"] for r in ds.calls}
+    assert {r[0] for r in m.conn.execute("SELECT id FROM users")} == {u["id"] for u in ds.users}
+    history = {f"{k}:{r['id']}" for k in ("deal", "lead") for r in srv.portal.history(k)}
+    assert {r[0] for r in m.conn.execute("SELECT id FROM stage_changes")} == history
+    links = {(d["id"], c) for d in ds.deals if not d["is_deleted"] for c in d["contact_ids"]}
+    assert set(m.conn.execute("SELECT deal_id, contact_id FROM deal_contacts")) >= links
+    closed = {r["id"]: iso_ts(r["closed_at"]) for r in ds.rows("deals") + ds.rows("leads")}
+    got = dict(m.conn.execute("SELECT id, closed_at FROM deals UNION ALL SELECT id, closed_at FROM leads"))
+    assert got == {i: closed[i] for i in got}
+
+
+def iso_ts(ts: int | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_every_stream_with_zero_one_and_two_records_first_sync_nightly_and_reconcile(n, tmp_path):
+    with Bitrix24Sandbox(small_portal(n), limits=False, cost_model=False) as srv, \
+            Mirror(str(tmp_path / "m.db")) as m:
+        first = sync_source(m, make(srv.webhook_url, max_workers=4))
+        assert [r.status for r in first] == ["ok"] * len(first), [r.error for r in first]
+        assert_mirror_matches(m, srv)
+        quiet = sync_source(m, make(srv.webhook_url, max_workers=4))  # nightly, nothing new
+        assert all(r.status == "ok" and r.requests <= 1 for r in quiet), [(r.stream, r.requests) for r in quiet]
+        add_client(srv.dataset, n)
+        nightly = sync_source(m, make(srv.webhook_url, max_workers=4))
+        assert [r.status for r in nightly] == ["ok"] * len(nightly), [r.error for r in nightly]
+        assert_mirror_matches(m, srv)
+        for entity in ("company", "contact", "deal", "lead", "task"):
+            srv.dataset.delete(entity, srv.dataset.rows(entity)[0]["id"])
+        res = sync_source(m, make(srv.webhook_url, max_workers=4, reconcile_hours=0.0), streams=["reconcile"])
+        assert res[0].status == "ok", res[0].error
+        assert_mirror_matches(m, srv)
+
+
+def test_a_deleted_task_is_reconciled_and_the_clients_task_counts_drop(b24_sandbox, b24_dataset, mirror):
+    a = make(b24_sandbox.webhook_url, reconcile_hours=0.0)
+    assert all(r.status == "ok" for r in sync_source(mirror, a))
+    task = next(t for t in b24_dataset.tasks if not t["is_deleted"] and not t["is_completed"]
+                and t["entity_type"] == "contact" and t["due_at"] < b24_dataset.now)
+    counts = lambda: task_counts(mirror, task["entity_id"])  # noqa: E731
+    before = counts()
+    b24_dataset.delete("task", task["id"])
+    res = sync_source(mirror, a, streams=["tasks", "reconcile"])
+    assert [r.status for r in res] == ["ok", "ok"]
+    assert mirror.conn.execute("SELECT is_deleted FROM tasks WHERE id = ?", (task["id"],)).fetchone()[0] == 1
+    assert counts() == {k: v - 1 for k, v in before.items()}
+    assert mirror.conn.execute("SELECT id FROM tasks WHERE is_deleted = 1").fetchall() == [(task["id"],)]
+
+
+def task_counts(mirror: Mirror, contact_id: int) -> dict:
+    kpi.compute(mirror, "b24", KpiConfig(), now=datetime.now(timezone.utc), only=["open_tasks", "overdue_tasks"])
+    return {v["kpi"]: v["value"] for v in kpi.latest(mirror, "b24", "contact", contact_id)}
+
+
+def test_a_deal_won_the_day_it_was_created_closes_at_the_moment_it_was_won(tmp_path):
+    created = int(datetime(2031, 3, 14, 9, 0, tzinfo=timezone.utc).timestamp())
+    ds = small_portal(0, now=created - 3600)
+    contact = ds.add("contact", name="Same day")
+    ds.now = created  # the portal's clock: the deal comes in at 09:00 UTC
+    deal = ds.add("deal", contact_ids=[contact["id"]], amount=100.0)
+    assert deal["created_at"] == created
+    ds.now = created + 6 * 3600 + 42 * 60  # 15:42 UTC
+    won = ds.pipelines[0]["stages"][-2]
+    ds.update("deal", deal["id"], stage_id=won["id"])
+    with Bitrix24Sandbox(ds, limits=False, cost_model=False) as srv, Mirror(str(tmp_path / "m.db")) as m:
+        assert all(r.status == "ok" for r in sync_source(m, make(srv.webhook_url)))
+        closed_at, raw = m.conn.execute("SELECT closed_at, raw FROM deals WHERE id = ?", (deal["id"],)).fetchone()
+        assert json.loads(raw)["CLOSEDATE"] == "2031-03-14T00:00:00+03:00"  # a date, not the moment
+        assert closed_at == "2031-03-14T15:42:00Z"
+        kpi.compute(m, "b24", KpiConfig(), now=datetime(2031, 3, 15, tzinfo=timezone.utc), only=["avg_cycle_days"])
+        (value,) = [v["value"] for v in kpi.latest(m, "b24", "contact", contact["id"])]
+        assert round(value, 2) == 0.28
+
+
+def test_deals_and_leads_closed_later_close_at_their_final_stage_move(b24_sandbox, b24_dataset, mirror):
+    a = make(b24_sandbox.webhook_url)
+    assert all(r.status == "ok" for r in sync_source(mirror, a))
+    deal = next(d for d in b24_dataset.deals if d["status"] == "open" and not d["is_deleted"])
+    lead = next(x for x in b24_dataset.leads if x["status"] == "open")
+    lost = next(s for p in b24_dataset.pipelines if p["id"] == deal["pipeline_id"] for s in p["stages"]
+                if s["semantics"] == "lost")
+    b24_dataset.update("deal", deal["id"], stage_id=lost["id"])
+    b24_dataset.update("lead", lead["id"], status_code="JUNK")
+    assert all(r.status == "ok" for r in sync_source(mirror, a))
+    got = lambda t, i: mirror.conn.execute(f"SELECT closed_at FROM {t} WHERE id = ?", (i,)).fetchone()[0]  # noqa: E731
+    assert got("deals", deal["id"]) == iso_ts(deal["closed_at"]) and got("leads", lead["id"]) == iso_ts(lead["closed_at"])
+    assert_mirror_matches(mirror, b24_sandbox)

@@ -82,12 +82,12 @@ def test_task_and_note_shapes(amo_dataset, amo_sandbox, amo_headers):
                          **{"filter[note_type][]": ["call_in", "call_out"]})
     calls = [c for c in amo_dataset.calls if c["entity_type"] == "contact"]
     assert sorted(n["id"] for n in notes) == [c["id"] for c in calls]
-    status = {4: "answered", 6: "missed", 5: "failed"}
+    call_status = {"talked": 4, "no_answer": 6, "busy": 7, "declined": 3, "wrong_number": 5}
     by_id = amo_dataset.by_id("calls")
     for n in notes:
         c = by_id[n["id"]]
         assert n["note_type"] == "call_" + c["direction"] and n["entity_id"] == c["entity_id"]
-        assert status[n["params"]["call_status"]] == c["status"]
+        assert n["params"]["call_status"] == call_status[c["outcome"]]
         assert n["params"]["duration"] == c["duration_s"]
 
 

@@ -89,9 +89,10 @@ def test_call_notes_direction_and_call_status():
                         "started_at": "2025-11-23T10:00:00Z", "responsible_user_id": 123321,
                         "entity_type": "deal", "entity_id": 19619, "phone": "+79001234567",
                         "raw": items[0]}
-    # call_status 6 (no answer) -> missed, 5 (wrong number) -> failed, absent -> by duration
+    # call_status 6 (no answer) and 5 (wrong number) on an outgoing call -> failed,
+    # absent -> by duration
     assert [(c["id"], c["direction"], c["status"], c["duration_s"]) for c in calls] == [
-        (42709325, "in", "answered", 60), (42709326, "out", "missed", 0),
+        (42709325, "in", "answered", 60), (42709326, "out", "failed", 0),
         (42709327, "out", "failed", 0), (42709328, "in", "answered", 35)]
     contacts_page, _ = parse("calls_contacts", "notes_calls")
     assert {c["entity_type"] for c in contacts_page.rows["calls"]} == {"contact"}

@@ -180,8 +180,8 @@ def test_calls_three_streams_and_status_mapping(adapter):
         got[stream] = cs
     cs = got["calls_leads"]
     assert [(c["id"], c["direction"], c["status"], c["duration_s"]) for c in cs] == [
-        (1, "in", "answered", 60), (2, "out", "missed", 0), (3, "out", "failed", 0),
-        (4, "in", "missed", 0), (5, "in", "answered", 30), (6, "out", "missed", 0),
+        (1, "in", "answered", 60), (2, "out", "failed", 0), (3, "out", "failed", 0),
+        (4, "in", "missed", 0), (5, "in", "answered", 30), (6, "out", "failed", 0),
         (7, "out", "answered", 12)]
     assert cs[0]["phone"] == "+7901" and cs[0]["started_at"] == T1_ISO
     pairs = query(calls_to("/api/v4/leads/notes")[0])

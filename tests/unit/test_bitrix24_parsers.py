@@ -36,7 +36,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
         "id": 37, "name": "Поставка оборудования", "pipeline_id": 1, "stage_id": "C1:WON",
         "status": "won", "amount": 19999.99, "currency": "RUB", "responsible_user_id": 5,
         "contact_id": 12, "company_id": None, "created_at": "2026-11-01T10:00:00Z",
-        "updated_at": "2026-11-20T06:30:00Z", "closed_at": "2026-11-20T00:00:00Z",
+        "updated_at": "2026-11-20T06:30:00Z", "closed_at": "2026-11-20T06:30:00Z",  # MOVED_TIME
         "is_deleted": 0, "raw": deals[0]}
     assert won["raw"] is deals[0] and won["raw"]["UF_CRM_KPI_WIN_RATE"] == "0.5"
     assert (fresh["pipeline_id"], fresh["status"], fresh["amount"], fresh["currency"]) == (0, "open", 0.0, "USD")
@@ -45,6 +45,18 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
     # contactIds [14, 12, 14] from crm.item.list: each contact once, CONTACT_ID is the main one.
     assert page.rows["deal_contacts"] == [{"deal_id": 37, "contact_id": 14, "is_main": 0},
                                           {"deal_id": 37, "contact_id": 12, "is_main": 1}]
+
+
+def test_closed_at_is_the_move_into_the_final_stage_and_the_close_date_only_without_one():
+    deal = items(st.DEALS.request, "crm.deal.list")[0]
+    assert p.deal(deal, Ctx()).rows["deals"][0]["closed_at"] == "2026-11-20T06:30:00Z"
+    dated = {k: v for k, v in deal.items() if k != "MOVED_TIME"}  # CLOSEDATE: a date, the last resort
+    assert p.deal(dated, Ctx()).rows["deals"][0]["closed_at"] == "2026-11-20T00:00:00Z"
+    lead = items(st.LEADS.request, "crm.lead.list")[0]
+    moved = dict(lead, MOVED_TIME="2026-11-01T18:42:00+03:00")
+    assert p.lead(moved, Ctx()).rows["leads"][0]["closed_at"] == "2026-11-01T15:42:00Z"
+    reopened = dict(lead, STATUS_ID="IN_PROCESS", STATUS_SEMANTIC_ID="P")
+    assert p.lead(reopened, Ctx()).rows["leads"][0]["closed_at"] is None
 
 
 def test_lead():

@@ -120,7 +120,9 @@ def test_call_parser_directions_statuses_and_activity_binding():
                        Ctx(side={501: {"OWNER_TYPE_ID": "2", "OWNER_ID": "37"}})), "calls")
     assert (bound["direction"], bound["status"], bound["entity_type"], bound["entity_id"]) == \
         ("out", "answered", "deal", 37)
-    assert one(p.call(dict(row, CALL_FAILED_CODE="603-S"), Ctx()), "calls")["status"] == "failed"
+    # Any code but 200 is unanswered: missed when incoming, failed when outgoing.
+    assert one(p.call(dict(row, CALL_FAILED_CODE="603-S"), Ctx()), "calls")["status"] == "missed"
+    assert one(p.call(dict(row, CALL_TYPE="1", CALL_FAILED_CODE="304"), Ctx()), "calls")["status"] == "failed"
 
 
 def test_stage_and_history_parsers():
@@ -148,7 +150,7 @@ def test_streams_are_declared_with_the_common_contract_in_run_order():
         "stage_history": "append", "reconcile": "reconcile"}
     assert [s.name for s in a.streams()] == a.stream_names() == ["deals", "calls", "reconcile"]
     assert st.DEALS.tables == ("deals", "deal_contacts") and st.STAGE_HISTORY.tables == ("stage_changes",)
-    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals")
+    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals", "tasks")
 
 
 # ---- streams through mocked HTTP --------------------------------------------------------

@@ -1,0 +1,309 @@
+"""What each mirror table should hold, built from a sandbox's own dataset.
+
+One explicit mapping per CRM, written from /work/shared/MIRROR.md and the CRMs' documented
+vocabulary (the sandbox module docstrings quote it), not from our parsers: the dataset is
+neutral (Unix seconds, dataset stage ids, `status` open/won/lost), and each function below
+says how that CRM shows it and what the mirror makes of it. Where the mirror defines a
+column differently from the raw dataset on purpose, the line cites MIRROR.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["ANY", "DELETED", "TABLES", "Expected", "expected_tables"]
+
+TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
+          "companies", "tasks", "calls", "stage_changes")
+
+ANY = object()        # a field value the check does not pin
+DELETED = object()    # a row deleted in the CRM: absent from the mirror or is_deleted = 1
+
+AMO_WON, AMO_LOST = 142, 143          # amoCRM: the same won/lost status ids in every pipeline
+AMO_CURRENCY = "RUB"                  # the sandbox account's currency (GET /account)
+B24_LEAD_PIPELINE = -1                # MIRROR schema: Bitrix24 lead statuses' pseudo-pipeline
+# Bitrix24 lead statuses (crm.status.list ENTITY_ID=STATUS) as the sandbox portal defines them;
+# SEMANTICS S/F become won/lost in `stages` (MIRROR: semantics open, won, lost).
+B24_LEAD_STAGES = (("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "open"),
+                   ("CONVERTED", "Converted", 30, "won"), ("JUNK", "Junk", 40, "lost"))
+
+
+@dataclass
+class Expected:
+    """One mirror table's expected rows: {key tuple: {field: value} or DELETED}."""
+    table: str
+    key: tuple[str, ...]
+    fields: tuple[str, ...]
+    deletable: bool = False
+    rows: dict = field(default_factory=dict)
+    label: Callable[[tuple], str] | None = None
+
+    def add(self, key, values: dict | object) -> None:
+        self.rows[key if isinstance(key, tuple) else (key,)] = values
+
+    def name(self, key: tuple) -> str:
+        if self.label:
+            return self.label(key)
+        return " ".join(f"{k}={v}" for k, v in zip(self.key, key))
+
+
+def iso(ts: int | None) -> str | None:
+    """Unix seconds -> the mirror's ISO 8601 UTC text (MIRROR: Timestamps)."""
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def expected_tables(server) -> list[Expected]:
+    """Every compared mirror table for this sandbox (amoCRM or Bitrix24)."""
+    from sandbox.amocrm import AmoSandbox
+    from sandbox.bitrix24 import Bitrix24Sandbox
+
+    if isinstance(server, AmoSandbox):
+        return AmoMapping(server.dataset).tables()
+    if isinstance(server, Bitrix24Sandbox):
+        return B24Mapping(server.dataset).tables()
+    raise TypeError(f"no mirror mapping for {type(server).__name__}")
+
+
+def call_status(c: dict) -> str:
+    """MIRROR calls: answered, else missed for an incoming call and failed for an outgoing one.
+
+    The dataset's outcome is neutral (answered / missed / failed, drawn apart from direction);
+    the mirror's status is only answered or not, by direction, in both CRMs."""
+    if c["status"] == "answered":
+        return "answered"
+    return "missed" if c["direction"] == "in" else "failed"
+
+
+class Mapping:
+    """The CRM-neutral part; subclasses say how a CRM names pipelines and stages."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    # ---- per-CRM vocabulary --------------------------------------------------------------
+    def pipeline_id(self, pipeline_id: int):
+        return pipeline_id
+
+    def stage_id(self, stage_id: int):
+        return stage_id
+
+    def currency(self, row: dict) -> str:
+        return row["currency"]
+
+    def amount(self, row: dict) -> float:
+        return float(row["amount"])
+
+    # ---- tables --------------------------------------------------------------------------
+    def tables(self) -> list[Expected]:
+        return [self.users(), self.pipelines(), self.stages(), self.deals(), self.deal_contacts(),
+                self.leads(), self.contacts(), self.companies(), self.tasks(), self.calls(),
+                self.stage_changes()]
+
+    def users(self) -> Expected:
+        e = Expected("users", ("id",), ("name", "email", "is_active"))
+        for u in self.ds.users:
+            e.add(u["id"], {"name": u["name"], "email": u["email"], "is_active": u["is_active"]})
+        return e
+
+    def pipelines(self) -> Expected:
+        e = Expected("pipelines", ("id",), ("entity", "name", "sort", "is_default"))
+        for p in self.ds.pipelines:
+            e.add(self.pipeline_id(p["id"]), {"entity": "deal", "name": p["name"], "sort": p["sort"],
+                                               "is_default": int(p["is_default"])})
+        return e
+
+    def stages(self) -> Expected:
+        e = Expected("stages", ("pipeline_id", "id"), ("entity", "name", "sort", "semantics"))
+        for p in self.ds.pipelines:
+            for s in p["stages"]:
+                e.add((self.pipeline_id(p["id"]), self.stage_id(s["id"])),
+                      {"entity": "deal", "name": s["name"], "sort": self.stage_sort(s),
+                       "semantics": s["semantics"]})
+        return e
+
+    def stage_sort(self, s: dict) -> int:
+        return s["sort"]
+
+    def closed_at(self, d: dict) -> int | None:
+        """MIRROR deals.closed_at: the moment the deal entered its final stage; NULL while open.
+        Taken from the dataset's stage history, not from its `closed_at` field."""
+        if d["status"] == "open":
+            return None
+        entered = [c["changed_at"] for c in self.ds.stage_changes
+                   if c["deal_id"] == d["id"] and c["stage_id"] == d["stage_id"]]
+        return max(entered) if entered else d["closed_at"]
+
+    def deals(self) -> Expected:
+        e = Expected("deals", ("id",), (
+            "name", "pipeline_id", "stage_id", "status", "amount", "currency",
+            "responsible_user_id", "contact_id", "company_id", "created_at", "updated_at",
+            "closed_at"), deletable=True)
+        for d in self.ds.deals:
+            e.add(d["id"], DELETED if d["is_deleted"] else {
+                "name": d["name"], "pipeline_id": self.pipeline_id(d["pipeline_id"]),
+                "stage_id": self.stage_id(d["stage_id"]), "status": d["status"],
+                "amount": self.amount(d), "currency": self.currency(d),
+                "responsible_user_id": d["responsible_user_id"],
+                "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
+                "company_id": d["company_id"], "created_at": iso(d["created_at"]),
+                "updated_at": iso(d["updated_at"]), "closed_at": iso(self.closed_at(d))})
+        return e
+
+    def deal_contacts(self) -> Expected:
+        """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
+        e = Expected("deal_contacts", ("deal_id", "contact_id"), ("is_main",))
+        for d in self.ds.deals:
+            for i, cid in enumerate(d["contact_ids"]):
+                e.add((d["id"], cid), DELETED if d["is_deleted"] else {"is_main": int(i == 0)})
+        return e
+
+    def leads(self) -> Expected:
+        return Expected("leads", ("id",), ())
+
+    def contacts(self) -> Expected:
+        e = Expected("contacts", ("id",), ("name", "company_id", "responsible_user_id",
+                                           "created_at", "updated_at"), deletable=True)
+        for c in self.ds.contacts:
+            e.add(c["id"], DELETED if c["is_deleted"] else {
+                "name": c["name"], "company_id": c["company_id"],
+                "responsible_user_id": c["responsible_user_id"],
+                "created_at": iso(c["created_at"]), "updated_at": iso(c["updated_at"])})
+        return e
+
+    def companies(self) -> Expected:
+        e = Expected("companies", ("id",), ("name", "responsible_user_id", "created_at",
+                                            "updated_at"), deletable=True)
+        for c in self.ds.companies:
+            e.add(c["id"], DELETED if c["is_deleted"] else {
+                "name": c["name"], "responsible_user_id": c["responsible_user_id"],
+                "created_at": iso(c["created_at"]), "updated_at": iso(c["updated_at"])})
+        return e
+
+    def tasks(self) -> Expected:
+        e = Expected("tasks", ("id",), (
+            "text", "responsible_user_id", "entity_type", "entity_id", "is_completed", "due_at",
+            "completed_at", "created_at", "updated_at"), deletable=True)
+        for t in self.ds.tasks:
+            e.add(t["id"], DELETED if t["is_deleted"] else {
+                "text": t["text"], "responsible_user_id": t["responsible_user_id"],
+                "entity_type": t["entity_type"], "entity_id": t["entity_id"],
+                "is_completed": int(bool(t["is_completed"])), "due_at": iso(t["due_at"]),
+                "completed_at": iso(t["completed_at"]), "created_at": iso(t["created_at"]),
+                "updated_at": iso(t["updated_at"])})
+        return e
+
+    def calls(self) -> Expected:
+        e = Expected("calls", ("id",), (
+            "direction", "status", "duration_s", "started_at", "responsible_user_id",
+            "entity_type", "entity_id", "phone"), deletable=True)
+        for c in self.ds.calls:
+            e.add(c["id"], {
+                "direction": c["direction"], "status": call_status(c),
+                "duration_s": c["duration_s"], "started_at": iso(c["started_at"]),
+                "responsible_user_id": c["responsible_user_id"],
+                "entity_type": c["entity_type"], "entity_id": c["entity_id"], "phone": c["phone"]})
+        return e
+
+    def stage_changes(self) -> Expected:
+        """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
+        opaque (amoCRM event ids, Bitrix24 history ids). MIRROR: every deal has its entry-stage
+        row (previous_stage_id NULL) in both CRMs."""
+        e = Expected("stage_changes", ("entity", "entity_id", "stage_id", "changed_at"),
+                     ("pipeline_id", "previous_stage_id"), label=_change_label)
+        for c in self.ds.stage_changes:
+            prev = c["previous_stage_id"]
+            e.add(("deal", c["deal_id"], self.stage_id(c["stage_id"]), iso(c["changed_at"])),
+                  {"pipeline_id": self.pipeline_id(c["pipeline_id"]),
+                   "previous_stage_id": None if prev is None else self.stage_id(prev)})
+        return e
+
+
+def _change_label(key: tuple) -> str:
+    entity, entity_id, stage, at = key
+    return f"{entity} {entity_id} entering {stage!r} at {at}"
+
+
+class AmoMapping(Mapping):
+    """amoCRM: deals are /leads; won/lost are status 142/143 in every pipeline."""
+
+    def stage_id(self, stage_id: int):
+        sem = self.ds.stage(stage_id)[1]["semantics"]
+        return AMO_WON if sem == "won" else AMO_LOST if sem == "lost" else stage_id
+
+    def amount(self, row: dict) -> float:
+        return float(round(row["amount"]))     # amoCRM `price` is a whole number
+
+    def currency(self, row: dict) -> str:
+        # MIRROR: money in the deal's currency; an amoCRM deal has no currency of its own, its
+        # price is in the account's currency, so every amoCRM deal carries the source's one.
+        return AMO_CURRENCY
+
+    def stage_sort(self, s: dict) -> int:
+        return s["sort"] + 10                  # after the pipeline's "Unsorted" status (sort 10)
+
+    def stages(self) -> Expected:
+        e = super().stages()
+        # Every amoCRM pipeline also has its (empty) "Unsorted" status, type 1, id pid*1000+999
+        # in the sandbox (see sandbox/amocrm.py's docstring); the mirror keeps it, open.
+        for p in self.ds.pipelines:
+            e.add((p["id"], p["id"] * 1000 + 999), {"entity": "deal", "name": ANY, "sort": 10,
+                                                    "semantics": "open"})
+        return e
+
+
+class B24Mapping(Mapping):
+    """Bitrix24: pipelines are crm.category (default 0), stages are text STATUS_IDs."""
+
+    def __init__(self, ds):
+        super().__init__(ds)
+        self.default_pipeline = ds.pipelines[0]["id"]
+
+    def pipeline_id(self, pipeline_id: int):
+        return 0 if pipeline_id == self.default_pipeline else pipeline_id
+
+    def stage_id(self, stage_id: int):
+        # STATUS_ID: the stage code, WON/LOSE for the final ones, "C{category}:" outside 0.
+        pipeline, stage = self.ds.stage(stage_id)
+        code = {"won": "WON", "lost": "LOSE"}.get(stage["semantics"], stage["code"])
+        cat = self.pipeline_id(pipeline["id"])
+        return code if cat == 0 else f"C{cat}:{code}"
+
+    def pipelines(self) -> Expected:
+        e = super().pipelines()
+        e.add(B24_LEAD_PIPELINE, {"entity": "lead", "name": ANY, "sort": ANY, "is_default": ANY})
+        return e
+
+    def stages(self) -> Expected:
+        e = super().stages()
+        for code, name, sort, sem in B24_LEAD_STAGES:
+            e.add((B24_LEAD_PIPELINE, code), {"entity": "lead", "name": name, "sort": sort,
+                                              "semantics": sem})
+        return e
+
+    def leads(self) -> Expected:
+        e = Expected("leads", ("id",), (
+            "title", "status_id", "status", "amount", "currency", "responsible_user_id",
+            "contact_id", "company_id", "created_at", "updated_at", "closed_at"), deletable=True)
+        for lead in self.ds.leads:
+            e.add(lead["id"], DELETED if lead["is_deleted"] else {
+                "title": lead["title"], "status_id": lead["status_code"], "status": lead["status"],
+                "amount": float(lead["amount"]), "currency": lead["currency"],
+                "responsible_user_id": lead["responsible_user_id"],
+                "contact_id": lead["contact_id"], "company_id": lead["company_id"],
+                "created_at": iso(lead["created_at"]), "updated_at": iso(lead["updated_at"]),
+                "closed_at": iso(lead["closed_at"])})
+        return e
+
+    def stage_changes(self) -> Expected:
+        """Deal history plus lead history. The dataset keeps no lead history: the portal's is
+        "created in NEW", then "entered its final status at closed_at" for closed leads."""
+        e = super().stage_changes()
+        for lead in self.ds.leads:
+            e.add(("lead", lead["id"], "NEW", iso(lead["created_at"])),
+                  {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": None})
+            if lead["closed_at"] is not None:
+                e.add(("lead", lead["id"], lead["status_code"], iso(lead["closed_at"])),
+                      {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": "NEW"})
+        return e

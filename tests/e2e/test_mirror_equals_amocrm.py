@@ -1,0 +1,55 @@
+"""amoCRM end to end: after each scenario (see portal_scenarios) every mirror table equals
+the sandbox's own state (portal_check). One test per (scenario, table), so a known defect
+marks exactly the table it breaks."""
+
+import pytest
+
+from adapters.amocrm.adapter import AmoCrmAdapter
+from connector.config import SourceConfig
+from sandbox.amocrm import AmoSandbox
+from sandbox.data import generate
+from tests.e2e.portal_check import TABLES, assert_mirror_equals_portal
+from tests.e2e.portal_scenarios import SCENARIOS, Crm, Played
+
+SIZE = 300          # two pages of deals at amoCRM's 250 a page
+CRM = Crm(source="main", is_deal_listing=lambda req: req.path == "/api/v4/leads")
+
+# (scenario or "*", table) -> why the check fails today. strict: once fixed, it fails as XPASS
+# and the marker must go.
+KNOWN = {
+    ("*", "stage_changes"): "issue 11: amoCRM events lacking lead_added (no entry-stage row, "
+                            "previous_stage_id NULL, for any deal)",
+    ("edit_during_run", "deals"): "issue 11: amoCRM offset paging skips rows when a record is "
+                                  "edited during a listing (the rows shift a page up)",
+    ("edit_during_run", "deal_contacts"): "issue 11: amoCRM offset paging skips rows when a "
+                                          "record is edited during a listing (their links too)",
+}
+
+
+def start(tmp):
+    server = AmoSandbox(generate(seed=1, size=SIZE), limits=False).start()
+    cfg = SourceConfig(name=CRM.source, kind="amocrm", base_url=server.url,
+                       access_token=server.access_token, requests_per_second=500.0,
+                       max_workers=4)
+    return server, AmoCrmAdapter(cfg, None)
+
+
+def cases():
+    for scenario in SCENARIOS:
+        for table in TABLES:
+            why = KNOWN.get((scenario, table)) or KNOWN.get(("*", table))
+            marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+            yield pytest.param(scenario, table, marks=marks, id=f"{scenario}-{table}")
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    p = Played(CRM, start, tmp_path_factory)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("scenario,table", list(cases()))
+def test_mirror_equals_amocrm(played, scenario, table):
+    server, mirror = played.get(scenario)
+    assert_mirror_equals_portal(mirror, server, CRM.source, tables=(table,))
