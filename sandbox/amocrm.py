@@ -13,10 +13,15 @@ Faithful quirks a client must survive:
 - Lead/contact/company filters need the API-filter add-on (`api_filter=False` ignores them);
   a single `filter[updated_at]=T` there means "equal to T", on tasks/notes/events "from T".
 - Events allow limit <= 100; a larger limit returns 50 rows but pages by the larger limit,
-  so rows are skipped (KRUKOV #76). Other lists clamp limit to 250, custom fields to 50.
+  so rows are skipped (KRUKOV #76); custom fields likewise serve 50. Other lists clamp to 250.
 - Tasks cannot be ordered by updated_at (the order is ignored); no task completed_at.
 - Stage entries without a previous stage (creation) are `lead_added` events, not
-  `lead_status_changed`. Completed tasks give `task_completed` events (at completed_at).
+  `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
+  `task_completed` events (at completed_at). A merge (`Dataset.merge`) is an `entity_merged`
+  event on the card merged away, which leaves the lists. No `task_restored` type exists.
+- Filters are validated: `filter[type][]` with an undocumented event type is a 400 with
+  `validation-errors`; custom fields and events serve at most 50 rows for a larger `limit`
+  yet step pages by that limit, so rows are skipped.
 """
 
 from __future__ import annotations
