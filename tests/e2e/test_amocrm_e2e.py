@@ -70,8 +70,9 @@ def test_full_sync_fills_every_table(synced):
     assert count(mirror, "SELECT count(*) FROM pipelines") == len(ds.pipelines)
     assert count(mirror, "SELECT count(*) FROM deal_contacts") == sum(
         len(d["contact_ids"]) for d in live(ds.deals))
-    assert count(mirror, "SELECT count(*) FROM stage_changes") == sum(
-        1 for s in ds.stage_changes if s["previous_stage_id"])
+    # every stage change, the entry-stage rows (lead_added) included, all filled
+    assert count(mirror, "SELECT count(*) FROM stage_changes") == len(ds.stage_changes)
+    assert count(mirror, "SELECT count(*) FROM stage_changes WHERE stage_id IS NULL") == 0
     # every deal's status agrees with the dataset; won deals sit in stage 142
     by_id = {d["id"]: d for d in ds.deals}
     for did, status, stage, amount, main in mirror.conn.execute(
