@@ -24,6 +24,35 @@ from adapters.times import iso
 from connector import schema
 
 
+# See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.
+_NEXT = ("(SELECT n.{col} FROM stage_changes n WHERE n.source = sc.source AND n.entity = sc.entity "
+         "AND n.entity_id = sc.entity_id AND (n.changed_at > sc.changed_at OR "
+         "(n.changed_at = sc.changed_at AND n.id > sc.id)) ORDER BY n.changed_at, n.id LIMIT 1)")
+_ENTRY_STAGES_SQL = f"""
+    WITH entry AS (
+        SELECT sc.rowid AS rid, sc.source, sc.entity, sc.stage_id AS old,
+               {_NEXT.format(col='previous_stage_id')} AS next_prev,
+               {_NEXT.format(col='pipeline_id')} AS next_pipe,
+               cur.{{stage_col}} AS cur_stage, cur.{{pipe_col}} AS cur_pipe
+        FROM stage_changes sc LEFT JOIN [{{table}}] cur
+          ON cur.source = sc.source AND cur.id = sc.entity_id
+        WHERE sc.source = ? AND sc.entity = ? AND sc.previous_stage_id IS NULL
+          AND sc.entity_id IN ({{ids}})),
+    pick AS (
+        SELECT rid, source, entity, old,
+               COALESCE(next_prev, CASE WHEN old IS NULL THEN cur_stage END) AS stage,
+               CASE WHEN next_prev IS NOT NULL THEN next_pipe ELSE cur_pipe END AS hint
+        FROM entry)
+    UPDATE stage_changes SET stage_id = pick.stage, pipeline_id = COALESCE(
+        (SELECT s.pipeline_id FROM stages s WHERE s.source = pick.source
+           AND s.entity = pick.entity AND s.id = pick.stage AND s.pipeline_id = pick.hint),
+        (SELECT min(s.pipeline_id) FROM stages s WHERE s.source = pick.source
+           AND s.entity = pick.entity AND s.id = pick.stage), pick.hint)
+    FROM pick
+    WHERE stage_changes.rowid = pick.rid AND pick.stage IS NOT NULL
+      AND (pick.old IS NULL OR pick.old != pick.stage)"""
+
+
 def _touch_private(path: str) -> None:
     """Create the file readable by its owner only, before SQLite opens it."""
     if path == ":memory:" or os.path.exists(path):
@@ -94,6 +123,7 @@ class Mirror:
                 if rows:
                     self._upsert(table, source, rows)
             self._fill_previous_stages(source, page.rows.get("stage_changes"))
+            self._fill_entry_stages(source, page)
             self._closing_moments(source, page)
             for table, ids in page.deleted.items():
                 self._set_deleted(table, source, ids, 1)
@@ -133,6 +163,27 @@ class Mirror:
                     ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
                 WHERE sc.source = ? AND sc.previous_stage_id IS NULL
                   AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
+
+    # entity -> (table, its current stage and pipeline columns); see `_fill_entry_stages`
+    _CURRENT_STAGE = {"deal": ("deals", "stage_id", "pipeline_id")}
+
+    def _fill_entry_stages(self, source: str, page: Page) -> None:
+        """Give an entry row (no previous stage) that came without its stage the stage the
+        entity entered: the `previous_stage_id` of its next change, else (never moved) its
+        current stage. Re-filled whenever the page brings changes or rows of the entity, so it
+        is right whichever arrives first; a filled entry row is re-filled only when its next
+        change names another stage before it. The pipeline is the one holding that stage in
+        `stages` (the hinted one first: won/lost ids repeat per pipeline), else the hint: the
+        next change's pipeline, or the entity's own."""
+        for entity, (table, stage_col, pipe_col) in self._CURRENT_STAGE.items():
+            ids = {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
+            ids |= {r["id"] for r in page.rows.get(table, ())}
+            ids = list(ids)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                self.conn.execute(_ENTRY_STAGES_SQL.format(
+                    table=table, stage_col=stage_col, pipe_col=pipe_col,
+                    ids=",".join("?" * len(chunk))), [source, entity, *chunk])
 
     # entity -> (table, its current-stage column); see `_closing_moments`
     _CLOSABLE = {"deal": ("deals", "stage_id"), "lead": ("leads", "status_id")}

@@ -13,10 +13,15 @@ Faithful quirks a client must survive:
 - Lead/contact/company filters need the API-filter add-on (`api_filter=False` ignores them);
   a single `filter[updated_at]=T` there means "equal to T", on tasks/notes/events "from T".
 - Events allow limit <= 100; a larger limit returns 50 rows but pages by the larger limit,
-  so rows are skipped (KRUKOV #76). Other lists clamp limit to 250, custom fields to 50.
+  so rows are skipped (KRUKOV #76); custom fields likewise serve 50. Other lists clamp to 250.
 - Tasks cannot be ordered by updated_at (the order is ignored); no task completed_at.
 - Stage entries without a previous stage (creation) are `lead_added` events, not
-  `lead_status_changed`. Completed tasks give `task_completed` events (at completed_at).
+  `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
+  `task_completed` events (at completed_at). A merge (`Dataset.merge`) is an `entity_merged`
+  event on the card merged away, which leaves the lists. No `task_restored` type exists.
+- Filters are validated: `filter[type][]` with an undocumented event type is a 400 with
+  `validation-errors`; custom fields and events serve at most 50 rows for a larger `limit`
+  yet step pages by that limit, so rows are skipped.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     `unblock()`), `clock` (replace for deterministic rate-limit tests), `api_filter`,
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
     `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, `next_on_full_page`
-    (a full last page links to a 204 page, as amoCRM sometimes does), plus the httpbase ones
+    (a full last page links to a 204 page, as amoCRM sometimes does),
+    `edit_during_listing(path, after_page, **changes)` (a user edits a card already served
+    while a listing is read, so every later row moves up one), plus the httpbase ones
     (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`).
     """
 
@@ -80,6 +87,8 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._collections = self._declare()
+        self._listing_edits: list[dict] = []
+        self._edits_lock = threading.Lock()
 
     # ---- knobs ---------------------------------------------------------------------------
     def set_limits(self, on: bool, rate: float | None = None) -> None:
@@ -106,6 +115,34 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
 
     def revoke_long_lived(self) -> None:
         self.access_token = None
+
+    def edit_during_listing(self, path: str, after_page: int = 3, **changes) -> None:
+        """Once `after_page` pages of `path` (say `/api/v4/leads`) have been served, edit the
+        first record the first of those pages served, as a user would mid-read: its
+        `updated_at` moves to now, so an offset listing shifts (`changes` are applied too).
+        Fires once; `listing_edits_done` lists the ids edited."""
+        with self._edits_lock:
+            self._listing_edits.append({"path": path, "after": after_page, "served": [],
+                                        "changes": changes})
+
+    @property
+    def listing_edits_done(self) -> list[int]:
+        return [e["edited"] for e in self._listing_edits if "edited" in e]
+
+    def _after_page_served(self, path: str, ids: list[int]) -> None:
+        """Fire the `edit_during_listing` knobs this page completes."""
+        with self._edits_lock:
+            due = []
+            for e in self._listing_edits:
+                if e["path"] == path and "edited" not in e:
+                    e["served"].append(ids)
+                    if len(e["served"]) >= e["after"]:
+                        e["edited"] = e["served"][0][0]
+                        due.append(e)
+        for e in due:
+            entity = {"leads": "deals"}.get(path.rstrip("/").split("/")[-1],
+                                            path.rstrip("/").split("/")[-1])
+            self.dataset.update(entity, e["edited"], **e["changes"])
 
     # ---- dispatch ------------------------------------------------------------------------
     def fault_response(self) -> Response:

@@ -14,6 +14,18 @@ CALL_STATUS = {"talked": 4, "no_answer": 6, "busy": 7, "declined": 3, "wrong_num
 PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies"}
 SINGULAR = {v: k for k, v in PLURAL.items()}
 
+# The event types amoCRM's table "Типы событий" lists (facts §2.8 and "Found on main"):
+# `filter[type][]` accepts only these. Tasks have `task_deleted` but no `task_restored`.
+EVENT_TYPES = frozenset((
+    "lead_added", "lead_deleted", "lead_restored", "lead_status_changed",
+    "contact_added", "contact_deleted", "contact_restored",
+    "company_added", "company_deleted", "company_restored",
+    "task_added", "task_deleted", "task_completed", "task_result_added",
+    "task_text_changed", "task_deadline_changed", "task_type_changed",
+    "entity_merged", "entity_responsible_changed", "common_note_added",
+    "incoming_call", "outgoing_call", "incoming_chat_message", "outgoing_chat_message",
+    "incoming_sms", "outgoing_sms", "nps_rate_added"))
+
 
 class ApiError(Exception):
     def __init__(self, status: int, detail: str, **extra):

@@ -10,6 +10,9 @@ from sandbox.call_outcomes import outcome_of
 from sandbox.httpbase import Request, Response
 
 
+NOTE_ID_BASE = 8_000_000     # ids of the system notes `lead_added` events point at
+
+
 class AmoRender:
     """Mixin for AmoSandbox: one method per item shape."""
 
@@ -154,7 +157,8 @@ class AmoRender:
 
     # ---- events --------------------------------------------------------------------------
     def _event_rows(self) -> list[tuple]:
-        """Stage changes, deletions/restores and task completions as amoCRM event records.
+        """Stage changes (a deal's first is `lead_added`), deletions/restores, merges
+        (`entity_merged` on the card merged away) and task completions as amoCRM events.
 
         Rendered lazily; `seq` (unique, a multiple of 3 plus the source) breaks time ties.
         """
@@ -166,8 +170,10 @@ class AmoRender:
                         "lead", sc["deal_id"], sc))
         for ev in ds.events:
             kind = kinds[ev["entity"]]
-            out.append((ev["at"], ev["id"] * 3 + 1, f"{kind}_{ev['type']}", kind,
-                        ev["entity_id"], ev))
+            if (kind, ev["type"]) == ("task", "restored"):
+                continue        # amoCRM has no `task_restored` event type (facts §2.8)
+            etype = "entity_merged" if ev["type"] == "merged" else f"{kind}_{ev['type']}"
+            out.append((ev["at"], ev["id"] * 3 + 1, etype, kind, ev["entity_id"], ev))
         for t in ds.tasks:
             # Tasks in the trash keep their completion hidden here (real amoCRM may still
             # list it); a client must not invent task rows from these events anyway.
@@ -193,6 +199,9 @@ class AmoRender:
                                        "pipeline_id": prev_pipe}}]
             after = [{"lead_status": {"id": self._status_id(src["stage_id"]),
                                       "pipeline_id": src["pipeline_id"]}}]
+        elif etype == "lead_added":
+            # Only a note id, no stage (facts §2.8): the entry stage is not in the event.
+            after = [{"note": {"id": NOTE_ID_BASE + src["id"]}}]
         plural = PLURAL.get({"lead": "deal"}.get(entity_type, entity_type), "tasks")
         eid = self._string_id(e)
         return {"id": eid, "type": etype, "entity_id": entity_id, "entity_type": entity_type,

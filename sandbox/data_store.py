@@ -2,8 +2,8 @@
 
 Rows are plain dicts in id-sorted lists, in neutral vocabulary (each server renders them in
 its own API's words), every timestamp in Unix seconds. Tests mutate a dataset between two
-syncs through `update`, `add`, `delete`, `restore`, `add_field`, `write_customs` and
-`set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
+syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`
+and `set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
 the servers use to invalidate their caches.
 """
 
@@ -183,6 +183,36 @@ class Dataset:
             self._append("events", {"type": "deleted" if flag else "restored",
                                     "entity": _singular(name), "entity_id": id, "at": t})
             return row
+
+    def merge(self, entity: str, away_id: int, into_id: int) -> dict:
+        """Merge card `away_id` into `into_id` (a duplicate found by a user): the merged-away
+        card leaves every list (is_deleted = 1), a "merged" event names it, and the deals (or
+        contacts) linked to it link to the survivor instead, as edits. Returns the survivor."""
+        name = _plural(entity)
+        with self.lock:
+            away, into = self.by_id(name)[away_id], self.by_id(name)[into_id]
+            t = self.tick()
+            away["is_deleted"], away["updated_at"], into["updated_at"] = 1, t, t
+            self._bump(name)
+            self._append("events", {"type": "merged", "entity": _singular(name),
+                                    "entity_id": away_id, "at": t})
+            self._relink(name, away_id, into_id, t)
+            return into
+
+    def _relink(self, name: str, away_id: int, into_id: int, t: int) -> None:
+        """Point the links of a merged-away contact or company at the survivor."""
+        if name == "contacts":
+            for d in self.deals:
+                if away_id in d["contact_ids"]:
+                    ids = [into_id if c == away_id else c for c in d["contact_ids"]]
+                    d["contact_ids"], d["updated_at"] = list(dict.fromkeys(ids)), t
+            self._bump("deals")
+        elif name == "companies":
+            for table in ("deals", "contacts"):
+                for row in getattr(self, table):
+                    if row["company_id"] == away_id:
+                        row["company_id"], row["updated_at"] = into_id, t
+                self._bump(table)
 
     def add_field(self, entity_type: str, name: str, type: str, code: str | None = None,
                   **extra) -> dict:

@@ -24,6 +24,7 @@ from typing import Iterator
 from adapters import bookmarks
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
+from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.streams import BY_NAME, STREAMS
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import StreamError
@@ -109,14 +110,17 @@ class AmoCrmAdapter:
         since = parse_iso(saved["since"]) if saved.get("since") else None
         start = since - timedelta(minutes=self.cfg.overlap_minutes) if since else None
         params = [("limit", req.limit), *req.params]
-        if filtered:
-            params += self._window(s, start, run)
+        if filtered and req.sorted_by:
+            pages = self._keyset(s, params + list(req.order), start, run)
             stop_before = None
-        else:
-            params.append((f"order[{s.cursor}]", "desc"))
+        elif filtered:
+            pages = self._pages(s, params + self._window(s, start, run))
+            stop_before = None
+        else:  # newest-first: an edit moves a row to the front, so rows repeat, never skip
+            pages = self._pages(s, params + [(f"order[{s.cursor}]", "desc")])
             stop_before = int(start.timestamp()) if start else None
         ctx = Ctx(currency=self.cfg.currency)
-        with closing(self._pages(s, params)) as pages:
+        with closing(pages):
             for items in pages:
                 fresh = [i for i in items
                          if stop_before is None or int(i.get(s.cursor) or 0) >= stop_before]
@@ -127,6 +131,15 @@ class AmoCrmAdapter:
                 if len(fresh) < len(items):
                     break  # newest-first paging reached the bookmark
         yield Page(bookmark=bookmarks.dump("changes", since=iso(run), api_filter=remember))
+
+    def _keyset(self, s: Stream, params: list, start: datetime | None,
+                run: datetime) -> Iterator[list[dict]]:
+        """Pages of a stream sorted by its cursor, each restarted from the newest value seen
+        (`adapters.amocrm.keyset`): a card edited mid-read cannot make a row be skipped."""
+        req, label = s.request, f"stream '{s.name}'"
+        fetch = lambda window, no: self.client.page(req, params + window, no, label)  # noqa: E731
+        lo = int(start.timestamp()) if start else None
+        yield from keyset_pages(fetch, req.sorted_by, lo, int(run.timestamp()), req.embedded)
 
     @staticmethod
     def _window(s: Stream, start: datetime | None, run: datetime) -> list:

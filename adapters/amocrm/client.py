@@ -22,6 +22,7 @@ from adapters.http import HttpClient, RateLimiter
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
+FIELDS_PAGE = 50        # custom-field lists: at most 50 a page (facts §1.2)
 
 
 class PacedLimiter(RateLimiter):
@@ -90,9 +91,9 @@ class AmoClient:
         except ValueError:
             body = ValueError
         if status >= 400 and status not in allow:
-            detail = body.get("detail") or body.get("title") if isinstance(body, dict) else None
-            raise StreamError(redact(f"amoCRM source '{self.source}', {what}: HTTP {status}"
-                                     f"{': ' + str(detail)[:200] if detail else ''}"))
+            detail = problem_text(body) if isinstance(body, dict) else None
+            raise StreamError(f"amoCRM source '{self.source}', {what}: HTTP {status}"
+                              f"{': ' + detail if detail else ''}")
         if body is ValueError:
             if status >= 400:
                 return status, None
@@ -152,13 +153,29 @@ class AmoClient:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def items(self, path: str, embedded: str) -> Iterator[dict]:
-        """Every item of a small collection (custom fields), page by page."""
-        req = Request(path, embedded)
+        """Every item of a small collection (custom fields), page by page.
+
+        Custom-field lists return at most 50 items a page whatever `limit` asks, yet step their
+        pages by `limit` (facts §1.2): ask for 50, or fields 51-250 would never be served."""
+        req = Request(path, embedded, limit=FIELDS_PAGE)
         for data in self.pages(req, [("limit", req.limit)], f"stream '{embedded}'"):
             yield from data["_embedded"][embedded]
 
     def close(self) -> None:
         self.http.close()
+
+
+def problem_text(body: dict) -> str | None:
+    """A short, secret-free summary of an amoCRM problem+json body: each validation error's
+    path and detail (`filter.type: ... not a valid choice`), else its detail or title."""
+    details = []
+    for group in body.get("validation-errors") or []:
+        for e in (group.get("errors") or []) if isinstance(group, dict) else []:
+            details.append(f"{e.get('path', '?')}: {e.get('detail') or e.get('code')}")
+    text = "; ".join(details) or str(body.get("detail") or body.get("title") or "")
+    if details and body.get("detail"):
+        text = f"{body['detail']} ({text})"
+    return redact(text)[:300] or None
 
 
 def _has_next(data: dict) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from adapters.amocrm.client import problem_text
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import ScopeError, StreamError
-from adapters.redact import redact
 
 BATCH = 50
 PLURAL = {"contact": "contacts", "company": "companies"}
@@ -103,11 +103,4 @@ class FieldWriter:
 
 def _problem(data) -> str:
     """A short, secret-free summary of an amoCRM problem+json body."""
-    if not isinstance(data, dict):
-        return "no details"
-    details = []
-    for group in data.get("validation-errors") or []:
-        for e in group.get("errors") or []:
-            details.append(f"{e.get('path', '?')}: {e.get('detail') or e.get('code')}")
-    text = "; ".join(details) or str(data.get("detail") or data.get("title") or "no details")
-    return redact(text)[:300]
+    return (problem_text(data) if isinstance(data, dict) else None) or "no details"

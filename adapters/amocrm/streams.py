@@ -8,6 +8,14 @@ tables (a lead gives a deal and its contact links; an event a stage change or a 
 Tasks: amoCRM has no `completed_at`. The `events` stream stamps it from `task_completed`
 events (their `created_at`); a task completed before the first sync, or whose event fell
 outside the events window, keeps `completed_at` NULL.
+
+Events: the filter asks only for types in amoCRM's event-type table (facts §2.8; an
+undocumented type is a 400 for the whole stream; there is no `task_restored`). A deal's
+entry-stage row comes from its `lead_added` event, which carries no stage: the parser emits
+the row with `stage_id` / `pipeline_id` NULL and the store fills them (the stage before the
+deal's first move, else its current one: `Mirror._fill_entry_stages`). A deal created
+before the first sync's events window has no `lead_added` in reach and so no entry row.
+`entity_merged` marks the card merged away (the event's entity, facts §5.5) deleted.
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "co
           "customer": "customer"}
 # Tables the `*_deleted` / `*_restored` events point at.
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
-EVENT_TYPES = ("lead_status_changed", "task_completed",
-               *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")))
+# Only types amoCRM's event-type table lists (facts §2.8): tasks have `task_deleted` but no
+# `task_restored`. `lead_added` gives a deal's entry-stage row; `entity_merged` a deletion.
+EVENT_TYPES = ("lead_added", "lead_status_changed", "task_completed", "entity_merged",
+               *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")
+                 if (e, what) != ("task", "restored")))
 # call_status (facts §2.7): 4 = a conversation took place; every other one (1 left a message,
 # 2 call back later, 3 not available, 5 wrong number, 6 no answer, 7 busy, 8 undefined) did not
 # connect: missed when incoming, failed when outgoing (adapters.calls).
@@ -182,9 +193,18 @@ def _lead_status(side) -> dict:
 
 
 def event_rows(item: dict, ctx: Ctx) -> Page:
-    """A stage change, a task completion, or a deletion / restore of a card."""
+    """A stage change, a deal's creation, a task completion, or a deletion / restore / merge
+    of a card."""
     kind = item.get("type") or ""
     entity_id = int_or_none(item.get("entity_id"))
+    if kind == "lead_added":
+        # No stage in the event (value_after is a note): the store fills stage and pipeline.
+        return rows("stage_changes", {
+            "id": str(item["id"]), "entity": "deal", "entity_id": entity_id,
+            "pipeline_id": None, "stage_id": None, "previous_stage_id": None,
+            "changed_at": from_unix(item.get("created_at")), "raw": item})
+    if kind == "entity_merged":
+        kind = f"{item.get('entity_type') or ''}_deleted"   # the card merged away is gone
     if kind == "lead_status_changed":
         after, before = _lead_status(item.get("value_after")), _lead_status(item.get("value_before"))
         return rows("stage_changes", {

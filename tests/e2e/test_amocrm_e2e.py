@@ -70,8 +70,9 @@ def test_full_sync_fills_every_table(synced):
     assert count(mirror, "SELECT count(*) FROM pipelines") == len(ds.pipelines)
     assert count(mirror, "SELECT count(*) FROM deal_contacts") == sum(
         len(d["contact_ids"]) for d in live(ds.deals))
-    assert count(mirror, "SELECT count(*) FROM stage_changes") == sum(
-        1 for s in ds.stage_changes if s["previous_stage_id"])
+    # every stage change, the entry-stage rows (lead_added) included, all filled
+    assert count(mirror, "SELECT count(*) FROM stage_changes") == len(ds.stage_changes)
+    assert count(mirror, "SELECT count(*) FROM stage_changes WHERE stage_id IS NULL") == 0
     # every deal's status agrees with the dataset; won deals sit in stage 142
     by_id = {d["id"]: d for d in ds.deals}
     for did, status, stage, amount, main in mirror.conn.execute(
@@ -222,3 +223,25 @@ def test_oauth_code_then_concurrent_401s_refresh_once(amo_dataset, tmp_path):
             assert all(r.status == "ok" for r in sync_source(mirror, other, streams=["deals"]))
         adapter.close()
         other.close()
+
+
+def test_no_deal_is_lost_when_a_card_is_edited_mid_read(tmp_path):
+    """A user edits a deal already served while page 4 is being asked for: offset paging
+    moves every later deal up one; the read must still bring every deal (issue 11.1)."""
+    from sandbox.data import generate
+    ds = generate(seed=1, size=3000)
+    with AmoSandbox(ds, limits=False) as server:
+        server.edit_during_listing("/api/v4/leads", after_page=3, name="Edited mid-read")
+        adapter = adapter_for(server, tmp_path, max_workers=4)
+        mirror = Mirror(str(tmp_path / "mirror.db"))
+        try:
+            for _ in range(2):
+                [result] = sync_source(mirror, adapter, streams=["deals"])
+                assert result.status == "ok", result.error
+            assert server.listing_edits_done
+            listed = {d["id"] for d in ds.deals if not d["is_deleted"]}
+            mirrored = {r[0] for r in mirror.conn.execute("SELECT id FROM deals")}
+            assert len(listed) > 2900 and mirrored == listed
+        finally:
+            adapter.close()
+            mirror.close()

@@ -17,12 +17,6 @@ CRM = Crm(source="main", is_deal_listing=lambda req: req.path == "/api/v4/leads"
 # (scenario or "*", table) -> why the check fails today. strict: once fixed, it fails as XPASS
 # and the marker must go.
 KNOWN = {
-    ("*", "stage_changes"): "issue 11: amoCRM events lacking lead_added (no entry-stage row, "
-                            "previous_stage_id NULL, for any deal)",
-    ("edit_during_run", "deals"): "issue 11: amoCRM offset paging skips rows when a record is "
-                                  "edited during a listing (the rows shift a page up)",
-    ("edit_during_run", "deal_contacts"): "issue 11: amoCRM offset paging skips rows when a "
-                                          "record is edited during a listing (their links too)",
 }
 
 

@@ -44,13 +44,44 @@ def hal(embedded: str, items: list, next_page: bool = False) -> dict:
 def serve_pages(path: str, pages: list):
     """Register a GET on BASE+path answering `pages[page-1]` (a dict, or None for 204);
     pages past the end answer 204."""
+    served = []
+
     def callback(request):
-        page = int(dict(parse_qsl(urlsplit(request.url).query)).get("page", 1))
+        served.append(request.url)
+        q = dict(parse_qsl(urlsplit(request.url).query))
+        page = int(q.get("page", 1))
         body = pages[page - 1] if page <= len(pages) else None
+        if len(served) > 1 and q.get("order[updated_at]") == "asc" \
+                and "filter[updated_at][from]" in q:  # a keyset restart
+            body = _keyset_page(pages, int(q["filter[updated_at][from]"]),
+                                int(q.get("filter[updated_at][to]", 2**40)), page)
         if body is None:
             return 204, {}, ""
         return 200, {"Content-Type": "application/hal+json"}, json.dumps(body)
     responses.add_callback(responses.GET, BASE + path, callback=callback)
+
+
+def _keyset_page(pages: list, lo: int, hi: int, page: int) -> dict | None:
+    """What a real list answers to `[from]=lo&page=N`: the served items (already ascending)
+    from `lo` on, cut into pages of the first page's size; None (204) past the end."""
+    if any(p and not p.get("_embedded") for p in pages):
+        return pages[page - 1] if page <= len(pages) else None
+    items = []
+    for p in pages:  # the listing ends at the first page without a next link
+        if not p:
+            break
+        items += p["_embedded"][next(iter(p["_embedded"]))]
+        if not p["_links"].get("next"):
+            break
+    if not items or any("updated_at" not in i for i in items):
+        return pages[page - 1] if page <= len(pages) else None
+    key = next(iter(next(p for p in pages if p)["_embedded"]))
+    size = len(pages[0]["_embedded"][key]) if pages[0] else 250
+    left = [i for i in items if lo <= i["updated_at"] <= hi]
+    chunk = left[(page - 1) * size:page * size]
+    if not chunk:
+        return None
+    return hal(key, chunk, next_page=len(left) > page * size)
 
 
 def calls_to(path: str) -> list:
