@@ -1,83 +1,187 @@
-"""Reading a list sorted ascending by a moving field (`updated_at`) so that no row is skipped.
+"""Reading a list sorted ascending by a moving field (`updated_at`) so that no row is skipped,
+with pages prefetched so that the rate limiter, not latency, sets the pace.
 
-amoCRM pages by offset (`page=N`). When a user edits a card already served, it leaves its
-place and every later row moves up one: page N+1 would start one row late and that row is
-never read. So every request restarts from the newest value seen, inclusive
-(`filter[field][from]=u`, page 1), and drops the ids already yielded at `u`: rows after `u`
-cannot move before it, so a shift behind us changes nothing ahead.
+amoCRM pages by offset (`page=N&limit=L` starts at row (N-1)*L). When a user edits (or
+deletes) a card already served, it leaves its place and every later row moves up: a page
+asked for afterwards starts late and rows are never read.
 
-When a whole page shares one value (a bulk import), restarting would return the same page, so
-that instant is paged on by number (page 2, 3 ... of the same query). Only there can a shift
-still skip a row, so once such a tie group has been read it is re-read (`[from]=[to]=u`)
-until a pass brings no id not yet yielded.
+So each page is planned to repeat at least one row of the page before it (its predecessor):
+it is asked for from an anchor value `w` already read (`filter[field][from]=w`), at a page
+number and limit whose offset lands 1..MAX_OVERLAP rows before the predecessor's end. The
+plan needs no answer, so up to `depth` pages are in flight. When a page arrives, its first
+row must be a row of its predecessor; then every row between them was read (rows only leave
+the list or re-enter it at its end, so what is left keeps its order). If not (rows moved),
+the pages in flight are dropped and reading restarts from the newest value read (page 1,
+inclusive): rows after it cannot move before it. A bulk instant (hundreds of rows sharing one
+value) is paged through the same way, checked at every page, so it needs no second read.
 
-Each request depends on the previous answer, so there is no prefetch of page numbers; the next
-request is sent from a background thread as soon as the previous page arrives, while the
-caller stores that page, which keeps the rate limiter, not latency, setting the pace.
+Rows repeated by an overlap or a restart are dropped by (id, value); an edited row that comes
+back with a new value is yielded again. Pages come in list order, so each page's newest value
+is a safe bookmark: every row before it was read.
 """
 
 from __future__ import annotations
 
+import collections
+import math
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-MAX_TIE_PASSES = 3
+MAX_OVERLAP = 8   # rows a planned page may repeat of its predecessor
+MIN_SHARE = 0.8   # smallest page a plan asks for, as a share of a full page
+
+Fetch = Callable[[list, int, int], "dict | None"]  # (window params, page no, limit) -> HAL page
 
 
-def keyset_pages(fetch: Callable[[list, int], dict | None], field: str, start: int | None,
-                 end: int, embedded: str) -> Iterator[list[dict]]:
-    """Items of each page, none yielded twice. `fetch(window_params, page_no)` returns a HAL
-    page or None (204); `start`..`end` is the read's window (`start` None: from the first)."""
-    seen: set = set()                  # ids yielded whose `field` equals `u`
-    u, page_no, tie_pages = start, 1, 0
-    pool = ThreadPoolExecutor(1, thread_name_prefix="amo-keyset")
+@dataclass(frozen=True)
+class Plan:
+    """One page to ask for: `filter[field][from]=lo`, `page`, `limit`. `new`: rows it brings
+    past its predecessor if nothing moved. `check`: its first row must be the predecessor's."""
+    lo: int | None
+    page: int
+    limit: int
+    new: int
+    check: bool = True
+
+
+def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded: str, *,
+                 size: int = 250, workers: int = 1, gap: float = 0.0) -> Iterator[list[dict]]:
+    """Items of each page in list order, none yielded twice. `start`..`end` is the read's
+    window (`start` None: from the first row). `workers` caps the pages in flight; how many
+    are used follows the first round trip measured against the limiter's `gap`."""
+    t0 = time.monotonic()
+    data = fetch(_window(field, start, end), 1, size)
+    if data is None:
+        return
+    first = data["_embedded"][embedded]
+    if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
+        size = len(first)                 # the list serves smaller pages than asked for
+    chain = _Chain(field, embedded, size)
+    depth = _depth(time.monotonic() - t0, gap, workers)
+    pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-keyset")
+    pending: collections.deque = collections.deque()
     try:
-        future = pool.submit(fetch, _window(field, u, end), page_no)
+        plan = Plan(start, 1, size, size, check=False)
         while True:
+            fresh, more = chain.take(plan, data)
+            if fresh is None:             # rows moved under us: drop what is in flight, restart
+                _drop(pending)
+                nxt = chain.restart()
+                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
+                                                 nxt.page, nxt.limit)))
+            elif not more:
+                yield fresh
+                return
+            while more and len(pending) < depth:
+                nxt = chain.plan(sum(p.new for p, _ in pending))
+                if nxt is None:
+                    break
+                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
+                                                 nxt.page, nxt.limit)))
+            if fresh:
+                yield fresh
+            plan, future = pending.popleft()
             data = future.result()
-            if data is None:
-                break
-            items = data["_embedded"][embedded]
-            fresh = [i for i in items if not (_value(i, field) == u and i.get("id") in seen)]
-            newest = max((_value(i, field) for i in items), default=u)
-            left = None                # a tie group just left behind: (its value, ids held)
-            if newest != u:
-                left = (u, seen) if tie_pages else None
-                seen, u, page_no, tie_pages = set(), newest, 1, 0
-            else:                      # the whole page at one instant: page on within it
-                page_no, tie_pages = page_no + 1, tie_pages + 1
-            seen.update(i.get("id") for i in items if _value(i, field) == u)
-            more = bool(items) and bool((data.get("_links") or {}).get("next"))
-            if more:                   # ask for the next page while the caller stores this one
-                future = pool.submit(fetch, _window(field, u, end), page_no)
-            yield fresh
-            if left:
-                yield from _reread_tie(fetch, field, *left, embedded)
-            if not more:
-                if tie_pages:
-                    yield from _reread_tie(fetch, field, u, seen, embedded)
-                break
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _reread_tie(fetch, field: str, u: int, held: set, embedded: str) -> Iterator[list[dict]]:
-    """Re-read the rows stamped exactly `u` until a pass brings no id not in `held`."""
-    for _ in range(MAX_TIE_PASSES):
-        new, page_no = [], 1
-        while True:
-            data = fetch(_window(field, u, u), page_no)
-            if data is None:
-                break
-            items = data["_embedded"][embedded]
-            new += [i for i in items if i.get("id") not in held]
-            held.update(i.get("id") for i in items)
-            if not items or not (data.get("_links") or {}).get("next"):
-                break
-            page_no += 1
-        if not new:
-            return
-        yield new
+class _Chain:
+    """What has been read: the last page (for checks and plans) and the rows at the newest
+    value (`seen` to drop repeats; `run`: how many of them this pass covers, for offsets)."""
+
+    def __init__(self, field: str, embedded: str, size: int):
+        self.field, self.embedded, self.size = field, embedded, size
+        self.last: list[tuple] = []      # (id, value) of the last accepted page, in order
+        self.before: int | None = None   # the value of the row before that page's first new row
+        self.newest: int | None = None
+        self.seen: set = set()           # (id, value) read at `newest`
+        self.run = 0                     # rows at `newest` from its first row to the last page's end
+
+    def take(self, plan: Plan, data: dict | None) -> tuple[list | None, bool]:
+        """Accept a page: (fresh items, more to read); fresh is None when the check failed."""
+        items = data["_embedded"][self.embedded] if data else []
+        keys = [(i.get("id"), _value(i, self.field)) for i in items]
+        prev = set(self.last)
+        if plan.check and (not keys or (keys[0] not in prev and keys[0] not in self.seen)):
+            return None, True
+        fresh = [i for i, k in zip(items, keys) if k not in prev and k not in self.seen]
+        if keys:
+            top = keys[-1][1]
+            at_top = [k for k in keys if k[1] == top]
+            if top != self.newest or not plan.check:   # a new value, or read from its first row
+                self.run = len(at_top)
+            else:
+                self.run += sum(1 for k in at_top if k not in prev)
+            if top != self.newest:
+                self.newest, self.seen = top, set()
+            self.seen.update(at_top)
+            self.before = self.last[-1][1] if self.last and plan.check else None
+            self.last = keys
+        more = bool(items) and bool((data.get("_links") or {}).get("next"))
+        return fresh, more
+
+    def plan(self, ahead: int) -> Plan | None:
+        """The next page after those in flight (`ahead`: rows they should bring), or None to
+        wait for them. Anchors: the newest value (its rows covered so far), and every value
+        that starts inside the last page (rows from its first row on)."""
+        anchors = [(self.newest, self.run + ahead)]
+        values = [v for _, v in self.last]
+        for n, v in enumerate(values):
+            if (self.before is None or v > self.before) and (n == 0 or values[n - 1] != v):
+                anchors.append((v, len(values) - n + ahead))
+        best = None
+        for lo, rows in anchors:
+            fit = _fit(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
+            if fit and (best is None or fit[2] > best.new):
+                best = Plan(lo, *fit)
+        if best is None and not ahead:     # nothing fits well: any page that moves on
+            if self.run < self.size or self.size < 2:
+                return self.restart()
+            best = Plan(self.newest, *_fit(self.run, self.size, 2, self.size))
+        if best is not None and best.page == 1:
+            best = Plan(best.lo, 1, best.limit, best.new, check=False)  # a restart
+        return best
+
+    def restart(self) -> Plan:
+        """Page 1 from the newest value read, inclusive: needs no check, as rows after it
+        cannot move before it (a bulk instant is read again from its first row). Pages of
+        one row cannot overlap: there, a bulk instant is paged on unchecked."""
+        if self.size < 2 and self.run >= 1:
+            return Plan(self.newest, self.run + 1, 1, 1, check=False)
+        return Plan(self.newest, 1, self.size, max(0, self.size - self.run), check=False)
+
+
+def _fit(rows: int, size: int, low: int, max_overlap: int) -> tuple[int, int, int] | None:
+    """(page, limit, new rows) whose offset lands 1..max_overlap rows before row `rows` of an
+    anchor's list (and leaves a new row), the most new rows first; None if no limit from
+    `low` to `size` does."""
+    best = None
+    for limit in range(size, max(2, low) - 1, -1):
+        if best and limit <= best[2]:
+            break
+        k = (rows - 1) // limit
+        overlap = rows - k * limit
+        if 1 <= overlap <= min(max_overlap, limit - 1) and (best is None
+                                                            or limit - overlap > best[2]):
+            best = (k + 1, limit, limit - overlap)
+    return best
+
+
+def _depth(rtt: float, gap: float, workers: int) -> int:
+    """Pages in flight so that the limiter's gap, not the round trip, sets the pace."""
+    if workers <= 1:
+        return 1
+    need = math.ceil(1.2 * rtt / gap) if gap > 0 else workers
+    return max(2, min(workers, need))
+
+
+def _drop(pending: collections.deque) -> None:
+    """Forget pages in flight (their answers are not read; a running request still ends)."""
+    while pending:
+        pending.popleft()[1].cancel()
 
 
 def _window(field: str, lo: int | None, hi: int) -> list:

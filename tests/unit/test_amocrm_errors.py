@@ -27,7 +27,7 @@ def test_malformed_json_fails_stream_naming_stream_and_page(adapter):
 
     served = []
 
-    def cb(request):  # the first answer is good; the next request (a keyset restart) is not
+    def cb(request):  # the first answer is good; the next request (page 2, prefetched) is not
         served.append(request.url)
         if len(served) == 1:
             return 200, {}, json.dumps(first)
@@ -38,7 +38,7 @@ def test_malformed_json_fails_stream_naming_stream_and_page(adapter):
         for page in adapter.fetch("deals", BM, RUN):
             got.append(page)
     msg = str(err.value)
-    assert "malformed JSON" in msg and "stream 'deals'" in msg and "page 1" in msg
+    assert "malformed JSON" in msg and "stream 'deals'" in msg and "page 2" in msg
     assert "main" in msg
     assert len(got) == 1 and got[0].rows["deals"][0]["id"] == 1  # page 1 was yielded first
 

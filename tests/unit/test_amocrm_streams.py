@@ -2,6 +2,8 @@
 incremental parameters and bookmarks."""
 
 import json
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import responses
@@ -254,8 +256,50 @@ def test_many_pages_prefetched_and_yielded_in_order(adapter):
     # per-page bookmarks follow the newest updated_at of the page, capped at run start
     assert pages[0].bookmark == '{"api_filter":true,"since":"2025-11-23T10:00:02Z"}'
     assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
-    # each request restarts at the newest updated_at seen: here 1 of 3 rows is served again
-    assert len(calls_to("/api/v4/leads")) == n * 3 // 2
+    # each page repeats a row of the one before (pages of 3 bring 1-2 new rows, 18 pages),
+    # plus prefetched pages in flight when the last one arrived
+    assert 18 <= len(calls_to("/api/v4/leads")) <= 18 + 2 * 3
+
+
+@pytest.mark.parametrize("step", [10, 0])  # deals 10 s apart; one bulk instant
+@responses.activate
+def test_edit_between_prefetched_pages_loses_no_row_and_bookmarks_never_pass_one(adapter, step):
+    """A user edits a deal already served while later pages are in flight: the list moves up
+    one row; in a bulk instant the check of the next page fails and reading restarts. Every
+    deal is read and no page's bookmark passes a deal not yet read (issue 11.1)."""
+    listed = [lead(i, updated_at=T1 + step * i) for i in range(1, 31)]
+    served = []
+
+    def cb(request):
+        q = dict(parse_qsl(urlsplit(request.url).query))
+        served.append(q)
+        if len(served) == 3:  # deal 2 (page 1) is edited: it moves past the window
+            listed[:] = [d for d in listed if d["id"] != 2] + [lead(2, updated_at=RUN_TS + 60)]
+        lo = int(q.get("filter[updated_at][from]", 0))
+        hi = int(q["filter[updated_at][to]"])
+        size, page = min(int(q["limit"]), 5), int(q["page"])  # this list serves 5 rows a page
+        left = [d for d in listed if lo <= d["updated_at"] <= hi]
+        chunk = left[(page - 1) * size:page * size]
+        if not chunk:
+            return 204, {}, ""
+        return 200, {}, json.dumps(hal("leads", chunk, next_page=len(left) > page * size))
+    responses.add_callback(responses.GET, BASE + "/api/v4/leads", callback=cb)
+    pages = fetch_all(adapter, "deals", json.dumps({"since": T1_ISO, "api_filter": True}))
+    got = [d["id"] for d in rows(pages, "deals")]
+    assert sorted(got) == list(range(1, 31)) and len(got) == 30
+    assert any(int(q["page"]) > 1 for q in served)  # pages were planned ahead
+    assert step or any(q["page"] == "1" for q in served[3:])  # the check failed: a restart
+    read = set()
+    for page in pages[:-1]:
+        read |= {d["id"] for d in page.rows.get("deals", [])}
+        if page.bookmark:
+            since = json.loads(page.bookmark)["since"]
+            unread = [i for i in range(1, 31) if i not in read]
+            assert not unread or since <= _iso(T1 + step * min(unread))
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @responses.activate

@@ -54,16 +54,18 @@ def serve_pages(path: str, pages: list):
         if len(served) > 1 and q.get("order[updated_at]") == "asc" \
                 and "filter[updated_at][from]" in q:  # a keyset restart
             body = _keyset_page(pages, int(q["filter[updated_at][from]"]),
-                                int(q.get("filter[updated_at][to]", 2**40)), page)
+                                int(q.get("filter[updated_at][to]", 2**40)), page,
+                                int(q.get("limit", 250)))
         if body is None:
             return 204, {}, ""
         return 200, {"Content-Type": "application/hal+json"}, json.dumps(body)
     responses.add_callback(responses.GET, BASE + path, callback=callback)
 
 
-def _keyset_page(pages: list, lo: int, hi: int, page: int) -> dict | None:
-    """What a real list answers to `[from]=lo&page=N`: the served items (already ascending)
-    from `lo` on, cut into pages of the first page's size; None (204) past the end."""
+def _keyset_page(pages: list, lo: int, hi: int, page: int, limit: int) -> dict | None:
+    """What a real list answers to `[from]=lo&page=N&limit=L`: the served items (already
+    ascending) from `lo` on, cut into pages of L (at most the first page's size, the list's
+    page size here); None (204) past the end."""
     if any(p and not p.get("_embedded") for p in pages):
         return pages[page - 1] if page <= len(pages) else None
     items = []
@@ -76,7 +78,7 @@ def _keyset_page(pages: list, lo: int, hi: int, page: int) -> dict | None:
     if not items or any("updated_at" not in i for i in items):
         return pages[page - 1] if page <= len(pages) else None
     key = next(iter(next(p for p in pages if p)["_embedded"]))
-    size = len(pages[0]["_embedded"][key]) if pages[0] else 250
+    size = min(limit, len(pages[0]["_embedded"][key]) if pages[0] else 250)
     left = [i for i in items if lo <= i["updated_at"] <= hi]
     chunk = left[(page - 1) * size:page * size]
     if not chunk:
