@@ -39,6 +39,7 @@ class Expected:
     deletable: bool = False
     rows: dict = field(default_factory=dict)
     label: Callable[[tuple], str] | None = None
+    unpinned: Callable[[tuple], bool] = lambda key: False   # mirror rows the portal cannot speak for
 
     def add(self, key, values: dict | object) -> None:
         self.rows[key if isinstance(key, tuple) else (key,)] = values
@@ -153,7 +154,10 @@ class Mapping:
 
     def deal_contacts(self) -> Expected:
         """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
-        e = Expected("deal_contacts", ("deal_id", "contact_id"), ("is_main",))
+        gone = {d["id"] for d in self.ds.deals if d["is_deleted"]}
+        # A deleted deal leaves the lists, so a merge that relinks it later is never seen.
+        e = Expected("deal_contacts", ("deal_id", "contact_id"), ("is_main",),
+                     unpinned=lambda key: key[0] in gone)
         for d in self.ds.deals:
             for i, cid in enumerate(d["contact_ids"]):
                 e.add((d["id"], cid), DELETED if d["is_deleted"] else {"is_main": int(i == 0)})

@@ -113,7 +113,8 @@ def _live(rows: list[dict], n: int = 1, **match) -> list[dict]:
 
 
 def edit_between_runs(ds) -> None:
-    """What a working day does to a CRM: edits, stage moves, deletions, restores, new records."""
+    """What a working day does to a CRM: edits, stage moves, deletions, restores, merges, new
+    records."""
     pipe = ds.pipelines[0]
     won = next(s["id"] for s in pipe["stages"] if s["semantics"] == "won")
     lost = next(s["id"] for s in ds.pipelines[1]["stages"] if s["semantics"] == "lost")
@@ -143,6 +144,8 @@ def edit_between_runs(ds) -> None:
     ds.update("leads", lead["id"], status_code="CONVERTED")
     ds.add("leads", title="Request from the test")
     ds.delete("tasks", dropped_task["id"])
+    duplicate, survivor = _live(ds.contacts, 4)[2:]
+    ds.merge("contacts", duplicate["id"], survivor["id"])  # a user merged two cards of one person
 
 
 def edit_during_listing(ds) -> None:
