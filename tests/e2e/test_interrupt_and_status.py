@@ -18,6 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
+from sandbox.amocrm import AmoSandbox
+from sandbox.data import generate
 from tests.e2e.test_run_e2e import query, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,21 +45,38 @@ lock_timeout_s = {lock_timeout_s}
 
 
 class Gate:
-    """Holds the sandbox's answer to the second page of deals until `release()`."""
+    """Holds the sandbox's answer to the second request for deals until `release()`.
+
+    The reader asks for the deals after the first page's rows (several requests may be in
+    flight; pages are saved in list order), so while the second one to arrive is held, nothing
+    after the first page can be saved; with 2,000 deals it is never past the end of the list."""
 
     def __init__(self, sandbox):
         self.reached, self.go = threading.Event(), threading.Event()
+        self.seen = 0
+        lock = threading.Lock()
         handle = sandbox.handle
 
         def gated(req):
-            if req.path.rstrip("/").endswith("/api/v4/leads") and ("page", "2") in req.pairs:
-                self.reached.set()
-                self.go.wait(60)
+            if req.path.rstrip("/").endswith("/api/v4/leads"):
+                with lock:
+                    self.seen += 1
+                    mine = self.seen == 2
+                if mine:
+                    self.reached.set()
+                    self.go.wait(60)
             return handle(req)
         sandbox.handle = gated
 
     def release(self):
         self.go.set()
+
+
+@pytest.fixture
+def amo_sandbox():
+    """A sandbox with 2,000 deals: eight pages, so a held request is mid-stream."""
+    with AmoSandbox(generate(seed=1, size=2000), limits=False) as server:
+        yield server
 
 
 def start_sync(tmp_path, config, *args) -> tuple[subprocess.Popen, str]:
