@@ -29,6 +29,8 @@ Redesign check (declared streams, 2026-11-26), `--deals 30000 --skip-peers`, sam
 before 204.6 s and 208.9 s (two runs), after 210.0 s for the full sync, 245 requests on both
 sides, same per-stream requests (deals 34, calls 76, stage history 85); nightly 4.5 / 4.4 s and
 11 requests on both sides; peak RSS 68 / 67 MB.
+After issue 11 (tasks reconciled, closing moments from stage history), same size: full 204.1 s,
+245 requests, 0 limit errors, 71 MB; nightly 4.3 s, 11 requests.
 """
 
 from __future__ import annotations
