@@ -4,6 +4,7 @@ enforced again when the KPI engine runs the query."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 from connector import schema
@@ -30,17 +31,30 @@ def _dummy_params() -> dict:
             "calls_days": 90, "churn_days": 180}
 
 
+@contextmanager
+def _empty_mirror(authorizer):
+    """An in-memory mirror with no rows, guarded by `authorizer`: where custom SQL is tried."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        schema.apply(conn)
+        conn.set_authorizer(authorizer)
+        yield conn
+    finally:
+        conn.close()
+
+
+def _statement(sql: str) -> str:
+    return sql.strip().rstrip(";")
+
+
 def check_custom_sql(sql: str) -> str | None:
     """None when `sql` is one read-only query returning two columns; else the problem in a few words.
 
     It is run against an empty in-memory mirror with an authorizer that denies anything but reads.
     """
-    conn = sqlite3.connect(":memory:")
-    try:
-        schema.apply(conn)
-        conn.set_authorizer(read_only)
+    with _empty_mirror(read_only) as conn:
         try:
-            cur = conn.execute(sql.strip().rstrip(";"), _dummy_params())
+            cur = conn.execute(_statement(sql), _dummy_params())
         except sqlite3.DatabaseError as err:
             msg = str(err)
             return "must only read the mirror (one SELECT or WITH query)" if "authoriz" in msg \
@@ -50,5 +64,20 @@ def check_custom_sql(sql: str) -> str | None:
         if cur.description is None or len(cur.description) != 2:
             return "must return two columns: entity_id, value"
         return None
-    finally:
-        conn.close()
+
+
+def tables_read(sql: str) -> tuple[str, ...]:
+    """The mirror's entity tables a custom query reads, as SQLite itself reports them
+    (an authorizer on an empty mirror)."""
+    seen: set[str] = set()
+
+    def note(action, table, *rest):
+        if action == sqlite3.SQLITE_READ and table in schema.ENTITY_TABLES:
+            seen.add(table)
+        return read_only(action, table, *rest)
+    with _empty_mirror(note) as conn:
+        try:
+            conn.execute(_statement(sql), _dummy_params()).fetchall()
+        except sqlite3.Error:
+            pass   # the config check reports a query that does not run
+    return tuple(sorted(seen))

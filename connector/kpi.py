@@ -21,17 +21,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from adapters.times import iso
-from connector import kpi_prep, schema
-from connector.custom_sql import _dummy_params
+from connector import kpi_prep
+from connector.custom_sql import KPI_SQL_DIR as SQL_DIR
 from connector.custom_sql import check_custom_sql as check_custom_sql  # re-exported
 from connector.custom_sql import read_only
+from connector.custom_sql import tables_read as tables_read  # re-exported
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).with_name("kpi_sql")
 TARGETS = ("contact", "company")
 
 
@@ -82,27 +81,6 @@ def _reads(sql: str) -> tuple[str, ...]:
         if line.startswith(READS):
             return tuple(t.strip() for t in line[len(READS):].split(",") if t.strip())
     return ()
-
-
-def tables_read(sql: str) -> tuple[str, ...]:
-    """The mirror's entity tables a custom query reads, as SQLite itself reports them
-    (an authorizer on an empty mirror)."""
-    seen: set[str] = set()
-
-    def note(action, table, *_):
-        if action == sqlite3.SQLITE_READ and table in schema.ENTITY_TABLES:
-            seen.add(table)
-        return read_only(action, table, *_)
-    conn = sqlite3.connect(":memory:")
-    try:
-        schema.apply(conn)
-        conn.set_authorizer(note)
-        conn.execute(sql.strip().rstrip(";"), _dummy_params()).fetchall()
-    except sqlite3.Error:
-        pass   # the config check reports a query that does not run
-    finally:
-        conn.close()
-    return tuple(sorted(seen))
 
 
 def catalogue() -> dict[str, Kpi]:
