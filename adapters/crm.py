@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from adapters.base import CrmField
+from adapters.streams import narrowed
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Crm:
     sandbox_source: the `[[sources]]` keys that point a source at a running fake.
     field_has_code: whether an existing custom field carries a KPI field code.
     streams: "module:attr" of the CRM's stream declarations (each has a `name`), imported only
-    when `stream_names()` is first asked (config validation of `streams = [...]`).
+    when first asked for (config validation of `streams = [...]`, KPI input checks).
     """
     kind: str
     title: str
@@ -49,7 +50,11 @@ class Crm:
 
     def stream_names(self) -> tuple[str, ...]:
         """The names a source's `streams = [...]` may list, in declaration order."""
-        return tuple(s.name for s in _load(self.streams)) if self.streams else ()
+        return tuple(s.name for s in self.declarations())
+
+    def declarations(self, wanted=None) -> list:
+        """The stream declarations in run order, narrowed to `wanted` (a source's `streams`)."""
+        return narrowed(_load(self.streams), wanted) if self.streams else []
 
     def sandbox_class(self):
         return _load(self.sandbox)

@@ -70,3 +70,9 @@ def records(items: Iterable[dict], parse: Parser, ctx: Ctx) -> Page:
 def rows(table: str, *records: dict) -> Page:
     """A parser's usual answer: records for one table."""
     return Page(rows={table: list(records)})
+
+
+def narrowed(declared, wanted) -> list[Stream]:
+    """`declared` in run order, only those named in `wanted` when it is set (a source's
+    `streams` option)."""
+    return [s for s in declared if not wanted or s.name in wanted]

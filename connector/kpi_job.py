@@ -13,7 +13,6 @@ from datetime import datetime
 
 from adapters import registry
 from connector import kpi, kpi_inputs, writeback
-from connector.tokens import TokenStore
 
 
 @dataclass
@@ -44,14 +43,10 @@ class KpiJobResult:
 
 
 def declared_streams(cfg, source_cfg, adapter=None) -> list:
-    """The source's stream declarations (its adapter's, or a fresh one's: building one does no I/O)."""
+    """The source's stream declarations (its adapter's, else its CRM's, narrowed alike)."""
     if adapter is not None and hasattr(adapter, "streams"):
         return adapter.streams()
-    fresh = registry.get(source_cfg.kind).make_adapter(source_cfg, TokenStore(cfg.token_path))
-    try:
-        return fresh.streams()
-    finally:
-        fresh.close()
+    return registry.get(source_cfg.kind).declarations(source_cfg.streams)
 
 
 def withheld_kpis(cfg, mirror, source_cfg, adapter=None) -> dict[str, str]:

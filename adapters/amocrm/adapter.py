@@ -28,7 +28,7 @@ from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.streams import BY_NAME, STREAMS
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import StreamError
-from adapters.streams import Ctx, Stream
+from adapters.streams import Ctx, Stream, narrowed
 from adapters.times import as_utc, from_unix, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class AmoCrmAdapter:
 
     def streams(self) -> list[Stream]:
         """The declared streams in run order, as the source's `streams` option narrows them."""
-        wanted = self.cfg.streams
-        return [s for s in STREAMS if not wanted or s.name in wanted]
+        return narrowed(STREAMS, self.cfg.streams)
 
     def stream_names(self) -> list[str]:
         return [s.name for s in self.streams()]

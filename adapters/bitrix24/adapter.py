@@ -18,7 +18,7 @@ from adapters.bitrix24.paging import Pager
 from adapters.bitrix24.reading import Reader
 from adapters.bitrix24.streams import STREAMS
 from adapters.errors import StreamError
-from adapters.streams import Stream
+from adapters.streams import Stream, narrowed
 
 
 class Bitrix24Adapter:
@@ -37,7 +37,7 @@ class Bitrix24Adapter:
 
     def streams(self) -> list[Stream]:
         """Declarations in run order (only the configured ones, when `streams` is set)."""
-        return [s for s in STREAMS if not self.cfg.streams or s.name in self.cfg.streams]
+        return narrowed(STREAMS, self.cfg.streams)
 
     def stream_names(self) -> list[str]:
         return [s.name for s in self.streams()]
