@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS kpi_fields (
     label TEXT NOT NULL, field_key TEXT NOT NULL, code TEXT, type TEXT, resolved_at TEXT NOT NULL,
     PRIMARY KEY (source, entity_type, kpi));
 
+-- Team and business measures (funnel, managers, channels, churn, ...), one row per measure,
+-- period (month start in the account's time zone, or 'all') and dimension value.
+CREATE TABLE IF NOT EXISTS metrics (
+    source TEXT NOT NULL, measure TEXT NOT NULL, period TEXT NOT NULL,
+    dimension TEXT NOT NULL, dimension_value TEXT NOT NULL,
+    value REAL, computed_at TEXT NOT NULL,
+    PRIMARY KEY (source, measure, period, dimension, dimension_value));
+
 CREATE TABLE IF NOT EXISTS kpi_written (
     source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,

@@ -7,7 +7,7 @@ Bitrix24 lead statuses hang off a pseudo-pipeline with id -1 (entity `lead`).
 """
 
 ENTITY_TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "stage_changes")
+                 "companies", "tasks", "calls", "activities", "stage_changes")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS deals (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     name TEXT, pipeline_id INTEGER, stage_id NUMERIC, status TEXT,
     amount REAL, currency TEXT, responsible_user_id INTEGER,
-    contact_id INTEGER, company_id INTEGER,
+    contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id),
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS deal_contacts (
 CREATE TABLE IF NOT EXISTS leads (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     title TEXT, status_id NUMERIC, status TEXT, amount REAL, currency TEXT,
-    responsible_user_id INTEGER, contact_id INTEGER, company_id INTEGER,
+    responsible_user_id INTEGER, contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id),
@@ -86,6 +86,15 @@ CREATE TABLE IF NOT EXISTS calls (
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
+
+-- Every client interaction (calls too, so one table answers "how often do we talk"):
+-- channel `call`, `email`, `chat`, `meeting`, `sms`, ...; direction `in` / `out`.
+CREATE TABLE IF NOT EXISTS activities (
+    source TEXT NOT NULL, id TEXT NOT NULL,
+    channel TEXT, direction TEXT, at TEXT, responsible_user_id INTEGER,
+    entity_type TEXT, entity_id INTEGER,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    PRIMARY KEY (source, id));
 
 CREATE TABLE IF NOT EXISTS stage_changes (
     source TEXT NOT NULL, id TEXT NOT NULL,
@@ -122,6 +131,8 @@ CREATE INDEX IF NOT EXISTS idx_tasks_entity ON tasks (source, entity_type, entit
 CREATE INDEX IF NOT EXISTS idx_tasks_user ON tasks (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_calls_entity ON calls (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_calls_user ON calls (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_activities_entity ON activities (source, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_activities_user ON activities (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
 """
@@ -145,6 +156,21 @@ DATA_FIXES = (
 )
 
 
+# Columns added after a table first shipped: `CREATE TABLE IF NOT EXISTS` leaves an older
+# mirror's table as it was, so these are added on open.
+ADDED_COLUMNS = (
+    ("deals", "channel", "TEXT"),
+    ("leads", "channel", "TEXT"),
+)
+
+
+def add_missing_columns(conn) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def apply(conn) -> None:
     """Create whatever is missing and run the data fixes not yet run; a no-op on an
     up-to-date mirror."""
@@ -152,6 +178,7 @@ def apply(conn) -> None:
 
     kpi_schema.migrate(conn)
     conn.executescript(DDL + kpi_schema.DDL)
+    add_missing_columns(conn)
     done = conn.execute("PRAGMA user_version").fetchone()[0]
     for version, fix in enumerate(DATA_FIXES[done:], start=done + 1):
         with conn:
