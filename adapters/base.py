@@ -24,6 +24,8 @@ class Page:
     source missing from the list are marked deleted, listed rows are marked not deleted.
     bookmark: when not None, the stream's new bookmark, saved in the same transaction,
     so a crash loses at most this page. Adapters never set it past the run's start.
+    problems: values the parsers could not read (`adapters.values.problem` dicts with the
+    item id): stored as NULL, or the item skipped; the run reports them.
     """
 
     rows: dict[str, list[dict]] = field(default_factory=dict)
@@ -31,6 +33,7 @@ class Page:
     restored: dict[str, list] = field(default_factory=dict)
     present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
+    problems: list[dict] = field(default_factory=list)
 
     def merge(self, other: "Page") -> "Page":
         """Add `other`'s records to this page; a later deletion or restore of an id wins."""
@@ -50,6 +53,7 @@ class Page:
             self.present.setdefault(table, []).extend(ids)
         if other.bookmark is not None:
             self.bookmark = other.bookmark
+        self.problems.extend(other.problems)
         return self
 
     def count(self) -> int:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from adapters.base import Page
+from adapters.errors import StreamError
+from adapters.values import BadItem, FieldError
 
 MODES = ("snapshot", "changes", "append", "reconcile")
 
@@ -59,11 +61,39 @@ class Stream:
             raise ValueError(f"stream '{self.name}': unknown mode '{self.mode}' (one of {MODES})")
 
 
-def records(items: Iterable[dict], parse: Parser, ctx: Ctx) -> Page:
-    """One page of items parsed, in order, into one `Page` (later records win, see Page.merge)."""
+def records(items: Iterable[dict], parse: Parser, ctx: Ctx, stream: str = "?") -> Page:
+    """One page of items parsed, in order, into one `Page` (later records win, see Page.merge).
+    An item a row cannot be made of is skipped and reported (`BadItem`); an unexpected error
+    fails the page with a `StreamError` naming the stream, the item and the field."""
     page = Page()
-    for item in items:
-        page.merge(parse(item, ctx))
+    for n, item in enumerate(items, 1):
+        page.merge(parse_item(item, parse, ctx, stream, n))
+    return page
+
+
+def item_id(item, n: int | None = None):
+    """What a report calls an item: its id, else its place on the page."""
+    if isinstance(item, dict):
+        for key in ("ID", "id"):
+            if item.get(key) not in (None, ""):
+                return item[key] if isinstance(item[key], (int, str)) else repr(item[key])[:40]
+    return f"#{n} on the page" if n else None
+
+
+def parse_item(item, parse: Parser, ctx: Ctx, stream: str, n: int | None = None) -> Page:
+    """One item through `parse`; its problems carry the item's id."""
+    ident = item_id(item, n)
+    try:
+        page = parse(item, ctx)
+    except BadItem as err:
+        page = Page(problems=[err.problem])
+    except FieldError as err:
+        raise StreamError(f"stream '{stream}': cannot read item {ident}, {err}") from None
+    except Exception as err:
+        raise StreamError(f"stream '{stream}': cannot read item {ident}: "
+                          f"unexpected {type(err).__name__}: {str(err)[:80]}") from None
+    for p in page.problems:
+        p.setdefault("item", ident)
     return page
 
 

@@ -28,7 +28,7 @@ from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.streams import BY_NAME, STREAMS
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import StreamError
-from adapters.streams import Ctx, Stream, narrowed
+from adapters.streams import Ctx, Stream, narrowed, records
 from adapters.times import as_utc, from_unix, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -179,16 +179,12 @@ class AmoCrmAdapter:
                             self.source, req.path, req.skip_on_403, s.name)
 
     def _records(self, s: Stream, items: list[dict], ctx: Ctx) -> Page:
-        """One page of items parsed in order; a later record wins (`Page.merge`)."""
-        page = Page()
-        for item in items:
-            try:
-                page.merge(s.parse(item, ctx))
-            except (KeyError, TypeError, ValueError) as err:
-                raise StreamError(f"amoCRM source '{self.source}', stream '{s.name}': cannot read "
-                                  f"item {str(item.get('id'))[:40]}: {type(err).__name__} "
-                                  f"{str(err)[:80]}") from None
-        return page
+        """One page of items parsed in order; a later record wins (`Page.merge`). An item a row
+        cannot be made of is skipped and reported; an unexpected error names item and field."""
+        try:
+            return records(items, s.parse, ctx, s.name)
+        except StreamError as err:
+            raise StreamError(f"amoCRM source '{self.source}', {err}") from None
 
     # -- auth and write-back -----------------------------------------------------------------
 

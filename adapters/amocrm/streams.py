@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, Stream, rows
-from adapters.times import from_unix
-from adapters.values import flag, float_or_none, int_or_none
+from adapters.values import (BadItem, BadValue, Item, flag, integer, number, objects, to_int,
+                            unix_moment)
 
 WON, LOST = 142, 143
 ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "contact",
@@ -72,150 +72,195 @@ class Request:
     page_order: str | None = None
 
 
-def _embedded_first_id(item: dict, key: str) -> int | None:
-    items = (item.get("_embedded") or {}).get(key) or []
-    if isinstance(items, dict):  # contacts embed their company as one object in some examples
-        items = [items]
-    return int_or_none(items[0].get("id")) if items else None
+def _links(v: Item, key: str) -> list[dict]:
+    """`_embedded.<key>`: a list of objects with ids (contacts embed their company as one object
+    in some examples); anything else skips the item: its links would be wrong."""
+    got = v.strict(f"_embedded.{key}", lambda x: [x] if isinstance(x, dict) else objects(x), [])
+    for n, link in enumerate(got):
+        try:
+            if integer(link.get("id")) is None:
+                raise BadValue("no id")
+        except BadValue as err:
+            raise BadItem(f"_embedded.{key}[{n}].id", link.get("id"), str(err)) from None
+    return got
+
+
+def _first_id(v: Item, key: str) -> int | None:
+    links = _links(v, key)
+    return integer(links[0]["id"]) if links else None
 
 
 def _status(stage_id: int | None) -> str:
     return "won" if stage_id == WON else "lost" if stage_id == LOST else "open"
 
 
+def _card(v: Item) -> dict:
+    """Owner, the two moments and the deletion flag every card has."""
+    return {"responsible_user_id": v.get("responsible_user_id", integer),
+            "created_at": v.get("created_at", unix_moment),
+            "updated_at": v.get("updated_at", unix_moment),
+            "is_deleted": flag(v.raw.get("is_deleted"))}
+
+
+def _page(v: Item, table: str, *records: dict) -> Page:
+    return Page(rows={table: list(records)}, problems=v.problems)
+
+
 # -- parsers ---------------------------------------------------------------------------------
 
 def user_row(item: dict, ctx: Ctx) -> Page:
-    rights = item.get("rights") or {}
-    return rows("users", {"id": int(item["id"]), "name": item.get("name"),
-                          "email": item.get("email"),
-                          "is_active": flag(rights.get("is_active", True)), "raw": item})
+    v = Item(item)
+    rights = v.get("rights", lambda x: x if isinstance(x, dict) else None) or {}
+    return _page(v, "users", {"id": v.need("id", integer), "name": v.get("name"),
+                              "email": v.get("email"),
+                              "is_active": flag(rights.get("is_active", True)), "raw": item})
 
 
 def pipeline_rows(item: dict, ctx: Ctx) -> Page:
     """A pipeline and its stages; 142 / 143 are won / lost in every pipeline (facts §2.3)."""
-    pid = int(item["id"])
-    statuses = (item.get("_embedded") or {}).get("statuses") or []
-    stages = [{"pipeline_id": int_or_none(s.get("pipeline_id")) or pid, "id": int(s["id"]),
-               "entity": "deal", "name": s.get("name"), "sort": s.get("sort"),
-               "semantics": _status(int(s["id"])), "raw": s} for s in statuses]
-    pipeline = {"id": pid, "entity": "deal", "name": item.get("name"), "sort": item.get("sort"),
+    v = Item(item)
+    pid = v.need("id", integer)
+    stages = []
+    for s in v.need("_embedded.statuses", objects):
+        st = Item(s)
+        sid = st.need("id", integer)
+        stages.append({"pipeline_id": st.get("pipeline_id", integer) or pid, "id": sid,
+                       "entity": "deal", "name": st.get("name"), "sort": st.get("sort", integer),
+                       "semantics": _status(sid), "raw": s})
+        v.problems += st.problems
+    pipeline = {"id": pid, "entity": "deal", "name": v.get("name"), "sort": v.get("sort", integer),
                 "is_default": flag(item.get("is_main")), "raw": item}
-    return rows("pipelines", pipeline).merge(rows("stages", *stages))
+    return _page(v, "pipelines", pipeline).merge(rows("stages", *stages))
 
 
 def deal_rows(item: dict, ctx: Ctx) -> Page:
-    """A lead and its contact links (`with=contacts`); the main contact is `is_main`."""
-    did = int(item["id"])
-    contacts = (item.get("_embedded") or {}).get("contacts") or []
+    """A lead and its contact links (`with=contacts`); the main contact is `is_main`. A lead
+    without its id, pipeline or stage is skipped and reported; a deleted one that comes with
+    only its id (the trash) only marks the deal deleted."""
+    v = Item(item)
+    did = v.need("id", integer)
+    if flag(item.get("is_deleted")) and item.get("status_id") is None:
+        return Page(deleted={"deals": [did]})
+    stage = v.need("status_id", integer)
+    contacts = _links(v, "contacts")
     main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
-    stage = int_or_none(item.get("status_id"))
     deal = {
-        "id": did, "name": item.get("name"), "pipeline_id": int_or_none(item.get("pipeline_id")),
-        "stage_id": stage, "status": _status(stage), "amount": float_or_none(item.get("price")),
-        "currency": ctx.currency, "responsible_user_id": int_or_none(item.get("responsible_user_id")),
-        "contact_id": int_or_none(main["id"]) if main else None,
-        "company_id": _embedded_first_id(item, "companies"),
-        "created_at": from_unix(item.get("created_at")),
-        "updated_at": from_unix(item.get("updated_at")),
-        "closed_at": from_unix(item.get("closed_at")), "is_deleted": flag(item.get("is_deleted")),
-        "raw": item}
+        "id": did, "name": v.get("name"), "pipeline_id": v.need("pipeline_id", integer),
+        "stage_id": stage, "status": _status(stage), "amount": v.get("price", number),
+        "currency": ctx.currency, "contact_id": integer(main["id"]) if main else None,
+        "company_id": _first_id(v, "companies"), **_card(v),
+        "closed_at": v.get("closed_at", unix_moment), "raw": item}
     links, seen = [], set()
     for c in contacts:
-        cid = int(c["id"])
+        cid = integer(c["id"])
         if cid not in seen:
             seen.add(cid)
             links.append({"deal_id": did, "contact_id": cid, "is_main": flag(c is main)})
     # Links always present, even empty: the store replaces a deal's links with the page's.
-    return rows("deals", deal).merge(rows("deal_contacts", *links))
+    return _page(v, "deals", deal).merge(rows("deal_contacts", *links))
 
 
 def contact_row(item: dict, ctx: Ctx) -> Page:
-    return rows("contacts", {
-        "id": int(item["id"]), "name": item.get("name"),
-        "company_id": _embedded_first_id(item, "companies"),
-        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
-        "created_at": from_unix(item.get("created_at")),
-        "updated_at": from_unix(item.get("updated_at")),
-        "is_deleted": flag(item.get("is_deleted")), "raw": item})
+    v = Item(item)
+    return _page(v, "contacts", {"id": v.need("id", integer), "name": v.get("name"),
+                                 "company_id": _first_id(v, "companies"), **_card(v), "raw": item})
 
 
 def company_row(item: dict, ctx: Ctx) -> Page:
-    return rows("companies", {
-        "id": int(item["id"]), "name": item.get("name"),
-        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
-        "created_at": from_unix(item.get("created_at")),
-        "updated_at": from_unix(item.get("updated_at")),
-        "is_deleted": flag(item.get("is_deleted")), "raw": item})
+    v = Item(item)
+    return _page(v, "companies", {"id": v.need("id", integer), "name": v.get("name"), **_card(v),
+                                  "raw": item})
 
 
 def task_row(item: dict, ctx: Ctx) -> Page:
     # No completed_at / is_deleted keys: those come from events, and an upsert leaves absent
     # columns alone.
-    return rows("tasks", {
-        "id": int(item["id"]), "text": item.get("text"),
-        "responsible_user_id": int_or_none(item.get("responsible_user_id")),
-        "entity_type": ENTITY.get(item.get("entity_type") or ""),
-        "entity_id": int_or_none(item.get("entity_id")),
+    v = Item(item)
+    card = _card(v)
+    del card["is_deleted"]
+    return _page(v, "tasks", {
+        "id": v.need("id", integer), "text": v.get("text"),
+        "entity_type": ENTITY.get(v.get("entity_type") or ""),
+        "entity_id": v.get("entity_id", integer),
         "is_completed": flag(item.get("is_completed")),
-        "due_at": from_unix(item.get("complete_till")),
-        "created_at": from_unix(item.get("created_at")),
-        "updated_at": from_unix(item.get("updated_at")), "raw": item})
+        "due_at": v.get("complete_till", unix_moment), **card, "raw": item})
 
 
 def call_status(params: dict, direction: str) -> str:
     """The mirror status of a call note; without `call_status`, a call with talk time connected."""
-    status = int_or_none(params.get("call_status"))
+    status = to_int(params.get("call_status"))
     if status is None:
-        return call_status_of(direction, (int_or_none(params.get("duration")) or 0) > 0)
+        return call_status_of(direction, (to_int(params.get("duration")) or 0) > 0)
     return call_status_of(direction, status == CALL_TALKED)
+
+
+def _params(x):
+    """A note's `params` object; `[]` is PHP's empty object."""
+    if isinstance(x, dict):
+        return x
+    if x == []:
+        return None
+    raise BadValue(f"a {type(x).__name__}, not an object")
 
 
 def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
     """A `call_in` / `call_out` note; `entity` follows from the notes path."""
-    params = item.get("params") or {}
-    if isinstance(params, list):  # PHP-style empty object
-        params = {}
+    v = Item(item)
+    cid = v.need("id", integer)
+    params = v.strict("params", _params, {})
     direction = "in" if item.get("note_type") == "call_in" else "out"
-    return rows("calls", {
-        "id": int(item["id"]), "direction": direction,
-        "status": call_status(params, direction), "duration_s": int_or_none(params.get("duration")),
-        "started_at": from_unix(item.get("created_at")),
-        "responsible_user_id": int_or_none(item.get("responsible_user_id") or item.get("created_by")),
-        "entity_type": entity, "entity_id": int_or_none(item.get("entity_id")),
-        "phone": params.get("phone"), "raw": item})
+    return _page(v, "calls", {
+        "id": cid, "direction": direction,
+        "status": call_status(params, direction),
+        "duration_s": v.get("params.duration", integer) if params else None,
+        "started_at": v.get("created_at", unix_moment),
+        "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
+        "entity_type": entity, "entity_id": v.get("entity_id", integer),
+        "phone": v.get("params.phone") if params else None, "raw": item})
 
 
-def _lead_status(side) -> dict:
-    if isinstance(side, list) and side and isinstance(side[0], dict):
-        return side[0].get("lead_status") or {}
-    return {}
+def _lead_status(v: Item, key: str) -> dict:
+    """`value_after` / `value_before` of a stage change: [{"lead_status": {...}}]."""
+    side = v.strict(key, objects, [])
+    status = side[0].get("lead_status") if side else {}
+    if not isinstance(status, dict):
+        raise BadItem(f"{key}[0].lead_status", status, "not an object")
+    return status
 
 
 def event_rows(item: dict, ctx: Ctx) -> Page:
     """A stage change, a deal's creation, a task completion, or a deletion / restore / merge
     of a card."""
-    kind = item.get("type") or ""
-    entity_id = int_or_none(item.get("entity_id"))
+    v = Item(item)
+    eid = v.need("id")
+    kind = v.get("type") or ""
+    entity_id = v.get("entity_id", integer)
+    changed_at = v.get("created_at", unix_moment)
     if kind == "lead_added":
         # No stage in the event (value_after is a note): the store fills stage and pipeline.
-        return rows("stage_changes", {
-            "id": str(item["id"]), "entity": "deal", "entity_id": entity_id,
+        return _page(v, "stage_changes", {
+            "id": eid, "entity": "deal", "entity_id": v.need("entity_id", integer),
             "pipeline_id": None, "stage_id": None, "previous_stage_id": None,
-            "changed_at": from_unix(item.get("created_at")), "raw": item})
+            "changed_at": changed_at, "raw": item})
     if kind == "entity_merged":
-        kind = f"{item.get('entity_type') or ''}_deleted"   # the card merged away is gone
+        kind = f"{v.get('entity_type') or ''}_deleted"   # the card merged away is gone
     if kind == "lead_status_changed":
-        after, before = _lead_status(item.get("value_after")), _lead_status(item.get("value_before"))
-        return rows("stage_changes", {
-            "id": str(item["id"]), "entity": "deal", "entity_id": entity_id,
-            "pipeline_id": int_or_none(after.get("pipeline_id")), "stage_id": int_or_none(after.get("id")),
-            "previous_stage_id": int_or_none(before.get("id")),
-            "changed_at": from_unix(item.get("created_at")), "raw": item})
+        after, before = _lead_status(v, "value_after"), _lead_status(v, "value_before")
+        try:
+            stage, pipe, prev = (integer(after.get("id")), integer(after.get("pipeline_id")),
+                                 integer(before.get("id")))
+        except BadValue as err:
+            raise BadItem("value_after", item.get("value_after"), str(err)) from None
+        if stage is None:
+            raise BadItem("value_after", item.get("value_after"), "no stage")
+        return _page(v, "stage_changes", {
+            "id": eid, "entity": "deal", "entity_id": v.need("entity_id", integer),
+            "pipeline_id": pipe, "stage_id": stage, "previous_stage_id": prev,
+            "changed_at": changed_at, "raw": item})
     if kind == "task_completed" and entity_id is not None:
-        return rows("tasks", {"id": entity_id, "is_completed": 1,
-                              "completed_at": from_unix(item.get("created_at"))})
-    return _deleted_or_restored(kind, entity_id, int_or_none(item.get("created_at")) or 0, ctx)
+        return _page(v, "tasks", {"id": entity_id, "is_completed": 1, "completed_at": changed_at})
+    at = v.get("created_at", integer) or 0
+    return _deleted_or_restored(kind, entity_id, at, ctx).merge(Page(problems=v.problems))
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:

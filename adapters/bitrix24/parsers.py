@@ -2,8 +2,9 @@
 
 Old `crm.*.list` methods send numbers as strings, "0" for "no reference" and datetimes with
 the portal's offset; every parser coerces through `adapters.values` and `adapters.times`
-(ISO UTC, `2026-11-23T10:00:00Z`). `raw` keeps the item exactly as received. What a parser
-needs beyond its item comes in `ctx`: `ctx.side[item id]` for the per-page lookups (a deal's
+(ISO UTC, `2026-11-23T10:00:00Z`); a value that does not parse is NULL and reported, an
+item missing what its row needs is skipped and reported (`adapters.values.Item`). `raw`
+keeps the item exactly as received. What a parser needs beyond its item comes in `ctx`: `ctx.side[item id]` for the per-page lookups (a deal's
 contact ids, a call's activity, a pipeline's stages), `ctx.memo` for the stage each deal or
 lead was in before (stage history, read in ID order).
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 from adapters.base import Page
 from adapters.calls import call_status
-from adapters.streams import Ctx, rows
-from adapters.times import from_offset
-from adapters.values import flag, ref_id, to_float, to_int
+from adapters.streams import Ctx
+from adapters.values import (BadItem, BadValue, Item, flag, integer, number, offset_moment, ref_id,
+                            reference, to_int)
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (see MIRROR.md)
 # The pseudo-pipeline as an item of its own (crm.category.list has none for leads).
@@ -34,47 +35,87 @@ CALL_INCOMING = (2, 3)
 CALL_CONNECTED = "200"
 
 
+def one_of(table: dict):
+    """A reader for a code that must be one of `table`'s keys; gives its meaning."""
+    def read(v):
+        if v is None or v == "":
+            return None
+        if v not in table:
+            raise BadValue(f"not one of {', '.join(k for k in table if k)}")
+        return table[v]
+    return read
+
+
 def user(r: dict, ctx: Ctx) -> Page:
     """A `user.get` item."""
-    name = " ".join(p for p in (r.get("NAME"), r.get("LAST_NAME")) if p) or None
-    return rows("users", {"id": to_int(r.get("ID")), "name": name, "email": r.get("EMAIL") or None,
-                          "is_active": flag(r.get("ACTIVE", True)), "raw": r})
+    v = Item(r)
+    name = " ".join(p for p in (v.get("NAME"), v.get("LAST_NAME")) if p) or None
+    return Page(rows={"users": [{"id": v.need("ID", integer), "name": name,
+                                 "email": v.get("EMAIL") or None,
+                                 "is_active": flag(r.get("ACTIVE", True)), "raw": r}]},
+                problems=v.problems)
 
 
 def pipeline(c: dict, ctx: Ctx) -> Page:
     """A `crm.category.list` item (or LEAD_CATEGORY) with its `crm.status.list` rows from ctx.side."""
-    pid = to_int(c.get("id")) or 0
-    entity = PIPELINE_ENTITY.get(to_int(c.get("entityTypeId")), "deal")
-    row = {"id": pid, "entity": entity, "name": c.get("name"), "sort": to_int(c.get("sort")),
+    v = Item(c)
+    pid = v.need("id", integer)
+    entity = PIPELINE_ENTITY.get(v.get("entityTypeId", integer), "deal")
+    row = {"id": pid, "entity": entity, "name": v.get("name"), "sort": v.get("sort", integer),
            "is_default": flag(c.get("isDefault")), "raw": c}
-    return Page(rows={"pipelines": [row],
-                      "stages": [stage(s, pid, entity) for s in ctx.side.get(pid) or []]})
+    stages = [stage(s, pid, entity, v) for s in ctx.side.get(pid) or []]
+    return Page(rows={"pipelines": [row], "stages": stages}, problems=v.problems)
 
 
-def stage(s: dict, pipeline_id: int, entity: str) -> dict:
-    """One `crm.status.list` row of a pipeline."""
-    return {"pipeline_id": pipeline_id, "id": s.get("STATUS_ID"), "entity": entity,
-            "name": s.get("NAME"), "sort": to_int(s.get("SORT")),
-            "semantics": SEMANTICS.get(s.get("SEMANTICS"), "open"), "raw": s}
+def stage(s: dict, pipeline_id: int, entity: str, owner: Item | None = None) -> dict:
+    """One `crm.status.list` row of a pipeline; its problems go to the pipeline's `owner`."""
+    st = Item(s)
+    row = {"pipeline_id": pipeline_id, "id": st.need("STATUS_ID"), "entity": entity,
+           "name": st.get("NAME"), "sort": st.get("SORT", integer),
+           "semantics": st.get("SEMANTICS", one_of(SEMANTICS), default="open"), "raw": s}
+    if owner is not None:
+        owner.problems += st.problems
+    return row
+
+
+def _common(v: Item) -> dict:
+    """Fields every CRM entity has: owner and the two moments."""
+    return {"responsible_user_id": v.get("ASSIGNED_BY_ID", reference),
+            "created_at": v.get("DATE_CREATE", offset_moment),
+            "updated_at": v.get("DATE_MODIFY", offset_moment), "is_deleted": 0}
 
 
 def deal(r: dict, ctx: Ctx) -> Page:
     """A `crm.deal.list` item, and its contact links from ctx.side (crm.item.list `contactIds`).
 
-    The page always carries `deal_contacts`, so the store replaces the deal's links whole.
+    The page always carries `deal_contacts`, so the store replaces the deal's links whole. A
+    deal without its id, pipeline, stage or stage semantics is skipped and reported.
     """
-    d = {"id": to_int(r["ID"]), "name": r.get("TITLE"), "pipeline_id": to_int(r.get("CATEGORY_ID")) or 0,
-         "stage_id": r.get("STAGE_ID"), "status": DEAL_STATUS.get(r.get("STAGE_SEMANTIC_ID"), "open"),
-         "amount": to_float(r.get("OPPORTUNITY")), "currency": r.get("CURRENCY_ID"),
-         "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
-         "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
-         "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-         "closed_at": closing_moment(r, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
-         "is_deleted": 0, "raw": r}
-    return Page(rows={"deals": [d], "deal_contacts": deal_links(d, ctx.side.get(d["id"]))})
+    v = Item(r)
+    d = {"id": v.need("ID", integer), "name": v.get("TITLE"),
+         "pipeline_id": v.need("CATEGORY_ID", integer), "stage_id": v.need("STAGE_ID"),
+         "status": v.need("STAGE_SEMANTIC_ID", one_of(DEAL_STATUS)),
+         "amount": v.get("OPPORTUNITY", number), "currency": v.get("CURRENCY_ID"),
+         "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
+         **_common(v), "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
+         "raw": r}
+    links = deal_links(d, contact_ids(d["id"], ctx.side.get(d["id"])))
+    return Page(rows={"deals": [d], "deal_contacts": links}, problems=v.problems)
 
 
-def closing_moment(r: dict, close_date: str) -> str | None:
+def contact_ids(deal_id: int, ids) -> list[int]:
+    """crm.item.list `contactIds` of one deal; anything but a list of ids skips the deal."""
+    if ids is None:
+        return []
+    try:
+        if not isinstance(ids, list):
+            raise BadValue(f"a {type(ids).__name__}, not a list of ids")
+        return [i for i in (reference(c) for c in ids) if i]
+    except BadValue as err:
+        raise BadItem("contactIds", ids, str(err)) from None
+
+
+def closing_moment(v: Item, close_date: str) -> str | None:
     """When a closed deal or lead entered its final stage, as far as the item itself tells.
 
     The rule (MIRROR.md `closed_at`): the stage history's move into the final stage; else
@@ -84,46 +125,44 @@ def closing_moment(r: dict, close_date: str) -> str | None:
     own, read after deals and leads, so the store refines `closed_at` from `stage_changes`
     once both are saved (`connector.store.Mirror._closing_moments`).
     """
-    return from_offset(r.get("MOVED_TIME")) or from_offset(r.get(close_date))
+    return v.get("MOVED_TIME", offset_moment) or v.get(close_date, offset_moment)
 
 
-def deal_links(d: dict, contact_ids) -> list[dict]:
-    """Links of one deal from crm.item.list `contactIds` (main contact first)."""
-    ids = [i for i in (to_int(c) for c in contact_ids or []) if i]
+def deal_links(d: dict, ids: list[int]) -> list[dict]:
+    """Links of one deal from its contact ids (main contact first)."""
     main = d.get("contact_id") or (ids[0] if ids else None)
     return [{"deal_id": d["id"], "contact_id": c, "is_main": int(c == main)}
             for c in dict.fromkeys(ids)]
 
 
 def lead(r: dict, ctx: Ctx) -> Page:
-    """A `crm.lead.list` item."""
-    return rows("leads", {
-        "id": to_int(r["ID"]), "title": r.get("TITLE"), "status_id": r.get("STATUS_ID"),
-        "status": LEAD_STATUS.get(r.get("STATUS_SEMANTIC_ID"), "open"),
-        "amount": to_float(r.get("OPPORTUNITY")), "currency": r.get("CURRENCY_ID"),
-        "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
-        "contact_id": ref_id(r.get("CONTACT_ID")), "company_id": ref_id(r.get("COMPANY_ID")),
-        "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-        "closed_at": closing_moment(r, "DATE_CLOSED") if r.get("STATUS_SEMANTIC_ID") in ("S", "F") else None,
-        "is_deleted": 0, "raw": r})
+    """A `crm.lead.list` item; one without its id, status or status semantics is skipped."""
+    v = Item(r)
+    status = v.need("STATUS_SEMANTIC_ID", one_of(LEAD_STATUS))
+    return Page(rows={"leads": [{
+        "id": v.need("ID", integer), "title": v.get("TITLE"), "status_id": v.need("STATUS_ID"),
+        "status": status, "amount": v.get("OPPORTUNITY", number), "currency": v.get("CURRENCY_ID"),
+        "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
+        **_common(v),
+        "closed_at": closing_moment(v, "DATE_CLOSED") if status != "open" else None,
+        "raw": r}]}, problems=v.problems)
 
 
 def contact(r: dict, ctx: Ctx) -> Page:
     """A `crm.contact.list` item."""
-    name = " ".join(p for p in (r.get("NAME"), r.get("SECOND_NAME"), r.get("LAST_NAME")) if p)
-    return rows("contacts", {
-        "id": to_int(r["ID"]), "name": name or None, "company_id": ref_id(r.get("COMPANY_ID")),
-        "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
-        "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-        "is_deleted": 0, "raw": r})
+    v = Item(r)
+    name = " ".join(p for p in (v.get("NAME"), v.get("SECOND_NAME"), v.get("LAST_NAME")) if p)
+    return Page(rows={"contacts": [{
+        "id": v.need("ID", integer), "name": name or None,
+        "company_id": v.get("COMPANY_ID", reference), **_common(v), "raw": r}]}, problems=v.problems)
 
 
 def company(r: dict, ctx: Ctx) -> Page:
     """A `crm.company.list` item."""
-    return rows("companies", {
-        "id": to_int(r["ID"]), "name": r.get("TITLE"), "responsible_user_id": ref_id(r.get("ASSIGNED_BY_ID")),
-        "created_at": from_offset(r.get("DATE_CREATE")), "updated_at": from_offset(r.get("DATE_MODIFY")),
-        "is_deleted": 0, "raw": r})
+    v = Item(r)
+    return Page(rows={"companies": [{
+        "id": v.need("ID", integer), "name": v.get("TITLE"), **_common(v), "raw": r}]},
+        problems=v.problems)
 
 
 def task_binding(uf) -> tuple[str | None, int | None]:
@@ -137,50 +176,55 @@ def task_binding(uf) -> tuple[str | None, int | None]:
 
 def task(r: dict, ctx: Ctx) -> Page:
     """A `tasks.task.list` item (camelCase keys; 5 = completed)."""
+    v = Item(r)
     etype, eid = task_binding(r.get("ufCrmTask"))
-    status = to_int(r.get("status")) or to_int(r.get("realStatus"))
-    return rows("tasks", {
-        "id": to_int(r["id"]), "text": r.get("title"),
-        "responsible_user_id": ref_id(r.get("responsibleId")), "entity_type": etype,
+    status = v.get("status", integer) or v.get("realStatus", integer)
+    return Page(rows={"tasks": [{
+        "id": v.need("id", integer), "text": v.get("title"),
+        "responsible_user_id": v.get("responsibleId", reference), "entity_type": etype,
         "entity_id": eid, "is_completed": int(status == 5),
-        "due_at": from_offset(r.get("deadline")), "completed_at": from_offset(r.get("closedDate")),
-        "created_at": from_offset(r.get("createdDate")), "updated_at": from_offset(r.get("changedDate")),
-        "is_deleted": 0, "raw": r})
+        "due_at": v.get("deadline", offset_moment), "completed_at": v.get("closedDate", offset_moment),
+        "created_at": v.get("createdDate", offset_moment),
+        "updated_at": v.get("changedDate", offset_moment), "is_deleted": 0, "raw": r}]},
+        problems=v.problems)
 
 
 def call(r: dict, ctx: Ctx) -> Page:
     """A `voximplant.statistic.get` item; its activity in ctx.side (crm.activity.list) names the
     deal it belongs to, else the call's own CRM_ENTITY binding (contact, company or lead) stays."""
-    kind = to_int(r.get("CALL_TYPE"))
-    code = str(r.get("CALL_FAILED_CODE") or "")
-    etype = (r.get("CRM_ENTITY_TYPE") or "").lower() or None
-    eid = ref_id(r.get("CRM_ENTITY_ID"))
-    activity = ctx.side.get(to_int(r.get("ID"))) or {}
+    v = Item(r)
+    cid = v.need("ID", integer)
+    kind = v.get("CALL_TYPE", integer)
+    code = str(v.get("CALL_FAILED_CODE") or "")
+    etype = (v.get("CRM_ENTITY_TYPE") or "").lower() or None
+    eid = v.get("CRM_ENTITY_ID", reference)
+    activity = ctx.side.get(cid) or {}
     owner = CALL_OWNER.get(to_int(activity.get("OWNER_TYPE_ID")))
     if owner and ref_id(activity.get("OWNER_ID")):
         etype, eid = owner, ref_id(activity["OWNER_ID"])
     direction = "in" if kind in CALL_INCOMING else "out"
-    return rows("calls", {
-        "id": to_int(r["ID"]), "direction": direction,
+    return Page(rows={"calls": [{
+        "id": cid, "direction": direction,
         "status": call_status(direction, code == CALL_CONNECTED),
-        "duration_s": to_int(r.get("CALL_DURATION")) or 0,
-        "started_at": from_offset(r.get("CALL_START_DATE")),
-        "responsible_user_id": ref_id(r.get("PORTAL_USER_ID")),
+        "duration_s": v.get("CALL_DURATION", integer, default=0),
+        "started_at": v.get("CALL_START_DATE", offset_moment),
+        "responsible_user_id": v.get("PORTAL_USER_ID", reference),
         "entity_type": etype if eid else None, "entity_id": eid,
-        "phone": r.get("PHONE_NUMBER") or None, "is_deleted": 0, "raw": r})
+        "phone": v.get("PHONE_NUMBER") or None, "is_deleted": 0, "raw": r}]}, problems=v.problems)
 
 
 def stage_change(r: dict, ctx: Ctx) -> Page:
     """A `crm.stagehistory.list` item; items come in ID order, so the stage a deal or lead was
     in before is the last one ctx.memo saw for it (None for the first this fetch: the store
     fills it from the mirror). Lead items carry STATUS_ID where deal items carry STAGE_ID."""
+    v = Item(r)
     entity = "lead" if "STATUS_ID" in r else "deal"
-    owner = to_int(r.get("OWNER_ID"))
-    stage_id = r.get("STATUS_ID") if entity == "lead" else r.get("STAGE_ID")
+    hid, owner = v.need("ID", integer), v.need("OWNER_ID", integer)
+    stage_id = v.need("STATUS_ID" if entity == "lead" else "STAGE_ID")
+    pipeline_id = v.need("CATEGORY_ID", integer) if entity == "deal" else LEAD_PIPELINE
     previous = ctx.memo.get((entity, owner))
     ctx.memo[(entity, owner)] = stage_id
-    return rows("stage_changes", {
-        "id": f"{entity}:{to_int(r['ID'])}", "entity": entity, "entity_id": owner,
-        "pipeline_id": (to_int(r.get("CATEGORY_ID")) or 0) if entity == "deal" else LEAD_PIPELINE,
-        "stage_id": stage_id, "previous_stage_id": previous,
-        "changed_at": from_offset(r.get("CREATED_TIME")), "raw": r})
+    return Page(rows={"stage_changes": [{
+        "id": f"{entity}:{hid}", "entity": entity, "entity_id": owner,
+        "pipeline_id": pipeline_id, "stage_id": stage_id, "previous_stage_id": previous,
+        "changed_at": v.get("CREATED_TIME", offset_moment), "raw": r}]}, problems=v.problems)

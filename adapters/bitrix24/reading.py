@@ -56,7 +56,8 @@ class Reader:
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
         """One page of items through the stream's parser."""
-        return records(items, s.parse, Ctx(self.cfg.currency, {} if memo is None else memo, side))
+        ctx = Ctx(self.cfg.currency, {} if memo is None else memo, side)
+        return records(items, s.parse, ctx, s.name)
 
     # ---- snapshot -------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def adapter(tmp_path):
 
 @responses.activate
 def test_malformed_json_fails_stream_naming_stream_and_page(adapter):
-    first = hal("leads", [{"id": 1, "updated_at": 1}], True)
+    first = hal("leads", [{"id": 1, "updated_at": 1, "status_id": 7, "pipeline_id": 3}], True)
 
     served = []
 
@@ -52,18 +52,36 @@ def test_missing_embedded_is_unexpected_shape(adapter):
 
 
 @responses.activate
-def test_item_without_id_is_a_stream_error(adapter):
-    serve_pages("/api/v4/companies", [hal("companies", [{"name": "no id"}])])
-    with pytest.raises(StreamError, match="stream 'companies': cannot read item"):
-        fetch_all(adapter, "companies", BM)
+def test_item_without_id_is_skipped_and_reported_by_its_place(adapter):
+    serve_pages("/api/v4/companies", [hal("companies", [{"name": "no id"}, {"id": 5, "name": "ok"}])])
+    pages = fetch_all(adapter, "companies", BM)
+    assert [r["id"] for p in pages for r in p.rows.get("companies", [])] == [5]
+    assert [q for p in pages for q in p.problems] == [
+        {"item": "#1 on the page", "field": "id", "value": None, "why": "missing", "skipped": True}]
 
 
 @responses.activate
-def test_a_price_that_is_not_a_number_fails_the_stream_naming_the_deal(adapter):
-    # An empty amount would silently drop the deal from revenue KPIs: fail loudly instead.
-    serve_pages("/api/v4/leads", [hal("leads", [{"id": 77, "price": "abc", "updated_at": 1}])])
-    with pytest.raises(StreamError, match=r"stream 'deals': cannot read item 77: ValueError"):
-        fetch_all(adapter, "deals", BM)
+def test_a_price_that_is_not_a_number_is_null_and_reported_naming_the_deal(adapter):
+    # Never stored as something else: the deal is kept with no amount, and the run says why.
+    serve_pages("/api/v4/leads", [hal("leads", [
+        {"id": 77, "price": "abc", "updated_at": 1, "status_id": 7, "pipeline_id": 3},
+        {"id": 78, "price": "12,5 руб", "updated_at": 1, "status_id": 7, "pipeline_id": 3}])])
+    pages = fetch_all(adapter, "deals", BM)
+    deals = {r["id"]: r for p in pages for r in p.rows.get("deals", [])}
+    assert (deals[77]["amount"], deals[78]["amount"]) == (None, 12.5)
+    assert [q for p in pages for q in p.problems] == [
+        {"item": 77, "field": "price", "value": "abc", "why": "not a number", "skipped": False}]
+
+
+@responses.activate
+def test_a_list_of_links_that_is_not_a_list_skips_the_deal_naming_the_field(adapter):
+    serve_pages("/api/v4/leads", [hal("leads", [
+        {"id": 77, "updated_at": 1, "status_id": 7, "pipeline_id": 3, "_embedded": {"contacts": 5}}])])
+    pages = fetch_all(adapter, "deals", BM)
+    assert not any(p.rows.get("deals") for p in pages)
+    assert [q for p in pages for q in p.problems] == [
+        {"item": 77, "field": "_embedded.contacts", "value": 5, "why": "not a list of objects",
+         "skipped": True}]
 
 
 @responses.activate
