@@ -161,6 +161,8 @@ DATA_FIXES = (
 ADDED_COLUMNS = (
     ("deals", "channel", "TEXT"),
     ("leads", "channel", "TEXT"),
+    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (issue 12)
+    ("sync_runs", "warnings", "TEXT"),
 )
 
 

@@ -118,6 +118,7 @@ class Mirror:
         run `run_row` of `sync_runs` (so a killed run's count is what it committed); returns
         rows written."""
         with self.db.atomic():
+            self._drop_unknown_stages(source, page)
             self._replace_deal_links(source, page)
             for table, rows in page.rows.items():
                 if rows:
@@ -137,6 +138,34 @@ class Mirror:
                 self.conn.execute("UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
                                   (page.count(), run_row))
         return page.count()
+
+    # table -> (entity, its stage column, its pipeline column or the fixed pipeline)
+    _STAGED = {"deals": ("deal", "stage_id", "pipeline_id"), "leads": ("lead", "status_id", -1)}
+
+    def _drop_unknown_stages(self, source: str, page: Page) -> None:
+        """Rows whose stage their pipeline does not have (as the mirror's `stages` know it) are
+        not stored, and are reported on the page: an unknown stage is not `open`. The row the
+        mirror held before stays. A pipeline with no stages in the mirror yet is not judged."""
+        for table, (entity, stage_col, pipe) in self._STAGED.items():
+            rows = page.rows.get(table)
+            if not rows:
+                continue
+            known: dict = {}
+            for pid, sid in self.conn.execute(
+                    "SELECT pipeline_id, id FROM stages WHERE source = ? AND entity = ?", (source, entity)):
+                known.setdefault(pid, set()).add(str(sid))
+            bad = {}
+            for r in rows:
+                pid = r.get(pipe) if isinstance(pipe, str) else pipe
+                if pid in known and str(r.get(stage_col)) not in known[pid]:
+                    bad[r["id"]] = {"item": r["id"], "field": stage_col, "value": r.get(stage_col),
+                                    "why": f"pipeline {pid} has no such stage", "skipped": True}
+            if bad:
+                page.rows[table] = [r for r in rows if r["id"] not in bad]
+                if table == "deals" and "deal_contacts" in page.rows:   # the old links stay too
+                    page.rows["deal_contacts"] = [x for x in page.rows["deal_contacts"]
+                                                  if x["deal_id"] not in bad]
+                page.problems.extend(bad.values())
 
     def _upsert(self, table: str, source: str, rows: list[dict]) -> None:
         prepared = []
@@ -265,12 +294,14 @@ class Mirror:
         return cur.lastrowid
 
     def finish_run(self, run_row: int, status: str, rows: int, requests: int,
-                   error: str | None = None) -> None:
+                   error: str | None = None, warnings: dict | None = None) -> None:
+        """Close a run; `warnings` ({"count", "sample"}: values not stored as sent) as JSON."""
         finished = iso()
+        noted = json.dumps(warnings, ensure_ascii=False) if warnings and warnings.get("count") else None
         with self.db.atomic():
             self.conn.execute(
-                "UPDATE sync_runs SET finished_at = ?, status = ?, rows = ?, requests = ?, error = ? "
-                "WHERE id = ?", (finished, status, rows, requests, error, run_row))
+                "UPDATE sync_runs SET finished_at = ?, status = ?, rows = ?, requests = ?, error = ?, "
+                "warnings = ? WHERE id = ?", (finished, status, rows, requests, error, noted, run_row))
             if status == "ok":
                 self.conn.execute(
                     "UPDATE sync_state SET last_success_at = ? WHERE source = ? AND stream = "

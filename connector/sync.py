@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.errors import AuthError, BlockedError, ScopeError, SourceError
 from adapters.redact import redact
@@ -20,6 +20,8 @@ from connector.progress import Progress
 from connector.store import Mirror
 
 log = logging.getLogger("crm_connector.sync")
+SAMPLE = 20   # problems kept per stream in the run result and `sync_runs.warnings`
+SHOWN = 3     # of which the log line shows
 
 
 @dataclass
@@ -32,6 +34,17 @@ class StreamResult:
     seconds: float = 0.0
     error: str | None = None
     stops_source: bool = False   # auth failure or block: the source's other streams are not run
+    warnings: int = 0            # values not stored as sent (NULL instead, or the item skipped)
+    sample: list[dict] = field(default_factory=list)   # the first SAMPLE of them
+
+    def note(self, problems: list[dict]) -> None:
+        """Count a page's problems and keep the first few, each naming this stream."""
+        self.warnings += len(problems)
+        room = SAMPLE - len(self.sample)
+        self.sample.extend({"stream": self.stream, **p} for p in problems[:max(room, 0)])
+
+    def warnings_json(self) -> dict | None:
+        return {"count": self.warnings, "sample": self.sample} if self.warnings else None
 
 
 class UnknownStream(ValueError):
@@ -78,9 +91,11 @@ def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, st
                 run_row)
     result.requests = adapter.requests - requests_before
     result.seconds = time.monotonic() - t0
-    mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error)
+    mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error,
+                      result.warnings_json())
     progress.finish(result.status)
     _log(result)
+    _log_problems(result)
     return result
 
 
@@ -91,6 +106,7 @@ def _copy_pages(mirror, pages, result: StreamResult, progress, stop, run_row: in
     try:
         for page in pages:
             result.rows += mirror.save_page(source, stream, page, run_row)
+            result.note(page.problems)
             progress.add(page.count())
             if stop is not None and stop.is_set():
                 result.status, result.error = "interrupted", "stopped by signal; resumes from the bookmark"
@@ -117,6 +133,25 @@ def _log(result: StreamResult) -> None:
              extra={"fields": {"event": "sync", "source": result.source, "stream": result.stream,
                                "rows": result.rows, "requests": result.requests,
                                "duration_s": round(result.seconds, 2), "status": result.status}})
+
+
+def _log_problems(result: StreamResult) -> None:
+    """One line per stream whose values were not stored as sent: the count and the first few."""
+    if not result.warnings:
+        return
+    first = redact("; ".join(describe(p) for p in result.sample[:SHOWN]))
+    log.warning("sync source=%s stream=%s: %d value(s) not stored as sent (NULL, or the item skipped); "
+                "first: %s", result.source, result.stream, result.warnings, first,
+                extra={"fields": {"event": "sync_values", "source": result.source,
+                                  "stream": result.stream, "count": result.warnings,
+                                  "sample": result.sample[:SHOWN]}})
+
+
+def describe(p: dict) -> str:
+    """`item 12 OPPORTUNITY='1e400': not a finite number (skipped)`."""
+    field_ = f" {p['field']}" if p.get("field") else ""
+    skipped = " (item skipped)" if p.get("skipped") else ""
+    return f"item {p.get('item')}{field_}={p.get('value')!r}: {p.get('why')}{skipped}"
 
 
 def _not_run(mirror, run_id, source, stream, run_started, why) -> StreamResult:

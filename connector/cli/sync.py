@@ -79,6 +79,8 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
             if res.exception is not None:   # after the streams ran: closing the adapter, say
                 failed = True
                 click.echo(f"error: {src.name}: {res.reason}", err=True)
+            noted = sum(r.warnings for r in res.results)   # listed in the log and sync_runs.warnings
             click.echo(f"{src.name}: {res.rows:,} rows, {res.requests:,} requests, "
-                       f"{sum(r.status == 'ok' for r in res.results)}/{len(res.results)} streams ok")
+                       f"{sum(r.status == 'ok' for r in res.results)}/{len(res.results)} streams ok"
+                       + (f", {noted:,} values not stored as sent (see the log)" if noted else ""))
     sys.exit(1 if failed else 0)
