@@ -4,12 +4,12 @@ The CRMs send numbers as strings ("42", "1500.00"), "0" or "" for "no reference"
 booleans as "Y"/"N", true/false or 1/0. Parsers go through these and never guess on their own.
 
 A value that does not parse is never stored as something else. The strict readers (`number`,
-`integer`, `text`...) raise `BadValue`; an `Item` reads one CRM item field by field, turns a
+`amount`, `integer`, `text`...) raise `BadValue`; an `Item` reads one CRM item field by field, turns a
 bad optional value into None plus a noted problem (stream, item, field, value: the run reports
 it), and a missing or bad required one into `BadItem` (the item is skipped and reported).
-Numbers with units or locale separators parse when unambiguous: "12,5 руб" -> 12.5,
-"1 234,50" -> 1234.5, "1,234.50" -> 1234.5; "1,234" (thousands or decimals?), "1e400" (inf)
-and "nan" do not.
+Numbers with locale separators parse when unambiguous, amounts also with their currency:
+"12,5 руб" -> 12.5, "1 234,50" -> 1234.5, "1,234.50" -> 1234.5; "1,234" (thousands or
+decimals?), "1e400" (inf), "nan" and a duration "12 мин" (a unit we would have to guess) do not.
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ def _finite(x: float) -> float:
     return x
 
 
-def number(v) -> float | None:
-    """A finite number, None for None / "". Strings may carry a unit or currency and use
-    space, comma or dot grouping when the reading is unambiguous; anything else is BadValue."""
+def number(v, units: bool = False) -> float | None:
+    """A finite number, None for None / "". Strings may use space, comma or dot grouping when
+    the reading is unambiguous, and (`units`) carry a currency or unit before or after the
+    number; anything else is BadValue."""
     if v is None or v == "":
         return None
     if isinstance(v, bool):
@@ -88,9 +89,15 @@ def number(v) -> float | None:
     if _WORDS.fullmatch(s):
         raise BadValue("not a finite number")
     m = _WITH_UNIT.fullmatch(s)
-    if not m or not _UNIT.fullmatch(m["pre"]) or not _UNIT.fullmatch(m["post"].strip()):
+    if not m or not (m["pre"] == "" and m["post"].strip() == "" or units and _UNIT.fullmatch(m["pre"])
+                     and _UNIT.fullmatch(m["post"].strip())):
         raise BadValue("not a number")
     return _finite(_separated(m["num"].strip()))
+
+
+def amount(v) -> float | None:
+    """A money amount: a `number` that may carry its currency ("12,5 руб", "$ 1,234.50")."""
+    return number(v, units=True)
 
 
 def _separated(s: str) -> float:

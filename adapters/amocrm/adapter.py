@@ -30,6 +30,7 @@ from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import StreamError
 from adapters.streams import Ctx, Stream, narrowed, records
 from adapters.times import as_utc, from_unix, iso, parse_iso
+from adapters.values import to_int
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class AmoCrmAdapter:
         with closing(pages):
             for items in pages:
                 fresh = [i for i in items
-                         if stop_before is None or int(i.get(s.cursor) or 0) >= stop_before]
+                         if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before]
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
                     page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember)
@@ -158,7 +159,7 @@ class AmoCrmAdapter:
     @staticmethod
     def _page_bookmark(items: list, field: str, run: datetime, api_filter) -> str | None:
         """The page's newest `field`, never past the run start (items arrive ascending by it)."""
-        newest = max((int(i.get(field) or 0) for i in items), default=0)
+        newest = max((cursor_of(i, field) or 0 for i in items), default=0)
         if not newest:
             return None
         at = from_unix(min(newest, int(run.timestamp())))
@@ -172,7 +173,7 @@ class AmoCrmAdapter:
                 for data in pages:
                     items = data["_embedded"][req.embedded]
                     if req.page_order:
-                        items = sorted(items, key=lambda i: i.get(req.page_order) or 0)
+                        items = sorted(items, key=lambda i: cursor_of(i, req.page_order) or 0)
                     yield items
             except Forbidden:
                 log.warning("amoCRM source '%s': %s answered 403 (%s); %s are not mirrored",
@@ -202,3 +203,9 @@ class AmoCrmAdapter:
 
     def close(self) -> None:
         self.client.close()
+
+
+def cursor_of(item, field: str) -> int | None:
+    """An item's cursor value; None when the item is no object or the value is junk (its
+    parser reports it; paging goes on by the others)."""
+    return to_int(item.get(field)) if isinstance(item, dict) else None

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from adapters.values import to_int
+
 MAX_OVERLAP = 8   # rows a planned page may repeat of its predecessor
 MIN_SHARE = 0.8   # smallest page a plan asks for, as a share of a full page
 
@@ -103,7 +105,7 @@ class _Chain:
     def take(self, plan: Plan, data: dict | None) -> tuple[list | None, bool]:
         """Accept a page: (fresh items, more to read); fresh is None when the check failed."""
         items = data["_embedded"][self.embedded] if data else []
-        keys = [(i.get("id"), _value(i, self.field)) for i in items]
+        keys = _keys(items, self.field)
         prev = set(self.last)
         if plan.check and (not keys or (keys[0] not in prev and keys[0] not in self.seen)):
             return None, True
@@ -189,5 +191,18 @@ def _window(field: str, lo: int | None, hi: int) -> list:
     return lower + [(f"filter[{field}][to]", hi)]
 
 
-def _value(item: dict, field: str) -> int:
-    return int(item.get(field) or 0)
+def _keys(items: list, field: str) -> list[tuple]:
+    """(id, sort value) of each item. An item that is no object, or whose value is junk (the
+    parser reports it), takes the value of its neighbour before it (or after it, first on
+    the page): its own lies between them, so windows stay lower bounds."""
+    ids = [_hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80] for i in items]
+    values = [to_int(i.get(field)) if isinstance(i, dict) else None for i in items]
+    known = [v for v in values if v is not None]
+    last = known[0] if known else 0
+    for n, v in enumerate(values):
+        values[n] = last = v if v is not None else last
+    return list(zip(ids, values))
+
+
+def _hashable(v):
+    return v if isinstance(v, (int, str, type(None))) else repr(v)[:80]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, Stream, rows
-from adapters.values import (BadItem, BadValue, Item, flag, integer, number, objects, to_int,
+from adapters.values import (BadItem, BadValue, Item, amount, flag, integer, objects, to_int,
                             unix_moment)
 
 WON, LOST = 142, 143
@@ -75,7 +75,7 @@ class Request:
 def _links(v: Item, key: str) -> list[dict]:
     """`_embedded.<key>`: a list of objects with ids (contacts embed their company as one object
     in some examples); anything else skips the item: its links would be wrong."""
-    got = v.strict(f"_embedded.{key}", lambda x: [x] if isinstance(x, dict) else objects(x), [])
+    got = v.strict(f"_embedded.{key}", lambda x: [x] if isinstance(x, dict) and "id" in x else objects(x), [])
     for n, link in enumerate(got):
         try:
             if integer(link.get("id")) is None:
@@ -146,7 +146,7 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
     main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
     deal = {
         "id": did, "name": v.get("name"), "pipeline_id": v.need("pipeline_id", integer),
-        "stage_id": stage, "status": _status(stage), "amount": v.get("price", number),
+        "stage_id": stage, "status": _status(stage), "amount": v.get("price", amount),
         "currency": ctx.currency, "contact_id": integer(main["id"]) if main else None,
         "company_id": _first_id(v, "companies"), **_card(v),
         "closed_at": v.get("closed_at", unix_moment), "raw": item}

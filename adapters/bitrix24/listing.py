@@ -42,7 +42,7 @@ class Lister:
     def companion_values(self, comp: Companion, spec: ListSpec, chunk: Chunk) -> dict:
         """Item id -> companion value, for every item of the chunk."""
         side = comp.values(chunk.extra)
-        missing = [i for i in (to_int(r.get(spec.row_id)) for r in chunk.rows) if i not in side]
+        missing = [i for i in spec.ids_of(chunk.rows) if i not in side]
         for i in range(0, len(missing), PAGE):  # changed between the two sub-calls: ask by id
             env = self.client.call(*comp.by_ids(missing[i:i + PAGE]))
             side.update(comp.values([env.get("result")]))
@@ -51,9 +51,10 @@ class Lister:
     def look_up(self, req: ListRequest, chunk: Chunk) -> Chunk:
         """Set `chunk.side` to item id -> the row `req.lookup` finds for it (best effort)."""
         lookup: Lookup = req.lookup
-        found = self.by_ids(lookup.spec, [r.get(lookup.key) for r in chunk.rows])
-        chunk.side = {to_int(r.get(req.spec.row_id)): found[ref_id(r.get(lookup.key))]
-                      for r in chunk.rows if ref_id(r.get(lookup.key)) in found}
+        rows = [r for r in chunk.rows if isinstance(r, dict)]   # the parser reports the others
+        found = self.by_ids(lookup.spec, [r.get(lookup.key) for r in rows])
+        chunk.side = {req.spec.id_of(r): found[ref_id(r.get(lookup.key))]
+                      for r in rows if ref_id(r.get(lookup.key)) in found}
         return chunk
 
     def by_ids(self, spec: ListSpec, ids) -> dict[int, dict]:
@@ -91,12 +92,16 @@ class Lister:
             raise self.client.error(cmds[key][0], err.code, err.description)
         return dict(res.results)
 
-    def ids(self, spec: ListSpec) -> list[int]:
-        """Every ID of a list method: ID only, no counting, 2,500 per request."""
+    def ids(self, spec: ListSpec) -> list[int] | None:
+        """Every ID of a list method: ID only, no counting, 2,500 per request; None when a row
+        has no readable ID (the listing cannot tell which rows are gone)."""
         spec = ListSpec(spec.method, {"select": [spec.id_key]}, spec.filter_key, spec.id_key,
                         spec.row_id, spec.wrap, spec.order)
         windows, density = self.plan(spec, 4)
         ids: list[int] = []
         for chunk in self.pager.run(spec, windows, density=density):
-            ids.extend(to_int(r[spec.row_id]) for r in chunk.rows)
+            got = spec.ids_of(chunk.rows)
+            if len(got) < len(chunk.rows):
+                return None
+            ids.extend(got)
         return ids

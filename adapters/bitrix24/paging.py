@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client, Ref, ref
 from adapters.errors import StreamError
+from adapters.values import to_int
 
 PAGE = 50
 LIMIT_CODES = ("OPERATION_TIME_LIMIT", "QUERY_LIMIT_EXCEEDED")
@@ -69,6 +70,21 @@ class ListSpec:
             raise ValueError("list result is not a list")
         return result
 
+    def id_of(self, row) -> int | None:
+        """A row's ID; None for a row that is not an object or whose ID is not a number (the
+        parser skips and reports that item; paging goes on by the IDs it can read)."""
+        return to_int(row.get(self.row_id)) if isinstance(row, dict) else None
+
+    def ids_of(self, rows) -> list[int]:
+        return [i for i in map(self.id_of, rows) if i is not None]
+
+    def last_id(self, rows) -> int:
+        """The ID a full page's successor starts after."""
+        ids = self.ids_of(rows)
+        if not ids:
+            raise StreamError(f"{self.method} returned a page without one readable ID")
+        return ids[-1]
+
     def last_ref(self, key: str) -> Ref:
         path = ([self.wrap] if self.wrap else []) + [PAGE - 1, self.row_id]
         return ref(key, *path)
@@ -108,8 +124,8 @@ class Pager:
         res = self.client.batch({"lo": (spec.method, asc), "hi": (spec.method, desc)})
         for key, err in res.errors.items():
             raise self.client.error(spec.method, err.code, err.description)
-        low = [int(r[spec.row_id]) for r in spec.rows(res.results.get("lo") or [])]
-        high = [int(r[spec.row_id]) for r in spec.rows(res.results.get("hi") or [])]
+        low = spec.ids_of(spec.rows(res.results.get("lo") or []))
+        high = spec.ids_of(spec.rows(res.results.get("hi") or []))
         if not low:
             return [], 0.0
         lo, hi = low[0] - 1, max(high[0] if high else low[-1], low[-1])
@@ -240,7 +256,7 @@ class Pager:
                 if len(rows) < PAGE:
                     done = True
                     break
-                lo = int(rows[-1][spec.row_id])
+                lo = spec.last_id(rows)
             if hit_limit:
                 limited += 1
                 if limited > 20:

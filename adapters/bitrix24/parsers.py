@@ -14,7 +14,7 @@ from __future__ import annotations
 from adapters.base import Page
 from adapters.calls import call_status
 from adapters.streams import Ctx
-from adapters.values import (BadItem, BadValue, Item, flag, integer, number, offset_moment, ref_id,
+from adapters.values import (BadItem, BadValue, Item, amount, flag, integer, offset_moment, ref_id,
                             reference, to_int)
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (see MIRROR.md)
@@ -95,7 +95,7 @@ def deal(r: dict, ctx: Ctx) -> Page:
     d = {"id": v.need("ID", integer), "name": v.get("TITLE"),
          "pipeline_id": v.need("CATEGORY_ID", integer), "stage_id": v.need("STAGE_ID"),
          "status": v.need("STAGE_SEMANTIC_ID", one_of(DEAL_STATUS)),
-         "amount": v.get("OPPORTUNITY", number), "currency": v.get("CURRENCY_ID"),
+         "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
          "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
          **_common(v), "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
          "raw": r}
@@ -141,7 +141,7 @@ def lead(r: dict, ctx: Ctx) -> Page:
     status = v.need("STATUS_SEMANTIC_ID", one_of(LEAD_STATUS))
     return Page(rows={"leads": [{
         "id": v.need("ID", integer), "title": v.get("TITLE"), "status_id": v.need("STATUS_ID"),
-        "status": status, "amount": v.get("OPPORTUNITY", number), "currency": v.get("CURRENCY_ID"),
+        "status": status, "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
         "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
         **_common(v),
         "closed_at": closing_moment(v, "DATE_CLOSED") if status != "open" else None,

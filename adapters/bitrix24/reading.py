@@ -105,7 +105,7 @@ class Reader:
         for chunk in self.lister.pages(req, windows, extra, density=density):
             page = self.parse(s, chunk.rows, chunk.side)
             if seen is not None:
-                seen.extend(r["id"] for r in page.rows.get(s.tables[0], []))
+                seen = listed_ids(page, s.tables[0], seen)
             if chunk.done:
                 progress.pop(chunk.window, None)
             else:
@@ -134,7 +134,7 @@ class Reader:
         for part, req in parts.items():
             for chunk in self.after(req, last[part], first.get(part)):
                 page = self.parse(s, chunk.rows, chunk.side, memo)
-                last[part] = max([last[part]] + [to_int(r[req.spec.row_id]) for r in chunk.rows])
+                last[part] = max([last[part]] + req.spec.ids_of(chunk.rows))
                 page.bookmark = bookmarks.dump("append", last_id=dict(last))
                 yield page
         yield Page(bookmark=bookmarks.dump("append", last_id=last))
@@ -152,7 +152,7 @@ class Reader:
             yield self.lister.look_up(req, chunk) if req.lookup else chunk
             if chunk.done:
                 return
-            start = int(first[-1][req.spec.row_id])
+            start = req.spec.last_id(first)
             windows, density = self.append_windows(req.spec, last)
             windows = [[max(lo, start), hi] for lo, hi in windows if hi is None or hi > start]
         else:
@@ -170,6 +170,8 @@ class Reader:
         return windows, density
 
     # ---- deletions ------------------------------------------------------------------------
+    # An item skipped for a bad value is still in the CRM: its id counts as listed. One whose
+    # id we cannot read could be any row, so that table is not reconciled this run.
 
     def reconcile(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
         if state and as_utc(run_started_at) - parse_iso(state["at"]) < timedelta(hours=self.cfg.reconcile_hours):
@@ -181,6 +183,24 @@ class Reader:
             listed = self.declared[name]
             if self.listed.get(listed.tables[0]) == run_started_at:
                 continue  # a full pass of that stream listed every ID a moment ago
-            yield Page(present={listed.tables[0]: self.lister.ids(listed.request.spec)})
+            ids = self.lister.ids(listed.request.spec)
+            if ids is None:
+                yield Page(problems=[unreadable(listed.tables[0])])
+            else:
+                yield Page(present={listed.tables[0]: ids})
         self.listed.clear()
         yield Page(bookmark=bookmarks.dump("reconcile", at=iso(run_started_at)))
+
+
+def listed_ids(page: Page, table: str, seen: list[int]) -> list[int] | None:
+    """`seen` plus the ids a page of a full listing showed, skipped items included; None when
+    one of them has no readable id."""
+    skipped = [to_int(p.get("item")) for p in page.problems if p.get("skipped")]
+    if None in skipped:
+        return None
+    return seen + [r["id"] for r in page.rows.get(table, [])] + skipped
+
+
+def unreadable(table: str) -> dict:
+    return {"item": None, "field": None, "value": None, "skipped": False,
+            "why": f"a listed item has no readable ID: deletions in {table} are not reconciled this run"}
