@@ -148,10 +148,11 @@ def _log_problems(result: StreamResult) -> None:
 
 
 def describe(p: dict) -> str:
-    """`item 12 OPPORTUNITY='1e400': not a finite number (skipped)`."""
-    field_ = f" {p['field']}" if p.get("field") else ""
-    skipped = " (item skipped)" if p.get("skipped") else ""
-    return f"item {p.get('item')}{field_}={p.get('value')!r}: {p.get('why')}{skipped}"
+    """`item 12 OPPORTUNITY='1e400': not a finite number`, `... (item skipped)`."""
+    shown = f" {p['field']}={p.get('value')!r}" if p.get("field") else (
+        f" {p['value']!r}" if p.get("value") is not None else "")
+    where = f"item {p['item']}{shown}: " if p.get("item") is not None else ""
+    return f"{where}{p.get('why')}{' (item skipped)' if p.get('skipped') else ''}"
 
 
 def _not_run(mirror, run_id, source, stream, run_started, why) -> StreamResult:

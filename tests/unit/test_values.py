@@ -20,7 +20,7 @@ from adapters.bitrix24 import parsers as b24
 from adapters.amocrm import streams as amo
 from adapters.errors import StreamError
 from adapters.streams import Ctx, records
-from adapters.values import BadValue, Item, integer, number, offset_moment, unix_moment
+from adapters.values import BadValue, Item, amount, integer, number, offset_moment, unix_moment
 from connector.store import Mirror
 from connector.sync import sync_source
 from tests.unit.test_sync import Scripted
@@ -31,8 +31,15 @@ from tests.unit.test_sync import Scripted
     ("1500.00", 1500.0), ("$ 1,234.50", 1234.5), ("100 ₽", 100.0), ("-5", -5.0), ("0,5", 0.5),
     ("1\u00a0234", 1234.0), ("1 234 567", 1234567.0), ("1,234,567", 1234567.0), (42, 42.0),
     ("", None), (None, None)])
-def test_numbers_with_units_and_locale_separators_parse_when_unambiguous(text, value):
-    assert number(text) == value
+def test_amounts_with_units_and_locale_separators_parse_when_unambiguous(text, value):
+    assert amount(text) == value
+
+
+def test_only_amounts_may_carry_a_unit():
+    assert number("1 234,50") == 1234.5
+    for text in ("12 мин", "12,5 руб", "5 min"):
+        with pytest.raises(BadValue, match="not a number"):
+            number(text)
 
 
 @pytest.mark.parametrize("text, why", [
@@ -43,7 +50,7 @@ def test_numbers_with_units_and_locale_separators_parse_when_unambiguous(text, v
     ({"v": 1}, "a dict")])
 def test_ambiguous_or_junk_numbers_are_refused_with_a_reason(text, why):
     with pytest.raises(BadValue, match=why):
-        number(text)
+        amount(text)
 
 
 def test_whole_numbers_and_moments():
