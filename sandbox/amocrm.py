@@ -38,6 +38,7 @@ from sandbox.amocrm_render import AmoRender
 from sandbox.amocrm_write import AmoWrite
 from sandbox.data import Dataset, generate
 from sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
+from sandbox.malformed import AMOCRM, Malformer
 
 __all__ = ["AmoSandbox", "WON", "LOST"]
 
@@ -57,7 +58,8 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     (a full last page links to a 204 page, as amoCRM sometimes does),
     `edit_during_listing(path, after_page, **changes)` (a user edits a card already served
     while a listing is read, so every later row moves up one), plus the httpbase ones
-    (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`).
+    (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`);
+    `malform(kind, id)` serves an item in one of the malformed shapes of `sandbox.malformed`.
     """
 
     def __init__(self, dataset: Dataset | None = None, *, host="127.0.0.1", port=0, seed=1,
@@ -89,6 +91,14 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self._collections = self._declare()
         self._listing_edits: list[dict] = []
         self._edits_lock = threading.Lock()
+        self.malformed = Malformer(AMOCRM)   # the `malform` knob
+
+    def malform(self, kind: str, item_id: int) -> None:
+        """Serve the item `item_id` malformed from now on, as `sandbox.malformed.AMOCRM[kind]`
+        says (the dataset keeps the true values)."""
+        self.malformed.add(kind, item_id)
+        with self._cache_lock:
+            self._cache.clear()
 
     # ---- knobs ---------------------------------------------------------------------------
     def set_limits(self, on: bool, rate: float | None = None) -> None:

@@ -311,6 +311,9 @@ class AmoQuery:
             return Response.empty(204)
         with_ = set(req.get("with", "").split(","))
         items = [col.render(r, with_) for r in rows]
+        ids = [i["id"] for i in items]
+        if self.malformed:   # the `malform` knob (sandbox.malformed)
+            items = [self.malformed.serve(col.name, i, item) for i, item in zip(ids, items)]
         links = {"self": self._page_link(req, page)}
         full = len(rows) == take and self.next_on_full_page
         if len(view) > offset + step or full:
@@ -324,7 +327,7 @@ class AmoQuery:
         if col.name == "users":
             body["_page_count"] = -(-len(view) // step)
         response = self._hal(body)
-        self._after_page_served(req.path, [i["id"] for i in items])
+        self._after_page_served(req.path, ids)
         return response
 
     def _page_link(self, req: Request, page: int) -> dict:

@@ -41,7 +41,8 @@ class Bitrix24Sandbox(SandboxServer):
     `bucket_size` burst, `drain_rate`/s), `cost_model` (sleep `page_cost_s` per list page,
     more for counted pages), `operating_budget_s` per `operating_window_s` per method.
     OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
-    code; `oauth.advance(seconds)` moves the OAuth clock on. Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
+    code; `oauth.advance(seconds)` moves the OAuth clock on. `malform(kind, id)` serves an item
+    in one of the malformed shapes of `sandbox.malformed`. Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
     """
 
     def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,
@@ -86,6 +87,11 @@ class Bitrix24Sandbox(SandboxServer):
     def issue_code(self) -> str:
         """An OAuth authorization code (valid 30 s, single use), as the redirect would bring."""
         return self.oauth.issue_code()
+
+    def malform(self, kind: str, item_id: int) -> None:
+        """Serve the item `item_id` malformed from now on, as `sandbox.malformed.BITRIX24[kind]`
+        says (the dataset keeps the true values)."""
+        self.portal.malformed.add(kind, item_id)
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far answers 401 expired_token from now on."""

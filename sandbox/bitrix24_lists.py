@@ -37,6 +37,8 @@ def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", type
         if typed and str(ci_get(params, "useOriginalUfNames", "N")).upper() == "Y":
             fields = [(f.old if f.old and f.old.startswith("UF_") else k, f) for k, f in fields]
         out = p.pages.page(entity, page, fields, typed)
+        if p.malformed:
+            out = p.malformed_page(entity, page, out)
     return Reply.listing(out, total, start, len(src), wrap)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bitrix24_pages import PageCache
+from .bitrix24_pages import Page, PageCache, dumps
 from .bitrix24_query import PAGE, select_fields
 from .bitrix24_render import SEMANTIC, Spec, Vocab, build_specs
+from .malformed import BITRIX24, Malformer
 
 __all__ = ["Portal", "Reply"]
 
@@ -45,6 +46,16 @@ class Portal:
         self._history: dict[str, tuple[int, list]] = {}
         self._selects: dict[tuple, tuple] = {}
         self.pages = PageCache(ds)
+        self.malformed = Malformer(BITRIX24)   # the `malform` knob (sandbox.malformed)
+
+    def malformed_page(self, entity: str, rows: list[dict], page: Page) -> Page:
+        """`page` with the items a malformed kind was chosen for served changed."""
+        encoded = list(page.encoded)
+        for i, r in enumerate(rows):
+            served = self.malformed.serve(entity, r.get("id"), page[i])
+            if served != page[i]:
+                encoded[i] = dumps(served)
+        return Page(encoded)
 
     def select(self, spec: Spec, select, names: str, default_all: bool) -> list[tuple]:
         """`select_fields`, remembered: the 50 sub-calls of a batch mostly repeat one select."""
