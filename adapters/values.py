@@ -135,6 +135,12 @@ def integer(v) -> int | None:
     return int(x)
 
 
+def reference(v) -> int | None:
+    """A strict foreign id: 0 / "0" / None / "" are none, junk is BadValue."""
+    i = integer(v)
+    return i if i else None
+
+
 def text(v) -> str | None:
     """Text as sent; numbers become their text; a list or object is BadValue."""
     if v is None or isinstance(v, str):
@@ -151,17 +157,6 @@ def objects(v) -> list[dict]:
     if not isinstance(v, list) or not all(isinstance(i, dict) for i in v):
         raise BadValue("not a list of objects")
     return v
-
-
-def either(*readers: Callable) -> Callable:
-    """The first reader's value that is not None (None when all are)."""
-    def read(v):
-        for r in readers:
-            got = r(v)
-            if got is not None:
-                return got
-        return None
-    return read
 
 
 def unix_moment(v) -> str | None:
@@ -207,12 +202,6 @@ def ref_id(v) -> int | None:
     return i if i else None
 
 
-def reference(v) -> int | None:
-    """A strict foreign id: 0 / "0" / None / "" are none, junk is BadValue."""
-    i = integer(v)
-    return i if i else None
-
-
 def flag(v) -> int:
     """Truthy CRM booleans -> 1/0: "Y", "TRUE", "1", True, 1."""
     if isinstance(v, str):
@@ -237,6 +226,8 @@ class Item:
 
     def value(self, key: str):
         """The raw value at `key` ("_embedded.contacts" walks objects); _ABSENT if missing."""
+        if "." not in key:
+            return self.raw.get(key, _ABSENT)
         v = self.raw
         for part in key.split("."):
             if not isinstance(v, dict):
@@ -290,17 +281,3 @@ class Item:
     def note(self, key: str, value, why: str) -> None:
         """A problem a parser found itself (a value of the wrong kind for this item)."""
         self.problems.append(problem(key, value, why))
-
-
-# Kept for callers that want the old strict names.
-def int_or_none(v) -> int | None:
-    """Strict: None and "" -> None, anything not an integer raises ValueError."""
-    return integer(v)
-
-
-def float_or_none(v) -> float | None:
-    """Strict like `int_or_none`: a price that is not a number raises ValueError."""
-    return number(v)
-
-
-to_float = number
