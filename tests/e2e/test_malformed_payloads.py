@@ -245,3 +245,26 @@ def test_a_later_sync_keeps_the_old_row_of_a_skipped_item(crm):
     assert other == []
     assert len(ok) == sum(w.outcome == "null" for w in crm.want.values())
     _assert_reported(crm, results)
+
+
+def test_sync_command_says_how_many_values_it_did_not_store_and_logs_them(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    with Bitrix24Sandbox(generate(seed=2, size=60), limits=False) as server:
+        deal, lead = _alive(server.dataset.deals)[3], _alive(server.dataset.leads)[3]
+        server.malform("amount_overflow", deal)
+        server.malform("unknown_semantics", lead)
+        config = tmp_path / "config.toml"
+        config.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
+                          f'kind = "bitrix24"\nwebhook_url = "${{H12_B24_WEBHOOK}}"\n')
+        monkeypatch.setenv("H12_B24_WEBHOOK", server.webhook_url)
+        result = CliRunner().invoke(main, ["--config", str(config), "sync"])
+    assert result.exit_code == 0, result.output
+    assert "b24: " in result.output and ", 2 values not stored as sent (see the log)" in result.output
+    assert (f"stream=deals: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
+            f"{deal} OPPORTUNITY='1e400': not a finite number") in result.output
+    assert (f"stream=leads: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
+            f"{lead} STATUS_SEMANTIC_ID='X': not one of P, S, F (item skipped)") in result.output
+    assert server.webhook_secret not in result.output
