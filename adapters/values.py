@@ -277,7 +277,3 @@ class Item:
         except Exception as err:
             raise FieldError(key, err) from err
         return default if got is None else got
-
-    def note(self, key: str, value, why: str) -> None:
-        """A problem a parser found itself (a value of the wrong kind for this item)."""
-        self.problems.append(problem(key, value, why))

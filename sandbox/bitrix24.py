@@ -42,7 +42,8 @@ class Bitrix24Sandbox(SandboxServer):
     more for counted pages), `operating_budget_s` per `operating_window_s` per method.
     OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
     code; `oauth.advance(seconds)` moves the OAuth clock on. `malform(kind, id)` serves an item
-    in one of the malformed shapes of `sandbox.malformed`. Observability: `request_log`, `limit_errors`, `limit_counts`, `oauth.refreshes`.
+    in one of the malformed shapes of `sandbox.malformed`. Observability: `request_log`,
+    `limit_errors`, `limit_counts`, `oauth.refreshes`.
     """
 
     def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,

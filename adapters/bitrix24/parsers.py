@@ -4,9 +4,10 @@ Old `crm.*.list` methods send numbers as strings, "0" for "no reference" and dat
 the portal's offset; every parser coerces through `adapters.values` and `adapters.times`
 (ISO UTC, `2026-11-23T10:00:00Z`); a value that does not parse is NULL and reported, an
 item missing what its row needs is skipped and reported (`adapters.values.Item`). `raw`
-keeps the item exactly as received. What a parser needs beyond its item comes in `ctx`: `ctx.side[item id]` for the per-page lookups (a deal's
-contact ids, a call's activity, a pipeline's stages), `ctx.memo` for the stage each deal or
-lead was in before (stage history, read in ID order).
+keeps the item exactly as received. What a parser needs beyond its item comes in `ctx`:
+`ctx.side[item id]` for the per-page lookups (a deal's contact ids, a call's activity, a
+pipeline's stages), `ctx.memo` for the stage each deal or lead was in before (stage history,
+read in ID order).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def one_of(table: dict):
     def read(v):
         if v is None or v == "":
             return None
-        if v not in table:
+        if not isinstance(v, str) or v not in table:
             raise BadValue(f"not one of {', '.join(k for k in table if k)}")
         return table[v]
     return read

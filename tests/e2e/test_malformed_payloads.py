@@ -192,7 +192,8 @@ def _follows_from_a_skip(diff: str, skipped: list, crm: Crm) -> bool:
         return diff.endswith("missing from the mirror")
     if "history_no_stage" in crm.chosen and diff.startswith("stage_changes deal "):
         row = next(r for r in crm.server.portal.history("deal") if r["id"] == crm.chosen["history_no_stage"])
-        return diff.startswith(f"stage_changes deal {row['owner_id']} ") and diff.endswith("missing from the mirror")
+        return (diff.startswith(f"stage_changes deal {row['owner_id']} ")
+                and diff.endswith("missing from the mirror"))
     return False
 
 

@@ -133,14 +133,13 @@ def stages(m: Mirror) -> None:
 def test_a_stage_the_pipeline_does_not_have_is_not_stored_and_the_old_row_stays(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
         stages(m)
-        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "pipeline_id": 0, "stage_id": "NEW",
-                                                        "status": "open"}],
-                                             "deal_contacts": [{"deal_id": 1, "contact_id": 4, "is_main": 1}]}))
+        old = {"id": 1, "pipeline_id": 0, "stage_id": "NEW", "status": "open"}
+        m.save_page("s", "deals", Page(rows={"deals": [old], "deal_contacts": [
+            {"deal_id": 1, "contact_id": 4, "is_main": 1}]}))
         page = Page(rows={"deals": [{"id": 1, "pipeline_id": 0, "stage_id": "C9:NOPE", "status": "open"},
                                     {"id": 2, "pipeline_id": 0, "stage_id": "WON", "status": "won"},
                                     {"id": 3, "pipeline_id": 5, "stage_id": "C5:NEW", "status": "open"}],
-                          "deal_contacts": []},
-                    )
+                          "deal_contacts": []})
         assert m.save_page("s", "deals", page) == 2
         m.save_page("s", "leads", Page(rows={"leads": [{"id": 7, "status_id": "GONE", "status": "open"}]}))
         deals = m.conn.execute("SELECT id, stage_id FROM deals ORDER BY id").fetchall()
