@@ -24,6 +24,8 @@ class Page:
     source missing from the list are marked deleted, listed rows are marked not deleted.
     bookmark: when not None, the stream's new bookmark, saved in the same transaction,
     so a crash loses at most this page. Adapters never set it past the run's start.
+    expected: when not None, about how many more entities the read will bring than it
+    announced before (an estimate the CRM's answers give for free), for the progress display.
     """
 
     rows: dict[str, list[dict]] = field(default_factory=dict)
@@ -31,6 +33,7 @@ class Page:
     restored: dict[str, list] = field(default_factory=dict)
     present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
+    expected: int | None = None
 
     def merge(self, other: "Page") -> "Page":
         """Add `other`'s records to this page; a later deletion or restore of an id wins."""
@@ -55,6 +58,12 @@ class Page:
     def count(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(
             len(v) for v in self.deleted.values()) + sum(len(v) for v in self.restored.values())
+
+    def entities(self, table: str) -> int:
+        """Entities of `table` this page writes (upserted, deleted or restored): what a run
+        reports, so a deal's contact links do not count as more deals."""
+        return len(self.rows.get(table, ())) + len(self.deleted.get(table, ())) + len(
+            self.restored.get(table, ()))
 
 
 @dataclass
