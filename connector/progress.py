@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Column
-from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, ProgressColumn, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
@@ -38,6 +38,21 @@ class Rate(ProgressColumn):
         return Text(f"{task.speed or 0:,.0f}/s")
 
 
+class Time(ProgressColumn):
+    """`0:12 left` when a total is known (rich's estimate), else `0:05 elapsed`."""
+
+    def render(self, task) -> Text:
+        if task.total is not None:   # no rate measured yet: no estimate either
+            left = task.time_remaining
+            return Text(f"{'-:--' if left is None else _clock(left)} left")
+        return Text(f"{_clock(task.elapsed or 0)} elapsed")
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes}:{s:02d}"
+
+
 class Progress:
     """One bar per stream under way; a no-op when there is no terminal console to draw on."""
 
@@ -54,7 +69,7 @@ class Progress:
         if self._bars is None:
             self._bars = RichProgress(
                 TextColumn("stream {task.fields[step]}"), TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=20), Count(), Rate(), TextColumn("left"), TimeRemainingColumn(),
+                BarColumn(bar_width=20), Count(), Rate(), Time(),
                 console=self.console, transient=True)
             self._bars.start()
         self._task, self._total = self._bars.add_task(label, total=None, step=step, unit=unit), 0

@@ -48,7 +48,7 @@ def test_bar_shows_stream_k_of_n_count_of_total_rate_and_time_left():
     progress._bars.refresh()
     line = [line for line in screen(out.getvalue()) if "b24/deals" in line][-1]
     assert line.startswith("stream 3/10 b24/deals")
-    assert "500 of ~2,000 deals" in line and "/s" in line and "left" in line
+    assert "500 of ~2,000 deals" in line and "/s" in line and re.search(r" (\d+:\d\d|-:--) left$", line), line
     progress.stop()
 
 
@@ -60,7 +60,8 @@ def test_without_a_total_the_bar_shows_the_count():
     progress._bars.refresh()
     progress.stop()
     line = [line for line in screen(out.getvalue()) if "amo/deals" in line][-1]
-    assert "1,234 deals" in line and " of " not in line
+    assert "1,234 deals" in line and " of " not in line and "left" not in line
+    assert re.search(r" \d+:\d\d elapsed$", line), line
 
 
 def test_log_lines_print_above_the_bar_not_into_it(terminal):
