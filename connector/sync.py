@@ -141,6 +141,17 @@ def _log(result: StreamResult) -> None:
             f" error={error}" if error else "", extra={"fields": fields})
 
 
+def failures(results: list[StreamResult]) -> str | None:
+    """What went wrong, one clause per stream that failed or was skipped; the streams a
+    source-stopping failure left unrun are counted, not given its error again."""
+    said = [f"{r.stream}: {r.error}" for r in results
+            if r.status != "ok" and not (r.error or "").startswith("not run:")]
+    unrun = sum((r.error or "").startswith("not run:") for r in results)
+    if unrun:
+        said.append(f"{unrun} other stream{'s' if unrun > 1 else ''} not run")
+    return "; ".join(said) or None
+
+
 def _not_run(mirror, run_id, source, stream, run_started, why) -> StreamResult:
     status = "interrupted" if why.startswith("interrupted") else "failed"
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
