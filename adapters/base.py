@@ -26,6 +26,8 @@ class Page:
     so a crash loses at most this page. Adapters never set it past the run's start.
     problems: values the parsers could not read (`adapters.values.problem` dicts with the
     item id): stored as NULL, or the item skipped; the run reports them.
+    expected: when not None, about how many more entities the read will bring than it
+    announced before (an estimate the CRM's answers give for free), for the progress display.
     """
 
     rows: dict[str, list[dict]] = field(default_factory=dict)
@@ -34,6 +36,7 @@ class Page:
     present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
     problems: list[dict] = field(default_factory=list)
+    expected: int | None = None
 
     def merge(self, other: "Page") -> "Page":
         """Add `other`'s records to this page; a later deletion or restore of an id wins."""
@@ -59,6 +62,12 @@ class Page:
     def count(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(
             len(v) for v in self.deleted.values()) + sum(len(v) for v in self.restored.values())
+
+    def entities(self, table: str) -> int:
+        """Entities of `table` this page writes (upserted, deleted or restored): what a run
+        reports, so a deal's contact links do not count as more deals."""
+        return len(self.rows.get(table, ())) + len(self.deleted.get(table, ())) + len(
+            self.restored.get(table, ()))
 
 
 @dataclass

@@ -278,7 +278,7 @@ def main() -> None:
         return
     print_run(f"full sync, every stream, empty mirror ({args.workers} windows in parallel)", full)
     deals = next(x for x in full["results"] if x.stream == "deals")
-    print(f"  deals stream: {deals.rows - full['links']} deals + {full['links']} contact links")
+    print(f"  deals stream: {deals.rows} deals (its run's rows) + {full['links']} contact links")
     print(f"  server counted limit errors {full['server'].get('limits')}")
     print_run("nightly incremental, every stream (1% of deals changed)", nightly)
     print(f"  server counted limit errors {nightly['server'].get('limits')}")

@@ -32,7 +32,7 @@ from connector.kpi_job import KpiJobResult, declared_streams, run_kpi_job
 from connector.locks import LockAbandoned, LockTimeout, source_lock
 from connector.notify import Notifier, quiet
 from connector.progress import Progress
-from connector.sync import StreamResult, sync_source
+from connector.sync import StreamResult, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 
@@ -150,9 +150,7 @@ class _Run:
         if "interrupted" in statuses or (self.stop is not None and self.stop.is_set()):
             out.status = "interrupted"
         elif not statuses <= set(SUCCESS):
-            out.status = "failed"
-            out.error = "; ".join(f"{r.stream}: {r.error}" for r in out.results
-                                  if r.status not in SUCCESS)
+            out.status, out.error = "failed", failures(out.results)
 
     def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
         out = self.out

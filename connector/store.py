@@ -113,10 +113,11 @@ class Mirror:
 
     # -- pages ---------------------------------------------------------------
 
-    def save_page(self, source: str, stream: str, page: Page, run_row: int | None = None) -> int:
-        """Upsert the page's rows, apply its deletions and bookmark, and add its rows to the
-        run `run_row` of `sync_runs` (so a killed run's count is what it committed); returns
-        rows written."""
+    def save_page(self, source: str, stream: str, page: Page, run_row: int | None = None,
+                  counted: int | None = None) -> int:
+        """Upsert the page's rows, apply its deletions and bookmark, and add `counted` (default:
+        every row) to the run `run_row` of `sync_runs` (so a killed run's count is what it
+        committed); returns rows written."""
         with self.db.atomic():
             self._drop_unknown_stages(source, page)
             self._replace_deal_links(source, page)
@@ -136,7 +137,7 @@ class Mirror:
                 self.set_bookmark(source, stream, page.bookmark)
             if run_row is not None:
                 self.conn.execute("UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
-                                  (page.count(), run_row))
+                                  (page.count() if counted is None else counted, run_row))
         return page.count()
 
     # table -> (entity, its stage column, its pipeline column or the fixed pipeline)

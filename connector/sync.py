@@ -3,6 +3,11 @@
 Each stream's pages are saved one transaction at a time, with the bookmark, so an error or
 a crash keeps everything already committed. A failing stream is recorded in `sync_runs` with
 its message and the next stream runs; auth failures and blocks stop the source.
+
+A run counts entities: rows of the stream's main table (the first it declares) written,
+deleted or restored, so a deal's contact links do not count as deals. Each stream's end is
+logged once (one line; a warning when it did not end ok); the streams a source-stopping
+failure leaves unrun are recorded in `sync_runs`, not logged again.
 """
 
 from __future__ import annotations
@@ -62,58 +67,68 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
         raise UnknownStream(f"source '{adapter.source}' has no stream '{unknown[0]}' "
                             f"(streams: {', '.join(available)})")
     progress = progress or Progress(enabled=False)
+    main = {s.name: s.tables[0] for s in adapter.streams()}
     run_id = run_id or uuid.uuid4().hex[:12]
     run_started = utc_now()
     results: list[StreamResult] = []
     fatal: str | None = None
-    for stream in wanted:
-        if stop is not None and stop.is_set():
-            fatal = fatal or "interrupted before this stream ran"
-        if fatal:
-            results.append(_not_run(mirror, run_id, adapter.source, stream, run_started, fatal))
-            continue
-        result = _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, stop)
-        results.append(result)
-        if result.stops_source:
-            fatal = f"not run: {result.error}"
+    try:
+        for k, stream in enumerate(wanted, 1):
+            if stop is not None and stop.is_set():
+                fatal = fatal or "interrupted before this stream ran"
+            if fatal:
+                results.append(_not_run(mirror, run_id, adapter.source, stream, run_started, fatal))
+                continue
+            progress.start(f"{adapter.source}/{stream}", f"{k}/{len(wanted)}", main[stream])
+            result = _run_stream(mirror, adapter, stream, main[stream], full, run_started, run_id,
+                                 progress, stop)
+            results.append(result)
+            if result.stops_source:
+                fatal = f"not run: {result.error}"
+    finally:
+        progress.stop()
     return results
 
 
-def _run_stream(mirror, adapter, stream, full, run_started, run_id, progress, stop) -> StreamResult:
-    """One stream, recorded in `sync_runs` from start to finish."""
+def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progress,
+                stop) -> StreamResult:
+    """One stream, recorded in `sync_runs` from start to finish; `main`: the table it counts."""
     source = adapter.source
     bookmark = None if full else mirror.get_bookmark(source, stream)
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
     result = StreamResult(source, stream, "ok")
     requests_before, t0 = adapter.requests, time.monotonic()
-    progress.start(f"{source}/{stream}")
-    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), result, progress, stop,
-                run_row)
+    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), main, result,
+                progress, stop, run_row)
     result.requests = adapter.requests - requests_before
     result.seconds = time.monotonic() - t0
     mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error,
                       result.warnings_json())
-    progress.finish(result.status)
+    progress.finish()
     _log(result)
     _log_problems(result)
     return result
 
 
-def _copy_pages(mirror, pages, result: StreamResult, progress, stop, run_row: int) -> None:
-    """Save the adapter's pages one by one (each with its bookmark); an error ends the stream,
-    classified into `result`: skipped (a missing scope), failed, or failed and stopping the source."""
+def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, run_row: int) -> None:
+    """Save the adapter's pages one by one (each with its bookmark), counting entities of the
+    `main` table; an error ends the stream, classified into `result`: skipped (a missing
+    scope), failed, or failed and stopping the source."""
     source, stream = result.source, result.stream
     try:
         for page in pages:
-            result.rows += mirror.save_page(source, stream, page, run_row)
+            if page.expected:
+                progress.expect(page.expected)
+            entities = page.entities(main)
+            mirror.save_page(source, stream, page, run_row, counted=entities)
+            result.rows += entities
             result.note(page.problems)
-            progress.add(page.count())
+            progress.add(entities)
             if stop is not None and stop.is_set():
                 result.status, result.error = "interrupted", "stopped by signal; resumes from the bookmark"
                 break
     except ScopeError as err:
         result.status, result.error = "skipped", redact(err)
-        log.warning("%s", result.error)
     except (AuthError, BlockedError) as err:
         result.status, result.error, result.stops_source = "failed", redact(err), True
     except SourceError as err:
@@ -127,12 +142,30 @@ def _copy_pages(mirror, pages, result: StreamResult, progress, stop, run_row: in
 
 
 def _log(result: StreamResult) -> None:
-    log.info("sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s", result.source,
-             result.stream, result.rows, result.requests, result.seconds, result.status,
-             f" error={result.error}" if result.error else "",
-             extra={"fields": {"event": "sync", "source": result.source, "stream": result.stream,
-                               "rows": result.rows, "requests": result.requests,
-                               "duration_s": round(result.seconds, 2), "status": result.status}})
+    """The stream's one summary line: a warning when it did not end ok, naming the error."""
+    error = result.error
+    if error and result.stops_source:
+        error += "; the source's other streams are not run"
+    fields = {"event": "sync", "source": result.source, "stream": result.stream, "rows": result.rows,
+              "requests": result.requests, "duration_s": round(result.seconds, 2),
+              "status": result.status}
+    if error:
+        fields["error"] = error
+    log.log(logging.INFO if result.status == "ok" else logging.WARNING,
+            "sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s", result.source,
+            result.stream, result.rows, result.requests, result.seconds, result.status,
+            f" error={error}" if error else "", extra={"fields": fields})
+
+
+def failures(results: list[StreamResult]) -> str | None:
+    """What went wrong, one clause per stream that failed or was skipped; the streams a
+    source-stopping failure left unrun are counted, not given its error again."""
+    said = [f"{r.stream}: {r.error}" for r in results
+            if r.status != "ok" and not (r.error or "").startswith("not run:")]
+    unrun = sum((r.error or "").startswith("not run:") for r in results)
+    if unrun:
+        said.append(f"{unrun} other stream{'s' if unrun > 1 else ''} not run")
+    return "; ".join(said) or None
 
 
 def _log_problems(result: StreamResult) -> None:

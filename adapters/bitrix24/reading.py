@@ -46,12 +46,14 @@ class Reader:
         self.lister = lister
         self.declared = declared
         self.listed: dict[str, datetime] = {}
+        self.estimate: int | None = None   # entities a planned read expects, not yet announced
         self.modes = {"snapshot": self.snapshot, "changes": self.changes,
                       "append": self.append, "reconcile": self.reconcile}
 
     def read(self, s: Stream, bookmark: str | None, run_started_at: datetime, full: bool) -> Iterator[Page]:
         """Pages of `s` from its bookmark (`full`: from nothing), by the reader of its mode."""
         state = {} if full else bookmarks.load(s.mode, bookmark)
+        self.estimate = None
         return self.modes[s.mode](s, state, run_started_at)
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
@@ -98,12 +100,14 @@ class Reader:
         if windows is None:
             if extra is None:
                 windows, density = self.lister.plan(req.spec, 4)
+                self.expect(windows, density)
             else:
                 windows = [[0, None]]
         progress = {i: list(w) for i, w in enumerate(windows)}
         seen: list[int] | None = [] if fresh_full and req.reconciles else None
         for chunk in self.lister.pages(req, windows, extra, density=density):
             page = self.parse(s, chunk.rows, chunk.side)
+            page.expected = self.announce()
             if seen is not None:
                 seen = listed_ids(page, s.tables[0], seen)
             if chunk.done:
@@ -134,6 +138,7 @@ class Reader:
         for part, req in parts.items():
             for chunk in self.after(req, last[part], first.get(part)):
                 page = self.parse(s, chunk.rows, chunk.side, memo)
+                page.expected = self.announce()
                 last[part] = max([last[part]] + req.spec.ids_of(chunk.rows))
                 page.bookmark = bookmarks.dump("append", last_id=dict(last))
                 yield page
@@ -165,9 +170,24 @@ class Reader:
         if last:
             return [[last, None]], None
         windows, density = self.lister.plan(spec, 8)
+        self.expect(windows, density)
         if windows:
             windows[-1][1] = None  # rows added while we read land in the last window
         return windows, density
+
+    # ---- progress -------------------------------------------------------------------------
+
+    def expect(self, windows: list[list], density: float) -> None:
+        """Remember how many rows a planned read should bring: the plan's ID range times its
+        ID density. Lists are read with start=-1, which turns the API's `total` off (counting
+        costs seconds on big portals), so this estimate is the total the progress shows."""
+        rows = round(density * sum(hi - lo for lo, hi in windows if hi is not None))
+        self.estimate = (self.estimate or 0) + rows
+
+    def announce(self) -> int | None:
+        """The estimate not yet handed to a page (for `Page.expected`), once."""
+        out, self.estimate = self.estimate, None
+        return out
 
     # ---- deletions ------------------------------------------------------------------------
     # An item skipped for a bad value is still in the CRM: its id counts as listed. One whose

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+import textwrap
 
 import click
 
@@ -50,3 +53,29 @@ def table(rows: list[dict], columns: list[str]) -> str:
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def fitted(rows: list[dict], columns: list[str], width: int | None = None,
+           right: tuple[str, ...] = ()) -> str:
+    """Like `table`, within `width` (default: the terminal's, or $COLUMNS, else 80): the last
+    column gets what the others leave and wraps onto indented lines; `right`: numbers."""
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lead = sum(widths[:-1]) + 2 * (len(columns) - 1)
+    widths[-1] = max(12, min(widths[-1], width - lead))
+
+    def lines(vals: list[str]) -> list[str]:
+        first = [v.rjust(w) if c in right else v.ljust(w) for v, w, c in zip(vals, widths, columns)]
+        tail = textwrap.wrap(vals[-1], widths[-1], break_on_hyphens=False) or [""]
+        out = ["  ".join(first[:-1] + [tail[0]]).rstrip()]
+        return out + [" " * lead + t for t in tail[1:]]
+    text = lines(columns) + ["  ".join("-" * w for w in widths)]
+    for row in cells:
+        text += lines(row)
+    return "\n".join(text)
+
+
+def echo_json(document) -> None:
+    """The command's one JSON document on stdout (anything else goes to stderr)."""
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))

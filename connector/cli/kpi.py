@@ -7,7 +7,7 @@ import sys
 import click
 
 from connector import jobs
-from connector.cli.common import fail, kpis, load, sources
+from connector.cli.common import echo_json, fail, kpis, load, sources
 
 
 def _fmt(v) -> str:
@@ -21,8 +21,11 @@ def _fmt(v) -> str:
 @click.option("--dry-run", is_flag=True, help="Compute and print a summary of the changes (-v: every value); write nothing anywhere.")
 @click.option("--only", "only", multiple=True, metavar="KPI",
               help="Only this KPI (repeatable, or comma-separated).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on stdout, per source (-v: with every value).")
 @click.pass_context
-def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[str, ...]) -> None:
+def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[str, ...],
+        as_json: bool) -> None:
     """Compute client KPIs from the mirror and write the changed ones to the CRM cards.
 
     Prints, per source, the clients computed, the cards touched, the values changed and the
@@ -34,20 +37,47 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     cfg = load(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
     names = kpis(cfg, only)
-    failed = False
+    failed, docs = False, []
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
         if res.kpi is None:      # busy, never synced, or the KPI job could not run
+            if as_json:
+                echo_json({"ok": False, "sources": docs + [{"source": src.name, "error": res.reason}]})
             fail(res.reason)
-        for w in res.kpi.compute.warnings:
-            click.echo(f"warning: {w}", err=True)
+        # compute warnings (an unconverted currency) were logged as they arose: not repeated
         _withheld(src.name, res.kpi.withheld)
+        # a withheld KPI that would have been written to cards is a failure the admin must fix
+        bad = res.kpi.failed > 0 or bool(set(res.kpi.withheld) & set(cfg.kpi.fields))
+        failed |= bad
+        if as_json:
+            docs.append(_document(res.kpi, verbose, ok=not bad))
+            continue
         if dry_run:
             _dry_run(src.name, res.kpi.writeback, verbose)
         click.echo(f"{src.name}: {res.kpi.line()}")
-        # a withheld KPI that would have been written to cards is a failure the admin must fix
-        failed |= res.kpi.failed > 0 or bool(set(res.kpi.withheld) & set(cfg.kpi.fields))
+    if as_json:
+        echo_json({"ok": not failed, "sources": docs})
     sys.exit(1 if failed else 0)
+
+
+def _document(job, verbose: bool, ok: bool) -> dict:
+    """One source's KPI job for `--json`: counts, withheld KPIs, per entity type the cards and
+    values changed (and fields a dry run would create); -v: every value."""
+    wb = job.writeback
+    types = sorted({c.entity_type for c in wb.changes} | set(wb.unresolved))
+    doc = {"source": job.source, "ok": ok, "dry_run": job.dry_run, "computed_at": job.compute.computed_at,
+           "clients": job.compute.clients, "cards": wb.clients, "values_changed": wb.values,
+           "requests": wb.requests, "rejected": wb.failed, "withheld": job.withheld,
+           "warnings": job.compute.warnings,
+           "by_type": [{"entity_type": t,
+                        "cards": len({c.entity_id for c in wb.changes if c.entity_type == t}),
+                        "values": sum(c.entity_type == t for c in wb.changes),
+                        "fields_to_create": wb.unresolved.get(t, [])} for t in types]}
+    if verbose:
+        doc["values"] = [{"entity_type": c.entity_type, "entity_id": c.entity_id, "name": c.name,
+                          "kpi": c.kpi, "field": c.label, "old": c.old, "new": c.new}
+                         for c in wb.changes]
+    return doc
 
 
 def _withheld(source: str, withheld: dict[str, str]) -> None:

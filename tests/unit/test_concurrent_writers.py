@@ -8,6 +8,7 @@ import sqlite3
 import threading
 
 from adapters.base import Page
+from adapters.streams import Stream
 from connector import config as config_mod
 from connector.jobs import Steps, run_job
 from connector.notify import quiet
@@ -50,6 +51,9 @@ class ManyPages(FakeAdapter):
 
     def stream_names(self):
         return ["contacts", "deals"]
+
+    def streams(self):
+        return [Stream(n, (n,), "changes", None) for n in self.stream_names()]
 
     def fetch(self, stream, bookmark, run_started_at, full=False):
         for p in range(PAGES):

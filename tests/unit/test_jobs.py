@@ -295,3 +295,10 @@ def test_without_a_notifier_nothing_is_sent(tmp_path, monkeypatch):
     w.cfg.notify.urls = ["json://127.0.0.1:9/"]     # configured, but manual commands do not alert
     res = run_job(w.cfg, w.src, steps=Steps(adapter=w.adapter))
     assert res.status == "failed" and channels == []
+
+
+def test_a_refused_token_is_said_once_in_the_jobs_error(tmp_path):
+    w = World(tmp_path, contacts=[AuthError("source 'main': token rejected (401)")],
+              deals=[Page(rows={"deals": [WON]})])
+    res = w.run()
+    assert res.error == "contacts: source 'main': token rejected (401); 1 other stream not run"

@@ -6,6 +6,7 @@ import pytest
 
 from adapters.base import Page
 from adapters.errors import AuthError, ScopeError, StreamError
+from adapters.streams import Stream
 from connector.store import Mirror
 from connector.sync import UnknownStream, sync_source
 
@@ -23,6 +24,10 @@ class Scripted:
 
     def stream_names(self):
         return list(self.script)
+
+    def streams(self):
+        """Every scripted stream counts contacts (its pages may carry other tables too)."""
+        return [Stream(n, ("contacts",), "changes", None) for n in self.script]
 
     def fetch(self, stream, bookmark, run_started_at, full=False):
         self.seen_bookmarks[stream] = bookmark
@@ -108,3 +113,21 @@ def test_stop_event_interrupts_after_the_current_page(mirror):
     assert [r.status for r in results] == ["interrupted", "interrupted"]
     assert mirror.get_bookmark("fake", "a") == "p1"
     assert [r[0] for r in mirror.conn.execute("SELECT id FROM contacts")] == [1]
+
+
+def test_a_run_counts_entities_of_its_main_table_not_link_rows(mirror, caplog):
+    class Deals(Scripted):
+        def streams(self):
+            return [Stream("deals", ("deals", "deal_contacts"), "changes", None)]
+
+    deals = [{"id": i, "status": "open", "is_deleted": 0} for i in (1, 2)]
+    links = [{"deal_id": d, "contact_id": c} for d in (1, 2) for c in (7, 8, 9)]
+    adapter = Deals({"deals": [Page(rows={"deals": deals, "deal_contacts": links}),
+                               Page(deleted={"deals": [2]}, bookmark="b")]})
+    caplog.set_level("INFO")
+    (result,) = sync_source(mirror, adapter)
+    assert mirror.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0] == 6
+    assert result.rows == 3      # two deals written, one deleted; the six links are not deals
+    assert mirror.conn.execute("SELECT rows FROM sync_runs").fetchone()[0] == 3
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync source=")]
+    assert len(ends) == 1 and " rows=3 " in ends[0]
