@@ -56,10 +56,11 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
     `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, `next_on_full_page`
     (a full last page links to a 204 page, as amoCRM sometimes does),
-    `edit_during_listing(path, after_page, **changes)` (a user edits a card already served
-    while a listing is read, so every later row moves up one), plus the httpbase ones
-    (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`, `request_log`, `https`);
-    `malform(kind, id)` serves an item in one of the malformed shapes of `sandbox.malformed`.
+    `edit_during_listing(path, after_page, delete, **changes)` (a user edits or deletes a
+    card or task already served while a listing is read, so every later row moves up one),
+    plus the httpbase ones (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`,
+    `request_log`, `https`); `malform(kind, id)` serves an item in one of the malformed
+    shapes of `sandbox.malformed`.
     """
 
     def __init__(self, dataset: Dataset | None = None, *, host="127.0.0.1", port=0, seed=1,
@@ -126,14 +127,16 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     def revoke_long_lived(self) -> None:
         self.access_token = None
 
-    def edit_during_listing(self, path: str, after_page: int = 3, **changes) -> None:
+    def edit_during_listing(self, path: str, after_page: int = 3, delete: bool = False,
+                            **changes) -> None:
         """Once `after_page` pages of `path` (say `/api/v4/leads`) have been served, edit the
         first record the first of those pages served, as a user would mid-read: its
-        `updated_at` moves to now, so an offset listing shifts (`changes` are applied too).
+        `updated_at` moves to now, so an offset listing ordered by it shifts (`changes` are
+        applied too). `delete`: move it to the trash instead, which shifts every order.
         Fires once; `listing_edits_done` lists the ids edited."""
         with self._edits_lock:
             self._listing_edits.append({"path": path, "after": after_page, "served": [],
-                                        "changes": changes})
+                                        "changes": changes, "delete": delete})
 
     @property
     def listing_edits_done(self) -> list[int]:
@@ -152,7 +155,10 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         for e in due:
             entity = {"leads": "deals"}.get(path.rstrip("/").split("/")[-1],
                                             path.rstrip("/").split("/")[-1])
-            self.dataset.update(entity, e["edited"], **e["changes"])
+            if e["delete"]:
+                self.dataset.delete(entity, e["edited"])
+            else:
+                self.dataset.update(entity, e["edited"], **e["changes"])
 
     # ---- dispatch ------------------------------------------------------------------------
     def fault_response(self) -> Response:
