@@ -12,6 +12,10 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   filters are amoCRM's paid add-on (`Request.gated`), the bookmark also remembers
   `api_filter`, so the account is only re-checked on a first or full sync; without the
   add-on the list is paged newest-first and reading stops at the bookmark.
+- No row is skipped when rows move or leave the list mid-read: lists sorted by their cursor
+  (cards, calls) are read by `adapters.amocrm.keyset`; lists in another fixed order (tasks by
+  id, with no `[to]` so an edit keeps its place; events; newest-first cards) by
+  `adapters.amocrm.overlap`. Both overlap each page with the one before and check it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from adapters import bookmarks
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.keyset import keyset_pages
+from adapters.amocrm.overlap import overlap_pages
 from adapters.amocrm.streams import BY_NAME, STREAMS
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.errors import StreamError
@@ -114,10 +119,10 @@ class AmoCrmAdapter:
             pages = self._keyset(s, params + list(req.order), start, run)
             stop_before = None
         elif filtered:
-            pages = self._pages(s, params + self._window(s, start, run))
+            pages = self._overlapping(s, params + self._window(s, start, run))
             stop_before = None
-        else:  # newest-first: an edit moves a row to the front, so rows repeat, never skip
-            pages = self._pages(s, params + [(f"order[{s.cursor}]", "desc")])
+        else:  # newest-first: an edit moves a row to the front, a deletion is checked for
+            pages = self._overlapping(s, params + [(f"order[{s.cursor}]", "desc")])
             stop_before = int(start.timestamp()) if start else None
         ctx = Ctx(currency=self.cfg.currency)
         with closing(pages):
@@ -147,13 +152,36 @@ class AmoCrmAdapter:
                                 size=req.limit, workers=int(self.cfg.max_workers or 1),
                                 gap=getattr(self.client.http.limiter, "gap", 0.0))
 
+    def _overlapping(self, s: Stream, params: list) -> Iterator[list[dict]]:
+        """Pages of a list in a fixed order (by id, by time, newest-first), each overlapping
+        the one before it and checked (`adapters.amocrm.overlap`): a row deleted or hidden
+        mid-read cannot make a later one be skipped. Items of a page in parse order."""
+        req, label = s.request, f"stream '{s.name}'"
+        rest = [p for p in params if p[0] != "limit"]
+
+        def fetch(no: int, limit: int) -> dict | None:
+            return self.client.page(req, [("limit", limit), *rest], no, label)
+        pages = overlap_pages(fetch, s.cursor, req.embedded, size=req.limit,
+                              workers=int(self.cfg.max_workers or 1),
+                              gap=getattr(self.client.http.limiter, "gap", 0.0),
+                              label=f"amoCRM source '{self.source}', {label}")
+        with closing(pages):
+            try:
+                for items in pages:
+                    yield sorted(items, key=lambda i: i.get(req.page_order) or 0) \
+                        if req.page_order else items
+            except Forbidden:
+                self._forbidden(s)
+
     @staticmethod
     def _window(s: Stream, start: datetime | None, run: datetime) -> list:
-        """The sort and the `[from]`/`[to]` filter of a filtered incremental read."""
+        """The sort and the `[from]`/`[to]` filter of a filtered incremental read (no `[to]`
+        where the request is not `bounded`)."""
         params = list(s.request.order)
         if start:
             params.append((f"filter[{s.cursor}][from]", int(start.timestamp())))
-        params.append((f"filter[{s.cursor}][to]", int(run.timestamp())))
+        if s.request.bounded:
+            params.append((f"filter[{s.cursor}][to]", int(run.timestamp())))
         return params
 
     @staticmethod
@@ -176,8 +204,11 @@ class AmoCrmAdapter:
                         items = sorted(items, key=lambda i: cursor_of(i, req.page_order) or 0)
                     yield items
             except Forbidden:
-                log.warning("amoCRM source '%s': %s answered 403 (%s); %s are not mirrored",
-                            self.source, req.path, req.skip_on_403, s.name)
+                self._forbidden(s)
+
+    def _forbidden(self, s: Stream) -> None:
+        log.warning("amoCRM source '%s': %s answered 403 (%s); %s are not mirrored",
+                    self.source, s.request.path, s.request.skip_on_403, s.name)
 
     def _records(self, s: Stream, items: list[dict], ctx: Ctx) -> Page:
         """One page of items parsed in order; a later record wins (`Page.merge`). An item a row

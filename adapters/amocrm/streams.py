@@ -59,6 +59,9 @@ class Request:
     bookmark. skip_on_403: a 403 means "not available to this token", not a block: the stream
     is skipped with a warning giving this reason. page_order: items of one page are parsed in
     ascending order of this field (event order is undocumented; a later event must win).
+    bounded: ask for `filter[cursor][to]=run start` too. False where the list is not ordered
+    by a cursor that edits move (tasks, by id): there an edit mid-read would take the row out
+    of the window and move every later row up, while unbounded it keeps its place.
     """
     path: str
     embedded: str
@@ -70,6 +73,7 @@ class Request:
     gated: bool = False
     skip_on_403: str | None = None
     page_order: str | None = None
+    bounded: bool = True
 
 
 def _links(v: Item, key: str) -> list[dict]:
@@ -305,9 +309,11 @@ STREAMS: tuple[Stream, ...] = (
     _cards("contacts", ("contacts",), "/api/v4/contacts", "contacts", contact_row),
     _cards("deals", ("deals", "deal_contacts"), "/api/v4/leads", "leads", deal_rows,
            params=(("with", "contacts"),)),
-    # Tasks cannot be ordered by updated_at (facts §1.2): order by id, bookmark at the end.
+    # Tasks cannot be ordered by updated_at (facts §1.2): order by id, bookmark at the end,
+    # no upper bound (an edit mid-read keeps its place; `adapters.amocrm.overlap`).
     Stream(name="tasks", tables=("tasks",), mode="changes", cursor="updated_at", parse=task_row,
-           request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),))),
+           request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),),
+                           bounded=False)),
     _calls("leads"), _calls("contacts"), _calls("companies"),
     Stream(name="events", tables=("stage_changes", "deals", "contacts", "companies", "tasks"),
            mode="changes", cursor="created_at", parse=event_rows,

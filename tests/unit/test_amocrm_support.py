@@ -51,6 +51,8 @@ def serve_pages(path: str, pages: list):
         q = dict(parse_qsl(urlsplit(request.url).query))
         page = int(q.get("page", 1))
         body = pages[page - 1] if page <= len(pages) else None
+        if _first_size(pages) > int(q.get("limit", 250)):   # an overlapping page
+            body = _offset_page(pages, page, int(q["limit"]))
         if len(served) > 1 and q.get("order[updated_at]") == "asc" \
                 and "filter[updated_at][from]" in q:  # a keyset restart
             body = _keyset_page(pages, int(q["filter[updated_at][from]"]),
@@ -62,19 +64,40 @@ def serve_pages(path: str, pages: list):
     responses.add_callback(responses.GET, BASE + path, callback=callback)
 
 
+def _listed(pages: list) -> list:
+    """The items of the whole listing: the pages up to the first without a next link."""
+    items = []
+    for p in pages:
+        if not p:
+            break
+        items += p["_embedded"][next(iter(p["_embedded"]))]
+        if not p["_links"].get("next"):
+            break
+    return items
+
+
+def _first_size(pages: list) -> int:
+    first = pages[0] if pages else None
+    return len(first["_embedded"][next(iter(first["_embedded"]))]) \
+        if first and first.get("_embedded") else 0
+
+
+def _offset_page(pages: list, page: int, limit: int) -> dict | None:
+    """What a real list answers to `page=N&limit=L` with L below its page size: the items
+    from row (N-1)*L on, L of them; None (204) past the end."""
+    items = _listed(pages)
+    key = next(iter(pages[0]["_embedded"]))
+    chunk = items[(page - 1) * limit:page * limit]
+    return hal(key, chunk, next_page=len(items) > page * limit) if chunk else None
+
+
 def _keyset_page(pages: list, lo: int, hi: int, page: int, limit: int) -> dict | None:
     """What a real list answers to `[from]=lo&page=N&limit=L`: the served items (already
     ascending) from `lo` on, cut into pages of L (at most the first page's size, the list's
     page size here); None (204) past the end."""
     if any(p and not p.get("_embedded") for p in pages):
         return pages[page - 1] if page <= len(pages) else None
-    items = []
-    for p in pages:  # the listing ends at the first page without a next link
-        if not p:
-            break
-        items += p["_embedded"][next(iter(p["_embedded"]))]
-        if not p["_links"].get("next"):
-            break
+    items = _listed(pages)
     if not items or any("updated_at" not in i for i in items):
         return pages[page - 1] if page <= len(pages) else None
     key = next(iter(next(p for p in pages if p)["_embedded"]))
