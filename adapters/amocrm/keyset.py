@@ -61,7 +61,7 @@ def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded
     if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
         size = len(first)                 # the list serves smaller pages than asked for
     chain = _Chain(field, embedded, size)
-    depth = _depth(time.monotonic() - t0, gap, workers)
+    depth = pages_in_flight(time.monotonic() - t0, gap, workers)
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-keyset")
     pending: collections.deque = collections.deque()
     try:
@@ -69,7 +69,7 @@ def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded
         while True:
             fresh, more = chain.take(plan, data)
             if fresh is None:             # rows moved under us: drop what is in flight, restart
-                _drop(pending)
+                drop_pending(pending)
                 nxt = chain.restart()
                 pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
                                                  nxt.page, nxt.limit)))
@@ -136,13 +136,13 @@ class _Chain:
                 anchors.append((v, len(values) - n + ahead))
         best = None
         for lo, rows in anchors:
-            fit = _fit(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
+            fit = fit_page(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
             if fit and (best is None or fit[2] > best.new):
                 best = Plan(lo, *fit)
         if best is None and not ahead:     # nothing fits well: any page that moves on
             if self.run < self.size or self.size < 2:
                 return self.restart()
-            best = Plan(self.newest, *_fit(self.run, self.size, 2, self.size))
+            best = Plan(self.newest, *fit_page(self.run, self.size, 2, self.size))
         if best is not None and best.page == 1:
             best = Plan(best.lo, 1, best.limit, best.new, check=False)  # a restart
         return best
@@ -156,7 +156,8 @@ class _Chain:
         return Plan(self.newest, 1, self.size, max(0, self.size - self.run), check=False)
 
 
-def _fit(rows: int, size: int, low: int, max_overlap: int) -> tuple[int, int, int] | None:
+def fit_page(rows: int, size: int, low: int,
+             max_overlap: int) -> tuple[int, int, int] | None:
     """(page, limit, new rows) whose offset lands 1..max_overlap rows before row `rows` of an
     anchor's list (and leaves a new row), the most new rows first; None if no limit from
     `low` to `size` does."""
@@ -172,7 +173,7 @@ def _fit(rows: int, size: int, low: int, max_overlap: int) -> tuple[int, int, in
     return best
 
 
-def _depth(rtt: float, gap: float, workers: int) -> int:
+def pages_in_flight(rtt: float, gap: float, workers: int) -> int:
     """Pages in flight so that the limiter's gap, not the round trip, sets the pace."""
     if workers <= 1:
         return 1
@@ -180,7 +181,7 @@ def _depth(rtt: float, gap: float, workers: int) -> int:
     return max(2, min(workers, need))
 
 
-def _drop(pending: collections.deque) -> None:
+def drop_pending(pending: collections.deque) -> None:
     """Forget pages in flight (their answers are not read; a running request still ends)."""
     while pending:
         pending.popleft()[1].cancel()

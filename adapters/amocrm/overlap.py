@@ -7,8 +7,8 @@ page asked for afterwards starts late and a row is never read. A row entering th
 pushes later rows down (read twice, never skipped).
 
 So each page is planned to start 1..MAX_OVERLAP rows before the end of what was read (a page
-number and limit whose offset lands there, `keyset._fit`); the plan needs no answer, so up to
-`depth` pages are in flight. A page must start with a row already read: then every row after
+number and limit whose offset lands there, `keyset.fit_page`); the plan needs no answer, so
+up to `depth` pages are in flight. A page must start with a row already read: then every row after
 that one which stayed in the list was read before or is on this page. If not, rows left
 before it: the pages in flight are dropped and the read backs off (one page before the end
 read, then four, sixteen... down to page 1, which needs no check) until a page starts with a
@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from adapters.amocrm.keyset import MAX_OVERLAP, MIN_SHARE, _depth, _drop, _fit
+from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, drop_pending, fit_page,
+                                    pages_in_flight)
 from adapters.errors import StreamError
 
 MAX_BACKOFFS = 50   # failed checks in one read before giving up: the list changes too fast
@@ -60,7 +61,7 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
     if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
         size = len(first)                 # the list serves smaller pages than asked for
     read = _Read(key, embedded, size)
-    depth = _depth(time.monotonic() - t0, gap, workers)
+    depth = pages_in_flight(time.monotonic() - t0, gap, workers)
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-overlap")
     pending: collections.deque = collections.deque()
 
@@ -78,7 +79,7 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
             step, future = pending.popleft()
             fresh, more = read.take(step, future.result())
             if fresh is None:             # rows left before this page: back off
-                _drop(pending)
+                drop_pending(pending)
                 back = read.back_off(label)
                 pending.append((back, pool.submit(fetch, back.page, back.limit)))
                 continue
@@ -121,11 +122,11 @@ class _Read:
         to wait for them: a limit of 80-100% of a page whose offset lands 1..MAX_OVERLAP rows
         before that end; else, with nothing in flight, any limit that moves on."""
         rows = self.end if ahead_end is None else ahead_end
-        fit = _fit(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
+        fit = fit_page(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
         if fit is None and ahead_end is None:
             if self.size < 2:             # one-row pages cannot overlap: page on unchecked
                 return Step(rows + 1, 1, check=False)
-            fit = _fit(rows, self.size, 2, self.size)
+            fit = fit_page(rows, self.size, 2, self.size)
         if fit is None:
             return None
         page, limit, _ = fit
