@@ -168,7 +168,7 @@ class AmoCrmAdapter:
         with closing(pages):
             try:
                 for items in pages:
-                    yield sorted(items, key=lambda i: i.get(req.page_order) or 0) \
+                    yield sorted(items, key=lambda i: cursor_of(i, req.page_order) or 0) \
                         if req.page_order else items
             except Forbidden:
                 self._forbidden(s)

@@ -105,14 +105,14 @@ class _Read:
     def take(self, step: Step, data: dict | None) -> tuple[list | None, bool]:
         """Accept a page: (fresh items, more to read); fresh is None when the check failed."""
         items = data["_embedded"][self.embedded] if data else []
-        if step.check and (not items or items[0].get("id") not in self.seen):
+        keys = [_key(i, self.key) for i in items]
+        if step.check and (not items or keys[0][0] not in self.seen):
             return None, True
         fresh = []
-        for item in items:
-            value = item.get(self.key)
-            if self.seen.get(item.get("id"), _UNSEEN) != value:
+        for item, (id_, value) in zip(items, keys):
+            if self.seen.get(id_, _UNSEEN) != value:
                 fresh.append(item)
-            self.seen[item.get("id")] = value
+            self.seen[id_] = value
         self.end, self.fails = (step.page - 1) * step.limit + len(items), 0
         more = bool(items) and bool((data.get("_links") or {}).get("next"))
         return fresh, more
@@ -144,3 +144,15 @@ class _Read:
         if target < self.size:
             return Step(1, self.size, check=False)
         return Step(target // self.size + 1, self.size)
+
+
+def _key(item, key: str) -> tuple:
+    """(id, key value) of an item, hashable; an item that is no object (its parser reports
+    it) is known by its text."""
+    if not isinstance(item, dict):
+        return repr(item)[:80], None
+    return _hashable(item.get("id")), _hashable(item.get(key))
+
+
+def _hashable(v):
+    return v if isinstance(v, (int, str, float, type(None))) else repr(v)[:80]

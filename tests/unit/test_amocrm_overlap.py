@@ -23,7 +23,8 @@ class OffsetList:
         with self.lock:
             self.asked.append((page, limit))
             start = (page - 1) * min(limit, self.size)
-            chunk = [dict(r) for r in self.rows[start:start + min(limit, self.size)]]
+            chunk = [dict(r) if isinstance(r, dict) else r
+                     for r in self.rows[start:start + min(limit, self.size)]]
             more = len(self.rows) > start + len(chunk)
             hook = self.hooks.pop(len(self.asked), None)
             if hook:
@@ -105,3 +106,11 @@ def test_a_list_that_never_settles_fails_naming_it():
     lst.hooks = Always()
     with pytest.raises(StreamError, match=f"tasks: the list kept changing.*{MAX_BACKOFFS}"):
         list(overlap_pages(lst.fetch, "updated_at", "tasks", label="tasks"))
+
+
+def test_items_that_are_no_objects_are_yielded_once_and_paging_goes_on():
+    lst = OffsetList(600)
+    lst.rows[249] = "not an object"           # the last row of page 1, repeated by page 2
+    lst.rows[300]["id"] = {"junk": 1}
+    got = read(lst, 3)
+    assert got.count("not an object") == 1 and len(got) == 600
