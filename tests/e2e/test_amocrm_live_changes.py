@@ -37,7 +37,10 @@ def _sync_twice(mirror, adapter, streams):
 
 
 def _ids(mirror, table):
-    return {r[0] for r in mirror.conn.execute(f"SELECT id FROM {table}")}
+    """Ids of rows read from the list (a task completion event alone makes a row with only
+    its id and completion)."""
+    return {r[0] for r in mirror.conn.execute(f"SELECT id FROM {table} "
+                                              f"WHERE created_at IS NOT NULL")}
 
 
 def _stage_changes_equal_portal(mirror, ds) -> None:
