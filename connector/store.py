@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 
 import sqlite_utils
 
 from adapters.base import Page
 from adapters.times import iso
-from connector import schema
+from connector import schema, storage
 
 
 # See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.
@@ -57,9 +58,30 @@ def _touch_private(path: str) -> None:
     """Create the file readable by its owner only, before SQLite opens it."""
     if path == ":memory:" or os.path.exists(path):
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as err:
+        raise storage.location_problem(path) or storage.from_os_error(err, path) from None
     os.close(fd)
+
+
+def _read_only_connection(path: str) -> sqlite3.Connection:
+    """The mirror opened so that nothing can be written (`mode=ro`). In a read-only directory
+    SQLite cannot make the -shm file a WAL reader needs; nobody can be writing there, so the
+    file is then read as immutable."""
+    uri = f"file:{os.path.abspath(path)}"
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as err:
+        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
+                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            raise
+    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return conn
 
 
 class _Database(sqlite_utils.Database):
@@ -88,10 +110,29 @@ BUSY_TIMEOUT_MS = 300_000   # a writer waits this long for another's transaction
 
 
 class Mirror:
-    """One open mirror database."""
+    """One open mirror database.
 
-    def __init__(self, path: str):
-        self.path = path
+    Opened for writing (the default), a bad location, a file that is not SQLite, a truncated or
+    corrupt one raise `StorageError` before anything is written. `read_only=True` (`status`,
+    `kpi show`, `check`) writes nothing at all: no schema changes, no file created; a mirror not
+    made yet reads as an empty one.
+    """
+
+    def __init__(self, path: str, read_only: bool = False):
+        self.path, self.read_only = path, read_only
+        problem = None if path == ":memory:" else (
+            storage.header_problem(path) or (None if read_only else storage.location_problem(path)))
+        if problem is not None:
+            raise problem
+        try:
+            if read_only:
+                self._open_read_only(path)
+            else:
+                self._open(path)
+        except sqlite3.Error as err:
+            raise storage.from_sqlite(err, path) from None
+
+    def _open(self, path: str) -> None:
         _touch_private(path)
         self.db = _Database(path)
         self.conn = self.db.conn
@@ -99,8 +140,18 @@ class Mirror:
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
+            storage.quick_check(self.conn, path)   # never write into a damaged file
         self.conn.execute("PRAGMA synchronous = NORMAL")
         schema.apply(self.conn)
+
+    def _open_read_only(self, path: str) -> None:
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            self.db = sqlite_utils.Database(memory=True)   # no mirror yet: an empty one
+            schema.apply(self.db.conn)
+        else:
+            self.db = sqlite_utils.Database(_read_only_connection(path))
+        self.conn = self.db.conn
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self.db.close()
