@@ -40,9 +40,13 @@ def _where(what: str, path: str) -> str:
     return f"{what} {os.path.abspath(path)}"
 
 
+def _key(what: str) -> str:
+    """The config key that places the file."""
+    return "[storage] token_path" if what.startswith("token") else "[storage] path"
+
+
 def _move_hint(what: str) -> str:
-    key = "[storage] token_path" if what.startswith("token") else "[storage] path"
-    return f"make it writable by this user, or set {key} to a writable place"
+    return f"make it writable by this user, or set {_key(what)} to a writable place"
 
 
 def from_os_error(err: OSError, path: str, what: str = "mirror") -> StorageError:
@@ -66,10 +70,6 @@ def from_os_error(err: OSError, path: str, what: str = "mirror") -> StorageError
              errno.ENOENT: "files cannot be created there"}.get(
         code, os.strerror(code) if code else str(err))
     return StorageError(f"{where} is not writable ({cause}); {_move_hint(what)}", CONFIG)
-
-
-def _key(what: str) -> str:
-    return "[storage] token_path" if what.startswith("token") else "[storage] path"
 
 
 def from_sqlite(err: sqlite3.Error, path: str) -> StorageError:
