@@ -12,7 +12,7 @@ it (for `check`). `header_problem` reads the first 100 bytes of a mirror: not SQ
 or cut short. `quick_check` runs SQLite's own structural check before a run writes: on a
 1M-row mirror (862 MB) it costs ~1 s with the file in the page cache, ~17 s cold
 (benchmarks/bench_integrity_check.py), small beside a run, and it keeps a run from writing
-into a damaged file.
+into a damaged file. `read_only_connection` is how commands that only look open the mirror.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import errno
 import os
 import sqlite3
 import tempfile
+from urllib.parse import quote
 
 CONFIG, RUNTIME = 2, 1   # exit codes
 
@@ -197,3 +198,28 @@ def quick_check(conn: sqlite3.Connection, path: str) -> None:
     if found != ["ok"]:
         raise StorageError(f"{_where('mirror', path)} is corrupt (quick_check: {'; '.join(found)[:200]}); "
                            f"nothing was written to it; {_RECREATE}", RUNTIME)
+
+
+def read_only_connection(path: str) -> sqlite3.Connection:
+    """The mirror opened so that nothing can be written (`mode=ro`). In a read-only directory
+    SQLite cannot make the -shm file a WAL reader needs; nobody can be writing there, so the
+    file is then read as immutable."""
+    uri = f"file:{quote(os.path.abspath(path))}"
+    try:
+        return _connect(f"{uri}?mode=ro")
+    except sqlite3.OperationalError as err:
+        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
+                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            raise
+    return _connect(f"{uri}?immutable=1")
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    """A connection that has read the schema (so a file it cannot read fails here)."""
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn

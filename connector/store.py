@@ -66,24 +66,6 @@ def _touch_private(path: str) -> None:
     os.close(fd)
 
 
-def _read_only_connection(path: str) -> sqlite3.Connection:
-    """The mirror opened so that nothing can be written (`mode=ro`). In a read-only directory
-    SQLite cannot make the -shm file a WAL reader needs; nobody can be writing there, so the
-    file is then read as immutable."""
-    uri = f"file:{os.path.abspath(path)}"
-    try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError as err:
-        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
-                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
-            raise
-    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    return conn
-
-
 class _Database(sqlite_utils.Database):
     """sqlite-utils' database whose outermost `atomic()` takes the write lock at once."""
 
@@ -149,7 +131,7 @@ class Mirror:
             self.db = sqlite_utils.Database(memory=True)   # no mirror yet: an empty one
             schema.apply(self.db.conn)
         else:
-            self.db = sqlite_utils.Database(_read_only_connection(path))
+            self.db = sqlite_utils.Database(storage.read_only_connection(path))
         self.conn = self.db.conn
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
