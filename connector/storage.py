@@ -17,7 +17,9 @@ into a damaged file. `read_only_connection` is how commands that only look open 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import sqlite3
 import tempfile
@@ -223,3 +225,18 @@ def _connect(uri: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+@contextlib.contextmanager
+def setup_lock(path: str):
+    """Hold an exclusive flock on the mirror's directory while a connection sets the file up
+    (WAL mode, schema): two first opens at once would otherwise race (SQLite refuses the
+    second WAL switch with `database is locked` without waiting; two ALTERs add one column
+    twice). On the directory, not the file: closing any descriptor of the database file would
+    drop SQLite's own POSIX locks, and a side file would be one more file to create."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)     # releases the flock

@@ -120,11 +120,15 @@ class Mirror:
         self.conn = self.db.conn
         self.conn.isolation_level = "IMMEDIATE"   # implicit transactions (DML) too
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if path != ":memory:":
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            storage.quick_check(self.conn, path)   # never write into a damaged file
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        schema.apply(self.conn)
+        if path == ":memory:":
+            schema.apply(self.conn)
+            return
+        with storage.setup_lock(path):
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        storage.quick_check(self.conn, path)   # never write into a damaged file
+        with storage.setup_lock(path):
+            schema.apply(self.conn)
 
     def _open_read_only(self, path: str) -> None:
         if not os.path.exists(path) or os.path.getsize(path) == 0:
