@@ -135,6 +135,8 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
                 break
     except sqlite3.Error as err:   # the mirror, not the stream: full disk, damaged file
         raise storage.from_sqlite(err, mirror.path) from None
+    except storage.StorageError:   # the token file, say: no stream of the source can go on
+        raise
     except ScopeError as err:
         result.status, result.error = "skipped", redact(err)
     except (AuthError, BlockedError) as err:
