@@ -167,6 +167,9 @@ def header_problem(path: str) -> StorageError | None:
     except FileNotFoundError:
         return None
     except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return StorageError(f"{_where('mirror', path)} cannot be read (permission denied); make "
+                                f"it readable by this user, or set [storage] path to another file", CONFIG)
         return from_os_error(err, path)
     if size == 0:
         return None
