@@ -91,8 +91,8 @@ def from_sqlite(err: sqlite3.Error, path: str) -> StorageError:
     if primary == sqlite3.SQLITE_NOTADB:
         return not_a_database(path)
     if primary == sqlite3.SQLITE_CORRUPT:
-        return StorageError(f"{where} is corrupt ({err}); nothing was written to it; {_RECREATE}",
-                            RUNTIME)
+        return StorageError(f"{where} is corrupt ({err}); no run writes to it until it is "
+                            f"replaced: {_RECREATE}", RUNTIME)
     if primary == sqlite3.SQLITE_IOERR:
         return StorageError(f"{where}: I/O error ({err}); check the disk, then run again", RUNTIME)
     return StorageError(f"{where}: {type(err).__name__}: {err}", RUNTIME)
