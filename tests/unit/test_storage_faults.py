@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -83,9 +84,10 @@ def filled_mirror(path: str, rows: int = 3000) -> str:
 
 # -- a bad location: exit 2 ------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"],
+@pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"], ["run"],
                                      ["kpi", "show", "main", "contact", "1"]])
 def test_a_directory_as_the_mirror_path_is_one_line_exit_2(tmp_path, command):
+    """`run` (the daemon) refuses to start rather than fail every night."""
     (tmp_path / "mirror").mkdir()
     config = write_config(tmp_path, tmp_path / "mirror")
     line = one_line(cli(config, *command), 2)
@@ -146,6 +148,16 @@ def wal_frames(db: str) -> int:
     """Bytes in the mirror's write-ahead log: 0 when nothing was written (SQLite may leave an
     empty -wal and its -shm index beside a WAL database it opened)."""
     return os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
+
+
+def test_check_json_reports_the_location(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    r = CliRunner().invoke(main, ["--config", write_config(tmp_path, tmp_path / "mirror"),
+                                  "check", "--json"])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 2 and doc["ok"] is False and doc["streams"] == []
+    assert doc["storage"] == [f"mirror {tmp_path / 'mirror'} is a directory, not a file; set "
+                              f"[storage] path to a file name inside it"]
 
 
 def test_check_reports_a_corrupt_mirror(tmp_path):
