@@ -18,20 +18,23 @@ prints.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from adapters.errors import SourceError
 from adapters.redact import redact
 from connector import kpi as kpi_mod
-from connector import kpi_inputs, locks, runtime
+from connector import kpi_inputs, locks, runtime, storage
 from connector.config import Config, SourceConfig
 from connector.kpi_job import KpiJobResult, declared_streams, run_kpi_job
 from connector.locks import LockAbandoned, LockTimeout, source_lock
 from connector.notify import Notifier, quiet
 from connector.progress import Progress
+from connector.storage import StorageError
 from connector.sync import StreamResult, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
@@ -104,9 +107,16 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
     except LockAbandoned as err:
         out.status, out.error, out.exception = "interrupted", str(err), err
     except Exception as err:   # the daemon outlives any one job's failure
-        run.crashed(err)
+        run.crashed(as_storage_error(err, cfg))
     out.seconds = time.monotonic() - t0
     return out
+
+
+def as_storage_error(err: Exception, cfg: Config) -> Exception:
+    """A SQLite error from the mirror as the StorageError that says what to do; others as they are."""
+    if isinstance(err, sqlite3.Error):
+        return storage.from_sqlite(err, cfg.storage_path)
+    return err
 
 
 def close_stale_runs(mirror, source: str) -> int:
@@ -162,8 +172,10 @@ class _Run:
                 log.debug("KPI job of %s left a transaction open; committing it", out.source)
                 mirror.conn.commit()
         except Exception as err:
+            err = as_storage_error(err, self.cfg)
             out.status, out.exception = "failed", err
-            out.error = redact(f"KPI job: {type(err).__name__}: {err}")
+            out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
+                               else f"KPI job: {type(err).__name__}: {err}")
             log.debug("KPI job of %s crashed", out.source, exc_info=True)
             self.alerts.failed(out.source, "kpi", out.error, job="kpi")
             return
@@ -184,7 +196,7 @@ class _Run:
     def crashed(self, err: Exception) -> None:
         out = self.out
         out.status, out.exception = "failed", err
-        out.error = redact(f"{type(err).__name__}: {err}")
+        out.error = redact(str(err) if isinstance(err, StorageError) else f"{type(err).__name__}: {err}")
         log.debug("job %s:%s crashed", out.job, out.source, exc_info=True)
         self.alerts.failed(out.source, "-", out.error, job=out.job)
 
@@ -224,6 +236,17 @@ def sign_in(cfg: Config, source: SourceConfig, say: Callable[[str], None],
         adapter.close()
 
 
+@contextmanager
+def looking(cfg: Config) -> Iterator:
+    """The mirror opened read-only for a command that only looks (nothing written, no schema
+    change, no lock); a SQLite error reading it raises the StorageError that says what to do."""
+    with runtime.open_mirror(cfg, read_only=True) as mirror:
+        try:
+            yield mirror
+        except sqlite3.Error as err:
+            raise storage.from_sqlite(err, cfg.storage_path) from None
+
+
 DIED = "the process ended mid-run (killed or crashed); the next run resumes from the bookmark"
 
 
@@ -232,7 +255,7 @@ def mirror_status(cfg: Config) -> tuple[list[dict], list[dict]]:
 
     A run is `running` only while a process holds its source's lock; one a dead process left
     behind shows as `interrupted`, with the rows its committed pages hold."""
-    with runtime.open_mirror(cfg) as mirror:
+    with looking(cfg) as mirror:
         rows = mirror.status()
         kpis = [k for k in (mirror.last_kpi_summary(s.name) for s in cfg.sources) if k]
     return [_live_status(cfg, r) for r in rows], kpis
@@ -246,29 +269,46 @@ def _live_status(cfg: Config, row: dict) -> dict:
 
 def client_kpis(cfg: Config, source: str, entity_type: str, entity_id: int) -> tuple[list[dict], dict]:
     """One client's latest KPI values, and the KPI definitions by name."""
-    with runtime.open_mirror(cfg) as mirror:
+    with looking(cfg) as mirror:
         rows = kpi_mod.latest(mirror, source, entity_type, entity_id)
     return rows, kpi_mod.all_kpis(cfg.kpi)
 
 
 def table_counts(cfg: Config) -> dict[str, dict[str, int]]:
     """Rows per entity table, per source."""
-    with runtime.open_mirror(cfg) as mirror:
+    with looking(cfg) as mirror:
         return {s.name: mirror.table_counts(s.name) for s in cfg.sources}
+
+
+def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
+    """What keeps the mirror or the token file from being used where the config puts them:
+    cheap tests of the locations (creating nothing); `deep` (for `check`) writes and removes a
+    probe file beside each, and reads an existing mirror through SQLite's quick check."""
+    probe = storage.probe_writable if deep else storage.location_problem
+    problems = [p for p in (probe(cfg.storage_path, "mirror"), probe(cfg.token_path, "token file"))
+                if p is not None]
+    problems += [p for p in [storage.header_problem(cfg.storage_path)] if p is not None and not problems]
+    if deep and not problems:
+        try:
+            with looking(cfg) as mirror:
+                storage.quick_check(mirror.conn, cfg.storage_path)
+        except StorageError as err:
+            problems.append(err)
+    return problems
 
 
 # -- complete data (issue 12) ----------------------------------------------------------------
 
 def ever_synced(cfg: Config, source: str) -> bool:
     """Whether any stream of the source has completed a sync in the mirror."""
-    with runtime.open_mirror(cfg) as mirror:
+    with looking(cfg) as mirror:
         return kpi_inputs.ever_synced(mirror, source)
 
 
 def stream_scopes(cfg: Config, source: SourceConfig) -> list[dict]:
     """Per declared stream: the scope it needs and its last sync, with what to do when it was
     skipped (a scope the credentials lack)."""
-    with runtime.open_mirror(cfg) as mirror:
+    with looking(cfg) as mirror:
         states = kpi_inputs.stream_states(mirror, source.name, declared_streams(cfg, source))
     return [{"source": source.name, "stream": s.name, "scope": s.scope or "-",
              "last sync": s.last_status or "never",

@@ -20,6 +20,7 @@ from typing import Iterator
 
 from adapters.redact import redact
 from adapters.times import iso
+from connector import storage
 
 log = logging.getLogger("crm_connector.locks")
 
@@ -107,6 +108,16 @@ class _Waiting:
                                           "timeout_s": self.timeout_s, "holder": who}})
 
 
+def _open(path: str) -> int:
+    """The lock file, created private; a location we cannot write raises StorageError."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise (storage.location_problem(path, "lock file")
+               or storage.from_os_error(err, path, "lock file")) from None
+
+
 @contextmanager
 def source_lock(cfg, source_name: str, timeout_s: float | None = None,
                 stop: threading.Event | None = None) -> Iterator[str]:
@@ -118,8 +129,7 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
     if timeout_s is None:
         timeout_s = cfg.schedule.lock_timeout_s
     path = lock_path(cfg, source_name)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open(path)
     try:
         deadline = time.monotonic() + timeout_s
         waiting = _Waiting(source_name, timeout_s)
@@ -140,8 +150,11 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
             else:
                 time.sleep(min(POLL_S, left))
         since = iso()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({_command()}) since {since}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({_command()}) since {since}\n".encode(), 0)
+        except OSError as err:   # a full disk: the lock is ours all the same
+            log.warning("%s", storage.from_os_error(err, path, "lock file"))
         try:
             yield path
         finally:

@@ -13,8 +13,10 @@ def load_config(path: str | None) -> Config:
     return config_mod.load(path)
 
 
-def open_mirror(cfg: Config) -> Mirror:
-    return Mirror(cfg.storage_path)
+def open_mirror(cfg: Config, read_only: bool = False) -> Mirror:
+    """The mirror (raises StorageError naming the file and the fix when it cannot be used);
+    `read_only`: for commands that only look, which then write nothing at all."""
+    return Mirror(cfg.storage_path, read_only=read_only)
 
 
 def token_store(cfg: Config) -> TokenStore:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 
 import sqlite_utils
 
 from adapters.base import Page
 from adapters.times import iso
-from connector import schema
+from connector import schema, storage
 
 
 # See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.
@@ -57,8 +58,11 @@ def _touch_private(path: str) -> None:
     """Create the file readable by its owner only, before SQLite opens it."""
     if path == ":memory:" or os.path.exists(path):
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as err:
+        raise storage.location_problem(path) or storage.from_os_error(err, path) from None
     os.close(fd)
 
 
@@ -88,19 +92,52 @@ BUSY_TIMEOUT_MS = 300_000   # a writer waits this long for another's transaction
 
 
 class Mirror:
-    """One open mirror database."""
+    """One open mirror database.
 
-    def __init__(self, path: str):
-        self.path = path
+    Opened for writing (the default), a bad location, a file that is not SQLite, a truncated or
+    corrupt one raise `StorageError` before anything is written. `read_only=True` (`status`,
+    `kpi show`, `check`) writes nothing at all: no schema changes, no file created; a mirror not
+    made yet reads as an empty one.
+    """
+
+    def __init__(self, path: str, read_only: bool = False):
+        self.path, self.read_only = path, read_only
+        problem = None if path == ":memory:" else (
+            storage.header_problem(path) or (None if read_only else storage.location_problem(path)))
+        if problem is not None:
+            raise problem
+        try:
+            if read_only:
+                self._open_read_only(path)
+            else:
+                self._open(path)
+        except sqlite3.Error as err:
+            raise storage.from_sqlite(err, path) from None
+
+    def _open(self, path: str) -> None:
         _touch_private(path)
         self.db = _Database(path)
         self.conn = self.db.conn
         self.conn.isolation_level = "IMMEDIATE"   # implicit transactions (DML) too
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if path != ":memory:":
-            self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        schema.apply(self.conn)
+        if path == ":memory:":
+            schema.apply(self.conn)
+            return
+        with storage.setup_lock(path):
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        storage.quick_check(self.conn, path)   # never write into a damaged file
+        with storage.setup_lock(path):
+            schema.apply(self.conn)
+
+    def _open_read_only(self, path: str) -> None:
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            self.db = sqlite_utils.Database(memory=True)   # no mirror yet: an empty one
+            schema.apply(self.db.conn)
+        else:
+            self.db = sqlite_utils.Database(storage.read_only_connection(path))
+        self.conn = self.db.conn
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self.db.close()

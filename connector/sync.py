@@ -13,6 +13,7 @@ failure leaves unrun are recorded in `sync_runs`, not logged again.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from adapters.errors import AuthError, BlockedError, ScopeError, SourceError
 from adapters.redact import redact
 from adapters.times import iso, utc_now
+from connector import storage
 from connector.progress import Progress
 from connector.store import Mirror
 
@@ -98,8 +100,12 @@ def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progre
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
     result = StreamResult(source, stream, "ok")
     requests_before, t0 = adapter.requests, time.monotonic()
-    _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), main, result,
-                progress, stop, run_row)
+    try:
+        _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), main, result,
+                    progress, stop, run_row)
+    except storage.StorageError as err:   # the mirror cannot take more: no stream can go on
+        _record_failure(mirror, run_row, result, adapter.requests - requests_before, err)
+        raise
     result.requests = adapter.requests - requests_before
     result.seconds = time.monotonic() - t0
     mirror.finish_run(run_row, result.status, result.rows, result.requests, result.error,
@@ -127,6 +133,10 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
             if stop is not None and stop.is_set():
                 result.status, result.error = "interrupted", "stopped by signal; resumes from the bookmark"
                 break
+    except sqlite3.Error as err:   # the mirror, not the stream: full disk, damaged file
+        raise storage.from_sqlite(err, mirror.path) from None
+    except storage.StorageError:   # the token file, say: no stream of the source can go on
+        raise
     except ScopeError as err:
         result.status, result.error = "skipped", redact(err)
     except (AuthError, BlockedError) as err:
@@ -139,6 +149,14 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
         log.debug("stream %s/%s crashed", source, stream, exc_info=True)
     finally:
         pages.close()
+
+
+def _record_failure(mirror, run_row: int, result: StreamResult, requests: int, err: Exception) -> None:
+    """Record the run as failed if the mirror still takes a small write (it may not)."""
+    try:
+        mirror.finish_run(run_row, "failed", result.rows, requests, str(err))
+    except sqlite3.Error:
+        pass   # the run stays 'running'; the next run under the lock marks it interrupted
 
 
 def _log(result: StreamResult) -> None:

@@ -15,6 +15,7 @@ import os
 import threading
 
 from adapters import redact
+from connector import storage
 
 
 class TokenStore:
@@ -38,23 +39,31 @@ class TokenStore:
             data = self._read()
             data[source] = pair
             tmp = f"{self.path}.tmp.{os.getpid()}.{threading.get_ident()}"
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
             try:
-                with os.fdopen(fd, "w") as fh:
-                    json.dump(data, fh, indent=1)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                try:
+                    with os.fdopen(fd, "w") as fh:
+                        json.dump(data, fh, indent=1)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, self.path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            except OSError as err:   # read-only, full: one line naming the file, not a traceback
+                raise (storage.location_problem(self.path, "token file")
+                       or storage.from_os_error(err, self.path, "token file")) from None
 
     @contextlib.contextmanager
     def locked(self, source: str):
         """Hold the refresh lock for a source: one refresh at a time, across processes."""
         with self._thread_lock:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError as err:
+                raise (storage.location_problem(self.path, "token file")
+                       or storage.from_os_error(err, self.path, "token file")) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield

@@ -3,10 +3,18 @@
 Only KPIs mapped in `[kpi.fields]` are written. A value is sent when it differs from the last
 value successfully written to that card's field (`kpi_written`), after rounding to `precision`;
 so re-reading cards our own writes touched never causes another write. Each card gets one
-`FieldWrite` with all its changed fields; every attempt is logged in `writeback_log`, one row
-per card and field. Fields are resolved once and remembered in `kpi_fields`: an existing field
-with the KPI's label or code (as its CRM spells codes: `Crm.field_has_code`) is reused when
-numeric, a missing one is created.
+`FieldWrite` with all its changed fields. Fields are resolved once and remembered in
+`kpi_fields`: an existing field with the KPI's label or code (as its CRM spells codes:
+`Crm.field_has_code`) is reused when numeric, a missing one is created.
+
+Every attempt is logged in `writeback_log`, one row per card and field, as it happens: the
+cards of one write request (`PER_REQUEST`) get `sending` rows committed before the request
+goes out, and the answer turns them into `ok` (with `kpi_written`) or `failed` in one
+transaction as soon as it returns. So a process killed during write-back leaves the log
+matching the cards: `ok` rows are on the cards, and the one request in flight is `sending`.
+The next write-back of the source marks such rows `unknown` (the CRM may or may not have
+applied them) and, their values not being in `kpi_written`, sends them again; nothing logged
+`ok` is ever sent twice.
 
 The mirror side (cached field keys, saving a resolved field, planning, recording attempts) only
 touches SQLite; the CRM side (finding or creating fields, writing values) only calls the adapter.
@@ -30,7 +38,9 @@ from connector.kpi import all_kpis
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = {"numeric", "double"}
-CHUNK = 500            # cards handed to the adapter at once (it batches by 50); logged per chunk
+PER_REQUEST = 50       # cards one write request carries (the adapters batch by 50): logged per request
+SENDING, UNKNOWN = "sending", "unknown"   # writeback_log statuses beside ok / failed
+LOST = "the process ended before the CRM answered (killed or crashed); the value is sent again"
 CLIENT_TABLES = {"contact": "contacts", "company": "companies"}
 
 
@@ -139,14 +149,39 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
             for eid, k, key, old, new, name in rows]
 
 
+def intend(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
+           chunk: list[int]) -> None:
+    """Log the cards' values as `sending`, committed before the request that carries them."""
+    at = iso()
+    with mirror.db.atomic():
+        mirror.conn.executemany(
+            "INSERT INTO writeback_log (source, entity_type, entity_id, field, old_value, new_value, "
+            "status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            [(source, entity_type, eid, c.field_key, c.old, c.new, SENDING, at)
+             for eid in chunk for c in by_card[eid]])
+
+
+def close_lost_attempts(mirror, source: str) -> int:
+    """Mark `sending` rows a killed process left as `unknown` (call before a source's write-back,
+    under its lock); their values are not in `kpi_written`, so they are planned again."""
+    with mirror.db.atomic():
+        cur = mirror.conn.execute(
+            "UPDATE writeback_log SET status = ?, error = ? WHERE source = ? AND status = ?",
+            (UNKNOWN, LOST, source, SENDING))
+    if cur.rowcount:
+        log.warning("source '%s': %d value(s) were being sent when a process died; sending them again",
+                    source, cur.rowcount)
+    return cur.rowcount
+
+
 def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
            chunk: list[int], results: dict[int, WriteResult], fatal: str | None) -> tuple[int, int]:
-    """Log the attempt for each card of a chunk and remember what was written; (ok, failed).
+    """Turn the chunk's `sending` rows into its outcome and remember what was written; (ok, failed).
 
     `fatal`: the error that stopped the chunk before any result came back.
     """
     at = iso()
-    log_rows, written = [], []
+    outcomes, written = [], []
     ok = failed = 0
     for eid in chunk:
         r = results.get(eid)
@@ -154,14 +189,13 @@ def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change
         error = None if good else (fatal or (r.error if r else "no result from the CRM") or "rejected")
         ok, failed = (ok + 1, failed) if good else (ok, failed + 1)
         for c in by_card[eid]:
-            log_rows.append((source, entity_type, eid, c.field_key, c.old, c.new,
-                             "ok" if good else "failed", error, at))
+            outcomes.append(("ok" if good else "failed", error, at, source, entity_type, eid, c.field_key))
             if good:
                 written.append((source, entity_type, eid, c.field_key, c.kpi, c.new, at))
     with mirror.db.atomic():
         mirror.conn.executemany(
-            "INSERT INTO writeback_log (source, entity_type, entity_id, field, old_value, new_value, "
-            "status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
+            "UPDATE writeback_log SET status = ?, error = ?, at = ? WHERE source = ? AND entity_type = ? "
+            f"AND entity_id = ? AND field = ? AND status = '{SENDING}'", outcomes)
         mirror.conn.executemany(
             "INSERT OR REPLACE INTO kpi_written (source, entity_type, entity_id, field_key, kpi, value, "
             "written_at) VALUES (?, ?, ?, ?, ?, ?, ?)", written)
@@ -225,14 +259,16 @@ def resolve_fields(mirror, adapter, source: str, entity_type: str,
 
 
 def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) -> tuple[int, int]:
-    """Write the changes in chunks, each chunk's attempt logged; returns (cards written, failed)."""
+    """Write the changes a request's worth of cards at a time, each logged `sending` before it
+    goes and with its outcome as it returns; returns (cards written, failed)."""
     by_card: dict[int, list[Change]] = defaultdict(list)
     for c in changes:
         by_card[c.entity_id].append(c)
     cards = list(by_card)
     ok = failed = 0
-    for i in range(0, len(cards), CHUNK):
-        chunk = cards[i:i + CHUNK]
+    for i in range(0, len(cards), PER_REQUEST):
+        chunk = cards[i:i + PER_REQUEST]
+        intend(mirror, source, entity_type, by_card, chunk)
         try:
             results = write_cards(adapter, entity_type, by_card, chunk)
         except Exception as err:  # log the attempt before the error stops the run
@@ -253,6 +289,8 @@ def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
     """
     rep = WritebackReport(source)
     start = getattr(adapter, "requests", 0) if adapter is not None else 0
+    if not dry_run:
+        close_lost_attempts(mirror, source)
     for entity_type in kpi_cfg.targets:
         labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items()
                   if (not only or k in only) and k not in withheld}

@@ -15,12 +15,14 @@ from adapters import registry
 from connector import logs
 from connector.cli.auth import auth
 from connector.cli.check import check
+from connector.cli.common import fail
 from connector.cli.demo import demo
 from connector.cli.kpi import kpi
 from connector.cli.run import run
 from connector.cli.sandbox import sandbox
 from connector.cli.status import status
 from connector.cli.sync import sync
+from connector.storage import StorageError
 
 CRMS = " and ".join(registry.get(k).title for k in registry.kinds())
 CONFIG_HELP = "Config file (default: $CRM_CONNECTOR_CONFIG, else ./config.toml)."
@@ -34,9 +36,19 @@ def _version() -> str:
         return "unknown"
 
 
+class _Group(click.Group):
+    """The command group; a storage fault any command meets is one line and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StorageError as err:
+            fail(str(err), err.exit_code)
+
+
 # No envvar on --config: the config module reads $CRM_CONNECTOR_CONFIG itself, so a "file not
 # found" can say whether the path came from --config, the variable or the default.
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              help=f"Mirror {CRMS} into SQLite, compute client KPIs, write them back to the cards.")
 @click.option("--config", "config", default=None, metavar="PATH", help=CONFIG_HELP)
 @click.option("--log-format", type=LOG_FORMATS, default="text", show_default=True,

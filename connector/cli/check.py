@@ -16,9 +16,12 @@ from connector.cli.common import echo_json, load, table
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout: sources, streams, ok.")
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
-    """Check the config, then make one cheap authenticated call per source; list each stream's
-    scope and its last sync, naming the scope to add for a stream a missing scope skipped."""
+    """Check the config and that the mirror and token file can be written where it puts them
+    (and the mirror is whole), then make one cheap authenticated call per source; list each
+    stream's scope and its last sync, naming the scope to add for a stream a missing scope
+    skipped."""
     cfg = load(ctx)
+    problems = jobs.storage_problems(cfg, deep=True)
     rows, failed = [], False
     for src in cfg.sources:
         row = {"source": src.name, "kind": src.kind}
@@ -28,16 +31,22 @@ def check(ctx: click.Context, as_json: bool) -> None:
             row.update(status="FAILED", detail=redact(err))
             failed = True
         rows.append(row)
-    streams = [r for src in cfg.sources for r in jobs.stream_scopes(cfg, src)]
+    # a mirror that cannot be used has no stream states worth reading
+    streams = [] if problems else [r for src in cfg.sources for r in jobs.stream_scopes(cfg, src)]
     failed |= any(r["advice"] for r in streams)
     if as_json:
-        echo_json({"ok": not failed, "sources": [dict(r, status=r["status"].lower()) for r in rows],
-                   "streams": [{k.replace(" ", "_"): v for k, v in r.items()} for r in streams]})
+        echo_json({"ok": not failed and not problems,
+                   "sources": [dict(r, status=r["status"].lower()) for r in rows],
+                   "streams": [{k.replace(" ", "_"): v for k, v in r.items()} for r in streams],
+                   "storage": [str(p) for p in problems]})
     else:
         click.echo(table(rows, ["source", "kind", "status", "detail"]))
-        click.echo("\n" + table(streams, ["source", "stream", "scope", "last sync", "advice"]))
+        if streams:
+            click.echo("\n" + table(streams, ["source", "stream", "scope", "last sync", "advice"]))
+    for p in problems:   # the mirror or token file cannot be used where the config puts it
+        click.echo(f"error: {p}", err=True)
     for r in streams:
         if r["advice"]:   # skipped last time: its tables are incomplete, its KPIs withheld
             click.echo(f"error: {r['source']}/{r['stream']} was skipped on the last sync: "
                        f"{r['advice']} in the CRM, then run `crm-connector sync`", err=True)
-    sys.exit(1 if failed else 0)
+    sys.exit(max(p.exit_code for p in problems) if problems else 1 if failed else 0)

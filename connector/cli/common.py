@@ -12,12 +12,20 @@ import click
 from adapters.redact import redact
 from connector import runtime
 from connector.config import Config, ConfigError, SourceConfig, kpi_names, nearest
+from connector.sync import UnknownStream
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print `error: <message>` (secrets masked) to stderr and exit with `code`."""
     click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
+
+
+def exit_code(err: BaseException | None) -> int:
+    """2 for what the config must fix (an unknown stream, a storage location), else 1."""
+    if isinstance(err, UnknownStream):
+        return 2
+    return getattr(err, "exit_code", 1)
 
 
 def load(ctx: click.Context) -> Config:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from connector import jobs
-from connector.cli.common import echo_json, fail, kpis, load, sources
+from connector.cli.common import echo_json, exit_code, fail, kpis, load, sources
 
 
 def _fmt(v) -> str:
@@ -40,10 +40,10 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     failed, docs = False, []
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
-        if res.kpi is None:      # busy, never synced, or the KPI job could not run
+        if res.kpi is None:      # busy, never synced, storage, or the KPI job could not run
             if as_json:
                 echo_json({"ok": False, "sources": docs + [{"source": src.name, "error": res.reason}]})
-            fail(res.reason)
+            fail(res.reason, exit_code(res.exception))
         # compute warnings (an unconverted currency) were logged as they arose: not repeated
         _withheld(src.name, res.kpi.withheld)
         # a withheld KPI that would have been written to cards is a failure the admin must fix

@@ -17,7 +17,8 @@ import threading
 import click
 from apscheduler.events import EVENT_JOB_MISSED
 
-from connector.cli.common import fail, load, sources
+from connector.cli.common import exit_code, fail, load, sources
+from connector.jobs import storage_problems
 from connector.scheduler import Runner, build_scheduler, next_runs
 
 log = logging.getLogger("crm_connector.run")
@@ -57,6 +58,8 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
     """
     cfg = load(ctx)
     cfg.sources = sources(cfg, source_name)
+    for problem in storage_problems(cfg):   # before the daemon waits a night to find out
+        fail(str(problem), problem.exit_code)
     stop = threading.Event()
     _on_signals(stop)
     runner = Runner(cfg, stop)
@@ -82,14 +85,17 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
 
 
 def _once(runner: Runner, cfg, incremental: bool = False) -> int:
-    bad = False
+    """Each source's job once; exit 1 if one failed (or was busy), 2 if the storage location
+    is wrong (the config must change)."""
+    code = 0
     for src in cfg.sources:
         out = runner.incremental(src.name) if incremental else runner.nightly(src.name)
         kpi = f"; KPIs: {out.kpi.line()}" if out.kpi is not None else ""
         click.echo(f"{src.name}: {out.status}, {out.rows:,} rows{kpi}")
         if out.error:
             click.echo(f"error: {src.name}: {out.error}", err=True)
-        bad |= out.status == "failed" or (out.status == "busy" and not incremental)
+        if out.status == "failed" or (out.status == "busy" and not incremental):
+            code = max(code, exit_code(out.exception))
         if out.status == "interrupted":
             break
-    return 1 if bad else 0
+    return code
