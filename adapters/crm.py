@@ -29,6 +29,8 @@ class Crm:
     sandbox: "module:attr" of the fake CRM server class (started by `sandbox` and `demo`).
     sandbox_source: the `[[sources]]` keys that point a source at a running fake.
     field_has_code: whether an existing custom field carries a KPI field code.
+    card_value: `card_value(raw, key)`, the value a mirrored card (its `raw` JSON, parsed) holds
+    in the custom field with that key (`CrmField.key`), or None: survey scores kept on cards.
     streams: "module:attr" of the CRM's stream declarations (each has a `name`), imported only
     when first asked for (config validation of `streams = [...]`, KPI input checks).
     """
@@ -43,6 +45,7 @@ class Crm:
     defaults: dict = field(default_factory=dict)
     field_has_code: Callable[[CrmField, str], bool] = lambda f, code: f.code == code or f.key == code
     streams: str = ""
+    card_value: Callable[[dict, str], object] = lambda raw, key: raw.get(key)
 
     def make_adapter(self, source, tokens):
         """The adapter for one source (its modules are imported only now)."""

@@ -45,8 +45,10 @@ RANGES = {
     "overlap_minutes": (0, 7 * 24 * 60, True), "max_workers": (0, 50, False),
     "schedule.misfire_grace_s": (0, 7 * 86400, True), "schedule.lock_timeout_s": (0, 86400, True),
     "kpi.churn_days": (0, 36500, False), "kpi.calls_days": (0, 36500, False),
-    "kpi.precision": (0, 10, True),
+    "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
+    "report.months": (0, 120, False),
 }
+REPORT_LANGUAGES = ("en", "ru")
 CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
 
 
@@ -117,6 +119,13 @@ class NotifyConfig:
 
 
 @dataclass
+class ReportConfig:
+    language: str = "en"
+    months: int = 12
+    path: str = "crm-report.html"
+
+
+@dataclass
 class Config:
     path: str
     storage_path: str
@@ -125,6 +134,12 @@ class Config:
     kpi: KpiConfig = field(default_factory=KpiConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     token_path: str = ""
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def timezone(self) -> str:
+        """The account's time zone, for months: [kpi] timezone, else [schedule] timezone."""
+        return self.kpi.timezone or self.schedule.timezone
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
@@ -244,7 +259,7 @@ class Checker(KpiChecks):
 
     def config(self, data: dict) -> Config:
         top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
-                                    "notify": dict})
+                                    "notify": dict, "report": dict})
         storage = self.table("storage", top.get("storage", {}), {"path": str, "token_path": str})
         for k, v in storage.items():
             self.text(f"storage.{k}", v, "a file path")
@@ -264,7 +279,8 @@ class Checker(KpiChecks):
         cfg = Config(path=self.path, storage_path=storage_path, sources=sources,
                      schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
                      notify=self.notify(top.get("notify", {})),
-                     token_path=storage.get("token_path", storage_path + ".tokens.json"))
+                     token_path=storage.get("token_path", storage_path + ".tokens.json"),
+                     report=self.report(top.get("report", {})))
         return cfg
 
     def source(self, i: int, raw) -> SourceConfig:
@@ -323,15 +339,28 @@ class Checker(KpiChecks):
         d = self.table("schedule", raw, {"timezone": str, "sync": str, "incremental": str,
                                          "kpi_after_sync": bool, "misfire_grace_s": int,
                                          "lock_timeout_s": float})
-        try:
-            tz = ZoneInfo(d.get("timezone", "UTC"))
-        except Exception:
-            raise self.fail("schedule.timezone", f"unknown time zone '{d.get('timezone')}'") from None
+        tz = self.zone("schedule.timezone", d.get("timezone", "UTC"))
         self.in_range("schedule", d, "schedule.")
         for k in ("sync", "incremental"):
             if k in d:
                 self.cron(f"schedule.{k}", d[k], tz)
         return ScheduleConfig(**d)
+
+    def zone(self, key: str, name: str) -> ZoneInfo:
+        try:
+            return ZoneInfo(name)
+        except Exception:
+            raise self.fail(key, f"unknown time zone '{name}'") from None
+
+    def report(self, raw) -> ReportConfig:
+        d = self.table("report", raw, {"language": str, "months": int, "path": str})
+        if d.get("language", "en") not in REPORT_LANGUAGES:
+            raise self.fail("report.language", f"must be {_one_of(list(REPORT_LANGUAGES))}, "
+                                               f"got {d['language']!r}")
+        if "path" in d:
+            self.text("report.path", d["path"], "a file path")
+        self.in_range("report", d, "report.")
+        return ReportConfig(**d)
 
     def cron(self, key: str, expr: str, tz) -> None:
         """Cron text that parses and fires within a few years (`0 2 30 2 *` never does)."""
@@ -384,4 +413,5 @@ def _type_name(types: tuple) -> str:
 
 
 __all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "KpiConfig",
+           "ReportConfig",
            "CustomKpi", "TARGETS", "load", "kpi_names", "nearest"]

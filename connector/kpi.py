@@ -4,7 +4,7 @@ Built-in KPIs live in `kpi_sql/<name>.sql` (the comment at the top is the defini
 users, its `-- reads:` line the mirror tables the KPI is computed from); each returns (entity_id, value) for every client of the scratch tables built by
 `kpi_prep`, so the same query serves contacts and companies. Custom KPIs (`[[kpi.custom]]`) run
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
-`:churn_days`.
+`:churn_days`, `:interactions_days`.
 
 `compute()` appends the values that changed since the last run to `kpi_values` (history: a
 client's current value is its newest row there, which the `kpi_latest` view shows), all in one
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from adapters.times import iso
-from connector import kpi_prep
+from connector import kpi_prep, survey
 from connector.custom_sql import KPI_SQL_DIR as SQL_DIR
 from connector.custom_sql import check_custom_sql as check_custom_sql  # re-exported
 from connector.custom_sql import read_only
@@ -105,12 +105,14 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
 
 def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
             now: datetime | None = None, only: list[str] | None = None,
-            withheld: dict[str, str] | None = None, dry_run: bool = False) -> ComputeResult:
+            withheld: dict[str, str] | None = None, dry_run: bool = False,
+            card_survey=()) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
 
     `now` fixes the clock (tests); `only` limits the run to these KPI names; `withheld`: KPIs
     left out, with why. `dry_run`: no `kpi_runs` row (values go to the shadow history, which
-    the caller set up with `shadow_history`).
+    the caller set up with `shadow_history`). `card_survey`: scores read from card fields
+    (`survey.card_scores`).
     """
     started = time.monotonic()
     kpis = all_kpis(kpi_cfg)
@@ -129,9 +131,10 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         log.warning(msg)
         res.warnings.append(msg)
     params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
-              "churn_days": kpi_cfg.churn_days}
+              "churn_days": kpi_cfg.churn_days, "interactions_days": kpi_cfg.interactions_days}
     with _tuned(conn), mirror.db.atomic():
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
+        survey.load(conn, card_survey)
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
         # lands after the ones already written, so kpi_values grows at its end.
         for target in sorted(kpi_cfg.targets):

@@ -4,15 +4,18 @@ The KPI step of `connector.jobs.run_job` (`crm-connector kpi`, and the nightly j
 complete sync). A source never synced is refused (`kpi_inputs.NotSynced`); a KPI reading a
 table some stream has not completely filled is withheld (`kpi_inputs.withheld`). A dry run
 computes and plans against a TEMP shadow of the history: the mirror is left as it was.
+A full run (no dry run, no `only`) then computes the team and business measures
+(`connector.metrics`), withheld alike. Survey scores in card fields (`[kpi.survey]`) are read
+from the mirrored cards once the CRM has named their field keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from adapters import registry
-from connector import kpi, kpi_inputs, writeback
+from connector import kpi, kpi_inputs, metrics, survey, writeback
 
 
 @dataclass
@@ -21,6 +24,7 @@ class KpiJobResult:
     compute: kpi.ComputeResult
     writeback: writeback.WritebackReport
     dry_run: bool = False
+    metrics: metrics.MetricsResult | None = None
 
     @property
     def failed(self) -> int:
@@ -39,7 +43,11 @@ class KpiJobResult:
         text = (f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
                 f"{verb}, {wb.requests:,} requests")
         text += f", {wb.failed:,} cards rejected" if wb.failed else ""
-        return text + (f", {len(self.withheld)} KPIs withheld" if self.withheld else "")
+        text += f", {len(self.withheld)} KPIs withheld" if self.withheld else ""
+        if self.metrics is not None:
+            text += f"; {self.metrics.rows:,} team and business measures"
+            text += f" ({len(self.metrics.withheld)} groups withheld)" if self.metrics.withheld else ""
+        return text
 
 
 def declared_streams(cfg, source_cfg, adapter=None) -> list:
@@ -56,19 +64,58 @@ def withheld_kpis(cfg, mirror, source_cfg, adapter=None) -> dict[str, str]:
     return kpi_inputs.withheld(kpi.all_kpis(cfg.kpi).values(), cfg.kpi.targets, states)
 
 
+def withheld_measures(cfg, mirror, source_cfg, adapter=None) -> dict[str, str]:
+    """Measure group -> why it may not be computed now."""
+    states = kpi_inputs.stream_states(mirror, source_cfg.name, declared_streams(cfg, source_cfg, adapter))
+    return kpi_inputs.withheld(metrics.catalogue().values(), (), states)
+
+
+def card_survey(cfg, mirror, source_cfg, adapter) -> list[tuple]:
+    """Survey scores in the cards' [kpi.survey] fields (asks the CRM for the fields' keys)."""
+    keys = survey.resolve_keys(adapter, cfg.kpi.survey, cfg.kpi.targets)
+    return survey.card_scores(mirror.conn, source_cfg.name, source_cfg.kind, keys) if keys else []
+
+
+def run_metrics(cfg, mirror, source_cfg, adapter=None, *, now: datetime | None = None,
+                scores=None) -> metrics.MetricsResult:
+    """Compute and store the source's team and business measures."""
+    if scores is None:
+        scores = card_survey(cfg, mirror, source_cfg, adapter)
+    return metrics.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, account_tz(cfg),
+                           now=now, withheld=withheld_measures(cfg, mirror, source_cfg, adapter),
+                           card_survey=scores)
+
+
+def account_tz(cfg) -> str:
+    """Months are the account's: [kpi] timezone, else [schedule] timezone, else UTC."""
+    tz = getattr(cfg, "timezone", None)
+    if tz:
+        return tz
+    return getattr(getattr(cfg, "schedule", None), "timezone", None) or "UTC"
+
+
 def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
                 only: list[str] | None = None, now: datetime | None = None) -> KpiJobResult:
     """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
     `adapter` may then be None)."""
     held = withheld_kpis(cfg, mirror, source_cfg, adapter)
+    scores = card_survey(cfg, mirror, source_cfg, adapter)
     if dry_run:
         kpi.shadow_history(mirror.conn, source_cfg.name)
     try:
         comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only,
-                           withheld=held, dry_run=dry_run)
+                           withheld=held, dry_run=dry_run, card_survey=scores)
         wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run,
                                   only=only, withheld=held)
     finally:
         if dry_run:
             kpi.drop_shadow(mirror.conn)
-    return KpiJobResult(source_cfg.name, comp, wb, dry_run)
+    res = KpiJobResult(source_cfg.name, comp, wb, dry_run)
+    if not dry_run and not only:
+        res.metrics = run_metrics(cfg, mirror, source_cfg, adapter, now=comp_now(comp), scores=scores)
+    return res
+
+
+def comp_now(comp: kpi.ComputeResult) -> datetime:
+    """The KPI run's clock, so measures and KPIs share one `computed_at`."""
+    return datetime.strptime(comp.computed_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)

@@ -12,6 +12,11 @@ Every KPI in `kpi_sql/` is written against these, so one query serves contacts a
   `calls_days` days on the client's card or on its deals. `kpi_tasks(entity_id, task_id,
   is_completed, due_at)`: open tasks likewise.
 - `kpi_acts(ref_id, at)`: outgoing calls and completed tasks on client cards (first response).
+- `kpi_activities(entity_id, act_id, channel, direction, at)`: every live interaction
+  (`activities`) on the client's card or on its deals, all time.
+- `kpi_survey(entity_id, answer_id, kind, score, at)`: survey answers on the client's card or
+  deals (`survey_answers`, when the mirror has it) and the scores in its card fields
+  (`temp.kpi_card_survey`, read from the cards by `connector.survey` before the run).
 - `kpi_deal_totals(entity_id, deals, won, lost, open, won_amount, won_amount_avg, won_cycle_days,
   last_won_at)`: every client's deal aggregates from one pass over `kpi_deals` (the deal-count
   and revenue KPIs read their column from here instead of each grouping the deals again).
@@ -26,9 +31,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
-SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts")
+SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts", "kpi_card_survey")
 TABLES = ("kpi_clients", "kpi_deals", "kpi_deal_totals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
-          "kpi_recent", "kpi_changed")
+          "kpi_recent", "kpi_changed", "kpi_activities", "kpi_survey")
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
@@ -147,6 +152,30 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
 
 _TASK_COLS = "k.id, 0, k.due_at"
 
+_ACTIVITIES = """
+CREATE TEMP TABLE kpi_recent AS
+SELECT id, entity_type, entity_id, channel, direction, at FROM main.activities
+WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0 AND at IS NOT NULL
+"""
+
+_ACT_COLS = "k.id, k.channel, k.direction, k.at"
+
+# Answers from the CRMs' own sources (h13data's survey_answers) and from card fields.
+_SURVEY_ANSWERS = """
+CREATE TEMP TABLE kpi_recent AS
+SELECT id, entity_type, entity_id, kind, score, at FROM main.survey_answers
+WHERE source = :source AND entity_type IN (:target, 'deal') AND score IS NOT NULL
+UNION ALL
+SELECT 'card:' || kind || ':' || entity_id AS id, entity_type, entity_id, kind, score, at
+FROM temp.kpi_card_survey WHERE entity_type = :target
+"""
+
+_SURVEY_COLS = "k.id, k.kind, k.score, k.at"
+
+
+def has_table(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
 
 def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
     for t in tables:
@@ -205,6 +234,25 @@ def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
     conn.execute(f"INSERT INTO temp.kpi_acts {_ANSWERS}", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
+    _build_interactions(conn, target, p)
+
+
+def _build_interactions(conn, target: str, p: dict) -> None:
+    """`kpi_activities` and `kpi_survey` (see the module docstring)."""
+    conn.execute("CREATE TEMP TABLE kpi_activities (entity_id INTEGER, act_id TEXT, channel TEXT, "
+                 "direction TEXT, at TEXT, PRIMARY KEY (entity_id, act_id)) WITHOUT ROWID")
+    _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p)
+    conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    conn.execute("CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
+                 "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID")
+    conn.execute(CARD_SURVEY_DDL)   # made by connector.survey when cards hold scores
+    pick = _SURVEY_ANSWERS if has_table(conn, "survey_answers") else (
+        "CREATE TEMP TABLE kpi_recent AS " + _SURVEY_ANSWERS.split("UNION ALL")[1])
+    _via_recent(conn, pick, _owned("kpi_survey", _SURVEY_COLS, target), p)
+
+
+CARD_SURVEY_DDL = ("CREATE TEMP TABLE IF NOT EXISTS kpi_card_survey (entity_type TEXT, entity_id INTEGER, "
+                   "kind TEXT, score REAL, at TEXT)")
 
 
 def unconverted_currencies(conn, source: str, base_currency: str, rates: dict[str, float]) -> list[str]:

@@ -30,6 +30,16 @@ def field_from_amo(item: dict) -> CrmField:
                     code=item.get("code") or None)
 
 
+def card_value(raw: dict, key: str):
+    """A card's value in custom field `key` (its id): the first value of its entry in
+    `custom_fields_values`, or None."""
+    for f in raw.get("custom_fields_values") or ():
+        if str(f.get("field_id")) == str(key):
+            values = f.get("values") or [{}]
+            return values[0].get("value")
+    return None
+
+
 def format_value(value: float | None) -> str | None:
     """amoCRM numeric values are sent as strings; no exponent, no trailing zeros."""
     if value is None:

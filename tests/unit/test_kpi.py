@@ -113,7 +113,11 @@ def test_catalogue_has_every_kpi_with_a_definition():
                         "revenue_won", "avg_deal_value", "repeat_purchases", "avg_cycle_days",
                         "first_response_minutes", "calls_90d", "missed_calls_90d",
                         "call_minutes_90d", "open_tasks", "overdue_tasks",
-                        "days_since_last_purchase", "churn_risk"}
+                        "days_since_last_purchase", "churn_risk", "interactions_30d",
+                        "interactions_30d_call", "interactions_30d_email", "interactions_30d_chat",
+                        "interactions_30d_meeting", "interactions_30d_sms",
+                        "days_since_last_interaction", "response_minutes", "nps_latest",
+                        "csat_latest"}
     assert all(k.description.startswith(k.name.split("_90d")[0][:8]) for k in cat.values())
 
 

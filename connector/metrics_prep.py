@@ -1,0 +1,176 @@
+"""Scratch tables the measure queries (`metrics_sql/`) read, built once per source in TEMP.
+
+- `m_months(period, start, stop)`: every month from the source's first dated record to now, as
+  local month starts ('YYYY-MM-01' in the account's time zone) with their UTC bounds.
+- `m_deals(deal_id, pipeline_id, stage_id, status, amount, manager, client, channel, created_at,
+  won_at, created_month, closed_month)`: live deals, `amount` in the source's currency (NULL
+  when no rate is known), `client` the deal's company ('company:ID') else its main contact
+  ('contact:ID'), `won_at` the close of a won deal (its creation when never closed).
+- `m_clients(client, first_won_at, cohort, channel, ltv)`: clients with a won deal: the first
+  one's close, its month (the acquisition cohort) and channel, and the sum of won amounts.
+- `m_spend(period, channel, amount)`: the spend file, converted like deal amounts.
+- `m_survey(kind, score, at, period)`: every survey answer (`survey_answers` and card fields).
+- `m_acts(entity_type, entity_id, direction, at, id, manager)`: live interactions.
+
+`local_month(ts)` is a SQL function for the queries: the local month of a UTC timestamp.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from connector.kpi_prep import has_table
+
+TABLES = ("m_months", "m_deals", "m_clients", "m_spend", "m_survey", "m_rates", "m_acts")
+NONE_CHANNEL = "(none)"
+
+
+def month_starts(tz: str, first: str, now: str) -> list[tuple[str, str]]:
+    """(period, UTC start) of every local month from the one holding `first` to the one after
+    `now` (both UTC ISO timestamps)."""
+    zone = ZoneInfo(tz)
+    y, m = _local(first, zone)
+    end_y, end_m = _local(now, zone)
+    out = []
+    while (y, m) <= (end_y + (end_m == 12), end_m % 12 + 1):
+        start = datetime(y, m, 1, tzinfo=zone).astimezone(timezone.utc)
+        out.append((f"{y:04d}-{m:02d}-01", start.strftime("%Y-%m-%dT%H:%M:%SZ")))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def _local(ts: str, zone) -> tuple[int, int]:
+    t = datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).astimezone(zone)
+    return t.year, t.month
+
+
+def month_function(starts: list[tuple[str, str]]):
+    """`local_month(ts)`: the period whose UTC start is the last at or before `ts` (NULL for a
+    timestamp before the first month or NULL)."""
+    bounds = [s for _, s in starts]
+    periods = [p for p, _ in starts]
+
+    def local_month(ts):
+        if not ts:
+            return None
+        i = bisect.bisect_right(bounds, ts) - 1
+        return periods[i] if i >= 0 else None
+    return local_month
+
+
+def first_timestamp(conn, source: str, spend) -> str | None:
+    """The earliest date the measures could use (deals, leads, survey answers, spend months)."""
+    found = [r[0] for r in conn.execute(
+        "SELECT min(created_at) FROM deals WHERE source = :s AND is_deleted = 0 "
+        "UNION ALL SELECT min(created_at) FROM leads WHERE source = :s AND is_deleted = 0 "
+        "UNION ALL SELECT min(at) FROM temp.kpi_card_survey", {"s": source}) if r[0]]
+    if has_table(conn, "survey_answers"):
+        found += [r[0] for r in conn.execute("SELECT min(at) FROM survey_answers WHERE source = ?",
+                                             (source,)) if r[0]]
+    found += [f"{s.month}T12:00:00Z" for s in spend]
+    return min(found) if found else None
+
+
+_DEALS = """
+INSERT INTO temp.m_deals
+SELECT d.id, d.pipeline_id, d.stage_id, d.status,
+       CASE WHEN coalesce(d.currency, '') IN ('', :base) THEN coalesce(d.amount, 0)
+            ELSE coalesce(d.amount, 0) * r.rate END,
+       d.responsible_user_id,
+       CASE WHEN d.company_id IS NOT NULL THEN 'company:' || d.company_id
+            WHEN d.contact_id IS NOT NULL THEN 'contact:' || d.contact_id END,
+       coalesce(nullif(trim(lower(d.channel)), ''), :none),
+       d.created_at,
+       CASE WHEN d.status = 'won' THEN coalesce(d.closed_at, d.created_at) END,
+       local_month(d.created_at),
+       local_month(CASE WHEN d.status IN ('won', 'lost') THEN coalesce(d.closed_at, d.created_at) END)
+FROM main.deals d LEFT JOIN temp.m_rates r ON r.currency = upper(d.currency)
+WHERE d.source = :source AND d.is_deleted = 0
+"""
+
+# The first won deal of each client decides its cohort and channel (ties: the lowest deal id).
+_CLIENTS = """
+INSERT INTO temp.m_clients
+SELECT client, won_at, local_month(won_at), channel, ltv FROM (
+    SELECT client, won_at, channel, sum(amount) OVER (PARTITION BY client) AS ltv,
+           row_number() OVER (PARTITION BY client ORDER BY won_at, deal_id) AS rn
+    FROM temp.m_deals WHERE status = 'won' AND client IS NOT NULL)
+WHERE rn = 1
+"""
+
+_SURVEY = """
+INSERT INTO temp.m_survey
+SELECT kind, score, at, local_month(at) FROM temp.kpi_card_survey WHERE at IS NOT NULL
+"""
+_SURVEY_ANSWERS = """
+INSERT INTO temp.m_survey
+SELECT kind, score, at, local_month(at) FROM main.survey_answers
+WHERE source = :source AND score IS NOT NULL AND at IS NOT NULL
+"""
+
+
+def drop(conn) -> None:
+    for t in TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
+
+
+def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
+          starts: list[tuple[str, str]]) -> None:
+    """Every scratch table (the `kpi_card_survey` table must be loaded before)."""
+    drop(conn)
+    p = {"source": source, "base": base_currency.upper(), "none": NONE_CHANNEL}
+    conn.execute("CREATE TEMP TABLE m_months (period TEXT PRIMARY KEY, start TEXT, stop TEXT)")
+    conn.executemany("INSERT INTO temp.m_months VALUES (?, ?, ?)",
+                     [(p_, s, e) for (p_, s), (_, e) in zip(starts, starts[1:])])
+    conn.execute("CREATE TEMP TABLE m_rates (currency TEXT PRIMARY KEY, rate REAL)")
+    conn.executemany("INSERT INTO temp.m_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
+    conn.execute("CREATE TEMP TABLE m_deals (deal_id INTEGER PRIMARY KEY, pipeline_id INTEGER, "
+                 "stage_id NUMERIC, status TEXT, amount REAL, manager INTEGER, client TEXT, "
+                 "channel TEXT, created_at TEXT, won_at TEXT, created_month TEXT, closed_month TEXT)")
+    conn.execute(_DEALS, p)
+    conn.execute("CREATE TEMP TABLE m_clients (client TEXT PRIMARY KEY, first_won_at TEXT, "
+                 "cohort TEXT, channel TEXT, ltv REAL)")
+    conn.execute(_CLIENTS)
+    conn.execute("CREATE TEMP TABLE m_spend (period TEXT, channel TEXT, amount REAL, "
+                 "PRIMARY KEY (period, channel))")
+    conn.executemany("INSERT INTO temp.m_spend VALUES (?, ?, ?)", _spend_rows(spend, p["base"], rates))
+    conn.execute("CREATE TEMP TABLE m_survey (kind TEXT, score REAL, at TEXT, period TEXT)")
+    conn.execute(_SURVEY)
+    if has_table(conn, "survey_answers"):
+        conn.execute(_SURVEY_ANSWERS, p)
+    build_activities(conn, source)
+
+
+def _spend_rows(spend, base: str, rates: dict[str, float]) -> list[tuple]:
+    """Spend in the source's currency; a line in a currency without a rate is left out."""
+    upper = {c.upper(): r for c, r in rates.items()}
+    out = []
+    for s in spend:
+        if s.currency in ("", base):
+            out.append((s.month, s.channel, s.amount))
+        elif s.currency in upper:
+            out.append((s.month, s.channel, s.amount * upper[s.currency]))
+    return out
+
+
+def unconverted_spend(spend, base: str, rates: dict[str, float]) -> list[str]:
+    known = {base.upper(), "", *(c.upper() for c in rates)}
+    return sorted({s.currency for s in spend if s.currency not in known})
+
+
+_ACTS = """
+INSERT INTO temp.m_acts
+SELECT entity_type, entity_id, direction, at, id, responsible_user_id FROM main.activities
+WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND entity_id IS NOT NULL
+"""
+
+
+def build_activities(conn, source: str) -> None:
+    """`m_acts(entity_type, entity_id, direction, at, id, manager)`, indexed for "the next
+    outgoing interaction on this card or deal"."""
+    conn.execute("CREATE TEMP TABLE m_acts (entity_type TEXT, entity_id INTEGER, direction TEXT, "
+                 "at TEXT, id TEXT, manager INTEGER)")
+    conn.execute(_ACTS, {"source": source})
+    conn.execute("CREATE INDEX temp.m_acts_next ON m_acts (entity_type, entity_id, direction, at, id)")
