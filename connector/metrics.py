@@ -88,12 +88,12 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
     for cur in metrics_prep.unconverted_spend(kpi_cfg.spend.rows, base_currency, kpi_cfg.currency_rates):
         res.warnings.append(f"source '{source}': spend in {cur} is left out "
                             f"(add {cur} to [kpi.currency_rates])")
-    survey.load(conn, card_survey)
-    first = metrics_prep.first_timestamp(conn, source, kpi_cfg.spend.rows) or res.computed_at
-    starts = metrics_prep.month_starts(tz, min(first, res.computed_at), res.computed_at)
-    conn.create_function("local_month", 1, metrics_prep.month_function(starts), deterministic=True)
     params = {"source": source, "now": res.computed_at, "churn_days": kpi_cfg.churn_days}
     with mirror.db.atomic():
+        survey.load(conn, card_survey)
+        first = metrics_prep.first_timestamp(conn, source, kpi_cfg.spend.rows) or res.computed_at
+        starts = metrics_prep.month_starts(tz, min(first, res.computed_at), res.computed_at)
+        conn.create_function("local_month", 1, metrics_prep.month_function(starts), deterministic=True)
         metrics_prep.build(conn, source, base_currency, kpi_cfg.currency_rates, kpi_cfg.spend.rows, starts)
         for g in groups.values():
             if g.name not in res.withheld:

@@ -18,6 +18,7 @@ from connector.cli.check import check
 from connector.cli.common import fail
 from connector.cli.demo import demo
 from connector.cli.kpi import kpi
+from connector.cli.report import report
 from connector.cli.run import run
 from connector.cli.sandbox import sandbox
 from connector.cli.status import status
@@ -87,6 +88,6 @@ def _add_global_options(command: click.Command) -> None:
         _add_global_options(sub)
 
 
-for command in (check, sync, status, auth, kpi, run, sandbox, demo):
+for command in (check, sync, status, auth, kpi, report, run, sandbox, demo):
     _add_global_options(command)
     main.add_command(command)

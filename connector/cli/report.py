@@ -1,0 +1,44 @@
+"""`crm-connector report`: the team and business measures as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from connector import report as report_mod
+from connector import runtime
+from connector.cli.common import fail, load, sources
+
+
+@click.command()
+@click.option("--source", "source_name", metavar="NAME", help="Only this source (default: every source).")
+@click.option("--months", type=click.IntRange(1, 120), default=None, metavar="N",
+              help="Months in the monthly charts (default: [report] months, else 12).")
+@click.option("--out", "out", default=None, metavar="FILE",
+              help="Where to write it (default: [report] path, else crm-report.html).")
+@click.pass_context
+def report(ctx: click.Context, source_name: str | None, months: int | None, out: str | None) -> None:
+    """Write the sales report: funnel, revenue and new clients, managers, channels (CAC and
+    LTV : CAC), churn and repeat purchases, NPS / CSAT, from the measures the last KPI run
+    stored. One HTML file with everything inline: it opens offline and can be mailed."""
+    cfg = load(ctx)
+    picked = sources(cfg, source_name)
+    path = make(cfg, picked, months, out)
+    click.echo(f"Report: {path}")
+
+
+def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
+    """Build and write the report; its absolute path (exit 1 naming the source with no measures)."""
+    mirror = runtime.open_mirror(cfg)
+    try:
+        text = report_mod.build(mirror.conn, picked, language=cfg.report.language,
+                                months=months or cfg.report.months, churn_days=cfg.kpi.churn_days,
+                                tz=cfg.timezone)
+    except report_mod.ReportError as err:
+        fail(str(err))
+    finally:
+        mirror.close()
+    path = out or cfg.report.path
+    report_mod.write(path, text)
+    return os.path.abspath(path)
