@@ -2,7 +2,8 @@
 
 Each CRM in the registry gets a fake server on 127.0.0.1 and a source named after its kind;
 every source runs the job `crm-connector run` runs, then the summary shows the mirror's rows
-and a few cards as the fake CRMs now show them.
+and a few cards as the fake CRMs now show them, and the report (`crm-connector report`) is
+written beside the mirror. A made-up spend file gives the channels their CAC.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 
 import click
 
 from adapters import registry
 from connector import jobs, runtime
+from connector.cli.report import make as make_report
 from connector.progress import Progress
 
 DEMO_FIELDS = {
@@ -57,10 +60,12 @@ def demo(size: int, seed: int, workdir: str | None) -> None:
             click.echo(f"Syncing {src.name} ({registry.get(src.kind).title}) ...")
             failed |= not _run(cfg, src)
         _summary(jobs.table_counts(cfg), servers)
+    report = make_report(cfg, cfg.sources, out=os.path.join(workdir, "crm-report.html"))
     every = "both" if len(servers) == 2 else f"all {len(servers)}"
     click.echo(f"\nDone in {time.monotonic() - t0:.0f}s; {every} sandboxes stopped.")
     click.echo(f"Mirror: {cfg.storage_path}  (open it with `sqlite3` or Datasette)")
     click.echo(f"Config: {cfg.path}")
+    click.echo(f"Report: {report}  (open it in a browser; it needs no network)")
     sys.exit(1 if failed else 0)
 
 
@@ -83,12 +88,31 @@ churn_days = 180
 [kpi.currency_rates]
 USD = 90.0
 
+[kpi.spend]
+file = "spend.csv"
+
 [kpi.fields]
 {fields}"""
     path = os.path.join(workdir, "config.toml")
     with open(path, "w") as fh:
         fh.write(text)
+    with open(os.path.join(workdir, "spend.csv"), "w") as fh:
+        fh.write(demo_spend())
     return path
+
+
+DEMO_CHANNELS = {"google": 120_000, "yandex": 90_000, "facebook": 40_000, "website": 25_000,
+                 "advert": 60_000}
+
+
+def demo_spend(months: int = 24) -> str:
+    """A made-up spend file: the sandboxes' channels over the last `months` months."""
+    today = datetime.now(timezone.utc)
+    lines = ["month,channel,amount"]
+    for back in range(months):
+        y, m = divmod(today.year * 12 + today.month - 1 - back, 12)
+        lines += [f"{y:04d}-{m + 1:02d},{c},{a + 1000 * (back % 7)}" for c, a in DEMO_CHANNELS.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _toml(value) -> str:

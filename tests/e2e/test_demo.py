@@ -27,3 +27,9 @@ def test_demo_runs_end_to_end_and_exits_cleanly(tmp_path):
     assert set(per_source) == set(registry.kinds())
     assert all(n > 150 for n in per_source.values())
     assert written > 0
+    # the report is written beside the mirror, with a section per source
+    report = re.search(r"Report: (\S+)", out).group(1)
+    assert report == os.path.join(str(tmp_path), "crm-report.html")
+    page = open(report, encoding="utf-8").read()
+    assert all(f"Source: {kind}</h2>" in page for kind in registry.kinds())
+    assert page.count('<figure class="chart"><svg') >= 2 * 5
