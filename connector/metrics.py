@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adapters.times import iso
 from connector import metrics_prep, survey
-from connector.kpi import READS, _header, _reads
+from connector.kpi import READS, _header, _reads, _tuned
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
         res.warnings.append(f"source '{source}': spend in {cur} is left out "
                             f"(add {cur} to [kpi.currency_rates])")
     params = {"source": source, "now": res.computed_at, "churn_days": kpi_cfg.churn_days}
-    with mirror.db.atomic():
+    with _tuned(conn), mirror.db.atomic():
         survey.load(conn, card_survey)
         first = metrics_prep.first_timestamp(conn, source, kpi_cfg.spend.rows) or res.computed_at
         starts = metrics_prep.month_starts(tz, min(first, res.computed_at), res.computed_at)

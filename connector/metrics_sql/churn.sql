@@ -7,11 +7,11 @@
 -- measures: active_clients, churned_clients, churn_rate, buying_clients, repeat_clients, repeat_purchase_rate
 -- reads: deals
 WITH wins AS (
-    SELECT client, won_at,
-           lag(won_at) OVER (PARTITION BY client ORDER BY won_at, deal_id) AS prev_at,
-           lead(won_at) OVER (PARTITION BY client ORDER BY won_at, deal_id) AS next_at,
-           strftime('%Y-%m-%dT%H:%M:%SZ', won_at, '+' || :churn_days || ' days') AS lapse_at
-    FROM m_deals WHERE status = 'won' AND client IS NOT NULL
+    SELECT w.client, w.won_at, p.won_at AS prev_at, n.won_at AS next_at,
+           strftime('%Y-%m-%dT%H:%M:%SZ', w.won_at, '+' || :churn_days || ' days') AS lapse_at
+    FROM m_wins w
+    LEFT JOIN m_wins p ON p.seq = w.seq - 1 AND p.client = w.client
+    LEFT JOIN m_wins n ON n.seq = w.seq + 1 AND n.client = w.client
 ), events AS (
     SELECT won_at AS at, 1 AS delta FROM wins
     WHERE prev_at IS NULL OR won_at >= strftime('%Y-%m-%dT%H:%M:%SZ', prev_at, '+' || :churn_days || ' days')

@@ -4,32 +4,24 @@
 -- left out; a deal reached the stages it entered (stage history) and the one it is in.
 -- measures: funnel_deals, funnel_conversion
 -- reads: deals, stages, stage_changes
-WITH steps AS (
-    SELECT pipeline_id, id AS stage_id,
-           row_number() OVER (PARTITION BY pipeline_id
-                              ORDER BY semantics = 'won', sort, id) AS pos
-    FROM main.stages
-    WHERE source = :source AND coalesce(entity, 'deal') = 'deal' AND coalesce(semantics, 'open') != 'lost'
-), entered AS (
-    SELECT d.deal_id, d.pipeline_id, d.stage_id FROM m_deals d
+WITH entered AS (
+    SELECT s.pipeline_id, d.deal_id, s.step FROM m_deals d
+    JOIN m_steps s ON s.pipeline_id = d.pipeline_id AND s.stage_id = d.stage_id
     UNION ALL
-    SELECT c.entity_id, d.pipeline_id, c.stage_id FROM main.stage_changes c
-    JOIN m_deals d ON d.deal_id = c.entity_id AND d.pipeline_id = c.pipeline_id
-    WHERE c.source = :source AND c.entity = 'deal'
+    SELECT s.pipeline_id, mv.deal_id, s.step FROM m_moves mv
+    JOIN m_steps s ON s.pipeline_id = mv.pipeline_id AND s.stage_id = mv.stage_id
 ), reached AS (
-    SELECT e.pipeline_id, e.deal_id, max(s.pos) AS pos
-    FROM entered e JOIN steps s ON s.pipeline_id = e.pipeline_id AND s.stage_id = e.stage_id
-    GROUP BY e.pipeline_id, e.deal_id
-), per_pos AS (
-    SELECT pipeline_id, pos, count(*) AS n FROM reached GROUP BY 1, 2
+    SELECT deal_id, max(step) AS step FROM entered GROUP BY deal_id
+), per_step AS (
+    SELECT step, count(*) AS n FROM reached GROUP BY step
 ), counts AS (
-    SELECT s.pipeline_id, s.stage_id, s.pos,
-           sum(coalesce(p.n, 0)) OVER (PARTITION BY s.pipeline_id ORDER BY s.pos DESC
+    SELECT s.pipeline_id, s.stage_id, s.step,
+           sum(coalesce(p.n, 0)) OVER (PARTITION BY s.pipeline_id ORDER BY s.step DESC
                                        ROWS UNBOUNDED PRECEDING) AS n
-    FROM steps s LEFT JOIN per_pos p ON p.pipeline_id = s.pipeline_id AND p.pos = s.pos
+    FROM m_steps s LEFT JOIN per_step p USING (step)
 )
 SELECT 'funnel_deals', 'all', 'stage', pipeline_id || '/' || stage_id, n FROM counts
 UNION ALL
 SELECT 'funnel_conversion', 'all', 'stage', c.pipeline_id || '/' || c.stage_id,
        100.0 * nx.n / nullif(c.n, 0)
-FROM counts c JOIN counts nx ON nx.pipeline_id = c.pipeline_id AND nx.pos = c.pos + 1
+FROM counts c JOIN counts nx ON nx.pipeline_id = c.pipeline_id AND nx.step = c.step + 1

@@ -2,14 +2,9 @@
 -- change), per pipeline and stage, over stays that ended; a skipped stage has no stay.
 -- measures: stage_median_days
 -- reads: deals, stage_changes
-WITH moves AS (
-    SELECT c.pipeline_id, c.stage_id, c.changed_at,
-           lead(c.changed_at) OVER (PARTITION BY c.entity_id ORDER BY c.changed_at, c.id) AS left_at
-    FROM main.stage_changes c JOIN m_deals d ON d.deal_id = c.entity_id
-    WHERE c.source = :source AND c.entity = 'deal' AND c.changed_at IS NOT NULL
-), stays AS (
-    SELECT pipeline_id, stage_id, julianday(left_at) - julianday(changed_at) AS days
-    FROM moves WHERE left_at IS NOT NULL
+WITH stays AS (
+    SELECT a.pipeline_id, a.stage_id, julianday(b.changed_at) - julianday(a.changed_at) AS days
+    FROM m_moves a JOIN m_moves b ON b.seq = a.seq + 1 AND b.deal_id = a.deal_id
 ), ranked AS (
     SELECT pipeline_id, stage_id, days,
            row_number() OVER (PARTITION BY pipeline_id, stage_id ORDER BY days) AS rn,
