@@ -19,7 +19,7 @@ import os
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from types import SimpleNamespace
 
 from benchmarks.bench_kpi import NOW, SOURCE, generate
@@ -101,16 +101,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--reuse", action="store_true", help="Use the mirror a previous run left in --dir.")
     args = ap.parse_args()
     workdir = args.dir or tempfile.mkdtemp(prefix="bench-report-")
     path = os.path.join(workdir, f"bench-report-{args.scale}.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    t0 = time.monotonic()
-    generate(path, args.scale)
-    augment(path, args.scale)
-    print(f"mirror built in {time.monotonic() - t0:.0f} s: {path}")
+    if not (args.reuse and os.path.exists(path)):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        t0 = time.monotonic()
+        generate(path, args.scale)
+        augment(path, args.scale)
+        print(f"mirror built in {time.monotonic() - t0:.0f} s: {path}")
     cfg = KpiConfig(currency_rates={"USD": 90.0}, spend=SpendConfig("spend.csv", spend()))
     m = Mirror(path)
     t1 = time.monotonic()

@@ -3,9 +3,10 @@
 - `m_months(period, start, stop)`: every month from the source's first dated record to now, as
   local month starts ('YYYY-MM-01' in the account's time zone) with their UTC bounds.
 - `m_deals(deal_id, pipeline_id, stage_id, status, amount, manager, client, channel, created_at,
-  won_at, created_month, closed_month)`: live deals, `amount` in the source's currency (NULL
+  won_at, closed_month)`: live deals, `amount` in the source's currency (NULL
   when no rate is known), `client` the deal's company ('company:ID') else its main contact
-  ('contact:ID'), `won_at` the close of a won deal (its creation when never closed).
+  ('contact:ID'), `won_at` the close of a won deal (its creation when never closed), `closed_month`
+  the local month a won or lost deal closed in.
 - `m_wins(seq, client, won_at, deal_id, amount, channel)`: won deals of clients in (client,
   won_at, deal_id) order, `seq` numbering them: a client's previous / next win is seq -/+ 1.
 - `m_clients(client, first_won_at, cohort, channel, ltv)`: clients with a won deal: the first
@@ -14,6 +15,8 @@
   last, lost ones left out), `step` numbering them in pipeline order.
 - `m_moves(seq, deal_id, pipeline_id, stage_id, changed_at)`: the stage history of live deals in
   their current pipeline, in (deal, time) order: a deal's next move is seq + 1.
+- `m_stays(pipeline_id, stage_id, days)`: each stay in a stage that ended (entering it to the
+  deal's next move), indexed by stage and length so a median is a short index walk.
 - `m_spend(period, channel, amount)`: the spend file, converted like deal amounts.
 - `m_survey(kind, score, at, period)`: every survey answer (`survey_answers` and card fields).
 - `m_acts(seq, entity_type, entity_id, direction, at, manager)`: live interactions in (card or
@@ -34,7 +37,7 @@ from zoneinfo import ZoneInfo
 from connector.kpi_prep import has_table
 
 TABLES = ("m_months", "m_deals", "m_wins", "m_clients", "m_spend", "m_survey", "m_rates", "m_acts",
-          "m_steps", "m_moves")
+          "m_steps", "m_moves", "m_stays")
 NONE_CHANNEL = "(none)"
 
 
@@ -95,7 +98,6 @@ SELECT d.id, d.pipeline_id, d.stage_id, d.status,
        coalesce(nullif(trim(lower(d.channel)), ''), :none),
        d.created_at,
        CASE WHEN d.status = 'won' THEN coalesce(d.closed_at, d.created_at) END,
-       local_month(d.created_at),
        local_month(CASE WHEN d.status IN ('won', 'lost') THEN coalesce(d.closed_at, d.created_at) END)
 FROM main.deals d LEFT JOIN temp.m_rates r ON r.currency = upper(d.currency)
 WHERE d.source = :source AND d.is_deleted = 0
@@ -132,6 +134,11 @@ WHERE c.source = :source AND c.entity = 'deal' AND c.changed_at IS NOT NULL
 ORDER BY c.entity_id, c.changed_at, c.id
 """
 
+_STAYS = """
+SELECT a.pipeline_id, a.stage_id, julianday(b.changed_at) - julianday(a.changed_at) AS days
+FROM temp.m_moves a JOIN temp.m_moves b ON b.seq = a.seq + 1 AND b.deal_id = a.deal_id
+"""
+
 _SURVEY = """
 INSERT INTO temp.m_survey
 SELECT kind, score, at, local_month(at) FROM temp.kpi_card_survey WHERE at IS NOT NULL
@@ -160,7 +167,7 @@ def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
     conn.executemany("INSERT INTO temp.m_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
     conn.execute("CREATE TEMP TABLE m_deals (deal_id INTEGER PRIMARY KEY, pipeline_id INTEGER, "
                  "stage_id NUMERIC, status TEXT, amount REAL, manager INTEGER, client TEXT, "
-                 "channel TEXT, created_at TEXT, won_at TEXT, created_month TEXT, closed_month TEXT)")
+                 "channel TEXT, created_at TEXT, won_at TEXT, closed_month TEXT)")
     conn.execute(_DEALS, p)
     conn.execute("CREATE TEMP TABLE m_wins (seq INTEGER PRIMARY KEY, client TEXT, won_at TEXT, "
                  "deal_id INTEGER, amount REAL, channel TEXT)")
@@ -175,6 +182,8 @@ def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
     conn.execute("CREATE TEMP TABLE m_moves (seq INTEGER PRIMARY KEY, deal_id INTEGER, pipeline_id INTEGER, "
                  "stage_id NUMERIC, changed_at TEXT)")
     conn.execute(_MOVES, p)
+    conn.execute(f"CREATE TEMP TABLE m_stays AS {_STAYS}")
+    conn.execute("CREATE INDEX temp.m_stays_days ON m_stays (pipeline_id, stage_id, days)")
     conn.execute("CREATE TEMP TABLE m_spend (period TEXT, channel TEXT, amount REAL, "
                  "PRIMARY KEY (period, channel))")
     conn.executemany("INSERT INTO temp.m_spend VALUES (?, ?, ?)", _spend_rows(spend, p["base"], rates))

@@ -14,9 +14,9 @@ WITH waits AS (
     SELECT o.manager, (julianday(o.at) - julianday(w.asked)) * 1440 AS minutes
     FROM waits w JOIN m_acts o ON o.seq = w.answer
 ), ranked AS (
-    SELECT manager, minutes, row_number() OVER (PARTITION BY manager ORDER BY minutes) AS rn,
-           count(*) OVER (PARTITION BY manager) AS n
-    FROM answered WHERE manager IS NOT NULL
+    SELECT manager, minutes, row_number() OVER w AS rn,   -- one window: one sort
+           count(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n
+    FROM answered WHERE manager IS NOT NULL WINDOW w AS (PARTITION BY manager ORDER BY minutes)
 )
 SELECT 'manager_response_minutes', 'all', 'manager', manager, avg(minutes)
 FROM ranked WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY manager
