@@ -88,6 +88,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
     for cur in metrics_prep.unconverted_spend(kpi_cfg.spend.rows, base_currency, kpi_cfg.currency_rates):
         res.warnings.append(f"source '{source}': spend in {cur} is left out "
                             f"(add {cur} to [kpi.currency_rates])")
+        log.warning(res.warnings[-1])
     params = {"source": source, "now": res.computed_at, "churn_days": kpi_cfg.churn_days}
     with _tuned(conn), mirror.db.atomic():
         survey.load(conn, card_survey)

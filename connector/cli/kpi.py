@@ -69,6 +69,8 @@ def _document(job, verbose: bool, ok: bool) -> dict:
            "clients": job.compute.clients, "cards": wb.clients, "values_changed": wb.values,
            "requests": wb.requests, "rejected": wb.failed, "withheld": job.withheld,
            "warnings": job.compute.warnings,
+           "measures": None if job.metrics is None else {
+               "rows": job.metrics.rows, "withheld": job.metrics.withheld, "warnings": job.metrics.warnings},
            "by_type": [{"entity_type": t,
                         "cards": len({c.entity_id for c in wb.changes if c.entity_type == t}),
                         "values": sum(c.entity_type == t for c in wb.changes),

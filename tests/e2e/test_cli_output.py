@@ -117,6 +117,7 @@ def test_kpi_json_dry_run_and_real_run(config, tmp_path):
         "company": ["KPI: Win rate, %"], "contact": ["KPI: Win rate, %"]}
     assert sum(t["values"] for t in amo["by_type"]) == amo["values_changed"]
     assert all(v["kpi"] == "win_rate" and v["name"] for v in amo["values"])
+    assert amo["measures"] is None                  # a dry run leaves the measures alone
     with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
         assert conn.execute("SELECT count(*) FROM kpi_values").fetchone()[0] == 0   # dry: nothing
 
@@ -126,6 +127,10 @@ def test_kpi_json_dry_run_and_real_run(config, tmp_path):
     assert [s["source"] for s in doc["sources"]] == ["amo", "b24"]
     assert all(s["dry_run"] is False and s["values_changed"] > 0 and s["rejected"] == 0
                and "values" not in s for s in doc["sources"])
+    with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
+        stored = dict(conn.execute("SELECT source, count(*) FROM metrics GROUP BY source").fetchall())
+    assert {s["source"]: s["measures"]["rows"] for s in doc["sources"]} == stored
+    assert all(n > 0 for n in stored.values())
 
 
 def test_kpi_json_before_any_sync_names_the_source(config):
