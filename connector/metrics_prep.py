@@ -2,21 +2,24 @@
 
 - `m_months(period, start, stop)`: every month from the source's first dated record to now, as
   local month starts ('YYYY-MM-01' in the account's time zone) with their UTC bounds.
-- `m_deals(deal_id, pipeline_id, stage_id, status, amount, manager, client, channel, created_at,
-  won_at, closed_month)`: live deals, `amount` in the source's currency (NULL
+- `m_deals(deal_id, pipeline_id, stage_id, step, status, amount, manager, client, channel,
+  created_at, won_at, closed_month)`: live deals, `amount` in the source's currency (NULL
   when no rate is known), `client` the deal's company ('company:ID') else its main contact
   ('contact:ID'), `won_at` the close of a won deal (its creation when never closed), `closed_month`
   the local month a won or lost deal closed in.
-- `m_wins(seq, client, won_at, deal_id, amount, channel)`: won deals of clients in (client,
-  won_at, deal_id) order, `seq` numbering them: a client's previous / next win is seq -/+ 1.
+- `m_wins(seq, client, won_at, month, deal_id, amount, channel)`: won deals of clients in
+  (client, won_at, deal_id) order, `seq` numbering them: a client's previous / next win is
+  seq -/+ 1; `month` the local month of the win.
 - `m_clients(client, first_won_at, cohort, channel, ltv)`: clients with a won deal: the first
   one's close, its month (the acquisition cohort) and channel, and the sum of won amounts.
 - `m_steps(step, pipeline_id, stage_id)`: the funnel's stages (open ones by sort, the won one
   last, lost ones left out), `step` numbering them in pipeline order.
-- `m_moves(seq, deal_id, pipeline_id, stage_id, changed_at)`: the stage history of live deals in
-  their current pipeline, in (deal, time) order: a deal's next move is seq + 1.
-- `m_stays(pipeline_id, stage_id, days)`: each stay in a stage that ended (entering it to the
-  deal's next move), indexed by stage and length so a median is a short index walk.
+- `m_moves(seq, deal_id, pipeline_id, stage_id, step, changed_at)`: the stage history of live
+  deals in their current pipeline, in (deal, time) order: a deal's next move is seq + 1. `step`
+  (here and in `m_deals`): the stage's `m_steps.step`, NULL for a lost stage.
+- `m_stays(pos, pipeline_id, stage_id, days)`: each stay in a stage that ended (entering it to
+  the deal's next move), in (pipeline, stage, days) order: a stage's stays are one run of `pos`,
+  so its median is one or two lookups.
 - `m_spend(period, channel, amount)`: the spend file, converted like deal amounts.
 - `m_survey(kind, score, at, period)`: every survey answer (`survey_answers` and card fields).
 - `m_acts(seq, entity_type, entity_id, direction, at, manager)`: live interactions in (card or
@@ -89,7 +92,7 @@ def first_timestamp(conn, source: str, spend) -> str | None:
 
 _DEALS = """
 INSERT INTO temp.m_deals
-SELECT d.id, d.pipeline_id, d.stage_id, d.status,
+SELECT d.id, d.pipeline_id, d.stage_id, s.step, d.status,
        CASE WHEN coalesce(d.currency, '') IN ('', :base) THEN coalesce(d.amount, 0)
             ELSE coalesce(d.amount, 0) * r.rate END,
        d.responsible_user_id,
@@ -100,19 +103,20 @@ SELECT d.id, d.pipeline_id, d.stage_id, d.status,
        CASE WHEN d.status = 'won' THEN coalesce(d.closed_at, d.created_at) END,
        local_month(CASE WHEN d.status IN ('won', 'lost') THEN coalesce(d.closed_at, d.created_at) END)
 FROM main.deals d LEFT JOIN temp.m_rates r ON r.currency = upper(d.currency)
+LEFT JOIN temp.m_steps s ON s.pipeline_id = d.pipeline_id AND s.stage_id = d.stage_id
 WHERE d.source = :source AND d.is_deleted = 0
 """
 
 _WINS = """
-INSERT INTO temp.m_wins (client, won_at, deal_id, amount, channel)
-SELECT client, won_at, deal_id, amount, channel FROM temp.m_deals
+INSERT INTO temp.m_wins (client, won_at, month, deal_id, amount, channel)
+SELECT client, won_at, closed_month, deal_id, amount, channel FROM temp.m_deals
 WHERE status = 'won' AND client IS NOT NULL ORDER BY client, won_at, deal_id
 """
 
 # The first won deal of each client decides its cohort and channel (ties: the lowest deal id).
 _CLIENTS = """
 INSERT INTO temp.m_clients
-SELECT w.client, w.won_at, local_month(w.won_at), w.channel,
+SELECT w.client, w.won_at, w.month, w.channel,
        (SELECT sum(x.amount) FROM temp.m_wins x WHERE x.client = w.client)
 FROM temp.m_wins w LEFT JOIN temp.m_wins p ON p.seq = w.seq - 1 AND p.client = w.client
 WHERE p.seq IS NULL
@@ -126,17 +130,20 @@ ORDER BY pipeline_id, semantics = 'won', sort, id
 """
 
 _MOVES = """
-INSERT INTO temp.m_moves (deal_id, pipeline_id, stage_id, changed_at)
-SELECT c.entity_id, c.pipeline_id, c.stage_id, c.changed_at
+INSERT INTO temp.m_moves (deal_id, pipeline_id, stage_id, step, changed_at)
+SELECT c.entity_id, c.pipeline_id, c.stage_id, s.step, c.changed_at
 FROM main.stage_changes c NOT INDEXED
 JOIN temp.m_deals d ON d.deal_id = c.entity_id AND d.pipeline_id = c.pipeline_id
+LEFT JOIN temp.m_steps s ON s.pipeline_id = c.pipeline_id AND s.stage_id = c.stage_id
 WHERE c.source = :source AND c.entity = 'deal' AND c.changed_at IS NOT NULL
 ORDER BY c.entity_id, c.changed_at, c.id
 """
 
 _STAYS = """
-SELECT a.pipeline_id, a.stage_id, julianday(b.changed_at) - julianday(a.changed_at) AS days
+INSERT INTO temp.m_stays (pipeline_id, stage_id, days)
+SELECT a.pipeline_id, a.stage_id, julianday(b.changed_at) - julianday(a.changed_at)
 FROM temp.m_moves a JOIN temp.m_moves b ON b.seq = a.seq + 1 AND b.deal_id = a.deal_id
+ORDER BY 1, 2, 3
 """
 
 _SURVEY = """
@@ -165,25 +172,26 @@ def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
                      [(p_, s, e) for (p_, s), (_, e) in zip(starts, starts[1:])])
     conn.execute("CREATE TEMP TABLE m_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.m_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
+    conn.execute("CREATE TEMP TABLE m_steps (step INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC)")
+    conn.execute(_STEPS, p)
+    conn.execute("CREATE UNIQUE INDEX temp.m_steps_stage ON m_steps (pipeline_id, stage_id)")
     conn.execute("CREATE TEMP TABLE m_deals (deal_id INTEGER PRIMARY KEY, pipeline_id INTEGER, "
-                 "stage_id NUMERIC, status TEXT, amount REAL, manager INTEGER, client TEXT, "
+                 "stage_id NUMERIC, step INTEGER, status TEXT, amount REAL, manager INTEGER, client TEXT, "
                  "channel TEXT, created_at TEXT, won_at TEXT, closed_month TEXT)")
     conn.execute(_DEALS, p)
-    conn.execute("CREATE TEMP TABLE m_wins (seq INTEGER PRIMARY KEY, client TEXT, won_at TEXT, "
+    conn.execute("CREATE TEMP TABLE m_wins (seq INTEGER PRIMARY KEY, client TEXT, won_at TEXT, month TEXT, "
                  "deal_id INTEGER, amount REAL, channel TEXT)")
     conn.execute(_WINS)
     conn.execute("CREATE INDEX temp.m_wins_client ON m_wins (client, amount)")
     conn.execute("CREATE TEMP TABLE m_clients (client TEXT PRIMARY KEY, first_won_at TEXT, "
                  "cohort TEXT, channel TEXT, ltv REAL)")
     conn.execute(_CLIENTS)
-    conn.execute("CREATE TEMP TABLE m_steps (step INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC)")
-    conn.execute(_STEPS, p)
-    conn.execute("CREATE UNIQUE INDEX temp.m_steps_stage ON m_steps (pipeline_id, stage_id)")
     conn.execute("CREATE TEMP TABLE m_moves (seq INTEGER PRIMARY KEY, deal_id INTEGER, pipeline_id INTEGER, "
-                 "stage_id NUMERIC, changed_at TEXT)")
+                 "stage_id NUMERIC, step INTEGER, changed_at TEXT)")
     conn.execute(_MOVES, p)
-    conn.execute(f"CREATE TEMP TABLE m_stays AS {_STAYS}")
-    conn.execute("CREATE INDEX temp.m_stays_days ON m_stays (pipeline_id, stage_id, days)")
+    conn.execute("CREATE TEMP TABLE m_stays (pos INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC, "
+                 "days REAL)")
+    conn.execute(_STAYS)
     conn.execute("CREATE TEMP TABLE m_spend (period TEXT, channel TEXT, amount REAL, "
                  "PRIMARY KEY (period, channel))")
     conn.executemany("INSERT INTO temp.m_spend VALUES (?, ?, ?)", _spend_rows(spend, p["base"], rates))

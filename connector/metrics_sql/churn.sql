@@ -7,7 +7,7 @@
 -- measures: active_clients, churned_clients, churn_rate, buying_clients, repeat_clients, repeat_purchase_rate
 -- reads: deals
 WITH wins AS (
-    SELECT w.client, w.won_at, p.won_at AS prev_at, n.won_at AS next_at,
+    SELECT w.client, w.won_at, w.month, p.won_at AS prev_at, n.won_at AS next_at,
            strftime('%Y-%m-%dT%H:%M:%SZ', w.won_at, '+' || :churn_days || ' days') AS lapse_at
     FROM m_wins w
     LEFT JOIN m_wins p ON p.seq = w.seq - 1 AND p.client = w.client
@@ -27,7 +27,7 @@ WITH wins AS (
            coalesce(p.lost, 0) AS churned
     FROM m_months m LEFT JOIN per p USING (period) WHERE m.start <= :now
 ), buys AS (
-    SELECT local_month(won_at) AS period, client, max(prev_at IS NOT NULL) AS again
+    SELECT month AS period, client, max(prev_at IS NOT NULL) AS again
     FROM wins GROUP BY 1, 2
 ), b AS (
     SELECT period, count(*) AS buying, sum(again) AS repeats FROM buys GROUP BY 1

@@ -5,11 +5,9 @@
 -- measures: funnel_deals, funnel_conversion
 -- reads: deals, stages, stage_changes
 WITH entered AS (
-    SELECT s.pipeline_id, d.deal_id, s.step FROM m_deals d
-    JOIN m_steps s ON s.pipeline_id = d.pipeline_id AND s.stage_id = d.stage_id
+    SELECT deal_id, step FROM m_deals WHERE step IS NOT NULL
     UNION ALL
-    SELECT s.pipeline_id, mv.deal_id, s.step FROM m_moves mv
-    JOIN m_steps s ON s.pipeline_id = mv.pipeline_id AND s.stage_id = mv.stage_id
+    SELECT deal_id, step FROM m_moves WHERE step IS NOT NULL
 ), reached AS (
     SELECT deal_id, max(step) AS step FROM entered GROUP BY deal_id
 ), per_step AS (

@@ -222,3 +222,23 @@ def test_other_sources_are_untouched(mirror):
     build(mirror, "other", leads=False)
     run(mirror)
     assert mirror.conn.execute("SELECT count(*) FROM metrics WHERE source = 'other'").fetchone()[0] == 0
+
+
+def test_median_of_an_even_number_of_stays_and_stages_out_of_sort_order():
+    m = Mirror(":memory:")
+    db = m.db
+    db["pipelines"].insert(dict(source=S, id=2, entity="deal", name="Repairs"))
+    db["stages"].insert_all([dict(source=S, pipeline_id=2, id=i, entity="deal", sort=s, semantics=sem)
+                             for i, s, sem in ((7, 20, "open"), (5, 10, "open"), (142, 30, "won"))])
+    db["deals"].insert_all([dict(source=S, id=i, pipeline_id=2, stage_id=142, status="won", amount=1,
+                                 created_at="2026-05-01T00:00:00Z", closed_at="2026-05-20T00:00:00Z",
+                                 contact_id=i) for i in (1, 2, 3, 4)])
+    # stage 5 (first by sort though its id is lower than 7's): stays of 1, 4, 2 and 10 days
+    db["stage_changes"].insert_all([dict(source=S, id=f"{d}-{k}", entity="deal", entity_id=d, pipeline_id=2,
+                                         stage_id=st, changed_at=at) for d, days in ((1, 1), (2, 4), (3, 2), (4, 10))
+                                    for k, (st, at) in enumerate([(5, "2026-05-01T00:00:00Z"),
+                                                                  (7, f"2026-05-{1 + days:02d}T00:00:00Z"),
+                                                                  (142, "2026-05-20T00:00:00Z")])])
+    run(m)
+    assert got(m, "stage_median_days", "stage")["2/5"] == 3          # (2 + 4) / 2
+    assert got(m, "funnel_deals", "stage") == {"2/5": 4, "2/7": 4, "2/142": 4}
