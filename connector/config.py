@@ -22,6 +22,7 @@ from adapters import redact, registry
 from adapters.crm import Crm
 from connector.cron import cron_trigger
 from connector.config_kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
+from connector.config_report import ReportChecks, ReportConfig
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"
@@ -48,7 +49,6 @@ RANGES = {
     "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
     "report.months": (0, 120, False),
 }
-REPORT_LANGUAGES = ("en", "ru")
 CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
 
 
@@ -116,13 +116,6 @@ class ScheduleConfig:
 class NotifyConfig:
     urls: list[str] = field(default_factory=list)
     on_success: bool = False
-
-
-@dataclass
-class ReportConfig:
-    language: str = "en"
-    months: int = 12
-    path: str = "crm-report.html"
 
 
 @dataclass
@@ -195,7 +188,7 @@ def _parse(path: str, raw: bytes) -> dict:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class Checker(KpiChecks):
+class Checker(KpiChecks, ReportChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
     def __init__(self, path: str):
@@ -351,16 +344,6 @@ class Checker(KpiChecks):
             return ZoneInfo(name)
         except Exception:
             raise self.fail(key, f"unknown time zone '{name}'") from None
-
-    def report(self, raw) -> ReportConfig:
-        d = self.table("report", raw, {"language": str, "months": int, "path": str})
-        if d.get("language", "en") not in REPORT_LANGUAGES:
-            raise self.fail("report.language", f"must be {_one_of(list(REPORT_LANGUAGES))}, "
-                                               f"got {d['language']!r}")
-        if "path" in d:
-            self.text("report.path", d["path"], "a file path")
-        self.in_range("report", d, "report.")
-        return ReportConfig(**d)
 
     def cron(self, key: str, expr: str, tz) -> None:
         """Cron text that parses and fires within a few years (`0 2 30 2 *` never does)."""
