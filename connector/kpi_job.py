@@ -70,9 +70,16 @@ def withheld_measures(cfg, mirror, source_cfg, adapter=None) -> dict[str, str]:
     return kpi_inputs.withheld(metrics.catalogue().values(), (), states)
 
 
-def card_survey(cfg, mirror, source_cfg, adapter) -> list[tuple]:
-    """Survey scores in the cards' [kpi.survey] fields (asks the CRM for the fields' keys)."""
-    keys = survey.resolve_keys(adapter, cfg.kpi.survey, cfg.kpi.targets)
+def card_survey(cfg, mirror, source_cfg, adapter, *, dry_run: bool = False) -> list[tuple]:
+    """Survey scores in the cards' [kpi.survey] fields. Field keys not found before are asked
+    of the CRM, except in a dry run (which sends nothing)."""
+    keys = survey.cached_keys(mirror, source_cfg.name, cfg.kpi.survey)
+    wanted = survey.missing(cfg.kpi.survey, cfg.kpi.targets, keys)
+    if wanted and adapter is not None and not dry_run:
+        found = survey.find_keys(adapter, wanted)
+        survey.save_keys(mirror, source_cfg.name, found)
+        for t, by_kind in found.items():
+            keys.setdefault(t, {}).update({k: f.key for k, f in by_kind.items()})
     return survey.card_scores(mirror.conn, source_cfg.name, source_cfg.kind, keys) if keys else []
 
 
@@ -99,7 +106,7 @@ def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
     """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
     `adapter` may then be None)."""
     held = withheld_kpis(cfg, mirror, source_cfg, adapter)
-    scores = card_survey(cfg, mirror, source_cfg, adapter)
+    scores = card_survey(cfg, mirror, source_cfg, adapter, dry_run=dry_run)
     if dry_run:
         kpi.shadow_history(mirror.conn, source_cfg.name)
     try:
