@@ -105,11 +105,11 @@ class Builder:
             rev, new, won = self.num("revenue", p), self.num("new_clients", p), self.num("deals_won", p)
             row = [self.month(p), rev, new, won]
             if leads:
-                row += [self.num("leads", p), self.num("lead_conversion", p)]
+                row += [self.num("leads", p), self.num("lead_to_deal", p), self.num("lead_conversion", p)]
             rows.append(row)
             data.append({"month": self.month(p), "revenue": rev.value or 0, "clients": new.value or 0})
         head = [w["month"], w["revenue_col"], w["new_clients"], w["deals_won"]]
-        head += [w["leads"], w["lead_conversion"]] if leads else []
+        head += [w["leads"], w["lead_to_deal"], w["lead_conversion"]] if leads else []
         chart = bars_and_line(data, "month", "revenue", "clients", w["revenue_col"], w["new_clients"]) if data else None
         return Section(w["revenue"], w["f_revenue"], chart, head, rows, w["no_data"])
 

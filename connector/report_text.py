@@ -15,9 +15,10 @@ TEXT = {
                     "median days = median time from entering the stage to the deal's next move.",
         "revenue": "Revenue and new clients by month", "month": "Month", "revenue_col": "Revenue",
         "new_clients": "New clients", "deals_won": "Deals won", "leads": "Leads",
-        "lead_conversion": "Lead conversion, %",
+        "lead_conversion": "Lead conversion, %", "lead_to_deal": "Leads converted, %",
         "f_revenue": "Revenue = sum of won deal amounts by close month; new clients = clients whose first "
-                     "deal was won that month; lead conversion = deals won / leads received x 100.",
+                     "deal was won that month; leads converted = leads of the month converted to a deal / "
+                     "leads x 100; lead conversion = deals won / leads received x 100.",
         "managers": "Manager league table", "manager": "Manager", "win_rate": "Win rate, %",
         "average_check": "Average check", "response": "Response, min", "calls": "Calls",
         "f_managers": "All time, per responsible user: revenue = sum of won amounts; win rate = won / (won "
@@ -51,10 +52,10 @@ TEXT = {
                     "дней = медиана времени от входа в этап до следующего перехода сделки.",
         "revenue": "Выручка и новые клиенты по месяцам", "month": "Месяц", "revenue_col": "Выручка",
         "new_clients": "Новые клиенты", "deals_won": "Выиграно сделок", "leads": "Лиды",
-        "lead_conversion": "Конверсия лидов, %",
+        "lead_conversion": "Конверсия лидов, %", "lead_to_deal": "Лиды в сделки, %",
         "f_revenue": "Выручка = сумма выигранных сделок по месяцу закрытия; новые клиенты = клиенты, чья "
-                     "первая сделка выиграна в этом месяце; конверсия лидов = выигранные сделки / "
-                     "полученные лиды x 100.",
+                     "первая сделка выиграна в этом месяце; лиды в сделки = лиды месяца, ставшие сделкой / "
+                     "лиды x 100; конверсия лидов = выигранные сделки / полученные лиды x 100.",
         "managers": "Рейтинг менеджеров", "manager": "Менеджер", "win_rate": "Доля выигранных, %",
         "average_check": "Средний чек", "response": "Ответ, мин", "calls": "Звонки",
         "f_managers": "За всё время, по ответственному: выручка = сумма выигранных сделок; доля выигранных "

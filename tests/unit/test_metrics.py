@@ -71,7 +71,8 @@ def build(m: Mirror, source: str = S, leads: bool = True) -> None:
         ("e6", "in", "2026-10-02T10:00:00Z", None, "contact", 9),   # never answered
     ]])
     if leads:
-        db["leads"].insert_all([dict(source=source, id=i, created_at=at, is_deleted=0) for i, at in enumerate(
+        db["leads"].insert_all([dict(source=source, id=i, created_at=at, is_deleted=0,
+                                     status="converted" if i in (0, 5) else "open") for i, at in enumerate(
             ["2026-01-31T21:30:00Z"] + ["2026-02-10T00:00:00Z"] * 3 + ["2026-03-05T00:00:00Z"] * 4)])
     add_survey_answers(m, source, [
         ("n1", "nps", 10, "2026-02-03T00:00:00Z", "contact", 7), ("n2", "nps", 9, "2026-02-04T00:00:00Z", "deal", 1),
@@ -125,6 +126,7 @@ def test_lead_conversion_by_local_month(mirror):
     run(mirror)
     assert got(mirror, "leads") == {"2026-02-01": 4, "2026-03-01": 4, "all": 8}   # 21:30 UTC Jan 31 is Feb
     assert got(mirror, "lead_conversion") == {"2026-02-01": 50, "2026-03-01": 25, "all": 37.5}
+    assert got(mirror, "lead_to_deal") == {"2026-02-01": 25, "2026-03-01": 25, "all": 25}
 
 
 def test_no_leads_gives_no_lead_rows():
@@ -132,6 +134,7 @@ def test_no_leads_gives_no_lead_rows():
     build(m, "amo", leads=False)
     run(m, "amo")
     assert got(m, "leads", source="amo") == {} and got(m, "lead_conversion", source="amo") == {}
+    assert got(m, "lead_to_deal", source="amo") == {}
     assert got(m, "revenue", source="amo")["all"] == 10500
 
 
