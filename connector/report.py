@@ -179,13 +179,22 @@ class Builder:
 
 
 def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str) -> str:
-    """The HTML of the report on `sources` (SourceConfig list)."""
+    """The HTML of the report on `sources` (SourceConfig list). A source with no measures yet
+    gets a line saying so; ReportError when none has any."""
     w, blocks = words(language), []
+    empty = [s.name for s in sources if not load_metrics(conn, s.name)[0]]
+    if len(empty) == len(sources):
+        if len(empty) == 1:
+            raise ReportError(f"source '{empty[0]}' has no measures yet: run `crm-connector kpi "
+                              f"--source {empty[0]}` first")
+        names = ", ".join(f"'{n}'" for n in empty)
+        raise ReportError(f"sources {names} have no measures yet: run `crm-connector kpi` first")
     for src in sources:
         m, at = load_metrics(conn, src.name)
         if not m:
-            raise ReportError(f"source '{src.name}' has no measures yet: run `crm-connector kpi "
-                              f"--source {src.name}` first")
+            blocks.append((f"{w['source']}: {src.name}",
+                           w["no_measures"].format(command=f"crm-connector kpi --source {src.name}"), []))
+            continue
         b = Builder(m, load_names(conn, src.name), language, months, churn_days)
         meta = (f"{w['generated']}: {at} · {w['tz']}: {tz} · {w['currency']}: {src.currency} · "
                 f"{w['months']}: {len(b.periods)}")

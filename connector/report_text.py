@@ -39,6 +39,7 @@ TEXT = {
         "f_satisfaction": "NPS = (answers of 9-10 - answers of 0-6) / answers x 100 on the 0-10 scale; CSAT "
                           "= answers of 4-5 / answers x 100 on the 1-5 scale; per month of the answer.",
         "measure": "measure", "value": "value",
+        "no_measures": "No measures yet: run `{command}`.",
     },
     "ru": {
         "title": "Отчёт по продажам", "source": "Источник", "generated": "Рассчитано", "months": "Месяцев",
@@ -76,6 +77,7 @@ TEXT = {
         "f_satisfaction": "NPS = (оценки 9-10 - оценки 0-6) / все оценки x 100 по шкале 0-10; CSAT = "
                           "оценки 4-5 / все оценки x 100 по шкале 1-5; по месяцу ответа.",
         "measure": "показатель", "value": "значение",
+        "no_measures": "Показателей пока нет: запустите `{command}`.",
     },
 }
 

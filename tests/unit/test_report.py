@@ -80,6 +80,16 @@ def test_no_measures_is_a_clear_error(tmp_path):
         make(m)
 
 
+def test_a_source_without_measures_gets_a_line_not_an_error(mirror):
+    page = report.build(mirror.conn, [SRC, SimpleNamespace(name="b24", currency="RUB")], language="en",
+                        months=12, churn_days=90, tz="UTC")
+    assert "Source: b24</h2>" in page and "No measures yet: run `crm-connector kpi --source b24`." in page
+    assert page.count('<figure class="chart"><svg') == 6
+    with pytest.raises(report.ReportError, match="sources 'b24', 'x' have no measures yet: run `crm-connector kpi` first"):
+        report.build(mirror.conn, [SimpleNamespace(name="b24", currency="RUB"), SimpleNamespace(name="x", currency="RUB")],
+                     language="en", months=12, churn_days=90, tz="UTC")
+
+
 def test_cli_writes_the_file_and_prints_its_path(mirror, tmp_path, monkeypatch):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
