@@ -18,8 +18,9 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
-from adapters.errors import AuthError, ScopeError, StreamError
-from adapters.http import HttpClient
+from adapters.errors import (AuthError, ReauthoriseError, ReplyLost, ScopeError, StreamError,
+                             UnreachableError, reauthorise)
+from adapters.http import CONNECT_TIMEOUT_S, HttpClient
 from adapters import redact as redaction
 from adapters.redact import redact
 
@@ -49,7 +50,7 @@ def token_refusal(grant: str, code: str) -> str:
     if grant == "authorization_code":
         return ("the authorization code was refused (invalid_grant): it expired (a code lives "
                 "30 seconds) or was used already")
-    return "the refresh token was refused (invalid_grant): it expired or was used already"
+    return "the refresh token was refused (invalid_grant): it is spent, revoked or expired"
 
 
 def scope_of(method: str) -> str:
@@ -109,6 +110,18 @@ class BatchResult:
     times: dict[str, dict] = field(default_factory=dict)
 
 
+def _envelope(response: requests.Response) -> dict | None:
+    """The JSON object a reply carries (already parsed for a 2xx), or None when it has none."""
+    if 200 <= response.status_code < 300:
+        body = response.parsed
+    else:
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+    return body if isinstance(body, dict) else None
+
+
 def _section(value, keys: list[str], only: list[str] | None = None) -> dict:
     """A batch section as a dict; list-shaped ones map by position (onto `only` if given)."""
     if isinstance(value, dict):
@@ -156,14 +169,16 @@ class Bitrix24Client:
         redaction.register(source.client_secret)
         self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
         self.budget = OperatingBudget(source.operating_budget_s)
-        self.http = http or HttpClient(source.name, limiter=self.bucket,
-                                       timeout=(10.0, source.timeout_s), verify=source.verify_tls)
+        self.http = http or HttpClient(source.name, limiter=self.bucket, verify=source.verify_tls,
+                                       timeout=(min(CONNECT_TIMEOUT_S, source.timeout_s),
+                                                source.timeout_s))
         # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
         self.http.retry_statuses = lambda r: r.status_code >= 500
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
         self._pair: dict | None = None
         self._refresh_lock = threading.Lock()
+        self._refused: dict[str, ReauthoriseError] = {}   # refresh token -> why it is dead
         self.sleep = time.sleep
 
     @property
@@ -202,8 +217,14 @@ class Bitrix24Client:
             if current.get("access_token") and current["access_token"] != used:
                 self._pair = current  # another thread or process refreshed already
                 return
-            pair = self._token_request({"grant_type": "refresh_token",
-                                        "refresh_token": current.get("refresh_token", "")})
+            spent = current.get("refresh_token", "")
+            if spent in self._refused:   # refused once already: sending it again cannot help
+                raise self._refused[spent]
+            try:
+                pair = self._token_request({"grant_type": "refresh_token", "refresh_token": spent})
+            except ReauthoriseError as err:
+                self._refused[spent] = err
+                raise
             self.tokens.save(self.name, pair)  # on disk before first use: refresh tokens rotate
             self._pair = pair
 
@@ -219,16 +240,25 @@ class Bitrix24Client:
                 f" (user {pair.get('user_id', '?')}); tokens saved")
 
     def _token_request(self, params: dict) -> dict:
+        """One GET to the OAuth server, never resent: a refresh token works once."""
         grant = params["grant_type"]
         params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
         try:
-            r = self.http.session.get(self.cfg.oauth_url, params=params, timeout=self.http.timeout)
+            r = self.http.request("GET", self.cfg.oauth_url, params=params, once=True)
+        except ReplyLost as err:
+            raise self._token_failure(grant, f"the request was sent but "
+                                             f"{str(err).split(': ')[-1]}") from None
+        try:
             data = r.json()
-        except (requests.RequestException, ValueError):
-            raise AuthError(f"Bitrix24 source '{self.name}': the OAuth server did not answer "
-                            "properly; try again later") from None
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            raise self._token_failure(grant, f"the answer (HTTP {r.status_code}) was not "
+                                             f"readable", spent=r.status_code < 500) from None
         if r.status_code != 200 or not data.get("access_token"):
             code = str(data.get("error") or r.status_code)
+            if grant == "refresh_token" and code.lower() == "invalid_grant":
+                raise reauthorise("Bitrix24", self.name, token_refusal(grant, code))
             raise AuthError(redact(
                 f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
                 f"run `crm-connector auth {self.name}` again"))
@@ -237,6 +267,19 @@ class Bitrix24Client:
                                          "client_endpoint", "server_endpoint")}
         pair["expires_at"] = data.get("expires")
         return pair
+
+    def _token_failure(self, grant: str, what: str, spent: bool = True) -> AuthError:
+        """A token request without a usable answer. A refresh the server may have taken has
+        most likely spent the token; only a 5xx (the server failed) leaves it worth a retry."""
+        if grant != "refresh_token":
+            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server's code exchange "
+                             f"failed ({what}); codes live 30 seconds and work once: run "
+                             f"`crm-connector auth {self.name}` again")
+        if not spent:
+            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server failed ({what}); "
+                             f"the refresh token was not taken, the next run tries again")
+        return reauthorise("Bitrix24", self.name, f"the token refresh failed: {what}, so the "
+                                                  f"refresh token is most likely spent")
 
     # ---- calls ---------------------------------------------------------------------------
 
@@ -274,22 +317,21 @@ class Bitrix24Client:
         return result
 
     def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
-        """POST with auth; handles expired tokens, operating-time blocks and non-JSON bodies."""
+        """POST with auth; handles expired tokens and operating-time blocks. A 2xx that is not
+        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx."""
         refreshed = False
-        for attempt in range(attempts):
+        for _ in range(attempts):
             token = None
             if not self.uses_webhook:
                 token = self._access_token()
                 params["auth"] = token
-            response = self.http.request("POST", self._url(method), json=params)
-            try:
-                body = response.json()
-                if not isinstance(body, dict):
-                    raise ValueError
-            except ValueError:
-                # An HTML error page or a cut body near the limits: worth another try.
-                self.sleep(min(2 ** attempt, 30))
-                continue
+            response = self._send(method, params)
+            body = _envelope(response)
+            if body is None:
+                if response.status_code != 429:
+                    raise StreamError(f"Bitrix24 source '{self.name}': {method} answered HTTP "
+                                      f"{response.status_code} with a body that is not a JSON object")
+                body = {}
             code = str(body.get("error") or "").upper()
             if response.status_code < 400 and not code:
                 return body
@@ -299,17 +341,30 @@ class Bitrix24Client:
                 refreshed = True
                 continue
             if code == "OPERATION_TIME_LIMIT" or response.status_code == 429:
-                until = parse_reset((body.get("time") or {}).get("operating_reset_at"))
-                if charge:
-                    self.budget.block(charge, until)
-                    _, held = self.budget.take({charge: 1})  # waits out the block
-                    self.budget.release(held)
-                else:
-                    self.sleep(min(60.0, max(1.0, (until or 0) - time.time())))
+                self._wait_out(charge, body)
                 continue
             raise self.error(method, code, desc, response.status_code)
-        raise StreamError(f"Bitrix24 source '{self.name}': {method} kept returning an unreadable "
-                          f"reply after {attempts} attempts")
+        raise StreamError(f"Bitrix24 source '{self.name}': {method} still limited or expired "
+                          f"after {attempts} attempts")
+
+    def _send(self, method: str, params: dict) -> requests.Response:
+        try:
+            return self.http.request("POST", self._url(method), json=params, expect_json=True)
+        except StreamError as err:
+            raise StreamError(f"Bitrix24 source '{self.name}': {method} failed "
+                              f"{str(err).partition(' failed ')[2]}") from None
+        except UnreachableError as err:
+            raise UnreachableError(f"Bitrix24 {err}") from None
+
+    def _wait_out(self, charge: str | None, body: dict) -> None:
+        """An operating-time block or 429: wait for the method's reset time."""
+        until = parse_reset((body.get("time") or {}).get("operating_reset_at"))
+        if charge:
+            self.budget.block(charge, until)
+            _, held = self.budget.take({charge: 1})  # waits out the block
+            self.budget.release(held)
+        else:
+            self.sleep(min(60.0, max(1.0, (until or 0) - time.time())))
 
     def error(self, method: str, code: str, desc: str, status: int | None = None) -> Exception:
         """Map a Bitrix24 error to AuthError / ScopeError / StreamError with advice."""
