@@ -336,7 +336,9 @@ class Bitrix24Client:
             if response.status_code < 400 and not code:
                 return body
             desc = str(body.get("error_description") or "")
-            if code == "EXPIRED_TOKEN" and token and not refreshed:
+            # invalid_token too (facts: refresh on both): a refresh whose reply was lost killed
+            # the access token it was issued with, and only the refresh can say the pair is spent
+            if code in ("EXPIRED_TOKEN", "INVALID_TOKEN") and token and not refreshed:
                 self._refresh(token)
                 refreshed = True
                 continue

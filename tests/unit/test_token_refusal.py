@@ -196,3 +196,14 @@ def test_new_pair_is_fsynced_file_and_directory_before_its_first_use(amo, monkey
     responses.add_callback("GET", AMO_ACCOUNT, callback=account)
     amo.check()
     assert events == ["fsync file", "fsync dir", "used new-access-0002"]
+
+
+@responses.activate
+def test_bitrix24_invalid_token_is_refreshed_too_so_a_spent_pair_is_named(b24):
+    # A refresh whose reply was lost killed the access token issued with it: invalid, not expired.
+    responses.post(f"{PORTAL}/rest/profile", status=401,
+                   json={"error": "invalid_token", "error_description": "The access token provided is invalid."})
+    responses.get(b24.cfg.oauth_url, status=400, json={"error": "invalid_grant"})
+    with pytest.raises(ReauthoriseError, match="re-authorise: run `crm-connector auth b24`"):
+        b24.call("profile")
+    assert token_requests(b24.cfg.oauth_url) == 1
