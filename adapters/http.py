@@ -38,6 +38,9 @@ except Exception:  # running from a checkout that is not installed
 
 USER_AGENT = f"crm-connector/{VERSION} (+https://github.com/crm-connector/crm-connector)"
 CONNECT_TIMEOUT_S = 5.0   # a reachable host answers in well under a second; `timeout_s` is for reads
+NET_ADVICE = "check the source's URL, the network and that the service is up"
+TLS_ADVICE = ("check the source's URL and the server's certificate; one from a private CA must "
+              "be trusted here (REQUESTS_CA_BUNDLE=/path/to/ca.pem)")
 FIRST_BACKOFF_S = 0.25    # a lone 502 or cut body is usually gone at once: retry soon, then back off
 
 
@@ -106,15 +109,15 @@ RETRYABLE = (RetryableResponse, BadBody, requests.ConnectionError, requests.Time
 
 def _causes(exc: BaseException):
     """The exception and everything it wraps (requests -> urllib3 -> socket)."""
-    seen, todo = set(), [exc]
+    seen, todo = set(), [exc] if exc is not None else []
     while todo:
         e = todo.pop()
-        if e is None or id(e) in seen:
+        if id(e) in seen:
             continue
         seen.add(id(e))
         yield e
-        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-        todo += [getattr(e, "reason", None), e.__cause__, e.__context__]
+        wrapped = [*getattr(e, "args", ()), getattr(e, "reason", None), e.__cause__, e.__context__]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]  # ssl's `reason` is text
 
 
 def connect_failure(exc: BaseException | None, connect_s: float = CONNECT_TIMEOUT_S
@@ -236,8 +239,8 @@ class HttpClient:
         return UnreachableError(redact(
             f"source '{self.source}': cannot reach {parts.hostname}"
             f"{f' port {parts.port}' if parts.port else ''}: {cause} "
-            f"({attempts} attempt{'s' if attempts > 1 else ''}); check the source's URL, "
-            f"the network and that the service is up"))
+            f"({attempts} attempt{'s' if attempts > 1 else ''}); "
+            f"{TLS_ADVICE if cause.startswith('TLS') else NET_ADVICE}"))
 
     def _send_once(self, method: str, url: str, expect_json: bool, **kwargs) -> requests.Response:
         if self._blocked:

@@ -1,11 +1,11 @@
 """Calling amoCRM: pacing, one call with its errors mapped, and paging with prefetch.
 
-`AmoClient.send` makes one call and turns 401 / 403 / other 4xx / malformed JSON into the
-connector's exceptions. `AmoClient.pages` reads a list endpoint: page 1 is fetched alone, so a
-run with nothing new costs one request per stream; when it has a `next` link, the following
-page numbers are prefetched by a small thread pool and yielded in order, so the rate limiter,
-not latency, sets the pace (at most `max_workers` prefetched pages past the last one are
-wasted, answered 204).
+`AmoClient.send` makes one call and turns 401 / 403 / other 4xx into the connector's
+exceptions (a 200 that is not JSON is retried by the HttpClient like a 502). `AmoClient.pages`
+reads a list endpoint: page 1 is fetched alone, so a run with nothing new costs one request
+per stream; when it has a `next` link, the following page numbers are prefetched by a small
+thread pool and yielded in order, so the rate limiter, not latency, sets the pace (at most
+`max_workers` prefetched pages past the last one are wasted, answered 204).
 """
 
 from __future__ import annotations

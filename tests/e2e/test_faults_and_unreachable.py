@@ -115,9 +115,23 @@ def test_check_against_a_refused_port_names_host_and_cause(dead_config):
                for line in failed)
 
 
+def test_an_untrusted_certificate_is_a_tls_failure_tried_once(amo_dataset, tmp_path):
+    from sandbox.amocrm import AmoSandbox
+    with AmoSandbox(amo_dataset, limits=False, https=True) as srv:   # self-signed, not trusted
+        adapter = amo_adapter(srv, tmp_path)
+        with Mirror(str(tmp_path / "m.db")) as mirror:
+            results = sync_source(mirror, adapter)
+        adapter.close()
+    assert results[0].error.startswith(f"amoCRM source 'amo': cannot reach 127.0.0.1 port {srv.port}: "
+                                       f"TLS handshake failed (")
+    assert "(1 attempt)" in results[0].error and "certificate" in results[0].error
+    assert [r.requests for r in results] == [1] + [0] * (len(results) - 1)
+    assert all(r.error.startswith("not run: ") for r in results[1:])
+
+
 # -- finding 14: 200s that are not JSON, and 10% faults ------------------------------------------
 
-@pytest.mark.parametrize("fault", ["truncated", "badjson"])
+@pytest.mark.parametrize("fault", ["truncated", "badjson", "html"])
 @pytest.mark.parametrize("crm", ["amo", "b24"])
 def test_a_bad_200_is_retried_and_the_stream_completes(crm, fault, request, tmp_path):
     fixture, make = CRMS[crm]
