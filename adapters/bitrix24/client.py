@@ -1,4 +1,5 @@
-"""Calling Bitrix24: auth (webhook or OAuth), single calls, `batch`, errors, limits.
+"""Calling Bitrix24: auth (webhook, or OAuth via `auth.OAuthTokens`), single calls, `batch`,
+errors, limits.
 
 `Bitrix24Client.call(method, params)` returns the response envelope; `batch(cmds)` sends up
 to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
@@ -10,7 +11,6 @@ message the admin can act on; secrets never reach a message.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
@@ -18,8 +18,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
-from adapters.errors import (AuthError, ReauthoriseError, ReplyLost, ScopeError, StreamError,
-                             UnreachableError, reauthorise)
+from adapters.bitrix24.auth import OAuthTokens
+from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient
 from adapters import redact as redaction
 from adapters.redact import redact
@@ -41,16 +41,6 @@ AUTH_CODES = {
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
-
-
-def token_refusal(grant: str, code: str) -> str:
-    """What a refused token request means, for the admin."""
-    if code.lower() != "invalid_grant":
-        return f"token request refused ({code}); check client_id and client_secret"
-    if grant == "authorization_code":
-        return ("the authorization code was refused (invalid_grant): it expired (a code lives "
-                "30 seconds) or was used already")
-    return "the refresh token was refused (invalid_grant): it is spent, revoked or expired"
 
 
 def scope_of(method: str) -> str:
@@ -160,7 +150,6 @@ class Bitrix24Client:
     def __init__(self, source, tokens=None, http: HttpClient | None = None):
         self.cfg = source
         self.name = source.name
-        self.tokens = tokens
         if source.webhook_url:  # the config registers these too; an adapter built in code may not
             redaction.register(source.webhook_url)
             parts = [p for p in urlsplit(source.webhook_url).path.split("/") if p]
@@ -176,9 +165,7 @@ class Bitrix24Client:
         self.http.retry_statuses = lambda r: r.status_code >= 500
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
-        self._pair: dict | None = None
-        self._refresh_lock = threading.Lock()
-        self._refused: dict[str, ReauthoriseError] = {}   # refresh token -> why it is dead
+        self.oauth = OAuthTokens(source, tokens, self.http)
         self.sleep = time.sleep
 
     @property
@@ -202,84 +189,11 @@ class Bitrix24Client:
             return f"{self.cfg.webhook_url}{method}"
         return f"{self.cfg.portal_url}/rest/{method}"
 
-    def _access_token(self) -> str:
-        if self._pair is None:
-            self._pair = self.tokens.load(self.name) if self.tokens else None
-        if not self._pair or not self._pair.get("access_token"):
-            raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
-                            f"`crm-connector auth {self.name}`")
-        return self._pair["access_token"]
-
-    def _refresh(self, used: str) -> None:
-        """Swap the expired access token for a new pair, once, whoever asks concurrently."""
-        with self._refresh_lock, self.tokens.locked(self.name):
-            current = self.tokens.load(self.name) or {}
-            if current.get("access_token") and current["access_token"] != used:
-                self._pair = current  # another thread or process refreshed already
-                return
-            spent = current.get("refresh_token", "")
-            if spent in self._refused:   # refused once already: sending it again cannot help
-                raise self._refused[spent]
-            try:
-                pair = self._token_request({"grant_type": "refresh_token", "refresh_token": spent})
-            except ReauthoriseError as err:
-                self._refused[spent] = err
-                raise
-            self.tokens.save(self.name, pair)  # on disk before first use: refresh tokens rotate
-            self._pair = pair
-
     def exchange_code(self, code: str) -> str:
         """Trade an authorization code for the first token pair and store it."""
         if self.uses_webhook:
             return f"source '{self.name}' uses an incoming webhook; nothing to authorize"
-        with self.tokens.locked(self.name):
-            pair = self._token_request({"grant_type": "authorization_code", "code": code})
-            self.tokens.save(self.name, pair)
-        self._pair = pair
-        return (f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
-                f" (user {pair.get('user_id', '?')}); tokens saved")
-
-    def _token_request(self, params: dict) -> dict:
-        """One GET to the OAuth server, never resent: a refresh token works once."""
-        grant = params["grant_type"]
-        params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
-        try:
-            r = self.http.request("GET", self.cfg.oauth_url, params=params, once=True)
-        except ReplyLost as err:
-            raise self._token_failure(grant, f"the request was sent but "
-                                             f"{str(err).split(': ')[-1]}") from None
-        try:
-            data = r.json()
-            if not isinstance(data, dict):
-                raise ValueError
-        except ValueError:
-            raise self._token_failure(grant, f"the answer (HTTP {r.status_code}) was not "
-                                             f"readable", spent=r.status_code < 500) from None
-        if r.status_code != 200 or not data.get("access_token"):
-            code = str(data.get("error") or r.status_code)
-            if grant == "refresh_token" and code.lower() == "invalid_grant":
-                raise reauthorise("Bitrix24", self.name, token_refusal(grant, code))
-            raise AuthError(redact(
-                f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
-                f"run `crm-connector auth {self.name}` again"))
-        pair = {k: data.get(k) for k in ("access_token", "refresh_token", "expires", "expires_in",
-                                         "domain", "member_id", "user_id", "scope",
-                                         "client_endpoint", "server_endpoint")}
-        pair["expires_at"] = data.get("expires")
-        return pair
-
-    def _token_failure(self, grant: str, what: str, spent: bool = True) -> AuthError:
-        """A token request without a usable answer. A refresh the server may have taken has
-        most likely spent the token; only a 5xx (the server failed) leaves it worth a retry."""
-        if grant != "refresh_token":
-            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server's code exchange "
-                             f"failed ({what}); codes live 30 seconds and work once: run "
-                             f"`crm-connector auth {self.name}` again")
-        if not spent:
-            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server failed ({what}); "
-                             f"the refresh token was not taken, the next run tries again")
-        return reauthorise("Bitrix24", self.name, f"the token refresh failed: {what}, so the "
-                                                  f"refresh token is most likely spent")
+        return self.oauth.exchange_code(code)
 
     # ---- calls ---------------------------------------------------------------------------
 
@@ -323,7 +237,7 @@ class Bitrix24Client:
         for _ in range(attempts):
             token = None
             if not self.uses_webhook:
-                token = self._access_token()
+                token = self.oauth.access_token()
                 params["auth"] = token
             response = self._send(method, params)
             body = _envelope(response)
@@ -339,7 +253,7 @@ class Bitrix24Client:
             # invalid_token too (facts: refresh on both): a refresh whose reply was lost killed
             # the access token it was issued with, and only the refresh can say the pair is spent
             if code in ("EXPIRED_TOKEN", "INVALID_TOKEN") and token and not refreshed:
-                self._refresh(token)
+                self.oauth.refresh(token)
                 refreshed = True
                 continue
             if code == "OPERATION_TIME_LIMIT" or response.status_code == 429:
