@@ -13,6 +13,20 @@ class AuthError(SourceError):
     """Credentials rejected; nothing else will work for this source until the admin acts."""
 
 
+class ReauthoriseError(AuthError):
+    """The refresh token is spent, revoked or expired: only `crm-connector auth SOURCE` helps.
+    Never retried (resending a spent token cannot work); the admin is alerted."""
+
+
+class UnreachableError(SourceError):
+    """No connection to the CRM's host (DNS, refused, connect timeout, TLS): the source's
+    other streams would fail the same way, so they are not attempted."""
+
+
+class ReplyLost(StreamError):
+    """A request that must not be sent twice got no readable reply (it may have been applied)."""
+
+
 class BlockedError(SourceError):
     """The CRM blocked this account or IP (amoCRM 403): stop every request to this source now."""
 
@@ -23,3 +37,16 @@ class ScopeError(SourceError):
 
 class FieldTypeError(SourceError):
     """A KPI field exists in the CRM with a non-numeric type."""
+
+
+REAUTHORISE = "re-authorise: run `crm-connector auth"
+
+
+def needs_reauthorisation(message: str | None) -> bool:
+    """Whether an error (as recorded or alerted) asks the admin to run `crm-connector auth`."""
+    return REAUTHORISE in (message or "")
+
+
+def reauthorise(crm: str, source: str, why: str, args: str = "") -> ReauthoriseError:
+    """The one wording for a token the server no longer accepts: what to run, then why."""
+    return ReauthoriseError(f"{crm} source '{source}': {REAUTHORISE} {source}{args}` ({why})")

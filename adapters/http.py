@@ -1,24 +1,33 @@
 """HTTP plumbing shared by the adapters: session, rate limit, retries, auth refresh.
 
 One `HttpClient` per source. Every call goes through the source's limiter, has a timeout,
-is retried with exponential backoff and jitter on 429, 5xx and connection errors (a
-`Retry-After` header wins), and is never retried on other 4xx. A 401 gives the adapter's
-`on_unauthorized` hook one chance to refresh credentials, then the call is retried once.
+is retried with exponential backoff and jitter on 429, 5xx, a 2xx whose body is not the JSON
+asked for (`expect_json`), resets and read timeouts (a `Retry-After` header wins), and is never
+retried on other 4xx. A 401 gives the adapter's `on_unauthorized` hook one chance to refresh
+credentials, then the call is retried once.
+
+A connection that cannot be made at all (DNS, refused, connect timeout, TLS) is not a blip to
+ride out: after at most one quick retry it raises `UnreachableError` naming the host and the
+cause, and the source's remaining streams are not attempted. A call that must never be sent
+twice (`once=True`: a single-use refresh token) is retried only when it provably never left.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import random
+import socket
+import ssl
 import threading
 import time
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, stop_after_attempt
 
-from adapters.errors import BlockedError, StreamError
+from adapters.errors import BlockedError, ReplyLost, StreamError, UnreachableError
 from adapters.redact import redact
 
 try:
@@ -28,6 +37,11 @@ except Exception:  # running from a checkout that is not installed
     VERSION = "0.1.0"
 
 USER_AGENT = f"crm-connector/{VERSION} (+https://github.com/crm-connector/crm-connector)"
+CONNECT_TIMEOUT_S = 5.0   # a reachable host answers in well under a second; `timeout_s` is for reads
+NET_ADVICE = "check the source's URL, the network and that the service is up"
+TLS_ADVICE = ("check the source's URL and the server's certificate; one from a private CA must "
+              "be trusted here (REQUESTS_CA_BUNDLE=/path/to/ca.pem)")
+FIRST_BACKOFF_S = 0.25    # a lone 502 or cut body is usually gone at once: retry soon, then back off
 
 
 class RateLimiter:
@@ -77,15 +91,62 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-RETRYABLE = (RetryableResponse, requests.ConnectionError, requests.Timeout,
+class BadBody(Exception):
+    """A 2xx whose body is not the JSON the API promises (cut short, a proxy's HTML page)."""
+
+    retry_after = None
+
+    def __init__(self, response: requests.Response):
+        kind = (response.headers.get("Content-Type") or "no content type").split(";")[0]
+        super().__init__(f"HTTP {response.status_code} with a body that is not JSON "
+                         f"({len(response.content)} bytes, {kind})")
+        self.response = response
+
+
+RETRYABLE = (RetryableResponse, BadBody, requests.ConnectionError, requests.Timeout,
              requests.exceptions.ChunkedEncodingError)
+
+
+def _causes(exc: BaseException):
+    """The exception and everything it wraps (requests -> urllib3 -> socket)."""
+    seen, todo = set(), [exc] if exc is not None else []
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        wrapped = [*getattr(e, "args", ()), getattr(e, "reason", None), e.__cause__, e.__context__]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]  # ssl's `reason` is text
+
+
+def connect_failure(exc: BaseException | None, connect_s: float = CONNECT_TIMEOUT_S
+                    ) -> tuple[str, bool] | None:
+    """(cause, worth one retry) when no connection could be made, so nothing was sent;
+    None when the request may have reached the server (a reset or timeout mid-reply)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        why = next((e.verify_message or e.reason for e in _causes(exc)
+                    if isinstance(e, ssl.SSLCertVerificationError)), None)
+        return f"TLS handshake failed{f' ({why})' if why else ''}", False
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no answer to connect within {connect_s:g} s", False
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    for e in _causes(exc):
+        if isinstance(e, socket.gaierror):
+            return f"DNS lookup failed ({e.strerror or 'unknown host'})", True
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused", True
+        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "host unreachable", True
+    return None
 
 
 class HttpClient:
     """The one requests.Session of a source, with its limiter and retry policy."""
 
     def __init__(self, source: str, *, limiter: RateLimiter | None = None,
-                 timeout: tuple[float, float] = (10.0, 60.0), max_attempts: int = 6,
+                 timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, 60.0), max_attempts: int = 6,
                  max_backoff: float = 60.0, verify: bool | str = True,
                  retry_statuses: Callable[[requests.Response], bool] | None = None):
         self.source = source
@@ -110,40 +171,78 @@ class HttpClient:
 
     def _wait(self, state) -> float:
         exc = state.outcome.exception()
-        # exponential backoff with jitter, so parallel clients do not retry in lockstep
-        backoff = min(self.max_backoff, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 1)
         if isinstance(exc, RetryableResponse) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_backoff)
-        return backoff
+        if connect_failure(exc):
+            return FIRST_BACKOFF_S   # a restarting server or a resolver hiccup: one quick look
+        # exponential backoff, jittered so parallel clients do not retry in lockstep
+        backoff = min(self.max_backoff, FIRST_BACKOFF_S * 2 ** (state.attempt_number - 1))
+        return backoff * random.uniform(0.5, 1.5)
 
-    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+    def request(self, method: str, url: str, *, expect_json: bool = False, once: bool = False,
+                **kwargs) -> requests.Response:
         """Send with limiter, timeout and retries; return the final response (any 2xx-4xx).
 
-        Raises StreamError when retries run out, BlockedError once the source is blocked.
+        expect_json: a 2xx with a body must be JSON (else retried like a 502); the parsed body
+        is left on `response.parsed`. once: never send twice (a single-use token): only a
+        connection that was never made is retried, and a 5xx or unreadable reply is returned.
+        Raises StreamError when retries run out, ReplyLost when a `once` request's reply is
+        lost, UnreachableError when the host cannot be reached, BlockedError once blocked.
         """
         refreshed = False
         while True:
-            response = self._send_with_retries(method, url, **kwargs)
+            response = self._send_with_retries(method, url, expect_json, once, **kwargs)
             if (response.status_code == 401 and not refreshed and self.on_unauthorized
                     and self.on_unauthorized(response)):
                 refreshed = True
                 continue
             return response
 
-    def _send_with_retries(self, method: str, url: str, **kwargs) -> requests.Response:
-        retrying = Retrying(retry=retry_if_exception_type(RETRYABLE), wait=self._wait,
-                            stop=stop_after_attempt(self.max_attempts), sleep=self.sleep,
-                            reraise=False)
-        try:
-            return retrying(self._send_once, method, url, **kwargs)
-        except RetryError as err:
-            last = err.last_attempt.exception()
-            what = f"{method} {urlsplit(url).path}"
-            raise StreamError(redact(
-                f"source '{self.source}': {what} failed after {self.max_attempts} attempts: "
-                f"{_describe(last)}")) from None
+    def _retry(self, once: bool) -> Callable:
+        """Tenacity's retry test: transient faults, but a dead host at most once more."""
+        def retry(state) -> bool:
+            exc = state.outcome.exception()
+            down = connect_failure(exc)
+            if down:
+                return down[1] and state.attempt_number < 2
+            return isinstance(exc, RETRYABLE) and not once
+        return retry
 
-    def _send_once(self, method: str, url: str, **kwargs) -> requests.Response:
+    def _send_with_retries(self, method: str, url: str, expect_json: bool, once: bool,
+                           **kwargs) -> requests.Response:
+        retrying = Retrying(retry=self._retry(once), wait=self._wait, reraise=True,
+                            stop=stop_after_attempt(self.max_attempts), sleep=self.sleep)
+        try:
+            return retrying(self._send_once, method, url, expect_json, **kwargs)
+        except (RetryableResponse, BadBody) as last:
+            if once:
+                return last.response
+            raise self._gave_up(method, url, last, retrying) from None
+        except RETRYABLE as last:
+            down = connect_failure(last, _connect_s(self.timeout))
+            if down:
+                raise self._unreachable(url, down[0], retrying) from None
+            if once:
+                raise ReplyLost(redact(f"source '{self.source}': {method} {urlsplit(url).path}: "
+                                       f"the reply was lost ({_describe(last)})")) from None
+            raise self._gave_up(method, url, last, retrying) from None
+
+    def _gave_up(self, method: str, url: str, last: BaseException, retrying) -> StreamError:
+        attempts = retrying.statistics.get("attempt_number", self.max_attempts)
+        return StreamError(redact(
+            f"source '{self.source}': {method} {urlsplit(url).path} failed after {attempts} "
+            f"attempts: {_describe(last)}"))
+
+    def _unreachable(self, url: str, cause: str, retrying) -> UnreachableError:
+        parts = urlsplit(url)
+        attempts = retrying.statistics.get("attempt_number", 1)
+        return UnreachableError(redact(
+            f"source '{self.source}': cannot reach {parts.hostname}"
+            f"{f' port {parts.port}' if parts.port else ''}: {cause} "
+            f"({attempts} attempt{'s' if attempts > 1 else ''}); "
+            f"{TLS_ADVICE if cause.startswith('TLS') else NET_ADVICE}"))
+
+    def _send_once(self, method: str, url: str, expect_json: bool, **kwargs) -> requests.Response:
         if self._blocked:
             raise BlockedError(self._blocked)
         if self.limiter:
@@ -157,17 +256,36 @@ class HttpClient:
                                         timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         if self.retry_statuses(response):
             raise RetryableResponse(response)
+        if expect_json:
+            response.parsed = _json_body(response)
         return response
 
     def close(self) -> None:
         self.session.close()
 
 
+def _connect_s(timeout) -> float:
+    return timeout[0] if isinstance(timeout, tuple) else timeout
+
+
+def _json_body(response: requests.Response):
+    """The parsed body of a 2xx (None when empty); raises BadBody when it is not JSON.
+    Other statuses are the caller's to read: an error page is not a transient fault."""
+    if not 200 <= response.status_code < 300 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise BadBody(response) from None
+
+
 def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, RetryableResponse):
-        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, (RetryableResponse, BadBody)):
+        return str(exc)
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the reply was cut off"
     return type(exc).__name__ if exc else "unknown error"

@@ -7,8 +7,9 @@
     -> sync the streams -> KPIs and write-back (only after a complete sync) -> close the adapter
 
 It never raises for a job that went wrong: the `JobResult` says ok, failed, interrupted or
-busy, with the error. Alerts go to a `Notifier` when one is given (the daemon's). The moving
-parts are `Steps`, so tests run a job with fakes.
+busy, with the error. Alerts go to a `Notifier` when one is given (the daemon's); without one,
+only a token to re-authorise is alerted. The moving parts are `Steps`, so tests run a job
+with fakes.
 
 The small helpers at the end (`check_source`, `exchange_code`, `sign_in`, `mirror_status`,
 `client_kpis`, `table_counts`) are what the other commands do, so the CLI only parses and
@@ -32,7 +33,7 @@ from connector import kpi_inputs, locks, runtime, storage
 from connector.config import Config, SourceConfig
 from connector.kpi_job import KpiJobResult, declared_streams, run_kpi_job
 from connector.locks import LockAbandoned, LockTimeout, source_lock
-from connector.notify import Notifier, quiet
+from connector.notify import Notifier, urgent_only
 from connector.progress import Progress
 from connector.storage import StorageError
 from connector.sync import StreamResult, failures, sync_source
@@ -95,7 +96,7 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
     if stop is not None and stop.is_set():
         out.status, out.error = "interrupted", "stop requested before the job started"
         return out
-    run = _Run(cfg, source, out, steps, notifier or quiet(), stop)
+    run = _Run(cfg, source, out, steps, notifier or urgent_only(cfg.notify), stop)
     t0 = time.monotonic()
     try:
         with source_lock(cfg, source.name, lock_timeout_s, stop=stop), steps.mirror(cfg) as mirror:

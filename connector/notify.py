@@ -3,7 +3,9 @@
 `[notify] urls` are Apprise URLs (tg://..., mailto://..., slack://...). Apprise is imported only
 when there is something to send; without it the alert is logged with a hint to install
 `crm-connector[notify]`. Tests (and anyone else) pass their own `sender(title, body)`.
-A broken alert channel is logged, never allowed to stop the daemon.
+A broken alert channel is logged, never allowed to stop the daemon. A token the CRM no longer
+accepts is alerted from manual commands too (`urgent_only`): nothing works until someone runs
+`crm-connector auth`, and the terminal that saw it may be a cron job's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import socket
 from typing import Callable
 
+from adapters.errors import needs_reauthorisation
 from adapters.redact import redact
 from connector.config import NotifyConfig
 
@@ -42,8 +45,9 @@ def apprise_sender(urls: list[str]) -> Sender | None:
 class Notifier:
     """Turns run outcomes into alerts: failures always, successes only with `on_success`."""
 
-    def __init__(self, cfg: NotifyConfig, sender: Sender | None = None):
+    def __init__(self, cfg: NotifyConfig, sender: Sender | None = None, urgent_only: bool = False):
         self.cfg = cfg
+        self.urgent_only = urgent_only   # only what needs the admin's hand (re-authorisation)
         self._sender = sender
         self._resolved = sender is not None
         self.host = socket.gethostname()
@@ -69,13 +73,19 @@ class Notifier:
 
     def failed(self, source: str, stream: str, error: str | None, job: str = "sync") -> bool:
         """The alert for one failed run of `source`/`stream`."""
+        if needs_reauthorisation(error):
+            return self.send(f"crm-connector: re-authorise source '{source}'",
+                             f"{job} of source '{source}' stopped on {self.host}: the CRM no "
+                             f"longer accepts its refresh token.\n{error}")
+        if self.urgent_only:
+            return False
         title = f"crm-connector: {job} failed: {source}/{stream}"
         body = (f"{job} of source '{source}', stream '{stream}' failed on {self.host}:\n"
                 f"{error or 'no error message'}")
         return self.send(title, body)
 
     def succeeded(self, source: str, summary: str, job: str = "sync") -> bool:
-        if not self.cfg.on_success:
+        if not self.cfg.on_success or self.urgent_only:
             return False
         return self.send(f"crm-connector: {job} ok: {source}", f"{source} on {self.host}: {summary}")
 
@@ -102,3 +112,8 @@ class Notifier:
 def quiet() -> Notifier:
     """A notifier that sends nothing: manual commands report on the terminal instead."""
     return Notifier(NotifyConfig())
+
+
+def urgent_only(cfg: NotifyConfig) -> Notifier:
+    """For manual commands: the terminal shows failures; only a re-authorisation is alerted."""
+    return Notifier(cfg, urgent_only=True)

@@ -2,7 +2,8 @@
 
 Each stream's pages are saved one transaction at a time, with the bookmark, so an error or
 a crash keeps everything already committed. A failing stream is recorded in `sync_runs` with
-its message and the next stream runs; auth failures and blocks stop the source.
+its message and the next stream runs; auth failures, blocks and an unreachable host stop the
+source (its other streams would only fail the same way, slowly).
 
 A run counts entities: rows of the stream's main table (the first it declares) written,
 deleted or restored, so a deal's contact links do not count as deals. Each stream's end is
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from adapters.errors import AuthError, BlockedError, ScopeError, SourceError
+from adapters.errors import AuthError, BlockedError, ScopeError, SourceError, UnreachableError
 from adapters.redact import redact
 from adapters.times import iso, utc_now
 from connector import storage
@@ -40,7 +41,7 @@ class StreamResult:
     requests: int = 0
     seconds: float = 0.0
     error: str | None = None
-    stops_source: bool = False   # auth failure or block: the source's other streams are not run
+    stops_source: bool = False   # auth failure, block, host down: its other streams are not run
     warnings: int = 0            # values not stored as sent (NULL instead, or the item skipped)
     sample: list[dict] = field(default_factory=list)   # the first SAMPLE of them
 
@@ -139,7 +140,7 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
         raise
     except ScopeError as err:
         result.status, result.error = "skipped", redact(err)
-    except (AuthError, BlockedError) as err:
+    except (AuthError, BlockedError, UnreachableError) as err:
         result.status, result.error, result.stops_source = "failed", redact(err), True
     except SourceError as err:
         result.status, result.error = "failed", redact(err)

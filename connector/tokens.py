@@ -2,8 +2,10 @@
 
 Refresh tokens are single-use: a refreshed pair must be on disk before the new access token
 is used, or a crash loses the account. `TokenStore.save` writes a temp file with mode 0600,
-fsyncs it and renames it over the old one (atomic on POSIX). `TokenStore.locked(source)`
-serialises refreshes across threads and processes (fcntl lock on a side file).
+fsyncs it, renames it over the old one (atomic on POSIX) and fsyncs the directory, so the
+rename itself survives a power cut: only then does `save` return and the new token get used.
+`TokenStore.locked(source)` serialises refreshes across threads and processes (fcntl lock on
+a side file).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class TokenStore:
                         fh.flush()
                         os.fsync(fh.fileno())
                     os.replace(tmp, self.path)
+                    _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
@@ -80,3 +83,12 @@ class TokenStore:
         except (OSError, ValueError) as err:
             raise OSError(f"token file {self.path} is unreadable ({type(err).__name__}); "
                           f"re-run `crm-connector auth SOURCE --code CODE`") from None
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in `path` durable (POSIX: the directory entry is the directory's data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

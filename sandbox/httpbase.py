@@ -17,6 +17,7 @@ Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`)
 - "reset"     close the connection without a reply at once
 - "truncated" the real response, body cut in half (Content-Length matches the cut body)
 - "badjson"   HTTP 200, declared JSON, body is an HTML error page
+- "html"      HTTP 200, text/html: a proxy's or captive portal's page instead of the API's answer
 
 `request_log` rows: {method, path, params, status (None when no reply), fault, at}.
 """
@@ -36,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 __all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket",
            "FAULT_KINDS"]
 
-FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson")
+FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html")
 
 
 @dataclass
@@ -270,6 +271,9 @@ class SandboxServer:
         elif fault == "badjson":
             resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
                             "application/json")
+        elif fault == "html":
+            resp = Response(200, b"<!DOCTYPE html><html><head><title>Sign in to the network"
+                                 b"</title></head><body><form></form></body></html>", "text/html")
         else:
             try:
                 resp = self.handle(req)

@@ -3,6 +3,9 @@
 Refresh tokens are single-use (facts §3.1): two processes refreshing the same pair kill it.
 So a refresh holds `TokenStore.locked(source)`, re-reads the store inside the lock (another
 thread or process may have refreshed already), and saves the new pair before anyone uses it.
+The token request is sent once (`once=True`): resending a refresh token whose reply was lost
+only earns "Token has been revoked". A refused or lost refresh is a `ReauthoriseError`, and a
+token refused once in this process is not sent again by another thread.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 
 import requests
 
-from adapters.errors import AuthError
+from adapters.errors import AuthError, ReauthoriseError, ReplyLost, reauthorise
 from adapters.http import HttpClient
 from adapters.redact import redact
 from adapters.times import from_unix, iso
@@ -27,6 +30,7 @@ class AmoAuth:
         self.source, self.tokens, self.http = source, tokens, http
         self._pair: dict | None = None
         self._local = threading.local()  # marks the refresh call itself: no refresh inside one
+        self._refused: dict[str, ReauthoriseError] = {}  # refresh token -> why it is dead
 
     # -- HttpClient hooks ------------------------------------------------------------------
 
@@ -61,8 +65,15 @@ class AmoAuth:
                 return True
             if not stored or not stored.get("refresh_token"):
                 raise self._reauthorise("no refresh token saved")
-            self._pair = self._grant({"grant_type": "refresh_token",
-                                      "refresh_token": stored["refresh_token"]}, refresh=True)
+            spent = stored["refresh_token"]
+            if spent in self._refused:   # another thread's refresh with it already failed
+                raise self._refused[spent]
+            try:
+                self._pair = self._grant({"grant_type": "refresh_token", "refresh_token": spent},
+                                         refresh=True)
+            except ReauthoriseError as err:
+                self._refused[spent] = err
+                raise
         return True
 
     # -- grants ----------------------------------------------------------------------------
@@ -84,19 +95,14 @@ class AmoAuth:
                    "redirect_uri": self.source.redirect_uri, **body}
         self._local.raw = True
         try:
-            response = self.http.request("POST", self.source.base_url + TOKEN_PATH, json=payload)
+            response = self.http.request("POST", self.source.base_url + TOKEN_PATH, json=payload,
+                                         once=True)
+        except ReplyLost as err:
+            raise self._lost(err, refresh) from None
         finally:
             self._local.raw = False
         if response.status_code != 200:
-            hint = _hint(response)
-            if refresh:
-                raise self._reauthorise(f"refresh rejected (HTTP {response.status_code}"
-                                        f"{': ' + hint if hint else ''})")
-            raise AuthError(redact(
-                f"amoCRM source '{self.source.name}': code exchange rejected (HTTP "
-                f"{response.status_code}{': ' + hint if hint else ''}); codes live 20 minutes and "
-                f"work once: get a fresh code and run `crm-connector auth {self.source.name} "
-                f"--code CODE` again"))
+            raise self._refusal(response, refresh)
         try:
             data = response.json()
             pair = {"access_token": data["access_token"], "refresh_token": data["refresh_token"],
@@ -105,8 +111,11 @@ class AmoAuth:
                     "expires_at": _expires_at(data.get("expires_in")),
                     "saved_at": iso()}
         except (ValueError, KeyError, TypeError):
-            raise AuthError(f"amoCRM source '{self.source.name}': the token endpoint answered "
-                            f"without a token pair; try `crm-connector auth` again") from None
+            why = "the token endpoint answered 200 without a readable token pair"
+            if refresh:   # it took the refresh token: the new one is in the reply we cannot read
+                raise self._reauthorise(f"{why}, so the new refresh token is lost") from None
+            raise AuthError(f"amoCRM source '{self.source.name}': {why}; get a fresh code and run "
+                            f"`crm-connector auth {self.source.name} --code CODE` again") from None
         self.tokens.save(self.source.name, pair)  # on disk before anyone uses it
         return pair
 
@@ -117,11 +126,39 @@ class AmoAuth:
             raise AuthError(f"amoCRM source '{self.source.name}': OAuth needs {', '.join(missing)} "
                             f"in the config")
 
-    def _reauthorise(self, why: str) -> AuthError:
+    def _refusal(self, response: requests.Response, refresh: bool) -> AuthError:
+        """What a non-200 from the token endpoint means: our keys, a dead token, or a fault."""
+        hint = _hint(response)
+        got = f"HTTP {response.status_code}{': ' + hint if hint else ''}"
+        if hint in CONFIG_HINTS:
+            return AuthError(redact(f"amoCRM source '{self.source.name}': the token endpoint "
+                                    f"refused the integration's keys ({got}); check client_id, "
+                                    f"client_secret and redirect_uri"))
+        if response.status_code >= 500:
+            return AuthError(f"amoCRM source '{self.source.name}': the token endpoint failed "
+                             f"({got}); the next run tries again")
+        if refresh:
+            return self._reauthorise(f"the refresh token was refused ({got}): it is spent, "
+                                     f"revoked or expired")
         return AuthError(redact(
-            f"amoCRM source '{self.source.name}': {why}; the refresh token is spent or revoked: "
-            f"get a fresh authorisation code and run `crm-connector auth {self.source.name} "
-            f"--code CODE`"))
+            f"amoCRM source '{self.source.name}': code exchange rejected ({got}); codes live "
+            f"20 minutes and work once: get a fresh code and run `crm-connector auth "
+            f"{self.source.name} --code CODE` again"))
+
+    def _lost(self, err: ReplyLost, refresh: bool) -> AuthError:
+        why = str(err).split(": ")[-1]
+        if refresh:   # amoCRM has most likely spent the token already; resending cannot help
+            return self._reauthorise(f"the token refresh was sent but {why}, so the refresh "
+                                     f"token is most likely spent")
+        return AuthError(f"amoCRM source '{self.source.name}': the code exchange was sent but "
+                         f"{why}; codes work once: get a fresh code and run `crm-connector auth "
+                         f"{self.source.name} --code CODE` again")
+
+    def _reauthorise(self, why: str) -> ReauthoriseError:
+        return reauthorise("amoCRM", self.source.name, redact(why), " --code CODE")
+
+
+CONFIG_HINTS = ("Client authentication failed", "Redirect URI mismatch")
 
 
 def _hint(response: requests.Response) -> str:

@@ -1,11 +1,11 @@
 """Calling amoCRM: pacing, one call with its errors mapped, and paging with prefetch.
 
-`AmoClient.send` makes one call and turns 401 / 403 / other 4xx / malformed JSON into the
-connector's exceptions. `AmoClient.pages` reads a list endpoint: page 1 is fetched alone, so a
-run with nothing new costs one request per stream; when it has a `next` link, the following
-page numbers are prefetched by a small thread pool and yielded in order, so the rate limiter,
-not latency, sets the pace (at most `max_workers` prefetched pages past the last one are
-wasted, answered 204).
+`AmoClient.send` makes one call and turns 401 / 403 / other 4xx into the connector's
+exceptions (a 200 that is not JSON is retried by the HttpClient like a 502). `AmoClient.pages`
+reads a list endpoint: page 1 is fetched alone, so a run with nothing new costs one request
+per stream; when it has a `next` link, the following page numbers are prefetched by a small
+thread pool and yielded in order, so the rate limiter, not latency, sets the pace (at most
+`max_workers` prefetched pages past the last one are wasted, answered 204).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Iterator
 
 from adapters.amocrm.auth import AmoAuth
 from adapters.amocrm.streams import Request
-from adapters.errors import AuthError, BlockedError, StreamError
-from adapters.http import HttpClient, RateLimiter
+from adapters.errors import AuthError, BlockedError, StreamError, UnreachableError
+from adapters.http import CONNECT_TIMEOUT_S, HttpClient, RateLimiter
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
@@ -64,20 +64,26 @@ class AmoClient:
         rate = source.requests_per_second or 7
         limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)
         self.http = HttpClient(source.name, limiter=limiter,
-                               timeout=(min(10.0, timeout), timeout), verify=source.verify_tls)
+                               timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), verify=source.verify_tls)
         self.auth = AmoAuth(source, tokens, self.http)
         self.http.auth_headers = self.auth.headers
         self.http.on_unauthorized = self.auth.on_unauthorized
 
     def send(self, method: str, path: str, *, params=None, json=None, allow=(),
              what: str = "") -> tuple[int, object]:
-        """One call: (status, parsed body or None). Maps 401/403/4xx/bad JSON to our errors."""
+        """One call: (status, parsed body or None). Maps 401/403/4xx/bad JSON to our errors.
+
+        A 2xx whose body is not JSON (cut short, an HTML page) is retried like a 502 by the
+        HttpClient; only when every attempt got one does the call fail."""
         what = what or f"{method} {path}"
         try:
-            response = self.http.request(method, self.cfg.base_url + path, params=params, json=json)
+            response = self.http.request(method, self.cfg.base_url + path, params=params,
+                                         json=json, expect_json=True)
         except StreamError as err:
             raise StreamError(f"amoCRM source '{self.source}', {what}: "
                               f"{str(err).split(': ', 1)[-1]}") from None
+        except UnreachableError as err:
+            raise UnreachableError(f"amoCRM {err}") from None
         status = response.status_code
         if status == 204:
             return status, None
@@ -86,19 +92,13 @@ class AmoClient:
                             f"a refresh; run `crm-connector auth {self.source} --code CODE`")
         if status == 403 and 403 not in allow:
             raise self._blocked(what)
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = ValueError
-        if status >= 400 and status not in allow:
+        if status < 300:
+            return status, response.parsed
+        body = _error_body(response)
+        if status not in allow:
             detail = problem_text(body) if isinstance(body, dict) else None
             raise StreamError(f"amoCRM source '{self.source}', {what}: HTTP {status}"
                               f"{': ' + detail if detail else ''}")
-        if body is ValueError:
-            if status >= 400:
-                return status, None
-            raise StreamError(f"amoCRM source '{self.source}', {what}: malformed JSON in the "
-                              f"answer (HTTP {status}, {len(response.content)} bytes)")
         return status, body
 
     def _blocked(self, what: str) -> BlockedError:
@@ -176,6 +176,14 @@ def problem_text(body: dict) -> str | None:
     if details and body.get("detail"):
         text = f"{body['detail']} ({text})"
     return redact(text)[:300] or None
+
+
+def _error_body(response) -> object:
+    """A 4xx's problem+json body, or None when it has none or it is not JSON."""
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
 
 
 def _has_next(data: dict) -> bool:

@@ -1,4 +1,10 @@
-"""Bitrix24 OAuth sign-in in the browser: the authorize URL, and the code caught on 127.0.0.1.
+"""Bitrix24 OAuth: the token pair and its refresh, and sign-in in the browser.
+
+`OAuthTokens` supplies the access token and renews it. Refresh tokens are single-use (facts
+§OAuth): a refresh holds the store's lock, re-reads the pair (another thread or process may
+have refreshed), sends the refresh token once (`once=True`: never resent, whatever happens to
+the reply) and saves the new pair (fsynced) before it is used. A refused, lost or unreadable
+refresh is a `ReauthoriseError`, and a refused token is not sent again from this process.
 
 A Bitrix24 authorization code lives 30 seconds (settings/oauth/index.md), too short to paste,
 so `sign_in` listens at the app's redirect URI (`redirect_uri`, on this machine) before it
@@ -8,14 +14,113 @@ shows the URL to open, and trades the code the moment the portal redirects the b
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Callable
 from urllib.parse import urlencode
 
-from adapters.errors import AuthError
+from adapters.errors import AuthError, ReauthoriseError, ReplyLost, reauthorise
 from adapters.oauth_redirect import RedirectCatcher
+from adapters.redact import redact
 
 CODE_LIFETIME_S = 30
 SIGN_IN_TIMEOUT_S = 300.0
+
+
+PAIR_KEYS = ("access_token", "refresh_token", "expires", "expires_in", "domain", "member_id",
+             "user_id", "scope", "client_endpoint", "server_endpoint")
+
+
+def token_refusal(grant: str, code: str) -> str:
+    """What a refused token request means, for the admin."""
+    if code.lower() != "invalid_grant":
+        return f"token request refused ({code}); check client_id and client_secret"
+    if grant == "authorization_code":
+        return ("the authorization code was refused (invalid_grant): it expired (a code lives "
+                "30 seconds) or was used already")
+    return "the refresh token was refused (invalid_grant): it is spent, revoked or expired"
+
+
+class OAuthTokens:
+    """One portal's OAuth pair: the access token for calls, its refresh, the code exchange."""
+
+    def __init__(self, source, tokens, http):
+        self.cfg, self.name, self.tokens, self.http = source, source.name, tokens, http
+        self._pair: dict | None = None
+        self._lock = threading.Lock()
+        self._refused: dict[str, ReauthoriseError] = {}   # refresh token -> why it is dead
+
+    def access_token(self) -> str:
+        if self._pair is None:
+            self._pair = self.tokens.load(self.name) if self.tokens else None
+        if not self._pair or not self._pair.get("access_token"):
+            raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
+                            f"`crm-connector auth {self.name}`")
+        return self._pair["access_token"]
+
+    def refresh(self, used: str) -> None:
+        """Swap a dead access token for a new pair, once, whoever asks concurrently."""
+        with self._lock, self.tokens.locked(self.name):
+            current = self.tokens.load(self.name) or {}
+            if current.get("access_token") and current["access_token"] != used:
+                self._pair = current  # another thread or process refreshed already
+                return
+            spent = current.get("refresh_token", "")
+            if spent in self._refused:   # refused once already: sending it again cannot help
+                raise self._refused[spent]
+            try:
+                pair = self._request({"grant_type": "refresh_token", "refresh_token": spent})
+            except ReauthoriseError as err:
+                self._refused[spent] = err
+                raise
+            self.tokens.save(self.name, pair)  # on disk before first use: refresh tokens rotate
+            self._pair = pair
+
+    def exchange_code(self, code: str) -> str:
+        """Trade an authorization code for the first token pair and store it."""
+        with self.tokens.locked(self.name):
+            pair = self._request({"grant_type": "authorization_code", "code": code})
+            self.tokens.save(self.name, pair)
+        self._pair = pair
+        return (f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
+                f" (user {pair.get('user_id', '?')}); tokens saved")
+
+    def _request(self, params: dict) -> dict:
+        """One GET to the OAuth server, never resent: a refresh token works once."""
+        grant = params["grant_type"]
+        params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
+        try:
+            r = self.http.request("GET", self.cfg.oauth_url, params=params, once=True)
+        except ReplyLost as err:
+            raise self._failure(grant, f"the request was sent but "
+                                       f"{str(err).split(': ')[-1]}") from None
+        try:
+            data = r.json()
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            raise self._failure(grant, f"the answer (HTTP {r.status_code}) was not readable",
+                                spent=r.status_code < 500) from None
+        if r.status_code != 200 or not data.get("access_token"):
+            code = str(data.get("error") or r.status_code)
+            if grant == "refresh_token" and code.lower() == "invalid_grant":
+                raise reauthorise("Bitrix24", self.name, token_refusal(grant, code))
+            raise AuthError(redact(
+                f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
+                f"run `crm-connector auth {self.name}` again"))
+        return {**{k: data.get(k) for k in PAIR_KEYS}, "expires_at": data.get("expires")}
+
+    def _failure(self, grant: str, what: str, spent: bool = True) -> AuthError:
+        """A token request without a usable answer. A refresh the server may have taken has
+        most likely spent the token; only a 5xx (the server failed) leaves it worth a retry."""
+        if grant != "refresh_token":
+            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server's code exchange "
+                             f"failed ({what}); codes live 30 seconds and work once: run "
+                             f"`crm-connector auth {self.name}` again")
+        if not spent:
+            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server failed ({what}); "
+                             f"the refresh token was not taken, the next run tries again")
+        return reauthorise("Bitrix24", self.name, f"the token refresh failed: {what}, so the "
+                                                  f"refresh token is most likely spent")
 
 
 def authorize_url(portal_url: str, client_id: str, state: str) -> str:

@@ -1,4 +1,5 @@
-"""Calling Bitrix24: auth (webhook or OAuth), single calls, `batch`, errors, limits.
+"""Calling Bitrix24: auth (webhook, or OAuth via `auth.OAuthTokens`), single calls, `batch`,
+errors, limits.
 
 `Bitrix24Client.call(method, params)` returns the response envelope; `batch(cmds)` sends up
 to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
@@ -10,7 +11,6 @@ message the admin can act on; secrets never reach a message.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
@@ -18,8 +18,9 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
-from adapters.errors import AuthError, ScopeError, StreamError
-from adapters.http import HttpClient
+from adapters.bitrix24.auth import OAuthTokens
+from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
+from adapters.http import CONNECT_TIMEOUT_S, HttpClient
 from adapters import redact as redaction
 from adapters.redact import redact
 
@@ -40,16 +41,6 @@ AUTH_CODES = {
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
-
-
-def token_refusal(grant: str, code: str) -> str:
-    """What a refused token request means, for the admin."""
-    if code.lower() != "invalid_grant":
-        return f"token request refused ({code}); check client_id and client_secret"
-    if grant == "authorization_code":
-        return ("the authorization code was refused (invalid_grant): it expired (a code lives "
-                "30 seconds) or was used already")
-    return "the refresh token was refused (invalid_grant): it expired or was used already"
 
 
 def scope_of(method: str) -> str:
@@ -109,6 +100,18 @@ class BatchResult:
     times: dict[str, dict] = field(default_factory=dict)
 
 
+def _envelope(response: requests.Response) -> dict | None:
+    """The JSON object a reply carries (already parsed for a 2xx), or None when it has none."""
+    if 200 <= response.status_code < 300:
+        body = response.parsed
+    else:
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+    return body if isinstance(body, dict) else None
+
+
 def _section(value, keys: list[str], only: list[str] | None = None) -> dict:
     """A batch section as a dict; list-shaped ones map by position (onto `only` if given)."""
     if isinstance(value, dict):
@@ -147,7 +150,6 @@ class Bitrix24Client:
     def __init__(self, source, tokens=None, http: HttpClient | None = None):
         self.cfg = source
         self.name = source.name
-        self.tokens = tokens
         if source.webhook_url:  # the config registers these too; an adapter built in code may not
             redaction.register(source.webhook_url)
             parts = [p for p in urlsplit(source.webhook_url).path.split("/") if p]
@@ -156,14 +158,14 @@ class Bitrix24Client:
         redaction.register(source.client_secret)
         self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
         self.budget = OperatingBudget(source.operating_budget_s)
-        self.http = http or HttpClient(source.name, limiter=self.bucket,
-                                       timeout=(10.0, source.timeout_s), verify=source.verify_tls)
+        self.http = http or HttpClient(source.name, limiter=self.bucket, verify=source.verify_tls,
+                                       timeout=(min(CONNECT_TIMEOUT_S, source.timeout_s),
+                                                source.timeout_s))
         # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
         self.http.retry_statuses = lambda r: r.status_code >= 500
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
-        self._pair: dict | None = None
-        self._refresh_lock = threading.Lock()
+        self.oauth = OAuthTokens(source, tokens, self.http)
         self.sleep = time.sleep
 
     @property
@@ -187,56 +189,11 @@ class Bitrix24Client:
             return f"{self.cfg.webhook_url}{method}"
         return f"{self.cfg.portal_url}/rest/{method}"
 
-    def _access_token(self) -> str:
-        if self._pair is None:
-            self._pair = self.tokens.load(self.name) if self.tokens else None
-        if not self._pair or not self._pair.get("access_token"):
-            raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
-                            f"`crm-connector auth {self.name}`")
-        return self._pair["access_token"]
-
-    def _refresh(self, used: str) -> None:
-        """Swap the expired access token for a new pair, once, whoever asks concurrently."""
-        with self._refresh_lock, self.tokens.locked(self.name):
-            current = self.tokens.load(self.name) or {}
-            if current.get("access_token") and current["access_token"] != used:
-                self._pair = current  # another thread or process refreshed already
-                return
-            pair = self._token_request({"grant_type": "refresh_token",
-                                        "refresh_token": current.get("refresh_token", "")})
-            self.tokens.save(self.name, pair)  # on disk before first use: refresh tokens rotate
-            self._pair = pair
-
     def exchange_code(self, code: str) -> str:
         """Trade an authorization code for the first token pair and store it."""
         if self.uses_webhook:
             return f"source '{self.name}' uses an incoming webhook; nothing to authorize"
-        with self.tokens.locked(self.name):
-            pair = self._token_request({"grant_type": "authorization_code", "code": code})
-            self.tokens.save(self.name, pair)
-        self._pair = pair
-        return (f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
-                f" (user {pair.get('user_id', '?')}); tokens saved")
-
-    def _token_request(self, params: dict) -> dict:
-        grant = params["grant_type"]
-        params = {**params, "client_id": self.cfg.client_id, "client_secret": self.cfg.client_secret}
-        try:
-            r = self.http.session.get(self.cfg.oauth_url, params=params, timeout=self.http.timeout)
-            data = r.json()
-        except (requests.RequestException, ValueError):
-            raise AuthError(f"Bitrix24 source '{self.name}': the OAuth server did not answer "
-                            "properly; try again later") from None
-        if r.status_code != 200 or not data.get("access_token"):
-            code = str(data.get("error") or r.status_code)
-            raise AuthError(redact(
-                f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
-                f"run `crm-connector auth {self.name}` again"))
-        pair = {k: data.get(k) for k in ("access_token", "refresh_token", "expires", "expires_in",
-                                         "domain", "member_id", "user_id", "scope",
-                                         "client_endpoint", "server_endpoint")}
-        pair["expires_at"] = data.get("expires")
-        return pair
+        return self.oauth.exchange_code(code)
 
     # ---- calls ---------------------------------------------------------------------------
 
@@ -274,42 +231,56 @@ class Bitrix24Client:
         return result
 
     def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
-        """POST with auth; handles expired tokens, operating-time blocks and non-JSON bodies."""
+        """POST with auth; handles expired tokens and operating-time blocks. A 2xx that is not
+        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx."""
         refreshed = False
-        for attempt in range(attempts):
+        for _ in range(attempts):
             token = None
             if not self.uses_webhook:
-                token = self._access_token()
+                token = self.oauth.access_token()
                 params["auth"] = token
-            response = self.http.request("POST", self._url(method), json=params)
-            try:
-                body = response.json()
-                if not isinstance(body, dict):
-                    raise ValueError
-            except ValueError:
-                # An HTML error page or a cut body near the limits: worth another try.
-                self.sleep(min(2 ** attempt, 30))
-                continue
+            response = self._send(method, params)
+            body = _envelope(response)
+            if body is None:
+                if response.status_code != 429:
+                    raise StreamError(f"Bitrix24 source '{self.name}': {method} answered HTTP "
+                                      f"{response.status_code} with a body that is not a JSON object")
+                body = {}
             code = str(body.get("error") or "").upper()
             if response.status_code < 400 and not code:
                 return body
             desc = str(body.get("error_description") or "")
-            if code == "EXPIRED_TOKEN" and token and not refreshed:
-                self._refresh(token)
+            # invalid_token too (facts: refresh on both): a refresh whose reply was lost killed
+            # the access token it was issued with, and only the refresh can say the pair is spent
+            if code in ("EXPIRED_TOKEN", "INVALID_TOKEN") and token and not refreshed:
+                self.oauth.refresh(token)
                 refreshed = True
                 continue
             if code == "OPERATION_TIME_LIMIT" or response.status_code == 429:
-                until = parse_reset((body.get("time") or {}).get("operating_reset_at"))
-                if charge:
-                    self.budget.block(charge, until)
-                    _, held = self.budget.take({charge: 1})  # waits out the block
-                    self.budget.release(held)
-                else:
-                    self.sleep(min(60.0, max(1.0, (until or 0) - time.time())))
+                self._wait_out(charge, body)
                 continue
             raise self.error(method, code, desc, response.status_code)
-        raise StreamError(f"Bitrix24 source '{self.name}': {method} kept returning an unreadable "
-                          f"reply after {attempts} attempts")
+        raise StreamError(f"Bitrix24 source '{self.name}': {method} still limited or expired "
+                          f"after {attempts} attempts")
+
+    def _send(self, method: str, params: dict) -> requests.Response:
+        try:
+            return self.http.request("POST", self._url(method), json=params, expect_json=True)
+        except StreamError as err:
+            raise StreamError(f"Bitrix24 source '{self.name}': {method} failed "
+                              f"{str(err).partition(' failed ')[2]}") from None
+        except UnreachableError as err:
+            raise UnreachableError(f"Bitrix24 {err}") from None
+
+    def _wait_out(self, charge: str | None, body: dict) -> None:
+        """An operating-time block or 429: wait for the method's reset time."""
+        until = parse_reset((body.get("time") or {}).get("operating_reset_at"))
+        if charge:
+            self.budget.block(charge, until)
+            _, held = self.budget.take({charge: 1})  # waits out the block
+            self.budget.release(held)
+        else:
+            self.sleep(min(60.0, max(1.0, (until or 0) - time.time())))
 
     def error(self, method: str, code: str, desc: str, status: int | None = None) -> Exception:
         """Map a Bitrix24 error to AuthError / ScopeError / StreamError with advice."""

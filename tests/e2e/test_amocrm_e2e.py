@@ -152,14 +152,31 @@ def test_without_api_filter_second_run_is_one_request_per_stream(amo_dataset, tm
         adapter.close()
 
 
-def test_bad_page_fails_only_that_stream(amo_sandbox, tmp_path):
+@pytest.mark.parametrize("fault", ["badjson", "truncated"])
+def test_a_bad_200_is_retried_and_the_stream_completes(amo_sandbox, tmp_path, fault):
     adapter = adapter_for(amo_sandbox, tmp_path)
+    adapter.http.sleep = lambda s: None
     with Mirror(str(tmp_path / "m.db")) as mirror:
-        amo_sandbox.fail_next("badjson")
+        amo_sandbox.fail_next(fault)
+        results = sync_source(mirror, adapter, streams=["tasks", "users"])
+        assert [(r.stream, r.status) for r in results] == [("tasks", "ok"), ("users", "ok")]
+        first, retry = amo_sandbox.request_log[:2]
+        assert first["fault"] == fault and first["status"] == 200
+        assert retry["fault"] is None and retry["path"] == first["path"] and retry["params"] == first["params"]
+        assert count(mirror, "SELECT count(*) FROM tasks") == sum(
+            1 for t in amo_sandbox.dataset.tasks if not t.get("is_deleted"))
+    adapter.close()
+
+
+def test_a_page_that_stays_bad_fails_only_that_stream(amo_sandbox, tmp_path):
+    adapter = adapter_for(amo_sandbox, tmp_path)
+    adapter.http.sleep = lambda s: None
+    with Mirror(str(tmp_path / "m.db")) as mirror:
+        amo_sandbox.fail_next("badjson", adapter.http.max_attempts)
         results = sync_source(mirror, adapter, streams=["tasks", "users"])
         assert [(r.stream, r.status) for r in results] == [("tasks", "failed"), ("users", "ok")]
         err = mirror.conn.execute("SELECT error FROM sync_runs WHERE stream = 'tasks'").fetchone()[0]
-        assert "malformed JSON" in err and "stream 'tasks', page 1" in err
+        assert "not JSON" in err and "stream 'tasks', page 1" in err and "6 attempts" in err
     adapter.close()
 
 

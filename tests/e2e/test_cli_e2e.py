@@ -107,8 +107,10 @@ def test_sync_twice_then_kpi_on_both_crms(config_path, tmp_path, amo_sandbox, b2
     assert written > 0
 
 
-def test_bad_page_fails_its_stream_only_and_keeps_the_rest(config_path, tmp_path, amo_sandbox):
-    amo_sandbox.fail_next("badjson", 1)   # the first request: the users stream
+def test_bad_page_fails_its_stream_only_and_keeps_the_rest(config_path, tmp_path, amo_sandbox,
+                                                           monkeypatch):
+    monkeypatch.setattr("adapters.http.FIRST_BACKOFF_S", 0.001)   # the ladder, not its pauses
+    amo_sandbox.fail_next("badjson", 6)   # every attempt at the first request: the users stream
     code, out = cli(config_path, "sync", "--source", "amo")
     assert code == 1
     failed = [line for line in out.splitlines() if "status=failed" in line]

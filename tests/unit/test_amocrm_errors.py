@@ -1,6 +1,7 @@
 """amoCRM error paths with `responses`: bad JSON, bad shapes, 5xx, 429, 403 block, 401."""
 
 import json
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -21,13 +22,34 @@ def adapter(tmp_path):
     a.close()
 
 
+@pytest.mark.parametrize("bad", ['{"_page": 2, "_embedded": {"leads": [{"id"',
+                                 "<html><body><h1>502 Bad Gateway</h1></body></html>"])
 @responses.activate
-def test_malformed_json_fails_stream_naming_stream_and_page(adapter):
+def test_a_200_that_is_not_json_is_retried_like_a_502(adapter, bad):
+    item = {"status_id": 7, "pipeline_id": 3}
+    pages = [hal("leads", [{"id": 1, "updated_at": 1, **item}], True),
+             hal("leads", [{"id": 2, "updated_at": 2, **item}])]
+    served = []
+
+    def cb(request):  # page 2's first answer is cut short or an HTML page; its retry is good
+        no = int(dict(parse_qsl(urlsplit(request.url).query)).get("page", 1))
+        served.append(no)
+        if no == 2 and served.count(2) == 1:
+            return 200, {"Content-Type": "application/json"}, bad
+        return (200, {}, json.dumps(pages[no - 1])) if no <= 2 else (204, {}, "")
+    responses.add_callback(responses.GET, BASE + "/api/v4/leads", callback=cb)
+    got = [r["id"] for page in adapter.fetch("deals", BM, RUN) for r in page.rows.get("deals", [])]
+    assert got == [1, 2]
+    assert served.count(2) == 2 and len(adapter.http.slept) == 1
+
+
+@responses.activate
+def test_a_body_that_stays_malformed_fails_the_stream_naming_stream_and_page(adapter):
     first = hal("leads", [{"id": 1, "updated_at": 1, "status_id": 7, "pipeline_id": 3}], True)
 
     served = []
 
-    def cb(request):  # the first answer is good; the next request (page 2, prefetched) is not
+    def cb(request):  # the first answer is good; every later one (page 2 on) is not
         served.append(request.url)
         if len(served) == 1:
             return 200, {}, json.dumps(first)
@@ -38,8 +60,8 @@ def test_malformed_json_fails_stream_naming_stream_and_page(adapter):
         for page in adapter.fetch("deals", BM, RUN):
             got.append(page)
     msg = str(err.value)
-    assert "malformed JSON" in msg and "stream 'deals'" in msg and "page 2" in msg
-    assert "main" in msg
+    assert "not JSON" in msg and "stream 'deals'" in msg and "page 2" in msg
+    assert "main" in msg and "6 attempts" in msg
     assert len(got) == 1 and got[0].rows["deals"][0]["id"] == 1  # page 1 was yielded first
 
 
