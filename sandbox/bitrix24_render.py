@@ -220,6 +220,8 @@ def _yn(b) -> str:
 
 def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
     """Spec factories per entity; contacts/companies rebuild when fields are added."""
+    from .bitrix24_activities import activity_spec, source_fields
+
     cat = lambda r: v.category(r["pipeline_id"])  # noqa: E731
     deal = Spec([
         Field("ID", "id", "id"),
@@ -247,6 +249,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
+        *source_fields(),
     ])
     lead = Spec([
         Field("ID", "id", "id"),
@@ -263,6 +266,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("DATE_CLOSED", "closedate", "closed_at", "date"),
+        *source_fields(),
     ])
 
     def contact() -> Spec:
@@ -326,26 +330,11 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CRM_ENTITY_ID", None, "entity_id"),
         Field("CRM_ACTIVITY_ID", None, "id"),
         Field("COST", None, lambda r: 0.0, "money"),
+        # The client's rating of the call, 1-5, when the line asks for one (else null).
+        Field("CALL_VOTE", None, lambda r: r.get("vote")),
         Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
     ])
-    activity = Spec([
-        Field("ID", None, "id"),
-        Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
-        Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
-        Field("TYPE_ID", None, lambda r: 2),
-        Field("PROVIDER_ID", None, lambda r: "VOXIMPLANT_CALL", "str"),
-        Field("PROVIDER_TYPE_ID", None, lambda r: "CALL", "str"),
-        Field("SUBJECT", None, lambda r: ("Outgoing" if r["direction"] == "out" else "Incoming")
-              + " call " + (r["phone"] or ""), "str"),
-        Field("DIRECTION", None, lambda r: 2 if r["direction"] == "out" else 1),
-        Field("RESPONSIBLE_ID", None, "responsible_user_id"),
-        Field("COMPLETED", None, lambda r: "Y", "yn"),
-        Field("START_TIME", None, "started_at", "date"),
-        Field("END_TIME", None, lambda r: r["started_at"] + r["duration_s"], "date"),
-        Field("CREATED", None, "started_at", "date"),
-        Field("LAST_UPDATED", None, lambda r: r["started_at"] + r["duration_s"], "date"),
-        Field("ORIGIN_ID", None, lambda r: f"VI_externalcall.{r['id']:x}", "str"),
-    ])
+    activity = activity_spec()
     user = Spec([
         Field("ID", None, "id"),
         Field("ACTIVE", None, lambda r: bool(r["is_active"]), "bool"),

@@ -1,0 +1,88 @@
+"""The Bitrix24 sandbox's timeline activities and deal/lead sources.
+
+`crm.activity.list` lists every activity of the portal: each call (`TYPE_ID` 2, provider
+`VOXIMPLANT_CALL`, the same id as its `voximplant.statistic.get` row's `CRM_ACTIVITY_ID`) and
+each other interaction of the dataset: meetings (1), e-mails (4) and provider activities (6):
+open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`). `DIRECTION` 1 incoming,
+2 outgoing, 0 none (meetings). A deleted activity vanishes from the list (DOCS
+`crm-activity-list.md`; facts §1.5, "Found on main").
+
+Deals and leads: `SOURCE_ID` is the CRM's own source (a `crm.status.list` SOURCE code);
+`UTM_SOURCE` is free text and, like the multi-fields, comes only when `select` names it (the
+stricter reading: the docs list the UTM fields apart from the `*` set).
+"""
+
+from __future__ import annotations
+
+from .bitrix24_render import OWNER_TYPE, Field, Spec
+
+# dataset channel -> TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID
+KINDS = {"call": (2, "VOXIMPLANT_CALL", "CALL"), "meeting": (1, "CRM_MEETING", "MEETING"),
+         "email": (4, "CRM_EMAIL", "EMAIL"), "chat": (6, "IMOPENLINES_SESSION", "1"),
+         "sms": (6, "CRM_SMS", "SMS")}
+DIRECTION = {"in": 1, "out": 2, None: 0}
+# The dataset's neutral source names as Bitrix24 SOURCE_ID codes (crm.status.list SOURCE).
+SOURCE_IDS = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
+              "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
+
+
+def rows(ds) -> list[dict]:
+    """Calls, then the other interactions: both id-sorted, call ids below activity ids."""
+    return ds.calls + ds.activities
+
+
+def _is_call(r) -> bool:
+    return "channel" not in r
+
+
+def _kind(r) -> tuple:
+    return KINDS["call" if _is_call(r) else r["channel"]]
+
+
+def _subject(r) -> str:
+    if _is_call(r):
+        return ("Outgoing" if r["direction"] == "out" else "Incoming") + " call " + (r["phone"] or "")
+    return r["subject"]
+
+
+def _start(r) -> int:
+    return r["started_at"] if _is_call(r) else r["at"]
+
+
+def _end(r) -> int:
+    return r["started_at"] + r["duration_s"] if _is_call(r) else r["at"] + 1800 * (
+        r["channel"] == "meeting")
+
+
+def _updated(r) -> int:
+    return r["started_at"] + r["duration_s"] if _is_call(r) else r["updated_at"]
+
+
+def _origin(r) -> str:
+    return f"VI_externalcall.{r['id']:x}" if _is_call(r) else f"sbx.{r['channel']}.{r['id']}"
+
+
+def activity_spec() -> Spec:
+    return Spec([
+        Field("ID", None, "id"),
+        Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
+        Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
+        Field("TYPE_ID", None, lambda r: _kind(r)[0]),
+        Field("PROVIDER_ID", None, lambda r: _kind(r)[1], "str"),
+        Field("PROVIDER_TYPE_ID", None, lambda r: _kind(r)[2], "str"),
+        Field("SUBJECT", None, _subject, "str"),
+        Field("DIRECTION", None, lambda r: DIRECTION[r["direction"]]),
+        Field("RESPONSIBLE_ID", None, "responsible_user_id"),
+        Field("COMPLETED", None, lambda r: "Y", "yn"),
+        Field("START_TIME", None, _start, "date"),
+        Field("END_TIME", None, _end, "date"),
+        Field("CREATED", None, _start, "date"),
+        Field("LAST_UPDATED", None, _updated, "date"),
+        Field("ORIGIN_ID", None, _origin, "str"),
+    ])
+
+
+def source_fields() -> list[Field]:
+    """SOURCE_ID in the `*` set; UTM_SOURCE only when named."""
+    return [Field("SOURCE_ID", "sourceId", lambda r: SOURCE_IDS.get(r.get("source")), "str"),
+            Field("UTM_SOURCE", "utmSource", lambda r: r.get("utm_source"), "str", explicit=True)]
