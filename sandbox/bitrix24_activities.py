@@ -8,8 +8,8 @@ open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`). `DIRECTION` 1 inco
 `crm-activity-list.md`; facts §1.5, "Found on main").
 
 Deals and leads: `SOURCE_ID` is the CRM's own source (a `crm.status.list` SOURCE code);
-`UTM_SOURCE` is free text and, like the multi-fields, comes only when `select` names it (the
-stricter reading: the docs list the UTM fields apart from the `*` set).
+`UTM_SOURCE` is free text as the form or link carried it; both are in the `*` set, as the
+docs' `crm.deal.list` sample shows.
 """
 
 from __future__ import annotations
@@ -83,6 +83,6 @@ def activity_spec() -> Spec:
 
 
 def source_fields() -> list[Field]:
-    """SOURCE_ID in the `*` set; UTM_SOURCE only when named."""
+    """SOURCE_ID and UTM_SOURCE of a deal or lead."""
     return [Field("SOURCE_ID", "sourceId", lambda r: SOURCE_IDS.get(r.get("source")), "str"),
-            Field("UTM_SOURCE", "utmSource", lambda r: r.get("utm_source"), "str", explicit=True)]
+            Field("UTM_SOURCE", "utmSource", lambda r: r.get("utm_source"), "str")]

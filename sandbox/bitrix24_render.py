@@ -330,8 +330,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CRM_ENTITY_ID", None, "entity_id"),
         Field("CRM_ACTIVITY_ID", None, "id"),
         Field("COST", None, lambda r: 0.0, "money"),
-        # The client's rating of the call, 1-5, when the line asks for one (else null).
-        Field("CALL_VOTE", None, lambda r: r.get("vote")),
+        # The client's rating of the call, 1-5, when the line asks for one; "0": none.
+        Field("CALL_VOTE", None, lambda r: r.get("vote") or 0),
         Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
     ])
     activity = activity_spec()

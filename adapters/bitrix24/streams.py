@@ -117,9 +117,9 @@ class ReconcileRequest:
 # ---- what to ask for --------------------------------------------------------------------
 
 CRM_SELECT = ["*", "UF_*"]
-# UTM fields come only when named (like the multi-fields); the acquisition channel needs the
-# source one (deals and leads; `SOURCE_ID` is in `*`).
-SOURCE_SELECT = ("UTM_SOURCE",)
+# The acquisition channel reads UTM_SOURCE, else SOURCE_ID. Both are in the `*` set today;
+# they are named anyway, as the docs advise for fields a reader depends on.
+SOURCE_SELECT = ("SOURCE_ID", "UTM_SOURCE")
 ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "DIRECTION", "OWNER_TYPE_ID",
                    "OWNER_ID", "RESPONSIBLE_ID", "START_TIME", "CREATED", "LAST_UPDATED", "SUBJECT",
                    "COMPLETED"]
