@@ -14,8 +14,9 @@ docs' `crm.deal.list` sample shows.
 
 from __future__ import annotations
 
-from .bitrix24_render import OWNER_TYPE, Field, Spec
+from .bitrix24_spec import Field, Spec
 
+OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}   # OWNER_TYPE_ID
 # dataset channel -> TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID
 KINDS = {"call": (2, "VOXIMPLANT_CALL", "CALL"), "meeting": (1, "CRM_MEETING", "MEETING"),
          "email": (4, "CRM_EMAIL", "EMAIL"), "chat": (6, "IMOPENLINES_SESSION", "1"),

@@ -8,14 +8,15 @@ Datetimes render in the portal's zone (Europe/Moscow, a fixed +03:00).
 
 from __future__ import annotations
 
-import operator
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sandbox.call_outcomes import outcome_of
+
+from .bitrix24_activities import activity_spec, source_fields
+from .bitrix24_spec import Field, Spec
 
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
@@ -32,7 +33,6 @@ LEAD_STATUSES = [("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "
 TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration"}
 UF_TYPE = {"double": "numeric", "integer": "numeric", "string": "text", "enumeration": "select"}
 ENTITY_TYPE_ID = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
-OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
@@ -103,32 +103,6 @@ def uf_name(f: dict) -> str:
     if code and re.fullmatch(r"[A-Z0-9_]+", code):
         return "UF_CRM_" + code
     return f"UF_CRM_{1700000000 + f['id']}"  # what the UI-created fields look like
-
-
-@dataclass
-class Field:
-    old: str | None          # UPPER name in old methods; None = not in old methods
-    new: str | None          # camelCase name; None = not in typed methods
-    get: Callable[[dict], object] | str   # a getter, or a dataset key read as r[key]
-    kind: str = "int"        # int | money | str | date | yn | list | bool | float
-    explicit: bool = False   # only when named in select (multi-fields)
-    key: str | None = None
-
-    def __post_init__(self):
-        if isinstance(self.get, str):  # plain keys let the renderer inline the read
-            self.key = self.get
-            self.get = operator.itemgetter(self.key)
-
-
-@dataclass
-class Spec:
-    fields: list[Field]
-    by_old: dict[str, Field] = field(default_factory=dict)
-    by_new: dict[str, Field] = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.by_old = {f.old: f for f in self.fields if f.old}
-        self.by_new = {f.new: f for f in self.fields if f.new}
 
 
 def to_old(kind: str, v):
@@ -220,8 +194,6 @@ def _yn(b) -> str:
 
 def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
     """Spec factories per entity; contacts/companies rebuild when fields are added."""
-    from .bitrix24_activities import activity_spec, source_fields
-
     cat = lambda r: v.category(r["pipeline_id"])  # noqa: E731
     deal = Spec([
         Field("ID", "id", "id"),
