@@ -138,7 +138,11 @@ def test_chat_message_events_are_activities_and_nps_events_survey_answers():
         {"id": "event:01pz58t6q0chatout000000002", "channel": "chat", "direction": "out",
          "at": "2025-11-23T10:01:00Z", "responsible_user_id": 123321, "entity_type": "deal",
          "entity_id": 19619, "is_deleted": 0, "raw": items[1]}]
-    # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows
+    # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows,
+    # each reported
+    assert [(p["field"], p["why"]) for p in page.problems] == [
+        ("value_after", "not a whole number from 0 to 10"),
+        ("value_after", "not one object with one score")]
     assert page.rows["survey_answers"] == [
         {"id": "event:01pz58t6q0nps0000000000003", "kind": "nps", "score": 9.0,
          "at": "2025-11-23T10:02:00Z", "entity_type": "contact", "entity_id": 10971467,

@@ -134,8 +134,9 @@ def test_a_call_vote_1_to_5_is_a_csat_answer_and_0_is_none():
         "id": "call_vote:7002001", "kind": "csat", "score": 4.0, "at": "2026-11-23T09:00:00Z",
         "entity_type": "contact", "entity_id": 12, "origin": "call_vote",
         "raw": {"ID": "7002001", "CALL_VOTE": "4"}}]
-    assert "survey_answers" not in records([answered, dict(missed, CALL_VOTE="6")],
-                                           st.CALLS.parse, Ctx()).rows
+    off_scale = records([answered, dict(missed, CALL_VOTE="6")], st.CALLS.parse, Ctx())
+    assert "survey_answers" not in off_scale.rows
+    assert [(p["field"], p["value"]) for p in off_scale.problems] == [("CALL_VOTE", "6")]
     assert "survey_answers" in st.CALLS.tables
 
 
