@@ -1,8 +1,8 @@
 """The Bitrix24 sandbox's timeline activities and deal/lead sources.
 
-`crm.activity.list` lists every activity of the portal: each call (`TYPE_ID` 2, provider
-`VOXIMPLANT_CALL`, the same id as its `voximplant.statistic.get` row's `CRM_ACTIVITY_ID`) and
-each other interaction of the dataset: meetings (1), e-mails (4) and provider activities (6):
+`crm.activity.list` lists every activity of the portal in one id sequence: each call
+(`TYPE_ID` 2, provider `VOXIMPLANT_CALL`, its id is the `voximplant.statistic.get` row's
+`CRM_ACTIVITY_ID`) and each other interaction of the dataset: meetings (1), e-mails (4) and provider activities (6):
 open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`). `DIRECTION` 1 incoming,
 2 outgoing, 0 none (meetings). A deleted activity vanishes from the list (DOCS
 `crm-activity-list.md`; facts §1.5, "Found on main").
@@ -28,39 +28,29 @@ SOURCE_IDS = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL
 
 
 def rows(ds) -> list[dict]:
-    """Calls, then the other interactions: both id-sorted, call ids below activity ids."""
-    return ds.calls + ds.activities
+    """Every activity in id order: each call seen as an activity (`call_activity`), merged with
+    the other interactions (one id sequence, see `sandbox.data_interactions`)."""
+    calls = [call_activity(c) for c in ds.calls if c.get("activity_id")]
+    return sorted(calls + ds.activities, key=lambda r: r["id"])
 
 
-def _is_call(r) -> bool:
-    return "channel" not in r
-
-
-def _kind(r) -> tuple:
-    return KINDS["call" if _is_call(r) else r["channel"]]
-
-
-def _subject(r) -> str:
-    if _is_call(r):
-        return ("Outgoing" if r["direction"] == "out" else "Incoming") + " call " + (r["phone"] or "")
-    return r["subject"]
-
-
-def _start(r) -> int:
-    return r["started_at"] if _is_call(r) else r["at"]
+def call_activity(c: dict) -> dict:
+    """A dataset call as its timeline activity."""
+    return {"id": c["activity_id"], "channel": "call", "direction": c["direction"],
+            "at": c["started_at"], "end": c["started_at"] + c["duration_s"],
+            "updated_at": c["started_at"] + c["duration_s"],
+            "responsible_user_id": c["responsible_user_id"], "entity_type": c["entity_type"],
+            "entity_id": c["entity_id"],
+            "subject": ("Outgoing" if c["direction"] == "out" else "Incoming") + " call "
+                       + (c["phone"] or ""), "origin": f"VI_externalcall.{c['id']:x}"}
 
 
 def _end(r) -> int:
-    return r["started_at"] + r["duration_s"] if _is_call(r) else r["at"] + 1800 * (
-        r["channel"] == "meeting")
-
-
-def _updated(r) -> int:
-    return r["started_at"] + r["duration_s"] if _is_call(r) else r["updated_at"]
+    return r.get("end") or r["at"] + 1800 * (r["channel"] == "meeting")
 
 
 def _origin(r) -> str:
-    return f"VI_externalcall.{r['id']:x}" if _is_call(r) else f"sbx.{r['channel']}.{r['id']}"
+    return r.get("origin") or f"sbx.{r['channel']}.{r['id']}"
 
 
 def activity_spec() -> Spec:
@@ -68,17 +58,17 @@ def activity_spec() -> Spec:
         Field("ID", None, "id"),
         Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
         Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
-        Field("TYPE_ID", None, lambda r: _kind(r)[0]),
-        Field("PROVIDER_ID", None, lambda r: _kind(r)[1], "str"),
-        Field("PROVIDER_TYPE_ID", None, lambda r: _kind(r)[2], "str"),
-        Field("SUBJECT", None, _subject, "str"),
+        Field("TYPE_ID", None, lambda r: KINDS[r["channel"]][0]),
+        Field("PROVIDER_ID", None, lambda r: KINDS[r["channel"]][1], "str"),
+        Field("PROVIDER_TYPE_ID", None, lambda r: KINDS[r["channel"]][2], "str"),
+        Field("SUBJECT", None, "subject", "str"),
         Field("DIRECTION", None, lambda r: DIRECTION[r["direction"]]),
         Field("RESPONSIBLE_ID", None, "responsible_user_id"),
         Field("COMPLETED", None, lambda r: "Y", "yn"),
-        Field("START_TIME", None, _start, "date"),
+        Field("START_TIME", None, "at", "date"),
         Field("END_TIME", None, _end, "date"),
-        Field("CREATED", None, _start, "date"),
-        Field("LAST_UPDATED", None, _updated, "date"),
+        Field("CREATED", None, "at", "date"),
+        Field("LAST_UPDATED", None, "updated_at", "date"),
         Field("ORIGIN_ID", None, _origin, "str"),
     ])
 

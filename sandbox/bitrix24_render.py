@@ -300,7 +300,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CRM_ENTITY_TYPE", None,
               lambda r: r["entity_type"].upper() if r["entity_type"] else None, "str"),
         Field("CRM_ENTITY_ID", None, "entity_id"),
-        Field("CRM_ACTIVITY_ID", None, "id"),
+        Field("CRM_ACTIVITY_ID", None, lambda r: r.get("activity_id") or 0),
         Field("COST", None, lambda r: 0.0, "money"),
         # The client's rating of the call, 1-5, when the line asks for one; "0": none.
         Field("CALL_VOTE", None, lambda r: r.get("vote") or 0),

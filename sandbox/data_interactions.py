@@ -6,7 +6,9 @@ last draw), so every row the builder made stays exactly as it was for a given se
 - Deals and leads get `source` (the CRM's own source name, neutral words) and `utm_source`
   (free text as marketers type it: mixed case, stray spaces); some have neither.
 - `activities`: e-mails, chats, meetings and SMS with clients (calls stay in `calls`), a few
-  deleted (they vanish from the CRM's lists).
+  deleted (they vanish from the CRM's lists). A CRM numbers its timeline activities in one
+  sequence, calls included (Bitrix24: a call's `CRM_ACTIVITY_ID`): activities and calls'
+  `activity_id` share one id sequence, in time order.
 - Surveys: NPS answers (0-10) on contacts and deals; a CSAT vote (1-5) on some answered calls
   (`calls[i]["vote"]`).
 """
@@ -66,10 +68,13 @@ class Interactions:
                          "updated_at": updated, "responsible_user_id": e["responsible_user_id"],
                          "entity_type": et, "entity_id": e["id"], "subject": SUBJECTS[channel],
                          "is_deleted": int(r.random() < 0.02)})
-        rows.sort(key=lambda row: row["at"])
-        for i, row in enumerate(rows, 1):
-            row["id"] = ID_BASE["activities"] + i
         self.ds.activities = rows
+        timeline = [(c["started_at"], 0, c) for c in self.ds.calls] + [
+            (a["at"], 1, a) for a in rows]
+        timeline.sort(key=lambda t: t[:2])
+        for i, (_, is_activity, row) in enumerate(timeline, 1):
+            row["id" if is_activity else "activity_id"] = ID_BASE["activities"] + i
+        rows.sort(key=lambda row: row["id"])
 
     def surveys(self) -> None:
         r, rows = self.r, []

@@ -141,10 +141,17 @@ class Dataset:
     def _append(self, name: str, row: dict) -> dict:
         rows = getattr(self, name)
         row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
+        if name in ("calls", "activities"):   # one activity id sequence (data_interactions)
+            row["activity_id" if name == "calls" else "id"] = self._next_activity_id()
         rows.append(row)
         self.by_id(name)[row["id"]] = row
         self._bump(name)
         return row
+
+    def _next_activity_id(self) -> int:
+        last = max([ID_BASE["activities"]] + [a["id"] for a in self.activities[-1:]]
+                   + [c.get("activity_id") or 0 for c in self.calls[-1:]])
+        return last + 1
 
     def add(self, entity: str, **fields) -> dict:
         """Create a row (id = max id + 1) with sensible defaults; returns it."""

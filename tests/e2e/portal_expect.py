@@ -373,9 +373,10 @@ class B24Mapping(Mapping):
         return norm(B24_SOURCES.get(source))       # SOURCE_ID, e.g. WEB -> web
 
     def interactions(self):
-        """crm.activity.list: each call (its id), meeting (no direction), e-mail, chat, SMS."""
+        """crm.activity.list: each call (its CRM_ACTIVITY_ID), meeting (no direction), e-mail,
+        chat, SMS: one id sequence."""
         for c in self.ds.calls:
-            yield (str(c["id"]),), c, self.interaction(
+            yield (str(c["activity_id"]),), c, self.interaction(
                 "call", c["direction"], c["started_at"], c["responsible_user_id"], c)
         for a in self.ds.activities:
             yield (str(a["id"]),), a, self.interaction(

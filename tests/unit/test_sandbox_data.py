@@ -32,7 +32,7 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
     with_them = generate(3, 400, NOW)
     monkeypatch.setattr(Interactions, "build", lambda self: None)
     without = generate(3, 400, NOW)
-    new_keys = {"source", "utm_source", "vote"}
+    new_keys = {"source", "utm_source", "vote", "activity_id"}
     for name in ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
                  "calls", "stage_changes", "events"):
         strip = [{k: v for k, v in r.items() if k not in new_keys} for r in getattr(with_them, name)]
@@ -53,6 +53,15 @@ def test_interactions_channels_and_surveys(ds):
                <= NOW for a in acts)
     ids = [a["id"] for a in acts]
     assert ids == sorted(ids) and ids[0] > max(c["id"] for c in ds.calls)
+    # one activity id sequence for calls and the rest, in time order
+    timeline = sorted([(c["started_at"], c["activity_id"]) for c in ds.calls]
+                      + [(a["at"], a["id"]) for a in acts])
+    assert [i for _, i in timeline] == list(range(30_000_001, 30_000_001 + len(timeline)))
+    fresh = generate(2, 100, NOW)          # the module's dataset stays unchanged
+    last = max(fresh.activities[-1]["id"], fresh.calls[-1]["activity_id"])
+    call = fresh.add("calls", direction="in")
+    chat = fresh.add("activities", channel="chat")
+    assert chat["id"] == call["activity_id"] + 1 == last + 2
     votes = [c["vote"] for c in ds.calls if c["vote"] is not None]
     assert votes and set(votes) <= {1, 2, 3, 4, 5}
     assert all(c["status"] == "answered" for c in ds.calls if c["vote"] is not None)
