@@ -277,3 +277,27 @@ class Item:
         except Exception as err:
             raise FieldError(key, err) from err
         return default if got is None else got
+
+
+# ---- issue 13: channel and survey scores --------------------------------------------------
+
+def channel(*candidates) -> str | None:
+    """The acquisition channel: the first candidate with text (a UTM source before the CRM's
+    own source), trimmed and lower-case; None when none has any."""
+    for v in candidates:
+        got = text(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
+        got = (got or "").strip().lower()
+        if got:
+            return got
+    return None
+
+
+def score_in(v, lo: int, hi: int) -> float | None:
+    """A survey score: a whole number in [lo, hi] ("9", 9, 9.0); None when empty; out of
+    range, a fraction or junk is BadValue."""
+    x = number(v)
+    if x is None:
+        return None
+    if x != int(x) or not lo <= x <= hi:
+        raise BadValue(f"not a whole number from {lo} to {hi}")
+    return x

@@ -26,6 +26,10 @@ Tasks, events and newest-first cards on the overlap reader (issue 11.1 rest; the
 unchanged), 2026-11-26, load average 2.7: 99,220 deals in 62.1 s, 404 requests (1 answered
 429), 1,599 rows/s = 0.913 of the ceiling, 54 MB. On a busier machine (load 3-4, more 429s)
 it read 0.846-0.876, and main's code 0.887 right after: the figure follows the load.
+
+Issue 13 (deals ask `with=contacts,source`; the sandbox sends sources and UTM tracking fields),
+--size 30000 on a shared, loaded machine: main 18.7 s / 0.911; this branch 0.861, 0.816 (runs
+with 1 and 2 answers 429), then 18.6 s / 0.916 and 18.3 s / 0.927: the same pace; 50 MB.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Bitrix24 lead statuses hang off a pseudo-pipeline with id -1 (entity `lead`).
 """
 
 ENTITY_TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "activities", "stage_changes")
+                 "companies", "tasks", "calls", "activities", "survey_answers", "stage_changes")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS activities (
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id));
 
+-- Survey scores the CRMs record themselves: `nps` 0-10 (amoCRM `nps_rate_added` events),
+-- `csat` 1-5 (Bitrix24 call ratings, CALL_VOTE); origin says which (`amocrm_event`, `call_vote`).
+CREATE TABLE IF NOT EXISTS survey_answers (
+    source TEXT NOT NULL, id TEXT NOT NULL,
+    kind TEXT, score REAL, at TEXT, entity_type TEXT, entity_id INTEGER, origin TEXT, raw TEXT,
+    PRIMARY KEY (source, id));
+
 CREATE TABLE IF NOT EXISTS stage_changes (
     source TEXT NOT NULL, id TEXT NOT NULL,
     entity TEXT, entity_id INTEGER, pipeline_id INTEGER,
@@ -133,6 +140,7 @@ CREATE INDEX IF NOT EXISTS idx_calls_entity ON calls (source, entity_type, entit
 CREATE INDEX IF NOT EXISTS idx_calls_user ON calls (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_activities_entity ON activities (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_activities_user ON activities (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_survey_answers_entity ON survey_answers (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
 """

@@ -297,10 +297,16 @@ class Mirror:
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
 
+    def _text_ids(self, table: str) -> bool:
+        return any(col[1] == "id" and col[2].upper() == "TEXT"
+                   for col in self.conn.execute(f"PRAGMA table_info([{table}])"))
+
     def _reconcile(self, table: str, source: str, ids: list) -> None:
         """Mark rows the CRM no longer lists as deleted, and listed ones as not deleted."""
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS _present (id PRIMARY KEY)")
         self.conn.execute("DELETE FROM _present")
+        if self._text_ids(table):  # a listing's integer ids must compare as the table's text
+            ids = [str(i) for i in ids]
         self.conn.executemany("INSERT OR IGNORE INTO _present (id) VALUES (?)", ((i,) for i in ids))
         self.conn.execute(
             f"UPDATE [{table}] SET is_deleted = (id NOT IN (SELECT id FROM _present)) "

@@ -27,6 +27,12 @@ EVENT_TYPES = frozenset((
     "incoming_sms", "outgoing_sms", "nps_rate_added"))
 
 
+# Note types of the notes lists (facts §2.7): `filter[note_type]` accepts only these.
+NOTE_TYPES = frozenset((
+    "common", "call_in", "call_out", "service_message", "extended_service_message",
+    "message_cashier", "geolocation", "sms_in", "sms_out", "attachment"))
+
+
 class ApiError(Exception):
     def __init__(self, status: int, detail: str, **extra):
         super().__init__(detail)

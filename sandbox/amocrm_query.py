@@ -12,7 +12,7 @@ import collections
 import gc
 from urllib.parse import urlencode
 
-from sandbox.amocrm_common import EVENT_TYPES, PLURAL, SINGULAR, ApiError
+from sandbox.amocrm_common import EVENT_TYPES, NOTE_TYPES, PLURAL, SINGULAR, ApiError
 from sandbox.httpbase import Request, Response
 
 
@@ -174,7 +174,8 @@ class AmoQuery:
                                  "entity_id": "ids", "task_type": "ids"}, render=self._task),
             "users": Collection("users", lambda: list(ds.users), ver("users"), {"id": g("id")},
                                 ("id",), {}, render=self._user),
-            "events": Collection("events", self._event_rows, ver("stage_changes", "events", "tasks"),
+            "events": Collection("events", self._event_rows,
+                                 ver("stage_changes", "events", "tasks", "activities", "surveys"),
                                  event_get, ("created_at", "id"),
                                  {"id": self._event_id_filter, "created_at": "range",
                                   "type": "strs",
@@ -191,15 +192,18 @@ class AmoQuery:
         col = self._collections.get(key)
         if col is None:
             ds, et = self.dataset, SINGULAR[plural]
+            # Call notes and SMS notes (live SMS activities) of this entity type.
             col = self._collections[key] = Collection(
-                "notes", lambda: [c for c in ds.calls if c["entity_type"] == et],
-                lambda: (ds.versions["calls"],),
-                {"id": lambda r: r["id"], "created_at": lambda r: r["started_at"],
-                 "updated_at": lambda r: r["started_at"], "entity_id": lambda r: r["entity_id"],
-                 "note_type": lambda r: "call_" + r["direction"]},
+                "notes", lambda: [c for c in ds.calls if c["entity_type"] == et] + [
+                    a for a in ds.activities if a["channel"] == "sms" and a["entity_type"] == et
+                    and not a["is_deleted"]],
+                lambda: (ds.versions["calls"], ds.versions["activities"]),
+                {"id": lambda r: r["id"], "created_at": note_created,
+                 "updated_at": note_updated, "entity_id": lambda r: r["entity_id"],
+                 "note_type": note_type},
                 ("updated_at", "id"),
                 {"id": "ids", "entity_id": "ids", "note_type": "strs", "updated_at": "range"},
-                render=lambda r, w: self._note(r, plural))
+                choices={"note_type": NOTE_TYPES}, render=lambda r, w: self._note(r, plural))
         return col
 
     def _fields_collection(self, plural: str) -> Collection:
@@ -365,3 +369,16 @@ class AmoQuery:
                     idx[c["company_id"]].append(c["id"])
             return idx
         return self._cached(("contacts_of_company", ds.versions["contacts"]), build)
+
+
+# A notes row is a call (`calls`) or an SMS (`activities`, channel sms).
+def note_type(r: dict) -> str:
+    return ("sms_" if "channel" in r else "call_") + r["direction"]
+
+
+def note_created(r: dict) -> int:
+    return r["at"] if "channel" in r else r["started_at"]
+
+
+def note_updated(r: dict) -> int:
+    return r["updated_at"] if "channel" in r else r["started_at"]

@@ -7,10 +7,15 @@ from sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
                                              PHONE_FIELD, PLURAL, WON)
 from sandbox.amocrm_query import strs
 from sandbox.call_outcomes import outcome_of
+from sandbox.data_interactions import SOURCES as SOURCE_NAMES
 from sandbox.httpbase import Request, Response
 
 
 NOTE_ID_BASE = 8_000_000     # ids of the system notes `lead_added` events point at
+UTM_SOURCE_FIELD = 899_010   # the leads' tracking-data field `utm_source`
+SOURCE_ID_BASE = 7_700      # lead sources (`with=source`), one per dataset source name
+EVENT_KINDS = "setcn"        # event seq % 5: stage change, event, task, chat message, NPS
+CHAT_EVENTS = {"in": "incoming_chat_message", "out": "outgoing_chat_message"}
 
 
 class AmoRender:
@@ -31,15 +36,23 @@ class AmoRender:
             emb["contacts"] = [{"id": c, "is_main": i == 0,
                                 "_links": self._self(f"/api/v4/contacts/{c}")}
                                for i, c in enumerate(d["contact_ids"])]
+        if "source" in with_ and d.get("source"):
+            emb["source"] = self._source(d["source"])
         return {"id": d["id"], "name": d["name"], "price": int(round(d["amount"])),
                 "responsible_user_id": d["responsible_user_id"], "group_id": 0,
                 "status_id": self._status_id(d["stage_id"]), "pipeline_id": d["pipeline_id"],
                 "loss_reason_id": None, "created_by": 0, "updated_by": 0,
                 "created_at": d["created_at"], "updated_at": d["updated_at"],
                 "closed_at": d["closed_at"], "closest_task_at": None,
-                "is_deleted": bool(d["is_deleted"]), "custom_fields_values": None, "score": None,
+                "is_deleted": bool(d["is_deleted"]), "custom_fields_values": _tracking(d),
+                "score": None,
                 "account_id": ACCOUNT_ID, "labor_cost": None,
                 "_links": self._self(f"/api/v4/leads/{d['id']}"), "_embedded": emb}
+
+    def _source(self, name: str) -> dict:
+        sid = SOURCE_ID_BASE + sorted(SOURCE_NAMES).index(name) if name in SOURCE_NAMES else 0
+        return {"id": sid, "name": name, "external_id": None, "type": "api",
+                "_links": self._self(f"/api/v4/sources/{sid}")}
 
     def _deleted_lead(self, d: dict, with_: set) -> dict:
         return {"id": d["id"], "updated_at": d["updated_at"], "updated_by": 0,
@@ -135,6 +148,8 @@ class AmoRender:
                 "account_id": ACCOUNT_ID, "_links": self._self(f"/api/v4/tasks/{t['id']}")}
 
     def _note(self, c: dict, plural: str) -> dict:
+        if "channel" in c:
+            return self._sms_note(c, plural)
         answered = c["status"] == "answered"
         return {"id": c["id"], "entity_id": c["entity_id"], "created_by": 0, "updated_by": 0,
                 "created_at": c["started_at"], "updated_at": c["started_at"],
@@ -148,6 +163,15 @@ class AmoRender:
                 "account_id": ACCOUNT_ID,
                 "_links": self._self(f"/api/v4/{plural}/{c['entity_id']}/notes/{c['id']}")}
 
+    def _sms_note(self, a: dict, plural: str) -> dict:
+        return {"id": a["id"], "entity_id": a["entity_id"], "created_by": a["responsible_user_id"]
+                if a["direction"] == "out" else 0, "updated_by": 0, "created_at": a["at"],
+                "updated_at": a["updated_at"], "responsible_user_id": a["responsible_user_id"],
+                "group_id": 0, "note_type": "sms_" + a["direction"],
+                "params": {"text": a["subject"], "phone": "+79990000000", "service": "Sandbox SMS"},
+                "account_id": ACCOUNT_ID,
+                "_links": self._self(f"/api/v4/{plural}/{a['entity_id']}/notes/{a['id']}")}
+
     def _user(self, u: dict, with_: set) -> dict:
         return {"id": u["id"], "name": u["name"], "email": u["email"], "lang": "ru",
                 "rights": {"is_admin": u is self.dataset.users[0], "is_free": False,
@@ -160,12 +184,14 @@ class AmoRender:
         """Stage changes (a deal's first is `lead_added`), deletions/restores, merges
         (`entity_merged` on the card merged away) and task completions as amoCRM events.
 
-        Rendered lazily; `seq` (unique, a multiple of 3 plus the source) breaks time ties.
+        Also chat messages (live chat activities of deals, contacts, companies) and NPS
+        answers (`nps_rate_added`). Rendered lazily; `seq` (unique, a multiple of 5 plus the
+        source, `EVENT_KINDS`) breaks time ties.
         """
         ds, out = self.dataset, []
         kinds = {"deal": "lead", "contact": "contact", "company": "company", "task": "task"}
         for sc in ds.stage_changes:
-            out.append((sc["changed_at"], sc["id"] * 3,
+            out.append((sc["changed_at"], sc["id"] * 5,
                         "lead_status_changed" if sc["previous_stage_id"] else "lead_added",
                         "lead", sc["deal_id"], sc))
         for ev in ds.events:
@@ -173,18 +199,25 @@ class AmoRender:
             if (kind, ev["type"]) == ("task", "restored"):
                 continue        # amoCRM has no `task_restored` event type (facts §2.8)
             etype = "entity_merged" if ev["type"] == "merged" else f"{kind}_{ev['type']}"
-            out.append((ev["at"], ev["id"] * 3 + 1, etype, kind, ev["entity_id"], ev))
+            out.append((ev["at"], ev["id"] * 5 + 1, etype, kind, ev["entity_id"], ev))
         for t in ds.tasks:
             # Tasks in the trash keep their completion hidden here (real amoCRM may still
             # list it); a client must not invent task rows from these events anyway.
             if t["is_completed"] and t["completed_at"] and not t["is_deleted"]:
-                out.append((t["completed_at"], t["id"] * 3 + 2, "task_completed", "task",
+                out.append((t["completed_at"], t["id"] * 5 + 2, "task_completed", "task",
                             t["id"], t))
+        for a in ds.activities:
+            if a["channel"] == "chat" and a["entity_type"] in kinds and not a["is_deleted"]:
+                out.append((a["at"], a["id"] * 5 + 3, CHAT_EVENTS[a["direction"]],
+                            kinds[a["entity_type"]], a["entity_id"], a))
+        for n in ds.surveys:
+            out.append((n["at"], n["id"] * 5 + 4, "nps_rate_added", kinds[n["entity_type"]],
+                        n["entity_id"], n))
         return out
 
     @staticmethod
     def _string_id(e: tuple) -> str:
-        return _event_id(e[0], "set"[e[1] % 3], e[1] // 3)
+        return _event_id(e[0], EVENT_KINDS[e[1] % 5], e[1] // 5)
 
     def _event_id_filter(self, spec):
         wanted = frozenset(strs(spec))
@@ -202,10 +235,15 @@ class AmoRender:
         elif etype == "lead_added":
             # Only a note id, no stage (facts §2.8): the entry stage is not in the event.
             after = [{"note": {"id": NOTE_ID_BASE + src["id"]}}]
+        elif etype.endswith("_chat_message"):
+            after = [{"message": {"id": f"sbx-msg-{src['id']}", "origin": "sandbox.chat"}}]
+        elif etype == "nps_rate_added":
+            # The docs give no value shape for this type: one object holding the score.
+            after = [{"nps_rate": {"rate": src["score"]}}]
         plural = PLURAL.get({"lead": "deal"}.get(entity_type, entity_type), "tasks")
         eid = self._string_id(e)
         return {"id": eid, "type": etype, "entity_id": entity_id, "entity_type": entity_type,
-                "created_by": 0, "created_at": created_at, "value_after": after,
+                "created_by": _author(etype, src), "created_at": created_at, "value_after": after,
                 "value_before": before, "account_id": ACCOUNT_ID,
                 "_links": self._self(f"/api/v4/events/{eid}"),
                 "_embedded": {"entity": {"id": entity_id, "_links": self._self(
@@ -263,6 +301,19 @@ class AmoRender:
                           "_embedded": {"statuses": statuses}})
         return self._hal({"_total_items": len(items), "_links": self._self("/api/v4/leads/pipelines"),
                           "_embedded": {"pipelines": items}})
+
+
+def _tracking(d: dict) -> list | None:
+    """A lead's tracking-data field `utm_source`, when it has one (else no custom values)."""
+    if not d.get("utm_source"):
+        return None
+    return [{"field_id": UTM_SOURCE_FIELD, "field_name": "utm_source", "field_code": "UTM_SOURCE",
+             "field_type": "tracking_data", "values": [{"value": d["utm_source"]}]}]
+
+
+def _author(etype: str, src: dict) -> int:
+    """Who made the event: the manager for an outgoing message, else the system (0)."""
+    return src["responsible_user_id"] if etype == "outgoing_chat_message" else 0
 
 
 def _num_str(v) -> str:

@@ -20,7 +20,7 @@ def _alive(r) -> bool:
 
 def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", typed=False,
           filter_key="filter", order=None, default_order=None, wrap=None, out_camel=False,
-          strict=False, rows=None, visible=_alive, select_default_all=True):
+          strict=False, rows=None, by_id=None, visible=_alive, select_default_all=True):
     spec = p.spec(entity)
     q = compile_filter(ci_get(params, filter_key), spec, names, strict)
     order_spec = parse_order(order if order is not None else ci_get(params, "order"),
@@ -30,7 +30,7 @@ def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", type
     with ds.lock:
         src = rows if rows is not None else ds.rows(table)
         page, total = run_list(src, spec, q, order_spec, start, visible,
-                               None if rows is not None else ds.by_id(table))
+                               by_id if rows is not None else ds.by_id(table))
         fields = p.select(spec, ci_get(params, "select"), names, select_default_all)
         if out_camel:
             fields = [(f.new, f) for _, f in fields if f.new]
@@ -92,8 +92,9 @@ def voximplant_statistic_get(p, params):
 
 def activity_list(p, params):
     spec = p.spec("activity")
-    return _list(p, params, "activity", "calls", visible=None, select_default_all=False,
-                 default_order=[(spec.by_old["START_TIME"], False)])
+    rows, by_id = p.activities()
+    return _list(p, params, "activity", "activities", rows=rows, by_id=by_id,
+                 select_default_all=False, default_order=[(spec.by_old["START_TIME"], False)])
 
 
 def stagehistory_list(p, params):

@@ -24,7 +24,7 @@ from .bitrix24_render import fmt_dt, to_old
 # read from stage changes).
 DEPENDS = {"deal": ("deals", "stage_changes"), "lead": ("leads",), "contact": ("contacts",),
            "company": ("companies",), "task": ("tasks",), "call": ("calls",),
-           "activity": ("calls",), "user": ("users",),
+           "activity": ("calls", "activities"), "user": ("users",),
            "stagehistory_deal": ("stage_changes",), "stagehistory_lead": ("leads",)}
 MAX_ROWS = 250_000          # encoded rows kept over all entities before starting afresh
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import bitrix24_activities
 from .bitrix24_pages import Page, PageCache, dumps
 from .bitrix24_query import PAGE, select_fields
 from .bitrix24_render import SEMANTIC, Spec, Vocab, build_specs
@@ -74,6 +75,17 @@ class Portal:
         hit = self._cache.get(entity)
         if hit is None or hit[0] != n:
             hit = self._cache[entity] = (n, self._factories[entity]())
+        return hit[1]
+
+    def activities(self) -> tuple[list[dict], dict]:
+        """crm.activity.list rows (calls and the other interactions) and the same by id,
+        cached per version."""
+        ds = self.ds
+        ver = (ds.versions["calls"], ds.versions["activities"])
+        hit = self._history.get("activities")
+        if hit is None or hit[0] != ver:
+            rows = bitrix24_activities.rows(ds)
+            hit = self._history["activities"] = (ver, (rows, {r["id"]: r for r in rows}))
         return hit[1]
 
     def history(self, kind: str) -> list[dict]:

@@ -8,14 +8,15 @@ Datetimes render in the portal's zone (Europe/Moscow, a fixed +03:00).
 
 from __future__ import annotations
 
-import operator
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sandbox.call_outcomes import outcome_of
+
+from .bitrix24_activities import activity_spec, source_fields
+from .bitrix24_spec import Field, Spec
 
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
@@ -32,7 +33,6 @@ LEAD_STATUSES = [("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "
 TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration"}
 UF_TYPE = {"double": "numeric", "integer": "numeric", "string": "text", "enumeration": "select"}
 ENTITY_TYPE_ID = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
-OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
@@ -103,32 +103,6 @@ def uf_name(f: dict) -> str:
     if code and re.fullmatch(r"[A-Z0-9_]+", code):
         return "UF_CRM_" + code
     return f"UF_CRM_{1700000000 + f['id']}"  # what the UI-created fields look like
-
-
-@dataclass
-class Field:
-    old: str | None          # UPPER name in old methods; None = not in old methods
-    new: str | None          # camelCase name; None = not in typed methods
-    get: Callable[[dict], object] | str   # a getter, or a dataset key read as r[key]
-    kind: str = "int"        # int | money | str | date | yn | list | bool | float
-    explicit: bool = False   # only when named in select (multi-fields)
-    key: str | None = None
-
-    def __post_init__(self):
-        if isinstance(self.get, str):  # plain keys let the renderer inline the read
-            self.key = self.get
-            self.get = operator.itemgetter(self.key)
-
-
-@dataclass
-class Spec:
-    fields: list[Field]
-    by_old: dict[str, Field] = field(default_factory=dict)
-    by_new: dict[str, Field] = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.by_old = {f.old: f for f in self.fields if f.old}
-        self.by_new = {f.new: f for f in self.fields if f.new}
 
 
 def to_old(kind: str, v):
@@ -247,6 +221,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
+        *source_fields(),
     ])
     lead = Spec([
         Field("ID", "id", "id"),
@@ -263,6 +238,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("DATE_CREATE", "createdTime", "created_at", "date"),
         Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
         Field("DATE_CLOSED", "closedate", "closed_at", "date"),
+        *source_fields(),
     ])
 
     def contact() -> Spec:
@@ -324,28 +300,13 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         Field("CRM_ENTITY_TYPE", None,
               lambda r: r["entity_type"].upper() if r["entity_type"] else None, "str"),
         Field("CRM_ENTITY_ID", None, "entity_id"),
-        Field("CRM_ACTIVITY_ID", None, "id"),
+        Field("CRM_ACTIVITY_ID", None, lambda r: r.get("activity_id") or 0),
         Field("COST", None, lambda r: 0.0, "money"),
+        # The client's rating of the call, 1-5, when the line asks for one; "0": none.
+        Field("CALL_VOTE", None, lambda r: r.get("vote") or 0),
         Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
     ])
-    activity = Spec([
-        Field("ID", None, "id"),
-        Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
-        Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
-        Field("TYPE_ID", None, lambda r: 2),
-        Field("PROVIDER_ID", None, lambda r: "VOXIMPLANT_CALL", "str"),
-        Field("PROVIDER_TYPE_ID", None, lambda r: "CALL", "str"),
-        Field("SUBJECT", None, lambda r: ("Outgoing" if r["direction"] == "out" else "Incoming")
-              + " call " + (r["phone"] or ""), "str"),
-        Field("DIRECTION", None, lambda r: 2 if r["direction"] == "out" else 1),
-        Field("RESPONSIBLE_ID", None, "responsible_user_id"),
-        Field("COMPLETED", None, lambda r: "Y", "yn"),
-        Field("START_TIME", None, "started_at", "date"),
-        Field("END_TIME", None, lambda r: r["started_at"] + r["duration_s"], "date"),
-        Field("CREATED", None, "started_at", "date"),
-        Field("LAST_UPDATED", None, lambda r: r["started_at"] + r["duration_s"], "date"),
-        Field("ORIGIN_ID", None, lambda r: f"VI_externalcall.{r['id']:x}", "str"),
-    ])
+    activity = activity_spec()
     user = Spec([
         Field("ID", None, "id"),
         Field("ACTIVE", None, lambda r: bool(r["is_active"]), "bool"),

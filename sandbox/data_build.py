@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from sandbox.call_outcomes import status_of
+from sandbox.data_interactions import Interactions
 from sandbox.data_store import DAY, ID_BASE, LEAD_STATUS, STAGE_ID_BASE, Dataset
 
 YEAR = 365 * DAY
@@ -54,6 +55,8 @@ class Builder:
             rows.sort(key=lambda row: row[key])
             for i, row in enumerate(rows, 1):
                 row["id"] = ID_BASE[name] + i
+        # A random stream of its own, so the rows above stay the same for a given seed.
+        Interactions(self.ds, random.Random(self.r.getrandbits(64)), self.size, self.end).build()
 
     @staticmethod
     def _number(rows: list[dict], name: str, key: str = "created_at") -> list[dict]:

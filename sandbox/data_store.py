@@ -15,13 +15,13 @@ import time
 __all__ = ["Dataset", "ENTITIES", "ID_BASE", "LEAD_STATUS"]
 
 ENTITIES = ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
-            "calls", "stage_changes", "events")
+            "calls", "stage_changes", "events", "activities", "surveys")
 
 # Distinct id ranges per entity, so a test that mixes up a contact id with a deal id fails
 # instead of silently joining the wrong rows.
 ID_BASE = {"users": 100, "pipelines": 10, "companies": 20_000, "contacts": 300_000,
            "deals": 1_000_000, "leads": 5_000_000, "tasks": 6_000_000, "calls": 7_000_000,
-           "stage_changes": 0, "events": 0}
+           "stage_changes": 0, "events": 0, "activities": 30_000_000, "surveys": 40_000_000}
 STAGE_ID_BASE = 1000
 FIELD_ID_BASE = 900_000
 
@@ -141,10 +141,17 @@ class Dataset:
     def _append(self, name: str, row: dict) -> dict:
         rows = getattr(self, name)
         row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
+        if name in ("calls", "activities"):   # one activity id sequence (data_interactions)
+            row["activity_id" if name == "calls" else "id"] = self._next_activity_id()
         rows.append(row)
         self.by_id(name)[row["id"]] = row
         self._bump(name)
         return row
+
+    def _next_activity_id(self) -> int:
+        last = max([ID_BASE["activities"]] + [a["id"] for a in self.activities[-1:]]
+                   + [c.get("activity_id") or 0 for c in self.calls[-1:]])
+        return last + 1
 
     def add(self, entity: str, **fields) -> dict:
         """Create a row (id = max id + 1) with sensible defaults; returns it."""
@@ -180,6 +187,8 @@ class Dataset:
             row["is_deleted"] = flag
             row["updated_at"] = t
             self._bump(name)
+            if name == "activities":
+                return row      # an interaction just leaves the lists; no CRM event says so
             self._append("events", {"type": "deleted" if flag else "restored",
                                     "entity": _singular(name), "entity_id": id, "at": t})
             return row
@@ -274,11 +283,13 @@ def _defaults(ds: Dataset, name: str, t: int) -> dict:
     if name == "deals":
         return {**base, "name": "New deal", "pipeline_id": None, "stage_id": None,
                 "status": "open", "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
-                "contact_ids": [], "company_id": None, "closed_at": None}
+                "contact_ids": [], "company_id": None, "closed_at": None,
+                "source": None, "utm_source": None}
     if name == "leads":
         return {**base, "title": "New lead", "status_code": "NEW", "status": "open",
                 "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
-                "contact_id": None, "company_id": None, "closed_at": None}
+                "contact_id": None, "company_id": None, "closed_at": None,
+                "source": None, "utm_source": None}
     if name == "tasks":
         return {**base, "text": "New task", "responsible_user_id": uid, "entity_type": None,
                 "entity_id": None, "is_completed": False, "due_at": t + DAY,
@@ -286,7 +297,13 @@ def _defaults(ds: Dataset, name: str, t: int) -> dict:
     if name == "calls":
         return {"direction": "out", "status": "answered", "duration_s": 60, "started_at": t,
                 "responsible_user_id": uid, "entity_type": None, "entity_id": None,
-                "phone": None}
+                "phone": None, "vote": None}
+    if name == "activities":
+        return {"channel": "email", "direction": "in", "at": t, "updated_at": t,
+                "responsible_user_id": uid, "entity_type": None, "entity_id": None,
+                "subject": "New message", "is_deleted": 0}
+    if name == "surveys":
+        return {"kind": "nps", "score": 10, "at": t, "entity_type": None, "entity_id": None}
     if name == "events":
         return {"type": "deleted", "entity": "deal", "entity_id": None, "at": t}
     if name == "stage_changes":

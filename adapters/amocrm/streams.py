@@ -16,6 +16,22 @@ the row with `stage_id` / `pipeline_id` NULL and the store fills them (the stage
 deal's first move, else its current one: `Mirror._fill_entry_stages`). A deal created
 before the first sync's events window has no `lead_added` in reach and so no entry row.
 `entity_merged` marks the card merged away (the event's entity, facts §5.5) deleted.
+
+Interactions (`activities`, ids `note:<id>` / `event:<id>`): call and SMS notes (the notes
+streams ask for `call_in`, `call_out`, `sms_in`, `sms_out`; a call note also gives its
+`calls` row) and chat messages (`incoming_chat_message` / `outgoing_chat_message` events).
+amoCRM documents no note type for e-mails or meetings, so it has none. Call and SMS events
+are not asked for: a call event only points at its call note (`value_after` note id), which
+the notes streams read with its direction, duration and outcome, and counting both would
+count each call twice. No documented event or list reveals a deleted call or SMS note, so
+amoCRM activities are never marked deleted.
+
+Survey answers: `nps_rate_added` events. The docs give no shape for their value: the score
+is taken only when `value_after` holds one object with exactly one number in it, a whole
+number 0-10 (the stricter reading); anything else is reported and gives no answer.
+
+Acquisition channel (deals): the lead's tracking-data field `utm_source` (code UTM_SOURCE),
+else the name of its source (`with=source`, `_embedded.source`), trimmed and lower-case.
 """
 
 from __future__ import annotations
@@ -26,8 +42,8 @@ from dataclasses import dataclass
 from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, Stream, rows
-from adapters.values import (BadItem, BadValue, Item, amount, flag, integer, objects, to_int,
-                            unix_moment)
+from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, objects,
+                            score_in, to_int, unix_moment)
 
 WON, LOST = 142, 143
 ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "contact",
@@ -37,9 +53,15 @@ ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "co
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
 # Only types amoCRM's event-type table lists (facts §2.8): tasks have `task_deleted` but no
 # `task_restored`. `lead_added` gives a deal's entry-stage row; `entity_merged` a deletion.
+CHAT_EVENTS = {"incoming_chat_message": "in", "outgoing_chat_message": "out"}
+NPS_EVENT = "nps_rate_added"
 EVENT_TYPES = ("lead_added", "lead_status_changed", "task_completed", "entity_merged",
                *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")
-                 if (e, what) != ("task", "restored")))
+                 if (e, what) != ("task", "restored")), *CHAT_EVENTS, NPS_EVENT)
+# Notes that are client interactions: note_type -> (channel, direction).
+NOTE_KINDS = {"call_in": ("call", "in"), "call_out": ("call", "out"),
+              "sms_in": ("sms", "in"), "sms_out": ("sms", "out")}
+UTM_SOURCE = "UTM_SOURCE"
 # call_status (facts §2.7): 4 = a conversation took place; every other one (1 left a message,
 # 2 call back later, 3 not available, 5 wrong number, 6 no answer, 7 busy, 8 undefined) did not
 # connect: missed when incoming, failed when outgoing (adapters.calls).
@@ -153,7 +175,7 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
         "stage_id": stage, "status": _status(stage), "amount": v.get("price", amount),
         "currency": ctx.currency, "contact_id": integer(main["id"]) if main else None,
         "company_id": _first_id(v, "companies"), **_card(v),
-        "closed_at": v.get("closed_at", unix_moment), "raw": item}
+        "closed_at": v.get("closed_at", unix_moment), "channel": deal_channel(v), "raw": item}
     links, seen = [], set()
     for c in contacts:
         cid = integer(c["id"])
@@ -162,6 +184,16 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
             links.append({"deal_id": did, "contact_id": cid, "is_main": flag(c is main)})
     # Links always present, even empty: the store replaces a deal's links with the page's.
     return _page(v, "deals", deal).merge(rows("deal_contacts", *links))
+
+
+def deal_channel(v: Item) -> str | None:
+    """The UTM source (tracking-data field UTM_SOURCE) when present, else the source's name."""
+    fields = v.get("custom_fields_values", objects) or []
+    utm = next((x.get("value") for f in fields if str(f.get("field_code") or "").upper() == UTM_SOURCE
+                for x in f.get("values") or () if isinstance(x, dict)), None)
+    emb = v.raw.get("_embedded")
+    has_source = isinstance(emb, dict) and emb.get("source") is not None   # null: no source
+    return channel(utm, v.get("_embedded.source.name") if has_source else None)
 
 
 def contact_row(item: dict, ctx: Ctx) -> Page:
@@ -207,8 +239,27 @@ def _params(x):
     raise BadValue(f"a {type(x).__name__}, not an object")
 
 
+def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
+    """A call or SMS note: its `activities` row, and for a call its `calls` row; `entity`
+    follows from the notes path."""
+    kind = NOTE_KINDS.get(item.get("note_type") or "") if isinstance(item, dict) else None
+    if kind is None:
+        return Page()
+    v = Item(item)
+    page = _page(v, "activities", {
+        "id": f"note:{v.need('id', integer)}", "channel": kind[0], "direction": kind[1],
+        "at": v.get("created_at", unix_moment),
+        "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
+        "entity_type": entity, "entity_id": v.get("entity_id", integer), "is_deleted": 0,
+        "raw": item})
+    if kind[0] != "call":
+        return page
+    page.problems = []   # the call row reads the same fields and reports them once
+    return call_row(item, ctx, entity).merge(page)
+
+
 def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
-    """A `call_in` / `call_out` note; `entity` follows from the notes path."""
+    """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path."""
     v = Item(item)
     cid = v.need("id", integer)
     params = v.strict("params", _params, {})
@@ -240,6 +291,10 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
     kind = v.get("type") or ""
     entity_id = v.get("entity_id", integer)
     changed_at = v.get("created_at", unix_moment)
+    if kind in CHAT_EVENTS:
+        return chat_row(v, CHAT_EVENTS[kind])
+    if kind == NPS_EVENT:
+        return nps_row(v)
     if kind == "lead_added":
         # No stage in the event (value_after is a note): the store fills stage and pipeline.
         return _page(v, "stage_changes", {
@@ -267,6 +322,45 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
     return _deleted_or_restored(kind, entity_id, at, ctx).merge(Page(problems=v.problems))
 
 
+def chat_row(v: Item, direction: str) -> Page:
+    """A chat message with a client (author: the manager for an outgoing one, else none)."""
+    return _page(v, "activities", {
+        "id": f"event:{v.need('id')}", "channel": "chat", "direction": direction,
+        "at": v.get("created_at", unix_moment),
+        "responsible_user_id": v.get("created_by", integer) or None,
+        "entity_type": ENTITY.get(v.get("entity_type") or ""),
+        "entity_id": v.get("entity_id", integer), "is_deleted": 0, "raw": v.raw})
+
+
+def nps_row(v: Item) -> Page:
+    """An NPS answer (0-10) from `nps_rate_added`; none (reported) when there is no score."""
+    score = v.get("value_after", nps_score)
+    if score is None:
+        return Page(problems=v.problems)
+    return _page(v, "survey_answers", {
+        "id": f"event:{v.need('id')}", "kind": "nps", "score": score,
+        "at": v.get("created_at", unix_moment),
+        "entity_type": ENTITY.get(v.get("entity_type") or ""),
+        "entity_id": v.get("entity_id", integer), "origin": "amocrm_event", "raw": v.raw})
+
+
+def nps_score(side) -> float | None:
+    """The score in `[{"key": {"field": N}}]` (or `[{"key": N}]`): exactly one value, a whole
+    number 0-10; anything else is BadValue (the docs give no shape: the stricter reading)."""
+    side = objects(side)
+    if len(side) != 1 or len(side[0]) != 1:
+        raise BadValue("not one object with one score")
+    value = next(iter(side[0].values()))
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise BadValue("not one object with one score")
+        value = next(iter(value.values()))
+    score = score_in(value, 0, 10)
+    if score is None:
+        raise BadValue("no score")
+    return score
+
+
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:
     """The newest deletion / restore of a card wins, whatever page it is on (`ctx.memo`)."""
     entity, _, what = kind.rpartition("_")
@@ -284,13 +378,15 @@ def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) ->
 # -- declarations ----------------------------------------------------------------------------
 
 def _calls(entity_path: str) -> Stream:
+    """Call and SMS notes of one entity type (the stream keeps its name from when it read only
+    calls: configs name it in `streams`)."""
     return Stream(
-        name=f"calls_{entity_path}", tables=("calls",), mode="changes", cursor="updated_at",
+        name=f"calls_{entity_path}", tables=("calls", "activities"), mode="changes",
+        cursor="updated_at",
         request=Request(f"/api/v4/{entity_path}/notes", "notes",
-                        params=(("filter[note_type][]", "call_in"),
-                                ("filter[note_type][]", "call_out")),
+                        params=tuple(("filter[note_type][]", t) for t in NOTE_KINDS),
                         order=BY_UPDATED_AT, sorted_by="updated_at"),
-        parse=functools.partial(call_row, entity=ENTITY[entity_path]))
+        parse=functools.partial(note_rows, entity=ENTITY[entity_path]))
 
 
 def _cards(name: str, tables: tuple, path: str, embedded: str, parse, **kw) -> Stream:
@@ -308,14 +404,15 @@ STREAMS: tuple[Stream, ...] = (
     _cards("companies", ("companies",), "/api/v4/companies", "companies", company_row),
     _cards("contacts", ("contacts",), "/api/v4/contacts", "contacts", contact_row),
     _cards("deals", ("deals", "deal_contacts"), "/api/v4/leads", "leads", deal_rows,
-           params=(("with", "contacts"),)),
+           params=(("with", "contacts,source"),)),
     # Tasks cannot be ordered by updated_at (facts §1.2): order by id, bookmark at the end,
     # no upper bound (an edit mid-read keeps its place; `adapters.amocrm.overlap`).
     Stream(name="tasks", tables=("tasks",), mode="changes", cursor="updated_at", parse=task_row,
            request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),),
                            bounded=False)),
     _calls("leads"), _calls("contacts"), _calls("companies"),
-    Stream(name="events", tables=("stage_changes", "deals", "contacts", "companies", "tasks"),
+    Stream(name="events", tables=("stage_changes", "deals", "contacts", "companies", "tasks",
+                                  "activities", "survey_answers"),
            mode="changes", cursor="created_at", parse=event_rows,
            request=Request("/api/v4/events", "events", limit=100, page_order="created_at",
                            params=tuple(("filter[type][]", t) for t in EVENT_TYPES))),

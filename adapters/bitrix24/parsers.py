@@ -15,8 +15,8 @@ from __future__ import annotations
 from adapters.base import Page
 from adapters.calls import call_status
 from adapters.streams import Ctx
-from adapters.values import (BadItem, BadValue, Item, amount, flag, integer, offset_moment, ref_id,
-                            reference, to_int)
+from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, offset_moment,
+                            ref_id, reference, score_in, to_int)
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (see MIRROR.md)
 # The pseudo-pipeline as an item of its own (crm.category.list has none for leads).
@@ -34,6 +34,13 @@ CALL_OWNER = {1: "lead", 2: "deal", 3: "contact", 4: "company"}  # activity OWNE
 # (304 no answer, 486 busy, 603 declined, ...) is missed when incoming, failed when outgoing.
 CALL_INCOMING = (2, 3)
 CALL_CONNECTED = "200"
+# crm.activity.list (facts §1.5): TYPE_ID 1 meeting, 2 call, 4 e-mail; 6 is a provider's
+# activity, told apart by PROVIDER_ID (open-lines chats, SMS). Tasks (3) live in `tasks`;
+# calendar imports (5) and unknown providers are not client interactions we can name.
+ACTIVITY_TYPES = {1: "meeting", 2: "call", 4: "email"}
+ACTIVITY_PROVIDERS = {"IMOPENLINES_SESSION": "chat", "CRM_SMS": "sms", "SMS": "sms",
+                      "CRM_EMAIL": "email", "VOXIMPLANT_CALL": "call", "CRM_MEETING": "meeting"}
+DIRECTIONS = {1: "in", 2: "out"}   # 0: none (meetings)
 
 
 def one_of(table: dict):
@@ -99,7 +106,7 @@ def deal(r: dict, ctx: Ctx) -> Page:
          "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
          "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
          **_common(v), "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
-         "raw": r}
+         "channel": acquisition(v), "raw": r}
     links = deal_links(d, contact_ids(d["id"], ctx.side.get(d["id"])))
     return Page(rows={"deals": [d], "deal_contacts": links}, problems=v.problems)
 
@@ -129,6 +136,11 @@ def closing_moment(v: Item, close_date: str) -> str | None:
     return v.get("MOVED_TIME", offset_moment) or v.get(close_date, offset_moment)
 
 
+def acquisition(v: Item) -> str | None:
+    """The acquisition channel of a deal or lead: UTM_SOURCE, else SOURCE_ID (MIRROR `channel`)."""
+    return channel(v.get("UTM_SOURCE"), v.get("SOURCE_ID"))
+
+
 def deal_links(d: dict, ids: list[int]) -> list[dict]:
     """Links of one deal from its contact ids (main contact first)."""
     main = d.get("contact_id") or (ids[0] if ids else None)
@@ -146,7 +158,7 @@ def lead(r: dict, ctx: Ctx) -> Page:
         "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
         **_common(v),
         "closed_at": closing_moment(v, "DATE_CLOSED") if status != "open" else None,
-        "raw": r}]}, problems=v.problems)
+        "channel": acquisition(v), "raw": r}]}, problems=v.problems)
 
 
 def contact(r: dict, ctx: Ctx) -> Page:
@@ -204,14 +216,45 @@ def call(r: dict, ctx: Ctx) -> Page:
     if owner and ref_id(activity.get("OWNER_ID")):
         etype, eid = owner, ref_id(activity["OWNER_ID"])
     direction = "in" if kind in CALL_INCOMING else "out"
-    return Page(rows={"calls": [{
+    started = v.get("CALL_START_DATE", offset_moment)
+    page = Page(rows={"calls": [{
         "id": cid, "direction": direction,
         "status": call_status(direction, code == CALL_CONNECTED),
         "duration_s": v.get("CALL_DURATION", integer, default=0),
-        "started_at": v.get("CALL_START_DATE", offset_moment),
-        "responsible_user_id": v.get("PORTAL_USER_ID", reference),
+        "started_at": started, "responsible_user_id": v.get("PORTAL_USER_ID", reference),
         "entity_type": etype if eid else None, "entity_id": eid,
         "phone": v.get("PHONE_NUMBER") or None, "is_deleted": 0, "raw": r}]}, problems=v.problems)
+    vote = v.get("CALL_VOTE", call_vote)
+    if vote is not None:
+        page.rows["survey_answers"] = [{
+            "id": f"call_vote:{cid}", "kind": "csat", "score": vote, "at": started,
+            "entity_type": etype if eid else None, "entity_id": eid, "origin": "call_vote",
+            "raw": {"ID": r.get("ID"), "CALL_VOTE": r.get("CALL_VOTE")}}]
+    return page
+
+
+def call_vote(x) -> float | None:
+    """The client's rating of a call, 1-5 (CSAT); "0" means none was given."""
+    return None if integer(x) == 0 else score_in(x, 1, 5)
+
+
+def activity(r: dict, ctx: Ctx) -> Page:
+    """A `crm.activity.list` item: a call, meeting, e-mail, chat or SMS with a client. Other
+    kinds (tasks, calendar imports, unknown providers) give no row."""
+    v = Item(r)
+    aid = v.need("ID", integer)
+    kind = ACTIVITY_TYPES.get(v.get("TYPE_ID", integer)) or ACTIVITY_PROVIDERS.get(
+        (v.get("PROVIDER_ID") or "").upper())
+    if kind is None:
+        return Page(problems=v.problems)
+    owner = CALL_OWNER.get(v.get("OWNER_TYPE_ID", integer))
+    eid = v.get("OWNER_ID", reference) if owner else None
+    return Page(rows={"activities": [{
+        "id": str(aid), "channel": kind, "direction": DIRECTIONS.get(v.get("DIRECTION", integer)),
+        "at": v.get("START_TIME", offset_moment) or v.get("CREATED", offset_moment),
+        "responsible_user_id": v.get("RESPONSIBLE_ID", reference),
+        "entity_type": owner if eid else None, "entity_id": eid, "is_deleted": 0, "raw": r}]},
+        problems=v.problems)
 
 
 def stage_change(r: dict, ctx: Ctx) -> Page:

@@ -117,6 +117,12 @@ class ReconcileRequest:
 # ---- what to ask for --------------------------------------------------------------------
 
 CRM_SELECT = ["*", "UF_*"]
+# The acquisition channel reads UTM_SOURCE, else SOURCE_ID. Both are in the `*` set today;
+# they are named anyway, as the docs advise for fields a reader depends on.
+SOURCE_SELECT = ("SOURCE_ID", "UTM_SOURCE")
+ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "DIRECTION", "OWNER_TYPE_ID",
+                   "OWNER_ID", "RESPONSIBLE_ID", "START_TIME", "CREATED", "LAST_UPDATED", "SUBJECT",
+                   "COMPLETED"]
 TASK_SELECT = ["ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "CREATED_BY", "CREATED_DATE",
                "CHANGED_DATE", "CLOSED_DATE", "DEADLINE", "STATUS", "REAL_STATUS", "UF_CRM_TASK",
                "GROUP_ID"]
@@ -148,23 +154,30 @@ COMPANIES = Stream("companies", ("companies",), "changes", crm_list("crm.company
                    p.company, cursor="DATE_MODIFY", scope="crm")
 CONTACTS = Stream("contacts", ("contacts",), "changes", crm_list("crm.contact.list", "PHONE", "EMAIL"),
                   p.contact, cursor="DATE_MODIFY", scope="crm")
-LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list"), p.lead, cursor="DATE_MODIFY",
-               scope="crm")
+LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list", *SOURCE_SELECT), p.lead,
+               cursor="DATE_MODIFY", scope="crm")
 DEALS = Stream("deals", ("deals", "deal_contacts"), "changes",
-               crm_list("crm.deal.list", companion=CONTACT_IDS), p.deal, cursor="DATE_MODIFY", scope="crm")
+               crm_list("crm.deal.list", *SOURCE_SELECT, companion=CONTACT_IDS), p.deal,
+               cursor="DATE_MODIFY", scope="crm")
 # tasks.task.list stops listing a deleted task and nothing reports the deletion: tasks are
 # reconciled by ID like the CRM entities.
 TASKS = Stream("tasks", ("tasks",), "changes", ListRequest(ListSpec(
     "tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks"), reconciles=True),
     p.task, cursor="CHANGED_DATE", scope="task")
-CALLS = Stream("calls", ("calls",), "append", AppendRequest({"calls": ListRequest(ListSpec(
+CALLS = Stream("calls", ("calls", "survey_answers"), "append", AppendRequest({"calls": ListRequest(ListSpec(
     "voximplant.statistic.get", {}, filter_key="FILTER", order={"SORT": "ID", "ORDER": "ASC"}),
     lookup=CALL_ACTIVITY)}), p.call, cursor="ID", scope="telephony")
 STAGE_HISTORY = Stream("stage_history", ("stage_changes",), "append", AppendRequest(
     {"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}), p.stage_change, cursor="ID",
     scope="crm")
-RECONCILED = ("companies", "contacts", "leads", "deals", "tasks")
+# Every client interaction on the timeline, calls included; a deleted activity vanishes from
+# the list, so activities are reconciled by ID like the CRM entities.
+ACTIVITIES = Stream("activities", ("activities",), "changes", ListRequest(ListSpec(
+    "crm.activity.list", {"select": ACTIVITY_SELECT}), reconciles=True), p.activity,
+    cursor="LAST_UPDATED", scope="crm")
+RECONCILED = ("companies", "contacts", "leads", "deals", "tasks", "activities")
 # It also lists tasks: without the task scope the whole reconciliation is skipped.
 RECONCILE = Stream("reconcile", RECONCILED, "reconcile", ReconcileRequest(RECONCILED), scope="crm")
 
-STREAMS = [USERS, PIPELINES, COMPANIES, CONTACTS, LEADS, DEALS, TASKS, CALLS, STAGE_HISTORY, RECONCILE]
+STREAMS = [USERS, PIPELINES, COMPANIES, CONTACTS, LEADS, DEALS, TASKS, CALLS, STAGE_HISTORY, ACTIVITIES,
+           RECONCILE]

@@ -16,13 +16,17 @@ from typing import Callable
 __all__ = ["ANY", "DELETED", "TABLES", "Expected", "expected_tables"]
 
 TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-          "companies", "tasks", "calls", "stage_changes")
+          "companies", "tasks", "calls", "stage_changes", "activities", "survey_answers")
 
 ANY = object()        # a field value the check does not pin
 DELETED = object()    # a row deleted in the CRM: absent from the mirror or is_deleted = 1
 
 AMO_WON, AMO_LOST = 142, 143          # amoCRM: the same won/lost status ids in every pipeline
 AMO_CURRENCY = "RUB"                  # the sandbox account's currency (GET /account)
+AMO_ENTITIES = ("deal", "contact", "company")   # amoCRM's note and event entities (no leads)
+# Bitrix24 SOURCE_ID codes (crm.status.list SOURCE) of the dataset's neutral source names.
+B24_SOURCES = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
+               "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
 B24_LEAD_PIPELINE = -1                # MIRROR schema: Bitrix24 lead statuses' pseudo-pipeline
 # Bitrix24 lead statuses (crm.status.list ENTITY_ID=STATUS) as the sandbox portal defines them;
 # SEMANTICS S/F become won/lost in `stages` (MIRROR: semantics open, won, lost).
@@ -67,6 +71,12 @@ def expected_tables(server) -> list[Expected]:
     raise TypeError(f"no mirror mapping for {type(server).__name__}")
 
 
+def norm(text) -> str | None:
+    """MIRROR `channel`: one normalised text, trimmed and lower-case; NULL when empty."""
+    text = (text or "").strip().lower()
+    return text or None
+
+
 def call_status(c: dict) -> str:
     """MIRROR calls: answered, else missed for an incoming call and failed for an outgoing one.
 
@@ -96,11 +106,18 @@ class Mapping:
     def amount(self, row: dict) -> float:
         return float(row["amount"])
 
+    def channel(self, row: dict) -> str | None:
+        """MIRROR `channel`: the UTM source when present, else the CRM's own source."""
+        return norm(row.get("utm_source")) or self.source_name(row.get("source"))
+
+    def source_name(self, source: str | None) -> str | None:
+        return norm(source)
+
     # ---- tables --------------------------------------------------------------------------
     def tables(self) -> list[Expected]:
         return [self.users(), self.pipelines(), self.stages(), self.deals(), self.deal_contacts(),
                 self.leads(), self.contacts(), self.companies(), self.tasks(), self.calls(),
-                self.stage_changes()]
+                self.stage_changes(), self.activities(), self.survey_answers()]
 
     def users(self) -> Expected:
         e = Expected("users", ("id",), ("name", "email", "is_active"))
@@ -140,7 +157,7 @@ class Mapping:
         e = Expected("deals", ("id",), (
             "name", "pipeline_id", "stage_id", "status", "amount", "currency",
             "responsible_user_id", "contact_id", "company_id", "created_at", "updated_at",
-            "closed_at"), deletable=True)
+            "closed_at", "channel"), deletable=True)
         for d in self.ds.deals:
             e.add(d["id"], DELETED if d["is_deleted"] else {
                 "name": d["name"], "pipeline_id": self.pipeline_id(d["pipeline_id"]),
@@ -149,7 +166,8 @@ class Mapping:
                 "responsible_user_id": d["responsible_user_id"],
                 "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
                 "company_id": d["company_id"], "created_at": iso(d["created_at"]),
-                "updated_at": iso(d["updated_at"]), "closed_at": iso(self.closed_at(d))})
+                "updated_at": iso(d["updated_at"]), "closed_at": iso(self.closed_at(d)),
+                "channel": self.channel(d)})
         return e
 
     def deal_contacts(self) -> Expected:
@@ -224,6 +242,30 @@ class Mapping:
         return e
 
 
+    def activities(self) -> Expected:
+        """MIRROR activities: every client interaction, calls included; which ones a CRM shows
+        and under which id is the CRM's own (`interactions`)."""
+        e = Expected("activities", ("id",), ("channel", "direction", "at", "responsible_user_id",
+                                             "entity_type", "entity_id"), deletable=True)
+        for key, row, values in self.interactions():
+            e.add(key, DELETED if row.get("is_deleted") else values)
+        return e
+
+    def interactions(self):
+        """(mirror id, dataset row, expected fields) of each interaction the CRM shows."""
+        return []
+
+    def survey_answers(self) -> Expected:
+        return Expected("survey_answers", ("id",), ("kind", "score", "at", "entity_type",
+                                                    "entity_id", "origin"))
+
+    @staticmethod
+    def interaction(channel: str, direction, at: int, user, row: dict) -> dict:
+        return {"channel": channel, "direction": direction, "at": iso(at),
+                "responsible_user_id": user, "entity_type": row["entity_type"],
+                "entity_id": row["entity_id"]}
+
+
 def _change_label(key: tuple) -> str:
     entity, entity_id, stage, at = key
     return f"{entity} {entity_id} entering {stage!r} at {at}"
@@ -246,6 +288,47 @@ class AmoMapping(Mapping):
 
     def stage_sort(self, s: dict) -> int:
         return s["sort"] + 10                  # after the pipeline's "Unsorted" status (sort 10)
+
+    def interactions(self):
+        """Call and SMS notes (`note:<id>`) and chat-message events (`event:<id>`, the author
+        only on an outgoing message) of deals, contacts and companies; amoCRM has no e-mail or
+        meeting notes, and no lead entity."""
+        from sandbox.amocrm_render import _event_id
+
+        for c in self.ds.calls:
+            yield (f"note:{c['id']}",), c, self.interaction(
+                "call", c["direction"], c["started_at"], c["responsible_user_id"], c)
+        for a in self.ds.activities:
+            if a["entity_type"] not in AMO_ENTITIES:
+                continue
+            if a["channel"] == "sms":
+                yield (f"note:{a['id']}",), a, self.interaction(
+                    "sms", a["direction"], a["at"], a["responsible_user_id"], a)
+            elif a["channel"] == "chat":
+                user = a["responsible_user_id"] if a["direction"] == "out" else None
+                yield (f"event:{_event_id(a['at'], 'c', a['id'])}",), a, self.interaction(
+                    "chat", a["direction"], a["at"], user, a)
+
+    def activities(self) -> Expected:
+        e = super().activities()
+        # No documented amoCRM list or event tells that a call or SMS note, or a chat message,
+        # was deleted: the mirror keeps what it saw, and the portal cannot speak for it.
+        gone = {k for k, v in e.rows.items() if v is DELETED}
+        e.unpinned = lambda key: key in gone
+        e.rows = {k: v for k, v in e.rows.items() if v is not DELETED}
+        return e
+
+    def survey_answers(self) -> Expected:
+        """NPS answers: `nps_rate_added` events (`event:<id>`)."""
+        from sandbox.amocrm_render import _event_id
+
+        e = super().survey_answers()
+        for n in self.ds.surveys:
+            e.add(f"event:{_event_id(n['at'], 'n', n['id'])}", {
+                "kind": "nps", "score": float(n["score"]), "at": iso(n["at"]),
+                "entity_type": n["entity_type"], "entity_id": n["entity_id"],
+                "origin": "amocrm_event"})
+        return e
 
     def stages(self) -> Expected:
         e = super().stages()
@@ -286,10 +369,35 @@ class B24Mapping(Mapping):
                                               "semantics": sem})
         return e
 
+    def source_name(self, source: str | None) -> str | None:
+        return norm(B24_SOURCES.get(source))       # SOURCE_ID, e.g. WEB -> web
+
+    def interactions(self):
+        """crm.activity.list: each call (its CRM_ACTIVITY_ID), meeting (no direction), e-mail,
+        chat, SMS: one id sequence."""
+        for c in self.ds.calls:
+            yield (str(c["activity_id"]),), c, self.interaction(
+                "call", c["direction"], c["started_at"], c["responsible_user_id"], c)
+        for a in self.ds.activities:
+            yield (str(a["id"]),), a, self.interaction(
+                a["channel"], a["direction"], a["at"], a["responsible_user_id"], a)
+
+    def survey_answers(self) -> Expected:
+        """CSAT: the client's 1-5 rating of a call (CALL_VOTE)."""
+        e = super().survey_answers()
+        for c in self.ds.calls:
+            if c.get("vote"):
+                e.add(f"call_vote:{c['id']}", {
+                    "kind": "csat", "score": float(c["vote"]), "at": iso(c["started_at"]),
+                    "entity_type": c["entity_type"], "entity_id": c["entity_id"],
+                    "origin": "call_vote"})
+        return e
+
     def leads(self) -> Expected:
         e = Expected("leads", ("id",), (
             "title", "status_id", "status", "amount", "currency", "responsible_user_id",
-            "contact_id", "company_id", "created_at", "updated_at", "closed_at"), deletable=True)
+            "contact_id", "company_id", "created_at", "updated_at", "closed_at", "channel"),
+            deletable=True)
         for lead in self.ds.leads:
             e.add(lead["id"], DELETED if lead["is_deleted"] else {
                 "title": lead["title"], "status_id": lead["status_code"], "status": lead["status"],
@@ -297,7 +405,7 @@ class B24Mapping(Mapping):
                 "responsible_user_id": lead["responsible_user_id"],
                 "contact_id": lead["contact_id"], "company_id": lead["company_id"],
                 "created_at": iso(lead["created_at"]), "updated_at": iso(lead["updated_at"]),
-                "closed_at": iso(lead["closed_at"])})
+                "closed_at": iso(lead["closed_at"]), "channel": self.channel(lead)})
         return e
 
     def stage_changes(self) -> Expected:

@@ -148,6 +148,25 @@ def edit_between_runs(ds) -> None:
     ds.delete("tasks", dropped_task["id"])
     duplicate, survivor = _live(ds.contacts, 4)[2:]
     ds.merge("contacts", duplicate["id"], survivor["id"])  # a user merged two cards of one person
+    interactions_between_runs(ds, deal, new_contact, lead)
+
+
+def interactions_between_runs(ds, deal: dict, contact: dict, lead: dict) -> None:
+    """Issue 13's data on a working day: messages, a survey answer, a rated call, a deleted
+    e-mail, a deal whose UTM source is filled in."""
+    ds.add("activities", channel="chat", direction="in", entity_type="deal", entity_id=deal["id"],
+           subject="Where is my order?")
+    ds.add("activities", channel="chat", direction="out", entity_type="deal",
+           entity_id=deal["id"], responsible_user_id=ds.users[1]["id"], subject="On its way")
+    ds.add("activities", channel="sms", direction="out", entity_type="contact",
+           entity_id=contact["id"], subject="Your code")
+    ds.add("activities", channel="meeting", direction=None, entity_type="lead",
+           entity_id=lead["id"], subject="Demo")
+    ds.delete("activities", _live(ds.activities, channel="email")[0]["id"])
+    ds.add("surveys", kind="nps", score=3, entity_type="contact", entity_id=contact["id"])
+    ds.add("calls", direction="out", status="answered", duration_s=95, entity_type="contact",
+           entity_id=contact["id"], phone="+79990000001", started_at=ds.tick(), vote=5)
+    ds.update("deals", _live(ds.deals, status="open")[0]["id"], utm_source=" Partner_Site ")
 
 
 def edit_during_listing(ds) -> None:

@@ -311,4 +311,4 @@ def test_sync_exits_1_naming_the_scope_when_a_stream_is_skipped(b24_dataset, tmp
     assert result.exit_code == 1
     said = [line for line in result.output.splitlines() if "telephony" in line]
     assert len(said) == 1 and "stream=calls" in said[0] and "status=skipped" in said[0], result.output
-    assert "9/10 streams ok (skipped: calls)" in result.output
+    assert "10/11 streams ok (skipped: calls)" in result.output

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from connector.cli import main
 
 ENTITY_TABLES = ["users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "stage_changes"]
+                 "companies", "tasks", "calls", "stage_changes", "activities", "survey_answers"]
 
 
 @pytest.fixture

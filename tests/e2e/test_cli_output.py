@@ -73,7 +73,7 @@ def test_json_logs_stay_machine_readable(config):
     assert res.exit_code == 0, res.output
     events = [json.loads(line) for line in res.stderr.splitlines()]   # every line is JSON
     ends = [e for e in events if e.get("event") == "sync"]
-    assert len(ends) == 10 and {e["status"] for e in ends} == {"ok"}
+    assert len(ends) == 11 and {e["status"] for e in ends} == {"ok"}   # one per b24 stream
     assert all(isinstance(e["rows"], int) and e["source"] == "b24" for e in ends)
     assert "\x1b" not in res.stderr                                    # no progress drawing
 

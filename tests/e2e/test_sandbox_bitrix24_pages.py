@@ -12,7 +12,7 @@ from sandbox.bitrix24_query import render
 
 ENTITIES = [("deal", "deals"), ("lead", "leads"), ("contact", "contacts"),
             ("company", "companies"), ("task", "tasks"), ("call", "calls"),
-            ("activity", "calls"), ("user", "users")]
+            ("activity", "activities"), ("user", "users")]
 SELECTS = [None, ["*"], ["*", "UF_*"], ["*", "UF_*", "PHONE", "EMAIL"], ["ID"], ["id"],
            ["id", "contactIds"], ["TITLE", "DATE_MODIFY", "MOVED_TIME", "OPPORTUNITY"]]
 
@@ -41,7 +41,8 @@ def test_encoded_rows_are_the_bytes_json_dumps_writes(b24_dataset):
         for names, typed in (("old", False), ("new", True)):
             for select in SELECTS:
                 fields = portal.select(spec, select, names, True)
-                rows = ds.rows(table)
+                # crm.activity.list serves calls and the other activities (Portal.activities)
+                rows = portal.activities()[0] if entity == "activity" else ds.rows(table)
                 expected = [plain_json(d) for d in render(rows, fields, typed)]
                 assert encode_rows(rows, fields, typed) == expected, (entity, names, select)
                 checked += 1

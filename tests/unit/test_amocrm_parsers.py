@@ -30,7 +30,7 @@ def test_deal_with_contacts_and_company():
         "status": "won", "amount": 46333.0, "currency": "RUB", "responsible_user_id": 123321,
         "contact_id": 10971467, "company_id": 10971463, "created_at": "2025-11-22T10:00:00Z",
         "updated_at": "2025-11-23T10:00:00Z", "closed_at": "2025-11-23T10:00:00Z",
-        "is_deleted": 0, "raw": items[0]}
+        "channel": "yandex", "is_deleted": 0, "raw": items[0]}
     assert (deals[14460]["status"], deals[14460]["contact_id"], deals[14460]["company_id"]) == (
         "lost", None, None)
     # one contact, not flagged main: it is the main contact all the same
@@ -40,6 +40,17 @@ def test_deal_with_contacts_and_company():
         {"deal_id": 19619, "contact_id": 10971465, "is_main": 0},
         {"deal_id": 19619, "contact_id": 10971467, "is_main": 1},
         {"deal_id": 14461, "contact_id": 10971465, "is_main": 1}]
+
+
+def test_deal_channel_is_the_utm_source_else_the_source_name_normalised():
+    page, _ = parse("deals", "leads")
+    channels = {d["id"]: d["channel"] for d in page.rows["deals"]}
+    # 19619: UTM " Yandex " beats the source "Сайт"; 14460: neither; 14461: source name only
+    assert channels == {19619: "yandex", 14460: None, 14461: "входящий звонок"}
+
+
+def test_deals_ask_for_the_lead_source():
+    assert ("with", "contacts,source") in BY_NAME["deals"].request.params
 
 
 def test_deal_without_contacts_still_carries_its_links_table():
@@ -96,6 +107,53 @@ def test_call_notes_direction_and_call_status():
         (42709327, "out", "failed", 0), (42709328, "in", "answered", 35)]
     contacts_page, _ = parse("calls_contacts", "notes_calls")
     assert {c["entity_type"] for c in contacts_page.rows["calls"]} == {"contact"}
+
+
+def test_call_notes_are_activities_too_with_prefixed_ids():
+    page, items = parse("calls_leads", "notes_calls")
+    assert page.rows["activities"][0] == {
+        "id": "note:42709325", "channel": "call", "direction": "in",
+        "at": "2025-11-23T10:00:00Z", "responsible_user_id": 123321, "entity_type": "deal",
+        "entity_id": 19619, "is_deleted": 0, "raw": items[0]}
+    assert [a["id"] for a in page.rows["activities"]] == [
+        f"note:{c['id']}" for c in page.rows["calls"]]
+
+
+def test_sms_notes_are_activities_without_a_call_row():
+    page, items = parse("calls_contacts", "notes_sms")
+    assert [(a["id"], a["channel"], a["direction"], a["entity_type"])
+            for a in page.rows["activities"]] == [
+        ("note:42709401", "sms", "out", "contact"), ("note:42709402", "sms", "in", "contact"),
+        ("note:42709403", "call", "out", "contact")]
+    assert [c["id"] for c in page.rows["calls"]] == [42709403]
+    assert ("filter[note_type][]", "sms_in") in BY_NAME["calls_contacts"].request.params
+
+
+def test_chat_message_events_are_activities_and_nps_events_survey_answers():
+    page, items = parse("events", "events_interactions")
+    assert page.rows["activities"] == [
+        {"id": "event:01pz58t6q0chatin0000000001", "channel": "chat", "direction": "in",
+         "at": "2025-11-23T10:00:00Z", "responsible_user_id": None, "entity_type": "contact",
+         "entity_id": 10971467, "is_deleted": 0, "raw": items[0]},
+        {"id": "event:01pz58t6q0chatout000000002", "channel": "chat", "direction": "out",
+         "at": "2025-11-23T10:01:00Z", "responsible_user_id": 123321, "entity_type": "deal",
+         "entity_id": 19619, "is_deleted": 0, "raw": items[1]}]
+    # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows,
+    # each reported
+    assert [(p["field"], p["why"]) for p in page.problems] == [
+        ("value_after", "not a whole number from 0 to 10"),
+        ("value_after", "not one object with one score")]
+    assert page.rows["survey_answers"] == [
+        {"id": "event:01pz58t6q0nps0000000000003", "kind": "nps", "score": 9.0,
+         "at": "2025-11-23T10:02:00Z", "entity_type": "contact", "entity_id": 10971467,
+         "origin": "amocrm_event", "raw": items[2]}]
+
+
+def test_events_ask_only_for_documented_interaction_types():
+    asked = {v for k, v in BY_NAME["events"].request.params if k == "filter[type][]"}
+    assert {"incoming_chat_message", "outgoing_chat_message", "nps_rate_added"} <= asked
+    # call events only point at the call notes the notes streams read already
+    assert not asked & {"incoming_call", "outgoing_call", "incoming_sms", "outgoing_sms"}
 
 
 def test_events_stage_change_deletion_restore_and_task_completion():

@@ -57,7 +57,7 @@ def test_deals_parse_links_company_status_and_currency(adapter):
         (1, 300001, 0), (1, 300002, 1), (3, 300001, 0), (3, 300002, 1)]
     assert "deal_contacts" in pages[0].rows
     q = qdict(calls_to("/api/v4/leads")[0])
-    assert q["with"] == "contacts" and q["limit"] == "250" and q["order[updated_at]"] == "asc"
+    assert q["with"] == "contacts,source" and q["limit"] == "250" and q["order[updated_at]"] == "asc"
 
 
 @responses.activate

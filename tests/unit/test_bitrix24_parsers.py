@@ -37,7 +37,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
         "status": "won", "amount": 19999.99, "currency": "RUB", "responsible_user_id": 5,
         "contact_id": 12, "company_id": None, "created_at": "2026-11-01T10:00:00Z",
         "updated_at": "2026-11-20T06:30:00Z", "closed_at": "2026-11-20T06:30:00Z",  # MOVED_TIME
-        "is_deleted": 0, "raw": deals[0]}
+        "channel": "call", "is_deleted": 0, "raw": deals[0]}
     assert won["raw"] is deals[0] and won["raw"]["UF_CRM_KPI_WIN_RATE"] == "0.5"
     assert (fresh["pipeline_id"], fresh["status"], fresh["amount"], fresh["currency"]) == (0, "open", 0.0, "USD")
     assert (fresh["contact_id"], fresh["responsible_user_id"], fresh["company_id"]) == (None, None, 4)
@@ -45,6 +45,19 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
     # contactIds [14, 12, 14] from crm.item.list: each contact once, CONTACT_ID is the main one.
     assert page.rows["deal_contacts"] == [{"deal_id": 37, "contact_id": 14, "is_main": 0},
                                           {"deal_id": 37, "contact_id": 12, "is_main": 1}]
+
+
+def test_channel_is_the_utm_source_else_source_id_trimmed_and_lower_case():
+    no_utm, with_utm = items(st.DEALS.request, "crm.deal.list")
+    assert (with_utm["SOURCE_ID"], with_utm["UTM_SOURCE"]) == ("WEB", "google")
+    assert p.deal(with_utm, Ctx()).rows["deals"][0]["channel"] == "google"
+    assert p.deal(no_utm, Ctx()).rows["deals"][0]["channel"] == "call"      # SOURCE_ID CALL
+    spaced = dict(no_utm, UTM_SOURCE="  Yandex ", SOURCE_ID="WEB")
+    assert p.deal(spaced, Ctx()).rows["deals"][0]["channel"] == "yandex"
+    blank = dict(no_utm, UTM_SOURCE=" ", SOURCE_ID="")
+    assert p.deal(blank, Ctx()).rows["deals"][0]["channel"] is None
+    for s in (st.DEALS, st.LEADS):
+        assert {"SOURCE_ID", "UTM_SOURCE"} <= set(s.request.spec.params["select"])
 
 
 def test_closed_at_is_the_move_into_the_final_stage_and_the_close_date_only_without_one():
@@ -66,7 +79,7 @@ def test_lead():
                     "amount": 1500.0, "currency": "RUB", "responsible_user_id": 5, "contact_id": 12,
                     "company_id": None, "created_at": "2026-11-01T06:00:00Z",
                     "updated_at": "2026-11-02T00:00:00Z", "closed_at": "2026-11-02T00:00:00Z",
-                    "is_deleted": 0}
+                    "channel": "web", "is_deleted": 0}
     assert raw["STATUS_SEMANTIC_ID"] == "F"
 
 
@@ -110,6 +123,44 @@ def test_calls_bound_to_a_deal_through_their_activity_in_ctx_side():
     # CRM_ACTIVITY_ID "0": no activity, the call's own binding stays.
     assert (missed["direction"], missed["status"], missed["duration_s"]) == ("in", "missed", 0)
     assert (missed["entity_type"], missed["entity_id"]) == ("company", 4)
+
+
+def test_a_call_vote_1_to_5_is_a_csat_answer_and_0_is_none():
+    calls = st.CALLS.request.parts["calls"]
+    answered, missed = items(calls, "voximplant.statistic.get")
+    assert (answered["CALL_VOTE"], missed["CALL_VOTE"]) == ("0", "0")
+    page = records([dict(answered, CALL_VOTE="4"), missed], st.CALLS.parse, Ctx())
+    assert page.rows["survey_answers"] == [{
+        "id": "call_vote:7002001", "kind": "csat", "score": 4.0, "at": "2026-11-23T09:00:00Z",
+        "entity_type": "contact", "entity_id": 12, "origin": "call_vote",
+        "raw": {"ID": "7002001", "CALL_VOTE": "4"}}]
+    off_scale = records([answered, dict(missed, CALL_VOTE="6")], st.CALLS.parse, Ctx())
+    assert "survey_answers" not in off_scale.rows
+    assert [(p["field"], p["value"]) for p in off_scale.problems] == [("CALL_VOTE", "6")]
+    assert "survey_answers" in st.CALLS.tables
+
+
+def test_activities_by_type_and_provider_with_direction_owner_and_time():
+    rows = items(st.ACTIVITIES.request, "crm.activity.list.interactions")
+    page = records(rows, st.ACTIVITIES.parse, Ctx())
+    got = [{k: v for k, v in a.items() if k != "raw"} for a in page.rows["activities"]]
+    assert got == [
+        {"id": "801", "channel": "call", "direction": "out", "at": "2026-11-23T09:00:00Z",
+         "responsible_user_id": 5, "entity_type": "deal", "entity_id": 37, "is_deleted": 0},
+        {"id": "802", "channel": "email", "direction": "in", "at": "2026-11-23T09:10:00Z",
+         "responsible_user_id": 5, "entity_type": "contact", "entity_id": 12, "is_deleted": 0},
+        {"id": "803", "channel": "meeting", "direction": None, "at": "2026-11-24T12:00:00Z",
+         "responsible_user_id": 1, "entity_type": "company", "entity_id": 4, "is_deleted": 0},
+        {"id": "804", "channel": "chat", "direction": "in", "at": "2026-11-23T09:30:00Z",
+         "responsible_user_id": 5, "entity_type": "lead", "entity_id": 3, "is_deleted": 0},
+        # no START_TIME: CREATED; RESPONSIBLE_ID "0": nobody
+        {"id": "805", "channel": "sms", "direction": "out", "at": "2026-11-23T09:40:00Z",
+         "responsible_user_id": None, "entity_type": "contact", "entity_id": 12, "is_deleted": 0}]
+    # 806 is a task (the tasks stream has it), 807 an unknown app's activity: no rows
+    assert page.rows["activities"][0]["raw"] is rows[0]
+    assert (st.ACTIVITIES.mode, st.ACTIVITIES.cursor, st.ACTIVITIES.scope) == (
+        "changes", "LAST_UPDATED", "crm")
+    assert st.ACTIVITIES.request.reconciles and "activities" in st.RECONCILED
 
 
 def test_stage_history_takes_the_previous_stage_from_ctx_memo_per_deal_and_lead():

@@ -142,15 +142,17 @@ def test_stage_and_history_parsers():
 def test_streams_are_declared_with_the_common_contract_in_run_order():
     a = adapter(streams=["deals", "calls", "reconcile"])
     assert [s.name for s in st.STREAMS] == ["users", "pipelines", "companies", "contacts", "leads",
-                                             "deals", "tasks", "calls", "stage_history", "reconcile"]
+                                             "deals", "tasks", "calls", "stage_history", "activities",
+                                             "reconcile"]
     assert all(isinstance(s, Stream) for s in st.STREAMS)
     assert {s.name: s.mode for s in st.STREAMS} == {
         "users": "snapshot", "pipelines": "snapshot", "companies": "changes", "contacts": "changes",
         "leads": "changes", "deals": "changes", "tasks": "changes", "calls": "append",
-        "stage_history": "append", "reconcile": "reconcile"}
+        "stage_history": "append", "activities": "changes", "reconcile": "reconcile"}
     assert [s.name for s in a.streams()] == a.stream_names() == ["deals", "calls", "reconcile"]
     assert st.DEALS.tables == ("deals", "deal_contacts") and st.STAGE_HISTORY.tables == ("stage_changes",)
-    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals", "tasks")
+    assert st.RECONCILE.request.streams == ("companies", "contacts", "leads", "deals", "tasks",
+                                            "activities")
 
 
 # ---- streams through mocked HTTP --------------------------------------------------------

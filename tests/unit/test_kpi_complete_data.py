@@ -45,6 +45,29 @@ def test_every_bitrix24_stream_declares_the_scope_of_its_methods():
         assert by_name[name].scope == scope_of(method)
 
 
+def test_kpis_on_activities_or_survey_answers_wait_for_the_streams_that_fill_them():
+    """Both CRMs declare the tables their new streams fill, so a KPI reading `activities` or
+    `survey_answers` is withheld until every stream feeding that table has completed."""
+    from adapters.amocrm.streams import STREAMS as AMO
+    from connector.kpi_inputs import StreamState, withheld
+
+    def feeders(declared, table):
+        return sorted(s.name for s in declared if table in s.tables)
+    assert feeders(STREAMS, "activities") == ["activities", "reconcile"]
+    assert feeders(STREAMS, "survey_answers") == ["calls"]
+    assert feeders(AMO, "activities") == ["calls_companies", "calls_contacts", "calls_leads", "events"]
+    assert feeders(AMO, "survey_answers") == ["events"]
+
+    class K:
+        name, reads, targets = "interactions_30d", ("activities", "deals"), ("contact",)
+    states = [StreamState(s.name, s.tables, s.scope, completed=s.name != "activities",
+                          last_status="ok") for s in STREAMS]
+    assert withheld([K], ["contact"], states) == {
+        "interactions_30d": "stream 'activities' has never completed a sync"}
+    done = [StreamState(s.name, s.tables, s.scope, True, "ok") for s in STREAMS]
+    assert withheld([K], ["contact"], done) == {}
+
+
 def test_a_custom_kpi_reads_what_its_sql_touches():
     assert kpi.tables_read("SELECT contact_id, count(*) FROM deal_contacts GROUP BY 1") == ("deal_contacts",)
 

@@ -18,10 +18,58 @@ def test_same_seed_same_data_other_seed_differs():
     a, b = generate(3, 400, NOW), generate(3, 400, NOW)
     c = generate(4, 400, NOW)
     for name in ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
-                 "calls", "stage_changes", "events"):
+                 "calls", "stage_changes", "events", "activities", "surveys"):
         assert getattr(a, name) == getattr(b, name), name
     assert a.fields == b.fields
     assert a.deals != c.deals
+
+
+def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
+    """Channels, activities and surveys draw from a stream of their own: every other row of a
+    seed is what it was before they existed (tests pin ids and counts of those)."""
+    from sandbox.data_interactions import Interactions
+
+    with_them = generate(3, 400, NOW)
+    monkeypatch.setattr(Interactions, "build", lambda self: None)
+    without = generate(3, 400, NOW)
+    new_keys = {"source", "utm_source", "vote", "activity_id"}
+    for name in ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
+                 "calls", "stage_changes", "events"):
+        strip = [{k: v for k, v in r.items() if k not in new_keys} for r in getattr(with_them, name)]
+        assert strip == getattr(without, name), name
+
+
+def test_interactions_channels_and_surveys(ds):
+    acts = ds.activities
+    assert len(acts) == round(0.6 * 2000)
+    channels = collections.Counter(a["channel"] for a in acts)
+    assert set(channels) == {"email", "chat", "sms", "meeting"} and min(channels.values()) > 50
+    assert all(a["direction"] is None for a in acts if a["channel"] == "meeting")
+    assert all(a["direction"] in ("in", "out") for a in acts if a["channel"] != "meeting")
+    assert 0 < sum(a["is_deleted"] for a in acts) < 0.05 * len(acts)
+    assert {a["entity_type"] for a in acts} == {"deal", "contact", "company", "lead"}
+    owners = {et: ds.by_id(et) for et in ("deal", "contact", "company", "lead")}
+    assert all(owners[a["entity_type"]][a["entity_id"]]["created_at"] <= a["at"] <= a["updated_at"]
+               <= NOW for a in acts)
+    ids = [a["id"] for a in acts]
+    assert ids == sorted(ids) and ids[0] > max(c["id"] for c in ds.calls)
+    # one activity id sequence for calls and the rest, in time order
+    timeline = sorted([(c["started_at"], c["activity_id"]) for c in ds.calls]
+                      + [(a["at"], a["id"]) for a in acts])
+    assert [i for _, i in timeline] == list(range(30_000_001, 30_000_001 + len(timeline)))
+    fresh = generate(2, 100, NOW)          # the module's dataset stays unchanged
+    last = max(fresh.activities[-1]["id"], fresh.calls[-1]["activity_id"])
+    call = fresh.add("calls", direction="in")
+    chat = fresh.add("activities", channel="chat")
+    assert chat["id"] == call["activity_id"] + 1 == last + 2
+    votes = [c["vote"] for c in ds.calls if c["vote"] is not None]
+    assert votes and set(votes) <= {1, 2, 3, 4, 5}
+    assert all(c["status"] == "answered" for c in ds.calls if c["vote"] is not None)
+    assert ds.surveys and all(0 <= n["score"] <= 10 and n["kind"] == "nps" for n in ds.surveys)
+    kinds = collections.Counter((d["source"] is not None, d["utm_source"] is not None)
+                                for d in ds.deals + ds.leads)
+    assert all(kinds[k] > 20 for k in ((True, True), (True, False), (False, True), (False, False)))
+    assert any(d["utm_source"] != d["utm_source"].strip() for d in ds.deals if d["utm_source"])
 
 
 def test_default_now_is_the_current_hour():

@@ -61,6 +61,27 @@ def test_deleted_restored_and_reconciled(tmp_path):
     assert flags == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1}
 
 
+def test_activities_with_text_ids_reconcile_against_a_listing_of_integer_ids(tmp_path):
+    """Bitrix24's ID listing gives integers; activities keep ids as text (amoCRM's are
+    `note:1` / `event:...`): the listing must still keep the listed rows alive."""
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "a", Page(rows={"activities": [{"id": str(i), "channel": "email"}
+                                                        for i in (801, 802, 803)]}))
+        m.save_page("t", "a", Page(rows={"activities": [{"id": "note:5", "channel": "sms"}]}))
+        m.save_page("s", "r", Page(present={"activities": [801, 803]}))
+        flags = dict(m.conn.execute("SELECT id, is_deleted FROM activities").fetchall())
+    assert flags == {"801": 0, "802": 1, "803": 0, "note:5": 0}
+
+
+def test_survey_answers_table(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "e", Page(rows={"survey_answers": [
+            {"id": "event:01ab", "kind": "nps", "score": 9.0, "at": "2026-11-23T10:00:00Z",
+             "entity_type": "contact", "entity_id": 12, "origin": "amocrm_event", "raw": {"x": 1}}]}))
+        row = m.conn.execute("SELECT source, id, kind, score, origin, raw FROM survey_answers").fetchone()
+    assert row == ("s", "event:01ab", "nps", 9.0, "amocrm_event", '{"x":1}')
+
+
 def test_failed_page_leaves_nothing_half_written(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
         m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "kept"}]}, bookmark="b1"))
