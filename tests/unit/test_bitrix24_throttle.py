@@ -149,6 +149,7 @@ def test_concurrent_slots_never_exceed_the_limit():
 class FakeClock:
     def __init__(self):
         self.t = 1_000_000.0
+        self.slept: list[float] = []
         self.on_sleep = None
 
     def __call__(self):
@@ -156,6 +157,7 @@ class FakeClock:
 
     def sleep(self, s):
         self.t += s
+        self.slept.append(s)
         if self.on_sleep:
             self.on_sleep()
 
@@ -180,3 +182,22 @@ def test_budget_reservations_never_pass_what_is_left_in_the_window():
     start = c.t
     n3, held3 = ob.take({DEALS: 50})
     assert c.t - start >= 60 and n3 == 1  # waited for the window to reset, then one probe
+
+
+def test_released_reservations_leave_nothing_in_flight_and_probes_are_a_second_apart():
+    c = FakeClock()
+    ob = OperatingBudget(480, safety_s=5, clock=c, sleep=c.sleep)
+    ob.release(ob.take({DEALS: 1})[1])
+    ob.observe(DEALS, {"operating": 10.0, "operating_reset_at": c.t + 60, "duration": 0.13})
+    helds = [ob.take({DEALS: k})[1] for k in (1, 3, 9)]
+    for held in helds:
+        ob.release(held)
+    assert ob.state(DEALS)["inflight"] == 0.0  # no float residue that reads as a call in flight
+    c.t += 5  # later: spent, and the reported reset already passed (whole seconds)
+    ob.observe(DEALS, {"operating": 476.0, "operating_reset_at": c.t - 0.5, "duration": 0.1})
+    n, held = ob.take({DEALS: 50})
+    assert n == 1 and c.slept == []
+    ob.release(held)
+    ob.observe(DEALS, {"operating": 476.0, "operating_reset_at": c.t - 0.2, "duration": 0.1})
+    ob.take({DEALS: 50})
+    assert abs(sum(c.slept) - 1.0) < 1e-6  # the next probe waited a second
