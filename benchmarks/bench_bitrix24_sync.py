@@ -1,21 +1,39 @@
-"""Full and nightly Bitrix24 sync of every stream against the sandbox with its cost model on.
+"""Full and nightly Bitrix24 sync against the sandbox with its cost model on, and the peers.
 
-    cd /work/main && python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--peer-cap 450] [--skip-peers]
+    cd /work/main && python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--streams deals]
+        [--workers 50] [--window-s 600] [--peer-cap 450] [--skip-peers] [--skip-nightly]
 
-The server: leaky bucket 50 / 2 req/s, 0.1 s per uncounted list page (counted pages cost
-more as the table grows), 480 s operating budget per method per 10 minutes, 100 ms latency.
-Each server runs in its own child process (fresh budget, its dataset off our heap), so the
-peak RSS printed is the connector's alone.
+The server (as issue 14 describes a real portal): leaky bucket 50 / 2 req/s, 0.1 s of server
+time per `start=-1` list page, a page that counts `total` 2e-5 s more per matching row, batch
+sub-calls one after another, concurrent requests served concurrently, 480 s of operating
+time per method per 600 s (ten baskets), 100 ms latency. `--window-s` shortens the window
+with the budget in proportion (same bound: 400 rows/s per method). Each server runs in its
+own child process (fresh budget, its dataset off our heap): the peak RSS printed is ours.
 
-Prints: a full sync of every stream into an empty mirror (per stream: time, rows/s, requests,
-limit errors; total), peak RSS; a nightly incremental of every stream after 1% of deals
-changed; then the deal listing by fast-bitrix24 (`get_all("crm.deal.list")`) and b24pysdk
-(`crm.deal.list().as_list_fast()`) on the same server. Those two are not project
-dependencies: if absent, the comparison is skipped. A peer still running at `--peer-cap`
-seconds is reported with the rows it had by then. `--nightly-only` preloads on a server
-without limits and measures only the nightly run (a few minutes instead of ~25).
+Prints: a full sync (of every stream, or `--streams`) into an empty mirror (per stream: time,
+rows/s, requests; limit errors, requests in flight, the deals' rate against the budget-bound
+rate), peak RSS; a nightly incremental after 1% of deals changed; then the deal listing by
+fast-bitrix24 (`get_all("crm.deal.list")`) and b24pysdk (`crm.deal.list().as_list_fast()`) on
+the same server. Those two are not project dependencies: if absent, the comparison is
+skipped. A peer still running at `--peer-cap` seconds is reported with the rows it had.
+`--nightly-only` preloads on a server without limits and measures only the nightly run.
 
-Measured 2026-11-23 (2 cores; portal: 100k deals, 30k contacts, 8k companies, 10k leads,
+Issue 14 (throttle up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
+with other sessions, load 2-4):
+- `--deals 20000 --peer-cap 300`: deals stream 8.0 s for 19,843 deals + 21,825 links (42
+  requests, up to 48 in flight, 0 cuts, 0 limit errors); fast-bitrix24 27.4 s for the deals
+  alone on the same server (3.4x; target 3x). Before: 22.3 s with 4 windows. Full sync of
+  every stream 109.3 s (156k rows, 260 requests, 0 limit errors), peak RSS 120 MB; nightly
+  (1% of deals changed) 4.3 s, 11 requests. b24pysdk 174.7 s (one window; 80 QUERY_LIMIT_EXCEEDED).
+- `--deals 500000 --streams deals --skip-nightly --peer-cap 300`: 1,250.7 s for 495,847 deals
+  + 545,814 links (592 requests, 0 limit errors), 396 deals/s = 0.99 of the budget-bound rate
+  (400 rows/s per method), peak RSS 197 MB. fast-bitrix24 failed after 60.3 s with
+  OPERATION_TIME_LIMIT (a counted page costs 10.1 s here; the server counted 49 such
+  errors); b24pysdk had 32,250 deals at the 300 s cap (107/s, one window, ~4,651 s
+  projected: ours 3.7x) and caused 144 QUERY_LIMIT_EXCEEDED.
+
+Before issue 14 (4 windows at a time; counting cost 0.5 s per 100k rows in the table):
+measured 2026-11-23 (2 cores; portal: 100k deals, 30k contacts, 8k companies, 10k leads,
 50k tasks, 200k calls, 348k stage changes), 4 workers, 0 limit errors on either side:
 full sync of every stream 1,086 s (18 min; 870k rows + 109k deal-contact links, 589
 requests): deals 105 s (945 deals/s), calls 221 s (904/s, each with its activity),
@@ -57,7 +75,8 @@ from connector.store import Mirror
 from connector.sync import sync_source
 
 KNOBS = dict(limits=True, bucket_size=50, drain_rate=2.0, cost_model=True, page_cost_s=0.1,
-             operating_budget_s=480.0, operating_window_s=600.0, latency_ms=100)
+             count_cost_s=2e-5, operating_budget_s=480.0, operating_window_s=600.0,
+             latency_ms=100)
 NO_LIMITS = dict(limits=False)
 
 
@@ -125,19 +144,20 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def adapter(url: str, workers: int) -> Bitrix24Adapter:
-    return Bitrix24Adapter(SourceConfig(name="b24", kind="bitrix24", webhook_url=url,
-                                        requests_per_second=2.0, max_workers=workers), None)
+def adapter(url: str, workers: int, budget_s: float = 480.0) -> Bitrix24Adapter:
+    return Bitrix24Adapter(SourceConfig(name="b24", kind="bitrix24", webhook_url=url, requests_per_second=2.0,
+                                        max_workers=workers, operating_budget_s=budget_s), None)
 
 
-def run_all(db: str, url: str, workers: int, full: bool) -> dict:
+def run_all(db: str, url: str, workers: int, full: bool, streams: list[str] | None = None,
+            budget_s: float = 480.0) -> dict:
     with Mirror(db) as m:
-        a = adapter(url, workers)
+        a = adapter(url, workers, budget_s)
         t0 = time.monotonic()
-        results = sync_source(m, a, full=full)  # one run, as `crm-connector sync [--full]` does
+        results = sync_source(m, a, streams=streams, full=full)  # one run, as `crm-connector sync [--full]` does
         total_s = time.monotonic() - t0
         out = {"results": results, "limits": a.client.limit_errors, "seconds": total_s, "requests": a.requests,
-               "budget_wait_s": a.client.budget.waited_s, "peak": peak_mb(),
+               "budget_wait_s": a.client.budget.waited_s, "peak": peak_mb(), "throttle": a.client.throttle.state(),
                "links": m.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0]}
         a.close()
     return out
@@ -148,6 +168,9 @@ def print_run(title: str, r: dict) -> None:
           f"{sum(x.rows for x in r['results'])} rows, limit errors caused {r['limits']}, "
           f"waited for the operating budget {r['budget_wait_s']:.0f}s (summed over workers), "
           f"peak RSS {r['peak']:.0f} MB")
+    t = r["throttle"]
+    print(f"  requests in flight: at most {t['peak']}, limit at the end {t['limit']:.0f}, {t['cuts']} cuts "
+          f"(lowest {t['lowest']:.0f})")
     print(f"  {'stream':14} {'status':7} {'rows':>8} {'seconds':>8} {'rows/s':>8} {'requests':>8}")
     for x in r["results"]:
         rate = x.rows / x.seconds if x.seconds > 0 else 0
@@ -155,19 +178,29 @@ def print_run(title: str, r: dict) -> None:
               + (f"  {x.error}" if x.error else ""))
 
 
-def ours(deals: int, workers: int, tmp: str, nightly_only: bool = False) -> dict:
+def ours(deals: int, workers: int, tmp: str, knobs: dict, streams: list[str] | None = None,
+         nightly_only: bool = False, nightly: bool = True) -> dict:
     db = os.path.join(tmp, "mirror.db")
-    with Server(deals, NO_LIMITS if nightly_only else KNOBS) as srv:
+    budget = knobs["operating_budget_s"]
+    with Server(deals, NO_LIMITS if nightly_only else knobs) as srv:
         sizes = srv.info["sizes"]
-        print(f"portal: {sizes}; server knobs {KNOBS}", flush=True)
-        full = run_all(db, srv.info["webhook_url"], workers, full=True)
+        print(f"portal: {sizes}; server knobs {knobs}", flush=True)
+        full = run_all(db, srv.info["webhook_url"], workers, True, streams, budget)
     full["server"] = srv.final
     if nightly_only:
         full = None  # the preload ran without the cost model: no figure
-    with Server(deals, KNOBS, touch=True) as srv:
-        nightly = run_all(db, srv.info["webhook_url"], workers, full=False)
-    nightly["server"] = srv.final
-    return {"full": full, "nightly": nightly, "sizes": sizes}
+    if not nightly:
+        return {"full": full, "nightly": None, "sizes": sizes}
+    with Server(deals, knobs, touch=True) as srv:
+        later = run_all(db, srv.info["webhook_url"], workers, False, streams, budget)
+    later["server"] = srv.final
+    return {"full": full, "nightly": later, "sizes": sizes}
+
+
+def budget_bound(knobs: dict) -> float:
+    """Rows per second one method reads when its budget is the bound: 50 rows a page,
+    budget / page cost pages per window."""
+    return 50 * knobs["operating_budget_s"] / knobs["page_cost_s"] / knobs["operating_window_s"]
 
 
 # ---- peers ----------------------------------------------------------------------------------
@@ -186,12 +219,12 @@ def capped(fn, cap: float, box: dict) -> tuple[float, bool]:
     return time.monotonic() - t0, not t.is_alive()
 
 
-def fast_bitrix24(deals: int, cap: float):
+def fast_bitrix24(deals: int, cap: float, knobs: dict):
     try:
         from fast_bitrix24 import Bitrix
     except ImportError:
         return None
-    with Server(deals, dict(KNOBS, https=True)) as srv:
+    with Server(deals, dict(knobs, https=True)) as srv:
         os.environ["SSL_CERT_FILE"] = srv.info["cert"]
         b = Bitrix(srv.info["webhook_url"], verbose=False, ssl=False)
         box: dict = {}
@@ -199,12 +232,12 @@ def fast_bitrix24(deals: int, cap: float):
     return secs, done, box, srv.final
 
 
-def b24pysdk(deals: int, cap: float):
+def b24pysdk(deals: int, cap: float, knobs: dict):
     try:
         from b24pysdk import BitrixWebhook, Client
     except ImportError:
         return None
-    with Server(deals, dict(KNOBS, https=True)) as srv:
+    with Server(deals, dict(knobs, https=True)) as srv:
         os.environ["REQUESTS_CA_BUNDLE"] = srv.info["cert"]
         host = srv.info["url"].split("://", 1)[1]
         client = Client(BitrixWebhook(domain=host, webhook_token=f"{srv.info['user']}/{srv.info['secret']}"))
@@ -220,11 +253,11 @@ def b24pysdk(deals: int, cap: float):
 
 def counted_page_s(deals: int) -> float:
     """Server seconds of a page that counts `total` (the sandbox's cost model)."""
-    return KNOBS["page_cost_s"] + 0.5 * deals / 100_000
+    return KNOBS["page_cost_s"] + KNOBS["count_cost_s"] * deals
 
 
-def report_peers(deals: int, ours_s: float, cap: float) -> None:
-    run = fast_bitrix24(deals, cap)
+def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
+    run = fast_bitrix24(deals, cap, knobs)
     name = "fast-bitrix24 get_all('crm.deal.list')"
     if run is None:
         print(f"{name}: not installed (`pip install fast-bitrix24`; benchmark only)")
@@ -233,7 +266,7 @@ def report_peers(deals: int, ours_s: float, cap: float) -> None:
         pages = deals / 50
         why = (f"it pages with start=N, so every page counts `total`: ~{counted_page_s(deals):.2f} s of server "
                f"time per page here, {pages:.0f} pages need ~{pages * counted_page_s(deals):.0f} s of the "
-               f"{KNOBS['operating_budget_s']:.0f} s operating budget per 10 min")
+               f"{knobs['operating_budget_s']:.0f} s operating budget per {knobs['operating_window_s']:.0f} s")
         if "error" in box:
             err = box["error"]
             print(f"{name}: failed after {secs:.1f}s: {type(err).__name__}: {str(err)[:160]}\n  why: {why}; "
@@ -244,7 +277,7 @@ def report_peers(deals: int, ours_s: float, cap: float) -> None:
         else:
             print(f"{name}: {secs:.1f}s for {len(box['rows'])} rows; ours is {secs / ours_s:.1f}x faster "
                   f"(target 3x); server counted {server.get('limits')}")
-    run = b24pysdk(deals, cap)
+    run = b24pysdk(deals, cap, knobs)
     name = "b24pysdk crm.deal.list().as_list_fast()"
     if run is None:
         print(f"{name}: not installed (`pip install b24pysdk`; benchmark only)")
@@ -257,7 +290,7 @@ def report_peers(deals: int, ours_s: float, cap: float) -> None:
     elif not done:
         left = (deals - box["n"]) / rate if rate else float("inf")
         print(f"{name}: not finished at the {secs:.0f}s cap: {box['n']} of ~{deals} deals ({rate:.0f} rows/s, "
-              f"one sequential window; ~{secs + left:.0f}s projected); ours is >= {secs / ours_s:.1f}x faster "
+              f"one sequential window; ~{secs + left:.0f}s projected); ours is ~{(secs + left) / ours_s:.1f}x faster "
               f"(target 1.5x); server counted {server.get('limits')}")
     else:
         print(f"{name}: {secs:.1f}s for {box['n']} rows; ours is {secs / ours_s:.1f}x faster (target 1.5x); "
@@ -267,32 +300,46 @@ def report_peers(deals: int, ours_s: float, cap: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deals", type=int, default=100_000)
-    ap.add_argument("--workers", type=int, default=4, help="parallel ID windows (max_workers)")
+    ap.add_argument("--workers", type=int, default=50, help="max_workers: the ceiling on requests in flight")
+    ap.add_argument("--streams", help="comma-separated streams to sync (default: all)")
+    ap.add_argument("--window-s", type=float, default=600.0,
+                    help="the operating budget's window; the budget shrinks with it (480 s per 600 s)")
     ap.add_argument("--peer-cap", type=float, default=450.0, help="seconds to wait for each peer")
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--skip-nightly", action="store_true")
     ap.add_argument("--nightly-only", action="store_true",
                     help="preload on a server without limits, measure only the nightly run")
     args = ap.parse_args()
+    knobs = dict(KNOBS, operating_window_s=args.window_s, operating_budget_s=480.0 * args.window_s / 600)
+    streams = args.streams.split(",") if args.streams else None
+    which = "every stream" if streams is None else ", ".join(streams)
     with tempfile.TemporaryDirectory() as tmp:
-        r = ours(args.deals, args.workers, tmp, args.nightly_only)
+        r = ours(args.deals, args.workers, tmp, knobs, streams, args.nightly_only, not args.skip_nightly)
     full, nightly = r["full"], r["nightly"]
     if full is None:
-        print_run("nightly incremental, every stream (1% of deals changed)", nightly)
+        print_run(f"nightly incremental, {which} (1% of deals changed)", nightly)
         print(f"peak RSS of the connector process: {nightly['peak']:.0f} MB")
         return
-    print_run(f"full sync, every stream, empty mirror ({args.workers} windows in parallel)", full)
+    print_run(f"full sync, {which}, empty mirror (max_workers {args.workers})", full)
     deals = next(x for x in full["results"] if x.stream == "deals")
-    print(f"  deals stream: {deals.rows} deals (its run's rows) + {full['links']} contact links")
+    n = deals.rows  # a run's rows are its deals (the links are counted apart)
+    bound = budget_bound(knobs)
+    print(f"  deals stream: {n} deals + {full['links']} contact links in {deals.seconds:.1f}s: {n / deals.seconds:.0f} "
+          f"deals/s = {n / deals.seconds / bound:.2f} of the budget-bound rate ({bound:.0f} rows/s per method: "
+          f"50 x {knobs['operating_budget_s']:.0f} s / {knobs['page_cost_s']} s per {knobs['operating_window_s']:.0f} s; "
+          "the links, crm.item.list, on their own budget at the same pace)")
     print(f"  server counted limit errors {full['server'].get('limits')}")
-    print_run("nightly incremental, every stream (1% of deals changed)", nightly)
-    print(f"  server counted limit errors {nightly['server'].get('limits')}")
-    print(f"\npeak RSS of the connector process: {max(full['peak'], nightly['peak']):.0f} MB "
-          "(servers run in child processes; amoCRM's target is < 300 MB)")
+    peak = full["peak"]
+    if nightly is not None:
+        print_run(f"nightly incremental, {which} (1% of deals changed)", nightly)
+        print(f"  server counted limit errors {nightly['server'].get('limits')}")
+        peak = max(peak, nightly["peak"])
+    print(f"\npeak RSS of the connector process: {peak:.0f} MB (servers run in child processes)")
     if not args.skip_peers:
-        print()
+        print(flush=True)
         # A peer's abandoned tasks log tracebacks when they die with their server: not our report.
         with contextlib.redirect_stderr(io.StringIO()):
-            report_peers(args.deals, deals.seconds, args.peer_cap)
+            report_peers(args.deals, deals.seconds, args.peer_cap, knobs)
             gc.collect()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import secrets
 import threading
 import time
@@ -15,37 +16,44 @@ MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"     # the portal's id in OAuth re
 
 
 class OperatingBudget:
-    """Seconds of server time each method used in a sliding window (Bitrix24 "operating")."""
+    """Seconds of server time each method used in the last `window_s`, kept as Bitrix24 does
+    in ten baskets (one minute each on a real portal): a basket drops out whole, and
+    `operating_reset_at` is when the oldest one does."""
+
+    BASKETS = 10
 
     def __init__(self, budget_s: float, window_s: float, clock=time.time):
         self.budget_s, self.window_s, self.clock = budget_s, window_s, clock
-        self._spent: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self._sum: dict[str, float] = collections.defaultdict(float)  # running totals
+        self.basket_s = window_s / self.BASKETS
+        self._spent: dict[str, collections.OrderedDict] = collections.defaultdict(collections.OrderedDict)
         self._lock = threading.Lock()
 
-    def _trim(self, method: str, now: float) -> collections.deque:
-        q = self._spent[method]
-        while q and q[0][0] <= now - self.window_s:
-            self._sum[method] -= q.popleft()[1]
-        if not q:
-            self._sum[method] = 0.0  # no float drift once the window empties
-        return q
+    def _trim(self, method: str, now: float) -> collections.OrderedDict:
+        baskets = self._spent[method]
+        current = int(now // self.basket_s)
+        while baskets and next(iter(baskets)) <= current - self.BASKETS:
+            baskets.popitem(last=False)
+        return baskets
 
     def used(self, method: str) -> tuple[float, int]:
-        """(seconds used in the window, Unix time the oldest charge drops out)."""
+        """(seconds used in the window, Unix time the oldest basket drops out)."""
         with self._lock:
             now = self.clock()
-            q = self._trim(method, now)
-            reset = q[0][0] + self.window_s if q else now + self.window_s
-            return max(0.0, self._sum[method]), int(reset)
+            baskets = self._trim(method, now)
+            if not baskets:
+                return 0.0, int(now + self.window_s)
+            oldest = next(iter(baskets))
+            return max(0.0, sum(baskets.values())), math.ceil((oldest + self.BASKETS) * self.basket_s)
 
     def blocked(self, method: str) -> bool:
         return self.used(method)[0] >= self.budget_s
 
     def charge(self, method: str, seconds: float) -> None:
         with self._lock:
-            self._spent[method].append((self.clock(), seconds))
-            self._sum[method] += seconds
+            now = self.clock()
+            baskets = self._trim(method, now)
+            key = int(now // self.basket_s)
+            baskets[key] = baskets.get(key, 0.0) + seconds
 
 
 class OAuthServer:

@@ -144,6 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops the SYNs of a burst of parallel clients (each
+    # then waits a second to retry); a real portal's front end accepts them.
+    request_queue_size = 128
+
+
 class SandboxServer:
     """Base class: start()/stop()/context manager, `url`, `request_log`, knobs."""
 
@@ -167,7 +173,7 @@ class SandboxServer:
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self):
-        httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
+        httpd = _Server((self.host, self.port), _Handler)
         httpd.daemon_threads = True
         httpd.owner = self
         self._wrap_socket(httpd)

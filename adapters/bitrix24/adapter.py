@@ -28,7 +28,7 @@ class Bitrix24Adapter:
         self.cfg = source
         self.source = source.name
         self.client = client or Bitrix24Client(source, tokens)
-        self.pager = Pager(self.client, source.max_workers)
+        self.pager = Pager(self.client, self.client.throttle.ceiling)
         self.reader = Reader(source, Lister(self.client, self.pager), {s.name: s for s in STREAMS})
 
     @property

@@ -4,8 +4,9 @@ errors, limits.
 `Bitrix24Client.call(method, params)` returns the response envelope; `batch(cmds)` sends up
 to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
 defensively (dict- or list-shaped; an empty error code with a description is an error).
-Every call passes the leaky bucket and the per-method operating budget, and feeds the
-budget with the server's `time` reports. Errors become the connector's exceptions with a
+Every call passes the leaky bucket, the per-method operating budget and the throttle (how
+many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget and the
+throttle with the server's `time` reports. Errors become the connector's exceptions with a
 message the admin can act on; secrets never reach a message.
 """
 
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.auth import OAuthTokens
+from adapters.bitrix24.throttle import Answer, Throttle
 from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient
 from adapters import redact as redaction
@@ -158,9 +161,14 @@ class Bitrix24Client:
         redaction.register(source.client_secret)
         self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
         self.budget = OperatingBudget(source.operating_budget_s)
+        # Requests in flight: up to max_workers (the admin's ceiling), never past the burst.
+        self.throttle = Throttle(min(int(source.max_workers or 1), int(self.bucket.capacity)))
         self.http = http or HttpClient(source.name, limiter=self.bucket, verify=source.verify_tls,
                                        timeout=(min(CONNECT_TIMEOUT_S, source.timeout_s),
                                                 source.timeout_s))
+        pooled = HTTPAdapter(pool_connections=1, pool_maxsize=self.throttle.ceiling)
+        for prefix in ("https://", "http://"):  # a kept connection per request in flight
+            self.http.session.mount(prefix, pooled)
         # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
         self.http.retry_statuses = lambda r: r.status_code >= 500
         self.http.session.hooks["response"].append(self._count_limits)
@@ -175,6 +183,7 @@ class Bitrix24Client:
     def _count_limits(self, response, *args, **kwargs):
         if response.status_code in (429, 503):
             self.limit_errors += 1
+            self.throttle.congested()
             if response.status_code == 503:
                 self.bucket.penalise()
 
@@ -201,7 +210,10 @@ class Bitrix24Client:
         """One method call; returns the envelope ({"result", "total", "time", ...})."""
         n, held = self.budget.take({method: 1})
         try:
-            body = self._post(method, dict(params or {}), charge=method)
+            with self.throttle.slot((method,)):
+                body = self._post(method, dict(params or {}), charge=method)
+                self.throttle.answered(self._answers({"c": (method, params or {})},
+                                                     {"c": body.get("time")}))
         finally:
             self.budget.release(held)
         self.budget.observe(method, body.get("time"))
@@ -212,23 +224,46 @@ class Bitrix24Client:
         if len(cmds) > MAX_BATCH:
             raise ValueError("at most 50 commands per batch")
         cmd = {k: f"{m}?{encode(p)}" for k, (m, p) in cmds.items()}
-        try:
-            body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None)
-        finally:
-            if held:
-                self.budget.release(held)
-        try:
-            result = parse_batch(body, list(cmds))
-        except ValueError:
-            raise StreamError(f"Bitrix24 source '{self.name}': unexpected batch reply shape") from None
-        for k, t in result.times.items():
-            if k in cmds:
-                self.budget.observe(cmds[k][0], t)
-        for k, err in result.errors.items():
-            if err.code == "OPERATION_TIME_LIMIT" and k in cmds:
-                self.limit_errors += 1
-                self.budget.block(cmds[k][0], None)
+        with self.throttle.slot(m for m, _ in cmds.values()):
+            try:
+                body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None)
+            finally:
+                if held:
+                    self.budget.release(held)
+            try:
+                result = parse_batch(body, list(cmds))
+            except ValueError:
+                raise StreamError(f"Bitrix24 source '{self.name}': unexpected batch reply shape") from None
+            for k, t in result.times.items():
+                if k in cmds:
+                    self.budget.observe(cmds[k][0], t)
+            for k, err in result.errors.items():
+                if err.code == "OPERATION_TIME_LIMIT" and k in cmds:
+                    self.limit_errors += 1
+                    self.budget.block(cmds[k][0], None)
+                    self.throttle.congested()
+            self.throttle.answered(self._answers(cmds, result.times))
         return result
+
+    def _answers(self, cmds: dict[str, tuple[str, dict]], times: dict) -> list[Answer]:
+        """Per method of a request: its sub-calls' server time and the budget left after."""
+        out: dict[str, Answer] = {}
+        for key, (method, params) in cmds.items():
+            a = out.setdefault(method, Answer(method, calls=0, kind=f"{method} {params.get('select')}"))
+            t = times.get(key)
+            if not isinstance(t, dict):
+                continue
+            try:
+                a.seconds = (a.seconds or 0.0) + float(t.get("duration", t.get("processing")))
+                a.calls += 1
+            except (TypeError, ValueError):
+                pass
+            try:  # the later sub-call reports the larger total
+                left = self.budget.budget - self.budget.safety - float(t["operating"])
+                a.left = left if a.left is None else min(a.left, left)
+            except (KeyError, TypeError, ValueError):
+                pass
+        return list(out.values())
 
     def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
         """POST with auth; handles expired tokens and operating-time blocks. A 2xx that is not
@@ -257,6 +292,7 @@ class Bitrix24Client:
                 refreshed = True
                 continue
             if code == "OPERATION_TIME_LIMIT" or response.status_code == 429:
+                self.throttle.congested()
                 self._wait_out(charge, body)
                 continue
             raise self.error(method, code, desc, response.status_code)

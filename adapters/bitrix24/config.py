@@ -10,8 +10,11 @@ from adapters.urls import check_url
 KEYS = {"webhook_url": str, "portal_url": str, "client_id": str, "client_secret": str,
         "oauth_url": str, "redirect_uri": str, "bucket_size": int, "operating_budget_s": float, "reconcile_hours": float}
 SECRET_KEYS = ("webhook_url", "client_secret")
+# max_workers is a ceiling here: the throttle keeps as many requests in flight as the portal's
+# signals allow, up to the bucket's burst; an admin lowers it to leave room for others.
 DEFAULTS = {"requests_per_second": 2.0, "oauth_url": "https://oauth.bitrix.info/oauth/token/",
-            "bucket_size": 50, "operating_budget_s": 480.0, "reconcile_hours": 24.0}
+            "bucket_size": 50, "operating_budget_s": 480.0, "reconcile_hours": 24.0,
+            "max_workers": 50}
 FIELD_PREFIX = "UF_CRM_"
 
 

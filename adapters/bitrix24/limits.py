@@ -57,6 +57,7 @@ class _Method:
     inflight: float = 0.0          # reserved seconds not yet reported
     cost: float = 0.2              # expected seconds per call (moving average)
     blocked_until: float = 0.0
+    probed_at: float = 0.0         # when the last probe was sent
 
 
 def parse_reset(value) -> float | None:
@@ -118,6 +119,10 @@ class OperatingBudget:
                         wait = max(wait, 0.05)  # in-flight calls will report a fresher total
                     elif m.reset_at and m.reset_at > now:
                         wait = max(wait, m.reset_at - now + 0.05)
+                    elif now - m.probed_at < 1.0:
+                        # The reset time is whole seconds: a probe that found no room waits a
+                        # second before the next, instead of spending the budget on probes.
+                        wait = max(wait, m.probed_at + 1.0 - now)
                     else:
                         m.known = False  # the oldest basket has dropped out: probe again
                         n = min(n, 1)
@@ -125,6 +130,8 @@ class OperatingBudget:
                     held = {}
                     for method in methods:
                         m = self._m(method)
+                        if not m.known:
+                            m.probed_at = now
                         m.inflight += n * m.cost
                         held[method] = n * m.cost
                     return n, held
@@ -136,7 +143,9 @@ class OperatingBudget:
         with self._lock:
             for method, amount in held.items():
                 m = self._m(method)
-                m.inflight = max(0.0, m.inflight - amount)
+                m.inflight -= amount
+                if m.inflight < 1e-9:  # float residue would read as "a call still in flight"
+                    m.inflight = 0.0
 
     def observe(self, method: str, time_info: dict | None) -> None:
         """Feed one `time` object (a call's, or a batch sub-call's `result_time[key]`)."""

@@ -133,8 +133,12 @@ class Pager:
             return [[lo, hi]], len(low) / max(1, hi - lo)
         spread = [(PAGE - 1) / max(1, ids[-1] - ids[0]) for ids in (low, sorted(high)) if len(ids) == PAGE]
         density = min(1.0, sum(spread) / len(spread))
-        # Windows of >= 10 pages: enough to keep every worker busy, few enough to plan well.
-        n = max(1, min(max_windows, math.ceil(density * (hi - lo) / (PAGE * 10))))
+        # Windows of >= 10 pages, few enough to plan well. On a small portal one window per
+        # worker, each one request (the bucket's burst is the scarce thing there); more only
+        # where each would still need more than one full batch.
+        pages = density * (hi - lo) / PAGE
+        n = max(1, min(max_windows, math.ceil(pages / 10),
+                       max(self.workers, math.ceil(pages / MAX_BATCH))))
         return self.split(lo, hi, n), density
 
     @staticmethod

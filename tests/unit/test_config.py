@@ -76,8 +76,10 @@ def test_each_crm_key_reads_as_an_attribute_with_its_default(tmp_path, env):
     assert (b24.webhook_url, b24.portal_url, b24.oauth_url) == \
         ("https://portal.bitrix24.ru/rest/1/s3cretwebhook/", None, "https://oauth.bitrix.info/oauth/token/")
     assert (b24.bucket_size, b24.operating_budget_s, b24.reconcile_hours) == (50, 480.0, 24.0)
+    # Bitrix24's max_workers is a ceiling for its throttle: the bucket's burst by default
     assert (b24.timeout_s, b24.overlap_minutes, b24.max_workers, b24.currency, b24.streams,
-            b24.verify_tls) == (60.0, 5.0, 4, "RUB", None, True)
+            b24.verify_tls) == (60.0, 5.0, 50, "RUB", None, True)
+    assert main_src.max_workers == 4
     with pytest.raises(AttributeError, match="bitrix24 source has no key 'base_url'"):
         b24.base_url
     built = config.SourceConfig(name="b24", kind="bitrix24", webhook_url=b24.webhook_url)
