@@ -237,30 +237,35 @@ class Item:
             v = v[part]
         return v
 
-    def get(self, key: str, read: Callable = text, default=None):
-        """`read(value)`, `default` when absent or empty; a BadValue becomes None (never the
-        default: junk is not "nothing") plus a noted problem."""
+    def _read(self, key: str, read: Callable):
+        """(raw, read(raw)); (_ABSENT, None) when missing. A BadValue passes up with the raw
+        value on `err.raw`; any other error becomes a FieldError naming the key."""
         raw = None
         try:
             raw = self.value(key)
-            got = None if raw is _ABSENT else read(raw)
+            return raw, None if raw is _ABSENT else read(raw)
         except BadValue as err:
-            self.problems.append(problem(key, raw, str(err)))
-            return None
+            err.raw = raw
+            raise
         except Exception as err:
             raise FieldError(key, err) from err
+
+    def get(self, key: str, read: Callable = text, default=None):
+        """`read(value)`, `default` when absent or empty; a BadValue becomes None (never the
+        default: junk is not "nothing") plus a noted problem."""
+        try:
+            _, got = self._read(key, read)
+        except BadValue as err:
+            self.problems.append(problem(key, err.raw, str(err)))
+            return None
         return default if got is None else got
 
     def need(self, key: str, read: Callable = text):
         """A value the row cannot do without: missing, empty or bad raises BadItem."""
-        raw = None
         try:
-            raw = self.value(key)
-            got = None if raw is _ABSENT else read(raw)
+            raw, got = self._read(key, read)
         except BadValue as err:
-            raise BadItem(key, raw, str(err)) from None
-        except Exception as err:
-            raise FieldError(key, err) from err
+            raise BadItem(key, err.raw, str(err)) from None
         if got is None or got == "":
             raise BadItem(key, None if raw is _ABSENT else raw, "missing")
         return got
@@ -268,14 +273,10 @@ class Item:
     def strict(self, key: str, read: Callable, default=None):
         """A value the row may lack but must not misread (a list of links): absent or empty
         gives `default`, a bad one raises BadItem."""
-        raw = None
         try:
-            raw = self.value(key)
-            got = None if raw is _ABSENT else read(raw)
+            _, got = self._read(key, read)
         except BadValue as err:
-            raise BadItem(key, raw, str(err)) from None
-        except Exception as err:
-            raise FieldError(key, err) from err
+            raise BadItem(key, err.raw, str(err)) from None
         return default if got is None else got
 
 
