@@ -62,7 +62,9 @@ class ComputeResult:
 READS = "reads:"
 
 
-def _header(sql: str) -> list[str]:
+def header(sql: str) -> list[str]:
+    """The leading `--` comment lines of a SQL file, without the dashes: its definition and
+    its `key:` lines (`reads:`, and for measure groups `measures:`)."""
     lines = []
     for line in sql.splitlines():
         if not line.startswith("--"):
@@ -71,16 +73,17 @@ def _header(sql: str) -> list[str]:
     return lines
 
 
-def _description(sql: str) -> str:
-    return " ".join(line for line in _header(sql) if not line.startswith(READS))
-
-
-def _reads(sql: str) -> tuple[str, ...]:
-    """The tables named on the `-- reads:` line."""
-    for line in _header(sql):
-        if line.startswith(READS):
-            return tuple(t.strip() for t in line[len(READS):].split(",") if t.strip())
+def listed(sql: str, key: str) -> tuple[str, ...]:
+    """The comma-separated names on the header's `key` line (e.g. the tables after `reads:`)."""
+    for line in header(sql):
+        if line.startswith(key):
+            return tuple(t.strip() for t in line[len(key):].split(",") if t.strip())
     return ()
+
+
+def definition(sql: str, *keys: str) -> str:
+    """The header's prose: every line but the `key:` ones."""
+    return " ".join(line for line in header(sql) if not line.startswith((READS, *keys)))
 
 
 def catalogue() -> dict[str, Kpi]:
@@ -88,7 +91,7 @@ def catalogue() -> dict[str, Kpi]:
     out = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
-        out[path.stem] = Kpi(path.stem, sql, _description(sql), reads=_reads(sql))
+        out[path.stem] = Kpi(path.stem, sql, definition(sql), reads=listed(sql, READS))
     return out
 
 
@@ -132,7 +135,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         res.warnings.append(msg)
     params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
               "churn_days": kpi_cfg.churn_days, "interactions_days": kpi_cfg.interactions_days}
-    with _tuned(conn), mirror.db.atomic():
+    with tuned(conn), mirror.db.atomic():
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
         survey.load(conn, card_survey)
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
@@ -179,7 +182,7 @@ def _scratch_kib(conn) -> int:
 
 
 @contextmanager
-def _tuned(conn):
+def tuned(conn):
     """Per-run settings for the bulk work, put back afterwards: a scratch cache sized to the data
     (see `_scratch_kib`), a small cache for the mirror itself (see `_MAIN_CACHE_KIB`), a helper
     thread for sorting, and memory-mapped reads of the mirror."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adapters.times import iso
 from connector import metrics_prep, survey
-from connector.kpi import READS, _header, _reads, _tuned
+from connector.kpi import READS, definition, listed, tuned
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,13 @@ class MetricsResult:
     seconds: float = 0.0
 
 
-def _measures(sql: str) -> tuple[str, ...]:
-    for line in _header(sql):
-        if line.startswith(MEASURES):
-            return tuple(m.strip() for m in line[len(MEASURES):].split(",") if m.strip())
-    return ()
-
-
 def catalogue() -> dict[str, Group]:
     """The measure groups by file name."""
     out = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
-        text = " ".join(x for x in _header(sql) if not x.startswith((READS, MEASURES)))
-        out[path.stem] = Group(path.stem, sql, text, _measures(sql), _reads(sql))
+        out[path.stem] = Group(path.stem, sql, definition(sql, MEASURES), listed(sql, MEASURES),
+                               listed(sql, READS))
     return out
 
 
@@ -90,7 +83,7 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
                             f"(add {cur} to [kpi.currency_rates])")
         log.warning(res.warnings[-1])
     params = {"source": source, "now": res.computed_at, "churn_days": kpi_cfg.churn_days}
-    with _tuned(conn), mirror.db.atomic():
+    with tuned(conn), mirror.db.atomic():
         survey.load(conn, card_survey)
         first = metrics_prep.first_timestamp(conn, source, kpi_cfg.spend.rows) or res.computed_at
         starts = metrics_prep.month_starts(tz, min(first, res.computed_at), res.computed_at)
