@@ -160,7 +160,7 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0 A
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
-# Answers from the CRMs' own sources (h13data's survey_answers) and from card fields.
+# Answers from the CRMs' own sources (survey_answers) and from card fields.
 _SURVEY_ANSWERS = """
 CREATE TEMP TABLE kpi_recent AS
 SELECT id, entity_type, entity_id, kind, score, at FROM main.survey_answers
@@ -171,10 +171,6 @@ FROM temp.kpi_card_survey WHERE entity_type = :target
 """
 
 _SURVEY_COLS = "k.id, k.kind, k.score, k.at"
-
-
-def has_table(conn, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
 
 def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
@@ -246,9 +242,7 @@ def _build_interactions(conn, target: str, p: dict) -> None:
     conn.execute("CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
                  "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID")
     conn.execute(CARD_SURVEY_DDL)   # made by connector.survey when cards hold scores
-    pick = _SURVEY_ANSWERS if has_table(conn, "survey_answers") else (
-        "CREATE TEMP TABLE kpi_recent AS " + _SURVEY_ANSWERS.split("UNION ALL")[1])
-    _via_recent(conn, pick, _owned("kpi_survey", _SURVEY_COLS, target), p)
+    _via_recent(conn, _SURVEY_ANSWERS, _owned("kpi_survey", _SURVEY_COLS, target), p)
 
 
 CARD_SURVEY_DDL = ("CREATE TEMP TABLE IF NOT EXISTS kpi_card_survey (entity_type TEXT, entity_id INTEGER, "

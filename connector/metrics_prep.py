@@ -37,8 +37,6 @@ import bisect
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from connector.kpi_prep import has_table
-
 TABLES = ("m_months", "m_deals", "m_wins", "m_clients", "m_spend", "m_survey", "m_rates", "m_acts",
           "m_steps", "m_moves", "m_stays")
 NONE_CHANNEL = "(none)"
@@ -82,10 +80,8 @@ def first_timestamp(conn, source: str, spend) -> str | None:
     found = [r[0] for r in conn.execute(
         "SELECT min(created_at) FROM deals WHERE source = :s AND is_deleted = 0 "
         "UNION ALL SELECT min(created_at) FROM leads WHERE source = :s AND is_deleted = 0 "
-        "UNION ALL SELECT min(at) FROM temp.kpi_card_survey", {"s": source}) if r[0]]
-    if has_table(conn, "survey_answers"):
-        found += [r[0] for r in conn.execute("SELECT min(at) FROM survey_answers WHERE source = ?",
-                                             (source,)) if r[0]]
+        "UNION ALL SELECT min(at) FROM temp.kpi_card_survey "
+        "UNION ALL SELECT min(at) FROM survey_answers WHERE source = :s", {"s": source}) if r[0]]
     found += [f"{s.month}T12:00:00Z" for s in spend]
     return min(found) if found else None
 
@@ -197,8 +193,7 @@ def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
     conn.executemany("INSERT INTO temp.m_spend VALUES (?, ?, ?)", _spend_rows(spend, p["base"], rates))
     conn.execute("CREATE TEMP TABLE m_survey (kind TEXT, score REAL, at TEXT, period TEXT)")
     conn.execute(_SURVEY)
-    if has_table(conn, "survey_answers"):
-        conn.execute(_SURVEY_ANSWERS, p)
+    conn.execute(_SURVEY_ANSWERS, p)
     build_activities(conn, source)
 
 
