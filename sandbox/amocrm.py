@@ -164,6 +164,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     def fault_response(self) -> Response:
         return problem(500, "Internal Server Error")
 
+    def limit_response(self) -> Response:
+        return problem(429, TITLES[429], "Too many requests")
+
     def handle(self, req: Request) -> Response:
         if self.blocked:
             return Response(403, BLOCK_PAGE, "text/html")
@@ -171,7 +174,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
             self.violations += 1
             if self.block_after and self.violations >= self.block_after:
                 self.blocked = True
-            return problem(429, TITLES[429], "Too many requests")
+            return self.limit_response()
         try:
             if req.path == "/oauth2/access_token":
                 if req.method != "POST":

@@ -121,7 +121,7 @@ class Bitrix24Sandbox(SandboxServer):
         user, secret, method = m.group(1), m.group(2), m.group(3).lower()
         if self.limits and not self._bucket(req).allow():
             self._count("QUERY_LIMIT_EXCEEDED")
-            return _error(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
+            return self.limit_response()
         try:
             if user is not None:
                 if user != self.webhook_user or secret != self.webhook_secret:
@@ -277,6 +277,9 @@ class Bitrix24Sandbox(SandboxServer):
         # Real portals answer 5xx with an HTML page from the web server, not JSON.
         return Response(500, b"<html><head><title>500 Internal Server Error</title></head>"
                              b"<body><h1>Internal Server Error</h1></body></html>", "text/html")
+
+    def limit_response(self) -> Response:
+        return _error(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
 
     def _log(self, req: Request, status, fault) -> None:
         """Log body parameters too, with the webhook secret and tokens masked."""

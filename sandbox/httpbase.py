@@ -18,6 +18,8 @@ Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`)
 - "truncated" the real response, body cut in half (Content-Length matches the cut body)
 - "badjson"   HTTP 200, declared JSON, body is an HTML error page
 - "html"      HTTP 200, text/html: a proxy's or captive portal's page instead of the API's answer
+- "limit"     the CRM's rate-limit answer from the subclass's `limit_response()` (amoCRM 429,
+              Bitrix24 503 QUERY_LIMIT_EXCEEDED), the request not served
 
 `request_log` rows: {method, path, params, status (None when no reply), fault, at}.
 """
@@ -37,7 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 __all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket",
            "FAULT_KINDS"]
 
-FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html")
+FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html", "limit")
 
 
 @dataclass
@@ -241,6 +243,10 @@ class SandboxServer:
     def fault_response(self) -> Response:
         return Response.json({"error": "internal server error"}, 500)
 
+    def limit_response(self) -> Response:
+        """The answer to a request over the rate limit; a subclass sends its CRM's own."""
+        return Response.json({"error": "too many requests"}, 429)
+
     # ---- internals -----------------------------------------------------------------------
     def _pick_fault(self) -> str | None:
         with self._log_lock:
@@ -274,6 +280,8 @@ class SandboxServer:
             return
         if fault == "500":
             resp = self.fault_response()
+        elif fault == "limit":
+            resp = self.limit_response()
         elif fault == "badjson":
             resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
                             "application/json")
@@ -293,6 +301,13 @@ class SandboxServer:
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, resp: Response) -> None:
+        try:
+            SandboxServer._write(h, resp)
+        except (BrokenPipeError, ConnectionResetError):    # the client died or gave up: as a server
+            h.close_connection = True                       # would, drop it without a traceback
+
+    @staticmethod
+    def _write(h: BaseHTTPRequestHandler, resp: Response) -> None:
         # Headers and body leave in two writes; with Nagle's algorithm on, the second waits
         # for the client's delayed ACK (~40 ms), which would dominate every small response.
         h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
