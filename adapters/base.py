@@ -20,6 +20,10 @@ class Page:
 
     rows: mirror table -> records to upsert on their primary key.
     deleted / restored: mirror table -> ids whose `is_deleted` becomes 1 / 0.
+    deleted_at: mirror table -> {id: ISO moment of the deletion}, for records whose restore the
+    CRM reports by no event (amoCRM tasks): only their list, which serves them again, says they
+    are back. The store marks such a row deleted unless its `updated_at` is later than the
+    deletion (listed alive since: restored); see `connector.store.Mirror._delete_unless_newer`.
     present: mirror table -> every id the CRM still has (a reconciliation pass): rows of this
     source missing from the list are marked deleted, listed rows are marked not deleted.
     bookmark: when not None, the stream's new bookmark, saved in the same transaction,
@@ -33,6 +37,7 @@ class Page:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     deleted: dict[str, list] = field(default_factory=dict)
     restored: dict[str, list] = field(default_factory=dict)
+    deleted_at: dict[str, dict] = field(default_factory=dict)
     present: dict[str, list] = field(default_factory=dict)
     bookmark: str | None = None
     problems: list[dict] = field(default_factory=list)
@@ -42,12 +47,12 @@ class Page:
         """Add `other`'s records to this page; a later deletion or restore of an id wins."""
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
-        for mine, theirs in ((self.deleted, other.restored), (self.restored, other.deleted)):
+        for mine, theirs in ((self.deleted, other.restored), (self.deleted_at, other.restored),
+                             (self.restored, other.deleted), (self.restored, other.deleted_at)):
             for table, ids in theirs.items():
-                if table in mine:
-                    mine[table] = [i for i in mine[table] if i not in set(ids)]
-                    if not mine[table]:
-                        del mine[table]
+                _drop(mine, table, ids)
+        for table, dated in other.deleted_at.items():
+            self.deleted_at.setdefault(table, {}).update(dated)
         for mine, theirs in ((self.deleted, other.deleted), (self.restored, other.restored)):
             for table, ids in theirs.items():
                 have = mine.setdefault(table, [])
@@ -61,13 +66,28 @@ class Page:
 
     def count(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(
-            len(v) for v in self.deleted.values()) + sum(len(v) for v in self.restored.values())
+            len(v) for changes in (self.deleted, self.restored, self.deleted_at)
+            for v in changes.values())
 
     def entities(self, table: str) -> int:
         """Entities of `table` this page writes (upserted, deleted or restored): what a run
         reports, so a deal's contact links do not count as more deals."""
-        return len(self.rows.get(table, ())) + len(self.deleted.get(table, ())) + len(
-            self.restored.get(table, ()))
+        return len(self.rows.get(table, ())) + sum(
+            len(changes.get(table, ())) for changes in (self.deleted, self.restored, self.deleted_at))
+
+
+def _drop(changes: dict, table: str, ids) -> None:
+    """Take `ids` out of `changes[table]` (a list of ids, or a dict keyed by id); an emptied
+    table goes."""
+    have, gone = changes.get(table), set(ids)
+    if have is None:
+        return
+    have = ({i: v for i, v in have.items() if i not in gone} if isinstance(have, dict)
+            else [i for i in have if i not in gone])
+    if have:
+        changes[table] = have
+    else:
+        del changes[table]
 
 
 @dataclass

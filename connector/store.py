@@ -166,6 +166,8 @@ class Mirror:
             self._closing_moments(source, page)
             for table, ids in page.deleted.items():
                 self._set_deleted(table, source, ids, 1)
+            for table, dated in page.deleted_at.items():
+                self._delete_unless_newer(table, source, dated)
             for table, ids in page.restored.items():
                 self._set_deleted(table, source, ids, 0)
             for table, ids in page.present.items():
@@ -296,6 +298,15 @@ class Mirror:
             self.conn.execute(
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
+
+    def _delete_unless_newer(self, table: str, source: str, dated: dict) -> None:
+        """Mark rows deleted unless changed after their deletion (ISO UTC text compares as
+        time): listed alive since, so restored. A tie deletes: an edit and a deletion in one
+        second are commoner than a deletion and a restore."""
+        self.conn.executemany(
+            f"UPDATE [{table}] SET is_deleted = 1 WHERE source = ? AND id = ? AND "
+            "(? IS NULL OR updated_at IS NULL OR updated_at <= ?)",
+            [(source, i, at, at) for i, at in dated.items()])
 
     def _text_ids(self, table: str) -> bool:
         return any(col[1] == "id" and col[2].upper() == "TEXT"

@@ -7,7 +7,12 @@ tables (a lead gives a deal and its contact links; an event a stage change or a 
 
 Tasks: amoCRM has no `completed_at`. The `events` stream stamps it from `task_completed`
 events (their `created_at`); a task completed before the first sync, or whose event fell
-outside the events window, keeps `completed_at` NULL.
+outside the events window, keeps `completed_at` NULL. There is no `task_restored` event: a
+listed task is alive (lists skip the trash), so its row clears `is_deleted`, and a
+`task_deleted` event is a dated deletion (`Page.deleted_at`) that loses to a later
+`updated_at` (a restore changes the task, as a trashing does: `with=only_deleted` gives a
+trashed lead's change date). So a deletion read again (events overlap, full sync) cannot undo
+a restore, and one after it still deletes.
 
 Events: the filter asks only for types in amoCRM's event-type table (facts §2.8; an
 undocumented type is a 400 for the whole stream; there is no `task_restored`). A deal's
@@ -42,6 +47,7 @@ from dataclasses import dataclass
 from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, Stream, rows
+from adapters.times import from_unix
 from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, objects,
                             score_in, to_int, unix_moment)
 
@@ -53,11 +59,12 @@ ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "co
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
 # Only types amoCRM's event-type table lists (facts §2.8): tasks have `task_deleted` but no
 # `task_restored`. `lead_added` gives a deal's entry-stage row; `entity_merged` a deletion.
+RESTORE_EVENTS = {"lead", "contact", "company"}
 CHAT_EVENTS = {"incoming_chat_message": "in", "outgoing_chat_message": "out"}
 NPS_EVENT = "nps_rate_added"
 EVENT_TYPES = ("lead_added", "lead_status_changed", "task_completed", "entity_merged",
                *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")
-                 if (e, what) != ("task", "restored")), *CHAT_EVENTS, NPS_EVENT)
+                 if what == "deleted" or e in RESTORE_EVENTS), *CHAT_EVENTS, NPS_EVENT)
 # Notes that are client interactions: note_type -> (channel, direction).
 NOTE_KINDS = {"call_in": ("call", "in"), "call_out": ("call", "out"),
               "sms_in": ("sms", "in"), "sms_out": ("sms", "out")}
@@ -209,11 +216,11 @@ def company_row(item: dict, ctx: Ctx) -> Page:
 
 
 def task_row(item: dict, ctx: Ctx) -> Page:
-    # No completed_at / is_deleted keys: those come from events, and an upsert leaves absent
-    # columns alone.
+    """A listed task: alive (`is_deleted` 0: the list never serves the trash, so this clears a
+    deletion the task was restored from). No completed_at key: it comes from events, and an
+    upsert leaves absent columns alone."""
     v = Item(item)
     card = _card(v)
-    del card["is_deleted"]
     return _page(v, "tasks", {
         "id": v.need("id", integer), "text": v.get("text"),
         "entity_type": ENTITY.get(v.get("entity_type") or ""),
@@ -362,7 +369,8 @@ def nps_score(side) -> float | None:
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:
-    """The newest deletion / restore of a card wins, whatever page it is on (`ctx.memo`)."""
+    """The newest deletion / restore of a card wins, whatever page it is on (`ctx.memo`). A
+    deletion whose restore has no event (a task) is dated: a later listing outranks it."""
     entity, _, what = kind.rpartition("_")
     table = EVENT_TABLES.get(entity)
     if not table or what not in ("deleted", "restored") or entity_id is None:
@@ -371,8 +379,11 @@ def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) ->
     if latest.get((table, entity_id), -1) > at:
         return Page()  # a newer event, on an earlier page, already decided this id
     latest[(table, entity_id)] = at
-    return Page(deleted={table: [entity_id]}) if what == "deleted" else Page(
-        restored={table: [entity_id]})
+    if what == "restored":
+        return Page(restored={table: [entity_id]})
+    if entity in RESTORE_EVENTS:
+        return Page(deleted={table: [entity_id]})
+    return Page(deleted_at={table: {entity_id: from_unix(at)}})
 
 
 # -- declarations ----------------------------------------------------------------------------

@@ -17,10 +17,11 @@ from sandbox.data import generate
 
 @pytest.fixture
 def ds():
-    # 1,000 tasks (4 pages), ~7k events. Seed 7 has no task restored from the trash:
-    # amoCRM has no `task_restored` event, so such a task stays deleted in the mirror (a
-    # defect of its own, not of reading lists).
-    return generate(seed=7, size=2000)
+    # 1,000 tasks (4 pages), ~7k events; seed 9 has tasks deleted and restored from the
+    # trash (no `task_restored` event: the list says they are back), which must end alive.
+    ds = generate(seed=9, size=2000)
+    assert [e for e in ds.events if (e["entity"], e["type"]) == ("task", "restored")]
+    return ds
 
 
 def _sync_twice(mirror, adapter, streams):

@@ -86,11 +86,25 @@ def test_tasks_plural_entity_types_and_no_completed_at():
         {"id": 7087, "text": "Перезвонить клиенту", "responsible_user_id": 123321,
          "entity_type": "deal", "entity_id": 19619, "is_completed": 0,
          "due_at": "2025-11-24T10:00:00Z", "created_at": "2025-11-21T10:00:00Z",
-         "updated_at": "2025-11-23T10:00:00Z", "raw": items[0]},
+         "updated_at": "2025-11-23T10:00:00Z", "is_deleted": 0, "raw": items[0]},
         {"id": 7088, "text": "Встреча", "responsible_user_id": 504141, "entity_type": "contact",
          "entity_id": 10971467, "is_completed": 1, "due_at": "2025-11-22T10:00:00Z",
          "created_at": "2025-11-21T10:00:00Z", "updated_at": "2025-11-23T10:00:30Z",
-         "raw": items[1]}]}
+         "is_deleted": 0, "raw": items[1]}]}
+    # Listed means alive (lists skip the trash): a restored task's row clears is_deleted.
+
+
+def test_task_deletion_is_dated_as_no_event_reports_a_task_restore():
+    s = BY_NAME["events"]
+    asked = {v for k, v in s.request.params if k == "filter[type][]"}
+    assert "task_deleted" in asked and "task_restored" not in asked
+    assert {"lead_restored", "contact_restored", "company_restored"} <= asked
+    deleted = {"id": "01pz58t6p04ymgsgfbmfyfy8mn", "type": "task_deleted", "entity_id": 7087,
+               "entity_type": "task", "created_at": T + 60, "value_after": [], "value_before": []}
+    page = records([deleted], s.parse, Ctx())
+    # the store weighs it against the task's updated_at (a later listing: restored)
+    assert (page.deleted, page.deleted_at) == ({}, {"tasks": {7087: "2025-11-23T10:01:00Z"}})
+    assert page.count() == 1 and page.entities("tasks") == 1
 
 
 def test_call_notes_direction_and_call_status():

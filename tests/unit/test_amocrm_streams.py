@@ -216,7 +216,9 @@ def test_events_stage_changes_deletions_restores_and_task_completion(adapter):
                    "changed_at": T1_ISO, "raw": page1[0]}]
     assert pages[0].deleted == {"deals": [1000002], "companies": [20001]}
     assert pages[0].restored == {"contacts": [300001]}
-    assert pages[1].deleted == {"tasks": [6000002]} and pages[1].restored == {}
+    assert pages[1].deleted == {} and pages[1].restored == {}
+    # no task_restored event exists: the store weighs the deletion against the task's updated_at
+    assert pages[1].deleted_at == {"tasks": {6000002: "2025-11-23T10:00:02Z"}}
     assert rows(pages, "tasks") == [{"id": 6000001, "is_completed": 1,
                                      "completed_at": "2025-11-23T10:00:30Z"}]
     calls = calls_to("/api/v4/events")

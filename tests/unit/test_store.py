@@ -61,6 +61,32 @@ def test_deleted_restored_and_reconciled(tmp_path):
     assert flags == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1}
 
 
+def test_a_dated_deletion_loses_only_to_a_later_change(tmp_path):
+    """amoCRM tasks (no restore event): a row changed after its deletion was listed alive
+    since, so restored, and stays; a deletion at or after the row's last change, or of a row
+    with no moment, or undated, deletes it."""
+    at = "2026-11-23T10:00:05Z"
+    with Mirror(str(tmp_path / "m.db")) as m:
+        m.save_page("s", "t", Page(rows={"tasks": [
+            {"id": 1, "updated_at": at}, {"id": 2, "updated_at": at}, {"id": 3, "updated_at": at},
+            {"id": 4, "updated_at": None}, {"id": 5, "updated_at": at}]}))
+        m.save_page("other", "t", Page(rows={"tasks": [{"id": 2, "updated_at": None}]}))
+        m.save_page("s", "e", Page(deleted_at={"tasks": {
+            1: "2026-11-23T10:00:04Z", 2: at, 3: "2026-11-23T10:00:06Z",
+            4: "2026-11-23T10:00:00Z", 5: None}}))
+        flags = m.conn.execute("SELECT source, id, is_deleted FROM tasks ORDER BY 1, 2").fetchall()
+    assert flags == [("other", 2, 0), ("s", 1, 0), ("s", 2, 1), ("s", 3, 1), ("s", 4, 1),
+                     ("s", 5, 1)]
+
+
+def test_page_merge_a_restore_and_a_dated_deletion_the_later_wins():
+    page = Page(deleted_at={"tasks": {1: "A", 2: "B"}}).merge(Page(restored={"tasks": [1]}))
+    assert (page.deleted_at, page.restored) == ({"tasks": {2: "B"}}, {"tasks": [1]})
+    page.merge(Page(deleted_at={"tasks": {1: "C"}}))
+    assert (page.deleted_at, page.restored) == ({"tasks": {2: "B", 1: "C"}}, {})
+    assert page.count() == 2 and page.entities("tasks") == 2
+
+
 def test_activities_with_text_ids_reconcile_against_a_listing_of_integer_ids(tmp_path):
     """Bitrix24's ID listing gives integers; activities keep ids as text (amoCRM's are
     `note:1` / `event:...`): the listing must still keep the listed rows alive."""
