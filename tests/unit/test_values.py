@@ -17,7 +17,7 @@ import pytest
 
 from adapters.base import Page
 from adapters.bitrix24 import parsers as b24
-from adapters.amocrm import streams as amo
+from adapters.amocrm import parsers as amo
 from adapters.errors import StreamError
 from adapters.streams import Ctx, records
 from adapters.values import BadValue, Item, amount, integer, number, offset_moment, unix_moment
