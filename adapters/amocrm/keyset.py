@@ -53,15 +53,11 @@ def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded
     """Items of each page in list order, none yielded twice. `start`..`end` is the read's
     window (`start` None: from the first row). `workers` caps the pages in flight; how many
     are used follows the first round trip measured against the limiter's `gap`."""
-    t0 = time.monotonic()
-    data = fetch(_window(field, start, end), 1, size)
+    data, size, depth = first_page(lambda: fetch(_window(field, start, end), 1, size), embedded,
+                                   size, gap, workers)
     if data is None:
         return
-    first = data["_embedded"][embedded]
-    if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
-        size = len(first)                 # the list serves smaller pages than asked for
     chain = _Chain(field, embedded, size)
-    depth = pages_in_flight(time.monotonic() - t0, gap, workers)
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-keyset")
     pending: collections.deque = collections.deque()
     try:
@@ -173,6 +169,21 @@ def fit_page(rows: int, size: int, low: int,
     return best
 
 
+def first_page(fetch_first: Callable[[], dict | None], embedded: str, size: int, gap: float,
+               workers: int) -> tuple[dict | None, int, int]:
+    """(the first page, the page size the list really serves, pages to keep in flight): a
+    list that serves smaller pages than asked for sets the size; the first round trip,
+    against the limiter's gap, sets the depth."""
+    t0 = time.monotonic()
+    data = fetch_first()
+    if data is None:
+        return None, size, 1
+    first = data["_embedded"][embedded]
+    if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
+        size = len(first)
+    return data, size, pages_in_flight(time.monotonic() - t0, gap, workers)
+
+
 def pages_in_flight(rtt: float, gap: float, workers: int) -> int:
     """Pages in flight so that the limiter's gap, not the round trip, sets the pace."""
     if workers <= 1:
@@ -196,7 +207,7 @@ def _keys(items: list, field: str) -> list[tuple]:
     """(id, sort value) of each item. An item that is no object, or whose value is junk (the
     parser reports it), takes the value of its neighbour before it (or after it, first on
     the page): its own lies between them, so windows stay lower bounds."""
-    ids = [_hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80] for i in items]
+    ids = [hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80] for i in items]
     values = [to_int(i.get(field)) if isinstance(i, dict) else None for i in items]
     known = [v for v in values if v is not None]
     last = known[0] if known else 0
@@ -205,5 +216,6 @@ def _keys(items: list, field: str) -> list[tuple]:
     return list(zip(ids, values))
 
 
-def _hashable(v):
-    return v if isinstance(v, (int, str, type(None))) else repr(v)[:80]
+def hashable(v):
+    """A value usable as a key: junk (a list, an object) is known by its text."""
+    return v if isinstance(v, (int, str, float, type(None))) else repr(v)[:80]

@@ -19,13 +19,12 @@ edit) is yielded again.
 from __future__ import annotations
 
 import collections
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, drop_pending, fit_page,
-                                    pages_in_flight)
+from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, drop_pending, first_page, fit_page,
+                                    hashable)
 from adapters.errors import StreamError
 
 MAX_BACKOFFS = 50   # failed checks in one read before giving up: the list changes too fast
@@ -53,15 +52,10 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
     `workers` caps the pages in flight; how many are used follows the first round trip
     measured against the limiter's `gap`. Raises StreamError (starting with `label`) after
     MAX_BACKOFFS failed checks."""
-    t0 = time.monotonic()
-    data = fetch(1, size)
+    data, size, depth = first_page(lambda: fetch(1, size), embedded, size, gap, workers)
     if data is None:
         return
-    first = data["_embedded"][embedded]
-    if (data.get("_links") or {}).get("next") and 0 < len(first) < size:
-        size = len(first)                 # the list serves smaller pages than asked for
     read = _Read(key, embedded, size)
-    depth = pages_in_flight(time.monotonic() - t0, gap, workers)
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-overlap")
     pending: collections.deque = collections.deque()
 
@@ -151,8 +145,4 @@ def _key(item, key: str) -> tuple:
     it) is known by its text."""
     if not isinstance(item, dict):
         return repr(item)[:80], None
-    return _hashable(item.get("id")), _hashable(item.get(key))
-
-
-def _hashable(v):
-    return v if isinstance(v, (int, str, float, type(None))) else repr(v)[:80]
+    return hashable(item.get("id")), hashable(item.get(key))
