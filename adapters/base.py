@@ -1,7 +1,7 @@
 """The contract between adapters and the rest of the connector.
 
 An adapter speaks HTTP to one CRM account and yields plain records; it never touches SQLite.
-`connector.sync` wires `Adapter.fetch` to `connector.store`, and `connector.writeback` calls the
+`connector.run.sync` wires `Adapter.fetch` to `connector.mirror.store`, and `connector.kpi.writeback` calls the
 field methods. Records use the column names of the mirror (see MIRROR.md): no `source` column
 (the store adds it) and a `raw` key holding the CRM item as received (a dict; the store
 serialises it).
@@ -23,7 +23,7 @@ class Page:
     deleted_at: mirror table -> {id: ISO moment of the deletion}, for records whose restore the
     CRM reports by no event (amoCRM tasks): only their list, which serves them again, says they
     are back. The store marks such a row deleted unless its `updated_at` is later than the
-    deletion (listed alive since: restored); see `connector.store.Mirror._delete_unless_newer`.
+    deletion (listed alive since: restored); see `connector.mirror.store.Mirror._delete_unless_newer`.
     present: mirror table -> every id the CRM still has (a reconciliation pass): rows of this
     source missing from the list are marked deleted, listed rows are marked not deleted.
     bookmark: when not None, the stream's new bookmark, saved in the same transaction,

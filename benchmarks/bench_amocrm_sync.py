@@ -83,10 +83,10 @@ def main() -> None:
           f"{args.latency_ms:.0f} ms latency; ready in {time.perf_counter() - t:.1f} s")
 
     from adapters.amocrm.adapter import AmoCrmAdapter
-    from connector.config import SourceConfig
-    from connector.store import Mirror
-    from connector.sync import sync_source
-    from connector.tokens import TokenStore
+    from connector.config.loader import SourceConfig
+    from connector.mirror.store import Mirror
+    from connector.run.sync import sync_source
+    from connector.mirror.tokens import TokenStore
 
     with tempfile.TemporaryDirectory() as tmp:
         source = SourceConfig(name="bench", kind="amocrm", base_url=url, access_token=token,

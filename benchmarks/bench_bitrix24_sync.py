@@ -70,9 +70,9 @@ import threading
 import time
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.config import SourceConfig
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.config.loader import SourceConfig
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 
 KNOBS = dict(limits=True, bucket_size=50, drain_rate=2.0, cost_model=True, page_cost_s=0.1,
              count_cost_s=2e-5, operating_budget_s=480.0, operating_window_s=600.0,

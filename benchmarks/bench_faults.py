@@ -31,10 +31,10 @@ import time
 
 from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.config import SourceConfig
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.config.loader import SourceConfig
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate

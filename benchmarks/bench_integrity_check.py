@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 
-from connector import store
+from connector.mirror import store
 
 
 def build(path: str, rows: int) -> None:

@@ -32,9 +32,10 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
-from connector import kpi, writeback
-from connector.config import KpiConfig
-from connector.store import Mirror
+from connector.kpi import engine as kpi
+from connector.kpi import writeback
+from connector.config.loader import KpiConfig
+from connector.mirror.store import Mirror
 from tests.fakes import FakeAdapter
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)

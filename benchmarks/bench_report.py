@@ -26,10 +26,11 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from benchmarks.bench_kpi import NOW, SOURCE, generate
-from connector import metrics, report
-from connector.config import KpiConfig
-from connector.config_kpi import Spend, SpendConfig
-from connector.store import Mirror
+from connector.measures import engine as metrics
+from connector.report import page as report
+from connector.config.loader import KpiConfig
+from connector.config.kpi import Spend, SpendConfig
+from connector.mirror.store import Mirror
 
 CHANNELS = ["google", "yandex", "facebook", "vk", "website", "referral", "exhibition", "advert"]
 TZ = "Europe/Moscow"

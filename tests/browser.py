@@ -92,7 +92,7 @@ def body_attr(dom: str, name: str) -> str | None:
 def check_report(html_file: Path, metrics: dict, shot_name: str, language: str = "en") -> Page:
     """The page opened in Chromium: no console errors, every chart drawn, every number cell equal
     to its `metrics` row (key -> value) and shown as the report formats it."""
-    from connector.report_charts import fmt
+    from connector.report.charts import fmt
 
     page = open_page(html_file, shot_name)
     assert page.console == [], page.console

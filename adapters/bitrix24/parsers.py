@@ -131,7 +131,7 @@ def closing_moment(v: Item, close_date: str) -> str | None:
     stage); the editable close date (`CLOSEDATE` is a date, midnight in the portal's zone)
     only when neither exists. The item gives the last two; the history is a stream of its
     own, read after deals and leads, so the store refines `closed_at` from `stage_changes`
-    once both are saved (`connector.store.Mirror._closing_moments`).
+    once both are saved (`connector.mirror.store.Mirror._closing_moments`).
     """
     return v.get("MOVED_TIME", offset_moment) or v.get(close_date, offset_moment)
 

@@ -1,4 +1,4 @@
-"""The `crm-connector` command line: parse the arguments, run `connector.jobs`, print the result.
+"""The `crm-connector` command line: parse the arguments, run `connector.run.jobs`, print the result.
 
 One module per command (check, sync, status, auth, kpi, run, sandbox, demo); `app` is the
 command group that lists them, `common` the few helpers they share (error exit, config

@@ -23,7 +23,7 @@ from connector.cli.run import run
 from connector.cli.sandbox import sandbox
 from connector.cli.status import status
 from connector.cli.sync import sync
-from connector.storage import StorageError
+from connector.mirror.storage import StorageError
 
 CRMS = " and ".join(registry.get(k).title for k in registry.kinds())
 CONFIG_HELP = "Config file (default: $CRM_CONNECTOR_CONFIG, else ./config.toml)."

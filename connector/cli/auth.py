@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from adapters.errors import SourceError
-from connector import jobs
+from connector.run import jobs
 from connector.cli.common import fail, load, sources
 
 

@@ -8,7 +8,7 @@ import click
 
 from adapters.errors import SourceError
 from adapters.redact import redact
-from connector import jobs
+from connector.run import jobs
 from connector.cli.common import echo_json, load, table
 
 

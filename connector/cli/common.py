@@ -10,9 +10,9 @@ import textwrap
 import click
 
 from adapters.redact import redact
-from connector import runtime
-from connector.config import Config, ConfigError, SourceConfig, kpi_names, nearest
-from connector.sync import UnknownStream
+from connector.run import runtime
+from connector.config.loader import Config, ConfigError, SourceConfig, kpi_names, nearest
+from connector.run.sync import UnknownStream
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -20,9 +20,10 @@ from datetime import datetime, timezone
 import click
 
 from adapters import registry
-from connector import jobs, runtime
+from connector.run import jobs
+from connector.run import runtime
 from connector.cli.report import make as make_report
-from connector.progress import Progress
+from connector.run.progress import Progress
 
 DEMO_FIELDS = {
     "deals_won": "KPI: Deals won",

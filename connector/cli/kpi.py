@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from connector import jobs
+from connector.run import jobs
 from connector.cli.common import echo_json, exit_code, fail, kpis, load, sources
 
 

@@ -6,8 +6,8 @@ import os
 
 import click
 
-from connector import report as report_mod
-from connector import runtime
+from connector.report import page as report_mod
+from connector.run import runtime
 from connector.cli.common import fail, load, sources
 
 

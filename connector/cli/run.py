@@ -18,8 +18,8 @@ import click
 from apscheduler.events import EVENT_JOB_MISSED
 
 from connector.cli.common import exit_code, fail, load, sources
-from connector.jobs import storage_problems
-from connector.scheduler import Runner, build_scheduler, next_runs
+from connector.run.jobs import storage_problems
+from connector.run.scheduler import Runner, build_scheduler, next_runs
 
 log = logging.getLogger("crm_connector.run")
 

@@ -14,9 +14,9 @@ import click
 
 from adapters import bookmarks
 from adapters.times import parse_iso, utc_now
-from connector import jobs
+from connector.run import jobs
 from connector.cli.common import echo_json, fitted, load
-from connector.scheduler import next_runs
+from connector.run.scheduler import next_runs
 
 STREAM_COLUMNS = ["source", "stream", "status", "last run", "rows", "req", "bookmark (UTC)"]
 KPI_COLUMNS = ["source", "computed_at", "clients", "values_changed", "written", "failed"]

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 
 import click
 
-from connector import jobs
+from connector.run import jobs
 from connector.cli.common import exit_code, fail, load, sources
-from connector.progress import Progress
+from connector.run.progress import Progress
 
 
 @contextmanager

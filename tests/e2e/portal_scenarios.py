@@ -25,8 +25,8 @@ from typing import Callable
 
 import pytest
 
-from connector import sync as sync_module
-from connector.sync import sync_source
+from connector.run import sync as sync_module
+from connector.run.sync import sync_source
 
 SCENARIOS = ("first_sync", "nightly", "crash_resume", "edit_during_run")
 # The sandbox stamps each mutation one second after the previous one, so a burst of edits
@@ -212,7 +212,7 @@ class Played:
         return server, mirror
 
     def _play(self, name: str):
-        from connector.store import Mirror
+        from connector.mirror.store import Mirror
 
         tmp = self.tmp.mktemp(name)
         server, adapter = self.start(tmp)

@@ -9,11 +9,11 @@ import pytest
 from adapters import redact
 from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.base import FieldWrite
-from connector.config import SourceConfig
+from connector.config.loader import SourceConfig
 from sandbox.amocrm import WON, AmoSandbox
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 
 TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "contacts", "companies",
           "tasks", "calls", "stage_changes")

@@ -9,8 +9,8 @@ from adapters.times import from_unix as iso
 from tests.e2e.portal_check import assert_mirror_equals_portal
 from tests.e2e.portal_scenarios import clock_ahead, on_request
 from tests.e2e.test_amocrm_e2e import adapter_for
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.data import generate
 

@@ -5,8 +5,8 @@ again, while a deletion after the restore must."""
 
 import pytest
 
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.data import generate
 from tests.e2e.portal_check import assert_mirror_equals_portal

@@ -12,14 +12,14 @@ import pytest
 
 from adapters.base import FieldWrite
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector import kpi
-from connector.config import KpiConfig, SourceConfig
+from connector.kpi import engine as kpi
+from connector.config.loader import KpiConfig, SourceConfig
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data_build import Builder
 from sandbox.data_store import Dataset
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 
 TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
           "companies", "tasks", "calls", "stage_changes")

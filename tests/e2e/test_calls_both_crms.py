@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from adapters import registry
-from connector import kpi
-from connector.config import KpiConfig, SourceConfig
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.kpi import engine as kpi
+from connector.config.loader import KpiConfig, SourceConfig
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.call_outcomes import OUTCOMES, status_of

@@ -12,7 +12,8 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from connector import jobs, runtime
+from connector.run import jobs
+from connector.run import runtime
 from connector.cli import main
 
 

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from connector.cli import main
-from connector.config import SourceConfig
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.config.loader import SourceConfig
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 from sandbox.httpbase import FAULT_KINDS
 
 TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",

@@ -28,8 +28,10 @@ import time
 import pytest
 import requests
 
-from connector import runtime, schema, writeback
-from connector.sync import sync_source
+from connector.run import runtime
+from connector.mirror import schema
+from connector.kpi import writeback
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate

@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from adapters import redact
-from connector.config import KpiConfig, SourceConfig
-from connector.kpi_job import run_kpi_job
-from connector.store import Mirror
-from connector.sync import sync_source
-from connector.tokens import TokenStore
+from connector.config.loader import KpiConfig, SourceConfig
+from connector.run.kpi_job import run_kpi_job
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
+from connector.mirror.tokens import TokenStore
 
 FIELDS = {"win_rate": "KPI: Win rate, %", "revenue_won": "KPI: Lifetime revenue",
           "avg_deal_value": "KPI: Average deal", "deals_total": "KPI: Deals",
@@ -157,7 +157,7 @@ def add_text_field(crm, entity_type: str, label: str) -> None:
 
 
 def test_non_numeric_field_in_the_crm_is_a_clear_error(crm):
-    from connector.writeback import FieldTypeError
+    from connector.kpi.writeback import FieldTypeError
     add_text_field(crm, "contact", FIELDS["deals_total"])
     with pytest.raises(FieldTypeError) as err:
         kpi(crm)

@@ -16,9 +16,9 @@ import pytest
 
 from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.config import SourceConfig
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.config.loader import SourceConfig
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.amocrm_common import PLURAL
 from sandbox.bitrix24 import Bitrix24Sandbox

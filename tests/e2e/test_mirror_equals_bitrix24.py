@@ -5,7 +5,7 @@ marks exactly the table it breaks."""
 import pytest
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.config import SourceConfig
+from connector.config.loader import SourceConfig
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
 from tests.e2e.portal_check import TABLES, assert_mirror_equals_portal

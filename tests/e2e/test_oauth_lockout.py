@@ -23,7 +23,7 @@ B24 = ("b24", "/oauth/token", "/rest/")
 @pytest.fixture
 def alerts(monkeypatch):
     sent = []
-    monkeypatch.setattr("connector.notify.apprise_sender",
+    monkeypatch.setattr("connector.run.notify.apprise_sender",
                         lambda urls: lambda title, body: sent.append((title, body)))
     return sent
 

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from adapters.base import FieldWrite
-from connector import report
-from connector.config import KpiConfig
-from connector.config_kpi import Spend, SpendConfig, SurveyConfig
-from connector.kpi_job import run_kpi_job
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.report import page as report
+from connector.config.loader import KpiConfig
+from connector.config.kpi import Spend, SpendConfig, SurveyConfig
+from connector.run.kpi_job import run_kpi_job
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from tests.browser import check_report
 from tests.e2e.test_kpi_e2e import NOW, amo, b24, expected, sync_later
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from connector import runtime, schema
-from connector.locks import source_lock
-from connector.sync import sync_source
+from connector.run import runtime
+from connector.mirror import schema
+from connector.run.locks import source_lock
+from connector.run.sync import sync_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTOR = [sys.executable, "-m", "connector"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 from tests.unit.test_storage_faults import cli, write_config
 
 
@@ -78,8 +78,8 @@ def test_a_full_disk_when_saving_tokens_is_one_line(tmp_path, monkeypatch):
 
     import pytest
 
-    from connector.storage import StorageError
-    from connector.tokens import TokenStore
+    from connector.mirror.storage import StorageError
+    from connector.mirror.tokens import TokenStore
     real_open = os.open
 
     def full(path, flags, *args, **kwargs):

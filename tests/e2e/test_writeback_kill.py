@@ -29,7 +29,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from connector import writeback
+from connector.kpi import writeback
 from connector.cli import main
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox

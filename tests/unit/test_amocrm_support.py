@@ -7,8 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 import responses
 
 from adapters.amocrm.adapter import AmoCrmAdapter
-from connector.config import SourceConfig
-from connector.tokens import TokenStore
+from connector.config.loader import SourceConfig
+from connector.mirror.tokens import TokenStore
 
 BASE = "https://acme.amocrm.ru"
 TOKEN = "LLTOKEN-secret-0123456789"

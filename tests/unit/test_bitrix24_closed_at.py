@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from adapters.bitrix24 import parsers as p
 from adapters.streams import Ctx
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 
 DEAL = {"ID": "37", "TITLE": "Order", "CATEGORY_ID": "0", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
         "CLOSED": "Y", "DATE_CREATE": "2026-11-20T12:00:00+03:00", "DATE_MODIFY": "2026-11-20T19:00:00+03:00",

@@ -9,7 +9,7 @@ import responses
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.limits import OperatingBudget
 from adapters.bitrix24.throttle import Answer, Throttle
-from connector.config import SourceConfig
+from connector.config.loader import SourceConfig
 
 HOOK = "https://portal.example.com/rest/1/s3cretcode/"
 DEALS = "crm.deal.list"

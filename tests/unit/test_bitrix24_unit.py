@@ -15,7 +15,7 @@ from adapters.bitrix24.client import Bitrix24Client, encode, parse_batch, ref
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget
 from adapters.errors import AuthError, ScopeError, StreamError
 from adapters.streams import Ctx, Stream
-from connector.config import SourceConfig
+from connector.config.loader import SourceConfig
 
 HOOK = "https://portal.example.com/rest/1/s3cretcode/"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -322,7 +322,7 @@ def test_operating_budget_waits_for_reset_and_sizes_chains():
 
 
 def test_client_oauth_refresh_persists_before_use(tmp_path):
-    from connector.tokens import TokenStore
+    from connector.mirror.tokens import TokenStore
     tokens = TokenStore(str(tmp_path / "t.json"))
     tokens.save("b24", {"access_token": "old-access-1", "refresh_token": "old-refresh-1"})
     cfg = SourceConfig(name="b24", kind="bitrix24", portal_url="https://portal.example.com",

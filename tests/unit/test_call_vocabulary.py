@@ -15,9 +15,9 @@ import pytest
 from adapters.amocrm.streams import BY_NAME as AMO
 from adapters.bitrix24.streams import CALLS as B24
 from adapters.streams import Ctx, records
-from connector import kpi
-from connector.config import KpiConfig
-from connector.store import Mirror
+from connector.kpi import engine as kpi
+from connector.config.loader import KpiConfig
+from connector.mirror.store import Mirror
 
 # outcome -> (amoCRM call_status, Bitrix24 CALL_FAILED_CODE), both from the API notes.
 OUTCOMES = {"talked": (4, "200"), "no_answer": (6, "304"), "busy": (7, "486"),

@@ -11,7 +11,7 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from connector import jobs
+from connector.run import jobs
 from connector.cli import main
 
 CONFIG = """

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from adapters.base import Page
 from connector.cli import main
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 
 TOKEN_ERROR = ("amoCRM source 'main': token rejected (401); create a new long-lived token and set "
                "access_token")

@@ -9,11 +9,11 @@ import threading
 
 from adapters.base import Page
 from adapters.streams import Stream
-from connector import config as config_mod
-from connector.jobs import Steps, run_job
-from connector.notify import quiet
-from connector.scheduler import Runner
-from connector.store import Mirror
+from connector.config import loader as config_mod
+from connector.run.jobs import Steps, run_job
+from connector.run.notify import quiet
+from connector.run.scheduler import Runner
+from connector.mirror.store import Mirror
 from tests.fakes import FakeAdapter
 
 SOURCES = ("s1", "s2", "s3", "s4")

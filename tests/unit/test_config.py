@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from connector import config
+from connector.config import loader as config
 from connector.cli import main
-from connector.config import ConfigError
+from connector.config.loader import ConfigError
 
 GOOD = """
 [storage]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from connector import config
+from connector.config import loader as config
 from connector.cli import main
-from connector.config import ConfigError
-from connector.config_kpi import Spend
+from connector.config.loader import ConfigError
+from connector.config.kpi import Spend
 from tests.unit.test_config import good, write
 
 SPEND = "[kpi.spend]\nfile = \"spend.csv\"\n"

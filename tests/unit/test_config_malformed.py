@@ -9,7 +9,7 @@ config that slipped through would exit 0 and fail its case.
 import pytest
 from click.testing import CliRunner
 
-from connector import jobs
+from connector.run import jobs
 from connector.cli import main
 
 BASE = """

@@ -12,8 +12,8 @@ import responses
 from adapters.base import Page
 from adapters.errors import ReplyLost, StreamError, UnreachableError
 from adapters.http import FIRST_BACKOFF_S, HttpClient, connect_failure
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from tests.unit.test_sync import Scripted, rows
 
 URL = "https://crm.example.test/api/v4/leads"

@@ -1,4 +1,4 @@
-"""The job runner (`connector.jobs.run_job`): lock, stale runs, sync, KPIs, adapter, result.
+"""The job runner (`connector.run.jobs.run_job`): lock, stale runs, sync, KPIs, adapter, result.
 
 The adapter is the in-memory write-back fake with scripted streams; the mirror is a real
 SQLite file in a temp folder; the sync and KPI steps are the real ones unless a test swaps one.
@@ -13,13 +13,13 @@ import pytest
 from adapters.base import Page
 from adapters.errors import AuthError, StreamError
 from adapters.streams import Stream
-from connector import config as config_mod
-from connector.jobs import Steps, run_job
-from connector.kpi import KpiError
-from connector.locks import LockTimeout, source_lock
-from connector.notify import Notifier
-from connector.store import Mirror
-from connector.sync import UnknownStream
+from connector.config import loader as config_mod
+from connector.run.jobs import Steps, run_job
+from connector.kpi.engine import KpiError
+from connector.run.locks import LockTimeout, source_lock
+from connector.run.notify import Notifier
+from connector.mirror.store import Mirror
+from connector.run.sync import UnknownStream
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import mark_synced
 
@@ -193,7 +193,7 @@ def test_a_skipped_stream_fails_the_job_and_no_kpis_run(tmp_path):
     w = World(tmp_path)
 
     def sync(mirror, adapter, streams, **kw):
-        from connector.sync import StreamResult
+        from connector.run.sync import StreamResult
         return [StreamResult("main", "calls", "skipped", error="no scope"),
                 StreamResult("main", "deals", "ok")]
     res = w.run(kpi=True, steps=Steps(adapter=w.adapter, sync=sync))
@@ -291,7 +291,7 @@ def test_success_alert_only_when_the_config_asks(tmp_path):
 def test_without_a_notifier_nothing_is_sent(tmp_path, monkeypatch):
     w = World(tmp_path, contacts=[StreamError("boom")], deals=[])
     channels = []
-    monkeypatch.setattr("connector.notify.apprise_sender", lambda urls: channels.append(urls))
+    monkeypatch.setattr("connector.run.notify.apprise_sender", lambda urls: channels.append(urls))
     w.cfg.notify.urls = ["json://127.0.0.1:9/"]     # configured, but manual commands do not alert
     res = run_job(w.cfg, w.src, steps=Steps(adapter=w.adapter))
     assert res.status == "failed" and channels == []

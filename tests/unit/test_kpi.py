@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connector import kpi
-from connector.config import CustomKpi, KpiConfig
-from connector.store import Mirror
+from connector.kpi import engine as kpi
+from connector.config.loader import CustomKpi, KpiConfig
+from connector.mirror.store import Mirror
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 S = "main"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from connector import kpi
-from connector.store import Mirror
+from connector.kpi import engine as kpi
+from connector.mirror.store import Mirror
 from connector.cli import main
 from tests.unit.test_kpi import NOW, S, build_mirror
 
@@ -82,7 +82,7 @@ def test_unknown_source_exit_2(config):
 
 def test_show(config):
     with Mirror(config[1]) as m:
-        from connector.config import load
+        from connector.config.loader import load
         kpi.compute(m, S, load(config[0]).kpi, now=NOW)
     r = run(config, "show", S, "contact", "1")
     assert r.exit_code == 0, r.output

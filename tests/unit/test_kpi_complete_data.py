@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from adapters.bitrix24.client import scope_of
 from adapters.bitrix24.streams import STREAMS
-from connector import kpi
+from connector.kpi import engine as kpi
 from connector.cli import main
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 from tests.unit.test_kpi import S
 from tests.unit.test_kpi_cli import make_config
 
@@ -49,7 +49,7 @@ def test_kpis_on_activities_or_survey_answers_wait_for_the_streams_that_fill_the
     """Both CRMs declare the tables their new streams fill, so a KPI reading `activities` or
     `survey_answers` is withheld until every stream feeding that table has completed."""
     from adapters.amocrm.streams import STREAMS as AMO
-    from connector.kpi_inputs import StreamState, withheld
+    from connector.kpi.inputs import StreamState, withheld
 
     def feeders(declared, table):
         return sorted(s.name for s in declared if table in s.tables)

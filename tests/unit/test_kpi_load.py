@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from connector import kpi
+from connector.kpi import engine as kpi
 from tests.unit.test_kpi import NOW, S, build_mirror, cfg
 
 LATER = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
@@ -75,7 +75,7 @@ def test_latest_view_is_the_newest_history_row():
 
 
 def test_old_kpi_latest_table_becomes_the_view(tmp_path):
-    from connector.store import Mirror
+    from connector.mirror.store import Mirror
     path = str(tmp_path / "old.db")
     m = build_mirror(path)
     kpi.compute(m, S, cfg(), now=NOW)

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from connector.config import ScheduleConfig
-from connector.locks import LockAbandoned, LockTimeout, lock_path, source_lock
+from connector.config.loader import ScheduleConfig
+from connector.run.locks import LockAbandoned, LockTimeout, lock_path, source_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HOLDER = """
 import sys
 from types import SimpleNamespace
-from connector.config import ScheduleConfig
-from connector.locks import source_lock
+from connector.config.loader import ScheduleConfig
+from connector.run.locks import source_lock
 cfg = SimpleNamespace(storage_path=sys.argv[1], schedule=ScheduleConfig())
 with source_lock(cfg, sys.argv[2], timeout_s=10):
     print("locked", flush=True)

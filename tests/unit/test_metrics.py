@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connector import kpi_inputs, metrics
-from connector.config import KpiConfig
-from connector.config_kpi import Spend, SpendConfig
-from connector.store import Mirror
+from connector.kpi import inputs as kpi_inputs
+from connector.measures import engine as metrics
+from connector.config.loader import KpiConfig
+from connector.config.kpi import Spend, SpendConfig
+from connector.mirror.store import Mirror
 from tests.unit.survey_fixtures import add_survey_answers
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)

@@ -4,9 +4,9 @@ import logging
 import sys
 
 from adapters import redact
-from connector.config import NotifyConfig
-from connector.notify import Notifier
-from connector.sync import StreamResult
+from connector.config.loader import NotifyConfig
+from connector.run.notify import Notifier
+from connector.run.sync import StreamResult
 
 
 class Capture:

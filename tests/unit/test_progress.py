@@ -12,7 +12,7 @@ from rich.console import Console
 
 from adapters.redact import register as register_secret
 from connector import logs
-from connector.progress import Progress
+from connector.run.progress import Progress
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

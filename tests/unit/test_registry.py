@@ -16,8 +16,11 @@ import pytest
 from adapters import redact, registry
 from adapters.base import CrmField
 from adapters.crm import Crm
-from connector import config, kpi, runtime, writeback
-from connector.config import ConfigError, KpiConfig, SourceConfig
+from connector.config import loader as config
+from connector.kpi import engine as kpi
+from connector.run import runtime
+from connector.kpi import writeback
+from connector.config.loader import ConfigError, KpiConfig, SourceConfig
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror
 
@@ -179,8 +182,8 @@ def test_config_imports_neither_the_scheduler_nor_the_kpi_engine(tmp_path):
     """Not on import, nor when checking [schedule] cron text and [[kpi.custom]] SQL."""
     path = tmp_path / "config.toml"
     path.write_text(PLAIN)
-    code = ("import sys; from connector import config; config.load(sys.argv[1]); "
-            "print(sorted(m for m in ('connector.scheduler', 'connector.kpi', 'connector.kpi_prep') "
+    code = ("import sys; from connector.config import loader as config; config.load(sys.argv[1]); "
+            "print(sorted(m for m in ('connector.run.scheduler', 'connector.kpi.engine', 'connector.kpi.prep') "
             "if m in sys.modules))")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,

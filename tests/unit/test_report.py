@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from connector import report
+from connector.report import page as report
 from connector.cli import main
-from connector.report_charts import fmt
-from connector.store import Mirror
+from connector.report.charts import fmt
+from connector.mirror.store import Mirror
 from tests.browser import check_report, page_numbers
 from tests.unit.test_metrics import build, run
 

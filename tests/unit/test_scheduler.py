@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from connector import config as config_mod
+from connector.config import loader as config_mod
 from connector.cli import main
-from connector.locks import LockTimeout, source_lock
-from connector.notify import Notifier
-from connector.cron import cron_day_of_week
-from connector.scheduler import Runner, next_runs, triggers
-from connector.sync import StreamResult
+from connector.run.locks import LockTimeout, source_lock
+from connector.run.notify import Notifier
+from connector.config.cron import cron_day_of_week
+from connector.run.scheduler import Runner, next_runs, triggers
+from connector.run.sync import StreamResult
 
 BASE = """
 [storage]
@@ -296,14 +296,14 @@ def test_kpi_job_work_left_in_an_open_transaction_is_kept(tmp_path):
         return Summary()
     h.runner.kpi_fn = kpi_leaving_a_transaction
     assert h.runner.nightly("main").status == "ok"
-    from connector.store import Mirror
+    from connector.mirror.store import Mirror
     with Mirror(cfg.storage_path) as m:
         assert m.conn.execute("SELECT count(*) FROM kpi_runs").fetchone()[0] == 1
 
 
 def test_runs_left_running_by_a_dead_process_are_closed_under_the_lock(tmp_path):
     cfg = load_cfg(tmp_path)
-    from connector.store import Mirror
+    from connector.mirror.store import Mirror
     with Mirror(cfg.storage_path) as m:
         m.start_run("dead", "main", "deals", "2026-11-23T02:00:00Z")
         m.start_run("dead", "b24", "deals", "2026-11-23T02:00:00Z")

@@ -16,9 +16,9 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
-import connector.scheduler
-from connector import config as config_mod
-from connector.scheduler import build_scheduler
+import connector.run.scheduler
+from connector.config import loader as config_mod
+from connector.run.scheduler import build_scheduler
 
 MSK = ZoneInfo("Europe/Moscow")
 CONFIG = """
@@ -76,7 +76,7 @@ class FakeRunner:
 def clock(monkeypatch):
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", FakeClock)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", FakeClock)
-    monkeypatch.setattr(connector.scheduler, "datetime", FakeClock)   # run_now's "now"
+    monkeypatch.setattr(connector.run.scheduler, "datetime", FakeClock)   # run_now's "now"
     FakeClock.current = datetime(2026, 11, 23, 1, 59, tzinfo=MSK)
     return FakeClock
 

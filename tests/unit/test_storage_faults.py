@@ -23,9 +23,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from connector import jobs, storage
+from connector.run import jobs
+from connector.mirror import storage
 from connector.cli import main
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = """

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from adapters.base import Page
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 
 
 def test_file_is_private_wal_and_schema_idempotent(tmp_path):

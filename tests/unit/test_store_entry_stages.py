@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from adapters.base import Page
-from connector.store import Mirror
+from connector.mirror.store import Mirror
 
 ENTRY = {"id": "e-added", "entity": "deal", "entity_id": 7, "pipeline_id": None,
          "stage_id": None, "previous_stage_id": None, "changed_at": "2024-01-01T00:00:00Z"}

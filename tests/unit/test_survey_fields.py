@@ -7,10 +7,11 @@ import json
 from types import SimpleNamespace
 
 from adapters.base import CrmField
-from connector import kpi, survey
-from connector.config import KpiConfig, SourceConfig
-from connector.config_kpi import SurveyConfig
-from connector.kpi_job import run_kpi_job
+from connector.kpi import engine as kpi
+from connector.kpi import survey
+from connector.config.loader import KpiConfig, SourceConfig
+from connector.config.kpi import SurveyConfig
+from connector.run.kpi_job import run_kpi_job
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror, values
 

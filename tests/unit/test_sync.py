@@ -7,8 +7,8 @@ import pytest
 from adapters.base import Page
 from adapters.errors import AuthError, ScopeError, StreamError
 from adapters.streams import Stream
-from connector.store import Mirror
-from connector.sync import UnknownStream, sync_source
+from connector.mirror.store import Mirror
+from connector.run.sync import UnknownStream, sync_source
 
 
 class Scripted:

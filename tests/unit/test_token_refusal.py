@@ -18,8 +18,8 @@ import responses
 from adapters import redact
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.errors import AuthError, ReauthoriseError
-from connector.config import SourceConfig
-from connector.tokens import TokenStore
+from connector.config.loader import SourceConfig
+from connector.mirror.tokens import TokenStore
 from tests.unit.test_amocrm_support import BASE, make_adapter
 
 AMO_OAUTH = dict(access_token=None, client_id="integration-id", client_secret="client-secret-XYZ123",

@@ -21,8 +21,8 @@ from adapters.amocrm import parsers as amo
 from adapters.errors import StreamError
 from adapters.streams import Ctx, records
 from adapters.values import BadValue, Item, amount, integer, number, offset_moment, unix_moment
-from connector.store import Mirror
-from connector.sync import sync_source
+from connector.mirror.store import Mirror
+from connector.run.sync import sync_source
 from tests.unit.test_sync import Scripted
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from adapters.base import CrmField
 from adapters.errors import FieldTypeError, SourceError
-from connector import kpi, writeback
-from connector.config import KpiConfig
+from connector.kpi import engine as kpi
+from connector.kpi import writeback
+from connector.config.loader import KpiConfig
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror, d
 

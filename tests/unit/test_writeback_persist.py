@@ -1,8 +1,9 @@
 """What write-back records survives closing the mirror (a run is a separate process)."""
 
-from connector import kpi, writeback
-from connector.config import KpiConfig
-from connector.store import Mirror
+from connector.kpi import engine as kpi
+from connector.kpi import writeback
+from connector.config.loader import KpiConfig
+from connector.mirror.store import Mirror
 from tests.unit.test_kpi import NOW, S, build_mirror
 from tests.fakes import FakeAdapter
 from tests.unit.test_writeback import FIELDS

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from connector.report_charts import Num, Section, bars_and_line, channel_bars, fmt, hbar, lines, page
-from connector.report_text import words
+from connector.report.charts import Num, Section, bars_and_line, channel_bars, fmt, hbar, lines, page
+from connector.report.text import words
 
 Key = tuple[str, str, str, str]
 TOP_MANAGERS = 30

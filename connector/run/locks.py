@@ -20,7 +20,7 @@ from typing import Iterator
 
 from adapters.redact import redact
 from adapters.times import iso
-from connector import storage
+from connector.mirror import storage
 
 log = logging.getLogger("crm_connector.locks")
 

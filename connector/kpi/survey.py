@@ -15,7 +15,7 @@ import logging
 
 from adapters import registry
 from adapters.times import iso
-from connector.kpi_prep import CARD_SURVEY_DDL
+from connector.kpi.prep import CARD_SURVEY_DDL
 
 log = logging.getLogger(__name__)
 

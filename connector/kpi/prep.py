@@ -1,6 +1,6 @@
 """Scratch tables the KPI queries read, built once per (source, target) in the TEMP schema.
 
-Every KPI in `kpi_sql/` is written against these, so one query serves contacts and companies:
+Every KPI in `kpi/sql/` is written against these, so one query serves contacts and companies:
 
 - `kpi_clients(entity_id)`: the target's cards that are not deleted.
 - `kpi_deals(entity_id, deal_id, status, amount, created_at, closed_at, answered_at)`: each
@@ -16,7 +16,7 @@ Every KPI in `kpi_sql/` is written against these, so one query serves contacts a
   (`activities`) on the client's card or on its deals, all time.
 - `kpi_survey(entity_id, answer_id, kind, score, at)`: survey answers on the client's card or
   deals (`survey_answers`, when the mirror has it) and the scores in its card fields
-  (`temp.kpi_card_survey`, read from the cards by `connector.survey` before the run).
+  (`temp.kpi_card_survey`, read from the cards by `connector.kpi.survey` before the run).
 - `kpi_deal_totals(entity_id, deals, won, lost, open, won_amount, won_amount_avg, won_cycle_days,
   last_won_at)`: every client's deal aggregates from one pass over `kpi_deals` (the deal-count
   and revenue KPIs read their column from here instead of each grouping the deals again).
@@ -241,7 +241,7 @@ def _build_interactions(conn, target: str, p: dict) -> None:
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
     conn.execute("CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
                  "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID")
-    conn.execute(CARD_SURVEY_DDL)   # made by connector.survey when cards hold scores
+    conn.execute(CARD_SURVEY_DDL)   # made by connector.kpi.survey when cards hold scores
     _via_recent(conn, _SURVEY_ANSWERS, _owned("kpi_survey", _SURVEY_COLS, target), p)
 
 

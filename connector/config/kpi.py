@@ -1,6 +1,6 @@
 """The `[kpi]` part of the config: its dataclasses and checks (a mixin of `config.Checker`).
 
-KPI names are checked against the built-in KPIs (`kpi_sql/*.sql`) and the custom ones, so a
+KPI names are checked against the built-in KPIs (`kpi/sql/*.sql`) and the custom ones, so a
 typo in `[kpi.fields]` or `kpi --only` is an error naming the nearest known KPI.
 """
 
@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from connector.custom_sql import builtin_kpi_names, check_custom_sql
+from connector.kpi.custom_sql import builtin_kpi_names, check_custom_sql
 
 TARGETS = ("contact", "company")
 

@@ -22,7 +22,8 @@ import sqlite_utils
 
 from adapters.base import Page
 from adapters.times import iso
-from connector import schema, storage
+from connector.mirror import schema
+from connector.mirror import storage
 
 
 # See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.

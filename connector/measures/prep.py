@@ -1,4 +1,4 @@
-"""Scratch tables the measure queries (`metrics_sql/`) read, built once per source in TEMP.
+"""Scratch tables the measure queries (`measures/sql/`) read, built once per source in TEMP.
 
 - `m_months(period, start, stop)`: every month from the source's first dated record to now, as
   local month starts ('YYYY-MM-01' in the account's time zone) with their UTC bounds.

@@ -1,11 +1,11 @@
 """One KPI job for one source: compute from the mirror, then write the changes back.
 
-The KPI step of `connector.jobs.run_job` (`crm-connector kpi`, and the nightly job after a
+The KPI step of `connector.run.jobs.run_job` (`crm-connector kpi`, and the nightly job after a
 complete sync). A source never synced is refused (`kpi_inputs.NotSynced`); a KPI reading a
 table some stream has not completely filled is withheld (`kpi_inputs.withheld`). A dry run
 computes and plans against a TEMP shadow of the history: the mirror is left as it was.
 A full run (no dry run, no `only`) then computes the team and business measures
-(`connector.metrics`), withheld alike. Survey scores in card fields (`[kpi.survey]`) are read
+(`connector.measures.engine`), withheld alike. Survey scores in card fields (`[kpi.survey]`) are read
 from the mirrored cards once the CRM has named their field keys.
 """
 
@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from adapters import registry
-from connector import kpi, kpi_inputs, metrics, survey, writeback
+from connector.kpi import engine as kpi
+from connector.kpi import inputs as kpi_inputs
+from connector.measures import engine as metrics
+from connector.kpi import survey
+from connector.kpi import writeback
 
 
 @dataclass

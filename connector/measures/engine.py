@@ -1,4 +1,4 @@
-"""Team and business measures into the `metrics` table: one SQL file per group in `metrics_sql/`.
+"""Team and business measures into the `metrics` table: one SQL file per group in `measures/sql/`.
 
 Each file's header is its definition (shown in the report), its `-- measures:` line the measures
 it returns and its `-- reads:` line the mirror tables it is computed from. A query returns rows
@@ -20,12 +20,13 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.times import iso
-from connector import metrics_prep, survey
-from connector.kpi import READS, definition, listed, tuned
+from connector.measures import prep as metrics_prep
+from connector.kpi import survey
+from connector.kpi.engine import READS, definition, listed, tuned
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).with_name("metrics_sql")
+SQL_DIR = Path(__file__).with_name("sql")
 MEASURES = "measures:"
 
 

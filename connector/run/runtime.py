@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from adapters import registry
-from connector import config as config_mod
-from connector.config import Config, ConfigError, SourceConfig
-from connector.store import Mirror
-from connector.tokens import TokenStore
+from connector.config import loader as config_mod
+from connector.config.loader import Config, ConfigError, SourceConfig
+from connector.mirror.store import Mirror
+from connector.mirror.tokens import TokenStore
 
 
 def load_config(path: str | None) -> Config:

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 from adapters import redact, registry
 from adapters.crm import Crm
-from connector.cron import cron_trigger
-from connector.config_kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
-from connector.config_report import ReportChecks, ReportConfig
+from connector.config.cron import cron_trigger
+from connector.config.kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
+from connector.config.report import ReportChecks, ReportConfig
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"

@@ -16,7 +16,7 @@ from typing import Callable
 
 from adapters.errors import needs_reauthorisation
 from adapters.redact import redact
-from connector.config import NotifyConfig
+from connector.config.loader import NotifyConfig
 
 log = logging.getLogger("crm_connector.notify")
 

@@ -33,7 +33,7 @@ from adapters import registry
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
 from adapters.times import iso
-from connector.kpi import all_kpis
+from connector.kpi.engine import all_kpis
 
 log = logging.getLogger(__name__)
 

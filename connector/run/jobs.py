@@ -28,15 +28,18 @@ from typing import Callable, Iterator
 
 from adapters.errors import SourceError
 from adapters.redact import redact
-from connector import kpi as kpi_mod
-from connector import kpi_inputs, locks, runtime, storage
-from connector.config import Config, SourceConfig
-from connector.kpi_job import KpiJobResult, declared_streams, run_kpi_job
-from connector.locks import LockAbandoned, LockTimeout, source_lock
-from connector.notify import Notifier, urgent_only
-from connector.progress import Progress
-from connector.storage import StorageError
-from connector.sync import StreamResult, failures, sync_source
+from connector.kpi import engine as kpi_mod
+from connector.kpi import inputs as kpi_inputs
+from connector.run import locks
+from connector.run import runtime
+from connector.mirror import storage
+from connector.config.loader import Config, SourceConfig
+from connector.run.kpi_job import KpiJobResult, declared_streams, run_kpi_job
+from connector.run.locks import LockAbandoned, LockTimeout, source_lock
+from connector.run.notify import Notifier, urgent_only
+from connector.run.progress import Progress
+from connector.mirror.storage import StorageError
+from connector.run.sync import StreamResult, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 

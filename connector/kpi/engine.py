@@ -1,6 +1,6 @@
 """The KPI engine: per-client KPIs computed from the mirror with one SQL query per KPI.
 
-Built-in KPIs live in `kpi_sql/<name>.sql` (the comment at the top is the definition shown to
+Built-in KPIs live in `kpi/sql/<name>.sql` (the comment at the top is the definition shown to
 users, its `-- reads:` line the mirror tables the KPI is computed from); each returns (entity_id, value) for every client of the scratch tables built by
 `kpi_prep`, so the same query serves contacts and companies. Custom KPIs (`[[kpi.custom]]`) run
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from adapters.times import iso
-from connector import kpi_prep, survey
-from connector.custom_sql import KPI_SQL_DIR as SQL_DIR
-from connector.custom_sql import check_custom_sql as check_custom_sql  # re-exported
-from connector.custom_sql import read_only
-from connector.custom_sql import tables_read as tables_read  # re-exported
+from connector.kpi import prep as kpi_prep
+from connector.kpi import survey
+from connector.kpi.custom_sql import KPI_SQL_DIR as SQL_DIR
+from connector.kpi.custom_sql import check_custom_sql as check_custom_sql  # re-exported
+from connector.kpi.custom_sql import read_only
+from connector.kpi.custom_sql import tables_read as tables_read  # re-exported
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import os
 import threading
 
 from adapters import redact
-from connector import storage
+from connector.mirror import storage
 
 
 class TokenStore:

@@ -7,17 +7,17 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
-from connector import schema
+from connector.mirror import schema
 
 # The built-in KPIs, one query per file (read by the KPI engine; named here for the config).
-KPI_SQL_DIR = Path(__file__).with_name("kpi_sql")
+KPI_SQL_DIR = Path(__file__).with_name("sql")
 
 _READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                  getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
 
 
 def builtin_kpi_names() -> list[str]:
-    """The built-in KPIs' names (`kpi_sql/<name>.sql`), which custom KPIs sit beside."""
+    """The built-in KPIs' names (`kpi/sql/<name>.sql`), which custom KPIs sit beside."""
     return sorted(p.stem for p in KPI_SQL_DIR.glob("*.sql"))
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from adapters.errors import AuthError, BlockedError, ScopeError, SourceError, UnreachableError
 from adapters.redact import redact
 from adapters.times import iso, utc_now
-from connector import storage
-from connector.progress import Progress
-from connector.store import Mirror
+from connector.mirror import storage
+from connector.run.progress import Progress
+from connector.mirror.store import Mirror
 
 log = logging.getLogger("crm_connector.sync")
 SAMPLE = 20   # problems kept per stream in the run result and `sync_runs.warnings`

@@ -1,4 +1,4 @@
-"""The nightly schedule: per source, the job of `connector.jobs`, at the times of `[schedule]`.
+"""The nightly schedule: per source, the job of `connector.run.jobs`, at the times of `[schedule]`.
 
 `Runner` runs one source's job once (`nightly`: sync, then the KPI job if every stream
 succeeded; `incremental`: sync only), through `jobs.run_job`, and logs one line per job.
@@ -24,10 +24,10 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.times import iso
-from connector.config import Config
-from connector.cron import cron_trigger
-from connector.jobs import INCREMENTAL, NIGHTLY, SUCCESS, JobResult, Steps, run_job
-from connector.notify import Notifier
+from connector.config.loader import Config
+from connector.config.cron import cron_trigger
+from connector.run.jobs import INCREMENTAL, NIGHTLY, SUCCESS, JobResult, Steps, run_job
+from connector.run.notify import Notifier
 
 log = logging.getLogger("crm_connector.scheduler")
 _REAL = Steps()   # the steps a real job takes; tests pass their own

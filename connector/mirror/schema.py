@@ -184,7 +184,7 @@ def add_missing_columns(conn) -> None:
 def apply(conn) -> None:
     """Create whatever is missing and run the data fixes not yet run; a no-op on an
     up-to-date mirror."""
-    from connector import kpi_schema
+    from connector.mirror import kpi_schema
 
     kpi_schema.migrate(conn)
     conn.executescript(DDL + kpi_schema.DDL)

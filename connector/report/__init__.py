@@ -1,0 +1,1 @@
+"""The HTML report: the page, its charts and its texts in each language."""
