@@ -30,15 +30,21 @@ def report(ctx: click.Context, source_name: str | None, months: int | None, out:
 
 def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
     """Build and write the report; its absolute path (exit 1 naming the source with no measures)."""
-    mirror = runtime.open_mirror(cfg)
+    mirrors = {}     # mirror file -> Mirror: one shared file, or one file per source
     try:
-        text = report_mod.build(mirror.conn, picked, language=cfg.report.language,
+        for src in picked:
+            scope = cfg.scoped(src.name)
+            if scope.storage_path not in mirrors:
+                mirrors[scope.storage_path] = runtime.open_mirror(scope)
+        conns = {s.name: mirrors[cfg.scoped(s.name).storage_path].conn for s in picked}
+        text = report_mod.build(conns, picked, language=cfg.report.language,
                                 months=months or cfg.report.months, churn_days=cfg.kpi.churn_days,
                                 tz=cfg.timezone)
     except report_mod.ReportError as err:
         fail(str(err))
     finally:
-        mirror.close()
+        for mirror in mirrors.values():
+            mirror.close()
     path = out or cfg.report.path
     report_mod.write(path, text)
     return os.path.abspath(path)

@@ -14,13 +14,14 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from adapters import redact, registry
 from adapters.crm import Crm
 from connector.config.cron import cron_trigger
+from connector.config.engine import DEFAULT_QUEUE, EngineChecks, EngineConfig
 from connector.config.kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
 from connector.config.report import ReportChecks, ReportConfig
 
@@ -29,9 +30,10 @@ ENV_PATH = "CRM_CONNECTOR_CONFIG"
 # The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
 COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
                "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
-               "verify_tls": bool}
+               "verify_tls": bool, "queue": str}
 COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minutes": 5.0,
-                   "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True}
+                   "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True,
+                   "queue": DEFAULT_QUEUE}
 # Ranges of the numeric keys, (lowest, highest, whether the lowest itself is allowed), so that
 # nothing `check` accepts can hang or crash a run. Why the bounds:
 # - max_workers: each worker is a thread holding a connection and a page of rows; the CRMs
@@ -48,6 +50,7 @@ RANGES = {
     "kpi.churn_days": (0, 36500, False), "kpi.calls_days": (0, 36500, False),
     "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
     "report.months": (0, 120, False),
+    "engine.visibility_timeout_s": (10, 7 * 86400, True), "engine.lease_s": (5, 3600, True),
 }
 CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
 
@@ -128,6 +131,25 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     token_path: str = ""
     report: ReportConfig = field(default_factory=ReportConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    @property
+    def per_source(self) -> bool:
+        """Whether each source has its own mirror file (`[storage] path` holds `{source}`)."""
+        return SOURCE_FIELD in self.storage_path
+
+    def scoped(self, name: str) -> "Config":
+        """The config of the mirror file that holds source `name`: with one file per source,
+        that file, its token file and only that source; with a shared file, this config."""
+        if not self.per_source:
+            return self
+        return replace(self, sources=[self.source(name)],
+                       storage_path=self.storage_path.replace(SOURCE_FIELD, name),
+                       token_path=self.token_path.replace(SOURCE_FIELD, name))
+
+    def scopes(self) -> list["Config"]:
+        """One config per mirror file: this one for a shared file, else one per source."""
+        return [self.scoped(s.name) for s in self.sources] if self.per_source else [self]
 
     @property
     def timezone(self) -> str:
@@ -188,7 +210,10 @@ def _parse(path: str, raw: bytes) -> dict:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class Checker(KpiChecks, ReportChecks):
+SOURCE_FIELD = "{source}"   # in `[storage] path`: one mirror file per source
+
+
+class Checker(KpiChecks, ReportChecks, EngineChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
     def __init__(self, path: str):
@@ -252,11 +277,18 @@ class Checker(KpiChecks, ReportChecks):
 
     def config(self, data: dict) -> Config:
         top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
-                                    "notify": dict, "report": dict})
+                                    "notify": dict, "report": dict, "engine": dict})
         storage = self.table("storage", top.get("storage", {}), {"path": str, "token_path": str})
         for k, v in storage.items():
             self.text(f"storage.{k}", v, "a file path")
+        for k, v in storage.items():
+            if re.search(r"[{}]", v.replace(SOURCE_FIELD, "")):
+                raise self.fail(f"storage.{k}", f"{v!r}: the only field a path may hold is {SOURCE_FIELD} "
+                                                f"(one file per source)")
         storage_path = storage.get("path", "crm-mirror.db")
+        if SOURCE_FIELD in storage.get("token_path", "") and SOURCE_FIELD not in storage_path:
+            raise self.fail("storage.token_path", f"holds {SOURCE_FIELD} but [storage] path does not: "
+                                                  f"one token file per source goes with one mirror per source")
         if not top.get("sources"):
             raise self.fail("sources", "at least one [[sources]] block is required")
         sources, seen = [], {}
@@ -273,7 +305,7 @@ class Checker(KpiChecks, ReportChecks):
                      schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
                      notify=self.notify(top.get("notify", {})),
                      token_path=storage.get("token_path", storage_path + ".tokens.json"),
-                     report=self.report(top.get("report", {})))
+                     report=self.report(top.get("report", {})), engine=self.engine(top.get("engine", {})))
         return cfg
 
     def source(self, i: int, raw) -> SourceConfig:
@@ -296,6 +328,8 @@ class Checker(KpiChecks, ReportChecks):
             d["currency"] = d["currency"].upper()
         if "streams" in d:
             self.streams(f"{key}.streams", d["streams"], crm)
+        if "queue" in d:
+            self.queue(f"{key}.queue", d["queue"])
         crm.check(key, d, self.fail)
         return SourceConfig(**d)
 
@@ -396,5 +430,5 @@ def _type_name(types: tuple) -> str:
 
 
 __all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "KpiConfig",
-           "ReportConfig",
+           "ReportConfig", "EngineConfig",
            "CustomKpi", "TARGETS", "load", "kpi_names", "nearest"]

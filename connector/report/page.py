@@ -179,10 +179,12 @@ class Builder:
 
 
 def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str) -> str:
-    """The HTML of the report on `sources` (SourceConfig list). A source with no measures yet
-    gets a line saying so; ReportError when none has any."""
+    """The HTML of the report on `sources` (SourceConfig list), read from `conn`: the mirror's
+    connection, or {source name: connection} when each source has its own mirror file. A
+    source with no measures yet gets a line saying so; ReportError when none has any."""
+    conns = conn if isinstance(conn, dict) else {s.name: conn for s in sources}
     w, blocks = words(language), []
-    empty = [s.name for s in sources if not load_metrics(conn, s.name)[0]]
+    empty = [s.name for s in sources if not load_metrics(conns[s.name], s.name)[0]]
     if len(empty) == len(sources):
         if len(empty) == 1:
             raise ReportError(f"source '{empty[0]}' has no measures yet: run `crm-connector kpi "
@@ -190,6 +192,7 @@ def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str
         names = ", ".join(f"'{n}'" for n in empty)
         raise ReportError(f"sources {names} have no measures yet: run `crm-connector kpi` first")
     for src in sources:
+        conn = conns[src.name]
         m, at = load_metrics(conn, src.name)
         if not m:
             blocks.append((f"{w['source']}: {src.name}",

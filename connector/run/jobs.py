@@ -19,6 +19,7 @@ prints.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -96,6 +97,7 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
     the sync after its current page. `lock_timeout_s`: default `[schedule] lock_timeout_s`.
     """
     out = JobResult(source.name, job)
+    cfg = cfg.scoped(source.name)
     if stop is not None and stop.is_set():
         out.status, out.error = "interrupted", "stop requested before the job started"
         return out
@@ -259,10 +261,19 @@ def mirror_status(cfg: Config) -> tuple[list[dict], list[dict]]:
 
     A run is `running` only while a process holds its source's lock; one a dead process left
     behind shows as `interrupted`, with the rows its committed pages hold."""
-    with looking(cfg) as mirror:
-        rows = mirror.status()
-        kpis = [k for k in (mirror.last_kpi_summary(s.name) for s in cfg.sources) if k]
+    rows, kpis = [], []
+    for scope in _existing(cfg):
+        with looking(scope) as mirror:
+            rows += mirror.status()
+            kpis += [k for k in (mirror.last_kpi_summary(s.name) for s in scope.sources) if k]
     return [_live_status(cfg, r) for r in rows], kpis
+
+
+def _existing(cfg: Config) -> list[Config]:
+    """The configs of the mirror files there are: each source's file that exists (one file per
+    source; a source never synced has none yet), or the one shared file."""
+    scopes = cfg.scopes()
+    return scopes if not cfg.per_source else [s for s in scopes if os.path.exists(s.storage_path)]
 
 
 def _live_status(cfg: Config, row: dict) -> dict:
@@ -273,15 +284,18 @@ def _live_status(cfg: Config, row: dict) -> dict:
 
 def client_kpis(cfg: Config, source: str, entity_type: str, entity_id: int) -> tuple[list[dict], dict]:
     """One client's latest KPI values, and the KPI definitions by name."""
-    with looking(cfg) as mirror:
+    with looking(cfg.scoped(source)) as mirror:
         rows = kpi_mod.latest(mirror, source, entity_type, entity_id)
     return rows, kpi_mod.all_kpis(cfg.kpi)
 
 
 def table_counts(cfg: Config) -> dict[str, dict[str, int]]:
     """Rows per entity table, per source."""
-    with looking(cfg) as mirror:
-        return {s.name: mirror.table_counts(s.name) for s in cfg.sources}
+    counts = {}
+    for scope in _existing(cfg):
+        with looking(scope) as mirror:
+            counts.update({s.name: mirror.table_counts(s.name) for s in scope.sources})
+    return counts
 
 
 def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
@@ -289,15 +303,18 @@ def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
     cheap tests of the locations (creating nothing); `deep` (for `check`) writes and removes a
     probe file beside each, and reads an existing mirror through SQLite's quick check."""
     probe = storage.probe_writable if deep else storage.location_problem
-    problems = [p for p in (probe(cfg.storage_path, "mirror"), probe(cfg.token_path, "token file"))
-                if p is not None]
-    problems += [p for p in [storage.header_problem(cfg.storage_path)] if p is not None and not problems]
-    if deep and not problems:
-        try:
-            with looking(cfg) as mirror:
-                storage.quick_check(mirror.conn, cfg.storage_path)
-        except StorageError as err:
-            problems.append(err)
+    problems = []
+    for scope in cfg.scopes():
+        found = [p for p in (probe(scope.storage_path, "mirror"), probe(scope.token_path, "token file"))
+                 if p is not None]
+        found += [p for p in [storage.header_problem(scope.storage_path)] if p is not None and not found]
+        if deep and not found:
+            try:
+                with looking(scope) as mirror:
+                    storage.quick_check(mirror.conn, scope.storage_path)
+            except StorageError as err:
+                found.append(err)
+        problems += found
     return problems
 
 
@@ -305,14 +322,14 @@ def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
 
 def ever_synced(cfg: Config, source: str) -> bool:
     """Whether any stream of the source has completed a sync in the mirror."""
-    with looking(cfg) as mirror:
+    with looking(cfg.scoped(source)) as mirror:
         return kpi_inputs.ever_synced(mirror, source)
 
 
 def stream_scopes(cfg: Config, source: SourceConfig) -> list[dict]:
     """Per declared stream: the scope it needs and its last sync, with what to do when it was
     skipped (a scope the credentials lack)."""
-    with looking(cfg) as mirror:
+    with looking(cfg.scoped(source.name)) as mirror:
         states = kpi_inputs.stream_states(mirror, source.name, declared_streams(cfg, source))
     return [{"source": source.name, "stream": s.name, "scope": s.scope or "-",
              "last sync": s.last_status or "never",

@@ -20,6 +20,7 @@ from typing import Iterator
 
 from adapters.redact import redact
 from adapters.times import iso
+from connector.config.loader import SOURCE_FIELD
 from connector.mirror import storage
 
 log = logging.getLogger("crm_connector.locks")
@@ -42,7 +43,8 @@ class LockAbandoned(Exception):
 
 
 def lock_path(cfg, source_name: str) -> str:
-    return f"{cfg.storage_path}.{source_name}.lock"
+    # beside the source's own mirror file when each source has one
+    return f"{cfg.storage_path.replace(SOURCE_FIELD, source_name)}.{source_name}.lock"
 
 
 def _command() -> str:

@@ -26,7 +26,7 @@ def token_store(cfg: Config) -> TokenStore:
 def make_adapter(cfg: Config, source: SourceConfig):
     """The adapter for one source, by its CRM in the registry (whose adapter modules are imported
     only now: a CLI call touches only what it needs)."""
-    return registry.get(source.kind).make_adapter(source, token_store(cfg))
+    return registry.get(source.kind).make_adapter(source, token_store(cfg.scoped(source.name)))
 
 
 def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:
