@@ -12,7 +12,7 @@ import collections
 import gc
 from urllib.parse import urlencode
 
-from sandbox.amocrm_common import EVENT_TYPES, NOTE_TYPES, PLURAL, SINGULAR, ApiError
+from sandbox.amocrm.common import EVENT_TYPES, NOTE_TYPES, PLURAL, SINGULAR, ApiError
 from sandbox.httpbase import Request, Response
 
 

@@ -3,9 +3,9 @@ users, custom fields, events, the account and pipelines, in amoCRM's v4 shapes."
 
 from __future__ import annotations
 
-from sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
-                                             PHONE_FIELD, PLURAL, WON)
-from sandbox.amocrm_query import strs
+from sandbox.amocrm.common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
+                                   PHONE_FIELD, PLURAL, WON)
+from sandbox.amocrm.query import strs
 from sandbox.call_outcomes import outcome_of
 from sandbox.data_interactions import SOURCES as SOURCE_NAMES
 from sandbox.httpbase import Request, Response

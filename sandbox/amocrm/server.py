@@ -31,11 +31,11 @@ import secrets
 import threading
 import time
 
-from sandbox.amocrm_common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
-                                             problem)
-from sandbox.amocrm_query import AmoQuery
-from sandbox.amocrm_render import AmoRender
-from sandbox.amocrm_write import AmoWrite
+from sandbox.amocrm.common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
+                                   problem)
+from sandbox.amocrm.query import AmoQuery
+from sandbox.amocrm.render import AmoRender
+from sandbox.amocrm.write import AmoWrite
 from sandbox.data import Dataset, generate
 from sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
 from sandbox.malformed import AMOCRM, Malformer

@@ -14,7 +14,7 @@ docs' `crm.deal.list` sample shows.
 
 from __future__ import annotations
 
-from .bitrix24_spec import Field, Spec
+from .spec import Field, Spec
 
 OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}   # OWNER_TYPE_ID
 # dataset channel -> TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID

@@ -10,7 +10,7 @@ import time
 
 from urllib.parse import urlencode
 
-from .bitrix24_query import ApiError
+from .query import ApiError
 
 MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"     # the portal's id in OAuth replies
 

@@ -15,8 +15,8 @@ from typing import Callable
 
 from sandbox.call_outcomes import outcome_of
 
-from .bitrix24_activities import activity_spec, source_fields
-from .bitrix24_spec import Field, Spec
+from .activities import activity_spec, source_fields
+from .spec import Field, Spec
 
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
