@@ -54,8 +54,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     `set_limits(on, rate)`, `block_after` (N 429s -> every request 403 HTML until
     `unblock()`), `clock` (replace for deterministic rate-limit tests), `api_filter`,
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
-    `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, `next_on_full_page`
-    (a full last page links to a 204 page, as amoCRM sometimes does),
+    `expire_access_tokens()`, `access_token` (the long-lived token; None refuses it),
+    `token_ttl`, `next_on_full_page` (a full last page links to a 204 page, as amoCRM
+    sometimes does),
     `edit_during_listing(path, after_page, delete, **changes)` (a user edits or deletes a
     card or task already served while a listing is read, so every later row moves up one),
     plus the httpbase ones (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`,
@@ -123,9 +124,6 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         with self._auth_lock:
             for tok in self._access:
                 self._access[tok] = 0.0
-
-    def revoke_long_lived(self) -> None:
-        self.access_token = None
 
     def edit_during_listing(self, path: str, after_page: int = 3, delete: bool = False,
                             **changes) -> None:
