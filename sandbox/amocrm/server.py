@@ -1,9 +1,9 @@
 """A local amoCRM (Kommo) API v4 server over a sandbox `Dataset`, for tests and benchmarks.
 
-Speaks the real shapes from /work/shared/api/amocrm.md: HAL collections (`_embedded`,
-`_links.next` only when more rows, HTTP 204 with no body on an empty page), Unix-second
-timestamps, problem+json errors, Bearer auth with single-use refresh tokens, a 7 req/s limit
-(429, then a 403 HTML block), custom fields at 50 per page, batch PATCH with validation errors.
+Speaks the real API's shapes: HAL collections (`_embedded`, `_links.next` only when more
+rows, HTTP 204 with no body on an empty page), Unix-second timestamps, problem+json errors,
+Bearer auth with single-use refresh tokens, a 7 req/s limit (429, then a 403 HTML block),
+custom fields at 50 per page, batch PATCH with validation errors.
 
 Faithful quirks a client must survive:
 - Deleted leads/contacts/companies/tasks are in the trash: lists skip them; deletions are
@@ -13,7 +13,7 @@ Faithful quirks a client must survive:
 - Lead/contact/company filters need the API-filter add-on (`api_filter=False` ignores them);
   a single `filter[updated_at]=T` there means "equal to T", on tasks/notes/events "from T".
 - Events allow limit <= 100; a larger limit returns 50 rows but pages by the larger limit,
-  so rows are skipped (KRUKOV #76); custom fields likewise serve 50. Other lists clamp to 250.
+  so rows are skipped; custom fields likewise serve 50. Other lists clamp to 250.
 - Tasks cannot be ordered by updated_at (the order is ignored); no task completed_at.
 - Stage entries without a previous stage (creation) are `lead_added` events, not
   `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
@@ -82,7 +82,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self.redirect_uri = redirect_uri
         self.api_filter, self.is_admin = api_filter, is_admin
         self.token_ttl = token_ttl
-        # Real amoCRM sometimes links a full last page to an empty (204) one (PHP #193).
+        # Real amoCRM sometimes links a full last page to an empty (204) one.
         self.next_on_full_page = False
         self._auth_lock = threading.Lock()
         self._codes: set[str] = set()

@@ -5,7 +5,7 @@
 
 Serves the methods in `methods.METHODS` plus `batch`, through an incoming webhook
 (`/rest/{user}/{secret}/{method}[.json]`) or OAuth (`/rest/{method}` with `auth`, tokens
-from `/oauth/token/`). Shapes, errors and limits follow /work/shared/api/bitrix24.md:
+from `/oauth/token/`). Shapes, errors and limits follow the real REST API's:
 the leaky bucket (503 QUERY_LIMIT_EXCEEDED) and, with `cost_model=True`, real server time
 per list page charged to a per-method operating budget (429 OPERATION_TIME_LIMIT).
 """

@@ -1,4 +1,4 @@
-"""The Bitrix24 sandbox answers like a real portal (shapes per /work/shared/api/bitrix24.md)."""
+"""The Bitrix24 sandbox answers like a real portal: the REST API's shapes, errors and limits."""
 
 from __future__ import annotations
 
