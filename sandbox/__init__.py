@@ -58,8 +58,10 @@ Between two syncs, change the "CRM" through `server.dataset` (each change bumps
 random, seeded. Each server class's docstring lists its other knobs and the quirks it
 reproduces.
 
-Modules: `amocrm` (`AmoSandbox`, `WON`, `LOST`) with its `amocrm_*` parts; `bitrix24`
-(`Bitrix24Sandbox`) with its `bitrix24_*` parts (`bitrix24_methods.METHODS` names every
-REST method served); `data` (`generate`, `Dataset`) with `data_store` (the dataset and its
-mutations) and `data_build` (the generators); `httpbase` (the server plumbing, fault kinds).
+Modules: one package per CRM, `amocrm` (`AmoSandbox`, `WON`, `LOST`) and `bitrix24`
+(`Bitrix24Sandbox`), each with its server in `server` and its parts beside it
+(`bitrix24.methods.METHODS` names every REST method served); shared by both: `data`
+(`generate`, `Dataset`) with `data_store` (the dataset and its mutations) and `data_build`
+(the generators), `httpbase` (the server plumbing, fault kinds), `malformed` (bad payloads)
+and `call_outcomes` (call results).
 """

@@ -2,8 +2,9 @@
 
 A dataset call has a `direction` ("in" / "out") and an `outcome`; each server renders the
 outcome in its own API's codes (amoCRM `call_status`, Bitrix24 `CALL_FAILED_CODE`). `status`
-is the mirror's vocabulary (MIRROR.md): `answered` when talked, else `missed` for an incoming
-call and `failed` for an outgoing one. Rows added without an outcome get one from their status.
+is the vocabulary of the connector's mirror (a call's status column): `answered` when talked,
+else `missed` for an incoming call and `failed` for an outgoing one. Rows added without an
+outcome get one from their status.
 """
 
 from __future__ import annotations

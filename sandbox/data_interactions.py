@@ -1,4 +1,5 @@
-"""What the generated account adds for issue 13: acquisition channels, interactions, surveys.
+"""What the generated account adds beyond the CRM cards, tasks and calls: acquisition
+channels (sources, UTM values), interactions and surveys.
 
 Run after `data_build.Builder` with a random stream of its own (seeded from the builder's
 last draw), so every row the builder made stays exactly as it was for a given seed.

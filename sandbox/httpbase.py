@@ -64,9 +64,6 @@ class Request:
                 out[k] = v
         return out
 
-    def getlist(self, key: str) -> list[str]:
-        return [v for k, v in self.pairs if k == key]
-
     def get(self, key: str, default=None):
         for k, v in self.pairs:
             if k == key:

@@ -293,7 +293,7 @@ class AmoMapping(Mapping):
         """Call and SMS notes (`note:<id>`) and chat-message events (`event:<id>`, the author
         only on an outgoing message) of deals, contacts and companies; amoCRM has no e-mail or
         meeting notes, and no lead entity."""
-        from sandbox.amocrm_render import _event_id
+        from sandbox.amocrm.render import _event_id
 
         for c in self.ds.calls:
             yield (f"note:{c['id']}",), c, self.interaction(
@@ -320,7 +320,7 @@ class AmoMapping(Mapping):
 
     def survey_answers(self) -> Expected:
         """NPS answers: `nps_rate_added` events (`event:<id>`)."""
-        from sandbox.amocrm_render import _event_id
+        from sandbox.amocrm.render import _event_id
 
         e = super().survey_answers()
         for n in self.ds.surveys:
@@ -333,7 +333,7 @@ class AmoMapping(Mapping):
     def stages(self) -> Expected:
         e = super().stages()
         # Every amoCRM pipeline also has its (empty) "Unsorted" status, type 1, id pid*1000+999
-        # in the sandbox (see sandbox/amocrm.py's docstring); the mirror keeps it, open.
+        # in the sandbox (see sandbox/amocrm/server.py's docstring); the mirror keeps it, open.
         for p in self.ds.pipelines:
             e.add((p["id"], p["id"] * 1000 + 999), {"entity": "deal", "name": ANY, "sort": 10,
                                                     "semantics": "open"})

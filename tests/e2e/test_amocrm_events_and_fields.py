@@ -8,7 +8,7 @@ from adapters.amocrm.streams import BY_NAME
 from adapters.errors import StreamError
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
-from sandbox.amocrm_common import EVENT_TYPES
+from sandbox.amocrm.common import EVENT_TYPES
 from tests.e2e.test_amocrm_e2e import adapter_for, count, sync_later
 from tests.fixtures_amocrm import get
 

@@ -20,7 +20,7 @@ from connector.config.loader import SourceConfig
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
-from sandbox.amocrm_common import PLURAL
+from sandbox.amocrm.common import PLURAL
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
 from sandbox.malformed import AMOCRM, BITRIX24

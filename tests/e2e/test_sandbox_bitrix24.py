@@ -1,4 +1,4 @@
-"""The Bitrix24 sandbox answers like a real portal (shapes per /work/shared/api/bitrix24.md)."""
+"""The Bitrix24 sandbox answers like a real portal: the REST API's shapes, errors and limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from sandbox.bitrix24 import Bitrix24Sandbox
-from sandbox.bitrix24_render import fmt_dt
+from sandbox.bitrix24.render import fmt_dt
 
 ISO_MSK = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+03:00$")
 
@@ -234,7 +234,7 @@ def test_operating_budget_blocks_a_method_with_429(b24_dataset):
 
 
 def test_operating_time_drops_out_in_whole_baskets_at_the_reported_reset():
-    from sandbox.bitrix24_auth import OperatingBudget
+    from sandbox.bitrix24.auth import OperatingBudget
     now = [6_000.0]
     ob = OperatingBudget(480.0, 600.0, clock=lambda: now[0])
     ob.charge("crm.deal.list", 5.0)        # basket [6000, 6060)

@@ -6,9 +6,9 @@ import json
 
 import requests
 
-from sandbox.bitrix24_methods import Portal
-from sandbox.bitrix24_pages import Page, dumps, encode_rows, plain
-from sandbox.bitrix24_query import render
+from sandbox.bitrix24.methods import Portal
+from sandbox.bitrix24.pages import Page, dumps, encode_rows, plain
+from sandbox.bitrix24.query import render
 
 ENTITIES = [("deal", "deals"), ("lead", "leads"), ("contact", "contacts"),
             ("company", "companies"), ("task", "tasks"), ("call", "calls"),

@@ -3,9 +3,9 @@
     with Bitrix24Sandbox(size=300, limits=False) as b24:
         requests.post(b24.webhook_url + "crm.deal.list", json={"start": -1}).json()
 
-Serves the methods in `bitrix24_methods.METHODS` plus `batch`, through an incoming webhook
+Serves the methods in `methods.METHODS` plus `batch`, through an incoming webhook
 (`/rest/{user}/{secret}/{method}[.json]`) or OAuth (`/rest/{method}` with `auth`, tokens
-from `/oauth/token/`). Shapes, errors and limits follow /work/shared/api/bitrix24.md:
+from `/oauth/token/`). Shapes, errors and limits follow the real REST API's:
 the leaky bucket (503 QUERY_LIMIT_EXCEEDED) and, with `cost_model=True`, real server time
 per list page charged to a per-method operating budget (429 OPERATION_TIME_LIMIT).
 """
@@ -19,13 +19,14 @@ import threading
 import time
 from urllib.parse import quote
 
-from .bitrix24_auth import MEMBER_ID, OAuthServer, OperatingBudget
-from .bitrix24_methods import METHODS, Portal, Reply, scope_of
-from .bitrix24_pages import Page, dumps, plain
-from .bitrix24_params import ci_get, parse_body, parse_query
-from .bitrix24_query import ApiError
-from .bitrix24_render import fmt_dt
-from .httpbase import LeakyBucket, Request, Response, SandboxServer
+from sandbox.httpbase import LeakyBucket, Request, Response, SandboxServer
+
+from .auth import MEMBER_ID, OAuthServer, OperatingBudget
+from .methods import METHODS, Portal, Reply, scope_of
+from .pages import Page, dumps, plain
+from .params import ci_get, parse_body, parse_query
+from .query import ApiError
+from .render import fmt_dt
 
 __all__ = ["Bitrix24Sandbox"]
 
@@ -59,7 +60,7 @@ class Bitrix24Sandbox(SandboxServer):
         super().__init__(host=host, port=port, latency_ms=latency_ms, fault_rate=fault_rate,
                          faults=faults, seed=seed, timeout_hold_s=timeout_hold_s, https=https)
         if dataset is None:
-            from .data import generate
+            from sandbox.data import generate
             dataset = generate(seed=seed, size=size)
         self.dataset = dataset
         self.portal = Portal(dataset)

@@ -10,7 +10,7 @@ import time
 
 from urllib.parse import urlencode
 
-from .bitrix24_query import ApiError
+from .query import ApiError
 
 MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"     # the portal's id in OAuth replies
 
@@ -59,7 +59,7 @@ class OperatingBudget:
 class OAuthServer:
     """Authorization codes, access tokens and single-use (rotating) refresh tokens."""
 
-    CODE_TTL_S = 30.0   # settings/oauth/index.md: an authorization code lives 30 seconds
+    CODE_TTL_S = 30.0   # Bitrix24 OAuth: an authorization code lives 30 seconds
 
     def __init__(self, client_id: str, client_secret: str, access_ttl_s: int = 3600):
         self.client_id, self.client_secret = client_id, client_secret

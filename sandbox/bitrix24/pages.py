@@ -17,8 +17,8 @@ import re
 import secrets
 from json.encoder import encode_basestring as _jstr
 
-from .bitrix24_query import compiled, render
-from .bitrix24_render import fmt_dt, to_old
+from .query import compiled, render
+from .render import fmt_dt, to_old
 
 # Tables whose changes can alter an entity's rendered rows (a deal shows MOVED_TIME,
 # read from stage changes).

@@ -1,15 +1,15 @@
 """The Bitrix24 sandbox's list methods: CRM entities, smart-process items, tasks, calls,
 activities, stage history, users, categories and statuses.
 
-Each takes (portal, params) and returns a `Reply`; `bitrix24_methods.METHODS` names them.
+Each takes (portal, params) and returns a `Reply`; `methods.METHODS` names them.
 """
 
 from __future__ import annotations
 
-from .bitrix24_params import ci_get
-from .bitrix24_portal import Portal, Reply
-from .bitrix24_query import ApiError, compile_filter, parse_order, parse_start, run_list
-from .bitrix24_render import EXTRA_SEMANTICS, LEAD_STATUSES, STATUS_SEMANTICS, Field, Spec
+from .params import ci_get
+from .portal import Portal, Reply
+from .query import ApiError, compile_filter, parse_order, parse_start, run_list
+from .render import EXTRA_SEMANTICS, LEAD_STATUSES, STATUS_SEMANTICS, Field, Spec
 
 
 def _alive(r) -> bool:

@@ -2,10 +2,10 @@
 
 `crm.activity.list` lists every activity of the portal in one id sequence: each call
 (`TYPE_ID` 2, provider `VOXIMPLANT_CALL`, its id is the `voximplant.statistic.get` row's
-`CRM_ACTIVITY_ID`) and each other interaction of the dataset: meetings (1), e-mails (4) and provider activities (6):
-open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`). `DIRECTION` 1 incoming,
-2 outgoing, 0 none (meetings). A deleted activity vanishes from the list (DOCS
-`crm-activity-list.md`; facts §1.5, "Found on main").
+`CRM_ACTIVITY_ID`) and each other interaction of the dataset: meetings (1), e-mails (4) and
+provider activities (6): open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`).
+`DIRECTION` 1 incoming, 2 outgoing, 0 none (meetings). A deleted activity vanishes from the
+list, as on a real portal.
 
 Deals and leads: `SOURCE_ID` is the CRM's own source (a `crm.status.list` SOURCE code);
 `UTM_SOURCE` is free text as the form or link carried it; both are in the `*` set, as the
@@ -14,7 +14,7 @@ docs' `crm.deal.list` sample shows.
 
 from __future__ import annotations
 
-from .bitrix24_spec import Field, Spec
+from .spec import Field, Spec
 
 OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}   # OWNER_TYPE_ID
 # dataset channel -> TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID

@@ -15,8 +15,8 @@ from typing import Callable
 
 from sandbox.call_outcomes import outcome_of
 
-from .bitrix24_activities import activity_spec, source_fields
-from .bitrix24_spec import Field, Spec
+from .activities import activity_spec, source_fields
+from .spec import Field, Spec
 
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
@@ -32,7 +32,6 @@ LEAD_STATUSES = [("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "
                  ("CONVERTED", "Converted", 30, "won"), ("JUNK", "Junk", 40, "lost")]
 TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration"}
 UF_TYPE = {"double": "numeric", "integer": "numeric", "string": "text", "enumeration": "select"}
-ENTITY_TYPE_ID = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
@@ -117,12 +116,6 @@ def to_old(kind: str, v):
         return fmt_dt(v)
     if kind == "float" and isinstance(v, (int, float)):
         return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
-    return v
-
-
-def to_new(kind: str, v):
-    if kind == "date":
-        return fmt_dt(v)
     return v
 
 

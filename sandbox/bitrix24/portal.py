@@ -1,6 +1,6 @@
 """The Bitrix24 sandbox's read view of the dataset (`Portal`) and a method's answer (`Reply`).
 
-Every method in `bitrix24_methods.METHODS` takes (portal, params) and returns a `Reply`.
+Every method in `methods.METHODS` takes (portal, params) and returns a `Reply`.
 The portal holds the per-entity specs, the id vocabulary and the caches that keep repeated
 list calls cheap.
 """
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import bitrix24_activities
-from .bitrix24_pages import Page, PageCache, dumps
-from .bitrix24_query import PAGE, select_fields
-from .bitrix24_render import SEMANTIC, Spec, Vocab, build_specs
-from .malformed import BITRIX24, Malformer
+from sandbox.malformed import BITRIX24, Malformer
+
+from .activities import rows as activity_rows
+from .pages import Page, PageCache, dumps
+from .query import PAGE, select_fields
+from .render import SEMANTIC, Spec, Vocab, build_specs
 
 __all__ = ["Portal", "Reply"]
 
@@ -84,7 +85,7 @@ class Portal:
         ver = (ds.versions["calls"], ds.versions["activities"])
         hit = self._history.get("activities")
         if hit is None or hit[0] != ver:
-            rows = bitrix24_activities.rows(ds)
+            rows = activity_rows(ds)
             hit = self._history["activities"] = (ver, (rows, {r["id"]: r for r in rows}))
         return hit[1]
 

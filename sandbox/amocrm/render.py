@@ -3,9 +3,9 @@ users, custom fields, events, the account and pipelines, in amoCRM's v4 shapes."
 
 from __future__ import annotations
 
-from sandbox.amocrm_common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
-                                             PHONE_FIELD, PLURAL, WON)
-from sandbox.amocrm_query import strs
+from sandbox.amocrm.common import (ACCOUNT_ID, CALL_STATUS, EMAIL_FIELD, LOST,
+                                   PHONE_FIELD, PLURAL, WON)
+from sandbox.amocrm.query import strs
 from sandbox.call_outcomes import outcome_of
 from sandbox.data_interactions import SOURCES as SOURCE_NAMES
 from sandbox.httpbase import Request, Response
@@ -197,7 +197,7 @@ class AmoRender:
         for ev in ds.events:
             kind = kinds[ev["entity"]]
             if (kind, ev["type"]) == ("task", "restored"):
-                continue        # amoCRM has no `task_restored` event type (facts §2.8)
+                continue        # amoCRM has no `task_restored` event type (see EVENT_TYPES)
             etype = "entity_merged" if ev["type"] == "merged" else f"{kind}_{ev['type']}"
             out.append((ev["at"], ev["id"] * 5 + 1, etype, kind, ev["entity_id"], ev))
         for t in ds.tasks:
@@ -233,7 +233,7 @@ class AmoRender:
             after = [{"lead_status": {"id": self._status_id(src["stage_id"]),
                                       "pipeline_id": src["pipeline_id"]}}]
         elif etype == "lead_added":
-            # Only a note id, no stage (facts §2.8): the entry stage is not in the event.
+            # amoCRM's `lead_added` carries only a note id, not the stage the lead entered.
             after = [{"note": {"id": NOTE_ID_BASE + src["id"]}}]
         elif etype.endswith("_chat_message"):
             after = [{"message": {"id": f"sbx-msg-{src['id']}", "origin": "sandbox.chat"}}]

@@ -14,7 +14,7 @@ CALL_STATUS = {"talked": 4, "no_answer": 6, "busy": 7, "declined": 3, "wrong_num
 PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies"}
 SINGULAR = {v: k for k, v in PLURAL.items()}
 
-# The event types amoCRM's table "Типы событий" lists (facts §2.8 and "Found on main"):
+# The event types amoCRM's API documentation lists (its table "Типы событий"):
 # `filter[type][]` accepts only these. Tasks have `task_deleted` but no `task_restored`.
 EVENT_TYPES = frozenset((
     "lead_added", "lead_deleted", "lead_restored", "lead_status_changed",
@@ -27,7 +27,7 @@ EVENT_TYPES = frozenset((
     "incoming_sms", "outgoing_sms", "nps_rate_added"))
 
 
-# Note types of the notes lists (facts §2.7): `filter[note_type]` accepts only these.
+# The note types amoCRM documents for the notes lists: `filter[note_type]` accepts only these.
 NOTE_TYPES = frozenset((
     "common", "call_in", "call_out", "service_message", "extended_service_message",
     "message_cashier", "geolocation", "sms_in", "sms_out", "attachment"))

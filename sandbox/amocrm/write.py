@@ -6,8 +6,8 @@ from __future__ import annotations
 import secrets
 import time
 
-from sandbox.amocrm_common import (EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR,
-                                             ApiError, problem)
+from sandbox.amocrm.common import (EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR,
+                                   ApiError, problem)
 from sandbox.httpbase import Request, Response
 
 FIELD_TYPES = {"text", "numeric", "checkbox", "select", "multiselect", "date", "date_time",

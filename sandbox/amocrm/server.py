@@ -1,9 +1,9 @@
 """A local amoCRM (Kommo) API v4 server over a sandbox `Dataset`, for tests and benchmarks.
 
-Speaks the real shapes from /work/shared/api/amocrm.md: HAL collections (`_embedded`,
-`_links.next` only when more rows, HTTP 204 with no body on an empty page), Unix-second
-timestamps, problem+json errors, Bearer auth with single-use refresh tokens, a 7 req/s limit
-(429, then a 403 HTML block), custom fields at 50 per page, batch PATCH with validation errors.
+Speaks the real API's shapes: HAL collections (`_embedded`, `_links.next` only when more
+rows, HTTP 204 with no body on an empty page), Unix-second timestamps, problem+json errors,
+Bearer auth with single-use refresh tokens, a 7 req/s limit (429, then a 403 HTML block),
+custom fields at 50 per page, batch PATCH with validation errors.
 
 Faithful quirks a client must survive:
 - Deleted leads/contacts/companies/tasks are in the trash: lists skip them; deletions are
@@ -13,7 +13,7 @@ Faithful quirks a client must survive:
 - Lead/contact/company filters need the API-filter add-on (`api_filter=False` ignores them);
   a single `filter[updated_at]=T` there means "equal to T", on tasks/notes/events "from T".
 - Events allow limit <= 100; a larger limit returns 50 rows but pages by the larger limit,
-  so rows are skipped (KRUKOV #76); custom fields likewise serve 50. Other lists clamp to 250.
+  so rows are skipped; custom fields likewise serve 50. Other lists clamp to 250.
 - Tasks cannot be ordered by updated_at (the order is ignored); no task completed_at.
 - Stage entries without a previous stage (creation) are `lead_added` events, not
   `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
@@ -31,11 +31,11 @@ import secrets
 import threading
 import time
 
-from sandbox.amocrm_common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
-                                             problem)
-from sandbox.amocrm_query import AmoQuery
-from sandbox.amocrm_render import AmoRender
-from sandbox.amocrm_write import AmoWrite
+from sandbox.amocrm.common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
+                                   problem)
+from sandbox.amocrm.query import AmoQuery
+from sandbox.amocrm.render import AmoRender
+from sandbox.amocrm.write import AmoWrite
 from sandbox.data import Dataset, generate
 from sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
 from sandbox.malformed import AMOCRM, Malformer
@@ -54,8 +54,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     `set_limits(on, rate)`, `block_after` (N 429s -> every request 403 HTML until
     `unblock()`), `clock` (replace for deterministic rate-limit tests), `api_filter`,
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
-    `expire_access_tokens()`, `revoke_long_lived()`, `token_ttl`, `next_on_full_page`
-    (a full last page links to a 204 page, as amoCRM sometimes does),
+    `expire_access_tokens()`, `access_token` (the long-lived token; None refuses it),
+    `token_ttl`, `next_on_full_page` (a full last page links to a 204 page, as amoCRM
+    sometimes does),
     `edit_during_listing(path, after_page, delete, **changes)` (a user edits or deletes a
     card or task already served while a listing is read, so every later row moves up one),
     plus the httpbase ones (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`,
@@ -81,7 +82,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self.redirect_uri = redirect_uri
         self.api_filter, self.is_admin = api_filter, is_admin
         self.token_ttl = token_ttl
-        # Real amoCRM sometimes links a full last page to an empty (204) one (PHP #193).
+        # Real amoCRM sometimes links a full last page to an empty (204) one.
         self.next_on_full_page = False
         self._auth_lock = threading.Lock()
         self._codes: set[str] = set()
@@ -123,9 +124,6 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         with self._auth_lock:
             for tok in self._access:
                 self._access[tok] = 0.0
-
-    def revoke_long_lived(self) -> None:
-        self.access_token = None
 
     def edit_during_listing(self, path: str, after_page: int = 3, delete: bool = False,
                             **changes) -> None:

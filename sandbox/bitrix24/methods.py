@@ -2,18 +2,17 @@
 
 A method takes (portal, params) and returns a `Reply`, or raises `ApiError`. `portal` is
 the server's read view of the dataset (`Portal`: spec per entity, id vocabulary). List
-methods live in `bitrix24_lists`, card, custom-field and write-back methods in
-`bitrix24_cards`.
+methods live in `lists`, card, custom-field and write-back methods in `cards`.
 """
 
 from __future__ import annotations
 
-from .bitrix24_cards import (deal_contact_items_get, make_get, make_update,
-                             make_userfield_add, make_userfield_list, profile)
-from .bitrix24_lists import (activity_list, category_list, company_list, contact_list,
-                             deal_list, item_list, lead_list, stagehistory_list, status_list,
-                             task_list, user_get, voximplant_statistic_get)
-from .bitrix24_portal import Portal, Reply
+from .cards import (deal_contact_items_get, make_get, make_update, make_userfield_add,
+                    make_userfield_list, profile)
+from .lists import (activity_list, category_list, company_list, contact_list, deal_list,
+                    item_list, lead_list, stagehistory_list, status_list, task_list, user_get,
+                    voximplant_statistic_get)
+from .portal import Portal, Reply
 
 __all__ = ["METHODS", "Portal", "Reply", "scope_of"]
 

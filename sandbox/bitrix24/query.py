@@ -10,7 +10,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from .bitrix24_render import Spec, fmt_dt, parse_dt, to_old
+from .render import Spec, fmt_dt, parse_dt, to_old
 
 PAGE = 50
 _PREFIX = re.compile(r"^(!><|><|>=|<=|!@|!=%|!%=|!%|=%|%=|!=|>|<|@|=|%|!|\?)?(.+)$")

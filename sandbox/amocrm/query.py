@@ -12,7 +12,7 @@ import collections
 import gc
 from urllib.parse import urlencode
 
-from sandbox.amocrm_common import EVENT_TYPES, NOTE_TYPES, PLURAL, SINGULAR, ApiError
+from sandbox.amocrm.common import EVENT_TYPES, NOTE_TYPES, PLURAL, SINGULAR, ApiError
 from sandbox.httpbase import Request, Response
 
 
@@ -87,7 +87,8 @@ class Collection:
         self.default_order, self.extra_total = default_order, extra_total
         self.native_key = native_key    # rows are tuples already ordered by this key, then id
         # A limit above max_limit: None clamps it; a number N serves N rows a page but steps
-        # pages by the limit asked (events: KRUKOV #76; custom fields: 50 whatever is asked).
+        # pages by the limit asked, so rows are skipped, as real amoCRM does (events: 50 rows
+        # for a limit over 100; custom fields: 50 whatever is asked).
         self.over_limit_take = over_limit_take
         self.choices = choices or {}    # filter name -> the values the API accepts
 
@@ -118,7 +119,7 @@ def strs(spec) -> list[str]:
 
 def check_choices(col: Collection, filters: dict) -> None:
     """amoCRM validates filters: a value outside the documented choices is a 400 with
-    `validation-errors` (facts §4.3), not an empty or unfiltered list."""
+    `validation-errors`, not an empty or unfiltered list."""
     errors = [{"code": "NotSupportedChoice", "path": f"filter.{name}",
                "detail": "The value you selected is not a valid choice."}
               for name, allowed in col.choices.items()

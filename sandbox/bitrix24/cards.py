@@ -2,7 +2,7 @@
 definitions (list and add), write-back (`crm.contact.update`, `crm.company.update`), and
 the webhook user's `profile`.
 
-Each takes (portal, params) and returns a `Reply`; `bitrix24_methods.METHODS` names them.
+Each takes (portal, params) and returns a `Reply`; `methods.METHODS` names them.
 The `make_*` factories build one method per entity.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-from .bitrix24_lists import dict_list
-from .bitrix24_params import ci_get
-from .bitrix24_portal import Portal, Reply
-from .bitrix24_query import ApiError, render, select_fields
-from .bitrix24_render import TYPE_UF, UF_TYPE
+from .lists import dict_list
+from .params import ci_get
+from .portal import Portal, Reply
+from .query import ApiError, render, select_fields
+from .render import TYPE_UF, UF_TYPE
 
 
 def _card(p: Portal, entity: str, table: str, id_) -> dict:
