@@ -25,7 +25,8 @@ class Crm:
     check: `check(key, values, fail)` validates and normalises a source's values in place
     (`fail(key, problem)` returns the ConfigError to raise); common keys are checked before.
     defaults: values for keys left out, its own or common ones (`requests_per_second`).
-    adapter: "module:attr" of `make(source, tokens) -> Adapter`, imported on first use.
+    adapter: "module:attr" of `make(source, tokens, limits=None) -> Adapter`, imported on first
+    use (`limits`: an `adapters.limits.Limits` backend, passed only when one is given).
     sandbox: "module:attr" of the fake CRM server class (started by `sandbox` and `demo`).
     sandbox_source: the `[[sources]]` keys that point a source at a running fake.
     field_has_code: whether an existing custom field carries a KPI field code.
@@ -47,9 +48,12 @@ class Crm:
     streams: str = ""
     card_value: Callable[[dict, str], object] = lambda raw, key: raw.get(key)
 
-    def make_adapter(self, source, tokens):
-        """The adapter for one source (its modules are imported only now)."""
-        return _load(self.adapter)(source, tokens)
+    def make_adapter(self, source, tokens, limits=None):
+        """The adapter for one source (its modules are imported only now). `limits`: where
+        its API limits live (`adapters.limits.Limits`); None keeps them in this process."""
+        if limits is None:
+            return _load(self.adapter)(source, tokens)
+        return _load(self.adapter)(source, tokens, limits=limits)
 
     def stream_names(self) -> tuple[str, ...]:
         """The names a source's `streams = [...]` may list, in declaration order."""

@@ -43,10 +43,10 @@ log = logging.getLogger(__name__)
 class AmoCrmAdapter:
     kind = "amocrm"
 
-    def __init__(self, source, tokens):
+    def __init__(self, source, tokens, limits=None):
         self.cfg = source
         self.source = source.name
-        self.client = AmoClient(source, tokens)
+        self.client = AmoClient(source, tokens, limits)
         self.http, self.auth = self.client.http, self.client.auth
         self.fields = FieldWriter(source.name, self.client.send, self.client.items)
         self.readers = {"snapshot": self._snapshot, "changes": self._changes}

@@ -19,6 +19,7 @@ from adapters.amocrm.auth import AmoAuth
 from adapters.amocrm.streams import Request
 from adapters.errors import AuthError, BlockedError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, RateLimiter
+from adapters.limits import portal_of
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
@@ -57,12 +58,16 @@ class Forbidden(Exception):
 class AmoClient:
     """HTTP to one amoCRM account: the paced limiter, the token, the calls."""
 
-    def __init__(self, source, tokens):
+    def __init__(self, source, tokens, limits=None):
         self.cfg = source
         self.source = source.name
         timeout = float(source.timeout_s or 60)
         rate = source.requests_per_second or 7
-        limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)
+        if limits is not None:  # shared by every process (`adapters.limits`): keyed by account
+            limiter = limits.rate_limiter("amocrm", portal_of(source.base_url), rate,
+                                          per=1.0 + WINDOW_MARGIN_S if rate >= 1 else 1.0)
+        else:
+            limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)
         self.http = HttpClient(source.name, limiter=limiter,
                                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), verify=source.verify_tls)
         self.auth = AmoAuth(source, tokens, self.http)

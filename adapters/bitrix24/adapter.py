@@ -24,10 +24,10 @@ from adapters.streams import Stream, narrowed
 class Bitrix24Adapter:
     kind = "bitrix24"
 
-    def __init__(self, source, tokens=None, client: Bitrix24Client | None = None):
+    def __init__(self, source, tokens=None, client: Bitrix24Client | None = None, limits=None):
         self.cfg = source
         self.source = source.name
-        self.client = client or Bitrix24Client(source, tokens)
+        self.client = client or Bitrix24Client(source, tokens, limits=limits)
         self.pager = Pager(self.client, self.client.throttle.ceiling)
         self.reader = Reader(source, Lister(self.client, self.pager), {s.name: s for s in STREAMS})
 

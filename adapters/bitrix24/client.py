@@ -24,6 +24,7 @@ from adapters.bitrix24.auth import OAuthTokens
 from adapters.bitrix24.throttle import Answer, Throttle
 from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient
+from adapters.limits import portal_of
 from adapters import redact as redaction
 from adapters.redact import redact
 
@@ -150,7 +151,7 @@ def parse_batch(body: dict, keys: list[str]) -> BatchResult:
 class Bitrix24Client:
     """One portal: webhook or OAuth auth, limiter, budget, and the error policy."""
 
-    def __init__(self, source, tokens=None, http: HttpClient | None = None):
+    def __init__(self, source, tokens=None, http: HttpClient | None = None, limits=None):
         self.cfg = source
         self.name = source.name
         if source.webhook_url:  # the config registers these too; an adapter built in code may not
@@ -159,8 +160,14 @@ class Bitrix24Client:
             if len(parts) >= 3:
                 redaction.register(parts[2])
         redaction.register(source.client_secret)
-        self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
-        self.budget = OperatingBudget(source.operating_budget_s)
+        if limits is not None:  # shared by every process (`adapters.limits`): keyed by portal
+            portal = portal_of(source.webhook_url or source.portal_url)
+            self.bucket = limits.leaky_bucket("bitrix24", portal, source.bucket_size,
+                                              source.requests_per_second or 2.0)
+            self.budget = limits.operating_budget("bitrix24", portal, source.operating_budget_s)
+        else:
+            self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
+            self.budget = OperatingBudget(source.operating_budget_s)
         # Requests in flight: up to max_workers (the admin's ceiling), never past the burst.
         self.throttle = Throttle(min(int(source.max_workers or 1), int(self.bucket.capacity)))
         self.http = http or HttpClient(source.name, limiter=self.bucket, verify=source.verify_tls,
