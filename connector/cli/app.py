@@ -23,6 +23,7 @@ from connector.cli.run import run
 from connector.cli.sandbox import sandbox
 from connector.cli.status import status
 from connector.cli.sync import sync
+from connector.cli.worker import worker
 from connector.mirror.storage import StorageError
 
 CRMS = " and ".join(registry.get(k).title for k in registry.kinds())
@@ -88,6 +89,6 @@ def _add_global_options(command: click.Command) -> None:
         _add_global_options(sub)
 
 
-for command in (check, sync, status, auth, kpi, report, run, sandbox, demo):
+for command in (check, sync, status, auth, kpi, report, run, worker, sandbox, demo):
     _add_global_options(command)
     main.add_command(command)

@@ -10,9 +10,10 @@ import textwrap
 import click
 
 from adapters.redact import redact
+from connector.fleet.app import RedisUnreachable
+from connector.fleet.dispatch import Fleet
 from connector.run import runtime
 from connector.config.loader import Config, ConfigError, SourceConfig, kpi_names, nearest
-from connector.run.sync import UnknownStream
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -21,11 +22,16 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def exit_code(err: BaseException | None) -> int:
-    """2 for what the config must fix (an unknown stream, a storage location), else 1."""
-    if isinstance(err, UnknownStream):
-        return 2
-    return getattr(err, "exit_code", 1)
+def connect_fleet(cfg: Config) -> Fleet:
+    """The fleet engine for `cfg`; exit 2 naming the URL when its Redis does not answer, or
+    naming the extra when it is not installed."""
+    try:
+        return Fleet(cfg)
+    except RedisUnreachable as err:
+        fail(str(err), err.exit_code)
+    except ImportError as err:
+        fail(f"{cfg.path}: [engine] kind = \"celery\" needs the fleet extra: "
+             f"pip install 'crm-connector[fleet]' ({err})", 2)
 
 
 def load(ctx: click.Context) -> Config:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from connector.run import jobs
-from connector.cli.common import echo_json, exit_code, fail, kpis, load, sources
+from connector.cli.common import echo_json, fail, kpis, load, sources
 
 
 def _fmt(v) -> str:
@@ -43,7 +43,7 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
         if res.kpi is None:      # busy, never synced, storage, or the KPI job could not run
             if as_json:
                 echo_json({"ok": False, "sources": docs + [{"source": src.name, "error": res.reason}]})
-            fail(res.reason, exit_code(res.exception))
+            fail(res.reason, jobs.exit_code(res.exception))
         # compute warnings (an unconverted currency) were logged as they arose: not repeated
         _withheld(src.name, res.kpi.withheld)
         # a withheld KPI that would have been written to cards is a failure the admin must fix

@@ -1,5 +1,9 @@
 """`crm-connector run`: the scheduler daemon (or, with --once, one nightly job for plain cron).
 
+With `[engine] kind = "celery"` the jobs run on the fleet's workers (`crm-connector worker`):
+the daemon queues each fire (only the scheduler holding the leader lease in Redis fires), and
+`--once` queues one job per source, waits for all and prints the same summary.
+
 SIGTERM or SIGINT asks for a stop: a running sync stops after its current page, commits and
 is recorded as interrupted, then the daemon exits 0. A second signal exits at once (the
 mirror is still consistent: every page is its own transaction). A restart resumes from the
@@ -17,9 +21,11 @@ import threading
 import click
 from apscheduler.events import EVENT_JOB_MISSED
 
-from connector.cli.common import exit_code, fail, load, sources
+from connector.cli.common import connect_fleet, fail, load, sources
+from connector.run import jobs
 from connector.run.jobs import storage_problems
 from connector.run.scheduler import Runner, build_scheduler, next_runs
+from connector.fleet.dispatch import Enqueuer, Fleet, run_once
 
 log = logging.getLogger("crm_connector.run")
 
@@ -58,15 +64,22 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
     """
     cfg = load(ctx)
     cfg.sources = sources(cfg, source_name)
-    for problem in storage_problems(cfg):   # before the daemon waits a night to find out
-        fail(str(problem), problem.exit_code)
-    stop = threading.Event()
-    _on_signals(stop)
-    runner = Runner(cfg, stop)
     if incremental and not once:
         fail("--incremental goes with --once (the daemon takes [schedule] incremental)", 2)
-    if once:
-        sys.exit(_once(runner, cfg, incremental))
+    stop = threading.Event()
+    if cfg.engine.celery:      # the mirrors live on the workers' hosts: they check them
+        fleet = connect_fleet(cfg)
+        _on_signals(stop)
+        if once:
+            sys.exit(_fleet_once(fleet, cfg, incremental, stop))
+        runner = Enqueuer(fleet)
+    else:
+        for problem in storage_problems(cfg):   # before the daemon waits a night to find out
+            fail(str(problem), problem.exit_code)
+        _on_signals(stop)
+        runner = Runner(cfg, stop)
+        if once:
+            sys.exit(_once(runner, cfg, incremental))
     scheduler = build_scheduler(cfg, runner, interval_s=interval_seconds, run_now=run_now)
     scheduler.add_listener(lambda ev: log.warning(
         "job %s missed its %s run: more than misfire_grace_s=%ss late", ev.job_id,
@@ -80,6 +93,8 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
         pass
     log.info("stopping: waiting for running jobs to wind down")
     scheduler.shutdown(wait=True)
+    if isinstance(runner, Enqueuer):
+        runner.close()
     log.info("stopped")
     sys.exit(0)
 
@@ -90,12 +105,35 @@ def _once(runner: Runner, cfg, incremental: bool = False) -> int:
     code = 0
     for src in cfg.sources:
         out = runner.incremental(src.name) if incremental else runner.nightly(src.name)
-        kpi = f"; KPIs: {out.kpi.line()}" if out.kpi is not None else ""
-        click.echo(f"{src.name}: {out.status}, {out.rows:,} rows{kpi}")
-        if out.error:
-            click.echo(f"error: {src.name}: {out.error}", err=True)
+        _line(src.name, out.status, out.rows, out.kpi.line() if out.kpi is not None else None,
+                     out.error)
         if out.status == "failed" or (out.status == "busy" and not incremental):
-            code = max(code, exit_code(out.exception))
+            code = max(code, jobs.exit_code(out.exception))
         if out.status == "interrupted":
             break
+    return code
+
+
+def _line(source: str, status: str, rows: int, kpi: str | None, error: str | None) -> None:
+    """One source's summary line (and its error on stderr), the same for both engines."""
+    click.echo(f"{source}: {status}, {rows:,} rows{f'; KPIs: {kpi}' if kpi else ''}")
+    if error:
+        click.echo(f"error: {source}: {error}", err=True)
+
+
+def _fleet_once(fleet, cfg, incremental: bool, stop: threading.Event) -> int:
+    """`--once` on the fleet: one job per source queued, all awaited, summaries in config order;
+    exit codes as the local engine's."""
+    done = run_once(fleet, cfg.sources, incremental, stop)
+    code = 0
+    for src in cfg.sources:
+        out = done.get(src.name)
+        if out is None:
+            click.echo(f"{src.name}: still queued or running (stopped waiting; `crm-connector status` "
+                       f"shows it)")
+            code = max(code, 1)
+            continue
+        _line(src.name, out["status"], out["rows"], out.get("kpi"), out.get("error"))
+        if out["status"] == "failed" or (out["status"] == "busy" and not incremental):
+            code = max(code, out.get("exit_code") or 1)
     return code

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from datetime import datetime, timezone
 
 import click
 
 from adapters import bookmarks
-from adapters.times import parse_iso, utc_now
+from adapters.times import iso, parse_iso, utc_now
 from connector.run import jobs
-from connector.cli.common import echo_json, fitted, load
+from connector.cli.common import connect_fleet, echo_json, fitted, load
 from connector.run.scheduler import next_runs
 
 STREAM_COLUMNS = ["source", "stream", "status", "last run", "rows", "req", "bookmark (UTC)"]
 KPI_COLUMNS = ["source", "computed_at", "clients", "values_changed", "written", "failed"]
 NEXT_COLUMNS = ["source", "job", "schedule", "kpi", "next run"]
+FLEET_COLUMNS = ["source", "job", "state", "worker", "since", "result"]
 
 
 @click.command()
@@ -31,9 +33,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     cfg = load(ctx)
     rows, kpis = jobs.mirror_status(cfg)
     upcoming = next_runs(cfg)
+    fleet = _fleet_jobs(cfg) if cfg.engine.celery else None
     if as_json or ctx.find_root().obj.get("log_format") == "json":
-        echo_json({"streams": [dict(r, bookmark_text=bookmarks.describe(r["bookmark"])) for r in rows],
-                   "kpi_jobs": kpis, "next_runs": upcoming})
+        doc = {"streams": [dict(r, bookmark_text=bookmarks.describe(r["bookmark"])) for r in rows],
+               "kpi_jobs": kpis, "next_runs": upcoming}
+        echo_json(doc if fleet is None else dict(doc, fleet_jobs=fleet))
         return
     width = shutil.get_terminal_size((80, 24)).columns
     if rows:
@@ -45,6 +49,25 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(fitted(kpis, KPI_COLUMNS, width) if kpis else "  none yet: try `crm-connector kpi`")
     click.echo("\nNext scheduled runs (`crm-connector run`):")
     click.echo(fitted([dict(r, **{"next run": r["next_run_local"]}) for r in upcoming], NEXT_COLUMNS, width))
+    if fleet is not None:
+        click.echo("\nFleet jobs (celery engine):")
+        click.echo(fitted([_fleet_row(j) for j in fleet], FLEET_COLUMNS, width))
+
+
+def _fleet_jobs(cfg) -> list[dict]:
+    """Each source's last fleet job as every worker sees it in Redis: queued, running (and
+    where) or finished."""
+    board = connect_fleet(cfg).board
+    return [dict(board.get(s.name) or {"state": "none"}, source=s.name) for s in cfg.sources]
+
+
+def _fleet_row(job: dict) -> dict:
+    result = job.get("status", "")
+    if job.get("state") == "finished":
+        result = f"{result}, {int(job.get('rows') or 0):,} rows" + (f": {job['error']}" if job.get("error") else "")
+    since = _ago(iso(datetime.fromtimestamp(float(job["at"]), timezone.utc))) if job.get("at") else ""
+    return {"source": job["source"], "job": job.get("job", ""), "state": job.get("state", "none"),
+            "worker": job.get("worker", ""), "since": since, "result": result}
 
 
 def _stream_row(r: dict) -> dict:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import click
 
 from connector.run import jobs
-from connector.cli.common import exit_code, fail, load, sources
+from connector.cli.common import fail, load, sources
 from connector.run.progress import Progress
 
 
@@ -70,7 +70,7 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
             if res.status == "interrupted" and stop.is_set():
                 _interrupted(stop, res)
             if res.exception is not None and not res.results:   # busy, or no sync at all
-                fail(res.reason, exit_code(res.exception))
+                fail(res.reason, jobs.exit_code(res.exception))
             # a stream that failed or was skipped (its KPIs would be wrong) was logged as it ended
             failed |= any(r.status in ("failed", "skipped") for r in res.results)
             if res.exception is not None:   # after the streams ran: closing the adapter, say

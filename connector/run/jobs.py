@@ -40,7 +40,7 @@ from connector.run.locks import LockAbandoned, LockTimeout, source_lock
 from connector.run.notify import Notifier, urgent_only
 from connector.run.progress import Progress
 from connector.mirror.storage import StorageError
-from connector.run.sync import StreamResult, failures, sync_source
+from connector.run.sync import StreamResult, UnknownStream, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 
@@ -116,6 +116,14 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
         run.crashed(as_storage_error(err, cfg))
     out.seconds = time.monotonic() - t0
     return out
+
+
+def exit_code(err: BaseException | None) -> int:
+    """The exit code a failed job's error calls for: 2 for what the config must fix (an unknown
+    stream, a storage location), else 1."""
+    if isinstance(err, UnknownStream):
+        return 2
+    return getattr(err, "exit_code", 1)
 
 
 def as_storage_error(err: Exception, cfg: Config) -> Exception:

@@ -23,10 +23,11 @@ def token_store(cfg: Config) -> TokenStore:
     return TokenStore(cfg.token_path)
 
 
-def make_adapter(cfg: Config, source: SourceConfig):
+def make_adapter(cfg: Config, source: SourceConfig, limits=None):
     """The adapter for one source, by its CRM in the registry (whose adapter modules are imported
-    only now: a CLI call touches only what it needs)."""
-    return registry.get(source.kind).make_adapter(source, token_store(cfg.scoped(source.name)))
+    only now: a CLI call touches only what it needs). `limits`: where its API limits live
+    (`adapters.limits`); None keeps them in this process."""
+    return registry.get(source.kind).make_adapter(source, token_store(cfg.scoped(source.name)), limits=limits)
 
 
 def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:

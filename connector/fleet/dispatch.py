@@ -1,0 +1,100 @@
+"""Sending jobs to the fleet: `run --once` (enqueue one job per source, wait for all) and the
+scheduler (the `[schedule]` crons enqueue jobs; only the scheduler holding the leader lease
+fires, so two schedulers never both do).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from connector.config.loader import Config, SourceConfig
+from connector.fleet.app import TASK, make_app, redis_of
+from connector.fleet.board import Board
+from connector.fleet.lease import Lease
+from connector.run.jobs import INCREMENTAL, NIGHTLY
+
+log = logging.getLogger("crm_connector.fleet")
+POLL_S = 0.5       # how often a waiting `run --once` looks at the results
+LEADER = "scheduler"
+
+
+class Fleet:
+    """The app and the broker's Redis for one config (checked reachable: RedisUnreachable)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.redis = redis_of(cfg)
+        self.app = make_app(cfg)
+        self.board = Board(self.redis)
+
+    def enqueue(self, source: SourceConfig, job: str, kpi: bool) -> str:
+        """Queue one source's job on its queue; the task id."""
+        res = self.app.send_task(TASK, args=[source.name, job, kpi], queue=source.queue)
+        self.board.queued(source.name, res.id, job)
+        log.info("queued: %s of %s on queue %s (task %s)", job, source.name, source.queue, res.id)
+        return res.id
+
+    def wait(self, task_ids: dict[str, str], stop: threading.Event) -> dict[str, dict]:
+        """Each source's job summary once its job has finished (a job that fails inside its
+        worker is a `failed` summary); stops waiting when `stop` is set."""
+        left, out = dict(task_ids), {}
+        while left and not stop.is_set():
+            for source, task_id in list(left.items()):
+                res = self.app.AsyncResult(task_id)
+                if res.ready():
+                    out[source] = _summary(source, res)
+                    del left[source]
+            if left:
+                stop.wait(POLL_S)
+        return out
+
+
+def _summary(source: str, res) -> dict:
+    if res.successful() and isinstance(res.result, dict):
+        return res.result
+    return {"source": source, "status": "failed", "rows": 0, "kpi": None, "exit_code": 1,
+            "error": f"the job's worker failed: {type(res.result).__name__}: {res.result}"}
+
+
+class Enqueuer:
+    """The scheduler's runner for the celery engine: `nightly` / `incremental` queue the job
+    instead of running it, and only while this scheduler leads (holds the leader lease)."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        cfg = fleet.cfg
+        self.lease = Lease(fleet.redis, LEADER, lease_s=cfg.engine.lease_s,
+                           worker=f"scheduler@{socket.gethostname()}")
+
+    def leads(self) -> bool:
+        """Whether this scheduler leads now (taking the lease when no one holds it)."""
+        return self.lease.held or self.lease.acquire()
+
+    def nightly(self, source_name: str) -> str | None:
+        return self._fire(source_name, NIGHTLY, self.fleet.cfg.schedule.kpi_after_sync)
+
+    def incremental(self, source_name: str) -> str | None:
+        return self._fire(source_name, INCREMENTAL, False)
+
+    def _fire(self, source_name: str, job: str, kpi: bool) -> str | None:
+        if not self.leads():
+            log.info("not firing %s of %s: another scheduler leads", job, source_name)
+            return None
+        return self.fleet.enqueue(self.fleet.cfg.source(source_name), job, kpi)
+
+    def close(self) -> None:
+        self.lease.release()
+
+
+def run_once(fleet: Fleet, sources: list[SourceConfig], incremental: bool,
+             stop: threading.Event) -> dict[str, dict]:
+    """Queue each source's job, then wait for all of them; summaries by source."""
+    job, kpi = (INCREMENTAL, False) if incremental else (NIGHTLY, fleet.cfg.schedule.kpi_after_sync)
+    t0 = time.monotonic()
+    ids = {s.name: fleet.enqueue(s, job, kpi) for s in sources}
+    out = fleet.wait(ids, stop)
+    log.info("fleet run: %d of %d job(s) finished in %.1fs", len(out), len(ids), time.monotonic() - t0)
+    return out
