@@ -371,8 +371,8 @@ def test_adapters_take_redis_limits_keyed_by_portal(redis_url, redis_prefix, tmp
     from adapters.http import RateLimiter
     from adapters.bitrix24.limits import LeakyBucket
     from adapters.redis_limits import RedisLeakyBucket, RedisRateLimiter
-    from connector.config import SourceConfig
-    from connector.tokens import TokenStore
+    from connector.config.loader import SourceConfig
+    from connector.mirror.tokens import TokenStore
 
     tokens = TokenStore(str(tmp_path / "tokens.json"))
     lim = limits(redis_url, redis_prefix)
@@ -400,10 +400,10 @@ def test_a_sync_through_redis_limits_mirrors_what_a_local_one_does(kind, redis_u
                                                                    tmp_path, request):
     import sqlite3
     from adapters import registry
-    from connector.config import SourceConfig
-    from connector.store import Mirror
-    from connector.sync import sync_source
-    from connector.tokens import TokenStore
+    from connector.config.loader import SourceConfig
+    from connector.mirror.store import Mirror
+    from connector.run.sync import sync_source
+    from connector.mirror.tokens import TokenStore
 
     srv = request.getfixturevalue("amo_sandbox" if kind == "amocrm" else "b24_sandbox")
     cfg = registry.get(kind).sandbox_source(srv)
@@ -428,7 +428,7 @@ def test_the_local_engine_never_imports_redis():
     code = ("import sys\n"
             "import adapters.redis_limits, adapters.limits, connector.fleet.lease\n"
             "from adapters import registry\n"
-            "from connector.config import SourceConfig\n"
+            "from connector.config.loader import SourceConfig\n"
             "registry.get('bitrix24').make_adapter(SourceConfig(name='b', kind='bitrix24', "
             "webhook_url='https://x.bitrix24.ru/rest/1/abcdefgh12345678/'), None)\n"
             "assert 'redis' not in sys.modules, 'redis imported'\n")
