@@ -98,3 +98,19 @@ def write_values(client: Bitrix24Client, entity_type: str,
                 raise
             results[i] = WriteResult(w.entity_id, False, str(err))
     return [results[i] for i in range(len(writes))]
+
+
+class FieldWriter:
+    """The adapter's field methods, on one portal's client."""
+
+    def __init__(self, client: Bitrix24Client):
+        self.client = client
+
+    def list_fields(self, entity_type: str) -> list[CrmField]:
+        return list_fields(self.client, entity_type)
+
+    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+        return create_field(self.client, entity_type, code, label)
+
+    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        return write_values(self.client, entity_type, writes)
