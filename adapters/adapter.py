@@ -1,10 +1,11 @@
-"""What every CRM's adapter shares: `Adapter`, the base class each CRM's adapter subclasses.
+"""What every CRM's adapter shares: `Adapter`, the base class each CRM's adapter subclasses, and
+`FieldWriter`, the base class of each CRM's custom-field writer.
 
 An adapter speaks HTTP to one CRM account and yields plain records (`adapters.base.Page`); it
 never touches SQLite. `connector.sync` wires `Adapter.fetch` to the mirror, and
 `connector.writeback` calls the field methods. A CRM's subclass brings only what differs: its
 `crm` (the `adapters.crm.Crm` the registry lists), its HTTP client, one reader per stream mode
-it reads (`readers`), its field writer (`fields`), and `check`.
+it reads (`readers`), its `FieldWriter` (`fields`), and `check`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,58 @@ from adapters.times import as_utc
 Reader = Callable[[Stream, dict, datetime], Iterator[Page]]
 
 
+class FieldWriter:
+    """Custom fields on contact and company cards of one source: list, create, write values.
+
+    A CRM's subclass lists and creates fields and sends one batch of card writes in one request
+    (`send_batch`), reporting a result per card. The policy around the batches is here, one for
+    every CRM: writes go `BATCH` cards a request; a card the CRM rejects in a batch is sent
+    alone once more (`send_alone`), so a bad card costs one more request and its failure never
+    stops the other cards.
+    """
+
+    BATCH = 50   # cards one write request carries
+
+    def list_fields(self, entity_type: str) -> list[CrmField]:
+        """Custom fields of `contact` or `company` cards."""
+        raise NotImplementedError
+
+    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+        """Create a numeric custom field (`code` like KPI_WIN_RATE, `label` readable)."""
+        raise NotImplementedError
+
+    def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        """One request carrying `writes` (at most `BATCH`); one result per write, in order.
+        A card the CRM rejected in this batch, which may still land on its own, has
+        `retry_alone` set."""
+        raise NotImplementedError
+
+    def send_alone(self, entity_type: str, write: FieldWrite) -> WriteResult:
+        """One card in a request of its own: by default a batch of one."""
+        return self.send_batch(entity_type, [write])[0]
+
+    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        """Send `writes` in batches, each card the CRM rejected in a batch once more alone;
+        one result per write, in order."""
+        results: list[WriteResult] = []
+        for start in range(0, len(writes), self.BATCH):
+            batch = writes[start:start + self.BATCH]
+            for w, r in zip(batch, self.send_batch(entity_type, batch), strict=True):
+                results.append(self.send_alone(entity_type, w) if r.retry_alone else r)
+        return results
+
+
 class Adapter:
     """One source's adapter: its streams, their reading, its custom fields.
 
     A subclass sets `crm` (class attribute) and, in its constructor, calls this one with the
-    source, its client (with `http`, an `adapters.http.HttpClient`, and `close()`) and its field
-    writer (`list_fields`, `create_field`, `write_values`), then fills `readers`.
+    source, its client (with `http`, an `adapters.http.HttpClient`, and `close()`) and its
+    `FieldWriter`, then fills `readers`.
     """
 
     crm: Crm
 
-    def __init__(self, source, client, fields):
+    def __init__(self, source, client, fields: FieldWriter):
         self.cfg = source
         self.source = source.name   # the [[sources]] name
         self.client, self.http, self.fields = client, client.http, fields
@@ -84,8 +126,7 @@ class Adapter:
         return self.fields.create_field(entity_type, code, label)
 
     def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
-        """Send writes in as few requests as the API allows; one result per write.
-        A card the CRM rejects is retried alone once; its failure does not stop the others."""
+        """See `FieldWriter.write_values`."""
         return self.fields.write_values(entity_type, writes)
 
     def close(self) -> None:

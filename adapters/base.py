@@ -112,6 +112,10 @@ class FieldWrite:
 
 @dataclass
 class WriteResult:
+    """How one card's write went. retry_alone: the CRM rejected the card as part of a batch
+    and it may still land sent on its own (`adapters.adapter.FieldWriter` sends it once more)."""
+
     entity_id: int
     ok: bool
     error: str | None = None
+    retry_alone: bool = False
