@@ -1,17 +1,15 @@
-"""The contract between adapters and the rest of the connector.
+"""What adapters hand the rest of the connector: pages of records, custom fields, card writes.
 
-An adapter speaks HTTP to one CRM account and yields plain records; it never touches SQLite.
-`connector.run.sync` wires `Adapter.fetch` to `connector.mirror.store`, and `connector.kpi.writeback` calls the
-field methods. Records use the column names of the mirror (see MIRROR.md): no `source` column
-(the store adds it) and a `raw` key holding the CRM item as received (a dict; the store
-serialises it).
+An adapter (`adapters.adapter.Adapter`) speaks HTTP to one CRM account and yields plain records;
+it never touches SQLite. `connector.run.sync` wires `Adapter.fetch` to `connector.mirror.store`,
+and `connector.kpi.writeback` calls the field methods. Records use the column names of the mirror's
+tables (one table per entity: deals, contacts, tasks...): no `source` column (the store adds
+it) and a `raw` key holding the CRM item as received (a dict; the store serialises it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Iterator, Protocol
 
 
 @dataclass
@@ -114,39 +112,10 @@ class FieldWrite:
 
 @dataclass
 class WriteResult:
+    """How one card's write went. retry_alone: the CRM rejected the card as part of a batch
+    and it may still land sent on its own (`adapters.adapter.FieldWriter` sends it once more)."""
+
     entity_id: int
     ok: bool
     error: str | None = None
-
-
-class Adapter(Protocol):
-    kind: str            # the CRM's kind, as in the registry
-    source: str          # the [[sources]] name
-    requests: int        # HTTP requests made so far (every attempt counts)
-
-    def streams(self) -> list:
-        """The stream declarations (`adapters.streams.Stream`) in the order a full sync runs
-        them, limited to the source's `streams` option."""
-
-    def stream_names(self) -> list[str]:
-        """The names of `streams()`."""
-
-    def check(self) -> str:
-        """One cheap authenticated call; returns a one-line account description."""
-
-    def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
-              full: bool = False) -> Iterator[Page]:
-        """Yield pages for one stream from `bookmark` (None or full=True: everything); each
-        page's bookmark is JSON of the stream mode's shape (`adapters.bookmarks`)."""
-
-    def list_fields(self, entity_type: str) -> list[CrmField]:
-        """Custom fields of `contact` or `company` cards."""
-
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        """Create a numeric custom field (`code` like KPI_WIN_RATE, `label` readable)."""
-
-    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
-        """Send writes in as few requests as the API allows; one result per write.
-        A card the CRM rejects is retried alone once; its failure does not stop the others."""
-
-    def close(self) -> None: ...
+    retry_alone: bool = False

@@ -55,12 +55,14 @@ class Crm:
             return _load(self.adapter)(source, tokens)
         return _load(self.adapter)(source, tokens, limits=limits)
 
-    def stream_names(self) -> tuple[str, ...]:
-        """The names a source's `streams = [...]` may list, in declaration order."""
-        return tuple(s.name for s in self.declarations())
+    def stream_names(self, wanted=None) -> tuple[str, ...]:
+        """The names of `declarations(wanted)`; without `wanted`, every name a source's
+        `streams = [...]` may list, in declaration order."""
+        return tuple(s.name for s in self.declarations(wanted))
 
     def declarations(self, wanted=None) -> list:
-        """The stream declarations in run order, narrowed to `wanted` (a source's `streams`)."""
+        """The stream declarations in run order, narrowed to `wanted` (a source's `streams`):
+        the one way to a source's streams (its adapter's `streams()` asks here)."""
         return narrowed(_load(self.streams), wanted) if self.streams else []
 
     def sandbox_class(self):

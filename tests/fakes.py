@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from adapters.adapter import FieldWriter
 from adapters.base import CrmField, WriteResult
 from adapters.bitrix24.config import FIELD_PREFIX
 
 
-class FakeAdapter:
-    """Fields and card values in memory: batches of 50 cards per request, rejected cards retried
-    alone (one more request each), `requests` counted as a real adapter would make them.
+class FakeAdapter(FieldWriter):
+    """Fields and card values in memory: batches of 50 cards per request, `requests` counted as a
+    real adapter would make them. A `reject`ed card is refused in its batch and again alone (the
+    write policy of `FieldWriter.write_values`: one more request each).
 
     Its fields are keyed as Bitrix24 keys them (`UF_CRM_<code>`), so it is of that kind: write-back
     matches them by that CRM's `field_has_code`.
@@ -37,22 +39,21 @@ class FakeAdapter:
         self.fields[entity_type].append(f)
         return f
 
-    def write_values(self, entity_type, writes):
+    def send_batch(self, entity_type, writes):
+        self.requests += 1
         if self.fail_with:
-            self.requests += 1
             raise self.fail_with
-        out = []
-        for i in range(0, len(writes), 50):
-            batch = writes[i:i + 50]
-            self.requests += 1
-            if self.keep_cards:
-                self.batches.append((entity_type, batch))
-            for w in batch:
-                if w.entity_id in self.reject:
-                    self.requests += 1   # retried alone
-                    out.append(WriteResult(w.entity_id, False, "card is locked"))
-                else:
-                    if self.keep_cards:
-                        self.cards.setdefault((entity_type, w.entity_id), {}).update(w.values)
-                    out.append(WriteResult(w.entity_id, True))
-        return out
+        if self.keep_cards:
+            self.batches.append((entity_type, writes))
+        return [self._write(entity_type, w, retry_alone=True) for w in writes]
+
+    def send_alone(self, entity_type, write):
+        self.requests += 1
+        return self._write(entity_type, write)
+
+    def _write(self, entity_type, w, retry_alone=False):
+        if w.entity_id in self.reject:
+            return WriteResult(w.entity_id, False, "card is locked", retry_alone=retry_alone)
+        if self.keep_cards:
+            self.cards.setdefault((entity_type, w.entity_id), {}).update(w.values)
+        return WriteResult(w.entity_id, True)

@@ -26,42 +26,30 @@ from datetime import datetime, timedelta
 from typing import Iterator
 
 from adapters import bookmarks
+from adapters.adapter import Adapter
+from adapters.amocrm import CRM
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.overlap import overlap_pages
-from adapters.amocrm.streams import BY_NAME, STREAMS
-from adapters.base import CrmField, FieldWrite, Page, WriteResult
+from adapters.base import Page
 from adapters.errors import StreamError
-from adapters.streams import Ctx, Stream, narrowed, records
-from adapters.times import as_utc, from_unix, iso, parse_iso
+from adapters.streams import Ctx, Stream, records
+from adapters.times import from_unix, iso, parse_iso
 from adapters.values import to_int
 
 log = logging.getLogger(__name__)
 
 
-class AmoCrmAdapter:
-    kind = "amocrm"
+class AmoCrmAdapter(Adapter):
+    crm = CRM
 
     def __init__(self, source, tokens, limits=None):
-        self.cfg = source
-        self.source = source.name
-        self.client = AmoClient(source, tokens, limits)
-        self.http, self.auth = self.client.http, self.client.auth
-        self.fields = FieldWriter(source.name, self.client.send, self.client.items)
+        client = AmoClient(source, tokens, limits)
+        super().__init__(source, client, FieldWriter(source.name, client.send, client.items))
+        self.auth = client.auth
         self.readers = {"snapshot": self._snapshot, "changes": self._changes}
         self._api_filter: bool | None = None
-
-    @property
-    def requests(self) -> int:
-        return self.http.requests
-
-    def streams(self) -> list[Stream]:
-        """The declared streams in run order, as the source's `streams` option narrows them."""
-        return narrowed(STREAMS, self.cfg.streams)
-
-    def stream_names(self) -> list[str]:
-        return [s.name for s in self.streams()]
 
     # -- account ---------------------------------------------------------------------------
 
@@ -83,18 +71,7 @@ class AmoCrmAdapter:
                      "enabled" if self._api_filter else "not enabled; paging newest-first")
         return self._api_filter
 
-    # -- reading ---------------------------------------------------------------------------
-
-    def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
-              full: bool = False) -> Iterator[Page]:
-        s = BY_NAME.get(stream)
-        if s is None:
-            raise ValueError(f"unknown amoCRM stream '{stream}' (known: {', '.join(BY_NAME)})")
-        reader = self.readers.get(s.mode)
-        if reader is None:
-            raise ValueError(f"amoCRM stream '{stream}': no reader for mode '{s.mode}'")
-        saved = {} if full else bookmarks.load(s.mode, bookmark)
-        yield from reader(s, saved, as_utc(run_started_at))
+    # -- reading (`Adapter.fetch` hands each stream to the reader of its mode) -------------
 
     def _snapshot(self, s: Stream, saved: dict, run: datetime) -> Iterator[Page]:
         """The whole (small) list; the bookmark says when it was read."""
@@ -218,22 +195,10 @@ class AmoCrmAdapter:
         except StreamError as err:
             raise StreamError(f"amoCRM source '{self.source}', {err}") from None
 
-    # -- auth and write-back -----------------------------------------------------------------
+    # -- auth (the field methods are `Adapter`'s, on `FieldWriter`) -------------------------
 
     def exchange_code(self, code: str) -> str:
         return self.auth.exchange_code(code)
-
-    def list_fields(self, entity_type: str) -> list[CrmField]:
-        return self.fields.list_fields(entity_type)
-
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        return self.fields.create_field(entity_type, code, label)
-
-    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
-        return self.fields.write_values(entity_type, writes)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def cursor_of(item, field: str) -> int | None:

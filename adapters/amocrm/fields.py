@@ -1,14 +1,17 @@
 """amoCRM custom fields on contact and company cards: list, create, write KPI values.
 
-Writes go as `PATCH /api/v4/{contacts|companies}` with up to 50 cards per request (facts
-§2.10: the cap is undocumented, 50 matches the complex-leads limit). A 400/422 for a batch is
-usually one bad card: the batch's cards are then sent one by one so the others still land.
+Writes go as `PATCH /api/v4/{contacts|companies}` with up to 50 cards per request (amoCRM does
+not document a cap for this endpoint; 50 is the limit it documents for its complex lead
+creation). A 4xx for a batch of several cards is usually one bad card, and the answer does not
+say which: every card of the batch is reported for a retry alone (`adapters.adapter.FieldWriter`
+sends them one by one), so the others still land.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from adapters import adapter
 from adapters.amocrm.client import problem_text
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import ScopeError, StreamError
@@ -57,9 +60,11 @@ def card_patch(write: FieldWrite) -> dict:
     return {"id": int(write.entity_id), "custom_fields_values": values}
 
 
-class FieldWriter:
+class FieldWriter(adapter.FieldWriter):
     """Field methods of the adapter; `send(method, path, **kw)` is the adapter's HTTP call
-    returning (status, parsed JSON or None); `pages(path)` yields collection items."""
+    returning (status, parsed JSON or None); `items(path, embedded)` yields collection items."""
+
+    BATCH = BATCH
 
     def __init__(self, source_name: str, send: Callable, items: Callable):
         self.source_name, self.send, self.items = source_name, send, items
@@ -84,31 +89,18 @@ class FieldWriter:
             raise StreamError(f"amoCRM source '{self.source_name}': creating field '{label}': "
                               f"unexpected answer shape") from None
 
-    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+    def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        """One PATCH. A 4xx rejects the whole batch: each card of several may land alone."""
         path = f"/api/v4/{plural(entity_type)}"
-        results: list[WriteResult] = []
-        for i in range(0, len(writes), BATCH):
-            batch = writes[i:i + BATCH]
-            ok, error = self._patch(path, batch)
-            if ok:
-                results += [WriteResult(w.entity_id, True) for w in batch]
-            elif len(batch) > 1 and error.startswith("HTTP 4"):
-                for w in batch:  # find the bad card; the rest still land
-                    one_ok, one_error = self._patch(path, [w])
-                    results.append(WriteResult(w.entity_id, one_ok, None if one_ok else one_error))
-            else:
-                results += [WriteResult(w.entity_id, False, error) for w in batch]
-        return results
-
-    def _patch(self, path: str, batch: list[FieldWrite]) -> tuple[bool, str]:
         try:
-            status, data = self.send("PATCH", path, json=[card_patch(w) for w in batch],
+            status, data = self.send("PATCH", path, json=[card_patch(w) for w in writes],
                                      allow=(400, 404, 422))
         except StreamError as err:  # persistent 5xx: these cards failed, the next batch may not
-            return False, str(err)
+            return [WriteResult(w.entity_id, False, str(err)) for w in writes]
         if status == 200:
-            return True, ""
-        return False, f"HTTP {status}: {_problem(data)}"
+            return [WriteResult(w.entity_id, True) for w in writes]
+        error, alone = f"HTTP {status}: {_problem(data)}", len(writes) > 1 and 400 <= status < 500
+        return [WriteResult(w.entity_id, False, error, retry_alone=alone) for w in writes]
 
 
 def _problem(data) -> str:

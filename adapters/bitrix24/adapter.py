@@ -1,46 +1,29 @@
 """The Bitrix24 adapter: streams into the mirror, custom fields, write-back.
 
-Streams are declared in `adapters.bitrix24.streams`; `fetch` hands a declaration to the
-reader of its mode (`adapters.bitrix24.reading`), which knows the bookmarks.
+Streams are declared in `adapters.bitrix24.streams`; `Adapter.fetch` hands a declaration to
+the reader of its mode (`adapters.bitrix24.reading`), which knows the bookmarks.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Iterator
-
-from adapters.base import CrmField, FieldWrite, Page, WriteResult
-from adapters.bitrix24 import auth
-from adapters.bitrix24 import fields as uf
+from adapters.adapter import Adapter
+from adapters.bitrix24 import CRM, auth
 from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.fields import FieldWriter
 from adapters.bitrix24.listing import Lister
 from adapters.bitrix24.paging import Pager
 from adapters.bitrix24.reading import Reader
-from adapters.bitrix24.streams import STREAMS
-from adapters.errors import StreamError
-from adapters.streams import Stream, narrowed
 
 
-class Bitrix24Adapter:
-    kind = "bitrix24"
+class Bitrix24Adapter(Adapter):
+    crm = CRM
 
     def __init__(self, source, tokens=None, client: Bitrix24Client | None = None, limits=None):
-        self.cfg = source
-        self.source = source.name
-        self.client = client or Bitrix24Client(source, tokens, limits=limits)
+        client = client or Bitrix24Client(source, tokens, limits=limits)
+        super().__init__(source, client, FieldWriter(client))
         self.pager = Pager(self.client, self.client.throttle.ceiling)
-        self.reader = Reader(source, Lister(self.client, self.pager), {s.name: s for s in STREAMS})
-
-    @property
-    def requests(self) -> int:
-        return self.client.requests
-
-    def streams(self) -> list[Stream]:
-        """Declarations in run order (only the configured ones, when `streams` is set)."""
-        return narrowed(STREAMS, self.cfg.streams)
-
-    def stream_names(self) -> list[str]:
-        return [s.name for s in self.streams()]
+        self.reader = Reader(source, Lister(self.client, self.pager), self.declared)
+        self.readers = self.reader.modes
 
     def check(self) -> str:
         r = self.client.call("profile").get("result") or {}
@@ -55,24 +38,3 @@ class Bitrix24Adapter:
     def sign_in(self, say, timeout_s: float | None = None) -> str:
         """OAuth in the browser: show the URL, catch the 30-second code, exchange it at once."""
         return auth.sign_in(self.client, say, *(() if timeout_s is None else (timeout_s,)))
-
-    def close(self) -> None:
-        self.client.close()
-
-    def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
-              full: bool = False) -> Iterator[Page]:
-        declared = self.reader.declared.get(stream)
-        if declared is None:
-            raise StreamError(f"Bitrix24 source '{self.source}': unknown stream '{stream}'")
-        yield from self.reader.read(declared, bookmark, run_started_at, full)
-
-    # ---- custom fields -------------------------------------------------------------------
-
-    def list_fields(self, entity_type: str) -> list[CrmField]:
-        return uf.list_fields(self.client, entity_type)
-
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        return uf.create_field(self.client, entity_type, code, label)
-
-    def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
-        return uf.write_values(self.client, entity_type, writes)

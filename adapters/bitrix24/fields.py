@@ -2,18 +2,22 @@
 
 Writes go as `crm.{contact,company}.update` sub-calls of `batch`, 50 per request, with
 REGISTER_HISTORY_EVENT=N so KPI updates do not flood the card history. A sub-call the CRM
-rejects is retried alone once; its failure never stops the other cards.
+rejects, or every card of a batch request that failed short of the credentials, is reported for
+a retry alone (`adapters.adapter.FieldWriter` sends it once more, as a plain call); its failure
+never stops the other cards.
 """
 
 from __future__ import annotations
 
 import re
 
+from adapters import adapter
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.errors import AuthError, BlockedError, SourceError
 
 ENTITIES = ("contact", "company")
+UNCONFIRMED = "the CRM did not confirm the update"
 
 
 def _entity(entity_type: str) -> str:
@@ -65,36 +69,49 @@ def _command(entity_type: str, w: FieldWrite) -> tuple[str, dict]:
              "params": {"REGISTER_HISTORY_EVENT": "N", "REGISTER_SONET_EVENT": "N"}})
 
 
-def write_values(client: Bitrix24Client, entity_type: str,
-                 writes: list[FieldWrite]) -> list[WriteResult]:
-    _entity(entity_type)
-    results: dict[int, WriteResult] = {}
-    retry: list[int] = []
-    for start in range(0, len(writes), MAX_BATCH):
-        chunk = list(enumerate(writes[start:start + MAX_BATCH], start))
-        cmds = {f"w{i}": _command(entity_type, w) for i, w in chunk}
+class FieldWriter(adapter.FieldWriter):
+    """The adapter's field methods, on one portal's client."""
+
+    BATCH = MAX_BATCH
+
+    def __init__(self, client: Bitrix24Client):
+        self.client = client
+
+    def list_fields(self, entity_type: str) -> list[CrmField]:
+        return list_fields(self.client, entity_type)
+
+    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+        return create_field(self.client, entity_type, code, label)
+
+    def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
+        """One `batch` of update sub-calls; a card whose sub-call failed or was not confirmed,
+        or every card when the request failed (not for the credentials), may land alone."""
+        _entity(entity_type)
+        cmds = {f"w{i}": _command(entity_type, w) for i, w in enumerate(writes)}
         try:
-            res = client.batch(cmds)
+            res = self.client.batch(cmds)
         except SourceError as err:
             if isinstance(err, (AuthError, BlockedError)):
                 raise
-            retry.extend(i for i, _ in chunk)  # the whole batch failed: try each card alone
-            continue
-        for i, w in chunk:
-            key = f"w{i}"
-            if key in res.errors or res.results.get(key) in (None, False):
-                retry.append(i)
+            return [WriteResult(w.entity_id, False, str(err), retry_alone=True) for w in writes]
+        out = []
+        for i, w in enumerate(writes):
+            e = res.errors.get(f"w{i}")
+            if e is None and res.results.get(f"w{i}") not in (None, False):
+                out.append(WriteResult(w.entity_id, True))
             else:
-                results[i] = WriteResult(w.entity_id, True)
-    for i in retry:
-        w = writes[i]
-        method, params = _command(entity_type, w)
+                why = f"{e.code} {e.description}".strip() if e else UNCONFIRMED
+                out.append(WriteResult(w.entity_id, False, why, retry_alone=True))
+        return out
+
+    def send_alone(self, entity_type: str, write: FieldWrite) -> WriteResult:
+        """The card's update as a plain call."""
+        method, params = _command(entity_type, write)
         try:
-            env = client.call(method, params)
-            ok = env.get("result") not in (None, False)
-            results[i] = WriteResult(w.entity_id, ok, None if ok else "the CRM did not confirm the update")
+            env = self.client.call(method, params)
         except SourceError as err:
             if isinstance(err, (AuthError, BlockedError)):
                 raise
-            results[i] = WriteResult(w.entity_id, False, str(err))
-    return [results[i] for i in range(len(writes))]
+            return WriteResult(write.entity_id, False, str(err))
+        ok = env.get("result") not in (None, False)
+        return WriteResult(write.entity_id, ok, None if ok else UNCONFIRMED)

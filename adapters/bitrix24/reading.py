@@ -39,7 +39,8 @@ class Listing:
 
 
 class Reader:
-    """Pages of one declared stream, by mode; `listed` remembers tables a full pass listed."""
+    """Pages of one declared stream, by mode (`modes`: mode -> reader(stream, saved bookmark,
+    run start)); `listed` remembers tables a full pass listed."""
 
     def __init__(self, cfg, lister: Lister, declared: dict[str, Stream]):
         self.cfg = cfg
@@ -49,12 +50,6 @@ class Reader:
         self.estimate: int | None = None   # entities a planned read expects, not yet announced
         self.modes = {"snapshot": self.snapshot, "changes": self.changes,
                       "append": self.append, "reconcile": self.reconcile}
-
-    def read(self, s: Stream, bookmark: str | None, run_started_at: datetime, full: bool) -> Iterator[Page]:
-        """Pages of `s` from its bookmark (`full`: from nothing), by the reader of its mode."""
-        state = {} if full else bookmarks.load(s.mode, bookmark)
-        self.estimate = None
-        return self.modes[s.mode](s, state, run_started_at)
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
         """One page of items through the stream's parser."""
@@ -92,6 +87,7 @@ class Reader:
     # ---- changes --------------------------------------------------------------------------
 
     def changes(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
+        self.estimate = None   # a read announces only its own estimate
         req: ListRequest = s.request
         since, pass_start = state.get("since"), state.get("pass") or iso(run_started_at)
         windows = [list(w) for w in state["windows"]] if "windows" in state else None
@@ -131,6 +127,7 @@ class Reader:
     # ---- append ---------------------------------------------------------------------------
 
     def append(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
+        self.estimate = None   # a read announces only its own estimate
         parts: dict[str, ListRequest] = s.request.parts
         last = {part: (state.get("last_id") or {}).get(part) or 0 for part in parts}
         first = self.first_pages(parts, last) if len(parts) > 1 else {}
