@@ -39,12 +39,12 @@ from connector.run.locks import LockAbandoned, LockTimeout, source_lock
 from connector.run.notify import Notifier, urgent_only
 from connector.run.progress import Progress
 from connector.mirror.storage import StorageError
-from connector.run.sync import StreamResult, failures, sync_source
+from connector.run.sync import Outcome, StreamResult, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 
 NIGHTLY, INCREMENTAL = "sync", "incremental"     # the scheduler's job kinds, as logs name them
-SUCCESS = ("ok",)   # a stream skipped for a missing scope leaves its tables incomplete
+SUCCESS = (Outcome.OK,)   # a stream skipped for a missing scope leaves its tables incomplete
 
 
 @dataclass(frozen=True)
@@ -160,10 +160,10 @@ class _Run:
         out.results = self.steps.sync(mirror, adapter, streams, full=full, progress=progress,
                                       stop=self.stop)
         self.alerts.sync_results(out.source, out.results)
-        statuses = {r.status for r in out.results}
-        if "interrupted" in statuses or (self.stop is not None and self.stop.is_set()):
+        outcomes = {r.outcome for r in out.results}
+        if Outcome.INTERRUPTED in outcomes or (self.stop is not None and self.stop.is_set()):
             out.status = "interrupted"
-        elif not statuses <= set(SUCCESS):
+        elif not outcomes <= set(SUCCESS):
             out.status, out.error = "failed", failures(out.results)
 
     def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
