@@ -17,6 +17,7 @@ from typing import Callable
 from adapters.errors import needs_reauthorisation
 from adapters.redact import redact
 from connector.config.loader import NotifyConfig
+from connector.run.sync import Outcome
 
 log = logging.getLogger("crm_connector.notify")
 
@@ -96,11 +97,10 @@ class Notifier:
         lacks a scope the user chose not to grant. Streams not run because an earlier one hit
         an auth failure or a block are named in that stream's alert, not sent one by one.
         """
-        failed = [r for r in results if r.status == "failed"]
-        not_run = [r.stream for r in failed if (r.error or "").startswith("not run:")]
+        not_run = [r.stream for r in results if r.outcome is Outcome.NOT_RUN]
         sent = 0
-        for r in failed:
-            if r.stream in not_run:
+        for r in results:
+            if r.outcome is not Outcome.FAILED:
                 continue
             error = r.error
             if r.stops_source and not_run:
