@@ -50,6 +50,14 @@ class Outcome(Enum):
         return Outcome.FAILED.value if self is Outcome.NOT_RUN else self.value
 
 
+def unrun_cause(status: str | None, error: str | None) -> str | None:
+    """The cause a `sync_runs` record of a stream left unrun names (the error of the stream
+    that stopped the source), else None: the one reader of how `_not_run` words its record."""
+    if status == Outcome.NOT_RUN.recorded and error and error.startswith(NOT_RUN_PREFIX):
+        return error.removeprefix(NOT_RUN_PREFIX)
+    return None
+
+
 @dataclass
 class StreamResult:
     source: str
