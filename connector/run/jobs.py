@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from adapters.errors import SourceError
+from adapters.errors import SourceError, needs_reauthorisation
 from adapters.redact import redact
 from connector.kpi import engine as kpi_mod
 from connector.kpi import inputs as kpi_inputs
@@ -181,7 +181,8 @@ class _Run:
             out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
                                else f"KPI job: {type(err).__name__}: {err}")
             log.debug("KPI job of %s crashed", out.source, exc_info=True)
-            self.alerts.failed(out.source, "kpi", out.error, job="kpi")
+            self.alerts.failed(out.source, "kpi", out.error, job="kpi",
+                               reauthorise=needs_reauthorisation(err))
             return
         failed = getattr(out.kpi, "failed", 0) or 0
         if failed:
@@ -202,7 +203,8 @@ class _Run:
         out.status, out.exception = "failed", err
         out.error = redact(str(err) if isinstance(err, StorageError) else f"{type(err).__name__}: {err}")
         log.debug("job %s:%s crashed", out.job, out.source, exc_info=True)
-        self.alerts.failed(out.source, "-", out.error, job=out.job)
+        self.alerts.failed(out.source, "-", out.error, job=out.job,
+                           reauthorise=needs_reauthorisation(err))
 
 
 # -- what the other commands do ------------------------------------------------------------

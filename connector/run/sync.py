@@ -21,7 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
-from adapters.errors import AuthError, BlockedError, ScopeError, SourceError, UnreachableError
+from adapters.errors import (AuthError, BlockedError, ScopeError, SourceError, UnreachableError,
+                             needs_reauthorisation)
 from adapters.redact import redact
 from adapters.times import iso, utc_now
 from connector.mirror import storage
@@ -68,6 +69,7 @@ class StreamResult:
     seconds: float = 0.0
     error: str | None = None
     stops_source: bool = False   # auth failure, block, host down: its other streams are not run
+    reauthorise: bool = False    # the source needs `crm-connector auth` (a ReauthoriseError)
     warnings: int = 0            # values not stored as sent (NULL instead, or the item skipped)
     sample: list[dict] = field(default_factory=list)   # the first SAMPLE of them
 
@@ -177,6 +179,7 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
         result.outcome, result.error = Outcome.SKIPPED, redact(err)
     except (AuthError, BlockedError, UnreachableError) as err:
         result.outcome, result.error, result.stops_source = Outcome.FAILED, redact(err), True
+        result.reauthorise = needs_reauthorisation(err)
     except SourceError as err:
         result.outcome, result.error = Outcome.FAILED, redact(err)
     except Exception as err:  # a bug or a shape we did not foresee: record it, keep going
