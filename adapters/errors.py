@@ -42,9 +42,10 @@ class FieldTypeError(SourceError):
 REAUTHORISE = "re-authorise: run `crm-connector auth"
 
 
-def needs_reauthorisation(message: str | None) -> bool:
-    """Whether an error (as recorded or alerted) asks the admin to run `crm-connector auth`."""
-    return REAUTHORISE in (message or "")
+def needs_reauthorisation(err: BaseException) -> bool:
+    """Whether an error asks the admin to run `crm-connector auth`: decided by its type where it
+    is caught, never by reading its message afterwards."""
+    return isinstance(err, ReauthoriseError)
 
 
 def reauthorise(crm: str, source: str, why: str, args: str = "") -> ReauthoriseError:

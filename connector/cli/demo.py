@@ -24,6 +24,7 @@ from connector.run import jobs
 from connector.run import runtime
 from connector.cli.report import make as make_report
 from connector.run.progress import Progress
+from connector.run.sync import Outcome
 
 DEMO_FIELDS = {
     "deals_won": "KPI: Deals won",
@@ -35,6 +36,7 @@ DEMO_FIELDS = {
     "churn_risk": "KPI: Churn risk",
 }
 SUMMARY_TABLES = ["deals", "contacts", "companies", "tasks", "calls", "stage_changes", "leads"]
+FAILED = (Outcome.FAILED, Outcome.NOT_RUN)   # a stream another's failure left unrun prints as failed
 
 
 @click.command()
@@ -127,14 +129,14 @@ def _run(cfg, src) -> bool:
     """One source's job, as the daemon runs it; prints what it did; False when it failed."""
     res = jobs.run_job(cfg, src, kpi=True, progress=Progress())
     for r in res.results:
-        if r.status == "failed":
+        if r.outcome in FAILED:
             click.echo(f"  {r.stream}: FAILED: {r.error}", err=True)
     if res.results:
         click.echo(f"  {res.rows:,} rows in {sum(r.seconds for r in res.results):.1f}s, "
                    f"{res.requests} requests")
     if res.kpi is not None:
         click.echo(f"  KPIs: {res.kpi.line()}")
-    if res.status != "ok" and not any(r.status == "failed" for r in res.results):
+    if res.status != "ok" and not any(r.outcome in FAILED for r in res.results):
         click.echo(f"  FAILED: {res.error}", err=True)
     return res.status == "ok"
 

@@ -18,6 +18,7 @@ from adapters.times import iso, parse_iso, utc_now
 from connector.run import jobs
 from connector.cli.common import connect_fleet, echo_json, fitted, load
 from connector.run.scheduler import next_runs
+from connector.run.sync import unrun_cause
 
 STREAM_COLUMNS = ["source", "stream", "status", "last run", "rows", "req", "bookmark (UTC)"]
 KPI_COLUMNS = ["source", "computed_at", "clients", "values_changed", "written", "failed"]
@@ -83,14 +84,16 @@ def _errors(rows: list[dict], width: int) -> None:
     failed = [r for r in rows if r.get("last_error")]
     causes = {(r["source"], r["last_error"]) for r in failed}
     unrun: dict[tuple, list[str]] = {}
+    named = set()   # (source, stream) of the unrun streams named under their cause
     for r in failed:
-        cause = (r["source"], r["last_error"].removeprefix("not run: "))
-        if r["last_error"].startswith("not run: ") and cause in causes:
+        cause = (r["source"], unrun_cause(r["last_status"], r["last_error"]))
+        if cause in causes:
             unrun.setdefault(cause, []).append(r["stream"])
+            named.add((r["source"], r["stream"]))
     if failed:
         click.echo("\nLast errors:")
     for r in failed:
-        if r["stream"] in unrun.get((r["source"], r["last_error"].removeprefix("not run: ")), ()):
+        if (r["source"], r["stream"]) in named:
             continue
         ok = _ago(r.get("last_success_at")) or "never"
         text = f"{r['source']}/{r['stream']} ({r['last_status']}; last ok {ok}): {r['last_error']}"

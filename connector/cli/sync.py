@@ -18,6 +18,7 @@ import click
 from connector.run import jobs
 from connector.cli.common import fail, load, sources
 from connector.run.progress import Progress
+from connector.run.sync import Outcome
 
 
 @contextmanager
@@ -42,7 +43,7 @@ def _stop_on_signals():
 def _interrupted(stop, res) -> None:
     """One line for a run stopped by a signal, then exit 128 + its number."""
     signum = stop.signum or signal.SIGTERM
-    where = next((f"{r.source}/{r.stream}" for r in res.results if r.status == "interrupted"),
+    where = next((f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED),
                  res.source)
     click.echo(f"interrupted by {signal.Signals(signum).name}: {where} stopped after its last "
                f"committed page ({res.rows:,} rows this run); `crm-connector sync` resumes from "
@@ -72,7 +73,8 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
             if res.exception is not None and not res.results:   # busy, or no sync at all
                 fail(res.reason, jobs.exit_code(res.exception))
             # a stream that failed or was skipped (its KPIs would be wrong) was logged as it ended
-            failed |= any(r.status in ("failed", "skipped") for r in res.results)
+            failed |= any(r.outcome in (Outcome.FAILED, Outcome.NOT_RUN, Outcome.SKIPPED)
+                          for r in res.results)
             if res.exception is not None:   # after the streams ran: closing the adapter, say
                 failed = True
                 click.echo(f"error: {src.name}: {res.reason}", err=True)
@@ -83,12 +85,11 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
 def _summary(res) -> str:
     """`amo: 1,000 rows, 12 requests, 9/10 streams ok (skipped: calls)`; rows are entities of
     each stream's main table."""
-    ok = sum(r.status == "ok" for r in res.results)
+    ok = sum(r.outcome is Outcome.OK for r in res.results)
     by_status: dict[str, list[str]] = {}
     for r in res.results:
-        if r.status != "ok":
-            key = "not run" if (r.error or "").startswith("not run:") else r.status
-            by_status.setdefault(key, []).append(r.stream)
+        if r.outcome is not Outcome.OK:
+            by_status.setdefault(r.outcome.value, []).append(r.stream)
     notes = "; ".join(f"{k}: {', '.join(v) if len(v) < 4 else f'{len(v)} streams'}"
                       for k, v in by_status.items())
     noted = sum(r.warnings for r in res.results)   # listed in the log and sync_runs.warnings

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from adapters.errors import SourceError
+from adapters.errors import SourceError, needs_reauthorisation
 from adapters.redact import redact
 from connector.kpi import engine as kpi_mod
 from connector.kpi import inputs as kpi_inputs
@@ -40,12 +40,12 @@ from connector.run.locks import LockAbandoned, LockTimeout, source_lock
 from connector.run.notify import Notifier, urgent_only
 from connector.run.progress import Progress
 from connector.mirror.storage import StorageError
-from connector.run.sync import StreamResult, UnknownStream, failures, sync_source
+from connector.run.sync import Outcome, StreamResult, UnknownStream, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 
 NIGHTLY, INCREMENTAL = "sync", "incremental"     # the scheduler's job kinds, as logs name them
-SUCCESS = ("ok",)   # a stream skipped for a missing scope leaves its tables incomplete
+SUCCESS = (Outcome.OK,)   # a stream skipped for a missing scope leaves its tables incomplete
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,10 @@ class _Run:
         out.results = self.steps.sync(mirror, adapter, streams, full=full, progress=progress,
                                       stop=self.stop)
         self.alerts.sync_results(out.source, out.results)
-        statuses = {r.status for r in out.results}
-        if "interrupted" in statuses or (self.stop is not None and self.stop.is_set()):
+        outcomes = {r.outcome for r in out.results}
+        if Outcome.INTERRUPTED in outcomes or (self.stop is not None and self.stop.is_set()):
             out.status = "interrupted"
-        elif not statuses <= set(SUCCESS):
+        elif not outcomes <= set(SUCCESS):
             out.status, out.error = "failed", failures(out.results)
 
     def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
@@ -191,7 +191,8 @@ class _Run:
             out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
                                else f"KPI job: {type(err).__name__}: {err}")
             log.debug("KPI job of %s crashed", out.source, exc_info=True)
-            self.alerts.failed(out.source, "kpi", out.error, job="kpi")
+            self.alerts.failed(out.source, "kpi", out.error, job="kpi",
+                               reauthorise=needs_reauthorisation(err))
             return
         failed = getattr(out.kpi, "failed", 0) or 0
         if failed:
@@ -212,7 +213,8 @@ class _Run:
         out.status, out.exception = "failed", err
         out.error = redact(str(err) if isinstance(err, StorageError) else f"{type(err).__name__}: {err}")
         log.debug("job %s:%s crashed", out.job, out.source, exc_info=True)
-        self.alerts.failed(out.source, "-", out.error, job=out.job)
+        self.alerts.failed(out.source, "-", out.error, job=out.job,
+                           reauthorise=needs_reauthorisation(err))
 
 
 # -- what the other commands do ------------------------------------------------------------

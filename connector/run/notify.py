@@ -14,9 +14,9 @@ import logging
 import socket
 from typing import Callable
 
-from adapters.errors import needs_reauthorisation
 from adapters.redact import redact
 from connector.config.loader import NotifyConfig
+from connector.run.sync import Outcome
 
 log = logging.getLogger("crm_connector.notify")
 
@@ -71,9 +71,11 @@ class Notifier:
             log.error("could not send an alert: %s", redact(f"{type(err).__name__}: {err}"))
             return False
 
-    def failed(self, source: str, stream: str, error: str | None, job: str = "sync") -> bool:
-        """The alert for one failed run of `source`/`stream`."""
-        if needs_reauthorisation(error):
+    def failed(self, source: str, stream: str, error: str | None, job: str = "sync", *,
+               reauthorise: bool = False) -> bool:
+        """The alert for one failed run of `source`/`stream`; `reauthorise`: the error is a
+        token the CRM no longer accepts (as classified where it was caught)."""
+        if reauthorise:
             return self.send(f"crm-connector: re-authorise source '{source}'",
                              f"{job} of source '{source}' stopped on {self.host}: the CRM no "
                              f"longer accepts its refresh token.\n{error}")
@@ -96,16 +98,15 @@ class Notifier:
         lacks a scope the user chose not to grant. Streams not run because an earlier one hit
         an auth failure or a block are named in that stream's alert, not sent one by one.
         """
-        failed = [r for r in results if r.status == "failed"]
-        not_run = [r.stream for r in failed if (r.error or "").startswith("not run:")]
+        not_run = [r.stream for r in results if r.outcome is Outcome.NOT_RUN]
         sent = 0
-        for r in failed:
-            if r.stream in not_run:
+        for r in results:
+            if r.outcome is not Outcome.FAILED:
                 continue
             error = r.error
             if r.stops_source and not_run:
                 error = f"{error}\nnot run because of this: {', '.join(not_run)}"
-            sent += self.failed(source, r.stream, error)
+            sent += self.failed(source, r.stream, error, reauthorise=r.reauthorise)
         return sent
 
 

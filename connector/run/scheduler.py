@@ -64,7 +64,7 @@ class Runner:
         return out
 
     def _log(self, out: JobResult) -> None:
-        ok = sum(r.status in SUCCESS for r in out.results)
+        ok = sum(r.outcome in SUCCESS for r in out.results)
         kpi = out.kpi.line() if out.kpi is not None else "-"
         level = logging.INFO if out.status == "ok" else logging.WARNING
         log.log(level, "job=%s source=%s status=%s streams_ok=%d/%d rows=%d requests=%d "

@@ -6,7 +6,7 @@ import sys
 from adapters import redact
 from connector.config.loader import NotifyConfig
 from connector.run.notify import Notifier
-from connector.run.sync import StreamResult
+from connector.run.sync import Outcome, StreamResult
 
 
 class Capture:
@@ -37,8 +37,8 @@ def test_auth_failure_is_one_alert_listing_the_streams_not_run():
     cap = Capture()
     n = Notifier(NotifyConfig(), sender=cap)
     results = [StreamResult("main", "users", "failed", error="token rejected (401)", stops_source=True),
-               StreamResult("main", "deals", "failed", error="not run: token rejected (401)"),
-               StreamResult("main", "tasks", "failed", error="not run: token rejected (401)")]
+               StreamResult("main", "deals", Outcome.NOT_RUN, error="not run: token rejected (401)"),
+               StreamResult("main", "tasks", Outcome.NOT_RUN, error="not run: token rejected (401)")]
     assert n.sync_results("main", results) == 1
     assert "not run because of this: deals, tasks" in cap.messages[0][1]
 
