@@ -4,10 +4,14 @@
 so early NULLs never decide a column's type. Stage ids are NUMERIC: amoCRM's are integers,
 Bitrix24's are text like `C1:WON`; NUMERIC keeps both as given and compares them alike.
 Bitrix24 lead statuses hang off a pseudo-pipeline with id -1 (entity `lead`).
+
+The tables streams fill, their primary keys and how pages are written into them are declared
+in `adapters.tables`; each primary key here is the one declared there (a unit test compares).
 """
 
-ENTITY_TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "activities", "survey_answers", "stage_changes")
+from adapters.tables import TABLES
+
+ENTITY_TABLES = tuple(TABLES)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -144,17 +148,6 @@ CREATE INDEX IF NOT EXISTS idx_survey_answers_entity ON survey_answers (source, 
 CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
 """
-
-# Primary keys of the tables adapters fill, for upserts.
-PRIMARY_KEYS = {
-    "stages": ("source", "pipeline_id", "id"),
-    "deal_contacts": ("source", "deal_id", "contact_id"),
-}
-
-
-def primary_key(table: str) -> tuple[str, ...]:
-    return PRIMARY_KEYS.get(table, ("source", "id"))
-
 
 # Data fixes for mirrors written by older versions, by `PRAGMA user_version`: each runs once.
 DATA_FIXES = (
