@@ -29,6 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from sqlite_utils.utils import chunks
+
 from adapters import registry
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
@@ -266,8 +268,7 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
         by_card[c.entity_id].append(c)
     cards = list(by_card)
     ok = failed = 0
-    for i in range(0, len(cards), PER_REQUEST):
-        chunk = cards[i:i + PER_REQUEST]
+    for chunk in map(list, chunks(cards, PER_REQUEST)):
         intend(mirror, source, entity_type, by_card, chunk)
         try:
             results = write_cards(adapter, entity_type, by_card, chunk)

@@ -22,6 +22,7 @@ import os
 import sqlite3
 
 import sqlite_utils
+from sqlite_utils.utils import chunks
 
 from adapters.base import Page
 from adapters.tables import TABLES, table as contract
@@ -233,8 +234,7 @@ class Mirror:
             if "previous_stage_id" not in t.derived:
                 continue
             ids = [c["id"] for c in page.rows.get(t.name) or () if c.get("previous_stage_id") is None]
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(ids, 500)):
                 self.conn.execute(f"""
                     UPDATE [{t.name}] AS sc SET previous_stage_id = (
                         SELECT p.stage_id FROM [{t.name}] p
@@ -259,9 +259,7 @@ class Mirror:
             table, entity, stage_col, pipe_col = t.name, t.stage.entity, t.stage.column, t.stage.pipeline
             ids = {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
             ids |= {r["id"] for r in page.rows.get(table, ())}
-            ids = list(ids)
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(ids, 500)):
                 self.conn.execute(_ENTRY_STAGES_SQL.format(
                     table=table, stage_col=stage_col, pipe_col=pipe_col,
                     ids=",".join("?" * len(chunk))), [source, entity, *chunk])
@@ -278,11 +276,9 @@ class Mirror:
             table, entity, stage_col = t.name, t.stage.entity, t.stage.column
             ids = {r["id"] for r in page.rows.get(table, ())}
             ids |= {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
-            ids = list(ids)
             latest = ("(SELECT {col} FROM stage_changes sc WHERE sc.source = t.source AND sc.entity = ? "
                       "AND sc.entity_id = t.id ORDER BY sc.changed_at DESC, sc.rowid DESC LIMIT 1)")
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(ids, 500)):
                 self.conn.execute(f"""
                     UPDATE [{table}] AS t SET closed_at = {latest.format(col='changed_at')}
                     WHERE t.source = ? AND t.closed_at IS NOT NULL
@@ -300,16 +296,13 @@ class Mirror:
             parent, key = t.child_of.table, t.child_of.key
             parent_ids = {d["id"] for d in page.rows.get(parent, [])}
             parent_ids |= {child[key] for child in page.rows[t.name]}
-            ids = list(parent_ids)
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(parent_ids, 500)):
                 self.conn.execute(
                     f"DELETE FROM [{t.name}] WHERE source = ? AND {key} IN ({','.join('?' * len(chunk))})",
                     [source, *chunk])
 
     def _set_deleted(self, table: str, source: str, ids: list, flag: int) -> None:
-        for i in range(0, len(ids), 500):
-            chunk = list(ids[i:i + 500])
+        for chunk in map(list, chunks(ids, 500)):
             self.conn.execute(
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
