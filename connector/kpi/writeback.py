@@ -36,6 +36,7 @@ from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
 from adapters.times import iso
 from connector.kpi.engine import all_kpis
+from connector.kpi.inputs import CLIENT_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ NUMERIC_TYPES = {"numeric", "double"}
 PER_REQUEST = 50       # cards one write request carries (the adapters batch by 50): logged per request
 SENDING, UNKNOWN = "sending", "unknown"   # writeback_log statuses beside ok / failed
 LOST = "the process ended before the CRM answered (killed or crashed); the value is sent again"
-CLIENT_TABLES = {"contact": "contacts", "company": "companies"}
 
 
 class WritebackError(Exception):
