@@ -1,4 +1,4 @@
-"""The mirror's tables, indexes and foreign keys, declared once (see MIRROR.md).
+"""The mirror's tables, indexes and foreign keys, declared once (what they hold: docs/mirror.md).
 
 `apply(conn)` runs on every open; each statement is idempotent. Columns have explicit types
 so early NULLs never decide a column's type. Stage ids are NUMERIC: amoCRM's are integers,
@@ -151,8 +151,9 @@ CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id
 
 # Data fixes for mirrors written by older versions, by `PRAGMA user_version`: each runs once.
 DATA_FIXES = (
-    # 1: one call vocabulary (MIRROR.md): an outgoing call that did not connect is `failed`;
-    # amoCRM mirrors stored those as `missed`, and the calls stream only re-reads changes.
+    # 1: one call vocabulary for both CRMs (`answered`; `missed`, an incoming call nobody
+    # answered; `failed`, an outgoing call that did not connect): amoCRM mirrors stored failed
+    # outgoing calls as `missed`, and the calls stream only re-reads changes.
     "UPDATE calls SET status = 'failed' WHERE direction = 'out' AND status = 'missed'",
 )
 
@@ -162,7 +163,8 @@ DATA_FIXES = (
 ADDED_COLUMNS = (
     ("deals", "channel", "TEXT"),
     ("leads", "channel", "TEXT"),
-    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (issue 12)
+    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (unreadable
+    # values stored as NULL, items skipped)
     ("sync_runs", "warnings", "TEXT"),
 )
 
