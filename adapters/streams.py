@@ -1,6 +1,7 @@
 """The stream contract, one for every CRM.
 
-A stream is a declaration: its name, the mirror tables it feeds, what to ask the CRM for
+A stream is a declaration: its name, the mirror tables it feeds (each with its storage contract,
+primary key and write rules, declared once in `adapters.tables`), what to ask the CRM for
 (`request`, in the CRM's own terms), the field incremental reads filter on (`cursor`), how it
 is read (`mode`), a parser from one API item to mirror records, and the `scope` the
 credentials need for it where the CRM has scopes (shown by `check`). Each CRM supplies only how
@@ -23,6 +24,7 @@ from typing import Callable, Iterable
 
 from adapters.base import Page
 from adapters.errors import StreamError
+from adapters.tables import TABLES
 from adapters.values import BadItem, FieldError
 
 MODES = ("snapshot", "changes", "append", "reconcile")
@@ -47,7 +49,8 @@ Parser = Callable[[dict, Ctx], Page]
 
 @dataclass(frozen=True)
 class Stream:
-    """One stream, declared. `request` is the CRM's own description of what to ask for."""
+    """One stream, declared. `request` is the CRM's own description of what to ask for.
+    `tables` names mirror tables declared in `adapters.tables`, the first its main one."""
     name: str
     tables: tuple[str, ...]
     mode: str
@@ -59,6 +62,10 @@ class Stream:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"stream '{self.name}': unknown mode '{self.mode}' (one of {MODES})")
+        undeclared = [t for t in self.tables if t not in TABLES]
+        if undeclared:
+            raise ValueError(f"stream '{self.name}': tables {undeclared} have no storage contract "
+                             "in adapters.tables")
 
 
 def records(items: Iterable[dict], parse: Parser, ctx: Ctx, stream: str = "?") -> Page:

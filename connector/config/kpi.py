@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from connector.kpi.custom_sql import builtin_kpi_names, check_custom_sql
-
-TARGETS = ("contact", "company")
+from connector.kpi.inputs import TARGETS
 
 
 @dataclass

@@ -29,10 +29,9 @@ from connector.kpi.custom_sql import KPI_SQL_DIR as SQL_DIR
 from connector.kpi.custom_sql import check_custom_sql as check_custom_sql  # re-exported
 from connector.kpi.custom_sql import read_only
 from connector.kpi.custom_sql import tables_read as tables_read  # re-exported
+from connector.kpi.inputs import TARGETS
 
 log = logging.getLogger(__name__)
-
-TARGETS = ("contact", "company")
 
 
 class KpiError(Exception):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The KPI targets, the card types KPIs are computed for and written to, each with the mirror
+# table of its clients.
 CLIENT_TABLES = {"contact": "contacts", "company": "companies"}
+TARGETS = tuple(CLIENT_TABLES)
 
 
 class NotSynced(Exception):

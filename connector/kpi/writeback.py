@@ -29,11 +29,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from sqlite_utils.utils import chunks
+
 from adapters import registry
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
 from adapters.times import iso
 from connector.kpi.engine import all_kpis
+from connector.kpi.inputs import CLIENT_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ NUMERIC_TYPES = {"numeric", "double"}
 PER_REQUEST = 50       # cards one write request carries (the adapters batch by 50): logged per request
 SENDING, UNKNOWN = "sending", "unknown"   # writeback_log statuses beside ok / failed
 LOST = "the process ended before the CRM answered (killed or crashed); the value is sent again"
-CLIENT_TABLES = {"contact": "contacts", "company": "companies"}
 
 
 class WritebackError(Exception):
@@ -266,8 +268,7 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
         by_card[c.entity_id].append(c)
     cards = list(by_card)
     ok = failed = 0
-    for i in range(0, len(cards), PER_REQUEST):
-        chunk = cards[i:i + PER_REQUEST]
+    for chunk in map(list, chunks(cards, PER_REQUEST)):
         intend(mirror, source, entity_type, by_card, chunk)
         try:
             results = write_cards(adapter, entity_type, by_card, chunk)

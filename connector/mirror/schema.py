@@ -1,13 +1,17 @@
-"""The mirror's tables, indexes and foreign keys, declared once (see MIRROR.md).
+"""The mirror's tables, indexes and foreign keys, declared once (what they hold: docs/mirror.md).
 
 `apply(conn)` runs on every open; each statement is idempotent. Columns have explicit types
 so early NULLs never decide a column's type. Stage ids are NUMERIC: amoCRM's are integers,
 Bitrix24's are text like `C1:WON`; NUMERIC keeps both as given and compares them alike.
 Bitrix24 lead statuses hang off a pseudo-pipeline with id -1 (entity `lead`).
+
+The tables streams fill, their primary keys and how pages are written into them are declared
+in `adapters.tables`; each primary key here is the one declared there (a unit test compares).
 """
 
-ENTITY_TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "activities", "survey_answers", "stage_changes")
+from adapters.tables import TABLES
+
+ENTITY_TABLES = tuple(TABLES)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -145,21 +149,11 @@ CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, en
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
 """
 
-# Primary keys of the tables adapters fill, for upserts.
-PRIMARY_KEYS = {
-    "stages": ("source", "pipeline_id", "id"),
-    "deal_contacts": ("source", "deal_id", "contact_id"),
-}
-
-
-def primary_key(table: str) -> tuple[str, ...]:
-    return PRIMARY_KEYS.get(table, ("source", "id"))
-
-
 # Data fixes for mirrors written by older versions, by `PRAGMA user_version`: each runs once.
 DATA_FIXES = (
-    # 1: one call vocabulary (MIRROR.md): an outgoing call that did not connect is `failed`;
-    # amoCRM mirrors stored those as `missed`, and the calls stream only re-reads changes.
+    # 1: one call vocabulary for both CRMs (`answered`; `missed`, an incoming call nobody
+    # answered; `failed`, an outgoing call that did not connect): amoCRM mirrors stored failed
+    # outgoing calls as `missed`, and the calls stream only re-reads changes.
     "UPDATE calls SET status = 'failed' WHERE direction = 'out' AND status = 'missed'",
 )
 
@@ -169,7 +163,8 @@ DATA_FIXES = (
 ADDED_COLUMNS = (
     ("deals", "channel", "TEXT"),
     ("leads", "channel", "TEXT"),
-    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (issue 12)
+    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (unreadable
+    # values stored as NULL, items skipped)
     ("sync_runs", "warnings", "TEXT"),
 )
 

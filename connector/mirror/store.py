@@ -9,6 +9,9 @@ implicit ones through `isolation_level`): it takes the write lock first, waiting
 `busy_timeout` for another writer (a thread, the daemon, a manual `sync` or `kpi`). A deferred
 `BEGIN` would read first and then fail at once with `database is locked` when it tries to write
 after another connection committed: under WAL the busy timeout cannot help it.
+
+How a page's rows are written into each table (primary key, children replaced with their
+parent, stage checks, derived columns) is the table's contract in `adapters.tables`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import os
 import sqlite3
 
 import sqlite_utils
+from sqlite_utils.utils import chunks
 
 from adapters.base import Page
+from adapters.tables import TABLES, table as contract
 from adapters.times import iso
 from connector.mirror import schema
 from connector.mirror import storage
@@ -158,11 +163,11 @@ class Mirror:
         committed); returns rows written."""
         with self.db.atomic():
             self._drop_unknown_stages(source, page)
-            self._replace_deal_links(source, page)
+            self._replace_children(source, page)
             for table, rows in page.rows.items():
                 if rows:
                     self._upsert(table, source, rows)
-            self._fill_previous_stages(source, page.rows.get("stage_changes"))
+            self._fill_previous_stages(source, page)
             self._fill_entry_stages(source, page)
             self._closing_moments(source, page)
             for table, ids in page.deleted.items():
@@ -180,14 +185,15 @@ class Mirror:
                                   (page.count() if counted is None else counted, run_row))
         return page.count()
 
-    # table -> (entity, its stage column, its pipeline column or the fixed pipeline)
-    _STAGED = {"deals": ("deal", "stage_id", "pipeline_id"), "leads": ("lead", "status_id", -1)}
-
     def _drop_unknown_stages(self, source: str, page: Page) -> None:
-        """Rows whose stage their pipeline does not have (as the mirror's `stages` know it) are
-        not stored, and are reported on the page: an unknown stage is not `open`. The row the
-        mirror held before stays. A pipeline with no stages in the mirror yet is not judged."""
-        for table, (entity, stage_col, pipe) in self._STAGED.items():
+        """Rows of staged tables (`Table.stage`) whose stage their pipeline does not have (as
+        the mirror's `stages` know it) are not stored, and are reported on the page: an unknown
+        stage is not `open`. The row the mirror held before stays, and so do its children
+        (`Table.child_of`). A pipeline with no stages in the mirror yet is not judged."""
+        for t in TABLES.values():
+            if t.stage is None:
+                continue
+            table, entity, stage_col, pipe = t.name, t.stage.entity, t.stage.column, t.stage.pipeline
             rows = page.rows.get(table)
             if not rows:
                 continue
@@ -203,9 +209,10 @@ class Mirror:
                                     "why": f"pipeline {pid} has no such stage", "skipped": True}
             if bad:
                 page.rows[table] = [r for r in rows if r["id"] not in bad]
-                if table == "deals" and "deal_contacts" in page.rows:   # the old links stay too
-                    page.rows["deal_contacts"] = [x for x in page.rows["deal_contacts"]
-                                                  if x["deal_id"] not in bad]
+                for child in TABLES.values():   # the old children stay too
+                    if child.child_of and child.child_of.table == table and child.name in page.rows:
+                        key = child.child_of.key
+                        page.rows[child.name] = [x for x in page.rows[child.name] if x[key] not in bad]
                 page.problems.extend(bad.values())
 
     def _upsert(self, table: str, source: str, rows: list[dict]) -> None:
@@ -216,26 +223,26 @@ class Mirror:
             if raw is not None and not isinstance(raw, str):
                 row["raw"] = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
             prepared.append(row)
-        self.db[table].upsert_all(prepared, pk=schema.primary_key(table), batch_size=500)
+        self.db[table].upsert_all(prepared, pk=contract(table).primary_key, batch_size=500)
 
-    def _fill_previous_stages(self, source: str, changes: list[dict] | None) -> None:
+    def _fill_previous_stages(self, source: str, page: Page) -> None:
         """Give a stage change without `previous_stage_id` the stage of the entity's change
-        before it. An incremental run sees a deal's latest change without the one before,
-        which an earlier run stored; the mirror has both."""
-        ids = [c["id"] for c in changes or () if c.get("previous_stage_id") is None]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            self.conn.execute(f"""
-                UPDATE stage_changes AS sc SET previous_stage_id = (
-                    SELECT p.stage_id FROM stage_changes p
-                    WHERE p.source = sc.source AND p.entity = sc.entity AND p.entity_id = sc.entity_id
-                      AND (p.changed_at < sc.changed_at OR (p.changed_at = sc.changed_at AND p.id < sc.id))
-                    ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
-                WHERE sc.source = ? AND sc.previous_stage_id IS NULL
-                  AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
-
-    # entity -> (table, its current stage and pipeline columns); see `_fill_entry_stages`
-    _CURRENT_STAGE = {"deal": ("deals", "stage_id", "pipeline_id")}
+        before it, in the tables deriving it (`stage_changes`). An incremental run sees a
+        deal's latest change without the one before, which an earlier run stored; the mirror
+        has both."""
+        for t in TABLES.values():
+            if "previous_stage_id" not in t.derived:
+                continue
+            ids = [c["id"] for c in page.rows.get(t.name) or () if c.get("previous_stage_id") is None]
+            for chunk in map(list, chunks(ids, 500)):
+                self.conn.execute(f"""
+                    UPDATE [{t.name}] AS sc SET previous_stage_id = (
+                        SELECT p.stage_id FROM [{t.name}] p
+                        WHERE p.source = sc.source AND p.entity = sc.entity AND p.entity_id = sc.entity_id
+                          AND (p.changed_at < sc.changed_at OR (p.changed_at = sc.changed_at AND p.id < sc.id))
+                        ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
+                    WHERE sc.source = ? AND sc.previous_stage_id IS NULL
+                      AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
 
     def _fill_entry_stages(self, source: str, page: Page) -> None:
         """Give an entry row (no previous stage) that came without its stage the stage the
@@ -244,34 +251,34 @@ class Mirror:
         is right whichever arrives first; a filled entry row is re-filled only when its next
         change names another stage before it. The pipeline is the one holding that stage in
         `stages` (the hinted one first: won/lost ids repeat per pipeline), else the hint: the
-        next change's pipeline, or the entity's own."""
-        for entity, (table, stage_col, pipe_col) in self._CURRENT_STAGE.items():
+        next change's pipeline, or the entity's own. For the staged tables whose
+        `Stage.fills_entry` is set (deals)."""
+        for t in TABLES.values():
+            if t.stage is None or not t.stage.fills_entry:
+                continue
+            table, entity, stage_col, pipe_col = t.name, t.stage.entity, t.stage.column, t.stage.pipeline
             ids = {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
             ids |= {r["id"] for r in page.rows.get(table, ())}
-            ids = list(ids)
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(ids, 500)):
                 self.conn.execute(_ENTRY_STAGES_SQL.format(
                     table=table, stage_col=stage_col, pipe_col=pipe_col,
                     ids=",".join("?" * len(chunk))), [source, entity, *chunk])
 
-    # entity -> (table, its current-stage column); see `_closing_moments`
-    _CLOSABLE = {"deal": ("deals", "stage_id"), "lead": ("leads", "status_id")}
-
     def _closing_moments(self, source: str, page: Page) -> None:
-        """`closed_at` of a closed deal or lead is the moment it entered its final stage: when
-        the mirror holds the entity's latest stage change and that change entered the stage
-        the entity is in, its `changed_at` replaces what the adapter gave (a CRM whose item
-        lacks that moment sends its best guess). Runs for the entities of the page, whichever
-        of the two streams arrives later."""
-        for entity, (table, stage_col) in self._CLOSABLE.items():
+        """`closed_at` of a closed deal or lead (the tables deriving it) is the moment it
+        entered its final stage: when the mirror holds the entity's latest stage change and
+        that change entered the stage the entity is in, its `changed_at` replaces what the
+        adapter gave (a CRM whose item lacks that moment sends its best guess). Runs for the
+        entities of the page, whichever of the two streams arrives later."""
+        for t in TABLES.values():
+            if "closed_at" not in t.derived:
+                continue
+            table, entity, stage_col = t.name, t.stage.entity, t.stage.column
             ids = {r["id"] for r in page.rows.get(table, ())}
             ids |= {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
-            ids = list(ids)
             latest = ("(SELECT {col} FROM stage_changes sc WHERE sc.source = t.source AND sc.entity = ? "
                       "AND sc.entity_id = t.id ORDER BY sc.changed_at DESC, sc.rowid DESC LIMIT 1)")
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+            for chunk in map(list, chunks(ids, 500)):
                 self.conn.execute(f"""
                     UPDATE [{table}] AS t SET closed_at = {latest.format(col='changed_at')}
                     WHERE t.source = ? AND t.closed_at IS NOT NULL
@@ -280,22 +287,22 @@ class Mirror:
                       AND t.closed_at != {latest.format(col='changed_at')}""",
                     [entity, source, *chunk, entity, entity])
 
-    def _replace_deal_links(self, source: str, page: Page) -> None:
-        """A deal's contact links are replaced as a whole when the page carries them."""
-        if "deal_contacts" not in page.rows:
-            return
-        deal_ids = {d["id"] for d in page.rows.get("deals", [])}
-        deal_ids |= {link["deal_id"] for link in page.rows["deal_contacts"]}
-        ids = list(deal_ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            self.conn.execute(
-                f"DELETE FROM deal_contacts WHERE source = ? AND deal_id IN ({','.join('?' * len(chunk))})",
-                [source, *chunk])
+    def _replace_children(self, source: str, page: Page) -> None:
+        """Child rows (`Table.child_of`: a deal's contact links) are replaced as a whole, for
+        every parent on the page, when the page carries that table."""
+        for t in TABLES.values():
+            if t.child_of is None or t.name not in page.rows:
+                continue
+            parent, key = t.child_of.table, t.child_of.key
+            parent_ids = {d["id"] for d in page.rows.get(parent, [])}
+            parent_ids |= {child[key] for child in page.rows[t.name]}
+            for chunk in map(list, chunks(parent_ids, 500)):
+                self.conn.execute(
+                    f"DELETE FROM [{t.name}] WHERE source = ? AND {key} IN ({','.join('?' * len(chunk))})",
+                    [source, *chunk])
 
     def _set_deleted(self, table: str, source: str, ids: list, flag: int) -> None:
-        for i in range(0, len(ids), 500):
-            chunk = list(ids[i:i + 500])
+        for chunk in map(list, chunks(ids, 500)):
             self.conn.execute(
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
                 f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])

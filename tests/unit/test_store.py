@@ -6,6 +6,8 @@ import stat
 import pytest
 
 from adapters.base import Page
+from adapters.streams import Stream
+from adapters.tables import TABLES
 from connector.mirror.store import Mirror
 
 
@@ -18,6 +20,18 @@ def test_file_is_private_wal_and_schema_idempotent(tmp_path):
         tables = {r[0] for r in m.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"deals", "deal_contacts", "stages", "sync_state", "sync_runs", "kpi_values",
             "writeback_log"} <= tables
+
+
+def test_each_tables_primary_key_is_the_one_its_contract_declares(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        for t in TABLES.values():
+            cols = m.conn.execute(f"PRAGMA table_info([{t.name}])").fetchall()
+            assert tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5]) == t.primary_key, t.name
+
+
+def test_a_stream_feeds_only_tables_with_a_contract():
+    with pytest.raises(ValueError, match="invoices"):
+        Stream("invoices", ("invoices",), "changes", None)
 
 
 def test_upsert_updates_in_place_and_keeps_raw_json(tmp_path):
