@@ -4,7 +4,9 @@ Rows are plain dicts in id-sorted lists, in neutral vocabulary (each server rend
 its own API's words), every timestamp in Unix seconds. Tests mutate a dataset between two
 syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`
 and `set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
-the servers use to invalidate their caches.
+the servers use to invalidate their caches. Each change of a row is also told to the
+`listeners` (`listen`), as `(action, entity, id)` with action `add`, `update` or `delete` and
+the entity plural ("deals"): how a server learns what to send its webhooks or event handlers.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class Dataset:
         self._index: dict[str, dict[int, dict]] = {}
         self._stages: dict[int, tuple[dict, dict]] = {}
         self._last_tick = 0
+        self.listeners: list = []
+
+    def listen(self, listener) -> None:
+        """Call `listener(action, entity, id)` after every change of a row (see the module doc)."""
+        self.listeners.append(listener)
+
+    def _told(self, action: str, name: str, id: int) -> None:
+        for listener in list(self.listeners):
+            listener(action, name, id)
 
     # ---- reading -------------------------------------------------------------------------
     def rows(self, entity: str) -> list[dict]:
@@ -126,7 +137,8 @@ class Dataset:
             if "updated_at" in row:
                 row["updated_at"] = t
             self._bump(name)
-            return row
+        self._told("update", name, id)
+        return row
 
     def _move_deal(self, row: dict, stage_id: int, t: int) -> None:
         pipeline, stage = self.stage(stage_id)
@@ -169,7 +181,8 @@ class Dataset:
                 self._move_deal(row, stage_id, t)
             if name == "leads":
                 row["status"] = LEAD_STATUS[row["status_code"]]
-            return row
+        self._told("add", name, row["id"])
+        return row
 
     def delete(self, entity: str, id: int) -> dict:
         """Soft-delete (is_deleted = 1) and record a "deleted" event."""
@@ -187,11 +200,11 @@ class Dataset:
             row["is_deleted"] = flag
             row["updated_at"] = t
             self._bump(name)
-            if name == "activities":
-                return row      # an interaction just leaves the lists; no CRM event says so
-            self._append("events", {"type": "deleted" if flag else "restored",
-                                    "entity": _singular(name), "entity_id": id, "at": t})
-            return row
+            if name != "activities":   # an interaction just leaves the lists; no CRM event says so
+                self._append("events", {"type": "deleted" if flag else "restored",
+                                        "entity": _singular(name), "entity_id": id, "at": t})
+        self._told("delete" if flag else "add", name, id)
+        return row
 
     def merge(self, entity: str, away_id: int, into_id: int) -> dict:
         """Merge card `away_id` into `into_id` (a duplicate found by a user): the merged-away
@@ -206,7 +219,9 @@ class Dataset:
             self._append("events", {"type": "merged", "entity": _singular(name),
                                     "entity_id": away_id, "at": t})
             self._relink(name, away_id, into_id, t)
-            return into
+        self._told("delete", name, away_id)
+        self._told("update", name, into_id)
+        return into
 
     def _relink(self, name: str, away_id: int, into_id: int, t: int) -> None:
         """Point the links of a merged-away contact or company at the survivor."""
@@ -253,7 +268,9 @@ class Dataset:
                         row["custom"][field_id] = value
                 row["updated_at"] = t
             self._bump(name)
-            return t
+        for row_id in changes:
+            self._told("update", name, row_id)
+        return t
 
     def set_custom(self, entity_type: str, id: int, field_id: int, value) -> dict:
         """Set (or with None, clear) one custom field value; bumps updated_at."""
@@ -266,7 +283,8 @@ class Dataset:
                 row["custom"][field_id] = value
             row["updated_at"] = self.tick()
             self._bump(name)
-            return row
+        self._told("update", name, id)
+        return row
 
 
 def _defaults(ds: Dataset, name: str, t: int) -> dict:
