@@ -11,7 +11,8 @@ import click
 
 from adapters.redact import redact
 from connector.run import runtime
-from connector.config.loader import Config, ConfigError, SourceConfig, kpi_names, nearest
+from connector.config.kpi import kpi_names, nearest
+from connector.config.loader import Config, ConfigError, SourceConfig
 from connector.run.sync import UnknownStream
 
 
