@@ -2,7 +2,7 @@
 
 An adapter speaks HTTP to one CRM account and yields plain records; it never touches SQLite.
 `connector.run.sync` wires `Adapter.fetch` to `connector.mirror.store`, and `connector.kpi.writeback` calls the
-field methods. Records use the column names of the mirror (see MIRROR.md): no `source` column
+field methods. Records use the column names of the mirror (docs/mirror.md): no `source` column
 (the store adds it) and a `raw` key holding the CRM item as received (a dict; the store
 serialises it).
 """

@@ -1,7 +1,7 @@
 """amoCRM custom fields on contact and company cards: list, create, write KPI values.
 
-Writes go as `PATCH /api/v4/{contacts|companies}` with up to 50 cards per request (facts
-§2.10: the cap is undocumented, 50 matches the complex-leads limit). A 400/422 for a batch is
+Writes go as `PATCH /api/v4/{contacts|companies}` with up to 50 cards per request (the
+cap is undocumented; 50 matches the complex-leads limit). A 400/422 for a batch is
 usually one bad card: the batch's cards are then sent one by one so the others still land.
 """
 
