@@ -1,4 +1,4 @@
-"""The mirror's tables, indexes and foreign keys, declared once (see MIRROR.md).
+"""The mirror's tables, indexes and foreign keys, declared once (meanings: docs/mirror.md).
 
 `apply(conn)` runs on every open; each statement is idempotent. Columns have explicit types
 so early NULLs never decide a column's type. Stage ids are NUMERIC: amoCRM's are integers,
