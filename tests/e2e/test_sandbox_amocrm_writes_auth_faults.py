@@ -20,7 +20,7 @@ def test_custom_fields_paged_by_50_and_created_by_post(amo_dataset, amo_sandbox,
     assert r.status_code == 201
     created = r.json()["_embedded"]["custom_fields"]
     assert len(created) == 60 and created[0]["type"] == "numeric" and created[0]["is_api_only"]
-    # At most 50 a page whatever limit asks, but pages step by the limit asked (facts §1.2):
+    # As amoCRM does: at most 50 a page whatever limit asks, but pages step by the limit asked:
     # limit=250 serves fields 1-50 and nothing links to 51-63.
     first = requests.get(url, params={"limit": 250}, headers=amo_headers, timeout=5).json()
     assert len(first["_embedded"]["custom_fields"]) == 50 and "next" not in first["_links"]

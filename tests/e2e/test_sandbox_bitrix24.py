@@ -1,4 +1,4 @@
-"""The Bitrix24 sandbox answers like a real portal (shapes per /work/shared/api/bitrix24.md)."""
+"""The Bitrix24 sandbox answers like a real portal (shapes per docs/api-notes.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 13's data as the sandboxes serve it: interactions, lead sources and UTM values,
-survey answers. Each shape follows the API facts (/work/shared/api/), not our parsers."""
+"""Interactions, lead sources and UTM values, survey answers, as the sandboxes serve them. Each
+shape follows the CRMs' documented API (docs/api-notes.md), not our parsers."""
 
 import time
 

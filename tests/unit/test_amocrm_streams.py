@@ -269,7 +269,7 @@ def test_many_pages_prefetched_and_yielded_in_order(adapter):
 def test_edit_between_prefetched_pages_loses_no_row_and_bookmarks_never_pass_one(adapter, step):
     """A user edits a deal already served while later pages are in flight: the list moves up
     one row; in a bulk instant the check of the next page fails and reading restarts. Every
-    deal is read and no page's bookmark passes a deal not yet read (issue 11.1)."""
+    deal is read and no page's bookmark passes a deal not yet read."""
     listed = [lead(i, updated_at=T1 + step * i) for i in range(1, 31)]
     served = []
 

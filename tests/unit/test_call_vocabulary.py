@@ -1,4 +1,4 @@
-"""One call vocabulary for both CRMs (MIRROR.md, "Vocabulary mapping: calls").
+"""One call vocabulary for both CRMs (docs/mirror.md, `calls`).
 
 `answered` = a conversation took place; `missed` = an incoming call nobody answered; `failed`
 = an outgoing call that did not connect. The same call, read from amoCRM's note or from

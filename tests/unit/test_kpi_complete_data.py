@@ -1,5 +1,5 @@
-"""Issue 12 points 2, 4 and 9: KPIs only from complete data; `kpi` before a sync; a dry run
-that writes nothing (the mirror file byte for byte)."""
+"""KPIs only from complete data; `kpi` before a sync; a dry run that writes nothing (the mirror
+file byte for byte)."""
 
 from __future__ import annotations
 

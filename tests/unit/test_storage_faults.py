@@ -1,4 +1,4 @@
-"""Storage faults at the command line (issue 12.6/11): an unwritable mirror, lock or token
+"""Storage faults at the command line: an unwritable mirror, lock or token
 location, a directory or a file under a file as the path, a file that is not a database, a
 truncated or corrupt mirror, a full disk. Each is one line naming the path and what to do, exit
 2 (the config must change) or 1 (runtime), no traceback, nothing committed lost; nothing is

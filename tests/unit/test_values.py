@@ -1,4 +1,4 @@
-"""Bad values are never stored as something else (issue 12, finding 15).
+"""Bad values are never stored as something else.
 
 `adapters.values` parses numbers with units and locale separators when the reading is
 unambiguous and refuses the rest; `Item` turns junk into NULL plus a problem, a missing
