@@ -3,7 +3,7 @@
 An adapter (`adapters.adapter.Adapter`) speaks HTTP to one CRM account and yields plain records;
 it never touches SQLite. `connector.run.sync` wires `Adapter.fetch` to `connector.mirror.store`,
 and `connector.kpi.writeback` calls the field methods. Records use the column names of the mirror's
-tables (one table per entity: deals, contacts, tasks...): no `source` column (the store adds
+tables (docs/mirror.md): no `source` column (the store adds
 it) and a `raw` key holding the CRM item as received (a dict; the store serialises it).
 """
 

@@ -8,8 +8,7 @@
     append     {"last_id": {part: id}}          rows after these ids are read next time
     reconcile  {"at": ISO}                      when every id was last listed
 
-`load(mode, text)` reads one (also the plain formats of earlier versions: ISO text, a bare
-last id, `{"deal": id, "lead": id}`); an unreadable bookmark reads as `{}`, which means "read
+`load(mode, text)` reads one; an unreadable bookmark reads as `{}`, which means "read
 everything", and is logged. `dump(mode, **fields)` checks the shape and writes compact JSON.
 `describe(text)` is the one-line reading `crm-connector status` shows.
 """
@@ -51,25 +50,12 @@ def _check(mode: str, data: dict) -> dict:
     return data
 
 
-def _legacy(mode: str, text: str) -> dict:
-    """The plain formats earlier versions wrote."""
-    if text.isdigit():
-        return {"last_id": {"calls": int(text)}}
-    if text.startswith("{"):
-        data = json.loads(text)
-        if mode == "append" and "last_id" not in data:
-            return {"last_id": {k: int(v) for k, v in data.items()}}
-        return data
-    parse_iso(text)
-    return {"since": text} if mode == "changes" else {"at": text}
-
-
 def load(mode: str, text: str | dict | None) -> dict:
     """The bookmark as a dict of its mode's shape; {} when there is none or it is unreadable."""
     if not text:
         return {}
     try:
-        data = dict(text) if isinstance(text, dict) else _legacy(mode, text.strip())
+        data = dict(text) if isinstance(text, dict) else json.loads(text)
         return _check(mode, data)
     except (ValueError, TypeError, AttributeError) as err:
         log.warning("unreadable %s bookmark %r (%s); reading the stream in full",
@@ -88,19 +74,18 @@ def describe(text: str | None) -> str:
     if not text:
         return ""
     try:
-        data = json.loads(text) if text.startswith("{") else None
+        data = json.loads(text)
     except ValueError:
         return text[:40]
-    if data is None:
-        return f"last id {text}" if text.isdigit() else _moment(text)
+    if not isinstance(data, dict):
+        return text[:40]
     parts = []
     if "since" in data:
         parts.append(f"since {_moment(data['since'])}" if data["since"] else "first pass")
     if "at" in data:
         parts.append(f"read {_moment(data['at'])}")
-    if "last_id" in data or ("deal" in data and "lead" in data):
-        ids = data.get("last_id") or data
-        parts.append("after " + ", ".join(f"{k} #{v}" for k, v in sorted(ids.items())))
+    if isinstance(data.get("last_id"), dict):
+        parts.append("after " + ", ".join(f"{k} #{v}" for k, v in sorted(data["last_id"].items())))
     if data.get("windows"):
         parts.append(f"resuming {len(data['windows'])} window(s)")
     if data.get("api_filter") is False:

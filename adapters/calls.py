@@ -1,4 +1,4 @@
-"""The mirror's call vocabulary, shared by every CRM (MIRROR.md, "Vocabulary mapping: calls").
+"""The mirror's call vocabulary, shared by every CRM (docs/mirror.md, `calls`).
 
 `answered`: a conversation took place. Any other outcome (no answer, busy, declined, wrong
 number, ...) is `missed` for an incoming call and `failed` for an outgoing one, so

@@ -280,7 +280,7 @@ class Item:
         return default if got is None else got
 
 
-# ---- issue 13: channel and survey scores --------------------------------------------------
+# ---- channel and survey scores ------------------------------------------------------------
 
 def channel(*candidates) -> str | None:
     """The acquisition channel: the first candidate with text (a UTM source before the CRM's

@@ -4,30 +4,31 @@ The ceiling is 7 requests/s x 250 deals = 1,750 rows/s; target >= 0.9 of it, and
 the connector process < 300 MB. The sandbox (whose 100k-deal dataset alone takes ~350 MB) runs
 in a child process so its memory is not counted.
 
-Run: cd /work/main && python -m benchmarks.bench_amocrm_sync [--size 100000] [--workers 4]
+Run from the repository root: python -m benchmarks.bench_amocrm_sync [--size 100000] [--workers 4]
 
 After the redesign (declared streams, 2026-11-26): 99,220 deals in 61.4 s, 403 requests,
 1,615 rows/s = 0.923 of the ceiling, peak RSS 49 MB.
 
-Keyset restarts (issue 11.1, each request from the newest updated_at seen; one request in
-flight, sent while the previous page is stored), --size 30000: 29,774 deals in 22.1 s,
-132 requests, 1,349 rows/s = 0.771 of the ceiling (BELOW the 0.9 target), peak RSS 45 MB.
+Keyset restarts (no row skipped when the list changes mid-read: each request from the newest
+updated_at seen; one request in flight, sent while the previous page is stored), --size 30000:
+29,774 deals in 22.1 s, 132 requests, 1,349 rows/s = 0.771 of the ceiling (BELOW the 0.9
+target), peak RSS 45 MB.
 (Same code on the next engineer's machine: 19.8 s, 132 requests, 0.858.)
 
-Overlapping planned pages, prefetched (issue 11.1 kept: each page repeats >= 1 row of the one
-before it and is checked; a failed check restarts from the newest value; no second read of
+Overlapping planned pages, prefetched (still no row skipped: each page repeats >= 1 row of the
+one before it and is checked; a failed check restarts from the newest value; no second read of
 bulk instants), --size 30000, two runs: 29,774 deals in 18.5 s / 18.4 s, 123 / 122 requests,
 1,606 / 1,620 rows/s = 0.918 / 0.925 of the ceiling, peak RSS 47 MB.
 
-With the overlapping keyset reader (issue 11, 2026-11-26), default size 100k: 99,220 deals in
+With the overlapping keyset reader (2026-11-26), default size 100k: 99,220 deals in
 62.2-62.7 s, 405 requests (2 answered 429), 1,583-1,595 rows/s = 0.905-0.911 of the ceiling, 52 MB.
 
-Tasks, events and newest-first cards on the overlap reader (issue 11.1 rest; the deals path
-unchanged), 2026-11-26, load average 2.7: 99,220 deals in 62.1 s, 404 requests (1 answered
+Tasks, events and newest-first cards on the overlap reader (the deals path unchanged),
+2026-11-26, load average 2.7: 99,220 deals in 62.1 s, 404 requests (1 answered
 429), 1,599 rows/s = 0.913 of the ceiling, 54 MB. On a busier machine (load 3-4, more 429s)
 it read 0.846-0.876, and main's code 0.887 right after: the figure follows the load.
 
-Issue 13 (deals ask `with=contacts,source`; the sandbox sends sources and UTM tracking fields),
+Acquisition channels (deals ask `with=contacts,source`; the sandbox sends sources and UTM fields),
 --size 30000 on a shared, loaded machine: main 18.7 s / 0.911; this branch 0.861, 0.816 (runs
 with 1 and 2 answers 429), then 18.6 s / 0.916 and 18.3 s / 0.927: the same pace; 50 MB.
 """

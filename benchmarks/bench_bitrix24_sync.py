@@ -1,9 +1,9 @@
 """Full and nightly Bitrix24 sync against the sandbox with its cost model on, and the peers.
 
-    cd /work/main && python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--streams deals]
+    python -m benchmarks.bench_bitrix24_sync [--deals 100000] [--streams deals]
         [--workers 50] [--window-s 600] [--peer-cap 450] [--skip-peers] [--skip-nightly]
 
-The server (as issue 14 describes a real portal): leaky bucket 50 / 2 req/s, 0.1 s of server
+The server (a real portal's limits, docs/api-notes.md): leaky bucket 50 / 2 req/s, 0.1 s of server
 time per `start=-1` list page, a page that counts `total` 2e-5 s more per matching row, batch
 sub-calls one after another, concurrent requests served concurrently, 480 s of operating
 time per method per 600 s (ten baskets), 100 ms latency. `--window-s` shortens the window
@@ -18,7 +18,7 @@ the same server. Those two are not project dependencies: if absent, the comparis
 skipped. A peer still running at `--peer-cap` seconds is reported with the rows it had.
 `--nightly-only` preloads on a server without limits and measures only the nightly run.
 
-Issue 14 (throttle up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
+Adaptive throttle (up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
 with other sessions, load 2-4):
 - `--deals 20000 --peer-cap 300`: deals stream 8.0 s for 19,843 deals + 21,825 links (42
   requests, up to 48 in flight, 0 cuts, 0 limit errors); fast-bitrix24 27.4 s for the deals
@@ -32,7 +32,7 @@ with other sessions, load 2-4):
   errors); b24pysdk had 32,250 deals at the 300 s cap (107/s, one window, ~4,651 s
   projected: ours 3.7x) and caused 144 QUERY_LIMIT_EXCEEDED.
 
-Before issue 14 (4 windows at a time; counting cost 0.5 s per 100k rows in the table):
+Before the adaptive throttle (4 windows at a time; counting cost 0.5 s per 100k rows in the table):
 measured 2026-11-23 (2 cores; portal: 100k deals, 30k contacts, 8k companies, 10k leads,
 50k tasks, 200k calls, 348k stage changes), 4 workers, 0 limit errors on either side:
 full sync of every stream 1,086 s (18 min; 870k rows + 109k deal-contact links, 589
@@ -47,9 +47,9 @@ Redesign check (declared streams, 2026-11-26), `--deals 30000 --skip-peers`, sam
 before 204.6 s and 208.9 s (two runs), after 210.0 s for the full sync, 245 requests on both
 sides, same per-stream requests (deals 34, calls 76, stage history 85); nightly 4.5 / 4.4 s and
 11 requests on both sides; peak RSS 68 / 67 MB.
-After issue 11 (tasks reconciled, closing moments from stage history), same size: full 204.1 s,
+With tasks reconciled and closing moments from stage history, same size: full 204.1 s,
 245 requests, 0 limit errors, 71 MB; nightly 4.3 s, 11 requests.
-Issue 13 (the activities stream: 60k calls + 17.6k other activities in one id sequence; UTM
+With the activities stream (60k calls + 17.6k other activities in one id sequence; UTM
 and call votes), same size: full 260.2 s, 278 requests, 0 limit errors, 81 MB, of which
 activities 44.5 s / 33 requests (77,644 rows, 1,745/s), the other streams as before; nightly
 5.6 s, 12 requests (activities 1).

@@ -1,4 +1,4 @@
-"""Cost of the integrity check a writing run makes before it writes (issue 12.6/11).
+"""Cost of the integrity check a writing run makes before it writes.
 
 Builds a mirror of `--rows` deals (default 1,000,000; raw JSON of ~400 bytes each, like a
 real amoCRM deal) plus their stage changes, then times each candidate check on a warm and a

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.loader import KpiConfig
+from connector.config.kpi import KpiConfig
 from connector.mirror.store import Mirror
 from tests.fakes import FakeAdapter
 

@@ -28,8 +28,7 @@ from types import SimpleNamespace
 from benchmarks.bench_kpi import NOW, SOURCE, generate
 from connector.measures import engine as metrics
 from connector.report import page as report
-from connector.config.loader import KpiConfig
-from connector.config.kpi import Spend, SpendConfig
+from connector.config.kpi import KpiConfig, Spend, SpendConfig
 from connector.mirror.store import Mirror
 
 CHANNELS = ["google", "yandex", "facebook", "vk", "website", "referral", "exhibition", "advert"]

@@ -1,7 +1,7 @@
 """How fast the Bitrix24 sandbox serves a 50-command `crm.deal.list` start=-1 batch.
 
 Target: median < 20 ms on a 100k-deal dataset, no latency, cost model off.
-Run: cd /work/main && python -m benchmarks.bench_sandbox_bitrix24 [--size 100000] [--runs 30]
+Run: python -m benchmarks.bench_sandbox_bitrix24 [--size 100000] [--runs 30]
 
 Each select is measured twice over the same table regions: "first read" (rows never served
 before: rendered and JSON-encoded) and "again" (the server reuses each row's encoded JSON

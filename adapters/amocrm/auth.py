@@ -1,6 +1,6 @@
 """amoCRM credentials: a long-lived Bearer token, or OAuth 2.0 with rotating refresh tokens.
 
-Refresh tokens are single-use (facts §3.1): two processes refreshing the same pair kill it.
+Refresh tokens are single-use (docs/api-notes.md): two processes refreshing the same pair kill it.
 So a refresh holds `TokenStore.locked(source)`, re-reads the store inside the lock (another
 thread or process may have refreshed already), and saves the new pair before anyone uses it.
 The token request is sent once (`once=True`): resending a refresh token whose reply was lost

@@ -23,7 +23,7 @@ from adapters.limits import portal_of
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
-FIELDS_PAGE = 50        # custom-field lists: at most 50 a page (facts §1.2)
+FIELDS_PAGE = 50        # custom-field lists: at most 50 a page, whatever `limit` asks
 
 
 class PacedLimiter(RateLimiter):
@@ -107,7 +107,7 @@ class AmoClient:
         return status, body
 
     def _blocked(self, what: str) -> BlockedError:
-        """amoCRM's 403 is a block (facts §4.2): stop every request to this source."""
+        """amoCRM's 403 is a block (docs/api-notes.md): stop every request to this source."""
         msg = (f"amoCRM source '{self.source}': HTTP 403 on {what}: amoCRM blocked the account "
                f"or this IP (request limit exceeded, IP whitelist or rights); all requests to "
                f"this source were stopped. If it persists, contact amoCRM support")
@@ -161,7 +161,7 @@ class AmoClient:
         """Every item of a small collection (custom fields), page by page.
 
         Custom-field lists return at most 50 items a page whatever `limit` asks, yet step their
-        pages by `limit` (facts §1.2): ask for 50, or fields 51-250 would never be served."""
+        pages by `limit`: ask for 50, or fields 51-250 would never be served."""
         req = Request(path, embedded, limit=FIELDS_PAGE)
         for data in self.pages(req, [("limit", req.limit)], f"stream '{embedded}'"):
             yield from data["_embedded"][embedded]

@@ -17,13 +17,13 @@ listed task is alive (lists skip the trash), so its row clears `is_deleted`, and
 trashed lead's change date). So a deletion read again (events overlap, full sync) cannot undo
 a restore, and one after it still deletes.
 
-Events: the filter asks only for types in amoCRM's event-type table (facts §2.8; an
+Events: the filter asks only for types in amoCRM's event-type table (docs/api-notes.md; an
 undocumented type is a 400 for the whole stream; there is no `task_restored`). A deal's
 entry-stage row comes from its `lead_added` event, which carries no stage: the parser emits
 the row with `stage_id` / `pipeline_id` NULL and the store fills them (the stage before the
 deal's first move, else its current one: `Mirror._fill_entry_stages`). A deal created
 before the first sync's events window has no `lead_added` in reach and so no entry row.
-`entity_merged` marks the card merged away (the event's entity, facts §5.5) deleted.
+`entity_merged` marks the card merged away (the event's entity) deleted.
 
 Interactions (`activities`, ids `note:<id>` / `event:<id>`): call and SMS notes (the notes
 streams ask for `call_in`, `call_out`, `sms_in`, `sms_out`; a call note also gives its
@@ -57,7 +57,7 @@ ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "co
           "customer": "customer"}
 # Tables the `*_deleted` / `*_restored` events point at.
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
-# Only types amoCRM's event-type table lists (facts §2.8): tasks have `task_deleted` but no
+# Only types amoCRM's event-type table lists (docs/api-notes.md): tasks have `task_deleted` but no
 # `task_restored`. `lead_added` gives a deal's entry-stage row; `entity_merged` a deletion.
 RESTORE_EVENTS = {"lead", "contact", "company"}
 CHAT_EVENTS = {"incoming_chat_message": "in", "outgoing_chat_message": "out"}
@@ -69,7 +69,7 @@ EVENT_TYPES = ("lead_added", "lead_status_changed", "task_completed", "entity_me
 NOTE_KINDS = {"call_in": ("call", "in"), "call_out": ("call", "out"),
               "sms_in": ("sms", "in"), "sms_out": ("sms", "out")}
 UTM_SOURCE = "UTM_SOURCE"
-# call_status (facts §2.7): 4 = a conversation took place; every other one (1 left a message,
+# call_status (docs/api-notes.md): 4 = a conversation took place; every other one (1 left a message,
 # 2 call back later, 3 not available, 5 wrong number, 6 no answer, 7 busy, 8 undefined) did not
 # connect: missed when incoming, failed when outgoing (adapters.calls).
 CALL_TALKED = 4
@@ -119,7 +119,7 @@ def user_row(item: dict, ctx: Ctx) -> Page:
 
 
 def pipeline_rows(item: dict, ctx: Ctx) -> Page:
-    """A pipeline and its stages; 142 / 143 are won / lost in every pipeline (facts §2.3)."""
+    """A pipeline and its stages; 142 / 143 are won / lost in every pipeline."""
     v = Item(item)
     pid = v.need("id", integer)
     stages = []

@@ -78,8 +78,9 @@ STREAMS: tuple[Stream, ...] = (
     _cards("contacts", ("contacts",), "/api/v4/contacts", "contacts", contact_row),
     _cards("deals", ("deals", "deal_contacts"), "/api/v4/leads", "leads", deal_rows,
            params=(("with", "contacts,source"),)),
-    # Tasks cannot be ordered by updated_at (facts §1.2): order by id, bookmark at the end,
-    # no upper bound (an edit mid-read keeps its place; `adapters.amocrm.overlap`).
+    # Tasks cannot be ordered by updated_at (only by created_at, complete_till or id): order by
+    # id, bookmark at the end, no upper bound (an edit mid-read keeps its place;
+    # `adapters.amocrm.overlap`).
     Stream(name="tasks", tables=("tasks",), mode="changes", cursor="updated_at", parse=task_row,
            request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),),
                            bounded=False)),

@@ -1,12 +1,12 @@
 """Bitrix24 OAuth: the token pair and its refresh, and sign-in in the browser.
 
-`OAuthTokens` supplies the access token and renews it. Refresh tokens are single-use (facts
-§OAuth): a refresh holds the store's lock, re-reads the pair (another thread or process may
-have refreshed), sends the refresh token once (`once=True`: never resent, whatever happens to
+`OAuthTokens` supplies the access token and renews it. Refresh tokens are single-use
+(docs/api-notes.md): a refresh holds the store's lock, re-reads the pair (another thread or
+process may have refreshed), sends the refresh token once (`once=True`: never resent, whatever happens to
 the reply) and saves the new pair (fsynced) before it is used. A refused, lost or unreadable
 refresh is a `ReauthoriseError`, and a refused token is not sent again from this process.
 
-A Bitrix24 authorization code lives 30 seconds (settings/oauth/index.md), too short to paste,
+A Bitrix24 authorization code lives 30 seconds (docs/api-notes.md), too short to paste,
 so `sign_in` listens at the app's redirect URI (`redirect_uri`, on this machine) before it
 shows the URL to open, and trades the code the moment the portal redirects the browser.
 """

@@ -292,8 +292,9 @@ class Bitrix24Client:
             if response.status_code < 400 and not code:
                 return body
             desc = str(body.get("error_description") or "")
-            # invalid_token too (facts: refresh on both): a refresh whose reply was lost killed
-            # the access token it was issued with, and only the refresh can say the pair is spent
+            # invalid_token too (the official JS SDK refreshes on both; docs/api-notes.md): a
+            # refresh whose reply was lost killed the access token it was issued with, and only
+            # the refresh can say the pair is spent
             if code in ("EXPIRED_TOKEN", "INVALID_TOKEN") and token and not refreshed:
                 self.oauth.refresh(token)
                 refreshed = True

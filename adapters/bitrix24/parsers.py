@@ -18,7 +18,7 @@ from adapters.streams import Ctx
 from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, offset_moment,
                             ref_id, reference, score_in, to_int)
 
-LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (see MIRROR.md)
+LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (docs/mirror.md)
 # The pseudo-pipeline as an item of its own (crm.category.list has none for leads).
 LEAD_CATEGORY = {"id": LEAD_PIPELINE, "entityTypeId": 1, "name": "Leads", "sort": 0,
                  "isDefault": "N", "note": "pseudo-pipeline for lead statuses"}
@@ -34,7 +34,7 @@ CALL_OWNER = {1: "lead", 2: "deal", 3: "contact", 4: "company"}  # activity OWNE
 # (304 no answer, 486 busy, 603 declined, ...) is missed when incoming, failed when outgoing.
 CALL_INCOMING = (2, 3)
 CALL_CONNECTED = "200"
-# crm.activity.list (facts §1.5): TYPE_ID 1 meeting, 2 call, 4 e-mail; 6 is a provider's
+# crm.activity.list (docs/api-notes.md): TYPE_ID 1 meeting, 2 call, 4 e-mail; 6 is a provider's
 # activity, told apart by PROVIDER_ID (open-lines chats, SMS). Tasks (3) live in `tasks`;
 # calendar imports (5) and unknown providers are not client interactions we can name.
 ACTIVITY_TYPES = {1: "meeting", 2: "call", 4: "email"}
@@ -126,10 +126,10 @@ def contact_ids(deal_id: int, ids) -> list[int]:
 def closing_moment(v: Item, close_date: str) -> str | None:
     """When a closed deal or lead entered its final stage, as far as the item itself tells.
 
-    The rule (MIRROR.md `closed_at`): the stage history's move into the final stage; else
-    `MOVED_TIME` (read-only: the last stage move, for a closed item the move into the final
-    stage); the editable close date (`CLOSEDATE` is a date, midnight in the portal's zone)
-    only when neither exists. The item gives the last two; the history is a stream of its
+    The rule (docs/mirror.md, `deals.closed_at`): the stage history's move into the final
+    stage; else `MOVED_TIME` (read-only: the last stage move, for a closed item the move into
+    the final stage); the editable close date (`CLOSEDATE` is a date, midnight in the portal's
+    zone) only when neither exists. The item gives the last two; the history is a stream of its
     own, read after deals and leads, so the store refines `closed_at` from `stage_changes`
     once both are saved (`connector.mirror.store.Mirror._closing_moments`).
     """
@@ -137,7 +137,7 @@ def closing_moment(v: Item, close_date: str) -> str | None:
 
 
 def acquisition(v: Item) -> str | None:
-    """The acquisition channel of a deal or lead: UTM_SOURCE, else SOURCE_ID (MIRROR `channel`)."""
+    """The acquisition channel of a deal or lead: UTM_SOURCE, else SOURCE_ID (docs/mirror.md)."""
     return channel(v.get("UTM_SOURCE"), v.get("SOURCE_ID"))
 
 

@@ -13,7 +13,8 @@ from adapters.redact import redact
 from connector.fleet.app import RedisUnreachable
 from connector.fleet.dispatch import Fleet
 from connector.run import runtime
-from connector.config.loader import Config, ConfigError, SourceConfig, kpi_names, nearest
+from connector.config.kpi import kpi_names, nearest
+from connector.config.loader import Config, ConfigError, SourceConfig
 
 
 def fail(message: str, code: int = 1) -> None:

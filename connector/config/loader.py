@@ -22,7 +22,7 @@ from adapters import redact, registry
 from adapters.crm import Crm
 from connector.config.cron import cron_trigger
 from connector.config.engine import DEFAULT_QUEUE, EngineChecks, EngineConfig
-from connector.config.kpi import TARGETS, CustomKpi, KpiChecks, KpiConfig, kpi_names, nearest
+from connector.config.kpi import KpiChecks, KpiConfig, nearest
 from connector.config.report import ReportChecks, ReportConfig
 
 DEFAULT_PATH = "config.toml"
@@ -429,6 +429,5 @@ def _type_name(types: tuple) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-__all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "KpiConfig",
-           "ReportConfig", "EngineConfig",
-           "CustomKpi", "TARGETS", "load", "kpi_names", "nearest"]
+__all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "EngineConfig",
+           "WebhooksConfig", "load"]

@@ -26,9 +26,7 @@ from adapters.times import iso
 from connector.kpi import prep as kpi_prep
 from connector.kpi import survey
 from connector.kpi.custom_sql import KPI_SQL_DIR as SQL_DIR
-from connector.kpi.custom_sql import check_custom_sql as check_custom_sql  # re-exported
-from connector.kpi.custom_sql import read_only
-from connector.kpi.custom_sql import tables_read as tables_read  # re-exported
+from connector.kpi.custom_sql import read_only, tables_read
 from connector.kpi.inputs import TARGETS
 
 log = logging.getLogger(__name__)

@@ -65,11 +65,6 @@ def catalogue() -> dict[str, Group]:
     return out
 
 
-def definitions() -> dict[str, str]:
-    """Measure -> the definition of its group (for the report's captions)."""
-    return {m: g.description for g in catalogue().values() for m in g.measures}
-
-
 def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
             now: datetime | None = None, withheld: dict[str, str] | None = None,
             card_survey=()) -> MetricsResult:

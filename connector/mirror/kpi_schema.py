@@ -49,13 +49,3 @@ CREATE TABLE IF NOT EXISTS kpi_written (
     PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """
 
-
-def migrate(conn) -> None:
-    """Bring an older mirror's KPI tables up to date (before DDL runs).
-
-    Mirrors made before 2026-11-23 kept a `kpi_latest` table: a copy of each client's newest
-    `kpi_values` row, so dropping it loses nothing and the view takes its name.
-    """
-    row = conn.execute("SELECT type FROM sqlite_master WHERE name = 'kpi_latest'").fetchone()
-    if row and row[0] == "table":
-        conn.execute("DROP TABLE kpi_latest")

@@ -122,7 +122,8 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL, source TEXT NOT NULL, stream TEXT NOT NULL,
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, error TEXT);
+    rows INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, error TEXT,
+    warnings TEXT);
 
 CREATE INDEX IF NOT EXISTS idx_stages_pipeline ON stages (source, pipeline_id);
 CREATE INDEX IF NOT EXISTS idx_contacts_company ON contacts (source, company_id);
@@ -149,43 +150,10 @@ CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, en
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
 """
 
-# Data fixes for mirrors written by older versions, by `PRAGMA user_version`: each runs once.
-DATA_FIXES = (
-    # 1: one call vocabulary for both CRMs (`answered`; `missed`, an incoming call nobody
-    # answered; `failed`, an outgoing call that did not connect): amoCRM mirrors stored failed
-    # outgoing calls as `missed`, and the calls stream only re-reads changes.
-    "UPDATE calls SET status = 'failed' WHERE direction = 'out' AND status = 'missed'",
-)
-
-
-# Columns added after a table first shipped: `CREATE TABLE IF NOT EXISTS` leaves an older
-# mirror's table as it was, so these are added on open.
-ADDED_COLUMNS = (
-    ("deals", "channel", "TEXT"),
-    ("leads", "channel", "TEXT"),
-    # JSON {"count": n, "sample": [...]}: values the run did not store as sent (unreadable
-    # values stored as NULL, items skipped)
-    ("sync_runs", "warnings", "TEXT"),
-)
-
-
-def add_missing_columns(conn) -> None:
-    for table, column, kind in ADDED_COLUMNS:
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def apply(conn) -> None:
-    """Create whatever is missing and run the data fixes not yet run; a no-op on an
-    up-to-date mirror."""
+    """Create whatever is missing; a no-op on an up-to-date mirror."""
     from connector.mirror import kpi_schema
 
-    kpi_schema.migrate(conn)
     conn.executescript(DDL + kpi_schema.DDL)
-    add_missing_columns(conn)
-    done = conn.execute("PRAGMA user_version").fetchone()[0]
-    for version, fix in enumerate(DATA_FIXES[done:], start=done + 1):
-        with conn:
-            conn.execute(fix)
-            conn.execute(f"PRAGMA user_version = {version}")

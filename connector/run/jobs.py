@@ -328,7 +328,7 @@ def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
     return problems
 
 
-# -- complete data (issue 12) ----------------------------------------------------------------
+# -- complete data: KPIs only from streams that completed ------------------------------------
 
 def ever_synced(cfg: Config, source: str) -> bool:
     """Whether any stream of the source has completed a sync in the mirror."""

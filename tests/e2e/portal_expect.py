@@ -1,10 +1,10 @@
 """What each mirror table should hold, built from a sandbox's own dataset.
 
-One explicit mapping per CRM, written from /work/shared/MIRROR.md and the CRMs' documented
+One explicit mapping per CRM, written from docs/mirror.md and the CRMs' documented
 vocabulary (the sandbox module docstrings quote it), not from our parsers: the dataset is
 neutral (Unix seconds, dataset stage ids, `status` open/won/lost), and each function below
 says how that CRM shows it and what the mirror makes of it. Where the mirror defines a
-column differently from the raw dataset on purpose, the line cites MIRROR.md.
+column differently from the raw dataset on purpose, the line cites docs/mirror.md.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ AMO_ENTITIES = ("deal", "contact", "company")   # amoCRM's note and event entiti
 # Bitrix24 SOURCE_ID codes (crm.status.list SOURCE) of the dataset's neutral source names.
 B24_SOURCES = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
                "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
-B24_LEAD_PIPELINE = -1                # MIRROR schema: Bitrix24 lead statuses' pseudo-pipeline
+B24_LEAD_PIPELINE = -1                # docs/mirror.md: Bitrix24 lead statuses' pseudo-pipeline
 # Bitrix24 lead statuses (crm.status.list ENTITY_ID=STATUS) as the sandbox portal defines them;
-# SEMANTICS S/F become won/lost in `stages` (MIRROR: semantics open, won, lost).
+# SEMANTICS S/F become won/lost in `stages` (docs/mirror.md: semantics open, won, lost).
 B24_LEAD_STAGES = (("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "open"),
                    ("CONVERTED", "Converted", 30, "won"), ("JUNK", "Junk", 40, "lost"))
 
@@ -55,7 +55,7 @@ class Expected:
 
 
 def iso(ts: int | None) -> str | None:
-    """Unix seconds -> the mirror's ISO 8601 UTC text (MIRROR: Timestamps)."""
+    """Unix seconds -> the mirror's ISO 8601 UTC text (docs/mirror.md, conventions)."""
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
@@ -72,13 +72,14 @@ def expected_tables(server) -> list[Expected]:
 
 
 def norm(text) -> str | None:
-    """MIRROR `channel`: one normalised text, trimmed and lower-case; NULL when empty."""
+    """docs/mirror.md `channel`: one normalised text, trimmed and lower-case; NULL when empty."""
     text = (text or "").strip().lower()
     return text or None
 
 
 def call_status(c: dict) -> str:
-    """MIRROR calls: answered, else missed for an incoming call and failed for an outgoing one.
+    """docs/mirror.md `calls`: answered, else missed for an incoming call and failed for an
+    outgoing one.
 
     The dataset's outcome is neutral (answered / missed / failed, drawn apart from direction);
     the mirror's status is only answered or not, by direction, in both CRMs."""
@@ -107,7 +108,7 @@ class Mapping:
         return float(row["amount"])
 
     def channel(self, row: dict) -> str | None:
-        """MIRROR `channel`: the UTM source when present, else the CRM's own source."""
+        """docs/mirror.md `channel`: the UTM source when present, else the CRM's own source."""
         return norm(row.get("utm_source")) or self.source_name(row.get("source"))
 
     def source_name(self, source: str | None) -> str | None:
@@ -145,8 +146,8 @@ class Mapping:
         return s["sort"]
 
     def closed_at(self, d: dict) -> int | None:
-        """MIRROR deals.closed_at: the moment the deal entered its final stage; NULL while open.
-        Taken from the dataset's stage history, not from its `closed_at` field."""
+        """docs/mirror.md `deals.closed_at`: the moment the deal entered its final stage; NULL
+        while open. Taken from the dataset's stage history, not from its `closed_at` field."""
         if d["status"] == "open":
             return None
         entered = [c["changed_at"] for c in self.ds.stage_changes
@@ -230,8 +231,8 @@ class Mapping:
 
     def stage_changes(self) -> Expected:
         """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
-        opaque (amoCRM event ids, Bitrix24 history ids). MIRROR: every deal has its entry-stage
-        row (previous_stage_id NULL) in both CRMs."""
+        opaque (amoCRM event ids, Bitrix24 history ids). Every sandbox deal has its entry-stage
+        row (previous_stage_id NULL, docs/mirror.md) in both CRMs."""
         e = Expected("stage_changes", ("entity", "entity_id", "stage_id", "changed_at"),
                      ("pipeline_id", "previous_stage_id"), label=_change_label)
         for c in self.ds.stage_changes:
@@ -243,8 +244,8 @@ class Mapping:
 
 
     def activities(self) -> Expected:
-        """MIRROR activities: every client interaction, calls included; which ones a CRM shows
-        and under which id is the CRM's own (`interactions`)."""
+        """docs/mirror.md `activities`: every client interaction, calls included; which ones a
+        CRM shows and under which id is the CRM's own (`interactions`)."""
         e = Expected("activities", ("id",), ("channel", "direction", "at", "responsible_user_id",
                                              "entity_type", "entity_id"), deletable=True)
         for key, row, values in self.interactions():
@@ -282,8 +283,9 @@ class AmoMapping(Mapping):
         return float(round(row["amount"]))     # amoCRM `price` is a whole number
 
     def currency(self, row: dict) -> str:
-        # MIRROR: money in the deal's currency; an amoCRM deal has no currency of its own, its
-        # price is in the account's currency, so every amoCRM deal carries the source's one.
+        # docs/mirror.md: money in the deal's currency; an amoCRM deal has no currency of its
+        # own, its price is in the account's currency, so every amoCRM deal carries the
+        # source's one.
         return AMO_CURRENCY
 
     def stage_sort(self, s: dict) -> int:

@@ -152,8 +152,8 @@ def edit_between_runs(ds) -> None:
 
 
 def interactions_between_runs(ds, deal: dict, contact: dict, lead: dict) -> None:
-    """Issue 13's data on a working day: messages, a survey answer, a rated call, a deleted
-    e-mail, a deal whose UTM source is filled in."""
+    """Interactions and surveys on a working day: messages, a survey answer, a rated call, a
+    deleted e-mail, a deal whose UTM source is filled in."""
     ds.add("activities", channel="chat", direction="in", entity_type="deal", entity_id=deal["id"],
            subject="Where is my order?")
     ds.add("activities", channel="chat", direction="out", entity_type="deal",

@@ -244,7 +244,7 @@ def test_oauth_code_then_concurrent_401s_refresh_once(amo_dataset, tmp_path):
 
 def test_no_deal_is_lost_when_a_card_is_edited_mid_read(tmp_path):
     """A user edits a deal already served while page 4 is being asked for: offset paging
-    moves every later deal up one; the read must still bring every deal (issue 11.1)."""
+    moves every later deal up one; the read must still bring every deal."""
     from sandbox.data import generate
     ds = generate(seed=1, size=3000)
     with AmoSandbox(ds, limits=False) as server:

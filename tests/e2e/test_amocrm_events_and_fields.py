@@ -1,6 +1,6 @@
-"""amoCRM against the sandbox (issue 11 points 2 and 3): the events filter asks only for
-documented types, a 400 names the API's validation errors, every deal gets its entry-stage
-row, a merged-away card is deleted, and custom-field lists are read 50 a page."""
+"""amoCRM against the sandbox: the events filter asks only for documented types, a 400 names
+the API's validation errors, every deal gets its entry-stage row, a merged-away card is
+deleted, and custom-field lists are read 50 a page."""
 
 import pytest
 

@@ -1,6 +1,6 @@
-"""amoCRM lists that change while they are read (issue 11.1, the streams not ordered by
-their cursor): tasks (by id), events (newest first) and cards on an account without the
-list-filter add-on (newest first). A row deleted, edited or hidden mid-read must not make a
+"""amoCRM lists that change while they are read (the streams not ordered by their cursor):
+tasks (by id), events (newest first) and cards on an account without the list-filter add-on
+(newest first). A row deleted, edited or hidden mid-read must not make a
 later row be skipped, so after the syncs the mirror equals the portal."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""amoCRM tasks restored from the trash (issue 11 follow-up). amoCRM has no `task_restored`
+"""amoCRM tasks restored from the trash. amoCRM has no `task_restored`
 event: the task list, which never serves a trashed task, is what says a task is back. Its
 `task_deleted` event, read again later (the events overlap, a full sync), must not delete it
 again, while a deletion after the restore must."""

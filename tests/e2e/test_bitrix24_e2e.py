@@ -13,7 +13,8 @@ import pytest
 from adapters.base import FieldWrite
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from connector.kpi import engine as kpi
-from connector.config.loader import KpiConfig, SourceConfig
+from connector.config.kpi import KpiConfig
+from connector.config.loader import SourceConfig
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data_build import Builder
 from sandbox.data_store import Dataset

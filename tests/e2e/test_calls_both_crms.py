@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 from adapters import registry
 from connector.kpi import engine as kpi
-from connector.config.loader import KpiConfig, SourceConfig
+from connector.config.kpi import KpiConfig
+from connector.config.loader import SourceConfig
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
 from connector.mirror.tokens import TokenStore

@@ -1,4 +1,4 @@
-"""Output that scales (issue 12.9), against both sandboxes: one summary line per stream that
+"""Output that scales, against both sandboxes: one summary line per stream that
 counts entities (not link rows), a wrong token said once per source, plain or JSON log lines
 off a terminal, `check --json` and `kpi --json` as one JSON document on stdout, and the
 progress totals each CRM can give."""

@@ -1,4 +1,4 @@
-"""Faults on both CRMs (issue 12, findings 5 and 14), against the sandboxes and through the CLI.
+"""Faults on both CRMs, against the sandboxes and through the CLI.
 
 - A refused port on 127.0.0.1: `sync` makes two attempts, logs one line per source naming
   the host, the port and the cause, does not attempt the other streams, exits 1; `check` says
@@ -61,7 +61,7 @@ def snapshot(db: str) -> dict:
         return {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]").fetchall())) for t in TABLES}
 
 
-# -- finding 5: a host that cannot be reached ----------------------------------------------------
+# -- a host that cannot be reached -------------------------------------------------------------
 
 @pytest.fixture
 def dead_config(tmp_path):
@@ -129,7 +129,7 @@ def test_an_untrusted_certificate_is_a_tls_failure_tried_once(amo_dataset, tmp_p
     assert all(r.error.startswith("not run: ") for r in results[1:])
 
 
-# -- finding 14: 200s that are not JSON, and 10% faults ------------------------------------------
+# -- 200s that are not JSON, and 10% faults -----------------------------------------------------
 
 @pytest.mark.parametrize("fault", ["truncated", "badjson", "html"])
 @pytest.mark.parametrize("crm", ["amo", "b24"])

@@ -1,4 +1,4 @@
-"""kill -9 and 10% faults together (issue 12), on both CRMs: the full nightly job
+"""kill -9 and 10% faults together, on both CRMs: the full nightly job
 (`crm-connector run --once`: sync, KPIs, write-back of several [kpi.fields]) runs as a real
 process against a sandbox that answers 10% of requests with a fault of every kind (5xx, the
 CRM's own rate-limit answer, timeouts, resets, truncated, non-JSON and HTML bodies).

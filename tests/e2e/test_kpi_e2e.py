@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from adapters import redact
-from connector.config.loader import KpiConfig, SourceConfig
+from connector.config.kpi import KpiConfig
+from connector.config.loader import SourceConfig
 from connector.run.kpi_job import run_kpi_job
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
@@ -157,7 +158,7 @@ def add_text_field(crm, entity_type: str, label: str) -> None:
 
 
 def test_non_numeric_field_in_the_crm_is_a_clear_error(crm):
-    from connector.kpi.writeback import FieldTypeError
+    from adapters.errors import FieldTypeError
     add_text_field(crm, "contact", FIELDS["deals_total"])
     with pytest.raises(FieldTypeError) as err:
         kpi(crm)

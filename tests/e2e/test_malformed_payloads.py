@@ -1,4 +1,4 @@
-"""Malformed payloads, end to end (issue 12, finding 15): each sandbox serves its 21 kinds of bad
+"""Malformed payloads, end to end: each sandbox serves its 21 kinds of bad
 item (`sandbox.malformed`), the connector syncs, and the mirror is compared with the sandbox's
 own state (portal_check). What must hold: every stream completes; nothing is stored as
 something else: each difference is a value left NULL or an item left out (on a first sync) or

@@ -1,4 +1,4 @@
-"""A spent refresh token on both sandboxes' OAuth, through the CLI (issue 12, finding 16).
+"""A spent refresh token on both sandboxes' OAuth, through the CLI.
 
 The sandboxes rotate refresh tokens (single use). The test loses the reply of the connector's
 own refresh: the sandbox rotates, then cuts the body in half, so the stored refresh token is

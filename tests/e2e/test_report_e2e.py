@@ -11,8 +11,7 @@ import pytest
 
 from adapters.base import FieldWrite
 from connector.report import page as report
-from connector.config.loader import KpiConfig
-from connector.config.kpi import Spend, SpendConfig, SurveyConfig
+from connector.config.kpi import KpiConfig, Spend, SpendConfig, SurveyConfig
 from connector.run.kpi_job import run_kpi_job
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source

@@ -1,4 +1,4 @@
-"""A full disk during `crm-connector sync` against the amoCRM sandbox (issue 12.6/11): one line
+"""A full disk during `crm-connector sync` against the amoCRM sandbox: one line
 naming the mirror, exit 1, every page committed before kept, and the next run completes."""
 
 from __future__ import annotations

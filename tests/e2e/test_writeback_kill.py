@@ -1,4 +1,4 @@
-"""kill -9 during write-back (issue 12.13), on both CRMs: `crm-connector kpi` runs as a real
+"""kill -9 during write-back, on both CRMs: `crm-connector kpi` runs as a real
 process against the sandbox and is killed at several points of its write requests:
 
 - before the CRM applies the Nth write request (the request was sent; nothing changed);

@@ -12,6 +12,7 @@ from adapters.errors import AuthError, BlockedError, StreamError
 from tests.unit.test_amocrm_support import BASE, RUN, TOKEN, fetch_all, hal, make_adapter, serve_pages
 
 BM = json.dumps({"since": "2026-11-01T00:00:00Z", "api_filter": True})
+TASKS_BM = json.dumps({"since": "2026-11-01T00:00:00Z"})   # tasks take no api_filter
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_a_list_of_links_that_is_not_a_list_skips_the_deal_naming_the_field(adap
 def test_persistent_500_fails_stream_after_retries(adapter):
     responses.get(BASE + "/api/v4/tasks", status=500, json={"title": "Internal"})
     with pytest.raises(StreamError) as err:
-        fetch_all(adapter, "tasks", "2026-11-01T00:00:00Z")
+        fetch_all(adapter, "tasks", TASKS_BM)
     msg = str(err.value)
     assert "stream 'tasks', page 1" in msg and "HTTP 500" in msg and "6 attempts" in msg
     assert len(responses.calls) == 6 and len(adapter.http.slept) == 5
@@ -121,7 +122,7 @@ def test_persistent_500_fails_stream_after_retries(adapter):
 def test_429_then_success_is_retried(adapter):
     responses.get(BASE + "/api/v4/tasks", status=429, body="Too Many Requests")
     responses.get(BASE + "/api/v4/tasks", status=204)
-    pages = fetch_all(adapter, "tasks", "2026-11-01T00:00:00Z")
+    pages = fetch_all(adapter, "tasks", TASKS_BM)
     assert len(responses.calls) == 2 and len(adapter.http.slept) == 1
     assert pages[-1].bookmark
 
@@ -130,7 +131,7 @@ def test_429_then_success_is_retried(adapter):
 def test_connection_error_retried(adapter):
     responses.get(BASE + "/api/v4/tasks", body=requests.ConnectionError("reset"))
     serve_pages("/api/v4/tasks", [hal("tasks", [{"id": 5}])])
-    assert [r["id"] for p in fetch_all(adapter, "tasks", "2026-11-01T00:00:00Z")
+    assert [r["id"] for p in fetch_all(adapter, "tasks", TASKS_BM)
             for r in p.rows.get("tasks", [])] == [5]
 
 
@@ -144,7 +145,7 @@ def test_403_blocks_the_source(adapter):
     assert "'main'" in msg and "stopped" in msg and "contact amoCRM support" in msg
     assert len(responses.calls) == 1
     with pytest.raises(BlockedError):  # every later request is refused without HTTP
-        fetch_all(adapter, "tasks", "2026-11-01T00:00:00Z")
+        fetch_all(adapter, "tasks", TASKS_BM)
     with pytest.raises(BlockedError):
         adapter.check()
     assert len(responses.calls) == 1

@@ -144,7 +144,7 @@ def test_tasks_plural_entity_type_empty_result_and_incremental_params(adapter):
             "result": {"text": "Done"}}
     orphan = {**task, "id": 6000003, "entity_type": None, "entity_id": None}
     serve_pages("/api/v4/tasks", [hal("tasks", [task, done, orphan])])
-    pages = fetch_all(adapter, "tasks", bookmark=T1_ISO)
+    pages = fetch_all(adapter, "tasks", bookmark=json.dumps({"since": T1_ISO}))
     ts = rows(pages, "tasks")
     assert [(t["id"], t["entity_type"], t["entity_id"], t["is_completed"]) for t in ts] == [
         (6000001, "deal", 1000001, 0), (6000002, "contact", 1000001, 1), (6000003, None, None, 0)]
@@ -178,7 +178,7 @@ def test_calls_three_streams_and_status_mapping(adapter):
     got = {}
     for stream, entity in (("calls_leads", "deal"), ("calls_contacts", "contact"),
                            ("calls_companies", "company")):
-        cs = rows(fetch_all(adapter, stream, bookmark=T1_ISO), "calls")
+        cs = rows(fetch_all(adapter, stream, bookmark=json.dumps({"since": T1_ISO})), "calls")
         assert {c["entity_type"] for c in cs} == {entity}
         got[stream] = cs
     cs = got["calls_leads"]
@@ -209,7 +209,7 @@ def test_events_stage_changes_deletions_restores_and_task_completion(adapter):
     page2 = [ev(7, "lead_restored", 1000002, T1 + 1),       # older than page 1's deletion
              ev(8, "task_deleted", 6000002, T1 + 2)]
     serve_pages("/api/v4/events", [hal("events", page1, next_page=True), hal("events", page2)])
-    pages = fetch_all(adapter, "events", bookmark=T1_ISO)
+    pages = fetch_all(adapter, "events", bookmark=json.dumps({"since": T1_ISO}))
     sc = rows(pages, "stage_changes")
     assert sc == [{"id": "01pz58t6p04ymgsgfbmfyf0001", "entity": "deal", "entity_id": 1000001,
                    "pipeline_id": 77, "stage_id": 142, "previous_stage_id": 5001,
@@ -269,7 +269,7 @@ def test_many_pages_prefetched_and_yielded_in_order(adapter):
 def test_edit_between_prefetched_pages_loses_no_row_and_bookmarks_never_pass_one(adapter, step):
     """A user edits a deal already served while later pages are in flight: the list moves up
     one row; in a bulk instant the check of the next page fails and reading restarts. Every
-    deal is read and no page's bookmark passes a deal not yet read (issue 11.1)."""
+    deal is read and no page's bookmark passes a deal not yet read."""
     listed = [lead(i, updated_at=T1 + step * i) for i in range(1, 31)]
     served = []
 
@@ -353,18 +353,6 @@ def test_without_api_filter_pages_newest_first_and_stops_at_bookmark(adapter):
     serve_pages("/api/v4/leads", [hal("leads", [lead(1, updated_at=RUN_TS - 3600)], True)])
     fetch_all(adapter, "deals", pages[-1].bookmark, run=RUN.replace(hour=11))
     assert len(responses.calls) == 1
-
-
-@responses.activate
-def test_bookmarks_of_earlier_versions_resume_without_a_full_read(adapter):
-    responses.get(BASE + "/api/v4/account", json={"id": 1, "is_api_filter_enabled": True})
-    serve_pages("/api/v4/leads", [None])
-    serve_pages("/api/v4/users", [None])
-    pages = fetch_all(adapter, "deals", bookmark=T1_ISO)  # plain ISO text, no api_filter yet
-    q = qdict(calls_to("/api/v4/leads")[0])
-    assert q["filter[updated_at][from]"] == str(T1 - 300) and len(calls_to("/api/v4/account")) == 1
-    assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
-    assert fetch_all(adapter, "users", bookmark=T1_ISO)[-1].bookmark == '{"at":"2026-11-23T10:00:00Z"}'
 
 
 def test_unknown_stream_and_stream_names(tmp_path):

@@ -1,5 +1,5 @@
-"""Bitrix24 bookmarks (shapes of adapters.bookmarks, the old formats still read), resumed
-passes, reconciliation and empty lists, through `responses` mocks."""
+"""Bitrix24 bookmarks (shapes of adapters.bookmarks), resumed passes, reconciliation and empty
+lists, through `responses` mocks."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ from tests.unit.test_bitrix24_unit import DEAL, HOOK, NOW, adapter, batch_body
 
 
 @responses.activate
-def test_new_bookmarks_read_like_the_old_formats_did():
+def test_bookmarks_give_the_list_filters():
     a = adapter()
     responses.post(HOOK + "voximplant.statistic.get", json={"result": [], "total": 0})
     list(a.fetch("calls", json.dumps({"last_id": {"calls": 7002000}}), NOW))
     assert json.loads(responses.calls[0].request.body)["FILTER"] == {">ID": 7002000}
     responses.post(HOOK + "crm.company.list", json={"result": [], "total": 0})
-    for bookmark in ("2026-11-23T00:00:00Z", json.dumps({"since": "2026-11-23T00:00:00Z"})):
-        pages = list(a.fetch("companies", bookmark, NOW))
-        body = json.loads(responses.calls[-1].request.body)
-        assert body["filter"] == {">=DATE_MODIFY": "2026-11-22T23:55:00+00:00", ">ID": 0}
-        assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T12:00:00Z"}
-    assert len(responses.calls) == 3
+    pages = list(a.fetch("companies", json.dumps({"since": "2026-11-23T00:00:00Z"}), NOW))
+    body = json.loads(responses.calls[-1].request.body)
+    assert body["filter"] == {">=DATE_MODIFY": "2026-11-22T23:55:00+00:00", ">ID": 0}
+    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T12:00:00Z"}
+    assert len(responses.calls) == 2
 
 
 @responses.activate
@@ -46,7 +45,7 @@ def test_a_fresh_full_pass_doubles_as_reconciliation_and_reconcile_waits_its_hou
     done = list(a.fetch("reconcile", json.dumps({"at": "2026-11-20T00:00:00Z"}), NOW))
     assert len(responses.calls) == 2  # deals were listed whole a moment ago; nothing else wanted
     assert [x.present for x in done] == [{}] and json.loads(done[-1].bookmark) == {"at": "2026-11-23T12:00:00Z"}
-    recent = list(a.fetch("reconcile", "2026-11-23T06:00:00Z", NOW))  # the old ISO text, 6 h old
+    recent = list(a.fetch("reconcile", json.dumps({"at": "2026-11-23T06:00:00Z"}), NOW))  # 6 h old
     assert len(responses.calls) == 2 and json.loads(recent[-1].bookmark) == {"at": "2026-11-23T06:00:00Z"}
 
 

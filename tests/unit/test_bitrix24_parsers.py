@@ -1,7 +1,7 @@
 """Bitrix24 parsers on recorded response bodies, no HTTP: body -> items -> mirror records.
 
 The bodies in tests/unit/bodies/bitrix24/ have the shapes of real portal replies (see
-/work/shared/api/bitrix24.md): old `crm.*.list` numbers as strings, "0" for no reference,
+docs/api-notes.md): old `crm.*.list` numbers as strings, "0" for no reference,
 datetimes with the portal's +03:00 offset, `result.tasks` / `result.items` nesting, camelCase
 tasks and crm.item.list; the stage history and category list follow fast_bitrix24's captures.
 Items are taken out of a body the way the stream's own ListSpec does it.

@@ -163,7 +163,7 @@ def test_incremental_deals_read_links_in_the_same_batch():
     items = {"items": [{"id": 37, "contactIds": [12, 14]}]}
     responses.post(HOOK + "batch", json=batch_body({"p0": [DEAL], "q0": items},
                                                    times={"p0": {"operating": 1.0, "duration": 0.1}}))
-    pages = list(a.fetch("deals", "2026-11-23T00:00:00Z", NOW))
+    pages = list(a.fetch("deals", json.dumps({"since": "2026-11-23T00:00:00Z"}), NOW))
     assert len(responses.calls) == 1
     cmd = json.loads(responses.calls[0].request.body)["cmd"]
     assert "filter[%3E%3DDATE_MODIFY]=2026-11-22T23%3A55%3A00%2B00%3A00" in cmd["p0"]
@@ -180,7 +180,7 @@ def test_tasks_nested_under_result_tasks():
     a = adapter()
     responses.post(HOOK + "tasks.task.list", json={"result": {"tasks": [
         {"id": "5", "title": "T", "status": "2", "ufCrmTask": ["D_37"]}]}, "total": 0, "time": {}})
-    pages = list(a.fetch("tasks", "2026-11-23T00:00:00Z", NOW))
+    pages = list(a.fetch("tasks", json.dumps({"since": "2026-11-23T00:00:00Z"}), NOW))
     assert pages[0].rows["tasks"][0]["entity_id"] == 37
     body = json.loads(responses.calls[0].request.body)
     assert body["filter"][">ID"] == 0 and body["start"] == -1 and body["order"] == {"ID": "ASC"}
@@ -219,7 +219,7 @@ def test_calls_bind_through_activities_and_bookmark_last_id():
          "CRM_ACTIVITY_ID": "800", "CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": "9"}], "total": 0})
     responses.post(HOOK + "crm.activity.list", json={"result": [
         {"ID": "800", "OWNER_TYPE_ID": "2", "OWNER_ID": "37"}]})
-    pages = list(a.fetch("calls", "5", NOW))  # the old bare last id
+    pages = list(a.fetch("calls", json.dumps({"last_id": {"calls": 5}}), NOW))
     assert pages[0].rows["calls"][0]["entity_type"] == "deal" and pages[0].rows["calls"][0]["duration_s"] == 61
     assert json.loads(pages[-1].bookmark) == {"last_id": {"calls": 10}}
     assert json.loads(responses.calls[1].request.body)["filter"] == {"@ID": [800]}
@@ -233,7 +233,7 @@ def test_stage_history_reads_deals_and_leads_in_one_request():
         "deal": {"items": [{"ID": "7", "OWNER_ID": "37", "STAGE_ID": "NEW", "CATEGORY_ID": "0"},
                            {"ID": "9", "OWNER_ID": "37", "STAGE_ID": "WON", "CATEGORY_ID": "0"}]},
         "lead": {"items": []}}))
-    pages = list(a.fetch("stage_history", json.dumps({"deal": 6, "lead": 3}), NOW))  # the old shape
+    pages = list(a.fetch("stage_history", json.dumps({"last_id": {"deal": 6, "lead": 3}}), NOW))
     assert len(responses.calls) == 1
     cmd = json.loads(responses.calls[0].request.body)["cmd"]
     assert "filter[%3EID]=6" in cmd["deal"] and "filter[%3EID]=3" in cmd["lead"]
@@ -250,7 +250,7 @@ def test_error_mapping_scope_auth_and_batch_errors():
     responses.post(HOOK + "voximplant.statistic.get", status=403, json={
         "error": "insufficient_scope", "error_description": "The request requires higher privileges"})
     with pytest.raises(ScopeError, match="telephony"):
-        list(a.fetch("calls", "100", NOW))
+        list(a.fetch("calls", json.dumps({"last_id": {"calls": 100}}), NOW))
     # A first load plans its ID windows in a batch: the scope error arrives inside it.
     scope = {"error": "insufficient_scope", "error_description": "The request requires higher privileges"}
     responses.post(HOOK + "batch", json=batch_body([], errors={"lo": scope, "hi": scope}))

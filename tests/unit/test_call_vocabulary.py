@@ -1,4 +1,4 @@
-"""One call vocabulary for both CRMs (MIRROR.md, "Vocabulary mapping: calls").
+"""One call vocabulary for both CRMs (docs/mirror.md, `calls`).
 
 `answered` = a conversation took place; `missed` = an incoming call nobody answered; `failed`
 = an outgoing call that did not connect. The same call, read from amoCRM's note or from
@@ -16,7 +16,7 @@ from adapters.amocrm.streams import BY_NAME as AMO
 from adapters.bitrix24.streams import CALLS as B24
 from adapters.streams import Ctx, records
 from connector.kpi import engine as kpi
-from connector.config.loader import KpiConfig
+from connector.config.kpi import KpiConfig
 from connector.mirror.store import Mirror
 
 # outcome -> (amoCRM call_status, Bitrix24 CALL_FAILED_CODE), both from the API notes.

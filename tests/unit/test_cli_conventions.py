@@ -1,5 +1,5 @@
-"""CLI conventions (issue 12 points 3 and 8): global options on either side of the command,
-`--version`, usage errors exit 2 naming the nearest name, and messages that say where they looked."""
+"""CLI conventions: global options on either side of the command, `--version`, usage errors
+exit 2 naming the nearest name, and messages that say where they looked."""
 
 from __future__ import annotations
 

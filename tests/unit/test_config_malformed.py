@@ -2,7 +2,7 @@
 
 Every one must be refused before anything runs: exit 2, exactly one line
 `error: <path>: <key>: <problem>` that names the key (or the line, for bytes and syntax), and no
-traceback (issue 12 points 10 and 11). Nothing here reaches a CRM: `check`'s call is stubbed, so a
+traceback. Nothing here reaches a CRM: `check`'s call is stubbed, so a
 config that slipped through would exit 0 and fail its case.
 """
 

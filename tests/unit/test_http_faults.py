@@ -1,6 +1,6 @@
-"""adapters/http.py under faults (issue 12, findings 5 and 14): a host that cannot be reached
-fails fast and named; a 2xx that is not JSON is retried like a 502; a call sent `once` is never
-resent after it may have reached the server; the backoff starts small."""
+"""adapters/http.py under faults: a host that cannot be reached fails fast and named; a 2xx
+that is not JSON is retried like a 502; a call sent `once` is never resent after it may have
+reached the server; the backoff starts small."""
 
 import random
 import socket
@@ -33,7 +33,7 @@ def dead_port() -> int:
         return s.getsockname()[1]
 
 
-# -- finding 5: unreachable hosts ---------------------------------------------------------------
+# -- unreachable hosts -------------------------------------------------------------------------
 
 def test_refused_port_is_tried_twice_then_named_with_host_and_cause():
     port = dead_port()
@@ -100,7 +100,7 @@ def test_an_unreachable_host_stops_the_source_and_its_other_streams_are_not_atte
         assert mirror.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
-# -- finding 14: 200s that are not JSON -----------------------------------------------------------
+# -- 200s that are not JSON ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("body", ['{"_embedded": {"leads": [{"id": 1', "<html><h1>502</h1></html>"])
 @responses.activate

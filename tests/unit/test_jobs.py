@@ -188,7 +188,7 @@ def test_an_auth_failure_stops_the_source_and_the_kpis(tmp_path):
 
 
 def test_a_skipped_stream_fails_the_job_and_no_kpis_run(tmp_path):
-    # issue 12 point 2: a stream skipped for a missing scope leaves its tables incomplete, so
+    # a stream skipped for a missing scope leaves its tables incomplete, so
     # the job is not ok and the nightly KPI step does not run on partial data
     w = World(tmp_path)
 

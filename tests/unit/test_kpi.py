@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from connector.kpi import engine as kpi
-from connector.config.loader import CustomKpi, KpiConfig
+from connector.kpi.custom_sql import check_custom_sql
+from connector.config.kpi import CustomKpi, KpiConfig
 from connector.mirror.store import Mirror
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
@@ -267,7 +268,7 @@ def test_custom_kpi(mirror):
     ("PRAGMA table_info(deals)", "only read"),
 ])
 def test_check_custom_sql(sql, problem):
-    got = kpi.check_custom_sql(sql)
+    got = check_custom_sql(sql)
     if problem is None:
         assert got is None
     else:

@@ -71,7 +71,7 @@ def test_only(config):
 
 def test_unknown_kpi_is_one_line_exit_2(config):
     r = run(config, "--only", "nope")
-    assert r.exit_code == 2      # a usage error (issue 12 point 8)
+    assert r.exit_code == 2      # a usage error
     assert r.output.strip().splitlines() == [r.output.strip()] and "unknown KPI 'nope'" in r.output
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.kpi import engine as kpi
-from connector.config.loader import KpiConfig
+from connector.config.kpi import KpiConfig
 from tests.unit.survey_fixtures import add_survey_answers
 from tests.unit.test_kpi import NOW, S, build_mirror, values
 

@@ -74,24 +74,6 @@ def test_latest_view_is_the_newest_history_row():
                            key=lambda r: r["kpi"])
 
 
-def test_old_kpi_latest_table_becomes_the_view(tmp_path):
-    from connector.mirror.store import Mirror
-    path = str(tmp_path / "old.db")
-    m = build_mirror(path)
-    kpi.compute(m, S, cfg(), now=NOW)
-    expected = latest_rows(m)
-    # the layout of mirrors made before the view: a table holding a copy of the newest rows
-    m.conn.execute("CREATE TABLE old_latest AS SELECT * FROM kpi_latest")
-    m.conn.execute("DROP VIEW kpi_latest")
-    m.conn.execute("ALTER TABLE old_latest RENAME TO kpi_latest")
-    m.conn.commit()
-    m.close()
-    with Mirror(path) as again:
-        kind = again.conn.execute("SELECT type FROM sqlite_master WHERE name = 'kpi_latest'").fetchone()
-        assert kind == ("view",)
-        assert latest_rows(again) == expected
-
-
 def test_run_settings_are_put_back(tmp_path):
     m = build_mirror(str(tmp_path / "m.db"))
     m.conn.execute("PRAGMA main.cache_size = -4000")

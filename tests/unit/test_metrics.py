@@ -14,8 +14,7 @@ import pytest
 
 from connector.kpi import inputs as kpi_inputs
 from connector.measures import engine as metrics
-from connector.config.loader import KpiConfig
-from connector.config.kpi import Spend, SpendConfig
+from connector.config.kpi import KpiConfig, Spend, SpendConfig
 from connector.mirror.store import Mirror
 from tests.unit.survey_fixtures import add_survey_answers
 

@@ -20,7 +20,8 @@ from connector.config import loader as config
 from connector.kpi import engine as kpi
 from connector.run import runtime
 from connector.kpi import writeback
-from connector.config.loader import ConfigError, KpiConfig, SourceConfig
+from connector.config.kpi import KpiConfig
+from connector.config.loader import ConfigError, SourceConfig
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror
 

@@ -99,7 +99,7 @@ def test_nightly_runs_kpi_right_after_a_successful_sync(tmp_path):
 
 
 def test_nightly_skips_kpi_after_a_stream_skipped_for_a_missing_scope(tmp_path):
-    # issue 12 point 2: its tables are incomplete, so no KPI runs on partial data
+    # its tables are incomplete, so no KPI runs on partial data
     h = Harness(load_cfg(tmp_path), statuses=("ok", "skipped"))
     out = h.runner.nightly("main")
     assert h.calls == [("sync", "main")] and out.status == "failed"

@@ -157,20 +157,3 @@ def test_previous_stage_filled_from_earlier_change(tmp_path):
         rows = m.conn.execute("SELECT id, previous_stage_id FROM stage_changes ORDER BY id").fetchall()
     assert rows == [("deal:1", None), ("deal:2", "NEW"), ("deal:3", "NEW")]
 
-
-def test_an_older_mirrors_outgoing_missed_calls_become_failed_once(tmp_path):
-    path = str(tmp_path / "m.db")
-    with Mirror(path) as m:
-        m.save_page("s", "calls_leads", Page(rows={"calls": [
-            {"id": 1, "direction": "out", "status": "missed"},
-            {"id": 2, "direction": "in", "status": "missed"},
-            {"id": 3, "direction": "out", "status": "answered"}]}))
-        m.conn.execute("PRAGMA user_version = 0")   # as a mirror written before the fix
-    with Mirror(path) as m:
-        got = m.conn.execute("SELECT id, status FROM calls ORDER BY id").fetchall()
-        version = m.conn.execute("PRAGMA user_version").fetchone()[0]
-        m.save_page("s", "calls_leads", Page(rows={"calls": [{"id": 4, "direction": "out",
-                                                              "status": "missed"}]}))
-    assert got == [(1, "failed"), (2, "missed"), (3, "answered")] and version == 1
-    with Mirror(path) as m:   # the fix ran once: later rows are the adapters' business
-        assert m.conn.execute("SELECT status FROM calls WHERE id = 4").fetchone() == ("missed",)

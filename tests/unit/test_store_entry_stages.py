@@ -1,4 +1,4 @@
-"""The store's entry-stage fill (issue 11.2): a stage change that came without its stage (an
+"""The store's entry-stage fill: a stage change that came without its stage (an
 amoCRM `lead_added`) gets the stage before the entity's next change, else its current one."""
 
 import itertools

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from adapters.base import CrmField
 from connector.kpi import engine as kpi
 from connector.kpi import survey
-from connector.config.loader import KpiConfig, SourceConfig
-from connector.config.kpi import SurveyConfig
+from connector.config.kpi import KpiConfig, SurveyConfig
+from connector.config.loader import SourceConfig
 from connector.run.kpi_job import run_kpi_job
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror, values

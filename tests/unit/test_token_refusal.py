@@ -1,4 +1,4 @@
-"""A refresh token the CRM no longer accepts (issue 12, finding 16), with `responses`, both CRMs.
+"""A refresh token the CRM no longer accepts, with `responses`, both CRMs.
 
 Refused (invalid_grant / "Token has been revoked"), or the refresh's reply lost after it was
 sent: a `ReauthoriseError` saying "re-authorise: run `crm-connector auth SOURCE`", after exactly

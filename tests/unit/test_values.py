@@ -1,4 +1,4 @@
-"""Bad values are never stored as something else (issue 12, finding 15).
+"""Bad values are never stored as something else.
 
 `adapters.values` parses numbers with units and locale separators when the reading is
 unambiguous and refuses the rest; `Item` turns junk into NULL plus a problem, a missing
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 
 import pytest
 
@@ -172,16 +171,3 @@ def test_sync_reports_problems_in_the_result_sync_runs_and_one_log_line(tmp_path
                      "OPPORTUNITY='1e400': not a finite number; item 2 OPPORTUNITY='1e400': not a "
                      "finite number"]
 
-
-def test_an_older_mirror_gets_the_warnings_column_on_open(tmp_path):
-    path = str(tmp_path / "old.db")
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE sync_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, "
-                 "source TEXT NOT NULL, stream TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, "
-                 "status TEXT NOT NULL, rows INTEGER NOT NULL DEFAULT 0, "
-                 "requests INTEGER NOT NULL DEFAULT 0, error TEXT)")
-    conn.commit()
-    conn.close()
-    with Mirror(path) as m:
-        cols = {r[1] for r in m.conn.execute("PRAGMA table_info(sync_runs)")}
-    assert "warnings" in cols

@@ -10,7 +10,7 @@ from adapters.base import CrmField
 from adapters.errors import FieldTypeError, SourceError
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.loader import KpiConfig
+from connector.config.kpi import KpiConfig
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror, d
 

@@ -2,7 +2,7 @@
 
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.loader import KpiConfig
+from connector.config.kpi import KpiConfig
 from connector.mirror.store import Mirror
 from tests.unit.test_kpi import NOW, S, build_mirror
 from tests.fakes import FakeAdapter

@@ -1,6 +1,5 @@
 -- missed_calls_90d: incoming calls nobody answered (status missed, direction in) on the client's
--- card or deals in the last calls_days days. Outgoing calls that did not connect are `failed`;
--- the direction test also keeps out the outgoing `missed` rows older amoCRM mirrors hold.
+-- card or deals in the last calls_days days. Outgoing calls that did not connect are `failed`.
 -- reads: calls, deals, deal_contacts
 SELECT c.entity_id, count(k.entity_id) AS value
 FROM kpi_clients c LEFT JOIN kpi_calls k ON k.entity_id = c.entity_id

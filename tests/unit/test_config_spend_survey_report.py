@@ -1,4 +1,5 @@
-"""Issue 13 config: the spend file, survey fields, [report] and the months' time zone."""
+"""Config of the measures and the report: the spend file, survey fields, [report] and the
+months' time zone ([kpi] timezone)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_timezone_defaults_to_the_schedules(tmp_path):
     ('[kpi.survey]\nnps_field = ""\n', "kpi.survey.nps_field", "must be a field name"),
     ('[kpi.survey]\nnps = "NPS"\n', "kpi.survey.nps", "unknown key"),
 ])
-def test_each_new_key_is_checked(tmp_path, extra, key, problem):
+def test_each_report_and_survey_key_is_checked(tmp_path, extra, key, problem):
     path = write(tmp_path, good(tmp_path) + extra)
     with pytest.raises(ConfigError) as err:
         config.load(path)
