@@ -396,6 +396,12 @@ class RedisLimits:
         import redis  # the `fleet` extra; the local engine never gets here
         return cls(redis.Redis.from_url(url), **kwargs)
 
+    def namespaced(self, role: str) -> "RedisLimits":
+        """The same Redis, with keys of their own for `role` (a share of a portal's limits kept
+        apart from the rest, such as webhook refreshes beside the jobs)."""
+        return RedisLimits(self.redis, prefix=f"{self.prefix}:{role}", hold_ttl_s=self.hold_ttl_s,
+                           idle_ttl_s=self.idle_ttl_s)
+
     def key(self, kind: str, portal: str, what: str) -> str:
         return f"{self.prefix}:{kind}:{{{portal}}}:{what}"
 

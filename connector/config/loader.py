@@ -23,6 +23,7 @@ from adapters.crm import Crm
 from connector.config.cron import cron_trigger
 from connector.config.engine import DEFAULT_QUEUE, EngineChecks, EngineConfig
 from connector.config.kpi import KpiChecks, KpiConfig, nearest
+from connector.config.webhooks import WebhooksChecks, WebhooksConfig
 from connector.config.report import ReportChecks, ReportConfig
 
 DEFAULT_PATH = "config.toml"
@@ -30,10 +31,10 @@ ENV_PATH = "CRM_CONNECTOR_CONFIG"
 # The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
 COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
                "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
-               "verify_tls": bool, "queue": str}
+               "verify_tls": bool, "queue": str, "webhook_secret": str}
 COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minutes": 5.0,
                    "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True,
-                   "queue": DEFAULT_QUEUE}
+                   "queue": DEFAULT_QUEUE, "webhook_secret": None}
 # Ranges of the numeric keys, (lowest, highest, whether the lowest itself is allowed), so that
 # nothing `check` accepts can hang or crash a run. Why the bounds:
 # - max_workers: each worker is a thread holding a connection and a page of rows; the CRMs
@@ -51,6 +52,8 @@ RANGES = {
     "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
     "report.months": (0, 120, False),
     "engine.visibility_timeout_s": (10, 7 * 86400, True), "engine.lease_s": (5, 3600, True),
+    "webhooks.debounce_s": (0, 3600, True), "webhooks.share": (0, 0.5, False),
+    "webhooks.catch_up_s": (5, 86400, True),
 }
 CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
 
@@ -76,6 +79,8 @@ class SourceConfig:
     currency: str
     streams: list[str] | None
     verify_tls: bool
+    queue: str
+    webhook_secret: str | None
     options: dict
 
     def __init__(self, name: str, kind: str, **values):
@@ -132,6 +137,7 @@ class Config:
     token_path: str = ""
     report: ReportConfig = field(default_factory=ReportConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     @property
     def per_source(self) -> bool:
@@ -213,7 +219,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SOURCE_FIELD = "{source}"   # in `[storage] path`: one mirror file per source
 
 
-class Checker(KpiChecks, ReportChecks, EngineChecks):
+class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
     def __init__(self, path: str):
@@ -277,7 +283,8 @@ class Checker(KpiChecks, ReportChecks, EngineChecks):
 
     def config(self, data: dict) -> Config:
         top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
-                                    "notify": dict, "report": dict, "engine": dict})
+                                    "notify": dict, "report": dict, "engine": dict,
+                                    "webhooks": dict})
         storage = self.table("storage", top.get("storage", {}), {"path": str, "token_path": str})
         for k, v in storage.items():
             self.text(f"storage.{k}", v, "a file path")
@@ -305,7 +312,8 @@ class Checker(KpiChecks, ReportChecks, EngineChecks):
                      schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
                      notify=self.notify(top.get("notify", {})),
                      token_path=storage.get("token_path", storage_path + ".tokens.json"),
-                     report=self.report(top.get("report", {})), engine=self.engine(top.get("engine", {})))
+                     report=self.report(top.get("report", {})), engine=self.engine(top.get("engine", {})),
+                     webhooks=self.webhooks(top.get("webhooks", {})))
         return cfg
 
     def source(self, i: int, raw) -> SourceConfig:
@@ -330,6 +338,9 @@ class Checker(KpiChecks, ReportChecks, EngineChecks):
             self.streams(f"{key}.streams", d["streams"], crm)
         if "queue" in d:
             self.queue(f"{key}.queue", d["queue"])
+        if "webhook_secret" in d:
+            self.webhook_secret(f"{key}.webhook_secret", d["webhook_secret"])
+            redact.register(d["webhook_secret"])
         crm.check(key, d, self.fail)
         return SourceConfig(**d)
 

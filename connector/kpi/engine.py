@@ -107,13 +107,14 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
 def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
             now: datetime | None = None, only: list[str] | None = None,
             withheld: dict[str, str] | None = None, dry_run: bool = False,
-            card_survey=()) -> ComputeResult:
+            card_survey=(), clients: dict[str, list[int]] | None = None) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
 
     `now` fixes the clock (tests); `only` limits the run to these KPI names; `withheld`: KPIs
     left out, with why. `dry_run`: no `kpi_runs` row (values go to the shadow history, which
     the caller set up with `shadow_history`). `card_survey`: scores read from card fields
-    (`survey.card_scores`).
+    (`survey.card_scores`). `clients`: only these (entity type -> ids; a refresh after a
+    change), computed from the whole mirror as a full pass would, and no `kpi_runs` row.
     """
     started = time.monotonic()
     kpis = all_kpis(kpi_cfg)
@@ -139,14 +140,17 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
         # lands after the ones already written, so kpi_values grows at its end.
         for target in sorted(kpi_cfg.targets):
-            kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days)
+            if clients is not None and not clients.get(target):
+                continue
+            kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days,
+                           None if clients is None else clients[target])
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
             for k in kpis.values():
                 if target in k.targets:
                     res.changed += _update_one(conn, k, dict(params, target=target), kpi_cfg.precision)
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
-        if dry_run:
+        if dry_run or clients is not None:
             return res
         conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
                      "VALUES (?, ?, ?, ?, ?, ?)",

@@ -27,6 +27,8 @@ the per-target tables from it. The KPIs are then small GROUP BYs over client-clu
 
 from __future__ import annotations
 
+import json
+
 import logging
 
 log = logging.getLogger(__name__)
@@ -203,12 +205,17 @@ def _via_recent(conn, pick: str, match: str, p: dict) -> None:
     conn.execute("DROP TABLE temp.kpi_recent")
 
 
-def build(conn, source: str, target: str, now: str, calls_days: int) -> None:
-    """(Re)build the per-target scratch tables (after `build_source`)."""
+def build(conn, source: str, target: str, now: str, calls_days: int, only: list[int] | None = None) -> None:
+    """(Re)build the per-target scratch tables (after `build_source`); `only`: just these
+    clients (a refresh), else every live one."""
     drop(conn, TABLES)
     p = {"source": source, "target": target, "now": now, "calls_days": calls_days, "kind": target}
     conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
-    conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
+    if only is None:
+        conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
+    else:
+        conn.execute(f"INSERT INTO temp.kpi_clients SELECT id FROM ({_CLIENTS[target]}) "
+                     f"WHERE id IN (SELECT value FROM json_each(:only))", dict(p, only=json.dumps(only)))
     # Clustered by client (WITHOUT ROWID, filled in key order): a KPI's GROUP BY reads each
     # client's rows side by side, with no index-to-table hops.
     conn.execute("CREATE TEMP TABLE kpi_deals (entity_id INTEGER, deal_id INTEGER, status TEXT, "

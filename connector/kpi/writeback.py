@@ -23,6 +23,8 @@ touches SQLite; the CRM side (finding or creating fields, writing values) only c
 
 from __future__ import annotations
 
+import json
+
 import logging
 import re
 from collections import defaultdict
@@ -118,8 +120,9 @@ def save_field(mirror, source: str, entity_type: str, kpi: str, label: str, f: C
 
 
 def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: dict[str, str],
-         precision: int) -> list[Change]:
-    """Values whose rounded current value differs from the last successful write to the card."""
+         precision: int, cards: list[int] | None = None) -> list[Change]:
+    """Values whose rounded current value differs from the last successful write to the card
+    (`cards`: of these cards only)."""
     conn = mirror.conn
     # In a transaction of its own: the temp-table INSERT would otherwise open one implicitly
     # that nothing commits, and every later write would be rolled back when the mirror closes.
@@ -135,6 +138,7 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
                 SELECT v.source, v.entity_type, v.entity_id, v.kpi, v.value, max(v.computed_at)
                 FROM temp.wb_map m
                 JOIN kpi_values v ON v.source = :source AND v.entity_type = :type AND v.kpi = m.kpi
+                {"" if cards is None else "AND v.entity_id IN (SELECT value FROM json_each(:cards))"}
                 GROUP BY v.kpi, v.entity_id)
             SELECT l.entity_id, l.kpi, m.field_key, w.value, round(l.value, :precision), c.name
             FROM l
@@ -145,7 +149,8 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
                  AND w.entity_id = l.entity_id AND w.field_key = m.field_key
             WHERE round(l.value, :precision) IS NOT w.value
             ORDER BY l.entity_id, l.kpi""",
-            {"source": source, "type": entity_type, "precision": precision}).fetchall()
+            {"source": source, "type": entity_type, "precision": precision,
+             "cards": json.dumps(cards)}).fetchall()
         conn.execute("DROP TABLE temp.wb_map")
     return [Change(entity_type, eid, k, key, labels[k], old, new, name)
             for eid, k, key, old, new, name in rows]
@@ -281,12 +286,13 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
 
 
 def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
-               only: list[str] | None = None, withheld=()) -> WritebackReport:
+               only: list[str] | None = None, withheld=(),
+               clients: dict[str, list[int]] | None = None) -> WritebackReport:
     """Resolve fields and send every changed value of one source (dry run: only plan).
 
     In a dry run nothing is sent, not even a field lookup: fields never resolved show their label
     (and are listed in `unresolved`). `only` limits the run to these KPIs; `withheld` KPIs are
-    left alone (their cards keep their value).
+    left alone (their cards keep their value). `clients`: only these cards (entity type -> ids).
     """
     rep = WritebackReport(source)
     start = getattr(adapter, "requests", 0) if adapter is not None else 0
@@ -295,7 +301,8 @@ def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
     for entity_type in kpi_cfg.targets:
         labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items()
                   if (not only or k in only) and k not in withheld}
-        if not labels:
+        cards = None if clients is None else clients.get(entity_type) or []
+        if not labels or cards == []:
             continue
         if dry_run:
             keys = dry_run_keys(mirror, source, entity_type, labels)
@@ -307,7 +314,7 @@ def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
             before = adapter.requests
             keys = resolve_fields(mirror, adapter, source, entity_type, labels)
             rep.field_requests += adapter.requests - before
-        changes = plan(mirror, source, entity_type, keys, labels, kpi_cfg.precision)
+        changes = plan(mirror, source, entity_type, keys, labels, kpi_cfg.precision, cards)
         rep.changes.extend(changes)
         rep.values += len(changes)
         rep.clients += len({c.entity_id for c in changes})

@@ -106,23 +106,25 @@ def account_tz(cfg) -> str:
 
 
 def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
-                only: list[str] | None = None, now: datetime | None = None) -> KpiJobResult:
+                only: list[str] | None = None, now: datetime | None = None,
+                clients: dict[str, list[int]] | None = None) -> KpiJobResult:
     """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
-    `adapter` may then be None)."""
+    `adapter` may then be None). `clients`: only these (entity type -> ids; a refresh), and
+    no team measures."""
     held = withheld_kpis(cfg, mirror, source_cfg, adapter)
     scores = card_survey(cfg, mirror, source_cfg, adapter, dry_run=dry_run)
     if dry_run:
         kpi.shadow_history(mirror.conn, source_cfg.name)
     try:
         comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only,
-                           withheld=held, dry_run=dry_run, card_survey=scores)
+                           withheld=held, dry_run=dry_run, card_survey=scores, clients=clients)
         wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run,
-                                  only=only, withheld=held)
+                                  only=only, withheld=held, clients=clients)
     finally:
         if dry_run:
             kpi.drop_shadow(mirror.conn)
     res = KpiJobResult(source_cfg.name, comp, wb, dry_run)
-    if not dry_run and not only:
+    if not dry_run and not only and clients is None:
         res.metrics = run_metrics(cfg, mirror, source_cfg, adapter, now=comp_now(comp), scores=scores)
     return res
 

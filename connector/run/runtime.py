@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from adapters import registry
 from connector.config import loader as config_mod
 from connector.config.loader import Config, ConfigError, SourceConfig
@@ -23,11 +25,33 @@ def token_store(cfg: Config) -> TokenStore:
     return TokenStore(cfg.token_path)
 
 
-def make_adapter(cfg: Config, source: SourceConfig, limits=None):
+SYNC, REFRESH = "sync", "refresh"    # what an adapter is for: the jobs, or webhook refreshes
+
+
+def make_adapter(cfg: Config, source: SourceConfig, limits=None, role: str = SYNC):
     """The adapter for one source, by its CRM in the registry (whose adapter modules are imported
     only now: a CLI call touches only what it needs). `limits`: where its API limits live
-    (`adapters.limits`); None keeps them in this process."""
+    (`adapters.limits`); None keeps them in this process.
+
+    With webhooks on (the source has a `webhook_secret`), the portal's limits are split: the
+    refreshes get `[webhooks] share` of its request rate and bucket, the jobs the rest, so the
+    two together never exceed what the portal allows, in one process or many, whatever each
+    one is doing (a nightly run keeps a share free for refreshes)."""
+    if source.webhook_secret:
+        part = cfg.webhooks.share if role == REFRESH else 1.0 - cfg.webhooks.share
+        source = shared(source, part)
+        if limits is not None and role == REFRESH:
+            limits = limits.namespaced(REFRESH)
     return registry.get(source.kind).make_adapter(source, token_store(cfg.scoped(source.name)), limits=limits)
+
+
+def shared(source: SourceConfig, part: float) -> SourceConfig:
+    """`source` with `part` (0-1) of its request rate and of its request bucket (where its CRM
+    has one): two such shares that add up to 1 stay within the portal's limits together."""
+    options = dict(source.options)
+    if options.get("bucket_size"):
+        options["bucket_size"] = max(3, int(options["bucket_size"] * part))
+    return replace(source, requests_per_second=source.requests_per_second * part, options=options)
 
 
 def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:
