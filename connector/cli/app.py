@@ -17,10 +17,12 @@ from connector.cli.auth import auth
 from connector.cli.check import check
 from connector.cli.common import fail
 from connector.cli.demo import demo
+from connector.cli.hooks import hooks
 from connector.cli.kpi import kpi
 from connector.cli.report import report
 from connector.cli.run import run
 from connector.cli.sandbox import sandbox
+from connector.cli.serve import serve
 from connector.cli.status import status
 from connector.cli.sync import sync
 from connector.cli.worker import worker
@@ -89,6 +91,6 @@ def _add_global_options(command: click.Command) -> None:
         _add_global_options(sub)
 
 
-for command in (check, sync, status, auth, kpi, report, run, worker, sandbox, demo):
+for command in (check, sync, status, auth, kpi, report, run, worker, serve, hooks, sandbox, demo):
     _add_global_options(command)
     main.add_command(command)

@@ -21,6 +21,7 @@ from connector.config.loader import Config
 from connector.fleet.lease import redis_client
 
 TASK = "crm_connector.source_job"
+REFRESH_TASK = "crm_connector.refresh"
 
 
 class RedisUnreachable(Exception):
@@ -51,6 +52,7 @@ def make_app(cfg: Config):
         crm_config_path=os.path.abspath(cfg.path),
     )
     app.task(name=TASK, bind=True, max_retries=None)(tasks.source_job)
+    app.task(name=REFRESH_TASK, bind=True)(tasks.refresh_job)
     return app
 
 

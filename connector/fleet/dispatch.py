@@ -11,7 +11,8 @@ import threading
 import time
 
 from connector.config.loader import Config, SourceConfig
-from connector.fleet.app import TASK, make_app, redis_of
+from adapters.hooks import Change
+from connector.fleet.app import REFRESH_TASK, TASK, make_app, redis_of
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease
 from connector.run.jobs import INCREMENTAL, NIGHTLY
@@ -35,6 +36,13 @@ class Fleet:
         res = self.app.send_task(TASK, args=[source.name, job, kpi], queue=source.queue)
         self.board.queued(source.name, res.id, job)
         log.info("queued: %s of %s on queue %s (task %s)", job, source.name, source.queue, res.id)
+        return res.id
+
+    def enqueue_refresh(self, source: SourceConfig, changes: list[Change]) -> str:
+        """Queue a webhook refresh of `changes` on the source's queue; the task id."""
+        res = self.app.send_task(REFRESH_TASK, args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
+                                 queue=source.queue)
+        log.info("queued: refresh of %d change(s) of %s on queue %s", len(changes), source.name, source.queue)
         return res.id
 
     def wait(self, task_ids: dict[str, str], stop: threading.Event) -> dict[str, dict]:

@@ -21,7 +21,9 @@ from connector.config import loader as config_mod
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease, describe, redis_client
 from connector.run import runtime
+from adapters.hooks import Change
 from connector.run.jobs import JobResult, Steps, exit_code, run_job
+from connector.run.refresh import refresh_source
 
 log = logging.getLogger("crm_connector.fleet")
 RETRY_S = 2.0   # a busy portal's job looks for its lease again after this long
@@ -56,6 +58,16 @@ def source_job(task, source_name: str, job: str, kpi: bool) -> dict:
         return _finish(board, task_id, worker, out)
     finally:
         lease.release()
+
+
+def refresh_job(task, source_name: str, changes: list) -> str:
+    """A webhook refresh of `changes` ([table, id, deleted] triples) with the portal's refresh
+    share of its limits in Redis; no lease: it may run beside the portal's nightly job."""
+    cfg = config_mod.load(task.app.conf.crm_config_path)
+    limits = RedisLimits(redis_client(cfg.engine.broker_url))
+    res = refresh_source(cfg, cfg.source(source_name), [Change(t, int(i), bool(d)) for t, i, d in changes],
+                         limits=limits)
+    return res.line()
 
 
 def summary(out: JobResult, worker: str) -> dict:

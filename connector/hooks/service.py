@@ -1,0 +1,97 @@
+"""`crm-connector serve`: the receiver, the debouncer and the refreshes, on either engine.
+
+- local engine: refreshes run in this process (`run.refresh`), one portal at a time each, with
+  the portal's refresh share of its limits;
+- celery engine: each debounced batch is queued on the portal's queue (`fleet`), where a
+  worker refreshes it with the refresh share of the limits in Redis.
+
+Catching up: where the CRM queues the events a receiver missed (Bitrix24 offline events), they
+are fetched when `serve` starts and every `[webhooks] catch_up_s`, refreshed, then cleared.
+Where it does not (amoCRM), `serve` starts an incremental sync with KPIs of each such source
+when it starts, since it cannot know what it missed while it was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from adapters.hooks import Change
+from connector.config.loader import Config, SourceConfig
+from connector.hooks.debounce import Debouncer
+from connector.hooks.receiver import Receiver
+from connector.run import runtime
+from connector.run.jobs import INCREMENTAL, run_job
+from connector.run.refresh import refresh_source
+
+log = logging.getLogger("crm_connector.hooks")
+
+
+def hook_url(cfg: Config, source: SourceConfig) -> str:
+    """The URL a CRM posts `source`'s changes to (holds the secret: never log it)."""
+    base = (cfg.webhooks.public_url or f"http://{cfg.webhooks.listen}").rstrip("/")
+    return f"{base}/hooks/{source.name}/{source.webhook_secret}"
+
+
+class Service:
+    """sources: those with a `webhook_secret`. `fleet`: the celery engine's `Fleet`, or None."""
+
+    def __init__(self, cfg: Config, fleet=None, refresh: Callable | None = None):
+        self.cfg, self.fleet = cfg, fleet
+        self.sources = {s.name: s for s in cfg.sources if s.webhook_secret}
+        self._refresh = refresh or refresh_source
+        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, role=runtime.REFRESH)
+                          for name, s in self.sources.items()}
+        self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s)
+        self.receiver = Receiver({name: (s.webhook_secret, self._adapters[name].parse_hook)
+                                  for name, s in self.sources.items()}, self.debouncer.add)
+        self.refreshes = 0
+
+    def flush(self, source: str, changes: list[Change]) -> None:
+        """One debounced batch: refreshed here (local) or queued for a worker (celery)."""
+        if self.fleet is not None:
+            self.fleet.enqueue_refresh(self.sources[source], changes)
+        else:
+            self._refresh(self.cfg, self.sources[source], changes)
+        self.refreshes += 1
+
+    def catch_up(self, starting: bool) -> None:
+        """Refresh what each source's CRM kept while we were not listening (see the module doc)."""
+        for name, adapter in self._adapters.items():
+            try:
+                missed = adapter.missed_changes()
+                if missed is None:
+                    if starting:
+                        self._sync(self.sources[name])
+                    continue
+                changes, marker = missed
+                if changes:
+                    log.info("source '%s': %d change(s) kept while the receiver was down", name, len(changes))
+                    self.flush(name, changes)
+                adapter.clear_missed(marker)
+            except Exception as err:   # one portal's trouble must not stop the receiver
+                log.warning("source '%s': catching up failed: %s", name, err)
+
+    def _sync(self, source: SourceConfig) -> None:
+        if self.fleet is not None:
+            self.fleet.enqueue(source, INCREMENTAL, True)
+            return
+        threading.Thread(target=run_job, args=(self.cfg, source), name=f"catch-up-{source.name}",
+                         kwargs={"job": INCREMENTAL, "kpi": True}, daemon=True).start()
+
+    def warm(self) -> None:
+        """What checking a delivery needs from each CRM, asked once before the first one comes
+        (amoCRM: the account's id), so the receiver answers at once."""
+        for name, adapter in self._adapters.items():
+            warm = getattr(adapter, "account", None)
+            if warm is not None:
+                try:
+                    warm()
+                except Exception as err:
+                    log.warning("source '%s': cannot read its account yet: %s", name, err)
+
+    def close(self) -> None:
+        self.debouncer.close()
+        for adapter in self._adapters.values():
+            adapter.close()
