@@ -7,8 +7,9 @@ engine runs it (sync, then KPIs and write-back, then team measures), with three 
 - the job's state on the board (`fleet.board`) for `status`, and its summary as the result.
 
 A copy of a job already finished (Redis handed it out again) returns that job's summary
-without running; a job whose portal is busy waits for the lease, up to `[schedule]
-lock_timeout_s`, then reports `busy` as the local engine does.
+without running; a copy of a job still running elsewhere waits for it; a job whose portal is
+busy with another job waits for the lease, up to `[schedule] lock_timeout_s`, then reports
+`busy` as the local engine does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def source_job(task, source_name: str, job: str, kpi: bool) -> dict:
     worker = task.request.hostname or socket.gethostname()
     lease = Lease(redis, f"source:{source_name}", lease_s=cfg.engine.lease_s, worker=worker)
     if not lease.acquire():
+        if board.get(source_name).get("task_id") == task_id:
+            # Redis handed out a copy of this very job while its first worker still runs it
+            # (the job outlived the visibility timeout): wait for that run, never report busy
+            raise task.retry(countdown=RETRY_S)
         waited = task.request.retries * RETRY_S
         if waited < cfg.schedule.lock_timeout_s:
             raise task.retry(countdown=RETRY_S)
