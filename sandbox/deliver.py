@@ -66,8 +66,11 @@ class Deliverer:
     # ---- queueing (never blocks on the network) ------------------------------------------
     def send(self, url: str, pairs: list[tuple[str, str]]) -> None:
         """Queue one delivery of `pairs` to `url` (twice with `repeat`; lost while a
-        `drop_next` lasts)."""
+        `drop_next` lasts, or once closed)."""
         with self._cond:
+            if self._closed:
+                self._log_locked({**self._entry(url, pairs), "error": "closed"})
+                return
             if self._drop > 0:
                 self._drop -= 1
                 self._log_locked(self._entry(url, pairs, dropped=True))
@@ -79,6 +82,9 @@ class Deliverer:
     def forge(self, url: str, pairs: list[tuple[str, str]]) -> None:
         """Queue `pairs` for `url` exactly as given (logged with `forged`), past the knobs."""
         with self._cond:
+            if self._closed:
+                self._log_locked({**self._entry(url, pairs, forged=True), "error": "closed"})
+                return
             self._queue.append((url, list(pairs), True))
             self._start_locked()
 
@@ -112,8 +118,14 @@ class Deliverer:
                 self._cond.wait(left)
             return True
 
+    def open(self) -> None:
+        """Send again after `close` (a restarted server)."""
+        with self._cond:
+            self._closed = False
+
     def close(self) -> None:
-        """Stop the worker; deliveries still queued are dropped (not logged)."""
+        """Stop the worker; deliveries still queued, and any queued until `open`, are lost
+        (the latter logged with error "closed")."""
         with self._cond:
             self._closed = True
             self._queue.clear()
@@ -124,7 +136,6 @@ class Deliverer:
 
     # ---- the worker ----------------------------------------------------------------------
     def _start_locked(self) -> None:
-        self._closed = False
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="sandbox-deliverer",
                                             daemon=True)

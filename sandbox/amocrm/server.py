@@ -107,6 +107,10 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         with self._cache_lock:
             self._cache.clear()
 
+    def start(self):
+        self.deliverer.open()
+        return super().start()
+
     def stop(self) -> None:
         self.deliverer.close()
         super().stop()

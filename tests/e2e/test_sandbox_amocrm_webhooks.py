@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from sandbox.amocrm import AmoSandbox
 from sandbox.amocrm.common import ACCOUNT_ID
 from sandbox.deliver import FORM
 from tests.e2e.hook_receiver import Receiver
@@ -295,3 +296,19 @@ def test_failed_deliveries_are_logged_and_lost_and_too_many_disable_the_webhook(
     amo_sandbox.enable_webhook(closed)
     amo_sandbox.dataset.update("deals", deal["id"], name="again")
     assert amo_sandbox.deliverer.wait(5) and len(sent) == 102
+
+
+def test_a_stopped_sandbox_sends_nothing_until_started_again(amo_dataset, rx):
+    server = AmoSandbox(amo_dataset, limits=False).start()
+    headers = {"Authorization": f"Bearer {server.access_token}"}
+    register(server, headers, rx.url(), ["update_lead"])
+    server.stop()
+    deal = live(amo_dataset, "deals")
+    amo_dataset.update("deals", deal["id"], name="while stopped")
+    assert [(e["error"], e["status"]) for e in server.deliverer.sent] == [("closed", None)]
+    server.start()
+    try:
+        amo_dataset.update("deals", deal["id"], name="started again")
+        assert rx.wait_for(1)[0].get("leads[update][0][name]") == "started again"
+    finally:
+        server.stop()
