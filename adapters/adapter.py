@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from adapters import bookmarks
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.crm import Crm
+from adapters.hooks import Change
 from adapters.streams import Stream
 from adapters.times import as_utc
 
@@ -128,6 +129,29 @@ class Adapter:
     def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
         """See `FieldWriter.write_values`."""
         return self.fields.write_values(entity_type, writes)
+
+    # -- change notifications (`adapters.hooks`) --------------------------------------------
+
+    def install_hooks(self, url: str) -> str:
+        """Have the CRM notify `url` of changes; returns a one-line description."""
+        raise NotImplementedError
+
+    def missed_changes(self) -> list[Change] | None:
+        """Changes the CRM queued while nobody listened; None when it keeps no such queue
+        (then an incremental sync catches up)."""
+        raise NotImplementedError
+
+    def parse_hook(self, pairs: list[tuple[str, str]]) -> list[Change]:
+        """The changes one delivery (its form pairs) names; `HookRefused` if not genuine."""
+        raise NotImplementedError
+
+    def read_changes(self, changes: list[Change]) -> Page:
+        """The changed records read back by id; ids the CRM no longer has in `deleted`."""
+        raise NotImplementedError
+
+    def remove_hooks(self, url: str) -> str:
+        """Stop the CRM notifying `url`; returns a one-line description."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self.client.close()

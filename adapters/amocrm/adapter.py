@@ -16,11 +16,18 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   (cards, calls) are read by `adapters.amocrm.keyset`; lists in another fixed order (tasks by
   id, with no `[to]` so an edit keeps its place; events; newest-first cards) by
   `adapters.amocrm.overlap`. Both overlap each page with the one before and check it.
+
+Webhooks: `install_hooks` / `remove_hooks` (`/api/v4/webhooks`, an admin's token),
+`parse_hook` (a delivery's form pairs to `Change`s, checked against `account()`:
+`adapters.amocrm.hooks`), `read_changes` (the records read back by id, parsed by the streams'
+own parsers: `adapters.amocrm.readback`). amoCRM keeps no queue of missed deliveries
+(`missed_changes` is None): an incremental sync catches up.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Iterator
@@ -30,15 +37,20 @@ from adapters.adapter import Adapter
 from adapters.amocrm import CRM
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
+from adapters.amocrm.hooks import HOOK_EVENTS, parse_delivery, where_to
 from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.overlap import overlap_pages
+from adapters.amocrm.readback import read_back
 from adapters.base import Page
-from adapters.errors import StreamError
+from adapters.errors import ScopeError, StreamError
+from adapters.hooks import Change
 from adapters.streams import Ctx, Stream, records
 from adapters.times import from_unix, iso, parse_iso
 from adapters.values import to_int
 
 log = logging.getLogger(__name__)
+
+READ_BACK = ("deals", "contacts", "companies", "tasks")   # tables a webhook names
 
 
 class AmoCrmAdapter(Adapter):
@@ -50,8 +62,23 @@ class AmoCrmAdapter(Adapter):
         self.auth = client.auth
         self.readers = {"snapshot": self._snapshot, "changes": self._changes}
         self._api_filter: bool | None = None
+        self._account: dict | None = None
+        self._account_lock = threading.Lock()
 
     # -- account ---------------------------------------------------------------------------
+
+    def account(self) -> dict:
+        """The account as `GET /api/v4/account` describes it (`id`, `subdomain`, `name`...):
+        asked once per adapter."""
+        with self._account_lock:
+            if self._account is None:
+                _, data = self.client.send("GET", "/api/v4/account", what="account")
+                if not (isinstance(data, dict) and to_int(data.get("id")) is not None
+                        and isinstance(data.get("subdomain"), str) and data["subdomain"]):
+                    raise StreamError(f"amoCRM source '{self.source}': account: the answer "
+                                      f"has no id or subdomain")
+                self._account = data
+            return self._account
 
     def check(self) -> str:
         _, data = self.client.send("GET", "/api/v4/account", what="account check")
@@ -194,6 +221,78 @@ class AmoCrmAdapter(Adapter):
             return records(items, s.parse, ctx, s.name)
         except StreamError as err:
             raise StreamError(f"amoCRM source '{self.source}', {err}") from None
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def install_hooks(self, url: str) -> str:
+        """Subscribe `url` to every lead, contact, company and task change (`HOOK_EVENTS`);
+        a webhook already sending to `url` gets these settings. Needs an admin's token."""
+        status, data = self.client.send(
+            "POST", "/api/v4/webhooks", json={"destination": url, "settings": list(HOOK_EVENTS)},
+            allow=(403,), what="installing the webhook")
+        if status == 403:
+            raise self._not_admin("installing the webhook")
+        if not isinstance(data, dict) or data.get("destination") != url:
+            raise StreamError(f"amoCRM source '{self.source}': installing the webhook: "
+                              f"unexpected answer shape")
+        missing = [e for e in HOOK_EVENTS if e not in (data.get("settings") or ())]
+        text = (f"amoCRM webhook {data.get('id')} sends {len(HOOK_EVENTS) - len(missing)} events "
+                f"(lead, contact, company and task changes) to {where_to(url)}")
+        if missing:
+            text += f"; amoCRM left out {', '.join(missing)}"
+        if data.get("disabled"):
+            text += "; amoCRM has it disabled: enable it in the account's integration settings"
+        return text
+
+    def remove_hooks(self, url: str) -> str:
+        """Unsubscribe `url` from every event; nothing to remove is no error."""
+        status, _ = self.client.send("DELETE", "/api/v4/webhooks", json={"destination": url},
+                                     allow=(403, 404), what="removing the webhook")
+        if status == 403:
+            raise self._not_admin("removing the webhook")
+        if status == 404:
+            return f"no amoCRM webhook sends to {where_to(url)}: nothing to remove"
+        return f"amoCRM webhook to {where_to(url)} removed"
+
+    def _not_admin(self, what: str) -> ScopeError:
+        return ScopeError(f"amoCRM source '{self.source}': {what} was refused (403); "
+                          f"webhooks need an account admin's token")
+
+    def missed_changes(self) -> None:
+        """amoCRM keeps no queue of deliveries nobody received: run an incremental sync."""
+        return None
+
+    def parse_hook(self, pairs: list[tuple[str, str]]) -> list[Change]:
+        """The changes a delivery names (`adapters.amocrm.hooks.parse_delivery`), refused
+        (`HookRefused`) unless it names this account."""
+        account = self.account()
+        return parse_delivery(pairs, to_int(account["id"]), account["subdomain"])
+
+    def read_changes(self, changes: list[Change]) -> Page:
+        """The changed records read back by id, parsed into the rows a sync writes (a deal
+        with its contact links...); ids the account no longer serves in `Page.deleted`. One
+        request per table and 100 ids, plus one per id an account without the list-filter
+        add-on could not answer in it (`adapters.amocrm.readback`). Tables outside the
+        source's `streams` are left out."""
+        wanted: dict[str, list[int]] = {}
+        for change in changes:
+            if change.table not in READ_BACK:
+                raise ValueError(f"amoCRM records of '{change.table}' cannot be read back "
+                                 f"(only {', '.join(READ_BACK)})")
+            ids = wanted.setdefault(change.table, [])
+            if change.id not in ids:
+                ids.append(change.id)
+        page, ctx = Page(), Ctx(currency=self.cfg.currency)
+        for table, ids in wanted.items():
+            s = next((s for s in self.streams() if s.mode == "changes" and s.tables[0] == table),
+                     None)
+            if s is None:
+                continue
+            items, gone = read_back(self.client, s.request, ids, f"reading back {table}")
+            page.merge(self._records(s, items, ctx))
+            if gone:
+                page.merge(Page(deleted={table: gone}))
+        return page
 
     # -- auth (the field methods are `Adapter`'s, on `FieldWriter`) -------------------------
 

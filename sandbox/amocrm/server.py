@@ -3,7 +3,8 @@
 Speaks the real API's shapes: HAL collections (`_embedded`, `_links.next` only when more
 rows, HTTP 204 with no body on an empty page), Unix-second timestamps, problem+json errors,
 Bearer auth with single-use refresh tokens, a 7 req/s limit (429, then a 403 HTML block),
-custom fields at 50 per page, batch PATCH with validation errors.
+custom fields at 50 per page, batch PATCH with validation errors, webhooks (registered through
+the API, delivered on every change of a deal, contact, company or task: `webhooks`).
 
 Faithful quirks a client must survive:
 - Deleted leads/contacts/companies/tasks are in the trash: lists skip them; deletions are
@@ -35,6 +36,7 @@ from sandbox.amocrm.common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
                                    problem)
 from sandbox.amocrm.query import AmoQuery
 from sandbox.amocrm.render import AmoRender
+from sandbox.amocrm.webhooks import AmoWebhooks
 from sandbox.amocrm.write import AmoWrite
 from sandbox.data import Dataset, generate
 from sandbox.httpbase import Request, Response, SandboxServer, SlidingWindow
@@ -47,7 +49,7 @@ BLOCK_PAGE = (b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\
               b"</body>\r\n</html>\r\n")
 
 
-class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
+class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
     """amoCRM v4 over a Dataset. See the module docstring for the quirks it reproduces.
 
     Use: `with AmoSandbox(size=300, limits=False) as amo: ...amo.url...`. Knobs:
@@ -61,7 +63,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     card or task already served while a listing is read, so every later row moves up one),
     plus the httpbase ones (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`,
     `request_log`, `https`); `malform(kind, id)` serves an item in one of the malformed
-    shapes of `sandbox.malformed`.
+    shapes of `sandbox.malformed`. Webhooks (`sandbox.amocrm.webhooks`): `webhooks`,
+    `deliverer` (drop, repeat, delay, forge, pause deliveries; `sent` logs them),
+    `hook_pairs(event, id)`, `enable_webhook(destination)`.
     """
 
     def __init__(self, dataset: Dataset | None = None, *, host="127.0.0.1", port=0, seed=1,
@@ -94,6 +98,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self._listing_edits: list[dict] = []
         self._edits_lock = threading.Lock()
         self.malformed = Malformer(AMOCRM)   # the `malform` knob
+        self._init_webhooks()
 
     def malform(self, kind: str, item_id: int) -> None:
         """Serve the item `item_id` malformed from now on, as `sandbox.malformed.AMOCRM[kind]`
@@ -101,6 +106,14 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
         self.malformed.add(kind, item_id)
         with self._cache_lock:
             self._cache.clear()
+
+    def start(self):
+        self.deliverer.open()
+        return super().start()
+
+    def stop(self) -> None:
+        self.deliverer.close()
+        super().stop()
 
     # ---- knobs ---------------------------------------------------------------------------
     def set_limits(self, on: bool, rate: float | None = None) -> None:
@@ -189,6 +202,8 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, SandboxServer):
     def _route(self, req: Request) -> Response:
         parts = req.path.rstrip("/").split("/")[3:]      # after /api/v4
         m = req.method
+        if parts == ["webhooks"]:
+            return self._webhooks_route(req)
         if m == "GET":
             if parts == ["account"]:
                 return self._hal(self._account(req))
