@@ -49,7 +49,7 @@ def serve(ctx: click.Context, threads: int) -> None:
     signal.signal(signal.SIGINT, on_signal)
     service.warm()
     threading.Thread(target=_catch_up, args=(service, stop), name="catch-up", daemon=True).start()
-    log.info("listening on http://%s:%d/hooks/<source>/<secret> for %s", host, server.effective_port,
+    log.info("listening on http://%s:%s/hooks/<source>/<secret> for %s", host, server.effective_port,
              ", ".join(service.sources))
     try:
         server.run()

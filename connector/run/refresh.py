@@ -105,7 +105,8 @@ def refresh(cfg: Config, source: SourceConfig, changes: list[Change], adapter, m
     out.seconds = time.monotonic() - t0
     log.info("refresh of %s: %s", source.name, out.line(),
              extra={"fields": {"event": "refresh", "source": source.name, "changes": len(changes),
-                               "rows": out.rows, "requests": out.requests}})
+                               "rows": out.rows, "requests": out.requests,
+                               "written": out.kpi.writeback.values if out.kpi is not None else 0}})
     return out
 
 
