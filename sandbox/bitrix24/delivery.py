@@ -1,11 +1,11 @@
 """The Bitrix24 sandbox's queue server: it POSTs event deliveries from a thread of its own.
 
 A real portal does not call handlers while the change happens: it queues the event on a queue
-server, which calls the handler a little later (api-reference/events/index.md). So a change
-only enqueues here (`Deliverer.send`), and the request that caused it never waits. A delivery
-that fails (no answer, refused connection, an error status) is logged and lost: "Bitrix24 does
-not resend an event if the handler did not respond or returned an error status"
-(settings/performance), "no second chances" (api-reference/events/index.md).
+server, which calls the handler a little later (seconds, the docs say; slow handlers get a
+lower priority). So a change only enqueues here (`Deliverer.send`), and the request that
+caused it never waits. A delivery that fails (no answer, refused connection, an error status)
+is logged and lost: the docs say Bitrix24 does not resend an event if the handler did not
+respond or returned an error status; no second chances.
 
 Knobs for tests: `drop_next(n)` loses the next n deliveries without sending them (as a queue
 server hiccup would), `repeat_next(n)` sends each of the next n twice, `delay_s` holds every

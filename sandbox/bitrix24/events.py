@@ -1,8 +1,7 @@
 """The Bitrix24 sandbox's events: handlers (`event.bind`, `event.unbind`, `event.get`), offline
 events (`event.offline.get`, `event.offline.clear`) and outgoing webhooks.
 
-What the docs say, and the sandbox does (api-reference/events/*, the CRM and task event pages,
-local-integrations/local-webhooks.md):
+What Bitrix24's REST documentation says about events, and the sandbox does:
 
 - The event methods work only in an application's authorization context: through an incoming
   webhook they answer 403 `WRONG_AUTH_TYPE` (server.APP_ONLY).
@@ -27,7 +26,7 @@ local-integrations/local-webhooks.md):
   object, however many changes: the entry takes the latest event name, data and time. An entry
   already handed to a process (`clear=0`) is hidden; a later change to its object makes a new
   entry, so nothing changed after the read is lost. A change made by a call that carries the
-  binding's `auth_connector` is not recorded for it (offline-events.md, avoiding cycles).
+  binding's `auth_connector` is not recorded for it (how the docs avoid processing cycles).
   `event.offline.get(filter, order, limit=50, clear=1, process_id, error=0)` returns
   `{"process_id", "events": [{ID, TIMESTAMP_X, EVENT_NAME, EVENT_DATA, EVENT_ADDITIONAL,
   MESSAGE_ID}]}`; clear=1 deletes what it returns (process_id null), clear=0 marks it with a
@@ -36,7 +35,7 @@ local-integrations/local-webhooks.md):
   ids only, else those message ids only, else all).
 - Outgoing webhooks (configured in the UI: `add_outgoing_webhook(url, events)`) deliver online
   events with their own token, and only `event`, `data`, `ts` and `auth[domain]`,
-  `auth[member_id]`, `auth[application_token]` (local-webhooks.md).
+  `auth[member_id]`, `auth[application_token]` (what the docs show an outgoing webhook send).
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ ACTION = {"add": "ADD", "update": "UPDATE", "delete": "DELETE"}
 SPELLED = {"ADD": "Add", "UPDATE": "Update", "DELETE": "Delete"}
 UNDEFINED = "undefined"
 
-# The events the `events` method lists (api-reference/events/events.md): others are unknown.
+# The events a portal's `events` method lists, as documented: others are unknown.
 KNOWN_EVENTS = frozenset(f"{p}{s}" for p, s in [
     *((p, s) for p in ("ONCRMLEAD", "ONCRMDEAL", "ONCRMCOMPANY", "ONCRMCONTACT", "ONCRMQUOTE",
                        "ONCRMINVOICE") for s in ("ADD", "UPDATE", "DELETE", "USERFIELDADD",
@@ -407,6 +406,6 @@ METHODS = {
     "event.offline.get": lambda p, params: Reply(_hub(p).offline_get(params)),
     "event.offline.clear": lambda p, params: Reply(_hub(p).offline_clear(params)),
 }
-# Methods that work only in an application's authorization context (event-bind.md and the
-# other event pages): through an incoming webhook they answer 403 WRONG_AUTH_TYPE.
+# Methods that work only in an application's authorization context (each one's page says so):
+# through an incoming webhook they answer 403 WRONG_AUTH_TYPE.
 APP_ONLY = frozenset(METHODS)
