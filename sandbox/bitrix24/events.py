@@ -203,7 +203,8 @@ class EventHub:
         ts = str(int(time.time()))
         with self._lock:
             online = [b for b in self.bindings.values() if b.event == name and not b.offline]
-            record = any(b.event == name and b.offline and not (connector and b.connector == connector)
+            record = any(b.event == name and b.offline
+                         and not (connector and b.connector == connector)
                          for b in self.bindings.values())
             hooks = [w for w in self.outgoing if name in w.events]
             if record:
@@ -260,8 +261,9 @@ class EventHub:
                         (event, handler, auth_type, offline, connector):
                     raise ApiError("ERROR_CORE", "Handler already binded", 400)
             self._next_binding += 1
-            self.bindings[self._next_binding] = Binding(self._next_binding, event, handler, auth_type,
-                                                        offline, connector, ci_get(params, "options"))
+            self.bindings[self._next_binding] = Binding(
+                self._next_binding, event, handler, auth_type, offline, connector,
+                ci_get(params, "options"))
         return True
 
     def unbind(self, params: dict) -> dict:
