@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from adapters import bookmarks
 from adapters.base import CrmField, FieldWrite, Page, WriteResult
 from adapters.crm import Crm
+from adapters.hooks import Change
 from adapters.streams import Stream
 from adapters.times import as_utc
 
@@ -128,6 +129,31 @@ class Adapter:
     def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
         """See `FieldWriter.write_values`."""
         return self.fields.write_values(entity_type, writes)
+
+    # ---- change notifications (see adapters.hooks); a CRM that has them overrides these ----
+
+    def parse_hook(self, pairs: list[tuple[str, str]]) -> list[Change]:
+        """One delivery's form pairs -> the records it names; `HookRefused` if not genuine."""
+        raise NotImplementedError
+
+    def read_changes(self, changes: list[Change]) -> Page:
+        """The named records read back by id as mirror rows; ids gone -> `Page.deleted`."""
+        raise NotImplementedError
+
+    def install_hooks(self, url: str) -> str:
+        """Subscribe `url` to the CRM's change notifications; says what it did."""
+        raise NotImplementedError
+
+    def remove_hooks(self, url: str) -> str:
+        raise NotImplementedError
+
+    def missed_changes(self) -> tuple[list[Change], str] | None:
+        """Changes the CRM kept while nobody listened, and the id to clear them by
+        (`clear_missed`); None when the CRM keeps none for this source."""
+        raise NotImplementedError
+
+    def clear_missed(self, process_id: str) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.client.close()
