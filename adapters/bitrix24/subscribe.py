@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from adapters.bitrix24 import events
-from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.errors import SourceError
 from adapters.hooks import Change
 
@@ -30,6 +30,16 @@ def _outgoing_webhook_advice(client: Bitrix24Client, url: str) -> SourceError:
         "handlers (only an app can): create an outgoing webhook in Bitrix24 (Applications > "
         f"Developer resources > Other > Outgoing webhook) pointing at {url} for the events "
         f"{', '.join(events.BOUND)}, and put the token it shows in the source's application_token")
+
+
+def _batch(client: Bitrix24Client, cmds: dict[str, tuple[str, dict]]):
+    """Every command, 50 a batch: (results, errors) by key."""
+    results, errors, items = {}, {}, list(cmds.items())
+    for i in range(0, len(items), MAX_BATCH):
+        res = client.batch(dict(items[i:i + MAX_BATCH]))
+        results.update(res.results)
+        errors.update(res.errors)
+    return results, errors
 
 
 def install(client: Bitrix24Client, url: str) -> str:
@@ -50,11 +60,10 @@ def install(client: Bitrix24Client, url: str) -> str:
                                              "event_type": "online"})
         if (event, "", True) not in have:
             cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline"})
-    if cmds:
-        res = client.batch(cmds)
-        for key, err in res.errors.items():
-            if ALREADY not in err.description.lower():
-                raise client.error("event.bind", err.code, err.description)
+    _, errors = _batch(client, cmds)
+    for err in errors.values():
+        if ALREADY not in err.description.lower():
+            raise client.error("event.bind", err.code, err.description)
     msg = (f"Bitrix24 source '{client.name}': {len(events.BOUND)} events bound online to the "
            f"receiver and offline ({len(cmds)} bindings added, "
            f"{2 * len(events.BOUND) - len(cmds)} there already)")
@@ -74,10 +83,10 @@ def remove(client: Bitrix24Client, url: str) -> str:
     for n, event in enumerate(events.BOUND):
         cmds[f"on{n}"] = ("event.unbind", {"event": event, "handler": url, "event_type": "online"})
         cmds[f"off{n}"] = ("event.unbind", {"event": event, "event_type": "offline"})
-    res = client.batch(cmds)
-    for key, err in res.errors.items():
+    results, errors = _batch(client, cmds)
+    for err in errors.values():
         raise client.error("event.unbind", err.code, err.description)
-    removed = sum(int(r.get("count") or 0) for r in res.results.values() if isinstance(r, dict))
+    removed = sum(int(r.get("count") or 0) for r in results.values() if isinstance(r, dict))
     return f"Bitrix24 source '{client.name}': {removed} event bindings removed"
 
 
