@@ -130,15 +130,20 @@ class Adapter:
         """See `FieldWriter.write_values`."""
         return self.fields.write_values(entity_type, writes)
 
-    # -- change notifications (`adapters.hooks`) --------------------------------------------
+    # -- change notifications (`adapters.hooks`): a CRM that has them overrides these -------
+
+    def clear_missed(self, marker: str) -> None:
+        """Acknowledge the changes `missed_changes` returned with `marker`."""
+        raise NotImplementedError
 
     def install_hooks(self, url: str) -> str:
         """Have the CRM notify `url` of changes; returns a one-line description."""
         raise NotImplementedError
 
-    def missed_changes(self) -> list[Change] | None:
-        """Changes the CRM queued while nobody listened; None when it keeps no such queue
-        (then an incremental sync catches up)."""
+    def missed_changes(self) -> tuple[list[Change], str] | None:
+        """Changes the CRM queued while nobody listened, and the marker to clear them by
+        (`clear_missed`); None when it keeps no such queue for this source (then an
+        incremental sync catches up)."""
         raise NotImplementedError
 
     def parse_hook(self, pairs: list[tuple[str, str]]) -> list[Change]:
@@ -146,7 +151,8 @@ class Adapter:
         raise NotImplementedError
 
     def read_changes(self, changes: list[Change]) -> Page:
-        """The changed records read back by id; ids the CRM no longer has in `deleted`."""
+        """The changed records read back by id as mirror rows; ids the CRM no longer has in
+        `Page.deleted`."""
         raise NotImplementedError
 
     def remove_hooks(self, url: str) -> str:

@@ -7,9 +7,12 @@ from urllib.parse import urlsplit
 from adapters import redact
 from adapters.urls import check_url
 
+# application_token: what event deliveries must carry in auth[application_token] to be trusted
+# (the token an app receives when installed, or the one shown for an outgoing webhook).
 KEYS = {"webhook_url": str, "portal_url": str, "client_id": str, "client_secret": str,
-        "oauth_url": str, "redirect_uri": str, "bucket_size": int, "operating_budget_s": float, "reconcile_hours": float}
-SECRET_KEYS = ("webhook_url", "client_secret")
+        "oauth_url": str, "redirect_uri": str, "bucket_size": int, "operating_budget_s": float,
+        "reconcile_hours": float, "application_token": str}
+SECRET_KEYS = ("webhook_url", "client_secret", "application_token")
 # max_workers is a ceiling here: the throttle keeps as many requests in flight as the portal's
 # signals allow, up to the bucket's burst; an admin lowers it to leave room for others.
 DEFAULTS = {"requests_per_second": 2.0, "oauth_url": "https://oauth.bitrix.info/oauth/token/",

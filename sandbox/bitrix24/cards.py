@@ -119,8 +119,8 @@ def make_update(etype, table, standard: dict):
                 elif key in standard:
                     plain[standard[key]] = _std_value(standard[key], value)
                 # unknown keys are ignored, as the real API does
-            for fid, value in custom.items():
-                p.ds.set_custom(etype, row["id"], fid, value)
+            if custom:   # one write, one tick: one update of the card, as the portal sees it
+                p.ds.write_customs(etype, {row["id"]: custom})
             if plain:
                 if "first_name" in plain or "last_name" in plain:
                     plain["name"] = " ".join(filter(None, (plain.get("first_name", row.get("first_name")),

@@ -2,7 +2,8 @@
 
 A method takes (portal, params) and returns a `Reply`, or raises `ApiError`. `portal` is
 the server's read view of the dataset (`Portal`: spec per entity, id vocabulary). List
-methods live in `lists`, card, custom-field and write-back methods in `cards`.
+methods live in `lists`, card, custom-field and write-back methods in `cards`, the event
+methods (`event.bind`, `event.offline.get`, ...) in `events`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .cards import (deal_contact_items_get, make_get, make_update, make_userfiel
 from .lists import (activity_list, category_list, company_list, contact_list, deal_list,
                     item_list, lead_list, stagehistory_list, status_list, task_list, user_get,
                     voximplant_statistic_get)
+from .events import METHODS as EVENT_METHODS
 from .portal import Portal, Reply
 
 __all__ = ["METHODS", "Portal", "Reply", "scope_of"]
@@ -44,6 +46,7 @@ METHODS = {
     "crm.company.update": make_update("company", "companies",
                                       {"TITLE": "name", "ASSIGNED_BY_ID": "responsible_user_id"}),
     "profile": profile,
+    **EVENT_METHODS,
 }
 
 # Which webhook/OAuth scope each method needs (None: always allowed).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -22,6 +23,8 @@ from urllib.parse import quote
 from sandbox.httpbase import LeakyBucket, Request, Response, SandboxServer
 
 from .auth import MEMBER_ID, OAuthServer, OperatingBudget
+from .delivery import Deliverer
+from .events import APP_ONLY, EventHub
 from .methods import METHODS, Portal, Reply, scope_of
 from .pages import Page, dumps, plain
 from .params import ci_get, parse_body, parse_query
@@ -47,6 +50,15 @@ class Bitrix24Sandbox(SandboxServer):
     code; `oauth.advance(seconds)` moves the OAuth clock on. `malform(kind, id)` serves an item
     in one of the malformed shapes of `sandbox.malformed`. Observability: `request_log`,
     `limit_errors`, `limit_counts`, `oauth.refreshes`.
+
+    Events (`events`, see `sandbox.bitrix24.events`): the app binds handlers with `event.bind`
+    (OAuth only: through the incoming webhook the event methods answer 403 WRONG_AUTH_TYPE);
+    every change of the dataset's deals, leads, contacts, companies, activities (calls
+    included) and tasks then goes to the online handlers, with the app's `application_token`
+    (an attribute), and into the offline queue. `add_outgoing_webhook(url, events)` stands for
+    an outgoing webhook configured in the UI and returns its token. Deliveries go out from the
+    queue server's thread, `deliveries` (`delivery.Deliverer`): its `sent` log and knobs
+    (`drop_next`, `repeat_next`, `delay_s`, `pause`/`resume`, `forge`, `wait_idle`).
     """
 
     def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,
@@ -76,6 +88,11 @@ class Bitrix24Sandbox(SandboxServer):
         self.limit_errors = 0
         self.limit_counts = {"QUERY_LIMIT_EXCEEDED": 0, "OPERATION_TIME_LIMIT": 0}
         self._count_lock = threading.Lock()
+        self.application_token = secrets.token_hex(16)   # the app's, sent with its events
+        self.deliveries = Deliverer()
+        self.events = EventHub(dataset, self.deliveries, self._event_auth)
+        self.portal.events = self.events
+        dataset.listen(self.events.on_change)
 
     # ---- addresses and knobs ------------------------------------------------------------
     @property
@@ -98,6 +115,21 @@ class Bitrix24Sandbox(SandboxServer):
         """Serve the item `item_id` malformed from now on, as `sandbox.malformed.BITRIX24[kind]`
         says (the dataset keeps the true values)."""
         self.portal.malformed.add(kind, item_id)
+
+    def add_outgoing_webhook(self, url: str, events) -> str:
+        """An outgoing webhook as an admin configures it in the UI (Developer resources):
+        `events` (names like ONCRMDEALUPDATE) go to `url`; returns the webhook's token."""
+        return self.events.add_outgoing_webhook(url, events)
+
+    def _event_auth(self) -> dict:
+        """The `auth[...]` values of the app's event deliveries."""
+        return {"domain": f"{self.host}:{self.port}", "client_endpoint": self.client_endpoint,
+                "server_endpoint": f"{self.url}/oauth/rest/", "member_id": MEMBER_ID,
+                "application_token": self.application_token}
+
+    def stop(self) -> None:
+        self.deliveries.stop()
+        super().stop()
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far answers 401 expired_token from now on."""
@@ -130,9 +162,10 @@ class Bitrix24Sandbox(SandboxServer):
             else:
                 self.oauth.check(params.get("auth"))
             params.pop("auth", None)
+            app = user is None   # OAuth: the application's context
             if method == "batch":
-                return Response(200, dumps(self._batch(params)))
-            return Response(200, dumps(self._call(method, params)))
+                return Response(200, dumps(self._batch(params, app)))
+            return Response(200, dumps(self._call(method, params, app)))
         except ApiError as e:
             return _error(e, self._time_for(e))
 
@@ -171,9 +204,9 @@ class Bitrix24Sandbox(SandboxServer):
         return Response(302, b"", "", {"Location": to})
 
     # ---- one method call ------------------------------------------------------------------
-    def _call(self, method: str, params: dict) -> dict:
+    def _call(self, method: str, params: dict, app: bool = False) -> dict:
         """Run one method; returns the envelope. Raises ApiError."""
-        reply, tm = self._run(method, params)
+        reply, tm = self._run(method, params, app)
         out = {"result": reply.result}
         if reply.total is not None:
             out["total"] = reply.total
@@ -182,10 +215,12 @@ class Bitrix24Sandbox(SandboxServer):
         out["time"] = tm
         return out
 
-    def _run(self, method: str, params: dict) -> tuple[Reply, dict]:
+    def _run(self, method: str, params: dict, app: bool = False) -> tuple[Reply, dict]:
         fn = METHODS.get(method)
         if fn is None:
             raise ApiError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
+        if method in APP_ONLY and not app:
+            raise ApiError("WRONG_AUTH_TYPE", "Application context required", 403)
         scope = scope_of(method)
         if scope and scope not in self.scopes:
             raise ApiError("insufficient_scope",
@@ -196,7 +231,8 @@ class Bitrix24Sandbox(SandboxServer):
             raise ApiError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.",
                            429, {"method": method})
         t0, cpu0 = time.time(), time.thread_time()
-        reply = fn(self.portal, params)
+        with self.events.call(ci_get(params, "auth_connector")):   # one event per object
+            reply = fn(self.portal, params)
         spent = None
         if self.cost_model:
             # A portal runs concurrent requests on separate workers: charge this call's own
@@ -230,7 +266,7 @@ class Bitrix24Sandbox(SandboxServer):
         return self._time(now, now, e.extra.get("method"))
 
     # ---- batch ----------------------------------------------------------------------------
-    def _batch(self, params: dict) -> dict:
+    def _batch(self, params: dict, app: bool = False) -> dict:
         t0 = time.time()
         cmd = ci_get(params, "cmd")
         if isinstance(cmd, list):
@@ -250,7 +286,7 @@ class Bitrix24Sandbox(SandboxServer):
                 method = method.strip().lower().removesuffix(".json")
                 if method == "batch":
                     raise ApiError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
-                reply, tm = self._run(method, parse_query(query))
+                reply, tm = self._run(method, parse_query(query), app)
             except ApiError as e:
                 sec["result_error"][key] = {"error": e.code, "error_description": e.description}
                 if halt:
