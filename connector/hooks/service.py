@@ -22,8 +22,9 @@ from connector.config.loader import Config, SourceConfig
 from connector.hooks.debounce import Debouncer
 from connector.hooks.receiver import Receiver
 from connector.run import runtime
-from connector.run.jobs import INCREMENTAL, run_job
+from connector.run.jobs import INCREMENTAL
 from connector.run.refresh import refresh_source
+from connector.run.scheduler import Runner
 
 log = logging.getLogger("crm_connector.hooks")
 
@@ -77,8 +78,8 @@ class Service:
         if self.fleet is not None:
             self.fleet.enqueue(source, INCREMENTAL, True)
             return
-        threading.Thread(target=run_job, args=(self.cfg, source), name=f"catch-up-{source.name}",
-                         kwargs={"job": INCREMENTAL, "kpi": True}, daemon=True).start()
+        threading.Thread(target=Runner(self.cfg).run, args=(source.name, INCREMENTAL, True),
+                         name=f"catch-up-{source.name}", daemon=True).start()
 
     def warm(self) -> None:
         """What checking a delivery needs from each CRM, asked once before the first one comes

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from sandbox.amocrm import WON, AmoSandbox
+from sandbox.amocrm import AmoSandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTOR = [sys.executable, "-m", "connector"]
@@ -123,6 +123,11 @@ def _logged(path, event: str) -> list[dict]:
     return lines
 
 
+def won_stage(ds, deal) -> int:
+    pipeline = next(p for p in ds.pipelines if p["id"] == deal["pipeline_id"])
+    return next(s["id"] for s in pipeline["stages"] if s["semantics"] == "won")
+
+
 def card_value(amo, contact_id: int, label: str):
     fid = next(f["id"] for f in amo.dataset.fields["contact"] if f["name"] == label)
     return amo.dataset.by_id("contacts")[contact_id]["custom"].get(fid)
@@ -149,7 +154,7 @@ def test_a_deal_won_in_the_crm_shows_on_its_contacts_card_within_ten_seconds(ser
     contact = deal["contact_ids"][0]
     won_before = card_value(amo, contact, FIELDS["deals_won"]) or 0
     edited = time.monotonic()
-    ds.update("deals", deal["id"], stage_id=WON)
+    ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
     wait_for(lambda: (card_value(amo, contact, FIELDS["deals_won"]) or 0) == won_before + 1,
              "the contact's 'Deals won' field to count the deal", 10, proc)
     assert time.monotonic() - edited < 10
@@ -206,7 +211,7 @@ def test_our_own_write_back_comes_back_as_an_echo_and_writes_nothing(served):
     patches = lambda: sum(r["method"] == "PATCH" for r in amo.request_log)
     refreshes = lambda: _logged(tmp / "serve.log", "refresh")
     before, seen = patches(), len(refreshes())
-    ds.update("deals", deal["id"], stage_id=WON)
+    ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
     # the won deal's refresh writes the card; that write is a contact update in amoCRM, whose
     # delivery comes back and is refreshed in turn, finding every value already there
     wrote = wait_for(lambda: next((i for i, r in enumerate(refreshes()[seen:]) if r["written"]), None)
