@@ -49,19 +49,21 @@ class Debouncer:
 
     def _loop(self) -> None:
         with self._cond:
-            while not self._stopped:
+            while True:
                 now, wait = self.clock(), None
                 for source, since in list(self._since.items()):
-                    due = since + self.window_s
                     if source in self._busy:
                         continue
-                    if due <= now:
+                    due = since + self.window_s
+                    if due <= now or self._stopped:
                         batch = list(self._pending.pop(source).values())
                         del self._since[source]
                         self._busy.add(source)
                         self._pool.submit(self._run, source, batch)
                     else:
                         wait = due - now if wait is None else min(wait, due - now)
+                if self._stopped and not self._since:
+                    return
                 self._cond.wait(wait)
 
     def _run(self, source: str, batch: list[Change]) -> None:
@@ -75,7 +77,8 @@ class Debouncer:
                 self._cond.notify()
 
     def close(self, wait: bool = True) -> None:
-        """Flush nothing more; with `wait`, let the refreshes under way end."""
+        """Take no more waiting: flush every batch now (a source's after its running one), and
+        with `wait`, let the refreshes end; no change already taken note of is lost."""
         with self._cond:
             self._stopped = True
             self._cond.notify()
