@@ -1,10 +1,10 @@
 """Shared fixtures. Each sandbox's fixtures live in their own module, pulled in here."""
 
-pytest_plugins = ["tests.fixtures_amocrm", "tests.fixtures_bitrix24", "tests.redis_server"]
-
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.fixtures_amocrm", "tests.fixtures_bitrix24", "tests.redis_server"]
 
 E2E = Path(__file__).parent / "e2e"
 

@@ -25,7 +25,7 @@ from connector.cli.common import connect_fleet, fail, load, sources
 from connector.run import jobs
 from connector.run.jobs import storage_problems
 from connector.run.scheduler import Runner, build_scheduler, next_runs
-from connector.fleet.dispatch import Enqueuer, Fleet, run_once
+from connector.fleet.dispatch import Enqueuer, run_once
 
 log = logging.getLogger("crm_connector.run")
 
