@@ -12,6 +12,7 @@ import time
 
 from connector.config.loader import Config, SourceConfig
 from adapters.hooks import Change
+from adapters.redact import redact
 from connector.fleet.app import REFRESH_TASK, TASK, make_app, redis_of
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease
@@ -19,6 +20,7 @@ from connector.run.jobs import INCREMENTAL, NIGHTLY
 
 log = logging.getLogger("crm_connector.fleet")
 POLL_S = 0.5       # how often a waiting `run --once` looks at the results
+REDIS_GONE_S = 60  # how long `run --once` waits for a Redis that stopped answering
 LEADER = "scheduler"
 
 
@@ -47,14 +49,26 @@ class Fleet:
 
     def wait(self, task_ids: dict[str, str], stop: threading.Event) -> dict[str, dict]:
         """Each source's job summary once its job has finished (a job that fails inside its
-        worker is a `failed` summary); stops waiting when `stop` is set."""
-        left, out = dict(task_ids), {}
+        worker is a `failed` summary); stops waiting when `stop` is set. Redis gone for more
+        than REDIS_GONE_S: every job not yet finished is reported failed, naming the URL."""
+        left, out, gone_since = dict(task_ids), {}, None
         while left and not stop.is_set():
-            for source, task_id in list(left.items()):
-                res = self.app.AsyncResult(task_id)
-                if res.ready():
-                    out[source] = _summary(source, res)
-                    del left[source]
+            try:
+                for source, task_id in list(left.items()):
+                    res = self.app.AsyncResult(task_id)
+                    if res.ready():
+                        out[source] = _summary(source, res)
+                        del left[source]
+                gone_since = None
+            except Exception as err:   # redis-py's and kombu's connection errors alike
+                gone_since = gone_since or time.monotonic()
+                log.warning("waiting for the fleet's jobs: Redis does not answer (%s)", err)
+                if time.monotonic() - gone_since > REDIS_GONE_S:
+                    for source in left:
+                        out[source] = _failed(source, f"lost the connection to Redis at "
+                                                      f"{redact(self.cfg.engine.broker_url)} while the "
+                                                      f"job ran; the next run resumes from the bookmarks")
+                    return out
             if left:
                 stop.wait(POLL_S)
         return out
@@ -63,8 +77,11 @@ class Fleet:
 def _summary(source: str, res) -> dict:
     if res.successful() and isinstance(res.result, dict):
         return res.result
-    return {"source": source, "status": "failed", "rows": 0, "kpi": None, "exit_code": 1,
-            "error": f"the job's worker failed: {type(res.result).__name__}: {res.result}"}
+    return _failed(source, f"the job's worker failed: {type(res.result).__name__}: {res.result}")
+
+
+def _failed(source: str, error: str) -> dict:
+    return {"source": source, "status": "failed", "rows": 0, "kpi": None, "exit_code": 1, "error": error}
 
 
 class Enqueuer:
