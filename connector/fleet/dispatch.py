@@ -40,6 +40,15 @@ class Fleet:
         log.info("queued: %s of %s on queue %s (task %s)", job, source.name, source.queue, res.id)
         return res.id
 
+    def listening(self, timeout_s: float = 1.0) -> set[str]:
+        """The queues some live worker consumes now (asked over the broker; empty if none answers)."""
+        try:
+            answers = self.app.control.inspect(timeout=timeout_s).active_queues() or {}
+        except Exception as err:     # no answer is no worker: say so, do not fail the run
+            log.debug("asking the workers for their queues failed: %s", err)
+            return set()
+        return {q["name"] for queues in answers.values() for q in queues}
+
     def enqueue_refresh(self, source: SourceConfig, changes: list[Change]) -> str:
         """Queue a webhook refresh of `changes` on the source's queue; the task id."""
         res = self.app.send_task(REFRESH_TASK, args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
@@ -118,6 +127,10 @@ def run_once(fleet: Fleet, sources: list[SourceConfig], incremental: bool,
              stop: threading.Event) -> dict[str, dict]:
     """Queue each source's job, then wait for all of them; summaries by source."""
     job, kpi = (INCREMENTAL, False) if incremental else (NIGHTLY, fleet.cfg.schedule.kpi_after_sync)
+    heard = fleet.listening()
+    for queue in sorted({s.queue for s in sources} - heard):
+        log.warning("no worker answers on queue '%s' now: its jobs wait until one starts "
+                    "(`crm-connector worker --queues %s`)", queue, queue)
     t0 = time.monotonic()
     ids = {s.name: fleet.enqueue(s, job, kpi) for s in sources}
     out = fleet.wait(ids, stop)
