@@ -158,8 +158,9 @@ def probe_writable(path: str, what: str = "mirror") -> StorageError | None:
 # -- the mirror file --------------------------------------------------------------------------
 
 def header_problem(path: str) -> StorageError | None:
-    """A mirror that is not SQLite, or is shorter than its header says (truncated); None when
-    the file is missing, empty (a new mirror) or whole as far as the header tells."""
+    """A mirror that is not SQLite, or is shorter than its header says (truncated) and SQLite,
+    reading it with its write-ahead log, does not find it whole; None when the file is missing,
+    empty (a new mirror), whole as far as the header tells, or read whole by SQLite."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
@@ -182,10 +183,28 @@ def header_problem(path: str) -> StorageError | None:
     pages = int.from_bytes(head[28:32], "big")
     valid = head[24:28] == head[92:96]     # the page count is kept only when these agree
     if page_size < 512 or size % page_size:
-        return _truncated(path, f"{size:,} bytes, not a whole number of {page_size}-byte pages")
-    if valid and pages and size < pages * page_size:
-        return _truncated(path, f"{size:,} bytes where its header says {pages * page_size:,}")
-    return None
+        detail = f"{size:,} bytes, not a whole number of {page_size}-byte pages"
+    elif valid and pages and size < pages * page_size:
+        detail = f"{size:,} bytes where its header says {pages * page_size:,}"
+    else:
+        return None
+    # The pages may still be in the write-ahead log (a checkpoint a full disk cut short copies
+    # page 1 first): SQLite is the judge, and a file it reads whole is not refused.
+    return None if _sqlite_reads_whole(path) else _truncated(path, detail)
+
+
+def _sqlite_reads_whole(path: str) -> bool:
+    """Whether SQLite opens the file (with its write-ahead log) read-only and finds it whole."""
+    try:
+        conn = _connect(f"file:{quote(os.path.abspath(path))}?mode=ro")
+    except sqlite3.Error:
+        return False
+    try:
+        return conn.execute("PRAGMA quick_check(1)").fetchall() == [("ok",)]
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def _truncated(path: str, detail: str) -> StorageError:

@@ -307,3 +307,41 @@ def test_check_proves_the_locations_writable_and_leaves_nothing(tmp_path):
     assert r.exit_code == 0 and "error" not in r.output, r.output
     assert sha(db) == before and wal_frames(db) == 0
     assert set(os.listdir(tmp_path)) - set(files) <= {"mirror.db-wal", "mirror.db-shm"}
+
+
+def _header_ahead_of_the_file(tmp_path) -> str:
+    """A mirror as a checkpoint cut short by a full disk leaves it: page 1, copied first from
+    the write-ahead log, counts pages that are still only in the log. SQLite reads it whole."""
+    import shutil
+    import sqlite3
+    import struct
+    live = filled_mirror(str(tmp_path / "live.db"), rows=50)
+    conn = sqlite3.connect(live)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    with conn:
+        conn.executemany("INSERT INTO deals (source, id, name, raw) VALUES ('main', ?, ?, ?)",
+                         ((i, f"deal {i}", "y" * 300) for i in range(50, 3000)))
+    db = str(tmp_path / "mirror.db")
+    shutil.copy(live, db)
+    shutil.copy(live + "-wal", db + "-wal")
+    conn.close()
+    wal = open(db + "-wal", "rb").read()
+    size, at, page1 = struct.unpack(">I", wal[8:12])[0], 32, None
+    while at + 24 + size <= len(wal):
+        if struct.unpack(">I", wal[at:at + 4])[0] == 1:
+            page1 = wal[at + 24:at + 24 + size]
+        at += 24 + size
+    with open(db, "r+b") as fh:
+        fh.write(page1)
+    head = open(db, "rb").read(100)
+    assert os.path.getsize(db) < int.from_bytes(head[28:32], "big") * size
+    return db
+
+
+def test_pages_still_in_the_write_ahead_log_are_not_a_truncated_mirror(tmp_path):
+    db = _header_ahead_of_the_file(tmp_path)
+    assert storage.header_problem(db) is None
+    r = cli(write_config(tmp_path, db), "check")
+    assert r.exit_code == 0 and "error" not in r.output, r.output
+    with Mirror(db) as m:
+        assert m.table_counts("main")["deals"] == 3000
