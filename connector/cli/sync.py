@@ -17,6 +17,7 @@ import click
 
 from connector.run import jobs
 from connector.cli.common import fail, load, sources
+from connector.mirror.storage import StorageError
 from connector.run.progress import Progress
 from connector.run.sync import Outcome
 
@@ -70,7 +71,8 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
                                stop=stop)
             if res.status == "interrupted" and stop.is_set():
                 _interrupted(stop, res)
-            if res.exception is not None and not res.results:   # busy, or no sync at all
+            # busy, no sync at all, or a mirror that cannot keep what the streams wrote
+            if res.exception is not None and (not res.results or isinstance(res.exception, StorageError)):
                 fail(res.reason, jobs.exit_code(res.exception))
             # a stream that failed or was skipped (its KPIs would be wrong) was logged as it ended
             failed |= any(r.outcome in (Outcome.FAILED, Outcome.NOT_RUN, Outcome.SKIPPED)

@@ -98,6 +98,14 @@ def from_sqlite(err: sqlite3.Error, path: str) -> StorageError:
     return StorageError(f"{where}: {type(err).__name__}: {err}", RUNTIME)
 
 
+def gone(path: str, deleted: bool) -> StorageError:
+    """The mirror file a run opened is no longer at its path: what the run wrote went with it."""
+    how = "was deleted" if deleted else "was replaced by another file"
+    return StorageError(f"{_where('mirror', path)} {how} while the run was writing to it; what "
+                        f"the run wrote went with the old file: see what is at that path, then run "
+                        f"again", RUNTIME)
+
+
 def not_a_database(path: str) -> StorageError:
     return StorageError(f"{_where('mirror', path)} is not a SQLite database; point [storage] path "
                         f"at the mirror, or move this file away to start a new one", CONFIG)

@@ -72,6 +72,11 @@ def _touch_private(path: str) -> None:
     os.close(fd)
 
 
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 class _Database(sqlite_utils.Database):
     """sqlite-utils' database whose outermost `atomic()` takes the write lock at once."""
 
@@ -130,11 +135,13 @@ class Mirror:
         if path == ":memory:":
             schema.apply(self.conn)
             return
+        self._file = _identity(path)
         with storage.setup_lock(path):
             self.conn.execute("PRAGMA journal_mode = WAL")
         storage.quick_check(self.conn, path)   # never write into a damaged file
         with storage.setup_lock(path):
             schema.apply(self.conn)
+        self.check_file()
 
     def _open_read_only(self, path: str) -> None:
         if not os.path.exists(path) or os.path.getsize(path) == 0:
@@ -144,6 +151,21 @@ class Mirror:
             self.db = sqlite_utils.Database(storage.read_only_connection(path))
         self.conn = self.db.conn
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    _file: tuple[int, int] | None = None   # (device, inode) of the file opened for writing
+
+    def check_file(self) -> None:
+        """Raise StorageError when the file this mirror opened for writing is no longer the one
+        at its path (deleted, or another file put there): SQLite goes on writing into the
+        unlinked file, and all of it would be lost without a word."""
+        if self._file is None:
+            return
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        if now != self._file:
+            raise storage.gone(self.path, deleted=now is None)
 
     def close(self) -> None:
         self.db.close()
@@ -183,6 +205,7 @@ class Mirror:
             if run_row is not None:
                 self.conn.execute("UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
                                   (page.count() if counted is None else counted, run_row))
+        self.check_file()
         return page.count()
 
     def _drop_unknown_stages(self, source: str, page: Page) -> None:

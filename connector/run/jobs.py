@@ -108,6 +108,7 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
             close_stale_runs(mirror, source.name)
             run.locked(mirror, sync=sync, kpi=kpi, streams=streams or source.streams, full=full,
                        progress=progress, dry_run=dry_run, only=only)
+            mirror.check_file()   # what the job wrote is in the file at the mirror's path
     except LockTimeout as err:
         run.busy(err)
     except LockAbandoned as err:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from connector.mirror.store import Mirror
 from tests.unit.test_storage_faults import cli, write_config
 
@@ -94,3 +96,53 @@ def test_a_full_disk_when_saving_tokens_is_one_line(tmp_path, monkeypatch):
         f"token file {tmp_path / 'tokens.json'}: the disk is full")
     assert "secret" not in str(err.value)
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+
+
+def _gone(db: str) -> None:
+    import os
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+
+
+def _replaced(db: str) -> None:
+    import os
+    _gone(db)
+    other = sqlite3.connect(db + ".other")
+    other.execute("CREATE TABLE t (x)")
+    other.close()
+    os.replace(db + ".other", db)
+
+
+@pytest.mark.parametrize("when", ["a page", "the end"])
+@pytest.mark.parametrize("how,says", [(_gone, "was deleted"), (_replaced, "was replaced by another file")])
+def test_the_mirror_deleted_or_replaced_mid_sync_fails_the_run(tmp_path, monkeypatch, amo_sandbox,
+                                                                how, says, when):
+    """The run wrote into a file nobody can see any more: not a success. Deleted after the
+    first page commits (later pages notice), or after the last page of the last stream (the
+    run's end notices)."""
+    db = str(tmp_path / "mirror.db")
+    config = write_config(tmp_path, db, amo_sandbox.url, amo_sandbox.access_token)
+    save, pages = Mirror.save_page, []
+
+    def saving(self, source, stream, page, *args, **kwargs):
+        pages.append(stream)
+        written = save(self, source, stream, page, *args, **kwargs)
+        if when == "a page" and len(pages) == 1:
+            how(db)
+        return written
+    monkeypatch.setattr(Mirror, "save_page", saving)
+    args = []
+    if when == "the end":      # one stream: gone once its run is recorded, nothing after it
+        finish = Mirror.finish_run
+
+        def then_gone(self, *a, **kw):
+            finish(self, *a, **kw)
+            how(db)
+        monkeypatch.setattr(Mirror, "finish_run", then_gone)
+        args = ["--stream", "pipelines"]
+    r = cli(config, "sync", *args)
+    errors = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(errors) == 1, r.output
+    assert errors[0].startswith(f"error: mirror {db} {says} while the run was writing to it"), errors
+    assert "streams ok" not in r.output and len(pages) >= 1
