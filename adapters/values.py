@@ -125,14 +125,38 @@ def _separated(s: str) -> float:
     return sign * float("".join(groups) + "." + (frac or "0"))
 
 
+INT64 = (-2 ** 63, 2 ** 63 - 1)   # what SQLite's INTEGER holds
+_DIGITS = re.compile(r"[-+]?\d+")
+
+
+def _in_int64(i: int) -> int:
+    if not INT64[0] <= i <= INT64[1]:
+        raise BadValue("past the 64-bit integers the mirror holds")
+    return i
+
+
 def integer(v) -> int | None:
-    """A whole number (42, "42", "42.0"); None for None / ""; a fraction or junk is BadValue."""
+    """A whole number (42, "42", "42.0") within 64-bit integers, digits read exactly; None for
+    None / ""; a fraction, junk or a number past 64 bits is BadValue."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _in_int64(v)
+    if isinstance(v, str) and _DIGITS.fullmatch(v.strip()):
+        return _in_int64(int(v.strip()))
     x = number(v)
     if x is None:
         return None
     if x != int(x):
         raise BadValue("not a whole number")
-    return int(x)
+    return _in_int64(int(x))
+
+
+def identifier(v) -> int | None:
+    """An item's own id: an `integer` not below 0; None for None / ""; negative or junk is
+    BadValue."""
+    i = integer(v)
+    if i is not None and i < 0:
+        raise BadValue("not an id (a negative number)")
+    return i
 
 
 def reference(v) -> int | None:
@@ -187,13 +211,21 @@ def offset_moment(v) -> str | None:
 # ---- lenient readers (values whose junk means "none", never a number) ----------------------
 
 def to_int(v) -> int | None:
-    """42, "42", "42.0" -> 42; None, "", False and junk -> None."""
+    """42, "42", "42.0" -> 42; None, "", False, junk and numbers past 64 bits -> None."""
     if v is None or v is False or v == "":
         return None
     try:
-        return int(float(v))
+        i = int(v.strip()) if isinstance(v, str) and _DIGITS.fullmatch(v.strip()) else (
+            v if isinstance(v, int) else int(float(v)))
     except (TypeError, ValueError, OverflowError):
         return None
+    return i if INT64[0] <= i <= INT64[1] else None
+
+
+def to_id(v) -> int | None:
+    """An item's id leniently: `to_int` not below 0, else None (no id it can be known by)."""
+    i = to_int(v)
+    return i if i is not None and i >= 0 else None
 
 
 def ref_id(v) -> int | None:

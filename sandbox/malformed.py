@@ -1,6 +1,6 @@
 """Malformed payloads the sandboxes can serve: the kinds of bad item a real account produces
 (a field an admin typed by hand, a module that writes its own format, an API that sends a PHP
-array where an object belongs), 21 per CRM.
+array where an object belongs), 23 per CRM.
 
     server.malform("amount_units", deal_id)      # that deal is listed changed from now on
 
@@ -81,6 +81,8 @@ BITRIX24: dict[str, Kind] = {
     "unknown_stage": Kind("deal", _stage, "a stage code the pipeline does not have"),
     "unknown_semantics": Kind("lead", _set("STATUS_SEMANTIC_ID", "X"), "an undocumented semantics"),
     "id_junk": Kind("company", _set("ID", "abc"), "an id that is not a number"),
+    "id_huge": Kind("deal", _set("ID", "99999999999999999999"), "an id past 64-bit integers"),
+    "id_negative": Kind("contact", _set("ID", "-7"), "a negative id"),
     "reference_junk": Kind("deal", _set("ASSIGNED_BY_ID", "bob"), "a user id that is a name"),
     "title_object": Kind("company", _set("TITLE", {"ru": "ООО Ромашка"}), "an object where text is"),
     "not_an_object": Kind("contact", lambda r: "<br>garbage", "a string where an item is"),
@@ -107,6 +109,8 @@ AMOCRM: dict[str, Kind] = {
     "unknown_stage": Kind("leads", _set("status_id", 999999), "a status its pipeline lacks"),
     "stage_text": Kind("leads", _set("status_id", "won"), "a status that is a word"),
     "id_junk": Kind("companies", _set("id", "abc"), "an id that is not a number"),
+    "id_huge": Kind("leads", _set("id", 10 ** 20), "an id past 64-bit integers"),
+    "id_negative": Kind("contacts", _set("id", -7), "a negative id"),
     "reference_junk": Kind("leads", _set("responsible_user_id", "bob"), "a user id that is a name"),
     "name_object": Kind("companies", _set("name", {"ru": "ООО Ромашка"}), "an object where text is"),
     "not_an_object": Kind("contacts", lambda r: "<br>garbage", "a string where an item is"),

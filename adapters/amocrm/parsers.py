@@ -48,7 +48,7 @@ from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, rows
 from adapters.times import from_unix
-from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, objects,
+from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, identifier, integer, objects,
                             score_in, to_int, unix_moment)
 
 WON, LOST = 142, 143
@@ -113,7 +113,7 @@ def _page(v: Item, table: str, *records: dict) -> Page:
 def user_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
     rights = v.get("rights", lambda x: x if isinstance(x, dict) else None) or {}
-    return _page(v, "users", {"id": v.need("id", integer), "name": v.get("name"),
+    return _page(v, "users", {"id": v.need("id", identifier), "name": v.get("name"),
                               "email": v.get("email"),
                               "is_active": flag(rights.get("is_active", True)), "raw": item})
 
@@ -140,7 +140,7 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
     without its id, pipeline or stage is skipped and reported; a deleted one that comes with
     only its id (the trash) only marks the deal deleted."""
     v = Item(item)
-    did = v.need("id", integer)
+    did = v.need("id", identifier)
     if flag(item.get("is_deleted")) and item.get("status_id") is None:
         return Page(deleted={"deals": [did]})
     stage = v.need("status_id", integer)
@@ -174,13 +174,13 @@ def deal_channel(v: Item) -> str | None:
 
 def contact_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
-    return _page(v, "contacts", {"id": v.need("id", integer), "name": v.get("name"),
+    return _page(v, "contacts", {"id": v.need("id", identifier), "name": v.get("name"),
                                  "company_id": _first_id(v, "companies"), **_card(v), "raw": item})
 
 
 def company_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
-    return _page(v, "companies", {"id": v.need("id", integer), "name": v.get("name"), **_card(v),
+    return _page(v, "companies", {"id": v.need("id", identifier), "name": v.get("name"), **_card(v),
                                   "raw": item})
 
 
@@ -191,7 +191,7 @@ def task_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
     card = _card(v)
     return _page(v, "tasks", {
-        "id": v.need("id", integer), "text": v.get("text"),
+        "id": v.need("id", identifier), "text": v.get("text"),
         "entity_type": ENTITY.get(v.get("entity_type") or ""),
         "entity_id": v.get("entity_id", integer),
         "is_completed": flag(item.get("is_completed")),
@@ -223,7 +223,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
         return Page()
     v = Item(item)
     page = _page(v, "activities", {
-        "id": f"note:{v.need('id', integer)}", "channel": kind[0], "direction": kind[1],
+        "id": f"note:{v.need('id', identifier)}", "channel": kind[0], "direction": kind[1],
         "at": v.get("created_at", unix_moment),
         "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
         "entity_type": entity, "entity_id": v.get("entity_id", integer), "is_deleted": 0,
@@ -237,7 +237,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
 def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
     """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path."""
     v = Item(item)
-    cid = v.need("id", integer)
+    cid = v.need("id", identifier)
     params = v.strict("params", _params, {})
     direction = "in" if item.get("note_type") == "call_in" else "out"
     return _page(v, "calls", {

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client, Ref, ref
 from adapters.errors import StreamError
-from adapters.values import to_int
+from adapters.values import to_id
 
 PAGE = 50
 LIMIT_CODES = ("OPERATION_TIME_LIMIT", "QUERY_LIMIT_EXCEEDED")
@@ -71,9 +71,10 @@ class ListSpec:
         return result
 
     def id_of(self, row) -> int | None:
-        """A row's ID; None for a row that is not an object or whose ID is not a number (the
-        parser skips and reports that item; paging goes on by the IDs it can read)."""
-        return to_int(row.get(self.row_id)) if isinstance(row, dict) else None
+        """A row's ID; None for a row that is not an object or whose ID is not an id (junk,
+        negative, past 64 bits: the parser skips and reports that item; paging goes on by the
+        IDs it can read)."""
+        return to_id(row.get(self.row_id)) if isinstance(row, dict) else None
 
     def ids_of(self, rows) -> list[int]:
         return [i for i in map(self.id_of, rows) if i is not None]

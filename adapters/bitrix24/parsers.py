@@ -15,7 +15,7 @@ from __future__ import annotations
 from adapters.base import Page
 from adapters.calls import call_status
 from adapters.streams import Ctx
-from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, integer, offset_moment,
+from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, identifier, integer, offset_moment,
                             ref_id, reference, score_in, to_int)
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (docs/mirror.md)
@@ -58,7 +58,7 @@ def user(r: dict, ctx: Ctx) -> Page:
     """A `user.get` item."""
     v = Item(r)
     name = " ".join(p for p in (v.get("NAME"), v.get("LAST_NAME")) if p) or None
-    return Page(rows={"users": [{"id": v.need("ID", integer), "name": name,
+    return Page(rows={"users": [{"id": v.need("ID", identifier), "name": name,
                                  "email": v.get("EMAIL") or None,
                                  "is_active": flag(r.get("ACTIVE", True)), "raw": r}]},
                 problems=v.problems)
@@ -100,7 +100,7 @@ def deal(r: dict, ctx: Ctx) -> Page:
     deal without its id, pipeline, stage or stage semantics is skipped and reported.
     """
     v = Item(r)
-    d = {"id": v.need("ID", integer), "name": v.get("TITLE"),
+    d = {"id": v.need("ID", identifier), "name": v.get("TITLE"),
          "pipeline_id": v.need("CATEGORY_ID", integer), "stage_id": v.need("STAGE_ID"),
          "status": v.need("STAGE_SEMANTIC_ID", one_of(DEAL_STATUS)),
          "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
@@ -153,7 +153,7 @@ def lead(r: dict, ctx: Ctx) -> Page:
     v = Item(r)
     status = v.need("STATUS_SEMANTIC_ID", one_of(LEAD_STATUS))
     return Page(rows={"leads": [{
-        "id": v.need("ID", integer), "title": v.get("TITLE"), "status_id": v.need("STATUS_ID"),
+        "id": v.need("ID", identifier), "title": v.get("TITLE"), "status_id": v.need("STATUS_ID"),
         "status": status, "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
         "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
         **_common(v),
@@ -166,7 +166,7 @@ def contact(r: dict, ctx: Ctx) -> Page:
     v = Item(r)
     name = " ".join(p for p in (v.get("NAME"), v.get("SECOND_NAME"), v.get("LAST_NAME")) if p)
     return Page(rows={"contacts": [{
-        "id": v.need("ID", integer), "name": name or None,
+        "id": v.need("ID", identifier), "name": name or None,
         "company_id": v.get("COMPANY_ID", reference), **_common(v), "raw": r}]}, problems=v.problems)
 
 
@@ -174,7 +174,7 @@ def company(r: dict, ctx: Ctx) -> Page:
     """A `crm.company.list` item."""
     v = Item(r)
     return Page(rows={"companies": [{
-        "id": v.need("ID", integer), "name": v.get("TITLE"), **_common(v), "raw": r}]},
+        "id": v.need("ID", identifier), "name": v.get("TITLE"), **_common(v), "raw": r}]},
         problems=v.problems)
 
 
@@ -193,7 +193,7 @@ def task(r: dict, ctx: Ctx) -> Page:
     etype, eid = task_binding(r.get("ufCrmTask"))
     status = v.get("status", integer) or v.get("realStatus", integer)
     return Page(rows={"tasks": [{
-        "id": v.need("id", integer), "text": v.get("title"),
+        "id": v.need("id", identifier), "text": v.get("title"),
         "responsible_user_id": v.get("responsibleId", reference), "entity_type": etype,
         "entity_id": eid, "is_completed": int(status == 5),
         "due_at": v.get("deadline", offset_moment), "completed_at": v.get("closedDate", offset_moment),
@@ -206,7 +206,7 @@ def call(r: dict, ctx: Ctx) -> Page:
     """A `voximplant.statistic.get` item; its activity in ctx.side (crm.activity.list) names the
     deal it belongs to, else the call's own CRM_ENTITY binding (contact, company or lead) stays."""
     v = Item(r)
-    cid = v.need("ID", integer)
+    cid = v.need("ID", identifier)
     kind = v.get("CALL_TYPE", integer)
     code = str(v.get("CALL_FAILED_CODE") or "")
     etype = (v.get("CRM_ENTITY_TYPE") or "").lower() or None
@@ -242,7 +242,7 @@ def activity(r: dict, ctx: Ctx) -> Page:
     """A `crm.activity.list` item: a call, meeting, e-mail, chat or SMS with a client. Other
     kinds (tasks, calendar imports, unknown providers) give no row."""
     v = Item(r)
-    aid = v.need("ID", integer)
+    aid = v.need("ID", identifier)
     kind = ACTIVITY_TYPES.get(v.get("TYPE_ID", integer)) or ACTIVITY_PROVIDERS.get(
         (v.get("PROVIDER_ID") or "").upper())
     if kind is None:
@@ -263,7 +263,7 @@ def stage_change(r: dict, ctx: Ctx) -> Page:
     fills it from the mirror). Lead items carry STATUS_ID where deal items carry STAGE_ID."""
     v = Item(r)
     entity = "lead" if "STATUS_ID" in r else "deal"
-    hid, owner = v.need("ID", integer), v.need("OWNER_ID", integer)
+    hid, owner = v.need("ID", identifier), v.need("OWNER_ID", integer)
     stage_id = v.need("STATUS_ID" if entity == "lead" else "STAGE_ID")
     pipeline_id = v.need("CATEGORY_ID", integer) if entity == "deal" else LEAD_PIPELINE
     previous = ctx.memo.get((entity, owner))

@@ -27,7 +27,7 @@ from adapters.bitrix24.paging import PAGE, Chunk, ListSpec
 from adapters.bitrix24.streams import ListRequest, PipelinesRequest
 from adapters.streams import Ctx, Stream, records
 from adapters.times import as_utc, iso, parse_iso
-from adapters.values import to_int
+from adapters.values import to_id, to_int
 
 
 @dataclass
@@ -212,7 +212,7 @@ class Reader:
 def listed_ids(page: Page, table: str, seen: list[int]) -> list[int] | None:
     """`seen` plus the ids a page of a full listing showed, skipped items included; None when
     one of them has no readable id."""
-    skipped = [to_int(p.get("item")) for p in page.problems if p.get("skipped")]
+    skipped = [to_id(p.get("item")) for p in page.problems if p.get("skipped")]
     if None in skipped:
         return None
     return seen + [r["id"] for r in page.rows.get(table, [])] + skipped

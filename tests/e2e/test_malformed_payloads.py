@@ -1,4 +1,4 @@
-"""Malformed payloads, end to end: each sandbox serves its 21 kinds of bad
+"""Malformed payloads, end to end: each sandbox serves its 23 kinds of bad
 item (`sandbox.malformed`), the connector syncs, and the mirror is compared with the sandbox's
 own state (portal_check). What must hold: every stream completes; nothing is stored as
 something else: each difference is a value left NULL or an item left out (on a first sync) or
@@ -67,6 +67,8 @@ B24 = {
     "unknown_stage": skip("deals", "deals", "stage_id"),
     "unknown_semantics": skip("leads", "leads", "STATUS_SEMANTIC_ID"),
     "id_junk": skip("companies", "companies", "ID", item="abc"),
+    "id_huge": skip("deals", "deals", "ID", item="99999999999999999999"),
+    "id_negative": skip("contacts", "contacts", "ID", item="-7"),
     "reference_junk": null("deals", "responsible_user_id", "deals", "ASSIGNED_BY_ID"),
     "title_object": null("companies", "name", "companies", "TITLE"),
     "not_an_object": skip("contacts", "contacts", None, item="#"),
@@ -89,6 +91,8 @@ AMO = {
     "unknown_stage": skip("deals", "deals", "stage_id"),
     "stage_text": skip("deals", "deals", "status_id"),
     "id_junk": skip("companies", "companies", "id", item="abc"),
+    "id_huge": skip("deals", "deals", "id", item=str(10 ** 20)),
+    "id_negative": skip("contacts", "contacts", "id", item="-7"),
     "reference_junk": null("deals", "responsible_user_id", "deals", "responsible_user_id"),
     "name_object": null("companies", "name", "companies", "name"),
     "not_an_object": skip("contacts", "contacts", None, item="#"),
@@ -100,9 +104,9 @@ AMO = {
 }
 
 
-def test_every_kind_has_an_expectation_and_there_are_21_per_crm():
+def test_every_kind_has_an_expectation_and_there_are_23_per_crm():
     assert set(B24) == set(BITRIX24) and set(AMO) == set(AMOCRM)
-    assert len(B24) == len(AMO) == 21
+    assert len(B24) == len(AMO) == 23
 
 
 def _alive(rows):
