@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from adapters.base import Page
 from adapters.errors import StreamError
 from adapters.tables import TABLES
-from adapters.values import BadItem, FieldError
+from adapters.values import BadItem, FieldError, problem
 
 MODES = ("snapshot", "changes", "append", "reconcile")
 
@@ -69,13 +69,31 @@ class Stream:
 
 
 def records(items: Iterable[dict], parse: Parser, ctx: Ctx, stream: str = "?") -> Page:
-    """One page of items parsed, in order, into one `Page` (later records win, see Page.merge).
+    """One page of items parsed, in order, into one `Page`. An item whose id an earlier item of
+    the page carried is skipped and reported: it may be another card's data under that id.
     An item a row cannot be made of is skipped and reported (`BadItem`); an unexpected error
     fails the page with a `StreamError` naming the stream, the item and the field."""
-    page = Page()
+    page, seen = Page(), set()
     for n, item in enumerate(items, 1):
+        key, ident = _own_id(item)
+        if key is not None and str(ident).strip() in seen:
+            page.problems.append({**problem(key, ident, "the page carries this id twice: the first "
+                                            "item kept, this one not stored", skipped=True),
+                                  "item": ident})
+            continue
+        if key is not None:
+            seen.add(str(ident).strip())
         page.merge(parse_item(item, parse, ctx, stream, n))
     return page
+
+
+def _own_id(item) -> tuple[str | None, object]:
+    """(the key, the value) of an item's own id as sent, (None, None) when it has none."""
+    if isinstance(item, dict):
+        for key in ("ID", "id"):
+            if isinstance(item.get(key), (int, str)) and item[key] != "":
+                return key, item[key]
+    return None, None
 
 
 def item_id(item, n: int | None = None):

@@ -131,13 +131,19 @@ class Malformer:
     def __init__(self, kinds: dict[str, Kind]):
         self.kinds = kinds
         self.chosen: dict[tuple[str, int], Kind] = {}
+        self.repeated: set[tuple[str, int]] = set()
 
     def add(self, kind: str, item_id: int) -> None:
         k = self.kinds[kind]
         self.chosen[(k.entity, int(item_id))] = k
 
+    def repeat_id(self, entity: str, item_id: int) -> None:
+        """Serve the item `item_id` under the id of the item before it on its page (a page that
+        carries one id twice, the second time with another item's data)."""
+        self.repeated.add((entity, int(item_id)))
+
     def __bool__(self) -> bool:
-        return bool(self.chosen)
+        return bool(self.chosen or self.repeated)
 
     def serve(self, entity: str, item_id, item: dict):
         """The item as served: changed when a kind was chosen for it."""
@@ -146,3 +152,18 @@ class Malformer:
         except (TypeError, ValueError):    # amoCRM event ids are text: never chosen
             return item
         return k.change(item) if k else item
+
+    def serve_page(self, entity: str, ids: list, items: list) -> list:
+        """A page's items as served: each as `serve` gives it, and those `repeat_id` names
+        under the id of the item before them."""
+        out = [self.serve(entity, i, item) for i, item in zip(ids, items)]
+        for n in range(1, len(out)):
+            try:
+                repeat = (entity, int(ids[n])) in self.repeated
+            except (TypeError, ValueError):
+                continue
+            before, this = out[n - 1], out[n]
+            if repeat and isinstance(before, dict) and isinstance(this, dict):
+                key = "ID" if "ID" in this else "id"
+                out[n] = {**this, key: before.get(key)}
+        return out

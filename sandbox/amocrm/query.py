@@ -318,7 +318,7 @@ class AmoQuery:
         items = [col.render(r, with_) for r in rows]
         ids = [i["id"] for i in items]
         if self.malformed:   # the `malform` knob (sandbox.malformed)
-            items = [self.malformed.serve(col.name, i, item) for i, item in zip(ids, items)]
+            items = self.malformed.serve_page(col.name, ids, items)
         links = {"self": self._page_link(req, page)}
         full = len(rows) == take and self.next_on_full_page
         if len(view) > offset + step or full:

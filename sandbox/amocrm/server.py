@@ -107,6 +107,13 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         with self._cache_lock:
             self._cache.clear()
 
+    def repeat_id(self, item_id: int, entity: str = "leads") -> None:
+        """Serve the item `item_id` under the id of the item before it on its page, from now on
+        (`sandbox.malformed.Malformer.repeat_id`)."""
+        self.malformed.repeat_id(entity, item_id)
+        with self._cache_lock:
+            self._cache.clear()
+
     def start(self):
         self.deliverer.open()
         return super().start()

@@ -54,9 +54,9 @@ class Portal:
     def malformed_page(self, entity: str, rows: list[dict], page: Page) -> Page:
         """`page` with the items a malformed kind was chosen for served changed."""
         encoded = list(page.encoded)
-        for i, r in enumerate(rows):
-            served = self.malformed.serve(entity, r.get("id"), page[i])
-            if served != page[i]:
+        items = [page[i] for i in range(len(rows))]
+        for i, served in enumerate(self.malformed.serve_page(entity, [r.get("id") for r in rows], items)):
+            if served != items[i]:
                 encoded[i] = dumps(served)
         return Page(encoded)
 

@@ -116,6 +116,11 @@ class Bitrix24Sandbox(SandboxServer):
         says (the dataset keeps the true values)."""
         self.portal.malformed.add(kind, item_id)
 
+    def repeat_id(self, item_id: int, entity: str = "deal") -> None:
+        """Serve the item `item_id` under the id of the item before it on its page, from now on
+        (`sandbox.malformed.Malformer.repeat_id`)."""
+        self.portal.malformed.repeat_id(entity, item_id)
+
     def add_outgoing_webhook(self, url: str, events) -> str:
         """An outgoing webhook as an admin configures it in the UI (Developer resources):
         `events` (names like ONCRMDEALUPDATE) go to `url`; returns the webhook's token."""

@@ -277,3 +277,20 @@ def test_sync_command_says_how_many_values_it_did_not_store_and_logs_them(tmp_pa
     assert (f"stream=leads: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
             f"{lead} STATUS_SEMANTIC_ID='X': not one of P, S, F (item skipped)") in result.output
     assert server.webhook_secret not in result.output
+
+
+def test_a_page_carrying_an_id_twice_keeps_the_first_and_reports_the_second(crm):
+    """The second deal is served under the id of the deal before it on its page: the first is
+    stored as it is, the second is reported and skipped, nothing of it stored under that id."""
+    second = crm.chosen["only_id"]      # a deal none of whose neighbours is at a page's end
+    crm.server.repeat_id(second)
+    results = crm.sync()
+    assert all(r.status == "ok" for r in results), [(r.stream, r.error) for r in results]
+    reported = [p for p in _reported(results) if p["stream"] == "deals"]
+    assert len(reported) == 1 and reported[0]["skipped"] is True, reported
+    first = int(reported[0]["item"])
+    assert first != second and "twice" in reported[0]["why"], reported
+    diffs = mirror_differences(crm.mirror, crm.server, crm.source)
+    assert not [d for d in diffs if d.startswith((f"deals id={first}:", f"deal_contacts deal_id={first} "))]
+    assert f"deals id={second}: missing from the mirror" in diffs
+    assert all(d.startswith((f"deals id={second}:", f"deal_contacts deal_id={second} ")) for d in diffs), diffs
