@@ -35,9 +35,13 @@ def check(key: str, d: dict, fail) -> None:
     if d.get("webhook_url"):
         redact.register(webhook_secret(d["webhook_url"]))
         url = check_url(f"{key}.webhook_url", d["webhook_url"], fail, redact_value=True)
-        parts = [p for p in urlsplit(url).path.split("/") if p]
+        split = urlsplit(url)
+        parts = [p for p in split.path.split("/") if p]
         if len(parts) < 3 or parts[0] != "rest" or not parts[1].isdigit() or not parts[2]:
             raise fail(f"{key}.webhook_url", "must look like https://PORTAL/rest/USER_ID/SECRET/")
+        if len(parts) > 3 or split.query or split.fragment or url.rstrip().endswith(("?", "#")):
+            raise fail(f"{key}.webhook_url", "must end with the secret: "
+                                             "https://PORTAL/rest/USER_ID/SECRET/ (no method, no query)")
         d["webhook_url"] = url.rstrip("/") + "/"
     else:
         missing = [k for k in ("portal_url", "client_id", "client_secret") if not d.get(k)]

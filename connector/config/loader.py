@@ -201,6 +201,9 @@ def load(path: str | None = None) -> Config:
 
 def _parse(path: str, raw: bytes) -> dict:
     """The TOML document in `raw`; ConfigError naming the line of a bad byte or syntax."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}: line 1: the file starts with a UTF-8 byte order mark (BOM); "
+                          f"save it as UTF-8 without one") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -211,6 +214,8 @@ def _parse(path: str, raw: bytes) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML here: arrays or tables nested too deeply") from None
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

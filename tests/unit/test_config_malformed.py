@@ -110,6 +110,13 @@ for v in ["https://portal.bitrix24.ru/rest/1/ s3cret/", "https://portal.bitrix24
           "https://[::1/rest/1/s3cret/", "https://portal.bitrix24.ru/", "https://portal.bitrix24.ru/rest/x/s3cret/",
           "http://portal.bitrix24.ru/rest/1/s3cret/", "portal.bitrix24.ru/rest/1/s3cret/"]:
     case(f"webhook_url={v}", sub(f'webhook_url = "{HOOK}"', f'webhook_url = "{v}"'), "webhook_url")
+for v in ["https://portal.bitrix24.ru/rest/1/s3cretwebhook/crm.deal.list.json",
+          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/profile",
+          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/?start=50",
+          "https://portal.bitrix24.ru/rest/1/s3cretwebhook?auth=x",
+          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/#top"]:
+    case(f"webhook_url with more after the secret: {v}", sub(f'webhook_url = "{HOOK}"', f'webhook_url = "{v}"'),
+         "webhook_url")
 OAUTH = 'portal_url = "https://portal.bitrix24.ru"\nclient_id = "app"\nclient_secret = "s3cretsecret"'
 for key, line in [("portal_url", OAUTH.replace("bitrix24.ru", "bitrix24.ru/rest")),
                   ("portal_url", OAUTH.replace("portal.bitrix24.ru", "portal bitrix24.ru")),
@@ -198,6 +205,10 @@ for key, edit in [("sql", CUSTOM.replace('sql = "SELECT contact_id, 1 FROM deal_
 case("non-UTF-8 byte", sub('name = "main"', 'name = "ma\udcffin"'), "line 7")
 case("latin-1 file", sub('currency_rates]', 'currency_rates]\n# Pr\u00e9f\u00e9rences'), "line", {"_latin1": "1"})
 case("TOML syntax", sub("[kpi]", "[kpi"), "line")
+for depth in (600, 5000):
+    case(f"arrays nested {depth} deep", add("TOP", "deep = " + "[" * depth + "]" * depth), "nested too deeply")
+    case(f"tables nested {depth} deep", add("TOP", "deep = " + "{a = " * depth + "}" * depth), "nested too deeply")
+case("UTF-8 byte order mark", lambda t: "\ufeff" + t, "byte order mark")
 case("duplicate key", add("SRC0", 'base_url = "https://other.amocrm.ru"'), "line")
 
 
