@@ -303,6 +303,9 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
                                                   f"one token file per source goes with one mirror per source")
         if not top.get("sources"):
             raise self.fail("sources", "at least one [[sources]] block is required")
+        token_path = storage.get("token_path", storage_path + ".tokens.json")
+        for k, v in (("path", storage_path), ("token_path", token_path)):
+            self.file_path(f"storage.{k}", v, top["sources"])
         sources, seen = [], {}
         for i, raw in enumerate(top["sources"]):
             src = self.source(i, raw)
@@ -316,10 +319,18 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         cfg = Config(path=self.path, storage_path=storage_path, sources=sources,
                      schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
                      notify=self.notify(top.get("notify", {})),
-                     token_path=storage.get("token_path", storage_path + ".tokens.json"),
+                     token_path=token_path,
                      report=self.report(top.get("report", {})), engine=self.engine(top.get("engine", {})),
                      webhooks=self.webhooks(top.get("webhooks", {})))
         return cfg
+
+    def file_path(self, key: str, path: str, sources) -> None:
+        """A file's path must not name a directory (each source's, when it holds {source})."""
+        names = {s.get("name") for s in sources if isinstance(s, dict) and isinstance(s.get("name"), str)}
+        for p in {path.replace(SOURCE_FIELD, n) for n in names} if SOURCE_FIELD in path else {path}:
+            if os.path.isdir(p):
+                raise self.fail(key, f"{os.path.abspath(p)} is a directory, not a file; set it to a "
+                                     f"file name inside it")
 
     def source(self, i: int, raw) -> SourceConfig:
         """One [[sources]] block: common keys here, the rest by the CRM its `kind` names."""

@@ -87,12 +87,13 @@ def filled_mirror(path: str, rows: int = 3000) -> str:
 @pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"], ["run"],
                                      ["kpi", "show", "main", "contact", "1"]])
 def test_a_directory_as_the_mirror_path_is_one_line_exit_2(tmp_path, command):
-    """`run` (the daemon) refuses to start rather than fail every night."""
+    """`run` (the daemon) refuses to start rather than fail every night. The config is what
+    must change: the line names its file and key."""
     (tmp_path / "mirror").mkdir()
     config = write_config(tmp_path, tmp_path / "mirror")
     line = one_line(cli(config, *command), 2)
-    assert line == (f"error: mirror {tmp_path / 'mirror'} is a directory, not a file; set "
-                    f"[storage] path to a file name inside it")
+    assert line == (f"error: {config}: storage.path: {tmp_path / 'mirror'} is a directory, not a "
+                    f"file; set it to a file name inside it")
 
 
 @pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"]])
@@ -151,13 +152,30 @@ def wal_frames(db: str) -> int:
 
 
 def test_check_json_reports_the_location(tmp_path):
-    (tmp_path / "mirror").mkdir()
-    r = CliRunner().invoke(main, ["--config", write_config(tmp_path, tmp_path / "mirror"),
-                                  "check", "--json"])
+    (tmp_path / "file").write_text("not a directory")
+    db = tmp_path / "file" / "mirror.db"
+    r = CliRunner().invoke(main, ["--config", write_config(tmp_path, db), "check", "--json"])
     doc = json.loads(r.stdout)
     assert r.exit_code == 2 and doc["ok"] is False and doc["streams"] == []
-    assert doc["storage"] == [f"mirror {tmp_path / 'mirror'} is a directory, not a file; set "
-                              f"[storage] path to a file name inside it"]
+    assert doc["storage"] == [f"mirror {db}: a part of the path is a file, not a directory; set "
+                              f"[storage] path to a path under a directory",
+                              f"token file {db}.tokens.json: a part of the path is a file, not a "
+                              f"directory; set [storage] token_path to a path under a directory"]
+
+
+@pytest.mark.parametrize("key", ["path", "token_path"])
+def test_a_storage_path_naming_a_directory_names_the_config_file(tmp_path, key):
+    (tmp_path / "there").mkdir()
+    config = tmp_path / "config.toml"
+    text = CONFIG.format(db=tmp_path / "mirror.db", url="http://127.0.0.1:9", token="tok-storage-1")
+    if key == "path":
+        text = text.replace(f'path = "{tmp_path / "mirror.db"}"', f'path = "{tmp_path / "there"}"')
+    else:
+        text = text.replace("[storage]\n", f'[storage]\ntoken_path = "{tmp_path / "there"}"\n')
+    config.write_text(text)
+    line = one_line(cli(str(config), "check"), 2)
+    assert line == (f"error: {config}: storage.{key}: {tmp_path / 'there'} is a directory, not a "
+                    f"file; set it to a file name inside it")
 
 
 def test_check_reports_a_corrupt_mirror(tmp_path):
