@@ -191,7 +191,10 @@ class _Run:
             out.status, out.exception = "failed", err
             out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
                                else f"KPI job: {type(err).__name__}: {err}")
-            log.debug("KPI job of %s crashed", out.source, exc_info=True)
+            if isinstance(err, (StorageError, SourceError, kpi_inputs.NotSynced)):
+                log.debug("KPI job of %s not done: %s", out.source, out.error)   # said, not a crash
+            else:
+                log.debug("KPI job of %s crashed", out.source, exc_info=True)
             self.alerts.failed(out.source, "kpi", out.error, job="kpi",
                                reauthorise=needs_reauthorisation(err))
             return

@@ -96,3 +96,18 @@ def test_show(config):
 def test_show_unknown_client(config):
     r = run(config, "show", S, "company", "999")
     assert r.exit_code == 1 and "no KPIs for company 999" in r.output
+
+
+@pytest.mark.parametrize("verbose", [["-v"], []])
+def test_kpi_on_a_never_synced_source_is_one_line_even_verbose(tmp_path, verbose):
+    """Nothing crashed: the source was never synced. `-v` adds debug lines, never a traceback."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "{S}"\n'
+                    f'kind = "amocrm"\nbase_url = "http://127.0.0.1:9"\naccess_token = "tok-secret-123"\n\n'
+                    f'[kpi.fields]\nwin_rate = "KPI: Win rate, %"\n')
+    r = CliRunner().invoke(main, ["--config", str(path), "kpi", *verbose])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and "crashed" not in r.output, r.output
+    errors = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert errors == [f"error: source '{S}' has no complete sync yet: run `crm-connector sync "
+                      f"--source {S}` first"], r.output
