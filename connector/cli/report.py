@@ -35,7 +35,7 @@ def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
         for src in picked:
             scope = cfg.scoped(src.name)
             if scope.storage_path not in mirrors:
-                mirrors[scope.storage_path] = runtime.open_mirror(scope)
+                mirrors[scope.storage_path] = runtime.open_mirror(scope, read_only=True)   # only reads
         conns = {s.name: mirrors[cfg.scoped(s.name).storage_path].conn for s in picked}
         text = report_mod.build(conns, picked, language=cfg.report.language,
                                 months=months or cfg.report.months, churn_days=cfg.kpi.churn_days,

@@ -135,3 +135,36 @@ def test_a_script_error_is_caught(mirror, tmp_path):
     report.write(str(path), make(mirror).replace("</body>", "<script>undefinedFunction();</script></body>"))
     with pytest.raises(AssertionError, match="undefinedFunction"):
         check_report(path, stored(mirror.conn), "unit-report-error.png")
+
+
+def test_report_reads_a_mirror_in_a_read_only_folder(mirror, tmp_path):
+    """It only reads: a mirror whose folder (and file) nobody may write still gives the report,
+    and the mirror is left byte for byte as it was."""
+    import hashlib
+    import os
+
+    from tests.unit.test_storage_faults import run_restricted
+    mirror.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    mirror.close()
+    ro, out = tmp_path / "ro", tmp_path / "out"
+    ro.mkdir()
+    out.mkdir()
+    os.replace(tmp_path / "m.db", ro / "m.db")
+    for suffix in ("-wal", "-shm"):
+        if (tmp_path / f"m.db{suffix}").exists():
+            os.unlink(tmp_path / f"m.db{suffix}")
+    cfg = out / "config.toml"
+    cfg.write_text(f'[storage]\npath = "{ro / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
+                   'base_url = "https://x.amocrm.ru"\naccess_token = "t0ken-value-abc"\n\n'
+                   '[schedule]\ntimezone = "Europe/Moscow"\n')
+    before = hashlib.sha256((ro / "m.db").read_bytes()).hexdigest()
+    os.chmod(ro / "m.db", 0o444)
+    os.chmod(ro, 0o555)
+    try:
+        r = run_restricted(str(cfg), "report", "--out", str(out / "r.html"))
+    finally:
+        os.chmod(ro, 0o755)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"Report: {out / 'r.html'}"
+    assert "Sales report" in (out / "r.html").read_text(encoding="utf-8")
+    assert hashlib.sha256((ro / "m.db").read_bytes()).hexdigest() == before
