@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from adapters.errors import SourceError, needs_reauthorisation
+from adapters.errors import Interrupted, SourceError, needs_reauthorisation
 from adapters.redact import redact
 from connector.kpi import engine as kpi_mod
 from connector.kpi import inputs as kpi_inputs
@@ -154,6 +154,8 @@ class _Run:
         """The job's work, holding the lock; the adapter is closed whatever happens."""
         # a dry-run KPI job sends nothing, so it needs no adapter (nor the CRM's credentials)
         adapter = self.steps.adapter(self.cfg, self.source) if sync or not dry_run else None
+        if self.stop is not None and hasattr(adapter, "watch"):
+            adapter.watch(self.stop)     # write-back's waits and requests obey a stop too
         try:
             if sync:
                 self.sync(mirror, adapter, streams, full=full, progress=progress)
@@ -185,6 +187,11 @@ class _Run:
                 # transaction implicitly on DML; left open, closing the mirror would roll back.)
                 log.debug("KPI job of %s left a transaction open; committing it", out.source)
                 mirror.conn.commit()
+        except Interrupted:   # write-back gave up a wait or a request for a stop
+            if mirror.conn.in_transaction:
+                mirror.conn.commit()     # what was written back and recorded stays
+            out.status, out.error = "interrupted", "KPI job: stopped by signal"
+            return
         except Exception as err:
             err = as_storage_error(err, self.cfg)
             out.status, out.exception = "failed", err
