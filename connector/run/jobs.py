@@ -142,6 +142,30 @@ def close_stale_runs(mirror, source: str) -> int:
     return count
 
 
+@contextmanager
+def _interrupting(stop: threading.Event | None, conn):
+    """While the block runs, a stop interrupts the SQLite query under way on `conn` (a KPI
+    computation may run for minutes between two looks at the flag)."""
+    if stop is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if stop.wait(0.2):       # a poll, so the watcher ends with the block
+                if not done.is_set():
+                    conn.interrupt()
+                return
+    watcher = threading.Thread(target=watch, name="kpi-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 class _Run:
     """One job under way: what it works on, the result it fills in, where alerts go."""
 
@@ -181,7 +205,9 @@ class _Run:
     def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
         out = self.out
         try:
-            out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run, only=only)
+            with _interrupting(self.stop, mirror.conn):
+                out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run,
+                                         only=only)
             if mirror.conn.in_transaction:
                 # a job that returned has finished its work: keep it. (Python's sqlite3 opens a
                 # transaction implicitly on DML; left open, closing the mirror would roll back.)
@@ -193,6 +219,11 @@ class _Run:
             out.status, out.error = "interrupted", "KPI job: stopped by signal"
             return
         except Exception as err:
+            if self.stop is not None and self.stop.is_set():   # its query was interrupted
+                if mirror.conn.in_transaction:
+                    mirror.conn.rollback()   # the KPIs of this run are not half stored
+                out.status, out.error = "interrupted", "KPI job: stopped by signal"
+                return
             err = as_storage_error(err, self.cfg)
             out.status, out.exception = "failed", err
             out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
