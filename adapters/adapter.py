@@ -159,5 +159,13 @@ class Adapter:
         """Stop the CRM notifying `url`; returns a one-line description."""
         raise NotImplementedError
 
+    def watch(self, stop) -> None:
+        """Obey `stop` (a threading.Event set by SIGTERM) in every wait and before every
+        request from now on: the call under way raises `adapters.errors.Interrupted`."""
+        self.http.watch(stop)
+        watch = getattr(self.client, "watch", None)
+        if watch is not None:
+            watch(stop)
+
     def close(self) -> None:
         self.client.close()

@@ -51,3 +51,8 @@ def needs_reauthorisation(err: BaseException) -> bool:
 def reauthorise(crm: str, source: str, why: str, args: str = "") -> ReauthoriseError:
     """The one wording for a token the server no longer accepts: what to run, then why."""
     return ReauthoriseError(f"{crm} source '{source}': {REAUTHORISE} {source}{args}` ({why})")
+
+
+class Interrupted(Exception):
+    """A stop was asked for (SIGTERM, Ctrl-C): a wait was cut short or a request not sent.
+    Not a failure: what was committed stays, the run is recorded as interrupted."""

@@ -10,6 +10,10 @@ A connection that cannot be made at all (DNS, refused, connect timeout, TLS) is 
 ride out: after at most one quick retry it raises `UnreachableError` naming the host and the
 cause, and the source's remaining streams are not attempted. A call that must never be sent
 twice (`once=True`: a single-use refresh token) is retried only when it provably never left.
+
+A stop (`HttpClient.watch(event)`: SIGTERM) is obeyed at once wherever a call waits: in the
+limiter, between retries, before it is sent. The call raises `Interrupted`; a request
+already on the wire is not cut off (its timeout bounds it).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 from tenacity import Retrying, stop_after_attempt
 
-from adapters.errors import BlockedError, ReplyLost, StreamError, UnreachableError
+from adapters.errors import BlockedError, Interrupted, ReplyLost, StreamError, UnreachableError
 from adapters.redact import redact
 
 try:
@@ -70,6 +74,15 @@ class RateLimiter:
                     return
                 wait = self.per - (now - self._sent[0]) + 0.002
             self.sleep(wait)
+
+
+def interruptible(stop: threading.Event, sleep: Callable[[float], None] = time.sleep
+                  ) -> Callable[[float], None]:
+    """A sleep that ends early, raising Interrupted, once `stop` is set."""
+    def pause(seconds: float) -> None:
+        if stop.is_set() or stop.wait(max(0.0, seconds)):
+            raise Interrupted("stopped by signal")
+    return pause
 
 
 class RetryableResponse(Exception):
@@ -164,6 +177,25 @@ class HttpClient:
         self._blocked: str | None = None
         self._count_lock = threading.Lock()
         self.requests = 0
+        self.stop: threading.Event | None = None
+
+    def watch(self, stop: threading.Event) -> None:
+        """Obey `stop` from now on: waits in the limiter and between retries end early, and
+        no call is sent once it is set (each raises Interrupted)."""
+        self.stop = stop
+        if self.limiter is not None and hasattr(self.limiter, "sleep"):
+            self.limiter.sleep = interruptible(stop)
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted("stopped by signal")
+
+    def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep between attempts: the swappable `sleep`, or a stoppable wait."""
+        if self.stop is None:
+            self.sleep(seconds)
+        else:
+            interruptible(self.stop)(seconds)
 
     def block(self, message: str) -> None:
         """Refuse every further request for this source (e.g. amoCRM's 403 account block)."""
@@ -211,7 +243,7 @@ class HttpClient:
     def _send_with_retries(self, method: str, url: str, expect_json: bool, once: bool,
                            **kwargs) -> requests.Response:
         retrying = Retrying(retry=self._retry(once), wait=self._wait, reraise=True,
-                            stop=stop_after_attempt(self.max_attempts), sleep=self.sleep)
+                            stop=stop_after_attempt(self.max_attempts), sleep=self._pause)
         try:
             return retrying(self._send_once, method, url, expect_json, **kwargs)
         except (RetryableResponse, BadBody) as last:
@@ -245,8 +277,10 @@ class HttpClient:
     def _send_once(self, method: str, url: str, expect_json: bool, **kwargs) -> requests.Response:
         if self._blocked:
             raise BlockedError(self._blocked)
+        self._check_stop()
         if self.limiter:
             self.limiter.acquire()
+        self._check_stop()
         if self._blocked:
             raise BlockedError(self._blocked)
         headers = {**self.auth_headers(), **kwargs.pop("headers", {})}

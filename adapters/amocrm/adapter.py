@@ -154,7 +154,8 @@ class AmoCrmAdapter(Adapter):
         lo = int(start.timestamp()) if start else None
         yield from keyset_pages(fetch, req.sorted_by, lo, int(run.timestamp()), req.embedded,
                                 size=req.limit, workers=int(self.cfg.max_workers or 1),
-                                gap=getattr(self.client.http.limiter, "gap", 0.0))
+                                gap=getattr(self.client.http.limiter, "gap", 0.0),
+                                label=f"amoCRM source '{self.source}', {label} ({req.path})")
 
     def _overlapping(self, s: Stream, params: list) -> Iterator[list[dict]]:
         """Pages of a list in a fixed order (by id, by time, newest-first), each overlapping
@@ -168,7 +169,7 @@ class AmoCrmAdapter(Adapter):
         pages = overlap_pages(fetch, s.cursor, req.embedded, size=req.limit,
                               workers=int(self.cfg.max_workers or 1),
                               gap=getattr(self.client.http.limiter, "gap", 0.0),
-                              label=f"amoCRM source '{self.source}', {label}")
+                              label=f"amoCRM source '{self.source}', {label} ({req.path})")
         with closing(pages):
             try:
                 for items in pages:

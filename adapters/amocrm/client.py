@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from adapters.amocrm.auth import AmoAuth
+from adapters.amocrm.keyset import Stall, hashable
 from adapters.amocrm.streams import Request
 from adapters.errors import AuthError, BlockedError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, RateLimiter
@@ -131,10 +132,14 @@ class AmoClient:
         return data
 
     def pages(self, req: Request, params: list, label: str) -> Iterator[dict]:
-        """Every page of a list, in order, following `next` and stopping at a 204."""
+        """Every page of a list, in order, following `next` and stopping at a 204. A list
+        that repeats itself (pages of rows already read, `keyset.Stall`) raises StreamError."""
         first = self.page(req, params, 1, label)
         if first is None:
             return
+        stall = Stall(f"amoCRM source '{self.source}', {label} ({req.path})")
+        seen: set = set()
+        stall.page(_new_ids(first, req.embedded, seen))
         yield first
         if not req.paged or not _has_next(first):
             return
@@ -149,6 +154,7 @@ class AmoClient:
                 data = future.result()
                 if data is None:
                     return
+                stall.page(_new_ids(data, req.embedded, seen))
                 yield data
                 if not _has_next(data):
                     return
@@ -189,6 +195,15 @@ def _error_body(response) -> object:
         return response.json() if response.content else None
     except ValueError:
         return None
+
+
+def _new_ids(data: dict, embedded: str, seen: set) -> int:
+    """How many items of a page were not on an earlier page (`seen` takes them)."""
+    keys = [hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80]
+            for i in data["_embedded"][embedded]]
+    new = len(set(keys) - seen)
+    seen.update(keys)
+    return new
 
 
 def _has_next(data: dict) -> bool:

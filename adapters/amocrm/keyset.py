@@ -18,6 +18,12 @@ value) is paged through the same way, checked at every page, so it needs no seco
 Rows repeated by an overlap or a restart are dropped by (id, value); an edited row that comes
 back with a new value is yielded again. Pages come in list order, so each page's newest value
 is a safe bookmark: every row before it was read.
+
+No request without progress (`Stall`): a server that ignores the range filter and the page
+number (a static sample serving one page with a `next` link) would be asked forever. After
+MAX_IDLE pages in a row that bring no new row (pages a restart re-reads on purpose aside), the
+stream fails with one line naming the endpoint and what the server did; so does a read whose
+checks fail MAX_RESTARTS times.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from adapters.errors import StreamError
 from adapters.values import to_int
 
 MAX_OVERLAP = 8   # rows a planned page may repeat of its predecessor
 MIN_SHARE = 0.8   # smallest page a plan asks for, as a share of a full page
+MAX_IDLE = 4      # pages in a row without a new row before a read gives up: the list repeats
+MAX_RESTARTS = 50  # failed checks in one read before giving up: the list changes too fast
 
 Fetch = Callable[[list, int, int], "dict | None"]  # (window params, page no, limit) -> HAL page
 
@@ -48,25 +57,57 @@ class Plan:
     check: bool = True
 
 
+class Stall:
+    """Counts pages in a row that brought no new row; past MAX_IDLE, raises StreamError
+    starting with `label` (which names the endpoint): the server repeats its list."""
+
+    def __init__(self, label: str):
+        self.label, self.idle, self.pages = label, 0, 0
+
+    def grace(self, pages: int) -> None:
+        """A read that goes back on purpose (a restart, a back-off) re-reads `pages` pages of
+        rows already read before it brings new ones: they do not count as idle."""
+        self.idle = min(self.idle, 0) - pages
+
+    def page(self, new_rows: int) -> None:
+        self.pages += 1
+        self.idle = 0 if new_rows else self.idle + 1
+        if self.idle >= MAX_IDLE:
+            raise StreamError(
+                f"{self.label}: the server served the same rows again for {self.idle} pages in a "
+                f"row while linking a next page (it ignores the page number and filters); "
+                f"stopped after {self.pages} pages")
+
+
 def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded: str, *,
-                 size: int = 250, workers: int = 1, gap: float = 0.0) -> Iterator[list[dict]]:
+                 size: int = 250, workers: int = 1, gap: float = 0.0,
+                 label: str = "list") -> Iterator[list[dict]]:
     """Items of each page in list order, none yielded twice. `start`..`end` is the read's
     window (`start` None: from the first row). `workers` caps the pages in flight; how many
-    are used follows the first round trip measured against the limiter's `gap`."""
+    are used follows the first round trip measured against the limiter's `gap`. Raises
+    StreamError (starting with `label`) when MAX_IDLE pages in a row bring no new row."""
     data, size, depth = first_page(lambda: fetch(_window(field, start, end), 1, size), embedded,
                                    size, gap, workers)
     if data is None:
         return
     chain = _Chain(field, embedded, size)
+    stall, restarts = Stall(label), 0
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-keyset")
     pending: collections.deque = collections.deque()
     try:
         plan = Plan(start, 1, size, size, check=False)
         while True:
             fresh, more = chain.take(plan, data)
+            stall.page(len(fresh or ()))
             if fresh is None:             # rows moved under us: drop what is in flight, restart
                 drop_pending(pending)
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise StreamError(f"{label}: the list kept changing while it was read "
+                                      f"({MAX_RESTARTS} pages did not start with a row already "
+                                      f"read); try again")
                 nxt = chain.restart()
+                stall.grace(math.ceil(chain.run / max(1, nxt.limit)) + 1)
                 pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
                                                  nxt.page, nxt.limit)))
             elif not more:

@@ -13,7 +13,7 @@ that one which stayed in the list was read before or is on this page. If not, ro
 before it: the pages in flight are dropped and the read backs off (one page before the end
 read, then four, sixteen... down to page 1, which needs no check) until a page starts with a
 row read. Rows read twice are dropped by (id, key); a row that comes back with a new key (an
-edit) is yielded again.
+edit) is yielded again. A list that repeats itself fails the read (`keyset.Stall`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, drop_pending, first_page, fit_page,
-                                    hashable)
+from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, Stall, drop_pending, first_page,
+                                    fit_page, hashable)
 from adapters.errors import StreamError
 
 MAX_BACKOFFS = 50   # failed checks in one read before giving up: the list changes too fast
@@ -51,11 +51,12 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
     """Items of each page in list order, none yielded twice for the same `key` value.
     `workers` caps the pages in flight; how many are used follows the first round trip
     measured against the limiter's `gap`. Raises StreamError (starting with `label`) after
-    MAX_BACKOFFS failed checks."""
+    MAX_BACKOFFS failed checks, or when the list repeats itself (`keyset.Stall`)."""
     data, size, depth = first_page(lambda: fetch(1, size), embedded, size, gap, workers)
     if data is None:
         return
     read = _Read(key, embedded, size)
+    stall = Stall(label)
     pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-overlap")
     pending: collections.deque = collections.deque()
 
@@ -72,9 +73,11 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
             fill()
             step, future = pending.popleft()
             fresh, more = read.take(step, future.result())
+            stall.page(len(fresh or ()))
             if fresh is None:             # rows left before this page: back off
                 drop_pending(pending)
                 back = read.back_off(label)
+                stall.grace(max(0, read.end - (back.page - 1) * back.limit) // back.limit + 1)
                 pending.append((back, pool.submit(fetch, back.page, back.limit)))
                 continue
             if more:
@@ -121,6 +124,8 @@ class _Read:
             if self.size < 2:             # one-row pages cannot overlap: page on unchecked
                 return Step(rows + 1, 1, check=False)
             fit = fit_page(rows, self.size, 2, self.size)
+            if fit is None:               # tiny pages at an end no offset overlaps: unchecked
+                return Step(rows // self.size + 1, self.size, check=False)
         if fit is None:
             return None
         page, limit, _ = fit

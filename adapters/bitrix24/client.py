@@ -23,7 +23,7 @@ from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.auth import OAuthTokens
 from adapters.bitrix24.throttle import Answer, Throttle
 from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
-from adapters.http import CONNECT_TIMEOUT_S, HttpClient
+from adapters.http import CONNECT_TIMEOUT_S, HttpClient, interruptible
 from adapters.limits import portal_of
 from adapters import redact as redaction
 from adapters.redact import redact
@@ -348,6 +348,13 @@ class Bitrix24Client:
 
     def host(self) -> str:
         return urlsplit(self.cfg.webhook_url or self.cfg.portal_url or "").hostname or "?"
+
+    def watch(self, stop) -> None:
+        """Obey `stop` in the waits of its own: the operating budget's and a 429's."""
+        pause = interruptible(stop)
+        if hasattr(self.budget, "sleep"):
+            self.budget.sleep = pause
+        self.sleep = pause
 
     def close(self) -> None:
         self.http.close()

@@ -12,6 +12,9 @@ rate is never the bound (a batch is one request), the per-method operating budge
 hands chunks over in ID order (later windows wait in memory), for streams whose bookmark is
 the last ID or whose records depend on the row before (stage history); `each` runs per chunk
 in the worker thread, so follow-up lookups (a call's activity) run in parallel too.
+
+No request without progress: a page whose rows do not all lie above the `>ID` it was asked
+for (a server that ignores the filter serves the same rows again) fails the stream.
 """
 
 from __future__ import annotations
@@ -255,6 +258,7 @@ class Pager:
                 except ValueError:
                     raise StreamError(f"Bitrix24 source '{self.client.name}': {spec.method} "
                                       "returned a page of unexpected shape") from None
+                self._check_progress(spec, rows, lo)
                 rows_all.extend(rows)
                 if companion:
                     extras.append(results.get(f"q{k}"))
@@ -274,6 +278,17 @@ class Pager:
             if done:
                 return
             chain = min(max_chain, chain * 2)
+
+    def _check_progress(self, spec: ListSpec, rows: list, lower) -> None:
+        """No request without progress: every row of a page asked for with `>ID` = `lower`
+        must lie above it. A server that ignores the filter serves the same rows again, and
+        paging on from their last ID would ask for them forever: the stream fails instead."""
+        ids = spec.ids_of(rows)
+        if ids and isinstance(lower, int) and min(ids) <= lower:
+            raise StreamError(
+                f"Bitrix24 source '{self.client.name}': {spec.method}: the server served the same "
+                f"rows again (IDs from {min(ids)} for a page asked for above ID {lower}: it "
+                f"ignores the `>{spec.id_key}` filter); stopped rather than ask again")
 
 
 def in_window_order(chunks) -> Iterator[Chunk]:

@@ -1,6 +1,7 @@
 """`crm-connector sync`: pull streams into the mirror, one job per source.
 
-SIGTERM or Ctrl-C asks for a stop: the stream under way commits its current page and is
+SIGTERM or Ctrl-C asks for a stop: the stream under way commits the page it is saving (a wait
+in the rate limiter or between retries ends at once, no further request is sent) and is
 recorded as interrupted, one line says so, and the exit code is 143 / 130 (128 + signal).
 A second signal exits at once; every page is its own transaction, so the mirror stays whole.
 """

@@ -61,6 +61,8 @@ class KpiConfig:
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     custom: list[CustomKpi] = field(default_factory=list)
     interactions_days: int = 30
+    custom_timeout_s: float = 60.0     # each custom KPI query's time budget
+    custom_memory_mb: int = 512        # SQLite's heap while a custom KPI query runs
     timezone: str | None = None        # months of the metrics; None: [schedule] timezone
     survey: SurveyConfig = field(default_factory=SurveyConfig)
     spend: SpendConfig = field(default_factory=SpendConfig)
@@ -86,6 +88,7 @@ class KpiChecks:
         d = self.table("kpi", raw, {"targets": list, "churn_days": int, "calls_days": int,
                                     "precision": int, "currency_rates": dict, "fields": dict,
                                     "custom": list, "interactions_days": int, "timezone": str,
+                                    "custom_timeout_s": float, "custom_memory_mb": int,
                                     "survey": dict, "spend": dict})
         for t in d.get("targets", []):
             if t not in TARGETS:

@@ -44,12 +44,14 @@ COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minu
 # - timeout_s: per request; over an hour is a hang, not a timeout.
 # - overlap_minutes: negative would skip changes; a week is far beyond any clock skew.
 # - days / hours / seconds: a century / a day at most, where larger values overflow dates.
+# - kpi.custom_memory_mb: below 16 MiB SQLite cannot even hold the mirror's page cache.
 RANGES = {
     "requests_per_second": (0.01, 1000, True), "timeout_s": (0, 3600, False),
     "overlap_minutes": (0, 7 * 24 * 60, True), "max_workers": (0, 50, False),
     "schedule.misfire_grace_s": (0, 7 * 86400, True), "schedule.lock_timeout_s": (0, 86400, True),
     "kpi.churn_days": (0, 36500, False), "kpi.calls_days": (0, 36500, False),
     "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
+    "kpi.custom_timeout_s": (0, 86400, False), "kpi.custom_memory_mb": (16, 1024 * 1024, True),
     "report.months": (0, 120, False),
     "engine.visibility_timeout_s": (10, 7 * 86400, True), "engine.lease_s": (5, 3600, True),
     "webhooks.debounce_s": (0, 3600, True), "webhooks.share": (0, 0.5, False),

@@ -26,7 +26,7 @@ from adapters.times import iso
 from connector.kpi import prep as kpi_prep
 from connector.kpi import survey
 from connector.kpi.custom_sql import KPI_SQL_DIR as SQL_DIR
-from connector.kpi.custom_sql import read_only, tables_read
+from connector.kpi.custom_sql import LimitExceeded, bounded, read_only, tables_read
 from connector.kpi.inputs import TARGETS
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class ComputeResult:
     changed: int = 0                                        # values that differ from the last run
     warnings: list[str] = field(default_factory=list)
     withheld: dict[str, str] = field(default_factory=dict)  # KPI -> why it was not computed
+    broken: dict[str, str] = field(default_factory=dict)    # custom KPI -> the limit it passed
     seconds: float = 0.0
 
 
@@ -147,7 +148,12 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
             for k in kpis.values():
                 if target in k.targets:
-                    res.changed += _update_one(conn, k, dict(params, target=target), kpi_cfg.precision)
+                    try:
+                        res.changed += _update_one(conn, k, dict(params, target=target),
+                                                   kpi_cfg.precision, kpi_cfg)
+                    except LimitExceeded as err:   # that KPI fails, the others go on
+                        res.broken[k.name] = f"KPI '{k.name}' ({target}): {err}"
+                        log.warning("source '%s': %s", source, res.broken[k.name])
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
         if dry_run or clients is not None:
@@ -243,20 +249,23 @@ WHERE value IS NOT NULL
 _CUSTOM = "SELECT c.entity_id, x.value FROM temp.kpi_clients c LEFT JOIN temp.kpi_custom x USING (entity_id)"
 
 
-def _update_one(conn, kpi: Kpi, params: dict, precision: int) -> int:
+def _update_one(conn, kpi: Kpi, params: dict, precision: int, kpi_cfg=None) -> int:
     """Compute one KPI for one target, append its changes to history;
-    returns how many values changed."""
+    returns how many values changed. A custom KPI's query runs within `[kpi]`
+    custom_timeout_s and custom_memory_mb (LimitExceeded past either)."""
     sql = kpi.sql.strip().rstrip(";")
     p = dict(params, kpi_name=kpi.name, precision=precision)
     try:
         if kpi.custom:
             conn.execute("DROP TABLE IF EXISTS temp.kpi_custom")
             conn.execute("CREATE TEMP TABLE kpi_custom (entity_id INTEGER PRIMARY KEY, value REAL)")
-            conn.set_authorizer(read_only)   # custom SQL may only read, at run time too
-            try:
-                rows = conn.execute(sql, params).fetchall()
-            finally:
-                conn.set_authorizer(None)
+            with bounded(conn, getattr(kpi_cfg, "custom_timeout_s", 60.0),
+                         getattr(kpi_cfg, "custom_memory_mb", 512)):
+                conn.set_authorizer(read_only)   # custom SQL may only read, at run time too
+                try:
+                    rows = conn.execute(sql, params).fetchall()
+                finally:
+                    conn.set_authorizer(None)
             if rows and len(rows[0]) != 2:
                 raise KpiError(f"KPI '{kpi.name}': must return two columns: entity_id, value")
             conn.executemany("INSERT OR REPLACE INTO temp.kpi_custom VALUES (?, ?)", rows)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from adapters.errors import SourceError, needs_reauthorisation
+from adapters.errors import Interrupted, SourceError, needs_reauthorisation
 from adapters.redact import redact
 from connector.kpi import engine as kpi_mod
 from connector.kpi import inputs as kpi_inputs
@@ -143,6 +143,30 @@ def close_stale_runs(mirror, source: str) -> int:
     return count
 
 
+@contextmanager
+def _interrupting(stop: threading.Event | None, conn):
+    """While the block runs, a stop interrupts the SQLite query under way on `conn` (a KPI
+    computation may run for minutes between two looks at the flag)."""
+    if stop is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if stop.wait(0.2):       # a poll, so the watcher ends with the block
+                if not done.is_set():
+                    conn.interrupt()
+                return
+    watcher = threading.Thread(target=watch, name="kpi-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 class _Run:
     """One job under way: what it works on, the result it fills in, where alerts go."""
 
@@ -155,6 +179,8 @@ class _Run:
         """The job's work, holding the lock; the adapter is closed whatever happens."""
         # a dry-run KPI job sends nothing, so it needs no adapter (nor the CRM's credentials)
         adapter = self.steps.adapter(self.cfg, self.source) if sync or not dry_run else None
+        if self.stop is not None and hasattr(adapter, "watch"):
+            adapter.watch(self.stop)     # write-back's waits and requests obey a stop too
         try:
             if sync:
                 self.sync(mirror, adapter, streams, full=full, progress=progress)
@@ -180,13 +206,25 @@ class _Run:
     def kpi(self, mirror, adapter, *, dry_run, only, label: str) -> None:
         out = self.out
         try:
-            out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run, only=only)
+            with _interrupting(self.stop, mirror.conn):
+                out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run,
+                                         only=only)
             if mirror.conn.in_transaction:
                 # a job that returned has finished its work: keep it. (Python's sqlite3 opens a
                 # transaction implicitly on DML; left open, closing the mirror would roll back.)
                 log.debug("KPI job of %s left a transaction open; committing it", out.source)
                 mirror.conn.commit()
+        except Interrupted:   # write-back gave up a wait or a request for a stop
+            if mirror.conn.in_transaction:
+                mirror.conn.commit()     # what was written back and recorded stays
+            out.status, out.error = "interrupted", "KPI job: stopped by signal"
+            return
         except Exception as err:
+            if self.stop is not None and self.stop.is_set():   # its query was interrupted
+                if mirror.conn.in_transaction:
+                    mirror.conn.rollback()   # the KPIs of this run are not half stored
+                out.status, out.error = "interrupted", "KPI job: stopped by signal"
+                return
             err = as_storage_error(err, self.cfg)
             out.status, out.exception = "failed", err
             out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)

@@ -48,6 +48,8 @@ class KpiJobResult:
                 f"{verb}, {wb.requests:,} requests")
         text += f", {wb.failed:,} cards rejected" if wb.failed else ""
         text += f", {len(self.withheld)} KPIs withheld" if self.withheld else ""
+        broken = getattr(self.compute, "broken", None)
+        text += f", {len(broken)} custom KPIs past their limits" if broken else ""
         if self.metrics is not None:
             text += f"; {self.metrics.rows:,} team and business measures"
             text += f" ({len(self.metrics.withheld)} groups withheld)" if self.metrics.withheld else ""

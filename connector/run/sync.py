@@ -21,8 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
-from adapters.errors import (AuthError, BlockedError, ScopeError, SourceError, UnreachableError,
-                             needs_reauthorisation)
+from adapters.errors import (AuthError, BlockedError, Interrupted, ScopeError, SourceError,
+                             UnreachableError, needs_reauthorisation)
 from adapters.redact import redact
 from adapters.times import iso, utc_now
 from connector.mirror import storage
@@ -106,6 +106,8 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
         raise UnknownStream(f"source '{adapter.source}' has no stream '{unknown[0]}' "
                             f"(streams: {', '.join(available)})")
     progress = progress or Progress(enabled=False)
+    if stop is not None and hasattr(adapter, "watch"):  # waits and requests obey it too
+        adapter.watch(stop)
     main = {s.name: s.tables[0] for s in adapter.streams()}
     run_id = run_id or uuid.uuid4().hex[:12]
     run_started = utc_now()
@@ -175,6 +177,9 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
         raise storage.from_sqlite(err, mirror.path) from None
     except storage.StorageError:   # the token file, say: no stream of the source can go on
         raise
+    except Interrupted:            # a wait or a request given up for a stop: not a failure
+        result.outcome = Outcome.INTERRUPTED
+        result.error = "stopped by signal; resumes from the bookmark"
     except ScopeError as err:
         result.outcome, result.error = Outcome.SKIPPED, redact(err)
     except (AuthError, BlockedError, UnreachableError) as err:

@@ -309,9 +309,15 @@ class AmoQuery:
         if col.over_limit_take and limit > col.max_limit:
             step, take = limit, col.over_limit_take     # fewer rows, pages step by `limit`
         key, desc = self._order(req, col)
-        view = self._select(req, col, key, desc)
-        offset = (page - 1) * step
-        rows = view.slice(offset, offset + take)
+        repeat = self.repeating.get(req.path.rstrip("/"))
+        if repeat is not None:       # the `repeat_list` knob: one page, whatever is asked
+            key, desc = col.default_order
+            rows = self._sorted(col, key)[0][:repeat]
+            view, offset, step, take = [None] * (repeat + 1), 0, repeat, repeat
+        else:
+            view = self._select(req, col, key, desc)
+            offset = (page - 1) * step
+            rows = view.slice(offset, offset + take)
         if not rows:
             return Response.empty(204)
         with_ = set(req.get("with", "").split(","))

@@ -61,6 +61,8 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
     sometimes does),
     `edit_during_listing(path, after_page, delete, **changes)` (a user edits or deletes a
     card or task already served while a listing is read, so every later row moves up one),
+    `repeat_list(path, rows)` (a list that repeats itself: the same page whatever is asked,
+    always with a `next` link),
     plus the httpbase ones (`latency_ms`, `fault_rate`/`faults`, `fail_next(kind)`,
     `request_log`, `https`); `malform(kind, id)` serves an item in one of the malformed
     shapes of `sandbox.malformed`. Webhooks (`sandbox.amocrm.webhooks`): `webhooks`,
@@ -96,6 +98,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         self._cache_lock = threading.Lock()
         self._collections = self._declare()
         self._listing_edits: list[dict] = []
+        self.repeating: dict[str, int] = {}      # the `repeat_list` knob: path -> rows served
         self._edits_lock = threading.Lock()
         self.malformed = Malformer(AMOCRM)   # the `malform` knob
         self._init_webhooks()
@@ -155,6 +158,13 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         with self._edits_lock:
             self._listing_edits.append({"path": path, "after": after_page, "served": [],
                                         "changes": changes, "delete": delete})
+
+    def repeat_list(self, path: str, rows: int = 2) -> None:
+        """Serve `path` (say `/api/v4/companies`) as a static API sample did: its first
+        `rows` rows, unfiltered, in the list's default order, whatever `page`, `limit`,
+        `filter[...]` or `order[...]` is asked, and always with a `_links.next` pointing at the
+        following page number. A reader that trusts `next` and range filters never ends."""
+        self.repeating[path.rstrip("/")] = rows
 
     @property
     def listing_edits_done(self) -> list[int]:

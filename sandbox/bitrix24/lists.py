@@ -22,7 +22,8 @@ def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", type
           filter_key="filter", order=None, default_order=None, wrap=None, out_camel=False,
           strict=False, rows=None, by_id=None, visible=_alive, select_default_all=True):
     spec = p.spec(entity)
-    q = compile_filter(ci_get(params, filter_key), spec, names, strict)
+    flt = None if entity in p.ignoring_filters else ci_get(params, filter_key)
+    q = compile_filter(flt, spec, names, strict)
     order_spec = parse_order(order if order is not None else ci_get(params, "order"),
                              spec, names, strict) or default_order or []
     start = parse_start(ci_get(params, "start"))

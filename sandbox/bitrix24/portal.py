@@ -49,6 +49,7 @@ class Portal:
         self._selects: dict[tuple, tuple] = {}
         self.pages = PageCache(ds)
         self.malformed = Malformer(BITRIX24)   # the `malform` knob (sandbox.malformed)
+        self.ignoring_filters: set[str] = set()  # the `ignore_list_filters` knob: entities
         self.events = None                     # the server's `events.EventHub`
 
     def malformed_page(self, entity: str, rows: list[dict], page: Page) -> Page:

@@ -48,7 +48,8 @@ class Bitrix24Sandbox(SandboxServer):
     are served concurrently (a thread each), the sub-calls of a batch one after another.
     OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
     code; `oauth.advance(seconds)` moves the OAuth clock on. `malform(kind, id)` serves an item
-    in one of the malformed shapes of `sandbox.malformed`. Observability: `request_log`,
+    in one of the malformed shapes of `sandbox.malformed`; `ignore_list_filters(entity)` makes
+    a list method answer as if no filter were given (a list that repeats itself). Observability: `request_log`,
     `limit_errors`, `limit_counts`, `oauth.refreshes`.
 
     Events (`events`, see `sandbox.bitrix24.events`): the app binds handlers with `event.bind`
@@ -120,6 +121,13 @@ class Bitrix24Sandbox(SandboxServer):
         """Serve the item `item_id` under the id of the item before it on its page, from now on
         (`sandbox.malformed.Malformer.repeat_id`)."""
         self.portal.malformed.repeat_id(entity, item_id)
+
+    def ignore_list_filters(self, entity: str) -> None:
+        """The list of `entity` (say "company": crm.company.list) answers as if no `filter`
+        were given, as a misconfigured proxy or a mock portal serving one canned answer does:
+        `>ID` and `>=DATE_MODIFY` are dropped, so the same first 50 rows come back for every
+        page and a reader that pages by the last ID it read never gets further."""
+        self.portal.ignoring_filters.add(entity)
 
     def add_outgoing_webhook(self, url: str, events) -> str:
         """An outgoing webhook as an admin configures it in the UI (Developer resources):

@@ -28,7 +28,11 @@ def test_bookmarks_give_the_list_filters():
 def test_mid_pass_pages_bookmark_the_unfinished_windows():
     a = adapter()
     bookmark = json.dumps({"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[120, 200], [200, 300]]})
-    responses.post(HOOK + "crm.company.list", json={"result": [{"ID": "150", "TITLE": "X"}], "total": 0})
+
+    def one_row_above(request):    # honours `>ID`, as a real portal does: one row per window
+        above = int(json.loads(request.body)["filter"][">ID"])
+        return 200, {}, json.dumps({"result": [{"ID": str(above + 30), "TITLE": "X"}], "total": 0})
+    responses.add_callback(responses.POST, HOOK + "crm.company.list", callback=one_row_above)
     pages = list(a.fetch("companies", bookmark, NOW))
     assert json.loads(pages[0].bookmark) == {"since": None, "pass": "2026-11-22T02:00:00Z",
                                              "windows": [[200, 300]]}

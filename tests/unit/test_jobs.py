@@ -302,3 +302,27 @@ def test_a_refused_token_is_said_once_in_the_jobs_error(tmp_path):
               deals=[Page(rows={"deals": [WON]})])
     res = w.run()
     assert res.error == "contacts: source 'main': token rejected (401); 1 other stream not run"
+
+
+def test_a_stop_during_the_kpi_computation_ends_it_and_records_interrupted(tmp_path):
+    """The KPI step's query is under way (it sets the stop itself as it starts, so the stop
+    lands mid-query): the job ends as interrupted and releases the lock."""
+    w = World(tmp_path)
+    stop = threading.Event()
+
+    def endless_kpi(cfg, mirror, source, adapter, **kw):
+        mirror.conn.create_function("started", 0, lambda: stop.set() or 1)
+        mirror.conn.execute("WITH RECURSIVE r(x) AS (SELECT started() UNION ALL "
+                            "SELECT x + 1 FROM r) SELECT count(*) FROM r").fetchall()
+    out = {}
+    t = threading.Thread(target=lambda: out.update(res=w.run(
+        kpi=True, sync=False, stop=stop, steps=Steps(adapter=w.adapter, kpi=endless_kpi))),
+        daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the KPI step did not stop within 10 s of the stop"
+    res = out["res"]
+    assert res.status == "interrupted" and "stop" in res.error, (res.status, res.error)
+    assert w.alerts == [] and w.adapters[0].closed
+    with source_lock(w.cfg, "main", 0):      # released
+        pass
