@@ -101,7 +101,7 @@ class OperatingBudget:
             with self._lock:
                 now = self.clock()
                 wait, n = 0.0, max(methods.values())
-                for method, wanted in methods.items():
+                for method in methods:
                     m = self._m(method)
                     if m.blocked_until > now:
                         wait = max(wait, m.blocked_until - now)

@@ -126,7 +126,7 @@ class Pager:
         p["start"] = -1
         asc, desc = dict(p, **spec.order_params()), dict(p, **spec.order_params(desc=True))
         res = self.client.batch({"lo": (spec.method, asc), "hi": (spec.method, desc)})
-        for key, err in res.errors.items():
+        for err in res.errors.values():
             raise self.client.error(spec.method, err.code, err.description)
         low = spec.ids_of(spec.rows(res.results.get("lo") or []))
         high = spec.ids_of(spec.rows(res.results.get("hi") or []))

@@ -28,7 +28,7 @@ def parse_query(text: str) -> dict:
 
 
 def _assign(node: dict, parts: list[str], value: str) -> None:
-    for i, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if part == "":  # `a[][b]=1`: PHP appends a new element
             part = str(_next_index(node))
         child = node.get(part)
