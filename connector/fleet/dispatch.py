@@ -12,6 +12,7 @@ import time
 
 from connector.config.loader import Config, SourceConfig
 from adapters.hooks import Change
+from adapters.redis_limits import RedisLimits
 from connector.fleet.app import REFRESH_TASK, TASK, make_app, redis_of
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease
@@ -30,6 +31,9 @@ class Fleet:
         self.redis = redis_of(cfg)
         self.app = make_app(cfg)
         self.board = Board(self.redis)
+        # the portals' limits in this Redis, for the requests a process of the fleet makes
+        # itself (serve's checks, `hooks install`): the workers' jobs and refreshes share them
+        self.limits = RedisLimits(self.redis)
 
     def enqueue(self, source: SourceConfig, job: str, kpi: bool) -> str:
         """Queue one source's job on its queue; the task id."""

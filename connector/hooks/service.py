@@ -42,7 +42,11 @@ class Service:
         self.cfg, self.fleet = cfg, fleet
         self.sources = {s.name: s for s in cfg.sources if s.webhook_secret}
         self._refresh = refresh or refresh_source
-        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, role=runtime.REFRESH)
+        # on the celery engine, the requests serve makes itself (the account read to check
+        # deliveries, offline events) take the refresh share of the limits in Redis, with the
+        # workers' refreshes: a share kept in this process would spend it twice over
+        limits = fleet.limits if fleet is not None else None
+        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, limits=limits, role=runtime.REFRESH)
                           for name, s in self.sources.items()}
         self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s)
         self.receiver = Receiver({name: (s.webhook_secret, self._adapters[name].parse_hook)
