@@ -27,6 +27,7 @@ from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from tests.e2e.test_webhooks_e2e import CONNECTOR, ROOT, cli, free_port, reads_of, wait_for, won_stage
 
+pytestmark = pytest.mark.redis
 FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue"}
 DB = 13          # the Redis database this module's fleet uses (flushed before and after)
 TAG = uuid.uuid4().hex[:8]

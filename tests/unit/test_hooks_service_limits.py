@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from adapters.http import RateLimiter
 from adapters.redis_limits import RedisLimits, RedisRateLimiter
 from connector.config import loader
@@ -35,6 +37,7 @@ def limiter(service: Service, name: str):
     return service._adapters[name].client.http.limiter
 
 
+@pytest.mark.redis
 def test_on_the_celery_engine_serve_takes_the_refresh_share_in_redis(tmp_path, redis_client, redis_prefix):
     fleet = SimpleNamespace(limits=RedisLimits(redis_client, prefix=redis_prefix))
     service = Service(config(tmp_path), fleet)
