@@ -46,8 +46,21 @@ class Fleet:
         """Queue a webhook refresh of `changes` on the source's queue; the task id."""
         res = self.app.send_task(REFRESH_TASK, args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
                                  queue=source.queue)
-        log.info("queued: refresh of %d change(s) of %s on queue %s", len(changes), source.name, source.queue)
+        log.info("queued: refresh of %d change(s) of %s on queue %s (task %s)", len(changes), source.name,
+                 source.queue, res.id)
         return res.id
+
+    def await_task(self, task_id: str, timeout_s: float, stop: threading.Event) -> bool:
+        """Wait until a worker has finished the task (done or failed): True; False when
+        `timeout_s` passed or `stop` was set first. Looks often at first, then every POLL_S."""
+        end, pause = time.monotonic() + timeout_s, 0.02
+        res = self.app.AsyncResult(task_id)
+        while not res.ready():
+            left = end - time.monotonic()
+            if left <= 0 or stop.wait(min(pause, left)):
+                return False
+            pause = min(pause * 1.5, POLL_S)
+        return True
 
     def wait(self, task_ids: dict[str, str], stop: threading.Event) -> dict[str, dict]:
         """Each source's job summary once its job has finished (a job that fails inside its
