@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -145,12 +146,14 @@ targets = ["contact", "company"]
             wait_for(lambda: logged(logs["worker"], "ready"), "the worker to be ready", 60, worker[0])
             out = cli(str(config), "run", "--once")          # the first sync, on the worker
             assert AMO in out.stdout and B24 in out.stdout, out.stdout
+            # installed before serve starts, while no job runs: amoCRM's 7/s are then shared by
+            # the jobs' and the refreshes' limiters in Redis alone (see the last test)
+            out = cli(str(config), "hooks", "install", AMO)
+            assert "amoCRM webhook" in out.stdout and AMO_SECRET not in out.stdout + out.stderr
             serve = start(CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"],
                           logs["serve"])
             procs.append(serve)
             wait_for(lambda: up(base), "serve to listen", 30, serve[0])
-            out = cli(str(config), "hooks", "install", AMO)
-            assert "amoCRM webhook" in out.stdout and AMO_SECRET not in out.stdout + out.stderr
             # serve catches up with an incremental sync of each source at start, queued for the
             # worker (neither CRM here keeps what a receiver missed): let both finish first
             for name in (AMO, B24):
@@ -213,6 +216,46 @@ def test_a_deal_won_in_amocrm_shows_on_its_contacts_card_refreshed_by_the_worker
 
 def test_a_deal_won_in_bitrix24_shows_on_its_contacts_card_refreshed_by_the_worker(fleet):
     won_on_card(fleet["b24"], fleet, B24)
+
+
+def refresh_order(fleet, source: str) -> str:
+    """The worker's log as 'R' (a refresh task of `source` received) and 'D' (a refresh of
+    `source` done, its line logged before its task ends), in order; tasks are told by the ids
+    serve logged queueing them."""
+    ids = {m.group(1) for d in log_lines(fleet["logs"]["serve"])
+           for m in [re.search(rf"refresh of \d+ change\(s\) of {source} .*\(task ([0-9a-f-]+)\)", d.get("msg", ""))]
+           if m}
+    out = []
+    for d in log_lines(fleet["logs"]["worker"]):
+        m = re.match(r"Task crm_connector\.refresh\[([0-9a-f-]+)\] received", d.get("msg", ""))
+        if m and m.group(1) in ids:
+            out.append("R")
+        elif d.get("event") == "refresh" and d.get("source") == source:
+            out.append("D")
+    return "".join(out)
+
+
+def test_one_portals_refreshes_run_one_after_another_on_the_worker(fleet):
+    amo = fleet["amo"]
+    ds = amo.dataset
+    first, second = [d for d in ds.deals if d["status"] == "open" and not d["is_deleted"]
+                     and len(d["contact_ids"]) == 1][-2:]
+    cards = {d["contact_ids"][0]: float(card(amo, d["contact_ids"][0], FIELDS["deals_won"]) or 0)
+             for d in (first, second)}
+    queued = lambda: refresh_order(fleet, AMO).count("R") + len(  # noqa: E731
+        [d for d in log_lines(fleet["logs"]["serve"]) if f"change(s) of {AMO} on" in d.get("msg", "")])
+    before = queued()
+    ds.update("deals", first["id"], stage_id=won_stage(ds, first))
+    wait_for(lambda: queued() > before, "the first win's refresh to be queued", 10, fleet["serve"])
+    # the second win's batch gathers while the first refresh (a read and card writes at the
+    # refresh share of amoCRM's 7/s) runs: it must wait for it, not run beside it
+    ds.update("deals", second["id"], stage_id=won_stage(ds, second))
+    for d in (first, second):
+        contact = d["contact_ids"][0]
+        wait_for(lambda: float(card(amo, contact, FIELDS["deals_won"]) or 0) >= cards[contact] + 1,
+                 f"deal {d['id']} on its contact's card", 15, fleet["serve"])
+    order = refresh_order(fleet, AMO)
+    assert order and "RR" not in order, order
 
 
 def test_a_wrong_secret_is_refused_and_reads_nothing(fleet):
