@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from adapters.errors import SourceError
-from connector.cli.common import fail, load, sources
+from connector.cli.common import connect_fleet, fail, load, sources
 from connector.hooks.service import hook_url
 from connector.run import runtime
 
@@ -40,7 +40,9 @@ def _act(ctx: click.Context, source_name: str, method: str) -> None:
     if not cfg.webhooks.public_url:
         fail(f"{cfg.path}: [webhooks] public_url is not set: the address the CRM can reach "
              f"`crm-connector serve` at (for example https://hooks.example.com)", 2)
-    adapter = runtime.make_adapter(cfg.scoped(source.name), source, role=runtime.REFRESH)
+    # on the celery engine the workers may be busy with this portal: take its limits in Redis
+    limits = connect_fleet(cfg).limits if cfg.engine.celery else None
+    adapter = runtime.make_adapter(cfg.scoped(source.name), source, limits=limits, role=runtime.REFRESH)
     try:
         click.echo(f"{source.name}: {getattr(adapter, method)(hook_url(cfg, source))}")
     except SourceError as err:

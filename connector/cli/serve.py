@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 import click
 
@@ -18,6 +19,34 @@ from connector.cli.common import connect_fleet, fail, load
 from connector.hooks.service import Service
 
 log = logging.getLogger("crm_connector.serve")
+QUEUE_WARNING_EVERY_S = 60.0
+
+
+class QueueWarnings(logging.Filter):
+    """waitress warns "Task queue depth is N" for each request that finds every thread busy,
+    while it holds the lock its threads take requests under: under a burst of deliveries,
+    thousands of log lines a second, each written with that lock held. Lets one through per
+    `every_s`, telling how many were held back since and the deepest queue seen."""
+
+    def __init__(self, every_s: float = QUEUE_WARNING_EVERY_S, clock=time.monotonic):
+        super().__init__("waitress.queue")
+        self.every_s, self.clock = every_s, clock
+        self._last: float | None = None
+        self.held = self.deepest = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        depth = record.args[0] if isinstance(record.args, tuple) and record.args else 0
+        self.deepest = max(self.deepest, depth if isinstance(depth, int) else 0)
+        now = self.clock()
+        if self._last is not None and now - self._last < self.every_s:
+            self.held += 1
+            return False
+        if self._last is not None:
+            record.msg = ("requests waited for a free thread (--threads): queue depth %d now, "
+                          f"{self.deepest} at most over the last {now - self._last:.0f} s, "
+                          f"{self.held + 1} such request(s)")
+        self._last, self.held, self.deepest = now, 0, 0
+        return True
 
 
 @click.command()
@@ -29,6 +58,9 @@ def serve(ctx: click.Context, threads: int) -> None:
     from waitress import create_server
 
     cfg = load(ctx)
+    queue_log = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, QueueWarnings) for f in queue_log.filters):
+        queue_log.addFilter(QueueWarnings())
     if not any(s.webhook_secret for s in cfg.sources):
         fail(f"{cfg.path}: no source has a webhook_secret: give each source that should send "
              f"changes one (a long random string) in its [[sources]] block", 2)

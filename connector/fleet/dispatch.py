@@ -13,6 +13,7 @@ import time
 from connector.config.loader import Config, SourceConfig
 from adapters.hooks import Change
 from adapters.redact import redact
+from adapters.redis_limits import RedisLimits
 from connector.fleet.app import REFRESH_TASK, TASK, make_app, redis_of
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease
@@ -32,6 +33,9 @@ class Fleet:
         self.redis = redis_of(cfg)
         self.app = make_app(cfg)
         self.board = Board(self.redis)
+        # the portals' limits in this Redis, for the requests a process of the fleet makes
+        # itself (serve's checks, `hooks install`): the workers' jobs and refreshes share them
+        self.limits = RedisLimits(self.redis)
 
     def enqueue(self, source: SourceConfig, job: str, kpi: bool) -> str:
         """Queue one source's job on its queue; the task id."""
@@ -53,8 +57,21 @@ class Fleet:
         """Queue a webhook refresh of `changes` on the source's queue; the task id."""
         res = self.app.send_task(REFRESH_TASK, args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
                                  queue=source.queue)
-        log.info("queued: refresh of %d change(s) of %s on queue %s", len(changes), source.name, source.queue)
+        log.info("queued: refresh of %d change(s) of %s on queue %s (task %s)", len(changes), source.name,
+                 source.queue, res.id)
         return res.id
+
+    def await_task(self, task_id: str, timeout_s: float, stop: threading.Event) -> bool:
+        """Wait until a worker has finished the task (done or failed): True; False when
+        `timeout_s` passed or `stop` was set first. Looks often at first, then every POLL_S."""
+        end, pause = time.monotonic() + timeout_s, 0.02
+        res = self.app.AsyncResult(task_id)
+        while not res.ready():
+            left = end - time.monotonic()
+            if left <= 0 or stop.wait(min(pause, left)):
+                return False
+            pause = min(pause * 1.5, POLL_S)
+        return True
 
     def wait(self, task_ids: dict[str, str], stop: threading.Event) -> dict[str, dict]:
         """Each source's job summary once its job has finished (a job that fails inside its

@@ -3,7 +3,8 @@
 - local engine: refreshes run in this process (`run.refresh`), one portal at a time each, with
   the portal's refresh share of its limits;
 - celery engine: each debounced batch is queued on the portal's queue (`fleet`), where a
-  worker refreshes it with the refresh share of the limits in Redis.
+  worker refreshes it with the refresh share of the limits in Redis; the portal's next batch
+  is queued once that task has finished, so its refreshes never run side by side either.
 
 Catching up: where the CRM queues the events a receiver missed (Bitrix24 offline events), they
 are fetched when `serve` starts and every `[webhooks] catch_up_s`, refreshed, then cleared.
@@ -42,17 +43,33 @@ class Service:
         self.cfg, self.fleet = cfg, fleet
         self.sources = {s.name: s for s in cfg.sources if s.webhook_secret}
         self._refresh = refresh or refresh_source
-        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, role=runtime.REFRESH)
+        # on the celery engine, the requests serve makes itself (the account read to check
+        # deliveries, offline events) take the refresh share of the limits in Redis, with the
+        # workers' refreshes: a share kept in this process would spend it twice over
+        limits = fleet.limits if fleet is not None else None
+        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, limits=limits, role=runtime.REFRESH)
                           for name, s in self.sources.items()}
-        self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s)
+        self._closing = threading.Event()
+        # celery engine: a flush thread only waits for its source's worker, so one per source
+        # (up to 64) keeps a slow portal from holding up the others
+        workers = max(4, min(len(self.sources), 64)) if fleet is not None else 4
+        self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s, workers=workers)
         self.receiver = Receiver({name: (s.webhook_secret, self._adapters[name].parse_hook)
                                   for name, s in self.sources.items()}, self.debouncer.add)
         self.refreshes = 0
 
     def flush(self, source: str, changes: list[Change]) -> None:
-        """One debounced batch: refreshed here (local) or queued for a worker (celery)."""
+        """One debounced batch: refreshed here (local) or by a worker (celery). Either way it
+        returns once the refresh has ended, so the debouncer never starts a portal's next
+        refresh beside it (the next batch gathers meanwhile): two refreshes of one portal side
+        by side could save an older read of a record over a newer one, and would split the
+        portal's refresh share of its limits into many small batches."""
         if self.fleet is not None:
-            self.fleet.enqueue_refresh(self.sources[source], changes)
+            task_id = self.fleet.enqueue_refresh(self.sources[source], changes)
+            wait_s = 2 * self.cfg.engine.visibility_timeout_s   # a lost worker's task runs again after it
+            if not self.fleet.await_task(task_id, wait_s, self._closing) and not self._closing.is_set():
+                log.warning("source '%s': refresh task %s not finished after %g s; the next batch goes ahead",
+                            source, task_id, wait_s)
         else:
             self._refresh(self.cfg, self.sources[source], changes)
         self.refreshes += 1
@@ -93,6 +110,7 @@ class Service:
                     log.warning("source '%s': cannot read its account yet: %s", name, err)
 
     def close(self) -> None:
+        self._closing.set()          # stop waiting for workers' refreshes: they go on without us
         self.debouncer.close()
         for adapter in self._adapters.values():
             adapter.close()
