@@ -25,11 +25,17 @@ OFFLINE_LIMIT = 50            # entries one event.offline.get hands out (the doc
 
 
 def _outgoing_webhook_advice(client: Bitrix24Client, url: str) -> SourceError:
+    # Errors are redacted, which would leave the handler address as ".../***": name the part
+    # to fill in instead, so the address can be typed in from the message and the config.
+    secret = getattr(client.cfg, "webhook_secret", None)
+    shown = url.replace(secret, "<webhook_secret>") if secret else url
+    where = " (the source's webhook_secret in place of <webhook_secret>)" if shown != url else ""
     return SourceError(
         f"Bitrix24 source '{client.name}' uses an incoming webhook, which cannot bind event "
         "handlers (only an app can): create an outgoing webhook in Bitrix24 (Applications > "
-        f"Developer resources > Other > Outgoing webhook) pointing at {url} for the events "
-        f"{', '.join(events.BOUND)}, and put the token it shows in the source's application_token")
+        f"Developer resources > Other > Outgoing webhook) pointing at {shown}{where} for the "
+        f"events {', '.join(events.BOUND)}, and put the token it shows in the source's "
+        "application_token")
 
 
 def _batch(client: Bitrix24Client, cmds: dict[str, tuple[str, dict]]):

@@ -332,6 +332,16 @@ def test_a_webhook_source_cannot_bind_handlers_and_has_no_offline_queue():
     a.clear_missed("whatever")   # nothing to clear, no request
 
 
+def test_the_outgoing_webhook_advice_names_the_secret_part_of_the_address_without_showing_it():
+    secret = "k" * 40
+    a = adapter(webhook_secret=secret)
+    with pytest.raises(SourceError) as err:
+        a.install_hooks(f"https://receiver.example.com/hooks/b24/{secret}")
+    msg = str(err.value)
+    assert "https://receiver.example.com/hooks/b24/<webhook_secret> (the source's webhook_secret" in msg
+    assert secret not in msg
+
+
 def rest(method: str) -> str:
     return f"{PORTAL}/rest/{method}"
 
