@@ -6,7 +6,10 @@ incoming webhook. A webhook-auth source gets its events from an outgoing webhook
 admin creates in Bitrix24's UI; it has no offline queue. Each event is bound twice: online (a
 POST to the receiver at once, lost if the receiver is down: the portal never resends) and
 offline (kept on the portal, one entry per changed object, until read and cleared), so what the
-receiver missed while down is still there when it comes back.
+receiver missed while down is still there when it comes back. The offline bindings carry
+`auth_connector` (`events.AUTH_CONNECTOR`), which our card writes send too: the portal keeps no
+offline entry for our own write-back, which would otherwise come back at every catch-up as
+work (thousands of cards after a nightly run) queued ahead of the changes we really missed.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def install(client: Bitrix24Client, url: str) -> str:
             cmds[f"on{n}"] = ("event.bind", {"event": event, "handler": url,
                                              "event_type": "online"})
         if (event, "", True) not in have:
-            cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline"})
+            cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline",
+                                              "auth_connector": events.AUTH_CONNECTOR})
     _, errors = _batch(client, cmds)
     for err in errors.values():
         if ALREADY not in err.description.lower():
