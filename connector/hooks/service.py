@@ -6,7 +6,8 @@
   worker refreshes it with the refresh share of the limits in Redis.
 
 Catching up: where the CRM queues the events a receiver missed (Bitrix24 offline events), they
-are fetched when `serve` starts and every `[webhooks] catch_up_s`, refreshed, then cleared.
+are fetched when `serve` starts and every `[webhooks] catch_up_s`, refreshed, then cleared, a
+page at a time until the queue is empty.
 Where it does not (amoCRM), `serve` starts an incremental sync with KPIs of each such source
 when it starts, since it cannot know what it missed while it was down.
 """
@@ -35,6 +36,30 @@ def hook_url(cfg: Config, source: SourceConfig) -> str:
     return f"{base}/hooks/{source.name}/{source.webhook_secret}"
 
 
+MAX_PAGES = 100     # pages of missed changes one catch-up takes from a source (Bitrix24: 50 each)
+
+
+def drain(name: str, adapter, flush: Callable[[str, list[Change]], None]) -> int | None:
+    """Take `name`'s missed changes from its CRM's queue page after page, each page refreshed
+    (`flush`) and then cleared, until a page brings none (or MAX_PAGES): one page per catch-up
+    would leave an outage's changes waiting [webhooks] catch_up_s per 50. Returns how many
+    changes came; None for a CRM that keeps no such queue."""
+    total = 0
+    for _ in range(MAX_PAGES):
+        missed = adapter.missed_changes()
+        if missed is None:
+            return None
+        changes, marker = missed
+        if changes:
+            log.info("source '%s': %d change(s) kept while the receiver was down", name, len(changes))
+            flush(name, changes)
+            total += len(changes)
+        adapter.clear_missed(marker)
+        if not changes:
+            break
+    return total
+
+
 class Service:
     """sources: those with a `webhook_secret`. `fleet`: the celery engine's `Fleet`, or None."""
 
@@ -61,16 +86,8 @@ class Service:
         """Refresh what each source's CRM kept while we were not listening (see the module doc)."""
         for name, adapter in self._adapters.items():
             try:
-                missed = adapter.missed_changes()
-                if missed is None:
-                    if starting:
-                        self._sync(self.sources[name])
-                    continue
-                changes, marker = missed
-                if changes:
-                    log.info("source '%s': %d change(s) kept while the receiver was down", name, len(changes))
-                    self.flush(name, changes)
-                adapter.clear_missed(marker)
+                if drain(name, adapter, self.flush) is None and starting:
+                    self._sync(self.sources[name])
             except Exception as err:   # one portal's trouble must not stop the receiver
                 log.warning("source '%s': catching up failed: %s", name, err)
 
