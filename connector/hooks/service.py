@@ -1,7 +1,8 @@
 """`crm-connector serve`: the receiver, the debouncer and the refreshes, on either engine.
 
-- local engine: refreshes run in this process (`run.refresh`), one portal at a time each, with
-  the portal's refresh share of its limits;
+- local engine: refreshes run in this process (`run.refresh`), one at a time per portal, with
+  the portal's refresh share of its limits, held by one adapter per source for as long as
+  `serve` runs (an adapter per refresh would start each with the whole share unused);
 - celery engine: each debounced batch is queued on the portal's queue (`fleet`), where a
   worker refreshes it with the refresh share of the limits in Redis.
 
@@ -67,8 +68,12 @@ class Service:
         self.cfg, self.fleet = cfg, fleet
         self.sources = {s.name: s for s in cfg.sources if s.webhook_secret}
         self._refresh = refresh or refresh_source
+        # One adapter per source for everything serve asks its CRM (checking deliveries,
+        # catching up, refreshing): its limiters hold the refresh share across refreshes.
         self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, role=runtime.REFRESH)
                           for name, s in self.sources.items()}
+        # The catch-up thread flushes too: a source's refreshes still run one at a time.
+        self._flushing = {name: threading.Lock() for name in self.sources}
         self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s)
         self.receiver = Receiver({name: (s.webhook_secret, self._adapters[name].parse_hook)
                                   for name, s in self.sources.items()}, self.debouncer.add)
@@ -79,7 +84,8 @@ class Service:
         if self.fleet is not None:
             self.fleet.enqueue_refresh(self.sources[source], changes)
         else:
-            self._refresh(self.cfg, self.sources[source], changes)
+            with self._flushing[source]:
+                self._refresh(self.cfg, self.sources[source], changes, adapter=self._adapters[source])
         self.refreshes += 1
 
     def catch_up(self, starting: bool) -> None:
