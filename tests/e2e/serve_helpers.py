@@ -157,17 +157,25 @@ def b24_calls(srv, since: int = 0) -> list[tuple[int, str, list[tuple[str, str]]
     return out
 
 
-def b24_reads_of_deal(srv, deal_id: int, since: int = 0) -> int:
-    """Calls and sub-calls that read deal `deal_id` by id (`crm.deal.list` filtered on it,
-    `crm.deal.get`)."""
-    n = 0
-    for _, method, params in b24_calls(srv, since):
+def b24_deal_reads(srv, deal_id: int, since: int = 0) -> list[int]:
+    """The request index of each call or sub-call that read deal `deal_id` by id
+    (`crm.deal.list` filtered on it, `crm.deal.get`)."""
+    out = []
+    for i, method, params in b24_calls(srv, since):
         if method == "crm.deal.get":
-            n += any(k.lower() == "id" and v == str(deal_id) for k, v in params)
+            hit = any(k.lower() == "id" and v == str(deal_id) for k, v in params)
         elif method == "crm.deal.list":
-            n += any(k.lower().startswith("filter[") and "id]" in k.lower() and v == str(deal_id)
-                     for k, v in params)
-    return n
+            hit = any(k.lower().startswith("filter[") and "id]" in k.lower() and v == str(deal_id)
+                      for k, v in params)
+        else:
+            hit = False
+        if hit:
+            out.append(i)
+    return out
+
+
+def b24_reads_of_deal(srv, deal_id: int, since: int = 0) -> int:
+    return len(b24_deal_reads(srv, deal_id, since))
 
 
 def b24_card_writes(srv, entity_type: str, entity_id: int, since: int = 0) -> int:
