@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -97,6 +98,18 @@ def logged(path, event: str) -> list[dict]:
     return lines
 
 
+def amo_deal_reads(amo, deal_id: int, since: int = 0) -> list[float]:
+    """When amoCRM requests read deal `deal_id` by id (`filter[id]`, as a refresh does)."""
+    out = []
+    for r in amo.request_log[since:]:
+        if r["path"] != "/api/v4/leads":
+            continue
+        ids = [v for k, v in (r.get("params") or {}).items() if BY_ID.fullmatch(k)]
+        if str(deal_id) in [str(x) for v in ids for x in (v if isinstance(v, list) else [v])]:
+            out.append(r["at"])
+    return out
+
+
 def card_value(ds, entity_type: str, entity_id: int, label: str):
     """A card's custom value as the CRM keeps it (None before the field exists or is set)."""
     fid = next((f["id"] for f in ds.fields[entity_type] if f["name"] == label), None)
@@ -157,6 +170,9 @@ def b24_calls(srv, since: int = 0) -> list[tuple[int, str, list[tuple[str, str]]
     return out
 
 
+BY_ID = re.compile(r"filter\[[@=]?id\](\[\d*\])?", re.IGNORECASE)
+
+
 def b24_deal_reads(srv, deal_id: int, since: int = 0) -> list[int]:
     """The request index of each call or sub-call that read deal `deal_id` by id
     (`crm.deal.list` filtered on it, `crm.deal.get`)."""
@@ -164,9 +180,8 @@ def b24_deal_reads(srv, deal_id: int, since: int = 0) -> list[int]:
     for i, method, params in b24_calls(srv, since):
         if method == "crm.deal.get":
             hit = any(k.lower() == "id" and v == str(deal_id) for k, v in params)
-        elif method == "crm.deal.list":
-            hit = any(k.lower().startswith("filter[") and "id]" in k.lower() and v == str(deal_id)
-                      for k, v in params)
+        elif method == "crm.deal.list":   # filter[@ID][n] or filter[ID], not >ID windows
+            hit = any(BY_ID.fullmatch(k) and v == str(deal_id) for k, v in params)
         else:
             hit = False
         if hit:

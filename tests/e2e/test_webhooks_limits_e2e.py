@@ -15,7 +15,7 @@ import time
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
-from tests.e2e.serve_helpers import (FIELDS, b24_deal_reads, card_value, cli, free_port, logged,
+from tests.e2e.serve_helpers import (FIELDS, amo_deal_reads, b24_deal_reads, card_value, cli, free_port, logged,
                                      mirror_rows, open_deals, serving, start, wait_for, won_stage)
 
 SECRET = secrets.token_urlsafe(32)
@@ -51,11 +51,10 @@ def runs(tmp) -> int:
     return mirror_rows(tmp / "mirror.db", "SELECT count(*) FROM sync_runs")[0][0]
 
 
-def nightly_with_refreshes(tmp, config, ds, reads_of) -> tuple[list[dict], float, float]:
+def nightly_with_refreshes(tmp, config, ds, pool, reads_of) -> tuple[list[dict], float, float]:
     """Start the nightly `run --once`; once the mirror shows it started, win one deal after
     another, each once the previous one has been read back by a refresh, until the nightly
     ends. Returns the deals won and the (wall clock) start and end of the nightly."""
-    pool = open_deals(ds, EDITS)
     before = runs(tmp)
     nightly = start(config, "run", "--once", log=tmp / "nightly.log")
     try:
@@ -117,15 +116,13 @@ access_token = "{amo.access_token}"
             reads = {}
 
             def reads_of(deal_id: int) -> int:       # by-id reads (the refreshes'), with their times
-                hits = [r["at"] for r in amo.request_log if r["path"] == "/api/v4/leads" and
-                        str(deal_id) in [str(v) for k, v in (r.get("params") or {}).items()
-                                         if k.startswith("filter[id]")]]
-                reads[deal_id] = hits
-                return len(hits)
+                reads[deal_id] = amo_deal_reads(amo, deal_id)
+                return len(reads[deal_id])
 
+            pool = open_deals(ds, EDITS)
             before = {d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                      for d in open_deals(ds, EDITS)}
-            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, reads_of)
+                      for d in pool}
+            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
             wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
             during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
             assert during, "no refresh read the CRM while the nightly ran"
@@ -166,9 +163,10 @@ reconcile_hours = 0
                 reads[deal_id] = hits
                 return len(hits)
 
+            pool = open_deals(ds, EDITS)
             before = {d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                      for d in open_deals(ds, EDITS)}
-            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, reads_of)
+                      for d in pool}
+            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
             wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
             during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
             assert during, "no refresh read the CRM while the nightly ran"
