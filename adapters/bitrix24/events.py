@@ -45,6 +45,10 @@ BOUND = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE",
          "ONCRMACTIVITYADD", "ONCRMACTIVITYUPDATE",
          "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE")
 TOKEN = "auth[application_token]"
+# The key our offline bindings carry (event.bind auth_connector) and every write of ours sends
+# (a REST call's auth_connector): the portal records no offline event for a change made by a
+# call carrying it, so our own write-back never fills the offline queue we catch up from.
+AUTH_CONNECTOR = "crm_connector"
 
 
 def check_token(pairs: list[tuple[str, str]], expected: str | None, source: str) -> None:

@@ -1,10 +1,12 @@
 """Custom (UF_CRM_*) fields on contacts and companies: list, create, write KPI values.
 
 Writes go as `crm.{contact,company}.update` sub-calls of `batch`, 50 per request, with
-REGISTER_HISTORY_EVENT=N so KPI updates do not flood the card history. A sub-call the CRM
-rejects, or every card of a batch request that failed short of the credentials, is reported for
-a retry alone (`adapters.adapter.FieldWriter` sends it once more, as a plain call); its failure
-never stops the other cards.
+REGISTER_HISTORY_EVENT=N so KPI updates do not flood the card history, and with the
+`auth_connector` our offline event bindings carry, so the portal queues no offline event for
+them (`adapters.bitrix24.subscribe`). A sub-call the CRM rejects, or every card of a batch
+request that failed short of the credentials, is reported for a retry alone
+(`adapters.adapter.FieldWriter` sends it once more, as a plain call); its failure never stops
+the other cards.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from adapters import adapter
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
+from adapters.bitrix24.events import AUTH_CONNECTOR
 from adapters.errors import AuthError, BlockedError, SourceError
 
 ENTITIES = ("contact", "company")
@@ -66,7 +69,8 @@ def _command(entity_type: str, w: FieldWrite) -> tuple[str, dict]:
     values = {k: ("" if v is None else v) for k, v in w.values.items()}
     return (f"crm.{entity_type}.update",
             {"id": w.entity_id, "fields": values,
-             "params": {"REGISTER_HISTORY_EVENT": "N", "REGISTER_SONET_EVENT": "N"}})
+             "params": {"REGISTER_HISTORY_EVENT": "N", "REGISTER_SONET_EVENT": "N"},
+             "auth_connector": AUTH_CONNECTOR})
 
 
 class FieldWriter(adapter.FieldWriter):

@@ -6,7 +6,10 @@ incoming webhook. A webhook-auth source gets its events from an outgoing webhook
 admin creates in Bitrix24's UI; it has no offline queue. Each event is bound twice: online (a
 POST to the receiver at once, lost if the receiver is down: the portal never resends) and
 offline (kept on the portal, one entry per changed object, until read and cleared), so what the
-receiver missed while down is still there when it comes back.
+receiver missed while down is still there when it comes back. The offline bindings carry
+`auth_connector` (`events.AUTH_CONNECTOR`), which our card writes send too: the portal keeps no
+offline entry for our own write-back, which would otherwise come back at every catch-up as
+work (thousands of cards after a nightly run) queued ahead of the changes we really missed.
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ OFFLINE_LIMIT = 50            # entries one event.offline.get hands out (the doc
 
 
 def _outgoing_webhook_advice(client: Bitrix24Client, url: str) -> SourceError:
+    # Errors are redacted, which would leave the handler address as ".../***": name the part
+    # to fill in instead, so the address can be typed in from the message and the config.
+    secret = getattr(client.cfg, "webhook_secret", None)
+    shown = url.replace(secret, "<webhook_secret>") if secret else url
+    where = " (the source's webhook_secret in place of <webhook_secret>)" if shown != url else ""
     return SourceError(
         f"Bitrix24 source '{client.name}' uses an incoming webhook, which cannot bind event "
         "handlers (only an app can): create an outgoing webhook in Bitrix24 (Applications > "
-        f"Developer resources > Other > Outgoing webhook) pointing at {url} for the events "
-        f"{', '.join(events.BOUND)}, and put the token it shows in the source's application_token")
+        f"Developer resources > Other > Outgoing webhook) pointing at {shown}{where} for the "
+        f"events {', '.join(events.BOUND)}, and put the token it shows in the source's "
+        "application_token")
 
 
 def _batch(client: Bitrix24Client, cmds: dict[str, tuple[str, dict]]):
@@ -59,7 +68,8 @@ def install(client: Bitrix24Client, url: str) -> str:
             cmds[f"on{n}"] = ("event.bind", {"event": event, "handler": url,
                                              "event_type": "online"})
         if (event, "", True) not in have:
-            cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline"})
+            cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline",
+                                              "auth_connector": events.AUTH_CONNECTOR})
     _, errors = _batch(client, cmds)
     for err in errors.values():
         if ALREADY not in err.description.lower():

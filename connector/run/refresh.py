@@ -110,12 +110,22 @@ def refresh(cfg: Config, source: SourceConfig, changes: list[Change], adapter, m
     return out
 
 
-def refresh_source(cfg: Config, source: SourceConfig, changes: list[Change], limits=None) -> RefreshResult:
-    """`refresh` with its own adapter (the portal's refresh share of its limits) and mirror."""
+def refresh_source(cfg: Config, source: SourceConfig, changes: list[Change], limits=None,
+                   adapter=None) -> RefreshResult:
+    """`refresh` with the portal's refresh share of its limits and the mirror.
+
+    `adapter`: the caller's, kept for every refresh of the source (the local engine's `serve`:
+    its limiters live in the adapter, and one made per refresh would start each refresh with
+    the whole share unused, so refreshes one after another would exceed it). Without one, an
+    adapter is made for this refresh, for callers whose `limits` live outside the process
+    (the fleet's workers: Redis)."""
     scope = cfg.scoped(source.name)
-    adapter = runtime.make_adapter(scope, source, limits=limits, role=runtime.REFRESH)
+    own = adapter is None
+    if own:
+        adapter = runtime.make_adapter(scope, source, limits=limits, role=runtime.REFRESH)
     try:
         with runtime.open_mirror(scope) as mirror:
             return refresh(scope, source, changes, adapter, mirror)
     finally:
-        adapter.close()
+        if own:
+            adapter.close()

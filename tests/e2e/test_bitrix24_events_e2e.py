@@ -99,6 +99,11 @@ def test_our_own_write_back_comes_back_as_a_contact_update(srv, b24_dataset, app
     assert app.parse_hook(rx.wait(1)[0]) == [Change("contacts", contact)]
     srv.deliveries.wait_idle()
     assert len(rx.got) == 1
+    # online it comes back, but the offline queue keeps nothing of ours (auth_connector) ...
+    assert srv.events.queue == [] and app.missed_changes()[0] == []
+    # ... while a manager's edit of the same card is kept there
+    b24_dataset.update("contacts", contact, name="Edited by a manager")
+    assert app.missed_changes()[0] == [Change("contacts", contact)]
 
 
 def test_a_forged_delivery_is_refused(srv, b24_dataset, app, rx):

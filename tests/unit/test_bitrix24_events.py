@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from adapters.bitrix24 import parsers as p
+from adapters.bitrix24 import events, parsers as p
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.errors import SourceError, StreamError
 from adapters.hooks import Change, HookRefused
@@ -332,6 +332,16 @@ def test_a_webhook_source_cannot_bind_handlers_and_has_no_offline_queue():
     a.clear_missed("whatever")   # nothing to clear, no request
 
 
+def test_the_outgoing_webhook_advice_names_the_secret_part_of_the_address_without_showing_it():
+    secret = "k" * 40
+    a = adapter(webhook_secret=secret)
+    with pytest.raises(SourceError) as err:
+        a.install_hooks(f"https://receiver.example.com/hooks/b24/{secret}")
+    msg = str(err.value)
+    assert "https://receiver.example.com/hooks/b24/<webhook_secret> (the source's webhook_secret" in msg
+    assert secret not in msg
+
+
 def rest(method: str) -> str:
     return f"{PORTAL}/rest/{method}"
 
@@ -363,6 +373,10 @@ def test_install_hooks_binds_what_is_missing_online_and_offline(tmp_path):
     assert {"ONCRMACTIVITYADD", "ONTASKDELETE", "ONCRMLEADADD"} <= online
     assert all(prm["handler"] == [url] for m, prm in cmds.values() if prm["event_type"] == ["online"])
     assert all("handler" not in prm for m, prm in cmds.values() if prm["event_type"] == ["offline"])
+    # offline bindings carry our auth_connector (our own writes are not queued for us); online ones not
+    assert all(prm.get("auth_connector") == [events.AUTH_CONNECTOR] for m, prm in cmds.values()
+               if prm["event_type"] == ["offline"])
+    assert not any("auth_connector" in prm for m, prm in cmds.values() if prm["event_type"] == ["online"])
     assert "32 bindings added" in msg and "access-1" not in msg
 
 
