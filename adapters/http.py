@@ -76,9 +76,12 @@ class RateLimiter:
             self.sleep(wait)
 
 
-def interruptible(stop: threading.Event, sleep: Callable[[float], None] = time.sleep
+def interruptible(stop: threading.Event | None, sleep: Callable[[float], None] = time.sleep
                   ) -> Callable[[float], None]:
-    """A sleep that ends early, raising Interrupted, once `stop` is set."""
+    """A sleep that ends early, raising Interrupted, once `stop` is set (no `stop`: `sleep`)."""
+    if stop is None:
+        return sleep
+
     def pause(seconds: float) -> None:
         if stop.is_set() or stop.wait(max(0.0, seconds)):
             raise Interrupted("stopped by signal")
@@ -179,9 +182,9 @@ class HttpClient:
         self.requests = 0
         self.stop: threading.Event | None = None
 
-    def watch(self, stop: threading.Event) -> None:
+    def watch(self, stop: threading.Event | None) -> None:
         """Obey `stop` from now on: waits in the limiter and between retries end early, and
-        no call is sent once it is set (each raises Interrupted)."""
+        no call is sent once it is set (each raises Interrupted). None: obey none again."""
         self.stop = stop
         if self.limiter is not None and hasattr(self.limiter, "sleep"):
             self.limiter.sleep = interruptible(stop)

@@ -106,7 +106,7 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
         raise UnknownStream(f"source '{adapter.source}' has no stream '{unknown[0]}' "
                             f"(streams: {', '.join(available)})")
     progress = progress or Progress(enabled=False)
-    if stop is not None and hasattr(adapter, "watch"):  # waits and requests obey it too
+    if hasattr(adapter, "watch"):   # waits and requests obey this run's stop (and no earlier run's)
         adapter.watch(stop)
     main = {s.name: s.tables[0] for s in adapter.streams()}
     run_id = run_id or uuid.uuid4().hex[:12]
