@@ -204,7 +204,7 @@ class Procs:
         return p, log
 
     def stop(self):
-        for name, p, err in reversed(self.running):
+        for _name, p, err in reversed(self.running):
             if p.poll() is None:
                 p.terminate()
                 try:

@@ -56,7 +56,7 @@ def test_unchanged_list_read_once_each(workers):
 @pytest.mark.parametrize("gone", [(1,), (5, 6, 7), tuple(range(1, 40)), (249, 250, 251)])
 def test_rows_deleted_after_page_two_skip_nothing(workers, gone):
     lst = OffsetList(2000)
-    lst.hooks[2] = lambda l: l.drop(*gone)
+    lst.hooks[2] = lambda ls: ls.drop(*gone)
     ids = [i["id"] for i in read(lst, workers)]
     assert len(ids) == len(set(ids))
     assert set(ids) >= {r["id"] for r in lst.rows}
@@ -65,8 +65,8 @@ def test_rows_deleted_after_page_two_skip_nothing(workers, gone):
 def test_deletions_at_every_page_and_rows_entering_skip_nothing():
     lst = OffsetList(3000)
     for n in range(2, 30, 2):
-        lst.hooks[n] = lambda l, n=n: l.drop(l.rows[n * 50]["id"], l.rows[n * 50 + 1]["id"])
-    lst.hooks[5] = lambda l: l.rows.insert(10, {"id": 99_999, "updated_at": 5})
+        lst.hooks[n] = lambda ls, n=n: ls.drop(ls.rows[n * 50]["id"], ls.rows[n * 50 + 1]["id"])
+    lst.hooks[5] = lambda ls: ls.rows.insert(10, {"id": 99_999, "updated_at": 5})
     ids = [i["id"] for i in read(lst, 3)]
     assert set(ids) >= {r["id"] for r in lst.rows} - {99_999}
     assert len(ids) == len(set(ids))
@@ -75,8 +75,8 @@ def test_deletions_at_every_page_and_rows_entering_skip_nothing():
 def test_edited_row_coming_back_is_yielded_again():
     lst = OffsetList(600)
 
-    def edit(l):
-        l.rows[249]["updated_at"] = 9999     # the last row of page 1, repeated by page 2
+    def edit(ls):
+        ls.rows[249]["updated_at"] = 9999     # the last row of page 1, repeated by page 2
     lst.hooks[1] = edit
     got = read(lst)
     assert [i["updated_at"] for i in got if i["id"] == 250] == [1250, 9999]
@@ -95,10 +95,10 @@ def test_small_pages_served_and_one_request_when_the_caller_stops():
 def test_a_list_that_never_settles_fails_naming_it():
     lst = OffsetList(5000)
 
-    def churn(l):                             # 10 rows leave the front, 10 new ones arrive
-        top = l.rows[-1]["id"]
-        l.drop(*[r["id"] for r in l.rows[:10]])
-        l.rows += [{"id": top + i, "updated_at": 1} for i in range(1, 11)]
+    def churn(ls):                             # 10 rows leave the front, 10 new ones arrive
+        top = ls.rows[-1]["id"]
+        ls.drop(*[r["id"] for r in ls.rows[:10]])
+        ls.rows += [{"id": top + i, "updated_at": 1} for i in range(1, 11)]
 
     class Always(dict):                       # after every answer
         def pop(self, n, default=None):

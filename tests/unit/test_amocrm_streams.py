@@ -53,7 +53,7 @@ def test_deals_parse_links_company_status_and_currency(adapter):
     assert deals[2]["company_id"] is None and deals[2]["contact_id"] is None
     assert deals[3]["status"] == "lost" and deals[3]["amount"] is None and deals[3]["is_deleted"] == 1
     links = rows(pages, "deal_contacts")
-    assert sorted((l["deal_id"], l["contact_id"], l["is_main"]) for l in links) == [
+    assert sorted((link["deal_id"], link["contact_id"], link["is_main"]) for link in links) == [
         (1, 300001, 0), (1, 300002, 1), (3, 300001, 0), (3, 300002, 1)]
     assert "deal_contacts" in pages[0].rows
     q = qdict(calls_to("/api/v4/leads")[0])

@@ -229,7 +229,7 @@ def test_an_activity_brings_its_call_in_the_same_batch_and_tasks_take_an_id_list
     def batch(request):
         cmds = seen["cmds"] = commands(request)
         res = {}
-        for key, (method, params) in cmds.items():
+        for key, (method, _params) in cmds.items():
             if method == "crm.activity.list":
                 res[key] = [activity_item(30000001)]
             elif method == "voximplant.statistic.get":

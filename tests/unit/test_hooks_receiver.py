@@ -72,7 +72,7 @@ def test_a_burst_of_changes_to_one_record_is_one_flush_and_sources_stay_apart():
             done.set()
     d = Debouncer(flush, window_s=0.2)
     try:
-        for i in range(50):
+        for _ in range(50):
             d.add("amo", [Change("deals", 1)])
         d.add("amo", [Change("deals", 2, deleted=True), Change("deals", 2)])
         d.add("b24", [Change("contacts", 9)])

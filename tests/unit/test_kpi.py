@@ -26,7 +26,7 @@ SYNCED_STREAMS = ("users", "pipelines", "companies", "contacts", "leads", "deals
 
 def mark_synced(m: Mirror, source: str = S, streams=SYNCED_STREAMS, status: str = "ok") -> None:
     """Record a completed sync of `streams` (the KPI job computes only from complete data)."""
-    for i, name in enumerate(streams):
+    for name in streams:
         m.conn.execute("INSERT OR REPLACE INTO sync_state (source, stream, last_success_at) "
                        "VALUES (?, ?, ?)", (source, name, "2026-01-01T00:00:00Z" if status == "ok" else None))
         m.conn.execute("INSERT INTO sync_runs (run_id, source, stream, started_at, finished_at, status) "

@@ -88,8 +88,8 @@ def test_show(config):
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0] == f"{S} contact 1, computed at 2026-11-23T10:00:00Z"
-    assert any(l.split()[:2] == ["win_rate", "80"] and "won / (won + lost)" in l for l in lines)
-    assert any(l.split()[:2] == ["linked_deals", "2"] and "deal_contacts" in l for l in lines)
+    assert any(line.split()[:2] == ["win_rate", "80"] and "won / (won + lost)" in line for line in lines)
+    assert any(line.split()[:2] == ["linked_deals", "2"] and "deal_contacts" in line for line in lines)
     assert "tok-secret-123" not in r.output
 
 
