@@ -68,8 +68,8 @@ def redis_of(cfg: Config):
 
 
 def _shown(url: str) -> str:
-    from adapters.redact import redact
-    return redact(url)
+    from connector.config.engine import shown_url
+    return shown_url(url)
 
 
 def _reason(err: Exception) -> str:
