@@ -51,7 +51,11 @@ def _env() -> dict:
 
 
 def _with_db(url: str, db: int) -> str:
+    """`url` on database `db` (a unix socket's URL names it as `?db=N`)."""
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [q for q in parts.query.split("&") if q and not q.startswith("db=")]
+        return f"unix://{parts.path}?{'&'.join(query + [f'db={db}'])}"
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
