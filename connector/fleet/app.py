@@ -5,7 +5,11 @@ Settings, and why:
   is acknowledged only once it has run, and a worker holds one waiting job per thread, so a
   worker killed mid-job leaves its jobs in Redis.
 - the broker's `visibility_timeout` (`[engine] visibility_timeout_s`): how soon Redis gives a
-  dead worker's jobs to another one; the sweep that does it runs every quarter of that. A job
+  dead worker's jobs to another one; the sweep that does it runs every quarter of that. One
+  worker sweeps at a time, under a mutex key it sets with an expiry (`unacked_mutex_expire`):
+  kombu's 5 minutes meant a worker killed inside its sweep (the OOM killer does not wait)
+  held every dead job back 5 minutes more; a quarter of the timeout (at least 5 s) is far
+  longer than a sweep takes. A job
   that outlives the timeout on a live worker is handed out again too: its copy finds the
   portal's lease held and waits, then sees the job done (`board.Board.done`) and returns.
 - events on (`worker_send_task_events`, `task_send_sent_event`), so Flower shows the fleet.
@@ -46,7 +50,8 @@ def make_app(cfg: Config):
     app = Celery("crm_connector", broker=eng.broker_url, backend=eng.result_backend or eng.broker_url)
     transport = {"visibility_timeout": eng.visibility_timeout_s,
                  "unacked_restore_interval": max(1, eng.visibility_timeout_s // 4),
-                 "unacked_restore_throttle": 1}
+                 "unacked_restore_throttle": 1,
+                 "unacked_mutex_expire": max(5, eng.visibility_timeout_s // 4)}
     app.conf.update(
         task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
         broker_transport_options=transport, result_backend_transport_options=transport,
