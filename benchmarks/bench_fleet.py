@@ -25,9 +25,8 @@ nightly job: sync, then KPIs) on two `crm-connector worker -c N` processes. Prin
 goals: speed-up >= 4x, 0 requests over the limit.
 
 The portals run in `--hosts` processes of their own, so the engines' processes do not share
-their CPU time with the portals' Python threads; each host freezes its generated datasets out
-of the garbage collector (a full collection over them stalls every portal in the process, and
-a request held that long counts as arriving with later ones).
+their CPU time with the portals' Python threads; they count requests on arrival (the kernel's
+receive stamp, sandbox/httpbase.py), not when a busy host process gets to them.
 
 Results on the shared 2-core machine (other engineers' jobs running: the load average printed
 at the start, and it moved during the runs), 2026-12-06:
@@ -63,7 +62,6 @@ held in its worker after its grant, 5 one held in the portal's process.
 from __future__ import annotations
 
 import argparse
-import gc
 import multiprocessing as mp
 import os
 import re
@@ -100,8 +98,6 @@ def host(specs: list[tuple[str, int, int]], latency_ms: float, conn) -> None:
             servers.append(AmoSandbox(data, limits=True, rate=7.0, latency_ms=latency_ms).start())
         else:
             servers.append(Bitrix24Sandbox(data, limits=True, latency_ms=latency_ms).start())
-    gc.collect()
-    gc.freeze()
     conn.send([(kind, s.url, getattr(s, "access_token", None), getattr(s, "webhook_url", None))
                for (kind, _, _), s in zip(specs, servers)])
     while True:
