@@ -22,14 +22,25 @@ Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`)
               Bitrix24 503 QUERY_LIMIT_EXCEEDED), the request not served
 
 `request_log` rows: {method, path, params, status (None when no reply), fault, at}.
+
+Arrival: a portal counts a request against its limits when it arrives, as a real portal's
+front end does, not when a thread of this process gets round to it (a garbage collection or
+a busy CPU can hold that back by 100 ms or more, and a request held that long would count as
+arriving with the next ones). On Linux each connection asks the kernel to stamp what it
+receives (SO_TIMESTAMPNS); `Request.arrived` is that stamp on the `time.monotonic()` scale,
+None where there is none (TLS, other systems). `SlidingWindow.allow(at)` takes it.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import random
 import socket
+import ssl
+import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +51,9 @@ __all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket
            "FAULT_KINDS"]
 
 FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html", "limit")
+# Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS in the ancillary data: a struct timespec); Python's
+# socket module does not name it.
+SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
 
 
 @dataclass
@@ -52,6 +66,7 @@ class Request:
     headers: dict[str, str]         # header names lower-cased
     body: bytes = b""
     client: str = "127.0.0.1"       # the peer's address
+    arrived: float | None = None    # when its first bytes reached this host (module doc)
 
     @property
     def params(self) -> dict:
@@ -93,21 +108,31 @@ class Response:
 
 
 class SlidingWindow:
-    """At most `rate` events in any `window` seconds (amoCRM-style per-second cap)."""
+    """At most `rate` events in any `window` seconds (amoCRM-style per-second cap).
+
+    `allow(at)`: an event that happened at `at` (the clock's scale; default now). Events may
+    come in out of order (a request stamped on arrival, handled after a later one): one is
+    refused when some window of `window` seconds holding it would hold more than `rate`."""
 
     def __init__(self, rate: float, window: float = 1.0, clock=time.monotonic):
         self.rate, self.window, self.clock = rate, window, clock
-        self._times: collections.deque = collections.deque()
+        self._times: list[float] = []      # sorted
         self._lock = threading.Lock()
 
-    def allow(self) -> bool:
+    def allow(self, at: float | None = None) -> bool:
         with self._lock:
             now = self.clock()
-            while self._times and self._times[0] <= now - self.window:
-                self._times.popleft()
-            if len(self._times) >= self.rate:
-                return False
-            self._times.append(now)
+            t = now if at is None else min(at, now)
+            # an event that came in late can still share a window with ones 2 windows back
+            del self._times[:bisect.bisect_right(self._times, now - 2 * self.window)]
+            times = self._times[:]
+            bisect.insort(times, t)
+            # the fullest window holding t ends at t or at a later event less than a window on
+            for end in times[bisect.bisect_left(times, t):bisect.bisect_left(times, t + self.window)]:
+                held = bisect.bisect_right(times, end) - bisect.bisect_right(times, end - self.window)
+                if held > self.rate:
+                    return False
+            self._times = times
             return True
 
 
@@ -133,6 +158,23 @@ class LeakyBucket:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"       # keep-alive: clients reuse connections like in prod
+    arrived: float | None = None
+
+    def setup(self):
+        super().setup()
+        self.stamped = False     # the listening socket asked for stamps (_Server.server_bind)
+        if SO_TIMESTAMPNS is not None and not isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.stamped = bool(self.connection.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS))
+            except OSError:
+                pass
+
+    def handle_one_request(self):
+        # Peek (consume nothing) at the next request's first byte for the kernel's stamp of
+        # its arrival. Clients send one request at a time on a connection (no pipelining), so
+        # nothing of it sits in rfile's buffer yet: the peek waits as readline would.
+        self.arrived = _arrival(self.connection) if self.stamped else None
+        super().handle_one_request()
 
     def _any(self):
         self.server.owner._serve(self)
@@ -143,10 +185,34 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def _arrival(sock) -> float | None:
+    """The kernel's receive stamp of the bytes waiting on `sock`, on the time.monotonic()
+    scale; None without one (the peer closed, or no stamp)."""
+    try:
+        data, ancillary, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+    except (OSError, ValueError):
+        return None
+    for level, kind, raw in ancillary:
+        if data and level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+            sec, nsec = struct.unpack("qq", raw[:16])
+            return time.monotonic() - max(0.0, time.time() - (sec + nsec / 1e9))
+    return None
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 drops the SYNs of a burst of parallel clients (each
     # then waits a second to retry); a real portal's front end accepts them.
     request_queue_size = 128
+
+    def server_bind(self):
+        # on the listening socket, so a connection's first request, often in before the
+        # connection is accepted, is stamped too (accepted sockets inherit the option)
+        if SO_TIMESTAMPNS is not None:
+            try:
+                self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                pass
+        super().server_bind()
 
 
 class SandboxServer:
@@ -265,7 +331,7 @@ class SandboxServer:
         req = Request(h.command, parts.path, parts.query,
                       parse_qsl(parts.query, keep_blank_values=True),
                       {k.lower(): v for k, v in h.headers.items()},
-                      h.rfile.read(n) if n else b"", h.client_address[0])
+                      h.rfile.read(n) if n else b"", h.client_address[0], h.arrived)
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         fault = self._pick_fault()

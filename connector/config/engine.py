@@ -71,7 +71,7 @@ class EngineChecks:
                 redact.register(_password(d[key]))
                 problem = redis_problem(d[key])
                 if problem:
-                    raise self.fail(f"engine.{key}", f"{redact.redact(d[key])!r}: {problem}")
+                    raise self.fail(f"engine.{key}", f"{shown_url(d[key])!r}: {problem}")
         if kind == "celery" and "broker_url" not in d:
             raise self.fail("engine.broker_url", "is required with kind = \"celery\" "
                                                  "(for example \"redis://127.0.0.1:6379/0\")")
@@ -81,6 +81,19 @@ class EngineChecks:
     def queue(self, key: str, name) -> None:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", name):
             raise self.fail(key, f"must be a queue name (letters, digits, '.', '_', ':', '-'), got {name!r}")
+
+
+def shown_url(url: str) -> str:
+    """A Redis URL as messages may show it: its password masked whatever its length (the
+    redaction registry ignores values under 6 characters, and Redis passwords may be that
+    short), then every registered secret masked too."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        userinfo, at, hostpart = rest.rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:{redact.MASK}@{hostpart}"
+        url = f"{scheme}{sep}{rest}"
+    return redact.redact(url)
 
 
 def _password(url: str) -> str | None:

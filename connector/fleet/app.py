@@ -5,15 +5,26 @@ Settings, and why:
   is acknowledged only once it has run, and a worker holds one waiting job per thread, so a
   worker killed mid-job leaves its jobs in Redis.
 - the broker's `visibility_timeout` (`[engine] visibility_timeout_s`): how soon Redis gives a
-  dead worker's jobs to another one; the sweep that does it runs every quarter of that. A job
+  dead worker's jobs to another one; the sweep that does it runs every quarter of that. One
+  worker sweeps at a time, under a mutex key it sets with an expiry (`unacked_mutex_expire`):
+  kombu's 5 minutes meant a worker killed inside its sweep (the OOM killer does not wait)
+  held every dead job back 5 minutes more; a quarter of the timeout (at least 5 s) is far
+  longer than a sweep takes. A job
   that outlives the timeout on a live worker is handed out again too: its copy finds the
   portal's lease held and waits, then sees the job done (`board.Board.done`) and returns.
 - events on (`worker_send_task_events`, `task_send_sent_event`), so Flower shows the fleet.
 - JSON only: jobs carry a source's name, never its secrets.
+- once a worker is ready, what it has built so far (Celery, kombu, the connector's modules)
+  leaves the garbage collector's view (`gc.freeze`): a full collection over that heap stopped
+  every job thread of the process for 50-100 ms, and a thread stopped between its portal's
+  rate-limit grant and its request sends that request late, into the same second as the next
+  ones (measured: amoCRM's 429 in tests/e2e/test_fleet_e2e.py); after the freeze a full
+  collection walks only what the jobs allocate.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 from connector.config.engine import DEFAULT_QUEUE
@@ -40,7 +51,8 @@ def make_app(cfg: Config):
     app = Celery("crm_connector", broker=eng.broker_url, backend=eng.result_backend or eng.broker_url)
     transport = {"visibility_timeout": eng.visibility_timeout_s,
                  "unacked_restore_interval": max(1, eng.visibility_timeout_s // 4),
-                 "unacked_restore_throttle": 1}
+                 "unacked_restore_throttle": 1,
+                 "unacked_mutex_expire": max(5, eng.visibility_timeout_s // 4)}
     app.conf.update(
         task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
         broker_transport_options=transport, result_backend_transport_options=transport,
@@ -53,7 +65,15 @@ def make_app(cfg: Config):
     )
     app.task(name=TASK, bind=True, max_retries=None)(tasks.source_job)
     app.task(name=REFRESH_TASK, bind=True)(tasks.refresh_job)
+    from celery.signals import worker_ready
+    worker_ready.connect(freeze_heap, weak=False, dispatch_uid="crm_connector.freeze_heap")
     return app
+
+
+def freeze_heap(**_) -> None:
+    """Take everything allocated until now out of the garbage collector's full collections."""
+    gc.collect()
+    gc.freeze()
 
 
 def redis_of(cfg: Config):
@@ -70,8 +90,8 @@ def redis_of(cfg: Config):
 
 
 def _shown(url: str) -> str:
-    from adapters.redact import redact
-    return redact(url)
+    from connector.config.engine import shown_url
+    return shown_url(url)
 
 
 def _reason(err: Exception) -> str:
