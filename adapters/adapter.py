@@ -34,7 +34,7 @@ class FieldWriter:
     stops the other cards.
     """
 
-    BATCH = 50   # cards one write request carries
+    BATCH = 50  # cards one write request carries
 
     def list_fields(self, entity_type: str) -> list[CrmField]:
         """Custom fields of `contact` or `company` cards."""
@@ -59,7 +59,7 @@ class FieldWriter:
         one result per write, in order."""
         results: list[WriteResult] = []
         for start in range(0, len(writes), self.BATCH):
-            batch = writes[start:start + self.BATCH]
+            batch = writes[start : start + self.BATCH]
             for w, r in zip(batch, self.send_batch(entity_type, batch), strict=True):
                 results.append(self.send_alone(entity_type, w) if r.retry_alone else r)
         return results
@@ -77,10 +77,10 @@ class Adapter:
 
     def __init__(self, source, client, fields: FieldWriter):
         self.cfg = source
-        self.source = source.name   # the [[sources]] name
+        self.source = source.name  # the [[sources]] name
         self.client, self.http, self.fields = client, client.http, fields
         self.declared: dict[str, Stream] = {s.name: s for s in self.crm.declarations()}
-        self.readers: dict[str, Reader] = {}   # stream mode -> its reader
+        self.readers: dict[str, Reader] = {}  # stream mode -> its reader
 
     @property
     def kind(self) -> str:
@@ -105,15 +105,17 @@ class Adapter:
         """One cheap authenticated call; returns a one-line account description."""
         raise NotImplementedError
 
-    def fetch(self, stream: str, bookmark: str | None, run_started_at: datetime,
-              full: bool = False) -> Iterator[Page]:
+    def fetch(
+        self, stream: str, bookmark: str | None, run_started_at: datetime, full: bool = False
+    ) -> Iterator[Page]:
         """Pages of one stream from `bookmark` (None or full=True: everything), by the reader of
         the stream's mode; each page's bookmark is JSON of that mode's shape
         (`adapters.bookmarks`)."""
         s = self.declared.get(stream)
         if s is None:
-            raise ValueError(f"unknown {self.crm.title} stream '{stream}' "
-                             f"(known: {', '.join(self.declared)})")
+            raise ValueError(
+                f"unknown {self.crm.title} stream '{stream}' (known: {', '.join(self.declared)})"
+            )
         reader = self.readers.get(s.mode)
         if reader is None:
             raise ValueError(f"{self.crm.title} stream '{stream}': no reader for mode '{s.mode}'")

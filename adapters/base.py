@@ -45,8 +45,12 @@ class Page:
         """Add `other`'s records to this page; a later deletion or restore of an id wins."""
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
-        for mine, theirs in ((self.deleted, other.restored), (self.deleted_at, other.restored),
-                             (self.restored, other.deleted), (self.restored, other.deleted_at)):
+        for mine, theirs in (
+            (self.deleted, other.restored),
+            (self.deleted_at, other.restored),
+            (self.restored, other.deleted),
+            (self.restored, other.deleted_at),
+        ):
             for table, ids in theirs.items():
                 _drop(mine, table, ids)
         for table, dated in other.deleted_at.items():
@@ -64,14 +68,15 @@ class Page:
 
     def count(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(
-            len(v) for changes in (self.deleted, self.restored, self.deleted_at)
-            for v in changes.values())
+            len(v) for changes in (self.deleted, self.restored, self.deleted_at) for v in changes.values()
+        )
 
     def entities(self, table: str) -> int:
         """Entities of `table` this page writes (upserted, deleted or restored): what a run
         reports, so a deal's contact links do not count as more deals."""
         return len(self.rows.get(table, ())) + sum(
-            len(changes.get(table, ())) for changes in (self.deleted, self.restored, self.deleted_at))
+            len(changes.get(table, ())) for changes in (self.deleted, self.restored, self.deleted_at)
+        )
 
 
 def _drop(changes: dict, table: str, ids) -> None:
@@ -80,8 +85,11 @@ def _drop(changes: dict, table: str, ids) -> None:
     have, gone = changes.get(table), set(ids)
     if have is None:
         return
-    have = ({i: v for i, v in have.items() if i not in gone} if isinstance(have, dict)
-            else [i for i in have if i not in gone])
+    have = (
+        {i: v for i, v in have.items() if i not in gone}
+        if isinstance(have, dict)
+        else [i for i in have if i not in gone]
+    )
     if have:
         changes[table] = have
     else:

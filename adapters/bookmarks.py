@@ -44,8 +44,9 @@ def _check(mode: str, data: dict) -> dict:
     for key in ("at", "since", "pass"):
         if isinstance(data.get(key), str):
             parse_iso(data[key])  # raises ValueError on a malformed moment
-    if mode == "append" and not all(isinstance(v, int) and not isinstance(v, bool)
-                                    for v in data.get("last_id", {}).values()):
+    if mode == "append" and not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in data.get("last_id", {}).values()
+    ):
         raise BookmarkError("append bookmark: last_id values must be integers")
     return data
 
@@ -58,8 +59,7 @@ def load(mode: str, text: str | dict | None) -> dict:
         data = dict(text) if isinstance(text, dict) else json.loads(text)
         return _check(mode, data)
     except (ValueError, TypeError, AttributeError) as err:
-        log.warning("unreadable %s bookmark %r (%s); reading the stream in full",
-                    mode, str(text)[:60], err)
+        log.warning("unreadable %s bookmark %r (%s); reading the stream in full", mode, str(text)[:60], err)
         return {}
 
 

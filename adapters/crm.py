@@ -35,6 +35,7 @@ class Crm:
     streams: "module:attr" of the CRM's stream declarations (each has a `name`), imported only
     when first asked for (config validation of `streams = [...]`, KPI input checks).
     """
+
     kind: str
     title: str
     keys: dict[str, type | tuple]

@@ -15,6 +15,7 @@ class Change:
     """One record the CRM says changed. table: the mirror table it lives in ("deals", "leads",
     "contacts", "companies", "tasks", "activities", "calls"); deleted: the CRM said it was
     deleted (still checked by reading it back)."""
+
     table: str
     id: int
     deleted: bool = False

@@ -36,16 +36,19 @@ from adapters.redact import redact
 
 try:
     from importlib.metadata import version as _version
+
     VERSION = _version("crm-connector")
 except Exception:  # running from a checkout that is not installed
     VERSION = "0.1.0"
 
 USER_AGENT = f"crm-connector/{VERSION} (+https://github.com/crm-connector/crm-connector)"
-CONNECT_TIMEOUT_S = 5.0   # a reachable host answers in well under a second; `timeout_s` is for reads
+CONNECT_TIMEOUT_S = 5.0  # a reachable host answers in well under a second; `timeout_s` is for reads
 NET_ADVICE = "check the source's URL, the network and that the service is up"
-TLS_ADVICE = ("check the source's URL and the server's certificate; one from a private CA must "
-              "be trusted here (REQUESTS_CA_BUNDLE=/path/to/ca.pem)")
-FIRST_BACKOFF_S = 0.25    # a lone 502 or cut body is usually gone at once: retry soon, then back off
+TLS_ADVICE = (
+    "check the source's URL and the server's certificate; one from a private CA must "
+    "be trusted here (REQUESTS_CA_BUNDLE=/path/to/ca.pem)"
+)
+FIRST_BACKOFF_S = 0.25  # a lone 502 or cut body is usually gone at once: retry soon, then back off
 
 
 class RateLimiter:
@@ -55,8 +58,13 @@ class RateLimiter:
     steady rate, and amoCRM counts requests per second, so a burst is what earns a 429.
     """
 
-    def __init__(self, rate: float, per: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        rate: float,
+        per: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.limit = max(1, int(rate * per)) if rate * per >= 1 else 1
         self.per = per if rate * per >= 1 else 1.0 / rate
         self.clock, self.sleep = clock, sleep
@@ -76,8 +84,9 @@ class RateLimiter:
             self.sleep(wait)
 
 
-def interruptible(stop: threading.Event | None, sleep: Callable[[float], None] = time.sleep
-                  ) -> Callable[[float], None]:
+def interruptible(
+    stop: threading.Event | None, sleep: Callable[[float], None] = time.sleep
+) -> Callable[[float], None]:
     """A sleep that ends early, raising Interrupted, once `stop` is set (no `stop`: `sleep`)."""
     if stop is None:
         return sleep
@@ -85,6 +94,7 @@ def interruptible(stop: threading.Event | None, sleep: Callable[[float], None] =
     def pause(seconds: float) -> None:
         if stop.is_set() or stop.wait(max(0.0, seconds)):
             raise Interrupted("stopped by signal")
+
     return pause
 
 
@@ -114,13 +124,20 @@ class BadBody(Exception):
 
     def __init__(self, response: requests.Response):
         kind = (response.headers.get("Content-Type") or "no content type").split(";")[0]
-        super().__init__(f"HTTP {response.status_code} with a body that is not JSON "
-                         f"({len(response.content)} bytes, {kind})")
+        super().__init__(
+            f"HTTP {response.status_code} with a body that is not JSON "
+            f"({len(response.content)} bytes, {kind})"
+        )
         self.response = response
 
 
-RETRYABLE = (RetryableResponse, BadBody, requests.ConnectionError, requests.Timeout,
-             requests.exceptions.ChunkedEncodingError)
+RETRYABLE = (
+    RetryableResponse,
+    BadBody,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
 
 
 def _causes(exc: BaseException):
@@ -136,13 +153,20 @@ def _causes(exc: BaseException):
         todo += [w for w in wrapped if isinstance(w, BaseException)]  # ssl's `reason` is text
 
 
-def connect_failure(exc: BaseException | None, connect_s: float = CONNECT_TIMEOUT_S
-                    ) -> tuple[str, bool] | None:
+def connect_failure(
+    exc: BaseException | None, connect_s: float = CONNECT_TIMEOUT_S
+) -> tuple[str, bool] | None:
     """(cause, worth one retry) when no connection could be made, so nothing was sent;
     None when the request may have reached the server (a reset or timeout mid-reply)."""
     if isinstance(exc, requests.exceptions.SSLError):
-        why = next((e.verify_message or e.reason for e in _causes(exc)
-                    if isinstance(e, ssl.SSLCertVerificationError)), None)
+        why = next(
+            (
+                e.verify_message or e.reason
+                for e in _causes(exc)
+                if isinstance(e, ssl.SSLCertVerificationError)
+            ),
+            None,
+        )
         return f"TLS handshake failed{f' ({why})' if why else ''}", False
     if isinstance(exc, requests.ConnectTimeout):
         return f"no answer to connect within {connect_s:g} s", False
@@ -161,10 +185,17 @@ def connect_failure(exc: BaseException | None, connect_s: float = CONNECT_TIMEOU
 class HttpClient:
     """The one requests.Session of a source, with its limiter and retry policy."""
 
-    def __init__(self, source: str, *, limiter: RateLimiter | None = None,
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, 60.0), max_attempts: int = 6,
-                 max_backoff: float = 60.0, verify: bool | str = True,
-                 retry_statuses: Callable[[requests.Response], bool] | None = None):
+    def __init__(
+        self,
+        source: str,
+        *,
+        limiter: RateLimiter | None = None,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, 60.0),
+        max_attempts: int = 6,
+        max_backoff: float = 60.0,
+        verify: bool | str = True,
+        retry_statuses: Callable[[requests.Response], bool] | None = None,
+    ):
         self.source = source
         self.limiter = limiter
         self.timeout = timeout
@@ -209,13 +240,14 @@ class HttpClient:
         if isinstance(exc, RetryableResponse) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_backoff)
         if connect_failure(exc):
-            return FIRST_BACKOFF_S   # a restarting server or a resolver hiccup: one quick look
+            return FIRST_BACKOFF_S  # a restarting server or a resolver hiccup: one quick look
         # exponential backoff, jittered so parallel clients do not retry in lockstep
         backoff = min(self.max_backoff, FIRST_BACKOFF_S * 2 ** (state.attempt_number - 1))
         return backoff * random.uniform(0.5, 1.5)
 
-    def request(self, method: str, url: str, *, expect_json: bool = False, once: bool = False,
-                **kwargs) -> requests.Response:
+    def request(
+        self, method: str, url: str, *, expect_json: bool = False, once: bool = False, **kwargs
+    ) -> requests.Response:
         """Send with limiter, timeout and retries; return the final response (any 2xx-4xx).
 
         expect_json: a 2xx with a body must be JSON (else retried like a 502); the parsed body
@@ -227,26 +259,38 @@ class HttpClient:
         refreshed = False
         while True:
             response = self._send_with_retries(method, url, expect_json, once, **kwargs)
-            if (response.status_code == 401 and not refreshed and self.on_unauthorized
-                    and self.on_unauthorized(response)):
+            if (
+                response.status_code == 401
+                and not refreshed
+                and self.on_unauthorized
+                and self.on_unauthorized(response)
+            ):
                 refreshed = True
                 continue
             return response
 
     def _retry(self, once: bool) -> Callable:
         """Tenacity's retry test: transient faults, but a dead host at most once more."""
+
         def retry(state) -> bool:
             exc = state.outcome.exception()
             down = connect_failure(exc)
             if down:
                 return down[1] and state.attempt_number < 2
             return isinstance(exc, RETRYABLE) and not once
+
         return retry
 
-    def _send_with_retries(self, method: str, url: str, expect_json: bool, once: bool,
-                           **kwargs) -> requests.Response:
-        retrying = Retrying(retry=self._retry(once), wait=self._wait, reraise=True,
-                            stop=stop_after_attempt(self.max_attempts), sleep=self._pause)
+    def _send_with_retries(
+        self, method: str, url: str, expect_json: bool, once: bool, **kwargs
+    ) -> requests.Response:
+        retrying = Retrying(
+            retry=self._retry(once),
+            wait=self._wait,
+            reraise=True,
+            stop=stop_after_attempt(self.max_attempts),
+            sleep=self._pause,
+        )
         try:
             return retrying(self._send_once, method, url, expect_json, **kwargs)
         except (RetryableResponse, BadBody) as last:
@@ -258,24 +302,34 @@ class HttpClient:
             if down:
                 raise self._unreachable(url, down[0], retrying) from None
             if once:
-                raise ReplyLost(redact(f"source '{self.source}': {method} {urlsplit(url).path}: "
-                                       f"the reply was lost ({_describe(last)})")) from None
+                raise ReplyLost(
+                    redact(
+                        f"source '{self.source}': {method} {urlsplit(url).path}: "
+                        f"the reply was lost ({_describe(last)})"
+                    )
+                ) from None
             raise self._gave_up(method, url, last, retrying) from None
 
     def _gave_up(self, method: str, url: str, last: BaseException, retrying) -> StreamError:
         attempts = retrying.statistics.get("attempt_number", self.max_attempts)
-        return StreamError(redact(
-            f"source '{self.source}': {method} {urlsplit(url).path} failed after {attempts} "
-            f"attempts: {_describe(last)}"))
+        return StreamError(
+            redact(
+                f"source '{self.source}': {method} {urlsplit(url).path} failed after {attempts} "
+                f"attempts: {_describe(last)}"
+            )
+        )
 
     def _unreachable(self, url: str, cause: str, retrying) -> UnreachableError:
         parts = urlsplit(url)
         attempts = retrying.statistics.get("attempt_number", 1)
-        return UnreachableError(redact(
-            f"source '{self.source}': cannot reach {parts.hostname}"
-            f"{f' port {parts.port}' if parts.port else ''}: {cause} "
-            f"({attempts} attempt{'s' if attempts > 1 else ''}); "
-            f"{TLS_ADVICE if cause.startswith('TLS') else NET_ADVICE}"))
+        return UnreachableError(
+            redact(
+                f"source '{self.source}': cannot reach {parts.hostname}"
+                f"{f' port {parts.port}' if parts.port else ''}: {cause} "
+                f"({attempts} attempt{'s' if attempts > 1 else ''}); "
+                f"{TLS_ADVICE if cause.startswith('TLS') else NET_ADVICE}"
+            )
+        )
 
     def _send_once(self, method: str, url: str, expect_json: bool, **kwargs) -> requests.Response:
         if self._blocked:
@@ -289,8 +343,9 @@ class HttpClient:
         headers = {**self.auth_headers(), **kwargs.pop("headers", {})}
         with self._count_lock:
             self.requests += 1
-        response = self.session.request(method, url, headers=headers,
-                                        timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        response = self.session.request(
+            method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+        )
         if self.retry_statuses(response):
             raise RetryableResponse(response)
         if expect_json:

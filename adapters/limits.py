@@ -35,13 +35,15 @@ class Limits(Protocol):
         evenly spaced (`.gap` seconds apart), as amoCRM's `PacedLimiter`."""
         ...
 
-    def leaky_bucket(self, kind: str, portal: str, size: int = 50, drain: float = 2.0,
-                     margin: float = 2.0) -> Limiter:
+    def leaky_bucket(
+        self, kind: str, portal: str, size: int = 50, drain: float = 2.0, margin: float = 2.0
+    ) -> Limiter:
         """As `adapters.bitrix24.limits.LeakyBucket`: acquire(), penalise(), .capacity."""
         ...
 
-    def operating_budget(self, kind: str, portal: str, budget_s: float = 480.0,
-                         safety_s: float | None = None):
+    def operating_budget(
+        self, kind: str, portal: str, budget_s: float = 480.0, safety_s: float | None = None
+    ):
         """As `adapters.bitrix24.limits.OperatingBudget`: take(), release(), observe(),
         block(), state(), .budget, .safety, .waited_s."""
         ...

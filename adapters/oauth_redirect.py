@@ -23,19 +23,22 @@ class RedirectCatcher:
 
     def __init__(self, redirect_uri: str, name: str):
         parts = urlsplit(redirect_uri)
-        if parts.scheme != "http" or not parts.hostname or not is_loopback(parts.hostname) \
-                or not parts.port:
-            raise AuthError(f"source '{name}': redirect_uri must be http://127.0.0.1:PORT/... (this "
-                            f"machine, with a port) for the sign-in to catch the code; it is "
-                            f"'{redirect_uri}'")
+        if parts.scheme != "http" or not parts.hostname or not is_loopback(parts.hostname) or not parts.port:
+            raise AuthError(
+                f"source '{name}': redirect_uri must be http://127.0.0.1:PORT/... (this "
+                f"machine, with a port) for the sign-in to catch the code; it is "
+                f"'{redirect_uri}'"
+            )
         self.name, self.path = name, parts.path or "/"
         self.outcome: dict | Exception | None = None
         try:
             self.server = http.server.HTTPServer(("127.0.0.1", parts.port), _handler(self))
         except OSError as err:
-            raise AuthError(f"source '{name}': cannot listen on 127.0.0.1:{parts.port} for the "
-                            f"sign-in redirect ({err.strerror}); free the port or change "
-                            f"redirect_uri") from None
+            raise AuthError(
+                f"source '{name}': cannot listen on 127.0.0.1:{parts.port} for the "
+                f"sign-in redirect ({err.strerror}); free the port or change "
+                f"redirect_uri"
+            ) from None
 
     def wait(self, state: str, timeout_s: float, use_code: Callable[[str], str]) -> str:
         """Serve until the redirect arrives (or `timeout_s` passes); returns use_code's message."""
@@ -45,9 +48,11 @@ class RedirectCatcher:
             while self.outcome is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AuthError(f"source '{self.name}': no sign-in redirect arrived within "
-                                    f"{timeout_s:g} s; run `crm-connector auth {self.name}` again "
-                                    f"and open the URL it prints")
+                    raise AuthError(
+                        f"source '{self.name}': no sign-in redirect arrived within "
+                        f"{timeout_s:g} s; run `crm-connector auth {self.name}` again "
+                        f"and open the URL it prints"
+                    )
                 self.server.timeout = left
                 self.server.handle_request()
         finally:
@@ -61,11 +66,15 @@ class RedirectCatcher:
         one = {k: v[0] for k, v in query.items()}
         try:
             if one.get("error"):
-                raise AuthError(f"source '{self.name}': sign-in refused by the CRM "
-                                f"({one['error']}); run `crm-connector auth {self.name}` again")
+                raise AuthError(
+                    f"source '{self.name}': sign-in refused by the CRM "
+                    f"({one['error']}); run `crm-connector auth {self.name}` again"
+                )
             if one.get("state") != self.state:
-                raise AuthError(f"source '{self.name}': the redirect's state does not match this "
-                                f"sign-in; run `crm-connector auth {self.name}` again")
+                raise AuthError(
+                    f"source '{self.name}': the redirect's state does not match this "
+                    f"sign-in; run `crm-connector auth {self.name}` again"
+                )
             if not one.get("code"):
                 raise AuthError(f"source '{self.name}': the redirect carries no code")
             self.outcome = {"message": self.use_code(one["code"])}
@@ -79,7 +88,7 @@ def _handler(catcher: RedirectCatcher):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's spelling)
             parts = urlsplit(self.path)
-            if parts.path != catcher.path:     # favicon and the like: not ours, keep waiting
+            if parts.path != catcher.path:  # favicon and the like: not ours, keep waiting
                 return self._reply(404, "Not found")
             self._reply(*catcher.take(parse_qs(parts.query)))
 
@@ -93,4 +102,5 @@ def _handler(catcher: RedirectCatcher):
 
         def log_message(self, *args):  # the request line holds the code: log nothing
             pass
+
     return Handler

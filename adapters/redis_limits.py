@@ -39,11 +39,11 @@ from typing import Callable
 from adapters.bitrix24.limits import parse_reset
 
 PREFIX = "crm:limits"
-HOLD_TTL_S = 600.0     # a reservation of operating time outlives any call and its retries
-IDLE_TTL_S = 1200      # a method's budget state: twice the server's 10-minute window
-DEFAULT_COST_S = 0.2   # as OperatingBudget: expected seconds per call before any report
-WAIT_S = 0.05          # as OperatingBudget: in-flight calls will report a fresher total
-MAX_WAIT_S = 30.0      # one sleep at most; then ask again
+HOLD_TTL_S = 600.0  # a reservation of operating time outlives any call and its retries
+IDLE_TTL_S = 1200  # a method's budget state: twice the server's 10-minute window
+DEFAULT_COST_S = 0.2  # as OperatingBudget: expected seconds per call before any report
+WAIT_S = 0.05  # as OperatingBudget: in-flight calls will report a fresher total
+MAX_WAIT_S = 30.0  # one sleep at most; then ask again
 
 _LUA_PRELUDE = """
 local t = redis.call('TIME')
@@ -54,7 +54,9 @@ local function f(x) return string.format('%.17g', x) end
 # KEYS[1] next free slot (unix s), KEYS[2] grants in the window (sorted set, score = unix s)
 # ARGV limit, per, gap, phase ('reserve' | 'commit'), member
 # -> {granted (1|0), seconds to wait, grant time or reserved slot}
-RATE_LUA = _LUA_PRELUDE + """
+RATE_LUA = (
+    _LUA_PRELUDE
+    + """
 local limit, per, gap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[4] == 'reserve' and gap > 0 then
   local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0') or 0)
@@ -70,10 +72,13 @@ end
 local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 return {0, f(math.max(0, tonumber(oldest[2]) + per - now)), f(now)}
 """
+)
 
 # KEYS[1] the bucket (hash: level, at); ARGV capacity, drain, op ('acquire' | 'penalise')
 # -> {seconds to wait, the time the request may go, level}
-BUCKET_LUA = _LUA_PRELUDE + """
+BUCKET_LUA = (
+    _LUA_PRELUDE
+    + """
 local capacity, drain = tonumber(ARGV[1]), tonumber(ARGV[2])
 local v = redis.call('HMGET', KEYS[1], 'level', 'at')
 local level = tonumber(v[1]) or 0
@@ -90,11 +95,14 @@ redis.call('HSET', KEYS[1], 'level', f(level), 'at', f(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(level / drain * 1000) + 1000)
 return {f(wait), f(now + wait), f(level)}
 """
+)
 
 # KEYS per method: its state (hash), its holds (sorted set 'token|seconds' -> expiry)
 # ARGV budget, safety, hold ttl, token, idle ttl, then calls wanted per method
 # -> {1, n, '0', seconds held per method...} or {0, 0, seconds to wait}
-TAKE_LUA = _LUA_PRELUDE + """
+TAKE_LUA = (
+    _LUA_PRELUDE
+    + """
 local budget, safety, hold_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local token, idle = ARGV[4], tonumber(ARGV[5])
 local nm = #KEYS / 2
@@ -156,7 +164,9 @@ for i = 1, nm do
   out[#out + 1] = amount
 end
 return out
-""" % {"cost": DEFAULT_COST_S, "pause": WAIT_S}
+"""
+    % {"cost": DEFAULT_COST_S, "pause": WAIT_S}
+)
 
 # KEYS the holds (sorted sets); ARGV their members, one each
 RELEASE_LUA = """
@@ -179,7 +189,9 @@ return 1
 """ % {"cost": DEFAULT_COST_S}
 
 # KEYS[1] a method's state; ARGV idle ttl, until ('' = the reset time, else a minute)
-BLOCK_LUA = _LUA_PRELUDE + """
+BLOCK_LUA = (
+    _LUA_PRELUDE
+    + """
 local reset_at = tonumber(redis.call('HGET', KEYS[1], 'reset_at'))
 local till = tonumber(ARGV[2])
 if not till or till <= now then
@@ -190,9 +202,12 @@ redis.call('HSET', KEYS[1], 'blocked_until', f(blocked), 'known', '0')
 redis.call('EXPIRE', KEYS[1], math.max(tonumber(ARGV[1]), math.ceil(blocked - now) + 60))
 return f(blocked)
 """
+)
 
 # KEYS[1] a method's state, KEYS[2] its holds -> {hash fields..., in-flight seconds, now}
-STATE_LUA = _LUA_PRELUDE + """
+STATE_LUA = (
+    _LUA_PRELUDE
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', f(now))
 local inflight = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
@@ -201,6 +216,7 @@ end
 local v = redis.call('HMGET', KEYS[1], 'operating', 'known', 'reset_at', 'cost', 'blocked_until')
 return {v[1], v[2], v[3], v[4], v[5], f(inflight), f(now)}
 """
+)
 
 
 class _Scripts:
@@ -231,21 +247,29 @@ class RedisRateLimiter:
     one call per `1/rate` s); `gap = per / limit` as amoCRM's `PacedLimiter`.
     """
 
-    def __init__(self, scripts: _Scripts, key: str, rate: float, per: float = 1.0,
-                 paced: bool = True, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        scripts: _Scripts,
+        key: str,
+        rate: float,
+        per: float = 1.0,
+        paced: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.limit = max(1, int(rate * per)) if rate * per >= 1 else 1
         self.per = per if rate * per >= 1 else 1.0 / rate
         self.gap = self.per / self.limit if paced else 0.0
         self.key, self.sleep = key, sleep
         self._script = scripts.rate
         self._keys = [f"{key}:next", f"{key}:window"]
-        self.last_grant: float | None = None   # the server's time of this object's last grant
+        self.last_grant: float | None = None  # the server's time of this object's last grant
         self.round_trips = 0
 
     def _call(self, phase: str, member: str) -> tuple[bool, float, float]:
         self.round_trips += 1
-        ok, wait, at = self._script(keys=self._keys,
-                                    args=[self.limit, repr(self.per), repr(self.gap), phase, member])
+        ok, wait, at = self._script(
+            keys=self._keys, args=[self.limit, repr(self.per), repr(self.gap), phase, member]
+        )
         return bool(ok), float(wait), float(at)
 
     def acquire(self) -> float:
@@ -256,7 +280,7 @@ class RedisRateLimiter:
             if ok:
                 self.last_grant = at
                 return at
-            phase = "commit"   # the slot is ours: after it only the window may hold us back
+            phase = "commit"  # the slot is ours: after it only the window may hold us back
             self.sleep(wait + 0.001)
 
 
@@ -264,8 +288,15 @@ class RedisLeakyBucket:
     """Bitrix24's request bucket across every process: `acquire()` blocks until one more
     request fits; `penalise()` when the server said QUERY_LIMIT_EXCEEDED."""
 
-    def __init__(self, scripts: _Scripts, key: str, size: int = 50, drain: float = 2.0,
-                 margin: float = 2.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        scripts: _Scripts,
+        key: str,
+        size: int = 50,
+        drain: float = 2.0,
+        margin: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.capacity = max(1.0, size - margin)
         self.drain = drain
         self.key, self.sleep = key, sleep
@@ -306,9 +337,16 @@ class RedisOperatingBudget:
     Times are the Redis server's unix time (Bitrix24 reports `operating_reset_at` in unix time).
     """
 
-    def __init__(self, scripts: _Scripts, key: str, budget_s: float = 480.0,
-                 safety_s: float | None = None, hold_ttl_s: float = HOLD_TTL_S,
-                 idle_ttl_s: int = IDLE_TTL_S, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        scripts: _Scripts,
+        key: str,
+        budget_s: float = 480.0,
+        safety_s: float | None = None,
+        hold_ttl_s: float = HOLD_TTL_S,
+        idle_ttl_s: int = IDLE_TTL_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.budget = budget_s
         self.safety = safety_s if safety_s is not None else max(5.0, 0.02 * budget_s)
         self.key, self.sleep = key, sleep
@@ -326,13 +364,23 @@ class RedisOperatingBudget:
         keys = [k for m in names for k in self._keys(m)]
         while True:
             token = _token()
-            r = self._s.take(keys=keys, args=[repr(self.budget), repr(self.safety),
-                                              repr(self.hold_ttl_s), token, self.idle_ttl_s,
-                                              *(int(methods[m]) for m in names)])
+            r = self._s.take(
+                keys=keys,
+                args=[
+                    repr(self.budget),
+                    repr(self.safety),
+                    repr(self.hold_ttl_s),
+                    token,
+                    self.idle_ttl_s,
+                    *(int(methods[m]) for m in names),
+                ],
+            )
             if int(r[0]):
                 amounts = [x.decode() if isinstance(x, bytes) else str(x) for x in r[3:]]
-                return int(r[1]), Held({m: float(a) for m, a in zip(names, amounts)},
-                                       {m: f"{token}|{a}" for m, a in zip(names, amounts)})
+                return int(r[1]), Held(
+                    {m: float(a) for m, a in zip(names, amounts)},
+                    {m: f"{token}|{a}" for m, a in zip(names, amounts)},
+                )
             wait = min(float(r[2]), MAX_WAIT_S)
             with self._lock:
                 self.waited_s += wait  # per caller: parallel workers add up
@@ -351,21 +399,27 @@ class RedisOperatingBudget:
             at = parse_reset(time_info.get("operating_reset_at"))
             reset = repr(at) if at is not None else ""
             duration = _number(time_info.get("duration", time_info.get("processing")))
-        self._s.observe(keys=[self._keys(method)[0]],
-                        args=[self.idle_ttl_s, operating, reset, duration])
+        self._s.observe(keys=[self._keys(method)[0]], args=[self.idle_ttl_s, operating, reset, duration])
 
     def block(self, method: str, until: float | None) -> None:
         """The server refused `method` (OPERATION_TIME_LIMIT): no call to it before `until`."""
-        self._s.block(keys=[self._keys(method)[0]],
-                      args=[self.idle_ttl_s, repr(float(until)) if until else ""])
+        self._s.block(
+            keys=[self._keys(method)[0]], args=[self.idle_ttl_s, repr(float(until)) if until else ""]
+        )
 
     def state(self, method: str) -> dict:
         raw = self._s.state(keys=list(self._keys(method)))
         v = [x.decode() if isinstance(x, bytes) else x for x in raw]
         num = lambda x, d: float(x) if x not in (None, "") else d  # noqa: E731
-        return {"operating": num(v[0], 0.0), "known": v[1] == "1", "reset_at": num(v[2], None),
-                "inflight": num(v[5], 0.0), "cost": num(v[3], DEFAULT_COST_S),
-                "blocked_until": num(v[4], 0.0), "now": num(v[6], 0.0)}
+        return {
+            "operating": num(v[0], 0.0),
+            "known": v[1] == "1",
+            "reset_at": num(v[2], None),
+            "inflight": num(v[5], 0.0),
+            "cost": num(v[3], DEFAULT_COST_S),
+            "blocked_until": num(v[4], 0.0),
+            "now": num(v[6], 0.0),
+        }
 
 
 def _number(value) -> str:
@@ -385,8 +439,9 @@ class RedisLimits:
     meant to serve every portal a worker process touches.
     """
 
-    def __init__(self, redis, *, prefix: str = PREFIX, hold_ttl_s: float = HOLD_TTL_S,
-                 idle_ttl_s: int = IDLE_TTL_S):
+    def __init__(
+        self, redis, *, prefix: str = PREFIX, hold_ttl_s: float = HOLD_TTL_S, idle_ttl_s: int = IDLE_TTL_S
+    ):
         self.redis, self.prefix = redis, prefix
         self.hold_ttl_s, self.idle_ttl_s = hold_ttl_s, idle_ttl_s
         self.scripts = _Scripts(redis)
@@ -394,13 +449,15 @@ class RedisLimits:
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "RedisLimits":
         import redis  # the `fleet` extra; the local engine never gets here
+
         return cls(redis.Redis.from_url(url), **kwargs)
 
     def namespaced(self, role: str) -> "RedisLimits":
         """The same Redis, with keys of their own for `role` (a share of a portal's limits kept
         apart from the rest, such as webhook refreshes beside the jobs)."""
-        return RedisLimits(self.redis, prefix=f"{self.prefix}:{role}", hold_ttl_s=self.hold_ttl_s,
-                           idle_ttl_s=self.idle_ttl_s)
+        return RedisLimits(
+            self.redis, prefix=f"{self.prefix}:{role}", hold_ttl_s=self.hold_ttl_s, idle_ttl_s=self.idle_ttl_s
+        )
 
     def key(self, kind: str, portal: str, what: str) -> str:
         return f"{self.prefix}:{kind}:{{{portal}}}:{what}"
@@ -408,11 +465,19 @@ class RedisLimits:
     def rate_limiter(self, kind: str, portal: str, rate: float, per: float = 1.0) -> RedisRateLimiter:
         return RedisRateLimiter(self.scripts, self.key(kind, portal, "rate"), rate, per)
 
-    def leaky_bucket(self, kind: str, portal: str, size: int = 50, drain: float = 2.0,
-                     margin: float = 2.0) -> RedisLeakyBucket:
+    def leaky_bucket(
+        self, kind: str, portal: str, size: int = 50, drain: float = 2.0, margin: float = 2.0
+    ) -> RedisLeakyBucket:
         return RedisLeakyBucket(self.scripts, self.key(kind, portal, "bucket"), size, drain, margin)
 
-    def operating_budget(self, kind: str, portal: str, budget_s: float = 480.0,
-                         safety_s: float | None = None) -> RedisOperatingBudget:
-        return RedisOperatingBudget(self.scripts, self.key(kind, portal, "budget"), budget_s,
-                                    safety_s, hold_ttl_s=self.hold_ttl_s, idle_ttl_s=self.idle_ttl_s)
+    def operating_budget(
+        self, kind: str, portal: str, budget_s: float = 480.0, safety_s: float | None = None
+    ) -> RedisOperatingBudget:
+        return RedisOperatingBudget(
+            self.scripts,
+            self.key(kind, portal, "budget"),
+            budget_s,
+            safety_s,
+            hold_ttl_s=self.hold_ttl_s,
+            idle_ttl_s=self.idle_ttl_s,
+        )

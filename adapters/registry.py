@@ -5,10 +5,13 @@ from __future__ import annotations
 from adapters import amocrm, bitrix24
 from adapters.crm import Crm
 
-CRMS: dict[str, Crm] = {c.kind: c for c in (
-    amocrm.CRM,
-    bitrix24.CRM,
-)}
+CRMS: dict[str, Crm] = {
+    c.kind: c
+    for c in (
+        amocrm.CRM,
+        bitrix24.CRM,
+    )
+}
 
 
 def kinds() -> list[str]:

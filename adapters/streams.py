@@ -39,6 +39,7 @@ class Ctx:
     deletion event of a card). side: per-page lookups the reader made beside the items
     (a call's activity, a deal's contact ids), keyed by item id.
     """
+
     currency: str = "RUB"
     memo: dict = field(default_factory=dict)
     side: dict = field(default_factory=dict)
@@ -51,21 +52,23 @@ Parser = Callable[[dict, Ctx], Page]
 class Stream:
     """One stream, declared. `request` is the CRM's own description of what to ask for.
     `tables` names mirror tables declared in `adapters.tables`, the first its main one."""
+
     name: str
     tables: tuple[str, ...]
     mode: str
     request: object
     parse: Parser | None = None
     cursor: str | None = None
-    scope: str | None = None   # the permission the CRM wants for it (Bitrix24: crm, task, ...)
+    scope: str | None = None  # the permission the CRM wants for it (Bitrix24: crm, task, ...)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"stream '{self.name}': unknown mode '{self.mode}' (one of {MODES})")
         undeclared = [t for t in self.tables if t not in TABLES]
         if undeclared:
-            raise ValueError(f"stream '{self.name}': tables {undeclared} have no storage contract "
-                             "in adapters.tables")
+            raise ValueError(
+                f"stream '{self.name}': tables {undeclared} have no storage contract in adapters.tables"
+            )
 
 
 def records(items: Iterable[dict], parse: Parser, ctx: Ctx, stream: str = "?") -> Page:
@@ -77,9 +80,17 @@ def records(items: Iterable[dict], parse: Parser, ctx: Ctx, stream: str = "?") -
     for n, item in enumerate(items, 1):
         key, ident = _own_id(item)
         if key is not None and str(ident).strip() in seen:
-            page.problems.append({**problem(key, ident, "the page carries this id twice: the first "
-                                            "item kept, this one not stored", skipped=True),
-                                  "item": ident})
+            page.problems.append(
+                {
+                    **problem(
+                        key,
+                        ident,
+                        "the page carries this id twice: the first item kept, this one not stored",
+                        skipped=True,
+                    ),
+                    "item": ident,
+                }
+            )
             continue
         if key is not None:
             seen.add(str(ident).strip())
@@ -115,8 +126,9 @@ def parse_item(item, parse: Parser, ctx: Ctx, stream: str, n: int | None = None)
     except FieldError as err:
         raise StreamError(f"stream '{stream}': cannot read item {ident}, {err}") from None
     except Exception as err:
-        raise StreamError(f"stream '{stream}': cannot read item {ident}: "
-                          f"unexpected {type(err).__name__}: {str(err)[:80]}") from None
+        raise StreamError(
+            f"stream '{stream}': cannot read item {ident}: unexpected {type(err).__name__}: {str(err)[:80]}"
+        ) from None
     for p in page.problems:
         p.setdefault("item", ident)
     return page

@@ -34,6 +34,7 @@ DERIVED = ("closed_at", "previous_stage_id")
 @dataclass(frozen=True)
 class Parent:
     """The table whose rows own these (`table`), and the column naming the owner's `id`."""
+
     table: str
     key: str
 
@@ -49,6 +50,7 @@ class Stage:
     its next change, else (never moved) this table's current stage; its pipeline is the one
     holding that stage (`connector.mirror.store.Mirror._fill_entry_stages`).
     """
+
     entity: str
     column: str
     pipeline: str | int
@@ -58,6 +60,7 @@ class Stage:
 @dataclass(frozen=True)
 class Table:
     """One mirror table's storage contract (see the module's docstring)."""
+
     name: str
     primary_key: tuple[str, ...] = ("source", "id")
     child_of: Parent | None = None
@@ -73,24 +76,31 @@ class Table:
 
 
 # In the mirror's order (`demo`'s summary counts rows in it).
-TABLES: dict[str, Table] = {t.name: t for t in (
-    Table("users"),
-    Table("pipelines"),
-    Table("stages", primary_key=("source", "pipeline_id", "id")),
-    Table("deals", stage=Stage("deal", "stage_id", "pipeline_id", fills_entry=True),
-          derived=("closed_at",)),
-    Table("deal_contacts", primary_key=("source", "deal_id", "contact_id"),
-          child_of=Parent("deals", "deal_id")),
-    # Bitrix24 lead statuses hang off a pseudo-pipeline with id -1.
-    Table("leads", stage=Stage("lead", "status_id", -1), derived=("closed_at",)),
-    Table("contacts"),
-    Table("companies"),
-    Table("tasks"),
-    Table("calls"),
-    Table("activities"),
-    Table("survey_answers"),
-    Table("stage_changes", derived=("previous_stage_id",)),
-)}
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table("users"),
+        Table("pipelines"),
+        Table("stages", primary_key=("source", "pipeline_id", "id")),
+        Table(
+            "deals", stage=Stage("deal", "stage_id", "pipeline_id", fills_entry=True), derived=("closed_at",)
+        ),
+        Table(
+            "deal_contacts",
+            primary_key=("source", "deal_id", "contact_id"),
+            child_of=Parent("deals", "deal_id"),
+        ),
+        # Bitrix24 lead statuses hang off a pseudo-pipeline with id -1.
+        Table("leads", stage=Stage("lead", "status_id", -1), derived=("closed_at",)),
+        Table("contacts"),
+        Table("companies"),
+        Table("tasks"),
+        Table("calls"),
+        Table("activities"),
+        Table("survey_answers"),
+        Table("stage_changes", derived=("previous_stage_id",)),
+    )
+}
 
 
 def table(name: str) -> Table:

@@ -41,7 +41,7 @@ def _problem(value: str, bare: bool) -> str | None:
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as err:          # "https://[::1", "https://host:99999"
+    except ValueError as err:  # "https://[::1", "https://host:99999"
         return f"is not a valid URL ({err})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "is not an http(s) URL"

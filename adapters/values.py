@@ -48,7 +48,7 @@ def problem(field: str | None, value, why: str, skipped: bool = False) -> dict:
     if isinstance(shown, str) and len(shown) > 60:
         shown = shown[:57] + "..."
     if isinstance(shown, float) and not math.isfinite(shown):
-        shown = repr(shown)   # JSON text has no inf/nan
+        shown = repr(shown)  # JSON text has no inf/nan
     return {"field": field, "value": shown, "why": why, "skipped": skipped}
 
 
@@ -58,8 +58,10 @@ _SPACES = re.compile(r"[\s\u00a0\u202f\u2009']")
 _PLAIN = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _WORDS = re.compile(r"[-+]?(nan|inf|infinity)", re.I)
 # A number, optionally with a currency or unit before or after it ("12,5 руб", "$ 1,234.50").
-_WITH_UNIT = re.compile(r"(?P<pre>[^\d\s\-+.,]*)\s*(?P<num>[-+]?\d[\d\s\u00a0\u202f\u2009',.]*)"
-                        r"\s*(?P<post>[^\d]*)")
+_WITH_UNIT = re.compile(
+    r"(?P<pre>[^\d\s\-+.,]*)\s*(?P<num>[-+]?\d[\d\s\u00a0\u202f\u2009',.]*)"
+    r"\s*(?P<post>[^\d]*)"
+)
 _UNIT = re.compile(r"[^\W\d_]{0,8}\.?|[$€£¥₽₸₴]")
 
 
@@ -89,8 +91,13 @@ def number(v, units: bool = False) -> float | None:
     if _WORDS.fullmatch(s):
         raise BadValue("not a finite number")
     m = _WITH_UNIT.fullmatch(s)
-    if not m or not (m["pre"] == "" and m["post"].strip() == "" or units and _UNIT.fullmatch(m["pre"])
-                     and _UNIT.fullmatch(m["post"].strip())):
+    if not m or not (
+        m["pre"] == ""
+        and m["post"].strip() == ""
+        or units
+        and _UNIT.fullmatch(m["pre"])
+        and _UNIT.fullmatch(m["post"].strip())
+    ):
         raise BadValue("not a number")
     return _finite(_separated(m["num"].strip()))
 
@@ -117,15 +124,16 @@ def _separated(s: str) -> float:
         raise BadValue("ambiguous: thousands or decimals")
     groups = re.split(r"[\s\u00a0\u202f\u2009',.]", whole)
     head, *rest = groups
-    if not (head.isdigit() and (not rest or len(head) <= 3)
-            and all(g.isdigit() and len(g) == 3 for g in rest)):
+    if not (
+        head.isdigit() and (not rest or len(head) <= 3) and all(g.isdigit() and len(g) == 3 for g in rest)
+    ):
         raise BadValue("not a number (odd digit groups)")
     if frac and not frac.isdigit():
         raise BadValue("not a number")
     return sign * float("".join(groups) + "." + (frac or "0"))
 
 
-INT64 = (-2 ** 63, 2 ** 63 - 1)   # what SQLite's INTEGER holds
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite's INTEGER holds
 _DIGITS = re.compile(r"[-+]?\d+")
 
 
@@ -193,7 +201,7 @@ def unix_moment(v) -> str | None:
         secs = int(v) if not isinstance(v, float) else v
     except ValueError:
         raise BadValue("not a time") from None
-    if not (0 < secs < 253402300800):   # up to 9999-12-31
+    if not (0 < secs < 253402300800):  # up to 9999-12-31
         raise BadValue("not a time")
     return from_unix(int(secs))
 
@@ -210,13 +218,17 @@ def offset_moment(v) -> str | None:
 
 # ---- lenient readers (values whose junk means "none", never a number) ----------------------
 
+
 def to_int(v) -> int | None:
     """42, "42", "42.0" -> 42; None, "", False, junk and numbers past 64 bits -> None."""
     if v is None or v is False or v == "":
         return None
     try:
-        i = int(v.strip()) if isinstance(v, str) and _DIGITS.fullmatch(v.strip()) else (
-            v if isinstance(v, int) else int(float(v)))
+        i = (
+            int(v.strip())
+            if isinstance(v, str) and _DIGITS.fullmatch(v.strip())
+            else (v if isinstance(v, int) else int(float(v)))
+        )
     except (TypeError, ValueError, OverflowError):
         return None
     return i if INT64[0] <= i <= INT64[1] else None
@@ -313,6 +325,7 @@ class Item:
 
 
 # ---- channel and survey scores ------------------------------------------------------------
+
 
 def channel(*candidates) -> str | None:
     """The acquisition channel: the first candidate with text (a UTM source before the CRM's

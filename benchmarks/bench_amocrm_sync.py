@@ -56,9 +56,14 @@ def serve(size: int, latency_ms: float, rate: float, conn) -> None:
         conn.send((server.url, server.access_token))
         conn.recv()  # wait for "done"
         log = server.request_log
-        conn.send({"requests": len(log), "429": sum(1 for r in log if r["status"] == 429),
-                   "429_at": [i for i, r in enumerate(log) if r["status"] == 429],
-                   "403": sum(1 for r in log if r["status"] == 403)})
+        conn.send(
+            {
+                "requests": len(log),
+                "429": sum(1 for r in log if r["status"] == 429),
+                "429_at": [i for i, r in enumerate(log) if r["status"] == 429],
+                "403": sum(1 for r in log if r["status"] == 403),
+            }
+        )
 
 
 def peak_rss_mb() -> float:
@@ -75,23 +80,30 @@ def main() -> None:
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve, args=(args.size, args.latency_ms, CEILING_RPS, child),
-                       daemon=True)
+    proc = ctx.Process(target=serve, args=(args.size, args.latency_ms, CEILING_RPS, child), daemon=True)
     t = time.perf_counter()
     proc.start()
     url, token = parent.recv()
-    print(f"sandbox: {args.size} deals, limits on ({CEILING_RPS} req/s), "
-          f"{args.latency_ms:.0f} ms latency; ready in {time.perf_counter() - t:.1f} s")
+    print(
+        f"sandbox: {args.size} deals, limits on ({CEILING_RPS} req/s), "
+        f"{args.latency_ms:.0f} ms latency; ready in {time.perf_counter() - t:.1f} s"
+    )
 
     from adapters.amocrm.adapter import AmoCrmAdapter
     from connector.config.loader import SourceConfig
     from connector.mirror.store import Mirror
-    from connector.run.sync import sync_source
     from connector.mirror.tokens import TokenStore
+    from connector.run.sync import sync_source
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = SourceConfig(name="bench", kind="amocrm", base_url=url, access_token=token,
-                              requests_per_second=args.rps, max_workers=args.workers)
+        source = SourceConfig(
+            name="bench",
+            kind="amocrm",
+            base_url=url,
+            access_token=token,
+            requests_per_second=args.rps,
+            max_workers=args.workers,
+        )
         adapter = AmoCrmAdapter(source, TokenStore(f"{tmp}/tokens.json"))
         mirror = Mirror(f"{tmp}/mirror.db")
         peak = {"rss": 0.0}
@@ -99,9 +111,11 @@ def main() -> None:
 
         def sample():  # psutil's view, sampled, alongside ru_maxrss
             import psutil
+
             me = psutil.Process()
             while not stop.wait(0.2):
                 peak["rss"] = max(peak["rss"], me.memory_info().rss / 2**20)
+
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.perf_counter()
@@ -118,14 +132,19 @@ def main() -> None:
 
     rate = deals / seconds
     ceiling = CEILING_RPS * PAGE
-    print(f"sync deals: status={result.status} deals={deals} seconds={seconds:.1f} "
-          f"client requests={result.requests} server saw={server['requests']} "
-          f"(429: {server['429']} at request no. {server['429_at']}, 403: {server['403']})")
-    print(f"throughput: {rate:.0f} rows/s = {rate / ceiling:.3f} of the {ceiling} rows/s ceiling "
-          f"(target >= 0.9: {'PASS' if rate / ceiling >= 0.9 else 'FAIL'})")
+    print(
+        f"sync deals: status={result.status} deals={deals} seconds={seconds:.1f} "
+        f"client requests={result.requests} server saw={server['requests']} "
+        f"(429: {server['429']} at request no. {server['429_at']}, 403: {server['403']})"
+    )
+    print(
+        f"throughput: {rate:.0f} rows/s = {rate / ceiling:.3f} of the {ceiling} rows/s ceiling "
+        f"(target >= 0.9: {'PASS' if rate / ceiling >= 0.9 else 'FAIL'})"
+    )
     rss = max(peak_rss_mb(), peak["rss"])
-    print(f"peak RSS of the connector process: {rss:.0f} MB "
-          f"(target < 300: {'PASS' if rss < 300 else 'FAIL'})")
+    print(
+        f"peak RSS of the connector process: {rss:.0f} MB (target < 300: {'PASS' if rss < 300 else 'FAIL'})"
+    )
 
 
 if __name__ == "__main__":

@@ -74,34 +74,56 @@ from connector.config.loader import SourceConfig
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
 
-KNOBS = dict(limits=True, bucket_size=50, drain_rate=2.0, cost_model=True, page_cost_s=0.1,
-             count_cost_s=2e-5, operating_budget_s=480.0, operating_window_s=600.0,
-             latency_ms=100)
+KNOBS = dict(
+    limits=True,
+    bucket_size=50,
+    drain_rate=2.0,
+    cost_model=True,
+    page_cost_s=0.1,
+    count_cost_s=2e-5,
+    operating_budget_s=480.0,
+    operating_window_s=600.0,
+    latency_ms=100,
+)
 NO_LIMITS = dict(limits=False)
 
 
 # ---- the server, in a child process ---------------------------------------------------------
 
+
 def _serve(conn, deals: int, knobs: dict, touch: bool, now: int) -> None:
     """Child: build the dataset, serve it, answer "stats" until "stop"."""
     from sandbox.bitrix24 import Bitrix24Sandbox
     from sandbox.data import generate
+
     ds = generate(seed=1, size=deals, now=now)  # same `now` in every child: same timestamps
     if touch:  # the nightly case: 1% of deals changed since the last sync
         for d in random.Random(7).sample(ds.deals, len(ds.deals) // 100):
             if not d.get("is_deleted"):
                 ds.update("deal", d["id"], amount=float(d["amount"]) + 1)
-    sizes = {k: len(getattr(ds, k)) for k in ("deals", "contacts", "companies", "leads", "tasks",
-                                              "calls", "stage_changes")}
+    sizes = {
+        k: len(getattr(ds, k))
+        for k in ("deals", "contacts", "companies", "leads", "tasks", "calls", "stage_changes")
+    }
     # Peers that give up drop connections: keep the server's tracebacks off the report.
     with contextlib.redirect_stderr(io.StringIO()), Bitrix24Sandbox(ds, **knobs) as srv:
-        conn.send({"webhook_url": srv.webhook_url, "url": srv.url, "cert": srv.cert_path if knobs.get("https") else None,
-                   "user": srv.webhook_user, "secret": srv.webhook_secret, "sizes": sizes})
+        conn.send(
+            {
+                "webhook_url": srv.webhook_url,
+                "url": srv.url,
+                "cert": srv.cert_path if knobs.get("https") else None,
+                "user": srv.webhook_user,
+                "secret": srv.webhook_secret,
+                "sizes": sizes,
+            }
+        )
         while True:
             msg = conn.recv()
             srv.request_log.clear()  # unbounded otherwise
-            stats = {"limits": dict(srv.limit_counts),
-                     "operating": {m: srv.operating.used(m)[0] for m in ("crm.deal.list",)}}
+            stats = {
+                "limits": dict(srv.limit_counts),
+                "operating": {m: srv.operating.used(m)[0] for m in ("crm.deal.list",)},
+            }
             conn.send(stats)
             if msg == "stop":
                 return
@@ -139,47 +161,80 @@ class Server:
 
 # ---- our client -----------------------------------------------------------------------------
 
+
 def peak_mb() -> float:
     """Peak RSS of this process only (the servers are children, not counted)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def adapter(url: str, workers: int, budget_s: float = 480.0) -> Bitrix24Adapter:
-    return Bitrix24Adapter(SourceConfig(name="b24", kind="bitrix24", webhook_url=url, requests_per_second=2.0,
-                                        max_workers=workers, operating_budget_s=budget_s), None)
+    return Bitrix24Adapter(
+        SourceConfig(
+            name="b24",
+            kind="bitrix24",
+            webhook_url=url,
+            requests_per_second=2.0,
+            max_workers=workers,
+            operating_budget_s=budget_s,
+        ),
+        None,
+    )
 
 
-def run_all(db: str, url: str, workers: int, full: bool, streams: list[str] | None = None,
-            budget_s: float = 480.0) -> dict:
+def run_all(
+    db: str, url: str, workers: int, full: bool, streams: list[str] | None = None, budget_s: float = 480.0
+) -> dict:
     with Mirror(db) as m:
         a = adapter(url, workers, budget_s)
         t0 = time.monotonic()
-        results = sync_source(m, a, streams=streams, full=full)  # one run, as `crm-connector sync [--full]` does
+        results = sync_source(
+            m, a, streams=streams, full=full
+        )  # one run, as `crm-connector sync [--full]` does
         total_s = time.monotonic() - t0
-        out = {"results": results, "limits": a.client.limit_errors, "seconds": total_s, "requests": a.requests,
-               "budget_wait_s": a.client.budget.waited_s, "peak": peak_mb(), "throttle": a.client.throttle.state(),
-               "links": m.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0]}
+        out = {
+            "results": results,
+            "limits": a.client.limit_errors,
+            "seconds": total_s,
+            "requests": a.requests,
+            "budget_wait_s": a.client.budget.waited_s,
+            "peak": peak_mb(),
+            "throttle": a.client.throttle.state(),
+            "links": m.conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0],
+        }
         a.close()
     return out
 
 
 def print_run(title: str, r: dict) -> None:
-    print(f"\n{title}: {r['seconds']:.1f}s, {r['requests']} requests, "
-          f"{sum(x.rows for x in r['results'])} rows, limit errors caused {r['limits']}, "
-          f"waited for the operating budget {r['budget_wait_s']:.0f}s (summed over workers), "
-          f"peak RSS {r['peak']:.0f} MB")
+    print(
+        f"\n{title}: {r['seconds']:.1f}s, {r['requests']} requests, "
+        f"{sum(x.rows for x in r['results'])} rows, limit errors caused {r['limits']}, "
+        f"waited for the operating budget {r['budget_wait_s']:.0f}s (summed over workers), "
+        f"peak RSS {r['peak']:.0f} MB"
+    )
     t = r["throttle"]
-    print(f"  requests in flight: at most {t['peak']}, limit at the end {t['limit']:.0f}, {t['cuts']} cuts "
-          f"(lowest {t['lowest']:.0f})")
+    print(
+        f"  requests in flight: at most {t['peak']}, limit at the end {t['limit']:.0f}, {t['cuts']} cuts "
+        f"(lowest {t['lowest']:.0f})"
+    )
     print(f"  {'stream':14} {'status':7} {'rows':>8} {'seconds':>8} {'rows/s':>8} {'requests':>8}")
     for x in r["results"]:
         rate = x.rows / x.seconds if x.seconds > 0 else 0
-        print(f"  {x.stream:14} {x.status:7} {x.rows:8d} {x.seconds:8.1f} {rate:8.0f} {x.requests:8d}"
-              + (f"  {x.error}" if x.error else ""))
+        print(
+            f"  {x.stream:14} {x.status:7} {x.rows:8d} {x.seconds:8.1f} {rate:8.0f} {x.requests:8d}"
+            + (f"  {x.error}" if x.error else "")
+        )
 
 
-def ours(deals: int, workers: int, tmp: str, knobs: dict, streams: list[str] | None = None,
-         nightly_only: bool = False, nightly: bool = True) -> dict:
+def ours(
+    deals: int,
+    workers: int,
+    tmp: str,
+    knobs: dict,
+    streams: list[str] | None = None,
+    nightly_only: bool = False,
+    nightly: bool = True,
+) -> dict:
     db = os.path.join(tmp, "mirror.db")
     budget = knobs["operating_budget_s"]
     with Server(deals, NO_LIMITS if nightly_only else knobs) as srv:
@@ -205,13 +260,16 @@ def budget_bound(knobs: dict) -> float:
 
 # ---- peers ----------------------------------------------------------------------------------
 
+
 def capped(fn, cap: float, box: dict) -> tuple[float, bool]:
     """Run fn(box) in a thread; (seconds, finished) with at most `cap` seconds waited."""
+
     def run():
         try:
             fn(box)
         except Exception as err:  # reported, not raised: a peer's failure is a data point
             box["error"] = err
+
     t = threading.Thread(target=run, daemon=True)
     t0 = time.monotonic()
     t.start()
@@ -246,6 +304,7 @@ def b24pysdk(deals: int, cap: float, knobs: dict):
         def listing(bx):
             for row in client.crm.deal.list().as_list_fast().result:
                 bx["rows"].append(row)
+
         secs, done = capped(listing, cap, box)
         got, err = len(box["rows"]), box.get("error")  # at the cap: stopping the server fails it later
     return secs, done, {"n": got, "error": err}, srv.final
@@ -264,19 +323,27 @@ def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
     else:
         secs, done, box, server = run
         pages = deals / 50
-        why = (f"it pages with start=N, so every page counts `total`: ~{counted_page_s(deals):.2f} s of server "
-               f"time per page here, {pages:.0f} pages need ~{pages * counted_page_s(deals):.0f} s of the "
-               f"{knobs['operating_budget_s']:.0f} s operating budget per {knobs['operating_window_s']:.0f} s")
+        why = (
+            f"it pages with start=N, so every page counts `total`: ~{counted_page_s(deals):.2f} s of server "
+            f"time per page here, {pages:.0f} pages need ~{pages * counted_page_s(deals):.0f} s of the "
+            f"{knobs['operating_budget_s']:.0f} s operating budget per {knobs['operating_window_s']:.0f} s"
+        )
         if "error" in box:
             err = box["error"]
-            print(f"{name}: failed after {secs:.1f}s: {type(err).__name__}: {str(err)[:160]}\n  why: {why}; "
-                  f"server counted {server.get('limits')}, crm.deal.list operating used "
-                  f"{server.get('operating', {}).get('crm.deal.list', 0):.0f} s")
+            print(
+                f"{name}: failed after {secs:.1f}s: {type(err).__name__}: {str(err)[:160]}\n  why: {why}; "
+                f"server counted {server.get('limits')}, crm.deal.list operating used "
+                f"{server.get('operating', {}).get('crm.deal.list', 0):.0f} s"
+            )
         elif not done:
-            print(f"{name}: still running at the {cap:.0f}s cap; {why}; server counted {server.get('limits')}")
+            print(
+                f"{name}: still running at the {cap:.0f}s cap; {why}; server counted {server.get('limits')}"
+            )
         else:
-            print(f"{name}: {secs:.1f}s for {len(box['rows'])} rows; ours is {secs / ours_s:.1f}x faster "
-                  f"(target 3x); server counted {server.get('limits')}")
+            print(
+                f"{name}: {secs:.1f}s for {len(box['rows'])} rows; ours is {secs / ours_s:.1f}x faster "
+                f"(target 3x); server counted {server.get('limits')}"
+            )
     run = b24pysdk(deals, cap, knobs)
     name = "b24pysdk crm.deal.list().as_list_fast()"
     if run is None:
@@ -285,16 +352,22 @@ def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
     secs, done, box, server = run
     rate = box["n"] / secs if secs else 0
     if box["error"] is not None:
-        print(f"{name}: failed after {secs:.1f}s with {box['n']} rows: {type(box['error']).__name__}: "
-              f"{str(box['error'])[:160]}")
+        print(
+            f"{name}: failed after {secs:.1f}s with {box['n']} rows: {type(box['error']).__name__}: "
+            f"{str(box['error'])[:160]}"
+        )
     elif not done:
         left = (deals - box["n"]) / rate if rate else float("inf")
-        print(f"{name}: not finished at the {secs:.0f}s cap: {box['n']} of ~{deals} deals ({rate:.0f} rows/s, "
-              f"one sequential window; ~{secs + left:.0f}s projected); ours is ~{(secs + left) / ours_s:.1f}x faster "
-              f"(target 1.5x); server counted {server.get('limits')}")
+        print(
+            f"{name}: not finished at the {secs:.0f}s cap: {box['n']} of ~{deals} deals ({rate:.0f} rows/s, "
+            f"one sequential window; ~{secs + left:.0f}s projected); ours is ~{(secs + left) / ours_s:.1f}x faster "
+            f"(target 1.5x); server counted {server.get('limits')}"
+        )
     else:
-        print(f"{name}: {secs:.1f}s for {box['n']} rows; ours is {secs / ours_s:.1f}x faster (target 1.5x); "
-              f"server counted {server.get('limits')}")
+        print(
+            f"{name}: {secs:.1f}s for {box['n']} rows; ours is {secs / ours_s:.1f}x faster (target 1.5x); "
+            f"server counted {server.get('limits')}"
+        )
 
 
 def main() -> None:
@@ -302,13 +375,20 @@ def main() -> None:
     ap.add_argument("--deals", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=50, help="max_workers: the ceiling on requests in flight")
     ap.add_argument("--streams", help="comma-separated streams to sync (default: all)")
-    ap.add_argument("--window-s", type=float, default=600.0,
-                    help="the operating budget's window; the budget shrinks with it (480 s per 600 s)")
+    ap.add_argument(
+        "--window-s",
+        type=float,
+        default=600.0,
+        help="the operating budget's window; the budget shrinks with it (480 s per 600 s)",
+    )
     ap.add_argument("--peer-cap", type=float, default=450.0, help="seconds to wait for each peer")
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-nightly", action="store_true")
-    ap.add_argument("--nightly-only", action="store_true",
-                    help="preload on a server without limits, measure only the nightly run")
+    ap.add_argument(
+        "--nightly-only",
+        action="store_true",
+        help="preload on a server without limits, measure only the nightly run",
+    )
     args = ap.parse_args()
     knobs = dict(KNOBS, operating_window_s=args.window_s, operating_budget_s=480.0 * args.window_s / 600)
     streams = args.streams.split(",") if args.streams else None
@@ -324,10 +404,12 @@ def main() -> None:
     deals = next(x for x in full["results"] if x.stream == "deals")
     n = deals.rows  # a run's rows are its deals (the links are counted apart)
     bound = budget_bound(knobs)
-    print(f"  deals stream: {n} deals + {full['links']} contact links in {deals.seconds:.1f}s: {n / deals.seconds:.0f} "
-          f"deals/s = {n / deals.seconds / bound:.2f} of the budget-bound rate ({bound:.0f} rows/s per method: "
-          f"50 x {knobs['operating_budget_s']:.0f} s / {knobs['page_cost_s']} s per {knobs['operating_window_s']:.0f} s; "
-          "the links, crm.item.list, on their own budget at the same pace)")
+    print(
+        f"  deals stream: {n} deals + {full['links']} contact links in {deals.seconds:.1f}s: {n / deals.seconds:.0f} "
+        f"deals/s = {n / deals.seconds / bound:.2f} of the budget-bound rate ({bound:.0f} rows/s per method: "
+        f"50 x {knobs['operating_budget_s']:.0f} s / {knobs['page_cost_s']} s per {knobs['operating_window_s']:.0f} s; "
+        "the links, crm.item.list, on their own budget at the same pace)"
+    )
     print(f"  server counted limit errors {full['server'].get('limits')}")
     peak = full["peak"]
     if nightly is not None:

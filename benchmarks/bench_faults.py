@@ -33,8 +33,8 @@ from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from connector.config.loader import SourceConfig
 from connector.mirror.store import Mirror
-from connector.run.sync import sync_source
 from connector.mirror.tokens import TokenStore
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
@@ -44,23 +44,31 @@ TABLES = ("deals", "contacts", "companies", "leads", "tasks", "calls", "stage_ch
 
 
 def amo(ds, rate: float, seed: int):
-    srv = AmoSandbox(ds, limits=True, latency_ms=20, fault_rate=rate, faults=FAULTS, seed=seed,
-                     timeout_hold_s=1.0)
+    srv = AmoSandbox(
+        ds, limits=True, latency_ms=20, fault_rate=rate, faults=FAULTS, seed=seed, timeout_hold_s=1.0
+    )
 
     def build(tmp: str) -> AmoCrmAdapter:
-        return AmoCrmAdapter(SourceConfig(name="amo", kind="amocrm", base_url=srv.url,
-                                          access_token=srv.access_token, max_workers=4),
-                             TokenStore(os.path.join(tmp, "tokens.json")))
+        return AmoCrmAdapter(
+            SourceConfig(
+                name="amo", kind="amocrm", base_url=srv.url, access_token=srv.access_token, max_workers=4
+            ),
+            TokenStore(os.path.join(tmp, "tokens.json")),
+        )
+
     return srv, build
 
 
 def b24(ds, rate: float, seed: int):
-    srv = Bitrix24Sandbox(ds, limits=True, latency_ms=20, fault_rate=rate, faults=FAULTS,
-                          seed=seed, timeout_hold_s=1.0)
+    srv = Bitrix24Sandbox(
+        ds, limits=True, latency_ms=20, fault_rate=rate, faults=FAULTS, seed=seed, timeout_hold_s=1.0
+    )
 
     def build(_tmp: str) -> Bitrix24Adapter:
-        return Bitrix24Adapter(SourceConfig(name="b24", kind="bitrix24",
-                                            webhook_url=srv.webhook_url, max_workers=4), None)
+        return Bitrix24Adapter(
+            SourceConfig(name="b24", kind="bitrix24", webhook_url=srv.webhook_url, max_workers=4), None
+        )
+
     return srv, build
 
 
@@ -79,9 +87,15 @@ def run(make, ds, rate: float, seed: int) -> dict:
             faults = sum(1 for r in srv.request_log if r["fault"])
         with sqlite3.connect(db) as conn:
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    return {"s": seconds, "requests": sum(r.requests for r in results), "faults": faults,
-            "ok": sum(r.status == "ok" for r in results), "streams": len(results), "rows": rows,
-            "failed": [f"{r.stream}: {r.error}" for r in results if r.status != "ok"]}
+    return {
+        "s": seconds,
+        "requests": sum(r.requests for r in results),
+        "faults": faults,
+        "ok": sum(r.status == "ok" for r in results),
+        "streams": len(results),
+        "rows": rows,
+        "failed": [f"{r.stream}: {r.error}" for r in results if r.status != "ok"],
+    }
 
 
 def main(argv=None) -> None:
@@ -93,14 +107,20 @@ def main(argv=None) -> None:
     ds_amo, ds_b24 = generate(seed=1, size=args.size), generate(seed=1, size=args.size)
     for name, make, ds in (("amoCRM", amo, ds_amo), ("Bitrix24", b24, ds_b24)):
         clean = run(make, ds, 0.0, 1)
-        print(f"{name} clean: {clean['s']:.1f} s, {clean['requests']} requests, "
-              f"{clean['ok']}/{clean['streams']} streams ok", flush=True)
+        print(
+            f"{name} clean: {clean['s']:.1f} s, {clean['requests']} requests, "
+            f"{clean['ok']}/{clean['streams']} streams ok",
+            flush=True,
+        )
         for seed in args.seeds:
             f = run(make, ds, args.rate, seed)
             same = "same rows" if f["rows"] == clean["rows"] else f"ROWS DIFFER {f['rows']}"
-            print(f"{name} {args.rate:.0%} faults (seed {seed}): {f['s']:.1f} s = "
-                  f"{f['s'] / clean['s']:.2f}x clean, {f['requests']} requests, {f['faults']} "
-                  f"faults, {f['ok']}/{f['streams']} streams ok, {same}", flush=True)
+            print(
+                f"{name} {args.rate:.0%} faults (seed {seed}): {f['s']:.1f} s = "
+                f"{f['s'] / clean['s']:.2f}x clean, {f['requests']} requests, {f['faults']} "
+                f"faults, {f['ok']}/{f['streams']} streams ok, {same}",
+                flush=True,
+            )
             for line in f["failed"]:
                 print(f"    {line}")
 

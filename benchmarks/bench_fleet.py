@@ -77,12 +77,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-AMO_GAP_S = 1.05 / 7          # adapters.amocrm: 7 requests per 1.05 s, evenly spaced
+AMO_GAP_S = 1.05 / 7  # adapters.amocrm: 7 requests per 1.05 s, evenly spaced
 B24_BURST, B24_DRAIN = 48, 2.0  # the client's bucket: 50 deep less a margin of 2, draining 2/s
 WORKERS = 2
 
 
 # ---- portals in processes of their own ----------------------------------------------------------
+
 
 def host(specs: list[tuple[str, int, int]], latency_ms: float, conn) -> None:
     """Serve one sandbox per (kind, seed, size); answer "stats" with each one's (requests,
@@ -98,13 +99,21 @@ def host(specs: list[tuple[str, int, int]], latency_ms: float, conn) -> None:
             servers.append(AmoSandbox(data, limits=True, rate=7.0, latency_ms=latency_ms).start())
         else:
             servers.append(Bitrix24Sandbox(data, limits=True, latency_ms=latency_ms).start())
-    conn.send([(kind, s.url, getattr(s, "access_token", None), getattr(s, "webhook_url", None))
-               for (kind, _, _), s in zip(specs, servers)])
+    conn.send(
+        [
+            (kind, s.url, getattr(s, "access_token", None), getattr(s, "webhook_url", None))
+            for (kind, _, _), s in zip(specs, servers)
+        ]
+    )
     while True:
         msg = conn.recv()
         if msg == "stats":
-            conn.send([(len(s.request_log), s.violations if kind == "amocrm" else s.limit_errors)
-                       for (kind, _, _), s in zip(specs, servers)])
+            conn.send(
+                [
+                    (len(s.request_log), s.violations if kind == "amocrm" else s.limit_errors)
+                    for (kind, _, _), s in zip(specs, servers)
+                ]
+            )
         elif msg == "stop":
             for s in servers:
                 s.stop()
@@ -160,23 +169,33 @@ def make_specs(args) -> list[tuple[str, int, int]]:
 
 # ---- configs, processes -------------------------------------------------------------------------
 
+
 def write_config(path: str, mirrors: str, portals: Portals, broker_url: str | None, kpi: bool) -> None:
     blocks = []
     for i, (kind, url, token, webhook) in enumerate(portals.info):
-        keys = f'base_url = "{url}"\naccess_token = "{token}"' if kind == "amocrm" else \
-            f'webhook_url = "{webhook}"'
+        keys = (
+            f'base_url = "{url}"\naccess_token = "{token}"'
+            if kind == "amocrm"
+            else f'webhook_url = "{webhook}"'
+        )
         blocks.append(f'[[sources]]\nname = "p{i:03d}-{kind[:3]}"\nkind = "{kind}"\n{keys}\n')
     engine = f'[engine]\nkind = "celery"\nbroker_url = "{broker_url}"\n' if broker_url else ""
     with open(path, "w") as fh:
-        fh.write(f'[storage]\npath = "{mirrors}/{{source}}.db"\n\n{engine}\n'
-                 f'[schedule]\nsync = "0 2 * * *"\nkpi_after_sync = {str(kpi).lower()}\n\n'
-                 + "\n".join(blocks))
+        fh.write(
+            f'[storage]\npath = "{mirrors}/{{source}}.db"\n\n{engine}\n'
+            f'[schedule]\nsync = "0 2 * * *"\nkpi_after_sync = {str(kpi).lower()}\n\n' + "\n".join(blocks)
+        )
 
 
 def connector(config: str, *args: str, log: str, stdout=subprocess.PIPE) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "connector", "--config", config, *args],
-                            stdout=stdout, stderr=open(log, "w"), env=env, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", config, *args],
+        stdout=stdout,
+        stderr=open(log, "w"),
+        env=env,
+        text=True,
+    )
 
 
 def run_once(config: str, log: str) -> tuple[float, dict[str, str]]:
@@ -195,6 +214,7 @@ class RssPeak:
 
     def __init__(self, pids: list[int]):
         import psutil
+
         self.procs = [psutil.Process(p) for p in pids]
         self.peak = [0] * len(pids)
         self._stop = threading.Event()
@@ -217,15 +237,20 @@ class RssPeak:
 
 
 def start_redis() -> tuple[subprocess.Popen, str]:
-    binary = "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    binary = (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    )
     if not binary:
         sys.exit("no redis-server: install it or pass --url")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     import redis
+
     client = redis.Redis(port=port)
     for _ in range(500):
         try:
@@ -238,8 +263,10 @@ def start_redis() -> tuple[subprocess.Popen, str]:
 
 # ---- the two runs --------------------------------------------------------------------------------
 
+
 def celery_run(args, specs, work: str, url: str) -> dict:
     import redis
+
     redis.Redis.from_url(url).flushdb()
     portals = Portals(specs, args.hosts, args.latency_ms)
     workers = []
@@ -248,8 +275,21 @@ def celery_run(args, specs, work: str, url: str) -> dict:
         write_config(config, os.path.join(work, "celery"), portals, url, not args.no_kpi)
         for n in range(WORKERS):
             log = os.path.join(work, f"worker-{n + 1}.log")
-            workers.append((connector(config, "worker", "-c", str(args.concurrency), "--name",
-                                      f"bench{n + 1}@%h", log=log, stdout=subprocess.DEVNULL), log))
+            workers.append(
+                (
+                    connector(
+                        config,
+                        "worker",
+                        "-c",
+                        str(args.concurrency),
+                        "--name",
+                        f"bench{n + 1}@%h",
+                        log=log,
+                        stdout=subprocess.DEVNULL,
+                    ),
+                    log,
+                )
+            )
         end = time.monotonic() + 120
         for proc, log in workers:
             while " ready." not in open(log).read():
@@ -272,7 +312,7 @@ def celery_run(args, specs, work: str, url: str) -> dict:
 
 
 def local_run(args, specs, work: str) -> dict:
-    portals = Portals(specs, args.hosts, args.latency_ms)    # fresh: no limit state carried over
+    portals = Portals(specs, args.hosts, args.latency_ms)  # fresh: no limit state carried over
     try:
         config = os.path.join(work, "local.toml")
         write_config(config, os.path.join(work, "local"), portals, None, not args.no_kpi)
@@ -296,9 +336,13 @@ def summary(name: str, specs, run: dict) -> str:
     requests = sum(r for r, _ in run["stats"])
     amo = sum(v for (kind, _, _), (_, v) in zip(specs, run["stats"]) if kind == "amocrm")
     b24 = sum(v for (kind, _, _), (_, v) in zip(specs, run["stats"]) if kind == "bitrix24")
-    jobs = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + (f", {missing} without a line" if missing else "")
-    return (f"{name}: {run['wall']:.1f} s wall; jobs: {jobs}; {requests:,} requests; "
-            f"limit answers {amo + b24} (amoCRM {amo}, Bitrix24 {b24})")
+    jobs = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + (
+        f", {missing} without a line" if missing else ""
+    )
+    return (
+        f"{name}: {run['wall']:.1f} s wall; jobs: {jobs}; {requests:,} requests; "
+        f"limit answers {amo + b24} (amoCRM {amo}, Bitrix24 {b24})"
+    )
 
 
 def main(argv=None) -> None:
@@ -320,25 +364,31 @@ def main(argv=None) -> None:
     redis_proc, url = (None, args.url) if args.url else start_redis()
     work = tempfile.mkdtemp(prefix="bench-fleet-")
     try:
-        print(f"{len(specs)} portals ({n_amo} amoCRM + {len(specs) - n_amo} Bitrix24, "
-              f"{specs[0][2]:,} deals each, limits on, latency {args.latency_ms:g} ms), "
-              f"{WORKERS} workers x {args.concurrency} threads, KPIs {'off' if args.no_kpi else 'on'}; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"{len(specs)} portals ({n_amo} amoCRM + {len(specs) - n_amo} Bitrix24, "
+            f"{specs[0][2]:,} deals each, limits on, latency {args.latency_ms:g} ms), "
+            f"{WORKERS} workers x {args.concurrency} threads, KPIs {'off' if args.no_kpi else 'on'}; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            flush=True,
+        )
         fleet = celery_run(args, specs, work, url)
         print(summary("celery", specs, fleet), flush=True)
         bounds = [limit_bound(kind, r) for (kind, _, _), (r, _) in zip(specs, fleet["stats"])]
         slots = WORKERS * args.concurrency
         bound = max(max(bounds), sum(bounds) / slots)
-        print(f"  bound {bound:.1f} s = max(slowest portal {max(bounds):.1f} s, "
-              f"portals' limit-bound time {sum(bounds):.1f} s / {slots} job slots "
-              f"= {sum(bounds) / slots:.1f} s); wall / bound = {fleet['wall'] / bound:.2f}")
-        print("  peak RSS per worker: " + ", ".join(f"{b / 2**20:.0f} MB" for b in fleet["rss"]),
-              flush=True)
+        print(
+            f"  bound {bound:.1f} s = max(slowest portal {max(bounds):.1f} s, "
+            f"portals' limit-bound time {sum(bounds):.1f} s / {slots} job slots "
+            f"= {sum(bounds) / slots:.1f} s); wall / bound = {fleet['wall'] / bound:.2f}"
+        )
+        print("  peak RSS per worker: " + ", ".join(f"{b / 2**20:.0f} MB" for b in fleet["rss"]), flush=True)
         if not args.no_local:
             local = local_run(args, specs, work)
             print(summary("local", specs, local))
-            print(f"speed-up (local / celery): {local['wall'] / fleet['wall']:.2f}x"
-                  + (" (goal >= 4x)" if args.amocrm else ""))
+            print(
+                f"speed-up (local / celery): {local['wall'] / fleet['wall']:.2f}x"
+                + (" (goal >= 4x)" if args.amocrm else "")
+            )
         print(f"(logs and mirrors in {work})")
     finally:
         if redis_proc:

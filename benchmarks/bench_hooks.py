@@ -104,16 +104,20 @@ def log_lines(path) -> list[dict]:
 
 # ---- the portals ------------------------------------------------------------------------------
 
+
 class Portal:
     def __init__(self, i: int, crm: str, size: int):
         self.i, self.crm = i, crm
         self.name = f"bench-{crm}-{i}"
         self.secret = secrets.token_urlsafe(32)
         seed = 100 + i
-        self.srv = (AmoSandbox(size=size, seed=seed, limits=True) if crm == "amo"
-                    else Bitrix24Sandbox(size=size, seed=seed, limits=True)).start()
+        self.srv = (
+            AmoSandbox(size=size, seed=seed, limits=True)
+            if crm == "amo"
+            else Bitrix24Sandbox(size=size, seed=seed, limits=True)
+        ).start()
         self.token = None
-        self.b24_kinds: list[str] = []      # Bitrix24: "read" / "write" per HTTP request
+        self.b24_kinds: list[str] = []  # Bitrix24: "read" / "write" per HTTP request
         if crm == "b24":
             self._count_b24_calls()
 
@@ -121,6 +125,7 @@ class Portal:
         """Tell a Bitrix24 request that writes (a method, or a batch holding one, that adds,
         updates, deletes or sets) from one that only reads: the request log has no bodies."""
         from sandbox.bitrix24.params import parse_body
+
         handle = self.srv.handle
 
         def counted(req):
@@ -134,6 +139,7 @@ class Portal:
             write = any(re.search(r"\.(update|add|delete|set)$", m) for m in methods)
             self.b24_kinds.append("write" if write else "read")
             return handle(req)
+
         self.srv.handle = counted
 
     @property
@@ -146,18 +152,27 @@ class Portal:
     def source_toml(self) -> str:
         common = f'name = "{self.name}"\nwebhook_secret = "{self.secret}"\n'
         if self.crm == "amo":
-            return (f'[[sources]]\n{common}kind = "amocrm"\nbase_url = "{self.srv.url}"\n'
-                    f'access_token = "{self.srv.access_token}"\n')
-        return (f'[[sources]]\n{common}kind = "bitrix24"\nwebhook_url = "{self.srv.webhook_url}"\n'
-                f'application_token = "{self.token}"\n')
+            return (
+                f'[[sources]]\n{common}kind = "amocrm"\nbase_url = "{self.srv.url}"\n'
+                f'access_token = "{self.srv.access_token}"\n'
+            )
+        return (
+            f'[[sources]]\n{common}kind = "bitrix24"\nwebhook_url = "{self.srv.webhook_url}"\n'
+            f'application_token = "{self.token}"\n'
+        )
 
     def body(self, deal_id: int) -> str:
         """A genuine delivery naming this deal, as the CRM would post it."""
         if self.crm == "amo":
             return urlencode(self.srv.hook_pairs("update_lead", deal_id))
-        pairs = [("event", "ONCRMDEALUPDATE"), *pairs_of("data", event_data("deals", "UPDATE", deal_id)),
-                 ("ts", str(int(time.time()))), ("auth[domain]", f"{self.srv.host}:{self.srv.port}"),
-                 ("auth[member_id]", MEMBER_ID), ("auth[application_token]", self.token)]
+        pairs = [
+            ("event", "ONCRMDEALUPDATE"),
+            *pairs_of("data", event_data("deals", "UPDATE", deal_id)),
+            ("ts", str(int(time.time()))),
+            ("auth[domain]", f"{self.srv.host}:{self.srv.port}"),
+            ("auth[member_id]", MEMBER_ID),
+            ("auth[application_token]", self.token),
+        ]
         return urlencode(pairs)
 
     def card(self, contact_id: int):
@@ -192,6 +207,7 @@ class Portal:
 
 # ---- the processes ----------------------------------------------------------------------------
 
+
 class Procs:
     def __init__(self, tmp: str):
         self.tmp, self.running = tmp, []
@@ -216,13 +232,30 @@ class Procs:
 
 
 def start_redis(procs: Procs) -> str:
-    binary = "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    binary = (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    )
     if not binary:
         sys.exit("no redis-server: apt-get install redis-server, or pass --redis")
     port = free_port()
-    p, _ = procs.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--loglevel", "warning"])
+    p, _ = procs.start(
+        "redis",
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+    )
     import redis
+
     client = redis.Redis(port=port)
     wait_for(lambda: _pings(client), "redis-server", 10, [("redis", p)])
     return f"redis://127.0.0.1:{port}/0"
@@ -230,6 +263,7 @@ def start_redis(procs: Procs) -> str:
 
 def _pings(client) -> bool:
     import redis
+
     try:
         return client.ping()
     except redis.ConnectionError:
@@ -242,8 +276,9 @@ def with_db(url: str, db: int) -> str:
 
 
 def cli(config: str, *args) -> str:
-    out = subprocess.run(CONNECTOR + ["--config", config, *args], capture_output=True, text=True,
-                         timeout=900, env=ENV)
+    out = subprocess.run(
+        CONNECTOR + ["--config", config, *args], capture_output=True, text=True, timeout=900, env=ENV
+    )
     if out.returncode != 0:
         sys.exit(f"crm-connector {' '.join(args)} failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
     return out.stdout
@@ -302,19 +337,43 @@ def run_wrk(port: int, reqs: list[tuple[str, str]], seconds: float, connections:
     with open(script, "w") as f:
         f.write(WRK_LUA % (rows, FORM))
     threads = min(2, connections)
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-                          "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=seconds + 60)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds:g}s",
+            "--timeout",
+            "5s",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         sys.exit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
     r = {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
     ok = r["requests"] - r["non2xx"]
-    return {"client": f"wrk -t{threads} -c{connections}", "requests": r["requests"], "ok": ok,
-            "seconds": r["duration_us"] / 1e6, "non2xx": r["non2xx"],
-            "errors": r["connect"] + r["read"] + r["write"] + r["timeout"],
-            "p50": r["p50_us"] / 1000, "p95": r["p95_us"] / 1000, "p99": r["p99_us"] / 1000,
-            "max": r["max_us"] / 1000, "latency_of": "every answer (wrk)"}
+    return {
+        "client": f"wrk -t{threads} -c{connections}",
+        "requests": r["requests"],
+        "ok": ok,
+        "seconds": r["duration_us"] / 1e6,
+        "non2xx": r["non2xx"],
+        "errors": r["connect"] + r["read"] + r["write"] + r["timeout"],
+        "p50": r["p50_us"] / 1000,
+        "p95": r["p95_us"] / 1000,
+        "p99": r["p99_us"] / 1000,
+        "max": r["max_us"] / 1000,
+        "latency_of": "every answer (wrk)",
+    }
 
 
 def run_python(port: int, reqs: list[tuple[str, str]], seconds: float, connections: int) -> dict:
@@ -361,9 +420,19 @@ def run_python(port: int, reqs: list[tuple[str, str]], seconds: float, connectio
     took = time.monotonic() - t0
     total = sum(statuses.values())
     ok = sum(v for c, v in statuses.items() if 200 <= c < 300)
-    return {"client": f"python http.client x{connections}", "requests": total, "ok": ok, "seconds": took,
-            "non2xx": total - ok, "errors": errors[0], "p50": pct(lat, 50), "p95": pct(lat, 95),
-            "p99": pct(lat, 99), "max": max(lat, default=float("nan")), "latency_of": "2xx answers"}
+    return {
+        "client": f"python http.client x{connections}",
+        "requests": total,
+        "ok": ok,
+        "seconds": took,
+        "non2xx": total - ok,
+        "errors": errors[0],
+        "p50": pct(lat, 50),
+        "p95": pct(lat, 95),
+        "p99": pct(lat, 99),
+        "max": max(lat, default=float("nan")),
+        "latency_of": "2xx answers",
+    }
 
 
 def run_paced(port: int, reqs: list[tuple[str, str]], seconds: float, rate: float, connections: int) -> dict:
@@ -373,6 +442,7 @@ def run_paced(port: int, reqs: list[tuple[str, str]], seconds: float, rate: floa
     of its own with one asyncio loop, so neither the sandboxes' threads nor its own compete
     with it for a GIL."""
     import multiprocessing
+
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(target=_paced_process, args=(port, reqs, seconds, rate, connections, out))
@@ -384,14 +454,25 @@ def run_paced(port: int, reqs: list[tuple[str, str]], seconds: float, rate: floa
         if proc.is_alive():
             proc.kill()
     lat = r.pop("lat")
-    return {**r, "p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
-            "max": max(lat, default=float("nan"))}
+    return {
+        **r,
+        "p50": pct(lat, 50),
+        "p95": pct(lat, 95),
+        "p99": pct(lat, 99),
+        "max": max(lat, default=float("nan")),
+    }
 
 
 def _paced_process(port, reqs, seconds, rate, connections, out) -> None:
     import asyncio
-    raw = [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {FORM}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n{body}").encode() for path, body in reqs]
+
+    raw = [
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {FORM}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+        for path, body in reqs
+    ]
     total = int(rate * seconds)
     lat, codes, errors = [], {}, [0]
 
@@ -426,8 +507,16 @@ def _paced_process(port, reqs, seconds, rate, connections, out) -> None:
 
     took = asyncio.run(main())
     ok = sum(v for c, v in codes.items() if 200 <= c < 300)
-    out.put({"requests": sum(codes.values()), "ok": ok, "seconds": took, "errors": errors[0],
-             "non2xx": sum(codes.values()) - ok, "lat": lat})
+    out.put(
+        {
+            "requests": sum(codes.values()),
+            "ok": ok,
+            "seconds": took,
+            "errors": errors[0],
+            "non2xx": sum(codes.values()) - ok,
+            "lat": lat,
+        }
+    )
 
 
 def quiet(portals: list[Portal], idle_s: float, deadline_s: float) -> float:
@@ -449,13 +538,20 @@ def _idle_deliveries(p: Portal) -> bool:
 
 # ---- (b) change-to-card latency ---------------------------------------------------------------
 
+
 def pick_changes(portals: list[Portal], n: int) -> list[tuple[Portal, dict, int]]:
     """`n` open deals of one contact, spread evenly over the portals, distinct contacts first."""
     per = {}
     for p in portals:
         contacts = p.ds.by_id("contacts")
-        deals = [d for d in p.ds.deals if d["status"] == "open" and not d["is_deleted"]
-                 and len(d["contact_ids"]) == 1 and not contacts[d["contact_ids"][0]]["is_deleted"]]
+        deals = [
+            d
+            for d in p.ds.deals
+            if d["status"] == "open"
+            and not d["is_deleted"]
+            and len(d["contact_ids"]) == 1
+            and not contacts[d["contact_ids"][0]]["is_deleted"]
+        ]
         seen, first, rest = set(), [], []
         for d in deals:
             (first if d["contact_ids"][0] not in seen else rest).append(d)
@@ -481,7 +577,7 @@ def burst(portals: list[Portal], n: int, deadline_s: float) -> dict:
     changes = pick_changes(portals, n)
     before = {(p.name, c): float(p.card(c) or 0) for p, _, c in changes}
     rank, wanted = {}, []
-    for p, _, c in changes:         # the k-th win of a contact shows as before + k
+    for p, _, c in changes:  # the k-th win of a contact shows as before + k
         rank[(p.name, c)] = rank.get((p.name, c), 0) + 1
         wanted.append(before[(p.name, c)] + rank[(p.name, c)])
     reqs0 = {p.name: p.requests() for p in portals}
@@ -520,15 +616,29 @@ def burst(portals: list[Portal], n: int, deadline_s: float) -> dict:
         agg = by_crm.setdefault(p.crm, [0, 0])
         agg[0] += r - r0
         agg[1] += w - w0
-    undone = [f"{changes[i][0].name} deal {changes[i][1]['id']} contact {changes[i][2]}: "
-              f"card {changes[i][0].card(changes[i][2])!r}, wanted {wanted[i]:g}" for i in sorted(left)]
-    return {"per_crm": {k: (len(v), pct(v, 50), pct(v, 95)) for k, v in per_crm.items()},
-            "undone": undone, "changes": len(changes), "edits_s": edits_s, "done": len(lat), "all_s": all_s,
-            "p50": pct(lat, 50), "p95": pct(lat, 95), "max": max(lat, default=float("nan")),
-            "reads": reads, "writes": writes, "by_crm": by_crm, "settle_s": settle,
-            "hooks": sum(len(_sent(p)) for p in portals) - hooks0,
-            "limit_answers": sum(p.limit_answers() - limits0[p.name] for p in portals),
-            "contacts": len(rank)}
+    undone = [
+        f"{changes[i][0].name} deal {changes[i][1]['id']} contact {changes[i][2]}: "
+        f"card {changes[i][0].card(changes[i][2])!r}, wanted {wanted[i]:g}"
+        for i in sorted(left)
+    ]
+    return {
+        "per_crm": {k: (len(v), pct(v, 50), pct(v, 95)) for k, v in per_crm.items()},
+        "undone": undone,
+        "changes": len(changes),
+        "edits_s": edits_s,
+        "done": len(lat),
+        "all_s": all_s,
+        "p50": pct(lat, 50),
+        "p95": pct(lat, 95),
+        "max": max(lat, default=float("nan")),
+        "reads": reads,
+        "writes": writes,
+        "by_crm": by_crm,
+        "settle_s": settle,
+        "hooks": sum(len(_sent(p)) for p in portals) - hooks0,
+        "limit_answers": sum(p.limit_answers() - limits0[p.name] for p in portals),
+        "contacts": len(rank),
+    }
 
 
 def _sent(p: Portal) -> list:
@@ -536,6 +646,7 @@ def _sent(p: Portal) -> list:
 
 
 # ---- main -------------------------------------------------------------------------------------
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -545,8 +656,12 @@ def main() -> None:
     ap.add_argument("--engine", choices=("celery", "local"), default="celery")
     ap.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive clients in (a)")
-    ap.add_argument("--rate", type=float, default=500.0,
-                    help="(a) again at this steady rate, open loop, for its latency (0: skip)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="(a) again at this steady rate, open loop, for its latency (0: skip)",
+    )
     ap.add_argument("--paced-connections", type=int, default=16, help="keep-alive clients of the steady rate")
     ap.add_argument("--worker-threads", type=int, default=10, help="the worker's -c (celery engine)")
     ap.add_argument("--serve-threads", type=int, default=None, help="serve's --threads (default: its own)")
@@ -554,7 +669,9 @@ def main() -> None:
     ap.add_argument("--debounce", type=float, default=1.0, help="[webhooks] debounce_s")
     ap.add_argument("--deadline", type=float, default=120.0, help="how long (b) waits for the cards")
     ap.add_argument("--amo-only", action="store_true", help="amoCRM portals only")
-    ap.add_argument("--redis", default=None, help="Redis URL (default: $CRM_TEST_REDIS_URL, else one started here)")
+    ap.add_argument(
+        "--redis", default=None, help="Redis URL (default: $CRM_TEST_REDIS_URL, else one started here)"
+    )
     ap.add_argument("--skip", choices=("a", "b"), default=None, help="skip one part")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = ap.parse_args()
@@ -591,6 +708,7 @@ def _run(args, client: str, tmp: str, procs: Procs, portals: list[Portal]) -> No
     broker = None
     if args.engine == "celery":
         import redis
+
         url = args.redis or os.environ.get("CRM_TEST_REDIS_URL") or start_redis(procs)
         broker = with_db(url, REDIS_DB)
         redis.Redis.from_url(broker).flushdb()
@@ -599,7 +717,7 @@ def _run(args, client: str, tmp: str, procs: Procs, portals: list[Portal]) -> No
     fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
     with open(config, "w") as f:
         f.write(f"""{engine}[storage]
-path = "{os.path.join(tmp, '{source}.db')}"
+path = "{os.path.join(tmp, "{source}.db")}"
 
 {chr(10).join(p.source_toml() for p in portals)}
 [webhooks]
@@ -614,41 +732,55 @@ targets = ["contact", "company"]
 {fields}
 """)
     crms = {c: sum(p.crm == c for p in portals) for c in ("amo", "b24")}
-    print(f"bench_hooks: {args.portals} portals ({crms['amo']} amoCRM, {crms['b24']} Bitrix24; "
-          f"{args.size} deals each, rate limits on), engine {args.engine}, debounce {args.debounce:g} s, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"bench_hooks: {args.portals} portals ({crms['amo']} amoCRM, {crms['b24']} Bitrix24; "
+        f"{args.size} deals each, rate limits on), engine {args.engine}, debounce {args.debounce:g} s, "
+        f"{os.cpu_count()} cores"
+    )
     watch = []
     if args.engine == "celery":
-        worker, worker_log = procs.start("worker", CONNECTOR + [
-            "--config", config, "--log-format", "json", "worker", "-c", str(args.worker_threads)])
+        worker, worker_log = procs.start(
+            "worker",
+            CONNECTOR
+            + ["--config", config, "--log-format", "json", "worker", "-c", str(args.worker_threads)],
+        )
         watch.append(("worker", worker))
-        wait_for(lambda: any("ready" in d.get("msg", "") for d in log_lines(worker_log)),
-                 "the worker", 60, watch)
+        wait_for(
+            lambda: any("ready" in d.get("msg", "") for d in log_lines(worker_log)), "the worker", 60, watch
+        )
     t = time.monotonic()
     cli(config, "run", "--once")
     print(f"setup: first sync + KPIs of {args.portals} portals in {time.monotonic() - t:.1f} s")
-    for p in portals:               # before serve starts its catch-up syncs
+    for p in portals:  # before serve starts its catch-up syncs
         if p.crm == "amo":
             cli(config, "hooks", "install", p.name)
     serve_args = ["--threads", str(args.serve_threads)] if args.serve_threads else []
-    serve, serve_log = procs.start("serve", CONNECTOR + ["--config", config, "--log-format", "json",
-                                                         "serve", *serve_args])
+    serve, serve_log = procs.start(
+        "serve", CONNECTOR + ["--config", config, "--log-format", "json", "serve", *serve_args]
+    )
     watch.append(("serve", serve))
     wait_for(lambda: up(base), "serve to listen", 60, watch)
     job_log = worker_log if args.engine == "celery" else serve_log
 
     def caught_up() -> bool:
         text = open(job_log, encoding="utf-8", errors="replace").read()
-        return all(f"source={p.name} status=" in text or f'"source": "{p.name}"' in text
-                   and '"event": "job"' in text for p in portals)
+        return all(
+            f"source={p.name} status=" in text or f'"source": "{p.name}"' in text and '"event": "job"' in text
+            for p in portals
+        )
+
     wait_for(caught_up, "serve's catch-up syncs", 300, watch)
     quiet(portals, 1.0, 60)
-    print(f"setup: hooks installed, serve listening, catch-up syncs done ({time.monotonic() - t0:.1f} s in all)")
+    print(
+        f"setup: hooks installed, serve listening, catch-up syncs done ({time.monotonic() - t0:.1f} s in all)"
+    )
 
     if args.skip != "a":
-        each = [[(p.hook_path(), p.body(d["id"])) for d in p.ds.deals if not d["is_deleted"]][:20]
-                for p in portals]
-        reqs = [r for row in zip(*each) for r in row]       # the portals interleaved
+        each = [
+            [(p.hook_path(), p.body(d["id"])) for d in p.ds.deals if not d["is_deleted"]][:20]
+            for p in portals
+        ]
+        reqs = [r for row in zip(*each) for r in row]  # the portals interleaved
         before = sum(p.requests()[0] + p.requests()[1] for p in portals)
         limits0 = sum(p.limit_answers() for p in portals)
         if client == "wrk":
@@ -656,39 +788,64 @@ targets = ["contact", "company"]
         else:
             r = run_python(port, reqs, args.seconds, args.connections)
         rate = r["ok"] / r["seconds"]
-        print(f"(a) most hooks/s: {r['ok']} accepted in {r['seconds']:.1f} s = {rate:.0f}/s "
-              f"({r['client']}, closed loop; {r['non2xx']} non-2xx, {r['errors']} socket errors)")
-        print(f"(a)   latency of {r['latency_of']} at that rate: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, "
-              f"p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms")
+        print(
+            f"(a) most hooks/s: {r['ok']} accepted in {r['seconds']:.1f} s = {rate:.0f}/s "
+            f"({r['client']}, closed loop; {r['non2xx']} non-2xx, {r['errors']} socket errors)"
+        )
+        print(
+            f"(a)   latency of {r['latency_of']} at that rate: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, "
+            f"p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms"
+        )
         if args.rate:
             r = run_paced(port, reqs, args.seconds, args.rate, args.paced_connections)
-            print(f"(a) at {args.rate:g}/s (open loop, {args.paced_connections} keep-alive connections): "
-                  f"{r['ok']} accepted in {r['seconds']:.1f} s = {r['ok'] / r['seconds']:.0f}/s, "
-                  f"{r['non2xx']} non-2xx, {r['errors']} socket errors")
-            print(f"(a)   latency of 2xx answers, from when each was due: p50 {r['p50']:.1f} ms, "
-                  f"p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  "
-                  f"[goal >= 500/s with p95 < 50 ms: "
-                  f"{'met' if rate >= 500 and r['ok'] / r['seconds'] >= 0.98 * args.rate and r['p95'] < 50 else 'NOT met'}]")
+            print(
+                f"(a) at {args.rate:g}/s (open loop, {args.paced_connections} keep-alive connections): "
+                f"{r['ok']} accepted in {r['seconds']:.1f} s = {r['ok'] / r['seconds']:.0f}/s, "
+                f"{r['non2xx']} non-2xx, {r['errors']} socket errors"
+            )
+            print(
+                f"(a)   latency of 2xx answers, from when each was due: p50 {r['p50']:.1f} ms, "
+                f"p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  "
+                f"[goal >= 500/s with p95 < 50 ms: "
+                f"{'met' if rate >= 500 and r['ok'] / r['seconds'] >= 0.98 * args.rate and r['p95'] < 50 else 'NOT met'}]"
+            )
         drained = quiet(portals, 2.0, 300)
         after = sum(p.requests()[0] + p.requests()[1] for p in portals)
-        print(f"(a) refreshes behind: drained {drained:.1f} s after the load, {after - before} API requests, "
-              f"{sum(p.limit_answers() for p in portals) - limits0} limit answers")
+        print(
+            f"(a) refreshes behind: drained {drained:.1f} s after the load, {after - before} API requests, "
+            f"{sum(p.limit_answers() for p in portals) - limits0} limit answers"
+        )
 
     if args.skip != "b":
         b = burst(portals, args.changes, deadline_s=args.deadline)
-        print(f"(b) burst: {b['changes']} deals won across {len(portals)} portals ({b['contacts']} contacts) "
-              f"in {b['edits_s']:.2f} s; {b['hooks']} deliveries sent by the CRMs")
-        print(f"(b) change-to-card: p50 {b['p50']:.2f} s, p95 {b['p95']:.2f} s, max {b['max']:.2f} s; "
-              f"{b['done']}/{b['changes']} on their cards, the last {b['all_s']:.1f} s after the burst began")
-        print("(b)   " + "; ".join(f"{'amoCRM' if k == 'amo' else 'Bitrix24'}: p50 {v[1]:.2f} s, p95 {v[2]:.2f} s ({v[0]})"
-                                 for k, v in sorted(b["per_crm"].items())))
+        print(
+            f"(b) burst: {b['changes']} deals won across {len(portals)} portals ({b['contacts']} contacts) "
+            f"in {b['edits_s']:.2f} s; {b['hooks']} deliveries sent by the CRMs"
+        )
+        print(
+            f"(b) change-to-card: p50 {b['p50']:.2f} s, p95 {b['p95']:.2f} s, max {b['max']:.2f} s; "
+            f"{b['done']}/{b['changes']} on their cards, the last {b['all_s']:.1f} s after the burst began"
+        )
+        print(
+            "(b)   "
+            + "; ".join(
+                f"{'amoCRM' if k == 'amo' else 'Bitrix24'}: p50 {v[1]:.2f} s, p95 {v[2]:.2f} s ({v[0]})"
+                for k, v in sorted(b["per_crm"].items())
+            )
+        )
         for line in b["undone"][:10]:
             print(f"(b)   not on its card: {line}")
-        crm = ", ".join(f"{'amoCRM' if k == 'amo' else 'Bitrix24'} {v[0]} reads + {v[1]} writes"
-                        for k, v in b["by_crm"].items())
-        print(f"(b) API requests: {b['reads']} reads, {b['writes']} writes ({crm}), {b['limit_answers']} limit answers")
-    print(f"serve: {sum(1 for d in log_lines(serve_log) if 'queued: refresh' in d.get('msg', '') or d.get('event') == 'refresh')} "
-          f"refresh batches; total {time.monotonic() - t0:.0f} s")
+        crm = ", ".join(
+            f"{'amoCRM' if k == 'amo' else 'Bitrix24'} {v[0]} reads + {v[1]} writes"
+            for k, v in b["by_crm"].items()
+        )
+        print(
+            f"(b) API requests: {b['reads']} reads, {b['writes']} writes ({crm}), {b['limit_answers']} limit answers"
+        )
+    print(
+        f"serve: {sum(1 for d in log_lines(serve_log) if 'queued: refresh' in d.get('msg', '') or d.get('event') == 'refresh')} "
+        f"refresh batches; total {time.monotonic() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -23,18 +23,21 @@ def build(path: str, rows: int) -> None:
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)
     m = store.Mirror(path)
-    raw = json.dumps({"custom_fields_values": [{"field_id": i, "values": [{"value": "x" * 20}]}
-                                               for i in range(8)]})
+    raw = json.dumps(
+        {"custom_fields_values": [{"field_id": i, "values": [{"value": "x" * 20}]} for i in range(8)]}
+    )
     with m.db.atomic():
         m.conn.executemany(
             "INSERT INTO deals (source, id, name, pipeline_id, stage_id, status, amount, currency, "
             "created_at, updated_at, raw) VALUES ('amo', ?, ?, 1, 142, 'won', ?, 'RUB', "
             "'2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', ?)",
-            ((i, f"Deal {i}", i * 1.5, raw) for i in range(rows)))
+            ((i, f"Deal {i}", i * 1.5, raw) for i in range(rows)),
+        )
         m.conn.executemany(
             "INSERT INTO stage_changes (source, id, entity, entity_id, stage_id, changed_at) "
             "VALUES ('amo', ?, 'deal', ?, 142, '2026-01-02T00:00:00Z')",
-            ((f"sc{i}", i) for i in range(rows)))
+            ((f"sc{i}", i) for i in range(rows)),
+        )
     m.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     m.close()
 
@@ -66,8 +69,10 @@ def main() -> None:
     t0 = time.perf_counter()
     build(args.path, args.rows)
     size = os.path.getsize(args.path) / 2**20
-    print(f"built {args.rows:,} deals + {args.rows:,} stage changes: {size:,.0f} MB in "
-          f"{time.perf_counter() - t0:.1f}s")
+    print(
+        f"built {args.rows:,} deals + {args.rows:,} stage changes: {size:,.0f} MB in "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
     for sql in ("PRAGMA quick_check", "PRAGMA quick_check(1)", "PRAGMA integrity_check(1)"):
         for cold in (True, False):
             seconds, out = timed(args.path, sql, cold)

@@ -32,9 +32,9 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
+from connector.config.kpi import KpiConfig
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.kpi import KpiConfig
 from connector.mirror.store import Mirror
 from tests.fakes import FakeAdapter
 
@@ -45,8 +45,10 @@ SOURCE = "bench"
 def _timestamps(rng: random.Random, n: int = 50_000) -> list[str]:
     """A pool of ISO timestamps over the last three years (formatting 4M datetimes is slow)."""
     start = NOW - timedelta(days=3 * 365)
-    return sorted((start + timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime(
-        "%Y-%m-%dT%H:%M:%SZ") for _ in range(n))
+    return sorted(
+        (start + timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for _ in range(n)
+    )
 
 
 def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
@@ -58,11 +60,17 @@ def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
     m = Mirror(path)
     c = m.conn
     with m.db.atomic():
-        c.executemany("INSERT INTO companies (source, id, name, is_deleted) VALUES (?, ?, ?, 0)",
-                      ((SOURCE, i, f"co{i}") for i in range(1, n_companies + 1)))
-        c.executemany("INSERT INTO contacts (source, id, name, company_id, is_deleted) VALUES (?, ?, ?, ?, ?)",
-                      ((SOURCE, i, f"ct{i}", rng.randint(1, n_companies), int(rng.random() < 0.01))
-                       for i in range(1, n_contacts + 1)))
+        c.executemany(
+            "INSERT INTO companies (source, id, name, is_deleted) VALUES (?, ?, ?, 0)",
+            ((SOURCE, i, f"co{i}") for i in range(1, n_companies + 1)),
+        )
+        c.executemany(
+            "INSERT INTO contacts (source, id, name, company_id, is_deleted) VALUES (?, ?, ?, ?, ?)",
+            (
+                (SOURCE, i, f"ct{i}", rng.randint(1, n_companies), int(rng.random() < 0.01))
+                for i in range(1, n_contacts + 1)
+            ),
+        )
 
         def deals():
             for i in range(1, n_deals + 1):
@@ -71,17 +79,34 @@ def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
                 status = "won" if r < 0.4 else "lost" if r < 0.7 else "open"
                 closed = ts[min(k + rng.randrange(1, 2000), len(ts) - 1)] if status != "open" else None
                 cur = "USD" if rng.random() < 0.03 else "RUB"
-                yield (SOURCE, i, status, round(rng.random() * 100_000, 2), cur,
-                       rng.randint(1, n_contacts), rng.randint(1, n_companies) if rng.random() < 0.7 else None,
-                       ts[k], closed or ts[k], closed, int(rng.random() < 0.02))
-        c.executemany("INSERT INTO deals (source, id, status, amount, currency, contact_id, company_id, "
-                      "created_at, updated_at, closed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)", deals())
+                yield (
+                    SOURCE,
+                    i,
+                    status,
+                    round(rng.random() * 100_000, 2),
+                    cur,
+                    rng.randint(1, n_contacts),
+                    rng.randint(1, n_companies) if rng.random() < 0.7 else None,
+                    ts[k],
+                    closed or ts[k],
+                    closed,
+                    int(rng.random() < 0.02),
+                )
+
+        c.executemany(
+            "INSERT INTO deals (source, id, status, amount, currency, contact_id, company_id, "
+            "created_at, updated_at, closed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            deals(),
+        )
         # every deal's main contact, plus a second contact on a fifth of them
-        c.execute("INSERT INTO deal_contacts (source, deal_id, contact_id, is_main) "
-                  "SELECT source, id, contact_id, 1 FROM deals")
-        c.executemany("INSERT OR IGNORE INTO deal_contacts (source, deal_id, contact_id, is_main) VALUES (?,?,?,0)",
-                      ((SOURCE, rng.randint(1, n_deals), rng.randint(1, n_contacts))
-                       for _ in range(n_deals // 5)))
+        c.execute(
+            "INSERT INTO deal_contacts (source, deal_id, contact_id, is_main) "
+            "SELECT source, id, contact_id, 1 FROM deals"
+        )
+        c.executemany(
+            "INSERT OR IGNORE INTO deal_contacts (source, deal_id, contact_id, is_main) VALUES (?,?,?,0)",
+            ((SOURCE, rng.randint(1, n_deals), rng.randint(1, n_contacts)) for _ in range(n_deals // 5)),
+        )
 
         def owner():
             r = rng.random()
@@ -95,10 +120,22 @@ def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
             for i in range(1, n_calls + 1):
                 et, eid = owner()
                 r = rng.random()
-                yield (SOURCE, i, "out" if r < 0.5 else "in", "missed" if r > 0.85 else "answered",
-                       rng.randrange(600), ts[rng.randrange(len(ts))], et, eid)
-        c.executemany("INSERT INTO calls (source, id, direction, status, duration_s, started_at, entity_type, "
-                      "entity_id) VALUES (?,?,?,?,?,?,?,?)", calls())
+                yield (
+                    SOURCE,
+                    i,
+                    "out" if r < 0.5 else "in",
+                    "missed" if r > 0.85 else "answered",
+                    rng.randrange(600),
+                    ts[rng.randrange(len(ts))],
+                    et,
+                    eid,
+                )
+
+        c.executemany(
+            "INSERT INTO calls (source, id, direction, status, duration_s, started_at, entity_type, "
+            "entity_id) VALUES (?,?,?,?,?,?,?,?)",
+            calls(),
+        )
 
         def tasks():
             for i in range(1, n_tasks + 1):
@@ -106,12 +143,21 @@ def generate(path: str, scale: float, seed: int = 1) -> dict[str, int]:
                 done = int(rng.random() < 0.7)
                 due = ts[rng.randrange(len(ts))]
                 yield (SOURCE, i, et, eid, done, due, due if done else None, 0)
-        c.executemany("INSERT INTO tasks (source, id, entity_type, entity_id, is_completed, due_at, "
-                      "completed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?)", tasks())
+
+        c.executemany(
+            "INSERT INTO tasks (source, id, entity_type, entity_id, is_completed, due_at, "
+            "completed_at, is_deleted) VALUES (?,?,?,?,?,?,?,?)",
+            tasks(),
+        )
     c.execute("ANALYZE")
     m.close()
-    return {"deals": n_deals, "contacts": n_contacts, "calls": n_calls, "companies": n_companies,
-            "tasks": n_tasks}
+    return {
+        "deals": n_deals,
+        "contacts": n_contacts,
+        "calls": n_calls,
+        "companies": n_companies,
+        "tasks": n_tasks,
+    }
 
 
 def _reset_peak_rss() -> None:
@@ -145,13 +191,19 @@ def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[f
         t0 = time.monotonic()
         res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         first = time.monotonic() - t0
-        print(f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
-              f"clients {res.clients}, values stored {res.changed}, peak RSS {_peak_rss_mb()}", flush=True)
+        print(
+            f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
+            f"clients {res.clients}, values stored {res.changed}, peak RSS {_peak_rss_mb()}",
+            flush=True,
+        )
         t0 = time.monotonic()
         res2 = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         steady = time.monotonic() - t0
-        print(f"[{label}] KPI compute (second run, nothing changed): {steady:.1f} s, "
-              f"values changed {res2.changed}", flush=True)
+        print(
+            f"[{label}] KPI compute (second run, nothing changed): {steady:.1f} s, "
+            f"values changed {res2.changed}",
+            flush=True,
+        )
         if label == "1x":
             _bench_writeback(m, kpi_cfg)
     os.remove(path)
@@ -162,8 +214,10 @@ def _bench_writeback(m: Mirror, kpi_cfg: KpiConfig) -> None:
     adapter = FakeAdapter(SOURCE, keep_cards=False)
     for run in ("first write-back", "after 1% of deals changed"):
         if run.startswith("after"):
-            m.conn.execute("UPDATE deals SET status = 'won', closed_at = '2026-11-22T00:00:00Z' "
-                           "WHERE id % 100 = 0 AND status = 'open'")
+            m.conn.execute(
+                "UPDATE deals SET status = 'won', closed_at = '2026-11-22T00:00:00Z' "
+                "WHERE id % 100 = 0 AND status = 'open'"
+            )
             m.conn.commit()
             kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         before = adapter.requests
@@ -171,10 +225,13 @@ def _bench_writeback(m: Mirror, kpi_cfg: KpiConfig) -> None:
         rep = writeback.write_back(m, adapter, SOURCE, kpi_cfg)
         spent = time.monotonic() - t0
         reqs = adapter.requests - before - rep.field_requests
-        print(f"[1x] {run}: {rep.clients} cards, {rep.values} values changed, {reqs} write requests "
-              f"(target ceil(cards/50) = {math.ceil(rep.clients / 50)} <= ceil(values/50) = "
-              f"{math.ceil(rep.values / 50)}; {reqs / max(rep.values, 1):.4f} requests per value), "
-              f"{spent:.1f} s", flush=True)
+        print(
+            f"[1x] {run}: {rep.clients} cards, {rep.values} values changed, {reqs} write requests "
+            f"(target ceil(cards/50) = {math.ceil(rep.clients / 50)} <= ceil(values/50) = "
+            f"{math.ceil(rep.values / 50)}; {reqs / max(rep.values, 1):.4f} requests per value), "
+            f"{spent:.1f} s",
+            flush=True,
+        )
     rep = writeback.write_back(m, adapter, SOURCE, kpi_cfg)
     print(f"[1x] unchanged re-run: {rep.values} values, {rep.requests} requests", flush=True)
 
@@ -184,16 +241,21 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
-    cfg = KpiConfig(currency_rates={"USD": 90.0},
-                    fields={"win_rate": {"contact": "KPI: Win rate, %", "company": "KPI: Win rate, %"},
-                            "revenue_won": {"contact": "KPI: Lifetime revenue",
-                                            "company": "KPI: Lifetime revenue"},
-                            "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"}})
+    cfg = KpiConfig(
+        currency_rates={"USD": 90.0},
+        fields={
+            "win_rate": {"contact": "KPI: Win rate, %", "company": "KPI: Win rate, %"},
+            "revenue_won": {"contact": "KPI: Lifetime revenue", "company": "KPI: Lifetime revenue"},
+            "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"},
+        },
+    )
     a = bench(args.scale, args.dir, cfg, "1x")
     b = bench(args.scale * 2, args.dir, cfg, "2x")
     for name, t1, t2 in (("first run", a[0], b[0]), ("steady run", a[1], b[1])):
-        print(f"KPI compute, {name}: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "
-              f"{t2:.1f} s at twice that: ratio {t2 / t1:.2f} (target <= 2.2)")
+        print(
+            f"KPI compute, {name}: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "
+            f"{t2:.1f} s at twice that: ratio {t2 / t1:.2f} (target <= 2.2)"
+        )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def worker(url, prefix, threads, seconds, start, out):
         with lock:
             grants.extend(mine)
             calls.append(limiter.round_trips)
+
     calls = []
     ts = [threading.Thread(target=run) for _ in range(threads)]
     for t in ts:
@@ -63,15 +64,20 @@ def worker(url, prefix, threads, seconds, start, out):
 
 
 def start_server():
-    binary = "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    binary = (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
+    )
     if not binary:
         sys.exit("no redis-server: install it or pass --url")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     import redis
+
     client = redis.Redis(port=port)
     for _ in range(500):
         try:
@@ -94,11 +100,13 @@ def main(argv=None):
     try:
         ctx = multiprocessing.get_context("spawn")
         start, out = ctx.Event(), ctx.Queue()
-        ps = [ctx.Process(target=worker, args=(url, prefix, args.threads, args.seconds, start, out))
-              for _ in range(args.procs)]
+        ps = [
+            ctx.Process(target=worker, args=(url, prefix, args.threads, args.seconds, start, out))
+            for _ in range(args.procs)
+        ]
         for p in ps:
             p.start()
-        time.sleep(1.0)   # let the spawned interpreters import before the clock starts
+        time.sleep(1.0)  # let the spawned interpreters import before the clock starts
         start.set()
         grants, calls = [], 0
         for _ in ps:
@@ -111,10 +119,14 @@ def main(argv=None):
         local = sorted(b for _, b in grants)
         span = server[-1] - server[0]
         print(f"{args.procs} processes x {args.threads} threads on one portal, {span:.1f} s")
-        print(f"grants/s: {(len(server) - 1) / span:.2f} (rate 7/s in a {PER} s window = "
-              f"{7 / PER:.2f}/s ceiling); {len(server)} grants")
-        print(f"max grants in any 1-s window: {max_in_window(server)} (Redis clock), "
-              f"{max_in_window(local)} (callers' clock when acquire returned)")
+        print(
+            f"grants/s: {(len(server) - 1) / span:.2f} (rate 7/s in a {PER} s window = "
+            f"{7 / PER:.2f}/s ceiling); {len(server)} grants"
+        )
+        print(
+            f"max grants in any 1-s window: {max_in_window(server)} (Redis clock), "
+            f"{max_in_window(local)} (callers' clock when acquire returned)"
+        )
         print(f"Redis calls per grant: {calls / len(server):.2f}")
 
         # The round trip: one acquire that never waits (10 per 10 us: the window stays as small
@@ -128,8 +140,10 @@ def main(argv=None):
             costs.append((time.perf_counter() - t) * 1e6)
         lim.redis.delete(*lim.redis.keys(f"{prefix}:*") or ["-"])
         costs.sort()
-        print(f"Redis round trip per acquire (idle portal, EVALSHA): median "
-              f"{statistics.median(costs):.0f} us, p99 {costs[int(len(costs) * 0.99)]:.0f} us")
+        print(
+            f"Redis round trip per acquire (idle portal, EVALSHA): median "
+            f"{statistics.median(costs):.0f} us, p99 {costs[int(len(costs) * 0.99)]:.0f} us"
+        )
     finally:
         if proc:
             proc.terminate()

@@ -26,10 +26,10 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from benchmarks.bench_kpi import NOW, SOURCE, generate
-from connector.measures import engine as metrics
-from connector.report import page as report
 from connector.config.kpi import KpiConfig, Spend, SpendConfig
+from connector.measures import engine as metrics
 from connector.mirror.store import Mirror
+from connector.report import page as report
 
 CHANNELS = ["google", "yandex", "facebook", "vk", "website", "referral", "exhibition", "advert"]
 TZ = "Europe/Moscow"
@@ -42,52 +42,98 @@ def augment(path: str, scale: float, seed: int = 2) -> None:
     c = m.conn
     n_deals = int(1e6 * scale)
     with m.db.atomic():
-        c.executemany("INSERT INTO users (source, id, name) VALUES (?, ?, ?)",
-                      [(SOURCE, i, f"Manager {i}") for i in range(1, 61)])
+        c.executemany(
+            "INSERT INTO users (source, id, name) VALUES (?, ?, ?)",
+            [(SOURCE, i, f"Manager {i}") for i in range(1, 61)],
+        )
         for p in (1, 2, 3):
-            c.execute("INSERT INTO pipelines (source, id, entity, name) VALUES (?, ?, 'deal', ?)",
-                      (SOURCE, p, f"Pipeline {p}"))
-            c.executemany("INSERT INTO stages (source, pipeline_id, id, entity, name, sort, semantics) "
-                          "VALUES (?, ?, ?, 'deal', ?, ?, ?)",
-                          [(SOURCE, p, p * 10 + k, f"Stage {k}", k * 10, "open") for k in (1, 2, 3, 4)]
-                          + [(SOURCE, p, 142, "Won", 100, "won"), (SOURCE, p, 143, "Lost", 110, "lost")])
-        c.execute("UPDATE deals SET responsible_user_id = id % 60 + 1, pipeline_id = id % 3 + 1, "
-                  "channel = CASE WHEN id % 9 = 8 THEN NULL ELSE "
-                  + "CASE id % 9 " + " ".join(f"WHEN {i} THEN '{ch}'" for i, ch in enumerate(CHANNELS))
-                  + " END END, stage_id = CASE status WHEN 'won' THEN 142 WHEN 'lost' THEN 143 "
-                  "ELSE (id % 3 + 1) * 10 + id % 4 + 1 END WHERE source = ?", (SOURCE,))
+            c.execute(
+                "INSERT INTO pipelines (source, id, entity, name) VALUES (?, ?, 'deal', ?)",
+                (SOURCE, p, f"Pipeline {p}"),
+            )
+            c.executemany(
+                "INSERT INTO stages (source, pipeline_id, id, entity, name, sort, semantics) "
+                "VALUES (?, ?, ?, 'deal', ?, ?, ?)",
+                [(SOURCE, p, p * 10 + k, f"Stage {k}", k * 10, "open") for k in (1, 2, 3, 4)]
+                + [(SOURCE, p, 142, "Won", 100, "won"), (SOURCE, p, 143, "Lost", 110, "lost")],
+            )
+        c.execute(
+            "UPDATE deals SET responsible_user_id = id % 60 + 1, pipeline_id = id % 3 + 1, "
+            "channel = CASE WHEN id % 9 = 8 THEN NULL ELSE "
+            + "CASE id % 9 "
+            + " ".join(f"WHEN {i} THEN '{ch}'" for i, ch in enumerate(CHANNELS))
+            + " END END, stage_id = CASE status WHEN 'won' THEN 142 WHEN 'lost' THEN 143 "
+            "ELSE (id % 3 + 1) * 10 + id % 4 + 1 END WHERE source = ?",
+            (SOURCE,),
+        )
         # the stage history: entry, a move to stage 2 (most), to 3 (some: a few skip 2), the close
-        moves = [("1", "1", "created_at", "1"), ("2", "2", "strftime('%Y-%m-%dT%H:%M:%SZ', created_at, '+2 days')",
-                                                 "id % 10 < 7"),
-                 ("3", "3", "strftime('%Y-%m-%dT%H:%M:%SZ', created_at, '+5 days')", "id % 10 < 5")]
+        moves = [
+            ("1", "1", "created_at", "1"),
+            ("2", "2", "strftime('%Y-%m-%dT%H:%M:%SZ', created_at, '+2 days')", "id % 10 < 7"),
+            ("3", "3", "strftime('%Y-%m-%dT%H:%M:%SZ', created_at, '+5 days')", "id % 10 < 5"),
+        ]
         for tag, k, at, cond in moves:
-            c.execute(f"INSERT INTO stage_changes (source, id, entity, entity_id, pipeline_id, stage_id, changed_at) "
-                      f"SELECT source, id || ':{tag}', 'deal', id, pipeline_id, pipeline_id * 10 + {k}, {at} "
-                      f"FROM deals WHERE source = ? AND {cond}", (SOURCE,))
-        c.execute("INSERT INTO stage_changes (source, id, entity, entity_id, pipeline_id, stage_id, changed_at) "
-                  "SELECT source, id || ':c', 'deal', id, pipeline_id, stage_id, closed_at FROM deals "
-                  "WHERE source = ? AND status IN ('won', 'lost') AND closed_at IS NOT NULL", (SOURCE,))
+            c.execute(
+                f"INSERT INTO stage_changes (source, id, entity, entity_id, pipeline_id, stage_id, changed_at) "
+                f"SELECT source, id || ':{tag}', 'deal', id, pipeline_id, pipeline_id * 10 + {k}, {at} "
+                f"FROM deals WHERE source = ? AND {cond}",
+                (SOURCE,),
+            )
+        c.execute(
+            "INSERT INTO stage_changes (source, id, entity, entity_id, pipeline_id, stage_id, changed_at) "
+            "SELECT source, id || ':c', 'deal', id, pipeline_id, stage_id, closed_at FROM deals "
+            "WHERE source = ? AND status IN ('won', 'lost') AND closed_at IS NOT NULL",
+            (SOURCE,),
+        )
         start = NOW - timedelta(days=3 * 365)
-        stamp = lambda: (start + timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = lambda: (start + timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
         stamps = [stamp() for _ in range(50_000)]
-        c.executemany("INSERT INTO leads (source, id, created_at, is_deleted) VALUES (?, ?, ?, 0)",
-                      ((SOURCE, i, rng.choice(stamps)) for i in range(1, int(3e5 * scale) + 1)))
+        c.executemany(
+            "INSERT INTO leads (source, id, created_at, is_deleted) VALUES (?, ?, ?, 0)",
+            ((SOURCE, i, rng.choice(stamps)) for i in range(1, int(3e5 * scale) + 1)),
+        )
 
         def acts():
             for i in range(1, int(1e6 * scale) + 1):
                 at = rng.choice(stamps)
-                yield (SOURCE, f"a{i}", rng.choice(("email", "chat", "call", "meeting", "sms")),
-                       "in" if i % 2 else "out", at, i % 60 + 1, "deal", rng.randint(1, n_deals))
-        c.executemany("INSERT INTO activities (source, id, channel, direction, at, responsible_user_id, "
-                      "entity_type, entity_id, is_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)", acts())
-        c.execute("CREATE TABLE IF NOT EXISTS survey_answers (source TEXT NOT NULL, id TEXT NOT NULL, kind TEXT, "
-                  "score REAL, at TEXT, entity_type TEXT, entity_id INTEGER, origin TEXT, raw TEXT, "
-                  "PRIMARY KEY (source, id))")
-        c.executemany("INSERT INTO survey_answers (source, id, kind, score, at, entity_type, entity_id) "
-                      "VALUES (?, ?, ?, ?, ?, 'contact', ?)",
-                      ((SOURCE, f"s{i}", "nps" if i % 2 else "csat",
-                        rng.randint(0, 10) if i % 2 else rng.randint(1, 5), rng.choice(stamps), i)
-                       for i in range(1, int(5e4 * scale) + 1)))
+                yield (
+                    SOURCE,
+                    f"a{i}",
+                    rng.choice(("email", "chat", "call", "meeting", "sms")),
+                    "in" if i % 2 else "out",
+                    at,
+                    i % 60 + 1,
+                    "deal",
+                    rng.randint(1, n_deals),
+                )
+
+        c.executemany(
+            "INSERT INTO activities (source, id, channel, direction, at, responsible_user_id, "
+            "entity_type, entity_id, is_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            acts(),
+        )
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS survey_answers (source TEXT NOT NULL, id TEXT NOT NULL, kind TEXT, "
+            "score REAL, at TEXT, entity_type TEXT, entity_id INTEGER, origin TEXT, raw TEXT, "
+            "PRIMARY KEY (source, id))"
+        )
+        c.executemany(
+            "INSERT INTO survey_answers (source, id, kind, score, at, entity_type, entity_id) "
+            "VALUES (?, ?, ?, ?, ?, 'contact', ?)",
+            (
+                (
+                    SOURCE,
+                    f"s{i}",
+                    "nps" if i % 2 else "csat",
+                    rng.randint(0, 10) if i % 2 else rng.randint(1, 5),
+                    rng.choice(stamps),
+                    i,
+                )
+                for i in range(1, int(5e4 * scale) + 1)
+            ),
+        )
     c.execute("ANALYZE")
     m.close()
 
@@ -96,7 +142,9 @@ def spend() -> list[Spend]:
     out = []
     for back in range(36):
         y, mo = divmod(NOW.year * 12 + NOW.month - 1 - back, 12)
-        out += [Spend(f"{y:04d}-{mo + 1:02d}-01", ch, 50_000.0 + 1000 * i, "") for i, ch in enumerate(CHANNELS)]
+        out += [
+            Spend(f"{y:04d}-{mo + 1:02d}-01", ch, 50_000.0 + 1000 * i, "") for i, ch in enumerate(CHANNELS)
+        ]
     return out
 
 
@@ -123,8 +171,14 @@ def main() -> None:
     res = metrics.compute(m, SOURCE, cfg, "RUB", TZ, now=NOW)
     t2, c2 = time.monotonic(), time.process_time()
     out = os.path.join(workdir, "bench-report.html")
-    text = report.build(m.conn, [SimpleNamespace(name=SOURCE, currency="RUB")], language="en", months=12,
-                        churn_days=cfg.churn_days, tz=TZ)
+    text = report.build(
+        m.conn,
+        [SimpleNamespace(name=SOURCE, currency="RUB")],
+        language="en",
+        months=12,
+        churn_days=cfg.churn_days,
+        tz=TZ,
+    )
     size = report.write(out, text)
     t3, c3 = time.monotonic(), time.process_time()
     m.close()
@@ -132,8 +186,10 @@ def main() -> None:
     # wall clock also counts the time other processes held the cores.
     print(f"measures: {res.rows:,} rows in {t2 - t1:.1f} s (CPU {c2 - c1:.1f} s)")
     print(f"report:   {size / 1e6:.2f} MB in {t3 - t2:.1f} s (CPU {c3 - c2:.1f} s): {out}")
-    print(f"total:    {t3 - t1:.1f} s (CPU {c3 - c1:.1f} s; target <= 30 s), report {size / 1e6:.2f} MB "
-          f"(target <= 5 MB); load average before: {load:.1f}")
+    print(
+        f"total:    {t3 - t1:.1f} s (CPU {c3 - c1:.1f} s; target <= 30 s), report {size / 1e6:.2f} MB "
+        f"(target <= 5 MB); load average before: {load:.1f}"
+    )
 
 
 if __name__ == "__main__":

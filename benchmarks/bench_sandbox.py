@@ -39,8 +39,10 @@ def main(argv=None):
     t = time.perf_counter()
     ds = generate(seed=1, size=args.size)
     gen_s = time.perf_counter() - t
-    print(f"generate {args.size} deals: {gen_s:.2f} s  (target < 30 s)  "
-          f"[{len(ds.calls)} calls, {len(ds.stage_changes)} stage changes]")
+    print(
+        f"generate {args.size} deals: {gen_s:.2f} s  (target < 30 s)  "
+        f"[{len(ds.calls)} calls, {len(ds.stage_changes)} stage changes]"
+    )
 
     with AmoSandbox(ds, limits=False) as server, requests.Session() as s:
         url = server.url + "/api/v4/leads"
@@ -48,23 +50,32 @@ def main(argv=None):
         pages = max(1, (len(ds.deals) - 500) // 250)
         # Warm-up builds the sorted index once (as the first page of a sync would).
         s.get(url, headers=h, params={"limit": 250, "order[updated_at]": "asc"}, timeout=60)
-        plain = [{"limit": 250, "page": 1 + i % pages, "with": "contacts"}
-                 for i in range(args.requests)]
+        plain = [{"limit": 250, "page": 1 + i % pages, "with": "contacts"} for i in range(args.requests)]
         med, worst = median_ms(s, url, h, plain)
-        print(f"/api/v4/leads 250 rows, id order: median {med:.1f} ms, max {worst:.1f} ms "
-              f"(target < 20 ms)")
+        print(f"/api/v4/leads 250 rows, id order: median {med:.1f} ms, max {worst:.1f} ms (target < 20 ms)")
         since = sorted(d["updated_at"] for d in ds.deals)[len(ds.deals) // 3]
-        incr = [{"limit": 250, "page": 1 + i % 20, "with": "contacts",
-                 "order[updated_at]": "asc", "filter[updated_at][from]": since}
-                for i in range(args.requests)]
+        incr = [
+            {
+                "limit": 250,
+                "page": 1 + i % 20,
+                "with": "contacts",
+                "order[updated_at]": "asc",
+                "filter[updated_at][from]": since,
+            }
+            for i in range(args.requests)
+        ]
         med, worst = median_ms(s, url, h, incr)
-        print(f"/api/v4/leads 250 rows, updated_at filter+order: median {med:.1f} ms, "
-              f"max {worst:.1f} ms (target < 20 ms)")
+        print(
+            f"/api/v4/leads 250 rows, updated_at filter+order: median {med:.1f} ms, "
+            f"max {worst:.1f} ms (target < 20 ms)"
+        )
         t = time.perf_counter()
         ds.update("deals", ds.deals[0]["id"], name="touched")
         r = s.get(url, headers=h, params={"limit": 250, "order[updated_at]": "asc"}, timeout=60)
-        print(f"first page after a write (index rebuild): "
-              f"{(time.perf_counter() - t) * 1000:.0f} ms, status {r.status_code}")
+        print(
+            f"first page after a write (index rebuild): "
+            f"{(time.perf_counter() - t) * 1000:.0f} ms, status {r.status_code}"
+        )
 
 
 if __name__ == "__main__":

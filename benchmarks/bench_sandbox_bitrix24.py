@@ -24,9 +24,22 @@ from sandbox.data import generate
 
 SELECTS = {
     "ID only (reconciliation)": ["ID"],
-    "14 columns": ["ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
-                   "CURRENCY_ID", "ASSIGNED_BY_ID", "CONTACT_ID", "COMPANY_ID", "DATE_CREATE",
-                   "DATE_MODIFY", "CLOSED", "CLOSEDATE"],
+    "14 columns": [
+        "ID",
+        "TITLE",
+        "CATEGORY_ID",
+        "STAGE_ID",
+        "STAGE_SEMANTIC_ID",
+        "OPPORTUNITY",
+        "CURRENCY_ID",
+        "ASSIGNED_BY_ID",
+        "CONTACT_ID",
+        "COMPANY_ID",
+        "DATE_CREATE",
+        "DATE_MODIFY",
+        "CLOSED",
+        "CLOSEDATE",
+    ],
     "* + UF_* (the sync's select)": ["*", "UF_*"],
 }
 
@@ -37,9 +50,13 @@ def _sel(select: list[str]) -> str:
 
 def batch_body(first_ids: list[int], select: list[str]) -> dict:
     """50 windows of 50 deals each, the shape an ID-window full load sends."""
-    return {"halt": 0, "cmd": {
-        f"c{i}": f"crm.deal.list?order[ID]=ASC&filter[%3EID]={lo}&{_sel(select)}&start=-1"
-        for i, lo in enumerate(first_ids)}}
+    return {
+        "halt": 0,
+        "cmd": {
+            f"c{i}": f"crm.deal.list?order[ID]=ASC&filter[%3EID]={lo}&{_sel(select)}&start=-1"
+            for i, lo in enumerate(first_ids)
+        },
+    }
 
 
 def sync_body(first_id: int) -> dict:
@@ -47,10 +64,13 @@ def sync_body(first_id: int) -> dict:
     cmd = {}
     for k in range(25):
         lower = first_id if k == 0 else f"$result[p{k - 1}][49][ID]"
-        cmd[f"p{k}"] = (f"crm.deal.list?select[0]=%2A&select[1]=UF_%2A&filter[%3EID]={lower}"
-                        f"&order[ID]=ASC&start=-1")
-        cmd[f"q{k}"] = (f"crm.item.list?entityTypeId=2&select[0]=id&select[1]=contactIds"
-                        f"&filter[%3Eid]={lower}&order[id]=ASC&start=-1")
+        cmd[f"p{k}"] = (
+            f"crm.deal.list?select[0]=%2A&select[1]=UF_%2A&filter[%3EID]={lower}&order[ID]=ASC&start=-1"
+        )
+        cmd[f"q{k}"] = (
+            f"crm.item.list?entityTypeId=2&select[0]=id&select[1]=contactIds"
+            f"&filter[%3Eid]={lower}&order[id]=ASC&start=-1"
+        )
     return {"halt": 0, "cmd": cmd}
 
 
@@ -62,8 +82,10 @@ def measure(s: requests.Session, url: str, bodies: list[dict], warmup: int = 3):
         dt = time.perf_counter() - t0
         data = r.json()
         res = data["result"]["result"]
-        rows = sum(len(v) if isinstance(v, list) else len(v.get("items", ()))
-                   for v in (res.values() if isinstance(res, dict) else res))
+        rows = sum(
+            len(v) if isinstance(v, list) else len(v.get("items", ()))
+            for v in (res.values() if isinstance(res, dict) else res)
+        )
         if i >= warmup:  # the first requests warm up the connection and the code paths
             wall.append(dt * 1000)
             server.append(data["time"]["duration"] * 1000)
@@ -72,10 +94,12 @@ def measure(s: requests.Session, url: str, bodies: list[dict], warmup: int = 3):
 
 def report(label: str, wall: list[float], server: list[float], rows: int) -> None:
     med = statistics.median(wall)
-    print(f"{label:44s} rows/batch={rows:5d}  round trip median {med:6.1f} ms "
-          f"(p90 {sorted(wall)[max(0, int(len(wall) * 0.9) - 1)]:6.1f})  "
-          f"server time median {statistics.median(server):6.1f} ms  "
-          f"[{'OK' if med < 20 else 'over'} vs 20 ms target]")
+    print(
+        f"{label:44s} rows/batch={rows:5d}  round trip median {med:6.1f} ms "
+        f"(p90 {sorted(wall)[max(0, int(len(wall) * 0.9) - 1)]:6.1f})  "
+        f"server time median {statistics.median(server):6.1f} ms  "
+        f"[{'OK' if med < 20 else 'over'} vs 20 ms target]"
+    )
 
 
 def main() -> None:

@@ -18,14 +18,17 @@ from rich.logging import RichHandler
 from adapters.redact import RedactingFilter, redact
 from adapters.times import FORMAT
 
-_console: Console | None = None   # the terminal console, when log lines are drawn on one
+_console: Console | None = None  # the terminal console, when log lines are drawn on one
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": time.strftime(FORMAT, time.gmtime(record.created)),
-               "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
+        out = {
+            "ts": time.strftime(FORMAT, time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         out.update(getattr(record, "fields", {}) or {})
         if record.exc_info:
             out["exc"] = redact(self.formatException(record.exc_info))
@@ -44,8 +47,11 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
     handler = _terminal_handler(_console) if _console is not None else logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     if _console is None:
-        handler.setFormatter(JsonFormatter() if fmt == "json" else
-                             logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            JsonFormatter()
+            if fmt == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        )
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -57,7 +63,13 @@ def setup(fmt: str = "text", verbose: bool = False) -> None:
 
 def _terminal_handler(out: Console) -> logging.Handler:
     """rich's handler: time, level, message; no markup read from messages, no source paths."""
-    handler = RichHandler(console=out, show_path=False, markup=False, rich_tracebacks=False,
-                          log_time_format="%H:%M:%S", keywords=[])
+    handler = RichHandler(
+        console=out,
+        show_path=False,
+        markup=False,
+        rich_tracebacks=False,
+        log_time_format="%H:%M:%S",
+        keywords=[],
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler

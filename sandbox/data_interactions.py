@@ -23,8 +23,12 @@ from sandbox.data_store import ID_BASE, Dataset
 SOURCES = ["website", "referral", "cold call", "exhibition", "advert"]
 UTM_SOURCES = ["google", "Yandex", " yandex ", "facebook", "Newsletter", "vk"]
 CHANNELS = (("email", 0.35), ("chat", 0.65), ("sms", 0.8), ("meeting", 1.0))
-SUBJECTS = {"email": "Re: your order", "chat": "Chat with the client", "sms": "Reminder",
-            "meeting": "Meeting at the office"}
+SUBJECTS = {
+    "email": "Re: your order",
+    "chat": "Chat with the client",
+    "sms": "Reminder",
+    "meeting": "Meeting at the office",
+}
 
 
 class Interactions:
@@ -65,13 +69,22 @@ class Interactions:
             lo = e["created_at"]
             at = lo + int(r.random() * max(0, self.end - lo))
             updated = min(self.end, at + r.randrange(0, 3600))
-            rows.append({"id": 0, "channel": channel, "direction": direction, "at": at,
-                         "updated_at": updated, "responsible_user_id": e["responsible_user_id"],
-                         "entity_type": et, "entity_id": e["id"], "subject": SUBJECTS[channel],
-                         "is_deleted": int(r.random() < 0.02)})
+            rows.append(
+                {
+                    "id": 0,
+                    "channel": channel,
+                    "direction": direction,
+                    "at": at,
+                    "updated_at": updated,
+                    "responsible_user_id": e["responsible_user_id"],
+                    "entity_type": et,
+                    "entity_id": e["id"],
+                    "subject": SUBJECTS[channel],
+                    "is_deleted": int(r.random() < 0.02),
+                }
+            )
         self.ds.activities = rows
-        timeline = [(c["started_at"], 0, c) for c in self.ds.calls] + [
-            (a["at"], 1, a) for a in rows]
+        timeline = [(c["started_at"], 0, c) for c in self.ds.calls] + [(a["at"], 1, a) for a in rows]
         timeline.sort(key=lambda t: t[:2])
         for i, (_, is_activity, row) in enumerate(timeline, 1):
             row["id" if is_activity else "activity_id"] = ID_BASE["activities"] + i
@@ -83,12 +96,22 @@ class Interactions:
             answered = c["status"] == "answered"
             c["vote"] = r.randint(1, 5) if answered and r.random() < 0.2 else None
         for _ in range(max(3, round(0.05 * self.size))):
-            et, e = ("contact", r.choice(self.ds.contacts)) if r.random() < 0.7 else (
-                "deal", r.choice(self.ds.deals))
+            et, e = (
+                ("contact", r.choice(self.ds.contacts))
+                if r.random() < 0.7
+                else ("deal", r.choice(self.ds.deals))
+            )
             lo = e["created_at"]
-            rows.append({"id": 0, "kind": "nps", "score": r.choice(range(11)),
-                         "at": lo + int(r.random() * max(0, self.end - lo)),
-                         "entity_type": et, "entity_id": e["id"]})
+            rows.append(
+                {
+                    "id": 0,
+                    "kind": "nps",
+                    "score": r.choice(range(11)),
+                    "at": lo + int(r.random() * max(0, self.end - lo)),
+                    "entity_type": et,
+                    "entity_id": e["id"],
+                }
+            )
         rows.sort(key=lambda row: row["at"])
         for i, row in enumerate(rows, 1):
             row["id"] = ID_BASE["surveys"] + i

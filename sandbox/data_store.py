@@ -16,14 +16,37 @@ import time
 
 __all__ = ["Dataset", "ENTITIES", "ID_BASE", "LEAD_STATUS"]
 
-ENTITIES = ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
-            "calls", "stage_changes", "events", "activities", "surveys")
+ENTITIES = (
+    "users",
+    "pipelines",
+    "companies",
+    "contacts",
+    "deals",
+    "leads",
+    "tasks",
+    "calls",
+    "stage_changes",
+    "events",
+    "activities",
+    "surveys",
+)
 
 # Distinct id ranges per entity, so a test that mixes up a contact id with a deal id fails
 # instead of silently joining the wrong rows.
-ID_BASE = {"users": 100, "pipelines": 10, "companies": 20_000, "contacts": 300_000,
-           "deals": 1_000_000, "leads": 5_000_000, "tasks": 6_000_000, "calls": 7_000_000,
-           "stage_changes": 0, "events": 0, "activities": 30_000_000, "surveys": 40_000_000}
+ID_BASE = {
+    "users": 100,
+    "pipelines": 10,
+    "companies": 20_000,
+    "contacts": 300_000,
+    "deals": 1_000_000,
+    "leads": 5_000_000,
+    "tasks": 6_000_000,
+    "calls": 7_000_000,
+    "stage_changes": 0,
+    "events": 0,
+    "activities": 30_000_000,
+    "surveys": 40_000_000,
+}
 STAGE_ID_BASE = 1000
 FIELD_ID_BASE = 900_000
 
@@ -61,7 +84,7 @@ class Dataset:
         for name in ENTITIES:
             setattr(self, name, [])
         self.fields: dict[str, list[dict]] = {"contact": [], "company": []}
-        self.version = 0                     # bumped on every mutation
+        self.version = 0  # bumped on every mutation
         self.versions = {name: 0 for name in ENTITIES}
         self._index: dict[str, dict[int, dict]] = {}
         self._stages: dict[int, tuple[dict, dict]] = {}
@@ -142,9 +165,16 @@ class Dataset:
 
     def _move_deal(self, row: dict, stage_id: int, t: int) -> None:
         pipeline, stage = self.stage(stage_id)
-        self._append("stage_changes", {
-            "deal_id": row["id"], "pipeline_id": pipeline["id"], "stage_id": stage_id,
-            "previous_stage_id": row.get("stage_id"), "changed_at": t})
+        self._append(
+            "stage_changes",
+            {
+                "deal_id": row["id"],
+                "pipeline_id": pipeline["id"],
+                "stage_id": stage_id,
+                "previous_stage_id": row.get("stage_id"),
+                "changed_at": t,
+            },
+        )
         row["pipeline_id"] = pipeline["id"]
         row["stage_id"] = stage_id
         row["status"] = stage["semantics"]
@@ -153,7 +183,7 @@ class Dataset:
     def _append(self, name: str, row: dict) -> dict:
         rows = getattr(self, name)
         row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
-        if name in ("calls", "activities"):   # one activity id sequence (data_interactions)
+        if name in ("calls", "activities"):  # one activity id sequence (data_interactions)
             row["activity_id" if name == "calls" else "id"] = self._next_activity_id()
         rows.append(row)
         self.by_id(name)[row["id"]] = row
@@ -161,8 +191,11 @@ class Dataset:
         return row
 
     def _next_activity_id(self) -> int:
-        last = max([ID_BASE["activities"]] + [a["id"] for a in self.activities[-1:]]
-                   + [c.get("activity_id") or 0 for c in self.calls[-1:]])
+        last = max(
+            [ID_BASE["activities"]]
+            + [a["id"] for a in self.activities[-1:]]
+            + [c.get("activity_id") or 0 for c in self.calls[-1:]]
+        )
         return last + 1
 
     def add(self, entity: str, **fields) -> dict:
@@ -200,9 +233,16 @@ class Dataset:
             row["is_deleted"] = flag
             row["updated_at"] = t
             self._bump(name)
-            if name != "activities":   # an interaction just leaves the lists; no CRM event says so
-                self._append("events", {"type": "deleted" if flag else "restored",
-                                        "entity": _singular(name), "entity_id": id, "at": t})
+            if name != "activities":  # an interaction just leaves the lists; no CRM event says so
+                self._append(
+                    "events",
+                    {
+                        "type": "deleted" if flag else "restored",
+                        "entity": _singular(name),
+                        "entity_id": id,
+                        "at": t,
+                    },
+                )
         self._told("delete" if flag else "add", name, id)
         return row
 
@@ -216,8 +256,9 @@ class Dataset:
             t = self.tick()
             away["is_deleted"], away["updated_at"], into["updated_at"] = 1, t, t
             self._bump(name)
-            self._append("events", {"type": "merged", "entity": _singular(name),
-                                    "entity_id": away_id, "at": t})
+            self._append(
+                "events", {"type": "merged", "entity": _singular(name), "entity_id": away_id, "at": t}
+            )
             self._relink(name, away_id, into_id, t)
         self._told("delete", name, away_id)
         self._told("update", name, into_id)
@@ -238,13 +279,17 @@ class Dataset:
                         row["company_id"], row["updated_at"] = into_id, t
                 self._bump(table)
 
-    def add_field(self, entity_type: str, name: str, type: str, code: str | None = None,
-                  **extra) -> dict:
+    def add_field(self, entity_type: str, name: str, type: str, code: str | None = None, **extra) -> dict:
         """Define a custom field on contacts or companies; returns {id, name, code, type}."""
         with self.lock:
             all_ids = [f["id"] for fs in self.fields.values() for f in fs]
-            f = {"id": max(all_ids, default=FIELD_ID_BASE) + 1, "name": name, "code": code,
-                 "type": type, **extra}
+            f = {
+                "id": max(all_ids, default=FIELD_ID_BASE) + 1,
+                "name": name,
+                "code": code,
+                "type": type,
+                **extra,
+            }
             self.fields[_singular(entity_type)].append(f)
             self.version += 1
             return f
@@ -295,36 +340,93 @@ def _defaults(ds: Dataset, name: str, t: int) -> dict:
     if name == "companies":
         return {**base, "name": "New company", "responsible_user_id": uid, "custom": {}}
     if name == "contacts":
-        return {**base, "name": "New contact", "first_name": "New", "last_name": "contact",
-                "phone": None, "email": None, "company_id": None, "responsible_user_id": uid,
-                "custom": {}}
+        return {
+            **base,
+            "name": "New contact",
+            "first_name": "New",
+            "last_name": "contact",
+            "phone": None,
+            "email": None,
+            "company_id": None,
+            "responsible_user_id": uid,
+            "custom": {},
+        }
     if name == "deals":
-        return {**base, "name": "New deal", "pipeline_id": None, "stage_id": None,
-                "status": "open", "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
-                "contact_ids": [], "company_id": None, "closed_at": None,
-                "source": None, "utm_source": None}
+        return {
+            **base,
+            "name": "New deal",
+            "pipeline_id": None,
+            "stage_id": None,
+            "status": "open",
+            "amount": 0.0,
+            "currency": "RUB",
+            "responsible_user_id": uid,
+            "contact_ids": [],
+            "company_id": None,
+            "closed_at": None,
+            "source": None,
+            "utm_source": None,
+        }
     if name == "leads":
-        return {**base, "title": "New lead", "status_code": "NEW", "status": "open",
-                "amount": 0.0, "currency": "RUB", "responsible_user_id": uid,
-                "contact_id": None, "company_id": None, "closed_at": None,
-                "source": None, "utm_source": None}
+        return {
+            **base,
+            "title": "New lead",
+            "status_code": "NEW",
+            "status": "open",
+            "amount": 0.0,
+            "currency": "RUB",
+            "responsible_user_id": uid,
+            "contact_id": None,
+            "company_id": None,
+            "closed_at": None,
+            "source": None,
+            "utm_source": None,
+        }
     if name == "tasks":
-        return {**base, "text": "New task", "responsible_user_id": uid, "entity_type": None,
-                "entity_id": None, "is_completed": False, "due_at": t + DAY,
-                "completed_at": None}
+        return {
+            **base,
+            "text": "New task",
+            "responsible_user_id": uid,
+            "entity_type": None,
+            "entity_id": None,
+            "is_completed": False,
+            "due_at": t + DAY,
+            "completed_at": None,
+        }
     if name == "calls":
-        return {"direction": "out", "status": "answered", "duration_s": 60, "started_at": t,
-                "responsible_user_id": uid, "entity_type": None, "entity_id": None,
-                "phone": None, "vote": None}
+        return {
+            "direction": "out",
+            "status": "answered",
+            "duration_s": 60,
+            "started_at": t,
+            "responsible_user_id": uid,
+            "entity_type": None,
+            "entity_id": None,
+            "phone": None,
+            "vote": None,
+        }
     if name == "activities":
-        return {"channel": "email", "direction": "in", "at": t, "updated_at": t,
-                "responsible_user_id": uid, "entity_type": None, "entity_id": None,
-                "subject": "New message", "is_deleted": 0}
+        return {
+            "channel": "email",
+            "direction": "in",
+            "at": t,
+            "updated_at": t,
+            "responsible_user_id": uid,
+            "entity_type": None,
+            "entity_id": None,
+            "subject": "New message",
+            "is_deleted": 0,
+        }
     if name == "surveys":
         return {"kind": "nps", "score": 10, "at": t, "entity_type": None, "entity_id": None}
     if name == "events":
         return {"type": "deleted", "entity": "deal", "entity_id": None, "at": t}
     if name == "stage_changes":
-        return {"deal_id": None, "pipeline_id": None, "stage_id": None,
-                "previous_stage_id": None, "changed_at": t}
+        return {
+            "deal_id": None,
+            "pipeline_id": None,
+            "stage_id": None,
+            "previous_stage_id": None,
+            "changed_at": t,
+        }
     raise KeyError(f"cannot add to {name!r}")

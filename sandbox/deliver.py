@@ -41,7 +41,7 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):   # a 3xx answer is the delivery's end
+    def redirect_request(self, *args, **kwargs):  # a 3xx answer is the delivery's end
         return None
 
 
@@ -137,8 +137,7 @@ class Deliverer:
     # ---- the worker ----------------------------------------------------------------------
     def _start_locked(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="sandbox-deliverer",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="sandbox-deliverer", daemon=True)
             self._thread.start()
         self._cond.notify_all()
 
@@ -168,27 +167,39 @@ class Deliverer:
 
     def _post(self, url: str, pairs: list, forged: bool) -> dict:
         entry = self._entry(url, pairs, forged=forged)
-        request = urllib.request.Request(url, data=entry["body"].encode(), method="POST",
-                                         headers={"Content-Type": FORM})
+        request = urllib.request.Request(
+            url, data=entry["body"].encode(), method="POST", headers={"Content-Type": FORM}
+        )
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
                 response.read()
                 entry["status"] = response.status
-        except urllib.error.HTTPError as err:       # an answer outside 2xx (3xx included)
+        except urllib.error.HTTPError as err:  # an answer outside 2xx (3xx included)
             entry["status"] = err.code
             err.close()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            entry["error"] = "timed out" if isinstance(reason, TimeoutError) or \
-                "timed out" in str(reason) else f"no answer: {reason}"[:120]
+            entry["error"] = (
+                "timed out"
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason)
+                else f"no answer: {reason}"[:120]
+            )
         entry["ok"] = entry["status"] is not None and 100 <= entry["status"] < 300
         return entry
 
     @staticmethod
     def _entry(url: str, pairs: list, *, dropped: bool = False, forged: bool = False) -> dict:
-        return {"url": url, "pairs": list(pairs), "body": urlencode(pairs), "status": None,
-                "ok": False, "error": "dropped" if dropped else None, "dropped": dropped,
-                "forged": forged, "at": time.time()}
+        return {
+            "url": url,
+            "pairs": list(pairs),
+            "body": urlencode(pairs),
+            "status": None,
+            "ok": False,
+            "error": "dropped" if dropped else None,
+            "dropped": dropped,
+            "forged": forged,
+            "at": time.time(),
+        }
 
     def _log_locked(self, entry: dict) -> None:
         self.sent.append(entry)

@@ -47,8 +47,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket",
-           "FAULT_KINDS"]
+__all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket", "FAULT_KINDS"]
 
 FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html", "limit")
 # Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS in the ancillary data: a struct timespec); Python's
@@ -59,14 +58,15 @@ SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
 @dataclass
 class Request:
     """One incoming request, parsed once."""
+
     method: str
     path: str
     query: str
-    pairs: list[tuple[str, str]]    # query pairs in order, repeats kept
-    headers: dict[str, str]         # header names lower-cased
+    pairs: list[tuple[str, str]]  # query pairs in order, repeats kept
+    headers: dict[str, str]  # header names lower-cased
     body: bytes = b""
-    client: str = "127.0.0.1"       # the peer's address
-    arrived: float | None = None    # when its first bytes reached this host (module doc)
+    client: str = "127.0.0.1"  # the peer's address
+    arrived: float | None = None  # when its first bytes reached this host (module doc)
 
     @property
     def params(self) -> dict:
@@ -97,8 +97,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, obj, status: int = 200, content_type: str = "application/json",
-             headers: dict | None = None) -> "Response":
+    def json(
+        cls, obj, status: int = 200, content_type: str = "application/json", headers: dict | None = None
+    ) -> "Response":
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         return cls(status, body, content_type, headers or {})
 
@@ -116,7 +117,7 @@ class SlidingWindow:
 
     def __init__(self, rate: float, window: float = 1.0, clock=time.monotonic):
         self.rate, self.window, self.clock = rate, window, clock
-        self._times: list[float] = []      # sorted
+        self._times: list[float] = []  # sorted
         self._lock = threading.Lock()
 
     def allow(self, at: float | None = None) -> bool:
@@ -124,11 +125,11 @@ class SlidingWindow:
             now = self.clock()
             t = now if at is None else min(at, now)
             # an event that came in late can still share a window with ones 2 windows back
-            del self._times[:bisect.bisect_right(self._times, now - 2 * self.window)]
+            del self._times[: bisect.bisect_right(self._times, now - 2 * self.window)]
             times = self._times[:]
             bisect.insort(times, t)
             # the fullest window holding t ends at t or at a later event less than a window on
-            for end in times[bisect.bisect_left(times, t):bisect.bisect_left(times, t + self.window)]:
+            for end in times[bisect.bisect_left(times, t) : bisect.bisect_left(times, t + self.window)]:
                 held = bisect.bisect_right(times, end) - bisect.bisect_right(times, end - self.window)
                 if held > self.rate:
                     return False
@@ -157,12 +158,12 @@ class LeakyBucket:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"       # keep-alive: clients reuse connections like in prod
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections like in prod
     arrived: float | None = None
 
     def setup(self):
         super().setup()
-        self.stamped = False     # the listening socket asked for stamps (_Server.server_bind)
+        self.stamped = False  # the listening socket asked for stamps (_Server.server_bind)
         if SO_TIMESTAMPNS is not None and not isinstance(self.connection, ssl.SSLSocket):
             try:
                 self.stamped = bool(self.connection.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS))
@@ -181,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
 
-    def log_message(self, *args):       # keep test output quiet
+    def log_message(self, *args):  # keep test output quiet
         pass
 
 
@@ -218,12 +219,21 @@ class _Server(ThreadingHTTPServer):
 class SandboxServer:
     """Base class: start()/stop()/context manager, `url`, `request_log`, knobs."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0,
-                 fault_rate: float = 0.0, faults=("500",), seed: int = 1,
-                 timeout_hold_s: float = 0.0, https: bool = False):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0,
+        fault_rate: float = 0.0,
+        faults=("500",),
+        seed: int = 1,
+        timeout_hold_s: float = 0.0,
+        https: bool = False,
+    ):
         self.host, self.port = host, port
         self.https = https
-        self.cert_path: str | None = None       # with https: pass as `verify=` to requests
+        self.cert_path: str | None = None  # with https: pass as `verify=` to requests
         self.latency_ms = latency_ms
         self.fault_rate = fault_rate
         self.faults = tuple(faults)
@@ -244,8 +254,12 @@ class SandboxServer:
         self._wrap_socket(httpd)
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"{type(self).__name__}:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{type(self).__name__}:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -256,11 +270,31 @@ class SandboxServer:
         import ssl
         import subprocess
         import tempfile
+
         d = tempfile.mkdtemp(prefix="sandbox-tls-")
         cert, key = f"{d}/cert.pem", f"{d}/key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+            ],
+            check=True,
+            capture_output=True,
+        )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
@@ -321,17 +355,30 @@ class SandboxServer:
 
     def _log(self, req: Request, status: int | None, fault: str | None) -> None:
         with self._log_lock:
-            self.request_log.append({"method": req.method, "path": req.path,
-                                     "params": req.params, "status": status,
-                                     "fault": fault, "at": time.time()})
+            self.request_log.append(
+                {
+                    "method": req.method,
+                    "path": req.path,
+                    "params": req.params,
+                    "status": status,
+                    "fault": fault,
+                    "at": time.time(),
+                }
+            )
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
         n = int(h.headers.get("Content-Length") or 0)
-        req = Request(h.command, parts.path, parts.query,
-                      parse_qsl(parts.query, keep_blank_values=True),
-                      {k.lower(): v for k, v in h.headers.items()},
-                      h.rfile.read(n) if n else b"", h.client_address[0], h.arrived)
+        req = Request(
+            h.command,
+            parts.path,
+            parts.query,
+            parse_qsl(parts.query, keep_blank_values=True),
+            {k.lower(): v for k, v in h.headers.items()},
+            h.rfile.read(n) if n else b"",
+            h.client_address[0],
+            h.arrived,
+        )
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         fault = self._pick_fault()
@@ -346,19 +393,23 @@ class SandboxServer:
         elif fault == "limit":
             resp = self.limit_response()
         elif fault == "badjson":
-            resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
-                            "application/json")
+            resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "application/json")
         elif fault == "html":
-            resp = Response(200, b"<!DOCTYPE html><html><head><title>Sign in to the network"
-                                 b"</title></head><body><form></form></body></html>", "text/html")
+            resp = Response(
+                200,
+                b"<!DOCTYPE html><html><head><title>Sign in to the network"
+                b"</title></head><body><form></form></body></html>",
+                "text/html",
+            )
         else:
             try:
                 resp = self.handle(req)
-            except Exception as exc:    # a sandbox bug must not hang the client
+            except Exception as exc:  # a sandbox bug must not hang the client
                 resp = Response.json({"error": "sandbox error", "detail": type(exc).__name__}, 500)
             if fault == "truncated" and resp.body:
-                resp = Response(resp.status, resp.body[: len(resp.body) // 2],
-                                resp.content_type, resp.headers)
+                resp = Response(
+                    resp.status, resp.body[: len(resp.body) // 2], resp.content_type, resp.headers
+                )
         self._log(req, resp.status, fault)
         self._send(h, resp)
 
@@ -366,8 +417,8 @@ class SandboxServer:
     def _send(h: BaseHTTPRequestHandler, resp: Response) -> None:
         try:
             SandboxServer._write(h, resp)
-        except (BrokenPipeError, ConnectionResetError):    # the client died or gave up: as a server
-            h.close_connection = True                       # would, drop it without a traceback
+        except (BrokenPipeError, ConnectionResetError):  # the client died or gave up: as a server
+            h.close_connection = True  # would, drop it without a traceback
 
     @staticmethod
     def _write(h: BaseHTTPRequestHandler, resp: Response) -> None:

@@ -19,8 +19,8 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Kind:
-    entity: str                         # Bitrix24: deal, lead, contact, ...; amoCRM: leads, notes, ...
-    change: Callable[[dict], object]    # the rendered item -> what is served instead
+    entity: str  # Bitrix24: deal, lead, contact, ...; amoCRM: leads, notes, ...
+    change: Callable[[dict], object]  # the rendered item -> what is served instead
     what: str
 
 
@@ -33,15 +33,15 @@ def _respell(key: str, spell: Callable[[float], str]) -> Callable[[dict], dict]:
     return lambda r: {**r, key: spell(float(r[key]))} if r.get(key) is not None else r
 
 
-def rub_comma(x: float) -> str:          # "12,50 руб"
+def rub_comma(x: float) -> str:  # "12,50 руб"
     return f"{x:.2f}".replace(".", ",") + " руб"
 
 
-def spaced(x: float) -> str:             # "1 234,50"
+def spaced(x: float) -> str:  # "1 234,50"
     return f"{x:,.2f}".replace(",", " ").replace(".", ",")
 
 
-def grouped(x: float) -> str:            # "1,234.50"
+def grouped(x: float) -> str:  # "1,234.50"
     return f"{x:,.2f}"
 
 
@@ -58,6 +58,7 @@ def _nested(path: tuple[str, ...], value) -> Callable[[dict], dict]:
             inner = inner[key]
         inner[path[-1]] = value
         return out
+
     return change
 
 
@@ -86,13 +87,17 @@ BITRIX24: dict[str, Kind] = {
     "reference_junk": Kind("deal", _set("ASSIGNED_BY_ID", "bob"), "a user id that is a name"),
     "title_object": Kind("company", _set("TITLE", {"ru": "ООО Ромашка"}), "an object where text is"),
     "not_an_object": Kind("contact", lambda r: "<br>garbage", "a string where an item is"),
-    "contact_ids_dict": Kind("deal", lambda r: ({**r, "contactIds": {"0": 5}} if "contactIds" in r
-                                                else r), "PHP array as an object (crm.item.list)"),
+    "contact_ids_dict": Kind(
+        "deal",
+        lambda r: {**r, "contactIds": {"0": 5}} if "contactIds" in r else r,
+        "PHP array as an object (crm.item.list)",
+    ),
     "deadline_junk": Kind("task", _set("deadline", "soon"), "a task deadline that is a word"),
     "responsible_junk": Kind("task", _set("responsibleId", {"id": "1"}), "an object where an id is"),
     "duration_unit": Kind("call", _set("CALL_DURATION", "12 мин"), "a duration with a unit"),
-    "history_no_stage": Kind("stagehistory_deal", _only("ID", "OWNER_ID", "TYPE_ID"),
-                             "a stage change without its stage"),
+    "history_no_stage": Kind(
+        "stagehistory_deal", _only("ID", "OWNER_ID", "TYPE_ID"), "a stage change without its stage"
+    ),
 }
 
 AMOCRM: dict[str, Kind] = {
@@ -104,23 +109,29 @@ AMOCRM: dict[str, Kind] = {
     "price_nan": Kind("leads", _set("price", float("nan")), "NaN"),
     "price_object": Kind("leads", _set("price", {"value": 5}), "an object where a number is"),
     "date_junk": Kind("leads", _set("created_at", "yesterday"), "a word where unix seconds are"),
-    "date_overflow": Kind("contacts", _set("created_at", 10 ** 20), "seconds past year 9999"),
+    "date_overflow": Kind("contacts", _set("created_at", 10**20), "seconds past year 9999"),
     "only_id": Kind("leads", _only("id", "updated_at"), "a lead carrying only its id and time"),
     "unknown_stage": Kind("leads", _set("status_id", 999999), "a status its pipeline lacks"),
     "stage_text": Kind("leads", _set("status_id", "won"), "a status that is a word"),
     "id_junk": Kind("companies", _set("id", "abc"), "an id that is not a number"),
-    "id_huge": Kind("leads", _set("id", 10 ** 20), "an id past 64-bit integers"),
+    "id_huge": Kind("leads", _set("id", 10**20), "an id past 64-bit integers"),
     "id_negative": Kind("contacts", _set("id", -7), "a negative id"),
     "reference_junk": Kind("leads", _set("responsible_user_id", "bob"), "a user id that is a name"),
     "name_object": Kind("companies", _set("name", {"ru": "ООО Ромашка"}), "an object where text is"),
     "not_an_object": Kind("contacts", lambda r: "<br>garbage", "a string where an item is"),
-    "contacts_php_dict": Kind("leads", lambda r: _nested(("_embedded", "contacts"), {
-        str(i): c for i, c in enumerate((r.get("_embedded") or {}).get("contacts") or [{"id": 1}])})(r),
-        "a PHP array serialised as an object where a list is"),
+    "contacts_php_dict": Kind(
+        "leads",
+        lambda r: _nested(
+            ("_embedded", "contacts"),
+            {str(i): c for i, c in enumerate((r.get("_embedded") or {}).get("contacts") or [{"id": 1}])},
+        )(r),
+        "a PHP array serialised as an object where a list is",
+    ),
     "due_junk": Kind("tasks", _set("complete_till", "tomorrow"), "a word where unix seconds are"),
     "params_string": Kind("notes", _set("params", "duration=5"), "a string where an object is"),
-    "duration_unit": Kind("notes", lambda r: _nested(("params", "duration"), "5 min")(r),
-                          "a duration with a unit"),
+    "duration_unit": Kind(
+        "notes", lambda r: _nested(("params", "duration"), "5 min")(r), "a duration with a unit"
+    ),
     "entity_junk": Kind("notes", _set("entity_id", "lead-5"), "a card id that is text"),
 }
 
@@ -149,7 +160,7 @@ class Malformer:
         """The item as served: changed when a kind was chosen for it."""
         try:
             k = self.chosen.get((entity, int(item_id)))
-        except (TypeError, ValueError):    # amoCRM event ids are text: never chosen
+        except (TypeError, ValueError):  # amoCRM event ids are text: never chosen
             return item
         return k.change(item) if k else item
 

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
@@ -30,14 +37,18 @@ def chromium() -> str:
 @dataclass
 class Page:
     dom: str
-    console: list[str]          # console messages Chromium logged (errors included)
+    console: list[str]  # console messages Chromium logged (errors included)
     screenshot: Path
 
 
 def _run(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def open_page(html_file: Path, shot_name: str, width: int = 1200, height: int = 4000) -> Page:
@@ -101,7 +112,7 @@ def check_report(html_file: Path, metrics: dict, shot_name: str, language: str =
     cells = page_numbers(page.dom)
     assert cells
     for key, value, text in cells:
-        assert key in metrics or value is None, key          # an empty cell may have no row
+        assert key in metrics or value is None, key  # an empty cell may have no row
         want = metrics.get(key)
         assert value == want, (key, value, want)
         assert text == fmt(want, language), (key, text)

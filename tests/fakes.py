@@ -24,7 +24,7 @@ class FakeAdapter(FieldWriter):
         self.requests = 0
         self.fields = {"contact": list(fields or []), "company": []}
         self.reject = set(reject)
-        self.keep_cards = keep_cards      # off for benchmarks: no copy of every value sent
+        self.keep_cards = keep_cards  # off for benchmarks: no copy of every value sent
         self.batches: list[tuple[str, list]] = []
         self.cards: dict[tuple[str, int], dict] = {}
         self.fail_with: Exception | None = None

@@ -47,14 +47,28 @@ def redis_url():
     if not binary:
         _missing("no redis-server (apt-get install redis-server) and no CRM_TEST_REDIS_URL")
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     try:
         deadline = time.monotonic() + 10
-        while True:   # wait for it to listen
+        while True:  # wait for it to listen
             try:
                 client.ping()
                 break
@@ -77,6 +91,7 @@ def redis_url():
 @pytest.fixture
 def redis_client(redis_url):
     import redis
+
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()

@@ -50,7 +50,7 @@ from adapters.values import to_int
 
 log = logging.getLogger(__name__)
 
-READ_BACK = ("deals", "contacts", "companies", "tasks")   # tables a webhook names
+READ_BACK = ("deals", "contacts", "companies", "tasks")  # tables a webhook names
 
 
 class AmoCrmAdapter(Adapter):
@@ -73,10 +73,15 @@ class AmoCrmAdapter(Adapter):
         with self._account_lock:
             if self._account is None:
                 _, data = self.client.send("GET", "/api/v4/account", what="account")
-                if not (isinstance(data, dict) and to_int(data.get("id")) is not None
-                        and isinstance(data.get("subdomain"), str) and data["subdomain"]):
-                    raise StreamError(f"amoCRM source '{self.source}': account: the answer "
-                                      f"has no id or subdomain")
+                if not (
+                    isinstance(data, dict)
+                    and to_int(data.get("id")) is not None
+                    and isinstance(data.get("subdomain"), str)
+                    and data["subdomain"]
+                ):
+                    raise StreamError(
+                        f"amoCRM source '{self.source}': account: the answer has no id or subdomain"
+                    )
                 self._account = data
             return self._account
 
@@ -84,18 +89,20 @@ class AmoCrmAdapter(Adapter):
         _, data = self.client.send("GET", "/api/v4/account", what="account check")
         if not isinstance(data, dict):
             raise StreamError(f"amoCRM source '{self.source}': account check: empty answer")
-        return (f"amoCRM account '{data.get('name')}' (subdomain {data.get('subdomain')}, "
-                f"id {data.get('id')})")
+        return f"amoCRM account '{data.get('name')}' (subdomain {data.get('subdomain')}, id {data.get('id')})"
 
     def api_filter_enabled(self) -> bool:
         """Whether list filters work on this account (checked once per adapter)."""
         if self._api_filter is None:
-            _, data = self.client.send("GET", "/api/v4/account",
-                                       params=[("with", "is_api_filter_enabled")],
-                                       what="account check")
+            _, data = self.client.send(
+                "GET", "/api/v4/account", params=[("with", "is_api_filter_enabled")], what="account check"
+            )
             self._api_filter = bool(isinstance(data, dict) and data.get("is_api_filter_enabled"))
-            log.info("amoCRM source '%s': API filtering %s", self.source,
-                     "enabled" if self._api_filter else "not enabled; paging newest-first")
+            log.info(
+                "amoCRM source '%s': API filtering %s",
+                self.source,
+                "enabled" if self._api_filter else "not enabled; paging newest-first",
+            )
         return self._api_filter
 
     # -- reading (`Adapter.fetch` hands each stream to the reader of its mode) -------------
@@ -131,8 +138,11 @@ class AmoCrmAdapter(Adapter):
         ctx = Ctx(currency=self.cfg.currency)
         with closing(pages):
             for items in pages:
-                fresh = [i for i in items
-                         if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before]
+                fresh = [
+                    i
+                    for i in items
+                    if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before
+                ]
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
                     page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember)
@@ -141,8 +151,7 @@ class AmoCrmAdapter(Adapter):
                     break  # newest-first paging reached the bookmark
         yield Page(bookmark=bookmarks.dump("changes", since=iso(run), api_filter=remember))
 
-    def _keyset(self, s: Stream, params: list, start: datetime | None,
-                run: datetime) -> Iterator[list[dict]]:
+    def _keyset(self, s: Stream, params: list, start: datetime | None, run: datetime) -> Iterator[list[dict]]:
         """Pages of a stream sorted by its cursor, each overlapping the one before it and
         prefetched (`adapters.amocrm.keyset`): a card edited mid-read cannot make a row be
         skipped, and the rate limiter, not latency, sets the pace."""
@@ -151,11 +160,19 @@ class AmoCrmAdapter(Adapter):
 
         def fetch(window: list, no: int, limit: int) -> dict | None:
             return self.client.page(req, [("limit", limit), *rest, *window], no, label)
+
         lo = int(start.timestamp()) if start else None
-        yield from keyset_pages(fetch, req.sorted_by, lo, int(run.timestamp()), req.embedded,
-                                size=req.limit, workers=int(self.cfg.max_workers or 1),
-                                gap=getattr(self.client.http.limiter, "gap", 0.0),
-                                label=f"amoCRM source '{self.source}', {label} ({req.path})")
+        yield from keyset_pages(
+            fetch,
+            req.sorted_by,
+            lo,
+            int(run.timestamp()),
+            req.embedded,
+            size=req.limit,
+            workers=int(self.cfg.max_workers or 1),
+            gap=getattr(self.client.http.limiter, "gap", 0.0),
+            label=f"amoCRM source '{self.source}', {label} ({req.path})",
+        )
 
     def _overlapping(self, s: Stream, params: list) -> Iterator[list[dict]]:
         """Pages of a list in a fixed order (by id, by time, newest-first), each overlapping
@@ -166,15 +183,24 @@ class AmoCrmAdapter(Adapter):
 
         def fetch(no: int, limit: int) -> dict | None:
             return self.client.page(req, [("limit", limit), *rest], no, label)
-        pages = overlap_pages(fetch, s.cursor, req.embedded, size=req.limit,
-                              workers=int(self.cfg.max_workers or 1),
-                              gap=getattr(self.client.http.limiter, "gap", 0.0),
-                              label=f"amoCRM source '{self.source}', {label} ({req.path})")
+
+        pages = overlap_pages(
+            fetch,
+            s.cursor,
+            req.embedded,
+            size=req.limit,
+            workers=int(self.cfg.max_workers or 1),
+            gap=getattr(self.client.http.limiter, "gap", 0.0),
+            label=f"amoCRM source '{self.source}', {label} ({req.path})",
+        )
         with closing(pages):
             try:
                 for items in pages:
-                    yield sorted(items, key=lambda i: cursor_of(i, req.page_order) or 0) \
-                        if req.page_order else items
+                    yield (
+                        sorted(items, key=lambda i: cursor_of(i, req.page_order) or 0)
+                        if req.page_order
+                        else items
+                    )
             except Forbidden:
                 self._forbidden(s)
 
@@ -212,8 +238,13 @@ class AmoCrmAdapter(Adapter):
                 self._forbidden(s)
 
     def _forbidden(self, s: Stream) -> None:
-        log.warning("amoCRM source '%s': %s answered 403 (%s); %s are not mirrored",
-                    self.source, s.request.path, s.request.skip_on_403, s.name)
+        log.warning(
+            "amoCRM source '%s': %s answered 403 (%s); %s are not mirrored",
+            self.source,
+            s.request.path,
+            s.request.skip_on_403,
+            s.name,
+        )
 
     def _records(self, s: Stream, items: list[dict], ctx: Ctx) -> Page:
         """One page of items parsed in order; a later record wins (`Page.merge`). An item a row
@@ -229,16 +260,23 @@ class AmoCrmAdapter(Adapter):
         """Subscribe `url` to every lead, contact, company and task change (`HOOK_EVENTS`);
         a webhook already sending to `url` gets these settings. Needs an admin's token."""
         status, data = self.client.send(
-            "POST", "/api/v4/webhooks", json={"destination": url, "settings": list(HOOK_EVENTS)},
-            allow=(403,), what="installing the webhook")
+            "POST",
+            "/api/v4/webhooks",
+            json={"destination": url, "settings": list(HOOK_EVENTS)},
+            allow=(403,),
+            what="installing the webhook",
+        )
         if status == 403:
             raise self._not_admin("installing the webhook")
         if not isinstance(data, dict) or data.get("destination") != url:
-            raise StreamError(f"amoCRM source '{self.source}': installing the webhook: "
-                              f"unexpected answer shape")
+            raise StreamError(
+                f"amoCRM source '{self.source}': installing the webhook: unexpected answer shape"
+            )
         missing = [e for e in HOOK_EVENTS if e not in (data.get("settings") or ())]
-        text = (f"amoCRM webhook {data.get('id')} sends {len(HOOK_EVENTS) - len(missing)} events "
-                f"(lead, contact, company and task changes) to {where_to(url)}")
+        text = (
+            f"amoCRM webhook {data.get('id')} sends {len(HOOK_EVENTS) - len(missing)} events "
+            f"(lead, contact, company and task changes) to {where_to(url)}"
+        )
         if missing:
             text += f"; amoCRM left out {', '.join(missing)}"
         if data.get("disabled"):
@@ -247,8 +285,13 @@ class AmoCrmAdapter(Adapter):
 
     def remove_hooks(self, url: str) -> str:
         """Unsubscribe `url` from every event; nothing to remove is no error."""
-        status, _ = self.client.send("DELETE", "/api/v4/webhooks", json={"destination": url},
-                                     allow=(403, 404), what="removing the webhook")
+        status, _ = self.client.send(
+            "DELETE",
+            "/api/v4/webhooks",
+            json={"destination": url},
+            allow=(403, 404),
+            what="removing the webhook",
+        )
         if status == 403:
             raise self._not_admin("removing the webhook")
         if status == 404:
@@ -256,8 +299,9 @@ class AmoCrmAdapter(Adapter):
         return f"amoCRM webhook to {where_to(url)} removed"
 
     def _not_admin(self, what: str) -> ScopeError:
-        return ScopeError(f"amoCRM source '{self.source}': {what} was refused (403); "
-                          f"webhooks need an account admin's token")
+        return ScopeError(
+            f"amoCRM source '{self.source}': {what} was refused (403); webhooks need an account admin's token"
+        )
 
     def missed_changes(self) -> None:
         """amoCRM keeps no queue of deliveries nobody received: run an incremental sync."""
@@ -278,15 +322,15 @@ class AmoCrmAdapter(Adapter):
         wanted: dict[str, list[int]] = {}
         for change in changes:
             if change.table not in READ_BACK:
-                raise ValueError(f"amoCRM records of '{change.table}' cannot be read back "
-                                 f"(only {', '.join(READ_BACK)})")
+                raise ValueError(
+                    f"amoCRM records of '{change.table}' cannot be read back (only {', '.join(READ_BACK)})"
+                )
             ids = wanted.setdefault(change.table, [])
             if change.id not in ids:
                 ids.append(change.id)
         page, ctx = Page(), Ctx(currency=self.cfg.currency)
         for table, ids in wanted.items():
-            s = next((s for s in self.streams() if s.mode == "changes" and s.tables[0] == table),
-                     None)
+            s = next((s for s in self.streams() if s.mode == "changes" and s.tables[0] == table), None)
             if s is None:
                 continue
             items, gone = read_back(self.client, s.request, ids, f"reading back {table}")

@@ -24,7 +24,7 @@ from adapters.limits import portal_of
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
-FIELDS_PAGE = 50        # custom-field lists: at most 50 a page, whatever `limit` asks
+FIELDS_PAGE = 50  # custom-field lists: at most 50 a page, whatever `limit` asks
 
 
 class PacedLimiter(RateLimiter):
@@ -65,37 +65,47 @@ class AmoClient:
         timeout = float(source.timeout_s or 60)
         rate = source.requests_per_second or 7
         if limits is not None:  # shared by every process (`adapters.limits`): keyed by account
-            limiter = limits.rate_limiter("amocrm", portal_of(source.base_url), rate,
-                                          per=1.0 + WINDOW_MARGIN_S if rate >= 1 else 1.0)
+            limiter = limits.rate_limiter(
+                "amocrm", portal_of(source.base_url), rate, per=1.0 + WINDOW_MARGIN_S if rate >= 1 else 1.0
+            )
         else:
             limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)
-        self.http = HttpClient(source.name, limiter=limiter,
-                               timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), verify=source.verify_tls)
+        self.http = HttpClient(
+            source.name,
+            limiter=limiter,
+            timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+            verify=source.verify_tls,
+        )
         self.auth = AmoAuth(source, tokens, self.http)
         self.http.auth_headers = self.auth.headers
         self.http.on_unauthorized = self.auth.on_unauthorized
 
-    def send(self, method: str, path: str, *, params=None, json=None, allow=(),
-             what: str = "") -> tuple[int, object]:
+    def send(
+        self, method: str, path: str, *, params=None, json=None, allow=(), what: str = ""
+    ) -> tuple[int, object]:
         """One call: (status, parsed body or None). Maps 401/403/4xx/bad JSON to our errors.
 
         A 2xx whose body is not JSON (cut short, an HTML page) is retried like a 502 by the
         HttpClient; only when every attempt got one does the call fail."""
         what = what or f"{method} {path}"
         try:
-            response = self.http.request(method, self.cfg.base_url + path, params=params,
-                                         json=json, expect_json=True)
+            response = self.http.request(
+                method, self.cfg.base_url + path, params=params, json=json, expect_json=True
+            )
         except StreamError as err:
-            raise StreamError(f"amoCRM source '{self.source}', {what}: "
-                              f"{str(err).split(': ', 1)[-1]}") from None
+            raise StreamError(
+                f"amoCRM source '{self.source}', {what}: {str(err).split(': ', 1)[-1]}"
+            ) from None
         except UnreachableError as err:
             raise UnreachableError(f"amoCRM {err}") from None
         status = response.status_code
         if status == 204:
             return status, None
         if status == 401:
-            raise AuthError(f"amoCRM source '{self.source}': access token rejected (401) even after "
-                            f"a refresh; run `crm-connector auth {self.source} --code CODE`")
+            raise AuthError(
+                f"amoCRM source '{self.source}': access token rejected (401) even after "
+                f"a refresh; run `crm-connector auth {self.source} --code CODE`"
+            )
         if status == 403 and 403 not in allow:
             raise self._blocked(what)
         if status < 300:
@@ -103,15 +113,18 @@ class AmoClient:
         body = _error_body(response)
         if status not in allow:
             detail = problem_text(body) if isinstance(body, dict) else None
-            raise StreamError(f"amoCRM source '{self.source}', {what}: HTTP {status}"
-                              f"{': ' + detail if detail else ''}")
+            raise StreamError(
+                f"amoCRM source '{self.source}', {what}: HTTP {status}{': ' + detail if detail else ''}"
+            )
         return status, body
 
     def _blocked(self, what: str) -> BlockedError:
         """amoCRM's 403 is a block (docs/api-notes.md): stop every request to this source."""
-        msg = (f"amoCRM source '{self.source}': HTTP 403 on {what}: amoCRM blocked the account "
-               f"or this IP (request limit exceeded, IP whitelist or rights); all requests to "
-               f"this source were stopped. If it persists, contact amoCRM support")
+        msg = (
+            f"amoCRM source '{self.source}': HTTP 403 on {what}: amoCRM blocked the account "
+            f"or this IP (request limit exceeded, IP whitelist or rights); all requests to "
+            f"this source were stopped. If it persists, contact amoCRM support"
+        )
         self.http.block(msg)
         return BlockedError(msg)
 
@@ -119,16 +132,19 @@ class AmoClient:
         """Page `no` of a list (None: 204, the end). Raises Forbidden on an allowed 403."""
         what = f"{label}, page {no}"
         allow = (403,) if req.skip_on_403 else ()
-        status, data = self.send("GET", req.path, params=params + [("page", no)] if req.paged
-                                 else params, allow=allow, what=what)
+        status, data = self.send(
+            "GET", req.path, params=params + [("page", no)] if req.paged else params, allow=allow, what=what
+        )
         if status == 403:
             raise Forbidden()
         if data is None:
             return None
         items = data.get("_embedded", {}).get(req.embedded) if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise StreamError(f"amoCRM source '{self.source}', {what}: unexpected page shape "
-                              f"(no _embedded.{req.embedded} list)")
+            raise StreamError(
+                f"amoCRM source '{self.source}', {what}: unexpected page shape "
+                f"(no _embedded.{req.embedded} list)"
+            )
         return data
 
     def pages(self, req: Request, params: list, label: str) -> Iterator[dict]:
@@ -146,8 +162,9 @@ class AmoClient:
         workers = max(1, int(self.cfg.max_workers or 1))
         pool = ThreadPoolExecutor(workers, thread_name_prefix=f"amo-{self.source}")
         try:
-            pending = collections.deque((n, pool.submit(self.page, req, params, n, label))
-                                        for n in range(2, 2 + workers))
+            pending = collections.deque(
+                (n, pool.submit(self.page, req, params, n, label)) for n in range(2, 2 + workers)
+            )
             following = 2 + workers
             while pending:
                 _, future = pending.popleft()
@@ -199,8 +216,9 @@ def _error_body(response) -> object:
 
 def _new_ids(data: dict, embedded: str, seen: set) -> int:
     """How many items of a page were not on an earlier page (`seen` takes them)."""
-    keys = [hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80]
-            for i in data["_embedded"][embedded]]
+    keys = [
+        hashable(i.get("id")) if isinstance(i, dict) else repr(i)[:80] for i in data["_embedded"][embedded]
+    ]
     new = len(set(keys) - seen)
     seen.update(keys)
     return new

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from adapters.urls import check_url
 
-KEYS = {"base_url": str, "access_token": str, "client_id": str, "client_secret": str,
-        "redirect_uri": str}
+KEYS = {"base_url": str, "access_token": str, "client_id": str, "client_secret": str, "redirect_uri": str}
 SECRET_KEYS = ("access_token", "client_secret")
 DEFAULTS = {"requests_per_second": 7.0}
 
@@ -18,9 +17,11 @@ def check(key: str, d: dict, fail) -> None:
     if not d.get("access_token"):
         missing = [k for k in ("client_id", "client_secret", "redirect_uri") if not d.get(k)]
         if missing:
-            raise fail(f"{key}.{missing[0]}",
-                       "missing credential: set access_token (long-lived token) or "
-                       "client_id, client_secret and redirect_uri (OAuth)")
+            raise fail(
+                f"{key}.{missing[0]}",
+                "missing credential: set access_token (long-lived token) or "
+                "client_id, client_secret and redirect_uri (OAuth)",
+            )
 
 
 def sandbox_source(server) -> dict:

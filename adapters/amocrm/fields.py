@@ -24,13 +24,16 @@ def plural(entity_type: str) -> str:
     try:
         return PLURAL[entity_type]
     except KeyError:
-        raise ValueError(f"amoCRM KPI fields live on contact or company cards, not "
-                         f"'{entity_type}'") from None
+        raise ValueError(f"amoCRM KPI fields live on contact or company cards, not '{entity_type}'") from None
 
 
 def field_from_amo(item: dict) -> CrmField:
-    return CrmField(key=str(item["id"]), name=item.get("name") or "", type=item.get("type") or "",
-                    code=item.get("code") or None)
+    return CrmField(
+        key=str(item["id"]),
+        name=item.get("name") or "",
+        type=item.get("type") or "",
+        code=item.get("code") or None,
+    )
 
 
 def card_value(raw: dict, key: str):
@@ -78,23 +81,29 @@ class FieldWriter(adapter.FieldWriter):
         body = [{"type": "numeric", "name": label, "code": code, "is_api_only": True}]
         status, data = self.send("POST", path, json=body, allow=(400, 403, 422))
         if status == 403:
-            raise ScopeError(f"amoCRM source '{self.source_name}': creating field '{label}' was "
-                             f"refused (403); creating custom fields needs an admin's token")
+            raise ScopeError(
+                f"amoCRM source '{self.source_name}': creating field '{label}' was "
+                f"refused (403); creating custom fields needs an admin's token"
+            )
         if status not in (200, 201):
-            raise StreamError(f"amoCRM source '{self.source_name}': creating field '{label}' "
-                              f"failed (HTTP {status}: {_problem(data)})")
+            raise StreamError(
+                f"amoCRM source '{self.source_name}': creating field '{label}' "
+                f"failed (HTTP {status}: {_problem(data)})"
+            )
         try:
             return field_from_amo(data["_embedded"]["custom_fields"][0])
         except (KeyError, IndexError, TypeError):
-            raise StreamError(f"amoCRM source '{self.source_name}': creating field '{label}': "
-                              f"unexpected answer shape") from None
+            raise StreamError(
+                f"amoCRM source '{self.source_name}': creating field '{label}': unexpected answer shape"
+            ) from None
 
     def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
         """One PATCH. A 4xx rejects the whole batch: each card of several may land alone."""
         path = f"/api/v4/{plural(entity_type)}"
         try:
-            status, data = self.send("PATCH", path, json=[card_patch(w) for w in writes],
-                                     allow=(400, 404, 422))
+            status, data = self.send(
+                "PATCH", path, json=[card_patch(w) for w in writes], allow=(400, 404, 422)
+            )
         except StreamError as err:  # persistent 5xx: these cards failed, the next batch may not
             return [WriteResult(w.entity_id, False, str(err)) for w in writes]
         if status == 200:

@@ -29,9 +29,13 @@ from adapters.hooks import Change, HookRefused
 # restores a lead, contact, company or task (the webhooks API's list of events).
 HOOK_EVENTS = tuple(
     [f"{a}_lead" for a in ("add", "update", "delete", "restore", "status", "responsible")]
-    + [f"{a}_{e}" for e in ("contact", "company")
-       for a in ("add", "update", "delete", "restore", "responsible")]
-    + [f"{a}_task" for a in ("add", "update", "delete", "responsible")])
+    + [
+        f"{a}_{e}"
+        for e in ("contact", "company")
+        for a in ("add", "update", "delete", "restore", "responsible")
+    ]
+    + [f"{a}_task" for a in ("add", "update", "delete", "responsible")]
+)
 
 TABLES = {"leads": "deals", "companies": "companies", "task": "tasks", "tasks": "tasks"}
 CARD_TYPES = {"contact": "contacts", "company": "companies"}
@@ -39,8 +43,7 @@ ACTIONS = {"add", "update", "delete", "restore", "status", "responsible"}
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
 
-def parse_delivery(pairs: list[tuple[str, str]], account_id: int,
-                   subdomain: str) -> list[Change]:
+def parse_delivery(pairs: list[tuple[str, str]], account_id: int, subdomain: str) -> list[Change]:
     """The changes a delivery names, each (table, id) once, in the order first named; a
     change is `deleted` when any action for it was a deletion. `HookRefused` when it is not
     a delivery for the account `account_id` / `subdomain`, or names nothing we mirror."""
@@ -57,9 +60,9 @@ def parse_delivery(pairs: list[tuple[str, str]], account_id: int,
         while n < len(path) and path[n].isdigit():
             n += 1
         where = (entity, action, tuple(path[2:n]))
-        field, deeper = (path[n] if n < len(path) else None), path[n + 1:]
+        field, deeper = (path[n] if n < len(path) else None), path[n + 1 :]
         if deeper:
-            continue                       # a nested field: custom_fields, linked leads...
+            continue  # a nested field: custom_fields, linked leads...
         item = items.setdefault(where, {})
         if field == "id" or (field is None and action == "delete"):
             item.setdefault("id", []).append(value)
@@ -75,8 +78,7 @@ def parse_delivery(pairs: list[tuple[str, str]], account_id: int,
             ident = _id(raw, f"{name}[id]")
             changes[(table, ident)] = changes.get((table, ident), False) or action == "delete"
     if not changes:
-        raise HookRefused("amoCRM webhook: the delivery names no lead, contact, company or "
-                          "task change")
+        raise HookRefused("amoCRM webhook: the delivery names no lead, contact, company or task change")
     return [Change(table, ident, deleted) for (table, ident), deleted in changes.items()]
 
 
@@ -88,16 +90,18 @@ def check_account(pairs: list[tuple[str, str]], account_id: int, subdomain: str)
     got = _one(ids, "account[id]")[0].strip()
     if got != str(account_id):
         shown = got if got.isdigit() and len(got) <= 20 else "not an account id"
-        raise HookRefused(f"amoCRM webhook for another account: account[id] {shown}, "
-                          f"this source's is {account_id}")
+        raise HookRefused(
+            f"amoCRM webhook for another account: account[id] {shown}, this source's is {account_id}"
+        )
     subs = [v for k, v in pairs if k == "account[subdomain]"]
     if not subs:
         raise HookRefused("amoCRM webhook: no account[subdomain] in the delivery")
     sub = _one(subs, "account[subdomain]")[0].strip().lower()
     if sub != subdomain.strip().lower():
         shown = sub if re.fullmatch(r"[a-z0-9-]{1,63}", sub) else "not a subdomain"
-        raise HookRefused(f"amoCRM webhook for another account: account[subdomain] {shown}, "
-                          f"this source's is {subdomain}")
+        raise HookRefused(
+            f"amoCRM webhook for another account: account[subdomain] {shown}, this source's is {subdomain}"
+        )
 
 
 def split_key(key: str) -> list[str] | None:

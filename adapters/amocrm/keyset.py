@@ -38,9 +38,9 @@ from typing import Callable, Iterator
 from adapters.errors import StreamError
 from adapters.values import to_int
 
-MAX_OVERLAP = 8   # rows a planned page may repeat of its predecessor
-MIN_SHARE = 0.8   # smallest page a plan asks for, as a share of a full page
-MAX_IDLE = 4      # pages in a row without a new row before a read gives up: the list repeats
+MAX_OVERLAP = 8  # rows a planned page may repeat of its predecessor
+MIN_SHARE = 0.8  # smallest page a plan asks for, as a share of a full page
+MAX_IDLE = 4  # pages in a row without a new row before a read gives up: the list repeats
 MAX_RESTARTS = 50  # failed checks in one read before giving up: the list changes too fast
 
 Fetch = Callable[[list, int, int], "dict | None"]  # (window params, page no, limit) -> HAL page
@@ -50,6 +50,7 @@ Fetch = Callable[[list, int, int], "dict | None"]  # (window params, page no, li
 class Plan:
     """One page to ask for: `filter[field][from]=lo`, `page`, `limit`. `new`: rows it brings
     past its predecessor if nothing moved. `check`: its first row must be the predecessor's."""
+
     lo: int | None
     page: int
     limit: int
@@ -76,18 +77,29 @@ class Stall:
             raise StreamError(
                 f"{self.label}: the server served the same rows again for {self.idle} pages in a "
                 f"row while linking a next page (it ignores the page number and filters); "
-                f"stopped after {self.pages} pages")
+                f"stopped after {self.pages} pages"
+            )
 
 
-def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded: str, *,
-                 size: int = 250, workers: int = 1, gap: float = 0.0,
-                 label: str = "list") -> Iterator[list[dict]]:
+def keyset_pages(
+    fetch: Fetch,
+    field: str,
+    start: int | None,
+    end: int,
+    embedded: str,
+    *,
+    size: int = 250,
+    workers: int = 1,
+    gap: float = 0.0,
+    label: str = "list",
+) -> Iterator[list[dict]]:
     """Items of each page in list order, none yielded twice. `start`..`end` is the read's
     window (`start` None: from the first row). `workers` caps the pages in flight; how many
     are used follows the first round trip measured against the limiter's `gap`. Raises
     StreamError (starting with `label`) when MAX_IDLE pages in a row bring no new row."""
-    data, size, depth = first_page(lambda: fetch(_window(field, start, end), 1, size), embedded,
-                                   size, gap, workers)
+    data, size, depth = first_page(
+        lambda: fetch(_window(field, start, end), 1, size), embedded, size, gap, workers
+    )
     if data is None:
         return
     chain = _Chain(field, embedded, size)
@@ -99,17 +111,18 @@ def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded
         while True:
             fresh, more = chain.take(plan, data)
             stall.page(len(fresh or ()))
-            if fresh is None:             # rows moved under us: drop what is in flight, restart
+            if fresh is None:  # rows moved under us: drop what is in flight, restart
                 drop_pending(pending)
                 restarts += 1
                 if restarts > MAX_RESTARTS:
-                    raise StreamError(f"{label}: the list kept changing while it was read "
-                                      f"({MAX_RESTARTS} pages did not start with a row already "
-                                      f"read); try again")
+                    raise StreamError(
+                        f"{label}: the list kept changing while it was read "
+                        f"({MAX_RESTARTS} pages did not start with a row already "
+                        f"read); try again"
+                    )
                 nxt = chain.restart()
                 stall.grace(math.ceil(chain.run / max(1, nxt.limit)) + 1)
-                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
-                                                 nxt.page, nxt.limit)))
+                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end), nxt.page, nxt.limit)))
             elif not more:
                 yield fresh
                 return
@@ -117,8 +130,7 @@ def keyset_pages(fetch: Fetch, field: str, start: int | None, end: int, embedded
                 nxt = chain.plan(sum(p.new for p, _ in pending))
                 if nxt is None:
                     break
-                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end),
-                                                 nxt.page, nxt.limit)))
+                pending.append((nxt, pool.submit(fetch, _window(field, nxt.lo, end), nxt.page, nxt.limit)))
             if fresh:
                 yield fresh
             plan, future = pending.popleft()
@@ -133,11 +145,11 @@ class _Chain:
 
     def __init__(self, field: str, embedded: str, size: int):
         self.field, self.embedded, self.size = field, embedded, size
-        self.last: list[tuple] = []      # (id, value) of the last accepted page, in order
-        self.before: int | None = None   # the value of the row before that page's first new row
+        self.last: list[tuple] = []  # (id, value) of the last accepted page, in order
+        self.before: int | None = None  # the value of the row before that page's first new row
         self.newest: int | None = None
-        self.seen: set = set()           # (id, value) read at `newest`
-        self.run = 0                     # rows at `newest` from its first row to the last page's end
+        self.seen: set = set()  # (id, value) read at `newest`
+        self.run = 0  # rows at `newest` from its first row to the last page's end
 
     def take(self, plan: Plan, data: dict | None) -> tuple[list | None, bool]:
         """Accept a page: (fresh items, more to read); fresh is None when the check failed."""
@@ -150,7 +162,7 @@ class _Chain:
         if keys:
             top = keys[-1][1]
             at_top = [k for k in keys if k[1] == top]
-            if top != self.newest or not plan.check:   # a new value, or read from its first row
+            if top != self.newest or not plan.check:  # a new value, or read from its first row
                 self.run = len(at_top)
             else:
                 self.run += sum(1 for k in at_top if k not in prev)
@@ -176,7 +188,7 @@ class _Chain:
             fit = fit_page(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
             if fit and (best is None or fit[2] > best.new):
                 best = Plan(lo, *fit)
-        if best is None and not ahead:     # nothing fits well: any page that moves on
+        if best is None and not ahead:  # nothing fits well: any page that moves on
             if self.run < self.size or self.size < 2:
                 return self.restart()
             best = Plan(self.newest, *fit_page(self.run, self.size, 2, self.size))
@@ -193,8 +205,7 @@ class _Chain:
         return Plan(self.newest, 1, self.size, max(0, self.size - self.run), check=False)
 
 
-def fit_page(rows: int, size: int, low: int,
-             max_overlap: int) -> tuple[int, int, int] | None:
+def fit_page(rows: int, size: int, low: int, max_overlap: int) -> tuple[int, int, int] | None:
     """(page, limit, new rows) whose offset lands 1..max_overlap rows before row `rows` of an
     anchor's list (and leaves a new row), the most new rows first; None if no limit from
     `low` to `size` does."""
@@ -204,14 +215,14 @@ def fit_page(rows: int, size: int, low: int,
             break
         k = (rows - 1) // limit
         overlap = rows - k * limit
-        if 1 <= overlap <= min(max_overlap, limit - 1) and (best is None
-                                                            or limit - overlap > best[2]):
+        if 1 <= overlap <= min(max_overlap, limit - 1) and (best is None or limit - overlap > best[2]):
             best = (k + 1, limit, limit - overlap)
     return best
 
 
-def first_page(fetch_first: Callable[[], dict | None], embedded: str, size: int, gap: float,
-               workers: int) -> tuple[dict | None, int, int]:
+def first_page(
+    fetch_first: Callable[[], dict | None], embedded: str, size: int, gap: float, workers: int
+) -> tuple[dict | None, int, int]:
     """(the first page, the page size the list really serves, pages to keep in flight): a
     list that serves smaller pages than asked for sets the size; the first round trip,
     against the limiter's gap, sets the depth."""

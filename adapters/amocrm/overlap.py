@@ -23,20 +23,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from adapters.amocrm.keyset import (MAX_OVERLAP, MIN_SHARE, Stall, drop_pending, first_page,
-                                    fit_page, hashable)
+from adapters.amocrm.keyset import MAX_OVERLAP, MIN_SHARE, Stall, drop_pending, first_page, fit_page, hashable
 from adapters.errors import StreamError
 
-MAX_BACKOFFS = 50   # failed checks in one read before giving up: the list changes too fast
+MAX_BACKOFFS = 50  # failed checks in one read before giving up: the list changes too fast
 
 _UNSEEN = object()
-OffsetFetch = Callable[[int, int], "dict | None"]   # (page no, limit) -> HAL page, None on 204
+OffsetFetch = Callable[[int, int], "dict | None"]  # (page no, limit) -> HAL page, None on 204
 
 
 @dataclass(frozen=True)
 class Step:
     """One page to ask for; `end`: the row after its last if it comes full. `check`: its
     first row must be one already read (page 1 needs none)."""
+
     page: int
     limit: int
     check: bool = True
@@ -46,8 +46,16 @@ class Step:
         return self.page * self.limit
 
 
-def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 250,
-                  workers: int = 1, gap: float = 0.0, label: str = "list") -> Iterator[list[dict]]:
+def overlap_pages(
+    fetch: OffsetFetch,
+    key: str,
+    embedded: str,
+    *,
+    size: int = 250,
+    workers: int = 1,
+    gap: float = 0.0,
+    label: str = "list",
+) -> Iterator[list[dict]]:
     """Items of each page in list order, none yielded twice for the same `key` value.
     `workers` caps the pages in flight; how many are used follows the first round trip
     measured against the limiter's `gap`. Raises StreamError (starting with `label`) after
@@ -66,22 +74,23 @@ def overlap_pages(fetch: OffsetFetch, key: str, embedded: str, *, size: int = 25
             if nxt is None:
                 return
             pending.append((nxt, pool.submit(fetch, nxt.page, nxt.limit)))
+
     try:
         fresh, more = read.take(Step(1, size, check=False), data)
-        yield fresh                       # alone: a reader that stops here asks for no more
+        yield fresh  # alone: a reader that stops here asks for no more
         while more:
             fill()
             step, future = pending.popleft()
             fresh, more = read.take(step, future.result())
             stall.page(len(fresh or ()))
-            if fresh is None:             # rows left before this page: back off
+            if fresh is None:  # rows left before this page: back off
                 drop_pending(pending)
                 back = read.back_off(label)
                 stall.grace(max(0, read.end - (back.page - 1) * back.limit) // back.limit + 1)
                 pending.append((back, pool.submit(fetch, back.page, back.limit)))
                 continue
             if more:
-                fill()                    # in flight while the caller stores this page
+                fill()  # in flight while the caller stores this page
             if fresh:
                 yield fresh
     finally:
@@ -96,8 +105,8 @@ class _Read:
         self.key, self.embedded, self.size = key, embedded, size
         self.seen: dict = {}
         self.end = 0
-        self.fails = 0        # failed checks since the last page accepted
-        self.failed = 0       # in this read
+        self.fails = 0  # failed checks since the last page accepted
+        self.failed = 0  # in this read
 
     def take(self, step: Step, data: dict | None) -> tuple[list | None, bool]:
         """Accept a page: (fresh items, more to read); fresh is None when the check failed."""
@@ -121,10 +130,10 @@ class _Read:
         rows = self.end if ahead_end is None else ahead_end
         fit = fit_page(rows, self.size, int(self.size * MIN_SHARE), MAX_OVERLAP)
         if fit is None and ahead_end is None:
-            if self.size < 2:             # one-row pages cannot overlap: page on unchecked
+            if self.size < 2:  # one-row pages cannot overlap: page on unchecked
                 return Step(rows + 1, 1, check=False)
             fit = fit_page(rows, self.size, 2, self.size)
-            if fit is None:               # tiny pages at an end no offset overlaps: unchecked
+            if fit is None:  # tiny pages at an end no offset overlaps: unchecked
                 return Step(rows // self.size + 1, self.size, check=False)
         if fit is None:
             return None
@@ -137,8 +146,10 @@ class _Read:
         self.fails += 1
         self.failed += 1
         if self.failed > MAX_BACKOFFS:
-            raise StreamError(f"{label}: the list kept changing while it was read ({MAX_BACKOFFS} "
-                              f"pages did not start with a row already read); try again")
+            raise StreamError(
+                f"{label}: the list kept changing while it was read ({MAX_BACKOFFS} "
+                f"pages did not start with a row already read); try again"
+            )
         target = self.end - 1 - self.size * 4 ** (self.fails - 1)
         if target < self.size:
             return Step(1, self.size, check=False)

@@ -48,13 +48,32 @@ from adapters.base import Page
 from adapters.calls import call_status as call_status_of
 from adapters.streams import Ctx, rows
 from adapters.times import from_unix
-from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, identifier, integer, objects,
-                            score_in, to_int, unix_moment)
+from adapters.values import (
+    BadItem,
+    BadValue,
+    Item,
+    amount,
+    channel,
+    flag,
+    identifier,
+    integer,
+    objects,
+    score_in,
+    to_int,
+    unix_moment,
+)
 
 WON, LOST = 142, 143
-ENTITY = {"leads": "deal", "lead": "deal", "contacts": "contact", "contact": "contact",
-          "companies": "company", "company": "company", "customers": "customer",
-          "customer": "customer"}
+ENTITY = {
+    "leads": "deal",
+    "lead": "deal",
+    "contacts": "contact",
+    "contact": "contact",
+    "companies": "company",
+    "company": "company",
+    "customers": "customer",
+    "customer": "customer",
+}
 # Tables the `*_deleted` / `*_restored` events point at.
 EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}
 # Only types amoCRM's event-type table lists (docs/api-notes.md): tasks have `task_deleted` but no
@@ -62,17 +81,33 @@ EVENT_TABLES = {"lead": "deals", "contact": "contacts", "company": "companies", 
 RESTORE_EVENTS = {"lead", "contact", "company"}
 CHAT_EVENTS = {"incoming_chat_message": "in", "outgoing_chat_message": "out"}
 NPS_EVENT = "nps_rate_added"
-EVENT_TYPES = ("lead_added", "lead_status_changed", "task_completed", "entity_merged",
-               *(f"{e}_{what}" for e in EVENT_TABLES for what in ("deleted", "restored")
-                 if what == "deleted" or e in RESTORE_EVENTS), *CHAT_EVENTS, NPS_EVENT)
+EVENT_TYPES = (
+    "lead_added",
+    "lead_status_changed",
+    "task_completed",
+    "entity_merged",
+    *(
+        f"{e}_{what}"
+        for e in EVENT_TABLES
+        for what in ("deleted", "restored")
+        if what == "deleted" or e in RESTORE_EVENTS
+    ),
+    *CHAT_EVENTS,
+    NPS_EVENT,
+)
 # Notes that are client interactions: note_type -> (channel, direction).
-NOTE_KINDS = {"call_in": ("call", "in"), "call_out": ("call", "out"),
-              "sms_in": ("sms", "in"), "sms_out": ("sms", "out")}
+NOTE_KINDS = {
+    "call_in": ("call", "in"),
+    "call_out": ("call", "out"),
+    "sms_in": ("sms", "in"),
+    "sms_out": ("sms", "out"),
+}
 UTM_SOURCE = "UTM_SOURCE"
 # call_status (docs/api-notes.md): 4 = a conversation took place; every other one (1 left a message,
 # 2 call back later, 3 not available, 5 wrong number, 6 no answer, 7 busy, 8 undefined) did not
 # connect: missed when incoming, failed when outgoing (adapters.calls).
 CALL_TALKED = 4
+
 
 def _links(v: Item, key: str) -> list[dict]:
     """`_embedded.<key>`: a list of objects with ids (contacts embed their company as one object
@@ -98,10 +133,12 @@ def _status(stage_id: int | None) -> str:
 
 def _card(v: Item) -> dict:
     """Owner, the two moments and the deletion flag every card has."""
-    return {"responsible_user_id": v.get("responsible_user_id", integer),
-            "created_at": v.get("created_at", unix_moment),
-            "updated_at": v.get("updated_at", unix_moment),
-            "is_deleted": flag(v.raw.get("is_deleted"))}
+    return {
+        "responsible_user_id": v.get("responsible_user_id", integer),
+        "created_at": v.get("created_at", unix_moment),
+        "updated_at": v.get("updated_at", unix_moment),
+        "is_deleted": flag(v.raw.get("is_deleted")),
+    }
 
 
 def _page(v: Item, table: str, *records: dict) -> Page:
@@ -110,12 +147,21 @@ def _page(v: Item, table: str, *records: dict) -> Page:
 
 # -- parsers ---------------------------------------------------------------------------------
 
+
 def user_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
     rights = v.get("rights", lambda x: x if isinstance(x, dict) else None) or {}
-    return _page(v, "users", {"id": v.need("id", identifier), "name": v.get("name"),
-                              "email": v.get("email"),
-                              "is_active": flag(rights.get("is_active", True)), "raw": item})
+    return _page(
+        v,
+        "users",
+        {
+            "id": v.need("id", identifier),
+            "name": v.get("name"),
+            "email": v.get("email"),
+            "is_active": flag(rights.get("is_active", True)),
+            "raw": item,
+        },
+    )
 
 
 def pipeline_rows(item: dict, ctx: Ctx) -> Page:
@@ -126,12 +172,26 @@ def pipeline_rows(item: dict, ctx: Ctx) -> Page:
     for s in v.need("_embedded.statuses", objects):
         st = Item(s)
         sid = st.need("id", integer)
-        stages.append({"pipeline_id": st.get("pipeline_id", integer) or pid, "id": sid,
-                       "entity": "deal", "name": st.get("name"), "sort": st.get("sort", integer),
-                       "semantics": _status(sid), "raw": s})
+        stages.append(
+            {
+                "pipeline_id": st.get("pipeline_id", integer) or pid,
+                "id": sid,
+                "entity": "deal",
+                "name": st.get("name"),
+                "sort": st.get("sort", integer),
+                "semantics": _status(sid),
+                "raw": s,
+            }
+        )
         v.problems += st.problems
-    pipeline = {"id": pid, "entity": "deal", "name": v.get("name"), "sort": v.get("sort", integer),
-                "is_default": flag(item.get("is_main")), "raw": item}
+    pipeline = {
+        "id": pid,
+        "entity": "deal",
+        "name": v.get("name"),
+        "sort": v.get("sort", integer),
+        "is_default": flag(item.get("is_main")),
+        "raw": item,
+    }
     return _page(v, "pipelines", pipeline).merge(rows("stages", *stages))
 
 
@@ -147,11 +207,20 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
     contacts = _links(v, "contacts")
     main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
     deal = {
-        "id": did, "name": v.get("name"), "pipeline_id": v.need("pipeline_id", integer),
-        "stage_id": stage, "status": _status(stage), "amount": v.get("price", amount),
-        "currency": ctx.currency, "contact_id": integer(main["id"]) if main else None,
-        "company_id": _first_id(v, "companies"), **_card(v),
-        "closed_at": v.get("closed_at", unix_moment), "channel": deal_channel(v), "raw": item}
+        "id": did,
+        "name": v.get("name"),
+        "pipeline_id": v.need("pipeline_id", integer),
+        "stage_id": stage,
+        "status": _status(stage),
+        "amount": v.get("price", amount),
+        "currency": ctx.currency,
+        "contact_id": integer(main["id"]) if main else None,
+        "company_id": _first_id(v, "companies"),
+        **_card(v),
+        "closed_at": v.get("closed_at", unix_moment),
+        "channel": deal_channel(v),
+        "raw": item,
+    }
     links, seen = [], set()
     for c in contacts:
         cid = integer(c["id"])
@@ -165,23 +234,41 @@ def deal_rows(item: dict, ctx: Ctx) -> Page:
 def deal_channel(v: Item) -> str | None:
     """The UTM source (tracking-data field UTM_SOURCE) when present, else the source's name."""
     fields = v.get("custom_fields_values", objects) or []
-    utm = next((x.get("value") for f in fields if str(f.get("field_code") or "").upper() == UTM_SOURCE
-                for x in f.get("values") or () if isinstance(x, dict)), None)
+    utm = next(
+        (
+            x.get("value")
+            for f in fields
+            if str(f.get("field_code") or "").upper() == UTM_SOURCE
+            for x in f.get("values") or ()
+            if isinstance(x, dict)
+        ),
+        None,
+    )
     emb = v.raw.get("_embedded")
-    has_source = isinstance(emb, dict) and emb.get("source") is not None   # null: no source
+    has_source = isinstance(emb, dict) and emb.get("source") is not None  # null: no source
     return channel(utm, v.get("_embedded.source.name") if has_source else None)
 
 
 def contact_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
-    return _page(v, "contacts", {"id": v.need("id", identifier), "name": v.get("name"),
-                                 "company_id": _first_id(v, "companies"), **_card(v), "raw": item})
+    return _page(
+        v,
+        "contacts",
+        {
+            "id": v.need("id", identifier),
+            "name": v.get("name"),
+            "company_id": _first_id(v, "companies"),
+            **_card(v),
+            "raw": item,
+        },
+    )
 
 
 def company_row(item: dict, ctx: Ctx) -> Page:
     v = Item(item)
-    return _page(v, "companies", {"id": v.need("id", identifier), "name": v.get("name"), **_card(v),
-                                  "raw": item})
+    return _page(
+        v, "companies", {"id": v.need("id", identifier), "name": v.get("name"), **_card(v), "raw": item}
+    )
 
 
 def task_row(item: dict, ctx: Ctx) -> Page:
@@ -190,12 +277,20 @@ def task_row(item: dict, ctx: Ctx) -> Page:
     upsert leaves absent columns alone."""
     v = Item(item)
     card = _card(v)
-    return _page(v, "tasks", {
-        "id": v.need("id", identifier), "text": v.get("text"),
-        "entity_type": ENTITY.get(v.get("entity_type") or ""),
-        "entity_id": v.get("entity_id", integer),
-        "is_completed": flag(item.get("is_completed")),
-        "due_at": v.get("complete_till", unix_moment), **card, "raw": item})
+    return _page(
+        v,
+        "tasks",
+        {
+            "id": v.need("id", identifier),
+            "text": v.get("text"),
+            "entity_type": ENTITY.get(v.get("entity_type") or ""),
+            "entity_id": v.get("entity_id", integer),
+            "is_completed": flag(item.get("is_completed")),
+            "due_at": v.get("complete_till", unix_moment),
+            **card,
+            "raw": item,
+        },
+    )
 
 
 def call_status(params: dict, direction: str) -> str:
@@ -222,15 +317,24 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
     if kind is None:
         return Page()
     v = Item(item)
-    page = _page(v, "activities", {
-        "id": f"note:{v.need('id', identifier)}", "channel": kind[0], "direction": kind[1],
-        "at": v.get("created_at", unix_moment),
-        "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
-        "entity_type": entity, "entity_id": v.get("entity_id", integer), "is_deleted": 0,
-        "raw": item})
+    page = _page(
+        v,
+        "activities",
+        {
+            "id": f"note:{v.need('id', identifier)}",
+            "channel": kind[0],
+            "direction": kind[1],
+            "at": v.get("created_at", unix_moment),
+            "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
+            "entity_type": entity,
+            "entity_id": v.get("entity_id", integer),
+            "is_deleted": 0,
+            "raw": item,
+        },
+    )
     if kind[0] != "call":
         return page
-    page.problems = []   # the call row reads the same fields and reports them once
+    page.problems = []  # the call row reads the same fields and reports them once
     return call_row(item, ctx, entity).merge(page)
 
 
@@ -240,14 +344,22 @@ def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
     cid = v.need("id", identifier)
     params = v.strict("params", _params, {})
     direction = "in" if item.get("note_type") == "call_in" else "out"
-    return _page(v, "calls", {
-        "id": cid, "direction": direction,
-        "status": call_status(params, direction),
-        "duration_s": v.get("params.duration", integer) if params else None,
-        "started_at": v.get("created_at", unix_moment),
-        "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
-        "entity_type": entity, "entity_id": v.get("entity_id", integer),
-        "phone": v.get("params.phone") if params else None, "raw": item})
+    return _page(
+        v,
+        "calls",
+        {
+            "id": cid,
+            "direction": direction,
+            "status": call_status(params, direction),
+            "duration_s": v.get("params.duration", integer) if params else None,
+            "started_at": v.get("created_at", unix_moment),
+            "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
+            "entity_type": entity,
+            "entity_id": v.get("entity_id", integer),
+            "phone": v.get("params.phone") if params else None,
+            "raw": item,
+        },
+    )
 
 
 def _lead_status(v: Item, key: str) -> dict:
@@ -273,25 +385,48 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
         return nps_row(v)
     if kind == "lead_added":
         # No stage in the event (value_after is a note): the store fills stage and pipeline.
-        return _page(v, "stage_changes", {
-            "id": eid, "entity": "deal", "entity_id": v.need("entity_id", integer),
-            "pipeline_id": None, "stage_id": None, "previous_stage_id": None,
-            "changed_at": changed_at, "raw": item})
+        return _page(
+            v,
+            "stage_changes",
+            {
+                "id": eid,
+                "entity": "deal",
+                "entity_id": v.need("entity_id", integer),
+                "pipeline_id": None,
+                "stage_id": None,
+                "previous_stage_id": None,
+                "changed_at": changed_at,
+                "raw": item,
+            },
+        )
     if kind == "entity_merged":
-        kind = f"{v.get('entity_type') or ''}_deleted"   # the card merged away is gone
+        kind = f"{v.get('entity_type') or ''}_deleted"  # the card merged away is gone
     if kind == "lead_status_changed":
         after, before = _lead_status(v, "value_after"), _lead_status(v, "value_before")
         try:
-            stage, pipe, prev = (integer(after.get("id")), integer(after.get("pipeline_id")),
-                                 integer(before.get("id")))
+            stage, pipe, prev = (
+                integer(after.get("id")),
+                integer(after.get("pipeline_id")),
+                integer(before.get("id")),
+            )
         except BadValue as err:
             raise BadItem("value_after", item.get("value_after"), str(err)) from None
         if stage is None:
             raise BadItem("value_after", item.get("value_after"), "no stage")
-        return _page(v, "stage_changes", {
-            "id": eid, "entity": "deal", "entity_id": v.need("entity_id", integer),
-            "pipeline_id": pipe, "stage_id": stage, "previous_stage_id": prev,
-            "changed_at": changed_at, "raw": item})
+        return _page(
+            v,
+            "stage_changes",
+            {
+                "id": eid,
+                "entity": "deal",
+                "entity_id": v.need("entity_id", integer),
+                "pipeline_id": pipe,
+                "stage_id": stage,
+                "previous_stage_id": prev,
+                "changed_at": changed_at,
+                "raw": item,
+            },
+        )
     if kind == "task_completed" and entity_id is not None:
         return _page(v, "tasks", {"id": entity_id, "is_completed": 1, "completed_at": changed_at})
     at = v.get("created_at", integer) or 0
@@ -300,12 +435,21 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
 
 def chat_row(v: Item, direction: str) -> Page:
     """A chat message with a client (author: the manager for an outgoing one, else none)."""
-    return _page(v, "activities", {
-        "id": f"event:{v.need('id')}", "channel": "chat", "direction": direction,
-        "at": v.get("created_at", unix_moment),
-        "responsible_user_id": v.get("created_by", integer) or None,
-        "entity_type": ENTITY.get(v.get("entity_type") or ""),
-        "entity_id": v.get("entity_id", integer), "is_deleted": 0, "raw": v.raw})
+    return _page(
+        v,
+        "activities",
+        {
+            "id": f"event:{v.need('id')}",
+            "channel": "chat",
+            "direction": direction,
+            "at": v.get("created_at", unix_moment),
+            "responsible_user_id": v.get("created_by", integer) or None,
+            "entity_type": ENTITY.get(v.get("entity_type") or ""),
+            "entity_id": v.get("entity_id", integer),
+            "is_deleted": 0,
+            "raw": v.raw,
+        },
+    )
 
 
 def nps_row(v: Item) -> Page:
@@ -313,11 +457,20 @@ def nps_row(v: Item) -> Page:
     score = v.get("value_after", nps_score)
     if score is None:
         return Page(problems=v.problems)
-    return _page(v, "survey_answers", {
-        "id": f"event:{v.need('id')}", "kind": "nps", "score": score,
-        "at": v.get("created_at", unix_moment),
-        "entity_type": ENTITY.get(v.get("entity_type") or ""),
-        "entity_id": v.get("entity_id", integer), "origin": "amocrm_event", "raw": v.raw})
+    return _page(
+        v,
+        "survey_answers",
+        {
+            "id": f"event:{v.need('id')}",
+            "kind": "nps",
+            "score": score,
+            "at": v.get("created_at", unix_moment),
+            "entity_type": ENTITY.get(v.get("entity_type") or ""),
+            "entity_id": v.get("entity_id", integer),
+            "origin": "amocrm_event",
+            "raw": v.raw,
+        },
+    )
 
 
 def nps_score(side) -> float | None:

@@ -20,7 +20,7 @@ from adapters.amocrm.streams import Request
 from adapters.errors import StreamError
 from adapters.values import to_int
 
-CHUNK = 100   # ids per list request: the answer fits one page (limit 250), the URL stays short
+CHUNK = 100  # ids per list request: the answer fits one page (limit 250), the URL stays short
 
 
 def read_back(client, req: Request, ids: list[int], label: str) -> tuple[list[dict], list[int]]:
@@ -28,7 +28,7 @@ def read_back(client, req: Request, ids: list[int], label: str) -> tuple[list[di
     found: dict[int, dict] = {}
     absent, unsure = [], []
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+        chunk = ids[start : start + CHUNK]
         params = [("limit", req.limit), *req.params, *(("filter[id][]", i) for i in chunk)]
         if req.gated:
             params.append(("order[updated_at]", "desc"))
@@ -40,20 +40,20 @@ def read_back(client, req: Request, ids: list[int], label: str) -> tuple[list[di
             if got in wanted:
                 found.setdefault(got, item)
             else:
-                stray = True     # not asked for (the filter was ignored), or no readable id
+                stray = True  # not asked for (the filter was ignored), or no readable id
         conclusive = not stray or not (data.get("_links") or {}).get("next")
         missing = [i for i in chunk if i not in found]
         (absent if conclusive and not _unreadable(items) else unsure).extend(missing)
     for i in unsure:
-        _, item = client.send("GET", f"{req.path}/{i}", params=list(req.params),
-                              what=f"{label}, id {i}")
+        _, item = client.send("GET", f"{req.path}/{i}", params=list(req.params), what=f"{label}, id {i}")
         if item is None:
             absent.append(i)
         elif isinstance(item, dict):
             found[i] = item
         else:
-            raise StreamError(f"amoCRM source '{client.source}', {label}, id {i}: unexpected "
-                              f"answer shape (not an object)")
+            raise StreamError(
+                f"amoCRM source '{client.source}', {label}, id {i}: unexpected answer shape (not an object)"
+            )
     gone = set(absent)
     return [found[i] for i in ids if i in found], [i for i in ids if i in gone]
 

@@ -11,9 +11,19 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from adapters.amocrm.parsers import (ENTITY, EVENT_TYPES, NOTE_KINDS, company_row, contact_row,
-                                     deal_rows, event_rows, note_rows, pipeline_rows, task_row,
-                                     user_row)
+from adapters.amocrm.parsers import (
+    ENTITY,
+    EVENT_TYPES,
+    NOTE_KINDS,
+    company_row,
+    contact_row,
+    deal_rows,
+    event_rows,
+    note_rows,
+    pipeline_rows,
+    task_row,
+    user_row,
+)
 from adapters.streams import Stream
 
 BY_UPDATED_AT = (("order[updated_at]", "asc"),)
@@ -35,6 +45,7 @@ class Request:
     by a cursor that edits move (tasks, by id): there an edit mid-read would take the row out
     of the window and move every later row up, while unbounded it keeps its place.
     """
+
     path: str
     embedded: str
     params: tuple = ()
@@ -50,45 +61,90 @@ class Request:
 
 # -- declarations ----------------------------------------------------------------------------
 
+
 def _calls(entity_path: str) -> Stream:
     """Call and SMS notes of one entity type (the stream keeps its name from when it read only
     calls: configs name it in `streams`)."""
     return Stream(
-        name=f"calls_{entity_path}", tables=("calls", "activities"), mode="changes",
+        name=f"calls_{entity_path}",
+        tables=("calls", "activities"),
+        mode="changes",
         cursor="updated_at",
-        request=Request(f"/api/v4/{entity_path}/notes", "notes",
-                        params=tuple(("filter[note_type][]", t) for t in NOTE_KINDS),
-                        order=BY_UPDATED_AT, sorted_by="updated_at"),
-        parse=functools.partial(note_rows, entity=ENTITY[entity_path]))
+        request=Request(
+            f"/api/v4/{entity_path}/notes",
+            "notes",
+            params=tuple(("filter[note_type][]", t) for t in NOTE_KINDS),
+            order=BY_UPDATED_AT,
+            sorted_by="updated_at",
+        ),
+        parse=functools.partial(note_rows, entity=ENTITY[entity_path]),
+    )
 
 
 def _cards(name: str, tables: tuple, path: str, embedded: str, parse, **kw) -> Stream:
     """Leads, contacts, companies: ordered by updated_at, list filters a paid add-on."""
-    return Stream(name=name, tables=tables, mode="changes", cursor="updated_at", parse=parse,
-                  request=Request(path, embedded, order=BY_UPDATED_AT, sorted_by="updated_at",
-                                  gated=True, **kw))
+    return Stream(
+        name=name,
+        tables=tables,
+        mode="changes",
+        cursor="updated_at",
+        parse=parse,
+        request=Request(path, embedded, order=BY_UPDATED_AT, sorted_by="updated_at", gated=True, **kw),
+    )
 
 
 STREAMS: tuple[Stream, ...] = (
-    Stream(name="users", tables=("users",), mode="snapshot", parse=user_row,
-           request=Request("/api/v4/users", "users", skip_on_403="the token is not an admin's")),
-    Stream(name="pipelines", tables=("pipelines", "stages"), mode="snapshot", parse=pipeline_rows,
-           request=Request("/api/v4/leads/pipelines", "pipelines", paged=False)),
+    Stream(
+        name="users",
+        tables=("users",),
+        mode="snapshot",
+        parse=user_row,
+        request=Request("/api/v4/users", "users", skip_on_403="the token is not an admin's"),
+    ),
+    Stream(
+        name="pipelines",
+        tables=("pipelines", "stages"),
+        mode="snapshot",
+        parse=pipeline_rows,
+        request=Request("/api/v4/leads/pipelines", "pipelines", paged=False),
+    ),
     _cards("companies", ("companies",), "/api/v4/companies", "companies", company_row),
     _cards("contacts", ("contacts",), "/api/v4/contacts", "contacts", contact_row),
-    _cards("deals", ("deals", "deal_contacts"), "/api/v4/leads", "leads", deal_rows,
-           params=(("with", "contacts,source"),)),
+    _cards(
+        "deals",
+        ("deals", "deal_contacts"),
+        "/api/v4/leads",
+        "leads",
+        deal_rows,
+        params=(("with", "contacts,source"),),
+    ),
     # Tasks cannot be ordered by updated_at (only by created_at, complete_till or id): order by
     # id, bookmark at the end, no upper bound (an edit mid-read keeps its place;
     # `adapters.amocrm.overlap`).
-    Stream(name="tasks", tables=("tasks",), mode="changes", cursor="updated_at", parse=task_row,
-           request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),),
-                           bounded=False)),
-    _calls("leads"), _calls("contacts"), _calls("companies"),
-    Stream(name="events", tables=("stage_changes", "deals", "contacts", "companies", "tasks",
-                                  "activities", "survey_answers"),
-           mode="changes", cursor="created_at", parse=event_rows,
-           request=Request("/api/v4/events", "events", limit=100, page_order="created_at",
-                           params=tuple(("filter[type][]", t) for t in EVENT_TYPES))),
+    Stream(
+        name="tasks",
+        tables=("tasks",),
+        mode="changes",
+        cursor="updated_at",
+        parse=task_row,
+        request=Request("/api/v4/tasks", "tasks", order=(("order[id]", "asc"),), bounded=False),
+    ),
+    _calls("leads"),
+    _calls("contacts"),
+    _calls("companies"),
+    Stream(
+        name="events",
+        tables=("stage_changes", "deals", "contacts", "companies", "tasks", "activities", "survey_answers"),
+        mode="changes",
+        cursor="created_at",
+        parse=event_rows,
+        request=Request(
+            "/api/v4/events",
+            "events",
+            limit=100,
+            page_order="created_at",
+            params=tuple(("filter[type][]", t) for t in EVENT_TYPES),
+        ),
+    ),
 )
 BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}

@@ -31,15 +31,18 @@ class Bitrix24Adapter(Adapter):
         self.reader = Reader(source, Lister(self.client, self.pager), self.declared)
         self.readers = self.reader.modes
         redact.register(source.application_token)
-        self.readback = ChangeReader(self.client, self.reader.lister, self.reader,
-                                     {s.name: s for s in self.streams()})
+        self.readback = ChangeReader(
+            self.client, self.reader.lister, self.reader, {s.name: s for s in self.streams()}
+        )
 
     def check(self) -> str:
         r = self.client.call("profile").get("result") or {}
         who = " ".join(p for p in (r.get("NAME"), r.get("LAST_NAME")) if p) or "?"
         how = "webhook" if self.client.uses_webhook else "OAuth"
-        return (f"Bitrix24 portal {self.client.host()} via {how}, user {who} (id {r.get('ID')}"
-                f"{', admin' if r.get('ADMIN') else ''})")
+        return (
+            f"Bitrix24 portal {self.client.host()} via {how}, user {who} (id {r.get('ID')}"
+            f"{', admin' if r.get('ADMIN') else ''})"
+        )
 
     def exchange_code(self, code: str) -> str:
         return self.client.exchange_code(code)

@@ -26,8 +26,18 @@ CODE_LIFETIME_S = 30
 SIGN_IN_TIMEOUT_S = 300.0
 
 
-PAIR_KEYS = ("access_token", "refresh_token", "expires", "expires_in", "domain", "member_id",
-             "user_id", "scope", "client_endpoint", "server_endpoint")
+PAIR_KEYS = (
+    "access_token",
+    "refresh_token",
+    "expires",
+    "expires_in",
+    "domain",
+    "member_id",
+    "user_id",
+    "scope",
+    "client_endpoint",
+    "server_endpoint",
+)
 
 
 def token_refusal(grant: str, code: str) -> str:
@@ -35,8 +45,10 @@ def token_refusal(grant: str, code: str) -> str:
     if code.lower() != "invalid_grant":
         return f"token request refused ({code}); check client_id and client_secret"
     if grant == "authorization_code":
-        return ("the authorization code was refused (invalid_grant): it expired (a code lives "
-                "30 seconds) or was used already")
+        return (
+            "the authorization code was refused (invalid_grant): it expired (a code lives "
+            "30 seconds) or was used already"
+        )
     return "the refresh token was refused (invalid_grant): it is spent, revoked or expired"
 
 
@@ -47,14 +59,15 @@ class OAuthTokens:
         self.cfg, self.name, self.tokens, self.http = source, source.name, tokens, http
         self._pair: dict | None = None
         self._lock = threading.Lock()
-        self._refused: dict[str, ReauthoriseError] = {}   # refresh token -> why it is dead
+        self._refused: dict[str, ReauthoriseError] = {}  # refresh token -> why it is dead
 
     def access_token(self) -> str:
         if self._pair is None:
             self._pair = self.tokens.load(self.name) if self.tokens else None
         if not self._pair or not self._pair.get("access_token"):
-            raise AuthError(f"Bitrix24 source '{self.name}': not authorized yet; run "
-                            f"`crm-connector auth {self.name}`")
+            raise AuthError(
+                f"Bitrix24 source '{self.name}': not authorized yet; run `crm-connector auth {self.name}`"
+            )
         return self._pair["access_token"]
 
     def refresh(self, used: str) -> None:
@@ -65,7 +78,7 @@ class OAuthTokens:
                 self._pair = current  # another thread or process refreshed already
                 return
             spent = current.get("refresh_token", "")
-            if spent in self._refused:   # refused once already: sending it again cannot help
+            if spent in self._refused:  # refused once already: sending it again cannot help
                 raise self._refused[spent]
             try:
                 pair = self._request({"grant_type": "refresh_token", "refresh_token": spent})
@@ -81,8 +94,10 @@ class OAuthTokens:
             pair = self._request({"grant_type": "authorization_code", "code": code})
             self.tokens.save(self.name, pair)
         self._pair = pair
-        return (f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
-                f" (user {pair.get('user_id', '?')}); tokens saved")
+        return (
+            f"source '{self.name}': authorized for {pair.get('domain') or self.cfg.portal_url}"
+            f" (user {pair.get('user_id', '?')}); tokens saved"
+        )
 
     def _request(self, params: dict) -> dict:
         """One GET to the OAuth server, never resent: a refresh token works once."""
@@ -91,36 +106,46 @@ class OAuthTokens:
         try:
             r = self.http.request("GET", self.cfg.oauth_url, params=params, once=True)
         except ReplyLost as err:
-            raise self._failure(grant, f"the request was sent but "
-                                       f"{str(err).split(': ')[-1]}") from None
+            raise self._failure(grant, f"the request was sent but {str(err).split(': ')[-1]}") from None
         try:
             data = r.json()
             if not isinstance(data, dict):
                 raise ValueError
         except ValueError:
-            raise self._failure(grant, f"the answer (HTTP {r.status_code}) was not readable",
-                                spent=r.status_code < 500) from None
+            raise self._failure(
+                grant, f"the answer (HTTP {r.status_code}) was not readable", spent=r.status_code < 500
+            ) from None
         if r.status_code != 200 or not data.get("access_token"):
             code = str(data.get("error") or r.status_code)
             if grant == "refresh_token" and code.lower() == "invalid_grant":
                 raise reauthorise("Bitrix24", self.name, token_refusal(grant, code))
-            raise AuthError(redact(
-                f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
-                f"run `crm-connector auth {self.name}` again"))
+            raise AuthError(
+                redact(
+                    f"Bitrix24 source '{self.name}': {token_refusal(grant, code)}; "
+                    f"run `crm-connector auth {self.name}` again"
+                )
+            )
         return {**{k: data.get(k) for k in PAIR_KEYS}, "expires_at": data.get("expires")}
 
     def _failure(self, grant: str, what: str, spent: bool = True) -> AuthError:
         """A token request without a usable answer. A refresh the server may have taken has
         most likely spent the token; only a 5xx (the server failed) leaves it worth a retry."""
         if grant != "refresh_token":
-            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server's code exchange "
-                             f"failed ({what}); codes live 30 seconds and work once: run "
-                             f"`crm-connector auth {self.name}` again")
+            return AuthError(
+                f"Bitrix24 source '{self.name}': the OAuth server's code exchange "
+                f"failed ({what}); codes live 30 seconds and work once: run "
+                f"`crm-connector auth {self.name}` again"
+            )
         if not spent:
-            return AuthError(f"Bitrix24 source '{self.name}': the OAuth server failed ({what}); "
-                             f"the refresh token was not taken, the next run tries again")
-        return reauthorise("Bitrix24", self.name, f"the token refresh failed: {what}, so the "
-                                                  f"refresh token is most likely spent")
+            return AuthError(
+                f"Bitrix24 source '{self.name}': the OAuth server failed ({what}); "
+                f"the refresh token was not taken, the next run tries again"
+            )
+        return reauthorise(
+            "Bitrix24",
+            self.name,
+            f"the token refresh failed: {what}, so the refresh token is most likely spent",
+        )
 
 
 def authorize_url(portal_url: str, client_id: str, state: str) -> str:
@@ -134,12 +159,15 @@ def sign_in(client, say: Callable[[str], None], timeout_s: float = SIGN_IN_TIMEO
     if client.uses_webhook:
         return f"source '{client.name}' uses an incoming webhook; nothing to authorize"
     if not cfg.redirect_uri:
-        raise AuthError(f"source '{client.name}': set redirect_uri (the app's handler address, "
-                        f"e.g. http://127.0.0.1:8765/bitrix24) so `crm-connector auth "
-                        f"{client.name}` can catch the {CODE_LIFETIME_S}-second code")
+        raise AuthError(
+            f"source '{client.name}': set redirect_uri (the app's handler address, "
+            f"e.g. http://127.0.0.1:8765/bitrix24) so `crm-connector auth "
+            f"{client.name}` can catch the {CODE_LIFETIME_S}-second code"
+        )
     catcher = RedirectCatcher(cfg.redirect_uri, client.name)  # listening before the URL shows
     state = secrets.token_urlsafe(16)
-    say(f"Open this URL in a browser signed in to the portal (waiting up to {timeout_s:g} s "
-        f"for its redirect to {cfg.redirect_uri}):\n{authorize_url(cfg.portal_url, cfg.client_id, state)}")
+    say(
+        f"Open this URL in a browser signed in to the portal (waiting up to {timeout_s:g} s "
+        f"for its redirect to {cfg.redirect_uri}):\n{authorize_url(cfg.portal_url, cfg.client_id, state)}"
+    )
     return catcher.wait(state, timeout_s, client.exchange_code)
-

@@ -19,21 +19,27 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
+from adapters import redact as redaction
 from adapters.bitrix24.auth import OAuthTokens
+from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.throttle import Answer, Throttle
 from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, interruptible
 from adapters.limits import portal_of
-from adapters import redact as redaction
 from adapters.redact import redact
 
 MAX_BATCH = 50
-SCOPES = (("crm.", "crm"), ("tasks.", "task"), ("task.", "task"), ("user.", "user"),
-          ("voximplant.", "telephony"), ("telephony.", "telephony"))
+SCOPES = (
+    ("crm.", "crm"),
+    ("tasks.", "task"),
+    ("task.", "task"),
+    ("user.", "user"),
+    ("voximplant.", "telephony"),
+    ("telephony.", "telephony"),
+)
 AUTH_CODES = {
     "NO_AUTH_FOUND": "the webhook URL or access token is wrong or was revoked; create a new "
-                     "incoming webhook (or re-authorize the app) and update the config",
+    "incoming webhook (or re-authorize the app) and update the config",
     "INVALID_TOKEN": "the access token is not recognised; run `crm-connector auth {name}`",
     "INVALID_CREDENTIALS": "the webhook user lacks CRM permissions; grant them in Bitrix24",
     "ACCESS_DENIED": "access denied ({desc}); check the plan allows REST and the user's permissions",
@@ -41,7 +47,7 @@ AUTH_CODES = {
     "PAYMENT_REQUIRED": "the portal's plan does not include REST access",
     "PORTAL_DELETED": "the portal was deleted",
     "NOT_INSTALLED": "the app is not installed on the portal; install it, then run "
-                     "`crm-connector auth {name}`",
+    "`crm-connector auth {name}`",
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
@@ -142,10 +148,12 @@ def parse_batch(body: dict, keys: list[str]) -> BatchResult:
             code, desc = "", str(e or "")
         if code or desc:
             errors[k] = ApiError(code.upper() if code.isascii() else code, desc)
-    return BatchResult(results=res, errors=errors,
-                       totals=_section(outer.get("result_total"), keys),
-                       times={k: v for k, v in _section(outer.get("result_time"), keys).items()
-                              if isinstance(v, dict)})
+    return BatchResult(
+        results=res,
+        errors=errors,
+        totals=_section(outer.get("result_total"), keys),
+        times={k: v for k, v in _section(outer.get("result_time"), keys).items() if isinstance(v, dict)},
+    )
 
 
 class Bitrix24Client:
@@ -162,17 +170,21 @@ class Bitrix24Client:
         redaction.register(source.client_secret)
         if limits is not None:  # shared by every process (`adapters.limits`): keyed by portal
             portal = portal_of(source.webhook_url or source.portal_url)
-            self.bucket = limits.leaky_bucket("bitrix24", portal, source.bucket_size,
-                                              source.requests_per_second or 2.0)
+            self.bucket = limits.leaky_bucket(
+                "bitrix24", portal, source.bucket_size, source.requests_per_second or 2.0
+            )
             self.budget = limits.operating_budget("bitrix24", portal, source.operating_budget_s)
         else:
             self.bucket = LeakyBucket(source.bucket_size, source.requests_per_second or 2.0)
             self.budget = OperatingBudget(source.operating_budget_s)
         # Requests in flight: up to max_workers (the admin's ceiling), never past the burst.
         self.throttle = Throttle(min(int(source.max_workers or 1), int(self.bucket.capacity)))
-        self.http = http or HttpClient(source.name, limiter=self.bucket, verify=source.verify_tls,
-                                       timeout=(min(CONNECT_TIMEOUT_S, source.timeout_s),
-                                                source.timeout_s))
+        self.http = http or HttpClient(
+            source.name,
+            limiter=self.bucket,
+            verify=source.verify_tls,
+            timeout=(min(CONNECT_TIMEOUT_S, source.timeout_s), source.timeout_s),
+        )
         pooled = HTTPAdapter(pool_connections=1, pool_maxsize=self.throttle.ceiling)
         for prefix in ("https://", "http://"):  # a kept connection per request in flight
             self.http.session.mount(prefix, pooled)
@@ -219,8 +231,7 @@ class Bitrix24Client:
         try:
             with self.throttle.slot((method,)):
                 body = self._post(method, dict(params or {}), charge=method)
-                self.throttle.answered(self._answers({"c": (method, params or {})},
-                                                     {"c": body.get("time")}))
+                self.throttle.answered(self._answers({"c": (method, params or {})}, {"c": body.get("time")}))
         finally:
             self.budget.release(held)
         self.budget.observe(method, body.get("time"))
@@ -285,8 +296,10 @@ class Bitrix24Client:
             body = _envelope(response)
             if body is None:
                 if response.status_code != 429:
-                    raise StreamError(f"Bitrix24 source '{self.name}': {method} answered HTTP "
-                                      f"{response.status_code} with a body that is not a JSON object")
+                    raise StreamError(
+                        f"Bitrix24 source '{self.name}': {method} answered HTTP "
+                        f"{response.status_code} with a body that is not a JSON object"
+                    )
                 body = {}
             code = str(body.get("error") or "").upper()
             if response.status_code < 400 and not code:
@@ -304,15 +317,17 @@ class Bitrix24Client:
                 self._wait_out(charge, body)
                 continue
             raise self.error(method, code, desc, response.status_code)
-        raise StreamError(f"Bitrix24 source '{self.name}': {method} still limited or expired "
-                          f"after {attempts} attempts")
+        raise StreamError(
+            f"Bitrix24 source '{self.name}': {method} still limited or expired after {attempts} attempts"
+        )
 
     def _send(self, method: str, params: dict) -> requests.Response:
         try:
             return self.http.request("POST", self._url(method), json=params, expect_json=True)
         except StreamError as err:
-            raise StreamError(f"Bitrix24 source '{self.name}': {method} failed "
-                              f"{str(err).partition(' failed ')[2]}") from None
+            raise StreamError(
+                f"Bitrix24 source '{self.name}': {method} failed {str(err).partition(' failed ')[2]}"
+            ) from None
         except UnreachableError as err:
             raise UnreachableError(f"Bitrix24 {err}") from None
 
@@ -332,19 +347,26 @@ class Bitrix24Client:
         who = f"Bitrix24 source '{self.name}'"
         if code == "INSUFFICIENT_SCOPE":
             scope = scope_of(method)
-            return ScopeError(f"{who}: {method} needs the '{scope}' scope, which the "
-                              f"{'webhook' if self.uses_webhook else 'app'} lacks; add it in "
-                              "Bitrix24 (or drop the stream from the config)")
+            return ScopeError(
+                f"{who}: {method} needs the '{scope}' scope, which the "
+                f"{'webhook' if self.uses_webhook else 'app'} lacks; add it in "
+                "Bitrix24 (or drop the stream from the config)"
+            )
         if code == "ACCESS_DENIED" and scope_of(method) not in ("crm",):
-            return ScopeError(f"{who}: access to {method} denied ({desc}); give the user the "
-                              f"'{scope_of(method)}' permissions, or drop the stream")
+            return ScopeError(
+                f"{who}: access to {method} denied ({desc}); give the user the "
+                f"'{scope_of(method)}' permissions, or drop the stream"
+            )
         if code == "EXPIRED_TOKEN":
-            return AuthError(f"{who}: the access token expired and could not be refreshed; run "
-                             f"`crm-connector auth {self.name} --code CODE`")
+            return AuthError(
+                f"{who}: the access token expired and could not be refreshed; run "
+                f"`crm-connector auth {self.name} --code CODE`"
+            )
         if code in AUTH_CODES:
             return AuthError(f"{who}: " + AUTH_CODES[code].format(name=self.name, desc=desc))
-        return StreamError(f"{who}: {method} failed: {code or 'error'}: {desc}"
-                           + (f" (HTTP {status})" if status else ""))
+        return StreamError(
+            f"{who}: {method} failed: {code or 'error'}: {desc}" + (f" (HTTP {status})" if status else "")
+        )
 
     def host(self) -> str:
         return urlsplit(self.cfg.webhook_url or self.cfg.portal_url or "").hostname or "?"
@@ -358,4 +380,3 @@ class Bitrix24Client:
 
     def close(self) -> None:
         self.http.close()
-

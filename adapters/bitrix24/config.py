@@ -9,22 +9,36 @@ from adapters.urls import check_url
 
 # application_token: what event deliveries must carry in auth[application_token] to be trusted
 # (the token an app receives when installed, or the one shown for an outgoing webhook).
-KEYS = {"webhook_url": str, "portal_url": str, "client_id": str, "client_secret": str,
-        "oauth_url": str, "redirect_uri": str, "bucket_size": int, "operating_budget_s": float,
-        "reconcile_hours": float, "application_token": str}
+KEYS = {
+    "webhook_url": str,
+    "portal_url": str,
+    "client_id": str,
+    "client_secret": str,
+    "oauth_url": str,
+    "redirect_uri": str,
+    "bucket_size": int,
+    "operating_budget_s": float,
+    "reconcile_hours": float,
+    "application_token": str,
+}
 SECRET_KEYS = ("webhook_url", "client_secret", "application_token")
 # max_workers is a ceiling here: the throttle keeps as many requests in flight as the portal's
 # signals allow, up to the bucket's burst; an admin lowers it to leave room for others.
-DEFAULTS = {"requests_per_second": 2.0, "oauth_url": "https://oauth.bitrix.info/oauth/token/",
-            "bucket_size": 50, "operating_budget_s": 480.0, "reconcile_hours": 24.0,
-            "max_workers": 50}
+DEFAULTS = {
+    "requests_per_second": 2.0,
+    "oauth_url": "https://oauth.bitrix.info/oauth/token/",
+    "bucket_size": 50,
+    "operating_budget_s": 480.0,
+    "reconcile_hours": 24.0,
+    "max_workers": 50,
+}
 FIELD_PREFIX = "UF_CRM_"
 
 
 def webhook_secret(url: str) -> str | None:
     try:
         path = urlsplit(url).path
-    except ValueError:          # a malformed host ("https://[::1/..."): the path is still a secret
+    except ValueError:  # a malformed host ("https://[::1/..."): the path is still a secret
         path = url.split("//", 1)[-1].partition("/")[2]
     parts = [p for p in path.split("/") if p]
     return parts[2] if len(parts) >= 3 else None
@@ -40,19 +54,22 @@ def check(key: str, d: dict, fail) -> None:
         if len(parts) < 3 or parts[0] != "rest" or not parts[1].isdigit() or not parts[2]:
             raise fail(f"{key}.webhook_url", "must look like https://PORTAL/rest/USER_ID/SECRET/")
         if len(parts) > 3 or split.query or split.fragment or url.rstrip().endswith(("?", "#")):
-            raise fail(f"{key}.webhook_url", "must end with the secret: "
-                                             "https://PORTAL/rest/USER_ID/SECRET/ (no method, no query)")
+            raise fail(
+                f"{key}.webhook_url",
+                "must end with the secret: https://PORTAL/rest/USER_ID/SECRET/ (no method, no query)",
+            )
         d["webhook_url"] = url.rstrip("/") + "/"
     else:
         missing = [k for k in ("portal_url", "client_id", "client_secret") if not d.get(k)]
         if missing:
-            raise fail(f"{key}.{missing[0]}",
-                       "missing credential: set webhook_url, or portal_url, client_id and "
-                       "client_secret (OAuth)")
+            raise fail(
+                f"{key}.{missing[0]}",
+                "missing credential: set webhook_url, or portal_url, client_id and client_secret (OAuth)",
+            )
         d["portal_url"] = check_url(f"{key}.portal_url", d["portal_url"], fail, bare=True).rstrip("/")
     if "oauth_url" in d:
         d["oauth_url"] = check_url(f"{key}.oauth_url", d["oauth_url"], fail)
-    if d.get("redirect_uri"):   # the app's handler; `auth` listens there when it is on loopback
+    if d.get("redirect_uri"):  # the app's handler; `auth` listens there when it is on loopback
         d["redirect_uri"] = check_url(f"{key}.redirect_uri", d["redirect_uri"], fail)
     _in_range(key, d, fail)
 
@@ -60,16 +77,21 @@ def check(key: str, d: dict, fail) -> None:
 # Ranges of the numeric keys: (lowest, highest, whether the lowest itself is allowed). The bucket
 # is the plan's burst (50, Enterprise 250); the operating budget is per 10 minutes (600 s), so 0
 # would wait for ever; reconcile_hours 0 lists all ids on every run, a year is plenty.
-RANGES = {"bucket_size": (0, 10_000, False), "operating_budget_s": (0, 600, False),
-          "reconcile_hours": (0, 24 * 366, True)}
+RANGES = {
+    "bucket_size": (0, 10_000, False),
+    "operating_budget_s": (0, 600, False),
+    "reconcile_hours": (0, 24 * 366, True),
+}
 
 
 def _in_range(key: str, d: dict, fail) -> None:
     for k, (lo, hi, lo_ok) in RANGES.items():
         v = d.get(k)
         if v is not None and not ((v >= lo if lo_ok else v > lo) and v <= hi):
-            raise fail(f"{key}.{k}", f"must be {'at least' if lo_ok else 'greater than'} {lo} "
-                                     f"and at most {hi}, got {v:g}")
+            raise fail(
+                f"{key}.{k}",
+                f"must be {'at least' if lo_ok else 'greater than'} {lo} and at most {hi}, got {v:g}",
+            )
 
 
 def sandbox_source(server) -> dict:

@@ -30,20 +30,40 @@ from adapters.values import to_int
 
 # event (upper case) -> (mirror table, whether it says the record was deleted)
 EVENTS: dict[str, tuple[str, bool]] = {
-    **{f"{prefix}{what}": (table, what == "DELETE")
-       for prefix, table in (("ONCRMDEAL", "deals"), ("ONCRMLEAD", "leads"),
-                             ("ONCRMCONTACT", "contacts"), ("ONCRMCOMPANY", "companies"),
-                             ("ONCRMACTIVITY", "activities"), ("ONTASK", "tasks"))
-       for what in ("ADD", "UPDATE", "DELETE")},
+    **{
+        f"{prefix}{what}": (table, what == "DELETE")
+        for prefix, table in (
+            ("ONCRMDEAL", "deals"),
+            ("ONCRMLEAD", "leads"),
+            ("ONCRMCONTACT", "contacts"),
+            ("ONCRMCOMPANY", "companies"),
+            ("ONCRMACTIVITY", "activities"),
+            ("ONTASK", "tasks"),
+        )
+        for what in ("ADD", "UPDATE", "DELETE")
+    },
     "ONCRMDEALMOVETOCATEGORY": ("deals", False),
 }
 # What `install_hooks` binds, online and offline alike.
-BOUND = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE",
-         "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
-         "ONCRMCOMPANYADD", "ONCRMCOMPANYUPDATE", "ONCRMCOMPANYDELETE",
-         "ONCRMLEADADD", "ONCRMLEADUPDATE", "ONCRMLEADDELETE",
-         "ONCRMACTIVITYADD", "ONCRMACTIVITYUPDATE",
-         "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE")
+BOUND = (
+    "ONCRMDEALADD",
+    "ONCRMDEALUPDATE",
+    "ONCRMDEALDELETE",
+    "ONCRMCONTACTADD",
+    "ONCRMCONTACTUPDATE",
+    "ONCRMCONTACTDELETE",
+    "ONCRMCOMPANYADD",
+    "ONCRMCOMPANYUPDATE",
+    "ONCRMCOMPANYDELETE",
+    "ONCRMLEADADD",
+    "ONCRMLEADUPDATE",
+    "ONCRMLEADDELETE",
+    "ONCRMACTIVITYADD",
+    "ONCRMACTIVITYUPDATE",
+    "ONTASKADD",
+    "ONTASKUPDATE",
+    "ONTASKDELETE",
+)
 TOKEN = "auth[application_token]"
 # The key our offline bindings carry (event.bind auth_connector) and every write of ours sends
 # (a REST call's auth_connector): the portal records no offline event for a change made by a
@@ -56,12 +76,13 @@ def check_token(pairs: list[tuple[str, str]], expected: str | None, source: str)
     constant time); refuse all when the source has none configured."""
     who = f"Bitrix24 source '{source}'"
     if not expected:
-        raise HookRefused(f"{who}: no application_token is set, so no delivery can be trusted; "
-                          "set it to the token of the app or outgoing webhook sending events")
+        raise HookRefused(
+            f"{who}: no application_token is set, so no delivery can be trusted; "
+            "set it to the token of the app or outgoing webhook sending events"
+        )
     given = [v for k, v in pairs if k == TOKEN]
     if len(given) != 1:
-        raise HookRefused(f"{who}: the delivery carries {'no' if not given else 'more than one'} "
-                          f"{TOKEN}")
+        raise HookRefused(f"{who}: the delivery carries {'no' if not given else 'more than one'} {TOKEN}")
     if not hmac.compare_digest(given[0].encode(), expected.encode()):
         raise HookRefused(f"{who}: the delivery's application_token is not the source's")
 
@@ -117,8 +138,9 @@ def parse_delivery(pairs: list[tuple[str, str]], token: str | None, source: str)
     try:
         body = nest(pairs)
     except ValueError:
-        raise HookRefused(f"Bitrix24 source '{source}': a delivery repeats a key, which no "
-                          "portal sends") from None
+        raise HookRefused(
+            f"Bitrix24 source '{source}': a delivery repeats a key, which no portal sends"
+        ) from None
     event = body.get("event")
     if not isinstance(event, str) or not event:
         raise HookRefused(f"Bitrix24 source '{source}': the delivery names no event")
@@ -147,4 +169,3 @@ def offline_changes(events: list) -> tuple[list[Change], int]:
             out.pop((change.table, change.id), None)
             out[(change.table, change.id)] = change
     return list(out.values()), unreadable
-

@@ -41,8 +41,12 @@ def _label(row: dict) -> str:
 
 def to_field(row: dict) -> CrmField:
     name = row.get("FIELD_NAME", "")
-    return CrmField(key=name, name=_label(row), type=row.get("USER_TYPE_ID", ""),
-                    code=name[len("UF_CRM_"):] if name.startswith("UF_CRM_") else name)
+    return CrmField(
+        key=name,
+        name=_label(row),
+        type=row.get("USER_TYPE_ID", ""),
+        code=name[len("UF_CRM_") :] if name.startswith("UF_CRM_") else name,
+    )
 
 
 def list_fields(client: Bitrix24Client, entity_type: str) -> list[CrmField]:
@@ -56,10 +60,20 @@ def list_fields(client: Bitrix24Client, entity_type: str) -> list[CrmField]:
 def create_field(client: Bitrix24Client, entity_type: str, code: str, label: str) -> CrmField:
     """A `double` field named UF_CRM_{code} (the API adds the UF_CRM_ prefix itself)."""
     base = re.sub(r"^(UF_CRM_|UF_)", "", code.upper())
-    fields = {"USER_TYPE_ID": "double", "FIELD_NAME": base, "LABEL": label,
-              "EDIT_FORM_LABEL": label, "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label,
-              "MULTIPLE": "N", "MANDATORY": "N", "SHOW_FILTER": "Y", "SHOW_IN_LIST": "Y",
-              "EDIT_IN_LIST": "N", "SETTINGS": {"PRECISION": 4}}
+    fields = {
+        "USER_TYPE_ID": "double",
+        "FIELD_NAME": base,
+        "LABEL": label,
+        "EDIT_FORM_LABEL": label,
+        "LIST_COLUMN_LABEL": label,
+        "LIST_FILTER_LABEL": label,
+        "MULTIPLE": "N",
+        "MANDATORY": "N",
+        "SHOW_FILTER": "Y",
+        "SHOW_IN_LIST": "Y",
+        "EDIT_IN_LIST": "N",
+        "SETTINGS": {"PRECISION": 4},
+    }
     client.call(f"crm.{_entity(entity_type)}.userfield.add", {"fields": fields})
     return CrmField(key="UF_CRM_" + base, name=label, type="double", code=base)
 
@@ -67,10 +81,15 @@ def create_field(client: Bitrix24Client, entity_type: str, code: str, label: str
 def _command(entity_type: str, w: FieldWrite) -> tuple[str, dict]:
     # None clears the field; Bitrix24 takes an empty string for that.
     values = {k: ("" if v is None else v) for k, v in w.values.items()}
-    return (f"crm.{entity_type}.update",
-            {"id": w.entity_id, "fields": values,
-             "params": {"REGISTER_HISTORY_EVENT": "N", "REGISTER_SONET_EVENT": "N"},
-             "auth_connector": AUTH_CONNECTOR})
+    return (
+        f"crm.{entity_type}.update",
+        {
+            "id": w.entity_id,
+            "fields": values,
+            "params": {"REGISTER_HISTORY_EVENT": "N", "REGISTER_SONET_EVENT": "N"},
+            "auth_connector": AUTH_CONNECTOR,
+        },
+    )
 
 
 class FieldWriter(adapter.FieldWriter):

@@ -21,9 +21,14 @@ from typing import Callable
 class LeakyBucket:
     """Block in `acquire()` until one more request fits in the bucket."""
 
-    def __init__(self, size: int = 50, drain: float = 2.0, margin: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        size: int = 50,
+        drain: float = 2.0,
+        margin: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.capacity = max(1.0, size - margin)
         self.drain = drain
         self.clock, self.sleep = clock, sleep
@@ -51,13 +56,13 @@ class LeakyBucket:
 
 @dataclass
 class _Method:
-    operating: float = 0.0         # server's last reported total for the 10-minute window
-    known: bool = False            # False: probe with one call before trusting `operating`
+    operating: float = 0.0  # server's last reported total for the 10-minute window
+    known: bool = False  # False: probe with one call before trusting `operating`
     reset_at: float | None = None  # unix time the oldest basket drops out
-    inflight: float = 0.0          # reserved seconds not yet reported
-    cost: float = 0.2              # expected seconds per call (moving average)
+    inflight: float = 0.0  # reserved seconds not yet reported
+    cost: float = 0.2  # expected seconds per call (moving average)
     blocked_until: float = 0.0
-    probed_at: float = 0.0         # when the last probe was sent
+    probed_at: float = 0.0  # when the last probe was sent
 
 
 def parse_reset(value) -> float | None:
@@ -82,9 +87,13 @@ class OperatingBudget:
     reports and `release` drops the reservation once the response is in.
     """
 
-    def __init__(self, budget_s: float = 480.0, safety_s: float | None = None,
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        budget_s: float = 480.0,
+        safety_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.budget = budget_s
         self.safety = safety_s if safety_s is not None else max(5.0, 0.02 * budget_s)
         self.clock, self.sleep = clock, sleep
@@ -182,5 +191,11 @@ class OperatingBudget:
     def state(self, method: str) -> dict:
         with self._lock:
             m = self._m(method)
-            return {"operating": m.operating, "known": m.known, "reset_at": m.reset_at,
-                    "inflight": m.inflight, "cost": m.cost, "blocked_until": m.blocked_until}
+            return {
+                "operating": m.operating,
+                "known": m.known,
+                "reset_at": m.reset_at,
+                "inflight": m.inflight,
+                "cost": m.cost,
+                "blocked_until": m.blocked_until,
+            }

@@ -26,14 +26,27 @@ class Lister:
         self.client = client
         self.pager = pager
 
-    def pages(self, req: ListRequest, windows: list[list], extra: dict | None = None,
-              density: float | None = None, ordered: bool = False) -> Iterator[Chunk]:
+    def pages(
+        self,
+        req: ListRequest,
+        windows: list[list],
+        extra: dict | None = None,
+        density: float | None = None,
+        ordered: bool = False,
+    ) -> Iterator[Chunk]:
         """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side."""
         each = (lambda chunk: self.look_up(req, chunk)) if req.lookup else None
         companion = req.companion.command if req.companion else None
-        chunks = self.pager.run(req.spec, windows, extra=extra, companion=companion,
-                                first_chain=req.first_chain, density=density, ordered=ordered,
-                                each=each)
+        chunks = self.pager.run(
+            req.spec,
+            windows,
+            extra=extra,
+            companion=companion,
+            first_chain=req.first_chain,
+            density=density,
+            ordered=ordered,
+            each=each,
+        )
         for chunk in chunks:
             if req.companion:
                 chunk.side = self.companion_values(req.companion, req.spec, chunk)
@@ -44,24 +57,32 @@ class Lister:
         side = comp.values(chunk.extra)
         missing = [i for i in spec.ids_of(chunk.rows) if i not in side]
         for i in range(0, len(missing), PAGE):  # changed between the two sub-calls: ask by id
-            env = self.client.call(*comp.by_ids(missing[i:i + PAGE]))
+            env = self.client.call(*comp.by_ids(missing[i : i + PAGE]))
             side.update(comp.values([env.get("result")]))
         return side
 
     def look_up(self, req: ListRequest, chunk: Chunk) -> Chunk:
         """Set `chunk.side` to item id -> the row `req.lookup` finds for it (best effort)."""
         lookup: Lookup = req.lookup
-        rows = [r for r in chunk.rows if isinstance(r, dict)]   # the parser reports the others
+        rows = [r for r in chunk.rows if isinstance(r, dict)]  # the parser reports the others
         found = self.by_ids(lookup.spec, [r.get(lookup.key) for r in rows])
-        chunk.side = {req.spec.id_of(r): found[ref_id(r.get(lookup.key))]
-                      for r in rows if ref_id(r.get(lookup.key)) in found}
+        chunk.side = {
+            req.spec.id_of(r): found[ref_id(r.get(lookup.key))]
+            for r in rows
+            if ref_id(r.get(lookup.key)) in found
+        }
         return chunk
 
     def by_ids(self, spec: ListSpec, ids) -> dict[int, dict]:
         """Rows of `spec`'s list by ID, 50 per sub-call; {} with a warning when it fails."""
         ids = sorted({i for i in (ref_id(x) for x in ids) if i})
-        cmds = [(spec.method, dict(spec.params, **{spec.filter_key: {"@" + spec.id_key: ids[i:i + PAGE]}},
-                                   start=-1)) for i in range(0, len(ids), PAGE)]
+        cmds = [
+            (
+                spec.method,
+                dict(spec.params, **{spec.filter_key: {"@" + spec.id_key: ids[i : i + PAGE]}}, start=-1),
+            )
+            for i in range(0, len(ids), PAGE)
+        ]
         out = {}
         try:
             while cmds:
@@ -77,8 +98,7 @@ class Lister:
                     for row in spec.rows(rows) if rows is not None else []:
                         out[to_int(row.get(spec.row_id))] = row
         except (StreamError, ValueError) as err:  # the parser falls back to the item's own data
-            log.warning("Bitrix24 source '%s': %s lookup unavailable: %s", self.client.name,
-                        spec.method, err)
+            log.warning("Bitrix24 source '%s': %s lookup unavailable: %s", self.client.name, spec.method, err)
         return out
 
     def plan(self, spec: ListSpec, per_worker: int) -> tuple[list[list], float]:
@@ -95,8 +115,15 @@ class Lister:
     def ids(self, spec: ListSpec) -> list[int] | None:
         """Every ID of a list method: ID only, no counting, 2,500 per request; None when a row
         has no readable ID (the listing cannot tell which rows are gone)."""
-        spec = ListSpec(spec.method, {"select": [spec.id_key]}, spec.filter_key, spec.id_key,
-                        spec.row_id, spec.wrap, spec.order)
+        spec = ListSpec(
+            spec.method,
+            {"select": [spec.id_key]},
+            spec.filter_key,
+            spec.id_key,
+            spec.row_id,
+            spec.wrap,
+            spec.order,
+        )
         windows, density = self.plan(spec, 4)
         ids: list[int] = []
         for chunk in self.pager.run(spec, windows, density=density):

@@ -38,18 +38,18 @@ LIMIT_CODES = ("OPERATION_TIME_LIMIT", "QUERY_LIMIT_EXCEEDED")
 @dataclass(frozen=True)
 class ListSpec:
     """How to page one list method by ID."""
+
     method: str
-    params: dict = field(default_factory=dict)   # select, entityTypeId, ...
-    filter_key: str = "filter"                   # user.get / voximplant use FILTER
-    id_key: str = "ID"                           # name in filter and order
-    row_id: str = "ID"                           # name in returned rows (tasks: id)
-    wrap: str | None = None                      # result.tasks / result.items
-    order: dict | None = None                    # default {"order": {id_key: "ASC"}}
+    params: dict = field(default_factory=dict)  # select, entityTypeId, ...
+    filter_key: str = "filter"  # user.get / voximplant use FILTER
+    id_key: str = "ID"  # name in filter and order
+    row_id: str = "ID"  # name in returned rows (tasks: id)
+    wrap: str | None = None  # result.tasks / result.items
+    order: dict | None = None  # default {"order": {id_key: "ASC"}}
 
     def order_params(self, desc: bool = False) -> dict:
         if self.order is not None:
-            return {k: ("DESC" if desc and str(v).upper() == "ASC" else v)
-                    for k, v in self.order.items()}
+            return {k: ("DESC" if desc and str(v).upper() == "ASC" else v) for k, v in self.order.items()}
         return {"order": {self.id_key: "DESC" if desc else "ASC"}}
 
     def command(self, lower, hi: int | None, extra: dict | None) -> dict:
@@ -102,12 +102,13 @@ CompanionCommand = Callable[[object, "int | None", dict], tuple[str, dict]]
 @dataclass
 class Chunk:
     """What one batch produced for one window."""
+
     window: int
     rows: list[dict]
-    extra: list = field(default_factory=list)   # companion results, one per page
-    lower: int = 0                              # the window's progress after this chunk
+    extra: list = field(default_factory=list)  # companion results, one per page
+    lower: int = 0  # the window's progress after this chunk
     done: bool = False
-    side: dict = field(default_factory=dict)    # what an `each` hook looked up for these rows
+    side: dict = field(default_factory=dict)  # what an `each` hook looked up for these rows
 
 
 class Pager:
@@ -141,8 +142,7 @@ class Pager:
         # worker, each one request (the bucket's burst is the scarce thing there); more only
         # where each would still need more than one full batch.
         pages = density * (hi - lo) / PAGE
-        n = max(1, min(max_windows, math.ceil(pages / 10),
-                       max(self.workers, math.ceil(pages / MAX_BATCH))))
+        n = max(1, min(max_windows, math.ceil(pages / 10), max(self.workers, math.ceil(pages / MAX_BATCH))))
         return self.split(lo, hi, n), density
 
     @staticmethod
@@ -151,10 +151,17 @@ class Pager:
         step = max(1, math.ceil((hi - lo) / max(1, n)))
         return [[lo + i * step, min(hi, lo + (i + 1) * step)] for i in range(n) if lo + i * step < hi]
 
-    def run(self, spec: ListSpec, windows: list[list], extra: dict | None = None,
-            companion: CompanionCommand | None = None, first_chain: int = 1,
-            density: float | None = None, ordered: bool = False,
-            each: Callable[[Chunk], Chunk] | None = None) -> Iterator[Chunk]:
+    def run(
+        self,
+        spec: ListSpec,
+        windows: list[list],
+        extra: dict | None = None,
+        companion: CompanionCommand | None = None,
+        first_chain: int = 1,
+        density: float | None = None,
+        ordered: bool = False,
+        each: Callable[[Chunk], Chunk] | None = None,
+    ) -> Iterator[Chunk]:
         """Read every window; chunks arrive as batches complete (windows interleave unless
         `ordered`). `each(chunk)` runs in the worker that read the chunk."""
         each = each or (lambda c: c)
@@ -213,9 +220,18 @@ class Pager:
                     pass
             pool.shutdown(wait=True)
 
-    def _window(self, index: int, lo: int, hi: int | None, spec: ListSpec, extra: dict | None,
-                companion: CompanionCommand | None, chain: int, density: float | None,
-                stop) -> Iterator[Chunk]:
+    def _window(
+        self,
+        index: int,
+        lo: int,
+        hi: int | None,
+        spec: ListSpec,
+        extra: dict | None,
+        companion: CompanionCommand | None,
+        chain: int,
+        density: float | None,
+        stop,
+    ) -> Iterator[Chunk]:
         per_page = 2 if companion else 1
         max_chain = MAX_BATCH // per_page
         limited = 0
@@ -251,13 +267,16 @@ class Pager:
                     if err.code in LIMIT_CODES:
                         hit_limit = True
                         break
-                    raise self.client.error(cmds[key][0] if key in errors else cmds[f"q{k}"][0],
-                                            err.code, err.description)
+                    raise self.client.error(
+                        cmds[key][0] if key in errors else cmds[f"q{k}"][0], err.code, err.description
+                    )
                 try:
                     rows = spec.rows(results.get(key))
                 except ValueError:
-                    raise StreamError(f"Bitrix24 source '{self.client.name}': {spec.method} "
-                                      "returned a page of unexpected shape") from None
+                    raise StreamError(
+                        f"Bitrix24 source '{self.client.name}': {spec.method} "
+                        "returned a page of unexpected shape"
+                    ) from None
                 self._check_progress(spec, rows, lo)
                 rows_all.extend(rows)
                 if companion:
@@ -269,8 +288,10 @@ class Pager:
             if hit_limit:
                 limited += 1
                 if limited > 20:
-                    raise StreamError(f"Bitrix24 source '{self.client.name}': {spec.method} stays "
-                                      "blocked by the operating-time limit; try again later")
+                    raise StreamError(
+                        f"Bitrix24 source '{self.client.name}': {spec.method} stays "
+                        "blocked by the operating-time limit; try again later"
+                    )
             else:
                 limited = 0
             if rows_all or done:
@@ -288,7 +309,8 @@ class Pager:
             raise StreamError(
                 f"Bitrix24 source '{self.client.name}': {spec.method}: the server served the same "
                 f"rows again (IDs from {min(ids)} for a page asked for above ID {lower}: it "
-                f"ignores the `>{spec.id_key}` filter); stopped rather than ask again")
+                f"ignores the `>{spec.id_key}` filter); stopped rather than ask again"
+            )
 
 
 def in_window_order(chunks) -> Iterator[Chunk]:

@@ -15,13 +15,32 @@ from __future__ import annotations
 from adapters.base import Page
 from adapters.calls import call_status
 from adapters.streams import Ctx
-from adapters.values import (BadItem, BadValue, Item, amount, channel, flag, identifier, integer, offset_moment,
-                            ref_id, reference, score_in, to_int)
+from adapters.values import (
+    BadItem,
+    BadValue,
+    Item,
+    amount,
+    channel,
+    flag,
+    identifier,
+    integer,
+    offset_moment,
+    ref_id,
+    reference,
+    score_in,
+    to_int,
+)
 
 LEAD_PIPELINE = -1  # Bitrix24 lead statuses live under a pseudo-pipeline (docs/mirror.md)
 # The pseudo-pipeline as an item of its own (crm.category.list has none for leads).
-LEAD_CATEGORY = {"id": LEAD_PIPELINE, "entityTypeId": 1, "name": "Leads", "sort": 0,
-                 "isDefault": "N", "note": "pseudo-pipeline for lead statuses"}
+LEAD_CATEGORY = {
+    "id": LEAD_PIPELINE,
+    "entityTypeId": 1,
+    "name": "Leads",
+    "sort": 0,
+    "isDefault": "N",
+    "note": "pseudo-pipeline for lead statuses",
+}
 
 DEAL_STATUS = {"P": "open", "S": "won", "F": "lost"}
 LEAD_STATUS = {"P": "open", "S": "converted", "F": "junk"}
@@ -38,19 +57,27 @@ CALL_CONNECTED = "200"
 # activity, told apart by PROVIDER_ID (open-lines chats, SMS). Tasks (3) live in `tasks`;
 # calendar imports (5) and unknown providers are not client interactions we can name.
 ACTIVITY_TYPES = {1: "meeting", 2: "call", 4: "email"}
-ACTIVITY_PROVIDERS = {"IMOPENLINES_SESSION": "chat", "CRM_SMS": "sms", "SMS": "sms",
-                      "CRM_EMAIL": "email", "VOXIMPLANT_CALL": "call", "CRM_MEETING": "meeting"}
-DIRECTIONS = {1: "in", 2: "out"}   # 0: none (meetings)
+ACTIVITY_PROVIDERS = {
+    "IMOPENLINES_SESSION": "chat",
+    "CRM_SMS": "sms",
+    "SMS": "sms",
+    "CRM_EMAIL": "email",
+    "VOXIMPLANT_CALL": "call",
+    "CRM_MEETING": "meeting",
+}
+DIRECTIONS = {1: "in", 2: "out"}  # 0: none (meetings)
 
 
 def one_of(table: dict):
     """A reader for a code that must be one of `table`'s keys; gives its meaning."""
+
     def read(v):
         if v is None or v == "":
             return None
         if not isinstance(v, str) or v not in table:
             raise BadValue(f"not one of {', '.join(k for k in table if k)}")
         return table[v]
+
     return read
 
 
@@ -58,10 +85,20 @@ def user(r: dict, ctx: Ctx) -> Page:
     """A `user.get` item."""
     v = Item(r)
     name = " ".join(p for p in (v.get("NAME"), v.get("LAST_NAME")) if p) or None
-    return Page(rows={"users": [{"id": v.need("ID", identifier), "name": name,
-                                 "email": v.get("EMAIL") or None,
-                                 "is_active": flag(r.get("ACTIVE", True)), "raw": r}]},
-                problems=v.problems)
+    return Page(
+        rows={
+            "users": [
+                {
+                    "id": v.need("ID", identifier),
+                    "name": name,
+                    "email": v.get("EMAIL") or None,
+                    "is_active": flag(r.get("ACTIVE", True)),
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
 
 
 def pipeline(c: dict, ctx: Ctx) -> Page:
@@ -69,8 +106,14 @@ def pipeline(c: dict, ctx: Ctx) -> Page:
     v = Item(c)
     pid = v.need("id", integer)
     entity = PIPELINE_ENTITY.get(v.get("entityTypeId", integer), "deal")
-    row = {"id": pid, "entity": entity, "name": v.get("name"), "sort": v.get("sort", integer),
-           "is_default": flag(c.get("isDefault")), "raw": c}
+    row = {
+        "id": pid,
+        "entity": entity,
+        "name": v.get("name"),
+        "sort": v.get("sort", integer),
+        "is_default": flag(c.get("isDefault")),
+        "raw": c,
+    }
     stages = [stage(s, pid, entity, v) for s in ctx.side.get(pid) or []]
     return Page(rows={"pipelines": [row], "stages": stages}, problems=v.problems)
 
@@ -78,9 +121,15 @@ def pipeline(c: dict, ctx: Ctx) -> Page:
 def stage(s: dict, pipeline_id: int, entity: str, owner: Item | None = None) -> dict:
     """One `crm.status.list` row of a pipeline; its problems go to the pipeline's `owner`."""
     st = Item(s)
-    row = {"pipeline_id": pipeline_id, "id": st.need("STATUS_ID"), "entity": entity,
-           "name": st.get("NAME"), "sort": st.get("SORT", integer),
-           "semantics": st.get("SEMANTICS", one_of(SEMANTICS), default="open"), "raw": s}
+    row = {
+        "pipeline_id": pipeline_id,
+        "id": st.need("STATUS_ID"),
+        "entity": entity,
+        "name": st.get("NAME"),
+        "sort": st.get("SORT", integer),
+        "semantics": st.get("SEMANTICS", one_of(SEMANTICS), default="open"),
+        "raw": s,
+    }
     if owner is not None:
         owner.problems += st.problems
     return row
@@ -88,9 +137,12 @@ def stage(s: dict, pipeline_id: int, entity: str, owner: Item | None = None) -> 
 
 def _common(v: Item) -> dict:
     """Fields every CRM entity has: owner and the two moments."""
-    return {"responsible_user_id": v.get("ASSIGNED_BY_ID", reference),
-            "created_at": v.get("DATE_CREATE", offset_moment),
-            "updated_at": v.get("DATE_MODIFY", offset_moment), "is_deleted": 0}
+    return {
+        "responsible_user_id": v.get("ASSIGNED_BY_ID", reference),
+        "created_at": v.get("DATE_CREATE", offset_moment),
+        "updated_at": v.get("DATE_MODIFY", offset_moment),
+        "is_deleted": 0,
+    }
 
 
 def deal(r: dict, ctx: Ctx) -> Page:
@@ -100,13 +152,21 @@ def deal(r: dict, ctx: Ctx) -> Page:
     deal without its id, pipeline, stage or stage semantics is skipped and reported.
     """
     v = Item(r)
-    d = {"id": v.need("ID", identifier), "name": v.get("TITLE"),
-         "pipeline_id": v.need("CATEGORY_ID", integer), "stage_id": v.need("STAGE_ID"),
-         "status": v.need("STAGE_SEMANTIC_ID", one_of(DEAL_STATUS)),
-         "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
-         "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
-         **_common(v), "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
-         "channel": acquisition(v), "raw": r}
+    d = {
+        "id": v.need("ID", identifier),
+        "name": v.get("TITLE"),
+        "pipeline_id": v.need("CATEGORY_ID", integer),
+        "stage_id": v.need("STAGE_ID"),
+        "status": v.need("STAGE_SEMANTIC_ID", one_of(DEAL_STATUS)),
+        "amount": v.get("OPPORTUNITY", amount),
+        "currency": v.get("CURRENCY_ID"),
+        "contact_id": v.get("CONTACT_ID", reference),
+        "company_id": v.get("COMPANY_ID", reference),
+        **_common(v),
+        "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
+        "channel": acquisition(v),
+        "raw": r,
+    }
     links = deal_links(d, contact_ids(d["id"], ctx.side.get(d["id"])))
     return Page(rows={"deals": [d], "deal_contacts": links}, problems=v.problems)
 
@@ -144,38 +204,65 @@ def acquisition(v: Item) -> str | None:
 def deal_links(d: dict, ids: list[int]) -> list[dict]:
     """Links of one deal from its contact ids (main contact first)."""
     main = d.get("contact_id") or (ids[0] if ids else None)
-    return [{"deal_id": d["id"], "contact_id": c, "is_main": int(c == main)}
-            for c in dict.fromkeys(ids)]
+    return [{"deal_id": d["id"], "contact_id": c, "is_main": int(c == main)} for c in dict.fromkeys(ids)]
 
 
 def lead(r: dict, ctx: Ctx) -> Page:
     """A `crm.lead.list` item; one without its id, status or status semantics is skipped."""
     v = Item(r)
     status = v.need("STATUS_SEMANTIC_ID", one_of(LEAD_STATUS))
-    return Page(rows={"leads": [{
-        "id": v.need("ID", identifier), "title": v.get("TITLE"), "status_id": v.need("STATUS_ID"),
-        "status": status, "amount": v.get("OPPORTUNITY", amount), "currency": v.get("CURRENCY_ID"),
-        "contact_id": v.get("CONTACT_ID", reference), "company_id": v.get("COMPANY_ID", reference),
-        **_common(v),
-        "closed_at": closing_moment(v, "DATE_CLOSED") if status != "open" else None,
-        "channel": acquisition(v), "raw": r}]}, problems=v.problems)
+    return Page(
+        rows={
+            "leads": [
+                {
+                    "id": v.need("ID", identifier),
+                    "title": v.get("TITLE"),
+                    "status_id": v.need("STATUS_ID"),
+                    "status": status,
+                    "amount": v.get("OPPORTUNITY", amount),
+                    "currency": v.get("CURRENCY_ID"),
+                    "contact_id": v.get("CONTACT_ID", reference),
+                    "company_id": v.get("COMPANY_ID", reference),
+                    **_common(v),
+                    "closed_at": closing_moment(v, "DATE_CLOSED") if status != "open" else None,
+                    "channel": acquisition(v),
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
 
 
 def contact(r: dict, ctx: Ctx) -> Page:
     """A `crm.contact.list` item."""
     v = Item(r)
     name = " ".join(p for p in (v.get("NAME"), v.get("SECOND_NAME"), v.get("LAST_NAME")) if p)
-    return Page(rows={"contacts": [{
-        "id": v.need("ID", identifier), "name": name or None,
-        "company_id": v.get("COMPANY_ID", reference), **_common(v), "raw": r}]}, problems=v.problems)
+    return Page(
+        rows={
+            "contacts": [
+                {
+                    "id": v.need("ID", identifier),
+                    "name": name or None,
+                    "company_id": v.get("COMPANY_ID", reference),
+                    **_common(v),
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
 
 
 def company(r: dict, ctx: Ctx) -> Page:
     """A `crm.company.list` item."""
     v = Item(r)
-    return Page(rows={"companies": [{
-        "id": v.need("ID", identifier), "name": v.get("TITLE"), **_common(v), "raw": r}]},
-        problems=v.problems)
+    return Page(
+        rows={
+            "companies": [{"id": v.need("ID", identifier), "name": v.get("TITLE"), **_common(v), "raw": r}]
+        },
+        problems=v.problems,
+    )
 
 
 def task_binding(uf) -> tuple[str | None, int | None]:
@@ -192,14 +279,27 @@ def task(r: dict, ctx: Ctx) -> Page:
     v = Item(r)
     etype, eid = task_binding(r.get("ufCrmTask"))
     status = v.get("status", integer) or v.get("realStatus", integer)
-    return Page(rows={"tasks": [{
-        "id": v.need("id", identifier), "text": v.get("title"),
-        "responsible_user_id": v.get("responsibleId", reference), "entity_type": etype,
-        "entity_id": eid, "is_completed": int(status == 5),
-        "due_at": v.get("deadline", offset_moment), "completed_at": v.get("closedDate", offset_moment),
-        "created_at": v.get("createdDate", offset_moment),
-        "updated_at": v.get("changedDate", offset_moment), "is_deleted": 0, "raw": r}]},
-        problems=v.problems)
+    return Page(
+        rows={
+            "tasks": [
+                {
+                    "id": v.need("id", identifier),
+                    "text": v.get("title"),
+                    "responsible_user_id": v.get("responsibleId", reference),
+                    "entity_type": etype,
+                    "entity_id": eid,
+                    "is_completed": int(status == 5),
+                    "due_at": v.get("deadline", offset_moment),
+                    "completed_at": v.get("closedDate", offset_moment),
+                    "created_at": v.get("createdDate", offset_moment),
+                    "updated_at": v.get("changedDate", offset_moment),
+                    "is_deleted": 0,
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
 
 
 def call(r: dict, ctx: Ctx) -> Page:
@@ -217,19 +317,40 @@ def call(r: dict, ctx: Ctx) -> Page:
         etype, eid = owner, ref_id(activity["OWNER_ID"])
     direction = "in" if kind in CALL_INCOMING else "out"
     started = v.get("CALL_START_DATE", offset_moment)
-    page = Page(rows={"calls": [{
-        "id": cid, "direction": direction,
-        "status": call_status(direction, code == CALL_CONNECTED),
-        "duration_s": v.get("CALL_DURATION", integer, default=0),
-        "started_at": started, "responsible_user_id": v.get("PORTAL_USER_ID", reference),
-        "entity_type": etype if eid else None, "entity_id": eid,
-        "phone": v.get("PHONE_NUMBER") or None, "is_deleted": 0, "raw": r}]}, problems=v.problems)
+    page = Page(
+        rows={
+            "calls": [
+                {
+                    "id": cid,
+                    "direction": direction,
+                    "status": call_status(direction, code == CALL_CONNECTED),
+                    "duration_s": v.get("CALL_DURATION", integer, default=0),
+                    "started_at": started,
+                    "responsible_user_id": v.get("PORTAL_USER_ID", reference),
+                    "entity_type": etype if eid else None,
+                    "entity_id": eid,
+                    "phone": v.get("PHONE_NUMBER") or None,
+                    "is_deleted": 0,
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
     vote = v.get("CALL_VOTE", call_vote)
     if vote is not None:
-        page.rows["survey_answers"] = [{
-            "id": f"call_vote:{cid}", "kind": "csat", "score": vote, "at": started,
-            "entity_type": etype if eid else None, "entity_id": eid, "origin": "call_vote",
-            "raw": {"ID": r.get("ID"), "CALL_VOTE": r.get("CALL_VOTE")}}]
+        page.rows["survey_answers"] = [
+            {
+                "id": f"call_vote:{cid}",
+                "kind": "csat",
+                "score": vote,
+                "at": started,
+                "entity_type": etype if eid else None,
+                "entity_id": eid,
+                "origin": "call_vote",
+                "raw": {"ID": r.get("ID"), "CALL_VOTE": r.get("CALL_VOTE")},
+            }
+        ]
     return page
 
 
@@ -244,17 +365,30 @@ def activity(r: dict, ctx: Ctx) -> Page:
     v = Item(r)
     aid = v.need("ID", identifier)
     kind = ACTIVITY_TYPES.get(v.get("TYPE_ID", integer)) or ACTIVITY_PROVIDERS.get(
-        (v.get("PROVIDER_ID") or "").upper())
+        (v.get("PROVIDER_ID") or "").upper()
+    )
     if kind is None:
         return Page(problems=v.problems)
     owner = CALL_OWNER.get(v.get("OWNER_TYPE_ID", integer))
     eid = v.get("OWNER_ID", reference) if owner else None
-    return Page(rows={"activities": [{
-        "id": str(aid), "channel": kind, "direction": DIRECTIONS.get(v.get("DIRECTION", integer)),
-        "at": v.get("START_TIME", offset_moment) or v.get("CREATED", offset_moment),
-        "responsible_user_id": v.get("RESPONSIBLE_ID", reference),
-        "entity_type": owner if eid else None, "entity_id": eid, "is_deleted": 0, "raw": r}]},
-        problems=v.problems)
+    return Page(
+        rows={
+            "activities": [
+                {
+                    "id": str(aid),
+                    "channel": kind,
+                    "direction": DIRECTIONS.get(v.get("DIRECTION", integer)),
+                    "at": v.get("START_TIME", offset_moment) or v.get("CREATED", offset_moment),
+                    "responsible_user_id": v.get("RESPONSIBLE_ID", reference),
+                    "entity_type": owner if eid else None,
+                    "entity_id": eid,
+                    "is_deleted": 0,
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )
 
 
 def stage_change(r: dict, ctx: Ctx) -> Page:
@@ -268,7 +402,20 @@ def stage_change(r: dict, ctx: Ctx) -> Page:
     pipeline_id = v.need("CATEGORY_ID", integer) if entity == "deal" else LEAD_PIPELINE
     previous = ctx.memo.get((entity, owner))
     ctx.memo[(entity, owner)] = stage_id
-    return Page(rows={"stage_changes": [{
-        "id": f"{entity}:{hid}", "entity": entity, "entity_id": owner,
-        "pipeline_id": pipeline_id, "stage_id": stage_id, "previous_stage_id": previous,
-        "changed_at": v.get("CREATED_TIME", offset_moment), "raw": r}]}, problems=v.problems)
+    return Page(
+        rows={
+            "stage_changes": [
+                {
+                    "id": f"{entity}:{hid}",
+                    "entity": entity,
+                    "entity_id": owner,
+                    "pipeline_id": pipeline_id,
+                    "stage_id": stage_id,
+                    "previous_stage_id": previous,
+                    "changed_at": v.get("CREATED_TIME", offset_moment),
+                    "raw": r,
+                }
+            ]
+        },
+        problems=v.problems,
+    )

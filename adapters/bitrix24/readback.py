@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # List methods that take an id list as the filter's value (no `@` prefix in their docs).
 PLAIN_ID_FILTER = ("tasks.task.list", "voximplant.statistic.get")
-CALL_ACTIVITY_KEY = "CRM_ACTIVITY_ID"   # voximplant.statistic.get: the call's activity
-TEXT_IDS = ("activities",)              # tables whose rows carry text ids (the parser's choice)
+CALL_ACTIVITY_KEY = "CRM_ACTIVITY_ID"  # voximplant.statistic.get: the call's activity
+TEXT_IDS = ("activities",)  # tables whose rows carry text ids (the parser's choice)
 
 
 def request_of(s: Stream) -> ListRequest:
@@ -51,15 +51,14 @@ def by_ids(spec: ListSpec, ids: list[int], key: str | None = None) -> tuple[str,
 
 
 def chunks(ids: list[int]) -> list[list[int]]:
-    return [ids[i:i + PAGE] for i in range(0, len(ids), PAGE)]
+    return [ids[i : i + PAGE] for i in range(0, len(ids), PAGE)]
 
 
 class ChangeReader:
     """`read(changes)`: the records the changes name, read back (see the module docstring).
     `streams`: the source's streams by name (a stream's name is its main table's)."""
 
-    def __init__(self, client: Bitrix24Client, lister: Lister, reader: Reader,
-                 streams: dict[str, Stream]):
+    def __init__(self, client: Bitrix24Client, lister: Lister, reader: Reader, streams: dict[str, Stream]):
         self.client, self.lister, self.reader = client, lister, reader
         self.streams = streams
 
@@ -89,9 +88,13 @@ class ChangeReader:
                     cmds[key + "v"] = by_ids(self.spec("calls"), part, CALL_ACTIVITY_KEY)
         results, errors = self.run(cmds)
         for key, err in errors.items():
-            if key.endswith("v"):   # a call's re-read is a bonus: the next sync reads it anyway
-                log.warning("Bitrix24 source '%s': the calls of changed activities were not read "
-                            "(%s: %s)", self.client.name, err.code or "error", err.description)
+            if key.endswith("v"):  # a call's re-read is a bonus: the next sync reads it anyway
+                log.warning(
+                    "Bitrix24 source '%s': the calls of changed activities were not read (%s: %s)",
+                    self.client.name,
+                    err.code or "error",
+                    err.description,
+                )
                 continue
             raise self.client.error(cmds[key][0], err.code, err.description)
         page = Page()
@@ -99,8 +102,9 @@ class ChangeReader:
             spec = self.spec(table)
             rows = [r for k in keys[table] for r in self.rows(spec, results.get(k))]
             if table == "activities" and calls_too:
-                self.activity_calls(page, rows, [results.get(k + "v") for k in keys[table]
-                                                 if k + "v" not in errors])
+                self.activity_calls(
+                    page, rows, [results.get(k + "v") for k in keys[table] if k + "v" not in errors]
+                )
             if table not in self.streams:
                 continue
             side = self.side(table, rows, [results.get(k + "c") for k in keys[table]])
@@ -132,8 +136,11 @@ class ChangeReader:
         spec, act_spec = self.spec("calls"), self.spec("activities")
         rows = [r for result in results for r in self.rows(spec, result)]
         by_id = {act_spec.id_of(a): a for a in activities if act_spec.id_of(a) is not None}
-        side = {spec.id_of(r): by_id[ref_id(r.get(CALL_ACTIVITY_KEY))] for r in rows
-                if isinstance(r, dict) and ref_id(r.get(CALL_ACTIVITY_KEY)) in by_id}
+        side = {
+            spec.id_of(r): by_id[ref_id(r.get(CALL_ACTIVITY_KEY))]
+            for r in rows
+            if isinstance(r, dict) and ref_id(r.get(CALL_ACTIVITY_KEY)) in by_id
+        }
         page.merge(self.reader.parse(self.streams["calls"], rows, side))
 
     def rows(self, spec: ListSpec, result) -> list:
@@ -142,8 +149,9 @@ class ChangeReader:
         try:
             return spec.rows(result)
         except ValueError:
-            raise StreamError(f"Bitrix24 source '{self.client.name}': {spec.method} returned a "
-                              "list of unexpected shape") from None
+            raise StreamError(
+                f"Bitrix24 source '{self.client.name}': {spec.method} returned a list of unexpected shape"
+            ) from None
 
     def run(self, cmds: dict[str, tuple[str, dict]]) -> tuple[dict, dict]:
         """Every command, 50 a batch, each batch as many of each method as the operating budget

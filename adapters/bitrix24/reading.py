@@ -33,6 +33,7 @@ from adapters.values import to_id, to_int
 @dataclass
 class Listing:
     """What a snapshot read produced: items, their per-item lookups, bookmark fields to keep."""
+
     items: list
     side: dict = field(default_factory=dict)
     keep: dict = field(default_factory=dict)
@@ -47,9 +48,13 @@ class Reader:
         self.lister = lister
         self.declared = declared
         self.listed: dict[str, datetime] = {}
-        self.estimate: int | None = None   # entities a planned read expects, not yet announced
-        self.modes = {"snapshot": self.snapshot, "changes": self.changes,
-                      "append": self.append, "reconcile": self.reconcile}
+        self.estimate: int | None = None  # entities a planned read expects, not yet announced
+        self.modes = {
+            "snapshot": self.snapshot,
+            "changes": self.changes,
+            "append": self.append,
+            "reconcile": self.reconcile,
+        }
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
         """One page of items through the stream's parser."""
@@ -87,7 +92,7 @@ class Reader:
     # ---- changes --------------------------------------------------------------------------
 
     def changes(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
-        self.estimate = None   # a read announces only its own estimate
+        self.estimate = None  # a read announces only its own estimate
         req: ListRequest = s.request
         since, pass_start = state.get("since"), state.get("pass") or iso(run_started_at)
         windows = [list(w) for w in state["windows"]] if "windows" in state else None
@@ -111,8 +116,12 @@ class Reader:
             else:
                 progress[chunk.window][0] = chunk.lower
             if progress:  # ("pass" is a Python keyword, hence the dict)
-                page.bookmark = bookmarks.dump("changes", since=since, windows=sorted(
-                    progress.values(), key=lambda w: w[0]), **{"pass": pass_start})
+                page.bookmark = bookmarks.dump(
+                    "changes",
+                    since=since,
+                    windows=sorted(progress.values(), key=lambda w: w[0]),
+                    **{"pass": pass_start},
+                )
             yield page
         final = Page(bookmark=bookmarks.dump("changes", since=pass_start))
         if seen is not None:  # a complete fresh listing doubles as a reconciliation
@@ -127,7 +136,7 @@ class Reader:
     # ---- append ---------------------------------------------------------------------------
 
     def append(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
-        self.estimate = None   # a read announces only its own estimate
+        self.estimate = None  # a read announces only its own estimate
         parts: dict[str, ListRequest] = s.request.parts
         last = {part: (state.get("last_id") or {}).get(part) or 0 for part in parts}
         first = self.first_pages(parts, last) if len(parts) > 1 else {}
@@ -143,8 +152,9 @@ class Reader:
 
     def first_pages(self, parts: dict[str, ListRequest], last: dict) -> dict[str, list]:
         """The first page after the bookmark of every part, in one request."""
-        res = self.lister.batch_ok({part: (req.spec.method, req.spec.command(last[part], None, None))
-                                    for part, req in parts.items()})
+        res = self.lister.batch_ok(
+            {part: (req.spec.method, req.spec.command(last[part], None, None)) for part, req in parts.items()}
+        )
         return {part: req.spec.rows(res.get(part) or []) for part, req in parts.items()}
 
     def after(self, req: ListRequest, last: int, first: list | None) -> Iterator[Chunk]:
@@ -191,7 +201,9 @@ class Reader:
     # id we cannot read could be any row, so that table is not reconciled this run.
 
     def reconcile(self, s: Stream, state: dict, run_started_at: datetime) -> Iterator[Page]:
-        if state and as_utc(run_started_at) - parse_iso(state["at"]) < timedelta(hours=self.cfg.reconcile_hours):
+        if state and as_utc(run_started_at) - parse_iso(state["at"]) < timedelta(
+            hours=self.cfg.reconcile_hours
+        ):
             yield Page(bookmark=bookmarks.dump("reconcile", **state))
             return
         for name in s.request.streams:
@@ -219,5 +231,10 @@ def listed_ids(page: Page, table: str, seen: list[int]) -> list[int] | None:
 
 
 def unreadable(table: str) -> dict:
-    return {"item": None, "field": None, "value": None, "skipped": False,
-            "why": f"a listed item has no readable ID: deletions in {table} are not reconciled this run"}
+    return {
+        "item": None,
+        "field": None,
+        "value": None,
+        "skipped": False,
+        "why": f"a listed item has no readable ID: deletions in {table} are not reconciled this run",
+    }

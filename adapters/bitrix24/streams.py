@@ -29,10 +29,11 @@ class Companion:
     """A second list read beside every page, in the same batch, over the same ID window and
     change filter: what the first list lacks (crm.deal.list has no contact ids; crm.item.list
     has `contactIds`). The parser finds `value` in ctx.side[item id]."""
+
     method: str
     params: dict
     value: str
-    renames: tuple[tuple[str, str], ...] = ()   # the main list's filter fields -> this list's
+    renames: tuple[tuple[str, str], ...] = ()  # the main list's filter fields -> this list's
     id_key: str = "id"
     wrap: str = "items"
 
@@ -66,6 +67,7 @@ class Lookup:
     """Rows of another list fetched by ID for each page, in the worker that read the page
     (best effort: a failed lookup leaves ctx.side empty). ctx.side[item id] = the row whose
     ID the item's `key` holds."""
+
     spec: ListSpec
     key: str
 
@@ -73,11 +75,12 @@ class Lookup:
 @dataclass(frozen=True)
 class ListRequest:
     """One list method, paged by ID windows."""
+
     spec: ListSpec
     companion: Companion | None = None
     lookup: Lookup | None = None
-    reconciles: bool = False   # a complete fresh listing doubles as the ID reconciliation
-    first_chain: int = 1       # pages chained in a window's first batch
+    reconciles: bool = False  # a complete fresh listing doubles as the ID reconciliation
+    first_chain: int = 1  # pages chained in a window's first batch
 
     def snapshot(self, reader, state: dict):
         """Read whole (snapshot mode)."""
@@ -88,6 +91,7 @@ class ListRequest:
 class AppendRequest:
     """Rows after the last ID seen, per named part; rows never change once written.
     Several parts: their first pages come in one batch, so a quiet run costs one request."""
+
     parts: dict[str, ListRequest]
 
 
@@ -95,9 +99,10 @@ class AppendRequest:
 class PipelinesRequest:
     """Pipelines with their stages in one batch: the bookmark remembers the pipelines seen, so
     their stage lists ride along with the pipeline list; a new pipeline costs one more batch."""
+
     categories: tuple[str, dict]
     lead_statuses: tuple[str, dict]
-    leads: dict                # the item standing for the lead pseudo-pipeline
+    leads: dict  # the item standing for the lead pseudo-pipeline
 
     @staticmethod
     def stages(category_id: int) -> tuple[str, dict]:
@@ -111,6 +116,7 @@ class PipelinesRequest:
 @dataclass(frozen=True)
 class ReconcileRequest:
     """List every ID of these streams (their first table) to mark the missing ones deleted."""
+
     streams: tuple[str, ...]
 
 
@@ -120,64 +126,183 @@ CRM_SELECT = ["*", "UF_*"]
 # The acquisition channel reads UTM_SOURCE, else SOURCE_ID. Both are in the `*` set today;
 # they are named anyway, as the docs advise for fields a reader depends on.
 SOURCE_SELECT = ("SOURCE_ID", "UTM_SOURCE")
-ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "DIRECTION", "OWNER_TYPE_ID",
-                   "OWNER_ID", "RESPONSIBLE_ID", "START_TIME", "CREATED", "LAST_UPDATED", "SUBJECT",
-                   "COMPLETED"]
-TASK_SELECT = ["ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "CREATED_BY", "CREATED_DATE",
-               "CHANGED_DATE", "CLOSED_DATE", "DEADLINE", "STATUS", "REAL_STATUS", "UF_CRM_TASK",
-               "GROUP_ID"]
-CONTACT_IDS = Companion("crm.item.list", {"entityTypeId": 2, "select": ["id", "contactIds"]},
-                        value="contactIds", renames=(("DATE_MODIFY", "updatedTime"),))
-CALL_ACTIVITY = Lookup(ListSpec("crm.activity.list", {"select": ["ID", "OWNER_TYPE_ID", "OWNER_ID"]}),
-                       key="CRM_ACTIVITY_ID")
+ACTIVITY_SELECT = [
+    "ID",
+    "TYPE_ID",
+    "PROVIDER_ID",
+    "PROVIDER_TYPE_ID",
+    "DIRECTION",
+    "OWNER_TYPE_ID",
+    "OWNER_ID",
+    "RESPONSIBLE_ID",
+    "START_TIME",
+    "CREATED",
+    "LAST_UPDATED",
+    "SUBJECT",
+    "COMPLETED",
+]
+TASK_SELECT = [
+    "ID",
+    "TITLE",
+    "DESCRIPTION",
+    "RESPONSIBLE_ID",
+    "CREATED_BY",
+    "CREATED_DATE",
+    "CHANGED_DATE",
+    "CLOSED_DATE",
+    "DEADLINE",
+    "STATUS",
+    "REAL_STATUS",
+    "UF_CRM_TASK",
+    "GROUP_ID",
+]
+CONTACT_IDS = Companion(
+    "crm.item.list",
+    {"entityTypeId": 2, "select": ["id", "contactIds"]},
+    value="contactIds",
+    renames=(("DATE_MODIFY", "updatedTime"),),
+)
+CALL_ACTIVITY = Lookup(
+    ListSpec("crm.activity.list", {"select": ["ID", "OWNER_TYPE_ID", "OWNER_ID"]}), key="CRM_ACTIVITY_ID"
+)
 DEAL_HISTORY = ListSpec("crm.stagehistory.list", {"entityTypeId": 2}, wrap="items")
 LEAD_HISTORY = ListSpec("crm.stagehistory.list", {"entityTypeId": 1}, wrap="items")
 
 
 def crm_list(method: str, *select: str, companion: Companion | None = None) -> ListRequest:
     """A `crm.*.list` of every standard and custom field (+ `select`), part of the reconciliation."""
-    return ListRequest(ListSpec(method, {"select": CRM_SELECT + list(select)}), companion=companion,
-                       reconciles=True)
+    return ListRequest(
+        ListSpec(method, {"select": CRM_SELECT + list(select)}), companion=companion, reconciles=True
+    )
 
 
 # ---- the streams, in run order ----------------------------------------------------------
 # `scope`: the webhook's or app's permission each stream's methods need (`client.scope_of`).
 
-USERS = Stream("users", ("users",), "snapshot", ListRequest(ListSpec(
-    "user.get", {"ADMIN_MODE": True}, filter_key="FILTER", order={"sort": "ID", "order": "ASC"}),
-    first_chain=4), p.user, scope="user")
-PIPELINES = Stream("pipelines", ("pipelines", "stages"), "snapshot", PipelinesRequest(
-    categories=("crm.category.list", {"entityTypeId": 2}),
-    lead_statuses=("crm.status.list", {"filter": {"ENTITY_ID": "STATUS"}, "order": {"SORT": "ASC"}}),
-    leads=p.LEAD_CATEGORY), p.pipeline, scope="crm")
-COMPANIES = Stream("companies", ("companies",), "changes", crm_list("crm.company.list"),
-                   p.company, cursor="DATE_MODIFY", scope="crm")
-CONTACTS = Stream("contacts", ("contacts",), "changes", crm_list("crm.contact.list", "PHONE", "EMAIL"),
-                  p.contact, cursor="DATE_MODIFY", scope="crm")
-LEADS = Stream("leads", ("leads",), "changes", crm_list("crm.lead.list", *SOURCE_SELECT), p.lead,
-               cursor="DATE_MODIFY", scope="crm")
-DEALS = Stream("deals", ("deals", "deal_contacts"), "changes",
-               crm_list("crm.deal.list", *SOURCE_SELECT, companion=CONTACT_IDS), p.deal,
-               cursor="DATE_MODIFY", scope="crm")
+USERS = Stream(
+    "users",
+    ("users",),
+    "snapshot",
+    ListRequest(
+        ListSpec("user.get", {"ADMIN_MODE": True}, filter_key="FILTER", order={"sort": "ID", "order": "ASC"}),
+        first_chain=4,
+    ),
+    p.user,
+    scope="user",
+)
+PIPELINES = Stream(
+    "pipelines",
+    ("pipelines", "stages"),
+    "snapshot",
+    PipelinesRequest(
+        categories=("crm.category.list", {"entityTypeId": 2}),
+        lead_statuses=("crm.status.list", {"filter": {"ENTITY_ID": "STATUS"}, "order": {"SORT": "ASC"}}),
+        leads=p.LEAD_CATEGORY,
+    ),
+    p.pipeline,
+    scope="crm",
+)
+COMPANIES = Stream(
+    "companies",
+    ("companies",),
+    "changes",
+    crm_list("crm.company.list"),
+    p.company,
+    cursor="DATE_MODIFY",
+    scope="crm",
+)
+CONTACTS = Stream(
+    "contacts",
+    ("contacts",),
+    "changes",
+    crm_list("crm.contact.list", "PHONE", "EMAIL"),
+    p.contact,
+    cursor="DATE_MODIFY",
+    scope="crm",
+)
+LEADS = Stream(
+    "leads",
+    ("leads",),
+    "changes",
+    crm_list("crm.lead.list", *SOURCE_SELECT),
+    p.lead,
+    cursor="DATE_MODIFY",
+    scope="crm",
+)
+DEALS = Stream(
+    "deals",
+    ("deals", "deal_contacts"),
+    "changes",
+    crm_list("crm.deal.list", *SOURCE_SELECT, companion=CONTACT_IDS),
+    p.deal,
+    cursor="DATE_MODIFY",
+    scope="crm",
+)
 # tasks.task.list stops listing a deleted task and nothing reports the deletion: tasks are
 # reconciled by ID like the CRM entities.
-TASKS = Stream("tasks", ("tasks",), "changes", ListRequest(ListSpec(
-    "tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks"), reconciles=True),
-    p.task, cursor="CHANGED_DATE", scope="task")
-CALLS = Stream("calls", ("calls", "survey_answers"), "append", AppendRequest({"calls": ListRequest(ListSpec(
-    "voximplant.statistic.get", {}, filter_key="FILTER", order={"SORT": "ID", "ORDER": "ASC"}),
-    lookup=CALL_ACTIVITY)}), p.call, cursor="ID", scope="telephony")
-STAGE_HISTORY = Stream("stage_history", ("stage_changes",), "append", AppendRequest(
-    {"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}), p.stage_change, cursor="ID",
-    scope="crm")
+TASKS = Stream(
+    "tasks",
+    ("tasks",),
+    "changes",
+    ListRequest(
+        ListSpec("tasks.task.list", {"select": TASK_SELECT}, row_id="id", wrap="tasks"), reconciles=True
+    ),
+    p.task,
+    cursor="CHANGED_DATE",
+    scope="task",
+)
+CALLS = Stream(
+    "calls",
+    ("calls", "survey_answers"),
+    "append",
+    AppendRequest(
+        {
+            "calls": ListRequest(
+                ListSpec(
+                    "voximplant.statistic.get", {}, filter_key="FILTER", order={"SORT": "ID", "ORDER": "ASC"}
+                ),
+                lookup=CALL_ACTIVITY,
+            )
+        }
+    ),
+    p.call,
+    cursor="ID",
+    scope="telephony",
+)
+STAGE_HISTORY = Stream(
+    "stage_history",
+    ("stage_changes",),
+    "append",
+    AppendRequest({"deal": ListRequest(DEAL_HISTORY), "lead": ListRequest(LEAD_HISTORY)}),
+    p.stage_change,
+    cursor="ID",
+    scope="crm",
+)
 # Every client interaction on the timeline, calls included; a deleted activity vanishes from
 # the list, so activities are reconciled by ID like the CRM entities.
-ACTIVITIES = Stream("activities", ("activities",), "changes", ListRequest(ListSpec(
-    "crm.activity.list", {"select": ACTIVITY_SELECT}), reconciles=True), p.activity,
-    cursor="LAST_UPDATED", scope="crm")
+ACTIVITIES = Stream(
+    "activities",
+    ("activities",),
+    "changes",
+    ListRequest(ListSpec("crm.activity.list", {"select": ACTIVITY_SELECT}), reconciles=True),
+    p.activity,
+    cursor="LAST_UPDATED",
+    scope="crm",
+)
 RECONCILED = ("companies", "contacts", "leads", "deals", "tasks", "activities")
 # It also lists tasks: without the task scope the whole reconciliation is skipped.
 RECONCILE = Stream("reconcile", RECONCILED, "reconcile", ReconcileRequest(RECONCILED), scope="crm")
 
-STREAMS = [USERS, PIPELINES, COMPANIES, CONTACTS, LEADS, DEALS, TASKS, CALLS, STAGE_HISTORY, ACTIVITIES,
-           RECONCILE]
+STREAMS = [
+    USERS,
+    PIPELINES,
+    COMPANIES,
+    CONTACTS,
+    LEADS,
+    DEALS,
+    TASKS,
+    CALLS,
+    STAGE_HISTORY,
+    ACTIVITIES,
+    RECONCILE,
+]

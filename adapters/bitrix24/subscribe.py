@@ -23,8 +23,8 @@ from adapters.hooks import Change
 
 log = logging.getLogger(__name__)
 
-ALREADY = "already binded"    # what a portal answers to binding a handler twice
-OFFLINE_LIMIT = 50            # entries one event.offline.get hands out (the documented default)
+ALREADY = "already binded"  # what a portal answers to binding a handler twice
+OFFLINE_LIMIT = 50  # entries one event.offline.get hands out (the documented default)
 
 
 def _outgoing_webhook_advice(client: Bitrix24Client, url: str) -> SourceError:
@@ -38,14 +38,15 @@ def _outgoing_webhook_advice(client: Bitrix24Client, url: str) -> SourceError:
         "handlers (only an app can): create an outgoing webhook in Bitrix24 (Applications > "
         f"Developer resources > Other > Outgoing webhook) pointing at {shown}{where} for the "
         f"events {', '.join(events.BOUND)}, and put the token it shows in the source's "
-        "application_token")
+        "application_token"
+    )
 
 
 def _batch(client: Bitrix24Client, cmds: dict[str, tuple[str, dict]]):
     """Every command, 50 a batch: (results, errors) by key."""
     results, errors, items = {}, {}, list(cmds.items())
     for i in range(0, len(items), MAX_BATCH):
-        res = client.batch(dict(items[i:i + MAX_BATCH]))
+        res = client.batch(dict(items[i : i + MAX_BATCH]))
         results.update(res.results)
         errors.update(res.errors)
     return results, errors
@@ -65,30 +66,37 @@ def install(client: Bitrix24Client, url: str) -> str:
     cmds: dict[str, tuple[str, dict]] = {}
     for n, event in enumerate(events.BOUND):
         if (event, url, False) not in have:
-            cmds[f"on{n}"] = ("event.bind", {"event": event, "handler": url,
-                                             "event_type": "online"})
+            cmds[f"on{n}"] = ("event.bind", {"event": event, "handler": url, "event_type": "online"})
         if (event, "", True) not in have:
-            cmds[f"off{n}"] = ("event.bind", {"event": event, "event_type": "offline",
-                                              "auth_connector": events.AUTH_CONNECTOR})
+            cmds[f"off{n}"] = (
+                "event.bind",
+                {"event": event, "event_type": "offline", "auth_connector": events.AUTH_CONNECTOR},
+            )
     _, errors = _batch(client, cmds)
     for err in errors.values():
         if ALREADY not in err.description.lower():
             raise client.error("event.bind", err.code, err.description)
-    msg = (f"Bitrix24 source '{client.name}': {len(events.BOUND)} events bound online to the "
-           f"receiver and offline ({len(cmds)} bindings added, "
-           f"{2 * len(events.BOUND) - len(cmds)} there already)")
+    msg = (
+        f"Bitrix24 source '{client.name}': {len(events.BOUND)} events bound online to the "
+        f"receiver and offline ({len(cmds)} bindings added, "
+        f"{2 * len(events.BOUND) - len(cmds)} there already)"
+    )
     if not client.cfg.application_token:
-        msg += ("; set application_token to the app's token (sent to it with ONAPPINSTALL), or "
-                "every delivery is refused")
+        msg += (
+            "; set application_token to the app's token (sent to it with ONAPPINSTALL), or "
+            "every delivery is refused"
+        )
     return msg
 
 
 def remove(client: Bitrix24Client, url: str) -> str:
     """Unbind the followed events' handlers at `url`, and their offline bindings."""
     if client.uses_webhook:
-        raise SourceError(f"Bitrix24 source '{client.name}' uses an incoming webhook: its events "
-                          "come from an outgoing webhook; delete that in Bitrix24 (Applications > "
-                          "Developer resources)")
+        raise SourceError(
+            f"Bitrix24 source '{client.name}' uses an incoming webhook: its events "
+            "come from an outgoing webhook; delete that in Bitrix24 (Applications > "
+            "Developer resources)"
+        )
     cmds: dict[str, tuple[str, dict]] = {}
     for n, event in enumerate(events.BOUND):
         cmds[f"on{n}"] = ("event.unbind", {"event": event, "handler": url, "event_type": "online"})
@@ -110,8 +118,11 @@ def missed(client: Bitrix24Client) -> tuple[list[Change], str] | None:
         result = {}
     changes, unreadable = events.offline_changes(result.get("events") or [])
     if unreadable:
-        log.warning("Bitrix24 source '%s': %d offline events named no record; the next sync "
-                    "reads their changes", client.name, unreadable)
+        log.warning(
+            "Bitrix24 source '%s': %d offline events named no record; the next sync reads their changes",
+            client.name,
+            unreadable,
+        )
     return changes, str(result.get("process_id") or "")
 
 

@@ -27,11 +27,12 @@ from typing import Iterable, Iterator
 @dataclass
 class Answer:
     """What one request's answer said about one method."""
+
     method: str
-    seconds: float | None = None   # server time the request's sub-calls of `method` took
-    calls: int = 1                 # how many sub-calls of `method` the request held
-    left: float | None = None      # seconds left in the method's budget (None: not reported)
-    kind: str = ""                 # what pace to compare with (method + select); default method
+    seconds: float | None = None  # server time the request's sub-calls of `method` took
+    calls: int = 1  # how many sub-calls of `method` the request held
+    left: float | None = None  # seconds left in the method's budget (None: not reported)
+    kind: str = ""  # what pace to compare with (method + select); default method
 
 
 @dataclass
@@ -48,12 +49,12 @@ class Throttle:
         self.limit = float(self.ceiling)
         self.slow_factor, self.slow_margin_s = slow_factor, slow_margin_s
         self.inflight = 0
-        self.busy: dict[str, int] = {}      # requests in flight per method
-        self.caps: dict[str, int] = {}      # per method: what its budget still holds
-        self.pace: dict[str, float] = {}    # per kind of sub-call: healthy seconds per sub-call
-        self.epoch = 0                      # bumped by every cut
+        self.busy: dict[str, int] = {}  # requests in flight per method
+        self.caps: dict[str, int] = {}  # per method: what its budget still holds
+        self.pace: dict[str, float] = {}  # per kind of sub-call: healthy seconds per sub-call
+        self.epoch = 0  # bumped by every cut
         self.cuts = 0
-        self.peak = 0                       # most requests ever in flight (benchmarks print it)
+        self.peak = 0  # most requests ever in flight (benchmarks print it)
         self.lowest = self.limit
         self._cond = threading.Condition()
         self._local = threading.local()
@@ -136,5 +137,11 @@ class Throttle:
 
     def state(self) -> dict:
         with self._cond:
-            return {"limit": self.limit, "inflight": self.inflight, "peak": self.peak,
-                    "cuts": self.cuts, "lowest": self.lowest, "caps": dict(self.caps)}
+            return {
+                "limit": self.limit,
+                "inflight": self.inflight,
+                "peak": self.peak,
+                "cuts": self.cuts,
+                "lowest": self.lowest,
+                "caps": dict(self.caps),
+            }

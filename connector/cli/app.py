@@ -36,7 +36,7 @@ LOG_FORMATS = click.Choice(["text", "json"])
 def _version() -> str:
     try:
         return metadata.version("crm-connector")
-    except metadata.PackageNotFoundError:     # run from a source tree that was never installed
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 
@@ -52,11 +52,19 @@ class _Group(click.Group):
 
 # No envvar on --config: the config module reads $CRM_CONNECTOR_CONFIG itself, so a "file not
 # found" can say whether the path came from --config, the variable or the default.
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             help=f"Mirror {CRMS} into SQLite, compute client KPIs, write them back to the cards.")
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=f"Mirror {CRMS} into SQLite, compute client KPIs, write them back to the cards.",
+)
 @click.option("--config", "config", default=None, metavar="PATH", help=CONFIG_HELP)
-@click.option("--log-format", type=LOG_FORMATS, default="text", show_default=True,
-              help="Log lines for people, or JSON lines for log collectors.")
+@click.option(
+    "--log-format",
+    type=LOG_FORMATS,
+    default="text",
+    show_default=True,
+    help="Log lines for people, or JSON lines for log collectors.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.version_option(_version(), "--version", prog_name="crm-connector", message="%(prog)s %(version)s")
 @click.pass_context
@@ -78,11 +86,17 @@ def _override(ctx: click.Context, param: click.Parameter, value):
 
 def _global_options() -> list[click.Option]:
     common = {"expose_value": False, "callback": _override}
-    return [click.Option(["--config"], default=None, metavar="PATH", help=CONFIG_HELP, **common),
-            click.Option(["--log-format"], type=LOG_FORMATS, default=None,
-                         help="Log lines for people, or JSON lines for log collectors.", **common),
-            click.Option(["-v", "--verbose"], is_flag=True, default=False, help="Debug logging.",
-                         **common)]
+    return [
+        click.Option(["--config"], default=None, metavar="PATH", help=CONFIG_HELP, **common),
+        click.Option(
+            ["--log-format"],
+            type=LOG_FORMATS,
+            default=None,
+            help="Log lines for people, or JSON lines for log collectors.",
+            **common,
+        ),
+        click.Option(["-v", "--verbose"], is_flag=True, default=False, help="Debug logging.", **common),
+    ]
 
 
 def _add_global_options(command: click.Command) -> None:

@@ -8,8 +8,8 @@ import click
 
 from adapters.errors import SourceError
 from adapters.redact import redact
-from connector.run import jobs
 from connector.cli.common import echo_json, load, table
+from connector.run import jobs
 
 
 @click.command()
@@ -35,18 +35,25 @@ def check(ctx: click.Context, as_json: bool) -> None:
     streams = [] if problems else [r for src in cfg.sources for r in jobs.stream_scopes(cfg, src)]
     failed |= any(r["advice"] for r in streams)
     if as_json:
-        echo_json({"ok": not failed and not problems,
-                   "sources": [dict(r, status=r["status"].lower()) for r in rows],
-                   "streams": [{k.replace(" ", "_"): v for k, v in r.items()} for r in streams],
-                   "storage": [str(p) for p in problems]})
+        echo_json(
+            {
+                "ok": not failed and not problems,
+                "sources": [dict(r, status=r["status"].lower()) for r in rows],
+                "streams": [{k.replace(" ", "_"): v for k, v in r.items()} for r in streams],
+                "storage": [str(p) for p in problems],
+            }
+        )
     else:
         click.echo(table(rows, ["source", "kind", "status", "detail"]))
         if streams:
             click.echo("\n" + table(streams, ["source", "stream", "scope", "last sync", "advice"]))
-    for p in problems:   # the mirror or token file cannot be used where the config puts it
+    for p in problems:  # the mirror or token file cannot be used where the config puts it
         click.echo(f"error: {p}", err=True)
     for r in streams:
-        if r["advice"]:   # skipped last time: its tables are incomplete, its KPIs withheld
-            click.echo(f"error: {r['source']}/{r['stream']} was skipped on the last sync: "
-                       f"{r['advice']} in the CRM, then run `crm-connector sync`", err=True)
+        if r["advice"]:  # skipped last time: its tables are incomplete, its KPIs withheld
+            click.echo(
+                f"error: {r['source']}/{r['stream']} was skipped on the last sync: "
+                f"{r['advice']} in the CRM, then run `crm-connector sync`",
+                err=True,
+            )
     sys.exit(max(p.exit_code for p in problems) if problems else 1 if failed else 0)

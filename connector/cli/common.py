@@ -10,11 +10,11 @@ import textwrap
 import click
 
 from adapters.redact import redact
+from connector.config.kpi import kpi_names, nearest
+from connector.config.loader import Config, ConfigError, SourceConfig
 from connector.fleet.app import RedisUnreachable
 from connector.fleet.dispatch import Fleet
 from connector.run import runtime
-from connector.config.kpi import kpi_names, nearest
-from connector.config.loader import Config, ConfigError, SourceConfig
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -31,8 +31,11 @@ def connect_fleet(cfg: Config) -> Fleet:
     except RedisUnreachable as err:
         fail(str(err), err.exit_code)
     except ImportError as err:
-        fail(f"{cfg.path}: [engine] kind = \"celery\" needs the fleet extra: "
-             f"pip install 'crm-connector[fleet]' ({err})", 2)
+        fail(
+            f'{cfg.path}: [engine] kind = "celery" needs the fleet extra: '
+            f"pip install 'crm-connector[fleet]' ({err})",
+            2,
+        )
 
 
 def load(ctx: click.Context) -> Config:
@@ -70,8 +73,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def fitted(rows: list[dict], columns: list[str], width: int | None = None,
-           right: tuple[str, ...] = ()) -> str:
+def fitted(
+    rows: list[dict], columns: list[str], width: int | None = None, right: tuple[str, ...] = ()
+) -> str:
     """Like `table`, within `width` (default: the terminal's, or $COLUMNS, else 80): the last
     column gets what the others leave and wraps onto indented lines; `right`: numbers."""
     width = width or shutil.get_terminal_size((80, 24)).columns
@@ -85,6 +89,7 @@ def fitted(rows: list[dict], columns: list[str], width: int | None = None,
         tail = textwrap.wrap(vals[-1], widths[-1], break_on_hyphens=False) or [""]
         out = ["  ".join(first[:-1] + [tail[0]]).rstrip()]
         return out + [" " * lead + t for t in tail[1:]]
+
     text = lines(columns) + ["  ".join("-" * w for w in widths)]
     for row in cells:
         text += lines(row)

@@ -20,9 +20,8 @@ from datetime import datetime, timezone
 import click
 
 from adapters import registry
-from connector.run import jobs
-from connector.run import runtime
 from connector.cli.report import make as make_report
+from connector.run import jobs, runtime
 from connector.run.progress import Progress
 from connector.run.sync import Outcome
 
@@ -36,14 +35,19 @@ DEMO_FIELDS = {
     "churn_risk": "KPI: Churn risk",
 }
 SUMMARY_TABLES = ["deals", "contacts", "companies", "tasks", "calls", "stage_changes", "leads"]
-FAILED = (Outcome.FAILED, Outcome.NOT_RUN)   # a stream another's failure left unrun prints as failed
+FAILED = (Outcome.FAILED, Outcome.NOT_RUN)  # a stream another's failure left unrun prints as failed
 
 
 @click.command()
 @click.option("--size", default=2000, show_default=True, help="Deals per sandbox account.")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--dir", "workdir", default=None, metavar="DIR",
-              help="Where to keep the config and mirror (default: a new temporary folder).")
+@click.option(
+    "--dir",
+    "workdir",
+    default=None,
+    metavar="DIR",
+    help="Where to keep the config and mirror (default: a new temporary folder).",
+)
 def demo(size: int, seed: int, workdir: str | None) -> None:
     """Run the whole job on the built-in sandbox CRMs: sync, KPIs, write-back; then summarise."""
     workdir = workdir or tempfile.mkdtemp(prefix="crm-connector-demo-")
@@ -52,11 +56,14 @@ def demo(size: int, seed: int, workdir: str | None) -> None:
         logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own summary
     t0 = time.monotonic()
     crms = [registry.get(k) for k in registry.kinds()]
-    click.echo(f"Starting a sandbox for each CRM ({', '.join(c.title for c in crms)}; "
-               f"{size:,} deals each) ...")
+    click.echo(
+        f"Starting a sandbox for each CRM ({', '.join(c.title for c in crms)}; {size:,} deals each) ..."
+    )
     with contextlib.ExitStack() as stack:
-        servers = {c.kind: stack.enter_context(c.sandbox_class()(seed=seed + i, size=size))
-                   for i, c in enumerate(crms)}
+        servers = {
+            c.kind: stack.enter_context(c.sandbox_class()(seed=seed + i, size=size))
+            for i, c in enumerate(crms)
+        }
         cfg = runtime.load_config(demo_config(workdir, servers))
         failed = False
         for src in cfg.sources:
@@ -81,7 +88,7 @@ def demo_config(workdir: str, servers: dict) -> str:
     fields = "".join(f"{k} = {_toml(v)}\n" for k, v in DEMO_FIELDS.items())
     text = f"""# Written by `crm-connector demo`: every source is a local sandbox.
 [storage]
-path = {_toml(os.path.join(workdir, 'crm-mirror.db'))}
+path = {_toml(os.path.join(workdir, "crm-mirror.db"))}
 
 {chr(10).join(blocks)}
 [kpi]
@@ -104,8 +111,7 @@ file = "spend.csv"
     return path
 
 
-DEMO_CHANNELS = {"google": 120_000, "yandex": 90_000, "facebook": 40_000, "website": 25_000,
-                 "advert": 60_000}
+DEMO_CHANNELS = {"google": 120_000, "yandex": 90_000, "facebook": 40_000, "website": 25_000, "advert": 60_000}
 
 
 def demo_spend(months: int = 24) -> str:
@@ -132,8 +138,9 @@ def _run(cfg, src) -> bool:
         if r.outcome in FAILED:
             click.echo(f"  {r.stream}: FAILED: {r.error}", err=True)
     if res.results:
-        click.echo(f"  {res.rows:,} rows in {sum(r.seconds for r in res.results):.1f}s, "
-                   f"{res.requests} requests")
+        click.echo(
+            f"  {res.rows:,} rows in {sum(r.seconds for r in res.results):.1f}s, {res.requests} requests"
+        )
     if res.kpi is not None:
         click.echo(f"  KPIs: {res.kpi.line()}")
     if res.status != "ok" and not any(r.outcome in FAILED for r in res.results):
@@ -158,12 +165,18 @@ def _show_cards(name: str, server) -> None:
         kpi_fields = {f["id"]: f["name"] for f in ds.fields["contact"] if f["name"].startswith("KPI")}
         if not kpi_fields:
             return
-        shown = [c for c in ds.contacts if any(c.get("custom", {}).get(fid) not in (None, "")
-                                               for fid in kpi_fields)][:3]
+        shown = [
+            c
+            for c in ds.contacts
+            if any(c.get("custom", {}).get(fid) not in (None, "") for fid in kpi_fields)
+        ][:3]
         click.echo(f"\n{name}: contact cards in the CRM now show:")
         for c in shown:
-            vals = ", ".join(f"{kpi_fields[fid].removeprefix('KPI: ')} = {_num(c['custom'][fid])}"
-                             for fid in kpi_fields if c.get("custom", {}).get(fid) not in (None, ""))
+            vals = ", ".join(
+                f"{kpi_fields[fid].removeprefix('KPI: ')} = {_num(c['custom'][fid])}"
+                for fid in kpi_fields
+                if c.get("custom", {}).get(fid) not in (None, "")
+            )
             click.echo(f"  #{c['id']} {c['name']}: {vals}")
 
 

@@ -38,8 +38,11 @@ def _act(ctx: click.Context, source_name: str, method: str) -> None:
     if not source.webhook_secret:
         fail(f"{cfg.path}: source '{source.name}' has no webhook_secret: set one first", 2)
     if not cfg.webhooks.public_url:
-        fail(f"{cfg.path}: [webhooks] public_url is not set: the address the CRM can reach "
-             f"`crm-connector serve` at (for example https://hooks.example.com)", 2)
+        fail(
+            f"{cfg.path}: [webhooks] public_url is not set: the address the CRM can reach "
+            f"`crm-connector serve` at (for example https://hooks.example.com)",
+            2,
+        )
     # on the celery engine the workers may be busy with this portal: take its limits in Redis
     limits = connect_fleet(cfg).limits if cfg.engine.celery else None
     adapter = runtime.make_adapter(cfg.scoped(source.name), source, limits=limits, role=runtime.REFRESH)

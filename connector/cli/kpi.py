@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from connector.run import jobs
 from connector.cli.common import echo_json, fail, kpis, load, sources
+from connector.run import jobs
 
 
 def _fmt(v) -> str:
@@ -18,14 +18,21 @@ def _fmt(v) -> str:
 
 @click.group(invoke_without_command=True)
 @click.option("--source", "source_name", metavar="NAME", help="Only this source.")
-@click.option("--dry-run", is_flag=True, help="Compute and print a summary of the changes (-v: every value); write nothing anywhere.")
-@click.option("--only", "only", multiple=True, metavar="KPI",
-              help="Only this KPI (repeatable, or comma-separated).")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON document on stdout, per source (-v: with every value).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Compute and print a summary of the changes (-v: every value); write nothing anywhere.",
+)
+@click.option(
+    "--only", "only", multiple=True, metavar="KPI", help="Only this KPI (repeatable, or comma-separated)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document on stdout, per source (-v: with every value)."
+)
 @click.pass_context
-def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[str, ...],
-        as_json: bool) -> None:
+def kpi(
+    ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[str, ...], as_json: bool
+) -> None:
     """Compute client KPIs from the mirror and write the changed ones to the CRM cards.
 
     Prints, per source, the clients computed, the cards touched, the values changed and the
@@ -40,7 +47,7 @@ def kpi(ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[
     failed, docs = False, []
     for src in sources(cfg, source_name):
         res = jobs.run_job(cfg, src, job="kpi", sync=False, kpi=True, dry_run=dry_run, only=names)
-        if res.kpi is None:      # busy, never synced, storage, or the KPI job could not run
+        if res.kpi is None:  # busy, never synced, storage, or the KPI job could not run
             if as_json:
                 echo_json({"ok": False, "sources": docs + [{"source": src.name, "error": res.reason}]})
             fail(res.reason, jobs.exit_code(res.exception))
@@ -65,20 +72,44 @@ def _document(job, verbose: bool, ok: bool) -> dict:
     values changed (and fields a dry run would create); -v: every value."""
     wb = job.writeback
     types = sorted({c.entity_type for c in wb.changes} | set(wb.unresolved))
-    doc = {"source": job.source, "ok": ok, "dry_run": job.dry_run, "computed_at": job.compute.computed_at,
-           "clients": job.compute.clients, "cards": wb.clients, "values_changed": wb.values,
-           "requests": wb.requests, "rejected": wb.failed, "withheld": job.withheld,
-           "warnings": job.compute.warnings,
-           "measures": None if job.metrics is None else {
-               "rows": job.metrics.rows, "withheld": job.metrics.withheld, "warnings": job.metrics.warnings},
-           "by_type": [{"entity_type": t,
-                        "cards": len({c.entity_id for c in wb.changes if c.entity_type == t}),
-                        "values": sum(c.entity_type == t for c in wb.changes),
-                        "fields_to_create": wb.unresolved.get(t, [])} for t in types]}
+    doc = {
+        "source": job.source,
+        "ok": ok,
+        "dry_run": job.dry_run,
+        "computed_at": job.compute.computed_at,
+        "clients": job.compute.clients,
+        "cards": wb.clients,
+        "values_changed": wb.values,
+        "requests": wb.requests,
+        "rejected": wb.failed,
+        "withheld": job.withheld,
+        "warnings": job.compute.warnings,
+        "measures": None
+        if job.metrics is None
+        else {"rows": job.metrics.rows, "withheld": job.metrics.withheld, "warnings": job.metrics.warnings},
+        "by_type": [
+            {
+                "entity_type": t,
+                "cards": len({c.entity_id for c in wb.changes if c.entity_type == t}),
+                "values": sum(c.entity_type == t for c in wb.changes),
+                "fields_to_create": wb.unresolved.get(t, []),
+            }
+            for t in types
+        ],
+    }
     if verbose:
-        doc["values"] = [{"entity_type": c.entity_type, "entity_id": c.entity_id, "name": c.name,
-                          "kpi": c.kpi, "field": c.label, "old": c.old, "new": c.new}
-                         for c in wb.changes]
+        doc["values"] = [
+            {
+                "entity_type": c.entity_type,
+                "entity_id": c.entity_id,
+                "name": c.name,
+                "kpi": c.kpi,
+                "field": c.label,
+                "old": c.old,
+                "new": c.new,
+            }
+            for c in wb.changes
+        ]
     return doc
 
 
@@ -88,8 +119,9 @@ def _withheld(source: str, withheld: dict[str, str]) -> None:
     for k, why in withheld.items():
         by_reason.setdefault(why, []).append(k)
     for why, names in by_reason.items():
-        click.echo(f"warning: {source}: KPIs withheld, cards keep their values: {', '.join(names)}: "
-                   f"{why}", err=True)
+        click.echo(
+            f"warning: {source}: KPIs withheld, cards keep their values: {', '.join(names)}: {why}", err=True
+        )
 
 
 def _dry_run(source: str, wb, verbose: bool) -> None:
@@ -106,7 +138,9 @@ def _dry_run(source: str, wb, verbose: bool) -> None:
         if verbose:
             for c in changes:
                 who = f" {c.name}" if c.name else ""
-                click.echo(f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old)} -> {_fmt(c.new)}")
+                click.echo(
+                    f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old)} -> {_fmt(c.new)}"
+                )
 
 
 @kpi.command()
@@ -121,8 +155,10 @@ def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int)
     rows, defs = jobs.client_kpis(cfg, source_name, entity_type, entity_id)
     if not rows:
         first = "sync" if not jobs.ever_synced(cfg, source_name) else "kpi"
-        fail(f"no KPIs for {entity_type} {entity_id} in source '{source_name}': "
-             f"check the id, or run `crm-connector {first} --source {source_name}` first")
+        fail(
+            f"no KPIs for {entity_type} {entity_id} in source '{source_name}': "
+            f"check the id, or run `crm-connector {first} --source {source_name}` first"
+        )
     click.echo(f"{source_name} {entity_type} {entity_id}, computed at {max(r['computed_at'] for r in rows)}")
     width = max(len(r["kpi"]) for r in rows)
     for r in rows:

@@ -6,17 +6,27 @@ import os
 
 import click
 
+from connector.cli.common import fail, load, sources
 from connector.report import page as report_mod
 from connector.run import runtime
-from connector.cli.common import fail, load, sources
 
 
 @click.command()
 @click.option("--source", "source_name", metavar="NAME", help="Only this source (default: every source).")
-@click.option("--months", type=click.IntRange(1, 120), default=None, metavar="N",
-              help="Months in the monthly charts (default: [report] months, else 12).")
-@click.option("--out", "out", default=None, metavar="FILE",
-              help="Where to write it (default: [report] path, else crm-report.html).")
+@click.option(
+    "--months",
+    type=click.IntRange(1, 120),
+    default=None,
+    metavar="N",
+    help="Months in the monthly charts (default: [report] months, else 12).",
+)
+@click.option(
+    "--out",
+    "out",
+    default=None,
+    metavar="FILE",
+    help="Where to write it (default: [report] path, else crm-report.html).",
+)
 @click.pass_context
 def report(ctx: click.Context, source_name: str | None, months: int | None, out: str | None) -> None:
     """Write the sales report: funnel, revenue and new clients, managers, channels (CAC and
@@ -30,16 +40,21 @@ def report(ctx: click.Context, source_name: str | None, months: int | None, out:
 
 def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
     """Build and write the report; its absolute path (exit 1 naming the source with no measures)."""
-    mirrors = {}     # mirror file -> Mirror: one shared file, or one file per source
+    mirrors = {}  # mirror file -> Mirror: one shared file, or one file per source
     try:
         for src in picked:
             scope = cfg.scoped(src.name)
             if scope.storage_path not in mirrors:
-                mirrors[scope.storage_path] = runtime.open_mirror(scope, read_only=True)   # only reads
+                mirrors[scope.storage_path] = runtime.open_mirror(scope, read_only=True)  # only reads
         conns = {s.name: mirrors[cfg.scoped(s.name).storage_path].conn for s in picked}
-        text = report_mod.build(conns, picked, language=cfg.report.language,
-                                months=months or cfg.report.months, churn_days=cfg.kpi.churn_days,
-                                tz=cfg.timezone)
+        text = report_mod.build(
+            conns,
+            picked,
+            language=cfg.report.language,
+            months=months or cfg.report.months,
+            churn_days=cfg.kpi.churn_days,
+            tz=cfg.timezone,
+        )
     except report_mod.ReportError as err:
         fail(str(err))
     finally:

@@ -22,10 +22,10 @@ import click
 from apscheduler.events import EVENT_JOB_MISSED
 
 from connector.cli.common import connect_fleet, fail, load, sources
+from connector.fleet.dispatch import Enqueuer, run_once
 from connector.run import jobs
 from connector.run.jobs import storage_problems
 from connector.run.scheduler import Runner, build_scheduler, next_runs
-from connector.fleet.dispatch import Enqueuer, run_once
 
 log = logging.getLogger("crm_connector.run")
 
@@ -38,25 +38,43 @@ def _on_signals(stop: threading.Event) -> None:
             os._exit(130)
         log.info("%s: stopping after the current page (send again to exit at once)", name)
         stop.set()
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
 
 @click.command()
 @click.option("--source", "source_name", metavar="NAME", help="Only this source.")
-@click.option("--once", is_flag=True,
-              help="Run the nightly job (sync, then KPIs) now and exit; for plain cron. "
-                   "Exit code 1 if a job failed or a source was busy.")
-@click.option("--incremental", is_flag=True,
-              help="With --once: sync only, no KPIs; a busy source is skipped quietly "
-                   "(for intraday cron lines).")
-@click.option("--run-now", is_flag=True,
-              help="Daemon: also run the nightly job as soon as it starts (ops, testing).")
-@click.option("--interval-seconds", type=click.FloatRange(min=1), default=None, hidden=True,
-              help="Testing/ops: run the nightly job every N seconds instead of [schedule] sync.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run the nightly job (sync, then KPIs) now and exit; for plain cron. "
+    "Exit code 1 if a job failed or a source was busy.",
+)
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="With --once: sync only, no KPIs; a busy source is skipped quietly (for intraday cron lines).",
+)
+@click.option(
+    "--run-now", is_flag=True, help="Daemon: also run the nightly job as soon as it starts (ops, testing)."
+)
+@click.option(
+    "--interval-seconds",
+    type=click.FloatRange(min=1),
+    default=None,
+    hidden=True,
+    help="Testing/ops: run the nightly job every N seconds instead of [schedule] sync.",
+)
 @click.pass_context
-def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bool, run_now: bool,
-        interval_seconds: float | None) -> None:
+def run(
+    ctx: click.Context,
+    source_name: str | None,
+    once: bool,
+    incremental: bool,
+    run_now: bool,
+    interval_seconds: float | None,
+) -> None:
     """Run the schedule from [schedule]: each source's sync, then its KPIs, until stopped.
 
     Never runs two jobs on one source at once, with this daemon or with a manual
@@ -67,28 +85,38 @@ def run(ctx: click.Context, source_name: str | None, once: bool, incremental: bo
     if incremental and not once:
         fail("--incremental goes with --once (the daemon takes [schedule] incremental)", 2)
     stop = threading.Event()
-    if cfg.engine.celery:      # the mirrors live on the workers' hosts: they check them
+    if cfg.engine.celery:  # the mirrors live on the workers' hosts: they check them
         fleet = connect_fleet(cfg)
         _on_signals(stop)
         if once:
             sys.exit(_fleet_once(fleet, cfg, incremental, stop))
         runner = Enqueuer(fleet)
     else:
-        for problem in storage_problems(cfg):   # before the daemon waits a night to find out
+        for problem in storage_problems(cfg):  # before the daemon waits a night to find out
             fail(str(problem), problem.exit_code)
         _on_signals(stop)
         runner = Runner(cfg, stop)
         if once:
             sys.exit(_once(runner, cfg, incremental))
     scheduler = build_scheduler(cfg, runner, interval_s=interval_seconds, run_now=run_now)
-    scheduler.add_listener(lambda ev: log.warning(
-        "job %s missed its %s run: more than misfire_grace_s=%ss late", ev.job_id,
-        ev.scheduled_run_time.isoformat(timespec="minutes"), cfg.schedule.misfire_grace_s),
-        EVENT_JOB_MISSED)
+    scheduler.add_listener(
+        lambda ev: log.warning(
+            "job %s missed its %s run: more than misfire_grace_s=%ss late",
+            ev.job_id,
+            ev.scheduled_run_time.isoformat(timespec="minutes"),
+            cfg.schedule.misfire_grace_s,
+        ),
+        EVENT_JOB_MISSED,
+    )
     scheduler.start()
     for r in next_runs(cfg, interval_s=interval_seconds):
-        log.info("scheduled: %s of %s at %s (%s)", r["job"], r["source"],
-                 "now" if run_now and r["job"] == "sync" else r["next_run_local"], r["schedule"])
+        log.info(
+            "scheduled: %s of %s at %s (%s)",
+            r["job"],
+            r["source"],
+            "now" if run_now and r["job"] == "sync" else r["next_run_local"],
+            r["schedule"],
+        )
     while not stop.wait(60):
         pass
     log.info("stopping: waiting for running jobs to wind down")
@@ -105,8 +133,7 @@ def _once(runner: Runner, cfg, incremental: bool = False) -> int:
     code = 0
     for src in cfg.sources:
         out = runner.incremental(src.name) if incremental else runner.nightly(src.name)
-        _line(src.name, out.status, out.rows, out.kpi.line() if out.kpi is not None else None,
-                     out.error)
+        _line(src.name, out.status, out.rows, out.kpi.line() if out.kpi is not None else None, out.error)
         if out.status == "failed" or (out.status == "busy" and not incremental):
             code = max(code, jobs.exit_code(out.exception))
         if out.status == "interrupted":
@@ -129,8 +156,9 @@ def _fleet_once(fleet, cfg, incremental: bool, stop: threading.Event) -> int:
     for src in cfg.sources:
         out = done.get(src.name)
         if out is None:
-            click.echo(f"{src.name}: still queued or running (stopped waiting; `crm-connector status` "
-                       f"shows it)")
+            click.echo(
+                f"{src.name}: still queued or running (stopped waiting; `crm-connector status` shows it)"
+            )
             code = max(code, 1)
             continue
         _line(src.name, out["status"], out["rows"], out.get("kpi"), out.get("error"))

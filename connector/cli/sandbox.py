@@ -22,8 +22,9 @@ TITLES = " or ".join(registry.get(k).title for k in registry.kinds())
 def sandbox(kind: str, port: int, seed: int, size: int, latency_ms: int, no_limits: bool) -> None:
     crm = registry.get(kind)
     t0 = time.monotonic()
-    server = crm.sandbox_class()(port=port, seed=seed, size=size, latency_ms=latency_ms,
-                                 limits=not no_limits).start()
+    server = crm.sandbox_class()(
+        port=port, seed=seed, size=size, latency_ms=latency_ms, limits=not no_limits
+    ).start()
     click.echo(f"{kind} sandbox: {size:,} deals (seed {seed}) generated in {time.monotonic() - t0:.1f}s")
     for line in connection_lines(crm, server):
         click.echo(f"  {line}")
@@ -46,8 +47,11 @@ def connection_lines(crm, server) -> list[str]:
     lines = [f"url: {server.url}"]
     for key, value in crm.sandbox_source(server).items():
         if value == server.url:
-            continue                      # the url line says it already
-        note = ("   (a sandbox token, not a secret)"
-                if key in crm.secret_keys and not str(value).startswith(server.url) else "")
+            continue  # the url line says it already
+        note = (
+            "   (a sandbox token, not a secret)"
+            if key in crm.secret_keys and not str(value).startswith(server.url)
+            else ""
+        )
         lines.append(f"{key}: {value}{note}")
     return lines

@@ -42,16 +42,23 @@ class QueueWarnings(logging.Filter):
             self.held += 1
             return False
         if self._last is not None:
-            record.msg = ("requests waited for a free thread (--threads): queue depth %d now, "
-                          f"{self.deepest} at most over the last {now - self._last:.0f} s, "
-                          f"{self.held + 1} such request(s)")
+            record.msg = (
+                "requests waited for a free thread (--threads): queue depth %d now, "
+                f"{self.deepest} at most over the last {now - self._last:.0f} s, "
+                f"{self.held + 1} such request(s)"
+            )
         self._last, self.held, self.deepest = now, 0, 0
         return True
 
 
 @click.command()
-@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Requests answered side by side.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Requests answered side by side.",
+)
 @click.pass_context
 def serve(ctx: click.Context, threads: int) -> None:
     """Receive amoCRM webhooks and Bitrix24 events; refresh the changed records' KPIs within a minute."""
@@ -62,30 +69,38 @@ def serve(ctx: click.Context, threads: int) -> None:
     if not any(isinstance(f, QueueWarnings) for f in queue_log.filters):
         queue_log.addFilter(QueueWarnings())
     if not any(s.webhook_secret for s in cfg.sources):
-        fail(f"{cfg.path}: no source has a webhook_secret: give each source that should send "
-             f"changes one (a long random string) in its [[sources]] block", 2)
+        fail(
+            f"{cfg.path}: no source has a webhook_secret: give each source that should send "
+            f"changes one (a long random string) in its [[sources]] block",
+            2,
+        )
     fleet = connect_fleet(cfg) if cfg.engine.celery else None
     service = Service(cfg, fleet)
     host, port = cfg.webhooks.host_port
     try:
         server = create_server(service.receiver, host=host, port=port, threads=threads, ident="crm-connector")
     except OSError as err:
-        fail(f"{cfg.path}: [webhooks] listen = \"{cfg.webhooks.listen}\": cannot listen: {err.strerror}", 2)
+        fail(f'{cfg.path}: [webhooks] listen = "{cfg.webhooks.listen}": cannot listen: {err.strerror}', 2)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
         log.info("%s: stopping", signal.Signals(signum).name)
         stop.set()
         server.close()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     service.warm()
     threading.Thread(target=_catch_up, args=(service, stop), name="catch-up", daemon=True).start()
-    log.info("listening on http://%s:%s/hooks/<source>/<secret> for %s", host, server.effective_port,
-             ", ".join(service.sources))
+    log.info(
+        "listening on http://%s:%s/hooks/<source>/<secret> for %s",
+        host,
+        server.effective_port,
+        ", ".join(service.sources),
+    )
     try:
         server.run()
-    except (OSError, ValueError):   # the socket closed by the signal handler
+    except (OSError, ValueError):  # the socket closed by the signal handler
         if not stop.is_set():
             raise
     service.close()

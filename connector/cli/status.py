@@ -15,8 +15,8 @@ import click
 
 from adapters import bookmarks
 from adapters.times import iso, parse_iso, utc_now
-from connector.run import jobs
 from connector.cli.common import connect_fleet, echo_json, fitted, load
+from connector.run import jobs
 from connector.run.scheduler import next_runs
 from connector.run.sync import unrun_cause
 
@@ -36,8 +36,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     upcoming = next_runs(cfg)
     fleet = _fleet_jobs(cfg) if cfg.engine.celery else None
     if as_json or ctx.find_root().obj.get("log_format") == "json":
-        doc = {"streams": [dict(r, bookmark_text=bookmarks.describe(r["bookmark"])) for r in rows],
-               "kpi_jobs": kpis, "next_runs": upcoming}
+        doc = {
+            "streams": [dict(r, bookmark_text=bookmarks.describe(r["bookmark"])) for r in rows],
+            "kpi_jobs": kpis,
+            "next_runs": upcoming,
+        }
         echo_json(doc if fleet is None else dict(doc, fleet_jobs=fleet))
         return
     width = shutil.get_terminal_size((80, 24)).columns
@@ -65,17 +68,30 @@ def _fleet_jobs(cfg) -> list[dict]:
 def _fleet_row(job: dict) -> dict:
     result = job.get("status", "")
     if job.get("state") == "finished":
-        result = f"{result}, {int(job.get('rows') or 0):,} rows" + (f": {job['error']}" if job.get("error") else "")
+        result = f"{result}, {int(job.get('rows') or 0):,} rows" + (
+            f": {job['error']}" if job.get("error") else ""
+        )
     since = _ago(iso(datetime.fromtimestamp(float(job["at"]), timezone.utc))) if job.get("at") else ""
-    return {"source": job["source"], "job": job.get("job", ""), "state": job.get("state", "none"),
-            "worker": job.get("worker", ""), "since": since, "result": result}
+    return {
+        "source": job["source"],
+        "job": job.get("job", ""),
+        "state": job.get("state", "none"),
+        "worker": job.get("worker", ""),
+        "since": since,
+        "result": result,
+    }
 
 
 def _stream_row(r: dict) -> dict:
-    return {"source": r["source"], "stream": r["stream"], "status": r["last_status"],
-            "last run": _ago(r["last_run_started_at"]), "rows": _count(r["last_rows"]),
-            "req": _count(r["last_requests"]),
-            "bookmark (UTC)": bookmarks.describe(r["bookmark"]).replace(" UTC", "")}
+    return {
+        "source": r["source"],
+        "stream": r["stream"],
+        "status": r["last_status"],
+        "last run": _ago(r["last_run_started_at"]),
+        "rows": _count(r["last_rows"]),
+        "req": _count(r["last_requests"]),
+        "bookmark (UTC)": bookmarks.describe(r["bookmark"]).replace(" UTC", ""),
+    }
 
 
 def _errors(rows: list[dict], width: int) -> None:
@@ -84,7 +100,7 @@ def _errors(rows: list[dict], width: int) -> None:
     failed = [r for r in rows if r.get("last_error")]
     causes = {(r["source"], r["last_error"]) for r in failed}
     unrun: dict[tuple, list[str]] = {}
-    named = set()   # (source, stream) of the unrun streams named under their cause
+    named = set()  # (source, stream) of the unrun streams named under their cause
     for r in failed:
         cause = (r["source"], unrun_cause(r["last_status"], r["last_error"]))
         if cause in causes:
@@ -100,8 +116,11 @@ def _errors(rows: list[dict], width: int) -> None:
         others = unrun.get((r["source"], r["last_error"]))
         if others:
             text += f" (so not run: {', '.join(others)})"
-        click.echo(textwrap.fill(text, max(40, width), initial_indent="  ", subsequent_indent="    ",
-                                 break_on_hyphens=False))
+        click.echo(
+            textwrap.fill(
+                text, max(40, width), initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+            )
+        )
 
 
 def _count(n) -> str:

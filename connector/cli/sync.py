@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import click
 
-from connector.run import jobs
 from connector.cli.common import fail, load, sources
 from connector.mirror.storage import StorageError
+from connector.run import jobs
 from connector.run.progress import Progress
 from connector.run.sync import Outcome
 
@@ -34,6 +34,7 @@ def _stop_on_signals():
             os._exit(128 + signum)
         stop.signum = signum
         stop.set()
+
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
@@ -45,11 +46,15 @@ def _stop_on_signals():
 def _interrupted(stop, res) -> None:
     """One line for a run stopped by a signal, then exit 128 + its number."""
     signum = stop.signum or signal.SIGTERM
-    where = next((f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED),
-                 res.source)
-    click.echo(f"interrupted by {signal.Signals(signum).name}: {where} stopped after its last "
-               f"committed page ({res.rows:,} rows this run); `crm-connector sync` resumes from "
-               f"the bookmarks", err=True)
+    where = next(
+        (f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED), res.source
+    )
+    click.echo(
+        f"interrupted by {signal.Signals(signum).name}: {where} stopped after its last "
+        f"committed page ({res.rows:,} rows this run); `crm-connector sync` resumes from "
+        f"the bookmarks",
+        err=True,
+    )
     sys.exit(128 + signum)
 
 
@@ -68,17 +73,19 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
     failed = False
     with _stop_on_signals() as stop:
         for src in sources(cfg, source_name):
-            res = jobs.run_job(cfg, src, streams=list(streams) or None, full=full, progress=progress,
-                               stop=stop)
+            res = jobs.run_job(
+                cfg, src, streams=list(streams) or None, full=full, progress=progress, stop=stop
+            )
             if res.status == "interrupted" and stop.is_set():
                 _interrupted(stop, res)
             # busy, no sync at all, or a mirror that cannot keep what the streams wrote
             if res.exception is not None and (not res.results or isinstance(res.exception, StorageError)):
                 fail(res.reason, jobs.exit_code(res.exception))
             # a stream that failed or was skipped (its KPIs would be wrong) was logged as it ended
-            failed |= any(r.outcome in (Outcome.FAILED, Outcome.NOT_RUN, Outcome.SKIPPED)
-                          for r in res.results)
-            if res.exception is not None:   # after the streams ran: closing the adapter, say
+            failed |= any(
+                r.outcome in (Outcome.FAILED, Outcome.NOT_RUN, Outcome.SKIPPED) for r in res.results
+            )
+            if res.exception is not None:  # after the streams ran: closing the adapter, say
                 failed = True
                 click.echo(f"error: {src.name}: {res.reason}", err=True)
             click.echo(_summary(res))
@@ -93,9 +100,13 @@ def _summary(res) -> str:
     for r in res.results:
         if r.outcome is not Outcome.OK:
             by_status.setdefault(r.outcome.value, []).append(r.stream)
-    notes = "; ".join(f"{k}: {', '.join(v) if len(v) < 4 else f'{len(v)} streams'}"
-                      for k, v in by_status.items())
-    noted = sum(r.warnings for r in res.results)   # listed in the log and sync_runs.warnings
-    return (f"{res.source}: {res.rows:,} rows, {res.requests:,} requests, {ok}/{len(res.results)} "
-            f"streams ok" + (f" ({notes})" if notes else "")
-            + (f", {noted:,} values not stored as sent (see the log)" if noted else ""))
+    notes = "; ".join(
+        f"{k}: {', '.join(v) if len(v) < 4 else f'{len(v)} streams'}" for k, v in by_status.items()
+    )
+    noted = sum(r.warnings for r in res.results)  # listed in the log and sync_runs.warnings
+    return (
+        f"{res.source}: {res.rows:,} rows, {res.requests:,} requests, {ok}/{len(res.results)} "
+        f"streams ok"
+        + (f" ({notes})" if notes else "")
+        + (f", {noted:,} values not stored as sent (see the log)" if noted else "")
+    )

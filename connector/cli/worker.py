@@ -17,22 +17,48 @@ from connector.config.engine import DEFAULT_QUEUE
 
 
 @click.command()
-@click.option("--queues", "-Q", default=None, metavar="Q,...",
-              help="Queues to take jobs from (default: every queue the config's sources name).")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 200), default=8, show_default=True,
-              help="Jobs run side by side in this process (threads).")
+@click.option(
+    "--queues",
+    "-Q",
+    default=None,
+    metavar="Q,...",
+    help="Queues to take jobs from (default: every queue the config's sources name).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 200),
+    default=8,
+    show_default=True,
+    help="Jobs run side by side in this process (threads).",
+)
 @click.option("--name", default=None, metavar="NAME", help="Node name (default: crm-<pid>@<host>).")
 @click.pass_context
 def worker(ctx: click.Context, queues: str | None, concurrency: int, name: str | None) -> None:
     """Run jobs from the fleet's queues (needs [engine] kind = "celery" and its Redis)."""
     cfg = load(ctx)
     if not cfg.engine.celery:
-        fail(f"{cfg.path}: [engine] kind is \"{cfg.engine.kind}\": a worker needs kind = \"celery\" "
-             f"and broker_url", 2)
+        fail(
+            f'{cfg.path}: [engine] kind is "{cfg.engine.kind}": a worker needs kind = "celery" '
+            f"and broker_url",
+            2,
+        )
     fleet = connect_fleet(cfg)
     wanted = queues or ",".join(dict.fromkeys([DEFAULT_QUEUE] + [s.queue for s in cfg.sources]))
     node = name or f"crm-{os.getpid()}@{socket.gethostname()}"
     verbose = ctx.find_root().obj.get("verbose")
-    fleet.app.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", "-Q", wanted,
-                           "-n", node, "-E", "--without-mingle", "--without-gossip",
-                           f"--loglevel={'DEBUG' if verbose else 'INFO'}"])
+    fleet.app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            "-Q",
+            wanted,
+            "-n",
+            node,
+            "-E",
+            "--without-mingle",
+            "--without-gossip",
+            f"--loglevel={'DEBUG' if verbose else 'INFO'}",
+        ]
+    )

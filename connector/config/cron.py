@@ -39,7 +39,7 @@ def cron_day_of_week(field: str) -> str:
             lo, hi = (_day(x) for x in rng.split("-", 1))
         else:
             lo = _day(rng)
-            hi = 6 if step else lo            # cron: "1/2" means from Monday, every other day
+            hi = 6 if step else lo  # cron: "1/2" means from Monday, every other day
         if not (0 <= lo <= hi <= 7):
             raise ValueError(f"bad day-of-week '{part}' (0-7, 0 and 7 are Sunday)")
         days.update(d % 7 for d in range(lo, hi + 1, int(step or 1)))
@@ -51,5 +51,11 @@ def cron_trigger(expr: str, tz) -> CronTrigger:
     values = expr.split()
     if len(values) != 5:
         raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
-    return CronTrigger(minute=values[0], hour=values[1], day=values[2], month=values[3],
-                       day_of_week=cron_day_of_week(values[4]), timezone=tz)
+    return CronTrigger(
+        minute=values[0],
+        hour=values[1],
+        day=values[2],
+        month=values[3],
+        day_of_week=cron_day_of_week(values[4]),
+        timezone=tz,
+    )

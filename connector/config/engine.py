@@ -24,6 +24,7 @@ class EngineConfig:
     job results wait for `run --once` (default: the broker's Redis). visibility_timeout_s: how
     long a job taken by a worker that then vanished (killed, host lost) stays invisible before
     another worker gets it. lease_s: each portal's lease in Redis, renewed while its job runs."""
+
     kind: str = "local"
     broker_url: str | None = None
     result_backend: str | None = None
@@ -61,8 +62,17 @@ class EngineChecks:
     """`[engine]` checks for `config.Checker` (which gives `table`, `fail` and `in_range`)."""
 
     def engine(self, raw) -> EngineConfig:
-        d = self.table("engine", raw, {"kind": str, "broker_url": str, "result_backend": str,
-                                       "visibility_timeout_s": int, "lease_s": int})
+        d = self.table(
+            "engine",
+            raw,
+            {
+                "kind": str,
+                "broker_url": str,
+                "result_backend": str,
+                "visibility_timeout_s": int,
+                "lease_s": int,
+            },
+        )
         kind = d.get("kind", "local")
         if kind not in KINDS:
             raise self.fail("engine.kind", f"must be local or celery, got {kind!r}")
@@ -73,8 +83,10 @@ class EngineChecks:
                 if problem:
                     raise self.fail(f"engine.{key}", f"{shown_url(d[key])!r}: {problem}")
         if kind == "celery" and "broker_url" not in d:
-            raise self.fail("engine.broker_url", "is required with kind = \"celery\" "
-                                                 "(for example \"redis://127.0.0.1:6379/0\")")
+            raise self.fail(
+                "engine.broker_url",
+                'is required with kind = "celery" (for example "redis://127.0.0.1:6379/0")',
+            )
         self.in_range("engine", d, "engine.")
         return EngineConfig(**d)
 

@@ -28,6 +28,7 @@ class CustomKpi:
 @dataclass
 class SurveyConfig:
     """Card fields (by name in the CRM) holding survey scores: NPS 0-10, CSAT 1-5."""
+
     nps_field: str | None = None
     csat_field: str | None = None
 
@@ -39,10 +40,11 @@ class SurveyConfig:
 @dataclass(frozen=True)
 class Spend:
     """One line of the spend file: marketing and sales spend of a channel in a month."""
-    month: str        # 'YYYY-MM-01'
-    channel: str      # normalised like deals.channel: trimmed, lower-case
+
+    month: str  # 'YYYY-MM-01'
+    channel: str  # normalised like deals.channel: trimmed, lower-case
     amount: float
-    currency: str     # '' when the file has no currency column: the source's currency
+    currency: str  # '' when the file has no currency column: the source's currency
 
 
 @dataclass
@@ -61,13 +63,11 @@ class KpiConfig:
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     custom: list[CustomKpi] = field(default_factory=list)
     interactions_days: int = 30
-    custom_timeout_s: float = 60.0     # each custom KPI query's time budget
-    custom_memory_mb: int = 512        # SQLite's heap while a custom KPI query runs
-    timezone: str | None = None        # months of the metrics; None: [schedule] timezone
+    custom_timeout_s: float = 60.0  # each custom KPI query's time budget
+    custom_memory_mb: int = 512  # SQLite's heap while a custom KPI query runs
+    timezone: str | None = None  # months of the metrics; None: [schedule] timezone
     survey: SurveyConfig = field(default_factory=SurveyConfig)
     spend: SpendConfig = field(default_factory=SpendConfig)
-
-
 
 
 def kpi_names(kpi_cfg: KpiConfig) -> list[str]:
@@ -85,11 +85,25 @@ class KpiChecks:
     """`[kpi]` checks for `config.Checker` (which gives `table`, `fail` and `in_range`)."""
 
     def kpi(self, raw) -> KpiConfig:
-        d = self.table("kpi", raw, {"targets": list, "churn_days": int, "calls_days": int,
-                                    "precision": int, "currency_rates": dict, "fields": dict,
-                                    "custom": list, "interactions_days": int, "timezone": str,
-                                    "custom_timeout_s": float, "custom_memory_mb": int,
-                                    "survey": dict, "spend": dict})
+        d = self.table(
+            "kpi",
+            raw,
+            {
+                "targets": list,
+                "churn_days": int,
+                "calls_days": int,
+                "precision": int,
+                "currency_rates": dict,
+                "fields": dict,
+                "custom": list,
+                "interactions_days": int,
+                "timezone": str,
+                "custom_timeout_s": float,
+                "custom_memory_mb": int,
+                "survey": dict,
+                "spend": dict,
+            },
+        )
         for t in d.get("targets", []):
             if t not in TARGETS:
                 raise self.fail("kpi.targets", f"unknown target '{t}' (expected contact or company)")
@@ -133,9 +147,10 @@ class KpiChecks:
         out = {}
         for name, label in raw.items():
             key = f"kpi.fields.{name}"
-            if name not in known:   # a typo would silently write nothing
-                raise self.fail(key, f"unknown KPI '{name}'{nearest(name, known)} "
-                                     f"(KPIs: {', '.join(sorted(set(known)))})")
+            if name not in known:  # a typo would silently write nothing
+                raise self.fail(
+                    key, f"unknown KPI '{name}'{nearest(name, known)} (KPIs: {', '.join(sorted(set(known)))})"
+                )
             if isinstance(label, str) and label.strip():
                 out[name] = {t: label for t in TARGETS}
             elif isinstance(label, dict):
@@ -166,7 +181,6 @@ class KpiChecks:
         if problem:
             raise self.fail(f"{key}.sql", problem)
         return CustomKpi(**d)
-
 
 
 SPEND_COLUMNS = ("month", "channel", "amount")

@@ -23,18 +23,36 @@ from adapters.crm import Crm
 from connector.config.cron import cron_trigger
 from connector.config.engine import DEFAULT_QUEUE, EngineChecks, EngineConfig
 from connector.config.kpi import KpiChecks, KpiConfig, nearest
-from connector.config.webhooks import WebhooksChecks, WebhooksConfig
 from connector.config.report import ReportChecks, ReportConfig
+from connector.config.webhooks import WebhooksChecks, WebhooksConfig
 
 DEFAULT_PATH = "config.toml"
 ENV_PATH = "CRM_CONNECTOR_CONFIG"
 # The `[[sources]]` keys every source has, and their defaults; each CRM adds its own (`Crm.keys`).
-COMMON_KEYS = {"name": str, "kind": str, "requests_per_second": float, "timeout_s": float,
-               "overlap_minutes": float, "max_workers": int, "currency": str, "streams": list,
-               "verify_tls": bool, "queue": str, "webhook_secret": str}
-COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minutes": 5.0,
-                   "max_workers": 4, "currency": "RUB", "streams": None, "verify_tls": True,
-                   "queue": DEFAULT_QUEUE, "webhook_secret": None}
+COMMON_KEYS = {
+    "name": str,
+    "kind": str,
+    "requests_per_second": float,
+    "timeout_s": float,
+    "overlap_minutes": float,
+    "max_workers": int,
+    "currency": str,
+    "streams": list,
+    "verify_tls": bool,
+    "queue": str,
+    "webhook_secret": str,
+}
+COMMON_DEFAULTS = {
+    "requests_per_second": None,
+    "timeout_s": 60.0,
+    "overlap_minutes": 5.0,
+    "max_workers": 4,
+    "currency": "RUB",
+    "streams": None,
+    "verify_tls": True,
+    "queue": DEFAULT_QUEUE,
+    "webhook_secret": None,
+}
 # Ranges of the numeric keys, (lowest, highest, whether the lowest itself is allowed), so that
 # nothing `check` accepts can hang or crash a run. Why the bounds:
 # - max_workers: each worker is a thread holding a connection and a page of rows; the CRMs
@@ -46,18 +64,26 @@ COMMON_DEFAULTS = {"requests_per_second": None, "timeout_s": 60.0, "overlap_minu
 # - days / hours / seconds: a century / a day at most, where larger values overflow dates.
 # - kpi.custom_memory_mb: below 16 MiB SQLite cannot even hold the mirror's page cache.
 RANGES = {
-    "requests_per_second": (0.01, 1000, True), "timeout_s": (0, 3600, False),
-    "overlap_minutes": (0, 7 * 24 * 60, True), "max_workers": (0, 50, False),
-    "schedule.misfire_grace_s": (0, 7 * 86400, True), "schedule.lock_timeout_s": (0, 86400, True),
-    "kpi.churn_days": (0, 36500, False), "kpi.calls_days": (0, 36500, False),
-    "kpi.precision": (0, 10, True), "kpi.interactions_days": (0, 36500, False),
-    "kpi.custom_timeout_s": (0, 86400, False), "kpi.custom_memory_mb": (16, 1024 * 1024, True),
+    "requests_per_second": (0.01, 1000, True),
+    "timeout_s": (0, 3600, False),
+    "overlap_minutes": (0, 7 * 24 * 60, True),
+    "max_workers": (0, 50, False),
+    "schedule.misfire_grace_s": (0, 7 * 86400, True),
+    "schedule.lock_timeout_s": (0, 86400, True),
+    "kpi.churn_days": (0, 36500, False),
+    "kpi.calls_days": (0, 36500, False),
+    "kpi.precision": (0, 10, True),
+    "kpi.interactions_days": (0, 36500, False),
+    "kpi.custom_timeout_s": (0, 86400, False),
+    "kpi.custom_memory_mb": (16, 1024 * 1024, True),
     "report.months": (0, 120, False),
-    "engine.visibility_timeout_s": (10, 7 * 86400, True), "engine.lease_s": (5, 3600, True),
-    "webhooks.debounce_s": (0, 3600, True), "webhooks.share": (0, 0.5, False),
+    "engine.visibility_timeout_s": (10, 7 * 86400, True),
+    "engine.lease_s": (5, 3600, True),
+    "webhooks.debounce_s": (0, 3600, True),
+    "webhooks.share": (0, 0.5, False),
     "webhooks.catch_up_s": (5, 86400, True),
 }
-CRON_HORIZON = timedelta(days=5 * 366)   # a schedule must fire within this (Feb 29 does)
+CRON_HORIZON = timedelta(days=5 * 366)  # a schedule must fire within this (Feb 29 does)
 
 
 class ConfigError(Exception):
@@ -72,6 +98,7 @@ class SourceConfig:
     given (or None) takes the CRM's default, else the common default, else None. Built in code it
     takes the block's keys as keyword arguments: `SourceConfig(name=..., kind=..., <key>=...)`.
     """
+
     name: str
     kind: str
     requests_per_second: float | None
@@ -86,7 +113,7 @@ class SourceConfig:
     options: dict
 
     def __init__(self, name: str, kind: str, **values):
-        values = {**values.pop("options", {}), **values}    # so dataclasses.replace() works
+        values = {**values.pop("options", {}), **values}  # so dataclasses.replace() works
         crm = registry.get(kind)
         unknown = sorted(set(values) - set(COMMON_DEFAULTS) - set(crm.keys))
         if unknown:
@@ -107,8 +134,12 @@ class SourceConfig:
 
     def __repr__(self) -> str:
         secret = registry.get(self.kind).secret_keys
-        shown = {"name": self.name, "kind": self.kind, **{k: getattr(self, k) for k in COMMON_DEFAULTS},
-                 **{k: v for k, v in self.options.items() if k not in secret}}
+        shown = {
+            "name": self.name,
+            "kind": self.kind,
+            **{k: getattr(self, k) for k in COMMON_DEFAULTS},
+            **{k: v for k, v in self.options.items() if k not in secret},
+        }
         return f"SourceConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
@@ -151,9 +182,12 @@ class Config:
         that file, its token file and only that source; with a shared file, this config."""
         if not self.per_source:
             return self
-        return replace(self, sources=[self.source(name)],
-                       storage_path=self.storage_path.replace(SOURCE_FIELD, name),
-                       token_path=self.token_path.replace(SOURCE_FIELD, name))
+        return replace(
+            self,
+            sources=[self.source(name)],
+            storage_path=self.storage_path.replace(SOURCE_FIELD, name),
+            token_path=self.token_path.replace(SOURCE_FIELD, name),
+        )
 
     def scopes(self) -> list["Config"]:
         """One config per mirror file: this one for a shared file, else one per source."""
@@ -168,8 +202,10 @@ class Config:
         for s in self.sources:
             if s.name == name:
                 return s
-        raise ConfigError(f"{self.path}: no source named '{name}' (have: "
-                          f"{', '.join(s.name for s in self.sources) or 'none'})")
+        raise ConfigError(
+            f"{self.path}: no source named '{name}' (have: "
+            f"{', '.join(s.name for s in self.sources) or 'none'})"
+        )
 
 
 def resolve_path(path: str | None) -> str:
@@ -192,8 +228,9 @@ def load(path: str | None = None) -> Config:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise ConfigError(f"{os.path.abspath(path)}: file not found ({origin}; "
-                          f"copy config.example.toml there)") from None
+        raise ConfigError(
+            f"{os.path.abspath(path)}: file not found ({origin}; copy config.example.toml there)"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{os.path.abspath(path)}: is a directory, not a config file ({origin})") from None
     except OSError as err:
@@ -204,14 +241,17 @@ def load(path: str | None = None) -> Config:
 def _parse(path: str, raw: bytes) -> dict:
     """The TOML document in `raw`; ConfigError naming the line of a bad byte or syntax."""
     if raw.startswith(b"\xef\xbb\xbf"):
-        raise ConfigError(f"{path}: line 1: the file starts with a UTF-8 byte order mark (BOM); "
-                          f"save it as UTF-8 without one") from None
+        raise ConfigError(
+            f"{path}: line 1: the file starts with a UTF-8 byte order mark (BOM); "
+            f"save it as UTF-8 without one"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text "
-                          f"(save the file as UTF-8)") from None
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text (save the file as UTF-8)"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -223,7 +263,7 @@ def _parse(path: str, raw: bytes) -> dict:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-SOURCE_FIELD = "{source}"   # in `[storage] path`: one mirror file per source
+SOURCE_FIELD = "{source}"  # in `[storage] path`: one mirror file per source
 
 
 class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
@@ -237,12 +277,14 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
 
     def subst(self, key: str, value):
         if isinstance(value, str):
+
             def env(m):
                 if m.group(1) not in os.environ:
                     raise self.fail(key, f"environment variable {m.group(1)} is not set")
                 if not os.environ[m.group(1)]:
                     raise self.fail(key, f"environment variable {m.group(1)} is empty")
                 return os.environ[m.group(1)]
+
             return _ENV.sub(env, value)
         if isinstance(value, list):
             return [self.subst(f"{key}[{i}]", v) for i, v in enumerate(value)]
@@ -279,9 +321,11 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             if f"{prefix}{k}" in RANGES and isinstance(v, (int, float)) and not isinstance(v, bool):
                 lo, hi, lo_ok = RANGES[f"{prefix}{k}"]
                 if not ((v >= lo if lo_ok else v > lo) and v <= hi):
-                    raise self.fail(f"{key}.{k}" if key else k,
-                                    f"must be {'at least' if lo_ok else 'greater than'} {lo:g} "
-                                    f"and at most {hi:g}, got {v:g}")
+                    raise self.fail(
+                        f"{key}.{k}" if key else k,
+                        f"must be {'at least' if lo_ok else 'greater than'} {lo:g} "
+                        f"and at most {hi:g}, got {v:g}",
+                    )
 
     def text(self, key: str, v, what: str) -> None:
         """A string value that must not be empty nor hold a NUL (a path, a name)."""
@@ -289,20 +333,36 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             raise self.fail(key, f"must be {what}, got {v!r}")
 
     def config(self, data: dict) -> Config:
-        top = self.table("", data, {"storage": dict, "sources": list, "schedule": dict, "kpi": dict,
-                                    "notify": dict, "report": dict, "engine": dict,
-                                    "webhooks": dict})
+        top = self.table(
+            "",
+            data,
+            {
+                "storage": dict,
+                "sources": list,
+                "schedule": dict,
+                "kpi": dict,
+                "notify": dict,
+                "report": dict,
+                "engine": dict,
+                "webhooks": dict,
+            },
+        )
         storage = self.table("storage", top.get("storage", {}), {"path": str, "token_path": str})
         for k, v in storage.items():
             self.text(f"storage.{k}", v, "a file path")
         for k, v in storage.items():
             if re.search(r"[{}]", v.replace(SOURCE_FIELD, "")):
-                raise self.fail(f"storage.{k}", f"{v!r}: the only field a path may hold is {SOURCE_FIELD} "
-                                                f"(one file per source)")
+                raise self.fail(
+                    f"storage.{k}",
+                    f"{v!r}: the only field a path may hold is {SOURCE_FIELD} (one file per source)",
+                )
         storage_path = storage.get("path", "crm-mirror.db")
         if SOURCE_FIELD in storage.get("token_path", "") and SOURCE_FIELD not in storage_path:
-            raise self.fail("storage.token_path", f"holds {SOURCE_FIELD} but [storage] path does not: "
-                                                  f"one token file per source goes with one mirror per source")
+            raise self.fail(
+                "storage.token_path",
+                f"holds {SOURCE_FIELD} but [storage] path does not: "
+                f"one token file per source goes with one mirror per source",
+            )
         if not top.get("sources"):
             raise self.fail("sources", "at least one [[sources]] block is required")
         token_path = storage.get("token_path", storage_path + ".tokens.json")
@@ -314,16 +374,24 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             # Names differing only in case would share lock and token files on some file systems
             # and read as the same source to a person.
             if src.name.lower() in seen:
-                raise self.fail(f"sources[{i}].name", f"duplicate source name '{src.name}' "
-                                                      f"(same as '{seen[src.name.lower()]}', ignoring case)")
+                raise self.fail(
+                    f"sources[{i}].name",
+                    f"duplicate source name '{src.name}' (same as '{seen[src.name.lower()]}', ignoring case)",
+                )
             seen[src.name.lower()] = src.name
             sources.append(src)
-        cfg = Config(path=self.path, storage_path=storage_path, sources=sources,
-                     schedule=self.schedule(top.get("schedule", {})), kpi=self.kpi(top.get("kpi", {})),
-                     notify=self.notify(top.get("notify", {})),
-                     token_path=token_path,
-                     report=self.report(top.get("report", {})), engine=self.engine(top.get("engine", {})),
-                     webhooks=self.webhooks(top.get("webhooks", {})))
+        cfg = Config(
+            path=self.path,
+            storage_path=storage_path,
+            sources=sources,
+            schedule=self.schedule(top.get("schedule", {})),
+            kpi=self.kpi(top.get("kpi", {})),
+            notify=self.notify(top.get("notify", {})),
+            token_path=token_path,
+            report=self.report(top.get("report", {})),
+            engine=self.engine(top.get("engine", {})),
+            webhooks=self.webhooks(top.get("webhooks", {})),
+        )
         return cfg
 
     def file_path(self, key: str, path: str, sources) -> None:
@@ -331,8 +399,9 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         names = {s.get("name") for s in sources if isinstance(s, dict) and isinstance(s.get("name"), str)}
         for p in {path.replace(SOURCE_FIELD, n) for n in names} if SOURCE_FIELD in path else {path}:
             if os.path.isdir(p):
-                raise self.fail(key, f"{os.path.abspath(p)} is a directory, not a file; set it to a "
-                                     f"file name inside it")
+                raise self.fail(
+                    key, f"{os.path.abspath(p)} is a directory, not a file; set it to a file name inside it"
+                )
 
     def source(self, i: int, raw) -> SourceConfig:
         """One [[sources]] block: common keys here, the rest by the CRM its `kind` names."""
@@ -365,36 +434,52 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
     def crm(self, key: str, d: dict) -> Crm:
         """The registered CRM of the source's kind, after checking its keys are that CRM's."""
         if d["kind"] not in registry.kinds():
-            raise self.fail(f"{key}.kind",
-                            f"unknown kind '{d['kind']}' (expected {_one_of(registry.kinds())})")
+            raise self.fail(
+                f"{key}.kind", f"unknown kind '{d['kind']}' (expected {_one_of(registry.kinds())})"
+            )
         crm = registry.get(d["kind"])
         for k, v in list(d.items()):
             if k in crm.keys:
-                d[k] = self.typed(f"{key}.{k}", v, crm.keys[k])   # another CRM may type it otherwise
+                d[k] = self.typed(f"{key}.{k}", v, crm.keys[k])  # another CRM may type it otherwise
             elif k not in COMMON_KEYS:
                 owners = [c.title for c in registry.CRMS.values() if k in c.keys]
-                raise self.fail(f"{key}.{k}", f"is {_article(owners[0])} {' or '.join(owners)} key; "
-                                              f"this source is {crm.kind}")
+                raise self.fail(
+                    f"{key}.{k}",
+                    f"is {_article(owners[0])} {' or '.join(owners)} key; this source is {crm.kind}",
+                )
         return crm
 
     def streams(self, key: str, names: list, crm: Crm) -> None:
         """A non-empty list of the CRM's declared stream names, each once."""
         known = crm.stream_names()
         if not names:
-            raise self.fail(key, f"must list at least one stream (or leave it out for all: {', '.join(known)})")
+            raise self.fail(
+                key, f"must list at least one stream (or leave it out for all: {', '.join(known)})"
+            )
         for i, n in enumerate(names):
             if not isinstance(n, str):
                 raise self.fail(f"{key}[{i}]", f"must be a stream name, got {n!r}")
             if n not in known:
-                raise self.fail(f"{key}[{i}]", f"{crm.title} has no stream '{n}'{nearest(n, known)} "
-                                               f"(streams: {', '.join(known)})")
+                raise self.fail(
+                    f"{key}[{i}]",
+                    f"{crm.title} has no stream '{n}'{nearest(n, known)} (streams: {', '.join(known)})",
+                )
             if n in names[:i]:
                 raise self.fail(f"{key}[{i}]", f"stream '{n}' is listed twice")
 
     def schedule(self, raw) -> ScheduleConfig:
-        d = self.table("schedule", raw, {"timezone": str, "sync": str, "incremental": str,
-                                         "kpi_after_sync": bool, "misfire_grace_s": int,
-                                         "lock_timeout_s": float})
+        d = self.table(
+            "schedule",
+            raw,
+            {
+                "timezone": str,
+                "sync": str,
+                "incremental": str,
+                "kpi_after_sync": bool,
+                "misfire_grace_s": int,
+                "lock_timeout_s": float,
+            },
+        )
         tz = self.zone("schedule.timezone", d.get("timezone", "UTC"))
         self.in_range("schedule", d, "schedule.")
         for k in ("sync", "incremental"):
@@ -412,20 +497,24 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         """Cron text that parses and fires within a few years (`0 2 30 2 *` never does)."""
         try:
             trigger = cron_trigger(expr, tz)
-        except Exception as err:     # APScheduler raises ValueError, and others for odd text
+        except Exception as err:  # APScheduler raises ValueError, and others for odd text
             raise self.fail(key, f"bad cron expression '{expr}': {err}") from None
         now = datetime.now(timezone.utc)
         nxt = trigger.get_next_fire_time(None, now)
         if nxt is None or nxt - now > CRON_HORIZON:
-            raise self.fail(key, f"cron expression '{expr}' never fires (check the day and month: "
-                                 f"e.g. February has no 30th)")
+            raise self.fail(
+                key,
+                f"cron expression '{expr}' never fires (check the day and month: e.g. February has no 30th)",
+            )
 
     def notify(self, raw) -> NotifyConfig:
         d = self.table("notify", raw, {"urls": list, "on_success": bool})
         for i, u in enumerate(d.get("urls", [])):
             if not isinstance(u, str) or not u.strip():
-                raise self.fail(f"notify.urls[{i}]", "must be an Apprise URL such as "
-                                                     "\"tgram://TOKEN/CHAT\" (a non-empty string)")
+                raise self.fail(
+                    f"notify.urls[{i}]",
+                    'must be an Apprise URL such as "tgram://TOKEN/CHAT" (a non-empty string)',
+                )
             redact.register(u)
         return NotifyConfig(**d)
 
@@ -453,10 +542,24 @@ def _article(word: str) -> str:
 
 
 def _type_name(types: tuple) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-__all__ = ["Config", "ConfigError", "SourceConfig", "ScheduleConfig", "NotifyConfig", "EngineConfig",
-           "WebhooksConfig", "load"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "SourceConfig",
+    "ScheduleConfig",
+    "NotifyConfig",
+    "EngineConfig",
+    "WebhooksConfig",
+    "load",
+]

@@ -33,22 +33,32 @@ class WebhooksChecks:
     """`[webhooks]` checks for `config.Checker` (which gives `table`, `fail` and `in_range`)."""
 
     def webhooks(self, raw) -> WebhooksConfig:
-        d = self.table("webhooks", raw, {"listen": str, "public_url": str, "debounce_s": float,
-                                         "share": float, "catch_up_s": float})
+        d = self.table(
+            "webhooks",
+            raw,
+            {"listen": str, "public_url": str, "debounce_s": float, "share": float, "catch_up_s": float},
+        )
         if "listen" in d:
             host, _, port = d["listen"].rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise self.fail("webhooks.listen", f"must be HOST:PORT such as \"0.0.0.0:8390\", got {d['listen']!r}")
+                raise self.fail(
+                    "webhooks.listen", f'must be HOST:PORT such as "0.0.0.0:8390", got {d["listen"]!r}'
+                )
         if "public_url" in d:
             parts = urlsplit(d["public_url"])
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self.fail("webhooks.public_url", f"must be an http(s) URL the CRM can reach, "
-                                                       f"got {d['public_url']!r}")
+                raise self.fail(
+                    "webhooks.public_url",
+                    f"must be an http(s) URL the CRM can reach, got {d['public_url']!r}",
+                )
         self.in_range("webhooks", d, "webhooks.")
         return WebhooksConfig(**d)
 
     def webhook_secret(self, key: str, secret) -> None:
         if not isinstance(secret, str) or not re.fullmatch(r"[A-Za-z0-9_-]{24,256}", secret):
-            raise self.fail(key, "must be a long random secret: 24 or more letters, digits, '-' or '_' "
-                                 "(for example the output of `python -c \"import secrets; "
-                                 "print(secrets.token_urlsafe(32))\"`)")
+            raise self.fail(
+                key,
+                "must be a long random secret: 24 or more letters, digits, '-' or '_' "
+                '(for example the output of `python -c "import secrets; '
+                'print(secrets.token_urlsafe(32))"`)',
+            )

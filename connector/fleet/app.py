@@ -49,23 +49,36 @@ def make_app(cfg: Config):
 
     eng = cfg.engine
     app = Celery("crm_connector", broker=eng.broker_url, backend=eng.result_backend or eng.broker_url)
-    transport = {"visibility_timeout": eng.visibility_timeout_s,
-                 "unacked_restore_interval": max(1, eng.visibility_timeout_s // 4),
-                 "unacked_restore_throttle": 1,
-                 "unacked_mutex_expire": max(5, eng.visibility_timeout_s // 4)}
+    transport = {
+        "visibility_timeout": eng.visibility_timeout_s,
+        "unacked_restore_interval": max(1, eng.visibility_timeout_s // 4),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": max(5, eng.visibility_timeout_s // 4),
+    }
     app.conf.update(
-        task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
-        broker_transport_options=transport, result_backend_transport_options=transport,
-        task_default_queue=DEFAULT_QUEUE, task_create_missing_queues=True,
-        worker_send_task_events=True, task_send_sent_event=True, task_track_started=True,
-        task_serializer="json", result_serializer="json", accept_content=["json"],
-        result_expires=7 * 86400, broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False, worker_redirect_stdouts=False,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_reject_on_worker_lost=True,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_default_queue=DEFAULT_QUEUE,
+        task_create_missing_queues=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=7 * 86400,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         crm_config_path=os.path.abspath(cfg.path),
     )
     app.task(name=TASK, bind=True, max_retries=None)(tasks.source_job)
     app.task(name=REFRESH_TASK, bind=True)(tasks.refresh_job)
     from celery.signals import worker_ready
+
     worker_ready.connect(freeze_heap, weak=False, dispatch_uid="crm_connector.freeze_heap")
     return app
 
@@ -84,13 +97,16 @@ def redis_of(cfg: Config):
     try:
         client.ping()
     except redis.RedisError as err:
-        raise RedisUnreachable(f"{cfg.path}: [engine] broker_url: cannot reach Redis at {_shown(cfg.engine.broker_url)} "
-                               f"({_reason(err)}); start it or fix the URL") from None
+        raise RedisUnreachable(
+            f"{cfg.path}: [engine] broker_url: cannot reach Redis at {_shown(cfg.engine.broker_url)} "
+            f"({_reason(err)}); start it or fix the URL"
+        ) from None
     return client
 
 
 def _shown(url: str) -> str:
     from connector.config.engine import shown_url
+
     return shown_url(url)
 
 

@@ -28,9 +28,16 @@ class Board:
 
     def finished(self, source: str, task_id: str, job: str, worker: str, summary: dict) -> None:
         self.redis.set(f"{PREFIX}:done:{task_id}", json.dumps(summary), ex=KEEP_S)
-        self._set(source, state="finished", task_id=task_id, job=job, worker=worker,
-                  status=summary.get("status", ""), rows=summary.get("rows", 0),
-                  error=summary.get("error") or "")
+        self._set(
+            source,
+            state="finished",
+            task_id=task_id,
+            job=job,
+            worker=worker,
+            status=summary.get("status", ""),
+            rows=summary.get("rows", 0),
+            error=summary.get("error") or "",
+        )
 
     def done(self, task_id: str) -> dict | None:
         """The summary of the job with this task id, if a worker finished it."""

@@ -10,17 +10,17 @@ import socket
 import threading
 import time
 
-from connector.config.loader import Config, SourceConfig
 from adapters.hooks import Change
 from adapters.redact import redact
 from adapters.redis_limits import RedisLimits
+from connector.config.loader import Config, SourceConfig
 from connector.fleet.app import REFRESH_TASK, TASK, make_app, redis_of
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease
 from connector.run.jobs import INCREMENTAL, NIGHTLY
 
 log = logging.getLogger("crm_connector.fleet")
-POLL_S = 0.5       # how often a waiting `run --once` looks at the results
+POLL_S = 0.5  # how often a waiting `run --once` looks at the results
 REDIS_GONE_S = 60  # how long `run --once` waits for a Redis that stopped answering
 LEADER = "scheduler"
 
@@ -48,17 +48,25 @@ class Fleet:
         """The queues some live worker consumes now (asked over the broker; empty if none answers)."""
         try:
             answers = self.app.control.inspect(timeout=timeout_s).active_queues() or {}
-        except Exception as err:     # no answer is no worker: say so, do not fail the run
+        except Exception as err:  # no answer is no worker: say so, do not fail the run
             log.debug("asking the workers for their queues failed: %s", err)
             return set()
         return {q["name"] for queues in answers.values() for q in queues}
 
     def enqueue_refresh(self, source: SourceConfig, changes: list[Change]) -> str:
         """Queue a webhook refresh of `changes` on the source's queue; the task id."""
-        res = self.app.send_task(REFRESH_TASK, args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
-                                 queue=source.queue)
-        log.info("queued: refresh of %d change(s) of %s on queue %s (task %s)", len(changes), source.name,
-                 source.queue, res.id)
+        res = self.app.send_task(
+            REFRESH_TASK,
+            args=[source.name, [[c.table, c.id, c.deleted] for c in changes]],
+            queue=source.queue,
+        )
+        log.info(
+            "queued: refresh of %d change(s) of %s on queue %s (task %s)",
+            len(changes),
+            source.name,
+            source.queue,
+            res.id,
+        )
         return res.id
 
     def await_task(self, task_id: str, timeout_s: float, stop: threading.Event) -> bool:
@@ -86,14 +94,17 @@ class Fleet:
                         out[source] = _summary(source, res)
                         del left[source]
                 gone_since = None
-            except Exception as err:   # redis-py's and kombu's connection errors alike
+            except Exception as err:  # redis-py's and kombu's connection errors alike
                 gone_since = gone_since or time.monotonic()
                 log.warning("waiting for the fleet's jobs: Redis does not answer (%s)", err)
                 if time.monotonic() - gone_since > REDIS_GONE_S:
                     for source in left:
-                        out[source] = _failed(source, f"lost the connection to Redis at "
-                                                      f"{redact(self.cfg.engine.broker_url)} while the "
-                                                      f"job ran; the next run resumes from the bookmarks")
+                        out[source] = _failed(
+                            source,
+                            f"lost the connection to Redis at "
+                            f"{redact(self.cfg.engine.broker_url)} while the "
+                            f"job ran; the next run resumes from the bookmarks",
+                        )
                     return out
             if left:
                 stop.wait(POLL_S)
@@ -117,8 +128,9 @@ class Enqueuer:
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
         cfg = fleet.cfg
-        self.lease = Lease(fleet.redis, LEADER, lease_s=cfg.engine.lease_s,
-                           worker=f"scheduler@{socket.gethostname()}")
+        self.lease = Lease(
+            fleet.redis, LEADER, lease_s=cfg.engine.lease_s, worker=f"scheduler@{socket.gethostname()}"
+        )
 
     def leads(self) -> bool:
         """Whether this scheduler leads now (taking the lease when no one holds it)."""
@@ -140,14 +152,19 @@ class Enqueuer:
         self.lease.release()
 
 
-def run_once(fleet: Fleet, sources: list[SourceConfig], incremental: bool,
-             stop: threading.Event) -> dict[str, dict]:
+def run_once(
+    fleet: Fleet, sources: list[SourceConfig], incremental: bool, stop: threading.Event
+) -> dict[str, dict]:
     """Queue each source's job, then wait for all of them; summaries by source."""
     job, kpi = (INCREMENTAL, False) if incremental else (NIGHTLY, fleet.cfg.schedule.kpi_after_sync)
     heard = fleet.listening()
     for queue in sorted({s.queue for s in sources} - heard):
-        log.warning("no worker answers on queue '%s' now: its jobs wait until one starts "
-                    "(`crm-connector worker --queues %s`)", queue, queue)
+        log.warning(
+            "no worker answers on queue '%s' now: its jobs wait until one starts "
+            "(`crm-connector worker --queues %s`)",
+            queue,
+            queue,
+        )
     t0 = time.monotonic()
     ids = {s.name: fleet.enqueue(s, job, kpi) for s in sources}
     out = fleet.wait(ids, stop)

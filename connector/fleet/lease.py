@@ -32,7 +32,7 @@ log = logging.getLogger("crm_connector.fleet.lease")
 
 PREFIX = "crm:lease"
 LEASE_S = 30.0
-POLL_S = 1.0    # a blocking acquire looks again at most this often (or when the lease ends)
+POLL_S = 1.0  # a blocking acquire looks again at most this often (or when the lease ends)
 
 RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -68,22 +68,33 @@ def describe(holder: dict | None) -> str:
     since = holder.get("since")
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since is not None else "?"
     ttl = holder.get("ttl_s")
-    return (f"{holder.get('worker') or '?'} (pid {holder.get('pid', '?')} on "
-            f"{holder.get('host', '?')}, since {when}"
-            f"{f', lease ends in {ttl:.0f} s' if ttl is not None else ''})")
+    return (
+        f"{holder.get('worker') or '?'} (pid {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, since {when}"
+        f"{f', lease ends in {ttl:.0f} s' if ttl is not None else ''})"
+    )
 
 
 def redis_client(url: str):
     """A redis-py client for `url` (imported only now: redis is the `fleet` extra)."""
     import redis
+
     return redis.Redis.from_url(url)
 
 
 class Lease:
     """The lease on `name` for this holder; see the module's doc."""
 
-    def __init__(self, redis, name: str, *, lease_s: float = LEASE_S, renew_s: float | None = None,
-                 worker: str | None = None, prefix: str = PREFIX):
+    def __init__(
+        self,
+        redis,
+        name: str,
+        *,
+        lease_s: float = LEASE_S,
+        renew_s: float | None = None,
+        worker: str | None = None,
+        prefix: str = PREFIX,
+    ):
         self.redis, self.name = redis, name
         self.key = f"{prefix}:{name}"
         self.lease_s = float(lease_s)
@@ -103,10 +114,16 @@ class Lease:
         return self._value is not None and not self.lost.is_set()
 
     def _identity(self) -> str:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                           "worker": self.worker or threading.current_thread().name,
-                           "since": time.time(), "token": os.urandom(16).hex()},
-                          separators=(",", ":"))
+        return json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "worker": self.worker or threading.current_thread().name,
+                "since": time.time(),
+                "token": os.urandom(16).hex(),
+            },
+            separators=(",", ":"),
+        )
 
     def acquire(self, blocking: bool = False, timeout: float | None = None) -> bool:
         """Take the lease; True when taken. Blocking, wait (at most `timeout` s) for the
@@ -166,8 +183,9 @@ class Lease:
 
     def _start_renewing(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renewing, args=(self._stop,),
-                                        name=f"lease-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._renewing, args=(self._stop,), name=f"lease-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def _stop_renewing(self) -> None:
@@ -184,10 +202,11 @@ class Lease:
                     log.warning("lease '%s' was lost: another worker may run the job", self.name)
                     return
                 last_ok = time.monotonic()
-            except Exception as err:   # Redis unreachable for a moment: try again next round
+            except Exception as err:  # Redis unreachable for a moment: try again next round
                 if time.monotonic() - last_ok >= self.lease_s:
-                    log.warning("lease '%s' could not be renewed for %g s (%s): lost",
-                                self.name, self.lease_s, err)
+                    log.warning(
+                        "lease '%s' could not be renewed for %g s (%s): lost", self.name, self.lease_s, err
+                    )
                     self.lost.set()
                     return
 

@@ -17,17 +17,17 @@ from __future__ import annotations
 import logging
 import socket
 
+from adapters.hooks import Change
 from adapters.redis_limits import RedisLimits
 from connector.config import loader as config_mod
 from connector.fleet.board import Board
 from connector.fleet.lease import Lease, describe, redis_client
 from connector.run import runtime
-from adapters.hooks import Change
 from connector.run.jobs import JobResult, Steps, exit_code, run_job
 from connector.run.refresh import refresh_source
 
 log = logging.getLogger("crm_connector.fleet")
-RETRY_S = 2.0   # a busy portal's job looks for its lease again after this long
+RETRY_S = 2.0  # a busy portal's job looks for its lease again after this long
 
 
 def source_job(task, source_name: str, job: str, kpi: bool) -> dict:
@@ -38,8 +38,9 @@ def source_job(task, source_name: str, job: str, kpi: bool) -> dict:
     board, task_id = Board(redis), task.request.id
     done = board.done(task_id)
     if done is not None:
-        log.info("job %s of %s already finished on %s; not running it again", job, source_name,
-                 done.get("worker"))
+        log.info(
+            "job %s of %s already finished on %s; not running it again", job, source_name, done.get("worker")
+        )
         return done
     worker = task.request.hostname or socket.gethostname()
     lease = Lease(redis, f"source:{source_name}", lease_s=cfg.engine.lease_s, worker=worker)
@@ -52,8 +53,12 @@ def source_job(task, source_name: str, job: str, kpi: bool) -> dict:
         if waited < cfg.schedule.lock_timeout_s:
             raise task.retry(countdown=RETRY_S)
         holder = describe(Lease.holder_of(redis, f"source:{source_name}"))
-        out = JobResult(source_name, job, status="busy",
-                        error=f"source '{source_name}' is busy: waited {waited:g}s, held by {holder}")
+        out = JobResult(
+            source_name,
+            job,
+            status="busy",
+            error=f"source '{source_name}' is busy: waited {waited:g}s, held by {holder}",
+        )
         return _finish(board, task_id, worker, out)
     try:
         board.running(source_name, task_id, job, worker)
@@ -70,25 +75,41 @@ def refresh_job(task, source_name: str, changes: list) -> str:
     share of its limits in Redis; no lease: it may run beside the portal's nightly job."""
     cfg = config_mod.load(task.app.conf.crm_config_path)
     limits = RedisLimits(redis_client(cfg.engine.broker_url))
-    res = refresh_source(cfg, cfg.source(source_name), [Change(t, int(i), bool(d)) for t, i, d in changes],
-                         limits=limits)
+    res = refresh_source(
+        cfg, cfg.source(source_name), [Change(t, int(i), bool(d)) for t, i, d in changes], limits=limits
+    )
     return res.line()
 
 
 def summary(out: JobResult, worker: str) -> dict:
     """What `run --once` prints for a job, as JSON."""
-    return {"source": out.source, "job": out.job, "status": out.status, "rows": out.rows,
-            "requests": out.requests, "seconds": round(out.seconds, 2), "error": out.reason,
-            "kpi": out.kpi.line() if out.kpi is not None else None,
-            "exit_code": exit_code(out.exception) if out.status in ("failed", "busy") else 0,
-            "worker": worker}
+    return {
+        "source": out.source,
+        "job": out.job,
+        "status": out.status,
+        "rows": out.rows,
+        "requests": out.requests,
+        "seconds": round(out.seconds, 2),
+        "error": out.reason,
+        "kpi": out.kpi.line() if out.kpi is not None else None,
+        "exit_code": exit_code(out.exception) if out.status in ("failed", "busy") else 0,
+        "worker": worker,
+    }
 
 
 def _finish(board: Board, task_id: str, worker: str, out: JobResult) -> dict:
     doc = summary(out, worker)
     board.finished(out.source, task_id, out.job, worker, doc)
     level = logging.INFO if out.status == "ok" else logging.WARNING
-    log.log(level, "job=%s source=%s status=%s rows=%d requests=%d duration=%.1fs%s", out.job,
-            out.source, out.status, out.rows, out.requests, out.seconds,
-            f" error={doc['error']}" if doc["error"] else "")
+    log.log(
+        level,
+        "job=%s source=%s status=%s rows=%d requests=%d duration=%.1fs%s",
+        out.job,
+        out.source,
+        out.status,
+        out.rows,
+        out.requests,
+        out.seconds,
+        f" error={doc['error']}" if doc["error"] else "",
+    )
     return doc

@@ -20,8 +20,13 @@ log = logging.getLogger("crm_connector.hooks")
 
 
 class Debouncer:
-    def __init__(self, flush: Callable[[str, list[Change]], object], window_s: float, workers: int = 4,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        flush: Callable[[str, list[Change]], object],
+        window_s: float,
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.flush, self.window_s, self.clock = flush, window_s, clock
         self._pending: dict[str, dict[tuple[str, int], Change]] = {}
         self._since: dict[str, float] = {}
@@ -69,7 +74,7 @@ class Debouncer:
     def _run(self, source: str, batch: list[Change]) -> None:
         try:
             self.flush(source, batch)
-        except Exception:   # one source's failed refresh must not stop the others'
+        except Exception:  # one source's failed refresh must not stop the others'
             log.exception("refresh of source '%s' failed (%d change(s))", source, len(batch))
         finally:
             with self._cond:

@@ -17,21 +17,25 @@ from urllib.parse import parse_qsl
 from adapters.hooks import Change, HookRefused
 
 log = logging.getLogger("crm_connector.hooks")
-MAX_BODY = 1 << 20       # a delivery of a few hundred records is a few dozen KiB
+MAX_BODY = 1 << 20  # a delivery of a few hundred records is a few dozen KiB
 
 
 class Receiver:
     """sources: name -> (webhook_secret, parse(pairs) -> list[Change])."""
 
-    def __init__(self, sources: dict[str, tuple[str, Callable[[list], list[Change]]]],
-                 accept: Callable[[str, list[Change]], None]):
+    def __init__(
+        self,
+        sources: dict[str, tuple[str, Callable[[list], list[Change]]]],
+        accept: Callable[[str, list[Change]], None],
+    ):
         self.sources, self.accept = sources, accept
         self.counts = {"accepted": 0, "refused": 0, "unknown": 0}
 
     def __call__(self, environ, start_response):
         status, body = self.handle(environ)
-        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                                ("Content-Length", str(len(body)))])
+        start_response(
+            status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     def handle(self, environ) -> tuple[str, bytes]:

@@ -38,7 +38,7 @@ def hook_url(cfg: Config, source: SourceConfig) -> str:
     return f"{base}/hooks/{source.name}/{source.webhook_secret}"
 
 
-MAX_PAGES = 100     # pages of missed changes one catch-up takes from a source (Bitrix24: 50 each)
+MAX_PAGES = 100  # pages of missed changes one catch-up takes from a source (Bitrix24: 50 each)
 
 
 def drain(name: str, adapter, flush: Callable[[str, list[Change]], None]) -> int | None:
@@ -74,8 +74,10 @@ class Service:
         # celery engine they take that share in Redis, with the workers' refreshes: a share
         # kept in this process would spend it twice over.
         limits = fleet.limits if fleet is not None else None
-        self._adapters = {name: runtime.make_adapter(cfg.scoped(name), s, limits=limits, role=runtime.REFRESH)
-                          for name, s in self.sources.items()}
+        self._adapters = {
+            name: runtime.make_adapter(cfg.scoped(name), s, limits=limits, role=runtime.REFRESH)
+            for name, s in self.sources.items()
+        }
         # The catch-up thread flushes too: a source's refreshes still run one at a time.
         self._flushing = {name: threading.Lock() for name in self.sources}
         self._closing = threading.Event()
@@ -83,8 +85,10 @@ class Service:
         # (up to 64) keeps a slow portal from holding up the others
         workers = max(4, min(len(self.sources), 64)) if fleet is not None else 4
         self.debouncer = Debouncer(self.flush, cfg.webhooks.debounce_s, workers=workers)
-        self.receiver = Receiver({name: (s.webhook_secret, self._adapters[name].parse_hook)
-                                  for name, s in self.sources.items()}, self.debouncer.add)
+        self.receiver = Receiver(
+            {name: (s.webhook_secret, self._adapters[name].parse_hook) for name, s in self.sources.items()},
+            self.debouncer.add,
+        )
         self.refreshes = 0
 
     def flush(self, source: str, changes: list[Change]) -> None:
@@ -96,10 +100,14 @@ class Service:
         with self._flushing[source]:
             if self.fleet is not None:
                 task_id = self.fleet.enqueue_refresh(self.sources[source], changes)
-                wait_s = 2 * self.cfg.engine.visibility_timeout_s   # a lost worker's task runs again after it
+                wait_s = 2 * self.cfg.engine.visibility_timeout_s  # a lost worker's task runs again after it
                 if not self.fleet.await_task(task_id, wait_s, self._closing) and not self._closing.is_set():
-                    log.warning("source '%s': refresh task %s not finished after %g s; the next batch "
-                                "goes ahead", source, task_id, wait_s)
+                    log.warning(
+                        "source '%s': refresh task %s not finished after %g s; the next batch goes ahead",
+                        source,
+                        task_id,
+                        wait_s,
+                    )
             else:
                 self._refresh(self.cfg, self.sources[source], changes, adapter=self._adapters[source])
             self.refreshes += 1
@@ -110,15 +118,19 @@ class Service:
             try:
                 if drain(name, adapter, self.flush) is None and starting:
                     self._sync(self.sources[name])
-            except Exception as err:   # one portal's trouble must not stop the receiver
+            except Exception as err:  # one portal's trouble must not stop the receiver
                 log.warning("source '%s': catching up failed: %s", name, err)
 
     def _sync(self, source: SourceConfig) -> None:
         if self.fleet is not None:
             self.fleet.enqueue(source, INCREMENTAL, True)
             return
-        threading.Thread(target=Runner(self.cfg).run, args=(source.name, INCREMENTAL, True),
-                         name=f"catch-up-{source.name}", daemon=True).start()
+        threading.Thread(
+            target=Runner(self.cfg).run,
+            args=(source.name, INCREMENTAL, True),
+            name=f"catch-up-{source.name}",
+            daemon=True,
+        ).start()
 
     def warm(self) -> None:
         """What checking a delivery needs from each CRM, asked once before the first one comes
@@ -132,7 +144,7 @@ class Service:
                     log.warning("source '%s': cannot read its account yet: %s", name, err)
 
     def close(self) -> None:
-        self._closing.set()          # stop waiting for workers' refreshes: they go on without us
+        self._closing.set()  # stop waiting for workers' refreshes: they go on without us
         self.debouncer.close()
         for adapter in self._adapters.values():
             adapter.close()

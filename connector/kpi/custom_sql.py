@@ -18,11 +18,15 @@ from connector.mirror import schema
 # The built-in KPIs, one query per file (read by the KPI engine; named here for the config).
 KPI_SQL_DIR = Path(__file__).with_name("sql")
 
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                 getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
 
 
-CHECK_TIMEOUT_S = 1.0   # trying a query on the empty mirror (config check, tables it reads)
+CHECK_TIMEOUT_S = 1.0  # trying a query on the empty mirror (config check, tables it reads)
 _PROGRESS_STEPS = 10_000  # VM instructions between looks at the clock
 
 
@@ -41,19 +45,20 @@ def bounded(conn, timeout_s: float, memory_mb: int | None = None):
     if memory_mb is not None:
         cap = int(memory_mb) * 1024 * 1024
         old = _set_heap_limit(conn, cap)
-        old_length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH,
-                                   min(cap, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)))
+        old_length = conn.setlimit(
+            sqlite3.SQLITE_LIMIT_LENGTH, min(cap, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+        )
     try:
         yield
     except MemoryError:
-        raise LimitExceeded(f"used more than {memory_mb} MiB of memory "
-                            f"([kpi] custom_memory_mb)") from None
+        raise LimitExceeded(f"used more than {memory_mb} MiB of memory ([kpi] custom_memory_mb)") from None
     except sqlite3.Error as err:
         if time.monotonic() > deadline and "interrupt" in str(err):
             raise LimitExceeded(f"ran longer than {timeout_s:g} s ([kpi] custom_timeout_s)") from None
         if memory_mb is not None and ("out of memory" in str(err) or "too big" in str(err)):
-            raise LimitExceeded(f"used more than {memory_mb} MiB of memory "
-                                f"([kpi] custom_memory_mb)") from None
+            raise LimitExceeded(
+                f"used more than {memory_mb} MiB of memory ([kpi] custom_memory_mb)"
+            ) from None
         raise
     finally:
         conn.set_progress_handler(None, 0)
@@ -71,7 +76,7 @@ def _set_heap_limit(conn, limit: int) -> int | None:
     fn = _heap_limit_fn()
     if fn is None:
         return None
-    before = fn(-1)          # a negative argument only reads the limit
+    before = fn(-1)  # a negative argument only reads the limit
     fn(limit)
     if conn.execute("PRAGMA hard_heap_limit").fetchone()[0] != limit:
         fn(before)
@@ -102,8 +107,13 @@ def read_only(action, *_):
 
 
 def _dummy_params() -> dict:
-    return {"source": "x", "now": "2000-01-01T00:00:00Z", "target": "contact",
-            "calls_days": 90, "churn_days": 180}
+    return {
+        "source": "x",
+        "now": "2000-01-01T00:00:00Z",
+        "target": "contact",
+        "calls_days": 90,
+        "churn_days": 180,
+    }
 
 
 @contextmanager
@@ -132,11 +142,14 @@ def check_custom_sql(sql: str) -> str | None:
             with bounded(conn, CHECK_TIMEOUT_S):
                 cur = conn.execute(_statement(sql), _dummy_params())
         except LimitExceeded:
-            return None   # runs; on the real mirror its budget applies
+            return None  # runs; on the real mirror its budget applies
         except sqlite3.DatabaseError as err:
             msg = str(err)
-            return "must only read the mirror (one SELECT or WITH query)" if "authoriz" in msg \
+            return (
+                "must only read the mirror (one SELECT or WITH query)"
+                if "authoriz" in msg
                 else f"SQL does not run: {msg}"
+            )
         except (sqlite3.ProgrammingError, sqlite3.Warning) as err:
             return f"SQL does not run: {err}"
         if cur.description is None or len(cur.description) != 2:
@@ -153,10 +166,11 @@ def tables_read(sql: str) -> tuple[str, ...]:
         if action == sqlite3.SQLITE_READ and table in schema.ENTITY_TABLES:
             seen.add(table)
         return read_only(action, table, *rest)
+
     with _empty_mirror(note) as conn:
         try:
             with bounded(conn, CHECK_TIMEOUT_S):
                 conn.execute(_statement(sql), _dummy_params()).fetchall()
         except (sqlite3.Error, LimitExceeded):
-            pass   # the config check reports a query that does not run; what it read so far counts
+            pass  # the config check reports a query that does not run; what it read so far counts
     return tuple(sorted(seen))

@@ -43,18 +43,18 @@ class Kpi:
     description: str
     targets: tuple[str, ...] = TARGETS
     custom: bool = False
-    reads: tuple[str, ...] = ()   # mirror tables it is computed from (its clients' table aside)
+    reads: tuple[str, ...] = ()  # mirror tables it is computed from (its clients' table aside)
 
 
 @dataclass
 class ComputeResult:
     source: str
     computed_at: str
-    clients: dict[str, int] = field(default_factory=dict)   # target -> clients computed
-    changed: int = 0                                        # values that differ from the last run
+    clients: dict[str, int] = field(default_factory=dict)  # target -> clients computed
+    changed: int = 0  # values that differ from the last run
     warnings: list[str] = field(default_factory=list)
     withheld: dict[str, str] = field(default_factory=dict)  # KPI -> why it was not computed
-    broken: dict[str, str] = field(default_factory=dict)    # custom KPI -> the limit it passed
+    broken: dict[str, str] = field(default_factory=dict)  # custom KPI -> the limit it passed
     seconds: float = 0.0
 
 
@@ -76,7 +76,7 @@ def listed(sql: str, key: str) -> tuple[str, ...]:
     """The comma-separated names on the header's `key` line (e.g. the tables after `reads:`)."""
     for line in header(sql):
         if line.startswith(key):
-            return tuple(t.strip() for t in line[len(key):].split(",") if t.strip())
+            return tuple(t.strip() for t in line[len(key) :].split(",") if t.strip())
     return ()
 
 
@@ -98,17 +98,28 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
     """Built-in plus the config's custom KPIs (a custom KPI may replace a built-in one)."""
     kpis = catalogue()
     for c in kpi_cfg.custom:
-        kpis[c.name] = Kpi(c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True,
-                           reads=tables_read(c.sql))
+        kpis[c.name] = Kpi(
+            c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True, reads=tables_read(c.sql)
+        )
     return kpis
 
 
 # -- compute ------------------------------------------------------------------------------------
 
-def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
-            now: datetime | None = None, only: list[str] | None = None,
-            withheld: dict[str, str] | None = None, dry_run: bool = False,
-            card_survey=(), clients: dict[str, list[int]] | None = None) -> ComputeResult:
+
+def compute(
+    mirror,
+    source: str,
+    kpi_cfg,
+    base_currency: str = "RUB",
+    *,
+    now: datetime | None = None,
+    only: list[str] | None = None,
+    withheld: dict[str, str] | None = None,
+    dry_run: bool = False,
+    card_survey=(),
+    clients: dict[str, list[int]] | None = None,
+) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
 
     `now` fixes the clock (tests); `only` limits the run to these KPI names; `withheld`: KPIs
@@ -129,12 +140,16 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
     kpis = {k: v for k, v in kpis.items() if k not in res.withheld}
     conn = mirror.conn
     for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, kpi_cfg.currency_rates):
-        msg = (f"source '{source}': deals in {cur} are left out of amounts "
-               f"(add {cur} to [kpi.currency_rates])")
+        msg = f"source '{source}': deals in {cur} are left out of amounts (add {cur} to [kpi.currency_rates])"
         log.warning(msg)
         res.warnings.append(msg)
-    params = {"source": source, "now": res.computed_at, "calls_days": kpi_cfg.calls_days,
-              "churn_days": kpi_cfg.churn_days, "interactions_days": kpi_cfg.interactions_days}
+    params = {
+        "source": source,
+        "now": res.computed_at,
+        "calls_days": kpi_cfg.calls_days,
+        "churn_days": kpi_cfg.churn_days,
+        "interactions_days": kpi_cfg.interactions_days,
+    }
     with tuned(conn), mirror.db.atomic():
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
         survey.load(conn, card_survey)
@@ -143,25 +158,33 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str = "RUB", *,
         for target in sorted(kpi_cfg.targets):
             if clients is not None and not clients.get(target):
                 continue
-            kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days,
-                           None if clients is None else clients[target])
+            kpi_prep.build(
+                conn,
+                source,
+                target,
+                res.computed_at,
+                kpi_cfg.calls_days,
+                None if clients is None else clients[target],
+            )
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
             for k in kpis.values():
                 if target in k.targets:
                     try:
-                        res.changed += _update_one(conn, k, dict(params, target=target),
-                                                   kpi_cfg.precision, kpi_cfg)
-                    except LimitExceeded as err:   # that KPI fails, the others go on
+                        res.changed += _update_one(
+                            conn, k, dict(params, target=target), kpi_cfg.precision, kpi_cfg
+                        )
+                    except LimitExceeded as err:  # that KPI fails, the others go on
                         res.broken[k.name] = f"KPI '{k.name}' ({target}): {err}"
                         log.warning("source '%s': %s", source, res.broken[k.name])
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
         if dry_run or clients is not None:
             return res
-        conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
-                     "VALUES (?, ?, ?, ?, ?, ?)",
-                     (source, res.computed_at, ",".join(kpis), sum(res.clients.values()),
-                      res.changed, res.seconds))
+        conn.execute(
+            "INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, seconds) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (source, res.computed_at, ",".join(kpis), sum(res.clients.values()), res.changed, res.seconds),
+        )
     return res
 
 
@@ -183,8 +206,9 @@ def _scratch_kib(conn) -> int:
     want = max(256 * _MIB, 2 * pages * size)
     try:
         import psutil
+
         want = min(want, max(256 * _MIB, psutil.virtual_memory().available // 4))
-    except Exception:   # no psutil or no figure: the floor still applies
+    except Exception:  # no psutil or no figure: the floor still applies
         pass
     return want // 1024
 
@@ -197,7 +221,7 @@ def tuned(conn):
     kib = _scratch_kib(conn)
     old = {f"{s}.cache_size": conn.execute(f"PRAGMA {s}.cache_size").fetchone()[0] for s in ("main", "temp")}
     old["threads"] = conn.execute("PRAGMA threads").fetchone()[0]
-    mmap = conn.execute("PRAGMA main.mmap_size").fetchone()   # None for an in-memory mirror
+    mmap = conn.execute("PRAGMA main.mmap_size").fetchone()  # None for an in-memory mirror
     if mmap is not None:
         old["main.mmap_size"] = mmap[0]
         conn.execute(f"PRAGMA main.mmap_size = {kib * 1024}")
@@ -233,8 +257,9 @@ INSERT OR REPLACE INTO kpi_values (source, entity_type, entity_id, kpi, value, c
 SELECT :source, :target, entity_id, :kpi_name, value, :now FROM temp.kpi_changed ORDER BY entity_id
 """
 
-_ANY_STORED = ("SELECT 1 FROM kpi_values WHERE source = :source AND entity_type = :target "
-               "AND kpi = :kpi_name LIMIT 1")
+_ANY_STORED = (
+    "SELECT 1 FROM kpi_values WHERE source = :source AND entity_type = :target AND kpi = :kpi_name LIMIT 1"
+)
 # No ORDER BY: the KPI queries return clients in id order (they read tables keyed by client), so
 # the rows already arrive in key order and a sort of the whole range would be wasted.
 _FIRST_HISTORY = """
@@ -259,9 +284,10 @@ def _update_one(conn, kpi: Kpi, params: dict, precision: int, kpi_cfg=None) -> i
         if kpi.custom:
             conn.execute("DROP TABLE IF EXISTS temp.kpi_custom")
             conn.execute("CREATE TEMP TABLE kpi_custom (entity_id INTEGER PRIMARY KEY, value REAL)")
-            with bounded(conn, getattr(kpi_cfg, "custom_timeout_s", 60.0),
-                         getattr(kpi_cfg, "custom_memory_mb", 512)):
-                conn.set_authorizer(read_only)   # custom SQL may only read, at run time too
+            with bounded(
+                conn, getattr(kpi_cfg, "custom_timeout_s", 60.0), getattr(kpi_cfg, "custom_memory_mb", 512)
+            ):
+                conn.set_authorizer(read_only)  # custom SQL may only read, at run time too
                 try:
                     rows = conn.execute(sql, params).fetchall()
                 finally:
@@ -290,13 +316,18 @@ def shadow_history(conn, source: str) -> None:
     """A TEMP `kpi_values` holding the source's current values: it hides the mirror's table
     from unqualified names, so a dry run computes and plans against it and writes nothing."""
     drop_shadow(conn)
-    conn.execute("CREATE TEMP TABLE kpi_values (source TEXT NOT NULL, entity_type TEXT NOT NULL, "
-                 "entity_id INTEGER NOT NULL, kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL, "
-                 "PRIMARY KEY (source, entity_type, kpi, entity_id, computed_at)) WITHOUT ROWID")
-    conn.execute("INSERT INTO temp.kpi_values SELECT source, entity_type, entity_id, kpi, value, "
-                 "max(computed_at) FROM main.kpi_values WHERE source = ? "
-                 "GROUP BY source, entity_type, kpi, entity_id", (source,))
-    conn.commit()   # the INSERT opened a transaction (on the TEMP schema only)
+    conn.execute(
+        "CREATE TEMP TABLE kpi_values (source TEXT NOT NULL, entity_type TEXT NOT NULL, "
+        "entity_id INTEGER NOT NULL, kpi TEXT NOT NULL, value REAL, computed_at TEXT NOT NULL, "
+        "PRIMARY KEY (source, entity_type, kpi, entity_id, computed_at)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO temp.kpi_values SELECT source, entity_type, entity_id, kpi, value, "
+        "max(computed_at) FROM main.kpi_values WHERE source = ? "
+        "GROUP BY source, entity_type, kpi, entity_id",
+        (source,),
+    )
+    conn.commit()  # the INSERT opened a transaction (on the TEMP schema only)
 
 
 def drop_shadow(conn) -> None:
@@ -307,7 +338,8 @@ def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:
     """One client's current KPI values: [{kpi, value, computed_at}] sorted by KPI name."""
     # kpi_values is keyed KPI first: walk the distinct KPIs (a loose index scan), then take
     # the client's newest row of each with one seek from the end of its range.
-    cur = mirror.conn.execute("""
+    cur = mirror.conn.execute(
+        """
         WITH RECURSIVE k(kpi) AS (
             SELECT min(kpi) FROM kpi_values WHERE source = :s AND entity_type = :t
             UNION ALL
@@ -318,5 +350,7 @@ def latest(mirror, source: str, entity_type: str, entity_id: int) -> list[dict]:
              AND v.kpi = k.kpi AND v.entity_id = :id
              AND v.computed_at = (SELECT max(computed_at) FROM kpi_values x WHERE x.source = :s
                                   AND x.entity_type = :t AND x.kpi = k.kpi AND x.entity_id = :id)
-        ORDER BY k.kpi""", {"s": source, "t": entity_type, "id": entity_id})
+        ORDER BY k.kpi""",
+        {"s": source, "t": entity_type, "id": entity_id},
+    )
     return [dict(zip(("kpi", "value", "computed_at"), r)) for r in cur.fetchall()]

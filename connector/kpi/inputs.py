@@ -24,11 +24,12 @@ class NotSynced(Exception):
 @dataclass
 class StreamState:
     """One declared stream of a source, as the mirror last saw it."""
+
     name: str
     tables: tuple[str, ...]
     scope: str | None = None
-    completed: bool = False          # some run of it ended ok
-    last_status: str | None = None   # ok, failed, skipped, interrupted, running
+    completed: bool = False  # some run of it ended ok
+    last_status: str | None = None  # ok, failed, skipped, interrupted, running
     last_error: str | None = None
 
     def problem(self) -> str | None:
@@ -43,10 +44,15 @@ class StreamState:
 
 def stream_states(mirror, source: str, declared) -> list[StreamState]:
     """The declared streams (`adapters.streams.Stream`) with their last run in the mirror."""
-    rows = {r[0]: r[1:] for r in mirror.conn.execute(
-        "SELECT s.stream, s.last_success_at, r.status, r.error FROM sync_state s "
-        "LEFT JOIN sync_runs r ON r.id = (SELECT max(id) FROM sync_runs "
-        "  WHERE source = s.source AND stream = s.stream) WHERE s.source = ?", (source,))}
+    rows = {
+        r[0]: r[1:]
+        for r in mirror.conn.execute(
+            "SELECT s.stream, s.last_success_at, r.status, r.error FROM sync_state s "
+            "LEFT JOIN sync_runs r ON r.id = (SELECT max(id) FROM sync_runs "
+            "  WHERE source = s.source AND stream = s.stream) WHERE s.source = ?",
+            (source,),
+        )
+    }
     out = []
     for s in declared:
         success, status, error = rows.get(s.name, (None, None, None))
@@ -56,15 +62,20 @@ def stream_states(mirror, source: str, declared) -> list[StreamState]:
 
 def ever_synced(mirror, source: str) -> bool:
     """Whether any stream of the source has completed a sync."""
-    return mirror.conn.execute("SELECT 1 FROM sync_state WHERE source = ? AND last_success_at "
-                               "IS NOT NULL LIMIT 1", (source,)).fetchone() is not None
+    return (
+        mirror.conn.execute(
+            "SELECT 1 FROM sync_state WHERE source = ? AND last_success_at IS NOT NULL LIMIT 1", (source,)
+        ).fetchone()
+        is not None
+    )
 
 
 def require_sync(mirror, source: str) -> None:
     """Raise NotSynced, saying what to run, when the source was never synced."""
     if not ever_synced(mirror, source):
-        raise NotSynced(f"source '{source}' has no complete sync yet: run "
-                        f"`crm-connector sync --source {source}` first")
+        raise NotSynced(
+            f"source '{source}' has no complete sync yet: run `crm-connector sync --source {source}` first"
+        )
 
 
 def table_problems(states: list[StreamState]) -> dict[str, str]:
@@ -84,7 +95,7 @@ def withheld(kpis, targets, states: list[StreamState]) -> dict[str, str]:
     out = {}
     for k in kpis:
         reads = list(k.reads) + [CLIENT_TABLES[t] for t in targets if t in k.targets]
-        for table in reads:   # a table no declared stream fills has nothing to wait for
+        for table in reads:  # a table no declared stream fills has nothing to wait for
             if problems.get(table):
                 out[k.name] = problems[table]
                 break

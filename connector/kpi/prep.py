@@ -28,14 +28,24 @@ the per-target tables from it. The KPIs are then small GROUP BYs over client-clu
 from __future__ import annotations
 
 import json
-
 import logging
 
 log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts", "kpi_card_survey")
-TABLES = ("kpi_clients", "kpi_deals", "kpi_deal_totals", "kpi_calls", "kpi_tasks", "kpi_acts", "kpi_custom",
-          "kpi_recent", "kpi_changed", "kpi_activities", "kpi_survey")
+TABLES = (
+    "kpi_clients",
+    "kpi_deals",
+    "kpi_deal_totals",
+    "kpi_calls",
+    "kpi_tasks",
+    "kpi_acts",
+    "kpi_custom",
+    "kpi_recent",
+    "kpi_changed",
+    "kpi_activities",
+    "kpi_survey",
+)
 
 _CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
@@ -124,22 +134,28 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
 # for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
 # drops a row reached both ways.
 _DEAL_OWNERS = {
-    "contact": ("JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-                "JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
-                "JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-                "JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
-                "JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id"),
-    "company": ("JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-                "JOIN temp.kpi_clients c ON c.entity_id = d.company_id",),
+    "contact": (
+        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
+        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+        "JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
+        "JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
+    ),
+    "company": (
+        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
+    ),
 }
 
 
 def _owned(table: str, cols: str, target: str) -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
-    parts = [f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k "
-             f"JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"]
-    parts += [f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k {join} WHERE k.entity_type = 'deal'"
-              for join in _DEAL_OWNERS[target]]
+    parts = [
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k "
+        f"JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
+    ]
+    parts += [
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k {join} WHERE k.entity_type = 'deal'"
+        for join in _DEAL_OWNERS[target]
+    ]
     return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
 
 
@@ -185,14 +201,15 @@ def build_source(conn, source: str, base_currency: str, rates: dict[str, float])
     drop(conn)
     p = {"source": source, "base": base_currency.upper(), "kind": "deal"}
     conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
-    conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)",
-                     [(c.upper(), r) for c, r in rates.items()])
+    conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
     conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
     conn.execute(f"INSERT INTO temp.kpi_deal_acts {_ANSWERS}", p)
     conn.execute("CREATE INDEX temp.kpi_deal_acts_ref ON kpi_deal_acts (ref_id, at)")
-    conn.execute("CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
-                 "company_id INTEGER, status TEXT, amount REAL, created_at TEXT, closed_at TEXT, "
-                 "answered_at TEXT)")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
+        "company_id INTEGER, status TEXT, amount REAL, created_at TEXT, closed_at TEXT, "
+        "answered_at TEXT)"
+    )
     conn.execute(_SOURCE_DEALS, p)
     conn.execute("DROP TABLE temp.kpi_deal_acts")
 
@@ -214,25 +231,36 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
     if only is None:
         conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
     else:
-        conn.execute(f"INSERT INTO temp.kpi_clients SELECT id FROM ({_CLIENTS[target]}) "
-                     f"WHERE id IN (SELECT value FROM json_each(:only))", dict(p, only=json.dumps(only)))
+        conn.execute(
+            f"INSERT INTO temp.kpi_clients SELECT id FROM ({_CLIENTS[target]}) "
+            f"WHERE id IN (SELECT value FROM json_each(:only))",
+            dict(p, only=json.dumps(only)),
+        )
     # Clustered by client (WITHOUT ROWID, filled in key order): a KPI's GROUP BY reads each
     # client's rows side by side, with no index-to-table hops.
-    conn.execute("CREATE TEMP TABLE kpi_deals (entity_id INTEGER, deal_id INTEGER, status TEXT, "
-                 "amount REAL, created_at TEXT, closed_at TEXT, answered_at TEXT, "
-                 "PRIMARY KEY (entity_id, deal_id)) "
-                 "WITHOUT ROWID")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_deals (entity_id INTEGER, deal_id INTEGER, status TEXT, "
+        "amount REAL, created_at TEXT, closed_at TEXT, answered_at TEXT, "
+        "PRIMARY KEY (entity_id, deal_id)) "
+        "WITHOUT ROWID"
+    )
     conn.execute(_DEALS[target], p)
-    conn.execute("CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
-                 "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
-                 "won_cycle_days REAL, last_won_at TEXT)")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
+        "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
+        "won_cycle_days REAL, last_won_at TEXT)"
+    )
     conn.execute(_DEAL_TOTALS)
-    conn.execute("CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
-                 "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
-                 "WITHOUT ROWID")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_calls (entity_id INTEGER, call_id INTEGER, direction TEXT, "
+        "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
+        "WITHOUT ROWID"
+    )
     _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p)
-    conn.execute("CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
-                 "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
+        "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID"
+    )
     _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p)
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
     conn.execute(f"INSERT INTO temp.kpi_acts {_ANSWERS}", p)
@@ -242,23 +270,32 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
 
 def _build_interactions(conn, target: str, p: dict) -> None:
     """`kpi_activities` and `kpi_survey` (see the module docstring)."""
-    conn.execute("CREATE TEMP TABLE kpi_activities (entity_id INTEGER, act_id TEXT, channel TEXT, "
-                 "direction TEXT, at TEXT, PRIMARY KEY (entity_id, act_id)) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_activities (entity_id INTEGER, act_id TEXT, channel TEXT, "
+        "direction TEXT, at TEXT, PRIMARY KEY (entity_id, act_id)) WITHOUT ROWID"
+    )
     _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p)
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
-    conn.execute("CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
-                 "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID")
-    conn.execute(CARD_SURVEY_DDL)   # made by connector.kpi.survey when cards hold scores
+    conn.execute(
+        "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
+        "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
+    )
+    conn.execute(CARD_SURVEY_DDL)  # made by connector.kpi.survey when cards hold scores
     _via_recent(conn, _SURVEY_ANSWERS, _owned("kpi_survey", _SURVEY_COLS, target), p)
 
 
-CARD_SURVEY_DDL = ("CREATE TEMP TABLE IF NOT EXISTS kpi_card_survey (entity_type TEXT, entity_id INTEGER, "
-                   "kind TEXT, score REAL, at TEXT)")
+CARD_SURVEY_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS kpi_card_survey (entity_type TEXT, entity_id INTEGER, "
+    "kind TEXT, score REAL, at TEXT)"
+)
 
 
 def unconverted_currencies(conn, source: str, base_currency: str, rates: dict[str, float]) -> list[str]:
     """Currencies of live deals that are neither the base currency nor in the rates."""
     known = {base_currency.upper(), *(c.upper() for c in rates)}
-    rows = conn.execute("SELECT DISTINCT upper(currency) FROM deals WHERE source = ? "
-                        "AND is_deleted = 0 AND coalesce(currency, '') != ''", (source,)).fetchall()
+    rows = conn.execute(
+        "SELECT DISTINCT upper(currency) FROM deals WHERE source = ? "
+        "AND is_deleted = 0 AND coalesce(currency, '') != ''",
+        (source,),
+    ).fetchall()
     return sorted(r[0] for r in rows if r[0] not in known)

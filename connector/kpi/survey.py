@@ -31,9 +31,10 @@ def cached_keys(mirror, source: str, survey_cfg) -> dict[str, dict[str, str]]:
     wanted = survey_cfg.fields()
     out: dict[str, dict[str, str]] = {}
     for entity_type, kpi, label, key in mirror.conn.execute(
-            "SELECT entity_type, kpi, label, field_key FROM kpi_fields WHERE source = ? AND kpi LIKE ?",
-            (source, PREFIX + "%")):
-        kind = kpi[len(PREFIX):]
+        "SELECT entity_type, kpi, label, field_key FROM kpi_fields WHERE source = ? AND kpi LIKE ?",
+        (source, PREFIX + "%"),
+    ):
+        kind = kpi[len(PREFIX) :]
         if wanted.get(kind) == label:
             out.setdefault(entity_type, {})[kind] = key
     return out
@@ -67,7 +68,8 @@ def save_keys(mirror, source: str, found: dict[str, dict[str, object]]) -> None:
                 mirror.conn.execute(
                     "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
                     "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (source, entity_type, PREFIX + kind, f.name, f.key, f.code, f.type, iso()))
+                    (source, entity_type, PREFIX + kind, f.name, f.key, f.code, f.type, iso()),
+                )
 
 
 def score(value, kind: str) -> float | None:
@@ -87,8 +89,11 @@ def card_scores(conn, source: str, crm_kind: str, keys: dict[str, dict[str, str]
     value_of = registry.get(crm_kind).card_value
     out, skipped = [], 0
     for entity_type, by_kind in keys.items():
-        rows = conn.execute(f"SELECT id, updated_at, raw FROM {CARD_TABLES[entity_type]} "
-                            "WHERE source = ? AND is_deleted = 0 AND raw IS NOT NULL", (source,))
+        rows = conn.execute(
+            f"SELECT id, updated_at, raw FROM {CARD_TABLES[entity_type]} "
+            "WHERE source = ? AND is_deleted = 0 AND raw IS NOT NULL",
+            (source,),
+        )
         for entity_id, at, raw in rows:
             card = json.loads(raw)
             for kind, key in by_kind.items():
@@ -101,8 +106,9 @@ def card_scores(conn, source: str, crm_kind: str, keys: dict[str, dict[str, str]
                 else:
                     out.append((entity_type, entity_id, kind, s, at))
     if skipped:
-        log.warning("source '%s': %d survey field values are not scores on their scale, left out",
-                    source, skipped)
+        log.warning(
+            "source '%s': %d survey field values are not scores on their scale, left out", source, skipped
+        )
     return out
 
 

@@ -24,7 +24,6 @@ touches SQLite; the CRM side (finding or creating fields, writing values) only c
 from __future__ import annotations
 
 import json
-
 import logging
 import re
 from collections import defaultdict
@@ -43,8 +42,8 @@ from connector.kpi.inputs import CLIENT_TABLES
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = {"numeric", "double"}
-PER_REQUEST = 50       # cards one write request carries (the adapters batch by 50): logged per request
-SENDING, UNKNOWN = "sending", "unknown"   # writeback_log statuses beside ok / failed
+PER_REQUEST = 50  # cards one write request carries (the adapters batch by 50): logged per request
+SENDING, UNKNOWN = "sending", "unknown"  # writeback_log statuses beside ok / failed
 LOST = "the process ended before the CRM answered (killed or crashed); the value is sent again"
 
 
@@ -61,17 +60,17 @@ class Change:
     label: str
     old: float | None
     new: float | None
-    name: str | None = None   # the client's name in the mirror (for a dry run's listing)
+    name: str | None = None  # the client's name in the mirror (for a dry run's listing)
 
 
 @dataclass
 class WritebackReport:
     source: str
-    clients: int = 0          # cards with at least one changed value
-    values: int = 0           # changed values (sent, or shown in a dry run)
-    requests: int = 0         # HTTP requests made, field lookups included
-    field_requests: int = 0   # of which listing / creating fields
-    failed: int = 0           # cards the CRM rejected
+    clients: int = 0  # cards with at least one changed value
+    values: int = 0  # changed values (sent, or shown in a dry run)
+    requests: int = 0  # HTTP requests made, field lookups included
+    field_requests: int = 0  # of which listing / creating fields
+    failed: int = 0  # cards the CRM rejected
     changes: list[Change] = field(default_factory=list)
     unresolved: dict[str, list[str]] = field(default_factory=dict)  # dry run: type -> labels of
     # fields never resolved, which a real run finds in the CRM or creates
@@ -85,17 +84,25 @@ def field_code(kpi: str) -> str:
 def mapped_labels(kpi_cfg, entity_type: str) -> dict[str, str]:
     """KPI -> field label for one entity type: only mapped KPIs that exist for that target."""
     kpis = all_kpis(kpi_cfg)
-    return {k: m[entity_type] for k, m in kpi_cfg.fields.items()
-            if entity_type in m and k in kpis and entity_type in kpis[k].targets}
+    return {
+        k: m[entity_type]
+        for k, m in kpi_cfg.fields.items()
+        if entity_type in m and k in kpis and entity_type in kpis[k].targets
+    }
 
 
 # -- the mirror side: SQLite only ---------------------------------------------------------------
 
+
 def cached_fields(mirror, source: str, entity_type: str) -> dict[str, tuple[str, str]]:
     """KPI -> (field key, label) as resolved before."""
-    return {k: (key, label) for k, label, key in mirror.conn.execute(
-        "SELECT kpi, label, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
-        (source, entity_type))}
+    return {
+        k: (key, label)
+        for k, label, key in mirror.conn.execute(
+            "SELECT kpi, label, field_key FROM kpi_fields WHERE source = ? AND entity_type = ?",
+            (source, entity_type),
+        )
+    }
 
 
 def known_keys(mirror, source: str, entity_type: str, labels: dict[str, str]) -> dict[str, str]:
@@ -116,11 +123,19 @@ def save_field(mirror, source: str, entity_type: str, kpi: str, label: str, f: C
         mirror.conn.execute(
             "INSERT OR REPLACE INTO kpi_fields (source, entity_type, kpi, label, field_key, code, "
             "type, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (source, entity_type, kpi, label, f.key, f.code, f.type, iso()))
+            (source, entity_type, kpi, label, f.key, f.code, f.type, iso()),
+        )
 
 
-def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: dict[str, str],
-         precision: int, cards: list[int] | None = None) -> list[Change]:
+def plan(
+    mirror,
+    source: str,
+    entity_type: str,
+    keys: dict[str, str],
+    labels: dict[str, str],
+    precision: int,
+    cards: list[int] | None = None,
+) -> list[Change]:
     """Values whose rounded current value differs from the last successful write to the card
     (`cards`: of these cards only)."""
     conn = mirror.conn
@@ -133,7 +148,8 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
         # Current values: the newest history row of each mapped KPI and client (with one max()
         # in a GROUP BY, SQLite takes the bare columns from the row holding the max).
         # NULL vs a never-written or cleared field is no change (IS NOT treats NULLs as equal).
-        rows = conn.execute(f"""
+        rows = conn.execute(
+            f"""
             WITH l AS (
                 SELECT v.source, v.entity_type, v.entity_id, v.kpi, v.value, max(v.computed_at)
                 FROM temp.wb_map m
@@ -149,23 +165,27 @@ def plan(mirror, source: str, entity_type: str, keys: dict[str, str], labels: di
                  AND w.entity_id = l.entity_id AND w.field_key = m.field_key
             WHERE round(l.value, :precision) IS NOT w.value
             ORDER BY l.entity_id, l.kpi""",
-            {"source": source, "type": entity_type, "precision": precision,
-             "cards": json.dumps(cards)}).fetchall()
+            {"source": source, "type": entity_type, "precision": precision, "cards": json.dumps(cards)},
+        ).fetchall()
         conn.execute("DROP TABLE temp.wb_map")
-    return [Change(entity_type, eid, k, key, labels[k], old, new, name)
-            for eid, k, key, old, new, name in rows]
+    return [
+        Change(entity_type, eid, k, key, labels[k], old, new, name) for eid, k, key, old, new, name in rows
+    ]
 
 
-def intend(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
-           chunk: list[int]) -> None:
+def intend(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]], chunk: list[int]) -> None:
     """Log the cards' values as `sending`, committed before the request that carries them."""
     at = iso()
     with mirror.db.atomic():
         mirror.conn.executemany(
             "INSERT INTO writeback_log (source, entity_type, entity_id, field, old_value, new_value, "
             "status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-            [(source, entity_type, eid, c.field_key, c.old, c.new, SENDING, at)
-             for eid in chunk for c in by_card[eid]])
+            [
+                (source, entity_type, eid, c.field_key, c.old, c.new, SENDING, at)
+                for eid in chunk
+                for c in by_card[eid]
+            ],
+        )
 
 
 def close_lost_attempts(mirror, source: str) -> int:
@@ -174,15 +194,26 @@ def close_lost_attempts(mirror, source: str) -> int:
     with mirror.db.atomic():
         cur = mirror.conn.execute(
             "UPDATE writeback_log SET status = ?, error = ? WHERE source = ? AND status = ?",
-            (UNKNOWN, LOST, source, SENDING))
+            (UNKNOWN, LOST, source, SENDING),
+        )
     if cur.rowcount:
-        log.warning("source '%s': %d value(s) were being sent when a process died; sending them again",
-                    source, cur.rowcount)
+        log.warning(
+            "source '%s': %d value(s) were being sent when a process died; sending them again",
+            source,
+            cur.rowcount,
+        )
     return cur.rowcount
 
 
-def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change]],
-           chunk: list[int], results: dict[int, WriteResult], fatal: str | None) -> tuple[int, int]:
+def record(
+    mirror,
+    source: str,
+    entity_type: str,
+    by_card: dict[int, list[Change]],
+    chunk: list[int],
+    results: dict[int, WriteResult],
+    fatal: str | None,
+) -> tuple[int, int]:
     """Turn the chunk's `sending` rows into its outcome and remember what was written; (ok, failed).
 
     `fatal`: the error that stopped the chunk before any result came back.
@@ -202,10 +233,14 @@ def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change
     with mirror.db.atomic():
         mirror.conn.executemany(
             "UPDATE writeback_log SET status = ?, error = ?, at = ? WHERE source = ? AND entity_type = ? "
-            f"AND entity_id = ? AND field = ? AND status = '{SENDING}'", outcomes)
+            f"AND entity_id = ? AND field = ? AND status = '{SENDING}'",
+            outcomes,
+        )
         mirror.conn.executemany(
             "INSERT OR REPLACE INTO kpi_written (source, entity_type, entity_id, field_key, kpi, value, "
-            "written_at) VALUES (?, ?, ?, ?, ?, ?, ?)", written)
+            "written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            written,
+        )
     for eid in chunk:
         r = results.get(eid)
         if r is not None and not r.ok:
@@ -215,8 +250,10 @@ def record(mirror, source: str, entity_type: str, by_card: dict[int, list[Change
 
 # -- the CRM side: the adapter only ------------------------------------------------------------
 
-def find_fields(adapter, source: str, entity_type: str,
-                labels: dict[str, str]) -> Iterator[tuple[str, CrmField]]:
+
+def find_fields(
+    adapter, source: str, entity_type: str, labels: dict[str, str]
+) -> Iterator[tuple[str, CrmField]]:
     """(KPI, field) for each KPI -> label: the CRM's field with that label or the KPI's code
     (numeric, else FieldTypeError), or one created. Lists nothing when `labels` is empty."""
     if not labels:
@@ -226,7 +263,8 @@ def find_fields(adapter, source: str, entity_type: str,
     for kpi, label in labels.items():
         code = field_code(kpi)
         f = next((f for f in existing if f.name == label), None) or next(
-            (f for f in existing if has_code(f, code)), None)
+            (f for f in existing if has_code(f, code)), None
+        )
         if f is None:
             f = adapter.create_field(entity_type, code, label)
             existing.append(f)
@@ -235,7 +273,8 @@ def find_fields(adapter, source: str, entity_type: str,
             raise FieldTypeError(
                 f"source '{source}': {entity_type} field '{f.name}' (for KPI {kpi}) exists with type "
                 f"'{f.type}', not a number; change its type in the CRM or map the KPI to another "
-                f"field name in [kpi.fields]")
+                f"field name in [kpi.fields]"
+            )
         yield kpi, f
 
 
@@ -244,8 +283,9 @@ def _number(v: float | None):
     return int(v) if v is not None and float(v).is_integer() else v
 
 
-def write_cards(adapter, entity_type: str, by_card: dict[int, list[Change]],
-                cards: list[int]) -> dict[int, WriteResult]:
+def write_cards(
+    adapter, entity_type: str, by_card: dict[int, list[Change]], cards: list[int]
+) -> dict[int, WriteResult]:
     """Send the cards' changed values, one FieldWrite per card; the results by card id."""
     writes = [FieldWrite(eid, {c.field_key: _number(c.new) for c in by_card[eid]}) for eid in cards]
     return {r.entity_id: r for r in adapter.write_values(entity_type, writes)}
@@ -253,8 +293,8 @@ def write_cards(adapter, entity_type: str, by_card: dict[int, list[Change]],
 
 # -- the wire ----------------------------------------------------------------------------------
 
-def resolve_fields(mirror, adapter, source: str, entity_type: str,
-                   labels: dict[str, str]) -> dict[str, str]:
+
+def resolve_fields(mirror, adapter, source: str, entity_type: str, labels: dict[str, str]) -> dict[str, str]:
     """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before."""
     keys = known_keys(mirror, source, entity_type, labels)
     missing = {k: label for k, label in labels.items() if k not in keys}
@@ -285,9 +325,17 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
     return ok, failed
 
 
-def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
-               only: list[str] | None = None, withheld=(),
-               clients: dict[str, list[int]] | None = None) -> WritebackReport:
+def write_back(
+    mirror,
+    adapter,
+    source: str,
+    kpi_cfg,
+    *,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    withheld=(),
+    clients: dict[str, list[int]] | None = None,
+) -> WritebackReport:
     """Resolve fields and send every changed value of one source (dry run: only plan).
 
     In a dry run nothing is sent, not even a field lookup: fields never resolved show their label
@@ -299,15 +347,19 @@ def write_back(mirror, adapter, source: str, kpi_cfg, *, dry_run: bool = False,
     if not dry_run:
         close_lost_attempts(mirror, source)
     for entity_type in kpi_cfg.targets:
-        labels = {k: v for k, v in mapped_labels(kpi_cfg, entity_type).items()
-                  if (not only or k in only) and k not in withheld}
+        labels = {
+            k: v
+            for k, v in mapped_labels(kpi_cfg, entity_type).items()
+            if (not only or k in only) and k not in withheld
+        }
         cards = None if clients is None else clients.get(entity_type) or []
         if not labels or cards == []:
             continue
         if dry_run:
             keys = dry_run_keys(mirror, source, entity_type, labels)
             rep.unresolved[entity_type] = sorted(
-                {labels[k] for k in labels if k not in cached_fields(mirror, source, entity_type)})
+                {labels[k] for k in labels if k not in cached_fields(mirror, source, entity_type)}
+            )
         else:
             if adapter is None:
                 raise WritebackError(f"source '{source}': no adapter to write with")

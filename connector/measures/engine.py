@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 
 from adapters.times import iso
-from connector.measures import prep as metrics_prep
 from connector.kpi import survey
 from connector.kpi.engine import READS, definition, listed, tuned
+from connector.measures import prep as metrics_prep
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,13 @@ class MetricsError(Exception):
 @dataclass
 class Group:
     """One SQL file: the measures it computes, what it reads, what they mean."""
+
     name: str
     sql: str
     description: str
     measures: tuple[str, ...]
     reads: tuple[str, ...]
-    targets: tuple[str, ...] = ()      # no client table of its own (for kpi_inputs.withheld)
+    targets: tuple[str, ...] = ()  # no client table of its own (for kpi_inputs.withheld)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class MetricsResult:
     source: str
     computed_at: str
     rows: int = 0
-    withheld: dict[str, str] = field(default_factory=dict)   # group -> why
+    withheld: dict[str, str] = field(default_factory=dict)  # group -> why
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -60,14 +61,23 @@ def catalogue() -> dict[str, Group]:
     out = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
-        out[path.stem] = Group(path.stem, sql, definition(sql, MEASURES), listed(sql, MEASURES),
-                               listed(sql, READS))
+        out[path.stem] = Group(
+            path.stem, sql, definition(sql, MEASURES), listed(sql, MEASURES), listed(sql, READS)
+        )
     return out
 
 
-def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
-            now: datetime | None = None, withheld: dict[str, str] | None = None,
-            card_survey=()) -> MetricsResult:
+def compute(
+    mirror,
+    source: str,
+    kpi_cfg,
+    base_currency: str,
+    tz: str,
+    *,
+    now: datetime | None = None,
+    withheld: dict[str, str] | None = None,
+    card_survey=(),
+) -> MetricsResult:
     """Compute every measure group of one source not withheld and store its rows."""
     started = time.monotonic()
     res = MetricsResult(source, iso(now))
@@ -75,8 +85,9 @@ def compute(mirror, source: str, kpi_cfg, base_currency: str, tz: str, *,
     res.withheld = {k: why for k, why in (withheld or {}).items() if k in groups}
     conn = mirror.conn
     for cur in metrics_prep.unconverted_spend(kpi_cfg.spend.rows, base_currency, kpi_cfg.currency_rates):
-        res.warnings.append(f"source '{source}': spend in {cur} is left out "
-                            f"(add {cur} to [kpi.currency_rates])")
+        res.warnings.append(
+            f"source '{source}': spend in {cur} is left out (add {cur} to [kpi.currency_rates])"
+        )
         log.warning(res.warnings[-1])
     params = {"source": source, "now": res.computed_at, "churn_days": kpi_cfg.churn_days}
     with tuned(conn), mirror.db.atomic():
@@ -104,13 +115,17 @@ def _store(conn, g: Group, params: dict, precision: int) -> int:
     if unknown:
         raise MetricsError(f"measures '{g.name}': returns {', '.join(unknown)}, not on its measures line")
     marks = ", ".join("?" * len(g.measures))
-    conn.execute(f"DELETE FROM metrics WHERE source = ? AND measure IN ({marks})",
-                 (params["source"], *g.measures))
+    conn.execute(
+        f"DELETE FROM metrics WHERE source = ? AND measure IN ({marks})", (params["source"], *g.measures)
+    )
     conn.executemany(
         "INSERT OR REPLACE INTO metrics (source, measure, period, dimension, dimension_value, value, "
         "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(params["source"], m, p, d, str(v), None if x is None else round(x, precision), params["now"])
-         for m, p, d, v, x in rows])
+        [
+            (params["source"], m, p, d, str(v), None if x is None else round(x, precision), params["now"])
+            for m, p, d, v, x in rows
+        ],
+    )
     return len(rows)
 
 
@@ -118,6 +133,8 @@ def rows(mirror, source: str) -> list[dict]:
     """The source's stored measures, sorted."""
     cur = mirror.conn.execute(
         "SELECT measure, period, dimension, dimension_value, value, computed_at FROM metrics "
-        "WHERE source = ? ORDER BY measure, period, dimension, dimension_value", (source,))
+        "WHERE source = ? ORDER BY measure, period, dimension, dimension_value",
+        (source,),
+    )
     keys = ("measure", "period", "dimension", "dimension_value", "value", "computed_at")
     return [dict(zip(keys, r)) for r in cur.fetchall()]

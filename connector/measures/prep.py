@@ -37,8 +37,19 @@ import bisect
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-TABLES = ("m_months", "m_deals", "m_wins", "m_clients", "m_spend", "m_survey", "m_rates", "m_acts",
-          "m_steps", "m_moves", "m_stays")
+TABLES = (
+    "m_months",
+    "m_deals",
+    "m_wins",
+    "m_clients",
+    "m_spend",
+    "m_survey",
+    "m_rates",
+    "m_acts",
+    "m_steps",
+    "m_moves",
+    "m_stays",
+)
 NONE_CHANNEL = "(none)"
 
 
@@ -72,16 +83,23 @@ def month_function(starts: list[tuple[str, str]]):
             return None
         i = bisect.bisect_right(bounds, ts) - 1
         return periods[i] if i >= 0 else None
+
     return local_month
 
 
 def first_timestamp(conn, source: str, spend) -> str | None:
     """The earliest date the measures could use (deals, leads, survey answers, spend months)."""
-    found = [r[0] for r in conn.execute(
-        "SELECT min(created_at) FROM deals WHERE source = :s AND is_deleted = 0 "
-        "UNION ALL SELECT min(created_at) FROM leads WHERE source = :s AND is_deleted = 0 "
-        "UNION ALL SELECT min(at) FROM temp.kpi_card_survey "
-        "UNION ALL SELECT min(at) FROM survey_answers WHERE source = :s", {"s": source}) if r[0]]
+    found = [
+        r[0]
+        for r in conn.execute(
+            "SELECT min(created_at) FROM deals WHERE source = :s AND is_deleted = 0 "
+            "UNION ALL SELECT min(created_at) FROM leads WHERE source = :s AND is_deleted = 0 "
+            "UNION ALL SELECT min(at) FROM temp.kpi_card_survey "
+            "UNION ALL SELECT min(at) FROM survey_answers WHERE source = :s",
+            {"s": source},
+        )
+        if r[0]
+    ]
     found += [f"{s.month}T12:00:00Z" for s in spend]
     return min(found) if found else None
 
@@ -158,38 +176,54 @@ def drop(conn) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def build(conn, source: str, base_currency: str, rates: dict[str, float], spend,
-          starts: list[tuple[str, str]]) -> None:
+def build(
+    conn, source: str, base_currency: str, rates: dict[str, float], spend, starts: list[tuple[str, str]]
+) -> None:
     """Every scratch table (the `kpi_card_survey` table must be loaded before)."""
     drop(conn)
     p = {"source": source, "base": base_currency.upper(), "none": NONE_CHANNEL}
     conn.execute("CREATE TEMP TABLE m_months (period TEXT PRIMARY KEY, start TEXT, stop TEXT)")
-    conn.executemany("INSERT INTO temp.m_months VALUES (?, ?, ?)",
-                     [(p_, s, e) for (p_, s), (_, e) in zip(starts, starts[1:])])
+    conn.executemany(
+        "INSERT INTO temp.m_months VALUES (?, ?, ?)",
+        [(p_, s, e) for (p_, s), (_, e) in zip(starts, starts[1:])],
+    )
     conn.execute("CREATE TEMP TABLE m_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.m_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
-    conn.execute("CREATE TEMP TABLE m_steps (step INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC)")
+    conn.execute(
+        "CREATE TEMP TABLE m_steps (step INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC)"
+    )
     conn.execute(_STEPS, p)
     conn.execute("CREATE UNIQUE INDEX temp.m_steps_stage ON m_steps (pipeline_id, stage_id)")
-    conn.execute("CREATE TEMP TABLE m_deals (deal_id INTEGER PRIMARY KEY, pipeline_id INTEGER, "
-                 "stage_id NUMERIC, step INTEGER, status TEXT, amount REAL, manager INTEGER, client TEXT, "
-                 "channel TEXT, created_at TEXT, won_at TEXT, closed_month TEXT)")
+    conn.execute(
+        "CREATE TEMP TABLE m_deals (deal_id INTEGER PRIMARY KEY, pipeline_id INTEGER, "
+        "stage_id NUMERIC, step INTEGER, status TEXT, amount REAL, manager INTEGER, client TEXT, "
+        "channel TEXT, created_at TEXT, won_at TEXT, closed_month TEXT)"
+    )
     conn.execute(_DEALS, p)
-    conn.execute("CREATE TEMP TABLE m_wins (seq INTEGER PRIMARY KEY, client TEXT, won_at TEXT, month TEXT, "
-                 "deal_id INTEGER, amount REAL, channel TEXT)")
+    conn.execute(
+        "CREATE TEMP TABLE m_wins (seq INTEGER PRIMARY KEY, client TEXT, won_at TEXT, month TEXT, "
+        "deal_id INTEGER, amount REAL, channel TEXT)"
+    )
     conn.execute(_WINS)
     conn.execute("CREATE INDEX temp.m_wins_client ON m_wins (client, amount)")
-    conn.execute("CREATE TEMP TABLE m_clients (client TEXT PRIMARY KEY, first_won_at TEXT, "
-                 "cohort TEXT, channel TEXT, ltv REAL)")
+    conn.execute(
+        "CREATE TEMP TABLE m_clients (client TEXT PRIMARY KEY, first_won_at TEXT, "
+        "cohort TEXT, channel TEXT, ltv REAL)"
+    )
     conn.execute(_CLIENTS)
-    conn.execute("CREATE TEMP TABLE m_moves (seq INTEGER PRIMARY KEY, deal_id INTEGER, pipeline_id INTEGER, "
-                 "stage_id NUMERIC, step INTEGER, changed_at TEXT)")
+    conn.execute(
+        "CREATE TEMP TABLE m_moves (seq INTEGER PRIMARY KEY, deal_id INTEGER, pipeline_id INTEGER, "
+        "stage_id NUMERIC, step INTEGER, changed_at TEXT)"
+    )
     conn.execute(_MOVES, p)
-    conn.execute("CREATE TEMP TABLE m_stays (pos INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC, "
-                 "days REAL)")
+    conn.execute(
+        "CREATE TEMP TABLE m_stays (pos INTEGER PRIMARY KEY, pipeline_id INTEGER, stage_id NUMERIC, "
+        "days REAL)"
+    )
     conn.execute(_STAYS)
-    conn.execute("CREATE TEMP TABLE m_spend (period TEXT, channel TEXT, amount REAL, "
-                 "PRIMARY KEY (period, channel))")
+    conn.execute(
+        "CREATE TEMP TABLE m_spend (period TEXT, channel TEXT, amount REAL, PRIMARY KEY (period, channel))"
+    )
     conn.executemany("INSERT INTO temp.m_spend VALUES (?, ?, ?)", _spend_rows(spend, p["base"], rates))
     conn.execute("CREATE TEMP TABLE m_survey (kind TEXT, score REAL, at TEXT, period TEXT)")
     conn.execute(_SURVEY)
@@ -224,7 +258,9 @@ ORDER BY entity_type, entity_id, at, id
 
 def build_activities(conn, source: str) -> None:
     """`m_acts`, indexed for "the next outgoing interaction on this card or deal"."""
-    conn.execute("CREATE TEMP TABLE m_acts (seq INTEGER PRIMARY KEY, entity_type TEXT, entity_id INTEGER, "
-                 "direction TEXT, at TEXT, manager INTEGER)")
+    conn.execute(
+        "CREATE TEMP TABLE m_acts (seq INTEGER PRIMARY KEY, entity_type TEXT, entity_id INTEGER, "
+        "direction TEXT, at TEXT, manager INTEGER)"
+    )
     conn.execute(_ACTS, {"source": source})
     conn.execute("CREATE INDEX temp.m_acts_out ON m_acts (entity_type, entity_id, direction, seq)")

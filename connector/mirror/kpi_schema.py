@@ -48,4 +48,3 @@ CREATE TABLE IF NOT EXISTS kpi_written (
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
     PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """
-

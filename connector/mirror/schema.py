@@ -151,7 +151,6 @@ CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id
 """
 
 
-
 def apply(conn) -> None:
     """Create whatever is missing; a no-op on an up-to-date mirror."""
     from connector.mirror import kpi_schema

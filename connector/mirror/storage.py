@@ -25,7 +25,7 @@ import sqlite3
 import tempfile
 from urllib.parse import quote
 
-CONFIG, RUNTIME = 2, 1   # exit codes
+CONFIG, RUNTIME = 2, 1  # exit codes
 
 _HEADER = b"SQLite format 3\x00"
 _RECREATE = "restore it from a backup, or move it away and run `crm-connector sync --full` to rebuild it"
@@ -56,22 +56,33 @@ def from_os_error(err: OSError, path: str, what: str = "mirror") -> StorageError
     """An OSError met on `path`, as a StorageError saying what to do."""
     where, code = _where(what, path), err.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"{where}: the disk is full ({os.strerror(code)}); free some space, then "
-                            f"run again (nothing committed was lost)", RUNTIME)
+        return StorageError(
+            f"{where}: the disk is full ({os.strerror(code)}); free some space, then "
+            f"run again (nothing committed was lost)",
+            RUNTIME,
+        )
     if code == errno.EIO:
-        return StorageError(f"{where}: I/O error reading or writing the disk; check the disk, then "
-                            f"run again", RUNTIME)
+        return StorageError(
+            f"{where}: I/O error reading or writing the disk; check the disk, then run again", RUNTIME
+        )
     if code == errno.EISDIR:
-        return StorageError(f"{where} is a directory, not a file; set {_key(what)} to a file name "
-                            f"inside it", CONFIG)
-    if code == errno.ENOTDIR or (code == errno.EEXIST and not os.path.isdir(os.path.dirname(
-            os.path.abspath(path)))):   # makedirs met a file where a directory should be
-        return StorageError(f"{where}: a part of the path is a file, not a directory; set "
-                            f"{_key(what)} to a path under a directory", CONFIG)
-    cause = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-             errno.EPERM: "operation not permitted",
-             errno.ENOENT: "files cannot be created there"}.get(
-        code, os.strerror(code) if code else str(err))
+        return StorageError(
+            f"{where} is a directory, not a file; set {_key(what)} to a file name inside it", CONFIG
+        )
+    if code == errno.ENOTDIR or (
+        code == errno.EEXIST and not os.path.isdir(os.path.dirname(os.path.abspath(path)))
+    ):  # makedirs met a file where a directory should be
+        return StorageError(
+            f"{where}: a part of the path is a file, not a directory; set "
+            f"{_key(what)} to a path under a directory",
+            CONFIG,
+        )
+    cause = {
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOENT: "files cannot be created there",
+    }.get(code, os.strerror(code) if code else str(err))
     return StorageError(f"{where} is not writable ({cause}); {_move_hint(what)}", CONFIG)
 
 
@@ -80,19 +91,21 @@ def from_sqlite(err: sqlite3.Error, path: str) -> StorageError:
     primary = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
     where = _where("mirror", path)
     if primary == sqlite3.SQLITE_FULL:
-        return StorageError(f"{where}: the disk is full; free some space, then run again (nothing "
-                            f"committed was lost)", RUNTIME)
+        return StorageError(
+            f"{where}: the disk is full; free some space, then run again (nothing committed was lost)",
+            RUNTIME,
+        )
     if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
         problem = location_problem(path, "mirror")
         if problem is not None:
             return problem
-        return StorageError(f"{where} cannot be opened for writing ({err}); {_move_hint('mirror')}",
-                            CONFIG)
+        return StorageError(f"{where} cannot be opened for writing ({err}); {_move_hint('mirror')}", CONFIG)
     if primary == sqlite3.SQLITE_NOTADB:
         return not_a_database(path)
     if primary == sqlite3.SQLITE_CORRUPT:
-        return StorageError(f"{where} is corrupt ({err}); no run writes to it until it is "
-                            f"replaced: {_RECREATE}", RUNTIME)
+        return StorageError(
+            f"{where} is corrupt ({err}); no run writes to it until it is replaced: {_RECREATE}", RUNTIME
+        )
     if primary == sqlite3.SQLITE_IOERR:
         return StorageError(f"{where}: I/O error ({err}); check the disk, then run again", RUNTIME)
     return StorageError(f"{where}: {type(err).__name__}: {err}", RUNTIME)
@@ -101,17 +114,24 @@ def from_sqlite(err: sqlite3.Error, path: str) -> StorageError:
 def gone(path: str, deleted: bool) -> StorageError:
     """The mirror file a run opened is no longer at its path: what the run wrote went with it."""
     how = "was deleted" if deleted else "was replaced by another file"
-    return StorageError(f"{_where('mirror', path)} {how} while the run was writing to it; what "
-                        f"the run wrote went with the old file: see what is at that path, then run "
-                        f"again", RUNTIME)
+    return StorageError(
+        f"{_where('mirror', path)} {how} while the run was writing to it; what "
+        f"the run wrote went with the old file: see what is at that path, then run "
+        f"again",
+        RUNTIME,
+    )
 
 
 def not_a_database(path: str) -> StorageError:
-    return StorageError(f"{_where('mirror', path)} is not a SQLite database; point [storage] path "
-                        f"at the mirror, or move this file away to start a new one", CONFIG)
+    return StorageError(
+        f"{_where('mirror', path)} is not a SQLite database; point [storage] path "
+        f"at the mirror, or move this file away to start a new one",
+        CONFIG,
+    )
 
 
 # -- locations --------------------------------------------------------------------------------
+
 
 def _existing_ancestor(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
@@ -131,8 +151,10 @@ def location_problem(path: str, what: str = "mirror") -> StorageError | None:
     if not os.path.isdir(parent):
         return from_os_error(OSError(errno.ENOTDIR, "not a directory"), path, what)
     if not os.access(parent, os.W_OK | os.X_OK):
-        return StorageError(f"{where}: its directory {parent} is not writable ({_access_cause(parent)}); "
-                            f"{_move_hint(what)}", CONFIG)
+        return StorageError(
+            f"{where}: its directory {parent} is not writable ({_access_cause(parent)}); {_move_hint(what)}",
+            CONFIG,
+        )
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return StorageError(f"{where} is read-only ({_access_cause(path)}); {_move_hint(what)}", CONFIG)
     return None
@@ -157,13 +179,14 @@ def probe_writable(path: str, what: str = "mirror") -> StorageError | None:
         os.close(fd)
         os.unlink(tmp)
         if os.path.exists(path):
-            os.close(os.open(path, os.O_WRONLY))   # opened, never written: mtime unchanged
+            os.close(os.open(path, os.O_WRONLY))  # opened, never written: mtime unchanged
     except OSError as err:
         return from_os_error(err, path, what)
     return None
 
 
 # -- the mirror file --------------------------------------------------------------------------
+
 
 def header_problem(path: str) -> StorageError | None:
     """A mirror that is not SQLite, or is shorter than its header says (truncated) and SQLite,
@@ -177,19 +200,22 @@ def header_problem(path: str) -> StorageError | None:
         return None
     except OSError as err:
         if err.errno in (errno.EACCES, errno.EPERM):
-            return StorageError(f"{_where('mirror', path)} cannot be read (permission denied); make "
-                                f"it readable by this user, or set [storage] path to another file", CONFIG)
+            return StorageError(
+                f"{_where('mirror', path)} cannot be read (permission denied); make "
+                f"it readable by this user, or set [storage] path to another file",
+                CONFIG,
+            )
         return from_os_error(err, path)
     if size == 0:
         return None
-    if not head.startswith(_HEADER[:len(head)]) or (len(head) >= 16 and head[:16] != _HEADER):
+    if not head.startswith(_HEADER[: len(head)]) or (len(head) >= 16 and head[:16] != _HEADER):
         return not_a_database(path)
     if len(head) < 100:
         return _truncated(path, f"{size} bytes, shorter than the 100-byte header")
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
-    valid = head[24:28] == head[92:96]     # the page count is kept only when these agree
+    valid = head[24:28] == head[92:96]  # the page count is kept only when these agree
     if page_size < 512 or size % page_size:
         detail = f"{size:,} bytes, not a whole number of {page_size}-byte pages"
     elif valid and pages and size < pages * page_size:
@@ -216,8 +242,9 @@ def _sqlite_reads_whole(path: str) -> bool:
 
 
 def _truncated(path: str, detail: str) -> StorageError:
-    return StorageError(f"{_where('mirror', path)} is truncated ({detail}); nothing was written to "
-                        f"it; {_RECREATE}", RUNTIME)
+    return StorageError(
+        f"{_where('mirror', path)} is truncated ({detail}); nothing was written to it; {_RECREATE}", RUNTIME
+    )
 
 
 def quick_check(conn: sqlite3.Connection, path: str) -> None:
@@ -226,10 +253,13 @@ def quick_check(conn: sqlite3.Connection, path: str) -> None:
         rows = conn.execute("PRAGMA quick_check(3)").fetchall()
     except sqlite3.DatabaseError as err:
         raise from_sqlite(err, path) from None
-    found = [" ".join(str(r[0]).split()) for r in rows]   # one line, however SQLite wraps it
+    found = [" ".join(str(r[0]).split()) for r in rows]  # one line, however SQLite wraps it
     if found != ["ok"]:
-        raise StorageError(f"{_where('mirror', path)} is corrupt (quick_check: {'; '.join(found)[:200]}); "
-                           f"nothing was written to it; {_RECREATE}", RUNTIME)
+        raise StorageError(
+            f"{_where('mirror', path)} is corrupt (quick_check: {'; '.join(found)[:200]}); "
+            f"nothing was written to it; {_RECREATE}",
+            RUNTIME,
+        )
 
 
 def read_only_connection(path: str) -> sqlite3.Connection:
@@ -241,7 +271,9 @@ def read_only_connection(path: str) -> sqlite3.Connection:
         return _connect(f"{uri}?mode=ro")
     except sqlite3.OperationalError as err:
         if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF not in (
-                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            sqlite3.SQLITE_CANTOPEN,
+            sqlite3.SQLITE_READONLY,
+        ):
             raise
     return _connect(f"{uri}?immutable=1")
 
@@ -269,4 +301,4 @@ def setup_lock(path: str):
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)     # releases the flock
+        os.close(fd)  # releases the flock

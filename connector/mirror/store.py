@@ -25,21 +25,22 @@ import sqlite_utils
 from sqlite_utils.utils import chunks
 
 from adapters.base import Page
-from adapters.tables import TABLES, table as contract
+from adapters.tables import TABLES
+from adapters.tables import table as contract
 from adapters.times import iso
-from connector.mirror import schema
-from connector.mirror import storage
-
+from connector.mirror import schema, storage
 
 # See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.
-_NEXT = ("(SELECT n.{col} FROM stage_changes n WHERE n.source = sc.source AND n.entity = sc.entity "
-         "AND n.entity_id = sc.entity_id AND (n.changed_at > sc.changed_at OR "
-         "(n.changed_at = sc.changed_at AND n.id > sc.id)) ORDER BY n.changed_at, n.id LIMIT 1)")
+_NEXT = (
+    "(SELECT n.{col} FROM stage_changes n WHERE n.source = sc.source AND n.entity = sc.entity "
+    "AND n.entity_id = sc.entity_id AND (n.changed_at > sc.changed_at OR "
+    "(n.changed_at = sc.changed_at AND n.id > sc.id)) ORDER BY n.changed_at, n.id LIMIT 1)"
+)
 _ENTRY_STAGES_SQL = f"""
     WITH entry AS (
         SELECT sc.rowid AS rid, sc.source, sc.entity, sc.stage_id AS old,
-               {_NEXT.format(col='previous_stage_id')} AS next_prev,
-               {_NEXT.format(col='pipeline_id')} AS next_pipe,
+               {_NEXT.format(col="previous_stage_id")} AS next_prev,
+               {_NEXT.format(col="pipeline_id")} AS next_pipe,
                cur.{{stage_col}} AS cur_stage, cur.{{pipe_col}} AS cur_pipe
         FROM stage_changes sc LEFT JOIN [{{table}}] cur
           ON cur.source = sc.source AND cur.id = sc.entity_id
@@ -82,7 +83,7 @@ class _Database(sqlite_utils.Database):
 
     @contextlib.contextmanager
     def atomic(self):
-        if self.conn.in_transaction:       # nested: sqlite-utils' savepoint
+        if self.conn.in_transaction:  # nested: sqlite-utils' savepoint
             with super().atomic():
                 yield self
             return
@@ -99,7 +100,7 @@ class _Database(sqlite_utils.Database):
             raise
 
 
-BUSY_TIMEOUT_MS = 300_000   # a writer waits this long for another's transaction (a KPI run's)
+BUSY_TIMEOUT_MS = 300_000  # a writer waits this long for another's transaction (a KPI run's)
 
 
 class Mirror:
@@ -113,8 +114,11 @@ class Mirror:
 
     def __init__(self, path: str, read_only: bool = False):
         self.path, self.read_only = path, read_only
-        problem = None if path == ":memory:" else (
-            storage.header_problem(path) or (None if read_only else storage.location_problem(path)))
+        problem = (
+            None
+            if path == ":memory:"
+            else (storage.header_problem(path) or (None if read_only else storage.location_problem(path)))
+        )
         if problem is not None:
             raise problem
         try:
@@ -129,7 +133,7 @@ class Mirror:
         _touch_private(path)
         self.db = _Database(path)
         self.conn = self.db.conn
-        self.conn.isolation_level = "IMMEDIATE"   # implicit transactions (DML) too
+        self.conn.isolation_level = "IMMEDIATE"  # implicit transactions (DML) too
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         if path == ":memory:":
@@ -138,21 +142,21 @@ class Mirror:
         self._file = _identity(path)
         with storage.setup_lock(path):
             self.conn.execute("PRAGMA journal_mode = WAL")
-        storage.quick_check(self.conn, path)   # never write into a damaged file
+        storage.quick_check(self.conn, path)  # never write into a damaged file
         with storage.setup_lock(path):
             schema.apply(self.conn)
         self.check_file()
 
     def _open_read_only(self, path: str) -> None:
         if not os.path.exists(path) or os.path.getsize(path) == 0:
-            self.db = sqlite_utils.Database(memory=True)   # no mirror yet: an empty one
+            self.db = sqlite_utils.Database(memory=True)  # no mirror yet: an empty one
             schema.apply(self.db.conn)
         else:
             self.db = sqlite_utils.Database(storage.read_only_connection(path))
         self.conn = self.db.conn
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
-    _file: tuple[int, int] | None = None   # (device, inode) of the file opened for writing
+    _file: tuple[int, int] | None = None  # (device, inode) of the file opened for writing
 
     def check_file(self) -> None:
         """Raise StorageError when the file this mirror opened for writing is no longer the one
@@ -178,8 +182,9 @@ class Mirror:
 
     # -- pages ---------------------------------------------------------------
 
-    def save_page(self, source: str, stream: str, page: Page, run_row: int | None = None,
-                  counted: int | None = None) -> int:
+    def save_page(
+        self, source: str, stream: str, page: Page, run_row: int | None = None, counted: int | None = None
+    ) -> int:
         """Upsert the page's rows, apply its deletions and bookmark, and add `counted` (default:
         every row) to the run `run_row` of `sync_runs` (so a killed run's count is what it
         committed); returns rows written."""
@@ -203,8 +208,10 @@ class Mirror:
             if page.bookmark is not None:
                 self.set_bookmark(source, stream, page.bookmark)
             if run_row is not None:
-                self.conn.execute("UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
-                                  (page.count() if counted is None else counted, run_row))
+                self.conn.execute(
+                    "UPDATE sync_runs SET rows = rows + ? WHERE id = ?",
+                    (page.count() if counted is None else counted, run_row),
+                )
         self.check_file()
         return page.count()
 
@@ -222,17 +229,23 @@ class Mirror:
                 continue
             known: dict = {}
             for pid, sid in self.conn.execute(
-                    "SELECT pipeline_id, id FROM stages WHERE source = ? AND entity = ?", (source, entity)):
+                "SELECT pipeline_id, id FROM stages WHERE source = ? AND entity = ?", (source, entity)
+            ):
                 known.setdefault(pid, set()).add(str(sid))
             bad = {}
             for r in rows:
                 pid = r.get(pipe) if isinstance(pipe, str) else pipe
                 if pid in known and str(r.get(stage_col)) not in known[pid]:
-                    bad[r["id"]] = {"item": r["id"], "field": stage_col, "value": r.get(stage_col),
-                                    "why": f"pipeline {pid} has no such stage", "skipped": True}
+                    bad[r["id"]] = {
+                        "item": r["id"],
+                        "field": stage_col,
+                        "value": r.get(stage_col),
+                        "why": f"pipeline {pid} has no such stage",
+                        "skipped": True,
+                    }
             if bad:
                 page.rows[table] = [r for r in rows if r["id"] not in bad]
-                for child in TABLES.values():   # the old children stay too
+                for child in TABLES.values():  # the old children stay too
                     if child.child_of and child.child_of.table == table and child.name in page.rows:
                         key = child.child_of.key
                         page.rows[child.name] = [x for x in page.rows[child.name] if x[key] not in bad]
@@ -258,14 +271,17 @@ class Mirror:
                 continue
             ids = [c["id"] for c in page.rows.get(t.name) or () if c.get("previous_stage_id") is None]
             for chunk in map(list, chunks(ids, 500)):
-                self.conn.execute(f"""
+                self.conn.execute(
+                    f"""
                     UPDATE [{t.name}] AS sc SET previous_stage_id = (
                         SELECT p.stage_id FROM [{t.name}] p
                         WHERE p.source = sc.source AND p.entity = sc.entity AND p.entity_id = sc.entity_id
                           AND (p.changed_at < sc.changed_at OR (p.changed_at = sc.changed_at AND p.id < sc.id))
                         ORDER BY p.changed_at DESC, p.id DESC LIMIT 1)
                     WHERE sc.source = ? AND sc.previous_stage_id IS NULL
-                      AND sc.id IN ({','.join('?' * len(chunk))})""", [source, *map(str, chunk)])
+                      AND sc.id IN ({",".join("?" * len(chunk))})""",
+                    [source, *map(str, chunk)],
+                )
 
     def _fill_entry_stages(self, source: str, page: Page) -> None:
         """Give an entry row (no previous stage) that came without its stage the stage the
@@ -283,9 +299,12 @@ class Mirror:
             ids = {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
             ids |= {r["id"] for r in page.rows.get(table, ())}
             for chunk in map(list, chunks(ids, 500)):
-                self.conn.execute(_ENTRY_STAGES_SQL.format(
-                    table=table, stage_col=stage_col, pipe_col=pipe_col,
-                    ids=",".join("?" * len(chunk))), [source, entity, *chunk])
+                self.conn.execute(
+                    _ENTRY_STAGES_SQL.format(
+                        table=table, stage_col=stage_col, pipe_col=pipe_col, ids=",".join("?" * len(chunk))
+                    ),
+                    [source, entity, *chunk],
+                )
 
     def _closing_moments(self, source: str, page: Page) -> None:
         """`closed_at` of a closed deal or lead (the tables deriving it) is the moment it
@@ -299,16 +318,20 @@ class Mirror:
             table, entity, stage_col = t.name, t.stage.entity, t.stage.column
             ids = {r["id"] for r in page.rows.get(table, ())}
             ids |= {c["entity_id"] for c in page.rows.get("stage_changes", ()) if c.get("entity") == entity}
-            latest = ("(SELECT {col} FROM stage_changes sc WHERE sc.source = t.source AND sc.entity = ? "
-                      "AND sc.entity_id = t.id ORDER BY sc.changed_at DESC, sc.rowid DESC LIMIT 1)")
+            latest = (
+                "(SELECT {col} FROM stage_changes sc WHERE sc.source = t.source AND sc.entity = ? "
+                "AND sc.entity_id = t.id ORDER BY sc.changed_at DESC, sc.rowid DESC LIMIT 1)"
+            )
             for chunk in map(list, chunks(ids, 500)):
-                self.conn.execute(f"""
-                    UPDATE [{table}] AS t SET closed_at = {latest.format(col='changed_at')}
+                self.conn.execute(
+                    f"""
+                    UPDATE [{table}] AS t SET closed_at = {latest.format(col="changed_at")}
                     WHERE t.source = ? AND t.closed_at IS NOT NULL
-                      AND t.id IN ({','.join('?' * len(chunk))})
-                      AND t.{stage_col} = {latest.format(col='stage_id')}
-                      AND t.closed_at != {latest.format(col='changed_at')}""",
-                    [entity, source, *chunk, entity, entity])
+                      AND t.id IN ({",".join("?" * len(chunk))})
+                      AND t.{stage_col} = {latest.format(col="stage_id")}
+                      AND t.closed_at != {latest.format(col="changed_at")}""",
+                    [entity, source, *chunk, entity, entity],
+                )
 
     def _replace_children(self, source: str, page: Page) -> None:
         """Child rows (`Table.child_of`: a deal's contact links) are replaced as a whole, for
@@ -322,13 +345,16 @@ class Mirror:
             for chunk in map(list, chunks(parent_ids, 500)):
                 self.conn.execute(
                     f"DELETE FROM [{t.name}] WHERE source = ? AND {key} IN ({','.join('?' * len(chunk))})",
-                    [source, *chunk])
+                    [source, *chunk],
+                )
 
     def _set_deleted(self, table: str, source: str, ids: list, flag: int) -> None:
         for chunk in map(list, chunks(ids, 500)):
             self.conn.execute(
                 f"UPDATE [{table}] SET is_deleted = ? WHERE source = ? "
-                f"AND id IN ({','.join('?' * len(chunk))})", [flag, source, *chunk])
+                f"AND id IN ({','.join('?' * len(chunk))})",
+                [flag, source, *chunk],
+            )
 
     def _delete_unless_newer(self, table: str, source: str, dated: dict) -> None:
         """Mark rows deleted unless changed after their deletion (ISO UTC text compares as
@@ -337,11 +363,14 @@ class Mirror:
         self.conn.executemany(
             f"UPDATE [{table}] SET is_deleted = 1 WHERE source = ? AND id = ? AND "
             "(? IS NULL OR updated_at IS NULL OR updated_at <= ?)",
-            [(source, i, at, at) for i, at in dated.items()])
+            [(source, i, at, at) for i, at in dated.items()],
+        )
 
     def _text_ids(self, table: str) -> bool:
-        return any(col[1] == "id" and col[2].upper() == "TEXT"
-                   for col in self.conn.execute(f"PRAGMA table_info([{table}])"))
+        return any(
+            col[1] == "id" and col[2].upper() == "TEXT"
+            for col in self.conn.execute(f"PRAGMA table_info([{table}])")
+        )
 
     def _reconcile(self, table: str, source: str, ids: list) -> None:
         """Mark rows the CRM no longer lists as deleted, and listed ones as not deleted."""
@@ -352,47 +381,64 @@ class Mirror:
         self.conn.executemany("INSERT OR IGNORE INTO _present (id) VALUES (?)", ((i,) for i in ids))
         self.conn.execute(
             f"UPDATE [{table}] SET is_deleted = (id NOT IN (SELECT id FROM _present)) "
-            f"WHERE source = ? AND is_deleted != (id NOT IN (SELECT id FROM _present))", (source,))
+            f"WHERE source = ? AND is_deleted != (id NOT IN (SELECT id FROM _present))",
+            (source,),
+        )
         self.conn.execute("DELETE FROM _present")
 
     # -- sync state ----------------------------------------------------------
 
     def get_bookmark(self, source: str, stream: str) -> str | None:
-        row = self.conn.execute("SELECT bookmark FROM sync_state WHERE source = ? AND stream = ?",
-                                (source, stream)).fetchone()
+        row = self.conn.execute(
+            "SELECT bookmark FROM sync_state WHERE source = ? AND stream = ?", (source, stream)
+        ).fetchone()
         return row[0] if row else None
 
     def set_bookmark(self, source: str, stream: str, bookmark: str | None) -> None:
         self.conn.execute(
             "INSERT INTO sync_state (source, stream, bookmark) VALUES (?, ?, ?) "
             "ON CONFLICT (source, stream) DO UPDATE SET bookmark = excluded.bookmark",
-            (source, stream, bookmark))
+            (source, stream, bookmark),
+        )
 
     def start_run(self, run_id: str, source: str, stream: str, started_at: str) -> int:
         with self.db.atomic():
             cur = self.conn.execute(
                 "INSERT INTO sync_runs (run_id, source, stream, started_at, status) "
-                "VALUES (?, ?, ?, ?, 'running')", (run_id, source, stream, started_at))
+                "VALUES (?, ?, ?, ?, 'running')",
+                (run_id, source, stream, started_at),
+            )
             self.conn.execute(
                 "INSERT INTO sync_state (source, stream, last_run_started_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (source, stream) DO UPDATE SET last_run_started_at = excluded.last_run_started_at",
-                (source, stream, started_at))
+                (source, stream, started_at),
+            )
         return cur.lastrowid
 
-    def finish_run(self, run_row: int, status: str, rows: int, requests: int,
-                   error: str | None = None, warnings: dict | None = None) -> None:
+    def finish_run(
+        self,
+        run_row: int,
+        status: str,
+        rows: int,
+        requests: int,
+        error: str | None = None,
+        warnings: dict | None = None,
+    ) -> None:
         """Close a run; `warnings` ({"count", "sample"}: values not stored as sent) as JSON."""
         finished = iso()
         noted = json.dumps(warnings, ensure_ascii=False) if warnings and warnings.get("count") else None
         with self.db.atomic():
             self.conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, status = ?, rows = ?, requests = ?, error = ?, "
-                "warnings = ? WHERE id = ?", (finished, status, rows, requests, error, noted, run_row))
+                "warnings = ? WHERE id = ?",
+                (finished, status, rows, requests, error, noted, run_row),
+            )
             if status == "ok":
                 self.conn.execute(
                     "UPDATE sync_state SET last_success_at = ? WHERE source = ? AND stream = "
                     "(SELECT stream FROM sync_runs WHERE id = ?)",
-                    (finished, self._run_source(run_row), run_row))
+                    (finished, self._run_source(run_row), run_row),
+                )
 
     def close_stale_runs(self, source: str) -> int:
         """Mark runs a killed process left 'running' as interrupted (call under the source lock,
@@ -401,21 +447,34 @@ class Mirror:
             cur = self.conn.execute(
                 "UPDATE sync_runs SET status = 'interrupted', finished_at = ?, "
                 "error = 'the process ended mid-run (killed or crashed); resumed from the bookmark' "
-                "WHERE source = ? AND status = 'running'", (iso(), source))
+                "WHERE source = ? AND status = 'running'",
+                (iso(), source),
+            )
         return cur.rowcount
 
     def last_kpi_summary(self, source: str) -> dict | None:
         """The source's last KPI computation and the outcome of the write-back that followed."""
         run = self.conn.execute(
             "SELECT computed_at, clients, values_changed, seconds FROM kpi_runs WHERE source = ? "
-            "ORDER BY id DESC LIMIT 1", (source,)).fetchone()
+            "ORDER BY id DESC LIMIT 1",
+            (source,),
+        ).fetchone()
         if not run:
             return None
-        counts = dict(self.conn.execute(
-            "SELECT status, count(*) FROM writeback_log WHERE source = ? AND at >= ? GROUP BY status",
-            (source, run[0])).fetchall())
-        return {"source": source, "computed_at": run[0], "clients": run[1], "values_changed": run[2],
-                "written": counts.get("ok", 0), "failed": counts.get("failed", 0)}
+        counts = dict(
+            self.conn.execute(
+                "SELECT status, count(*) FROM writeback_log WHERE source = ? AND at >= ? GROUP BY status",
+                (source, run[0]),
+            ).fetchall()
+        )
+        return {
+            "source": source,
+            "computed_at": run[0],
+            "clients": run[1],
+            "values_changed": run[2],
+            "written": counts.get("ok", 0),
+            "failed": counts.get("failed", 0),
+        }
 
     def _run_source(self, run_row: int) -> str:
         return self.conn.execute("SELECT source FROM sync_runs WHERE id = ?", (run_row,)).fetchone()[0]
@@ -436,5 +495,7 @@ class Mirror:
     def table_counts(self, source: str | None = None) -> dict[str, int]:
         """Rows per entity table, for one source or all."""
         where, args = ("WHERE source = ?", (source,)) if source else ("", ())
-        return {t: self.conn.execute(f"SELECT count(*) FROM [{t}] {where}", args).fetchone()[0]
-                for t in schema.ENTITY_TABLES}
+        return {
+            t: self.conn.execute(f"SELECT count(*) FROM [{t}] {where}", args).fetchone()[0]
+            for t in schema.ENTITY_TABLES
+        }

@@ -53,9 +53,11 @@ class TokenStore:
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
-            except OSError as err:   # read-only, full: one line naming the file, not a traceback
-                raise (storage.location_problem(self.path, "token file")
-                       or storage.from_os_error(err, self.path, "token file")) from None
+            except OSError as err:  # read-only, full: one line naming the file, not a traceback
+                raise (
+                    storage.location_problem(self.path, "token file")
+                    or storage.from_os_error(err, self.path, "token file")
+                ) from None
 
     @contextlib.contextmanager
     def locked(self, source: str):
@@ -65,8 +67,10 @@ class TokenStore:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                 fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
             except OSError as err:
-                raise (storage.location_problem(self.path, "token file")
-                       or storage.from_os_error(err, self.path, "token file")) from None
+                raise (
+                    storage.location_problem(self.path, "token file")
+                    or storage.from_os_error(err, self.path, "token file")
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -81,8 +85,10 @@ class TokenStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as err:
-            raise OSError(f"token file {self.path} is unreadable ({type(err).__name__}); "
-                          f"re-run `crm-connector auth SOURCE --code CODE`") from None
+            raise OSError(
+                f"token file {self.path} is unreadable ({type(err).__name__}); "
+                f"re-run `crm-connector auth SOURCE --code CODE`"
+            ) from None
 
 
 def _fsync_dir(path: str) -> None:

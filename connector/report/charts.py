@@ -22,7 +22,8 @@ FONT = "DejaVu Sans, Arial, sans-serif"
 @dataclass(frozen=True)
 class Num:
     """A table cell showing one `metrics` row's value."""
-    key: tuple[str, str, str, str]     # measure, period, dimension, dimension_value
+
+    key: tuple[str, str, str, str]  # measure, period, dimension, dimension_value
     value: float | None
 
 
@@ -30,10 +31,10 @@ class Num:
 class Section:
     title: str
     formula: str
-    chart: dict | None = None          # a Vega-Lite spec (data inline), None: no data
+    chart: dict | None = None  # a Vega-Lite spec (data inline), None: no data
     head: list[str] = field(default_factory=list)
-    rows: list[list] = field(default_factory=list)   # cells: str or Num
-    note: str = ""                     # shown instead of the chart when there is none
+    rows: list[list] = field(default_factory=list)  # cells: str or Num
+    note: str = ""  # shown instead of the chart when there is none
 
 
 def fmt(value: float | None, language: str = "en") -> str:
@@ -49,9 +50,15 @@ def fmt(value: float | None, language: str = "en") -> str:
 
 # -- charts -------------------------------------------------------------------------------------
 
+
 def _spec(data: list[dict], body: dict, width: int = 560, height: int | None = None) -> dict:
-    spec = {"$schema": SCHEMA, "data": {"values": data}, "width": width,
-            "config": {"font": FONT, "view": {"stroke": None}, "axis": {"labelLimit": 220}}, **body}
+    spec = {
+        "$schema": SCHEMA,
+        "data": {"values": data},
+        "width": width,
+        "config": {"font": FONT, "view": {"stroke": None}, "axis": {"labelLimit": 220}},
+        **body,
+    }
     if height:
         spec["height"] = height
     return spec
@@ -59,33 +66,80 @@ def _spec(data: list[dict], body: dict, width: int = 560, height: int | None = N
 
 def hbar(data: list[dict], label: str, value: str, text: str, title: str, color: str = COLORS[0]) -> dict:
     """Horizontal bars in the data's order, each with its formatted value beside it."""
-    enc = {"y": {"field": label, "type": "nominal", "sort": None, "title": None},
-           "x": {"field": value, "type": "quantitative", "title": title}}
-    return _spec(data, {"encoding": enc, "layer": [
-        {"mark": {"type": "bar", "color": color}},
-        {"mark": {"type": "text", "align": "left", "dx": 4}, "encoding": {"text": {"field": text}}}]},
-        height=max(60, 24 * len(data)))
+    enc = {
+        "y": {"field": label, "type": "nominal", "sort": None, "title": None},
+        "x": {"field": value, "type": "quantitative", "title": title},
+    }
+    return _spec(
+        data,
+        {
+            "encoding": enc,
+            "layer": [
+                {"mark": {"type": "bar", "color": color}},
+                {"mark": {"type": "text", "align": "left", "dx": 4}, "encoding": {"text": {"field": text}}},
+            ],
+        },
+        height=max(60, 24 * len(data)),
+    )
 
 
 def bars_and_line(data: list[dict], x: str, bar: str, line: str, bar_title: str, line_title: str) -> dict:
     """Monthly bars (left axis) with a line over them (right axis)."""
     xs = {"field": x, "type": "ordinal", "title": None, "sort": None}
-    return _spec(data, {"encoding": {"x": xs}, "resolve": {"scale": {"y": "independent"}}, "layer": [
-        {"mark": {"type": "bar", "color": COLORS[0]},
-         "encoding": {"y": {"field": bar, "type": "quantitative", "title": bar_title,
-                            "axis": {"titleColor": COLORS[0]}}}},
-        {"mark": {"type": "line", "color": COLORS[1], "point": True},
-         "encoding": {"y": {"field": line, "type": "quantitative", "title": line_title,
-                            "axis": {"orient": "right", "titleColor": COLORS[1]}}}}]}, height=240)
+    return _spec(
+        data,
+        {
+            "encoding": {"x": xs},
+            "resolve": {"scale": {"y": "independent"}},
+            "layer": [
+                {
+                    "mark": {"type": "bar", "color": COLORS[0]},
+                    "encoding": {
+                        "y": {
+                            "field": bar,
+                            "type": "quantitative",
+                            "title": bar_title,
+                            "axis": {"titleColor": COLORS[0]},
+                        }
+                    },
+                },
+                {
+                    "mark": {"type": "line", "color": COLORS[1], "point": True},
+                    "encoding": {
+                        "y": {
+                            "field": line,
+                            "type": "quantitative",
+                            "title": line_title,
+                            "axis": {"orient": "right", "titleColor": COLORS[1]},
+                        }
+                    },
+                },
+            ],
+        },
+        height=240,
+    )
 
 
 def lines(data: list[dict], x: str, series: str, value: str, title: str) -> dict:
     """One line per series over months (rows: {x, series, value})."""
-    return _spec(data, {"mark": {"type": "line", "point": True}, "encoding": {
-        "x": {"field": x, "type": "ordinal", "title": None, "sort": None},
-        "y": {"field": value, "type": "quantitative", "title": title},
-        "color": {"field": series, "type": "nominal", "title": None,
-                  "scale": {"range": list(COLORS)}, "legend": {"orient": "top"}}}}, height=220)
+    return _spec(
+        data,
+        {
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": x, "type": "ordinal", "title": None, "sort": None},
+                "y": {"field": value, "type": "quantitative", "title": title},
+                "color": {
+                    "field": series,
+                    "type": "nominal",
+                    "title": None,
+                    "scale": {"range": list(COLORS)},
+                    "legend": {"orient": "top"},
+                },
+            },
+        },
+        height=220,
+    )
 
 
 def channel_bars(data: list[dict], cac: str, ratio: str, cac_title: str, ratio_title: str) -> dict:
@@ -94,16 +148,35 @@ def channel_bars(data: list[dict], cac: str, ratio: str, cac_title: str, ratio_t
     height = max(60, 24 * len(data))
 
     def panel(field_, label, title, color, rule=None):
-        layers = [{"mark": {"type": "bar", "color": color}},
-                  {"mark": {"type": "text", "align": "left", "dx": 4}, "encoding": {"text": {"field": label}}}]
+        layers = [
+            {"mark": {"type": "bar", "color": color}},
+            {"mark": {"type": "text", "align": "left", "dx": 4}, "encoding": {"text": {"field": label}}},
+        ]
         if rule is not None:
-            layers.append({"data": {"values": [{"x": rule}]}, "mark": {"type": "rule", "color": COLORS[3],
-                                                                       "strokeDash": [4, 3]},
-                           "encoding": {"x": {"field": "x", "type": "quantitative"}, "y": None}})
-        return {"width": 260, "height": height, "encoding": {
-            "y": y, "x": {"field": field_, "type": "quantitative", "title": title}}, "layer": layers}
-    return _spec(data, {"hconcat": [panel(cac, cac + "_text", cac_title, COLORS[0]),
-                                    panel(ratio, ratio + "_text", ratio_title, COLORS[2], 3)]}, width=None)
+            layers.append(
+                {
+                    "data": {"values": [{"x": rule}]},
+                    "mark": {"type": "rule", "color": COLORS[3], "strokeDash": [4, 3]},
+                    "encoding": {"x": {"field": "x", "type": "quantitative"}, "y": None},
+                }
+            )
+        return {
+            "width": 260,
+            "height": height,
+            "encoding": {"y": y, "x": {"field": field_, "type": "quantitative", "title": title}},
+            "layer": layers,
+        }
+
+    return _spec(
+        data,
+        {
+            "hconcat": [
+                panel(cac, cac + "_text", cac_title, COLORS[0]),
+                panel(ratio, ratio + "_text", ratio_title, COLORS[2], 3),
+            ]
+        },
+        width=None,
+    )
 
 
 LOCALES = {"en": "en-US", "ru": "ru-RU"}
@@ -115,7 +188,7 @@ def svg(spec: dict, language: str = "en") -> str:
     if spec.get("width") is None:
         spec = {k: v for k, v in spec.items() if k != "width"}
     out = vl_convert.vegalite_to_svg(spec, format_locale=LOCALES[language])
-    return out[out.index("<svg"):]
+    return out[out.index("<svg") :]
 
 
 # -- page ---------------------------------------------------------------------------------------
@@ -149,13 +222,18 @@ def _cell(c, language: str) -> str:
     if isinstance(c, Num):
         m, p, d, v = (html.escape(str(x), quote=True) for x in c.key)
         raw = "null" if c.value is None else repr(float(c.value))
-        return (f'<td class="n" data-measure="{m}" data-period="{p}" data-dimension="{d}" '
-                f'data-dimension-value="{v}" data-value="{raw}">{html.escape(fmt(c.value, language))}</td>')
+        return (
+            f'<td class="n" data-measure="{m}" data-period="{p}" data-dimension="{d}" '
+            f'data-dimension-value="{v}" data-value="{raw}">{html.escape(fmt(c.value, language))}</td>'
+        )
     return f"<td>{html.escape(str(c))}</td>"
 
 
 def section_html(s: Section, language: str, level: int = 3) -> str:
-    parts = [f"<h{level}>{html.escape(s.title)}</h{level}>", f'<p class="formula">{html.escape(s.formula)}</p>']
+    parts = [
+        f"<h{level}>{html.escape(s.title)}</h{level}>",
+        f'<p class="formula">{html.escape(s.formula)}</p>',
+    ]
     if s.chart is not None:
         parts.append(f'<figure class="chart">{svg(s.chart, language)}</figure>')
     elif s.note:
@@ -171,8 +249,11 @@ def page(title: str, language: str, blocks: list[tuple[str, str, list[Section]]]
     """The whole document: blocks of (heading, meta line, sections), one block per source."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for heading, meta, sections in blocks:
-        body.append(f"<h2>{html.escape(heading)}</h2><p class=\"meta\">{html.escape(meta)}</p>")
+        body.append(f'<h2>{html.escape(heading)}</h2><p class="meta">{html.escape(meta)}</p>')
         body += [section_html(s, language) for s in sections]
-    return (f'<!DOCTYPE html>\n<html lang="{language}"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="{language}"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )

@@ -26,24 +26,37 @@ class ReportError(Exception):
 @dataclass
 class Names:
     """Display names from the mirror: pipelines, stages, users."""
+
     pipelines: dict[str, str]
-    stages: dict[str, tuple[str, int, str]]     # 'pipeline/stage' -> (name, sort, semantics)
+    stages: dict[str, tuple[str, int, str]]  # 'pipeline/stage' -> (name, sort, semantics)
     users: dict[str, str]
 
 
 def load_metrics(conn, source: str) -> tuple[dict[Key, float | None], str | None]:
     """Every stored measure of the source by key, and when they were computed."""
-    rows = conn.execute("SELECT measure, period, dimension, dimension_value, value, computed_at "
-                        "FROM metrics WHERE source = ?", (source,)).fetchall()
+    rows = conn.execute(
+        "SELECT measure, period, dimension, dimension_value, value, computed_at "
+        "FROM metrics WHERE source = ?",
+        (source,),
+    ).fetchall()
     return {tuple(r[:4]): r[4] for r in rows}, max((r[5] for r in rows), default=None)
 
 
 def load_names(conn, source: str) -> Names:
-    pipes = {str(i): n or str(i) for i, n in conn.execute(
-        "SELECT id, name FROM pipelines WHERE source = ?", (source,))}
-    stages = {f"{p}/{i}": (n or str(i), s or 0, sem or "open") for p, i, n, s, sem in conn.execute(
-        "SELECT pipeline_id, id, name, sort, semantics FROM stages WHERE source = ?", (source,))}
-    users = {str(i): n or f"#{i}" for i, n in conn.execute("SELECT id, name FROM users WHERE source = ?", (source,))}
+    pipes = {
+        str(i): n or str(i)
+        for i, n in conn.execute("SELECT id, name FROM pipelines WHERE source = ?", (source,))
+    }
+    stages = {
+        f"{p}/{i}": (n or str(i), s or 0, sem or "open")
+        for p, i, n, s, sem in conn.execute(
+            "SELECT pipeline_id, id, name, sort, semantics FROM stages WHERE source = ?", (source,)
+        )
+    }
+    users = {
+        str(i): n or f"#{i}"
+        for i, n in conn.execute("SELECT id, name FROM users WHERE source = ?", (source,))
+    }
     return Names(pipes, stages, users)
 
 
@@ -70,14 +83,25 @@ class Builder:
         return period[:7]
 
     def sections(self) -> list[Section]:
-        return [*self.funnels(), self.revenue(), self.managers(), self.channels(), self.churn(),
-                self.satisfaction()]
+        return [
+            *self.funnels(),
+            self.revenue(),
+            self.managers(),
+            self.channels(),
+            self.churn(),
+            self.satisfaction(),
+        ]
 
     # -- funnel per pipeline ----------------------------------------------------------------------
     def funnels(self) -> list[Section]:
-        stages = sorted({k[3] for k in self.m if k[0] == "funnel_deals"},
-                        key=lambda s: (self.names.stages.get(s, ("", 0, "open"))[2] == "won",
-                                       self.names.stages.get(s, ("", 0, ""))[1], s))
+        stages = sorted(
+            {k[3] for k in self.m if k[0] == "funnel_deals"},
+            key=lambda s: (
+                self.names.stages.get(s, ("", 0, "open"))[2] == "won",
+                self.names.stages.get(s, ("", 0, ""))[1],
+                s,
+            ),
+        )
         pipelines = list(dict.fromkeys(s.split("/")[0] for s in stages))
         if not pipelines:
             return [Section(self.w["funnel"].format(pipeline=""), self.w["f_funnel"], note=self.w["no_data"])]
@@ -87,15 +111,22 @@ class Builder:
         w, rows, data = self.w, [], []
         for s in stages:
             name = self.names.stages.get(s, (s,))[0]
-            deals, conv = self.num("funnel_deals", dimension="stage", value=s), \
-                self.num("funnel_conversion", dimension="stage", value=s)
+            deals, conv = (
+                self.num("funnel_deals", dimension="stage", value=s),
+                self.num("funnel_conversion", dimension="stage", value=s),
+            )
             days = self.num("stage_median_days", dimension="stage", value=s)
             rows.append([name, deals, conv, days])
             label = self.text(deals) + (f"  → {self.text(conv)}%" if conv.value is not None else "")
             data.append({"stage": name, "deals": deals.value or 0, "label": label})
         title = w["funnel"].format(pipeline=self.names.pipelines.get(pipeline, pipeline))
-        return Section(title, w["f_funnel"], hbar(data, "stage", "deals", "label", w["deals"]),
-                       [w["stage"], w["deals"], w["conversion"], w["median_days"]], rows)
+        return Section(
+            title,
+            w["f_funnel"],
+            hbar(data, "stage", "deals", "label", w["deals"]),
+            [w["stage"], w["deals"], w["conversion"], w["median_days"]],
+            rows,
+        )
 
     # -- revenue and new clients ------------------------------------------------------------------
     def revenue(self) -> Section:
@@ -110,7 +141,11 @@ class Builder:
             data.append({"month": self.month(p), "revenue": rev.value or 0, "clients": new.value or 0})
         head = [w["month"], w["revenue_col"], w["new_clients"], w["deals_won"]]
         head += [w["leads"], w["lead_to_deal"], w["lead_conversion"]] if leads else []
-        chart = bars_and_line(data, "month", "revenue", "clients", w["revenue_col"], w["new_clients"]) if data else None
+        chart = (
+            bars_and_line(data, "month", "revenue", "clients", w["revenue_col"], w["new_clients"])
+            if data
+            else None
+        )
         return Section(w["revenue"], w["f_revenue"], chart, head, rows, w["no_data"])
 
     # -- managers ---------------------------------------------------------------------------------
@@ -120,15 +155,30 @@ class Builder:
         ids.sort(key=lambda i: (-(self.m[("manager_revenue", "all", "manager", i)] or 0), i))
         rows, data = [], []
         for i in ids[:TOP_MANAGERS]:
-            cells = [self.num(f"manager_{x}", dimension="manager", value=i) for x in
-                     ("revenue", "deals_won", "win_rate", "average_check", "response_minutes", "calls")]
+            cells = [
+                self.num(f"manager_{x}", dimension="manager", value=i)
+                for x in ("revenue", "deals_won", "win_rate", "average_check", "response_minutes", "calls")
+            ]
             name = self.names.users.get(i, f"#{i}")
             rows.append([name, *cells])
             data.append({"manager": name, "revenue": cells[0].value or 0, "label": self.text(cells[0])})
         chart = hbar(data, "manager", "revenue", "label", w["revenue_col"], "#54A24B") if data else None
-        return Section(w["managers"], w["f_managers"], chart,
-                       [w["manager"], w["revenue_col"], w["deals_won"], w["win_rate"], w["average_check"],
-                        w["response"], w["calls"]], rows, w["no_data"])
+        return Section(
+            w["managers"],
+            w["f_managers"],
+            chart,
+            [
+                w["manager"],
+                w["revenue_col"],
+                w["deals_won"],
+                w["win_rate"],
+                w["average_check"],
+                w["response"],
+                w["calls"],
+            ],
+            rows,
+            w["no_data"],
+        )
 
     # -- channels ---------------------------------------------------------------------------------
     def channels(self) -> Section:
@@ -136,30 +186,53 @@ class Builder:
         chans = sorted({k[3] for k in self.m if k[0] == "spend" and k[1] == "all"})
         rows, data = [], []
         for c in chans:
-            cells = [self.num(x, dimension="channel", value=c) for x in
-                     ("spend", "acquired_clients", "cac", "ltv", "ltv_cac")]
+            cells = [
+                self.num(x, dimension="channel", value=c)
+                for x in ("spend", "acquired_clients", "cac", "ltv", "ltv_cac")
+            ]
             rows.append([c, *cells])
             cac, ratio = cells[2], cells[4]
-            data.append({"channel": c, "cac": cac.value or 0, "cac_text": self.text(cac),
-                         "ratio": ratio.value or 0, "ratio_text": self.text(ratio)})
+            data.append(
+                {
+                    "channel": c,
+                    "cac": cac.value or 0,
+                    "cac_text": self.text(cac),
+                    "ratio": ratio.value or 0,
+                    "ratio_text": self.text(ratio),
+                }
+            )
         chart = channel_bars(data, "cac", "ratio", w["cac"], w["ltv_cac"]) if data else None
-        return Section(w["channels"], w["f_channels"], chart,
-                       [w["channel"], w["spend"], w["acquired"], w["cac"], w["ltv"], w["ltv_cac"]], rows,
-                       w["no_spend"])
+        return Section(
+            w["channels"],
+            w["f_channels"],
+            chart,
+            [w["channel"], w["spend"], w["acquired"], w["cac"], w["ltv"], w["ltv_cac"]],
+            rows,
+            w["no_spend"],
+        )
 
     # -- churn and repeat purchases ---------------------------------------------------------------
     def churn(self) -> Section:
         w, rows, data = self.w, [], []
         for p in self.periods:
-            active, churn, rep = self.num("active_clients", p), self.num("churn_rate", p), \
-                self.num("repeat_purchase_rate", p)
+            active, churn, rep = (
+                self.num("active_clients", p),
+                self.num("churn_rate", p),
+                self.num("repeat_purchase_rate", p),
+            )
             rows.append([self.month(p), active, churn, rep])
             for label, n in ((w["churn_rate"], churn), (w["repeat_rate"], rep)):
                 if n.value is not None:
                     data.append({"month": self.month(p), "series": label, "value": n.value})
         chart = lines(data, "month", "series", "value", "%") if data else None
-        return Section(w["churn"], w["f_churn"].format(days=self.churn_days), chart,
-                       [w["month"], w["active"], w["churn_rate"], w["repeat_rate"]], rows, w["no_data"])
+        return Section(
+            w["churn"],
+            w["f_churn"].format(days=self.churn_days),
+            chart,
+            [w["month"], w["active"], w["churn_rate"], w["repeat_rate"]],
+            rows,
+            w["no_data"],
+        )
 
     # -- satisfaction -----------------------------------------------------------------------------
     def satisfaction(self) -> Section:
@@ -174,8 +247,14 @@ class Builder:
                 if n.value is not None and p != "all":
                     data.append({"month": label, "series": name, "value": n.value})
         chart = lines(data, "month", "series", "value", "") if data else None
-        return Section(w["satisfaction"], w["f_satisfaction"], chart,
-                       [w["month"], w["nps"], w["answers"], w["csat"], w["answers"]], rows, w["no_data"])
+        return Section(
+            w["satisfaction"],
+            w["f_satisfaction"],
+            chart,
+            [w["month"], w["nps"], w["answers"], w["csat"], w["answers"]],
+            rows,
+            w["no_data"],
+        )
 
 
 def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str) -> str:
@@ -187,20 +266,28 @@ def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str
     empty = [s.name for s in sources if not load_metrics(conns[s.name], s.name)[0]]
     if len(empty) == len(sources):
         if len(empty) == 1:
-            raise ReportError(f"source '{empty[0]}' has no measures yet: run `crm-connector kpi "
-                              f"--source {empty[0]}` first")
+            raise ReportError(
+                f"source '{empty[0]}' has no measures yet: run `crm-connector kpi --source {empty[0]}` first"
+            )
         names = ", ".join(f"'{n}'" for n in empty)
         raise ReportError(f"sources {names} have no measures yet: run `crm-connector kpi` first")
     for src in sources:
         conn = conns[src.name]
         m, at = load_metrics(conn, src.name)
         if not m:
-            blocks.append((f"{w['source']}: {src.name}",
-                           w["no_measures"].format(command=f"crm-connector kpi --source {src.name}"), []))
+            blocks.append(
+                (
+                    f"{w['source']}: {src.name}",
+                    w["no_measures"].format(command=f"crm-connector kpi --source {src.name}"),
+                    [],
+                )
+            )
             continue
         b = Builder(m, load_names(conn, src.name), language, months, churn_days)
-        meta = (f"{w['generated']}: {at} · {w['tz']}: {tz} · {w['currency']}: {src.currency} · "
-                f"{w['months']}: {len(b.periods)}")
+        meta = (
+            f"{w['generated']}: {at} · {w['tz']}: {tz} · {w['currency']}: {src.currency} · "
+            f"{w['months']}: {len(b.periods)}"
+        )
         blocks.append((f"{w['source']}: {src.name}", meta, b.sections()))
     return page(w["title"], language, blocks)
 

@@ -29,42 +29,43 @@ from typing import Callable, Iterator
 
 from adapters.errors import Interrupted, SourceError, needs_reauthorisation
 from adapters.redact import redact
+from connector.config.loader import Config, SourceConfig
 from connector.kpi import engine as kpi_mod
 from connector.kpi import inputs as kpi_inputs
-from connector.run import locks
-from connector.run import runtime
 from connector.mirror import storage
-from connector.config.loader import Config, SourceConfig
+from connector.mirror.storage import StorageError
+from connector.run import locks, runtime
 from connector.run.kpi_job import KpiJobResult, declared_streams, run_kpi_job
 from connector.run.locks import LockAbandoned, LockTimeout, source_lock
 from connector.run.notify import Notifier, urgent_only
 from connector.run.progress import Progress
-from connector.mirror.storage import StorageError
 from connector.run.sync import Outcome, StreamResult, UnknownStream, failures, sync_source
 
 log = logging.getLogger("crm_connector.jobs")
 
-NIGHTLY, INCREMENTAL = "sync", "incremental"     # the scheduler's job kinds, as logs name them
-SUCCESS = (Outcome.OK,)   # a stream skipped for a missing scope leaves its tables incomplete
+NIGHTLY, INCREMENTAL = "sync", "incremental"  # the scheduler's job kinds, as logs name them
+SUCCESS = (Outcome.OK,)  # a stream skipped for a missing scope leaves its tables incomplete
 
 
 @dataclass(frozen=True)
 class Steps:
     """What a job calls, with the signatures of the real ones (tests pass fakes)."""
-    mirror: Callable = runtime.open_mirror      # (cfg) -> Mirror, a context manager
-    adapter: Callable = runtime.make_adapter    # (cfg, source) -> adapter
-    sync: Callable = sync_source                # (mirror, adapter, streams, *, full, progress, stop)
-    kpi: Callable = run_kpi_job                 # (cfg, mirror, source, adapter, *, dry_run, only)
+
+    mirror: Callable = runtime.open_mirror  # (cfg) -> Mirror, a context manager
+    adapter: Callable = runtime.make_adapter  # (cfg, source) -> adapter
+    sync: Callable = sync_source  # (mirror, adapter, streams, *, full, progress, stop)
+    kpi: Callable = run_kpi_job  # (cfg, mirror, source, adapter, *, dry_run, only)
 
 
 @dataclass
 class JobResult:
     """What one run of one source's job did."""
+
     source: str
-    job: str                  # sync (nightly), incremental, kpi, ...: how logs and alerts name it
-    status: str = "ok"        # ok, failed, interrupted, busy
-    results: list[StreamResult] = field(default_factory=list)   # one per stream synced
-    kpi: KpiJobResult | None = None    # the KPI job's summary, when it ran
+    job: str  # sync (nightly), incremental, kpi, ...: how logs and alerts name it
+    status: str = "ok"  # ok, failed, interrupted, busy
+    results: list[StreamResult] = field(default_factory=list)  # one per stream synced
+    kpi: KpiJobResult | None = None  # the KPI job's summary, when it ran
     error: str | None = None
     seconds: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -83,12 +84,23 @@ class JobResult:
         return sum(r.requests for r in self.results)
 
 
-def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool = True,
-            streams: list[str] | None = None, full: bool = False, kpi: bool = False,
-            dry_run: bool = False, only: list[str] | None = None,
-            stop: threading.Event | None = None, progress: Progress | None = None,
-            lock_timeout_s: float | None = None, notifier: Notifier | None = None,
-            steps: Steps = Steps()) -> JobResult:
+def run_job(
+    cfg: Config,
+    source: SourceConfig,
+    *,
+    job: str = NIGHTLY,
+    sync: bool = True,
+    streams: list[str] | None = None,
+    full: bool = False,
+    kpi: bool = False,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    lock_timeout_s: float | None = None,
+    notifier: Notifier | None = None,
+    steps: Steps = Steps(),
+) -> JobResult:
     """Run one source's job under its lock; never raises for the job's own failures.
 
     sync: pull `streams` (default: the source's, else all), `full` ignoring bookmarks.
@@ -106,14 +118,22 @@ def run_job(cfg: Config, source: SourceConfig, *, job: str = NIGHTLY, sync: bool
     try:
         with source_lock(cfg, source.name, lock_timeout_s, stop=stop), steps.mirror(cfg) as mirror:
             close_stale_runs(mirror, source.name)
-            run.locked(mirror, sync=sync, kpi=kpi, streams=streams or source.streams, full=full,
-                       progress=progress, dry_run=dry_run, only=only)
-            mirror.check_file()   # what the job wrote is in the file at the mirror's path
+            run.locked(
+                mirror,
+                sync=sync,
+                kpi=kpi,
+                streams=streams or source.streams,
+                full=full,
+                progress=progress,
+                dry_run=dry_run,
+                only=only,
+            )
+            mirror.check_file()  # what the job wrote is in the file at the mirror's path
     except LockTimeout as err:
         run.busy(err)
     except LockAbandoned as err:
         out.status, out.error, out.exception = "interrupted", str(err), err
-    except Exception as err:   # the daemon outlives any one job's failure
+    except Exception as err:  # the daemon outlives any one job's failure
         run.crashed(as_storage_error(err, cfg))
     out.seconds = time.monotonic() - t0
     return out
@@ -138,8 +158,9 @@ def close_stale_runs(mirror, source: str) -> int:
     """Mark runs a killed process left 'running' as interrupted (under the source's lock)."""
     count = mirror.close_stale_runs(source)
     if count:
-        log.warning("source '%s': %d run(s) left 'running' by a process that died, marked interrupted",
-                    source, count)
+        log.warning(
+            "source '%s': %d run(s) left 'running' by a process that died, marked interrupted", source, count
+        )
     return count
 
 
@@ -154,10 +175,11 @@ def _interrupting(stop: threading.Event | None, conn):
 
     def watch():
         while not done.is_set():
-            if stop.wait(0.2):       # a poll, so the watcher ends with the block
+            if stop.wait(0.2):  # a poll, so the watcher ends with the block
                 if not done.is_set():
                     conn.interrupt()
                 return
+
     watcher = threading.Thread(target=watch, name="kpi-stop", daemon=True)
     watcher.start()
     try:
@@ -170,8 +192,15 @@ def _interrupting(stop: threading.Event | None, conn):
 class _Run:
     """One job under way: what it works on, the result it fills in, where alerts go."""
 
-    def __init__(self, cfg: Config, source: SourceConfig, out: JobResult, steps: Steps,
-                 alerts: Notifier, stop: threading.Event | None):
+    def __init__(
+        self,
+        cfg: Config,
+        source: SourceConfig,
+        out: JobResult,
+        steps: Steps,
+        alerts: Notifier,
+        stop: threading.Event | None,
+    ):
         self.cfg, self.source, self.out, self.steps = cfg, source, out, steps
         self.alerts, self.stop = alerts, stop
 
@@ -180,22 +209,20 @@ class _Run:
         # a dry-run KPI job sends nothing, so it needs no adapter (nor the CRM's credentials)
         adapter = self.steps.adapter(self.cfg, self.source) if sync or not dry_run else None
         if self.stop is not None and hasattr(adapter, "watch"):
-            adapter.watch(self.stop)     # write-back's waits and requests obey a stop too
+            adapter.watch(self.stop)  # write-back's waits and requests obey a stop too
         try:
             if sync:
                 self.sync(mirror, adapter, streams, full=full, progress=progress)
             # KPIs only after a complete sync: half-synced data would write wrong numbers
             if kpi and self.out.status == "ok":
-                self.kpi(mirror, adapter, dry_run=dry_run, only=only,
-                         label="sync + kpi" if sync else "kpi")
+                self.kpi(mirror, adapter, dry_run=dry_run, only=only, label="sync + kpi" if sync else "kpi")
         finally:
             if adapter is not None:
                 adapter.close()
 
     def sync(self, mirror, adapter, streams, *, full, progress) -> None:
         out = self.out
-        out.results = self.steps.sync(mirror, adapter, streams, full=full, progress=progress,
-                                      stop=self.stop)
+        out.results = self.steps.sync(mirror, adapter, streams, full=full, progress=progress, stop=self.stop)
         self.alerts.sync_results(out.source, out.results)
         outcomes = {r.outcome for r in out.results}
         if Outcome.INTERRUPTED in outcomes or (self.stop is not None and self.stop.is_set()):
@@ -207,34 +234,37 @@ class _Run:
         out = self.out
         try:
             with _interrupting(self.stop, mirror.conn):
-                out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run,
-                                         only=only)
+                out.kpi = self.steps.kpi(self.cfg, mirror, self.source, adapter, dry_run=dry_run, only=only)
             if mirror.conn.in_transaction:
                 # a job that returned has finished its work: keep it. (Python's sqlite3 opens a
                 # transaction implicitly on DML; left open, closing the mirror would roll back.)
                 log.debug("KPI job of %s left a transaction open; committing it", out.source)
                 mirror.conn.commit()
-        except Interrupted:   # write-back gave up a wait or a request for a stop
+        except Interrupted:  # write-back gave up a wait or a request for a stop
             if mirror.conn.in_transaction:
-                mirror.conn.commit()     # what was written back and recorded stays
+                mirror.conn.commit()  # what was written back and recorded stays
             out.status, out.error = "interrupted", "KPI job: stopped by signal"
             return
         except Exception as err:
-            if self.stop is not None and self.stop.is_set():   # its query was interrupted
+            if self.stop is not None and self.stop.is_set():  # its query was interrupted
                 if mirror.conn.in_transaction:
-                    mirror.conn.rollback()   # the KPIs of this run are not half stored
+                    mirror.conn.rollback()  # the KPIs of this run are not half stored
                 out.status, out.error = "interrupted", "KPI job: stopped by signal"
                 return
             err = as_storage_error(err, self.cfg)
             out.status, out.exception = "failed", err
-            out.error = redact(f"KPI job: {err}" if isinstance(err, StorageError)
-                               else f"KPI job: {type(err).__name__}: {err}")
+            out.error = redact(
+                f"KPI job: {err}"
+                if isinstance(err, StorageError)
+                else f"KPI job: {type(err).__name__}: {err}"
+            )
             if isinstance(err, (StorageError, SourceError, kpi_inputs.NotSynced)):
-                log.debug("KPI job of %s not done: %s", out.source, out.error)   # said, not a crash
+                log.debug("KPI job of %s not done: %s", out.source, out.error)  # said, not a crash
             else:
                 log.debug("KPI job of %s crashed", out.source, exc_info=True)
-            self.alerts.failed(out.source, "kpi", out.error, job="kpi",
-                               reauthorise=needs_reauthorisation(err))
+            self.alerts.failed(
+                out.source, "kpi", out.error, job="kpi", reauthorise=needs_reauthorisation(err)
+            )
             return
         failed = getattr(out.kpi, "failed", 0) or 0
         if failed:
@@ -255,11 +285,11 @@ class _Run:
         out.status, out.exception = "failed", err
         out.error = redact(str(err) if isinstance(err, StorageError) else f"{type(err).__name__}: {err}")
         log.debug("job %s:%s crashed", out.job, out.source, exc_info=True)
-        self.alerts.failed(out.source, "-", out.error, job=out.job,
-                           reauthorise=needs_reauthorisation(err))
+        self.alerts.failed(out.source, "-", out.error, job=out.job, reauthorise=needs_reauthorisation(err))
 
 
 # -- what the other commands do ------------------------------------------------------------
+
 
 def check_source(cfg: Config, source: SourceConfig) -> str:
     """One cheap authenticated call; raises SourceError when the CRM refuses."""
@@ -279,16 +309,19 @@ def exchange_code(cfg: Config, source: SourceConfig, code: str) -> str:
         adapter.close()
 
 
-def sign_in(cfg: Config, source: SourceConfig, say: Callable[[str], None],
-            timeout_s: float | None = None) -> str:
+def sign_in(
+    cfg: Config, source: SourceConfig, say: Callable[[str], None], timeout_s: float | None = None
+) -> str:
     """OAuth in the browser, where the source's CRM offers it: `say` shows the URL to open;
     the CRM's adapter catches the redirect and trades the code at once. Says what it did."""
     adapter = runtime.make_adapter(cfg, source)
     try:
         sign_in_ = getattr(adapter, "sign_in", None)
         if sign_in_ is None:
-            raise SourceError(f"source '{source.name}': this CRM's sign-in takes the code by hand; "
-                              f"run `crm-connector auth {source.name} --code CODE`")
+            raise SourceError(
+                f"source '{source.name}': this CRM's sign-in takes the code by hand; "
+                f"run `crm-connector auth {source.name} --code CODE`"
+            )
         return sign_in_(say, timeout_s)
     finally:
         adapter.close()
@@ -357,8 +390,11 @@ def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
     probe = storage.probe_writable if deep else storage.location_problem
     problems = []
     for scope in cfg.scopes():
-        found = [p for p in (probe(scope.storage_path, "mirror"), probe(scope.token_path, "token file"))
-                 if p is not None]
+        found = [
+            p
+            for p in (probe(scope.storage_path, "mirror"), probe(scope.token_path, "token file"))
+            if p is not None
+        ]
         found += [p for p in [storage.header_problem(scope.storage_path)] if p is not None and not found]
         if deep and not found:
             try:
@@ -372,6 +408,7 @@ def storage_problems(cfg: Config, deep: bool = False) -> list[StorageError]:
 
 # -- complete data: KPIs only from streams that completed ------------------------------------
 
+
 def ever_synced(cfg: Config, source: str) -> bool:
     """Whether any stream of the source has completed a sync in the mirror."""
     with looking(cfg.scoped(source)) as mirror:
@@ -383,7 +420,15 @@ def stream_scopes(cfg: Config, source: SourceConfig) -> list[dict]:
     skipped (a scope the credentials lack)."""
     with looking(cfg.scoped(source.name)) as mirror:
         states = kpi_inputs.stream_states(mirror, source.name, declared_streams(cfg, source))
-    return [{"source": source.name, "stream": s.name, "scope": s.scope or "-",
-             "last sync": s.last_status or "never",
-             "advice": f"add the '{s.scope}' scope" if s.last_status == "skipped" and s.scope
-             else ("" if s.last_status != "skipped" else s.last_error or "")} for s in states]
+    return [
+        {
+            "source": source.name,
+            "stream": s.name,
+            "scope": s.scope or "-",
+            "last sync": s.last_status or "never",
+            "advice": f"add the '{s.scope}' scope"
+            if s.last_status == "skipped" and s.scope
+            else ("" if s.last_status != "skipped" else s.last_error or ""),
+        }
+        for s in states
+    ]

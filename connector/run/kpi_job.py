@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from adapters import registry
 from connector.kpi import engine as kpi
 from connector.kpi import inputs as kpi_inputs
+from connector.kpi import survey, writeback
 from connector.measures import engine as metrics
-from connector.kpi import survey
-from connector.kpi import writeback
 
 
 @dataclass
@@ -44,8 +43,10 @@ class KpiJobResult:
         wb = self.writeback
         clients = sum(self.compute.clients.values())
         verb = "would change" if self.dry_run else "changed"
-        text = (f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
-                f"{verb}, {wb.requests:,} requests")
+        text = (
+            f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
+            f"{verb}, {wb.requests:,} requests"
+        )
         text += f", {wb.failed:,} cards rejected" if wb.failed else ""
         text += f", {len(self.withheld)} KPIs withheld" if self.withheld else ""
         broken = getattr(self.compute, "broken", None)
@@ -89,14 +90,22 @@ def card_survey(cfg, mirror, source_cfg, adapter, *, dry_run: bool = False) -> l
     return survey.card_scores(mirror.conn, source_cfg.name, source_cfg.kind, keys) if keys else []
 
 
-def run_metrics(cfg, mirror, source_cfg, adapter=None, *, now: datetime | None = None,
-                scores=None) -> metrics.MetricsResult:
+def run_metrics(
+    cfg, mirror, source_cfg, adapter=None, *, now: datetime | None = None, scores=None
+) -> metrics.MetricsResult:
     """Compute and store the source's team and business measures."""
     if scores is None:
         scores = card_survey(cfg, mirror, source_cfg, adapter)
-    return metrics.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, account_tz(cfg),
-                           now=now, withheld=withheld_measures(cfg, mirror, source_cfg, adapter),
-                           card_survey=scores)
+    return metrics.compute(
+        mirror,
+        source_cfg.name,
+        cfg.kpi,
+        source_cfg.currency,
+        account_tz(cfg),
+        now=now,
+        withheld=withheld_measures(cfg, mirror, source_cfg, adapter),
+        card_survey=scores,
+    )
 
 
 def account_tz(cfg) -> str:
@@ -107,9 +116,17 @@ def account_tz(cfg) -> str:
     return getattr(getattr(cfg, "schedule", None), "timezone", None) or "UTC"
 
 
-def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
-                only: list[str] | None = None, now: datetime | None = None,
-                clients: dict[str, list[int]] | None = None) -> KpiJobResult:
+def run_kpi_job(
+    cfg,
+    mirror,
+    source_cfg,
+    adapter=None,
+    *,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    now: datetime | None = None,
+    clients: dict[str, list[int]] | None = None,
+) -> KpiJobResult:
     """Compute the source's KPIs and write back what changed (dry run: compute and plan only;
     `adapter` may then be None). `clients`: only these (entity type -> ids; a refresh), and
     no team measures."""
@@ -118,10 +135,28 @@ def run_kpi_job(cfg, mirror, source_cfg, adapter=None, *, dry_run: bool = False,
     if dry_run:
         kpi.shadow_history(mirror.conn, source_cfg.name)
     try:
-        comp = kpi.compute(mirror, source_cfg.name, cfg.kpi, source_cfg.currency, now=now, only=only,
-                           withheld=held, dry_run=dry_run, card_survey=scores, clients=clients)
-        wb = writeback.write_back(mirror, adapter, source_cfg.name, cfg.kpi, dry_run=dry_run,
-                                  only=only, withheld=held, clients=clients)
+        comp = kpi.compute(
+            mirror,
+            source_cfg.name,
+            cfg.kpi,
+            source_cfg.currency,
+            now=now,
+            only=only,
+            withheld=held,
+            dry_run=dry_run,
+            card_survey=scores,
+            clients=clients,
+        )
+        wb = writeback.write_back(
+            mirror,
+            adapter,
+            source_cfg.name,
+            cfg.kpi,
+            dry_run=dry_run,
+            only=only,
+            withheld=held,
+            clients=clients,
+        )
     finally:
         if dry_run:
             kpi.drop_shadow(mirror.conn)

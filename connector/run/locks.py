@@ -25,8 +25,8 @@ from connector.mirror import storage
 
 log = logging.getLogger("crm_connector.locks")
 
-POLL_S = 0.05   # flock cannot wait with a timeout, so a waiter retries this often
-HOLDER_GRACE_S = 1.0   # a new holder writes its line just after taking the lock
+POLL_S = 0.05  # flock cannot wait with a timeout, so a waiter retries this often
+HOLDER_GRACE_S = 1.0  # a new holder writes its line just after taking the lock
 
 
 class LockTimeout(Exception):
@@ -34,8 +34,10 @@ class LockTimeout(Exception):
 
     def __init__(self, source: str, timeout_s: float, holder: str):
         self.source, self.timeout_s, self.holder = source, timeout_s, holder
-        super().__init__(f"source '{source}' is busy: waited {timeout_s:g}s for its lock, "
-                         f"held by {holder or 'an unknown process'}")
+        super().__init__(
+            f"source '{source}' is busy: waited {timeout_s:g}s for its lock, "
+            f"held by {holder or 'an unknown process'}"
+        )
 
 
 class LockAbandoned(Exception):
@@ -55,7 +57,7 @@ def _command() -> str:
             out.append("***")
         else:
             out.append(a if out else _program(a))
-        skip = a in ("--code",)   # `auth --code ...` carries a one-time OAuth code
+        skip = a in ("--code",)  # `auth --code ...` carries a one-time OAuth code
     return redact(" ".join(out))[:200]
 
 
@@ -104,10 +106,20 @@ class _Waiting:
         who = _holder(fd)
         if who or time.monotonic() - self.since >= HOLDER_GRACE_S:
             self.said = True
-            log.warning("source '%s' is busy: waiting up to %gs for %s to finish", self.source,
-                        self.timeout_s, who or "an unknown process",
-                        extra={"fields": {"event": "lock_wait", "source": self.source,
-                                          "timeout_s": self.timeout_s, "holder": who}})
+            log.warning(
+                "source '%s' is busy: waiting up to %gs for %s to finish",
+                self.source,
+                self.timeout_s,
+                who or "an unknown process",
+                extra={
+                    "fields": {
+                        "event": "lock_wait",
+                        "source": self.source,
+                        "timeout_s": self.timeout_s,
+                        "holder": who,
+                    }
+                },
+            )
 
 
 def _open(path: str) -> int:
@@ -116,13 +128,15 @@ def _open(path: str) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as err:
-        raise (storage.location_problem(path, "lock file")
-               or storage.from_os_error(err, path, "lock file")) from None
+        raise (
+            storage.location_problem(path, "lock file") or storage.from_os_error(err, path, "lock file")
+        ) from None
 
 
 @contextmanager
-def source_lock(cfg, source_name: str, timeout_s: float | None = None,
-                stop: threading.Event | None = None) -> Iterator[str]:
+def source_lock(
+    cfg, source_name: str, timeout_s: float | None = None, stop: threading.Event | None = None
+) -> Iterator[str]:
     """Hold the source's lock for the `with` block; yields the lock file's path.
 
     Waits up to `timeout_s` (default: `[schedule] lock_timeout_s`; 0 means try once), then
@@ -155,12 +169,12 @@ def source_lock(cfg, source_name: str, timeout_s: float | None = None,
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} ({_command()}) since {since}\n".encode(), 0)
-        except OSError as err:   # a full disk: the lock is ours all the same
+        except OSError as err:  # a full disk: the lock is ours all the same
             log.warning("%s", storage.from_os_error(err, path, "lock file"))
         try:
             yield path
         finally:
-            os.ftruncate(fd, 0)   # the next holder writes its own line; readers see no stale one
+            os.ftruncate(fd, 0)  # the next holder writes its own line; readers see no stale one
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

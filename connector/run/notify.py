@@ -28,8 +28,10 @@ def apprise_sender(urls: list[str]) -> Sender | None:
     try:
         import apprise
     except ImportError:
-        log.warning("[notify] urls are set but Apprise is not installed: "
-                    "pip install 'crm-connector[notify]' (alerts are only logged)")
+        log.warning(
+            "[notify] urls are set but Apprise is not installed: "
+            "pip install 'crm-connector[notify]' (alerts are only logged)"
+        )
         return None
     app = apprise.Apprise()
     for url in urls:
@@ -39,6 +41,7 @@ def apprise_sender(urls: list[str]) -> Sender | None:
     def send(title: str, body: str) -> None:
         if not app.notify(title=title, body=body):
             raise RuntimeError("Apprise could not deliver the alert")
+
     return send
 
 
@@ -47,7 +50,7 @@ class Notifier:
 
     def __init__(self, cfg: NotifyConfig, sender: Sender | None = None, urgent_only: bool = False):
         self.cfg = cfg
-        self.urgent_only = urgent_only   # only what needs the admin's hand (re-authorisation)
+        self.urgent_only = urgent_only  # only what needs the admin's hand (re-authorisation)
         self._sender = sender
         self._resolved = sender is not None
         self.host = socket.gethostname()
@@ -67,23 +70,28 @@ class Notifier:
         try:
             sender(title, body)
             return True
-        except Exception as err:   # an alert channel being down must not take the daemon down
+        except Exception as err:  # an alert channel being down must not take the daemon down
             log.error("could not send an alert: %s", redact(f"{type(err).__name__}: {err}"))
             return False
 
-    def failed(self, source: str, stream: str, error: str | None, job: str = "sync", *,
-               reauthorise: bool = False) -> bool:
+    def failed(
+        self, source: str, stream: str, error: str | None, job: str = "sync", *, reauthorise: bool = False
+    ) -> bool:
         """The alert for one failed run of `source`/`stream`; `reauthorise`: the error is a
         token the CRM no longer accepts (as classified where it was caught)."""
         if reauthorise:
-            return self.send(f"crm-connector: re-authorise source '{source}'",
-                             f"{job} of source '{source}' stopped on {self.host}: the CRM no "
-                             f"longer accepts its refresh token.\n{error}")
+            return self.send(
+                f"crm-connector: re-authorise source '{source}'",
+                f"{job} of source '{source}' stopped on {self.host}: the CRM no "
+                f"longer accepts its refresh token.\n{error}",
+            )
         if self.urgent_only:
             return False
         title = f"crm-connector: {job} failed: {source}/{stream}"
-        body = (f"{job} of source '{source}', stream '{stream}' failed on {self.host}:\n"
-                f"{error or 'no error message'}")
+        body = (
+            f"{job} of source '{source}', stream '{stream}' failed on {self.host}:\n"
+            f"{error or 'no error message'}"
+        )
         return self.send(title, body)
 
     def succeeded(self, source: str, summary: str, job: str = "sync") -> bool:

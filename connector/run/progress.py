@@ -10,9 +10,9 @@ record. A stream's bar goes away when the stream ends; that log line is its one 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Column
 from rich.progress import BarColumn, ProgressColumn, TextColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 from rich.text import Text
 
 from connector import logs
@@ -42,7 +42,7 @@ class Time(ProgressColumn):
     """`0:12 left` when a total is known (rich's estimate), else `0:05 elapsed`."""
 
     def render(self, task) -> Text:
-        if task.total is not None:   # no rate measured yet: no estimate either
+        if task.total is not None:  # no rate measured yet: no estimate either
             left = task.time_remaining
             return Text(f"{'-:--' if left is None else _clock(left)} left")
         return Text(f"{_clock(task.elapsed or 0)} elapsed")
@@ -68,9 +68,15 @@ class Progress:
             return
         if self._bars is None:
             self._bars = RichProgress(
-                TextColumn("stream {task.fields[step]}"), TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=20), Count(), Rate(), Time(),
-                console=self.console, transient=True)
+                TextColumn("stream {task.fields[step]}"),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=20),
+                Count(),
+                Rate(),
+                Time(),
+                console=self.console,
+                transient=True,
+            )
             self._bars.start()
         self._task, self._total = self._bars.add_task(label, total=None, step=step, unit=unit), 0
 

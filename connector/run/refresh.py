@@ -25,13 +25,16 @@ from connector.run.kpi_job import KpiJobResult, run_kpi_job
 
 log = logging.getLogger("crm_connector.refresh")
 
+
 # The clients a record of each table touches, as (entity_type, id) rows from the record's id
 # (`:s` source, `:id`). A task, call or activity names its client directly or through a deal
 # or a lead.
 def _card_links(t: str) -> str:
-    return (f"SELECT 'contact', contact_id FROM {t} WHERE source = :s AND id = :id AND contact_id IS NOT NULL "
-            f"UNION SELECT 'company', company_id FROM {t} WHERE source = :s AND id = :id "
-            f"AND company_id IS NOT NULL")
+    return (
+        f"SELECT 'contact', contact_id FROM {t} WHERE source = :s AND id = :id AND contact_id IS NOT NULL "
+        f"UNION SELECT 'company', company_id FROM {t} WHERE source = :s AND id = :id "
+        f"AND company_id IS NOT NULL"
+    )
 
 
 def _owned(t: str) -> str:
@@ -39,19 +42,23 @@ def _owned(t: str) -> str:
         f"UNION SELECT '{kind}', c.{kind}_id FROM {t} x JOIN {parent}s c ON c.source = x.source "
         f"AND c.id = x.entity_id WHERE x.source = :s AND x.id = :id AND x.entity_type = '{parent}' "
         f"AND c.{kind}_id IS NOT NULL"
-        for parent in ("deal", "lead") for kind in ("contact", "company"))
-    return (f"SELECT entity_type, entity_id FROM {t} WHERE source = :s AND id = :id "
-            f"AND entity_type IN ('contact', 'company') "
-            f"UNION SELECT 'contact', l.contact_id FROM {t} x JOIN deal_contacts l ON l.source = x.source "
-            f"AND l.deal_id = x.entity_id WHERE x.source = :s AND x.id = :id AND x.entity_type = 'deal' {via}")
+        for parent in ("deal", "lead")
+        for kind in ("contact", "company")
+    )
+    return (
+        f"SELECT entity_type, entity_id FROM {t} WHERE source = :s AND id = :id "
+        f"AND entity_type IN ('contact', 'company') "
+        f"UNION SELECT 'contact', l.contact_id FROM {t} x JOIN deal_contacts l ON l.source = x.source "
+        f"AND l.deal_id = x.entity_id WHERE x.source = :s AND x.id = :id AND x.entity_type = 'deal' {via}"
+    )
 
 
 TOUCHES = {
     "contacts": "SELECT 'contact', :id UNION SELECT 'company', company_id FROM contacts "
-                "WHERE source = :s AND id = :id AND company_id IS NOT NULL",
+    "WHERE source = :s AND id = :id AND company_id IS NOT NULL",
     "companies": "SELECT 'company', :id",
     "deals": "SELECT 'contact', contact_id FROM deal_contacts WHERE source = :s AND deal_id = :id "
-             "UNION " + _card_links("deals"),
+    "UNION " + _card_links("deals"),
     "leads": _card_links("leads"),
     "tasks": _owned("tasks"),
     "calls": _owned("calls"),
@@ -62,9 +69,9 @@ TOUCHES = {
 @dataclass
 class RefreshResult:
     source: str
-    changes: int                      # records the delivery named
-    rows: int = 0                     # rows written to the mirror
-    clients: dict[str, list[int]] = field(default_factory=dict)   # entity type -> client ids
+    changes: int  # records the delivery named
+    rows: int = 0  # rows written to the mirror
+    clients: dict[str, list[int]] = field(default_factory=dict)  # entity type -> client ids
     kpi: KpiJobResult | None = None
     requests: int = 0
     seconds: float = 0.0
@@ -72,8 +79,10 @@ class RefreshResult:
     def line(self) -> str:
         n = sum(len(v) for v in self.clients.values())
         written = self.kpi.writeback.values if self.kpi is not None else 0
-        return (f"{self.changes} change(s): {self.rows} row(s), {n} client(s) recomputed, "
-                f"{written} value(s) written, {self.requests} request(s), {self.seconds:.2f}s")
+        return (
+            f"{self.changes} change(s): {self.rows} row(s), {n} client(s) recomputed, "
+            f"{written} value(s) written, {self.requests} request(s), {self.seconds:.2f}s"
+        )
 
 
 def touched(mirror, source: str, changes: list[Change]) -> dict[str, set[int]]:
@@ -103,15 +112,27 @@ def refresh(cfg: Config, source: SourceConfig, changes: list[Change], adapter, m
         out.kpi = run_kpi_job(cfg, mirror, source, adapter, clients=out.clients)
     out.requests = adapter.requests - before
     out.seconds = time.monotonic() - t0
-    log.info("refresh of %s: %s", source.name, out.line(),
-             extra={"fields": {"event": "refresh", "source": source.name, "changes": len(changes),
-                               "rows": out.rows, "requests": out.requests,
-                               "written": out.kpi.writeback.values if out.kpi is not None else 0}})
+    log.info(
+        "refresh of %s: %s",
+        source.name,
+        out.line(),
+        extra={
+            "fields": {
+                "event": "refresh",
+                "source": source.name,
+                "changes": len(changes),
+                "rows": out.rows,
+                "requests": out.requests,
+                "written": out.kpi.writeback.values if out.kpi is not None else 0,
+            }
+        },
+    )
     return out
 
 
-def refresh_source(cfg: Config, source: SourceConfig, changes: list[Change], limits=None,
-                   adapter=None) -> RefreshResult:
+def refresh_source(
+    cfg: Config, source: SourceConfig, changes: list[Change], limits=None, adapter=None
+) -> RefreshResult:
     """`refresh` with the portal's refresh share of its limits and the mirror.
 
     `adapter`: the caller's, kept for every refresh of the source (the local engine's `serve`:

@@ -25,7 +25,7 @@ def token_store(cfg: Config) -> TokenStore:
     return TokenStore(cfg.token_path)
 
 
-SYNC, REFRESH = "sync", "refresh"    # what an adapter is for: the jobs, or webhook refreshes
+SYNC, REFRESH = "sync", "refresh"  # what an adapter is for: the jobs, or webhook refreshes
 
 
 def make_adapter(cfg: Config, source: SourceConfig, limits=None, role: str = SYNC):
@@ -60,5 +60,13 @@ def pick_sources(cfg: Config, name: str | None) -> list[SourceConfig]:
     return [cfg.source(name)]
 
 
-__all__ = ["Config", "ConfigError", "SourceConfig", "load_config", "open_mirror", "token_store",
-           "make_adapter", "pick_sources"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "SourceConfig",
+    "load_config",
+    "open_mirror",
+    "token_store",
+    "make_adapter",
+    "pick_sources",
+]

@@ -21,27 +21,35 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
-from adapters.errors import (AuthError, BlockedError, Interrupted, ScopeError, SourceError,
-                             UnreachableError, needs_reauthorisation)
+from adapters.errors import (
+    AuthError,
+    BlockedError,
+    Interrupted,
+    ScopeError,
+    SourceError,
+    UnreachableError,
+    needs_reauthorisation,
+)
 from adapters.redact import redact
 from adapters.times import iso, utc_now
 from connector.mirror import storage
-from connector.run.progress import Progress
 from connector.mirror.store import Mirror
+from connector.run.progress import Progress
 
 log = logging.getLogger("crm_connector.sync")
-SAMPLE = 20   # problems kept per stream in the run result and `sync_runs.warnings`
-SHOWN = 3     # of which the log line shows
-NOT_RUN_PREFIX = "not run: "   # how `sync_runs.error` of a stream left unrun begins: then the cause
+SAMPLE = 20  # problems kept per stream in the run result and `sync_runs.warnings`
+SHOWN = 3  # of which the log line shows
+NOT_RUN_PREFIX = "not run: "  # how `sync_runs.error` of a stream left unrun begins: then the cause
 
 
 class Outcome(Enum):
     """How one stream's run ended: decided where it ends (`_copy_pages`, `_not_run`), then read
     by the summary, the alerts and the job's status instead of re-deriving it from the error."""
+
     OK = "ok"
     FAILED = "failed"
-    SKIPPED = "skipped"          # a scope the credentials lack: no alert, but its tables are incomplete
-    NOT_RUN = "not run"          # an earlier stream's failure stopped the source before this one
+    SKIPPED = "skipped"  # a scope the credentials lack: no alert, but its tables are incomplete
+    NOT_RUN = "not run"  # an earlier stream's failure stopped the source before this one
     INTERRUPTED = "interrupted"  # a stop was asked for, while it ran or before it started
 
     @property
@@ -63,15 +71,15 @@ def unrun_cause(status: str | None, error: str | None) -> str | None:
 class StreamResult:
     source: str
     stream: str
-    outcome: Outcome     # also given as its value: StreamResult(source, stream, "ok")
+    outcome: Outcome  # also given as its value: StreamResult(source, stream, "ok")
     rows: int = 0
     requests: int = 0
     seconds: float = 0.0
     error: str | None = None
-    stops_source: bool = False   # auth failure, block, host down: its other streams are not run
-    reauthorise: bool = False    # the source needs `crm-connector auth` (a ReauthoriseError)
-    warnings: int = 0            # values not stored as sent (NULL instead, or the item skipped)
-    sample: list[dict] = field(default_factory=list)   # the first SAMPLE of them
+    stops_source: bool = False  # auth failure, block, host down: its other streams are not run
+    reauthorise: bool = False  # the source needs `crm-connector auth` (a ReauthoriseError)
+    warnings: int = 0  # values not stored as sent (NULL instead, or the item skipped)
+    sample: list[dict] = field(default_factory=list)  # the first SAMPLE of them
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
@@ -85,7 +93,7 @@ class StreamResult:
         """Count a page's problems and keep the first few, each naming this stream."""
         self.warnings += len(problems)
         room = SAMPLE - len(self.sample)
-        self.sample.extend({"stream": self.stream, **p} for p in problems[:max(room, 0)])
+        self.sample.extend({"stream": self.stream, **p} for p in problems[: max(room, 0)])
 
     def warnings_json(self) -> dict | None:
         return {"count": self.warnings, "sample": self.sample} if self.warnings else None
@@ -95,24 +103,31 @@ class UnknownStream(ValueError):
     pass
 
 
-def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full: bool = False,
-                progress: Progress | None = None, stop: threading.Event | None = None,
-                run_id: str | None = None) -> list[StreamResult]:
+def sync_source(
+    mirror: Mirror,
+    adapter,
+    streams: list[str] | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    run_id: str | None = None,
+) -> list[StreamResult]:
     """Run the adapter's streams (all, or `streams`) into the mirror; one result per stream."""
     available = adapter.stream_names()
     wanted = streams or available
     unknown = [s for s in wanted if s not in available]
     if unknown:
-        raise UnknownStream(f"source '{adapter.source}' has no stream '{unknown[0]}' "
-                            f"(streams: {', '.join(available)})")
+        raise UnknownStream(
+            f"source '{adapter.source}' has no stream '{unknown[0]}' (streams: {', '.join(available)})"
+        )
     progress = progress or Progress(enabled=False)
-    if hasattr(adapter, "watch"):   # waits and requests obey this run's stop (and no earlier run's)
+    if hasattr(adapter, "watch"):  # waits and requests obey this run's stop (and no earlier run's)
         adapter.watch(stop)
     main = {s.name: s.tables[0] for s in adapter.streams()}
     run_id = run_id or uuid.uuid4().hex[:12]
     run_started = utc_now()
     results: list[StreamResult] = []
-    fatal: tuple[Outcome, str] | None = None   # why the streams still to come do not run
+    fatal: tuple[Outcome, str] | None = None  # why the streams still to come do not run
     try:
         for k, stream in enumerate(wanted, 1):
             if stop is not None and stop.is_set():
@@ -121,8 +136,9 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
                 results.append(_not_run(mirror, run_id, adapter.source, stream, run_started, *fatal))
                 continue
             progress.start(f"{adapter.source}/{stream}", f"{k}/{len(wanted)}", main[stream])
-            result = _run_stream(mirror, adapter, stream, main[stream], full, run_started, run_id,
-                                 progress, stop)
+            result = _run_stream(
+                mirror, adapter, stream, main[stream], full, run_started, run_id, progress, stop
+            )
             results.append(result)
             if result.stops_source:
                 fatal = (Outcome.NOT_RUN, f"{NOT_RUN_PREFIX}{result.error}")
@@ -131,8 +147,7 @@ def sync_source(mirror: Mirror, adapter, streams: list[str] | None = None, full:
     return results
 
 
-def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progress,
-                stop) -> StreamResult:
+def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progress, stop) -> StreamResult:
     """One stream, recorded in `sync_runs` from start to finish; `main`: the table it counts."""
     source = adapter.source
     bookmark = None if full else mirror.get_bookmark(source, stream)
@@ -140,15 +155,23 @@ def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progre
     result = StreamResult(source, stream, Outcome.OK)
     requests_before, t0 = adapter.requests, time.monotonic()
     try:
-        _copy_pages(mirror, adapter.fetch(stream, bookmark, run_started, full=full), main, result,
-                    progress, stop, run_row)
-    except storage.StorageError as err:   # the mirror cannot take more: no stream can go on
+        _copy_pages(
+            mirror,
+            adapter.fetch(stream, bookmark, run_started, full=full),
+            main,
+            result,
+            progress,
+            stop,
+            run_row,
+        )
+    except storage.StorageError as err:  # the mirror cannot take more: no stream can go on
         _record_failure(mirror, run_row, result, adapter.requests - requests_before, err)
         raise
     result.requests = adapter.requests - requests_before
     result.seconds = time.monotonic() - t0
-    mirror.finish_run(run_row, result.outcome.recorded, result.rows, result.requests, result.error,
-                      result.warnings_json())
+    mirror.finish_run(
+        run_row, result.outcome.recorded, result.rows, result.requests, result.error, result.warnings_json()
+    )
     progress.finish()
     _log(result)
     _log_problems(result)
@@ -173,11 +196,11 @@ def _copy_pages(mirror, pages, main: str, result: StreamResult, progress, stop, 
                 result.outcome = Outcome.INTERRUPTED
                 result.error = "stopped by signal; resumes from the bookmark"
                 break
-    except sqlite3.Error as err:   # the mirror, not the stream: full disk, damaged file
+    except sqlite3.Error as err:  # the mirror, not the stream: full disk, damaged file
         raise storage.from_sqlite(err, mirror.path) from None
-    except storage.StorageError:   # the token file, say: no stream of the source can go on
+    except storage.StorageError:  # the token file, say: no stream of the source can go on
         raise
-    except Interrupted:            # a wait or a request given up for a stop: not a failure
+    except Interrupted:  # a wait or a request given up for a stop: not a failure
         result.outcome = Outcome.INTERRUPTED
         result.error = "stopped by signal; resumes from the bookmark"
     except ScopeError as err:
@@ -200,7 +223,7 @@ def _record_failure(mirror, run_row: int, result: StreamResult, requests: int, e
     try:
         mirror.finish_run(run_row, Outcome.FAILED.recorded, result.rows, requests, str(err))
     except sqlite3.Error:
-        pass   # the run stays 'running'; the next run under the lock marks it interrupted
+        pass  # the run stays 'running'; the next run under the lock marks it interrupted
 
 
 def _log(result: StreamResult) -> None:
@@ -208,22 +231,35 @@ def _log(result: StreamResult) -> None:
     error = result.error
     if error and result.stops_source:
         error += "; the source's other streams are not run"
-    fields = {"event": "sync", "source": result.source, "stream": result.stream, "rows": result.rows,
-              "requests": result.requests, "duration_s": round(result.seconds, 2),
-              "status": result.status}
+    fields = {
+        "event": "sync",
+        "source": result.source,
+        "stream": result.stream,
+        "rows": result.rows,
+        "requests": result.requests,
+        "duration_s": round(result.seconds, 2),
+        "status": result.status,
+    }
     if error:
         fields["error"] = error
-    log.log(logging.INFO if result.outcome is Outcome.OK else logging.WARNING,
-            "sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s", result.source,
-            result.stream, result.rows, result.requests, result.seconds, result.status,
-            f" error={error}" if error else "", extra={"fields": fields})
+    log.log(
+        logging.INFO if result.outcome is Outcome.OK else logging.WARNING,
+        "sync source=%s stream=%s rows=%d requests=%d duration=%.1fs status=%s%s",
+        result.source,
+        result.stream,
+        result.rows,
+        result.requests,
+        result.seconds,
+        result.status,
+        f" error={error}" if error else "",
+        extra={"fields": fields},
+    )
 
 
 def failures(results: list[StreamResult]) -> str | None:
     """What went wrong, one clause per stream that failed or was skipped; the streams a
     source-stopping failure left unrun are counted, not given its error again."""
-    said = [f"{r.stream}: {r.error}" for r in results
-            if r.outcome not in (Outcome.OK, Outcome.NOT_RUN)]
+    said = [f"{r.stream}: {r.error}" for r in results if r.outcome not in (Outcome.OK, Outcome.NOT_RUN)]
     unrun = sum(r.outcome is Outcome.NOT_RUN for r in results)
     if unrun:
         said.append(f"{unrun} other stream{'s' if unrun > 1 else ''} not run")
@@ -235,17 +271,31 @@ def _log_problems(result: StreamResult) -> None:
     if not result.warnings:
         return
     first = redact("; ".join(describe(p) for p in result.sample[:SHOWN]))
-    log.warning("sync source=%s stream=%s: %d value(s) not stored as sent (NULL, or the item skipped); "
-                "first: %s", result.source, result.stream, result.warnings, first,
-                extra={"fields": {"event": "sync_values", "source": result.source,
-                                  "stream": result.stream, "count": result.warnings,
-                                  "sample": result.sample[:SHOWN]}})
+    log.warning(
+        "sync source=%s stream=%s: %d value(s) not stored as sent (NULL, or the item skipped); first: %s",
+        result.source,
+        result.stream,
+        result.warnings,
+        first,
+        extra={
+            "fields": {
+                "event": "sync_values",
+                "source": result.source,
+                "stream": result.stream,
+                "count": result.warnings,
+                "sample": result.sample[:SHOWN],
+            }
+        },
+    )
 
 
 def describe(p: dict) -> str:
     """`item 12 OPPORTUNITY='1e400': not a finite number`, `... (item skipped)`."""
-    shown = f" {p['field']}={p.get('value')!r}" if p.get("field") else (
-        f" {p['value']!r}" if p.get("value") is not None else "")
+    shown = (
+        f" {p['field']}={p.get('value')!r}"
+        if p.get("field")
+        else (f" {p['value']!r}" if p.get("value") is not None else "")
+    )
     where = f"item {p['item']}{shown}: " if p.get("item") is not None else ""
     return f"{where}{p.get('why')}{' (item skipped)' if p.get('skipped') else ''}"
 

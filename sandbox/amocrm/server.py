@@ -32,8 +32,7 @@ import secrets
 import threading
 import time
 
-from sandbox.amocrm.common import (HAL, LOST, PLURAL, TITLES, WON, ApiError,
-                                   problem)
+from sandbox.amocrm.common import HAL, LOST, PLURAL, TITLES, WON, ApiError, problem
 from sandbox.amocrm.query import AmoQuery
 from sandbox.amocrm.render import AmoRender
 from sandbox.amocrm.webhooks import AmoWebhooks
@@ -44,9 +43,11 @@ from sandbox.malformed import AMOCRM, Malformer
 
 __all__ = ["AmoSandbox", "WON", "LOST"]
 
-BLOCK_PAGE = (b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
-              b"<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
-              b"</body>\r\n</html>\r\n")
+BLOCK_PAGE = (
+    b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
+    b"<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 
 
 class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
@@ -70,14 +71,40 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
     `hook_pairs(event, id)`, `enable_webhook(destination)`.
     """
 
-    def __init__(self, dataset: Dataset | None = None, *, host="127.0.0.1", port=0, seed=1,
-                 size=1000, latency_ms=0, limits=True, rate=7.0,
-                 access_token="sandbox-long-lived-token", client_id="sandbox-client",
-                 client_secret="sandbox-secret", redirect_uri="https://example.com/oauth",
-                 fault_rate=0.0, faults=("500",), https=False, api_filter=True,
-                 block_after=None, token_ttl=86400, is_admin=True, timeout_hold_s=0.0):
-        super().__init__(host=host, port=port, latency_ms=latency_ms, fault_rate=fault_rate,
-                         faults=faults, seed=seed, timeout_hold_s=timeout_hold_s, https=https)
+    def __init__(
+        self,
+        dataset: Dataset | None = None,
+        *,
+        host="127.0.0.1",
+        port=0,
+        seed=1,
+        size=1000,
+        latency_ms=0,
+        limits=True,
+        rate=7.0,
+        access_token="sandbox-long-lived-token",
+        client_id="sandbox-client",
+        client_secret="sandbox-secret",
+        redirect_uri="https://example.com/oauth",
+        fault_rate=0.0,
+        faults=("500",),
+        https=False,
+        api_filter=True,
+        block_after=None,
+        token_ttl=86400,
+        is_admin=True,
+        timeout_hold_s=0.0,
+    ):
+        super().__init__(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            fault_rate=fault_rate,
+            faults=faults,
+            seed=seed,
+            timeout_hold_s=timeout_hold_s,
+            https=https,
+        )
         self.dataset = dataset if dataset is not None else generate(seed=seed, size=size)
         self.limits, self.rate = limits, rate
         self.block_after, self.violations, self.blocked = block_after, 0, False
@@ -92,15 +119,15 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         self.next_on_full_page = False
         self._auth_lock = threading.Lock()
         self._codes: set[str] = set()
-        self._access: dict[str, float] = {}      # OAuth access token -> expiry (time.time)
-        self._refresh: dict[str, bool] = {}      # refresh token -> still usable
+        self._access: dict[str, float] = {}  # OAuth access token -> expiry (time.time)
+        self._refresh: dict[str, bool] = {}  # refresh token -> still usable
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._collections = self._declare()
         self._listing_edits: list[dict] = []
-        self.repeating: dict[str, int] = {}      # the `repeat_list` knob: path -> rows served
+        self.repeating: dict[str, int] = {}  # the `repeat_list` knob: path -> rows served
         self._edits_lock = threading.Lock()
-        self.malformed = Malformer(AMOCRM)   # the `malform` knob
+        self.malformed = Malformer(AMOCRM)  # the `malform` knob
         self._init_webhooks()
 
     def malform(self, kind: str, item_id: int) -> None:
@@ -148,16 +175,16 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
             for tok in self._access:
                 self._access[tok] = 0.0
 
-    def edit_during_listing(self, path: str, after_page: int = 3, delete: bool = False,
-                            **changes) -> None:
+    def edit_during_listing(self, path: str, after_page: int = 3, delete: bool = False, **changes) -> None:
         """Once `after_page` pages of `path` (say `/api/v4/leads`) have been served, edit the
         first record the first of those pages served, as a user would mid-read: its
         `updated_at` moves to now, so an offset listing ordered by it shifts (`changes` are
         applied too). `delete`: move it to the trash instead, which shifts every order.
         Fires once; `listing_edits_done` lists the ids edited."""
         with self._edits_lock:
-            self._listing_edits.append({"path": path, "after": after_page, "served": [],
-                                        "changes": changes, "delete": delete})
+            self._listing_edits.append(
+                {"path": path, "after": after_page, "served": [], "changes": changes, "delete": delete}
+            )
 
     def repeat_list(self, path: str, rows: int = 2) -> None:
         """Serve `path` (say `/api/v4/companies`) as a static API sample did: its first
@@ -181,8 +208,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
                         e["edited"] = e["served"][0][0]
                         due.append(e)
         for e in due:
-            entity = {"leads": "deals"}.get(path.rstrip("/").split("/")[-1],
-                                            path.rstrip("/").split("/")[-1])
+            entity = {"leads": "deals"}.get(path.rstrip("/").split("/")[-1], path.rstrip("/").split("/")[-1])
             if e["delete"]:
                 self.dataset.delete(entity, e["edited"])
             else:
@@ -219,7 +245,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
             return problem(e.status, TITLES.get(e.status, "Error"), e.detail, **e.extra)
 
     def _route(self, req: Request) -> Response:
-        parts = req.path.rstrip("/").split("/")[3:]      # after /api/v4
+        parts = req.path.rstrip("/").split("/")[3:]  # after /api/v4
         m = req.method
         if parts == ["webhooks"]:
             return self._webhooks_route(req)
@@ -230,8 +256,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
                 return self._pipelines()
             if len(parts) == 2 and parts[0] in PLURAL.values() and parts[1] == "notes":
                 return self._list(req, self._notes_collection(parts[0]))
-            if len(parts) == 2 and parts[0] in ("contacts", "companies") \
-                    and parts[1] == "custom_fields":
+            if len(parts) == 2 and parts[0] in ("contacts", "companies") and parts[1] == "custom_fields":
                 return self._list(req, self._fields_collection(parts[0]))
             if len(parts) == 1 and parts[0] in self._collections:
                 if parts[0] == "users" and not self.is_admin:
@@ -239,11 +264,18 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
                 if parts[0] == "leads" and "only_deleted" in req.get("with", "").split(","):
                     return self._list(req, self._collections["leads_deleted"])
                 return self._list(req, self._collections[parts[0]])
-            if len(parts) == 2 and parts[0] in ("leads", "contacts", "companies", "tasks") \
-                    and parts[1].isdigit():
+            if (
+                len(parts) == 2
+                and parts[0] in ("leads", "contacts", "companies", "tasks")
+                and parts[1].isdigit()
+            ):
                 return self._one(req, parts[0], int(parts[1]))
-        elif m == "POST" and len(parts) == 2 and parts[1] == "custom_fields" \
-                and parts[0] in ("contacts", "companies"):
+        elif (
+            m == "POST"
+            and len(parts) == 2
+            and parts[1] == "custom_fields"
+            and parts[0] in ("contacts", "companies")
+        ):
             return self._create_fields(req, parts[0])
         elif m == "PATCH" and parts and parts[0] in ("contacts", "companies") and len(parts) <= 2:
             return self._patch(req, parts[0], int(parts[1]) if len(parts) == 2 else None)

@@ -42,21 +42,52 @@ from sandbox.httpbase import Request, Response
 
 MAX_WEBHOOKS = 100
 FAILURES_TO_DISABLE, FAILURE_WINDOW_S = 100, 2 * 3600
-ACCOUNT_TZ = timezone(timedelta(hours=3))     # the account's datetime_settings: +03:00
+ACCOUNT_TZ = timezone(timedelta(hours=3))  # the account's datetime_settings: +03:00
 
 # The events amoCRM's webhooks API lists ("Возможные события").
-EVENTS = frozenset((
-    "responsible_lead", "responsible_contact", "responsible_company", "responsible_customer",
-    "responsible_task", "restore_lead", "restore_contact", "restore_company",
-    "add_lead", "add_contact", "add_company", "add_customer", "add_talk", "add_task",
-    "update_lead", "update_contact", "update_company", "update_customer", "update_talk",
-    "update_task", "delete_lead", "delete_contact", "delete_company", "delete_customer",
-    "delete_task", "status_lead", "note_lead", "note_contact", "note_company", "note_customer",
-    "add_chat_template_review"))
+EVENTS = frozenset(
+    (
+        "responsible_lead",
+        "responsible_contact",
+        "responsible_company",
+        "responsible_customer",
+        "responsible_task",
+        "restore_lead",
+        "restore_contact",
+        "restore_company",
+        "add_lead",
+        "add_contact",
+        "add_company",
+        "add_customer",
+        "add_talk",
+        "add_task",
+        "update_lead",
+        "update_contact",
+        "update_company",
+        "update_customer",
+        "update_talk",
+        "update_task",
+        "delete_lead",
+        "delete_contact",
+        "delete_company",
+        "delete_customer",
+        "delete_task",
+        "status_lead",
+        "note_lead",
+        "note_contact",
+        "note_company",
+        "note_customer",
+        "add_chat_template_review",
+    )
+)
 
 # dataset entity -> (event suffix, form entity key, `type` value or None)
-ENTITY = {"deals": ("lead", "leads", None), "contacts": ("contact", "contacts", "contact"),
-          "companies": ("company", "contacts", "company"), "tasks": ("task", "task", None)}
+ENTITY = {
+    "deals": ("lead", "leads", None),
+    "contacts": ("contact", "contacts", "contact"),
+    "companies": ("company", "contacts", "company"),
+    "tasks": ("task", "task", None),
+}
 ELEMENT_TYPE = {"contact": "1", "deal": "2", "company": "3", "customer": "12"}
 
 
@@ -89,28 +120,38 @@ class AmoWebhooks:
     def _list_webhooks(self, req: Request) -> Response:
         wanted = req.get("filter[destination]")
         with self._hooks_lock:
-            hooks = [dict(h) for h in self.webhooks
-                     if wanted is None or h["destination"] == wanted]
+            hooks = [dict(h) for h in self.webhooks if wanted is None or h["destination"] == wanted]
         if not hooks:
             return Response.empty(204)
-        return self._hal({"_total_items": len(hooks), "_links": self._self("/api/v4/webhooks"),
-                          "_embedded": {"webhooks": hooks}})
+        return self._hal(
+            {
+                "_total_items": len(hooks),
+                "_links": self._self("/api/v4/webhooks"),
+                "_embedded": {"webhooks": hooks},
+            }
+        )
 
     def _add_webhook(self, req: Request) -> Response:
         body = _json_object(req)
         errors = []
         destination = body.get("destination")
         if not _valid_url(destination):
-            errors.append(_err("NotValidUrl" if destination else "NotBlank", "destination",
-                               "This value is not a valid URL." if destination
-                               else "This value should not be blank."))
+            errors.append(
+                _err(
+                    "NotValidUrl" if destination else "NotBlank",
+                    "destination",
+                    "This value is not a valid URL." if destination else "This value should not be blank.",
+                )
+            )
         settings = body.get("settings")
         if not isinstance(settings, list) or not settings:
             errors.append(_err("NotBlank", "settings", "This value should not be blank."))
         else:
-            errors += [_err("NotSupportedChoice", f"settings.{i}",
-                            "The value you selected is not a valid choice.")
-                       for i, s in enumerate(settings) if s not in EVENTS]
+            errors += [
+                _err("NotSupportedChoice", f"settings.{i}", "The value you selected is not a valid choice.")
+                for i, s in enumerate(settings)
+                if s not in EVENTS
+            ]
         sort = body.get("sort", 1)
         if not isinstance(sort, int) or isinstance(sort, bool):
             errors.append(_err("InvalidType", "sort", "This value should be of type int."))
@@ -121,12 +162,17 @@ class AmoWebhooks:
             hook = next((h for h in self.webhooks if h["destination"] == destination), None)
             if hook is None:
                 if len(self.webhooks) >= MAX_WEBHOOKS:
-                    return _validation([_err("TooMany", "destination",
-                                             f"An account has at most {MAX_WEBHOOKS} webhooks.")])
-                hook = {"id": 1_056_900 + len(self.webhooks) + 1, "destination": destination,
-                        "created_at": now, "account_id": ACCOUNT_ID,
-                        "created_by": self.dataset.users[0]["id"] if self.dataset.users else 0,
-                        "disabled": False}
+                    return _validation(
+                        [_err("TooMany", "destination", f"An account has at most {MAX_WEBHOOKS} webhooks.")]
+                    )
+                hook = {
+                    "id": 1_056_900 + len(self.webhooks) + 1,
+                    "destination": destination,
+                    "created_at": now,
+                    "account_id": ACCOUNT_ID,
+                    "created_by": self.dataset.users[0]["id"] if self.dataset.users else 0,
+                    "disabled": False,
+                }
                 self.webhooks.append(hook)
             hook.update(updated_at=now, sort=sort, settings=list(dict.fromkeys(settings)))
             out = dict(hook)
@@ -159,8 +205,11 @@ class AmoWebhooks:
             return
         events = self._events_of(action, entity, row_id)
         with self._hooks_lock:
-            targets = [(h["destination"], [e for e in events if e in h["settings"]])
-                       for h in self.webhooks if not h["disabled"]]
+            targets = [
+                (h["destination"], [e for e in events if e in h["settings"]])
+                for h in self.webhooks
+                if not h["disabled"]
+            ]
         for destination, subscribed in targets:
             for event in subscribed:
                 self.deliverer.send(destination, self.hook_pairs(event, row_id))
@@ -180,11 +229,14 @@ class AmoWebhooks:
         """An `add` told for a row brought back from the trash (its "restored" event)."""
         ds = self.dataset
         row = ds.by_id(entity).get(row_id)
-        single = {"deals": "deal", "contacts": "contact", "companies": "company",
-                  "tasks": "task"}[entity]
+        single = {"deals": "deal", "contacts": "contact", "companies": "company", "tasks": "task"}[entity]
         return row is not None and any(
-            e["type"] == "restored" and e["entity"] == single and e["entity_id"] == row_id
-            and e["at"] == row["updated_at"] for e in ds.events[-20:])
+            e["type"] == "restored"
+            and e["entity"] == single
+            and e["entity_id"] == row_id
+            and e["at"] == row["updated_at"]
+            for e in ds.events[-20:]
+        )
 
     def _stage_move(self, deal_id: int) -> dict | None:
         """The stage change this deal's latest update made, if it moved the deal."""
@@ -192,17 +244,24 @@ class AmoWebhooks:
         row = ds.by_id("deals").get(deal_id)
         if row is None:
             return None
-        return next((sc for sc in reversed(ds.stage_changes[-20:])
-                     if sc["deal_id"] == deal_id and sc["changed_at"] == row["updated_at"]
-                     and sc["previous_stage_id"]), None)
+        return next(
+            (
+                sc
+                for sc in reversed(ds.stage_changes[-20:])
+                if sc["deal_id"] == deal_id
+                and sc["changed_at"] == row["updated_at"]
+                and sc["previous_stage_id"]
+            ),
+            None,
+        )
 
-    def hook_pairs(self, event: str, row_id: int, *, account_id: int | None = None,
-                   subdomain: str | None = None) -> list[tuple[str, str]]:
+    def hook_pairs(
+        self, event: str, row_id: int, *, account_id: int | None = None, subdomain: str | None = None
+    ) -> list[tuple[str, str]]:
         """The form pairs a delivery of `event` (`update_lead`, `delete_company`...) for the
         row `row_id` carries, as things stand now."""
         action, _, suffix = event.partition("_")
-        entity = {"lead": "deals", "contact": "contacts", "company": "companies",
-                  "task": "tasks"}[suffix]
+        entity = {"lead": "deals", "contact": "contacts", "company": "companies", "task": "tasks"}[suffix]
         _, key, kind = ENTITY[entity]
         row = self.dataset.by_id(entity)[row_id]
         if action == "delete":
@@ -214,48 +273,66 @@ class AmoWebhooks:
         else:
             fields = self._card_fields(row, kind)
         pairs = [(f"{key}[{action}][0]{_brackets(name)}", value) for name, value in fields]
-        return pairs + [("account[subdomain]", subdomain or "sandbox"),
-                        ("account[id]", str(ACCOUNT_ID if account_id is None else account_id)),
-                        ("account[_links][self]", self.url)]
+        return pairs + [
+            ("account[subdomain]", subdomain or "sandbox"),
+            ("account[id]", str(ACCOUNT_ID if account_id is None else account_id)),
+            ("account[_links][self]", self.url),
+        ]
 
     def _lead_fields(self, d: dict, action: str) -> list[tuple]:
-        out = [("id", d["id"]), ("name", d["name"]),
-               ("status_id", self._status_id(d["stage_id"]))]
+        out = [("id", d["id"]), ("name", d["name"]), ("status_id", self._status_id(d["stage_id"]))]
         if action == "status":
             move = self._stage_move(d["id"])
             if move is not None:
                 out.append(("old_status_id", self._status_id(move["previous_stage_id"])))
-        out += [("pipeline_id", d["pipeline_id"]), ("price", int(round(d["amount"]))),
-                ("responsible_user_id", d["responsible_user_id"]),
-                ("last_modified", d["updated_at"]), ("modified_user_id", 0),
-                ("created_user_id", 0), ("date_create", d["created_at"]),
-                ("account_id", ACCOUNT_ID), ("created_at", d["created_at"]),
-                ("updated_at", d["updated_at"])]
+        out += [
+            ("pipeline_id", d["pipeline_id"]),
+            ("price", int(round(d["amount"]))),
+            ("responsible_user_id", d["responsible_user_id"]),
+            ("last_modified", d["updated_at"]),
+            ("modified_user_id", 0),
+            ("created_user_id", 0),
+            ("date_create", d["created_at"]),
+            ("account_id", ACCOUNT_ID),
+            ("created_at", d["created_at"]),
+            ("updated_at", d["updated_at"]),
+        ]
         if d.get("utm_source"):
-            out += [("custom_fields.0.id", 899_010), ("custom_fields.0.name", "utm_source"),
-                    ("custom_fields.0.values.0", d["utm_source"])]
+            out += [
+                ("custom_fields.0.id", 899_010),
+                ("custom_fields.0.name", "utm_source"),
+                ("custom_fields.0.values.0", d["utm_source"]),
+            ]
         return _text(out)
 
     def _card_fields(self, c: dict, kind: str) -> list[tuple]:
-        out = [("id", c["id"]), ("name", c["name"]),
-               ("responsible_user_id", c["responsible_user_id"]),
-               ("date_create", c["created_at"]), ("last_modified", c["updated_at"]),
-               ("created_user_id", 0), ("modified_user_id", 0)]
+        out = [
+            ("id", c["id"]),
+            ("name", c["name"]),
+            ("responsible_user_id", c["responsible_user_id"]),
+            ("date_create", c["created_at"]),
+            ("last_modified", c["updated_at"]),
+            ("created_user_id", 0),
+            ("modified_user_id", 0),
+        ]
         if kind == "contact" and c.get("company_id"):
             company = self.dataset.by_id("companies").get(c["company_id"])
-            out += [("company_name", company["name"] if company else ""),
-                    ("linked_company_id", c["company_id"])]
+            out += [
+                ("company_name", company["name"] if company else ""),
+                ("linked_company_id", c["company_id"]),
+            ]
         out.append(("account_id", ACCOUNT_ID))
         for n, f in enumerate(self._values(kind, c) or ()):
-            out += [(f"custom_fields.{n}.id", f["field_id"]),
-                    (f"custom_fields.{n}.name", f["field_name"]),
-                    (f"custom_fields.{n}.values.0.value", f["values"][0]["value"])]
+            out += [
+                (f"custom_fields.{n}.id", f["field_id"]),
+                (f"custom_fields.{n}.name", f["field_name"]),
+                (f"custom_fields.{n}.values.0.value", f["values"][0]["value"]),
+            ]
             if f.get("field_code"):
                 out.append((f"custom_fields.{n}.code", f["field_code"]))
         for deal_id in self._linked_deals(kind, c["id"]):
             out.append((f"linked_leads_id.{deal_id}.ID", deal_id))
-        out += [("created_at", c["created_at"]), ("updated_at", c["updated_at"]),
-                ("type", kind)]
+        out += [("created_at", c["created_at"]), ("updated_at", c["updated_at"]), ("type", kind)]
         return _text(out)
 
     def _linked_deals(self, kind: str, card_id: int) -> list[int]:
@@ -269,18 +346,25 @@ class AmoWebhooks:
                 if d["company_id"] and not d["is_deleted"]:
                     idx.setdefault(d["company_id"], []).append(d["id"])
             return idx
-        return list(self._cached(("deals_of_company", ds.versions["deals"]), build)
-                    .get(card_id, ()))
+
+        return list(self._cached(("deals_of_company", ds.versions["deals"]), build).get(card_id, ()))
 
     def _task_fields(self, t: dict, action: str) -> list[tuple]:
         done = bool(t["is_completed"])
-        out = [("id", t["id"]), ("element_id", t["entity_id"] or 0),
-               ("element_type", ELEMENT_TYPE.get(t["entity_type"], "0")), ("task_type", 1),
-               ("date_create", _when(t["created_at"])), ("text", t["text"]),
-               ("status", int(done)), ("account_id", ACCOUNT_ID), ("created_user_id", 0),
-               ("last_modified", _when(t["updated_at"])),
-               ("responsible_user_id", t["responsible_user_id"]),
-               ("complete_till", _when(t["due_at"]))]
+        out = [
+            ("id", t["id"]),
+            ("element_id", t["entity_id"] or 0),
+            ("element_type", ELEMENT_TYPE.get(t["entity_type"], "0")),
+            ("task_type", 1),
+            ("date_create", _when(t["created_at"])),
+            ("text", t["text"]),
+            ("status", int(done)),
+            ("account_id", ACCOUNT_ID),
+            ("created_user_id", 0),
+            ("last_modified", _when(t["updated_at"])),
+            ("responsible_user_id", t["responsible_user_id"]),
+            ("complete_till", _when(t["due_at"])),
+        ]
         if action == "update":
             closed = done and t.get("completed_at") == t["updated_at"]
             out.append(("action_close", int(closed)))
@@ -326,11 +410,15 @@ def _valid_url(value) -> bool:
     try:
         parts = urlsplit(value)
         host = parts.hostname
-        parts.port   # noqa: B018 - raises on a bad port
+        parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(host) and host.isascii() \
+    return (
+        parts.scheme in ("http", "https")
+        and bool(host)
+        and host.isascii()
         and not any(ch.isspace() for ch in value)
+    )
 
 
 def _json_object(req: Request) -> dict:
@@ -348,5 +436,9 @@ def _err(code: str, path: str, detail: str) -> dict:
 
 
 def _validation(errors: list) -> Response:
-    return problem(400, "Bad Request", "Request validation failed",
-                   **{"validation-errors": [{"request_id": "0", "errors": errors}]})
+    return problem(
+        400,
+        "Bad Request",
+        "Request validation failed",
+        **{"validation-errors": [{"request_id": "0", "errors": errors}]},
+    )

@@ -6,12 +6,24 @@ from __future__ import annotations
 import secrets
 import time
 
-from sandbox.amocrm.common import (EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR,
-                                   ApiError, problem)
+from sandbox.amocrm.common import EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR, ApiError, problem
 from sandbox.httpbase import Request, Response
 
-FIELD_TYPES = {"text", "numeric", "checkbox", "select", "multiselect", "date", "date_time",
-               "url", "textarea", "radiobutton", "streetaddress", "birthday", "monetary"}
+FIELD_TYPES = {
+    "text",
+    "numeric",
+    "checkbox",
+    "select",
+    "multiselect",
+    "date",
+    "date_time",
+    "url",
+    "textarea",
+    "radiobutton",
+    "streetaddress",
+    "birthday",
+    "monetary",
+}
 
 
 class AmoWrite:
@@ -37,13 +49,19 @@ class AmoWrite:
             raise ApiError(400, "Request body must be JSON")
 
         def oauth_error(status, hint):
-            return Response.json({"hint": hint, "title": "Некорректный запрос",
-                                  "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
-                                  "status": status, "detail": "В запросе отсутствует ряд параметров"
-                                  " или параметры невалидны"}, status, PROBLEM)
+            return Response.json(
+                {
+                    "hint": hint,
+                    "title": "Некорректный запрос",
+                    "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                    "status": status,
+                    "detail": "В запросе отсутствует ряд параметров или параметры невалидны",
+                },
+                status,
+                PROBLEM,
+            )
 
-        if body.get("client_id") != self.client_id or \
-                body.get("client_secret") != self.client_secret:
+        if body.get("client_id") != self.client_id or body.get("client_secret") != self.client_secret:
             return oauth_error(401, "Client authentication failed")
         if body.get("redirect_uri") != self.redirect_uri:
             return oauth_error(400, "Redirect URI mismatch")
@@ -58,16 +76,22 @@ class AmoWrite:
                 rt = body.get("refresh_token")
                 if not self._refresh.get(rt):
                     return oauth_error(401, "Token has been revoked")
-                self._refresh[rt] = False       # single use: the old one stops working
+                self._refresh[rt] = False  # single use: the old one stops working
             else:
                 return oauth_error(400, "Unsupported grant type")
             access = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48)
             refresh = "def50200" + secrets.token_hex(48)
             self._access[access] = time.time() + self.token_ttl
             self._refresh[refresh] = True
-        return Response.json({"token_type": "Bearer", "expires_in": self.token_ttl,
-                              "server_time": int(time.time()), "access_token": access,
-                              "refresh_token": refresh})
+        return Response.json(
+            {
+                "token_type": "Bearer",
+                "expires_in": self.token_ttl,
+                "server_time": int(time.time()),
+                "access_token": access,
+                "refresh_token": refresh,
+            }
+        )
 
     # ---- writes --------------------------------------------------------------------------
     def _body_list(self, req: Request) -> list:
@@ -90,8 +114,9 @@ class AmoWrite:
         for i, item in enumerate(items):
             errs = []
             if item.get("type") not in FIELD_TYPES:
-                errs.append(_err("NotSupportedChoice", "type",
-                                 "The value you selected is not a valid choice."))
+                errs.append(
+                    _err("NotSupportedChoice", "type", "The value you selected is not a valid choice.")
+                )
             if not isinstance(item.get("name"), str) or not item["name"].strip():
                 errs.append(_err("NotBlank", "name", "This value should not be blank."))
             code = item.get("code")
@@ -104,17 +129,15 @@ class AmoWrite:
             return _validation(errors)
         created = []
         for i, item in enumerate(items):
-            extra = {"sort": int(item.get("sort") or 500),
-                     "is_api_only": bool(item.get("is_api_only"))}
+            extra = {"sort": int(item.get("sort") or 500), "is_api_only": bool(item.get("is_api_only"))}
             if item.get("enums"):
-                extra["enums"] = [{"id": 810_000 + len(self.dataset.fields[et]) * 100 + j,
-                                   "value": str(e.get("value"))}
-                                  for j, e in enumerate(item["enums"])]
-            f = self.dataset.add_field(et, item["name"], item["type"], code=item.get("code"),
-                                       **extra)
+                extra["enums"] = [
+                    {"id": 810_000 + len(self.dataset.fields[et]) * 100 + j, "value": str(e.get("value"))}
+                    for j, e in enumerate(item["enums"])
+                ]
+            f = self.dataset.add_field(et, item["name"], item["type"], code=item.get("code"), **extra)
             created.append({**self._field(f, plural), "request_id": str(item.get("request_id", i))})
-        return self._hal({"_total_items": len(created),
-                          "_embedded": {"custom_fields": created}}, 201)
+        return self._hal({"_total_items": len(created), "_embedded": {"custom_fields": created}}, 201)
 
     def _patch(self, req: Request, plural: str, one_id: int | None) -> Response:
         items = self._body_list(req)
@@ -135,16 +158,25 @@ class AmoWrite:
                 errs.append(_err("NotFound", "id", "Entity not found"))
             cfv = item.get("custom_fields_values") or []
             if not isinstance(cfv, list):
-                errs.append(_err("InvalidType", "custom_fields_values",
-                                 "This value should be of type array."))
+                errs.append(
+                    _err("InvalidType", "custom_fields_values", "This value should be of type array.")
+                )
                 cfv = []
             for j, cf in enumerate(cfv):
                 path = f"custom_fields_values.{j}"
-                f = (fmap.get(cf.get("field_id")) or by_code.get(cf.get("field_code"))
-                     if isinstance(cf, dict) else None)
+                f = (
+                    fmap.get(cf.get("field_id")) or by_code.get(cf.get("field_code"))
+                    if isinstance(cf, dict)
+                    else None
+                )
                 if f is None:
-                    errs.append(_err("NotSupportedChoice", f"{path}.field_id",
-                                     "The value you selected is not a valid choice."))
+                    errs.append(
+                        _err(
+                            "NotSupportedChoice",
+                            f"{path}.field_id",
+                            "The value you selected is not a valid choice.",
+                        )
+                    )
                     continue
                 ok, value = _parse_value(f, cf.get("values"))
                 if not ok:
@@ -155,7 +187,7 @@ class AmoWrite:
                 errors.append({"request_id": str(i), "errors": errs})
             else:
                 changes.append((i, rid, values))
-        if errors:     # amoCRM rejects the whole batch
+        if errors:  # amoCRM rejects the whole batch
             return _validation(errors)
         with ds.lock:
             customs = {}
@@ -166,8 +198,16 @@ class AmoWrite:
                         row[key] = values.pop(special)
                 customs.setdefault(rid, {}).update(values)
             t = ds.write_customs(et, customs)
-        out = [{"id": rid, "name": rows[rid]["name"], "updated_at": t, "request_id": str(i),
-                "_links": self._self(f"/api/v4/{plural}/{rid}")} for i, rid, _ in changes]
+        out = [
+            {
+                "id": rid,
+                "name": rows[rid]["name"],
+                "updated_at": t,
+                "request_id": str(i),
+                "_links": self._self(f"/api/v4/{plural}/{rid}"),
+            }
+            for i, rid, _ in changes
+        ]
         return self._hal({"_links": self._self(req.path), "_embedded": {plural: out}})
 
 
@@ -176,8 +216,7 @@ def _err(code: str, path: str, detail: str) -> dict:
 
 
 def _validation(errors: list) -> Response:
-    return problem(400, "Bad Request", "Request validation failed",
-                   **{"validation-errors": errors})
+    return problem(400, "Bad Request", "Request validation failed", **{"validation-errors": errors})
 
 
 def _parse_value(field: dict, values) -> tuple[bool, object]:

@@ -16,15 +16,24 @@ from __future__ import annotations
 
 from .spec import Field, Spec
 
-OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}   # OWNER_TYPE_ID
+OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}  # OWNER_TYPE_ID
 # dataset channel -> TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID
-KINDS = {"call": (2, "VOXIMPLANT_CALL", "CALL"), "meeting": (1, "CRM_MEETING", "MEETING"),
-         "email": (4, "CRM_EMAIL", "EMAIL"), "chat": (6, "IMOPENLINES_SESSION", "1"),
-         "sms": (6, "CRM_SMS", "SMS")}
+KINDS = {
+    "call": (2, "VOXIMPLANT_CALL", "CALL"),
+    "meeting": (1, "CRM_MEETING", "MEETING"),
+    "email": (4, "CRM_EMAIL", "EMAIL"),
+    "chat": (6, "IMOPENLINES_SESSION", "1"),
+    "sms": (6, "CRM_SMS", "SMS"),
+}
 DIRECTION = {"in": 1, "out": 2, None: 0}
 # The dataset's neutral source names as Bitrix24 SOURCE_ID codes (crm.status.list SOURCE).
-SOURCE_IDS = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
-              "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
+SOURCE_IDS = {
+    "website": "WEB",
+    "referral": "RECOMMENDATION",
+    "cold call": "CALL",
+    "exhibition": "TRADE_SHOW",
+    "advert": "ADVERTISING",
+}
 
 
 def rows(ds) -> list[dict]:
@@ -36,13 +45,19 @@ def rows(ds) -> list[dict]:
 
 def call_activity(c: dict) -> dict:
     """A dataset call as its timeline activity."""
-    return {"id": c["activity_id"], "channel": "call", "direction": c["direction"],
-            "at": c["started_at"], "end": c["started_at"] + c["duration_s"],
-            "updated_at": c["started_at"] + c["duration_s"],
-            "responsible_user_id": c["responsible_user_id"], "entity_type": c["entity_type"],
-            "entity_id": c["entity_id"],
-            "subject": ("Outgoing" if c["direction"] == "out" else "Incoming") + " call "
-                       + (c["phone"] or ""), "origin": f"VI_externalcall.{c['id']:x}"}
+    return {
+        "id": c["activity_id"],
+        "channel": "call",
+        "direction": c["direction"],
+        "at": c["started_at"],
+        "end": c["started_at"] + c["duration_s"],
+        "updated_at": c["started_at"] + c["duration_s"],
+        "responsible_user_id": c["responsible_user_id"],
+        "entity_type": c["entity_type"],
+        "entity_id": c["entity_id"],
+        "subject": ("Outgoing" if c["direction"] == "out" else "Incoming") + " call " + (c["phone"] or ""),
+        "origin": f"VI_externalcall.{c['id']:x}",
+    }
 
 
 def _end(r) -> int:
@@ -54,26 +69,30 @@ def _origin(r) -> str:
 
 
 def activity_spec() -> Spec:
-    return Spec([
-        Field("ID", None, "id"),
-        Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
-        Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
-        Field("TYPE_ID", None, lambda r: KINDS[r["channel"]][0]),
-        Field("PROVIDER_ID", None, lambda r: KINDS[r["channel"]][1], "str"),
-        Field("PROVIDER_TYPE_ID", None, lambda r: KINDS[r["channel"]][2], "str"),
-        Field("SUBJECT", None, "subject", "str"),
-        Field("DIRECTION", None, lambda r: DIRECTION[r["direction"]]),
-        Field("RESPONSIBLE_ID", None, "responsible_user_id"),
-        Field("COMPLETED", None, lambda r: "Y", "yn"),
-        Field("START_TIME", None, "at", "date"),
-        Field("END_TIME", None, _end, "date"),
-        Field("CREATED", None, "at", "date"),
-        Field("LAST_UPDATED", None, "updated_at", "date"),
-        Field("ORIGIN_ID", None, _origin, "str"),
-    ])
+    return Spec(
+        [
+            Field("ID", None, "id"),
+            Field("OWNER_TYPE_ID", None, lambda r: OWNER_TYPE.get(r["entity_type"], 0)),
+            Field("OWNER_ID", None, lambda r: r["entity_id"] or 0),
+            Field("TYPE_ID", None, lambda r: KINDS[r["channel"]][0]),
+            Field("PROVIDER_ID", None, lambda r: KINDS[r["channel"]][1], "str"),
+            Field("PROVIDER_TYPE_ID", None, lambda r: KINDS[r["channel"]][2], "str"),
+            Field("SUBJECT", None, "subject", "str"),
+            Field("DIRECTION", None, lambda r: DIRECTION[r["direction"]]),
+            Field("RESPONSIBLE_ID", None, "responsible_user_id"),
+            Field("COMPLETED", None, lambda r: "Y", "yn"),
+            Field("START_TIME", None, "at", "date"),
+            Field("END_TIME", None, _end, "date"),
+            Field("CREATED", None, "at", "date"),
+            Field("LAST_UPDATED", None, "updated_at", "date"),
+            Field("ORIGIN_ID", None, _origin, "str"),
+        ]
+    )
 
 
 def source_fields() -> list[Field]:
     """SOURCE_ID and UTM_SOURCE of a deal or lead."""
-    return [Field("SOURCE_ID", "sourceId", lambda r: SOURCE_IDS.get(r.get("source")), "str"),
-            Field("UTM_SOURCE", "utmSource", lambda r: r.get("utm_source"), "str")]
+    return [
+        Field("SOURCE_ID", "sourceId", lambda r: SOURCE_IDS.get(r.get("source")), "str"),
+        Field("UTM_SOURCE", "utmSource", lambda r: r.get("utm_source"), "str"),
+    ]

@@ -7,12 +7,11 @@ import math
 import secrets
 import threading
 import time
-
 from urllib.parse import urlencode
 
 from .query import ApiError
 
-MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"     # the portal's id in OAuth replies
+MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"  # the portal's id in OAuth replies
 
 
 class OperatingBudget:
@@ -59,16 +58,16 @@ class OperatingBudget:
 class OAuthServer:
     """Authorization codes, access tokens and single-use (rotating) refresh tokens."""
 
-    CODE_TTL_S = 30.0   # Bitrix24 OAuth: an authorization code lives 30 seconds
+    CODE_TTL_S = 30.0  # Bitrix24 OAuth: an authorization code lives 30 seconds
 
     def __init__(self, client_id: str, client_secret: str, access_ttl_s: int = 3600):
         self.client_id, self.client_secret = client_id, client_secret
         self.access_ttl_s = access_ttl_s
-        self.redirect_uri: str | None = None    # the app's registered handler (test knob)
-        self.skew_s = 0.0                        # clock knob: advance() moves it forward
+        self.redirect_uri: str | None = None  # the app's registered handler (test knob)
+        self.skew_s = 0.0  # clock knob: advance() moves it forward
         self._codes: dict[str, float] = {}
-        self._access: dict[str, float] = {}     # token -> expires (Unix)
-        self._refresh: dict[str, str] = {}      # refresh token -> its access token
+        self._access: dict[str, float] = {}  # token -> expires (Unix)
+        self._refresh: dict[str, str] = {}  # refresh token -> its access token
         self._lock = threading.Lock()
         self.refreshes = 0
 
@@ -96,9 +95,13 @@ class OAuthServer:
         asked = params.get("redirect_uri")
         if asked is not None and asked != self.redirect_uri:
             raise ApiError("invalid_request", "redirect_uri does not match the application's", 400)
-        query = {"code": self.issue_code(), "domain": params["_domain"],
-                 "member_id": MEMBER_ID, "scope": params["_scope"],
-                 "server_domain": "oauth.bitrix.info"}
+        query = {
+            "code": self.issue_code(),
+            "domain": params["_domain"],
+            "member_id": MEMBER_ID,
+            "scope": params["_scope"],
+            "server_domain": "oauth.bitrix.info",
+        }
         if params.get("state") is not None:
             query["state"] = params["state"]
         sep = "&" if "?" in self.redirect_uri else "?"
@@ -106,8 +109,7 @@ class OAuthServer:
 
     def token(self, params: dict) -> dict:
         """The /oauth/token/ endpoint; raises ApiError (invalid_client / invalid_grant)."""
-        if params.get("client_id") != self.client_id or \
-                params.get("client_secret") != self.client_secret:
+        if params.get("client_id") != self.client_id or params.get("client_secret") != self.client_secret:
             raise ApiError("invalid_client", "invalid client credentials", 401)
         grant = params.get("grant_type")
         with self._lock:
@@ -127,8 +129,12 @@ class OAuthServer:
             expires = int(self.now()) + self.access_ttl_s
             self._access[access] = expires
             self._refresh[refresh] = access
-        return {"access_token": access, "refresh_token": refresh, "expires": expires,
-                "expires_in": self.access_ttl_s}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires": expires,
+            "expires_in": self.access_ttl_s,
+        }
 
     def check(self, token) -> None:
         """Raise the REST error a portal gives for a bad or expired access token."""

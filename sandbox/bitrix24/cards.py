@@ -34,29 +34,52 @@ def make_get(entity, table, extra=()):
             row = _card(p, entity, table, ci_get(params, "id"))
             fields = select_fields(spec, ["*", "UF_*", *extra], "old")
             return Reply(render([row], fields)[0])
+
     return method
 
 
 def deal_contact_items_get(p, params):
     with p.ds.lock:
         deal = _card(p, "deal", "deals", ci_get(params, "id"))
-        items = [{"CONTACT_ID": cid, "SORT": 10 * (i + 1), "ROLE_ID": 0,
-                  "IS_PRIMARY": "Y" if i == 0 else "N"} for i, cid in enumerate(deal["contact_ids"])]
+        items = [
+            {"CONTACT_ID": cid, "SORT": 10 * (i + 1), "ROLE_ID": 0, "IS_PRIMARY": "Y" if i == 0 else "N"}
+            for i, cid in enumerate(deal["contact_ids"])
+        ]
     return Reply(items)
 
 
 def _uf_row(etype: str, name: str, f: dict) -> dict:
     label = f["name"]
     utype = f.get("b24_type") or TYPE_UF.get(f["type"], "string")
-    row = {"ID": str(f["id"]), "ENTITY_ID": "CRM_" + etype.upper(), "FIELD_NAME": name,
-           "USER_TYPE_ID": utype, "XML_ID": f.get("xml_id"), "SORT": "100", "MULTIPLE": "N",
-           "MANDATORY": "N", "SHOW_FILTER": "N", "SHOW_IN_LIST": "Y", "EDIT_IN_LIST": "Y",
-           "IS_SEARCHABLE": "N",
-           "SETTINGS": {"PRECISION": 2, "DEFAULT_VALUE": None} if utype == "double" else {},
-           "EDIT_FORM_LABEL": label, "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label}
+    row = {
+        "ID": str(f["id"]),
+        "ENTITY_ID": "CRM_" + etype.upper(),
+        "FIELD_NAME": name,
+        "USER_TYPE_ID": utype,
+        "XML_ID": f.get("xml_id"),
+        "SORT": "100",
+        "MULTIPLE": "N",
+        "MANDATORY": "N",
+        "SHOW_FILTER": "N",
+        "SHOW_IN_LIST": "Y",
+        "EDIT_IN_LIST": "Y",
+        "IS_SEARCHABLE": "N",
+        "SETTINGS": {"PRECISION": 2, "DEFAULT_VALUE": None} if utype == "double" else {},
+        "EDIT_FORM_LABEL": label,
+        "LIST_COLUMN_LABEL": label,
+        "LIST_FILTER_LABEL": label,
+    }
     if f.get("enums"):
-        row["LIST"] = [{"ID": str(e["id"]), "VALUE": e["value"], "SORT": str(10 * (i + 1)),
-                        "DEF": "N", "XML_ID": e["value"]} for i, e in enumerate(f["enums"])]
+        row["LIST"] = [
+            {
+                "ID": str(e["id"]),
+                "VALUE": e["value"],
+                "SORT": str(10 * (i + 1)),
+                "DEF": "N",
+                "XML_ID": e["value"],
+            }
+            for i, e in enumerate(f["enums"])
+        ]
     return row
 
 
@@ -66,6 +89,7 @@ def make_userfield_list(etype):
             rows = [_uf_row(etype, n, f) for n, f in p.vocab.uf_fields(etype)]
         rows = dict_list(rows, params, None)
         return Reply(rows, len(rows))
+
     return method
 
 
@@ -92,14 +116,18 @@ def make_userfield_add(etype):
         base = raw[7:] if raw.startswith("UF_CRM_") else raw[3:] if raw.startswith("UF_") else raw
         name = "UF_CRM_" + base
         if not base or not re.fullmatch(r"[A-Z0-9_]+", base) or len(name) > 50:
-            raise ApiError("ERROR_CORE", "Invalid field name: use A-Z, 0-9 and _ (at most 50 "
-                                         "characters with the UF_CRM_ prefix).")
+            raise ApiError(
+                "ERROR_CORE",
+                "Invalid field name: use A-Z, 0-9 and _ (at most 50 characters with the UF_CRM_ prefix).",
+            )
         with p.ds.lock:
             if any(n == name for n, _ in p.vocab.uf_fields(etype)):
                 raise ApiError("ERROR_CORE", f"A field with the code {name} already exists.")
-            f = p.ds.add_field(etype, _label(fields, name), UF_TYPE.get(utype, "text"),
-                               code=name, b24_type=utype)
+            f = p.ds.add_field(
+                etype, _label(fields, name), UF_TYPE.get(utype, "text"), code=name, b24_type=utype
+            )
         return Reply(f["id"])
+
     return method
 
 
@@ -119,14 +147,22 @@ def make_update(etype, table, standard: dict):
                 elif key in standard:
                     plain[standard[key]] = _std_value(standard[key], value)
                 # unknown keys are ignored, as the real API does
-            if custom:   # one write, one tick: one update of the card, as the portal sees it
+            if custom:  # one write, one tick: one update of the card, as the portal sees it
                 p.ds.write_customs(etype, {row["id"]: custom})
             if plain:
                 if "first_name" in plain or "last_name" in plain:
-                    plain["name"] = " ".join(filter(None, (plain.get("first_name", row.get("first_name")),
-                                                           plain.get("last_name", row.get("last_name")))))
+                    plain["name"] = " ".join(
+                        filter(
+                            None,
+                            (
+                                plain.get("first_name", row.get("first_name")),
+                                plain.get("last_name", row.get("last_name")),
+                            ),
+                        )
+                    )
                 p.ds.update(table, row["id"], **plain)
         return Reply(True)
+
     return method
 
 
@@ -160,8 +196,18 @@ def _std_value(col: str, value):
 
 # ---- misc ---------------------------------------------------------------------------------
 
+
 def profile(p, params):
     u = p.ds.by_id("users").get(p.user_id) or p.ds.users[0]
     first, _, last = u["name"].partition(" ")
-    return Reply({"ID": u["id"], "ADMIN": True, "NAME": first, "LAST_NAME": last,
-                  "PERSONAL_GENDER": "", "TIME_ZONE": "Europe/Moscow", "TIME_ZONE_OFFSET": 10800})
+    return Reply(
+        {
+            "ID": u["id"],
+            "ADMIN": True,
+            "NAME": first,
+            "LAST_NAME": last,
+            "PERSONAL_GENDER": "",
+            "TIME_ZONE": "Europe/Moscow",
+            "TIME_ZONE_OFFSET": 10800,
+        }
+    )

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 __all__ = ["Deliverer"]
 
-TIMEOUT_S = 5.0   # a handler slower than this is treated as one that did not answer
+TIMEOUT_S = 5.0  # a handler slower than this is treated as one that did not answer
 
 
 class Deliverer:
@@ -80,8 +80,7 @@ class Deliverer:
                 return
             self._queue.append((url, list(pairs), forged))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="b24-event-queue",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="b24-event-queue", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
 
@@ -133,24 +132,35 @@ class Deliverer:
 
     def _post(self, url: str, pairs: list[tuple[str, str]], forged: bool, repeat: bool) -> None:
         body = urlencode(pairs).encode()
-        req = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/x-www-form-urlencoded"})
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         status, error = None, None
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                 status = r.status
                 r.read()
-        except urllib.error.HTTPError as e:   # an error status: lost, never resent
+        except urllib.error.HTTPError as e:  # an error status: lost, never resent
             status, error = e.code, f"HTTP {e.code}"
-        except (OSError, ValueError) as e:    # refused, timed out, bad URL: lost too
+        except (OSError, ValueError) as e:  # refused, timed out, bad URL: lost too
             error = type(e).__name__
         self._log(url, pairs, forged, status, error, repeat=repeat)
 
     def _log(self, url, pairs, forged, status, error, dropped=False, repeat=False) -> None:
         d = dict(pairs)
-        oid = (d.get("data[FIELDS][ID]") or d.get("data[FIELDS_AFTER][ID]")
-               or d.get("data[FIELDS_BEFORE][ID]"))
+        oid = d.get("data[FIELDS][ID]") or d.get("data[FIELDS_AFTER][ID]") or d.get("data[FIELDS_BEFORE][ID]")
         with self._cond:
-            self.sent.append({"url": url, "event": d.get("event"), "id": oid, "status": status,
-                              "error": error, "dropped": dropped, "repeat": repeat,
-                              "forged": forged, "at": time.time(), "pairs": list(pairs)})
+            self.sent.append(
+                {
+                    "url": url,
+                    "event": d.get("event"),
+                    "id": oid,
+                    "status": status,
+                    "error": error,
+                    "dropped": dropped,
+                    "repeat": repeat,
+                    "forged": forged,
+                    "at": time.time(),
+                    "pairs": list(pairs),
+                }
+            )

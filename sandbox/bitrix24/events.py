@@ -69,29 +69,69 @@ SPELLED = {"ADD": "Add", "UPDATE": "Update", "DELETE": "Delete"}
 UNDEFINED = "undefined"
 
 # The events a portal's `events` method lists, as documented: others are unknown.
-KNOWN_EVENTS = frozenset(f"{p}{s}" for p, s in [
-    *((p, s) for p in ("ONCRMLEAD", "ONCRMDEAL", "ONCRMCOMPANY", "ONCRMCONTACT", "ONCRMQUOTE",
-                       "ONCRMINVOICE") for s in ("ADD", "UPDATE", "DELETE", "USERFIELDADD",
-                                                 "USERFIELDUPDATE", "USERFIELDDELETE",
-                                                 "USERFIELDSETENUMVALUES")),
-    *((p, s) for p in ("ONCRMCURRENCY", "ONCRMPRODUCT", "ONCRMPRODUCTPROPERTY",
-                       "ONCRMPRODUCTSECTION", "ONCRMACTIVITY", "ONCRMREQUISITE",
-                       "ONCRMBANKDETAIL", "ONCRMMEASURE", "ONCRMTIMELINECOMMENT",
-                       "ONCRMDYNAMICITEM", "ONCRMTYPE", "ONCRMDOCUMENTGENERATORDOCUMENT", "ONTASK",
-                       "ONTASKCOMMENT") for s in ("ADD", "UPDATE", "DELETE")),
-    *((p, s) for p in ("ONCRMDEALRECURRING", "ONCRMINVOICERECURRING")
-      for s in ("ADD", "UPDATE", "DELETE", "EXPOSE")),
-    ("ONCRMINVOICE", "SETSTATUS"), ("ONCRMDEAL", "MOVETOCATEGORY"), ("ONCRMADDRESS", "REGISTER"),
-    ("ONCRMADDRESS", "UNREGISTER"), ("ONCRMREQUISITE", "USERFIELDADD"), ("ONAPP", "UNINSTALL"),
-    ("ONAPP", "INSTALL"), ("ONAPP", "UPDATE"), ("ONAPP", "PAYMENT"), ("ONAPP", "TEST"),
-    ("ONAPP", "METHODCONFIRM"), ("ONOFFLINE", "EVENT"), ("ONUSER", "ADD")])
+KNOWN_EVENTS = frozenset(
+    f"{p}{s}"
+    for p, s in [
+        *(
+            (p, s)
+            for p in ("ONCRMLEAD", "ONCRMDEAL", "ONCRMCOMPANY", "ONCRMCONTACT", "ONCRMQUOTE", "ONCRMINVOICE")
+            for s in (
+                "ADD",
+                "UPDATE",
+                "DELETE",
+                "USERFIELDADD",
+                "USERFIELDUPDATE",
+                "USERFIELDDELETE",
+                "USERFIELDSETENUMVALUES",
+            )
+        ),
+        *(
+            (p, s)
+            for p in (
+                "ONCRMCURRENCY",
+                "ONCRMPRODUCT",
+                "ONCRMPRODUCTPROPERTY",
+                "ONCRMPRODUCTSECTION",
+                "ONCRMACTIVITY",
+                "ONCRMREQUISITE",
+                "ONCRMBANKDETAIL",
+                "ONCRMMEASURE",
+                "ONCRMTIMELINECOMMENT",
+                "ONCRMDYNAMICITEM",
+                "ONCRMTYPE",
+                "ONCRMDOCUMENTGENERATORDOCUMENT",
+                "ONTASK",
+                "ONTASKCOMMENT",
+            )
+            for s in ("ADD", "UPDATE", "DELETE")
+        ),
+        *(
+            (p, s)
+            for p in ("ONCRMDEALRECURRING", "ONCRMINVOICERECURRING")
+            for s in ("ADD", "UPDATE", "DELETE", "EXPOSE")
+        ),
+        ("ONCRMINVOICE", "SETSTATUS"),
+        ("ONCRMDEAL", "MOVETOCATEGORY"),
+        ("ONCRMADDRESS", "REGISTER"),
+        ("ONCRMADDRESS", "UNREGISTER"),
+        ("ONCRMREQUISITE", "USERFIELDADD"),
+        ("ONAPP", "UNINSTALL"),
+        ("ONAPP", "INSTALL"),
+        ("ONAPP", "UPDATE"),
+        ("ONAPP", "PAYMENT"),
+        ("ONAPP", "TEST"),
+        ("ONAPP", "METHODCONFIRM"),
+        ("ONOFFLINE", "EVENT"),
+        ("ONUSER", "ADD"),
+    ]
+)
 
 
 @dataclass
 class Binding:
     id: int
-    event: str           # upper case
-    handler: str         # "" for an offline binding
+    event: str  # upper case
+    handler: str  # "" for an offline binding
     auth_type: str
     offline: bool
     connector: str = ""
@@ -108,6 +148,7 @@ class OutgoingWebhook:
 @dataclass
 class Entry:
     """One offline record: the latest change of one object."""
+
     id: int
     at: int
     event: str
@@ -121,7 +162,7 @@ class Entry:
 @dataclass
 class _Call:
     connector: str | None
-    changes: dict = field(default_factory=dict)   # (entity, id) -> action, in order
+    changes: dict = field(default_factory=dict)  # (entity, id) -> action, in order
 
 
 def pairs_of(prefix: str, value) -> list[tuple[str, str]]:
@@ -140,9 +181,12 @@ def event_data(entity: str, action: str, oid: int) -> dict:
         return {"FIELDS": {"ID": str(oid)}}
     before = UNDEFINED if action == "ADD" else {"ID": str(oid)}
     after = UNDEFINED if action == "DELETE" else {"ID": str(oid)}
-    return {"FIELDS_BEFORE": before, "FIELDS_AFTER": after,
-            "IS_ACCESSIBLE_BEFORE": "N" if action == "ADD" else UNDEFINED,
-            "IS_ACCESSIBLE_AFTER": "N" if action == "DELETE" else UNDEFINED}
+    return {
+        "FIELDS_BEFORE": before,
+        "FIELDS_AFTER": after,
+        "IS_ACCESSIBLE_BEFORE": "N" if action == "ADD" else UNDEFINED,
+        "IS_ACCESSIBLE_AFTER": "N" if action == "DELETE" else UNDEFINED,
+    }
 
 
 class EventHub:
@@ -165,7 +209,7 @@ class EventHub:
     # ---- what the dataset tells -----------------------------------------------------------
     def on_change(self, action: str, entity: str, oid: int) -> None:
         """`Dataset.listen` callback: a row was added, updated or deleted."""
-        if entity == "calls":   # a call is an activity on the timeline: its events are those
+        if entity == "calls":  # a call is an activity on the timeline: its events are those
             row = self.ds.by_id("calls").get(oid) or {}
             entity, oid = "activities", row.get("activity_id")
             if not oid:
@@ -203,9 +247,10 @@ class EventHub:
         ts = str(int(time.time()))
         with self._lock:
             online = [b for b in self.bindings.values() if b.event == name and not b.offline]
-            record = any(b.event == name and b.offline
-                         and not (connector and b.connector == connector)
-                         for b in self.bindings.values())
+            record = any(
+                b.event == name and b.offline and not (connector and b.connector == connector)
+                for b in self.bindings.values()
+            )
             hooks = [w for w in self.outgoing if name in w.events]
             if record:
                 self._record(name, data, (kind, oid))
@@ -213,18 +258,34 @@ class EventHub:
             return
         auth = self.portal_auth()
         for b in online:
-            self.deliverer.send(b.handler, [
-                ("event", delivered), ("event_handler_id", str(b.id)), *pairs_of("data", data),
-                ("ts", ts), ("auth[domain]", auth["domain"]),
-                ("auth[client_endpoint]", auth["client_endpoint"]),
-                ("auth[server_endpoint]", auth["server_endpoint"]),
-                ("auth[member_id]", auth["member_id"]), ("auth[scope]", scope),
-                ("auth[status]", "L"), ("auth[application_token]", auth["application_token"])])
+            self.deliverer.send(
+                b.handler,
+                [
+                    ("event", delivered),
+                    ("event_handler_id", str(b.id)),
+                    *pairs_of("data", data),
+                    ("ts", ts),
+                    ("auth[domain]", auth["domain"]),
+                    ("auth[client_endpoint]", auth["client_endpoint"]),
+                    ("auth[server_endpoint]", auth["server_endpoint"]),
+                    ("auth[member_id]", auth["member_id"]),
+                    ("auth[scope]", scope),
+                    ("auth[status]", "L"),
+                    ("auth[application_token]", auth["application_token"]),
+                ],
+            )
         for w in hooks:
-            self.deliverer.send(w.url, [
-                ("event", delivered), *pairs_of("data", data), ("ts", ts),
-                ("auth[domain]", auth["domain"]), ("auth[member_id]", auth["member_id"]),
-                ("auth[application_token]", w.token)])
+            self.deliverer.send(
+                w.url,
+                [
+                    ("event", delivered),
+                    *pairs_of("data", data),
+                    ("ts", ts),
+                    ("auth[domain]", auth["domain"]),
+                    ("auth[member_id]", auth["member_id"]),
+                    ("auth[application_token]", w.token),
+                ],
+            )
 
     def _record(self, name: str, data: dict, obj: tuple) -> None:
         """One offline entry per object: update its open entry, else add one (under the lock)."""
@@ -257,13 +318,18 @@ class EventHub:
         connector = str(ci_get(params, "auth_connector") or "")
         with self._lock:
             for b in self.bindings.values():
-                if (b.event, b.handler, b.auth_type, b.offline, b.connector) == \
-                        (event, handler, auth_type, offline, connector):
+                if (b.event, b.handler, b.auth_type, b.offline, b.connector) == (
+                    event,
+                    handler,
+                    auth_type,
+                    offline,
+                    connector,
+                ):
                     raise ApiError("ERROR_CORE", "Handler already binded", 400)
             self._next_binding += 1
             self.bindings[self._next_binding] = Binding(
-                self._next_binding, event, handler, auth_type, offline, connector,
-                ci_get(params, "options"))
+                self._next_binding, event, handler, auth_type, offline, connector, ci_get(params, "options")
+            )
         return True
 
     def unbind(self, params: dict) -> dict:
@@ -271,18 +337,24 @@ class EventHub:
         offline = _event_type(params) == "offline"
         handler, auth_type = ci_get(params, "handler"), ci_get(params, "auth_type")
         with self._lock:
-            gone = [b.id for b in self.bindings.values()
-                    if b.offline == offline and (not event or b.event == event)
-                    and (handler in (None, "") or b.handler == str(handler))
-                    and (auth_type is None or b.auth_type == (str(auth_type) or "0"))]
+            gone = [
+                b.id
+                for b in self.bindings.values()
+                if b.offline == offline
+                and (not event or b.event == event)
+                and (handler in (None, "") or b.handler == str(handler))
+                and (auth_type is None or b.auth_type == (str(auth_type) or "0"))
+            ]
             for i in gone:
                 del self.bindings[i]
         return {"count": len(gone)}
 
     def get(self, params: dict) -> list[dict]:
         with self._lock:
-            return [{"event": b.event, "handler": b.handler, "auth_type": b.auth_type,
-                     "offline": int(b.offline)} for b in self.bindings.values()]
+            return [
+                {"event": b.event, "handler": b.handler, "auth_type": b.auth_type, "offline": int(b.offline)}
+                for b in self.bindings.values()
+            ]
 
     # ---- event.offline.get / event.offline.clear --------------------------------------------
     def offline_get(self, params: dict) -> dict:
@@ -296,7 +368,7 @@ class EventHub:
             rows = [e for e in self.queue if not e.process_id and e.error == error and test(e)]
             for key, desc in reversed(order):
                 rows.sort(key=key, reverse=desc)
-            rows = rows[:max(0, limit)]
+            rows = rows[: max(0, limit)]
             if clear:
                 taken = {id(e) for e in rows}
                 self.queue = [e for e in self.queue if id(e) not in taken]
@@ -305,9 +377,17 @@ class EventHub:
                 pid = given or secrets.token_hex(16)
                 for e in rows:
                     e.process_id = pid
-            events = [{"ID": str(e.id), "TIMESTAMP_X": fmt_dt(e.at), "EVENT_NAME": e.event,
-                       "EVENT_DATA": e.data, "EVENT_ADDITIONAL": False,
-                       "MESSAGE_ID": e.message_id} for e in rows]
+            events = [
+                {
+                    "ID": str(e.id),
+                    "TIMESTAMP_X": fmt_dt(e.at),
+                    "EVENT_NAME": e.event,
+                    "EVENT_DATA": e.data,
+                    "EVENT_ADDITIONAL": False,
+                    "MESSAGE_ID": e.message_id,
+                }
+                for e in rows
+            ]
         return {"process_id": pid, "events": events}
 
     def offline_clear(self, params: dict) -> bool:
@@ -316,12 +396,14 @@ class EventHub:
             raise ApiError("ERROR_ARGUMENT", "Argument 'process_id' is null or empty", 400)
         ids, mids = _strings(ci_get(params, "id")), _strings(ci_get(params, "message_id"))
         with self._lock:
+
             def cleared(e: Entry) -> bool:
                 if e.process_id != pid:
                     return False
                 if ids is not None:
                     return str(e.id) in ids
                 return mids is None or e.message_id in mids
+
             self.queue = [e for e in self.queue if not cleared(e)]
         return True
 
@@ -351,12 +433,21 @@ def _strings(value) -> set[str] | None:
 
 
 # The fields event.offline.get filters and sorts on, and how to read them from an entry.
-_FIELDS = {"ID": (lambda e: e.id, int), "TIMESTAMP_X": (lambda e: e.at, parse_dt),
-           "EVENT_NAME": (lambda e: e.event, lambda v: str(v).upper()),
-           "MESSAGE_ID": (lambda e: e.message_id, str)}
-_OPS = {"=": lambda a, b: a == b, "!": lambda a, b: a != b, "!=": lambda a, b: a != b,
-        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b}
+_FIELDS = {
+    "ID": (lambda e: e.id, int),
+    "TIMESTAMP_X": (lambda e: e.at, parse_dt),
+    "EVENT_NAME": (lambda e: e.event, lambda v: str(v).upper()),
+    "MESSAGE_ID": (lambda e: e.message_id, str),
+}
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!": lambda a, b: a != b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
 
 
 def _offline_filter(flt) -> Callable[[Entry], bool]:
@@ -368,7 +459,7 @@ def _offline_filter(flt) -> Callable[[Entry], bool]:
     for key, raw in flt.items():
         key = str(key)
         op = next((o for o in (">=", "<=", "!=", "=", "!", ">", "<") if key.startswith(o)), "")
-        name = key[len(op):].upper()
+        name = key[len(op) :].upper()
         if name not in _FIELDS:
             raise ApiError("ERROR_ARGUMENT", f"Filter field '{name}' is not supported", 400)
         get, conv = _FIELDS[name]
@@ -396,6 +487,7 @@ def _offline_order(order) -> list[tuple]:
 
 
 # ---- the REST methods (each takes (portal, params); the server checks the auth context) ---
+
 
 def _hub(p) -> EventHub:
     return p.events

@@ -18,20 +18,41 @@ def _alive(r) -> bool:
 
 # ---- list methods -----------------------------------------------------------------------
 
-def _list(p: Portal, params: dict, entity: str, table: str, *, names="old", typed=False,
-          filter_key="filter", order=None, default_order=None, wrap=None, out_camel=False,
-          strict=False, rows=None, by_id=None, visible=_alive, select_default_all=True):
+
+def _list(
+    p: Portal,
+    params: dict,
+    entity: str,
+    table: str,
+    *,
+    names="old",
+    typed=False,
+    filter_key="filter",
+    order=None,
+    default_order=None,
+    wrap=None,
+    out_camel=False,
+    strict=False,
+    rows=None,
+    by_id=None,
+    visible=_alive,
+    select_default_all=True,
+):
     spec = p.spec(entity)
     flt = None if entity in p.ignoring_filters else ci_get(params, filter_key)
     q = compile_filter(flt, spec, names, strict)
-    order_spec = parse_order(order if order is not None else ci_get(params, "order"),
-                             spec, names, strict) or default_order or []
+    order_spec = (
+        parse_order(order if order is not None else ci_get(params, "order"), spec, names, strict)
+        or default_order
+        or []
+    )
     start = parse_start(ci_get(params, "start"))
     ds = p.ds
     with ds.lock:
         src = rows if rows is not None else ds.rows(table)
-        page, total = run_list(src, spec, q, order_spec, start, visible,
-                               by_id if rows is not None else ds.by_id(table))
+        page, total = run_list(
+            src, spec, q, order_spec, start, visible, by_id if rows is not None else ds.by_id(table)
+        )
         fields = p.select(spec, ci_get(params, "select"), names, select_default_all)
         if out_camel:
             fields = [(f.new, f) for _, f in fields if f.new]
@@ -59,8 +80,12 @@ def company_list(p, params):
     return _list(p, params, "company", "companies")
 
 
-_ITEM_TABLES = {1: ("lead", "leads"), 2: ("deal", "deals"), 3: ("contact", "contacts"),
-                4: ("company", "companies")}
+_ITEM_TABLES = {
+    1: ("lead", "leads"),
+    2: ("deal", "deals"),
+    3: ("contact", "contacts"),
+    4: ("company", "companies"),
+}
 
 
 def entity_type(params) -> int:
@@ -80,22 +105,46 @@ def item_list(p, params):
 
 def task_list(p, params):
     spec = p.spec("task")
-    return _list(p, params, "task", "tasks", wrap="tasks", out_camel=True,
-                 default_order=[(spec.by_old["ID"], True)], select_default_all=False)
+    return _list(
+        p,
+        params,
+        "task",
+        "tasks",
+        wrap="tasks",
+        out_camel=True,
+        default_order=[(spec.by_old["ID"], True)],
+        select_default_all=False,
+    )
 
 
 def voximplant_statistic_get(p, params):
     sort = ci_get(params, "SORT")
     order = {sort: ci_get(params, "ORDER", "ASC")} if sort else None
-    return _list(p, params, "call", "calls", filter_key="FILTER", order=order or {},
-                 visible=None, select_default_all=False)
+    return _list(
+        p,
+        params,
+        "call",
+        "calls",
+        filter_key="FILTER",
+        order=order or {},
+        visible=None,
+        select_default_all=False,
+    )
 
 
 def activity_list(p, params):
     spec = p.spec("activity")
     rows, by_id = p.activities()
-    return _list(p, params, "activity", "activities", rows=rows, by_id=by_id,
-                 select_default_all=False, default_order=[(spec.by_old["START_TIME"], False)])
+    return _list(
+        p,
+        params,
+        "activity",
+        "activities",
+        rows=rows,
+        by_id=by_id,
+        select_default_all=False,
+        default_order=[(spec.by_old["START_TIME"], False)],
+    )
 
 
 def stagehistory_list(p, params):
@@ -103,18 +152,28 @@ def stagehistory_list(p, params):
     if et not in (1, 2):
         raise ApiError("ENTITY_TYPE_NOT_SUPPORTED", "Entity type is not supported")
     kind = "deal" if et == 2 else "lead"
-    return _list(p, params, "stagehistory_" + kind, "", rows=p.history(kind), visible=None,
-                 wrap="items", select_default_all=False)
+    return _list(
+        p,
+        params,
+        "stagehistory_" + kind,
+        "",
+        rows=p.history(kind),
+        visible=None,
+        wrap="items",
+        select_default_all=False,
+    )
 
 
 def user_get(p, params):
     sort = ci_get(params, "sort")
     order = {sort: ci_get(params, "order", "ASC")} if isinstance(sort, str) and sort else {}
-    return _list(p, params, "user", "users", filter_key="FILTER", order=order, visible=None,
-                 select_default_all=False)
+    return _list(
+        p, params, "user", "users", filter_key="FILTER", order=order, visible=None, select_default_all=False
+    )
 
 
 # ---- pipelines and stages -----------------------------------------------------------------
+
 
 def category_list(p, params):
     et = entity_type(params)
@@ -122,9 +181,17 @@ def category_list(p, params):
     if et == 2:
         for pl in p.ds.pipelines:
             cid = p.vocab.category(pl["id"])
-            cats.append({"id": cid, "name": pl["name"], "sort": pl["sort"], "entityTypeId": 2,
-                         "isDefault": "Y" if cid == 0 else "N", "originId": "",
-                         "originatorId": ""})
+            cats.append(
+                {
+                    "id": cid,
+                    "name": pl["name"],
+                    "sort": pl["sort"],
+                    "entityTypeId": 2,
+                    "isDefault": "Y" if cid == 0 else "N",
+                    "originId": "",
+                    "originatorId": "",
+                }
+            )
     return Reply({"categories": cats}, len(cats))
 
 
@@ -134,8 +201,17 @@ def _status_rows(p: Portal) -> list[dict]:
         cat = p.vocab.category(pl["id"])
         for s in pl["stages"]:
             n += 1
-            rows.append(_status_row(n, p.vocab.entity_id(cat), p.vocab.stage_code[s["id"]],
-                                    s["name"], s["sort"], cat, s["semantics"]))
+            rows.append(
+                _status_row(
+                    n,
+                    p.vocab.entity_id(cat),
+                    p.vocab.stage_code[s["id"]],
+                    s["name"],
+                    s["sort"],
+                    cat,
+                    s["semantics"],
+                )
+            )
     for code, name, sort, sem in LEAD_STATUSES:
         n += 1
         rows.append(_status_row(n, "STATUS", code, name, sort, None, sem))
@@ -144,12 +220,19 @@ def _status_rows(p: Portal) -> list[dict]:
 
 def _status_row(n, entity_id, status_id, name, sort, cat, sem) -> dict:
     color = {"open": "#39A8EF", "won": "#7BD500", "lost": "#FF5752"}[sem]
-    return {"ID": str(n), "ENTITY_ID": entity_id, "STATUS_ID": status_id, "NAME": name,
-            "NAME_INIT": name if sem != "open" else "", "SORT": str(sort),
-            "SYSTEM": "Y" if sem != "open" or status_id.endswith("NEW") else "N",
-            "CATEGORY_ID": None if cat is None else str(cat), "COLOR": color,
-            "SEMANTICS": STATUS_SEMANTICS[sem],
-            "EXTRA": {"SEMANTICS": EXTRA_SEMANTICS[sem], "COLOR": color}}
+    return {
+        "ID": str(n),
+        "ENTITY_ID": entity_id,
+        "STATUS_ID": status_id,
+        "NAME": name,
+        "NAME_INIT": name if sem != "open" else "",
+        "SORT": str(sort),
+        "SYSTEM": "Y" if sem != "open" or status_id.endswith("NEW") else "N",
+        "CATEGORY_ID": None if cat is None else str(cat),
+        "COLOR": color,
+        "SEMANTICS": STATUS_SEMANTICS[sem],
+        "EXTRA": {"SEMANTICS": EXTRA_SEMANTICS[sem], "COLOR": color},
+    }
 
 
 def _dict_spec(rows: list[dict]) -> Spec:
@@ -173,8 +256,10 @@ def dict_list(rows: list[dict], params, default_sort: str | None):
         order = [(spec.by_old[default_sort], False)]
     for f, desc in reversed(order):
         numeric = all(str(f.get(r) or "0").lstrip("-").isdigit() for r in out)
-        out.sort(key=(lambda r, g=f.get: int(g(r) or 0)) if numeric
-                 else (lambda r, g=f.get: str(g(r) or "")), reverse=desc)
+        out.sort(
+            key=(lambda r, g=f.get: int(g(r) or 0)) if numeric else (lambda r, g=f.get: str(g(r) or "")),
+            reverse=desc,
+        )
     return out
 
 

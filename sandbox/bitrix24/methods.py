@@ -8,12 +8,29 @@ methods (`event.bind`, `event.offline.get`, ...) in `events`.
 
 from __future__ import annotations
 
-from .cards import (deal_contact_items_get, make_get, make_update, make_userfield_add,
-                    make_userfield_list, profile)
-from .lists import (activity_list, category_list, company_list, contact_list, deal_list,
-                    item_list, lead_list, stagehistory_list, status_list, task_list, user_get,
-                    voximplant_statistic_get)
+from .cards import (
+    deal_contact_items_get,
+    make_get,
+    make_update,
+    make_userfield_add,
+    make_userfield_list,
+    profile,
+)
 from .events import METHODS as EVENT_METHODS
+from .lists import (
+    activity_list,
+    category_list,
+    company_list,
+    contact_list,
+    deal_list,
+    item_list,
+    lead_list,
+    stagehistory_list,
+    status_list,
+    task_list,
+    user_get,
+    voximplant_statistic_get,
+)
 from .portal import Portal, Reply
 
 __all__ = ["METHODS", "Portal", "Reply", "scope_of"]
@@ -40,18 +57,27 @@ METHODS = {
     "crm.company.userfield.list": make_userfield_list("company"),
     "crm.contact.userfield.add": make_userfield_add("contact"),
     "crm.company.userfield.add": make_userfield_add("company"),
-    "crm.contact.update": make_update("contact", "contacts",
-                                      {"NAME": "first_name", "LAST_NAME": "last_name",
-                                       "ASSIGNED_BY_ID": "responsible_user_id"}),
-    "crm.company.update": make_update("company", "companies",
-                                      {"TITLE": "name", "ASSIGNED_BY_ID": "responsible_user_id"}),
+    "crm.contact.update": make_update(
+        "contact",
+        "contacts",
+        {"NAME": "first_name", "LAST_NAME": "last_name", "ASSIGNED_BY_ID": "responsible_user_id"},
+    ),
+    "crm.company.update": make_update(
+        "company", "companies", {"TITLE": "name", "ASSIGNED_BY_ID": "responsible_user_id"}
+    ),
     "profile": profile,
     **EVENT_METHODS,
 }
 
 # Which webhook/OAuth scope each method needs (None: always allowed).
-SCOPE_PREFIXES = (("crm.", "crm"), ("tasks.", "task"), ("task.", "task"), ("user.", "user"),
-                  ("voximplant.", "telephony"), ("telephony.", "telephony"))
+SCOPE_PREFIXES = (
+    ("crm.", "crm"),
+    ("tasks.", "task"),
+    ("task.", "task"),
+    ("user.", "user"),
+    ("voximplant.", "telephony"),
+    ("telephony.", "telephony"),
+)
 
 
 def scope_of(method: str) -> str | None:

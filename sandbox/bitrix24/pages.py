@@ -22,11 +22,19 @@ from .render import fmt_dt, to_old
 
 # Tables whose changes can alter an entity's rendered rows (a deal shows MOVED_TIME,
 # read from stage changes).
-DEPENDS = {"deal": ("deals", "stage_changes"), "lead": ("leads",), "contact": ("contacts",),
-           "company": ("companies",), "task": ("tasks",), "call": ("calls",),
-           "activity": ("calls", "activities"), "user": ("users",),
-           "stagehistory_deal": ("stage_changes",), "stagehistory_lead": ("leads",)}
-MAX_ROWS = 250_000          # encoded rows kept over all entities before starting afresh
+DEPENDS = {
+    "deal": ("deals", "stage_changes"),
+    "lead": ("leads",),
+    "contact": ("contacts",),
+    "company": ("companies",),
+    "task": ("tasks",),
+    "call": ("calls",),
+    "activity": ("calls", "activities"),
+    "user": ("users",),
+    "stagehistory_deal": ("stage_changes",),
+    "stagehistory_lead": ("leads",),
+}
+MAX_ROWS = 250_000  # encoded rows kept over all entities before starting afresh
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _NONCE = secrets.token_hex(8)
@@ -59,7 +67,7 @@ class PageCache:
         self.ds, self.max_rows = ds, max_rows
         self._entities: dict[str, tuple[tuple, dict]] = {}
         self._rows = 0
-        self.misses = 0                       # rows rendered, for tests and benchmarks
+        self.misses = 0  # rows rendered, for tests and benchmarks
 
     def clear(self) -> None:
         """Forget every encoded row (benchmarks use it to measure first reads)."""
@@ -67,8 +75,10 @@ class PageCache:
 
     def page(self, entity: str, rows: list[dict], fields: list[tuple], typed: bool) -> Page:
         ds = self.ds
-        valid = (tuple(ds.versions[t] for t in DEPENDS[entity]),
-                 len(ds.fields.get(entity, ())))   # contact/company columns grow with fields
+        valid = (
+            tuple(ds.versions[t] for t in DEPENDS[entity]),
+            len(ds.fields.get(entity, ())),
+        )  # contact/company columns grow with fields
         hit = self._entities.get(entity)
         if hit is None or hit[0] != valid:
             hit = self._entities[entity] = (valid, {})
@@ -84,7 +94,7 @@ class PageCache:
                 out[i] = done[rows[i]["id"]] = b
             self.misses += len(missing)
             self._rows += len(missing)
-            if self._rows > self.max_rows:    # a bound on memory, not an LRU: rare and cheap
+            if self._rows > self.max_rows:  # a bound on memory, not an LRU: rare and cheap
                 self.clear()
         return Page(out)
 
@@ -110,13 +120,19 @@ def _value(x) -> str:
 
 
 def _compile_encoder(fields: list[tuple], typed: bool):
-    env = {"_s": _jstr, "_v": _value, "_dt": fmt_dt, "_MONEY": '"%.2f"', "_INT": '"%d"',
-           "_float": lambda v: to_old("float", v)}
+    env = {
+        "_s": _jstr,
+        "_v": _value,
+        "_dt": fmt_dt,
+        "_MONEY": '"%.2f"',
+        "_INT": '"%d"',
+        "_float": lambda v: to_old("float", v),
+    }
     parts, seen = [], {}
     for i, (k, f) in enumerate(fields):
         env[f"g{i}"] = f.get
         env[f"k{i}"] = ("{" if i == 0 else ",") + _jstr(k) + ":"
-        if f.key and (f.key, f.kind) in seen:    # BEGINDATE and DATE_CREATE: one column
+        if f.key and (f.key, f.kind) in seen:  # BEGINDATE and DATE_CREATE: one column
             parts.append(f"k{i}, {seen[f.key, f.kind]}")
             continue
         v = f"r[{f.key!r}]" if f.key else f"g{i}(r)"
@@ -125,8 +141,9 @@ def _compile_encoder(fields: list[tuple], typed: bool):
         elif typed or f.kind not in ("int", "money", "float"):
             expr = f"(_s(x{i}) if type(x{i} := {v}) is str else _v(x{i}))"
         elif f.kind == "int":
-            expr = (f"('null' if (x{i} := {v}) is None else _INT % x{i} if type(x{i}) is int "
-                    f"else _s(str(x{i})))")
+            expr = (
+                f"('null' if (x{i} := {v}) is None else _INT % x{i} if type(x{i}) is int else _s(str(x{i})))"
+            )
         elif f.kind == "money":
             expr = f"('null' if (x{i} := {v}) is None else _MONEY % x{i})"
         else:
@@ -135,8 +152,7 @@ def _compile_encoder(fields: list[tuple], typed: bool):
             seen[f.key, f.kind] = f"e{i}"
             expr = f"(e{i} := {expr})"
         parts.append(f"k{i}, {expr}")
-    src = ("def _encode(rows):\n    return [''.join((" + ", ".join(parts)
-           + ", '}')).encode() for r in rows]\n")
+    src = "def _encode(rows):\n    return [''.join((" + ", ".join(parts) + ", '}')).encode() for r in rows]\n"
     exec(compile(src, "<bitrix24-encode>", "exec"), env)  # noqa: S102 - our own field table
     return env["_encode"]
 

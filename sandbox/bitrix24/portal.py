@@ -24,8 +24,8 @@ class Reply:
     result: object
     total: int | None = None
     next: int | None = None
-    page: str | None = None      # "fast" / "counted" list page, for the cost model
-    table: int = 0               # rows in the table behind a counted page
+    page: str | None = None  # "fast" / "counted" list page, for the cost model
+    table: int = 0  # rows in the table behind a counted page
 
     @classmethod
     def listing(cls, result, total: int | None, start: int, table: int, wrap: str | None = None):
@@ -42,15 +42,15 @@ class Portal:
     def __init__(self, ds):
         self.ds = ds
         self.vocab = Vocab(ds)
-        self.user_id = None          # the webhook's user, set by the server
+        self.user_id = None  # the webhook's user, set by the server
         self._factories = build_specs(self.vocab)
         self._cache: dict[str, tuple[int, Spec]] = {}
         self._history: dict[str, tuple[int, list]] = {}
         self._selects: dict[tuple, tuple] = {}
         self.pages = PageCache(ds)
-        self.malformed = Malformer(BITRIX24)   # the `malform` knob (sandbox.malformed)
+        self.malformed = Malformer(BITRIX24)  # the `malform` knob (sandbox.malformed)
         self.ignoring_filters: set[str] = set()  # the `ignore_list_filters` knob: entities
-        self.events = None                     # the server's `events.EventHub`
+        self.events = None  # the server's `events.EventHub`
 
     def malformed_page(self, entity: str, rows: list[dict], page: Page) -> Page:
         """`page` with the items a malformed kind was chosen for served changed."""
@@ -114,9 +114,17 @@ def _deal_history(ds, v: Vocab) -> list[dict]:
             type_id = 5
         else:
             type_id = 3 if stage["semantics"] != "open" else 2
-        out.append({"id": c["id"], "type_id": type_id, "owner_id": c["deal_id"],
-                    "at": c["changed_at"], "category_id": v.category(pipeline["id"]),
-                    "semantic": SEMANTIC[stage["semantics"]], "stage": v.stage_code[c["stage_id"]]})
+        out.append(
+            {
+                "id": c["id"],
+                "type_id": type_id,
+                "owner_id": c["deal_id"],
+                "at": c["changed_at"],
+                "category_id": v.category(pipeline["id"]),
+                "semantic": SEMANTIC[stage["semantics"]],
+                "stage": v.stage_code[c["stage_id"]],
+            }
+        )
     return out
 
 
@@ -129,11 +137,19 @@ def _lead_history(ds) -> list[dict]:
     out = []
     sem = {"open": "P", "converted": "S", "junk": "F"}
     for lead in ds.leads:
-        out.append({"type_id": 1, "owner_id": lead["id"], "at": lead["created_at"],
-                    "semantic": "P", "stage": "NEW"})
+        out.append(
+            {"type_id": 1, "owner_id": lead["id"], "at": lead["created_at"], "semantic": "P", "stage": "NEW"}
+        )
         if lead["closed_at"] is not None:
-            out.append({"type_id": 3, "owner_id": lead["id"], "at": lead["closed_at"],
-                        "semantic": sem[lead["status"]], "stage": lead["status_code"]})
+            out.append(
+                {
+                    "type_id": 3,
+                    "owner_id": lead["id"],
+                    "at": lead["closed_at"],
+                    "semantic": sem[lead["status"]],
+                    "stage": lead["status_code"],
+                }
+            )
     out.sort(key=lambda r: (r["at"], r["owner_id"], r["type_id"]))
     for i, row in enumerate(out, 1):
         row["id"] = i

@@ -79,17 +79,21 @@ def _predicate(op: str, get, kind: str, val):
         if val is None:
             return lambda r: get(r) not in (None, 0, "")
         return lambda r: get(r) != val
-    cmp = {">": lambda x: x > val, ">=": lambda x: x >= val,
-           "<": lambda x: x < val, "<=": lambda x: x <= val}[op]
+    cmp = {
+        ">": lambda x: x > val,
+        ">=": lambda x: x >= val,
+        "<": lambda x: x < val,
+        "<=": lambda x: x <= val,
+    }[op]
     return lambda r: (x := get(r)) is not None and val is not None and cmp(x)
 
 
 @dataclass
 class Query:
     preds: list
-    lo: tuple | None = None      # ("gt"|"ge", id) lower id bound
-    hi: tuple | None = None      # ("lt"|"le", id)
-    ids: list | None = None      # `@ID` / `=ID`
+    lo: tuple | None = None  # ("gt"|"ge", id) lower id bound
+    hi: tuple | None = None  # ("lt"|"le", id)
+    ids: list | None = None  # `@ID` / `=ID`
 
 
 def compile_filter(flt, spec: Spec, names: str = "old", strict: bool = False) -> Query:
@@ -107,8 +111,9 @@ def compile_filter(flt, spec: Spec, names: str = "old", strict: bool = False) ->
         f = _lookup(spec, name, names)
         if f is None:
             if strict:
-                raise ApiError("INVALID_ARG_VALUE",
-                               f"Invalid filter: field '{name}' is not allowed in filter")
+                raise ApiError(
+                    "INVALID_ARG_VALUE", f"Invalid filter: field '{name}' is not allowed in filter"
+                )
             continue
         val = _coerce("str" if f.kind == "list" else f.kind, raw)
         if f is spec.fields[0] and f.kind == "int":  # the id column: index it
@@ -164,8 +169,15 @@ def parse_order(order, spec: Spec, names: str, strict: bool = False) -> list[tup
     return out
 
 
-def run_list(rows: list[dict], spec: Spec, q: Query, order: list[tuple], start: int,
-             visible=None, by_id: dict | None = None) -> tuple[list[dict], int | None]:
+def run_list(
+    rows: list[dict],
+    spec: Spec,
+    q: Query,
+    order: list[tuple],
+    start: int,
+    visible=None,
+    by_id: dict | None = None,
+) -> tuple[list[dict], int | None]:
     """One page of raw rows, and the total (None when start=-1 skips counting)."""
     rows, lo, hi = _candidates(rows, q, by_id)
     preds = q.preds if visible is None else [visible, *q.preds]
@@ -189,9 +201,8 @@ def run_list(rows: list[dict], spec: Spec, q: Query, order: list[tuple], start: 
     matched = [rows[i] for i in range(lo, hi) if all(p(rows[i]) for p in preds)]
     for f, d in reversed(order):
         # None sorts first ascending (and last descending), as SQL does.
-        matched.sort(key=lambda r, g=f.get: ((x := g(r)) is not None, x if x is not None else 0),
-                     reverse=d)
-    return matched[offset:offset + PAGE], (len(matched) if counting else None)
+        matched.sort(key=lambda r, g=f.get: ((x := g(r)) is not None, x if x is not None else 0), reverse=d)
+    return matched[offset : offset + PAGE], (len(matched) if counting else None)
 
 
 def parse_start(value) -> int:

@@ -21,22 +21,30 @@ from .spec import Field, Spec
 MSK = timezone(timedelta(hours=3))
 _MSK_S = 3 * 3600
 # Call outcome -> voximplant.statistic.get CALL_FAILED_CODE and CALL_FAILED_REASON.
-CALL_FAILED = {"talked": ("200", "Success call"), "no_answer": ("304", "Skipped call"),
-               "busy": ("486", "Busy here"), "declined": ("603", "Call declined"),
-               "wrong_number": ("404", "Invalid number")}
+CALL_FAILED = {
+    "talked": ("200", "Success call"),
+    "no_answer": ("304", "Skipped call"),
+    "busy": ("486", "Busy here"),
+    "declined": ("603", "Call declined"),
+    "wrong_number": ("404", "Invalid number"),
+}
 
 SEMANTIC = {"open": "P", "won": "S", "lost": "F"}
 STATUS_SEMANTICS = {"open": None, "won": "S", "lost": "F"}
 EXTRA_SEMANTICS = {"open": "process", "won": "success", "lost": "failure"}
-LEAD_STATUSES = [("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "open"),
-                 ("CONVERTED", "Converted", 30, "won"), ("JUNK", "Junk", 40, "lost")]
+LEAD_STATUSES = [
+    ("NEW", "New", 10, "open"),
+    ("IN_PROCESS", "In progress", 20, "open"),
+    ("CONVERTED", "Converted", 30, "won"),
+    ("JUNK", "Junk", 40, "lost"),
+]
 TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration"}
 UF_TYPE = {"double": "numeric", "integer": "numeric", "string": "text", "enumeration": "select"}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
-_DAYS: dict[int, str] = {}        # day number -> "2026-11-23T"
-_CLOCK: list[str] | None = None    # second of the day -> "13:00:00+03:00"
+_DAYS: dict[int, str] = {}  # day number -> "2026-11-23T"
+_CLOCK: list[str] | None = None  # second of the day -> "13:00:00+03:00"
 
 
 def fmt_dt(ts: int | None) -> str | None:
@@ -167,18 +175,24 @@ def _uf_getter(f: dict):
     fid = f["id"]
     if f.get("enums"):  # list fields read back as the enum id, like the real API
         ids = {e["value"]: str(e["id"]) for e in f["enums"]}
-        return lambda r: (None if (x := r["custom"].get(fid)) is None else ids.get(x, x))
+        return lambda r: None if (x := r["custom"].get(fid)) is None else ids.get(x, x)
     return lambda r: r["custom"].get(fid)
 
 
 def _phones(r):
-    return [{"ID": str(r["id"] * 2), "VALUE_TYPE": "WORK", "VALUE": r["phone"],
-             "TYPE_ID": "PHONE"}] if r.get("phone") else None
+    return (
+        [{"ID": str(r["id"] * 2), "VALUE_TYPE": "WORK", "VALUE": r["phone"], "TYPE_ID": "PHONE"}]
+        if r.get("phone")
+        else None
+    )
 
 
 def _emails(r):
-    return [{"ID": str(r["id"] * 2 + 1), "VALUE_TYPE": "WORK", "VALUE": r["email"],
-             "TYPE_ID": "EMAIL"}] if r.get("email") else None
+    return (
+        [{"ID": str(r["id"] * 2 + 1), "VALUE_TYPE": "WORK", "VALUE": r["email"], "TYPE_ID": "EMAIL"}]
+        if r.get("email")
+        else None
+    )
 
 
 def _yn(b) -> str:
@@ -188,51 +202,59 @@ def _yn(b) -> str:
 def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
     """Spec factories per entity; contacts/companies rebuild when fields are added."""
     cat = lambda r: v.category(r["pipeline_id"])  # noqa: E731
-    deal = Spec([
-        Field("ID", "id", "id"),
-        Field("TITLE", "title", "name", "str"),
-        Field("TYPE_ID", "typeId", lambda r: "SALE", "str"),
-        Field("CATEGORY_ID", "categoryId", cat),
-        Field("STAGE_ID", "stageId", lambda r: v.stage_code[r["stage_id"]], "str"),
-        Field("STAGE_SEMANTIC_ID", "stageSemanticId", lambda r: SEMANTIC[r["status"]], "str"),
-        Field("IS_NEW", "isNew", lambda r: "N", "yn"),
-        Field("OPENED", "opened", lambda r: "Y", "yn"),
-        Field("CLOSED", "closed", lambda r: _yn(r["status"] != "open"), "yn"),
-        Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
-        Field("CURRENCY_ID", "currencyId", "currency", "str"),
-        Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
-        Field("CREATED_BY_ID", "createdBy", "responsible_user_id"),
-        Field("MODIFY_BY_ID", "updatedBy", "responsible_user_id"),
-        Field("CONTACT_ID", "contactId", lambda r: r["contact_ids"][0] if r["contact_ids"] else None),
-        Field(None, "contactIds", lambda r: list(r["contact_ids"]), "list"),
-        # Real portals send "0", not null, for a deal without a company.
-        Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
-        Field("BEGINDATE", "begindate", "created_at", "date"),
-        # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
-        # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).
-        Field("CLOSEDATE", "closedate", lambda r: portal_midnight(r["closed_at"]), "date"),
-        Field("DATE_CREATE", "createdTime", "created_at", "date"),
-        Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
-        Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
-        *source_fields(),
-    ])
-    lead = Spec([
-        Field("ID", "id", "id"),
-        Field("TITLE", "title", "title", "str"),
-        Field("STATUS_ID", "stageId", "status_code", "str"),
-        Field("STATUS_SEMANTIC_ID", "stageSemanticId",
-              lambda r: {"open": "P", "converted": "S", "junk": "F"}[r["status"]], "str"),
-        Field("OPENED", "opened", lambda r: "Y", "yn"),
-        Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
-        Field("CURRENCY_ID", "currencyId", "currency", "str"),
-        Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
-        Field("CONTACT_ID", "contactId", "contact_id"),
-        Field("COMPANY_ID", "companyId", "company_id"),
-        Field("DATE_CREATE", "createdTime", "created_at", "date"),
-        Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
-        Field("DATE_CLOSED", "closedate", "closed_at", "date"),
-        *source_fields(),
-    ])
+    deal = Spec(
+        [
+            Field("ID", "id", "id"),
+            Field("TITLE", "title", "name", "str"),
+            Field("TYPE_ID", "typeId", lambda r: "SALE", "str"),
+            Field("CATEGORY_ID", "categoryId", cat),
+            Field("STAGE_ID", "stageId", lambda r: v.stage_code[r["stage_id"]], "str"),
+            Field("STAGE_SEMANTIC_ID", "stageSemanticId", lambda r: SEMANTIC[r["status"]], "str"),
+            Field("IS_NEW", "isNew", lambda r: "N", "yn"),
+            Field("OPENED", "opened", lambda r: "Y", "yn"),
+            Field("CLOSED", "closed", lambda r: _yn(r["status"] != "open"), "yn"),
+            Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
+            Field("CURRENCY_ID", "currencyId", "currency", "str"),
+            Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
+            Field("CREATED_BY_ID", "createdBy", "responsible_user_id"),
+            Field("MODIFY_BY_ID", "updatedBy", "responsible_user_id"),
+            Field("CONTACT_ID", "contactId", lambda r: r["contact_ids"][0] if r["contact_ids"] else None),
+            Field(None, "contactIds", lambda r: list(r["contact_ids"]), "list"),
+            # Real portals send "0", not null, for a deal without a company.
+            Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
+            Field("BEGINDATE", "begindate", "created_at", "date"),
+            # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
+            # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).
+            Field("CLOSEDATE", "closedate", lambda r: portal_midnight(r["closed_at"]), "date"),
+            Field("DATE_CREATE", "createdTime", "created_at", "date"),
+            Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
+            Field("MOVED_TIME", "movedTime", v.moved_time, "date"),
+            *source_fields(),
+        ]
+    )
+    lead = Spec(
+        [
+            Field("ID", "id", "id"),
+            Field("TITLE", "title", "title", "str"),
+            Field("STATUS_ID", "stageId", "status_code", "str"),
+            Field(
+                "STATUS_SEMANTIC_ID",
+                "stageSemanticId",
+                lambda r: {"open": "P", "converted": "S", "junk": "F"}[r["status"]],
+                "str",
+            ),
+            Field("OPENED", "opened", lambda r: "Y", "yn"),
+            Field("OPPORTUNITY", "opportunity", lambda r: float(r["amount"]), "money"),
+            Field("CURRENCY_ID", "currencyId", "currency", "str"),
+            Field("ASSIGNED_BY_ID", "assignedById", "responsible_user_id"),
+            Field("CONTACT_ID", "contactId", "contact_id"),
+            Field("COMPANY_ID", "companyId", "company_id"),
+            Field("DATE_CREATE", "createdTime", "created_at", "date"),
+            Field("DATE_MODIFY", "updatedTime", "updated_at", "date"),
+            Field("DATE_CLOSED", "closedate", "closed_at", "date"),
+            *source_fields(),
+        ]
+    )
 
     def contact() -> Spec:
         fs = [
@@ -264,70 +286,92 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
         ]
         return Spec(fs + _uf_fields(v, "company"))
 
-    task = Spec([
-        Field("ID", "id", "id"),
-        Field("TITLE", "title", "text", "str"),
-        Field("DESCRIPTION", "description", lambda r: "", "str"),
-        Field("RESPONSIBLE_ID", "responsibleId", "responsible_user_id"),
-        Field("CREATED_BY", "createdBy", "responsible_user_id"),
-        Field("CREATED_DATE", "createdDate", "created_at", "date"),
-        Field("CHANGED_DATE", "changedDate", "updated_at", "date"),
-        Field("CLOSED_DATE", "closedDate", "completed_at", "date"),
-        Field("DEADLINE", "deadline", "due_at", "date"),
-        Field("STATUS", "status", lambda r: 5 if r["is_completed"] else 2),
-        Field("REAL_STATUS", "realStatus", lambda r: 5 if r["is_completed"] else 2),
-        Field("UF_CRM_TASK", "ufCrmTask", _task_crm, "list"),
-    ])
-    call = Spec([
-        Field("ID", None, "id"),
-        Field("CALL_ID", None, lambda r: f"externalcall.{r['id']:x}.{r['started_at']}", "str"),
-        Field("CALL_CATEGORY", None, lambda r: "external", "str"),
-        Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
-        Field("CALL_DURATION", None, "duration_s"),
-        Field("CALL_START_DATE", None, "started_at", "date"),
-        Field("CALL_FAILED_CODE", None, lambda r: CALL_FAILED[outcome_of(r)][0], "str"),
-        Field("CALL_FAILED_REASON", None, lambda r: CALL_FAILED[outcome_of(r)][1], "str"),
-        Field("PORTAL_USER_ID", None, "responsible_user_id"),
-        Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
-        Field("PHONE_NUMBER", None, "phone", "str"),
-        Field("CRM_ENTITY_TYPE", None,
-              lambda r: r["entity_type"].upper() if r["entity_type"] else None, "str"),
-        Field("CRM_ENTITY_ID", None, "entity_id"),
-        Field("CRM_ACTIVITY_ID", None, lambda r: r.get("activity_id") or 0),
-        Field("COST", None, lambda r: 0.0, "money"),
-        # The client's rating of the call, 1-5, when the line asks for one; "0": none.
-        Field("CALL_VOTE", None, lambda r: r.get("vote") or 0),
-        Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
-    ])
+    task = Spec(
+        [
+            Field("ID", "id", "id"),
+            Field("TITLE", "title", "text", "str"),
+            Field("DESCRIPTION", "description", lambda r: "", "str"),
+            Field("RESPONSIBLE_ID", "responsibleId", "responsible_user_id"),
+            Field("CREATED_BY", "createdBy", "responsible_user_id"),
+            Field("CREATED_DATE", "createdDate", "created_at", "date"),
+            Field("CHANGED_DATE", "changedDate", "updated_at", "date"),
+            Field("CLOSED_DATE", "closedDate", "completed_at", "date"),
+            Field("DEADLINE", "deadline", "due_at", "date"),
+            Field("STATUS", "status", lambda r: 5 if r["is_completed"] else 2),
+            Field("REAL_STATUS", "realStatus", lambda r: 5 if r["is_completed"] else 2),
+            Field("UF_CRM_TASK", "ufCrmTask", _task_crm, "list"),
+        ]
+    )
+    call = Spec(
+        [
+            Field("ID", None, "id"),
+            Field("CALL_ID", None, lambda r: f"externalcall.{r['id']:x}.{r['started_at']}", "str"),
+            Field("CALL_CATEGORY", None, lambda r: "external", "str"),
+            Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
+            Field("CALL_DURATION", None, "duration_s"),
+            Field("CALL_START_DATE", None, "started_at", "date"),
+            Field("CALL_FAILED_CODE", None, lambda r: CALL_FAILED[outcome_of(r)][0], "str"),
+            Field("CALL_FAILED_REASON", None, lambda r: CALL_FAILED[outcome_of(r)][1], "str"),
+            Field("PORTAL_USER_ID", None, "responsible_user_id"),
+            Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
+            Field("PHONE_NUMBER", None, "phone", "str"),
+            Field(
+                "CRM_ENTITY_TYPE",
+                None,
+                lambda r: r["entity_type"].upper() if r["entity_type"] else None,
+                "str",
+            ),
+            Field("CRM_ENTITY_ID", None, "entity_id"),
+            Field("CRM_ACTIVITY_ID", None, lambda r: r.get("activity_id") or 0),
+            Field("COST", None, lambda r: 0.0, "money"),
+            # The client's rating of the call, 1-5, when the line asks for one; "0": none.
+            Field("CALL_VOTE", None, lambda r: r.get("vote") or 0),
+            Field("COST_CURRENCY", None, lambda r: "RUB", "str"),
+        ]
+    )
     activity = activity_spec()
-    user = Spec([
-        Field("ID", None, "id"),
-        Field("ACTIVE", None, lambda r: bool(r["is_active"]), "bool"),
-        Field("NAME", None, lambda r: r["name"].split(" ", 1)[0], "str"),
-        Field("LAST_NAME", None, lambda r: (r["name"].split(" ", 1) + [""])[1], "str"),
-        Field("EMAIL", None, "email", "str"),
-        Field("USER_TYPE", None, lambda r: "employee", "str"),
-        Field("UF_DEPARTMENT", None, lambda r: [1], "list"),
-    ])
-    stage_history = Spec([
-        Field("ID", None, "id"),
-        Field("TYPE_ID", None, "type_id"),
-        Field("OWNER_ID", None, "owner_id"),
-        Field("CREATED_TIME", None, "at", "date"),
-        Field("CATEGORY_ID", None, lambda r: r.get("category_id")),
-        Field("STAGE_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
-        Field("STAGE_ID", None, lambda r: r.get("stage"), "str"),
-    ])
-    lead_history = Spec([
-        Field("ID", None, "id"),
-        Field("TYPE_ID", None, "type_id"),
-        Field("OWNER_ID", None, "owner_id"),
-        Field("CREATED_TIME", None, "at", "date"),
-        Field("STATUS_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
-        Field("STATUS_ID", None, lambda r: r.get("stage"), "str"),
-    ])
-    fixed = {"deal": deal, "lead": lead, "task": task, "call": call, "activity": activity,
-             "user": user, "stagehistory_deal": stage_history, "stagehistory_lead": lead_history}
+    user = Spec(
+        [
+            Field("ID", None, "id"),
+            Field("ACTIVE", None, lambda r: bool(r["is_active"]), "bool"),
+            Field("NAME", None, lambda r: r["name"].split(" ", 1)[0], "str"),
+            Field("LAST_NAME", None, lambda r: (r["name"].split(" ", 1) + [""])[1], "str"),
+            Field("EMAIL", None, "email", "str"),
+            Field("USER_TYPE", None, lambda r: "employee", "str"),
+            Field("UF_DEPARTMENT", None, lambda r: [1], "list"),
+        ]
+    )
+    stage_history = Spec(
+        [
+            Field("ID", None, "id"),
+            Field("TYPE_ID", None, "type_id"),
+            Field("OWNER_ID", None, "owner_id"),
+            Field("CREATED_TIME", None, "at", "date"),
+            Field("CATEGORY_ID", None, lambda r: r.get("category_id")),
+            Field("STAGE_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
+            Field("STAGE_ID", None, lambda r: r.get("stage"), "str"),
+        ]
+    )
+    lead_history = Spec(
+        [
+            Field("ID", None, "id"),
+            Field("TYPE_ID", None, "type_id"),
+            Field("OWNER_ID", None, "owner_id"),
+            Field("CREATED_TIME", None, "at", "date"),
+            Field("STATUS_SEMANTIC_ID", None, lambda r: r.get("semantic"), "str"),
+            Field("STATUS_ID", None, lambda r: r.get("stage"), "str"),
+        ]
+    )
+    fixed = {
+        "deal": deal,
+        "lead": lead,
+        "task": task,
+        "call": call,
+        "activity": activity,
+        "user": user,
+        "stagehistory_deal": stage_history,
+        "stagehistory_lead": lead_history,
+    }
     out = {k: (lambda s=s: s) for k, s in fixed.items()}
     out["contact"] = contact
     out["company"] = company

@@ -62,18 +62,47 @@ class Bitrix24Sandbox(SandboxServer):
     (`drop_next`, `repeat_next`, `delay_s`, `pause`/`resume`, `forge`, `wait_idle`).
     """
 
-    def __init__(self, dataset=None, *, host="127.0.0.1", port=0, seed=1, size=1000,
-                 latency_ms=0, limits=True, bucket_size=50, drain_rate=2.0, cost_model=False,
-                 page_cost_s=0.1, count_cost_s=2e-5, operating_budget_s=480.0,
-                 operating_window_s=600.0,
-                 webhook_user=1, webhook_secret="sandboxsecret123", client_id="sandbox.app",
-                 client_secret="sandbox-secret", scopes=("crm", "task", "user", "telephony"),
-                 fault_rate=0.0, faults=("500",), https=False, timeout_hold_s=1.0,
-                 access_ttl_s=3600):
-        super().__init__(host=host, port=port, latency_ms=latency_ms, fault_rate=fault_rate,
-                         faults=faults, seed=seed, timeout_hold_s=timeout_hold_s, https=https)
+    def __init__(
+        self,
+        dataset=None,
+        *,
+        host="127.0.0.1",
+        port=0,
+        seed=1,
+        size=1000,
+        latency_ms=0,
+        limits=True,
+        bucket_size=50,
+        drain_rate=2.0,
+        cost_model=False,
+        page_cost_s=0.1,
+        count_cost_s=2e-5,
+        operating_budget_s=480.0,
+        operating_window_s=600.0,
+        webhook_user=1,
+        webhook_secret="sandboxsecret123",
+        client_id="sandbox.app",
+        client_secret="sandbox-secret",
+        scopes=("crm", "task", "user", "telephony"),
+        fault_rate=0.0,
+        faults=("500",),
+        https=False,
+        timeout_hold_s=1.0,
+        access_ttl_s=3600,
+    ):
+        super().__init__(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            fault_rate=fault_rate,
+            faults=faults,
+            seed=seed,
+            timeout_hold_s=timeout_hold_s,
+            https=https,
+        )
         if dataset is None:
             from sandbox.data import generate
+
             dataset = generate(seed=seed, size=size)
         self.dataset = dataset
         self.portal = Portal(dataset)
@@ -89,7 +118,7 @@ class Bitrix24Sandbox(SandboxServer):
         self.limit_errors = 0
         self.limit_counts = {"QUERY_LIMIT_EXCEEDED": 0, "OPERATION_TIME_LIMIT": 0}
         self._count_lock = threading.Lock()
-        self.application_token = secrets.token_hex(16)   # the app's, sent with its events
+        self.application_token = secrets.token_hex(16)  # the app's, sent with its events
         self.deliveries = Deliverer()
         self.events = EventHub(dataset, self.deliveries, self._event_auth)
         self.portal.events = self.events
@@ -136,9 +165,13 @@ class Bitrix24Sandbox(SandboxServer):
 
     def _event_auth(self) -> dict:
         """The `auth[...]` values of the app's event deliveries."""
-        return {"domain": f"{self.host}:{self.port}", "client_endpoint": self.client_endpoint,
-                "server_endpoint": f"{self.url}/oauth/rest/", "member_id": MEMBER_ID,
-                "application_token": self.application_token}
+        return {
+            "domain": f"{self.host}:{self.port}",
+            "client_endpoint": self.client_endpoint,
+            "server_endpoint": f"{self.url}/oauth/rest/",
+            "member_id": MEMBER_ID,
+            "application_token": self.application_token,
+        }
 
     def stop(self) -> None:
         self.deliveries.stop()
@@ -175,7 +208,7 @@ class Bitrix24Sandbox(SandboxServer):
             else:
                 self.oauth.check(params.get("auth"))
             params.pop("auth", None)
-            app = user is None   # OAuth: the application's context
+            app = user is None  # OAuth: the application's context
             if method == "batch":
                 return Response(200, dumps(self._batch(params, app)))
             return Response(200, dumps(self._call(method, params, app)))
@@ -201,17 +234,24 @@ class Bitrix24Sandbox(SandboxServer):
             out = self.oauth.token(params)
         except ApiError as e:
             return _error(e)
-        out.update({"client_endpoint": self.client_endpoint,
-                    "server_endpoint": f"{self.url}/oauth/rest/",
-                    "domain": f"{self.host}:{self.port}", "member_id": MEMBER_ID,
-                    "scope": ",".join(self.scopes), "status": "L",
-                    "user_id": int(self.webhook_user)})
+        out.update(
+            {
+                "client_endpoint": self.client_endpoint,
+                "server_endpoint": f"{self.url}/oauth/rest/",
+                "domain": f"{self.host}:{self.port}",
+                "member_id": MEMBER_ID,
+                "scope": ",".join(self.scopes),
+                "status": "L",
+                "user_id": int(self.webhook_user),
+            }
+        )
         return Response.json(out)
 
     def _authorize(self, params: dict) -> Response:
         try:
-            to = self.oauth.authorize({**params, "_domain": f"{self.host}:{self.port}",
-                                       "_scope": ",".join(self.scopes)})
+            to = self.oauth.authorize(
+                {**params, "_domain": f"{self.host}:{self.port}", "_scope": ",".join(self.scopes)}
+            )
         except ApiError as e:
             return _error(e)
         return Response(302, b"", "", {"Location": to})
@@ -236,15 +276,21 @@ class Bitrix24Sandbox(SandboxServer):
             raise ApiError("WRONG_AUTH_TYPE", "Application context required", 403)
         scope = scope_of(method)
         if scope and scope not in self.scopes:
-            raise ApiError("insufficient_scope",
-                           "The request requires higher privileges than provided by the webhook token",
-                           403)
+            raise ApiError(
+                "insufficient_scope",
+                "The request requires higher privileges than provided by the webhook token",
+                403,
+            )
         if self.operating.blocked(method):
             self._count("OPERATION_TIME_LIMIT")
-            raise ApiError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.",
-                           429, {"method": method})
+            raise ApiError(
+                "OPERATION_TIME_LIMIT",
+                "Method is blocked due to operation time limit.",
+                429,
+                {"method": method},
+            )
         t0, cpu0 = time.time(), time.thread_time()
-        with self.events.call(ci_get(params, "auth_connector")):   # one event per object
+        with self.events.call(ci_get(params, "auth_connector")):  # one event per object
             reply = fn(self.portal, params)
         spent = None
         if self.cost_model:
@@ -268,9 +314,16 @@ class Bitrix24Sandbox(SandboxServer):
     def _time(self, t0: float, t1: float, method: str | None, spent: float | None = None) -> dict:
         used, reset = self.operating.used(method) if method else (0.0, int(t1))
         spent = t1 - t0 if spent is None else spent
-        return {"start": t0, "finish": t1, "duration": spent, "processing": spent,
-                "date_start": fmt_dt(int(t0)), "date_finish": fmt_dt(int(t1)),
-                "operating_reset_at": reset, "operating": round(used, 6)}
+        return {
+            "start": t0,
+            "finish": t1,
+            "duration": spent,
+            "processing": spent,
+            "date_start": fmt_dt(int(t0)),
+            "date_finish": fmt_dt(int(t1)),
+            "operating_reset_at": reset,
+            "operating": round(used, 6),
+        }
 
     def _time_for(self, e: ApiError) -> dict | None:
         if e.code != "OPERATION_TIME_LIMIT":
@@ -291,14 +344,15 @@ class Bitrix24Sandbox(SandboxServer):
         if len(items) > MAX_BATCH:
             raise ApiError("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
         halt = str(ci_get(params, "halt", "0")).lower() in ("1", "true", "y")
-        sec = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {},
-               "result_time": {}}
+        sec = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}}
         for key, text in items:
             try:
                 method, _, query = _resolve(str(text), sec).partition("?")
                 method = method.strip().lower().removesuffix(".json")
                 if method == "batch":
-                    raise ApiError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
+                    raise ApiError(
+                        "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405
+                    )
                 reply, tm = self._run(method, parse_query(query), app)
             except ApiError as e:
                 sec["result_error"][key] = {"error": e.code, "error_description": e.description}
@@ -313,8 +367,7 @@ class Bitrix24Sandbox(SandboxServer):
             sec["result_time"][key] = tm
         t1 = time.time()
         # The outer batch is not charged to any method's operating budget.
-        return {"result": {k: _php_array(v) for k, v in sec.items()},
-                "time": self._time(t0, t1, None)}
+        return {"result": {k: _php_array(v) for k, v in sec.items()}, "time": self._time(t0, t1, None)}
 
     # ---- HTTPS ----------------------------------------------------------------------------
     def _wrap_socket(self, httpd) -> None:
@@ -325,8 +378,12 @@ class Bitrix24Sandbox(SandboxServer):
     # ---- plumbing overrides -----------------------------------------------------------------
     def fault_response(self) -> Response:
         # Real portals answer 5xx with an HTML page from the web server, not JSON.
-        return Response(500, b"<html><head><title>500 Internal Server Error</title></head>"
-                             b"<body><h1>Internal Server Error</h1></body></html>", "text/html")
+        return Response(
+            500,
+            b"<html><head><title>500 Internal Server Error</title></head>"
+            b"<body><h1>Internal Server Error</h1></body></html>",
+            "text/html",
+        )
 
     def limit_response(self) -> Response:
         return _error(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
@@ -343,8 +400,16 @@ class Bitrix24Sandbox(SandboxServer):
             params[k] = "***"
         path = req.path.replace(f"/{self.webhook_secret}/", "/***/")
         with self._log_lock:
-            self.request_log.append({"method": req.method, "path": path, "params": params,
-                                     "status": status, "fault": fault, "at": time.time()})
+            self.request_log.append(
+                {
+                    "method": req.method,
+                    "path": path,
+                    "params": params,
+                    "status": status,
+                    "fault": fault,
+                    "at": time.time(),
+                }
+            )
 
 
 def _error(e: ApiError, tm: dict | None = None) -> Response:
@@ -365,11 +430,15 @@ def _php_array(d: dict):
 
 def _resolve(text: str, sec: dict) -> str:
     """Substitute `$result[key][0][ID]`-style references with earlier sub-call results."""
+
     def sub(m):
         node = sec.get(m.group(1), {}).get(m.group(2))
         for part in re.findall(r"\[([^\]]*)\]", m.group(3)):
-            if isinstance(node, (list, Page)) and part.lstrip("-").isdigit() \
-                    and -len(node) <= int(part) < len(node):
+            if (
+                isinstance(node, (list, Page))
+                and part.lstrip("-").isdigit()
+                and -len(node) <= int(part) < len(node)
+            ):
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node:
                 node = node[part]
@@ -383,4 +452,5 @@ def _resolve(text: str, sec: dict) -> str:
         if isinstance(node, (dict, list, Page)):
             return quote(json.dumps(plain(node)), safe="")
         return quote(str(node), safe="")
+
     return _REF.sub(sub, text)

@@ -10,11 +10,11 @@ from typing import Callable
 
 @dataclass
 class Field:
-    old: str | None          # UPPER name in old methods; None = not in old methods
-    new: str | None          # camelCase name; None = not in typed methods
-    get: Callable[[dict], object] | str   # a getter, or a dataset key read as r[key]
-    kind: str = "int"        # int | money | str | date | yn | list | bool | float
-    explicit: bool = False   # only when named in select (multi-fields)
+    old: str | None  # UPPER name in old methods; None = not in old methods
+    new: str | None  # camelCase name; None = not in typed methods
+    get: Callable[[dict], object] | str  # a getter, or a dataset key read as r[key]
+    kind: str = "int"  # int | money | str | date | yn | list | bool | float
+    explicit: bool = False  # only when named in select (multi-fields)
     key: str | None = None
 
     def __post_init__(self):

@@ -39,8 +39,13 @@ class Receiver:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n).decode()
                 with owner._cond:
-                    owner.got.append(Delivery(self.path, self.headers.get("Content-Type", ""),
-                                              parse_qsl(body, keep_blank_values=True)))
+                    owner.got.append(
+                        Delivery(
+                            self.path,
+                            self.headers.get("Content-Type", ""),
+                            parse_qsl(body, keep_blank_values=True),
+                        )
+                    )
                     owner._cond.notify_all()
                 self.send_response(owner.status)
                 self.send_header("Content-Length", "0")
@@ -51,8 +56,9 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def url(self, path: str = "/hooks/amocrm/secret-token-1234") -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{path}"

@@ -27,8 +27,9 @@ __all__ = ["assert_mirror_equals_portal", "mirror_differences", "TABLES", "ANY",
 SHOWN = 20
 
 
-def assert_mirror_equals_portal(mirror_or_db, server, source: str,
-                                tables: tuple[str, ...] | None = None) -> None:
+def assert_mirror_equals_portal(
+    mirror_or_db, server, source: str, tables: tuple[str, ...] | None = None
+) -> None:
     """Fail (listing the first 20 differences) unless the mirror equals the sandbox's state.
 
     `mirror_or_db`: a `Mirror`, a sqlite3 connection or a database path; `server`: the
@@ -37,16 +38,19 @@ def assert_mirror_equals_portal(mirror_or_db, server, source: str,
     diffs = mirror_differences(mirror_or_db, server, source, tables)
     if diffs:
         more = f"\n... and {len(diffs) - SHOWN} more" if len(diffs) > SHOWN else ""
-        pytest.fail(f"mirror differs from the portal in {len(diffs)} place(s):\n  "
-                    + "\n  ".join(diffs[:SHOWN]) + more, pytrace=False)
+        pytest.fail(
+            f"mirror differs from the portal in {len(diffs)} place(s):\n  "
+            + "\n  ".join(diffs[:SHOWN])
+            + more,
+            pytrace=False,
+        )
 
 
-def mirror_differences(mirror_or_db, server, source: str,
-                       tables: tuple[str, ...] | None = None) -> list[str]:
+def mirror_differences(mirror_or_db, server, source: str, tables: tuple[str, ...] | None = None) -> list[str]:
     """Every difference as "table id=...: field: mirror X != portal Y"."""
     conn = _connection(mirror_or_db)
     diffs: list[str] = []
-    with server.dataset.lock:        # a consistent view while a listing thread may still edit
+    with server.dataset.lock:  # a consistent view while a listing thread may still edit
         expected = expected_tables(server)
     for exp in expected:
         if tables is not None and exp.table not in tables:
@@ -106,7 +110,11 @@ def _field_diffs(label: str, row: dict, want: dict, deletable: bool) -> list[str
 
 
 def _same(got, want) -> bool:
-    if isinstance(got, (int, float)) and isinstance(want, (int, float)) \
-            and not isinstance(got, bool) and not isinstance(want, bool):
+    if (
+        isinstance(got, (int, float))
+        and isinstance(want, (int, float))
+        and not isinstance(got, bool)
+        and not isinstance(want, bool)
+    ):
         return abs(got - want) < 0.005
     return got == want

@@ -15,35 +15,58 @@ from typing import Callable
 
 __all__ = ["ANY", "DELETED", "TABLES", "Expected", "expected_tables"]
 
-TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-          "companies", "tasks", "calls", "stage_changes", "activities", "survey_answers")
+TABLES = (
+    "users",
+    "pipelines",
+    "stages",
+    "deals",
+    "deal_contacts",
+    "leads",
+    "contacts",
+    "companies",
+    "tasks",
+    "calls",
+    "stage_changes",
+    "activities",
+    "survey_answers",
+)
 
-ANY = object()        # a field value the check does not pin
-DELETED = object()    # a row deleted in the CRM: absent from the mirror or is_deleted = 1
+ANY = object()  # a field value the check does not pin
+DELETED = object()  # a row deleted in the CRM: absent from the mirror or is_deleted = 1
 
-AMO_WON, AMO_LOST = 142, 143          # amoCRM: the same won/lost status ids in every pipeline
-AMO_CURRENCY = "RUB"                  # the sandbox account's currency (GET /account)
-AMO_ENTITIES = ("deal", "contact", "company")   # amoCRM's note and event entities (no leads)
+AMO_WON, AMO_LOST = 142, 143  # amoCRM: the same won/lost status ids in every pipeline
+AMO_CURRENCY = "RUB"  # the sandbox account's currency (GET /account)
+AMO_ENTITIES = ("deal", "contact", "company")  # amoCRM's note and event entities (no leads)
 # Bitrix24 SOURCE_ID codes (crm.status.list SOURCE) of the dataset's neutral source names.
-B24_SOURCES = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
-               "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
-B24_LEAD_PIPELINE = -1                # docs/mirror.md: Bitrix24 lead statuses' pseudo-pipeline
+B24_SOURCES = {
+    "website": "WEB",
+    "referral": "RECOMMENDATION",
+    "cold call": "CALL",
+    "exhibition": "TRADE_SHOW",
+    "advert": "ADVERTISING",
+}
+B24_LEAD_PIPELINE = -1  # docs/mirror.md: Bitrix24 lead statuses' pseudo-pipeline
 # Bitrix24 lead statuses (crm.status.list ENTITY_ID=STATUS) as the sandbox portal defines them;
 # SEMANTICS S/F become won/lost in `stages` (docs/mirror.md: semantics open, won, lost).
-B24_LEAD_STAGES = (("NEW", "New", 10, "open"), ("IN_PROCESS", "In progress", 20, "open"),
-                   ("CONVERTED", "Converted", 30, "won"), ("JUNK", "Junk", 40, "lost"))
+B24_LEAD_STAGES = (
+    ("NEW", "New", 10, "open"),
+    ("IN_PROCESS", "In progress", 20, "open"),
+    ("CONVERTED", "Converted", 30, "won"),
+    ("JUNK", "Junk", 40, "lost"),
+)
 
 
 @dataclass
 class Expected:
     """One mirror table's expected rows: {key tuple: {field: value} or DELETED}."""
+
     table: str
     key: tuple[str, ...]
     fields: tuple[str, ...]
     deletable: bool = False
     rows: dict = field(default_factory=dict)
     label: Callable[[tuple], str] | None = None
-    unpinned: Callable[[tuple], bool] = lambda key: False   # mirror rows the portal cannot speak for
+    unpinned: Callable[[tuple], bool] = lambda key: False  # mirror rows the portal cannot speak for
 
     def add(self, key, values: dict | object) -> None:
         self.rows[key if isinstance(key, tuple) else (key,)] = values
@@ -116,9 +139,21 @@ class Mapping:
 
     # ---- tables --------------------------------------------------------------------------
     def tables(self) -> list[Expected]:
-        return [self.users(), self.pipelines(), self.stages(), self.deals(), self.deal_contacts(),
-                self.leads(), self.contacts(), self.companies(), self.tasks(), self.calls(),
-                self.stage_changes(), self.activities(), self.survey_answers()]
+        return [
+            self.users(),
+            self.pipelines(),
+            self.stages(),
+            self.deals(),
+            self.deal_contacts(),
+            self.leads(),
+            self.contacts(),
+            self.companies(),
+            self.tasks(),
+            self.calls(),
+            self.stage_changes(),
+            self.activities(),
+            self.survey_answers(),
+        ]
 
     def users(self) -> Expected:
         e = Expected("users", ("id",), ("name", "email", "is_active"))
@@ -129,17 +164,25 @@ class Mapping:
     def pipelines(self) -> Expected:
         e = Expected("pipelines", ("id",), ("entity", "name", "sort", "is_default"))
         for p in self.ds.pipelines:
-            e.add(self.pipeline_id(p["id"]), {"entity": "deal", "name": p["name"], "sort": p["sort"],
-                                               "is_default": int(p["is_default"])})
+            e.add(
+                self.pipeline_id(p["id"]),
+                {"entity": "deal", "name": p["name"], "sort": p["sort"], "is_default": int(p["is_default"])},
+            )
         return e
 
     def stages(self) -> Expected:
         e = Expected("stages", ("pipeline_id", "id"), ("entity", "name", "sort", "semantics"))
         for p in self.ds.pipelines:
             for s in p["stages"]:
-                e.add((self.pipeline_id(p["id"]), self.stage_id(s["id"])),
-                      {"entity": "deal", "name": s["name"], "sort": self.stage_sort(s),
-                       "semantics": s["semantics"]})
+                e.add(
+                    (self.pipeline_id(p["id"]), self.stage_id(s["id"])),
+                    {
+                        "entity": "deal",
+                        "name": s["name"],
+                        "sort": self.stage_sort(s),
+                        "semantics": s["semantics"],
+                    },
+                )
         return e
 
     def stage_sort(self, s: dict) -> int:
@@ -150,33 +193,64 @@ class Mapping:
         while open. Taken from the dataset's stage history, not from its `closed_at` field."""
         if d["status"] == "open":
             return None
-        entered = [c["changed_at"] for c in self.ds.stage_changes
-                   if c["deal_id"] == d["id"] and c["stage_id"] == d["stage_id"]]
+        entered = [
+            c["changed_at"]
+            for c in self.ds.stage_changes
+            if c["deal_id"] == d["id"] and c["stage_id"] == d["stage_id"]
+        ]
         return max(entered) if entered else d["closed_at"]
 
     def deals(self) -> Expected:
-        e = Expected("deals", ("id",), (
-            "name", "pipeline_id", "stage_id", "status", "amount", "currency",
-            "responsible_user_id", "contact_id", "company_id", "created_at", "updated_at",
-            "closed_at", "channel"), deletable=True)
+        e = Expected(
+            "deals",
+            ("id",),
+            (
+                "name",
+                "pipeline_id",
+                "stage_id",
+                "status",
+                "amount",
+                "currency",
+                "responsible_user_id",
+                "contact_id",
+                "company_id",
+                "created_at",
+                "updated_at",
+                "closed_at",
+                "channel",
+            ),
+            deletable=True,
+        )
         for d in self.ds.deals:
-            e.add(d["id"], DELETED if d["is_deleted"] else {
-                "name": d["name"], "pipeline_id": self.pipeline_id(d["pipeline_id"]),
-                "stage_id": self.stage_id(d["stage_id"]), "status": d["status"],
-                "amount": self.amount(d), "currency": self.currency(d),
-                "responsible_user_id": d["responsible_user_id"],
-                "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
-                "company_id": d["company_id"], "created_at": iso(d["created_at"]),
-                "updated_at": iso(d["updated_at"]), "closed_at": iso(self.closed_at(d)),
-                "channel": self.channel(d)})
+            e.add(
+                d["id"],
+                DELETED
+                if d["is_deleted"]
+                else {
+                    "name": d["name"],
+                    "pipeline_id": self.pipeline_id(d["pipeline_id"]),
+                    "stage_id": self.stage_id(d["stage_id"]),
+                    "status": d["status"],
+                    "amount": self.amount(d),
+                    "currency": self.currency(d),
+                    "responsible_user_id": d["responsible_user_id"],
+                    "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
+                    "company_id": d["company_id"],
+                    "created_at": iso(d["created_at"]),
+                    "updated_at": iso(d["updated_at"]),
+                    "closed_at": iso(self.closed_at(d)),
+                    "channel": self.channel(d),
+                },
+            )
         return e
 
     def deal_contacts(self) -> Expected:
         """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
         gone = {d["id"] for d in self.ds.deals if d["is_deleted"]}
         # A deleted deal leaves the lists, so a merge that relinks it later is never seen.
-        e = Expected("deal_contacts", ("deal_id", "contact_id"), ("is_main",),
-                     unpinned=lambda key: key[0] in gone)
+        e = Expected(
+            "deal_contacts", ("deal_id", "contact_id"), ("is_main",), unpinned=lambda key: key[0] in gone
+        )
         for d in self.ds.deals:
             for i, cid in enumerate(d["contact_ids"]):
                 e.add((d["id"], cid), DELETED if d["is_deleted"] else {"is_main": int(i == 0)})
@@ -186,68 +260,143 @@ class Mapping:
         return Expected("leads", ("id",), ())
 
     def contacts(self) -> Expected:
-        e = Expected("contacts", ("id",), ("name", "company_id", "responsible_user_id",
-                                           "created_at", "updated_at"), deletable=True)
+        e = Expected(
+            "contacts",
+            ("id",),
+            ("name", "company_id", "responsible_user_id", "created_at", "updated_at"),
+            deletable=True,
+        )
         for c in self.ds.contacts:
-            e.add(c["id"], DELETED if c["is_deleted"] else {
-                "name": c["name"], "company_id": c["company_id"],
-                "responsible_user_id": c["responsible_user_id"],
-                "created_at": iso(c["created_at"]), "updated_at": iso(c["updated_at"])})
+            e.add(
+                c["id"],
+                DELETED
+                if c["is_deleted"]
+                else {
+                    "name": c["name"],
+                    "company_id": c["company_id"],
+                    "responsible_user_id": c["responsible_user_id"],
+                    "created_at": iso(c["created_at"]),
+                    "updated_at": iso(c["updated_at"]),
+                },
+            )
         return e
 
     def companies(self) -> Expected:
-        e = Expected("companies", ("id",), ("name", "responsible_user_id", "created_at",
-                                            "updated_at"), deletable=True)
+        e = Expected(
+            "companies", ("id",), ("name", "responsible_user_id", "created_at", "updated_at"), deletable=True
+        )
         for c in self.ds.companies:
-            e.add(c["id"], DELETED if c["is_deleted"] else {
-                "name": c["name"], "responsible_user_id": c["responsible_user_id"],
-                "created_at": iso(c["created_at"]), "updated_at": iso(c["updated_at"])})
+            e.add(
+                c["id"],
+                DELETED
+                if c["is_deleted"]
+                else {
+                    "name": c["name"],
+                    "responsible_user_id": c["responsible_user_id"],
+                    "created_at": iso(c["created_at"]),
+                    "updated_at": iso(c["updated_at"]),
+                },
+            )
         return e
 
     def tasks(self) -> Expected:
-        e = Expected("tasks", ("id",), (
-            "text", "responsible_user_id", "entity_type", "entity_id", "is_completed", "due_at",
-            "completed_at", "created_at", "updated_at"), deletable=True)
+        e = Expected(
+            "tasks",
+            ("id",),
+            (
+                "text",
+                "responsible_user_id",
+                "entity_type",
+                "entity_id",
+                "is_completed",
+                "due_at",
+                "completed_at",
+                "created_at",
+                "updated_at",
+            ),
+            deletable=True,
+        )
         for t in self.ds.tasks:
-            e.add(t["id"], DELETED if t["is_deleted"] else {
-                "text": t["text"], "responsible_user_id": t["responsible_user_id"],
-                "entity_type": t["entity_type"], "entity_id": t["entity_id"],
-                "is_completed": int(bool(t["is_completed"])), "due_at": iso(t["due_at"]),
-                "completed_at": iso(t["completed_at"]), "created_at": iso(t["created_at"]),
-                "updated_at": iso(t["updated_at"])})
+            e.add(
+                t["id"],
+                DELETED
+                if t["is_deleted"]
+                else {
+                    "text": t["text"],
+                    "responsible_user_id": t["responsible_user_id"],
+                    "entity_type": t["entity_type"],
+                    "entity_id": t["entity_id"],
+                    "is_completed": int(bool(t["is_completed"])),
+                    "due_at": iso(t["due_at"]),
+                    "completed_at": iso(t["completed_at"]),
+                    "created_at": iso(t["created_at"]),
+                    "updated_at": iso(t["updated_at"]),
+                },
+            )
         return e
 
     def calls(self) -> Expected:
-        e = Expected("calls", ("id",), (
-            "direction", "status", "duration_s", "started_at", "responsible_user_id",
-            "entity_type", "entity_id", "phone"), deletable=True)
+        e = Expected(
+            "calls",
+            ("id",),
+            (
+                "direction",
+                "status",
+                "duration_s",
+                "started_at",
+                "responsible_user_id",
+                "entity_type",
+                "entity_id",
+                "phone",
+            ),
+            deletable=True,
+        )
         for c in self.ds.calls:
-            e.add(c["id"], {
-                "direction": c["direction"], "status": call_status(c),
-                "duration_s": c["duration_s"], "started_at": iso(c["started_at"]),
-                "responsible_user_id": c["responsible_user_id"],
-                "entity_type": c["entity_type"], "entity_id": c["entity_id"], "phone": c["phone"]})
+            e.add(
+                c["id"],
+                {
+                    "direction": c["direction"],
+                    "status": call_status(c),
+                    "duration_s": c["duration_s"],
+                    "started_at": iso(c["started_at"]),
+                    "responsible_user_id": c["responsible_user_id"],
+                    "entity_type": c["entity_type"],
+                    "entity_id": c["entity_id"],
+                    "phone": c["phone"],
+                },
+            )
         return e
 
     def stage_changes(self) -> Expected:
         """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
         opaque (amoCRM event ids, Bitrix24 history ids). Every sandbox deal has its entry-stage
         row (previous_stage_id NULL, docs/mirror.md) in both CRMs."""
-        e = Expected("stage_changes", ("entity", "entity_id", "stage_id", "changed_at"),
-                     ("pipeline_id", "previous_stage_id"), label=_change_label)
+        e = Expected(
+            "stage_changes",
+            ("entity", "entity_id", "stage_id", "changed_at"),
+            ("pipeline_id", "previous_stage_id"),
+            label=_change_label,
+        )
         for c in self.ds.stage_changes:
             prev = c["previous_stage_id"]
-            e.add(("deal", c["deal_id"], self.stage_id(c["stage_id"]), iso(c["changed_at"])),
-                  {"pipeline_id": self.pipeline_id(c["pipeline_id"]),
-                   "previous_stage_id": None if prev is None else self.stage_id(prev)})
+            e.add(
+                ("deal", c["deal_id"], self.stage_id(c["stage_id"]), iso(c["changed_at"])),
+                {
+                    "pipeline_id": self.pipeline_id(c["pipeline_id"]),
+                    "previous_stage_id": None if prev is None else self.stage_id(prev),
+                },
+            )
         return e
-
 
     def activities(self) -> Expected:
         """docs/mirror.md `activities`: every client interaction, calls included; which ones a
         CRM shows and under which id is the CRM's own (`interactions`)."""
-        e = Expected("activities", ("id",), ("channel", "direction", "at", "responsible_user_id",
-                                             "entity_type", "entity_id"), deletable=True)
+        e = Expected(
+            "activities",
+            ("id",),
+            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id"),
+            deletable=True,
+        )
         for key, row, values in self.interactions():
             e.add(key, DELETED if row.get("is_deleted") else values)
         return e
@@ -257,14 +406,20 @@ class Mapping:
         return []
 
     def survey_answers(self) -> Expected:
-        return Expected("survey_answers", ("id",), ("kind", "score", "at", "entity_type",
-                                                    "entity_id", "origin"))
+        return Expected(
+            "survey_answers", ("id",), ("kind", "score", "at", "entity_type", "entity_id", "origin")
+        )
 
     @staticmethod
     def interaction(channel: str, direction, at: int, user, row: dict) -> dict:
-        return {"channel": channel, "direction": direction, "at": iso(at),
-                "responsible_user_id": user, "entity_type": row["entity_type"],
-                "entity_id": row["entity_id"]}
+        return {
+            "channel": channel,
+            "direction": direction,
+            "at": iso(at),
+            "responsible_user_id": user,
+            "entity_type": row["entity_type"],
+            "entity_id": row["entity_id"],
+        }
 
 
 def _change_label(key: tuple) -> str:
@@ -280,7 +435,7 @@ class AmoMapping(Mapping):
         return AMO_WON if sem == "won" else AMO_LOST if sem == "lost" else stage_id
 
     def amount(self, row: dict) -> float:
-        return float(round(row["amount"]))     # amoCRM `price` is a whole number
+        return float(round(row["amount"]))  # amoCRM `price` is a whole number
 
     def currency(self, row: dict) -> str:
         # docs/mirror.md: money in the deal's currency; an amoCRM deal has no currency of its
@@ -289,7 +444,7 @@ class AmoMapping(Mapping):
         return AMO_CURRENCY
 
     def stage_sort(self, s: dict) -> int:
-        return s["sort"] + 10                  # after the pipeline's "Unsorted" status (sort 10)
+        return s["sort"] + 10  # after the pipeline's "Unsorted" status (sort 10)
 
     def interactions(self):
         """Call and SMS notes (`note:<id>`) and chat-message events (`event:<id>`, the author
@@ -298,18 +453,27 @@ class AmoMapping(Mapping):
         from sandbox.amocrm.render import _event_id
 
         for c in self.ds.calls:
-            yield (f"note:{c['id']}",), c, self.interaction(
-                "call", c["direction"], c["started_at"], c["responsible_user_id"], c)
+            yield (
+                (f"note:{c['id']}",),
+                c,
+                self.interaction("call", c["direction"], c["started_at"], c["responsible_user_id"], c),
+            )
         for a in self.ds.activities:
             if a["entity_type"] not in AMO_ENTITIES:
                 continue
             if a["channel"] == "sms":
-                yield (f"note:{a['id']}",), a, self.interaction(
-                    "sms", a["direction"], a["at"], a["responsible_user_id"], a)
+                yield (
+                    (f"note:{a['id']}",),
+                    a,
+                    self.interaction("sms", a["direction"], a["at"], a["responsible_user_id"], a),
+                )
             elif a["channel"] == "chat":
                 user = a["responsible_user_id"] if a["direction"] == "out" else None
-                yield (f"event:{_event_id(a['at'], 'c', a['id'])}",), a, self.interaction(
-                    "chat", a["direction"], a["at"], user, a)
+                yield (
+                    (f"event:{_event_id(a['at'], 'c', a['id'])}",),
+                    a,
+                    self.interaction("chat", a["direction"], a["at"], user, a),
+                )
 
     def activities(self) -> Expected:
         e = super().activities()
@@ -326,10 +490,17 @@ class AmoMapping(Mapping):
 
         e = super().survey_answers()
         for n in self.ds.surveys:
-            e.add(f"event:{_event_id(n['at'], 'n', n['id'])}", {
-                "kind": "nps", "score": float(n["score"]), "at": iso(n["at"]),
-                "entity_type": n["entity_type"], "entity_id": n["entity_id"],
-                "origin": "amocrm_event"})
+            e.add(
+                f"event:{_event_id(n['at'], 'n', n['id'])}",
+                {
+                    "kind": "nps",
+                    "score": float(n["score"]),
+                    "at": iso(n["at"]),
+                    "entity_type": n["entity_type"],
+                    "entity_id": n["entity_id"],
+                    "origin": "amocrm_event",
+                },
+            )
         return e
 
     def stages(self) -> Expected:
@@ -337,8 +508,10 @@ class AmoMapping(Mapping):
         # Every amoCRM pipeline also has its (empty) "Unsorted" status, type 1, id pid*1000+999
         # in the sandbox (see sandbox/amocrm/server.py's docstring); the mirror keeps it, open.
         for p in self.ds.pipelines:
-            e.add((p["id"], p["id"] * 1000 + 999), {"entity": "deal", "name": ANY, "sort": 10,
-                                                    "semantics": "open"})
+            e.add(
+                (p["id"], p["id"] * 1000 + 999),
+                {"entity": "deal", "name": ANY, "sort": 10, "semantics": "open"},
+            )
         return e
 
 
@@ -367,47 +540,86 @@ class B24Mapping(Mapping):
     def stages(self) -> Expected:
         e = super().stages()
         for code, name, sort, sem in B24_LEAD_STAGES:
-            e.add((B24_LEAD_PIPELINE, code), {"entity": "lead", "name": name, "sort": sort,
-                                              "semantics": sem})
+            e.add((B24_LEAD_PIPELINE, code), {"entity": "lead", "name": name, "sort": sort, "semantics": sem})
         return e
 
     def source_name(self, source: str | None) -> str | None:
-        return norm(B24_SOURCES.get(source))       # SOURCE_ID, e.g. WEB -> web
+        return norm(B24_SOURCES.get(source))  # SOURCE_ID, e.g. WEB -> web
 
     def interactions(self):
         """crm.activity.list: each call (its CRM_ACTIVITY_ID), meeting (no direction), e-mail,
         chat, SMS: one id sequence."""
         for c in self.ds.calls:
-            yield (str(c["activity_id"]),), c, self.interaction(
-                "call", c["direction"], c["started_at"], c["responsible_user_id"], c)
+            yield (
+                (str(c["activity_id"]),),
+                c,
+                self.interaction("call", c["direction"], c["started_at"], c["responsible_user_id"], c),
+            )
         for a in self.ds.activities:
-            yield (str(a["id"]),), a, self.interaction(
-                a["channel"], a["direction"], a["at"], a["responsible_user_id"], a)
+            yield (
+                (str(a["id"]),),
+                a,
+                self.interaction(a["channel"], a["direction"], a["at"], a["responsible_user_id"], a),
+            )
 
     def survey_answers(self) -> Expected:
         """CSAT: the client's 1-5 rating of a call (CALL_VOTE)."""
         e = super().survey_answers()
         for c in self.ds.calls:
             if c.get("vote"):
-                e.add(f"call_vote:{c['id']}", {
-                    "kind": "csat", "score": float(c["vote"]), "at": iso(c["started_at"]),
-                    "entity_type": c["entity_type"], "entity_id": c["entity_id"],
-                    "origin": "call_vote"})
+                e.add(
+                    f"call_vote:{c['id']}",
+                    {
+                        "kind": "csat",
+                        "score": float(c["vote"]),
+                        "at": iso(c["started_at"]),
+                        "entity_type": c["entity_type"],
+                        "entity_id": c["entity_id"],
+                        "origin": "call_vote",
+                    },
+                )
         return e
 
     def leads(self) -> Expected:
-        e = Expected("leads", ("id",), (
-            "title", "status_id", "status", "amount", "currency", "responsible_user_id",
-            "contact_id", "company_id", "created_at", "updated_at", "closed_at", "channel"),
-            deletable=True)
+        e = Expected(
+            "leads",
+            ("id",),
+            (
+                "title",
+                "status_id",
+                "status",
+                "amount",
+                "currency",
+                "responsible_user_id",
+                "contact_id",
+                "company_id",
+                "created_at",
+                "updated_at",
+                "closed_at",
+                "channel",
+            ),
+            deletable=True,
+        )
         for lead in self.ds.leads:
-            e.add(lead["id"], DELETED if lead["is_deleted"] else {
-                "title": lead["title"], "status_id": lead["status_code"], "status": lead["status"],
-                "amount": float(lead["amount"]), "currency": lead["currency"],
-                "responsible_user_id": lead["responsible_user_id"],
-                "contact_id": lead["contact_id"], "company_id": lead["company_id"],
-                "created_at": iso(lead["created_at"]), "updated_at": iso(lead["updated_at"]),
-                "closed_at": iso(lead["closed_at"]), "channel": self.channel(lead)})
+            e.add(
+                lead["id"],
+                DELETED
+                if lead["is_deleted"]
+                else {
+                    "title": lead["title"],
+                    "status_id": lead["status_code"],
+                    "status": lead["status"],
+                    "amount": float(lead["amount"]),
+                    "currency": lead["currency"],
+                    "responsible_user_id": lead["responsible_user_id"],
+                    "contact_id": lead["contact_id"],
+                    "company_id": lead["company_id"],
+                    "created_at": iso(lead["created_at"]),
+                    "updated_at": iso(lead["updated_at"]),
+                    "closed_at": iso(lead["closed_at"]),
+                    "channel": self.channel(lead),
+                },
+            )
         return e
 
     def stage_changes(self) -> Expected:
@@ -415,9 +627,13 @@ class B24Mapping(Mapping):
         "created in NEW", then "entered its final status at closed_at" for closed leads."""
         e = super().stage_changes()
         for lead in self.ds.leads:
-            e.add(("lead", lead["id"], "NEW", iso(lead["created_at"])),
-                  {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": None})
+            e.add(
+                ("lead", lead["id"], "NEW", iso(lead["created_at"])),
+                {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": None},
+            )
             if lead["closed_at"] is not None:
-                e.add(("lead", lead["id"], lead["status_code"], iso(lead["closed_at"])),
-                      {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": "NEW"})
+                e.add(
+                    ("lead", lead["id"], lead["status_code"], iso(lead["closed_at"])),
+                    {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": "NEW"},
+                )
         return e

@@ -38,8 +38,9 @@ AHEAD_S = 120
 @dataclass
 class Crm:
     """What the scenarios need to know about one CRM's sandbox."""
+
     source: str
-    is_deal_listing: Callable[[object], bool]    # request -> is it a deals list page?
+    is_deal_listing: Callable[[object], bool]  # request -> is it a deals list page?
 
 
 @contextlib.contextmanager
@@ -53,8 +54,7 @@ def clock_ahead(seconds: int = AHEAD_S):
         sync_module.utc_now = real
 
 
-def on_request(server, matches: Callable[[object], bool], action: Callable[[], None],
-               nth: int = 1) -> None:
+def on_request(server, matches: Callable[[object], bool], action: Callable[[], None], nth: int = 1) -> None:
     """Run `action` once, as the `nth` request matching `matches` arrives, before serving it."""
     original, seen, lock = server.handle, [0], threading.Lock()
 
@@ -65,6 +65,7 @@ def on_request(server, matches: Callable[[object], bool], action: Callable[[], N
                 if seen[0] == nth:
                     action()
         return original(req)
+
     server.handle = handle
 
 
@@ -102,8 +103,7 @@ def crash_resume(crm, server, adapter, mirror) -> None:
 
 
 def edit_during_run(crm, server, adapter, mirror) -> None:
-    on_request(server, crm.is_deal_listing, lambda: edit_during_listing(server.dataset),
-               nth=2)
+    on_request(server, crm.is_deal_listing, lambda: edit_during_listing(server.dataset), nth=2)
     _ok(sync_source(mirror, adapter))
     with clock_ahead():
         _ok(sync_source(mirror, adapter))
@@ -123,25 +123,44 @@ def edit_between_runs(ds) -> None:
     a, b, c, gone = _live(ds.deals, 4, status="open")
     ds.update("deals", a["id"], name="Renamed deal", amount=4321.0)
     ds.update("deals", b["id"], stage_id=won)
-    ds.update("deals", c["id"], stage_id=lost)             # into another pipeline, closed
+    ds.update("deals", c["id"], stage_id=lost)  # into another pipeline, closed
     ds.delete("deals", gone["id"])
     trashed = next(d for d in ds.deals if d["is_deleted"])
-    ds.restore("deals", trashed["id"])                     # deleted before the first run
+    ds.restore("deals", trashed["id"])  # deleted before the first run
     contact, dropped = _live(ds.contacts, 2)
-    ds.update("contacts", contact["id"], name="Renamed Contact", first_name="Renamed",
-              last_name="Contact", responsible_user_id=ds.users[1]["id"])
+    ds.update(
+        "contacts",
+        contact["id"],
+        name="Renamed Contact",
+        first_name="Renamed",
+        last_name="Contact",
+        responsible_user_id=ds.users[1]["id"],
+    )
     ds.delete("contacts", dropped["id"])
     company = _live(ds.companies)[0]
     ds.delete("companies", company["id"])
-    ds.restore("companies", company["id"])                 # deleted and back the same day
+    ds.restore("companies", company["id"])  # deleted and back the same day
     done, dropped_task = _live(ds.tasks, 2, is_completed=False)
     ds.update("tasks", done["id"], is_completed=True)
     new_contact = ds.add("contacts", name="New person", first_name="New", last_name="person")
     deal = ds.add("deals", name="New order", contact_ids=[new_contact["id"]], amount=1500.0)
-    ds.add("tasks", text="Call the new person", entity_type="contact",
-           entity_id=new_contact["id"], due_at=ds.tick() + 86400)
-    ds.add("calls", direction="in", status="missed", duration_s=0, entity_type="deal",
-           entity_id=deal["id"], phone="+79990000000", started_at=ds.tick())
+    ds.add(
+        "tasks",
+        text="Call the new person",
+        entity_type="contact",
+        entity_id=new_contact["id"],
+        due_at=ds.tick() + 86400,
+    )
+    ds.add(
+        "calls",
+        direction="in",
+        status="missed",
+        duration_s=0,
+        entity_type="deal",
+        entity_id=deal["id"],
+        phone="+79990000000",
+        started_at=ds.tick(),
+    )
     lead = _live(ds.leads, status="open")[0]
     ds.update("leads", lead["id"], status_code="CONVERTED")
     ds.add("leads", title="Request from the test")
@@ -154,18 +173,52 @@ def edit_between_runs(ds) -> None:
 def interactions_between_runs(ds, deal: dict, contact: dict, lead: dict) -> None:
     """Interactions and surveys on a working day: messages, a survey answer, a rated call, a
     deleted e-mail, a deal whose UTM source is filled in."""
-    ds.add("activities", channel="chat", direction="in", entity_type="deal", entity_id=deal["id"],
-           subject="Where is my order?")
-    ds.add("activities", channel="chat", direction="out", entity_type="deal",
-           entity_id=deal["id"], responsible_user_id=ds.users[1]["id"], subject="On its way")
-    ds.add("activities", channel="sms", direction="out", entity_type="contact",
-           entity_id=contact["id"], subject="Your code")
-    ds.add("activities", channel="meeting", direction=None, entity_type="lead",
-           entity_id=lead["id"], subject="Demo")
+    ds.add(
+        "activities",
+        channel="chat",
+        direction="in",
+        entity_type="deal",
+        entity_id=deal["id"],
+        subject="Where is my order?",
+    )
+    ds.add(
+        "activities",
+        channel="chat",
+        direction="out",
+        entity_type="deal",
+        entity_id=deal["id"],
+        responsible_user_id=ds.users[1]["id"],
+        subject="On its way",
+    )
+    ds.add(
+        "activities",
+        channel="sms",
+        direction="out",
+        entity_type="contact",
+        entity_id=contact["id"],
+        subject="Your code",
+    )
+    ds.add(
+        "activities",
+        channel="meeting",
+        direction=None,
+        entity_type="lead",
+        entity_id=lead["id"],
+        subject="Demo",
+    )
     ds.delete("activities", _live(ds.activities, channel="email")[0]["id"])
     ds.add("surveys", kind="nps", score=3, entity_type="contact", entity_id=contact["id"])
-    ds.add("calls", direction="out", status="answered", duration_s=95, entity_type="contact",
-           entity_id=contact["id"], phone="+79990000001", started_at=ds.tick(), vote=5)
+    ds.add(
+        "calls",
+        direction="out",
+        status="answered",
+        duration_s=95,
+        entity_type="contact",
+        entity_id=contact["id"],
+        phone="+79990000001",
+        started_at=ds.tick(),
+        vote=5,
+    )
     ds.update("deals", _live(ds.deals, status="open")[0]["id"], utm_source=" Partner_Site ")
 
 
@@ -176,8 +229,12 @@ def edit_during_listing(ds) -> None:
     ds.add("deals", name="Added during the run")
 
 
-SCENARIO_RUNS = {"first_sync": first_sync, "nightly": nightly, "crash_resume": crash_resume,
-                 "edit_during_run": edit_during_run}
+SCENARIO_RUNS = {
+    "first_sync": first_sync,
+    "nightly": nightly,
+    "crash_resume": crash_resume,
+    "edit_during_run": edit_during_run,
+}
 
 
 def cases(known: dict, tables) -> list:

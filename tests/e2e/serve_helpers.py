@@ -32,8 +32,9 @@ def free_port() -> int:
 
 
 def cli(config, *args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(CONNECTOR + ["--config", str(config), *args], capture_output=True,
-                         text=True, timeout=300, env=ENV)
+    out = subprocess.run(
+        CONNECTOR + ["--config", str(config), *args], capture_output=True, text=True, timeout=300, env=ENV
+    )
     if check:
         assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-2000:]
     return out
@@ -43,11 +44,16 @@ def start(config, *args, log=None) -> subprocess.Popen:
     """The CLI as a background process; its stderr (the log) into the file `log`."""
     err = open(log, "w") if log else subprocess.DEVNULL
     try:
-        return subprocess.Popen(CONNECTOR + ["--config", str(config), "--log-format", "json", *args],
-                                env=ENV, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        return subprocess.Popen(
+            CONNECTOR + ["--config", str(config), "--log-format", "json", *args],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
     finally:
         if log:
-            err.close()    # the child holds its own copy
+            err.close()  # the child holds its own copy
 
 
 def wait_for(pred, what: str, deadline_s: float = 10.0, proc=None):
@@ -58,7 +64,7 @@ def wait_for(pred, what: str, deadline_s: float = 10.0, proc=None):
             return value
         if proc is not None:
             assert proc.poll() is None, f"serve exited early (rc {proc.returncode}) waiting for {what}"
-        time.sleep(0.02)      # polling interval, not a timing assumption
+        time.sleep(0.02)  # polling interval, not a timing assumption
     pytest.fail(f"timed out after {deadline_s:g}s waiting for {what}")
 
 
@@ -126,8 +132,13 @@ def open_deals(ds, n: int) -> list[dict]:
     """`n` open deals with an amount, each the only deal of this list on its single contact."""
     out, seen = [], set()
     for d in ds.deals:
-        if (d["status"] == "open" and not d["is_deleted"] and len(d["contact_ids"]) == 1
-                and (d.get("amount") or 0) > 0 and d["contact_ids"][0] not in seen):
+        if (
+            d["status"] == "open"
+            and not d["is_deleted"]
+            and len(d["contact_ids"]) == 1
+            and (d.get("amount") or 0) > 0
+            and d["contact_ids"][0] not in seen
+        ):
             out.append(d)
             seen.add(d["contact_ids"][0])
             if len(out) == n:
@@ -144,6 +155,7 @@ def mirror_rows(db, sql: str, *args) -> list[tuple]:
 
 
 # ---- Bitrix24: every call and batch sub-call in the request log ----------------------------
+
 
 def _flat(prefix: str, value) -> list[tuple[str, str]]:
     if isinstance(value, dict):
@@ -164,7 +176,7 @@ def b24_calls(srv, since: int = 0) -> list[tuple[int, str, list[tuple[str, str]]
             out.append((i, method, _flat("", params)))
             continue
         cmd = params.get("cmd") or {}
-        for text in (cmd.values() if isinstance(cmd, dict) else cmd):
+        for text in cmd.values() if isinstance(cmd, dict) else cmd:
             sub, _, query = str(text).partition("?")
             out.append((i, sub.strip().lower().removesuffix(".json"), parse_qsl(query)))
     return out
@@ -180,7 +192,7 @@ def b24_deal_reads(srv, deal_id: int, since: int = 0) -> list[int]:
     for i, method, params in b24_calls(srv, since):
         if method == "crm.deal.get":
             hit = any(k.lower() == "id" and v == str(deal_id) for k, v in params)
-        elif method == "crm.deal.list":   # filter[@ID][n] or filter[ID], not >ID windows
+        elif method == "crm.deal.list":  # filter[@ID][n] or filter[ID], not >ID windows
             hit = any(BY_ID.fullmatch(k) and v == str(deal_id) for k, v in params)
         else:
             hit = False
@@ -195,5 +207,7 @@ def b24_reads_of_deal(srv, deal_id: int, since: int = 0) -> int:
 
 def b24_card_writes(srv, entity_type: str, entity_id: int, since: int = 0) -> int:
     """`crm.contact.update` / `crm.company.update` calls and sub-calls for that card."""
-    return sum(method == f"crm.{entity_type}.update" and ("id", str(entity_id)) in params
-               for _, method, params in b24_calls(srv, since))
+    return sum(
+        method == f"crm.{entity_type}.update" and ("id", str(entity_id)) in params
+        for _, method, params in b24_calls(srv, since)
+    )

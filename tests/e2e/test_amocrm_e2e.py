@@ -10,18 +10,34 @@ from adapters import redact
 from adapters.amocrm.adapter import AmoCrmAdapter
 from adapters.base import FieldWrite
 from connector.config.loader import SourceConfig
-from sandbox.amocrm import WON, AmoSandbox
 from connector.mirror.store import Mirror
-from connector.run.sync import sync_source
 from connector.mirror.tokens import TokenStore
+from connector.run.sync import sync_source
+from sandbox.amocrm import WON, AmoSandbox
 
-TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "contacts", "companies",
-          "tasks", "calls", "stage_changes")
+TABLES = (
+    "users",
+    "pipelines",
+    "stages",
+    "deals",
+    "deal_contacts",
+    "contacts",
+    "companies",
+    "tasks",
+    "calls",
+    "stage_changes",
+)
 
 
 def adapter_for(server, tmp_path, **kw) -> AmoCrmAdapter:
-    cfg = dict(name="main", kind="amocrm", base_url=server.url, access_token=server.access_token,
-               requests_per_second=500.0, max_workers=4)
+    cfg = dict(
+        name="main",
+        kind="amocrm",
+        base_url=server.url,
+        access_token=server.access_token,
+        requests_per_second=500.0,
+        max_workers=4,
+    )
     cfg.update(kw)
     redact.register(cfg.get("access_token"))
     return AmoCrmAdapter(SourceConfig(**cfg), TokenStore(str(tmp_path / "tokens.json")))
@@ -69,14 +85,16 @@ def test_full_sync_fills_every_table(synced):
     assert count(mirror, "SELECT count(*) FROM users") == len(ds.users)
     assert count(mirror, "SELECT count(*) FROM pipelines") == len(ds.pipelines)
     assert count(mirror, "SELECT count(*) FROM deal_contacts") == sum(
-        len(d["contact_ids"]) for d in live(ds.deals))
+        len(d["contact_ids"]) for d in live(ds.deals)
+    )
     # every stage change, the entry-stage rows (lead_added) included, all filled
     assert count(mirror, "SELECT count(*) FROM stage_changes") == len(ds.stage_changes)
     assert count(mirror, "SELECT count(*) FROM stage_changes WHERE stage_id IS NULL") == 0
     # every deal's status agrees with the dataset; won deals sit in stage 142
     by_id = {d["id"]: d for d in ds.deals}
     for did, status, stage, amount, main in mirror.conn.execute(
-            "SELECT id, status, stage_id, amount, contact_id FROM deals"):
+        "SELECT id, status, stage_id, amount, contact_id FROM deals"
+    ):
         d = by_id[did]
         assert status == d["status"]
         assert (stage == WON) == (d["status"] == "won")
@@ -116,18 +134,29 @@ def test_changes_deletions_and_restores_are_picked_up(synced):
     company = next(c for c in ds.companies if not c["is_deleted"])
     ds.delete("companies", company["id"])
     ds.restore("companies", company["id"])
-    task = ds.add("tasks", text="New task from the test", entity_type="contact",
-                  entity_id=contact["id"], responsible_user_id=ds.users[0]["id"])
+    task = ds.add(
+        "tasks",
+        text="New task from the test",
+        entity_type="contact",
+        entity_id=contact["id"],
+        responsible_user_id=ds.users[0]["id"],
+    )
     sync_later(mirror, adapter)
-    row = mirror.conn.execute("SELECT status, stage_id, closed_at FROM deals WHERE id = ?",
-                              (deal["id"],)).fetchone()
+    row = mirror.conn.execute(
+        "SELECT status, stage_id, closed_at FROM deals WHERE id = ?", (deal["id"],)
+    ).fetchone()
     assert row[0] == "won" and row[1] == WON and row[2]
-    assert count(mirror, "SELECT count(*) FROM stage_changes WHERE entity_id = ? AND stage_id = ?",
-                 deal["id"], WON) >= 1
+    assert (
+        count(
+            mirror, "SELECT count(*) FROM stage_changes WHERE entity_id = ? AND stage_id = ?", deal["id"], WON
+        )
+        >= 1
+    )
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", contact["id"]) == 1
     assert count(mirror, "SELECT is_deleted FROM companies WHERE id = ?", company["id"]) == 0
-    assert mirror.conn.execute("SELECT text, entity_type FROM tasks WHERE id = ?",
-                               (task["id"],)).fetchone() == ("New task from the test", "contact")
+    assert mirror.conn.execute(
+        "SELECT text, entity_type FROM tasks WHERE id = ?", (task["id"],)
+    ).fetchone() == ("New task from the test", "contact")
 
 
 def test_without_api_filter_second_run_is_one_request_per_stream(amo_dataset, tmp_path):
@@ -138,7 +167,8 @@ def test_without_api_filter_second_run_is_one_request_per_stream(amo_dataset, tm
             assert all(r.status == "ok" for r in first)
             before = dump(mirror)
             assert count(mirror, "SELECT count(*) FROM deals") == sum(
-                1 for d in amo_dataset.deals if not d["is_deleted"])
+                1 for d in amo_dataset.deals if not d["is_deleted"]
+            )
             server.clear_log()
             second = sync_source(mirror, adapter)
             assert all(r.requests <= 1 for r in second)
@@ -147,8 +177,10 @@ def test_without_api_filter_second_run_is_one_request_per_stream(amo_dataset, tm
             contact = next(c for c in amo_dataset.contacts if not c["is_deleted"])
             amo_dataset.update("contacts", contact["id"], name="Renamed Contact")
             sync_later(mirror, adapter)
-            assert mirror.conn.execute("SELECT name FROM contacts WHERE id = ?",
-                                       (contact["id"],)).fetchone()[0] == "Renamed Contact"
+            assert (
+                mirror.conn.execute("SELECT name FROM contacts WHERE id = ?", (contact["id"],)).fetchone()[0]
+                == "Renamed Contact"
+            )
         adapter.close()
 
 
@@ -162,9 +194,12 @@ def test_a_bad_200_is_retried_and_the_stream_completes(amo_sandbox, tmp_path, fa
         assert [(r.stream, r.status) for r in results] == [("tasks", "ok"), ("users", "ok")]
         first, retry = amo_sandbox.request_log[:2]
         assert first["fault"] == fault and first["status"] == 200
-        assert retry["fault"] is None and retry["path"] == first["path"] and retry["params"] == first["params"]
+        assert (
+            retry["fault"] is None and retry["path"] == first["path"] and retry["params"] == first["params"]
+        )
         assert count(mirror, "SELECT count(*) FROM tasks") == sum(
-            1 for t in amo_sandbox.dataset.tasks if not t.get("is_deleted"))
+            1 for t in amo_sandbox.dataset.tasks if not t.get("is_deleted")
+        )
     adapter.close()
 
 
@@ -212,8 +247,14 @@ def test_write_back_shows_in_later_reads_and_bad_card_is_isolated(amo_sandbox, t
 
 def test_oauth_code_then_concurrent_401s_refresh_once(amo_dataset, tmp_path):
     with AmoSandbox(amo_dataset, limits=False, access_token=None) as server:
-        adapter = adapter_for(server, tmp_path, access_token=None, client_id=server.client_id,
-                              client_secret=server.client_secret, redirect_uri=server.redirect_uri)
+        adapter = adapter_for(
+            server,
+            tmp_path,
+            access_token=None,
+            client_id=server.client_id,
+            client_secret=server.client_secret,
+            redirect_uri=server.redirect_uri,
+        )
         print(adapter.exchange_code(server.issue_code()))
         assert "Sandbox" in adapter.check()
         server.expire_access_tokens()
@@ -225,6 +266,7 @@ def test_oauth_code_then_concurrent_401s_refresh_once(amo_dataset, tmp_path):
                 adapter.check()
             except Exception as err:  # noqa: BLE001 - collected for the assertion
                 errors.append(err)
+
         threads = [threading.Thread(target=worker) for _ in range(6)]
         for t in threads:
             t.start()
@@ -233,8 +275,14 @@ def test_oauth_code_then_concurrent_401s_refresh_once(amo_dataset, tmp_path):
         assert errors == []
         assert len(server.requests_to("/oauth2/access_token")) == 2  # the code, one refresh
         # a second adapter (another process) sharing the token file keeps working
-        other = adapter_for(server, tmp_path, access_token=None, client_id=server.client_id,
-                            client_secret=server.client_secret, redirect_uri=server.redirect_uri)
+        other = adapter_for(
+            server,
+            tmp_path,
+            access_token=None,
+            client_id=server.client_id,
+            client_secret=server.client_secret,
+            redirect_uri=server.redirect_uri,
+        )
         assert "Sandbox" in other.check()
         with Mirror(str(tmp_path / "m.db")) as mirror:
             assert all(r.status == "ok" for r in sync_source(mirror, other, streams=["deals"]))
@@ -246,6 +294,7 @@ def test_no_deal_is_lost_when_a_card_is_edited_mid_read(tmp_path):
     """A user edits a deal already served while page 4 is being asked for: offset paging
     moves every later deal up one; the read must still bring every deal."""
     from sandbox.data import generate
+
     ds = generate(seed=1, size=3000)
     with AmoSandbox(ds, limits=False) as server:
         server.edit_during_listing("/api/v4/leads", after_page=3, name="Edited mid-read")

@@ -30,8 +30,7 @@ def test_a_400_carries_the_apis_detail(amo_sandbox, tmp_path):
     adapter = adapter_for(amo_sandbox, tmp_path)
     try:
         with pytest.raises(StreamError) as err:
-            adapter.client.send("GET", "/api/v4/events",
-                                params=[("filter[type][]", "task_restored")])
+            adapter.client.send("GET", "/api/v4/events", params=[("filter[type][]", "task_restored")])
     finally:
         adapter.close()
     assert "HTTP 400" in str(err.value)
@@ -59,13 +58,18 @@ def test_every_deal_has_its_entry_stage_row(synced):
     sync_later(mirror, adapter)
     rows = mirror.conn.execute(
         "SELECT entity_id, pipeline_id, stage_id, previous_stage_id FROM stage_changes "
-        "WHERE entity_id IN (?, ?) ORDER BY entity_id, changed_at", (deal["id"], moved["id"])).fetchall()
-    assert rows == [(deal["id"], ds.pipelines[0]["id"], deal["stage_id"], None),
-                    (moved["id"], ds.pipelines[0]["id"], entered, None),
-                    (moved["id"], ds.pipelines[1]["id"], moved["stage_id"], entered)]
+        "WHERE entity_id IN (?, ?) ORDER BY entity_id, changed_at",
+        (deal["id"], moved["id"]),
+    ).fetchall()
+    assert rows == [
+        (deal["id"], ds.pipelines[0]["id"], deal["stage_id"], None),
+        (moved["id"], ds.pipelines[0]["id"], entered, None),
+        (moved["id"], ds.pipelines[1]["id"], moved["stage_id"], entered),
+    ]
     live = [d for d in ds.deals if not d["is_deleted"]]
-    entries = count(mirror, "SELECT count(*) FROM stage_changes WHERE previous_stage_id IS NULL "
-                            "AND stage_id IS NOT NULL")
+    entries = count(
+        mirror, "SELECT count(*) FROM stage_changes WHERE previous_stage_id IS NULL AND stage_id IS NOT NULL"
+    )
     assert entries == len(ds.deals) >= len(live)
 
 
@@ -75,9 +79,13 @@ def test_a_merged_away_contact_is_deleted(synced):
     away, into = [c for c in ds.contacts if not c["is_deleted"]][:2]
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", away["id"]) == 0
     ds.merge("contacts", away["id"], into["id"])
-    listed = get(server, "/api/v4/contacts", {"Authorization": f"Bearer {server.access_token}"},
-                 **{"filter[id][]": away["id"]})
-    assert listed.status_code == 204        # the merged-away card left the lists
+    listed = get(
+        server,
+        "/api/v4/contacts",
+        {"Authorization": f"Bearer {server.access_token}"},
+        **{"filter[id][]": away["id"]},
+    )
+    assert listed.status_code == 204  # the merged-away card left the lists
     sync_later(mirror, adapter)
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", away["id"]) == 1
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", into["id"]) == 0

@@ -35,8 +35,7 @@ def hooked(amo_sandbox, rx, tmp_path):
 
 
 def live(ds, table, **where):
-    return next(r for r in ds.rows(table) if not r["is_deleted"]
-                and all(r[k] == v for k, v in where.items()))
+    return next(r for r in ds.rows(table) if not r["is_deleted"] and all(r[k] == v for k, v in where.items()))
 
 
 def moved(ds, deal):
@@ -46,15 +45,16 @@ def moved(ds, deal):
 
 def test_install_edit_deliver_parse_and_read_back(hooked, rx):
     server, adapter = hooked
-    listed = requests.get(server.url + "/api/v4/webhooks", timeout=5,
-                          headers={"Authorization": f"Bearer {server.access_token}"}).json()
+    listed = requests.get(
+        server.url + "/api/v4/webhooks", timeout=5, headers={"Authorization": f"Bearer {server.access_token}"}
+    ).json()
     assert [(h["destination"], h["settings"]) for h in listed["_embedded"]["webhooks"]] == [
-        (rx.url(), list(HOOK_EVENTS))]
+        (rx.url(), list(HOOK_EVENTS))
+    ]
     ds = server.dataset
     deal = next(d for d in ds.deals if not d["is_deleted"] and len(d["contact_ids"]) > 1)
-    ds.update("deals", deal["id"], name="Edited in amoCRM", amount=4321.0,
-              stage_id=moved(ds, deal))
-    update, status = rx.wait_for(2)              # an edit that moved the stage: two events
+    ds.update("deals", deal["id"], name="Edited in amoCRM", amount=4321.0, stage_id=moved(ds, deal))
+    update, status = rx.wait_for(2)  # an edit that moved the stage: two events
     assert adapter.parse_hook(update.pairs) == [Change("deals", deal["id"])]
     assert adapter.parse_hook(status.pairs) == [Change("deals", deal["id"])]
     before = adapter.requests
@@ -64,7 +64,8 @@ def test_install_edit_deliver_parse_and_read_back(hooked, rx):
     assert (row["id"], row["name"], row["amount"]) == (deal["id"], "Edited in amoCRM", 4321.0)
     assert row["stage_id"] == server._status_id(deal["stage_id"])
     assert [(c["contact_id"], c["is_main"]) for c in page.rows["deal_contacts"]] == [
-        (c, int(n == 0)) for n, c in enumerate(deal["contact_ids"])]
+        (c, int(n == 0)) for n, c in enumerate(deal["contact_ids"])
+    ]
     assert not page.deleted
 
     ds.delete("deals", deal["id"])
@@ -81,10 +82,8 @@ def test_install_edit_deliver_parse_and_read_back(hooked, rx):
 def test_a_delivery_for_another_account_is_refused(hooked, rx):
     server, adapter = hooked
     deal = live(server.dataset, "deals")
-    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"],
-                                                       account_id=31_000_002))
-    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"],
-                                                       subdomain="rival"))
+    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"], account_id=31_000_002))
+    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"], subdomain="rival"))
     other_id, other_sub = rx.wait_for(2)
     with pytest.raises(HookRefused, match="another account: account\\[id\\] 31000002"):
         adapter.parse_hook(other_id.pairs)
@@ -109,8 +108,10 @@ def test_our_field_write_comes_back_and_reads_back_with_its_value(hooked, rx):
 
 @pytest.mark.parametrize("api_filter", [True, False], ids=["filter-add-on", "no-add-on"])
 def test_changes_read_back_leave_the_mirror_as_a_fresh_sync_would(tmp_path, api_filter):
-    with AmoSandbox(generate(seed=3, size=600), limits=False, api_filter=api_filter) as server, \
-            Receiver() as rx:
+    with (
+        AmoSandbox(generate(seed=3, size=600), limits=False, api_filter=api_filter) as server,
+        Receiver() as rx,
+    ):
         adapter = adapter_for(server, tmp_path)
         hooked_mirror = Mirror(str(tmp_path / "hooked.db"))
         try:
@@ -139,15 +140,18 @@ def test_changes_read_back_leave_the_mirror_as_a_fresh_sync_would(tmp_path, api_
 
             fresh = Mirror(str(tmp_path / "fresh.db"))
             try:
-                with clock_ahead():      # the sandbox dates the burst of edits a few s ahead
+                with clock_ahead():  # the sandbox dates the burst of edits a few s ahead
                     results = sync_source(fresh, adapter, full=True)
                 assert all(r.status == "ok" for r in results)
                 for table in CARDS:
                     assert rows(hooked_mirror, table) == rows(fresh, table), table
             finally:
                 fresh.close()
-            deleted = dict(hooked_mirror.conn.execute(
-                "SELECT id, is_deleted FROM deals WHERE id IN (?, ?)", (gone["id"], edited["id"])))
+            deleted = dict(
+                hooked_mirror.conn.execute(
+                    "SELECT id, is_deleted FROM deals WHERE id IN (?, ?)", (gone["id"], edited["id"])
+                )
+            )
             assert deleted == {gone["id"]: 1, edited["id"]: 0}
         finally:
             hooked_mirror.close()
@@ -157,6 +161,9 @@ def test_changes_read_back_leave_the_mirror_as_a_fresh_sync_would(tmp_path, api_
 def rows(mirror, table):
     """A table's live rows (a full sync never sees the trash), every column."""
     cols = [c[1] for c in mirror.conn.execute(f"PRAGMA table_info([{table}])")]
-    where = " WHERE is_deleted = 0" if "is_deleted" in cols else \
-        " WHERE deal_id IN (SELECT id FROM deals WHERE is_deleted = 0)"
+    where = (
+        " WHERE is_deleted = 0"
+        if "is_deleted" in cols
+        else " WHERE deal_id IN (SELECT id FROM deals WHERE is_deleted = 0)"
+    )
     return mirror.conn.execute(f"SELECT * FROM [{table}]{where} ORDER BY 1, 2, 3").fetchall()

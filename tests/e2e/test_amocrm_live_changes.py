@@ -6,13 +6,13 @@ later row be skipped, so after the syncs the mirror equals the portal."""
 import pytest
 
 from adapters.times import from_unix as iso
-from tests.e2e.portal_check import assert_mirror_equals_portal
-from tests.e2e.portal_scenarios import clock_ahead, on_request
-from tests.e2e.test_amocrm_e2e import adapter_for
 from connector.mirror.store import Mirror
 from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.data import generate
+from tests.e2e.portal_check import assert_mirror_equals_portal
+from tests.e2e.portal_scenarios import clock_ahead, on_request
+from tests.e2e.test_amocrm_e2e import adapter_for
 
 
 @pytest.fixture
@@ -33,15 +33,15 @@ def _sync_twice(mirror, adapter, streams):
                 results = sync_source(mirror, adapter, streams=streams)
         else:
             results = sync_source(mirror, adapter, streams=streams)
-        assert [(r.stream, r.status) for r in results] == [(s, "ok") for s in streams], \
-            [r.error for r in results]
+        assert [(r.stream, r.status) for r in results] == [(s, "ok") for s in streams], [
+            r.error for r in results
+        ]
 
 
 def _ids(mirror, table):
     """Ids of rows read from the list (a task completion event alone makes a row with only
     its id and completion)."""
-    return {r[0] for r in mirror.conn.execute(f"SELECT id FROM {table} "
-                                              f"WHERE created_at IS NOT NULL")}
+    return {r[0] for r in mirror.conn.execute(f"SELECT id FROM {table} WHERE created_at IS NOT NULL")}
 
 
 def _stage_changes_equal_portal(mirror, ds) -> None:
@@ -59,11 +59,10 @@ def test_no_task_is_lost_when_one_changes_mid_read(ds, tmp_path, delete):
     """The first task served is deleted (or edited) once two pages were served: a deletion
     moves every later task up one; an edit dated after the run start used to take the task
     out of the `[to]` window, the same shift."""
-    for _ in range(3):   # the edit is dated a few seconds after the run start, as on a live
-        ds.tick()        # account whose clock is ahead of ours or that is edited a bit later
+    for _ in range(3):  # the edit is dated a few seconds after the run start, as on a live
+        ds.tick()  # account whose clock is ahead of ours or that is edited a bit later
     with AmoSandbox(ds, limits=False) as server:
-        server.edit_during_listing("/api/v4/tasks", after_page=2, delete=delete,
-                                   text="Edited mid-read")
+        server.edit_during_listing("/api/v4/tasks", after_page=2, delete=delete, text="Edited mid-read")
         adapter = adapter_for(server, tmp_path, max_workers=4)
         with Mirror(str(tmp_path / "mirror.db")) as mirror:
             try:
@@ -73,8 +72,9 @@ def test_no_task_is_lost_when_one_changes_mid_read(ds, tmp_path, delete):
             [changed] = server.listing_edits_done
             live = {t["id"] for t in ds.tasks if not t["is_deleted"]}
             assert len(live) > 950 and live <= _ids(mirror, "tasks")
-            row = mirror.conn.execute("SELECT is_deleted, text FROM tasks WHERE id = ?",
-                                      (changed,)).fetchone()
+            row = mirror.conn.execute(
+                "SELECT is_deleted, text FROM tasks WHERE id = ?", (changed,)
+            ).fetchone()
             assert row == ((1, row[1]) if delete else (0, "Edited mid-read"))
             assert_mirror_equals_portal(mirror, server, "main", tables=("tasks",))
 
@@ -106,6 +106,7 @@ def test_no_event_is_lost_when_new_ones_arrive_mid_read(ds, tmp_path):
         def move_deals():
             for d in open_deals:
                 ds.update("deals", d["id"], stage_id=won)
+
         on_request(server, lambda req: req.path == "/api/v4/events", move_deals, nth=2)
         adapter = adapter_for(server, tmp_path, max_workers=4)
         with Mirror(str(tmp_path / "mirror.db")) as mirror:
@@ -131,6 +132,7 @@ def test_no_event_is_lost_when_one_is_hidden_mid_read(ds, tmp_path):
         def reopen():
             for t in tasks:
                 ds.update("tasks", t["id"], is_completed=False)
+
         on_request(server, lambda req: req.path == "/api/v4/events", reopen, nth=2)
         adapter = adapter_for(server, tmp_path, max_workers=4)
         with Mirror(str(tmp_path / "mirror.db")) as mirror:
@@ -138,9 +140,11 @@ def test_no_event_is_lost_when_one_is_hidden_mid_read(ds, tmp_path):
                 _events_run(mirror, adapter, 120)
             finally:
                 adapter.close()
-            done = mirror.conn.execute("SELECT count(*) FROM tasks WHERE is_completed = 1 AND "
-                                       "id IN (?, ?, ?)", [t["id"] for t in tasks]).fetchone()[0]
-            assert done == 3            # read on page 1, before they were reopened
+            done = mirror.conn.execute(
+                "SELECT count(*) FROM tasks WHERE is_completed = 1 AND id IN (?, ?, ?)",
+                [t["id"] for t in tasks],
+            ).fetchone()[0]
+            assert done == 3  # read on page 1, before they were reopened
             _stage_changes_equal_portal(mirror, ds)
 
 

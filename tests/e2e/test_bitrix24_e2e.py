@@ -12,23 +12,33 @@ import pytest
 
 from adapters.base import FieldWrite
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from connector.kpi import engine as kpi
 from connector.config.kpi import KpiConfig
 from connector.config.loader import SourceConfig
+from connector.kpi import engine as kpi
+from connector.mirror.store import Mirror
+from connector.mirror.tokens import TokenStore
+from connector.run.sync import sync_source
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data_build import Builder
 from sandbox.data_store import Dataset
-from connector.mirror.store import Mirror
-from connector.run.sync import sync_source
-from connector.mirror.tokens import TokenStore
 
-TABLES = ("users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-          "companies", "tasks", "calls", "stage_changes")
+TABLES = (
+    "users",
+    "pipelines",
+    "stages",
+    "deals",
+    "deal_contacts",
+    "leads",
+    "contacts",
+    "companies",
+    "tasks",
+    "calls",
+    "stage_changes",
+)
 
 
 def make(url: str, **kw) -> Bitrix24Adapter:
-    cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=url, requests_per_second=50.0,
-                       **kw)
+    cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=url, requests_per_second=50.0, **kw)
     return Bitrix24Adapter(cfg, None)
 
 
@@ -80,7 +90,9 @@ def test_changes_are_picked_up_incrementally(b24_sandbox, b24_dataset, mirror):
     assert results["deals"].rows >= 1
     row = mirror.conn.execute("SELECT name, amount FROM deals WHERE id = ?", (deal["id"],)).fetchone()
     assert row == ("Renamed deal", 123.0)
-    assert mirror.conn.execute("SELECT is_completed FROM tasks WHERE id = ?", (task["id"],)).fetchone()[0] == 1
+    assert (
+        mirror.conn.execute("SELECT is_completed FROM tasks WHERE id = ?", (task["id"],)).fetchone()[0] == 1
+    )
 
 
 def test_reconciliation_marks_deleted_records(b24_sandbox, b24_dataset, mirror):
@@ -127,9 +139,15 @@ def test_write_back_creates_fields_and_isolates_a_bad_card(b24_sandbox, b24_data
 
 def test_oauth_code_exchange_and_refresh_on_expiry(b24_dataset, tmp_path, mirror):
     with Bitrix24Sandbox(b24_dataset, limits=False) as srv:
-        cfg = SourceConfig(name="b24", kind="bitrix24", portal_url=srv.url, client_id="sandbox.app",
-                           client_secret="sandbox-secret", oauth_url=srv.oauth_url,
-                           requests_per_second=50.0)
+        cfg = SourceConfig(
+            name="b24",
+            kind="bitrix24",
+            portal_url=srv.url,
+            client_id="sandbox.app",
+            client_secret="sandbox-secret",
+            oauth_url=srv.oauth_url,
+            requests_per_second=50.0,
+        )
         tokens = TokenStore(str(tmp_path / "tokens.json"))
         a = Bitrix24Adapter(cfg, tokens)
         msg = a.exchange_code(srv.issue_code())
@@ -144,8 +162,9 @@ def test_oauth_code_exchange_and_refresh_on_expiry(b24_dataset, tmp_path, mirror
 
 def test_limits_on_server_no_limit_errors(b24_dataset, mirror):
     with Bitrix24Sandbox(b24_dataset, limits=True, bucket_size=10, drain_rate=50.0) as srv:
-        cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=srv.webhook_url,
-                           requests_per_second=50.0, bucket_size=10)
+        cfg = SourceConfig(
+            name="b24", kind="bitrix24", webhook_url=srv.webhook_url, requests_per_second=50.0, bucket_size=10
+        )
         a = Bitrix24Adapter(cfg, None)
         results = sync_source(mirror, a)
         assert all(r.status == "ok" for r in results)
@@ -164,12 +183,16 @@ def test_calls_and_stage_history_in_parallel_windows_match_one_window(b24_sandbo
         def spy(spec, windows, *args, **kw):
             seen_windows.append((workers, spec.method, len(windows), kw.get("ordered")))
             return run(spec, windows, *args, **kw)
+
         a.pager.run = spy
         m = Mirror(str(tmp_path / f"w{workers}.db"))
         results = sync_source(m, a, streams=["calls", "stage_history"])
         assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
-        mirrors[workers] = ({t: snapshot(m)[t] for t in ("calls", "stage_changes")},
-                            m.get_bookmark("b24", "calls"), m.get_bookmark("b24", "stage_history"))
+        mirrors[workers] = (
+            {t: snapshot(m)[t] for t in ("calls", "stage_changes")},
+            m.get_bookmark("b24", "calls"),
+            m.get_bookmark("b24", "stage_history"),
+        )
         m.close()
     assert mirrors[4] == mirrors[1]
     parallel = {(method, ordered) for w, method, n, ordered in seen_windows if w == 4 and n > 1}
@@ -179,6 +202,7 @@ def test_calls_and_stage_history_in_parallel_windows_match_one_window(b24_sandbo
 
 
 # ---- small portals, deleted tasks, the moment a deal closed --------------------------------
+
 
 def small_portal(n: int, now: int | None = None) -> Dataset:
     """A portal with users and pipelines and `n` records of every stream (a deal per contact,
@@ -226,13 +250,17 @@ def iso_ts(ts: int | None) -> str | None:
 
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_every_stream_with_zero_one_and_two_records_first_sync_nightly_and_reconcile(n, tmp_path):
-    with Bitrix24Sandbox(small_portal(n), limits=False, cost_model=False) as srv, \
-            Mirror(str(tmp_path / "m.db")) as m:
+    with (
+        Bitrix24Sandbox(small_portal(n), limits=False, cost_model=False) as srv,
+        Mirror(str(tmp_path / "m.db")) as m,
+    ):
         first = sync_source(m, make(srv.webhook_url, max_workers=4))
         assert [r.status for r in first] == ["ok"] * len(first), [r.error for r in first]
         assert_mirror_matches(m, srv)
         quiet = sync_source(m, make(srv.webhook_url, max_workers=4))  # nightly, nothing new
-        assert all(r.status == "ok" and r.requests <= 1 for r in quiet), [(r.stream, r.requests) for r in quiet]
+        assert all(r.status == "ok" and r.requests <= 1 for r in quiet), [
+            (r.stream, r.requests) for r in quiet
+        ]
         add_client(srv.dataset, n)
         nightly = sync_source(m, make(srv.webhook_url, max_workers=4))
         assert [r.status for r in nightly] == ["ok"] * len(nightly), [r.error for r in nightly]
@@ -247,8 +275,14 @@ def test_every_stream_with_zero_one_and_two_records_first_sync_nightly_and_recon
 def test_a_deleted_task_is_reconciled_and_the_clients_task_counts_drop(b24_sandbox, b24_dataset, mirror):
     a = make(b24_sandbox.webhook_url, reconcile_hours=0.0)
     assert all(r.status == "ok" for r in sync_source(mirror, a))
-    task = next(t for t in b24_dataset.tasks if not t["is_deleted"] and not t["is_completed"]
-                and t["entity_type"] == "contact" and t["due_at"] < b24_dataset.now)
+    task = next(
+        t
+        for t in b24_dataset.tasks
+        if not t["is_deleted"]
+        and not t["is_completed"]
+        and t["entity_type"] == "contact"
+        and t["due_at"] < b24_dataset.now
+    )
     counts = lambda: task_counts(mirror, task["entity_id"])  # noqa: E731
     before = counts()
     b24_dataset.delete("task", task["id"])
@@ -260,7 +294,9 @@ def test_a_deleted_task_is_reconciled_and_the_clients_task_counts_drop(b24_sandb
 
 
 def task_counts(mirror: Mirror, contact_id: int) -> dict:
-    kpi.compute(mirror, "b24", KpiConfig(), now=datetime.now(timezone.utc), only=["open_tasks", "overdue_tasks"])
+    kpi.compute(
+        mirror, "b24", KpiConfig(), now=datetime.now(timezone.utc), only=["open_tasks", "overdue_tasks"]
+    )
     return {v["kpi"]: v["value"] for v in kpi.latest(mirror, "b24", "contact", contact_id)}
 
 
@@ -276,10 +312,14 @@ def test_a_deal_won_the_day_it_was_created_closes_at_the_moment_it_was_won(tmp_p
     ds.update("deal", deal["id"], stage_id=won["id"])
     with Bitrix24Sandbox(ds, limits=False, cost_model=False) as srv, Mirror(str(tmp_path / "m.db")) as m:
         assert all(r.status == "ok" for r in sync_source(m, make(srv.webhook_url)))
-        closed_at, raw = m.conn.execute("SELECT closed_at, raw FROM deals WHERE id = ?", (deal["id"],)).fetchone()
+        closed_at, raw = m.conn.execute(
+            "SELECT closed_at, raw FROM deals WHERE id = ?", (deal["id"],)
+        ).fetchone()
         assert json.loads(raw)["CLOSEDATE"] == "2031-03-14T00:00:00+03:00"  # a date, not the moment
         assert closed_at == "2031-03-14T15:42:00Z"
-        kpi.compute(m, "b24", KpiConfig(), now=datetime(2031, 3, 15, tzinfo=timezone.utc), only=["avg_cycle_days"])
+        kpi.compute(
+            m, "b24", KpiConfig(), now=datetime(2031, 3, 15, tzinfo=timezone.utc), only=["avg_cycle_days"]
+        )
         (value,) = [v["value"] for v in kpi.latest(m, "b24", "contact", contact["id"])]
         assert round(value, 2) == 0.28
 
@@ -289,13 +329,20 @@ def test_deals_and_leads_closed_later_close_at_their_final_stage_move(b24_sandbo
     assert all(r.status == "ok" for r in sync_source(mirror, a))
     deal = next(d for d in b24_dataset.deals if d["status"] == "open" and not d["is_deleted"])
     lead = next(x for x in b24_dataset.leads if x["status"] == "open")
-    lost = next(s for p in b24_dataset.pipelines if p["id"] == deal["pipeline_id"] for s in p["stages"]
-                if s["semantics"] == "lost")
+    lost = next(
+        s
+        for p in b24_dataset.pipelines
+        if p["id"] == deal["pipeline_id"]
+        for s in p["stages"]
+        if s["semantics"] == "lost"
+    )
     b24_dataset.update("deal", deal["id"], stage_id=lost["id"])
     b24_dataset.update("lead", lead["id"], status_code="JUNK")
     assert all(r.status == "ok" for r in sync_source(mirror, a))
     got = lambda t, i: mirror.conn.execute(f"SELECT closed_at FROM {t} WHERE id = ?", (i,)).fetchone()[0]  # noqa: E731
-    assert got("deals", deal["id"]) == iso_ts(deal["closed_at"]) and got("leads", lead["id"]) == iso_ts(lead["closed_at"])
+    assert got("deals", deal["id"]) == iso_ts(deal["closed_at"]) and got("leads", lead["id"]) == iso_ts(
+        lead["closed_at"]
+    )
     assert_mirror_matches(mirror, b24_sandbox)
 
 
@@ -306,8 +353,10 @@ def test_sync_exits_1_naming_the_scope_when_a_stream_is_skipped(b24_dataset, tmp
 
     with Bitrix24Sandbox(b24_dataset, limits=False, scopes=("crm", "task", "user")) as srv:
         cfg = tmp_path / "config.toml"
-        cfg.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
-                       f'kind = "bitrix24"\nwebhook_url = "{srv.webhook_url}"\n')
+        cfg.write_text(
+            f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
+            f'kind = "bitrix24"\nwebhook_url = "{srv.webhook_url}"\n'
+        )
         result = CliRunner().invoke(main, ["--config", str(cfg), "sync"])
     assert result.exit_code == 1
     said = [line for line in result.output.splitlines() if "telephony" in line]

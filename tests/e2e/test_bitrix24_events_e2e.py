@@ -28,9 +28,16 @@ def srv(b24_dataset):
 
 @pytest.fixture
 def app(srv, tmp_path) -> Bitrix24Adapter:
-    cfg = SourceConfig(name="b24", kind="bitrix24", portal_url=srv.url, client_id="sandbox.app",
-                       client_secret="sandbox-secret", oauth_url=srv.oauth_url,
-                       requests_per_second=50.0, application_token=srv.application_token)
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        portal_url=srv.url,
+        client_id="sandbox.app",
+        client_secret="sandbox-secret",
+        oauth_url=srv.oauth_url,
+        requests_per_second=50.0,
+        application_token=srv.application_token,
+    )
     a = Bitrix24Adapter(cfg, TokenStore(str(tmp_path / "tokens.json")))
     a.exchange_code(srv.issue_code())
     yield a
@@ -49,7 +56,8 @@ def synced(a: Bitrix24Adapter, stream: str, ids: set) -> Page:
     for page in a.fetch(stream, None, datetime.now(timezone.utc), full=True):
         for table, rows in page.rows.items():
             out.rows.setdefault(table, []).extend(
-                r for r in rows if (r.get("id") if table != "deal_contacts" else r["deal_id"]) in ids)
+                r for r in rows if (r.get("id") if table != "deal_contacts" else r["deal_id"]) in ids
+            )
     return out
 
 
@@ -57,7 +65,7 @@ def test_install_edit_deliver_parse_and_read_back(srv, b24_dataset, app, rx):
     msg = app.install_hooks(rx.url)
     assert f"{2 * len(events.BOUND)} bindings added" in msg
     assert len(srv.events.bindings) == 2 * len(events.BOUND)
-    assert "0 bindings added" in app.install_hooks(rx.url)      # again: nothing to do
+    assert "0 bindings added" in app.install_hooks(rx.url)  # again: nothing to do
 
     deal = next(d for d in b24_dataset.deals if d["contact_ids"] and not d["is_deleted"])
     b24_dataset.update("deals", deal["id"], name="Edited by a manager", amount=777.0)
@@ -82,8 +90,11 @@ def test_deletions_tasks_and_calls(srv, b24_dataset, app, rx):
     call = next(c for c in b24_dataset.calls if c.get("activity_id"))
     b24_dataset.update("calls", call["id"], duration_s=321)
     changes = [c for pairs in rx.wait(3) for c in app.parse_hook(pairs)]
-    assert changes == [Change("deals", deal, True), Change("tasks", task),
-                       Change("activities", call["activity_id"])]
+    assert changes == [
+        Change("deals", deal, True),
+        Change("tasks", task),
+        Change("activities", call["activity_id"]),
+    ]
     page = app.read_changes(changes)
     assert page.deleted == {"deals": [deal]}
     assert page.rows["tasks"][0]["id"] == task and page.rows["tasks"][0]["is_completed"] == 1
@@ -120,8 +131,10 @@ def test_missed_while_down_comes_back_once_per_object_and_clears(srv, b24_datase
     down = Receiver()
     app.install_hooks(down.url)
     down.close()
-    deal, contact = (next(r for r in rows if not r["is_deleted"])["id"]
-                     for rows in (b24_dataset.deals, b24_dataset.contacts))
+    deal, contact = (
+        next(r for r in rows if not r["is_deleted"])["id"]
+        for rows in (b24_dataset.deals, b24_dataset.contacts)
+    )
     for i in range(3):
         b24_dataset.update("deals", deal, name=f"edit {i}")
     for i in range(2):
@@ -133,7 +146,7 @@ def test_missed_while_down_comes_back_once_per_object_and_clears(srv, b24_datase
     assert sorted(changes, key=lambda c: c.table) == [Change("contacts", contact), Change("deals", deal)]
     page = app.read_changes(changes)
     assert page.rows["deals"][0]["name"] == "edit 2"
-    assert app.missed_changes()[0] == []        # handed to our process: hidden, not lost
+    assert app.missed_changes()[0] == []  # handed to our process: hidden, not lost
     app.clear_missed(process_id)
     assert srv.events.queue == []
     assert app.missed_changes()[0] == []
@@ -149,8 +162,13 @@ def test_remove_hooks_unbinds_everything(srv, b24_dataset, app, rx):
 
 def test_a_webhook_source_gets_events_from_an_outgoing_webhook(srv, b24_dataset, rx):
     token = srv.add_outgoing_webhook(rx.url, events.BOUND)
-    cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=srv.webhook_url,
-                       requests_per_second=50.0, application_token=token)
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        webhook_url=srv.webhook_url,
+        requests_per_second=50.0,
+        application_token=token,
+    )
     a = Bitrix24Adapter(cfg, None)
     with pytest.raises(SourceError, match="outgoing webhook"):
         a.install_hooks(rx.url)
@@ -160,7 +178,11 @@ def test_a_webhook_source_gets_events_from_an_outgoing_webhook(srv, b24_dataset,
     changes = a.parse_hook(rx.wait(1)[0])
     assert changes == [Change("leads", lead)]
     assert a.read_changes(changes).rows["leads"][0]["title"] == "Hot"
-    other = Bitrix24Adapter(SourceConfig(name="b24", kind="bitrix24", webhook_url=srv.webhook_url,
-                                         application_token=srv.application_token), None)
-    with pytest.raises(HookRefused):       # the app's token is not this webhook's
+    other = Bitrix24Adapter(
+        SourceConfig(
+            name="b24", kind="bitrix24", webhook_url=srv.webhook_url, application_token=srv.application_token
+        ),
+        None,
+    )
+    with pytest.raises(HookRefused):  # the app's token is not this webhook's
         other.parse_hook(rx.got[0])

@@ -37,8 +37,8 @@ def app(b24_sandbox, tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
-token_path = "{tmp_path / 'tokens.json'}"
+path = "{tmp_path / "mirror.db"}"
+token_path = "{tmp_path / "tokens.json"}"
 
 [[sources]]
 name = "b24"
@@ -55,9 +55,13 @@ redirect_uri = "{redirect}"
 def start_auth(config: str) -> tuple[subprocess.Popen, str]:
     """Run `auth b24` and read the URL it prints once it listens."""
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--config", config, "auth", "b24",
-                             "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", config, "auth", "b24", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     shown = []
     for line in proc.stdout:
         shown.append(line)
@@ -78,17 +82,18 @@ def test_sign_in_in_the_browser_saves_tokens(app):
     assert url.startswith(f"{srv.url}/oauth/authorize/?")
     assert parse_qs(urlsplit(url).query)["client_id"] == ["sandbox.app"]
 
-    page = requests.get(url, timeout=20)          # the browser follows the portal's redirect
+    page = requests.get(url, timeout=20)  # the browser follows the portal's redirect
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert page.status_code == 200 and "Signed in" in page.text
     assert page.url.startswith(srv.oauth.redirect_uri + "?code=")
     assert out.strip().splitlines()[-1] == (
-        f"source 'b24': authorized for 127.0.0.1:{srv.port} (user 1); tokens saved")
+        f"source 'b24': authorized for 127.0.0.1:{srv.port} (user 1); tokens saved"
+    )
 
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     pair = json.loads(token_file.read_text())["b24"]
-    srv.oauth.check(pair["access_token"])        # the sandbox accepts the saved token
+    srv.oauth.check(pair["access_token"])  # the sandbox accepts the saved token
     code = parse_qs(urlsplit(page.url).query)["code"][0]
     for secret in (SECRET, pair["access_token"], pair["refresh_token"], code):
         assert secret not in printed + out + err + page.text
@@ -99,7 +104,7 @@ def test_a_code_older_than_30_seconds_fails_clearly(app):
     proc, printed = start_auth(config)
     redirect = requests.get(authorize_url(printed), allow_redirects=False, timeout=20)
     assert redirect.status_code == 302
-    srv.oauth.advance(31)                         # the user took 31 s to get back
+    srv.oauth.advance(31)  # the user took 31 s to get back
     page = requests.get(redirect.headers["Location"], timeout=20)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
@@ -122,18 +127,24 @@ def test_a_code_within_30_seconds_still_works(app):
 def test_the_portal_rejects_an_unknown_app_and_a_foreign_redirect(app):
     srv, _, _ = app
     base = f"{srv.url}/oauth/authorize/"
-    unknown = requests.get(base, params={"client_id": "other.app", "state": "x"},
-                           allow_redirects=False, timeout=10)
+    unknown = requests.get(
+        base, params={"client_id": "other.app", "state": "x"}, allow_redirects=False, timeout=10
+    )
     assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_client"
-    foreign = requests.get(base, params={"client_id": "sandbox.app", "state": "x",
-                                         "redirect_uri": "http://evil.example/cb"},
-                           allow_redirects=False, timeout=10)
+    foreign = requests.get(
+        base,
+        params={"client_id": "sandbox.app", "state": "x", "redirect_uri": "http://evil.example/cb"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_request"
-    ok = requests.get(base, params={"client_id": "sandbox.app", "state": "s1"},
-                      allow_redirects=False, timeout=10)
+    ok = requests.get(
+        base, params={"client_id": "sandbox.app", "state": "s1"}, allow_redirects=False, timeout=10
+    )
     query = parse_qs(urlsplit(ok.headers["Location"]).query)
-    assert query["state"] == ["s1"] and {"code", "domain", "member_id", "scope",
-                                         "server_domain"} <= set(query)
+    assert query["state"] == ["s1"] and {"code", "domain", "member_id", "scope", "server_domain"} <= set(
+        query
+    )
 
 
 def test_amocrm_keeps_code_by_hand_and_says_so_without_it(amo_dataset, tmp_path):
@@ -141,11 +152,12 @@ def test_amocrm_keeps_code_by_hand_and_says_so_without_it(amo_dataset, tmp_path)
 
     from connector.cli import main
     from sandbox.amocrm import AmoSandbox
+
     with AmoSandbox(amo_dataset, limits=False, access_token=None) as server:
         config = tmp_path / "config.toml"
         config.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -155,8 +167,9 @@ client_id = "{server.client_id}"
 client_secret = "{server.client_secret}"
 redirect_uri = "{server.redirect_uri}"
 """)
-        run = CliRunner().invoke(main, ["--config", str(config), "auth", "amo",
-                                        "--code", server.issue_code()])
+        run = CliRunner().invoke(
+            main, ["--config", str(config), "auth", "amo", "--code", server.issue_code()]
+        )
         assert run.exit_code == 0 and "authorised; tokens saved" in run.output, run.output
         bare = CliRunner().invoke(main, ["--config", str(config), "auth", "amo"])
         assert bare.exit_code == 1

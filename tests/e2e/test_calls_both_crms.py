@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from adapters import registry
-from connector.kpi import engine as kpi
 from connector.config.kpi import KpiConfig
 from connector.config.loader import SourceConfig
+from connector.kpi import engine as kpi
 from connector.mirror.store import Mirror
-from connector.run.sync import sync_source
 from connector.mirror.tokens import TokenStore
+from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.call_outcomes import OUTCOMES, status_of
@@ -30,34 +30,56 @@ CALL_KPIS = ("calls_90d", "missed_calls_90d", "call_minutes_90d")
 def dataset():
     """A small account with the call grid added; the same ids every time."""
     ds = generate(seed=7, size=80)
-    alive = {name: [r for r in getattr(ds, name) if not r["is_deleted"]][:2]
-             for name in ("contacts", "companies", "deals")}
-    targets = [("contact", r) for r in alive["contacts"]] + [
-        ("company", r) for r in alive["companies"]] + [("deal", r) for r in alive["deals"]]
+    alive = {
+        name: [r for r in getattr(ds, name) if not r["is_deleted"]][:2]
+        for name in ("contacts", "companies", "deals")
+    }
+    targets = (
+        [("contact", r) for r in alive["contacts"]]
+        + [("company", r) for r in alive["companies"]]
+        + [("deal", r) for r in alive["deals"]]
+    )
     for n, (etype, row) in enumerate(targets):
         for direction in ("in", "out"):
             for k, outcome in enumerate(OUTCOMES):
-                ds.add("calls", direction=direction, outcome=outcome,
-                       status=status_of(direction, outcome),
-                       duration_s=60 * (k + 1) if outcome == "talked" else 0,
-                       started_at=ds.now - (n + k + 1) * DAY, entity_type=etype,
-                       entity_id=row["id"], responsible_user_id=row["responsible_user_id"],
-                       phone="+74950000001")
+                ds.add(
+                    "calls",
+                    direction=direction,
+                    outcome=outcome,
+                    status=status_of(direction, outcome),
+                    duration_s=60 * (k + 1) if outcome == "talked" else 0,
+                    started_at=ds.now - (n + k + 1) * DAY,
+                    entity_type=etype,
+                    entity_id=row["id"],
+                    responsible_user_id=row["responsible_user_id"],
+                    phone="+74950000001",
+                )
     return ds
 
 
 def source(kind: str, server) -> SourceConfig:
     if kind == "amocrm":
-        return SourceConfig(name="main", kind="amocrm", base_url=server.url,
-                            access_token=server.access_token, requests_per_second=500.0)
-    return SourceConfig(name="main", kind="bitrix24", webhook_url=server.webhook_url,
-                        requests_per_second=500.0, bucket_size=10_000)
+        return SourceConfig(
+            name="main",
+            kind="amocrm",
+            base_url=server.url,
+            access_token=server.access_token,
+            requests_per_second=500.0,
+        )
+    return SourceConfig(
+        name="main",
+        kind="bitrix24",
+        webhook_url=server.webhook_url,
+        requests_per_second=500.0,
+        bucket_size=10_000,
+    )
 
 
 def synced(kind: str, server, tmp_path) -> Mirror:
     """A mirror of the server's account with KPIs computed."""
-    adapter = registry.get(kind).make_adapter(source(kind, server),
-                                              TokenStore(str(tmp_path / f"{kind}.tokens")))
+    adapter = registry.get(kind).make_adapter(
+        source(kind, server), TokenStore(str(tmp_path / f"{kind}.tokens"))
+    )
     mirror = Mirror(str(tmp_path / f"{kind}.db"))
     try:
         results = sync_source(mirror, adapter)
@@ -70,15 +92,22 @@ def synced(kind: str, server, tmp_path) -> Mirror:
 
 
 def call_counts(m: Mirror) -> dict:
-    return {(et, eid, status): n for et, eid, status, n in m.conn.execute(
-        "SELECT entity_type, entity_id, status, count(*) FROM calls GROUP BY 1, 2, 3")}
+    return {
+        (et, eid, status): n
+        for et, eid, status, n in m.conn.execute(
+            "SELECT entity_type, entity_id, status, count(*) FROM calls GROUP BY 1, 2, 3"
+        )
+    }
 
 
 def call_kpis(m: Mirror) -> dict:
     marks = ", ".join("?" * len(CALL_KPIS))
-    return {(et, eid, k): v for et, eid, k, v in m.conn.execute(
-        f"SELECT entity_type, entity_id, kpi, value FROM kpi_values WHERE kpi IN ({marks})",
-        CALL_KPIS)}
+    return {
+        (et, eid, k): v
+        for et, eid, k, v in m.conn.execute(
+            f"SELECT entity_type, entity_id, kpi, value FROM kpi_values WHERE kpi IN ({marks})", CALL_KPIS
+        )
+    }
 
 
 def test_same_calls_through_both_crms_give_the_same_counts_and_kpis(tmp_path):

@@ -15,8 +15,21 @@ from click.testing import CliRunner
 
 from connector.cli import main
 
-ENTITY_TABLES = ["users", "pipelines", "stages", "deals", "deal_contacts", "leads", "contacts",
-                 "companies", "tasks", "calls", "stage_changes", "activities", "survey_answers"]
+ENTITY_TABLES = [
+    "users",
+    "pipelines",
+    "stages",
+    "deals",
+    "deal_contacts",
+    "leads",
+    "contacts",
+    "companies",
+    "tasks",
+    "calls",
+    "stage_changes",
+    "activities",
+    "survey_answers",
+]
 
 
 @pytest.fixture
@@ -24,7 +37,7 @@ def config_path(tmp_path, amo_sandbox, b24_sandbox):
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -73,13 +86,18 @@ def test_sync_twice_then_kpi_on_both_crms(config_path, tmp_path, amo_sandbox, b2
     for source, server in (("amo", amo_sandbox), ("b24", b24_sandbox)):
         ds = server.dataset
         for table in ("deals", "contacts", "companies", "tasks"):
-            mirrored = {r[0] for r in conn.execute(
-                f"SELECT id FROM {table} WHERE source = ? AND is_deleted = 0", (source,))}
+            mirrored = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM {table} WHERE source = ? AND is_deleted = 0", (source,)
+                )
+            }
             assert mirrored == live(getattr(ds, table)), (source, table)
         calls = conn.execute("SELECT count(*) FROM calls WHERE source = ?", (source,)).fetchone()[0]
         assert calls == len(ds.calls)
-        won = conn.execute("SELECT count(*) FROM deals WHERE source = ? AND status = 'won' AND is_deleted = 0",
-                           (source,)).fetchone()[0]
+        won = conn.execute(
+            "SELECT count(*) FROM deals WHERE source = ? AND status = 'won' AND is_deleted = 0", (source,)
+        ).fetchone()[0]
         assert won == sum(1 for d in ds.deals if d["status"] == "won" and not d["is_deleted"])
     conn.close()
     before = dump(db)
@@ -90,8 +108,9 @@ def test_sync_twice_then_kpi_on_both_crms(config_path, tmp_path, amo_sandbox, b2
     assert code == 0, out
     assert dump(db) == before
     with sqlite3.connect(db) as conn:
-        streams = dict(conn.execute(
-            "SELECT source, count(DISTINCT stream) FROM sync_runs GROUP BY source").fetchall())
+        streams = dict(
+            conn.execute("SELECT source, count(DISTINCT stream) FROM sync_runs GROUP BY source").fetchall()
+        )
     assert len(amo_sandbox.request_log) <= streams["amo"]
     assert len(b24_sandbox.request_log) <= streams["b24"]
 
@@ -107,14 +126,13 @@ def test_sync_twice_then_kpi_on_both_crms(config_path, tmp_path, amo_sandbox, b2
     assert written > 0
 
 
-def test_bad_page_fails_its_stream_only_and_keeps_the_rest(config_path, tmp_path, amo_sandbox,
-                                                           monkeypatch):
-    monkeypatch.setattr("adapters.http.FIRST_BACKOFF_S", 0.001)   # the ladder, not its pauses
-    amo_sandbox.fail_next("badjson", 6)   # every attempt at the first request: the users stream
+def test_bad_page_fails_its_stream_only_and_keeps_the_rest(config_path, tmp_path, amo_sandbox, monkeypatch):
+    monkeypatch.setattr("adapters.http.FIRST_BACKOFF_S", 0.001)  # the ladder, not its pauses
+    amo_sandbox.fail_next("badjson", 6)  # every attempt at the first request: the users stream
     code, out = cli(config_path, "sync", "--source", "amo")
     assert code == 1
     failed = [line for line in out.splitlines() if "status=failed" in line]
-    assert len(failed) == 1 and "source=amo stream=users" in failed[0], out   # said once
+    assert len(failed) == 1 and "source=amo stream=users" in failed[0], out  # said once
     assert "9/10 streams ok (failed: users)" in out
     with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
         runs = dict(conn.execute("SELECT stream, status FROM sync_runs WHERE source = 'amo'").fetchall())
@@ -136,10 +154,12 @@ def test_secrets_never_in_output_logs_or_mirror(config_path, tmp_path, amo_sandb
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
     conn = sqlite3.connect(str(db))
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    mirror_text = json.dumps({t: conn.execute(f"SELECT * FROM [{t}]").fetchall() for t in tables}, default=str)
+    mirror_text = json.dumps(
+        {t: conn.execute(f"SELECT * FROM [{t}]").fetchall() for t in tables}, default=str
+    )
     conn.close()
     assert "deals" in mirror_text
-    assert "sync source=amo stream=deals" in outputs[1]      # the logs are part of what we checked
+    assert "sync source=amo stream=deals" in outputs[1]  # the logs are part of what we checked
     assert '"event": "sync"' in outputs[2]
     for secret in secrets:
         assert secret not in text

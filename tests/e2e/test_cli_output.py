@@ -12,16 +12,15 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from connector.run import jobs
-from connector.run import runtime
 from connector.cli import main
+from connector.run import jobs, runtime
 
 
 def write_config(tmp_path, amo, b24, amo_token=None, webhook=None):
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -58,12 +57,13 @@ def test_one_summary_per_stream_counting_entities(config, tmp_path):
         deals = dict(conn.execute("SELECT source, count(*) FROM deals GROUP BY source").fetchall())
         links = conn.execute("SELECT count(*) FROM deal_contacts").fetchone()[0]
     # each stream's end is said once, and nothing else mentions a stream's end
-    assert sorted(re.search(r"source=(\S+) stream=(\S+)", line).groups() for line in ends) == \
-        sorted((s, st) for s, st, _ in runs)
+    assert sorted(re.search(r"source=(\S+) stream=(\S+)", line).groups() for line in ends) == sorted(
+        (s, st) for s, st, _ in runs
+    )
     assert links > 0
     for source in ("amo", "b24"):
         run_rows = next(r for s, st, r in runs if (s, st) == (source, "deals"))
-        assert run_rows == deals[source]          # deals, not deals plus their contact links
+        assert run_rows == deals[source]  # deals, not deals plus their contact links
         line = next(line for line in ends if f"source={source} stream=deals " in line)
         assert f" rows={deals[source]} " in line
     assert res.stdout.splitlines()[0].startswith("amo: ") and "10/10 streams ok" in res.stdout
@@ -72,16 +72,21 @@ def test_one_summary_per_stream_counting_entities(config, tmp_path):
 def test_json_logs_stay_machine_readable(config):
     res = run(config, "--log-format", "json", "sync", "--source", "b24")
     assert res.exit_code == 0, res.output
-    events = [json.loads(line) for line in res.stderr.splitlines()]   # every line is JSON
+    events = [json.loads(line) for line in res.stderr.splitlines()]  # every line is JSON
     ends = [e for e in events if e.get("event") == "sync"]
-    assert len(ends) == 11 and {e["status"] for e in ends} == {"ok"}   # one per b24 stream
+    assert len(ends) == 11 and {e["status"] for e in ends} == {"ok"}  # one per b24 stream
     assert all(isinstance(e["rows"], int) and e["source"] == "b24" for e in ends)
-    assert "\x1b" not in res.stderr                                    # no progress drawing
+    assert "\x1b" not in res.stderr  # no progress drawing
 
 
 def test_a_wrong_token_is_said_once_per_source(tmp_path, amo_sandbox, b24_sandbox):
-    config = write_config(tmp_path, amo_sandbox, b24_sandbox, amo_token="wrong-token",
-                          webhook=b24_sandbox.webhook_url.replace("/rest/1/", "/rest/1/x"))
+    config = write_config(
+        tmp_path,
+        amo_sandbox,
+        b24_sandbox,
+        amo_token="wrong-token",
+        webhook=b24_sandbox.webhook_url.replace("/rest/1/", "/rest/1/x"),
+    )
     res = run(config, "sync")
     assert res.exit_code == 1
     said = [line for line in res.output.splitlines() if "token rejected" in line]
@@ -89,7 +94,7 @@ def test_a_wrong_token_is_said_once_per_source(tmp_path, amo_sandbox, b24_sandbo
     said = [line for line in res.output.splitlines() if "webhook URL or access token is wrong" in line]
     assert len(said) == 1 and "source=b24 stream=users" in said[0], res.output
     assert "amo: 0 rows, 1 requests, 0/10 streams ok (failed: users; not run: 9 streams)" in res.stdout
-    assert len(res.output.splitlines()) == 4, res.output    # per source: the error, the summary
+    assert len(res.output.splitlines()) == 4, res.output  # per source: the error, the summary
 
 
 def test_check_json(config, amo_sandbox, b24_sandbox):
@@ -99,11 +104,18 @@ def test_check_json(config, amo_sandbox, b24_sandbox):
     doc = json.loads(res.stdout)
     assert doc["ok"] is True
     assert [(s["source"], s["kind"], s["status"]) for s in doc["sources"]] == [
-        ("amo", "amocrm", "ok"), ("b24", "bitrix24", "ok")]
+        ("amo", "amocrm", "ok"),
+        ("b24", "bitrix24", "ok"),
+    ]
     streams = {(s["source"], s["stream"]): s for s in doc["streams"]}
     assert streams[("amo", "deals")]["last_sync"] == "ok"
-    assert streams[("b24", "calls")] == {"source": "b24", "stream": "calls", "scope": "telephony",
-                                         "last_sync": "never", "advice": ""}
+    assert streams[("b24", "calls")] == {
+        "source": "b24",
+        "stream": "calls",
+        "scope": "telephony",
+        "last_sync": "never",
+        "advice": "",
+    }
 
 
 def test_kpi_json_dry_run_and_real_run(config, tmp_path):
@@ -115,19 +127,23 @@ def test_kpi_json_dry_run_and_real_run(config, tmp_path):
     assert doc["ok"] and amo["source"] == "amo" and amo["dry_run"] is True and amo["requests"] == 0
     assert amo["values_changed"] == len(amo["values"]) > 0
     assert {t["entity_type"]: t["fields_to_create"] for t in amo["by_type"]} == {
-        "company": ["KPI: Win rate, %"], "contact": ["KPI: Win rate, %"]}
+        "company": ["KPI: Win rate, %"],
+        "contact": ["KPI: Win rate, %"],
+    }
     assert sum(t["values"] for t in amo["by_type"]) == amo["values_changed"]
     assert all(v["kpi"] == "win_rate" and v["name"] for v in amo["values"])
-    assert amo["measures"] is None                  # a dry run leaves the measures alone
+    assert amo["measures"] is None  # a dry run leaves the measures alone
     with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
-        assert conn.execute("SELECT count(*) FROM kpi_values").fetchone()[0] == 0   # dry: nothing
+        assert conn.execute("SELECT count(*) FROM kpi_values").fetchone()[0] == 0  # dry: nothing
 
     res = run(config, "kpi", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert [s["source"] for s in doc["sources"]] == ["amo", "b24"]
-    assert all(s["dry_run"] is False and s["values_changed"] > 0 and s["rejected"] == 0
-               and "values" not in s for s in doc["sources"])
+    assert all(
+        s["dry_run"] is False and s["values_changed"] > 0 and s["rejected"] == 0 and "values" not in s
+        for s in doc["sources"]
+    )
     with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
         stored = dict(conn.execute("SELECT source, count(*) FROM metrics GROUP BY source").fetchall())
     assert {s["source"]: s["measures"]["rows"] for s in doc["sources"]} == stored
@@ -137,9 +153,15 @@ def test_kpi_json_dry_run_and_real_run(config, tmp_path):
 def test_kpi_json_before_any_sync_names_the_source(config):
     res = run(config, "kpi", "--json")
     assert res.exit_code == 1
-    assert json.loads(res.stdout) == {"ok": False, "sources": [{
-        "source": "amo", "error": "source 'amo' has no complete sync yet: run "
-                                  "`crm-connector sync --source amo` first"}]}
+    assert json.loads(res.stdout) == {
+        "ok": False,
+        "sources": [
+            {
+                "source": "amo",
+                "error": "source 'amo' has no complete sync yet: run `crm-connector sync --source amo` first",
+            }
+        ],
+    }
     assert res.stderr.startswith("error: source 'amo' has no complete sync yet")
 
 

@@ -10,8 +10,12 @@ from adapters import registry
 
 
 def test_demo_runs_end_to_end_and_exits_cleanly(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "connector", "demo", "--size", "200", "--dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "connector", "demo", "--size", "200", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert re.search(r"(both|all \d+) sandboxes stopped", out)

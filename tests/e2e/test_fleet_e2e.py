@@ -41,8 +41,8 @@ AMO, B24 = 7, 5
 SIZE = 200
 THREADS = 4
 VISIBILITY_S, LEASE_S = 10, 5
-RUN_DEADLINE_S = 120       # generous: the machine is shared; a healthy run takes seconds
-_DBS = itertools.cycle(range(9, 16))   # Redis databases of these tests' own
+RUN_DEADLINE_S = 120  # generous: the machine is shared; a healthy run takes seconds
+_DBS = itertools.cycle(range(9, 16))  # Redis databases of these tests' own
 
 
 def _env() -> dict:
@@ -68,6 +68,7 @@ def _free_port() -> int:
 def broker(redis_url):
     """(url, client) of a Redis database no other test uses at the same time, empty."""
     import redis
+
     url = _with_db(redis_url, next(_DBS))
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -137,8 +138,14 @@ sync = "0 2 * * *"
 def cli(tmp_path, config: str, *args, stdout=subprocess.PIPE) -> tuple[subprocess.Popen, str]:
     err = str(tmp_path / f"{args[0]}-{time.monotonic_ns()}.log")
     with open(err, "w") as fh:
-        proc = subprocess.Popen(CONNECTOR + ["--config", config, *args], cwd=str(tmp_path),
-                                env=_env(), stdout=stdout, stderr=fh, text=True)
+        proc = subprocess.Popen(
+            CONNECTOR + ["--config", config, *args],
+            cwd=str(tmp_path),
+            env=_env(),
+            stdout=stdout,
+            stderr=fh,
+            text=True,
+        )
     return proc, err
 
 
@@ -153,8 +160,16 @@ class Workers:
     def start(self, *names: str) -> None:
         for name in names:
             node = f"{name}@fleettest"
-            proc, log = cli(self.tmp_path, self.config, "worker", "-c", str(THREADS), "--name", node,
-                            stdout=subprocess.DEVNULL)
+            proc, log = cli(
+                self.tmp_path,
+                self.config,
+                "worker",
+                "-c",
+                str(THREADS),
+                "--name",
+                node,
+                stdout=subprocess.DEVNULL,
+            )
             self.procs[node], self.logs[node] = proc, log
         for node in self.procs:
             self.wait_ready(node)
@@ -166,7 +181,7 @@ class Workers:
                 return
             proc = self.procs[node]
             assert proc.poll() is None, f"worker {node} exited (rc {proc.returncode}): {self.tail(node)}"
-            time.sleep(0.05)    # polling interval
+            time.sleep(0.05)  # polling interval
         pytest.fail(f"worker {node} not ready after {deadline_s}s: {self.tail(node)}")
 
     def tail(self, node: str, n: int = 3000) -> str:
@@ -193,19 +208,22 @@ def workers(tmp_path):
         made.append(w)
         w.start(*names)
         return w
+
     yield make
     for w in made:
         w.stop()
 
 
-def run_once(tmp_path, config: str, deadline_s: float = RUN_DEADLINE_S) -> tuple[int | None, dict[str, str], str]:
+def run_once(
+    tmp_path, config: str, deadline_s: float = RUN_DEADLINE_S
+) -> tuple[int | None, dict[str, str], str]:
     """`run --once` to the end: exit code (None: killed at the deadline), each source's
     summary line, stderr."""
     proc, err = cli(tmp_path, config, "run", "--once")
     try:
         out, _ = proc.communicate(timeout=deadline_s)
         code = proc.returncode
-    except subprocess.TimeoutExpired:      # code None: still waiting at the deadline
+    except subprocess.TimeoutExpired:  # code None: still waiting at the deadline
         proc.kill()
         out, _ = proc.communicate()
         code = None
@@ -246,8 +264,10 @@ def assert_no_limit_answers(portals: list[Portal]) -> None:
 
 # ---- a: the whole fleet ----------------------------------------------------------------------
 
-def test_run_once_on_two_workers_mirrors_twelve_portals_within_their_limits(tmp_path, broker, portals,
-                                                                           workers):
+
+def test_run_once_on_two_workers_mirrors_twelve_portals_within_their_limits(
+    tmp_path, broker, portals, workers
+):
     url, client = broker
     config = write_config(tmp_path, url, portals)
     fleet = workers(config, "w1", "w2")
@@ -259,8 +279,9 @@ def test_run_once_on_two_workers_mirrors_twelve_portals_within_their_limits(tmp_
         assert int(lines[p.name].split()[1].replace(",", "")) > 0
 
     # one mirror file per source, each equal to its portal; no portal ever said "too many"
-    assert {f for f in os.listdir(tmp_path / "mirrors") if f.endswith(".db")} == \
-        {f"{p.name}.db" for p in portals}
+    assert {f for f in os.listdir(tmp_path / "mirrors") if f.endswith(".db")} == {
+        f"{p.name}.db" for p in portals
+    }
     assert_every_mirror_complete(tmp_path, portals)
     assert_no_limit_answers(portals)
     assert all(p.server.request_log for p in portals)
@@ -275,7 +296,7 @@ def test_run_once_on_two_workers_mirrors_twelve_portals_within_their_limits(tmp_
         assert row is not None, (p.name, fleet_part)
         assert re.search(r"\bsync\s+finished\s+w[12]@fleettest\b.*\bok, [\d,]+ rows", row), row
     board = Board(client)
-    assert {board.get(p.name)["worker"] for p in portals} == set(fleet.procs)   # both took jobs
+    assert {board.get(p.name)["worker"] for p in portals} == set(fleet.procs)  # both took jobs
     # each job ran once (one sync run per mirror) and let go of its portal's lease
     for p in portals:
         assert len({r[0] for r in runs_of(mirror(tmp_path, p.name))}) == 1, p.name
@@ -284,11 +305,14 @@ def test_run_once_on_two_workers_mirrors_twelve_portals_within_their_limits(tmp_
 
 # ---- b: one portal refuses its credentials ---------------------------------------------------
 
+
 def test_a_portal_with_wrong_credentials_fails_alone(tmp_path, broker, portals, workers):
     url, _ = broker
     amo_bad, b24_bad = portals[2], portals[AMO + 1]
-    bad = {amo_bad.name: {"access_token": "not-the-token"},
-           b24_bad.name: {"webhook_url": b24_bad.server.webhook_url.replace("sandboxsecret123", "wrong")}}
+    bad = {
+        amo_bad.name: {"access_token": "not-the-token"},
+        b24_bad.name: {"webhook_url": b24_bad.server.webhook_url.replace("sandboxsecret123", "wrong")},
+    }
     config = write_config(tmp_path, url, portals, bad=bad)
     workers(config, "w1", "w2")
 
@@ -308,8 +332,10 @@ def test_a_portal_with_wrong_credentials_fails_alone(tmp_path, broker, portals, 
 
 # ---- c: a worker killed mid-run --------------------------------------------------------------
 
-def kill_when_running_on(portals: list[Portal], board: Board, victim: subprocess.Popen, node: str,
-                         path: str, then=None) -> dict:
+
+def kill_when_running_on(
+    portals: list[Portal], board: Board, victim: subprocess.Popen, node: str, path: str, then=None
+) -> dict:
     """Wrap every portal's handler: the first GET of `path` from a job the board shows
     running on worker `node` SIGKILLs that worker's process (and reaps it) before the portal
     answers, then calls `then()` if given. Returns {"fired": Event, "source": that job's
@@ -323,8 +349,11 @@ def kill_when_running_on(portals: list[Portal], board: Board, victim: subprocess
             if req.method == "GET" and req.path.rstrip("/") == path:
                 with lock:
                     job = board.get(p.name)
-                    if not state["fired"].is_set() and job.get("state") == "running" \
-                            and job.get("worker") == node:
+                    if (
+                        not state["fired"].is_set()
+                        and job.get("state") == "running"
+                        and job.get("worker") == node
+                    ):
                         state["board"] = {q.name: board.get(q.name) for q in portals}
                         state["source"] = p.name
                         os.kill(victim.pid, signal.SIGKILL)
@@ -334,12 +363,14 @@ def kill_when_running_on(portals: list[Portal], board: Board, victim: subprocess
                         state["fired"].set()
                         return p.server.fault_response()
             return handle(req)
+
         p.server.handle = wrapped
     return state
 
 
-def test_a_worker_killed_mid_run_its_jobs_run_again_and_every_mirror_is_complete(tmp_path, broker,
-                                                                               portals, workers):
+def test_a_worker_killed_mid_run_its_jobs_run_again_and_every_mirror_is_complete(
+    tmp_path, broker, portals, workers
+):
     url, client = broker
     config = write_config(tmp_path, url, portals)
     fleet = workers(config, "w1", "w2")
@@ -358,8 +389,11 @@ def test_a_worker_killed_mid_run_its_jobs_run_again_and_every_mirror_is_complete
     assert_no_limit_answers(portals)
 
     # the jobs the dead worker held ran again on the survivor; every other job ran once
-    killed = {s for s, job in kill["board"].items()
-              if job.get("state") == "running" and job.get("worker") == victim_node}
+    killed = {
+        s
+        for s, job in kill["board"].items()
+        if job.get("state") == "running" and job.get("worker") == victim_node
+    }
     assert kill["source"] in killed
     board = Board(client)
     for p in portals:
@@ -379,16 +413,22 @@ def test_a_worker_killed_mid_run_its_jobs_run_again_and_every_mirror_is_complete
     assert len(order) == 2, runs
     first = {r[1]: r for r in runs if r[0] == order[0]}
     second = {r[1]: r for r in runs if r[0] == order[1]}
-    assert {s: r[2] for s, r in first.items()} == {"users": "ok", "pipelines": "ok", "companies": "ok",
-                                                   "contacts": "ok", "deals": "interrupted"}, runs
+    assert {s: r[2] for s, r in first.items()} == {
+        "users": "ok",
+        "pipelines": "ok",
+        "companies": "ok",
+        "contacts": "ok",
+        "deals": "interrupted",
+    }, runs
     assert {r[2] for r in second.values()} == {"ok"} and "events" in second, runs
-    for stream in ("companies", "contacts"):      # read again only from the bookmark on
+    for stream in ("companies", "contacts"):  # read again only from the bookmark on
         assert second[stream][3] < first[stream][3], (stream, runs)
-    assert client.keys("crm:lease:*") == []       # the dead worker's lease ran out, no other is left
+    assert client.keys("crm:lease:*") == []  # the dead worker's lease ran out, no other is left
 
 
-def test_a_worker_killed_in_its_restore_sweep_does_not_hold_redelivery_back(tmp_path, broker, portals,
-                                                                             workers):
+def test_a_worker_killed_in_its_restore_sweep_does_not_hold_redelivery_back(
+    tmp_path, broker, portals, workers
+):
     """Each worker sweeps Redis for jobs whose worker vanished, under one mutex key that it
     sets with an expiry; a worker killed inside its sweep leaves the key to expire. Here the
     kill leaves it as such a worker would (the app's own expiry): the dead worker's jobs must
@@ -399,12 +439,17 @@ def test_a_worker_killed_in_its_restore_sweep_does_not_hold_redelivery_back(tmp_
     url, client = broker
     config = write_config(tmp_path, url, portals)
     options = make_app(loader.load(config)).conf.broker_transport_options
-    expire_s = options.get("unacked_mutex_expire", 300)       # kombu's default: 5 minutes
+    expire_s = options.get("unacked_mutex_expire", 300)  # kombu's default: 5 minutes
     fleet = workers(config, "w1", "w2")
     victim_node = "w1@fleettest"
     kill = kill_when_running_on(
-        portals, Board(client), fleet.procs[victim_node], victim_node, "/api/v4/leads",
-        then=lambda: client.set("unacked_mutex", b"token-of-the-dead-worker", px=int(expire_s * 1000)))
+        portals,
+        Board(client),
+        fleet.procs[victim_node],
+        victim_node,
+        "/api/v4/leads",
+        then=lambda: client.set("unacked_mutex", b"token-of-the-dead-worker", px=int(expire_s * 1000)),
+    )
 
     code, lines, err = run_once(tmp_path, config, deadline_s=VISIBILITY_S * 6)
     assert kill["fired"].is_set()
@@ -415,11 +460,12 @@ def test_a_worker_killed_in_its_restore_sweep_does_not_hold_redelivery_back(tmp_
 
 # ---- d: no Redis ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("command", [["run", "--once"], ["worker", "-c", "1"]])
 def test_unreachable_redis_is_one_line_naming_the_url_and_exit_2(tmp_path, command):
     with AmoSandbox(size=20, limits=False) as amo:
         port = _free_port()
-        url = f"redis://:pw1@127.0.0.1:{port}/4"     # a short password: masked all the same
+        url = f"redis://:pw1@127.0.0.1:{port}/4"  # a short password: masked all the same
         config = write_config(tmp_path, url, [Portal("amo-x", "amocrm", amo)])
         proc, err = cli(tmp_path, config, *command)
         try:

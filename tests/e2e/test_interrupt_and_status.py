@@ -31,7 +31,7 @@ def write_config(tmp_path, sandbox, lock_timeout_s=600) -> str:
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -67,6 +67,7 @@ class Gate:
                     self.reached.set()
                     self.go.wait(60)
             return handle(req)
+
         sandbox.handle = gated
 
     def release(self):
@@ -83,9 +84,14 @@ def amo_sandbox():
 def start_sync(tmp_path, config, *args) -> tuple[subprocess.Popen, str]:
     err = str(tmp_path / f"sync-{time.monotonic_ns()}.err")
     with open(err, "w") as fh:
-        proc = subprocess.Popen(CONNECTOR + ["--config", config, "sync", *args], cwd=str(tmp_path),
-                                env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
-                                stderr=fh, text=True)
+        proc = subprocess.Popen(
+            CONNECTOR + ["--config", config, "sync", *args],
+            cwd=str(tmp_path),
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+        )
     return proc, err
 
 
@@ -119,13 +125,13 @@ def committed_rows(db) -> int:
 
 
 def deals_run(db):
-    return query(db, "SELECT status, rows, error FROM sync_runs WHERE stream = 'deals' "
-                     "ORDER BY id DESC LIMIT 1")[0]
+    return query(
+        db, "SELECT status, rows, error FROM sync_runs WHERE stream = 'deals' ORDER BY id DESC LIMIT 1"
+    )[0]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_commits_the_page_records_interrupted_and_exits_128_plus_n(
-        amo_sandbox, tmp_path, sig, code):
+def test_a_signal_commits_the_page_records_interrupted_and_exits_128_plus_n(amo_sandbox, tmp_path, sig, code):
     config, db = write_config(tmp_path, amo_sandbox), str(tmp_path / "mirror.db")
     gate = Gate(amo_sandbox)
     proc, err = start_sync(tmp_path, config)
@@ -142,7 +148,7 @@ def test_a_signal_commits_the_page_records_interrupted_and_exits_128_plus_n(
             proc.wait()
     text = open(err).read()
     said = [ln for ln in text.splitlines() if ln.startswith("interrupted by")]
-    assert said == [text.splitlines()[-1]], text     # one line, the last (log lines aside)
+    assert said == [text.splitlines()[-1]], text  # one line, the last (log lines aside)
     assert said[0].startswith(f"interrupted by {signal.Signals(sig).name}: amo/deals stopped"), said
     assert "Aborted" not in text and "Traceback" not in text
 
@@ -172,7 +178,7 @@ def test_status_shows_a_killed_run_as_interrupted_with_what_it_committed(amo_san
     row = status_rows(config)["deals"]
     assert row.split()[2] == "interrupted", row
     assert "killed or crashed" in last_error(config, "deals")
-    status, rows, _ = deals_run(db)      # the mirror itself is untouched by `status`
+    status, rows, _ = deals_run(db)  # the mirror itself is untouched by `status`
     assert status == "running"
     assert rows == committed > 0
     assert f" {rows} " in f" {row} "
@@ -187,8 +193,11 @@ def test_a_sync_waiting_for_a_lock_says_whom_it_waits_for_at_once(amo_sandbox, t
     try:
         wait_for(lambda: mid_deals(db, gate), first, what="the first sync mid-deals")
         second, err = start_sync(tmp_path, config)
-        line = wait_for(lambda: next((ln for ln in open(err) if "busy" in ln), None), second,
-                        what="the waiting sync's message")
+        line = wait_for(
+            lambda: next((ln for ln in open(err) if "busy" in ln), None),
+            second,
+            what="the waiting sync's message",
+        )
         assert f"pid {first.pid} (crm-connector --config {config} sync) since 20" in line
         assert "up to 30s" in line and "source 'amo'" in line
         gate.release()

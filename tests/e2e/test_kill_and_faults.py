@@ -28,9 +28,9 @@ import time
 import pytest
 import requests
 
-from connector.run import runtime
-from connector.mirror import schema
 from connector.kpi import writeback
+from connector.mirror import schema
+from connector.run import runtime
 from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
@@ -41,22 +41,24 @@ from tests.e2e.test_run_e2e import entity_rows
 from tests.e2e.test_writeback_kill import B24, KPIS, Amo, assert_log_matches_cards, field_keys, query
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SIZE = 300          # deals; ~90 contacts and ~24 companies: 3 write requests of up to 50 cards
-SEED = 3            # test_writeback_kill's. (Seed 5 shows a defect no kill or fault causes: an
-                    # amoCRM task deleted then restored stays deleted; there is no task_restored.)
+SIZE = 300  # deals; ~90 contacts and ~24 companies: 3 write requests of up to 50 cards
+SEED = 3  # test_writeback_kill's. (Seed 5 shows a defect no kill or fault causes: an
+# amoCRM task deleted then restored stays deleted; there is no task_restored.)
 FAULT_RATE = 0.1
 
 
 # -- the two CRMs, small and faulty; what a request reads, for choosing kill points ----------
 
+
 class FaultyAmo(Amo):
     # (what the request reads, its nth in the run): companies early, deals' 2nd page, events' 3rd
     SYNC_POINTS = (("GET /api/v4/companies", 1), ("GET /api/v4/leads", 2), ("GET /api/v4/events", 3))
-    READS_UP_TO_RUN_START = True     # filter[updated_at][to]: a later stamp waits for the next run
+    READS_UP_TO_RUN_START = True  # filter[updated_at][to]: a later stamp waits for the next run
 
     def __init__(self):
-        self.server = AmoSandbox(generate(seed=SEED, size=SIZE), limits=False, faults=FAULT_KINDS,
-                                 timeout_hold_s=0.05)
+        self.server = AmoSandbox(
+            generate(seed=SEED, size=SIZE), limits=False, faults=FAULT_KINDS, timeout_hold_s=0.05
+        )
 
     @staticmethod
     def reads(req) -> set[str]:
@@ -65,11 +67,16 @@ class FaultyAmo(Amo):
 
 class FaultyB24(B24):
     SYNC_POINTS = (("crm.company.list", 1), ("crm.deal.list", 2), ("crm.stagehistory.list", 2))
-    READS_UP_TO_RUN_START = False    # DATE_MODIFY >= since - overlap, no upper bound
+    READS_UP_TO_RUN_START = False  # DATE_MODIFY >= since - overlap, no upper bound
 
     def __init__(self):
-        self.server = Bitrix24Sandbox(generate(seed=SEED, size=SIZE), limits=False, cost_model=False,
-                                      faults=FAULT_KINDS, timeout_hold_s=0.05)
+        self.server = Bitrix24Sandbox(
+            generate(seed=SEED, size=SIZE),
+            limits=False,
+            cost_model=False,
+            faults=FAULT_KINDS,
+            timeout_hold_s=0.05,
+        )
 
     @staticmethod
     def reads(req) -> set[str]:
@@ -90,6 +97,7 @@ def crm(request):
 
 # -- the killer: kills the job while the sandbox holds the chosen request -------------------
 
+
 class Killer:
     """Wraps the sandbox's handler. `run(point)` starts `run --once`; with a point
     (what, nth, when) it SIGKILLs the process at the nth request of this run reading `what`
@@ -102,7 +110,7 @@ class Killer:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.point, self.seen, self.killed = None, 0, False
-        self.runs, self.log = 0, []      # runs so far, and the request log rows of their requests
+        self.runs, self.log = 0, []  # runs so far, and the request log rows of their requests
         self.writes: list[list[tuple[str, int]]] = []
         handle = crm.server.handle
 
@@ -110,11 +118,12 @@ class Killer:
             hit = self._count(req)
             if hit == "before":
                 self._kill()
-                return crm.server.fault_response()    # never applied; nobody is listening
+                return crm.server.fault_response()  # never applied; nobody is listening
             resp = handle(req)
             if hit == "after":
                 self._kill()
             return resp
+
         crm.server.handle = wrapped
 
     def _count(self, req) -> str | None:
@@ -133,7 +142,7 @@ class Killer:
         return None
 
     def _kill(self) -> None:
-        self.killed = True         # first: the test thread may see the process die before we return
+        self.killed = True  # first: the test thread may see the process die before we return
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(60)
 
@@ -147,8 +156,11 @@ class Killer:
         with open(err, "w") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "connector", "--config", self.config, "run", "--once"],
-                env=dict(os.environ, PYTHONPATH=ROOT), cwd=str(self.tmp_path),
-                stdout=subprocess.DEVNULL, stderr=fh)
+                env=dict(os.environ, PYTHONPATH=ROOT),
+                cwd=str(self.tmp_path),
+                stdout=subprocess.DEVNULL,
+                stderr=fh,
+            )
         try:
             rc = self.proc.wait(300)
         finally:
@@ -158,8 +170,9 @@ class Killer:
         self.stderr = err.read_text()
         self.log += self.crm.server.request_log[start:]
         if point:
-            assert self.killed and rc == -signal.SIGKILL, \
+            assert self.killed and rc == -signal.SIGKILL, (
                 f"the run ended (rc {rc}) before reaching {point}:\n{self.stderr[-2000:]}"
+            )
         return rc
 
 
@@ -201,12 +214,17 @@ def clean_sync(tmp_path, crm) -> str:
 def expected_cards(db: str) -> dict[tuple, float]:
     """(type, id, field key) -> kpi_latest's value, for every mapped field of a live card."""
     keys = field_keys(db)
-    return {(et, eid, keys[et][kpi]): round(value, 2) for et, eid, kpi, value in query(
-        db, "SELECT l.entity_type, l.entity_id, l.kpi, l.value FROM kpi_latest l "
+    return {
+        (et, eid, keys[et][kpi]): round(value, 2)
+        for et, eid, kpi, value in query(
+            db,
+            "SELECT l.entity_type, l.entity_id, l.kpi, l.value FROM kpi_latest l "
             "JOIN (SELECT 'contact' AS t, id FROM contacts WHERE is_deleted = 0 UNION ALL "
             "      SELECT 'company', id FROM companies WHERE is_deleted = 0) c "
             "  ON c.t = l.entity_type AND c.id = l.entity_id "
-            "WHERE l.value IS NOT NULL AND l.kpi IN (%s)" % ",".join(f"'{k}'" for k in KPIS))}
+            "WHERE l.value IS NOT NULL AND l.kpi IN (%s)" % ",".join(f"'{k}'" for k in KPIS),
+        )
+    }
 
 
 def test_kill_9_at_many_points_with_10_percent_faults_ends_like_a_clean_run(crm, tmp_path):
@@ -226,10 +244,10 @@ def test_kill_9_at_many_points_with_10_percent_faults_ends_like_a_clean_run(crm,
         killer.run(("write", nth, when))
         log = assert_log_matches_cards_without_faults(db, crm)
         doubt = {(et, eid) for (et, eid, _), (status, _) in log.items() if status == writeback.SENDING}
-        assert doubt == set(killer.writes[-1])     # exactly the request the kill cut short
+        assert doubt == set(killer.writes[-1])  # exactly the request the kill cut short
 
     runs = 0
-    while killer.run() != 0:          # faults still on: run again until a run completes
+    while killer.run() != 0:  # faults still on: run again until a run completes
         runs += 1
         assert runs < 4, killer.stderr[-2000:]
     if crm.READS_UP_TO_RUN_START:
@@ -239,7 +257,7 @@ def test_kill_9_at_many_points_with_10_percent_faults_ends_like_a_clean_run(crm,
     assert query(db, "SELECT count(*) FROM writeback_log WHERE status = ?", writeback.SENDING) == [(0,)]
     kinds = {r["fault"] for r in killer.log if r["fault"]}
     assert kinds == set(FAULT_KINDS), f"faults met: {kinds}"
-    drawn = sum(1 for r in killer.log if r["fault"]) - killer.runs     # beside the forced ones
+    drawn = sum(1 for r in killer.log if r["fault"]) - killer.runs  # beside the forced ones
     assert drawn >= 0.05 * len(killer.log), (drawn, len(killer.log))
 
     # the mirror equals a clean run's, table by table, and the portal
@@ -266,7 +284,7 @@ def wait_past_the_newest_write(ds) -> None:
     end = time.monotonic() + 60
     while time.time() <= newest + 1:
         assert time.monotonic() < end, "the sandbox's newest write stays in the future"
-        time.sleep(0.05)      # polling interval, not a timing assumption
+        time.sleep(0.05)  # polling interval, not a timing assumption
 
 
 def assert_log_matches_cards_without_faults(db: str, crm) -> dict[tuple, tuple]:
@@ -282,8 +300,9 @@ def test_the_limit_fault_is_the_crms_own_rate_limit_answer(crm):
     srv = crm.server
     srv.fail_next("limit")
     if crm.kind == "amocrm":
-        r = requests.get(f"{srv.url}/api/v4/account", timeout=10,
-                         headers={"Authorization": f"Bearer {srv.access_token}"})
+        r = requests.get(
+            f"{srv.url}/api/v4/account", timeout=10, headers={"Authorization": f"Bearer {srv.access_token}"}
+        )
         assert r.status_code == 429 and r.json()["title"] == "Too Many Requests"
     else:
         r = requests.post(f"{srv.webhook_url}user.get", json={}, timeout=10)

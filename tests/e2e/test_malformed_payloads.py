@@ -36,6 +36,7 @@ class Want:
     when not the item's own ("abc", "#" for a place on the page). echo: the item is also a row
     of `activities` under this id prefix (an amoCRM call note), with the same outcome there
     (reported once)."""
+
     outcome: str
     table: str = ""
     column: str = ""
@@ -56,7 +57,9 @@ def skip(table, stream, field, item=None, echo=None):
 READ = Want("read")
 
 B24 = {
-    "amount_units": READ, "amount_spaced": READ, "amount_grouped": READ,
+    "amount_units": READ,
+    "amount_spaced": READ,
+    "amount_grouped": READ,
     "amount_ambiguous": null("deals", "amount", "deals", "OPPORTUNITY"),
     "amount_overflow": null("deals", "amount", "deals", "OPPORTUNITY"),
     "amount_nan": null("leads", "amount", "leads", "OPPORTUNITY"),
@@ -80,7 +83,9 @@ B24 = {
 }
 
 AMO = {
-    "price_units": READ, "price_spaced": READ, "price_grouped": READ,
+    "price_units": READ,
+    "price_spaced": READ,
+    "price_grouped": READ,
     "price_ambiguous": null("deals", "amount", "deals", "price"),
     "price_overflow": null("deals", "amount", "deals", "price"),
     "price_nan": null("deals", "amount", "deals", "price"),
@@ -91,7 +96,7 @@ AMO = {
     "unknown_stage": skip("deals", "deals", "stage_id"),
     "stage_text": skip("deals", "deals", "status_id"),
     "id_junk": skip("companies", "companies", "id", item="abc"),
-    "id_huge": skip("deals", "deals", "id", item=str(10 ** 20)),
+    "id_huge": skip("deals", "deals", "id", item=str(10**20)),
     "id_negative": skip("contacts", "contacts", "id", item="-7"),
     "reference_junk": null("deals", "responsible_user_id", "deals", "responsible_user_id"),
     "name_object": null("companies", "name", "companies", "name"),
@@ -121,23 +126,42 @@ class Crm:
         ds = generate(seed=1, size=SIZE)
         if kind == "bitrix24":
             self.server = Bitrix24Sandbox(ds, limits=False, cost_model=False).start()
-            cfg = SourceConfig(name=kind, kind=kind, webhook_url=self.server.webhook_url,
-                               requests_per_second=500.0, reconcile_hours=0.0)
+            cfg = SourceConfig(
+                name=kind,
+                kind=kind,
+                webhook_url=self.server.webhook_url,
+                requests_per_second=500.0,
+                reconcile_hours=0.0,
+            )
             self.adapter, self.want = Bitrix24Adapter(cfg, None), B24
-            pools = {"deal": _alive(ds.deals), "lead": _alive(ds.leads), "contact": _alive(ds.contacts),
-                     "company": _alive(ds.companies), "task": _alive(ds.tasks),
-                     "call": [c["id"] for c in ds.calls],
-                     "stagehistory_deal": [r["id"] for r in self.server.portal.history("deal")]}
+            pools = {
+                "deal": _alive(ds.deals),
+                "lead": _alive(ds.leads),
+                "contact": _alive(ds.contacts),
+                "company": _alive(ds.companies),
+                "task": _alive(ds.tasks),
+                "call": [c["id"] for c in ds.calls],
+                "stagehistory_deal": [r["id"] for r in self.server.portal.history("deal")],
+            }
             self.kinds = BITRIX24
         else:
             self.server = AmoSandbox(ds, limits=False).start()
-            cfg = SourceConfig(name=kind, kind=kind, base_url=self.server.url,
-                               access_token=self.server.access_token, requests_per_second=500.0,
-                               max_workers=4)
+            cfg = SourceConfig(
+                name=kind,
+                kind=kind,
+                base_url=self.server.url,
+                access_token=self.server.access_token,
+                requests_per_second=500.0,
+                max_workers=4,
+            )
             self.adapter, self.want = AmoCrmAdapter(cfg, None), AMO
-            pools = {"leads": _alive(ds.deals), "contacts": _alive(ds.contacts),
-                     "companies": _alive(ds.companies), "tasks": _alive(ds.tasks),
-                     "notes": [c["id"] for c in ds.calls]}
+            pools = {
+                "leads": _alive(ds.deals),
+                "contacts": _alive(ds.contacts),
+                "companies": _alive(ds.companies),
+                "tasks": _alive(ds.tasks),
+                "notes": [c["id"] for c in ds.calls],
+            }
             self.kinds = AMOCRM
         self.calls = {c["id"]: c for c in ds.calls}
         # Distinct items, none at a page's end (a page's last ID is where the next page starts).
@@ -200,8 +224,9 @@ def _follows_from_a_skip(diff: str, skipped: list, crm: Crm) -> bool:
         return diff.endswith("missing from the mirror")
     if "history_no_stage" in crm.chosen and diff.startswith("stage_changes deal "):
         row = next(r for r in crm.server.portal.history("deal") if r["id"] == crm.chosen["history_no_stage"])
-        return (diff.startswith(f"stage_changes deal {row['owner_id']} ")
-                and diff.endswith("missing from the mirror"))
+        return diff.startswith(f"stage_changes deal {row['owner_id']} ") and diff.endswith(
+            "missing from the mirror"
+        )
     return False
 
 
@@ -220,8 +245,11 @@ def _assert_reported(crm: Crm, results) -> None:
             match = [p for p in got if str(p.get("item")).startswith("#") and p["stream"] == want.stream]
         else:
             item = want.item or str(crm.chosen[name])
-            match = [p for p in got if (p["stream"], str(p.get("item")), p["field"])
-                     == (crm.stream(name, want), item, want.field)]
+            match = [
+                p
+                for p in got
+                if (p["stream"], str(p.get("item")), p["field"]) == (crm.stream(name, want), item, want.field)
+            ]
         assert len(match) == 1, (name, want, got)
         assert match[0]["skipped"] == (want.outcome == "skip"), name
     # Nothing else reported but Bitrix24's note that a listing with an unreadable ID did not
@@ -248,7 +276,7 @@ def test_a_later_sync_keeps_the_old_row_of_a_skipped_item(crm):
     assert all(r.status == "ok" for r in crm.sync())
     assert mirror_differences(crm.mirror, crm.server, crm.source) == []
     crm.malform()
-    results = crm.sync(full=True)   # every item read again, and (Bitrix24) reconciled by ID
+    results = crm.sync(full=True)  # every item read again, and (Bitrix24) reconciled by ID
     assert all(r.status == "ok" for r in results)
     ok, other = _differences(crm, first_sync=False)
     assert other == []
@@ -266,23 +294,29 @@ def test_sync_command_says_how_many_values_it_did_not_store_and_logs_them(tmp_pa
         server.malform("amount_overflow", deal)
         server.malform("unknown_semantics", lead)
         config = tmp_path / "config.toml"
-        config.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
-                          f'kind = "bitrix24"\nwebhook_url = "${{H12_B24_WEBHOOK}}"\n')
+        config.write_text(
+            f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "b24"\n'
+            f'kind = "bitrix24"\nwebhook_url = "${{H12_B24_WEBHOOK}}"\n'
+        )
         monkeypatch.setenv("H12_B24_WEBHOOK", server.webhook_url)
         result = CliRunner().invoke(main, ["--config", str(config), "sync"])
     assert result.exit_code == 0, result.output
     assert "b24: " in result.output and ", 2 values not stored as sent (see the log)" in result.output
-    assert (f"stream=deals: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
-            f"{deal} OPPORTUNITY='1e400': not a finite number") in result.output
-    assert (f"stream=leads: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
-            f"{lead} STATUS_SEMANTIC_ID='X': not one of P, S, F (item skipped)") in result.output
+    assert (
+        f"stream=deals: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
+        f"{deal} OPPORTUNITY='1e400': not a finite number"
+    ) in result.output
+    assert (
+        f"stream=leads: 1 value(s) not stored as sent (NULL, or the item skipped); first: item "
+        f"{lead} STATUS_SEMANTIC_ID='X': not one of P, S, F (item skipped)"
+    ) in result.output
     assert server.webhook_secret not in result.output
 
 
 def test_a_page_carrying_an_id_twice_keeps_the_first_and_reports_the_second(crm):
     """The second deal is served under the id of the deal before it on its page: the first is
     stored as it is, the second is reported and skipped, nothing of it stored under that id."""
-    second = crm.chosen["only_id"]      # a deal none of whose neighbours is at a page's end
+    second = crm.chosen["only_id"]  # a deal none of whose neighbours is at a page's end
     crm.server.repeat_id(second)
     results = crm.sync()
     assert all(r.status == "ok" for r in results), [(r.stream, r.error) for r in results]
@@ -293,4 +327,6 @@ def test_a_page_carrying_an_id_twice_keeps_the_first_and_reports_the_second(crm)
     diffs = mirror_differences(crm.mirror, crm.server, crm.source)
     assert not [d for d in diffs if d.startswith((f"deals id={first}:", f"deal_contacts deal_id={first} "))]
     assert f"deals id={second}: missing from the mirror" in diffs
-    assert all(d.startswith((f"deals id={second}:", f"deal_contacts deal_id={second} ")) for d in diffs), diffs
+    assert all(d.startswith((f"deals id={second}:", f"deal_contacts deal_id={second} ")) for d in diffs), (
+        diffs
+    )

@@ -11,7 +11,7 @@ from sandbox.data import generate
 from tests.e2e.portal_check import TABLES, assert_mirror_equals_portal
 from tests.e2e.portal_scenarios import Crm, Played, cases
 
-SIZE = 300          # two pages of deals at amoCRM's 250 a page
+SIZE = 300  # two pages of deals at amoCRM's 250 a page
 CRM = Crm(source="main", is_deal_listing=lambda req: req.path == "/api/v4/leads")
 
 # (scenario or "*", table) -> why the check fails today. strict: once fixed, it fails as XPASS
@@ -25,9 +25,14 @@ def start(tmp):
     ds = generate(seed=2, size=SIZE)
     assert [e for e in ds.events if (e["entity"], e["type"]) == ("task", "restored")]
     server = AmoSandbox(ds, limits=False).start()
-    cfg = SourceConfig(name=CRM.source, kind="amocrm", base_url=server.url,
-                       access_token=server.access_token, requests_per_second=500.0,
-                       max_workers=4)
+    cfg = SourceConfig(
+        name=CRM.source,
+        kind="amocrm",
+        base_url=server.url,
+        access_token=server.access_token,
+        requests_per_second=500.0,
+        max_workers=4,
+    )
     return server, AmoCrmAdapter(cfg, None)
 
 

@@ -11,7 +11,7 @@ from sandbox.data import generate
 from tests.e2e.portal_check import TABLES, assert_mirror_equals_portal
 from tests.e2e.portal_scenarios import Crm, Played, cases
 
-SIZE = 300          # six pages of deals at Bitrix24's 50 a page
+SIZE = 300  # six pages of deals at Bitrix24's 50 a page
 
 
 def _deal_listing(req) -> bool:
@@ -28,8 +28,13 @@ KNOWN: dict = {}
 def start(tmp):
     server = Bitrix24Sandbox(generate(seed=1, size=SIZE), limits=False, cost_model=False).start()
     # reconcile_hours=0: every run reconciles, so deletions made between runs show at once.
-    cfg = SourceConfig(name=CRM.source, kind="bitrix24", webhook_url=server.webhook_url,
-                       requests_per_second=500.0, reconcile_hours=0.0)
+    cfg = SourceConfig(
+        name=CRM.source,
+        kind="bitrix24",
+        webhook_url=server.webhook_url,
+        requests_per_second=500.0,
+        reconcile_hours=0.0,
+    )
     return server, Bitrix24Adapter(cfg, None)
 
 
@@ -62,4 +67,5 @@ def test_a_difference_names_table_id_and_field(played):
     assert diffs == [
         f"deals id={deal['id']}: is_deleted: mirror 1 != portal 0 (alive in the CRM)",
         f"deals id={deal['id']}: amount: mirror 1.5 != portal {float(deal['amount'])!r}",
-        f"contacts id={server.dataset.contacts[0]['id']}: missing from the mirror"]
+        f"contacts id={server.dataset.contacts[0]['id']}: missing from the mirror",
+    ]

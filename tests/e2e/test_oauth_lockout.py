@@ -23,8 +23,9 @@ B24 = ("b24", "/oauth/token", "/rest/")
 @pytest.fixture
 def alerts(monkeypatch):
     sent = []
-    monkeypatch.setattr("connector.run.notify.apprise_sender",
-                        lambda urls: lambda title, body: sent.append((title, body)))
+    monkeypatch.setattr(
+        "connector.run.notify.apprise_sender", lambda urls: lambda title, body: sent.append((title, body))
+    )
     return sent
 
 
@@ -32,7 +33,7 @@ def config(tmp_path, source: str) -> str:
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [notify]
 urls = ["json://127.0.0.1:9/alerts"]
@@ -45,7 +46,9 @@ urls = ["json://127.0.0.1:9/alerts"]
 @pytest.fixture
 def amo(tmp_path, amo_sandbox):
     srv = amo_sandbox
-    return srv, config(tmp_path, f"""[[sources]]
+    return srv, config(
+        tmp_path,
+        f"""[[sources]]
 name = "amo"
 kind = "amocrm"
 base_url = "{srv.url}"
@@ -53,13 +56,16 @@ client_id = "{srv.client_id}"
 client_secret = "{srv.client_secret}"
 redirect_uri = "{srv.redirect_uri}"
 requests_per_second = 100.0
-""")
+""",
+    )
 
 
 @pytest.fixture
 def b24(tmp_path, b24_sandbox):
     srv = b24_sandbox
-    return srv, config(tmp_path, f"""[[sources]]
+    return srv, config(
+        tmp_path,
+        f"""[[sources]]
 name = "b24"
 kind = "bitrix24"
 portal_url = "{srv.url}"
@@ -67,7 +73,8 @@ client_id = "sandbox.app"
 client_secret = "sandbox-secret"
 oauth_url = "{srv.oauth_url}"
 requests_per_second = 100.0
-""")
+""",
+    )
 
 
 def cli(path: str, *args):
@@ -83,8 +90,7 @@ def lose_next_refresh_reply(srv, api_prefix: str) -> None:
     """The first API call after this gets 401 (expired); the refresh it causes is served by a
     sandbox that rotates the token and then cuts the reply in half."""
     srv.expire_access_tokens()
-    on_request(srv, lambda req: req.path.startswith(api_prefix),
-               lambda: srv.fail_next("truncated"), nth=1)
+    on_request(srv, lambda req: req.path.startswith(api_prefix), lambda: srv.fail_next("truncated"), nth=1)
 
 
 def assert_locked_out(srv, path, name, token_path, alerts, code, err) -> None:

@@ -12,15 +12,18 @@ import time
 
 import pytest
 
-from connector.run import runtime
 from connector.mirror import schema
+from connector.run import runtime
 from connector.run.locks import source_lock
 from connector.run.sync import sync_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTOR = [sys.executable, "-m", "connector"]
-FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue",
-          "calls_90d": "KPI: Calls, 90 days"}
+FIELDS = {
+    "deals_won": "KPI: Deals won",
+    "revenue_won": "KPI: Lifetime revenue",
+    "calls_90d": "KPI: Calls, 90 days",
+}
 
 
 def write_config(tmp_path, sandbox, name="mirror.db", kpi_after_sync=True) -> str:
@@ -53,9 +56,14 @@ def start(tmp_path, config: str, *args) -> tuple[subprocess.Popen, str]:
     err = str(tmp_path / f"stderr-{time.monotonic_ns()}.log")
     env = dict(os.environ, PYTHONPATH=ROOT)
     with open(err, "w") as fh:
-        proc = subprocess.Popen(CONNECTOR + ["--config", config, "--log-format", "json", "run", *args],
-                                cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=fh,
-                                text=True)
+        proc = subprocess.Popen(
+            CONNECTOR + ["--config", config, "--log-format", "json", "run", *args],
+            cwd=str(tmp_path),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+        )
     return proc, err
 
 
@@ -65,7 +73,7 @@ def query(db: str, sql: str):
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:      # schema not applied yet
+    except sqlite3.OperationalError:  # schema not applied yet
         return None
     finally:
         conn.close()
@@ -78,7 +86,7 @@ def wait_for(pred, proc: subprocess.Popen, deadline_s: float = 90, what: str = "
         if value:
             return value
         assert proc.poll() is None, f"the process exited early (rc {proc.returncode}) waiting for {what}"
-        time.sleep(0.02)      # polling interval, not a timing assumption
+        time.sleep(0.02)  # polling interval, not a timing assumption
     pytest.fail(f"timed out waiting for {what}")
 
 
@@ -104,16 +112,27 @@ def test_daemon_runs_sync_then_kpi_and_stops_cleanly_on_sigterm(amo_sandbox, tmp
     db = str(tmp_path / "mirror.db")
     proc, err = start(tmp_path, config, "--run-now", "--interval-seconds", "2")
     # a second run started means the first one (sync, then KPIs, in one job) has finished
-    assert signal_when(proc, lambda: (query(db, "SELECT count(DISTINCT run_id) FROM sync_runs")
-                                      or [[0]])[0][0] >= 2, "a second scheduled run") == 0
+    assert (
+        signal_when(
+            proc,
+            lambda: (query(db, "SELECT count(DISTINCT run_id) FROM sync_runs") or [[0]])[0][0] >= 2,
+            "a second scheduled run",
+        )
+        == 0
+    )
     log = open(err).read()
     assert '"event": "job"' in log and '"status": "ok"' in log and "stopped" in log
     assert amo_sandbox.access_token not in log
 
     # the first run: every stream ok, then the KPI job computed and wrote values back
     first = query(db, "SELECT min(run_id) FROM sync_runs")[0][0]
-    assert {s for (s,) in query(db, "SELECT status FROM sync_runs WHERE run_id = (SELECT run_id FROM "
-                                     "sync_runs ORDER BY id LIMIT 1)")} == {"ok"}, first
+    assert {
+        s
+        for (s,) in query(
+            db,
+            "SELECT status FROM sync_runs WHERE run_id = (SELECT run_id FROM sync_runs ORDER BY id LIMIT 1)",
+        )
+    } == {"ok"}, first
     assert query(db, "SELECT count(*) FROM kpi_runs")[0][0] >= 1
     written = query(db, "SELECT entity_type, entity_id, field_key, kpi, value FROM kpi_written")
     assert len(written) > 50
@@ -153,10 +172,11 @@ def kill_on_request(server, path: str, procs: list) -> threading.Event:
         with lock:
             hit = req.method == "GET" and req.path.rstrip("/") == path and not fired.is_set()
             if hit:
-                fired.set()        # first: the test may see the process die before we return
+                fired.set()  # first: the test may see the process die before we return
                 procs[-1].send_signal(signal.SIGKILL)
                 procs[-1].wait(60)
         return server.fault_response() if hit else handle(req)
+
     server.handle = wrapped
     return fired
 
@@ -180,7 +200,7 @@ def test_sigkill_mid_sync_then_next_run_equals_an_uninterrupted_sync(amo_sandbox
     partial = query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")[0][0]
     assert partial == 5
 
-    proc, err = start(tmp_path, config, "--once")     # the lock died with the killed process
+    proc, err = start(tmp_path, config, "--once")  # the lock died with the killed process
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, open(err).read()[-2000:]
     assert "amo: ok" in out
@@ -205,9 +225,15 @@ def test_sigterm_mid_sync_records_interrupted_exits_0_and_restart_resumes(amo_sa
     config = write_config(tmp_path, amo_sandbox, kpi_after_sync=False)
     db = str(tmp_path / "mirror.db")
     amo_sandbox.latency_ms = 60
-    proc, err = start(tmp_path, config, "--run-now")       # the daemon, nightly cron far away
-    assert signal_when(proc, lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")
-                                      or [[0]])[0][0] >= 3, "three streams committed") == 0
+    proc, err = start(tmp_path, config, "--run-now")  # the daemon, nightly cron far away
+    assert (
+        signal_when(
+            proc,
+            lambda: (query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'") or [[0]])[0][0] >= 3,
+            "three streams committed",
+        )
+        == 0
+    )
     statuses = [s for (s,) in query(db, "SELECT status FROM sync_runs ORDER BY id")]
     assert "running" not in statuses and statuses[-1] == "interrupted"
     assert set(statuses) == {"ok", "interrupted"}
@@ -217,6 +243,11 @@ def test_sigterm_mid_sync_records_interrupted_exits_0_and_restart_resumes(amo_sa
     proc, err = start(tmp_path, config, "--once")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "amo: ok" in out, open(err).read()[-2000:]
-    last = query(db, "SELECT stream, status FROM sync_runs WHERE run_id = "
-                     "(SELECT run_id FROM sync_runs ORDER BY id DESC LIMIT 1)")
-    assert {s for _, s in last} == {"ok"} and len(last) == statuses.count("ok") + statuses.count("interrupted")
+    last = query(
+        db,
+        "SELECT stream, status FROM sync_runs WHERE run_id = "
+        "(SELECT run_id FROM sync_runs ORDER BY id DESC LIMIT 1)",
+    )
+    assert {s for _, s in last} == {"ok"} and len(last) == statuses.count("ok") + statuses.count(
+        "interrupted"
+    )

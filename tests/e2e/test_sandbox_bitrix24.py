@@ -30,6 +30,7 @@ def alive(ds, table):
 
 # ---- paging ---------------------------------------------------------------------------------
 
+
 def test_counted_paging_has_total_and_next_until_the_last_page(b24_sandbox, b24_dataset):
     n = len(alive(b24_dataset, "deals"))
     first = ok(b24_sandbox, "crm.deal.list", {"start": 0, "order": {"ID": "ASC"}})
@@ -50,8 +51,11 @@ def test_id_window_with_start_minus_one_reads_every_live_deal_once(b24_sandbox, 
     b24_dataset.delete("deals", b24_dataset.deals[10]["id"])
     seen, last = [], 0
     while True:
-        page = ok(b24_sandbox, "crm.deal.list", {"order": {"ID": "ASC"}, "filter": {">ID": last},
-                                                 "select": ["ID"], "start": -1})["result"]
+        page = ok(
+            b24_sandbox,
+            "crm.deal.list",
+            {"order": {"ID": "ASC"}, "filter": {">ID": last}, "select": ["ID"], "start": -1},
+        )["result"]
         seen += [int(r["ID"]) for r in page]
         if len(page) < 50:
             break
@@ -62,15 +66,23 @@ def test_id_window_with_start_minus_one_reads_every_live_deal_once(b24_sandbox, 
 
 # ---- filters, order, value types ----------------------------------------------------------
 
+
 def test_date_filter_order_and_in_filter(b24_sandbox, b24_dataset):
     deals = alive(b24_dataset, "deals")
     cut = sorted(d["updated_at"] for d in deals)[len(deals) // 2]
     want = sorted(d["id"] for d in deals if d["updated_at"] >= cut)
     got, start = [], 0
     while start is not None:
-        body = ok(b24_sandbox, "crm.deal.list", {"filter": {">=DATE_MODIFY": fmt_dt(cut)},
-                                                 "order": {"DATE_MODIFY": "DESC"},
-                                                 "select": ["ID", "DATE_MODIFY"], "start": start})
+        body = ok(
+            b24_sandbox,
+            "crm.deal.list",
+            {
+                "filter": {">=DATE_MODIFY": fmt_dt(cut)},
+                "order": {"DATE_MODIFY": "DESC"},
+                "select": ["ID", "DATE_MODIFY"],
+                "start": start,
+            },
+        )
         got += body["result"]
         start = body.get("next")
     assert sorted(int(r["ID"]) for r in got) == want
@@ -82,10 +94,16 @@ def test_date_filter_order_and_in_filter(b24_sandbox, b24_dataset):
 
 
 def test_stage_and_category_filters_use_bitrix_ids(b24_sandbox, b24_dataset):
-    won = [d["id"] for d in alive(b24_dataset, "deals")
-           if d["status"] == "won" and d["pipeline_id"] == b24_dataset.pipelines[0]["id"]]
-    body = ok(b24_sandbox, "crm.deal.list", {"filter": {"STAGE_ID": "WON", "CATEGORY_ID": 0},
-                                             "select": ["ID", "STAGE_SEMANTIC_ID", "CLOSED"]})
+    won = [
+        d["id"]
+        for d in alive(b24_dataset, "deals")
+        if d["status"] == "won" and d["pipeline_id"] == b24_dataset.pipelines[0]["id"]
+    ]
+    body = ok(
+        b24_sandbox,
+        "crm.deal.list",
+        {"filter": {"STAGE_ID": "WON", "CATEGORY_ID": 0}, "select": ["ID", "STAGE_SEMANTIC_ID", "CLOSED"]},
+    )
     assert body["total"] == len(won)
     assert all(r["STAGE_SEMANTIC_ID"] == "S" and r["CLOSED"] == "Y" for r in body["result"])
     other = ok(b24_sandbox, "crm.deal.list", {"filter": {"!CATEGORY_ID": 0}, "select": ["STAGE_ID"]})
@@ -105,8 +123,11 @@ def test_old_list_methods_return_numbers_as_strings(b24_sandbox):
 
 def test_item_list_is_typed_and_camel_case(b24_sandbox, b24_dataset):
     d = alive(b24_dataset, "deals")[5]
-    body = ok(b24_sandbox, "crm.item.list", {"entityTypeId": 2, "filter": {">id": d["id"] - 1},
-                                             "order": {"id": "ASC"}, "start": -1})
+    body = ok(
+        b24_sandbox,
+        "crm.item.list",
+        {"entityTypeId": 2, "filter": {">id": d["id"] - 1}, "order": {"id": "ASC"}, "start": -1},
+    )
     item = body["result"]["items"][0]
     assert item["id"] == d["id"] and item["contactIds"] == d["contact_ids"]
     assert item["opportunity"] == d["amount"] and ISO_MSK.match(item["updatedTime"])
@@ -124,17 +145,25 @@ def test_unencoded_plus_in_a_date_filter_is_an_error(b24_sandbox):
 
 def test_form_encoded_post_and_json_suffix(b24_sandbox, b24_dataset):
     third = alive(b24_dataset, "contacts")[2]["id"]
-    r = requests.post(b24_sandbox.webhook_url + "crm.contact.list.json",
-                      data={"filter[<ID]": third, "select[]": ["ID", "NAME"], "start": "-1"}, timeout=10)
+    r = requests.post(
+        b24_sandbox.webhook_url + "crm.contact.list.json",
+        data={"filter[<ID]": third, "select[]": ["ID", "NAME"], "start": "-1"},
+        timeout=10,
+    )
     assert r.status_code == 200
     assert [int(x["ID"]) for x in r.json()["result"]] == [c["id"] for c in alive(b24_dataset, "contacts")[:2]]
 
 
 def test_tasks_nest_under_result_tasks_with_camel_keys(b24_sandbox, b24_dataset):
     done = next(t for t in alive(b24_dataset, "tasks") if t["is_completed"] and t["entity_type"] == "deal")
-    body = ok(b24_sandbox, "tasks.task.list", {"filter": {"ID": done["id"]},
-                                               "select": ["ID", "TITLE", "STATUS", "UF_CRM_TASK",
-                                                          "CHANGED_DATE", "CLOSED_DATE"]})
+    body = ok(
+        b24_sandbox,
+        "tasks.task.list",
+        {
+            "filter": {"ID": done["id"]},
+            "select": ["ID", "TITLE", "STATUS", "UF_CRM_TASK", "CHANGED_DATE", "CLOSED_DATE"],
+        },
+    )
     assert list(body["result"]) == ["tasks"]
     task = body["result"]["tasks"][0]
     assert task["id"] == str(done["id"]) and task["status"] == "5"
@@ -159,9 +188,11 @@ def test_pipelines_and_stages(b24_sandbox, b24_dataset):
 
 # ---- batch ----------------------------------------------------------------------------------
 
+
 def test_batch_sections_are_lists_for_list_cmd_and_empty_sections(b24_sandbox):
-    body = ok(b24_sandbox, "batch", {"halt": 0, "cmd": ["crm.deal.list?start=-1&select[]=ID",
-                                                       "user.get?start=0"]})
+    body = ok(
+        b24_sandbox, "batch", {"halt": 0, "cmd": ["crm.deal.list?start=-1&select[]=ID", "user.get?start=0"]}
+    )
     res = body["result"]
     assert isinstance(res["result"], list) and len(res["result"]) == 2
     assert res["result_error"] == [] and res["result_next"] == []
@@ -171,9 +202,11 @@ def test_batch_sections_are_lists_for_list_cmd_and_empty_sections(b24_sandbox):
 
 def test_batch_resolves_result_references_in_order(b24_sandbox, b24_dataset):
     deal = next(d for d in alive(b24_dataset, "deals") if d["contact_ids"])
-    cmd = {"d": f"crm.deal.list?filter[ID]={deal['id']}&select[]=ID&select[]=CONTACT_ID",
-           "c": "crm.contact.get?id=$result[d][0][CONTACT_ID]",
-           "links": "crm.deal.contact.items.get?id=$result[d][0][ID]"}
+    cmd = {
+        "d": f"crm.deal.list?filter[ID]={deal['id']}&select[]=ID&select[]=CONTACT_ID",
+        "c": "crm.contact.get?id=$result[d][0][CONTACT_ID]",
+        "links": "crm.deal.contact.items.get?id=$result[d][0][ID]",
+    }
     res = ok(b24_sandbox, "batch", {"cmd": cmd})["result"]
     assert res["result_error"] == []
     assert res["result"]["c"]["ID"] == str(deal["contact_ids"][0])
@@ -199,11 +232,13 @@ def test_batch_over_50_commands_is_rejected(b24_sandbox):
 
 # ---- limits ---------------------------------------------------------------------------------
 
+
 def test_leaky_bucket_answers_503_past_the_burst(b24_dataset):
     with Bitrix24Sandbox(b24_dataset, limits=True, bucket_size=5, drain_rate=0.001) as srv:
         batch = {"cmd": {f"k{i}": "user.get" for i in range(20)}}
-        codes = [call(srv, "batch", batch).status_code] + [call(srv, "user.get").status_code
-                                                            for _ in range(5)]
+        codes = [call(srv, "batch", batch).status_code] + [
+            call(srv, "user.get").status_code for _ in range(5)
+        ]
         assert codes == [200, 200, 200, 200, 200, 503]  # a batch is one bucket unit
         r = call(srv, "user.get")
         assert r.json() == {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
@@ -215,8 +250,9 @@ def test_leaky_bucket_answers_503_past_the_burst(b24_dataset):
 def test_operating_budget_blocks_a_method_with_429(b24_dataset):
     # A page costs 0.05 s, the budget is 0.12 s: two pages fit, a third spends it, whatever
     # milliseconds a loaded machine adds to each call.
-    with Bitrix24Sandbox(b24_dataset, limits=False, cost_model=True, page_cost_s=0.05,
-                         operating_budget_s=0.12) as srv:
+    with Bitrix24Sandbox(
+        b24_dataset, limits=False, cost_model=True, page_cost_s=0.05, operating_budget_s=0.12
+    ) as srv:
         first = ok(srv, "crm.deal.list", {"start": -1, "select": ["ID"]})
         assert first["time"]["operating"] >= 0.05
         statuses = [call(srv, "crm.deal.list", {"start": -1}).status_code for _ in range(4)]
@@ -235,11 +271,12 @@ def test_operating_budget_blocks_a_method_with_429(b24_dataset):
 
 def test_operating_time_drops_out_in_whole_baskets_at_the_reported_reset():
     from sandbox.bitrix24.auth import OperatingBudget
+
     now = [6_000.0]
     ob = OperatingBudget(480.0, 600.0, clock=lambda: now[0])
-    ob.charge("crm.deal.list", 5.0)        # basket [6000, 6060)
+    ob.charge("crm.deal.list", 5.0)  # basket [6000, 6060)
     now[0] = 6065.0
-    ob.charge("crm.deal.list", 3.0)        # basket [6060, 6120)
+    ob.charge("crm.deal.list", 3.0)  # basket [6060, 6120)
     assert ob.used("crm.deal.list") == (8.0, 6600)  # the oldest basket leaves at 6000 + 600
     now[0] = 6599.0
     assert ob.used("crm.deal.list")[0] == 8.0
@@ -260,6 +297,7 @@ def test_counted_pages_cost_more_than_start_minus_one(b24_dataset):
 
 # ---- auth -----------------------------------------------------------------------------------
 
+
 def test_webhook_auth_errors(b24_dataset):
     with Bitrix24Sandbox(b24_dataset, limits=False, scopes=("crm",)) as srv:
         bad = requests.post(f"{srv.url}/rest/1/wrongsecret/crm.deal.list", json={}, timeout=10)
@@ -276,12 +314,14 @@ def test_oauth_refresh_tokens_rotate_and_are_single_use(b24_sandbox):
     srv = b24_sandbox
     creds = {"client_id": "sandbox.app", "client_secret": "sandbox-secret"}
     code = srv.issue_code()
-    tok = requests.get(srv.oauth_url, params={**creds, "grant_type": "authorization_code",
-                                              "code": code}, timeout=10).json()
+    tok = requests.get(
+        srv.oauth_url, params={**creds, "grant_type": "authorization_code", "code": code}, timeout=10
+    ).json()
     assert tok["expires_in"] == 3600 and tok["client_endpoint"] == f"{srv.url}/rest/"
     assert {"access_token", "refresh_token", "expires", "member_id", "scope", "user_id"} <= set(tok)
-    again = requests.get(srv.oauth_url, params={**creds, "grant_type": "authorization_code",
-                                                "code": code}, timeout=10)
+    again = requests.get(
+        srv.oauth_url, params={**creds, "grant_type": "authorization_code", "code": code}, timeout=10
+    )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     rest = tok["client_endpoint"] + "crm.deal.list"
     assert requests.post(rest, json={"auth": tok["access_token"], "start": -1}, timeout=10).status_code == 200
@@ -301,32 +341,49 @@ def test_oauth_refresh_tokens_rotate_and_are_single_use(b24_sandbox):
 
 # ---- custom fields and write-back -------------------------------------------------------------
 
+
 def test_userfield_add_then_update_changes_later_reads(b24_sandbox, b24_dataset):
-    add = ok(b24_sandbox, "crm.contact.userfield.add",
-             {"fields": {"FIELD_NAME": "KPI_WIN_RATE", "USER_TYPE_ID": "double",
-                         "EDIT_FORM_LABEL": {"en": "KPI: Win rate, %"}}})
+    add = ok(
+        b24_sandbox,
+        "crm.contact.userfield.add",
+        {
+            "fields": {
+                "FIELD_NAME": "KPI_WIN_RATE",
+                "USER_TYPE_ID": "double",
+                "EDIT_FORM_LABEL": {"en": "KPI: Win rate, %"},
+            }
+        },
+    )
     assert isinstance(add["result"], int)
-    dup = call(b24_sandbox, "crm.contact.userfield.add",
-               {"fields": {"FIELD_NAME": "UF_CRM_KPI_WIN_RATE", "USER_TYPE_ID": "double"}})
+    dup = call(
+        b24_sandbox,
+        "crm.contact.userfield.add",
+        {"fields": {"FIELD_NAME": "UF_CRM_KPI_WIN_RATE", "USER_TYPE_ID": "double"}},
+    )
     assert dup.status_code == 400 and dup.json()["error_description"]
-    listed = ok(b24_sandbox, "crm.contact.userfield.list",
-                {"filter": {"FIELD_NAME": "UF_CRM_KPI_WIN_RATE"}})["result"]
+    listed = ok(b24_sandbox, "crm.contact.userfield.list", {"filter": {"FIELD_NAME": "UF_CRM_KPI_WIN_RATE"}})[
+        "result"
+    ]
     assert len(listed) == 1 and listed[0]["USER_TYPE_ID"] == "double"
     assert listed[0]["ENTITY_ID"] == "CRM_CONTACT" and listed[0]["EDIT_FORM_LABEL"] == "KPI: Win rate, %"
 
     cid = alive(b24_dataset, "contacts")[4]["id"]
     before = ok(b24_sandbox, "crm.contact.get", {"id": cid})["result"]
     assert before["UF_CRM_KPI_WIN_RATE"] is None
-    upd = ok(b24_sandbox, "crm.contact.update", {"id": cid, "fields": {"UF_CRM_KPI_WIN_RATE": 42.5},
-                                                 "params": {"REGISTER_HISTORY_EVENT": "N"}})
+    upd = ok(
+        b24_sandbox,
+        "crm.contact.update",
+        {"id": cid, "fields": {"UF_CRM_KPI_WIN_RATE": 42.5}, "params": {"REGISTER_HISTORY_EVENT": "N"}},
+    )
     assert upd["result"] is True
     after = ok(b24_sandbox, "crm.contact.get", {"id": cid})["result"]
     assert after["UF_CRM_KPI_WIN_RATE"] == "42.5"
     assert datetime.fromisoformat(after["DATE_MODIFY"]) > datetime.fromisoformat(before["DATE_MODIFY"])
     row = ok(b24_sandbox, "crm.contact.list", {"filter": {"ID": cid}, "select": ["ID", "UF_*"]})["result"][0]
     assert row["UF_CRM_KPI_WIN_RATE"] == "42.5"
-    since = ok(b24_sandbox, "crm.contact.list", {"filter": {">=DATE_MODIFY": after["DATE_MODIFY"]},
-                                                 "select": ["ID"]})["result"]
+    since = ok(
+        b24_sandbox, "crm.contact.list", {"filter": {">=DATE_MODIFY": after["DATE_MODIFY"]}, "select": ["ID"]}
+    )["result"]
     assert str(cid) in [r["ID"] for r in since]  # write-back shows up in incremental pulls
 
     bad = call(b24_sandbox, "crm.contact.update", {"id": cid, "fields": {"UF_CRM_KPI_WIN_RATE": "lots"}})
@@ -337,21 +394,31 @@ def test_userfield_add_then_update_changes_later_reads(b24_sandbox, b24_dataset)
 
 
 def test_company_update_through_batch_and_invalid_field_name(b24_sandbox, b24_dataset):
-    ok(b24_sandbox, "crm.company.userfield.add",
-       {"fields": {"FIELD_NAME": "UF_KPI_REVENUE", "USER_TYPE_ID": "double"}})
+    ok(
+        b24_sandbox,
+        "crm.company.userfield.add",
+        {"fields": {"FIELD_NAME": "UF_KPI_REVENUE", "USER_TYPE_ID": "double"}},
+    )
     ids = [c["id"] for c in alive(b24_dataset, "companies")[:2]]
-    cmd = {f"u{i}": f"crm.company.update?id={cid}&fields[UF_CRM_KPI_REVENUE]={1000 * (i + 1)}"
-           f"&params[REGISTER_HISTORY_EVENT]=N" for i, cid in enumerate(ids)}
+    cmd = {
+        f"u{i}": f"crm.company.update?id={cid}&fields[UF_CRM_KPI_REVENUE]={1000 * (i + 1)}"
+        f"&params[REGISTER_HISTORY_EVENT]=N"
+        for i, cid in enumerate(ids)
+    }
     res = ok(b24_sandbox, "batch", {"cmd": cmd})["result"]
     assert res["result"] == {"u0": True, "u1": True} and res["result_error"] == []
     field = next(f for f in b24_dataset.fields["company"] if f["code"] == "UF_CRM_KPI_REVENUE")
     assert [b24_dataset.by_id("companies")[c]["custom"][field["id"]] for c in ids] == [1000.0, 2000.0]
-    bad = call(b24_sandbox, "crm.company.userfield.add",
-               {"fields": {"FIELD_NAME": "bad name!", "USER_TYPE_ID": "double"}})
+    bad = call(
+        b24_sandbox,
+        "crm.company.userfield.add",
+        {"fields": {"FIELD_NAME": "bad name!", "USER_TYPE_ID": "double"}},
+    )
     assert bad.status_code == 400 and bad.json()["error"] == "ERROR_CORE"
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
+
 
 def test_injected_fault_returns_html_500_and_log_hides_secrets(b24_sandbox):
     b24_sandbox.fail_next("500")
@@ -381,8 +448,13 @@ def test_truncated_fault_cuts_the_body(b24_sandbox):
 
 def test_batch_cmd_in_a_get_query_is_decoded_twice(b24_sandbox, b24_dataset):
     from urllib.parse import urlencode
+
     first = alive(b24_dataset, "deals")[0]["id"]
-    q = urlencode({"cmd[a]": f"crm.deal.list?filter[%3EID]={first}&select[0]=ID&start=-1",
-                   "cmd[b]": "crm.deal.get?id=$result[a][0][ID]"})
+    q = urlencode(
+        {
+            "cmd[a]": f"crm.deal.list?filter[%3EID]={first}&select[0]=ID&start=-1",
+            "cmd[b]": "crm.deal.get?id=$result[a][0][ID]",
+        }
+    )
     res = requests.get(b24_sandbox.webhook_url + "batch?" + q, timeout=10).json()["result"]
     assert res["result"]["b"]["ID"] == res["result"]["a"][0]["ID"] != str(first)

@@ -25,9 +25,15 @@ def rx():
 
 
 def app_token(s) -> str:
-    return requests.get(s.oauth_url, params={
-        "grant_type": "authorization_code", "client_id": "sandbox.app",
-        "client_secret": "sandbox-secret", "code": s.issue_code()}).json()["access_token"]
+    return requests.get(
+        s.oauth_url,
+        params={
+            "grant_type": "authorization_code",
+            "client_id": "sandbox.app",
+            "client_secret": "sandbox-secret",
+            "code": s.issue_code(),
+        },
+    ).json()["access_token"]
 
 
 class App:
@@ -53,19 +59,28 @@ def dead_url() -> str:
 
 # ---- app context only --------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["event.bind", "event.unbind", "event.get", "event.offline.get",
-                                    "event.offline.clear"])
+
+@pytest.mark.parametrize(
+    "method", ["event.bind", "event.unbind", "event.get", "event.offline.get", "event.offline.clear"]
+)
 def test_event_methods_refuse_an_incoming_webhook(srv, method):
-    r = requests.post(srv.webhook_url + method, json={"event": "ONCRMDEALUPDATE",
-                                                      "handler": "http://127.0.0.1:9/x"})
+    r = requests.post(
+        srv.webhook_url + method, json={"event": "ONCRMDEALUPDATE", "handler": "http://127.0.0.1:9/x"}
+    )
     assert r.status_code == 403
     assert r.json()["error"] == "WRONG_AUTH_TYPE"
 
 
 def test_event_bind_in_a_webhook_batch_fails_that_sub_call(srv):
-    body = requests.post(srv.webhook_url + "batch", json={"cmd": {
-        "b": "event.bind?event=ONCRMDEALUPDATE&handler=http%3A%2F%2F127.0.0.1%3A9%2Fx",
-        "p": "profile"}}).json()["result"]
+    body = requests.post(
+        srv.webhook_url + "batch",
+        json={
+            "cmd": {
+                "b": "event.bind?event=ONCRMDEALUPDATE&handler=http%3A%2F%2F127.0.0.1%3A9%2Fx",
+                "p": "profile",
+            }
+        },
+    ).json()["result"]
     assert body["result_error"]["b"]["error"] == "WRONG_AUTH_TYPE"
     assert "p" in body["result"]
     assert srv.events.bindings == {}
@@ -82,13 +97,15 @@ def test_bind_get_unbind(srv, rx):
     assert app.result("event.get") == [
         {"event": "ONCRMDEALUPDATE", "handler": rx.url, "auth_type": "0", "offline": 0},
         {"event": "ONCRMDEALADD", "handler": rx.url, "auth_type": "0", "offline": 0},
-        {"event": "ONCRMDEALUPDATE", "handler": "", "auth_type": "0", "offline": 1}]
+        {"event": "ONCRMDEALUPDATE", "handler": "", "auth_type": "0", "offline": 1},
+    ]
     assert app.result("event.unbind", event="ONCRMDEALUPDATE", handler=rx.url) == {"count": 1}
     assert app.result("event.unbind", event="ONCRMDEALUPDATE", event_type="offline") == {"count": 1}
     assert [b["event"] for b in app.result("event.get")] == ["ONCRMDEALADD"]
 
 
 # ---- online deliveries --------------------------------------------------------------------
+
 
 def test_a_deal_update_is_delivered_in_the_documented_shape(srv, b24_dataset, rx):
     app = App(srv)
@@ -97,9 +114,18 @@ def test_a_deal_update_is_delivered_in_the_documented_shape(srv, b24_dataset, rx
     b24_dataset.update("deals", deal, name="Renamed")
     pairs = rx.wait(1)[0]
     assert [k for k, _ in pairs] == [
-        "event", "event_handler_id", "data[FIELDS][ID]", "ts", "auth[domain]",
-        "auth[client_endpoint]", "auth[server_endpoint]", "auth[member_id]", "auth[scope]",
-        "auth[status]", "auth[application_token]"]
+        "event",
+        "event_handler_id",
+        "data[FIELDS][ID]",
+        "ts",
+        "auth[domain]",
+        "auth[client_endpoint]",
+        "auth[server_endpoint]",
+        "auth[member_id]",
+        "auth[scope]",
+        "auth[status]",
+        "auth[application_token]",
+    ]
     d = dict(pairs)
     assert d["event"] == "ONCRMDEALUPDATE" and d["data[FIELDS][ID]"] == str(deal)
     assert d["auth[application_token]"] == srv.application_token
@@ -131,7 +157,7 @@ def test_activities_and_calls_come_as_activity_events(srv, b24_dataset, rx):
     act = b24_dataset.activities[0]["id"]
     b24_dataset.update("activities", act, subject="Re: re:")
     first, second = (dict(p) for p in rx.wait(2))
-    assert first["event"] == "onCrmActivityUpdate"   # spelled as the event's page spells it
+    assert first["event"] == "onCrmActivityUpdate"  # spelled as the event's page spells it
     assert first["data[FIELDS][ID]"] == str(call["activity_id"])
     assert second["data[FIELDS][ID]"] == str(act)
 
@@ -175,7 +201,7 @@ def test_failed_deliveries_are_lost(srv, b24_dataset):
         assert log[down]["status"] is None and log[down]["error"]
         assert log[failing.url]["status"] == 500
         time.sleep(0.3)
-        assert len(srv.deliveries.sent) == 2 and len(failing.got) == 1   # never resent
+        assert len(srv.deliveries.sent) == 2 and len(failing.got) == 1  # never resent
 
 
 def test_unbound_handlers_get_nothing(srv, b24_dataset, rx):
@@ -188,6 +214,7 @@ def test_unbound_handlers_get_nothing(srv, b24_dataset, rx):
 
 
 # ---- knobs --------------------------------------------------------------------------------
+
 
 def test_knobs_drop_repeat_forge_pause(srv, b24_dataset, rx):
     app = App(srv)
@@ -202,21 +229,28 @@ def test_knobs_drop_repeat_forge_pause(srv, b24_dataset, rx):
     assert [dict(p)["data[FIELDS][ID]"] for p in rx.got] == [str(deals[1])] * 2
     assert q.sent[0]["dropped"] and q.sent[2]["repeat"]
 
-    q.forge(rx.url, [("event", "ONCRMDEALUPDATE"), ("data[FIELDS][ID]", str(deals[2])),
-                     ("auth[application_token]", "not-the-apps")])
+    q.forge(
+        rx.url,
+        [
+            ("event", "ONCRMDEALUPDATE"),
+            ("data[FIELDS][ID]", str(deals[2])),
+            ("auth[application_token]", "not-the-apps"),
+        ],
+    )
     assert dict(rx.wait(3)[2])["auth[application_token]"] == "not-the-apps"
     assert q.wait_idle() and q.sent[-1]["forged"]
 
     q.pause()
     b24_dataset.update("deals", deals[3], name="held")
     time.sleep(0.3)
-    assert len(rx.got) == 3          # held, not lost
+    assert len(rx.got) == 3  # held, not lost
     q.delay_s = 0.2
     q.resume()
     assert dict(rx.wait(4)[3])["data[FIELDS][ID]"] == str(deals[3])
 
 
 # ---- offline events -----------------------------------------------------------------------
+
 
 def test_offline_queue_keeps_one_entry_per_object_with_the_latest_change(srv, b24_dataset):
     app = App(srv)
@@ -227,15 +261,21 @@ def test_offline_queue_keeps_one_entry_per_object_with_the_latest_change(srv, b2
         b24_dataset.update("deals", a, name=f"a{i}")
     b24_dataset.update("deals", b, name="b")
     b24_dataset.delete("deals", b)
-    b24_dataset.add("deals", name="not bound offline")      # ONCRMDEALADD: no binding
+    b24_dataset.add("deals", name="not bound offline")  # ONCRMDEALADD: no binding
     got = app.result("event.offline.get", clear=0)
     assert got["process_id"]
     events = {e["EVENT_DATA"]["FIELDS"]["ID"]: e for e in got["events"]}
     assert set(events) == {str(a), str(b)}
     assert events[str(a)]["EVENT_NAME"] == "ONCRMDEALUPDATE"
     assert events[str(b)]["EVENT_NAME"] == "ONCRMDEALDELETE"
-    assert set(events[str(a)]) == {"ID", "TIMESTAMP_X", "EVENT_NAME", "EVENT_DATA",
-                                   "EVENT_ADDITIONAL", "MESSAGE_ID"}
+    assert set(events[str(a)]) == {
+        "ID",
+        "TIMESTAMP_X",
+        "EVENT_NAME",
+        "EVENT_DATA",
+        "EVENT_ADDITIONAL",
+        "MESSAGE_ID",
+    }
 
 
 def test_offline_get_clear_and_processes(srv, b24_dataset):
@@ -248,7 +288,7 @@ def test_offline_get_clear_and_processes(srv, b24_dataset):
     assert len(first["events"]) == 2
     hidden = app.result("event.offline.get", clear=0, process_id=first["process_id"])
     assert hidden["process_id"] == first["process_id"] and len(hidden["events"]) == 1
-    assert app.result("event.offline.get", clear=0)["events"] == []    # all handed out
+    assert app.result("event.offline.get", clear=0)["events"] == []  # all handed out
     # a change after the read makes a new entry: the process's stale one can go
     b24_dataset.update("contacts", ids[0], name="again")
     one = first["events"][0]
@@ -259,7 +299,9 @@ def test_offline_get_clear_and_processes(srv, b24_dataset):
     assert app.call("event.offline.clear")["error"] == "ERROR_ARGUMENT"
     # clear=1 (the default) deletes what it returns
     got = app.result("event.offline.get")
-    assert got["process_id"] is None and [e["EVENT_DATA"]["FIELDS"]["ID"] for e in got["events"]] == [str(ids[0])]
+    assert got["process_id"] is None and [e["EVENT_DATA"]["FIELDS"]["ID"] for e in got["events"]] == [
+        str(ids[0])
+    ]
     assert srv.events.queue == []
 
 
@@ -291,6 +333,7 @@ def test_a_write_with_the_bindings_auth_connector_is_not_recorded(srv, b24_datas
 
 # ---- outgoing webhooks --------------------------------------------------------------------
 
+
 def test_an_outgoing_webhook_delivers_with_its_own_token(srv, b24_dataset, rx):
     token = srv.add_outgoing_webhook(rx.url, ["ONCRMDEALUPDATE", "ONCRMDEALDELETE"])
     assert token != srv.application_token
@@ -299,8 +342,14 @@ def test_an_outgoing_webhook_delivers_with_its_own_token(srv, b24_dataset, rx):
     b24_dataset.update("contacts", b24_dataset.contacts[0]["id"], name="not chosen")
     b24_dataset.delete("deals", deal)
     upd, dele = rx.wait(2)
-    assert [k for k, _ in upd] == ["event", "data[FIELDS][ID]", "ts", "auth[domain]",
-                                   "auth[member_id]", "auth[application_token]"]
+    assert [k for k, _ in upd] == [
+        "event",
+        "data[FIELDS][ID]",
+        "ts",
+        "auth[domain]",
+        "auth[member_id]",
+        "auth[application_token]",
+    ]
     assert dict(upd)["auth[application_token]"] == token
     assert dict(dele)["event"] == "ONCRMDEALDELETE"
     srv.deliveries.wait_idle()

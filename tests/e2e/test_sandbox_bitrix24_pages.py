@@ -10,11 +10,26 @@ from sandbox.bitrix24.methods import Portal
 from sandbox.bitrix24.pages import Page, dumps, encode_rows, plain
 from sandbox.bitrix24.query import render
 
-ENTITIES = [("deal", "deals"), ("lead", "leads"), ("contact", "contacts"),
-            ("company", "companies"), ("task", "tasks"), ("call", "calls"),
-            ("activity", "activities"), ("user", "users")]
-SELECTS = [None, ["*"], ["*", "UF_*"], ["*", "UF_*", "PHONE", "EMAIL"], ["ID"], ["id"],
-           ["id", "contactIds"], ["TITLE", "DATE_MODIFY", "MOVED_TIME", "OPPORTUNITY"]]
+ENTITIES = [
+    ("deal", "deals"),
+    ("lead", "leads"),
+    ("contact", "contacts"),
+    ("company", "companies"),
+    ("task", "tasks"),
+    ("call", "calls"),
+    ("activity", "activities"),
+    ("user", "users"),
+]
+SELECTS = [
+    None,
+    ["*"],
+    ["*", "UF_*"],
+    ["*", "UF_*", "PHONE", "EMAIL"],
+    ["ID"],
+    ["id"],
+    ["id", "contactIds"],
+    ["TITLE", "DATE_MODIFY", "MOVED_TIME", "OPPORTUNITY"],
+]
 
 
 def plain_json(obj) -> bytes:
@@ -58,8 +73,12 @@ def test_dumps_splices_pages_exactly_where_json_dumps_would_write_them(b24_datas
     assert isinstance(page, Page) and len(page) == 7
     assert page[-1] == render([b24_dataset.deals[6]], fields)[0]
     assert page.dicts() == render(b24_dataset.deals[:7], fields)
-    obj = {"result": {"a": page, "b": [], "c": {"tasks": page}}, "list": [page, 1, "x"],
-           "note": 'a "\u0000" b', "time": {"start": 1.5}}
+    obj = {
+        "result": {"a": page, "b": [], "c": {"tasks": page}},
+        "list": [page, 1, "x"],
+        "note": 'a "\u0000" b',
+        "time": {"start": 1.5},
+    }
     assert dumps(obj) == plain_json(plain(obj))
     assert dumps({"result": []}) == b'{"result":[]}'
 
@@ -90,8 +109,7 @@ def test_every_kind_of_write_shows_in_the_next_read(b24_sandbox, b24_dataset):
     contact = next(c for c in ds.contacts if not c["is_deleted"])
     cq = {"filter": {"ID": contact["id"]}, "select": ["*", "UF_*"]}
     post(srv, "crm.contact.list", cq)
-    post(srv, "crm.contact.userfield.add",
-         {"fields": {"FIELD_NAME": "KPI_CACHE", "USER_TYPE_ID": "double"}})
+    post(srv, "crm.contact.userfield.add", {"fields": {"FIELD_NAME": "KPI_CACHE", "USER_TYPE_ID": "double"}})
     assert post(srv, "crm.contact.list", cq).json()["result"][0]["UF_CRM_KPI_CACHE"] is None
     post(srv, "crm.contact.update", {"id": contact["id"], "fields": {"UF_CRM_KPI_CACHE": 7}})
     assert post(srv, "crm.contact.list", cq).json()["result"][0]["UF_CRM_KPI_CACHE"] == "7"
@@ -101,10 +119,11 @@ def test_every_kind_of_write_shows_in_the_next_read(b24_sandbox, b24_dataset):
 
 def test_batch_references_read_rows_of_cached_pages(b24_sandbox, b24_dataset):
     ids = sorted(d["id"] for d in b24_dataset.deals if not d["is_deleted"])
-    cmd = {"p0": "crm.deal.list?order[ID]=ASC&filter[%3EID]=0&select[0]=%2A&start=-1",
-           "p1": "crm.deal.list?order[ID]=ASC&filter[%3EID]=$result[p0][49][ID]&select[]=ID"
-                 "&start=-1",
-           "one": "crm.deal.list?filter[ID]=$result[p1][-1][ID]&select[]=TITLE&start=-1"}
+    cmd = {
+        "p0": "crm.deal.list?order[ID]=ASC&filter[%3EID]=0&select[0]=%2A&start=-1",
+        "p1": "crm.deal.list?order[ID]=ASC&filter[%3EID]=$result[p0][49][ID]&select[]=ID&start=-1",
+        "one": "crm.deal.list?filter[ID]=$result[p1][-1][ID]&select[]=TITLE&start=-1",
+    }
     body = post(b24_sandbox, "batch", {"halt": 0, "cmd": cmd}).json()["result"]
     assert [r["ID"] for r in body["result"]["p1"]] == [str(i) for i in ids[50:100]]
     assert body["result"]["one"][0]["ID"] == str(ids[99])

@@ -11,36 +11,57 @@ from tests.fixtures_amocrm import all_pages, get
 
 
 def test_amocrm_sms_notes_beside_call_notes_and_undocumented_note_types_are_a_400(
-        amo_dataset, amo_sandbox, amo_headers):
-    notes, _ = all_pages(amo_sandbox, "/api/v4/contacts/notes", amo_headers, limit=250,
-                         **{"filter[note_type][]": ["sms_in", "sms_out"]})
-    sms = [a for a in amo_dataset.activities if a["channel"] == "sms"
-           and a["entity_type"] == "contact" and not a["is_deleted"]]
+    amo_dataset, amo_sandbox, amo_headers
+):
+    notes, _ = all_pages(
+        amo_sandbox,
+        "/api/v4/contacts/notes",
+        amo_headers,
+        limit=250,
+        **{"filter[note_type][]": ["sms_in", "sms_out"]},
+    )
+    sms = [
+        a
+        for a in amo_dataset.activities
+        if a["channel"] == "sms" and a["entity_type"] == "contact" and not a["is_deleted"]
+    ]
     assert sorted(n["id"] for n in notes) == [a["id"] for a in sms] and sms
     by_id = amo_dataset.by_id("activities")
     assert all(n["note_type"] == "sms_" + by_id[n["id"]]["direction"] for n in notes)
     assert all(n["params"]["text"] and n["created_at"] == by_id[n["id"]]["at"] for n in notes)
-    r = get(amo_sandbox, "/api/v4/contacts/notes", amo_headers,
-            **{"filter[note_type][]": "email"})
+    r = get(amo_sandbox, "/api/v4/contacts/notes", amo_headers, **{"filter[note_type][]": "email"})
     assert r.status_code == 400 and "note_type" in r.text
 
 
 def test_amocrm_chat_and_nps_events(amo_dataset, amo_sandbox, amo_headers):
-    chats, _ = all_pages(amo_sandbox, "/api/v4/events", amo_headers, limit=100, **{
-        "filter[type][]": ["incoming_chat_message", "outgoing_chat_message"]})
-    live = [a for a in amo_dataset.activities if a["channel"] == "chat" and not a["is_deleted"]
-            and a["entity_type"] in ("deal", "contact", "company")]
+    chats, _ = all_pages(
+        amo_sandbox,
+        "/api/v4/events",
+        amo_headers,
+        limit=100,
+        **{"filter[type][]": ["incoming_chat_message", "outgoing_chat_message"]},
+    )
+    live = [
+        a
+        for a in amo_dataset.activities
+        if a["channel"] == "chat"
+        and not a["is_deleted"]
+        and a["entity_type"] in ("deal", "contact", "company")
+    ]
     assert len(chats) == len(live) > 0
     assert {e["entity_type"] for e in chats} <= {"lead", "contact", "company"}
     assert all((e["created_by"] != 0) == (e["type"] == "outgoing_chat_message") for e in chats)
-    nps, _ = all_pages(amo_sandbox, "/api/v4/events", amo_headers, limit=100,
-                       **{"filter[type][]": "nps_rate_added"})
+    nps, _ = all_pages(
+        amo_sandbox, "/api/v4/events", amo_headers, limit=100, **{"filter[type][]": "nps_rate_added"}
+    )
     assert sorted(e["value_after"][0]["nps_rate"]["rate"] for e in nps) == sorted(
-        s["score"] for s in amo_dataset.surveys)
+        s["score"] for s in amo_dataset.surveys
+    )
 
 
 def test_amocrm_lead_source_needs_with_source_and_utm_is_a_tracking_field(
-        amo_dataset, amo_sandbox, amo_headers):
+    amo_dataset, amo_sandbox, amo_headers
+):
     bare = get(amo_sandbox, "/api/v4/leads", amo_headers, limit=250).json()["_embedded"]["leads"]
     assert not any("source" in d["_embedded"] for d in bare)
     leads, _ = all_pages(amo_sandbox, "/api/v4/leads", amo_headers, limit=250, **{"with": "source"})
@@ -48,8 +69,11 @@ def test_amocrm_lead_source_needs_with_source_and_utm_is_a_tracking_field(
     for d in leads:
         src = by_id[d["id"]]
         assert (d["_embedded"].get("source") or {}).get("name") == src["source"]
-        utm = [f["values"][0]["value"] for f in d["custom_fields_values"] or ()
-               if f["field_code"] == "UTM_SOURCE"]
+        utm = [
+            f["values"][0]["value"]
+            for f in d["custom_fields_values"] or ()
+            if f["field_code"] == "UTM_SOURCE"
+        ]
         assert utm == ([src["utm_source"]] if src["utm_source"] else [])
     assert any(d["custom_fields_values"] for d in leads)
 
@@ -68,15 +92,26 @@ def test_bitrix24_activity_list_serves_every_kind_and_deleted_ones_vanish(b24_da
     seen = []
     last = 0
     while True:
-        page = b24(b24_sandbox, "crm.activity.list", filter={">ID": last}, order={"ID": "ASC"},
-                   start=-1, select=["ID", "TYPE_ID", "PROVIDER_ID", "DIRECTION", "OWNER_TYPE_ID"])
+        page = b24(
+            b24_sandbox,
+            "crm.activity.list",
+            filter={">ID": last},
+            order={"ID": "ASC"},
+            start=-1,
+            select=["ID", "TYPE_ID", "PROVIDER_ID", "DIRECTION", "OWNER_TYPE_ID"],
+        )
         seen += page["result"]
         if len(page["result"]) < 50:
             break
         last = int(page["result"][-1]["ID"])
     kinds = {(a["TYPE_ID"], a["PROVIDER_ID"]) for a in seen}
-    assert kinds == {("2", "VOXIMPLANT_CALL"), ("1", "CRM_MEETING"), ("4", "CRM_EMAIL"),
-                     ("6", "IMOPENLINES_SESSION"), ("6", "CRM_SMS")}
+    assert kinds == {
+        ("2", "VOXIMPLANT_CALL"),
+        ("1", "CRM_MEETING"),
+        ("4", "CRM_EMAIL"),
+        ("6", "IMOPENLINES_SESSION"),
+        ("6", "CRM_SMS"),
+    }
     alive = [a for a in ds.activities if not a["is_deleted"]]
     assert len(seen) == len(ds.calls) + len(alive)
     gone = alive[0]
@@ -87,11 +122,17 @@ def test_bitrix24_activity_list_serves_every_kind_and_deleted_ones_vanish(b24_da
 
 def test_bitrix24_activities_filter_on_last_updated(b24_dataset, b24_sandbox):
     ds = b24_dataset
-    added = ds.add("activities", channel="chat", direction="in", entity_type="deal",
-                   entity_id=ds.deals[0]["id"])
+    added = ds.add(
+        "activities", channel="chat", direction="in", entity_type="deal", entity_id=ds.deals[0]["id"]
+    )
     since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(added["updated_at"] - 1))
-    page = b24(b24_sandbox, "crm.activity.list", filter={">=LAST_UPDATED": since, ">ID": 0},
-               order={"ID": "ASC"}, start=-1)
+    page = b24(
+        b24_sandbox,
+        "crm.activity.list",
+        filter={">=LAST_UPDATED": since, ">ID": 0},
+        order={"ID": "ASC"},
+        start=-1,
+    )
     assert [int(a["ID"]) for a in page["result"]] == [added["id"]]
     assert page["result"][0]["PROVIDER_ID"] == "IMOPENLINES_SESSION"
 
@@ -100,8 +141,13 @@ def test_bitrix24_deal_source_utm_and_call_vote(b24_dataset, b24_sandbox):
     ds = b24_dataset
     deals = b24(b24_sandbox, "crm.deal.list", select=["*"], start=-1)["result"]
     src = ds.by_id("deals")
-    codes = {"website": "WEB", "referral": "RECOMMENDATION", "cold call": "CALL",
-             "exhibition": "TRADE_SHOW", "advert": "ADVERTISING"}
+    codes = {
+        "website": "WEB",
+        "referral": "RECOMMENDATION",
+        "cold call": "CALL",
+        "exhibition": "TRADE_SHOW",
+        "advert": "ADVERTISING",
+    }
     for d in deals:
         row = src[int(d["ID"])]
         assert d["SOURCE_ID"] == codes.get(row["source"]) and d["UTM_SOURCE"] == row["utm_source"]

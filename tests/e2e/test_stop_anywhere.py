@@ -25,7 +25,7 @@ def test_sigterm_while_a_repeating_list_is_read_slowly_stops_within_10_s(tmp_pat
         # one request every 20 s: after its first page the reader waits in the limiter
         config.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -37,8 +37,11 @@ requests_per_second = 0.05
         db = str(tmp_path / "mirror.db")
         proc, err = start_sync(tmp_path, str(config), "--stream", "companies")
         try:
-            wait_for(lambda: (query(db, "SELECT count(*) FROM companies") or [[0]])[0][0] == 2,
-                     proc, what="the first page of companies committed")
+            wait_for(
+                lambda: (query(db, "SELECT count(*) FROM companies") or [[0]])[0][0] == 2,
+                proc,
+                what="the first page of companies committed",
+            )
             asked = len(amo.requests_to("/api/v4/companies"))
             proc.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
@@ -51,10 +54,11 @@ requests_per_second = 0.05
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert len(amo.requests_to("/api/v4/companies")) == asked   # nothing sent after the signal
+        assert len(amo.requests_to("/api/v4/companies")) == asked  # nothing sent after the signal
     assert code == 143, open(err).read()
     assert took < 10
-    (status, rows, error), = query(db, "SELECT status, rows, error FROM sync_runs "
-                                       "WHERE stream = 'companies'")
+    ((status, rows, error),) = query(
+        db, "SELECT status, rows, error FROM sync_runs WHERE stream = 'companies'"
+    )
     assert status == "interrupted" and "signal" in error, error
     assert rows == 2 == query(db, "SELECT count(*) FROM companies")[0][0]

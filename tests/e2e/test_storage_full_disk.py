@@ -11,8 +11,7 @@ from connector.mirror.store import Mirror
 from tests.unit.test_storage_faults import cli, write_config
 
 
-def test_a_full_disk_during_sync_is_one_line_and_keeps_what_was_committed(tmp_path, monkeypatch,
-                                                                          amo_sandbox):
+def test_a_full_disk_during_sync_is_one_line_and_keeps_what_was_committed(tmp_path, monkeypatch, amo_sandbox):
     """A real SQLITE_FULL: the mirror may not grow past a few hundred pages (`max_page_count`)."""
     db = str(tmp_path / "mirror.db")
     config = write_config(tmp_path, db, amo_sandbox.url, amo_sandbox.access_token)
@@ -21,19 +20,26 @@ def test_a_full_disk_during_sync_is_one_line_and_keeps_what_was_committed(tmp_pa
     def small_disk(self, path):
         open_(self, path)
         self.conn.execute("PRAGMA max_page_count = 150")
+
     monkeypatch.setattr(Mirror, "_open", small_disk)
     r = cli(config, "sync")
     errors = [x for x in r.output.splitlines() if x.startswith("error:")]
-    assert r.exit_code == 1 and "Traceback" not in r.output and errors == [
-        f"error: mirror {db}: the disk is full; free some space, then run again (nothing committed "
-        f"was lost)"], r.output
+    assert (
+        r.exit_code == 1
+        and "Traceback" not in r.output
+        and errors
+        == [
+            f"error: mirror {db}: the disk is full; free some space, then run again (nothing committed "
+            f"was lost)"
+        ]
+    ), r.output
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     kept = conn.execute("SELECT count(*) FROM sync_state WHERE last_success_at IS NOT NULL").fetchone()[0]
-    assert kept >= 1      # the streams before the disk filled are there, bookmarks and all
+    assert kept >= 1  # the streams before the disk filled are there, bookmarks and all
     conn.close()
 
-    monkeypatch.setattr(Mirror, "_open", open_)     # space freed: the next run completes
+    monkeypatch.setattr(Mirror, "_open", open_)  # space freed: the next run completes
     r = cli(config, "sync")
     assert r.exit_code == 0, r.output
 
@@ -42,7 +48,7 @@ def _oauth_config(tmp_path, server, token_path) -> str:
     config = tmp_path / "oauth.toml"
     config.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 token_path = "{token_path}"
 
 [[sources]]
@@ -62,15 +68,27 @@ def test_auth_with_an_unwritable_token_file_is_one_line(amo_dataset, tmp_path):
 
     from connector.cli import main
     from sandbox.amocrm import AmoSandbox
+
     (tmp_path / "file").write_text("x")
     token_path = tmp_path / "file" / "tokens.json"
     with AmoSandbox(amo_dataset, limits=False, access_token=None) as server:
-        r = CliRunner().invoke(main, ["--config", _oauth_config(tmp_path, server, token_path),
-                                      "auth", "amo", "--code", server.issue_code()])
+        r = CliRunner().invoke(
+            main,
+            [
+                "--config",
+                _oauth_config(tmp_path, server, token_path),
+                "auth",
+                "amo",
+                "--code",
+                server.issue_code(),
+            ],
+        )
     lines = r.output.splitlines()
     assert r.exit_code == 2 and len(lines) == 1, r.output
-    assert lines[0] == (f"error: token file {token_path}: a part of the path is a file, not a "
-                        f"directory; set [storage] token_path to a path under a directory")
+    assert lines[0] == (
+        f"error: token file {token_path}: a part of the path is a file, not a "
+        f"directory; set [storage] token_path to a path under a directory"
+    )
     assert server.client_secret not in r.output
 
 
@@ -82,24 +100,28 @@ def test_a_full_disk_when_saving_tokens_is_one_line(tmp_path, monkeypatch):
 
     from connector.mirror.storage import StorageError
     from connector.mirror.tokens import TokenStore
+
     real_open = os.open
 
     def full(path, flags, *args, **kwargs):
         if ".tmp." in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         return real_open(path, flags, *args, **kwargs)
+
     store = TokenStore(str(tmp_path / "tokens.json"))
     monkeypatch.setattr(os, "open", full)
     with pytest.raises(StorageError) as err:
         store.save("amo", {"access_token": "a-secret-1", "refresh_token": "r-secret-1"})
     assert err.value.exit_code == 1 and str(err.value).startswith(
-        f"token file {tmp_path / 'tokens.json'}: the disk is full")
+        f"token file {tmp_path / 'tokens.json'}: the disk is full"
+    )
     assert "secret" not in str(err.value)
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
 
 
 def _gone(db: str) -> None:
     import os
+
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.unlink(db + suffix)
@@ -107,6 +129,7 @@ def _gone(db: str) -> None:
 
 def _replaced(db: str) -> None:
     import os
+
     _gone(db)
     other = sqlite3.connect(db + ".other")
     other.execute("CREATE TABLE t (x)")
@@ -116,8 +139,9 @@ def _replaced(db: str) -> None:
 
 @pytest.mark.parametrize("when", ["a page", "the end"])
 @pytest.mark.parametrize("how,says", [(_gone, "was deleted"), (_replaced, "was replaced by another file")])
-def test_the_mirror_deleted_or_replaced_mid_sync_fails_the_run(tmp_path, monkeypatch, amo_sandbox,
-                                                                how, says, when):
+def test_the_mirror_deleted_or_replaced_mid_sync_fails_the_run(
+    tmp_path, monkeypatch, amo_sandbox, how, says, when
+):
     """The run wrote into a file nobody can see any more: not a success. Deleted after the
     first page commits (later pages notice), or after the last page of the last stream (the
     run's end notices)."""
@@ -131,14 +155,16 @@ def test_the_mirror_deleted_or_replaced_mid_sync_fails_the_run(tmp_path, monkeyp
         if when == "a page" and len(pages) == 1:
             how(db)
         return written
+
     monkeypatch.setattr(Mirror, "save_page", saving)
     args = []
-    if when == "the end":      # one stream: gone once its run is recorded, nothing after it
+    if when == "the end":  # one stream: gone once its run is recorded, nothing after it
         finish = Mirror.finish_run
 
         def then_gone(self, *a, **kw):
             finish(self, *a, **kw)
             how(db)
+
         monkeypatch.setattr(Mirror, "finish_run", then_gone)
         args = ["--stream", "pipelines"]
     r = cli(config, "sync", *args)

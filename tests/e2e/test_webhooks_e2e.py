@@ -32,8 +32,13 @@ def free_port() -> int:
 
 
 def cli(config: str, *args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(CONNECTOR + ["--config", config, *args], capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    out = subprocess.run(
+        CONNECTOR + ["--config", config, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     if check:
         assert out.returncode == 0, out.stderr[-2000:]
     return out
@@ -47,7 +52,7 @@ def wait_for(pred, what: str, deadline_s: float = 10.0, proc=None):
             return value
         if proc is not None:
             assert proc.poll() is None, f"serve exited early (rc {proc.returncode}) waiting for {what}"
-        time.sleep(0.02)      # polling interval, not a timing assumption
+        time.sleep(0.02)  # polling interval, not a timing assumption
     pytest.fail(f"timed out after {deadline_s:g}s waiting for {what}")
 
 
@@ -61,7 +66,7 @@ def served(tmp_path_factory):
         config = tmp / "config.toml"
         config.write_text(f"""
 [storage]
-path = "{tmp / 'mirror.db'}"
+path = "{tmp / "mirror.db"}"
 
 [[sources]]
 name = "amo"
@@ -83,9 +88,13 @@ targets = ["contact", "company"]
 """)
         cli(str(config), "run", "--once")
         err = open(tmp / "serve.log", "w")
-        proc = subprocess.Popen(CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"],
-                                env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL,
-                                stderr=err, text=True)
+        proc = subprocess.Popen(
+            CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"],
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             wait_for(lambda: _up(base), "serve to listen", 30, proc)
@@ -149,16 +158,26 @@ def reads_of(amo, deal_id: int) -> int:
 def test_a_deal_won_in_the_crm_shows_on_its_contacts_card_within_ten_seconds(served):
     amo, proc, base, tmp = served
     ds = amo.dataset
-    deal = next(d for d in ds.deals if d["status"] == "open" and not d["is_deleted"]
-                and len(d["contact_ids"]) == 1 and (d.get("amount") or 0) > 0)
+    deal = next(
+        d
+        for d in ds.deals
+        if d["status"] == "open"
+        and not d["is_deleted"]
+        and len(d["contact_ids"]) == 1
+        and (d.get("amount") or 0) > 0
+    )
     contact = deal["contact_ids"][0]
     won_before = card_value(amo, contact, FIELDS["deals_won"]) or 0
     edited = time.monotonic()
     ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
-    wait_for(lambda: (card_value(amo, contact, FIELDS["deals_won"]) or 0) == won_before + 1,
-             "the contact's 'Deals won' field to count the deal", 10, proc)
+    wait_for(
+        lambda: (card_value(amo, contact, FIELDS["deals_won"]) or 0) == won_before + 1,
+        "the contact's 'Deals won' field to count the deal",
+        10,
+        proc,
+    )
     assert time.monotonic() - edited < 10
-    assert reads_of(amo, deal["id"]) >= 1       # read back from the API, never taken from the payload
+    assert reads_of(amo, deal["id"]) >= 1  # read back from the API, never taken from the payload
 
 
 def test_fifty_edits_of_one_deal_in_a_burst_are_read_back_at_most_five_times(served):
@@ -175,6 +194,7 @@ def test_fifty_edits_of_one_deal_in_a_burst_are_read_back_at_most_five_times(ser
 
 def _mirror_amount(tmp, deal_id: int):
     import sqlite3
+
     conn = sqlite3.connect(f"file:{tmp / 'mirror.db'}?mode=ro", uri=True, timeout=30)
     try:
         row = conn.execute("SELECT amount FROM deals WHERE source = 'amo' AND id = ?", (deal_id,)).fetchone()
@@ -205,8 +225,14 @@ def test_forged_deliveries_and_wrong_secrets_are_refused_and_read_nothing(served
 def test_our_own_write_back_comes_back_as_an_echo_and_writes_nothing(served):
     amo, proc, base, tmp = served
     ds = amo.dataset
-    deal = next(d for d in ds.deals if d["status"] == "open" and not d["is_deleted"]
-                and len(d["contact_ids"]) == 1 and (d.get("amount") or 0) > 0)
+    deal = next(
+        d
+        for d in ds.deals
+        if d["status"] == "open"
+        and not d["is_deleted"]
+        and len(d["contact_ids"]) == 1
+        and (d.get("amount") or 0) > 0
+    )
     contact = deal["contact_ids"][0]
     patches = lambda: sum(r["method"] == "PATCH" for r in amo.request_log)
     refreshes = lambda: _logged(tmp / "serve.log", "refresh")
@@ -214,13 +240,23 @@ def test_our_own_write_back_comes_back_as_an_echo_and_writes_nothing(served):
     ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
     # the won deal's refresh writes the card; that write is a contact update in amoCRM, whose
     # delivery comes back and is refreshed in turn, finding every value already there
-    wrote = wait_for(lambda: next((i for i, r in enumerate(refreshes()[seen:]) if r["written"]), None)
-                     is not None, "the write-back of the won deal", 10, proc)
+    wrote = wait_for(
+        lambda: next((i for i, r in enumerate(refreshes()[seen:]) if r["written"]), None) is not None,
+        "the write-back of the won deal",
+        10,
+        proc,
+    )
     assert wrote and patches() > before
     written = patches()
-    wait_for(lambda: any(e["ok"] and ("contacts[update][0][id]", str(contact)) in e["pairs"]
-                         for e in amo.deliverer.sent), "the echo delivery", 10, proc)
+    wait_for(
+        lambda: any(
+            e["ok"] and ("contacts[update][0][id]", str(contact)) in e["pairs"] for e in amo.deliverer.sent
+        ),
+        "the echo delivery",
+        10,
+        proc,
+    )
     first = next(i for i, r in enumerate(refreshes()[seen:]) if r["written"])
     wait_for(lambda: len(refreshes()) > seen + first + 1, "the echo's refresh", 10, proc)
-    assert all(r["written"] == 0 for r in refreshes()[seen + first + 1:])
+    assert all(r["written"] == 0 for r in refreshes()[seen + first + 1 :])
     assert patches() == written

@@ -30,7 +30,7 @@ from tests.e2e.test_webhooks_e2e import CONNECTOR, ROOT, cli, free_port, reads_o
 
 pytestmark = pytest.mark.redis
 FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue"}
-DB = 13          # the Redis database this module's fleet uses (flushed before and after)
+DB = 13  # the Redis database this module's fleet uses (flushed before and after)
 TAG = uuid.uuid4().hex[:8]
 AMO, B24 = f"amo-{TAG}", f"b24-{TAG}"
 AMO_SECRET, B24_SECRET = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -61,8 +61,9 @@ def logged(path, text: str) -> bool:
 
 def start(args: list[str], log_path):
     err = open(log_path, "w")
-    proc = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL,
-                            stderr=err, text=True)
+    proc = subprocess.Popen(
+        args, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL, stderr=err, text=True
+    )
     return proc, err
 
 
@@ -98,8 +99,10 @@ def fleet(redis_url, tmp_path_factory):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     procs = []
-    with AmoSandbox(size=120, seed=7, limits=True) as amo, \
-            Bitrix24Sandbox(size=120, seed=11, limits=True) as b24:
+    with (
+        AmoSandbox(size=120, seed=7, limits=True) as amo,
+        Bitrix24Sandbox(size=120, seed=11, limits=True) as b24,
+    ):
         b24_token = b24.add_outgoing_webhook(f"{base}/hooks/{B24}/{B24_SECRET}", b24_events.BOUND)
         fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
         config = tmp / "config.toml"
@@ -109,7 +112,7 @@ kind = "celery"
 broker_url = "{broker}"
 
 [storage]
-path = "{tmp / '{source}.db'}"
+path = "{tmp / "{source}.db"}"
 
 [[sources]]
 name = "{AMO}"
@@ -140,27 +143,53 @@ targets = ["contact", "company"]
 """)
         logs = {"worker": tmp / "worker.log", "serve": tmp / "serve.log"}
         try:
-            worker = start(CONNECTOR + ["--config", str(config), "--log-format", "json", "worker",
-                                        "-c", "4", "--name", f"hooksfleet-{TAG}@test"], logs["worker"])
+            worker = start(
+                CONNECTOR
+                + [
+                    "--config",
+                    str(config),
+                    "--log-format",
+                    "json",
+                    "worker",
+                    "-c",
+                    "4",
+                    "--name",
+                    f"hooksfleet-{TAG}@test",
+                ],
+                logs["worker"],
+            )
             procs.append(worker)
             wait_for(lambda: logged(logs["worker"], "ready"), "the worker to be ready", 60, worker[0])
-            out = cli(str(config), "run", "--once")          # the first sync, on the worker
+            out = cli(str(config), "run", "--once")  # the first sync, on the worker
             assert AMO in out.stdout and B24 in out.stdout, out.stdout
             # installed before serve starts, while no job runs: amoCRM's 7/s are then shared by
             # the jobs' and the refreshes' limiters in Redis alone (see the last test)
             out = cli(str(config), "hooks", "install", AMO)
             assert "amoCRM webhook" in out.stdout and AMO_SECRET not in out.stdout + out.stderr
-            serve = start(CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"],
-                          logs["serve"])
+            serve = start(
+                CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"], logs["serve"]
+            )
             procs.append(serve)
             wait_for(lambda: up(base), "serve to listen", 30, serve[0])
             # serve catches up with an incremental sync of each source at start, queued for the
             # worker (neither CRM here keeps what a receiver missed): let both finish first
             for name in (AMO, B24):
-                wait_for(lambda: logged(logs["worker"], f"job=incremental source={name} status=ok"),
-                         f"the catch-up sync of {name} on the worker", 90, worker[0])
-            yield {"amo": amo, "b24": b24, "redis": r, "base": base, "logs": logs,
-                   "worker": worker[0], "serve": serve[0], "config": str(config)}
+                wait_for(
+                    lambda: logged(logs["worker"], f"job=incremental source={name} status=ok"),
+                    f"the catch-up sync of {name} on the worker",
+                    90,
+                    worker[0],
+                )
+            yield {
+                "amo": amo,
+                "b24": b24,
+                "redis": r,
+                "base": base,
+                "logs": logs,
+                "worker": worker[0],
+                "serve": serve[0],
+                "config": str(config),
+            }
         finally:
             codes = [stop(*p) for p in reversed(procs)]
             r.flushdb()
@@ -178,19 +207,33 @@ def won_on_card(crm, fleet, source: str):
     """Win an open deal of one contact in `crm`; the contact's 'Deals won' must count it
     within 10 s, refreshed on the worker."""
     ds = crm.dataset
-    deal = next(d for d in ds.deals if d["status"] == "open" and not d["is_deleted"]
-                and len(d["contact_ids"]) == 1 and (d.get("amount") or 0) > 0)
+    deal = next(
+        d
+        for d in ds.deals
+        if d["status"] == "open"
+        and not d["is_deleted"]
+        and len(d["contact_ids"]) == 1
+        and (d.get("amount") or 0) > 0
+    )
     contact = deal["contact_ids"][0]
     before = float(card(crm, contact, FIELDS["deals_won"]) or 0)
     seen = len(refreshes(fleet["logs"]["worker"], source))
     edited = time.monotonic()
     ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
-    wait_for(lambda: float(card(crm, contact, FIELDS["deals_won"]) or 0) == before + 1,
-             f"{source}: the contact's 'Deals won' to count the deal", 10, fleet["serve"])
+    wait_for(
+        lambda: float(card(crm, contact, FIELDS["deals_won"]) or 0) == before + 1,
+        f"{source}: the contact's 'Deals won' to count the deal",
+        10,
+        fleet["serve"],
+    )
     assert time.monotonic() - edited < 10
     # the worker refreshed it (and wrote the value); serve only queued it
-    wait_for(lambda: any(r["written"] for r in refreshes(fleet["logs"]["worker"], source)[seen:]),
-             f"{source}: the worker's refresh line", 5, fleet["worker"])
+    wait_for(
+        lambda: any(r["written"] for r in refreshes(fleet["logs"]["worker"], source)[seen:]),
+        f"{source}: the worker's refresh line",
+        5,
+        fleet["worker"],
+    )
     assert refreshes(fleet["logs"]["serve"], source) == []
     assert logged(fleet["logs"]["serve"], f"change(s) of {source} on queue hooksfleet-{source}")
     return deal
@@ -208,10 +251,15 @@ def task_results(r) -> list[str]:
 
 def test_a_deal_won_in_amocrm_shows_on_its_contacts_card_refreshed_by_the_worker(fleet):
     deal = won_on_card(fleet["amo"], fleet, AMO)
-    assert reads_of(fleet["amo"], deal["id"]) >= 1       # read back from the API
+    assert reads_of(fleet["amo"], deal["id"]) >= 1  # read back from the API
     # the task's result in the fleet's Redis: the refresh's line, as the worker returned it
-    wait_for(lambda: any("client(s) recomputed" in x and "value(s) written" in x
-                         for x in task_results(fleet["redis"])), "the refresh task's result in Redis", 5)
+    wait_for(
+        lambda: any(
+            "client(s) recomputed" in x and "value(s) written" in x for x in task_results(fleet["redis"])
+        ),
+        "the refresh task's result in Redis",
+        5,
+    )
 
 
 def test_a_deal_won_in_bitrix24_shows_on_its_contacts_card_refreshed_by_the_worker(fleet):
@@ -222,9 +270,14 @@ def refresh_order(fleet, source: str) -> str:
     """The worker's log as 'R' (a refresh task of `source` received) and 'D' (a refresh of
     `source` done, its line logged before its task ends), in order; tasks are told by the ids
     serve logged queueing them."""
-    ids = {m.group(1) for d in log_lines(fleet["logs"]["serve"])
-           for m in [re.search(rf"refresh of \d+ change\(s\) of {source} .*\(task ([0-9a-f-]+)\)", d.get("msg", ""))]
-           if m}
+    ids = {
+        m.group(1)
+        for d in log_lines(fleet["logs"]["serve"])
+        for m in [
+            re.search(rf"refresh of \d+ change\(s\) of {source} .*\(task ([0-9a-f-]+)\)", d.get("msg", ""))
+        ]
+        if m
+    }
     out = []
     for d in log_lines(fleet["logs"]["worker"]):
         m = re.match(r"Task crm_connector\.refresh\[([0-9a-f-]+)\] received", d.get("msg", ""))
@@ -238,12 +291,19 @@ def refresh_order(fleet, source: str) -> str:
 def test_one_portals_refreshes_run_one_after_another_on_the_worker(fleet):
     amo = fleet["amo"]
     ds = amo.dataset
-    first, second = [d for d in ds.deals if d["status"] == "open" and not d["is_deleted"]
-                     and len(d["contact_ids"]) == 1][-2:]
-    cards = {d["contact_ids"][0]: float(card(amo, d["contact_ids"][0], FIELDS["deals_won"]) or 0)
-             for d in (first, second)}
-    queued = lambda: refresh_order(fleet, AMO).count("R") + len(  # noqa: E731
-        [d for d in log_lines(fleet["logs"]["serve"]) if f"change(s) of {AMO} on" in d.get("msg", "")])
+    first, second = [
+        d for d in ds.deals if d["status"] == "open" and not d["is_deleted"] and len(d["contact_ids"]) == 1
+    ][-2:]
+    cards = {
+        d["contact_ids"][0]: float(card(amo, d["contact_ids"][0], FIELDS["deals_won"]) or 0)
+        for d in (first, second)
+    }
+    queued = lambda: (
+        refresh_order(fleet, AMO).count("R")
+        + len(  # noqa: E731
+            [d for d in log_lines(fleet["logs"]["serve"]) if f"change(s) of {AMO} on" in d.get("msg", "")]
+        )
+    )
     before = queued()
     ds.update("deals", first["id"], stage_id=won_stage(ds, first))
     wait_for(lambda: queued() > before, "the first win's refresh to be queued", 10, fleet["serve"])
@@ -252,8 +312,12 @@ def test_one_portals_refreshes_run_one_after_another_on_the_worker(fleet):
     ds.update("deals", second["id"], stage_id=won_stage(ds, second))
     for d in (first, second):
         contact = d["contact_ids"][0]
-        wait_for(lambda: float(card(amo, contact, FIELDS["deals_won"]) or 0) >= cards[contact] + 1,
-                 f"deal {d['id']} on its contact's card", 15, fleet["serve"])
+        wait_for(
+            lambda: float(card(amo, contact, FIELDS["deals_won"]) or 0) >= cards[contact] + 1,
+            f"deal {d['id']} on its contact's card",
+            15,
+            fleet["serve"],
+        )
     order = refresh_order(fleet, AMO)
     assert order and "RR" not in order, order
 
@@ -279,8 +343,11 @@ def test_a_wrong_secret_is_refused_and_reads_nothing(fleet):
 
 def window_before(log: list[dict], hit: dict) -> list[str]:
     """The requests in the second before a limit answer (what crowded the window)."""
-    return [f"{r['at'] - hit['at']:+.3f} {r['method']} {r['path']} {r['status']}"
-            for r in log if hit["at"] - 1.0 <= r["at"] <= hit["at"]]
+    return [
+        f"{r['at'] - hit['at']:+.3f} {r['method']} {r['path']} {r['status']}"
+        for r in log
+        if hit["at"] - 1.0 <= r["at"] <= hit["at"]
+    ]
 
 
 def test_no_request_of_the_run_got_a_rate_limit_answer(fleet):

@@ -15,19 +15,32 @@ import time
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
-from tests.e2e.serve_helpers import (FIELDS, amo_deal_reads, b24_deal_reads, card_value, cli, free_port, logged,
-                                     mirror_rows, open_deals, serving, start, wait_for, won_stage)
+from tests.e2e.serve_helpers import (
+    FIELDS,
+    amo_deal_reads,
+    b24_deal_reads,
+    card_value,
+    cli,
+    free_port,
+    logged,
+    mirror_rows,
+    open_deals,
+    serving,
+    start,
+    wait_for,
+    won_stage,
+)
 
 SECRET = secrets.token_urlsafe(32)
-EDITS = 15          # deals the loop may win while the nightly runs (it stops when the nightly ends)
+EDITS = 15  # deals the loop may win while the nightly runs (it stops when the nightly ends)
 
 
 def config_text(tmp, port: int, source: str) -> str:
     fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
     return f"""
 [storage]
-path = "{tmp / 'mirror.db'}"
-token_path = "{tmp / 'tokens.json'}"
+path = "{tmp / "mirror.db"}"
+token_path = "{tmp / "tokens.json"}"
 
 [[sources]]
 name = "crm"
@@ -66,8 +79,7 @@ def nightly_with_refreshes(tmp, config, ds, pool, reads_of) -> tuple[list[dict],
                 break
             ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
             won.append(deal)
-            wait_for(lambda: reads_of(deal["id"]) or nightly.poll() is not None,
-                     "the won deal's refresh", 30)
+            wait_for(lambda: reads_of(deal["id"]) or nightly.poll() is not None, "the won deal's refresh", 30)
         assert nightly.wait(60) == 0, open(tmp / "nightly.log").read()[-3000:]
         ended = time.time()
     finally:
@@ -96,18 +108,26 @@ def bucket_peak(log: list[dict], drain: float) -> float:
 
 
 def on_cards(ds, deals, before) -> bool:
-    return all((card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0)
-               == before[d["id"]] + 1 for d in deals)
+    return all(
+        (card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0) == before[d["id"]] + 1
+        for d in deals
+    )
 
 
 def test_amocrm_nightly_and_refreshes_together_stay_within_seven_requests_a_second(tmp_path):
     port = free_port()
     with AmoSandbox(size=200, seed=7, limits=True) as amo:
         config = tmp_path / "config.toml"
-        config.write_text(config_text(tmp_path, port, f"""kind = "amocrm"
+        config.write_text(
+            config_text(
+                tmp_path,
+                port,
+                f"""kind = "amocrm"
 base_url = "{amo.url}"
 access_token = "{amo.access_token}"
-"""))
+""",
+            )
+        )
         cli(config, "run", "--once")
         with serving(config, port, tmp_path / "serve.log") as proc:
             wait_for(lambda: logged(tmp_path / "serve.log", "job"), "serve's catch-up sync", 30, proc)
@@ -115,13 +135,15 @@ access_token = "{amo.access_token}"
             ds = amo.dataset
             reads = {}
 
-            def reads_of(deal_id: int) -> int:       # by-id reads (the refreshes'), with their times
+            def reads_of(deal_id: int) -> int:  # by-id reads (the refreshes'), with their times
                 reads[deal_id] = amo_deal_reads(amo, deal_id)
                 return len(reads[deal_id])
 
             pool = open_deals(ds, EDITS)
-            before = {d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                      for d in pool}
+            before = {
+                d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
+                for d in pool
+            }
             won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
             wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
             during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
@@ -138,14 +160,20 @@ def test_bitrix24_nightly_and_refreshes_together_never_overflow_the_portals_buck
         config = tmp_path / "config.toml"
         # reconcile_hours = 0: the nightly lists every table's ids, as a nightly a day after the
         # last one does (the setup run below was seconds ago)
-        config.write_text(config_text(tmp_path, port, f"""kind = "bitrix24"
+        config.write_text(
+            config_text(
+                tmp_path,
+                port,
+                f"""kind = "bitrix24"
 portal_url = "{srv.url}"
 client_id = "sandbox.app"
 client_secret = "sandbox-secret"
 oauth_url = "{srv.oauth_url}"
 application_token = "{srv.application_token}"
 reconcile_hours = 0
-"""))
+""",
+            )
+        )
         cli(config, "auth", "crm", "--code", srv.issue_code())
         cli(config, "run", "--once")
         with serving(config, port, tmp_path / "serve.log") as proc:
@@ -158,14 +186,16 @@ reconcile_hours = 0
             since = len(srv.request_log)
             reads = {}
 
-            def reads_of(deal_id: int) -> int:       # by-id reads (the refreshes'), with their times
+            def reads_of(deal_id: int) -> int:  # by-id reads (the refreshes'), with their times
                 hits = [srv.request_log[i]["at"] for i in b24_deal_reads(srv, deal_id, since)]
                 reads[deal_id] = hits
                 return len(hits)
 
             pool = open_deals(ds, EDITS)
-            before = {d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                      for d in pool}
+            before = {
+                d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
+                for d in pool
+            }
             won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
             wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
             during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
@@ -173,5 +203,7 @@ reconcile_hours = 0
             # Bitrix24 batches its reads, so this nightly alone takes about half the bucket:
             # the limit is in play, not a formality
             assert bucket_peak(srv.request_log[since:], srv.drain_rate) >= 20
-        assert srv.limit_errors == 0 and srv.limit_counts == {"QUERY_LIMIT_EXCEEDED": 0,
-                                                              "OPERATION_TIME_LIMIT": 0}
+        assert srv.limit_errors == 0 and srv.limit_counts == {
+            "QUERY_LIMIT_EXCEEDED": 0,
+            "OPERATION_TIME_LIMIT": 0,
+        }

@@ -29,20 +29,21 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from connector.kpi import writeback
 from connector.cli import main
+from connector.kpi import writeback
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
 from tests.fixtures_amocrm import all_pages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SIZE = 900     # ~270 contacts and ~70 companies: 8 write requests of 50 cards
-KPIS = ("deals_won", "deals_total", "revenue_won")     # none depends on the clock
+SIZE = 900  # ~270 contacts and ~70 companies: 8 write requests of 50 cards
+KPIS = ("deals_won", "deals_total", "revenue_won")  # none depends on the clock
 TYPES = ("contact", "company")
 
 
 # -- the two CRMs: start, source keys, which cards a request writes, reading cards back ------
+
 
 class Amo:
     kind = "amocrm"
@@ -78,8 +79,7 @@ class B24:
     UPDATE = re.compile(r"crm\.(contact|company)\.update\?id=(\d+)")
 
     def __init__(self):
-        self.server = Bitrix24Sandbox(generate(seed=3, size=SIZE), limits=False,
-                                      cost_model=False).start()
+        self.server = Bitrix24Sandbox(generate(seed=3, size=SIZE), limits=False, cost_model=False).start()
 
     def source(self) -> str:
         return f'webhook_url = "{self.server.webhook_url}"'
@@ -97,8 +97,11 @@ class B24:
     def cards(self, keys: dict[str, dict[str, str]]) -> dict[tuple, float]:
         out = {}
         for et in TYPES:
-            ids = [c["id"] for c in getattr(self.server.dataset, "contacts" if et == "contact"
-                                            else "companies") if not c.get("is_deleted")]
+            ids = [
+                c["id"]
+                for c in getattr(self.server.dataset, "contacts" if et == "contact" else "companies")
+                if not c.get("is_deleted")
+            ]
             for eid in ids:
                 r = requests.post(f"{self.server.webhook_url}crm.{et}.get", json={"id": eid}, timeout=10)
                 r.raise_for_status()
@@ -111,6 +114,7 @@ class B24:
 
 # -- the killer: a wrapper around the sandbox's request handler --------------------------------
 
+
 class Killer:
     """Counts the write requests of the current run, remembers the cards each carried, and
     kills the process at the Nth: `before` the CRM applies it, or `after` (applied, unanswered)."""
@@ -119,7 +123,7 @@ class Killer:
         self.crm, self.lock = crm, threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.at, self.mode = 0, None
-        self.writes: list[list[tuple[str, int]]] = []     # this run's write requests, answered or not
+        self.writes: list[list[tuple[str, int]]] = []  # this run's write requests, answered or not
         self.answered = 0
         handle = crm.server.handle
 
@@ -132,13 +136,14 @@ class Killer:
                 n = len(self.writes)
             if self.mode == "before" and n == self.at:
                 self._kill()
-                return crm.server.fault_response()   # never applied; nobody is listening
+                return crm.server.fault_response()  # never applied; nobody is listening
             resp = handle(req)
             if self.mode == "after" and n == self.at:
                 self._kill()
             with self.lock:
                 self.answered += 1
             return resp
+
         crm.server.handle = wrapped
 
     def _kill(self) -> None:
@@ -150,15 +155,19 @@ class Killer:
         or late: by this thread once `at` writes were answered); its exit code."""
         self.writes, self.answered, self.at, self.mode = [], 0, at, mode
         env = dict(os.environ, PYTHONPATH=ROOT)
-        self.proc = subprocess.Popen([sys.executable, "-m", "connector", "--config", config, "kpi"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "--config", config, "kpi"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             if mode == "late":
                 end = time.monotonic() + 120
                 while self.answered < at:
                     assert self.proc.poll() is None, "the run ended before it could be killed"
                     assert time.monotonic() < end, "timed out waiting for write requests"
-                    time.sleep(0.001)     # polling interval, not a timing assumption
+                    time.sleep(0.001)  # polling interval, not a timing assumption
                 self._kill()
             self.proc.wait(180)
             return self.proc.returncode
@@ -180,6 +189,7 @@ def crm(request):
 
 # -- the mirror side ------------------------------------------------------------------------
 
+
 def query(db: str, sql: str, *args) -> list:
     conn = sqlite3.connect(db)
     try:
@@ -197,8 +207,7 @@ def field_keys(db: str) -> dict[str, dict[str, str]]:
 
 def latest_log(db: str) -> dict[tuple, tuple]:
     """(type, id, field) -> (status, new_value) of the card's field's newest log row."""
-    rows = query(db, "SELECT entity_type, entity_id, field, status, new_value FROM writeback_log "
-                     "ORDER BY id")
+    rows = query(db, "SELECT entity_type, entity_id, field, status, new_value FROM writeback_log ORDER BY id")
     return {(et, eid, f): (status, value) for et, eid, f, status, value in rows}
 
 
@@ -227,7 +236,7 @@ def test_kill_9_during_write_back_leaves_the_log_matching_the_cards(crm, tmp_pat
     fields = "\n".join(f'{k} = "KPI: {k}"' for k in KPIS)
     config.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "main"
@@ -245,7 +254,7 @@ targets = ["contact", "company"]
     assert res.exit_code == 0, res.output
     killer = Killer(crm)
 
-    sent, in_doubt = Counter(), Counter()     # per card: times sent, times left in doubt by a kill
+    sent, in_doubt = Counter(), Counter()  # per card: times sent, times left in doubt by a kill
     for at, mode in ((2, "after"), (1, "before"), (2, "late"), (3, "after")):
         before = written_ok(latest_log(db))
         assert killer.run(str(config), at, mode) == -signal.SIGKILL, killer.proc.stderr.read().decode()
@@ -254,7 +263,7 @@ targets = ["contact", "company"]
         log = assert_log_matches_cards(db, crm)
         doubt = {(et, eid) for (et, eid, _), (s, _) in log.items() if s == writeback.SENDING}
         in_doubt.update(doubt)
-        if mode in ("before", "after"):    # exactly the request being answered when it died
+        if mode in ("before", "after"):  # exactly the request being answered when it died
             assert doubt == set(killer.writes[-1])
 
     # the run to the end sends exactly the cards not logged ok, in as few requests as possible
@@ -267,20 +276,26 @@ targets = ["contact", "company"]
     assert len(killer.writes) == sum(math.ceil(n / writeback.PER_REQUEST) for n in by_type.values())
     sent.update(last)
     # over all runs a card went out once, plus at most once per request of it a kill cut short
-    assert all(1 <= n <= 1 + in_doubt[card] for card, n in sent.items()), \
-        [(card, n, in_doubt[card]) for card, n in sent.items() if n > 1 + in_doubt[card]]
+    assert all(1 <= n <= 1 + in_doubt[card] for card, n in sent.items()), [
+        (card, n, in_doubt[card]) for card, n in sent.items() if n > 1 + in_doubt[card]
+    ]
     assert sum(in_doubt.values()) <= 4 * writeback.PER_REQUEST
     assert query(db, "SELECT count(*) FROM writeback_log WHERE status = ?", writeback.SENDING)[0][0] == 0
     assert query(db, "SELECT count(*) FROM writeback_log WHERE status = ?", writeback.UNKNOWN)[0][0] > 0
 
     # the cards equal kpi_latest, and the log's newest row of each card field says so
     keys = field_keys(db)
-    expected = {(et, eid, keys[et][kpi]): round(value, 2) for et, eid, kpi, value in query(
-        db, "SELECT l.entity_type, l.entity_id, l.kpi, l.value FROM kpi_latest l "
+    expected = {
+        (et, eid, keys[et][kpi]): round(value, 2)
+        for et, eid, kpi, value in query(
+            db,
+            "SELECT l.entity_type, l.entity_id, l.kpi, l.value FROM kpi_latest l "
             "JOIN (SELECT 'contact' AS t, id FROM contacts WHERE is_deleted = 0 UNION ALL "
             "      SELECT 'company', id FROM companies WHERE is_deleted = 0) c "
             "  ON c.t = l.entity_type AND c.id = l.entity_id "
-            "WHERE l.value IS NOT NULL AND l.kpi IN (%s)" % ",".join(f"'{k}'" for k in KPIS))}
+            "WHERE l.value IS NOT NULL AND l.kpi IN (%s)" % ",".join(f"'{k}'" for k in KPIS),
+        )
+    }
     cards = crm.cards(keys)
     assert cards == pytest.approx(expected)
     assert_log_matches_cards(db, crm)

@@ -9,8 +9,12 @@ from adapters import redact
 from adapters.errors import AuthError
 from tests.unit.test_amocrm_support import BASE, make_adapter
 
-OAUTH = dict(access_token=None, client_id="integration-id", client_secret="client-secret-XYZ123",
-             redirect_uri="https://example.com/oauth")
+OAUTH = dict(
+    access_token=None,
+    client_id="integration-id",
+    client_secret="client-secret-XYZ123",
+    redirect_uri="https://example.com/oauth",
+)
 TOKEN_URL = BASE + "/oauth2/access_token"
 ACCOUNT = BASE + "/api/v4/account"
 
@@ -29,8 +33,13 @@ def saved(adapter):
 
 
 def grant(access, refresh):
-    return {"token_type": "Bearer", "expires_in": 86400, "server_time": 1,
-            "access_token": access, "refresh_token": refresh}
+    return {
+        "token_type": "Bearer",
+        "expires_in": 86400,
+        "server_time": 1,
+        "access_token": access,
+        "refresh_token": refresh,
+    }
 
 
 @responses.activate
@@ -45,15 +54,20 @@ def test_exchange_code_saves_pair_and_returns_safe_message(oauth):
     responses.post(TOKEN_URL, json=grant("access-AAA-111111", "refresh-RRR-111111"))
     msg = oauth.exchange_code("def502-code")
     body = json.loads(responses.calls[0].request.body)
-    assert body == {"client_id": "integration-id", "client_secret": "client-secret-XYZ123",
-                    "redirect_uri": "https://example.com/oauth", "grant_type": "authorization_code",
-                    "code": "def502-code"}
+    assert body == {
+        "client_id": "integration-id",
+        "client_secret": "client-secret-XYZ123",
+        "redirect_uri": "https://example.com/oauth",
+        "grant_type": "authorization_code",
+        "code": "def502-code",
+    }
     assert "Authorization" not in responses.calls[0].request.headers
     pair = saved(oauth)
     assert pair["access_token"] == "access-AAA-111111" and pair["refresh_token"] == "refresh-RRR-111111"
     assert pair["expires_at"].endswith("Z")
     assert "authorised" in msg and "access-AAA" not in msg and "refresh-RRR" not in msg
     import os
+
     assert os.stat(oauth.auth.tokens.path).st_mode & 0o777 == 0o600
     responses.get(ACCOUNT, json={"id": 1, "name": "A", "subdomain": "a"})
     oauth.check()
@@ -62,8 +76,7 @@ def test_exchange_code_saves_pair_and_returns_safe_message(oauth):
 
 @responses.activate
 def test_exchange_code_rejected(oauth):
-    responses.post(TOKEN_URL, status=400, json={"hint": "Authorization code has been revoked",
-                                                "status": 400})
+    responses.post(TOKEN_URL, status=400, json={"hint": "Authorization code has been revoked", "status": 400})
     with pytest.raises(AuthError) as err:
         oauth.exchange_code("old-code")
     assert "code has been revoked" in str(err.value) and "fresh code" in str(err.value)
@@ -81,6 +94,7 @@ def test_401_refreshes_once_persists_before_retry(oauth):
         if auth == "Bearer old-access-0001":
             return 401, {}, json.dumps({"title": "Unauthorized", "status": 401})
         return 200, {}, json.dumps({"id": 1, "name": "Acme", "subdomain": "acme"})
+
     responses.add_callback(responses.GET, ACCOUNT, callback=account)
     responses.post(TOKEN_URL, json=grant("new-access-0002", "new-refresh-0002"))
     assert "Acme" in oauth.check()
@@ -90,8 +104,10 @@ def test_401_refreshes_once_persists_before_retry(oauth):
     assert body["grant_type"] == "refresh_token" and body["refresh_token"] == "old-refresh-0001"
     assert body["redirect_uri"] == "https://example.com/oauth"
     # the retried request went out only after the new pair was on disk
-    assert seen == [("Bearer old-access-0001", "old-access-0001"),
-                    ("Bearer new-access-0002", "new-access-0002")]
+    assert seen == [
+        ("Bearer old-access-0001", "old-access-0001"),
+        ("Bearer new-access-0002", "new-access-0002"),
+    ]
     assert saved(oauth)["refresh_token"] == "new-refresh-0002"
 
 
@@ -109,9 +125,16 @@ def test_second_401_after_refresh_is_auth_error_no_second_refresh(oauth):
 def test_revoked_refresh_token_tells_admin_to_reauthorise(oauth):
     oauth.auth.tokens.save("main", {"access_token": "old-access-0001", "refresh_token": "spent-refresh-01"})
     responses.get(ACCOUNT, status=401, json={"title": "Unauthorized"})
-    responses.post(TOKEN_URL, status=401, json={
-        "hint": "Token has been revoked", "title": "Некорректный запрос", "status": 401,
-        "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson"})
+    responses.post(
+        TOKEN_URL,
+        status=401,
+        json={
+            "hint": "Token has been revoked",
+            "title": "Некорректный запрос",
+            "status": 401,
+            "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+        },
+    )
     with pytest.raises(AuthError) as err:
         oauth.check()
     msg = str(err.value)
@@ -127,10 +150,12 @@ def test_pair_refreshed_elsewhere_is_reused_without_refreshing(oauth):
     def account(request):
         if request.headers["Authorization"] == "Bearer old-access-0001":
             # meanwhile another process refreshed and saved a new pair
-            oauth.auth.tokens.save("main", {"access_token": "other-access-03",
-                                            "refresh_token": "other-refresh-03"})
+            oauth.auth.tokens.save(
+                "main", {"access_token": "other-access-03", "refresh_token": "other-refresh-03"}
+            )
             return 401, {}, "{}"
         return 200, {}, json.dumps({"id": 1, "name": "Acme", "subdomain": "acme"})
+
     responses.add_callback(responses.GET, ACCOUNT, callback=account)
     oauth.check()
     assert [c.request.method for c in responses.calls] == ["GET", "GET"]

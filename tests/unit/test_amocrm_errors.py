@@ -12,7 +12,7 @@ from adapters.errors import AuthError, BlockedError, StreamError
 from tests.unit.test_amocrm_support import BASE, RUN, TOKEN, fetch_all, hal, make_adapter, serve_pages
 
 BM = json.dumps({"since": "2026-11-01T00:00:00Z", "api_filter": True})
-TASKS_BM = json.dumps({"since": "2026-11-01T00:00:00Z"})   # tasks take no api_filter
+TASKS_BM = json.dumps({"since": "2026-11-01T00:00:00Z"})  # tasks take no api_filter
 
 
 @pytest.fixture
@@ -23,13 +23,17 @@ def adapter(tmp_path):
     a.close()
 
 
-@pytest.mark.parametrize("bad", ['{"_page": 2, "_embedded": {"leads": [{"id"',
-                                 "<html><body><h1>502 Bad Gateway</h1></body></html>"])
+@pytest.mark.parametrize(
+    "bad",
+    ['{"_page": 2, "_embedded": {"leads": [{"id"', "<html><body><h1>502 Bad Gateway</h1></body></html>"],
+)
 @responses.activate
 def test_a_200_that_is_not_json_is_retried_like_a_502(adapter, bad):
     item = {"status_id": 7, "pipeline_id": 3}
-    pages = [hal("leads", [{"id": 1, "updated_at": 1, **item}], True),
-             hal("leads", [{"id": 2, "updated_at": 2, **item}])]
+    pages = [
+        hal("leads", [{"id": 1, "updated_at": 1, **item}], True),
+        hal("leads", [{"id": 2, "updated_at": 2, **item}]),
+    ]
     served = []
 
     def cb(request):  # page 2's first answer is cut short or an HTML page; its retry is good
@@ -38,6 +42,7 @@ def test_a_200_that_is_not_json_is_retried_like_a_502(adapter, bad):
         if no == 2 and served.count(2) == 1:
             return 200, {"Content-Type": "application/json"}, bad
         return (200, {}, json.dumps(pages[no - 1])) if no <= 2 else (204, {}, "")
+
     responses.add_callback(responses.GET, BASE + "/api/v4/leads", callback=cb)
     got = [r["id"] for page in adapter.fetch("deals", BM, RUN) for r in page.rows.get("deals", [])]
     assert got == [1, 2]
@@ -55,6 +60,7 @@ def test_a_body_that_stays_malformed_fails_the_stream_naming_stream_and_page(ada
         if len(served) == 1:
             return 200, {}, json.dumps(first)
         return 200, {"Content-Type": "application/json"}, "<html>Bad gateway</html>"
+
     responses.add_callback(responses.GET, BASE + "/api/v4/leads", callback=cb)
     got = []
     with pytest.raises(StreamError) as err:
@@ -69,8 +75,11 @@ def test_a_body_that_stays_malformed_fails_the_stream_naming_stream_and_page(ada
 @responses.activate
 def test_missing_embedded_is_unexpected_shape(adapter):
     serve_pages("/api/v4/contacts", [{"_page": 1, "_links": {}}])
-    with pytest.raises(StreamError, match=r"stream 'contacts', page 1: unexpected page shape "
-                                          r"\(no _embedded.contacts list\)"):
+    with pytest.raises(
+        StreamError,
+        match=r"stream 'contacts', page 1: unexpected page shape "
+        r"\(no _embedded.contacts list\)",
+    ):
         fetch_all(adapter, "contacts", BM)
 
 
@@ -80,31 +89,55 @@ def test_item_without_id_is_skipped_and_reported_by_its_place(adapter):
     pages = fetch_all(adapter, "companies", BM)
     assert [r["id"] for p in pages for r in p.rows.get("companies", [])] == [5]
     assert [q for p in pages for q in p.problems] == [
-        {"item": "#1 on the page", "field": "id", "value": None, "why": "missing", "skipped": True}]
+        {"item": "#1 on the page", "field": "id", "value": None, "why": "missing", "skipped": True}
+    ]
 
 
 @responses.activate
 def test_a_price_that_is_not_a_number_is_null_and_reported_naming_the_deal(adapter):
     # Never stored as something else: the deal is kept with no amount, and the run says why.
-    serve_pages("/api/v4/leads", [hal("leads", [
-        {"id": 77, "price": "abc", "updated_at": 1, "status_id": 7, "pipeline_id": 3},
-        {"id": 78, "price": "12,5 руб", "updated_at": 1, "status_id": 7, "pipeline_id": 3}])])
+    serve_pages(
+        "/api/v4/leads",
+        [
+            hal(
+                "leads",
+                [
+                    {"id": 77, "price": "abc", "updated_at": 1, "status_id": 7, "pipeline_id": 3},
+                    {"id": 78, "price": "12,5 руб", "updated_at": 1, "status_id": 7, "pipeline_id": 3},
+                ],
+            )
+        ],
+    )
     pages = fetch_all(adapter, "deals", BM)
     deals = {r["id"]: r for p in pages for r in p.rows.get("deals", [])}
     assert (deals[77]["amount"], deals[78]["amount"]) == (None, 12.5)
     assert [q for p in pages for q in p.problems] == [
-        {"item": 77, "field": "price", "value": "abc", "why": "not a number", "skipped": False}]
+        {"item": 77, "field": "price", "value": "abc", "why": "not a number", "skipped": False}
+    ]
 
 
 @responses.activate
 def test_a_list_of_links_that_is_not_a_list_skips_the_deal_naming_the_field(adapter):
-    serve_pages("/api/v4/leads", [hal("leads", [
-        {"id": 77, "updated_at": 1, "status_id": 7, "pipeline_id": 3, "_embedded": {"contacts": 5}}])])
+    serve_pages(
+        "/api/v4/leads",
+        [
+            hal(
+                "leads",
+                [{"id": 77, "updated_at": 1, "status_id": 7, "pipeline_id": 3, "_embedded": {"contacts": 5}}],
+            )
+        ],
+    )
     pages = fetch_all(adapter, "deals", BM)
     assert not any(p.rows.get("deals") for p in pages)
     assert [q for p in pages for q in p.problems] == [
-        {"item": 77, "field": "_embedded.contacts", "value": 5, "why": "not a list of objects",
-         "skipped": True}]
+        {
+            "item": 77,
+            "field": "_embedded.contacts",
+            "value": 5,
+            "why": "not a list of objects",
+            "skipped": True,
+        }
+    ]
 
 
 @responses.activate
@@ -131,8 +164,7 @@ def test_429_then_success_is_retried(adapter):
 def test_connection_error_retried(adapter):
     responses.get(BASE + "/api/v4/tasks", body=requests.ConnectionError("reset"))
     serve_pages("/api/v4/tasks", [hal("tasks", [{"id": 5}])])
-    assert [r["id"] for p in fetch_all(adapter, "tasks", TASKS_BM)
-            for r in p.rows.get("tasks", [])] == [5]
+    assert [r["id"] for p in fetch_all(adapter, "tasks", TASKS_BM) for r in p.rows.get("tasks", [])] == [5]
 
 
 @responses.activate
@@ -153,8 +185,11 @@ def test_403_blocks_the_source(adapter):
 
 @responses.activate
 def test_long_lived_token_rejected(adapter):
-    responses.get(BASE + "/api/v4/account", status=401,
-                  json={"title": "Unauthorized", "status": 401, "detail": "Неверный логин или пароль"})
+    responses.get(
+        BASE + "/api/v4/account",
+        status=401,
+        json={"title": "Unauthorized", "status": 401, "detail": "Неверный логин или пароль"},
+    )
     with pytest.raises(AuthError) as err:
         adapter.check()
     msg = str(err.value)
@@ -164,8 +199,11 @@ def test_long_lived_token_rejected(adapter):
 
 @responses.activate
 def test_402_and_400_are_stream_errors_without_retry(adapter):
-    responses.get(BASE + "/api/v4/leads", status=402,
-                  json={"title": "Payment Required", "detail": "Account is not paid"})
+    responses.get(
+        BASE + "/api/v4/leads",
+        status=402,
+        json={"title": "Payment Required", "detail": "Account is not paid"},
+    )
     with pytest.raises(StreamError, match="HTTP 402: Account is not paid"):
         fetch_all(adapter, "deals", BM)
     assert len(responses.calls) == 1

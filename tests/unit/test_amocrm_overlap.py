@@ -23,8 +23,10 @@ class OffsetList:
         with self.lock:
             self.asked.append((page, limit))
             start = (page - 1) * min(limit, self.size)
-            chunk = [dict(r) if isinstance(r, dict) else r
-                     for r in self.rows[start:start + min(limit, self.size)]]
+            chunk = [
+                dict(r) if isinstance(r, dict) else r
+                for r in self.rows[start : start + min(limit, self.size)]
+            ]
             more = len(self.rows) > start + len(chunk)
             hook = self.hooks.pop(len(self.asked), None)
             if hook:
@@ -39,8 +41,11 @@ class OffsetList:
 
 
 def read(lst: OffsetList, workers: int = 1, size: int = 250) -> list[dict]:
-    return [i for page in overlap_pages(lst.fetch, "updated_at", "tasks", size=size,
-                                        workers=workers) for i in page]
+    return [
+        i
+        for page in overlap_pages(lst.fetch, "updated_at", "tasks", size=size, workers=workers)
+        for i in page
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 4])
@@ -76,14 +81,15 @@ def test_edited_row_coming_back_is_yielded_again():
     lst = OffsetList(600)
 
     def edit(ls):
-        ls.rows[249]["updated_at"] = 9999     # the last row of page 1, repeated by page 2
+        ls.rows[249]["updated_at"] = 9999  # the last row of page 1, repeated by page 2
+
     lst.hooks[1] = edit
     got = read(lst)
     assert [i["updated_at"] for i in got if i["id"] == 250] == [1250, 9999]
 
 
 def test_small_pages_served_and_one_request_when_the_caller_stops():
-    lst = OffsetList(40, size=10)            # the list serves 10 rows whatever is asked
+    lst = OffsetList(40, size=10)  # the list serves 10 rows whatever is asked
     pages = overlap_pages(lst.fetch, "updated_at", "tasks", size=250, workers=4)
     assert [i["id"] for i in next(pages)] == list(range(1, 11))
     pages.close()
@@ -95,14 +101,15 @@ def test_small_pages_served_and_one_request_when_the_caller_stops():
 def test_a_list_that_never_settles_fails_naming_it():
     lst = OffsetList(5000)
 
-    def churn(ls):                             # 10 rows leave the front, 10 new ones arrive
+    def churn(ls):  # 10 rows leave the front, 10 new ones arrive
         top = ls.rows[-1]["id"]
         ls.drop(*[r["id"] for r in ls.rows[:10]])
         ls.rows += [{"id": top + i, "updated_at": 1} for i in range(1, 11)]
 
-    class Always(dict):                       # after every answer
+    class Always(dict):  # after every answer
         def pop(self, n, default=None):
             return churn
+
     lst.hooks = Always()
     with pytest.raises(StreamError, match=f"tasks: the list kept changing.*{MAX_BACKOFFS}"):
         list(overlap_pages(lst.fetch, "updated_at", "tasks", label="tasks"))
@@ -110,7 +117,7 @@ def test_a_list_that_never_settles_fails_naming_it():
 
 def test_items_that_are_no_objects_are_yielded_once_and_paging_goes_on():
     lst = OffsetList(600)
-    lst.rows[249] = "not an object"           # the last row of page 1, repeated by page 2
+    lst.rows[249] = "not an object"  # the last row of page 1, repeated by page 2
     lst.rows[300]["id"] = {"junk": 1}
     got = read(lst, 3)
     assert got.count("not an object") == 1 and len(got) == 600

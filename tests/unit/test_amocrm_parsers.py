@@ -26,20 +26,39 @@ def test_deal_with_contacts_and_company():
     page, items = parse("deals", "leads")
     deals = {d["id"]: d for d in page.rows["deals"]}
     assert deals[19619] == {
-        "id": 19619, "name": "Поставка оборудования", "pipeline_id": 1300, "stage_id": 142,
-        "status": "won", "amount": 46333.0, "currency": "RUB", "responsible_user_id": 123321,
-        "contact_id": 10971467, "company_id": 10971463, "created_at": "2025-11-22T10:00:00Z",
-        "updated_at": "2025-11-23T10:00:00Z", "closed_at": "2025-11-23T10:00:00Z",
-        "channel": "yandex", "is_deleted": 0, "raw": items[0]}
+        "id": 19619,
+        "name": "Поставка оборудования",
+        "pipeline_id": 1300,
+        "stage_id": 142,
+        "status": "won",
+        "amount": 46333.0,
+        "currency": "RUB",
+        "responsible_user_id": 123321,
+        "contact_id": 10971467,
+        "company_id": 10971463,
+        "created_at": "2025-11-22T10:00:00Z",
+        "updated_at": "2025-11-23T10:00:00Z",
+        "closed_at": "2025-11-23T10:00:00Z",
+        "channel": "yandex",
+        "is_deleted": 0,
+        "raw": items[0],
+    }
     assert (deals[14460]["status"], deals[14460]["contact_id"], deals[14460]["company_id"]) == (
-        "lost", None, None)
+        "lost",
+        None,
+        None,
+    )
     # one contact, not flagged main: it is the main contact all the same
     assert (deals[14461]["status"], deals[14461]["contact_id"], deals[14461]["closed_at"]) == (
-        "open", 10971465, None)
+        "open",
+        10971465,
+        None,
+    )
     assert page.rows["deal_contacts"] == [
         {"deal_id": 19619, "contact_id": 10971465, "is_main": 0},
         {"deal_id": 19619, "contact_id": 10971467, "is_main": 1},
-        {"deal_id": 14461, "contact_id": 10971465, "is_main": 1}]
+        {"deal_id": 14461, "contact_id": 10971465, "is_main": 1},
+    ]
 
 
 def test_deal_channel_is_the_utm_source_else_the_source_name_normalised():
@@ -62,35 +81,82 @@ def test_deal_without_contacts_still_carries_its_links_table():
 
 def test_contact_with_company_and_phone():
     page, items = parse("contacts", "contacts")
-    assert page.rows == {"contacts": [
-        {"id": 10971467, "name": "Иван Петров", "company_id": 10971463,
-         "responsible_user_id": 123321, "created_at": "2025-11-21T10:00:00Z",
-         "updated_at": "2025-11-23T10:00:00Z", "is_deleted": 0, "raw": items[0]},
-        {"id": 10971465, "name": "Анна", "company_id": None, "responsible_user_id": 504141,
-         "created_at": "2025-11-21T10:00:00Z", "updated_at": "2025-11-23T10:00:10Z",
-         "is_deleted": 0, "raw": items[1]}]}
+    assert page.rows == {
+        "contacts": [
+            {
+                "id": 10971467,
+                "name": "Иван Петров",
+                "company_id": 10971463,
+                "responsible_user_id": 123321,
+                "created_at": "2025-11-21T10:00:00Z",
+                "updated_at": "2025-11-23T10:00:00Z",
+                "is_deleted": 0,
+                "raw": items[0],
+            },
+            {
+                "id": 10971465,
+                "name": "Анна",
+                "company_id": None,
+                "responsible_user_id": 504141,
+                "created_at": "2025-11-21T10:00:00Z",
+                "updated_at": "2025-11-23T10:00:10Z",
+                "is_deleted": 0,
+                "raw": items[1],
+            },
+        ]
+    }
     assert page.rows["contacts"][0]["raw"]["custom_fields_values"][0]["field_code"] == "PHONE"
 
 
 def test_company():
     page, items = parse("companies", "companies")
-    assert page.rows == {"companies": [
-        {"id": 10971463, "name": "ООО Альфа", "responsible_user_id": 504141,
-         "created_at": "2025-11-20T10:00:00Z", "updated_at": "2025-11-23T10:00:05Z",
-         "is_deleted": 0, "raw": items[0]}]}
+    assert page.rows == {
+        "companies": [
+            {
+                "id": 10971463,
+                "name": "ООО Альфа",
+                "responsible_user_id": 504141,
+                "created_at": "2025-11-20T10:00:00Z",
+                "updated_at": "2025-11-23T10:00:05Z",
+                "is_deleted": 0,
+                "raw": items[0],
+            }
+        ]
+    }
 
 
 def test_tasks_plural_entity_types_and_no_completed_at():
     page, items = parse("tasks", "tasks")
-    assert page.rows == {"tasks": [
-        {"id": 7087, "text": "Перезвонить клиенту", "responsible_user_id": 123321,
-         "entity_type": "deal", "entity_id": 19619, "is_completed": 0,
-         "due_at": "2025-11-24T10:00:00Z", "created_at": "2025-11-21T10:00:00Z",
-         "updated_at": "2025-11-23T10:00:00Z", "is_deleted": 0, "raw": items[0]},
-        {"id": 7088, "text": "Встреча", "responsible_user_id": 504141, "entity_type": "contact",
-         "entity_id": 10971467, "is_completed": 1, "due_at": "2025-11-22T10:00:00Z",
-         "created_at": "2025-11-21T10:00:00Z", "updated_at": "2025-11-23T10:00:30Z",
-         "is_deleted": 0, "raw": items[1]}]}
+    assert page.rows == {
+        "tasks": [
+            {
+                "id": 7087,
+                "text": "Перезвонить клиенту",
+                "responsible_user_id": 123321,
+                "entity_type": "deal",
+                "entity_id": 19619,
+                "is_completed": 0,
+                "due_at": "2025-11-24T10:00:00Z",
+                "created_at": "2025-11-21T10:00:00Z",
+                "updated_at": "2025-11-23T10:00:00Z",
+                "is_deleted": 0,
+                "raw": items[0],
+            },
+            {
+                "id": 7088,
+                "text": "Встреча",
+                "responsible_user_id": 504141,
+                "entity_type": "contact",
+                "entity_id": 10971467,
+                "is_completed": 1,
+                "due_at": "2025-11-22T10:00:00Z",
+                "created_at": "2025-11-21T10:00:00Z",
+                "updated_at": "2025-11-23T10:00:30Z",
+                "is_deleted": 0,
+                "raw": items[1],
+            },
+        ]
+    }
     # Listed means alive (lists skip the trash): a restored task's row clears is_deleted.
 
 
@@ -99,8 +165,15 @@ def test_task_deletion_is_dated_as_no_event_reports_a_task_restore():
     asked = {v for k, v in s.request.params if k == "filter[type][]"}
     assert "task_deleted" in asked and "task_restored" not in asked
     assert {"lead_restored", "contact_restored", "company_restored"} <= asked
-    deleted = {"id": "01pz58t6p04ymgsgfbmfyfy8mn", "type": "task_deleted", "entity_id": 7087,
-               "entity_type": "task", "created_at": T + 60, "value_after": [], "value_before": []}
+    deleted = {
+        "id": "01pz58t6p04ymgsgfbmfyfy8mn",
+        "type": "task_deleted",
+        "entity_id": 7087,
+        "entity_type": "task",
+        "created_at": T + 60,
+        "value_after": [],
+        "value_before": [],
+    }
     page = records([deleted], s.parse, Ctx())
     # the store weighs it against the task's updated_at (a later listing: restored)
     assert (page.deleted, page.deleted_at) == ({}, {"tasks": {7087: "2025-11-23T10:01:00Z"}})
@@ -110,15 +183,26 @@ def test_task_deletion_is_dated_as_no_event_reports_a_task_restore():
 def test_call_notes_direction_and_call_status():
     page, items = parse("calls_leads", "notes_calls")
     calls = page.rows["calls"]
-    assert calls[0] == {"id": 42709325, "direction": "in", "status": "answered", "duration_s": 60,
-                        "started_at": "2025-11-23T10:00:00Z", "responsible_user_id": 123321,
-                        "entity_type": "deal", "entity_id": 19619, "phone": "+79001234567",
-                        "raw": items[0]}
+    assert calls[0] == {
+        "id": 42709325,
+        "direction": "in",
+        "status": "answered",
+        "duration_s": 60,
+        "started_at": "2025-11-23T10:00:00Z",
+        "responsible_user_id": 123321,
+        "entity_type": "deal",
+        "entity_id": 19619,
+        "phone": "+79001234567",
+        "raw": items[0],
+    }
     # call_status 6 (no answer) and 5 (wrong number) on an outgoing call -> failed,
     # absent -> by duration
     assert [(c["id"], c["direction"], c["status"], c["duration_s"]) for c in calls] == [
-        (42709325, "in", "answered", 60), (42709326, "out", "failed", 0),
-        (42709327, "out", "failed", 0), (42709328, "in", "answered", 35)]
+        (42709325, "in", "answered", 60),
+        (42709326, "out", "failed", 0),
+        (42709327, "out", "failed", 0),
+        (42709328, "in", "answered", 35),
+    ]
     contacts_page, _ = parse("calls_contacts", "notes_calls")
     assert {c["entity_type"] for c in contacts_page.rows["calls"]} == {"contact"}
 
@@ -126,19 +210,26 @@ def test_call_notes_direction_and_call_status():
 def test_call_notes_are_activities_too_with_prefixed_ids():
     page, items = parse("calls_leads", "notes_calls")
     assert page.rows["activities"][0] == {
-        "id": "note:42709325", "channel": "call", "direction": "in",
-        "at": "2025-11-23T10:00:00Z", "responsible_user_id": 123321, "entity_type": "deal",
-        "entity_id": 19619, "is_deleted": 0, "raw": items[0]}
-    assert [a["id"] for a in page.rows["activities"]] == [
-        f"note:{c['id']}" for c in page.rows["calls"]]
+        "id": "note:42709325",
+        "channel": "call",
+        "direction": "in",
+        "at": "2025-11-23T10:00:00Z",
+        "responsible_user_id": 123321,
+        "entity_type": "deal",
+        "entity_id": 19619,
+        "is_deleted": 0,
+        "raw": items[0],
+    }
+    assert [a["id"] for a in page.rows["activities"]] == [f"note:{c['id']}" for c in page.rows["calls"]]
 
 
 def test_sms_notes_are_activities_without_a_call_row():
     page, items = parse("calls_contacts", "notes_sms")
-    assert [(a["id"], a["channel"], a["direction"], a["entity_type"])
-            for a in page.rows["activities"]] == [
-        ("note:42709401", "sms", "out", "contact"), ("note:42709402", "sms", "in", "contact"),
-        ("note:42709403", "call", "out", "contact")]
+    assert [(a["id"], a["channel"], a["direction"], a["entity_type"]) for a in page.rows["activities"]] == [
+        ("note:42709401", "sms", "out", "contact"),
+        ("note:42709402", "sms", "in", "contact"),
+        ("note:42709403", "call", "out", "contact"),
+    ]
     assert [c["id"] for c in page.rows["calls"]] == [42709403]
     assert ("filter[note_type][]", "sms_in") in BY_NAME["calls_contacts"].request.params
 
@@ -146,21 +237,47 @@ def test_sms_notes_are_activities_without_a_call_row():
 def test_chat_message_events_are_activities_and_nps_events_survey_answers():
     page, items = parse("events", "events_interactions")
     assert page.rows["activities"] == [
-        {"id": "event:01pz58t6q0chatin0000000001", "channel": "chat", "direction": "in",
-         "at": "2025-11-23T10:00:00Z", "responsible_user_id": None, "entity_type": "contact",
-         "entity_id": 10971467, "is_deleted": 0, "raw": items[0]},
-        {"id": "event:01pz58t6q0chatout000000002", "channel": "chat", "direction": "out",
-         "at": "2025-11-23T10:01:00Z", "responsible_user_id": 123321, "entity_type": "deal",
-         "entity_id": 19619, "is_deleted": 0, "raw": items[1]}]
+        {
+            "id": "event:01pz58t6q0chatin0000000001",
+            "channel": "chat",
+            "direction": "in",
+            "at": "2025-11-23T10:00:00Z",
+            "responsible_user_id": None,
+            "entity_type": "contact",
+            "entity_id": 10971467,
+            "is_deleted": 0,
+            "raw": items[0],
+        },
+        {
+            "id": "event:01pz58t6q0chatout000000002",
+            "channel": "chat",
+            "direction": "out",
+            "at": "2025-11-23T10:01:00Z",
+            "responsible_user_id": 123321,
+            "entity_type": "deal",
+            "entity_id": 19619,
+            "is_deleted": 0,
+            "raw": items[1],
+        },
+    ]
     # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows,
     # each reported
     assert [(p["field"], p["why"]) for p in page.problems] == [
         ("value_after", "not a whole number from 0 to 10"),
-        ("value_after", "not one object with one score")]
+        ("value_after", "not one object with one score"),
+    ]
     assert page.rows["survey_answers"] == [
-        {"id": "event:01pz58t6q0nps0000000000003", "kind": "nps", "score": 9.0,
-         "at": "2025-11-23T10:02:00Z", "entity_type": "contact", "entity_id": 10971467,
-         "origin": "amocrm_event", "raw": items[2]}]
+        {
+            "id": "event:01pz58t6q0nps0000000000003",
+            "kind": "nps",
+            "score": 9.0,
+            "at": "2025-11-23T10:02:00Z",
+            "entity_type": "contact",
+            "entity_id": 10971467,
+            "origin": "amocrm_event",
+            "raw": items[2],
+        }
+    ]
 
 
 def test_events_ask_only_for_documented_interaction_types():
@@ -173,23 +290,42 @@ def test_events_ask_only_for_documented_interaction_types():
 def test_events_stage_change_deletion_restore_and_task_completion():
     page, items = parse("events", "events")
     assert page.rows["stage_changes"] == [
-        {"id": "01pz58t6p04ymgsgfbmfyfy1mf", "entity": "deal", "entity_id": 19619,
-         "pipeline_id": 1300, "stage_id": 142, "previous_stage_id": 40234567,
-         "changed_at": "2025-11-23T10:00:00Z", "raw": items[0]}]
+        {
+            "id": "01pz58t6p04ymgsgfbmfyfy1mf",
+            "entity": "deal",
+            "entity_id": 19619,
+            "pipeline_id": 1300,
+            "stage_id": 142,
+            "previous_stage_id": 40234567,
+            "changed_at": "2025-11-23T10:00:00Z",
+            "raw": items[0],
+        }
+    ]
     assert page.deleted == {"deals": [14460]}
     assert page.restored == {"contacts": [10971465]}  # restored after it was deleted
-    assert page.rows["tasks"] == [{"id": 7088, "is_completed": 1,
-                                   "completed_at": "2025-11-23T10:06:40Z"}]
+    assert page.rows["tasks"] == [{"id": 7088, "is_completed": 1, "completed_at": "2025-11-23T10:06:40Z"}]
 
 
 def test_newest_deletion_event_wins_across_pages():
     ctx = Ctx()
     first, _ = parse("events", "events", ctx)
     s = BY_NAME["events"]
-    old = {"id": "01pz58t6p04ymgsgfbmfyfy6ij", "type": "lead_restored", "entity_id": 14460,
-           "entity_type": "lead", "created_at": T + 50, "value_after": [], "value_before": []}
-    new = {**old, "id": "01pz58t6p04ymgsgfbmfyfy7kl", "type": "contact_deleted",
-           "entity_id": 10971465, "created_at": T + 900}
+    old = {
+        "id": "01pz58t6p04ymgsgfbmfyfy6ij",
+        "type": "lead_restored",
+        "entity_id": 14460,
+        "entity_type": "lead",
+        "created_at": T + 50,
+        "value_after": [],
+        "value_before": [],
+    }
+    new = {
+        **old,
+        "id": "01pz58t6p04ymgsgfbmfyfy7kl",
+        "type": "contact_deleted",
+        "entity_id": 10971465,
+        "created_at": T + 900,
+    }
     later = records([old, new], s.parse, ctx)
     assert first.deleted == {"deals": [14460]}
     assert later.restored == {}  # older than page 1's deletion: loses
@@ -198,17 +334,34 @@ def test_newest_deletion_event_wins_across_pages():
 
 def test_users_active_and_disabled():
     page, items = parse("users", "users")
-    assert page.rows == {"users": [
-        {"id": 123321, "name": "Мария Смирнова", "email": "maria@example.ru", "is_active": 1,
-         "raw": items[0]},
-        {"id": 504141, "name": "Олег Уволенный", "email": "oleg@example.ru", "is_active": 0,
-         "raw": items[1]}]}
+    assert page.rows == {
+        "users": [
+            {
+                "id": 123321,
+                "name": "Мария Смирнова",
+                "email": "maria@example.ru",
+                "is_active": 1,
+                "raw": items[0],
+            },
+            {
+                "id": 504141,
+                "name": "Олег Уволенный",
+                "email": "oleg@example.ru",
+                "is_active": 0,
+                "raw": items[1],
+            },
+        ]
+    }
 
 
 def test_pipeline_with_system_statuses_142_won_and_143_lost():
     page, items = parse("pipelines", "pipelines")
-    assert page.rows["pipelines"] == [{"id": 1300, "entity": "deal", "name": "Продажи", "sort": 1,
-                                       "is_default": 1, "raw": items[0]}]
+    assert page.rows["pipelines"] == [
+        {"id": 1300, "entity": "deal", "name": "Продажи", "sort": 1, "is_default": 1, "raw": items[0]}
+    ]
     assert [(s["pipeline_id"], s["id"], s["name"], s["semantics"]) for s in page.rows["stages"]] == [
-        (1300, 40234565, "Неразобранное", "open"), (1300, 40234567, "Первичный контакт", "open"),
-        (1300, 142, "Успешно реализовано", "won"), (1300, 143, "Закрыто и не реализовано", "lost")]
+        (1300, 40234565, "Неразобранное", "open"),
+        (1300, 40234567, "Первичный контакт", "open"),
+        (1300, 142, "Успешно реализовано", "won"),
+        (1300, 143, "Закрыто и не реализовано", "lost"),
+    ]

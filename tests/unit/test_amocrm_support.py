@@ -17,8 +17,14 @@ RUN_TS = int(RUN.timestamp())
 
 
 def make_adapter(tmp_path, **kw) -> AmoCrmAdapter:
-    cfg = dict(name="main", kind="amocrm", base_url=BASE, access_token=TOKEN,
-               requests_per_second=1000.0, max_workers=3)
+    cfg = dict(
+        name="main",
+        kind="amocrm",
+        base_url=BASE,
+        access_token=TOKEN,
+        requests_per_second=1000.0,
+        max_workers=3,
+    )
     cfg.update(kw)
     adapter = AmoCrmAdapter(SourceConfig(**cfg), TokenStore(str(tmp_path / "tokens.json")))
     adapter.http.slept = []
@@ -51,16 +57,22 @@ def serve_pages(path: str, pages: list):
         q = dict(parse_qsl(urlsplit(request.url).query))
         page = int(q.get("page", 1))
         body = pages[page - 1] if page <= len(pages) else None
-        if _first_size(pages) > int(q.get("limit", 250)):   # an overlapping page
+        if _first_size(pages) > int(q.get("limit", 250)):  # an overlapping page
             body = _offset_page(pages, page, int(q["limit"]))
-        if len(served) > 1 and q.get("order[updated_at]") == "asc" \
-                and "filter[updated_at][from]" in q:  # a keyset restart
-            body = _keyset_page(pages, int(q["filter[updated_at][from]"]),
-                                int(q.get("filter[updated_at][to]", 2**40)), page,
-                                int(q.get("limit", 250)))
+        if (
+            len(served) > 1 and q.get("order[updated_at]") == "asc" and "filter[updated_at][from]" in q
+        ):  # a keyset restart
+            body = _keyset_page(
+                pages,
+                int(q["filter[updated_at][from]"]),
+                int(q.get("filter[updated_at][to]", 2**40)),
+                page,
+                int(q.get("limit", 250)),
+            )
         if body is None:
             return 204, {}, ""
         return 200, {"Content-Type": "application/hal+json"}, json.dumps(body)
+
     responses.add_callback(responses.GET, BASE + path, callback=callback)
 
 
@@ -78,8 +90,7 @@ def _listed(pages: list) -> list:
 
 def _first_size(pages: list) -> int:
     first = pages[0] if pages else None
-    return len(first["_embedded"][next(iter(first["_embedded"]))]) \
-        if first and first.get("_embedded") else 0
+    return len(first["_embedded"][next(iter(first["_embedded"]))]) if first and first.get("_embedded") else 0
 
 
 def _offset_page(pages: list, page: int, limit: int) -> dict | None:
@@ -87,7 +98,7 @@ def _offset_page(pages: list, page: int, limit: int) -> dict | None:
     from row (N-1)*L on, L of them; None (204) past the end."""
     items = _listed(pages)
     key = next(iter(pages[0]["_embedded"]))
-    chunk = items[(page - 1) * limit:page * limit]
+    chunk = items[(page - 1) * limit : page * limit]
     return hal(key, chunk, next_page=len(items) > page * limit) if chunk else None
 
 
@@ -103,7 +114,7 @@ def _keyset_page(pages: list, lo: int, hi: int, page: int, limit: int) -> dict |
     key = next(iter(next(p for p in pages if p)["_embedded"]))
     size = min(limit, len(pages[0]["_embedded"][key]) if pages[0] else 250)
     left = [i for i in items if lo <= i["updated_at"] <= hi]
-    chunk = left[(page - 1) * size:page * size]
+    chunk = left[(page - 1) * size : page * size]
     if not chunk:
         return None
     return hal(key, chunk, next_page=len(left) > page * size)

@@ -27,15 +27,21 @@ def test_bookmarks_give_the_list_filters():
 @responses.activate
 def test_mid_pass_pages_bookmark_the_unfinished_windows():
     a = adapter()
-    bookmark = json.dumps({"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[120, 200], [200, 300]]})
+    bookmark = json.dumps(
+        {"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[120, 200], [200, 300]]}
+    )
 
-    def one_row_above(request):    # honours `>ID`, as a real portal does: one row per window
+    def one_row_above(request):  # honours `>ID`, as a real portal does: one row per window
         above = int(json.loads(request.body)["filter"][">ID"])
         return 200, {}, json.dumps({"result": [{"ID": str(above + 30), "TITLE": "X"}], "total": 0})
+
     responses.add_callback(responses.POST, HOOK + "crm.company.list", callback=one_row_above)
     pages = list(a.fetch("companies", bookmark, NOW))
-    assert json.loads(pages[0].bookmark) == {"since": None, "pass": "2026-11-22T02:00:00Z",
-                                             "windows": [[200, 300]]}
+    assert json.loads(pages[0].bookmark) == {
+        "since": None,
+        "pass": "2026-11-22T02:00:00Z",
+        "windows": [[200, 300]],
+    }
     assert pages[1].bookmark is None and pages[-1].present == {}  # a resumed pass lists no table whole
 
 
@@ -43,12 +49,16 @@ def test_mid_pass_pages_bookmark_the_unfinished_windows():
 def test_a_fresh_full_pass_doubles_as_reconciliation_and_reconcile_waits_its_hours():
     a = adapter(streams=["deals", "reconcile"])
     responses.post(HOOK + "batch", json=batch_body({"lo": [{"ID": "37"}], "hi": [{"ID": "37"}]}))
-    responses.post(HOOK + "batch", json=batch_body({"p0": [DEAL], "q0": {"items": [{"id": 37, "contactIds": [12]}]}}))
+    responses.post(
+        HOOK + "batch", json=batch_body({"p0": [DEAL], "q0": {"items": [{"id": 37, "contactIds": [12]}]}})
+    )
     deals = list(a.fetch("deals", None, NOW))
     assert deals[-1].present == {"deals": [37]} and len(responses.calls) == 2
     done = list(a.fetch("reconcile", json.dumps({"at": "2026-11-20T00:00:00Z"}), NOW))
     assert len(responses.calls) == 2  # deals were listed whole a moment ago; nothing else wanted
-    assert [x.present for x in done] == [{}] and json.loads(done[-1].bookmark) == {"at": "2026-11-23T12:00:00Z"}
+    assert [x.present for x in done] == [{}] and json.loads(done[-1].bookmark) == {
+        "at": "2026-11-23T12:00:00Z"
+    }
     recent = list(a.fetch("reconcile", json.dumps({"at": "2026-11-23T06:00:00Z"}), NOW))  # 6 h old
     assert len(responses.calls) == 2 and json.loads(recent[-1].bookmark) == {"at": "2026-11-23T06:00:00Z"}
 
@@ -63,9 +73,9 @@ def test_reconcile_lists_every_id_of_its_streams():
     assert json.loads(responses.calls[1].request.body)["select"] == ["ID"]
 
 
-
 def test_no_windows_reads_nothing_even_with_parallel_workers():
     from adapters.bitrix24.paging import ListSpec, Pager
+
     assert list(Pager(None, workers=4).run(ListSpec("crm.company.list"), [])) == []
 
 

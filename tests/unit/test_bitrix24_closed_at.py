@@ -11,18 +11,43 @@ from adapters.bitrix24 import parsers as p
 from adapters.streams import Ctx
 from connector.mirror.store import Mirror
 
-DEAL = {"ID": "37", "TITLE": "Order", "CATEGORY_ID": "0", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
-        "CLOSED": "Y", "DATE_CREATE": "2026-11-20T12:00:00+03:00", "DATE_MODIFY": "2026-11-20T19:00:00+03:00",
-        "CLOSEDATE": "2026-11-20T00:00:00+03:00", "MOVED_TIME": "2026-11-20T18:43:00+03:00"}
-LEAD = {"ID": "8", "TITLE": "Request", "STATUS_ID": "CONVERTED", "STATUS_SEMANTIC_ID": "S",
-        "DATE_CREATE": "2026-11-20T12:00:00+03:00", "DATE_MODIFY": "2026-11-20T19:00:00+03:00",
-        "DATE_CLOSED": "2026-11-20T18:43:00+03:00"}
+DEAL = {
+    "ID": "37",
+    "TITLE": "Order",
+    "CATEGORY_ID": "0",
+    "STAGE_ID": "WON",
+    "STAGE_SEMANTIC_ID": "S",
+    "CLOSED": "Y",
+    "DATE_CREATE": "2026-11-20T12:00:00+03:00",
+    "DATE_MODIFY": "2026-11-20T19:00:00+03:00",
+    "CLOSEDATE": "2026-11-20T00:00:00+03:00",
+    "MOVED_TIME": "2026-11-20T18:43:00+03:00",
+}
+LEAD = {
+    "ID": "8",
+    "TITLE": "Request",
+    "STATUS_ID": "CONVERTED",
+    "STATUS_SEMANTIC_ID": "S",
+    "DATE_CREATE": "2026-11-20T12:00:00+03:00",
+    "DATE_MODIFY": "2026-11-20T19:00:00+03:00",
+    "DATE_CLOSED": "2026-11-20T18:43:00+03:00",
+}
 
 
 def history(owner: str, *moves: tuple[int, str, str], lead: bool = False) -> list[dict]:
     key, sem = ("STATUS_ID", "STATUS_SEMANTIC_ID") if lead else ("STAGE_ID", "STAGE_SEMANTIC_ID")
-    return [{"ID": str(i), "TYPE_ID": "3", "OWNER_ID": owner, "CATEGORY_ID": "0", key: stage,
-             sem: "S" if stage in ("WON", "CONVERTED") else "P", "CREATED_TIME": at} for i, stage, at in moves]
+    return [
+        {
+            "ID": str(i),
+            "TYPE_ID": "3",
+            "OWNER_ID": owner,
+            "CATEGORY_ID": "0",
+            key: stage,
+            sem: "S" if stage in ("WON", "CONVERTED") else "P",
+            "CREATED_TIME": at,
+        }
+        for i, stage, at in moves
+    ]
 
 
 def save(m: Mirror, stream: str, parse, items: list[dict]) -> None:
@@ -66,8 +91,9 @@ def test_history_that_has_not_caught_up_leaves_the_items_moment():
 
 
 def test_leads_close_at_their_history_move_too():
-    moves = history("8", (1, "NEW", "2026-11-20T12:00:00+03:00"),
-                    (2, "CONVERTED", "2026-11-20T18:41:30+03:00"), lead=True)
+    moves = history(
+        "8", (1, "NEW", "2026-11-20T12:00:00+03:00"), (2, "CONVERTED", "2026-11-20T18:41:30+03:00"), lead=True
+    )
     with Mirror(":memory:") as m:
         save(m, "leads", p.lead, [LEAD])
         assert closed(m, "leads", 8) == "2026-11-20T15:43:00Z"

@@ -9,7 +9,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from adapters.bitrix24 import events, parsers as p
+from adapters.bitrix24 import events
+from adapters.bitrix24 import parsers as p
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.errors import SourceError, StreamError
 from adapters.hooks import Change, HookRefused
@@ -23,8 +24,15 @@ TOKEN = "51856fefc120afa4b628cc82d3935cce"
 
 
 def adapter(**kw) -> Bitrix24Adapter:
-    cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=HOOK, requests_per_second=1000.0,
-                       bucket_size=1000, max_workers=1, **{"application_token": TOKEN, **kw})
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        webhook_url=HOOK,
+        requests_per_second=1000.0,
+        bucket_size=1000,
+        max_workers=1,
+        **{"application_token": TOKEN, **kw},
+    )
     a = Bitrix24Adapter(cfg, None)
     a.client.sleep = a.client.http.sleep = lambda s: None
     return a
@@ -33,20 +41,34 @@ def adapter(**kw) -> Bitrix24Adapter:
 def oauth_adapter(tmp_path, **kw) -> Bitrix24Adapter:
     tokens = TokenStore(str(tmp_path / "t.json"))
     tokens.save("b24", {"access_token": "access-1", "refresh_token": "refresh-1"})
-    cfg = SourceConfig(name="b24", kind="bitrix24", portal_url=PORTAL, client_id="app",
-                       client_secret="shh-secret", requests_per_second=1000.0, bucket_size=1000,
-                       max_workers=1, **{"application_token": TOKEN, **kw})
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        portal_url=PORTAL,
+        client_id="app",
+        client_secret="shh-secret",
+        requests_per_second=1000.0,
+        bucket_size=1000,
+        max_workers=1,
+        **{"application_token": TOKEN, **kw},
+    )
     a = Bitrix24Adapter(cfg, tokens)
     a.client.sleep = a.client.http.sleep = lambda s: None
     return a
 
 
 def delivery(event: str, data: list[tuple[str, str]], token: str = TOKEN) -> list[tuple[str, str]]:
-    return [("event", event), ("event_handler_id", "12"), *data, ("ts", "1736405807"),
-            ("auth[domain]", "portal.example.com"), ("auth[client_endpoint]", PORTAL + "/rest/"),
-            ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
-            ("auth[member_id]", "a223c6b3710f85df22e9377d6c4f7553"),
-            ("auth[application_token]", token)]
+    return [
+        ("event", event),
+        ("event_handler_id", "12"),
+        *data,
+        ("ts", "1736405807"),
+        ("auth[domain]", "portal.example.com"),
+        ("auth[client_endpoint]", PORTAL + "/rest/"),
+        ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
+        ("auth[member_id]", "a223c6b3710f85df22e9377d6c4f7553"),
+        ("auth[application_token]", token),
+    ]
 
 
 def fields(oid) -> list[tuple[str, str]]:
@@ -55,38 +77,65 @@ def fields(oid) -> list[tuple[str, str]]:
 
 # ---- parse_hook ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("event,data,change", [
-    ("ONCRMDEALUPDATE", fields(759), Change("deals", 759)),
-    ("ONCRMDEALADD", fields(760), Change("deals", 760)),
-    ("ONCRMDEALDELETE", fields(1765), Change("deals", 1765, True)),
-    ("ONCRMDEALMOVETOCATEGORY", fields(761), Change("deals", 761)),
-    ("ONCRMLEADADD", fields(5), Change("leads", 5)),
-    ("ONCRMCONTACTUPDATE", fields(82), Change("contacts", 82)),
-    ("ONCRMCOMPANYDELETE", fields(4), Change("companies", 4, True)),
-    ("onCrmActivityUpdate", fields(999), Change("activities", 999)),
-    ("ONCRMACTIVITYADD", fields(998), Change("activities", 998)),
-    ("ONTASKADD", [("data[FIELDS_BEFORE]", "undefined"), ("data[FIELDS_AFTER][ID]", "123"),
-                   ("data[IS_ACCESSIBLE_BEFORE]", "N"), ("data[IS_ACCESSIBLE_AFTER]", "undefined")],
-     Change("tasks", 123)),
-    ("ONTASKUPDATE", [("data[FIELDS_BEFORE][ID]", "123"), ("data[FIELDS_AFTER][ID]", "123")],
-     Change("tasks", 123)),
-    ("ONTASKDELETE", [("data[FIELDS_BEFORE][ID]", "124"), ("data[FIELDS_AFTER]", "undefined"),
-                      ("data[IS_ACCESSIBLE_BEFORE]", "undefined"), ("data[IS_ACCESSIBLE_AFTER]", "N")],
-     Change("tasks", 124, True)),
-])
+
+@pytest.mark.parametrize(
+    "event,data,change",
+    [
+        ("ONCRMDEALUPDATE", fields(759), Change("deals", 759)),
+        ("ONCRMDEALADD", fields(760), Change("deals", 760)),
+        ("ONCRMDEALDELETE", fields(1765), Change("deals", 1765, True)),
+        ("ONCRMDEALMOVETOCATEGORY", fields(761), Change("deals", 761)),
+        ("ONCRMLEADADD", fields(5), Change("leads", 5)),
+        ("ONCRMCONTACTUPDATE", fields(82), Change("contacts", 82)),
+        ("ONCRMCOMPANYDELETE", fields(4), Change("companies", 4, True)),
+        ("onCrmActivityUpdate", fields(999), Change("activities", 999)),
+        ("ONCRMACTIVITYADD", fields(998), Change("activities", 998)),
+        (
+            "ONTASKADD",
+            [
+                ("data[FIELDS_BEFORE]", "undefined"),
+                ("data[FIELDS_AFTER][ID]", "123"),
+                ("data[IS_ACCESSIBLE_BEFORE]", "N"),
+                ("data[IS_ACCESSIBLE_AFTER]", "undefined"),
+            ],
+            Change("tasks", 123),
+        ),
+        (
+            "ONTASKUPDATE",
+            [("data[FIELDS_BEFORE][ID]", "123"), ("data[FIELDS_AFTER][ID]", "123")],
+            Change("tasks", 123),
+        ),
+        (
+            "ONTASKDELETE",
+            [
+                ("data[FIELDS_BEFORE][ID]", "124"),
+                ("data[FIELDS_AFTER]", "undefined"),
+                ("data[IS_ACCESSIBLE_BEFORE]", "undefined"),
+                ("data[IS_ACCESSIBLE_AFTER]", "N"),
+            ],
+            Change("tasks", 124, True),
+        ),
+    ],
+)
 def test_deliveries_become_changes(event, data, change):
     assert adapter().parse_hook(delivery(event, data)) == [change]
 
 
 def test_an_outgoing_webhooks_short_auth_is_enough():
-    pairs = [("event", "ONCRMDEALUPDATE"), ("data[FIELDS][ID]", "662"), ("ts", "1724140800"),
-             ("auth[domain]", "example.bitrix24.com"), ("auth[member_id]", "x" * 32),
-             ("auth[application_token]", TOKEN)]
+    pairs = [
+        ("event", "ONCRMDEALUPDATE"),
+        ("data[FIELDS][ID]", "662"),
+        ("ts", "1724140800"),
+        ("auth[domain]", "example.bitrix24.com"),
+        ("auth[member_id]", "x" * 32),
+        ("auth[application_token]", TOKEN),
+    ]
     assert adapter().parse_hook(pairs) == [Change("deals", 662)]
 
 
-@pytest.mark.parametrize("event", ["ONAPPINSTALL", "ONCRMQUOTEUPDATE", "ONCRMDEALUSERFIELDADD",
-                                   "ONTASKCOMMENTADD"])
+@pytest.mark.parametrize(
+    "event", ["ONAPPINSTALL", "ONCRMQUOTEUPDATE", "ONCRMDEALUSERFIELDADD", "ONTASKCOMMENTADD"]
+)
 def test_events_the_mirror_does_not_follow_name_nothing(event):
     assert adapter().parse_hook(delivery(event, fields(7))) == []
 
@@ -124,31 +173,56 @@ def test_genuine_but_malformed_deliveries_are_refused():
 
 def test_the_token_is_registered_as_a_secret():
     from adapters.redact import redact
+
     adapter()
     assert TOKEN not in redact(f"token {TOKEN}")
 
 
 # ---- read_changes -------------------------------------------------------------------------
 
+
 def deal_item(i, contact=None):
-    return {"ID": str(i), "TITLE": f"Deal {i}", "CATEGORY_ID": "0", "STAGE_ID": "NEW",
-            "STAGE_SEMANTIC_ID": "P", "OPPORTUNITY": "100.00", "CURRENCY_ID": "RUB",
-            "ASSIGNED_BY_ID": "1", "CONTACT_ID": str(contact or 0), "COMPANY_ID": "0",
-            "DATE_CREATE": "2026-11-20T10:00:00+03:00", "DATE_MODIFY": "2026-11-23T10:00:00+03:00",
-            "CLOSED": "N", "CLOSEDATE": None}
+    return {
+        "ID": str(i),
+        "TITLE": f"Deal {i}",
+        "CATEGORY_ID": "0",
+        "STAGE_ID": "NEW",
+        "STAGE_SEMANTIC_ID": "P",
+        "OPPORTUNITY": "100.00",
+        "CURRENCY_ID": "RUB",
+        "ASSIGNED_BY_ID": "1",
+        "CONTACT_ID": str(contact or 0),
+        "COMPANY_ID": "0",
+        "DATE_CREATE": "2026-11-20T10:00:00+03:00",
+        "DATE_MODIFY": "2026-11-23T10:00:00+03:00",
+        "CLOSED": "N",
+        "CLOSEDATE": None,
+    }
 
 
 def contact_item(i):
-    return {"ID": str(i), "NAME": "Ann", "LAST_NAME": "Lee", "COMPANY_ID": "0",
-            "ASSIGNED_BY_ID": "1", "DATE_CREATE": "2026-11-20T10:00:00+03:00",
-            "DATE_MODIFY": "2026-11-23T10:00:00+03:00"}
+    return {
+        "ID": str(i),
+        "NAME": "Ann",
+        "LAST_NAME": "Lee",
+        "COMPANY_ID": "0",
+        "ASSIGNED_BY_ID": "1",
+        "DATE_CREATE": "2026-11-20T10:00:00+03:00",
+        "DATE_MODIFY": "2026-11-23T10:00:00+03:00",
+    }
 
 
 def batch_reply(results: dict, errors: dict | None = None) -> dict:
-    return {"result": {"result": results, "result_error": errors or [], "result_total": [],
-                       "result_next": [], "result_time": {k: {"operating": 0.1, "duration": 0.01}
-                                                          for k in results}},
-            "time": {"start": 1, "finish": 1.1, "duration": 0.1}}
+    return {
+        "result": {
+            "result": results,
+            "result_error": errors or [],
+            "result_total": [],
+            "result_next": [],
+            "result_time": {k: {"operating": 0.1, "duration": 0.01} for k in results},
+        },
+        "time": {"start": 1, "finish": 1.1, "duration": 0.1},
+    }
 
 
 def commands(request) -> dict[str, tuple[str, dict]]:
@@ -186,8 +260,14 @@ def test_read_changes_reads_every_table_in_one_batch_as_a_sync_would():
         return 200, {}, json.dumps(batch_reply(res))
 
     responses.add_callback("POST", HOOK + "batch", callback=batch)
-    page = a.read_changes([Change("deals", 1000001), Change("deals", 1000002, deleted=True),
-                           Change("contacts", 300001), Change("deals", 1000001)])
+    page = a.read_changes(
+        [
+            Change("deals", 1000001),
+            Change("deals", 1000002, deleted=True),
+            Change("contacts", 300001),
+            Change("deals", 1000001),
+        ]
+    )
     assert len(responses.calls) == 1
     cmds = seen["cmds"]
     assert sorted(m for m, _ in cmds.values()) == ["crm.contact.list", "crm.deal.list", "crm.item.list"]
@@ -199,26 +279,51 @@ def test_read_changes_reads_every_table_in_one_batch_as_a_sync_would():
 
     want = rows_of(p.deal, [deal_item(1000001, contact=300001)], {1000001: [300001, 300002]})
     assert page.rows["deals"] == want["deals"]
-    assert page.rows["deal_contacts"] == want["deal_contacts"] == [
-        {"deal_id": 1000001, "contact_id": 300001, "is_main": 1},
-        {"deal_id": 1000001, "contact_id": 300002, "is_main": 0}]
+    assert (
+        page.rows["deal_contacts"]
+        == want["deal_contacts"]
+        == [
+            {"deal_id": 1000001, "contact_id": 300001, "is_main": 1},
+            {"deal_id": 1000001, "contact_id": 300002, "is_main": 0},
+        ]
+    )
     assert page.rows["contacts"] == rows_of(p.contact, [contact_item(300001)])["contacts"]
     assert page.deleted == {"deals": [1000002]}
 
 
 def activity_item(i, owner_type=2, owner=1000001, type_id=2):
-    return {"ID": str(i), "TYPE_ID": str(type_id), "PROVIDER_ID": "VOXIMPLANT_CALL",
-            "PROVIDER_TYPE_ID": "CALL", "DIRECTION": "2", "OWNER_TYPE_ID": str(owner_type),
-            "OWNER_ID": str(owner), "RESPONSIBLE_ID": "1", "START_TIME": "2026-11-23T10:00:00+03:00",
-            "CREATED": "2026-11-23T10:00:00+03:00", "LAST_UPDATED": "2026-11-23T10:05:00+03:00",
-            "SUBJECT": "Outgoing call", "COMPLETED": "Y"}
+    return {
+        "ID": str(i),
+        "TYPE_ID": str(type_id),
+        "PROVIDER_ID": "VOXIMPLANT_CALL",
+        "PROVIDER_TYPE_ID": "CALL",
+        "DIRECTION": "2",
+        "OWNER_TYPE_ID": str(owner_type),
+        "OWNER_ID": str(owner),
+        "RESPONSIBLE_ID": "1",
+        "START_TIME": "2026-11-23T10:00:00+03:00",
+        "CREATED": "2026-11-23T10:00:00+03:00",
+        "LAST_UPDATED": "2026-11-23T10:05:00+03:00",
+        "SUBJECT": "Outgoing call",
+        "COMPLETED": "Y",
+    }
 
 
 def call_item(i, activity):
-    return {"ID": str(i), "CALL_ID": f"c{i}", "CALL_TYPE": "1", "CALL_DURATION": "65",
-            "CALL_START_DATE": "2026-11-23T10:00:00+03:00", "CALL_FAILED_CODE": "200",
-            "PORTAL_USER_ID": "1", "PHONE_NUMBER": "+70000000000", "CRM_ENTITY_TYPE": "CONTACT",
-            "CRM_ENTITY_ID": "300001", "CRM_ACTIVITY_ID": str(activity), "CALL_VOTE": "0"}
+    return {
+        "ID": str(i),
+        "CALL_ID": f"c{i}",
+        "CALL_TYPE": "1",
+        "CALL_DURATION": "65",
+        "CALL_START_DATE": "2026-11-23T10:00:00+03:00",
+        "CALL_FAILED_CODE": "200",
+        "PORTAL_USER_ID": "1",
+        "PHONE_NUMBER": "+70000000000",
+        "CRM_ENTITY_TYPE": "CONTACT",
+        "CRM_ENTITY_ID": "300001",
+        "CRM_ACTIVITY_ID": str(activity),
+        "CALL_VOTE": "0",
+    }
 
 
 @responses.activate
@@ -239,32 +344,44 @@ def test_an_activity_brings_its_call_in_the_same_batch_and_tasks_take_an_id_list
         return 200, {}, json.dumps(batch_reply(res))
 
     responses.add_callback("POST", HOOK + "batch", callback=batch)
-    page = a.read_changes([Change("activities", 30000001), Change("activities", 30000002),
-                           Change("tasks", 6000001, deleted=True)])
+    page = a.read_changes(
+        [
+            Change("activities", 30000001),
+            Change("activities", 30000002),
+            Change("tasks", 6000001, deleted=True),
+        ]
+    )
     assert len(responses.calls) == 1
     by_method = {m: prm for m, prm in seen["cmds"].values()}
     assert by_method["voximplant.statistic.get"]["FILTER[CRM_ACTIVITY_ID][0]"] == ["30000001"]
     assert by_method["tasks.task.list"]["filter[ID][0]"] == ["6000001"]
     assert page.rows["activities"] == rows_of(p.activity, [activity_item(30000001)])["activities"]
     call = page.rows["calls"][0]
-    assert call == rows_of(p.call, [call_item(7000001, 30000001)],
-                           {7000001: activity_item(30000001)})["calls"][0]
-    assert (call["entity_type"], call["entity_id"]) == ("deal", 1000001)   # from its activity
+    assert (
+        call
+        == rows_of(p.call, [call_item(7000001, 30000001)], {7000001: activity_item(30000001)})["calls"][0]
+    )
+    assert (call["entity_type"], call["entity_id"]) == ("deal", 1000001)  # from its activity
     assert page.deleted == {"activities": ["30000002"], "tasks": [6000001]}
 
 
 @responses.activate
 def test_a_change_naming_a_call_reads_it_and_looks_its_activity_up():
     a = adapter()
-    responses.post(HOOK + "voximplant.statistic.get",
-                   json={"result": [call_item(7000001, 30000001)], "total": 0})
+    responses.post(
+        HOOK + "voximplant.statistic.get", json={"result": [call_item(7000001, 30000001)], "total": 0}
+    )
     responses.post(HOOK + "crm.activity.list", json={"result": [activity_item(30000001)], "total": 0})
     page = a.read_changes([Change("calls", 7000001), Change("calls", 7000009)])
     assert [urlsplit(c.request.url).path.rsplit("/", 1)[1] for c in responses.calls] == [
-        "voximplant.statistic.get", "crm.activity.list"]
+        "voximplant.statistic.get",
+        "crm.activity.list",
+    ]
     assert json.loads(responses.calls[0].request.body)["FILTER"] == {"ID": [7000001, 7000009]}
-    assert page.rows["calls"] == rows_of(p.call, [call_item(7000001, 30000001)],
-                                         {7000001: activity_item(30000001)})["calls"]
+    assert (
+        page.rows["calls"]
+        == rows_of(p.call, [call_item(7000001, 30000001)], {7000001: activity_item(30000001)})["calls"]
+    )
     assert page.deleted == {"calls": [7000009]}
 
 
@@ -278,15 +395,26 @@ def test_many_ids_go_50_a_sub_call_and_50_sub_calls_a_request():
     def batch(request):
         cmds = commands(request)
         sizes.append(len(cmds))
-        res = {k: [contact_item(int(v)) for key, vs in prm.items() if key.startswith("filter[@ID]")
-                   for v in vs] for k, (m, prm) in cmds.items()}
+        res = {
+            k: [contact_item(int(v)) for key, vs in prm.items() if key.startswith("filter[@ID]") for v in vs]
+            for k, (m, prm) in cmds.items()
+        }
         return 200, {}, json.dumps(batch_reply(res))
 
     def plain(request):
         sizes.append(1)
         ids = json.loads(request.body)["filter"]["@ID"]
-        return 200, {}, json.dumps({"result": [contact_item(i) for i in ids], "total": 0,
-                                    "time": {"operating": 0.1, "duration": 0.01}})
+        return (
+            200,
+            {},
+            json.dumps(
+                {
+                    "result": [contact_item(i) for i in ids],
+                    "total": 0,
+                    "time": {"operating": 0.1, "duration": 0.01},
+                }
+            ),
+        )
 
     responses.add_callback("POST", HOOK + "batch", callback=batch)
     responses.add_callback("POST", HOOK + "crm.contact.list", callback=plain)
@@ -294,7 +422,7 @@ def test_many_ids_go_50_a_sub_call_and_50_sub_calls_a_request():
     assert sizes == [1, 50, 1] and len(page.rows["contacts"]) == 2600 and not page.deleted
     sizes.clear()
     a.read_changes([Change("contacts", 300001 + i) for i in range(2500)])
-    assert sizes == [50]    # once the budget knows the method: 2,500 ids, one request
+    assert sizes == [50]  # once the budget knows the method: 2,500 ids, one request
 
 
 @responses.activate
@@ -305,20 +433,23 @@ def test_a_lone_sub_call_is_a_plain_call_and_a_failing_one_raises():
     assert len(responses.calls) == 1 and page.deleted == {"companies": [20001]}
     body = json.loads(responses.calls[0].request.body)
     assert body["filter"] == {"@ID": [20001]} and body["start"] == -1
-    responses.post(HOOK + "batch", json=batch_reply(
-        {"contacts0": []}, {"deals0": {"error": "", "error_description": "Access denied."}}))
+    responses.post(
+        HOOK + "batch",
+        json=batch_reply({"contacts0": []}, {"deals0": {"error": "", "error_description": "Access denied."}}),
+    )
     with pytest.raises(StreamError, match="Access denied"):
         a.read_changes([Change("deals", 1), Change("contacts", 2)])
 
 
 def test_no_changes_no_requests_and_streams_outside_the_source_are_not_read():
     a = adapter(streams=["contacts"])
-    with responses.RequestsMock():   # any request would fail the test
+    with responses.RequestsMock():  # any request would fail the test
         assert a.read_changes([]).rows == {}
         assert a.read_changes([Change("deals", 1), Change("tasks", 2)]).count() == 0
 
 
 # ---- handlers and the offline queue -------------------------------------------------------
+
 
 def test_a_webhook_source_cannot_bind_handlers_and_has_no_offline_queue():
     a = adapter()
@@ -329,7 +460,7 @@ def test_a_webhook_source_cannot_bind_handlers_and_has_no_offline_queue():
     with pytest.raises(SourceError, match="outgoing webhook"):
         a.remove_hooks("https://receiver.example.com/b24")
     assert a.missed_changes() is None
-    a.clear_missed("whatever")   # nothing to clear, no request
+    a.clear_missed("whatever")  # nothing to clear, no request
 
 
 def test_the_outgoing_webhook_advice_names_the_secret_part_of_the_address_without_showing_it():
@@ -350,17 +481,26 @@ def rest(method: str) -> str:
 def test_install_hooks_binds_what_is_missing_online_and_offline(tmp_path):
     a = oauth_adapter(tmp_path)
     url = "https://receiver.example.com/b24"
-    responses.post(rest("event.get"), json={"result": [
-        {"event": "ONCRMDEALUPDATE", "handler": url, "auth_type": "0", "offline": 0},
-        {"event": "ONCRMDEALUPDATE", "handler": "", "auth_type": "0", "offline": 1}]})
+    responses.post(
+        rest("event.get"),
+        json={
+            "result": [
+                {"event": "ONCRMDEALUPDATE", "handler": url, "auth_type": "0", "offline": 0},
+                {"event": "ONCRMDEALUPDATE", "handler": "", "auth_type": "0", "offline": 1},
+            ]
+        },
+    )
     seen = {}
 
     def batch(request):
         body = json.loads(request.body)
         assert body["auth"] == "access-1"
         cmds = seen["cmds"] = commands(request)
-        errors = {k: {"error": "ERROR_CORE", "error_description": "Handler already binded"}
-                  for k, (m, prm) in cmds.items() if prm.get("event") == ["ONTASKADD"]}
+        errors = {
+            k: {"error": "ERROR_CORE", "error_description": "Handler already binded"}
+            for k, (m, prm) in cmds.items()
+            if prm.get("event") == ["ONTASKADD"]
+        }
         return 200, {}, json.dumps(batch_reply({k: True for k in cmds if k not in errors}, errors))
 
     responses.add_callback("POST", rest("batch"), callback=batch)
@@ -374,8 +514,11 @@ def test_install_hooks_binds_what_is_missing_online_and_offline(tmp_path):
     assert all(prm["handler"] == [url] for m, prm in cmds.values() if prm["event_type"] == ["online"])
     assert all("handler" not in prm for m, prm in cmds.values() if prm["event_type"] == ["offline"])
     # offline bindings carry our auth_connector (our own writes are not queued for us); online ones not
-    assert all(prm.get("auth_connector") == [events.AUTH_CONNECTOR] for m, prm in cmds.values()
-               if prm["event_type"] == ["offline"])
+    assert all(
+        prm.get("auth_connector") == [events.AUTH_CONNECTOR]
+        for m, prm in cmds.values()
+        if prm["event_type"] == ["offline"]
+    )
     assert not any("auth_connector" in prm for m, prm in cmds.values() if prm["event_type"] == ["online"])
     assert "32 bindings added" in msg and "access-1" not in msg
 
@@ -384,12 +527,21 @@ def test_install_hooks_binds_what_is_missing_online_and_offline(tmp_path):
 def test_install_hooks_raises_on_a_real_refusal_and_remove_hooks_unbinds(tmp_path):
     a = oauth_adapter(tmp_path)
     responses.post(rest("event.get"), json={"result": []})
-    responses.post(rest("batch"), json=batch_reply({}, {"on0": {"error": "ERROR_EVENT_NOT_FOUND",
-                                                              "error_description": "Event not found"}}))
+    responses.post(
+        rest("batch"),
+        json=batch_reply(
+            {}, {"on0": {"error": "ERROR_EVENT_NOT_FOUND", "error_description": "Event not found"}}
+        ),
+    )
     with pytest.raises(StreamError, match="Event not found"):
         a.install_hooks("https://receiver.example.com/b24")
-    responses.replace(responses.POST, rest("batch"), json=batch_reply(
-        {f"on{n}": {"count": 1} for n in range(17)} | {f"off{n}": {"count": 1} for n in range(17)}))
+    responses.replace(
+        responses.POST,
+        rest("batch"),
+        json=batch_reply(
+            {f"on{n}": {"count": 1} for n in range(17)} | {f"off{n}": {"count": 1} for n in range(17)}
+        ),
+    )
     assert "34 event bindings removed" in a.remove_hooks("https://receiver.example.com/b24")
     cmds = commands(responses.calls[-1].request)
     assert {m for m, _ in cmds.values()} == {"event.unbind"}
@@ -398,15 +550,40 @@ def test_install_hooks_raises_on_a_real_refusal_and_remove_hooks_unbinds(tmp_pat
 @responses.activate
 def test_missed_changes_reads_the_offline_queue_without_clearing_it(tmp_path):
     a = oauth_adapter(tmp_path)
-    entries = [{"ID": "1", "TIMESTAMP_X": "2026-11-23T10:00:00+03:00", "EVENT_NAME": "ONCRMDEALUPDATE",
-                "EVENT_DATA": {"FIELDS": {"ID": "759"}}, "EVENT_ADDITIONAL": False, "MESSAGE_ID": "a1"},
-               {"ID": "2", "TIMESTAMP_X": "2026-11-23T10:01:00+03:00", "EVENT_NAME": "ONTASKDELETE",
-                "EVENT_DATA": {"FIELDS_BEFORE": {"ID": "5"}, "FIELDS_AFTER": "undefined"},
-                "EVENT_ADDITIONAL": False, "MESSAGE_ID": "a2"},
-               {"ID": "3", "TIMESTAMP_X": "2026-11-23T10:02:00+03:00", "EVENT_NAME": "ONCRMLEADADD",
-                "EVENT_DATA": False, "EVENT_ADDITIONAL": False, "MESSAGE_ID": "a3"},
-               {"ID": "4", "TIMESTAMP_X": "2026-11-23T10:03:00+03:00", "EVENT_NAME": "ONCRMDEALDELETE",
-                "EVENT_DATA": {"FIELDS": {"ID": "759"}}, "EVENT_ADDITIONAL": False, "MESSAGE_ID": "a4"}]
+    entries = [
+        {
+            "ID": "1",
+            "TIMESTAMP_X": "2026-11-23T10:00:00+03:00",
+            "EVENT_NAME": "ONCRMDEALUPDATE",
+            "EVENT_DATA": {"FIELDS": {"ID": "759"}},
+            "EVENT_ADDITIONAL": False,
+            "MESSAGE_ID": "a1",
+        },
+        {
+            "ID": "2",
+            "TIMESTAMP_X": "2026-11-23T10:01:00+03:00",
+            "EVENT_NAME": "ONTASKDELETE",
+            "EVENT_DATA": {"FIELDS_BEFORE": {"ID": "5"}, "FIELDS_AFTER": "undefined"},
+            "EVENT_ADDITIONAL": False,
+            "MESSAGE_ID": "a2",
+        },
+        {
+            "ID": "3",
+            "TIMESTAMP_X": "2026-11-23T10:02:00+03:00",
+            "EVENT_NAME": "ONCRMLEADADD",
+            "EVENT_DATA": False,
+            "EVENT_ADDITIONAL": False,
+            "MESSAGE_ID": "a3",
+        },
+        {
+            "ID": "4",
+            "TIMESTAMP_X": "2026-11-23T10:03:00+03:00",
+            "EVENT_NAME": "ONCRMDEALDELETE",
+            "EVENT_DATA": {"FIELDS": {"ID": "759"}},
+            "EVENT_ADDITIONAL": False,
+            "MESSAGE_ID": "a4",
+        },
+    ]
     responses.post(rest("event.offline.get"), json={"result": {"process_id": "p-1", "events": entries}})
     responses.post(rest("event.offline.clear"), json={"result": True})
     changes, pid = a.missed_changes()

@@ -29,7 +29,7 @@ def healthy(t: Throttle, n: int = 1) -> None:
 
 
 def test_starts_wide_but_never_above_the_bucket_or_max_workers():
-    assert client().client.throttle.ceiling == 48            # bucket 50, two kept in reserve
+    assert client().client.throttle.ceiling == 48  # bucket 50, two kept in reserve
     assert client(bucket_size=10).client.throttle.ceiling == 8
     assert client(max_workers=3).client.throttle.ceiling == 3  # the admin's ceiling
     a = client(bucket_size=10)
@@ -51,6 +51,7 @@ class Held:
                     each()
                 reported.wait()
                 self.release.wait(30)
+
         self.threads = [threading.Thread(target=request) for _ in range(n)]
         for th in self.threads:
             th.start()
@@ -67,15 +68,18 @@ class Held:
 def test_a_503_halves_the_requests_in_flight_once_per_round_and_healthy_answers_grow_them_back():
     a = client()
     t = a.client.throttle
-    responses.post(HOOK + "profile", status=503,
-                   json={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
+    responses.post(
+        HOOK + "profile",
+        status=503,
+        json={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+    )
     responses.post(HOOK + "profile", json={"result": {"ID": 1}, "time": {"duration": 0.1}})
-    a.client.call("profile")                        # one 503, retried, then answered
+    a.client.call("profile")  # one 503, retried, then answered
     assert t.cuts == 1 and 24 <= t.limit < 25
     # Three requests in flight all meet 503s: one cut, not three.
     Held(t, (DEALS,), 3, each=t.congested).done()
     assert t.cuts == 2 and 12 <= t.limit < 13
-    with t.slot((DEALS,)):                      # sent after that cut: cuts again
+    with t.slot((DEALS,)):  # sent after that cut: cuts again
         t.congested()
     assert t.cuts == 3 and 6 <= t.limit < 7
     for _ in range(5):
@@ -108,10 +112,10 @@ def test_in_flight_requests_never_plan_more_server_time_than_the_budget_has_left
         # 2.5 s of each method per request; 5 s of deals' budget left, plenty of the links'
         t.answered([Answer(DEALS, 2.5, 25, left=5.0), Answer("crm.item.list", 2.5, 25, left=300.0)])
     assert t.caps == {DEALS: 2, "crm.item.list": 48}
-    held = Held(t, (DEALS,), 2)                 # two deals requests in flight
-    assert not t._may_start((DEALS,))           # a third would plan 7.5 s into 5 s
+    held = Held(t, (DEALS,), 2)  # two deals requests in flight
+    assert not t._may_start((DEALS,))  # a third would plan 7.5 s into 5 s
     assert not t._may_start((DEALS, "crm.item.list"))
-    assert t._may_start(("crm.item.list",))     # the other method keeps going
+    assert t._may_start(("crm.item.list",))  # the other method keeps going
     held.done()
     assert t._may_start((DEALS,))
     with t.slot((DEALS,)):
@@ -134,6 +138,7 @@ def test_concurrent_slots_never_exceed_the_limit():
                 go.wait()
             with lock:
                 inside[0] -= 1
+
     threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
     for th in threads[:2]:
         th.start()
@@ -178,6 +183,7 @@ def test_budget_reservations_never_pass_what_is_left_in_the_window():
         ob.release(held2)
         ob.observe(DEALS, {"operating": 476.0, "operating_reset_at": c.t + 60, "duration": 0.1})
         c.on_sleep = None
+
     c.on_sleep = answered
     start = c.t
     n3, held3 = ob.take({DEALS: 50})

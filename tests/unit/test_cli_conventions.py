@@ -11,8 +11,8 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from connector.run import jobs
 from connector.cli import main
+from connector.run import jobs
 
 CONFIG = """
 [storage]
@@ -54,25 +54,36 @@ def one_error_line(r, code: int = 2) -> str:
 
 # -- 3: [kpi.fields] keys name a known KPI
 
+
 def test_a_kpi_fields_typo_is_a_config_error_naming_the_nearest_kpi(tmp_path, env):
     path = write(tmp_path, 'winrate = "KPI: Win rate, %"')
     line = one_error_line(cli("check", "--config", path))
-    assert line.startswith(f"error: {path}: kpi.fields.winrate: unknown KPI 'winrate' "
-                           f"(did you mean 'win_rate'?)"), line
+    assert line.startswith(
+        f"error: {path}: kpi.fields.winrate: unknown KPI 'winrate' (did you mean 'win_rate'?)"
+    ), line
 
 
 def test_kpi_fields_may_name_a_custom_kpi(tmp_path, env):
-    path = write(tmp_path, 'big = "KPI: Big"\n\n[[kpi.custom]]\nname = "big"\ntarget = "contact"\n'
-                           'sql = "SELECT contact_id, 1 FROM deal_contacts"')
+    path = write(
+        tmp_path,
+        'big = "KPI: Big"\n\n[[kpi.custom]]\nname = "big"\ntarget = "contact"\n'
+        'sql = "SELECT contact_id, 1 FROM deal_contacts"',
+    )
     assert cli("check", "--config", path).exit_code == 0
 
 
 # -- 8: global options before or after the command; --version; usage errors exit 2
 
-@pytest.mark.parametrize("args", [
-    ["--config", "{p}", "check"], ["check", "--config", "{p}"],
-    ["check", "--config={p}", "-v"], ["-v", "check", "--log-format", "json", "--config", "{p}"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "{p}", "check"],
+        ["check", "--config", "{p}"],
+        ["check", "--config={p}", "-v"],
+        ["-v", "check", "--log-format", "json", "--config", "{p}"],
+    ],
+)
 def test_global_options_work_before_or_after_the_command(tmp_path, env, args):
     path = write(tmp_path)
     r = cli(*[a.format(p=path) for a in args])
@@ -92,7 +103,9 @@ def test_config_option_after_a_subcommand_of_a_group(tmp_path, env):
 
 def test_log_format_after_the_command_sets_json_logs(tmp_path, env):
     import logging
+
     from connector.logs import JsonFormatter
+
     cli("check", "--log-format", "json", "--config", write(tmp_path))
     assert isinstance(logging.getLogger().handlers[0].formatter, JsonFormatter)
 
@@ -108,6 +121,7 @@ def test_kpi_only_with_an_unknown_kpi_exits_2_naming_the_nearest(tmp_path, env):
 
 
 # -- 8: "file not found" says the absolute path and where it came from
+
 
 def test_not_found_from_the_option_gives_the_absolute_path(tmp_path, env, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -135,6 +149,7 @@ def test_a_directory_as_the_config_is_one_line(tmp_path, env):
 
 # -- 8: an empty ${VAR} names the variable
 
+
 def test_an_empty_variable_is_named_not_reported_as_a_missing_client_id(tmp_path, env, monkeypatch):
     monkeypatch.setenv("AMO_TOKEN", "")
     path = write(tmp_path)
@@ -144,10 +159,15 @@ def test_an_empty_variable_is_named_not_reported_as_a_missing_client_id(tmp_path
 
 # -- 11: through the real entry point, no traceback
 
+
 def test_a_non_utf8_byte_through_python_m_connector(tmp_path):
     path = tmp_path / "config.toml"
     path.write_bytes(b'[storage]\npath = "m\xff.db"\n')
-    r = subprocess.run([sys.executable, "-m", "connector", "check", "--config", str(path)],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    r = subprocess.run(
+        [sys.executable, "-m", "connector", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"error: {path}: line 2: byte 0xff is not UTF-8 text (save the file as UTF-8)"

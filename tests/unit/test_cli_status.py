@@ -12,8 +12,7 @@ from adapters.base import Page
 from connector.cli import main
 from connector.mirror.store import Mirror
 
-TOKEN_ERROR = ("amoCRM source 'main': token rejected (401); create a new long-lived token and set "
-               "access_token")
+TOKEN_ERROR = "amoCRM source 'main': token rejected (401); create a new long-lived token and set access_token"
 
 
 @pytest.fixture
@@ -33,8 +32,10 @@ base_url = "https://example.amocrm.ru"
 access_token = "tok-secret-123"
 """)
     with Mirror(str(db)) as m:
-        for stream, bookmark in (("deals", '{"api_filter":false,"since":"2026-11-23T10:00:00Z"}'),
-                                 ("events", '{"last_id":{"calls":42}}')):
+        for stream, bookmark in (
+            ("deals", '{"api_filter":false,"since":"2026-11-23T10:00:00Z"}'),
+            ("events", '{"last_id":{"calls":42}}'),
+        ):
             run = m.start_run("r1", "main", stream, "2026-11-23T10:00:00Z")
             m.save_page("main", stream, Page(bookmark=bookmark))
             m.finish_run(run, "ok", 1234, 1)
@@ -45,8 +46,7 @@ access_token = "tok-secret-123"
 
 
 def _status(config, *args, columns=200):
-    return CliRunner().invoke(main, ["--config", str(config), "status", *args],
-                              env={"COLUMNS": str(columns)})
+    return CliRunner().invoke(main, ["--config", str(config), "status", *args], env={"COLUMNS": str(columns)})
 
 
 def test_status_describes_bookmarks(config):
@@ -71,10 +71,11 @@ def test_status_fits_80_columns_wrapping_bookmarks_and_errors(config):
     # the bookmark column wraps onto an indented line of its own
     assert lines[deals][start:] + " " + lines[deals + 1].strip() == "since 2026-11-23 10:00:00; no API filter"
     assert lines[deals + 1][:start].strip() == ""
-    errors = "\n".join(lines[lines.index("Last errors:"):])
+    errors = "\n".join(lines[lines.index("Last errors:") :])
     assert " ".join(errors.split()).startswith(
-        f"Last errors: main/users (failed; last ok never): {TOKEN_ERROR} (so not run: tasks)")
-    assert errors.count("token rejected") == 1   # the unrun stream is named, not repeated
+        f"Last errors: main/users (failed; last ok never): {TOKEN_ERROR} (so not run: tasks)"
+    )
+    assert errors.count("token rejected") == 1  # the unrun stream is named, not repeated
 
 
 @pytest.mark.parametrize("args", [("--json",), ("--log-format", "json")])

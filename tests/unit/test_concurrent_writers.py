@@ -10,10 +10,10 @@ import threading
 from adapters.base import Page
 from adapters.streams import Stream
 from connector.config import loader as config_mod
+from connector.mirror.store import Mirror
 from connector.run.jobs import Steps, run_job
 from connector.run.notify import quiet
 from connector.run.scheduler import Runner
-from connector.mirror.store import Mirror
 from tests.fakes import FakeAdapter
 
 SOURCES = ("s1", "s2", "s3", "s4")
@@ -37,8 +37,9 @@ access_token = "tok-{name}-1234567890"
 
 def load(tmp_path):
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(db=tmp_path / "mirror.db",
-                                  sources="".join(SOURCE.format(name=n) for n in SOURCES)))
+    path.write_text(
+        CONFIG.format(db=tmp_path / "mirror.db", sources="".join(SOURCE.format(name=n) for n in SOURCES))
+    )
     return config_mod.load(str(path))
 
 
@@ -62,10 +63,22 @@ class ManyPages(FakeAdapter):
             if stream == "contacts":
                 rows = {"contacts": [{"id": i, "name": f"c{i}.{self.cycle}", "is_deleted": 0} for i in ids]}
             else:
-                rows = {"deals": [{"id": i, "contact_id": i, "status": "won", "amount": 10 * self.cycle,
-                                   "currency": "RUB", "created_at": "2026-01-01T00:00:00Z",
-                                   "closed_at": "2026-01-02T00:00:00Z", "updated_at": "2026-01-02T00:00:00Z",
-                                   "is_deleted": 0} for i in ids]}
+                rows = {
+                    "deals": [
+                        {
+                            "id": i,
+                            "contact_id": i,
+                            "status": "won",
+                            "amount": 10 * self.cycle,
+                            "currency": "RUB",
+                            "created_at": "2026-01-01T00:00:00Z",
+                            "closed_at": "2026-01-02T00:00:00Z",
+                            "updated_at": "2026-01-02T00:00:00Z",
+                            "is_deleted": 0,
+                        }
+                        for i in ids
+                    ]
+                }
             yield Page(rows=rows, bookmark=f'{{"at": "2026-01-0{1 + p % 9}T00:00:00Z"}}')
             if self.gate is not None and p == PAGES // 2:
                 self.gate()
@@ -114,7 +127,7 @@ def test_a_manual_sync_and_a_kpi_run_beside_a_daemon_sync_of_another_source(tmp_
         assert go.wait(60)
 
     steps = Steps(adapter=lambda c, src: ManyPages(src.name, 2))
-    for name in ("s3", "s4"):   # KPIs run only on a source that had a complete sync
+    for name in ("s3", "s4"):  # KPIs run only on a source that had a complete sync
         assert run_job(cfg, cfg.source(name), steps=steps).status == "ok"
     daemon = Runner(cfg, notifier=quiet(), adapter_fn=lambda c, src: ManyPages(src.name, 1, gate=pause))
     outs = {}
@@ -164,4 +177,4 @@ def test_every_write_transaction_takes_the_write_lock_at_once(tmp_path):
                     got = False
             finally:
                 other.close()
-    assert got is False   # the outer atomic() already held the write lock
+    assert got is False  # the outer atomic() already held the write lock

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from connector.config import loader as config
 from connector.cli import main
+from connector.config import loader as config
 from connector.config.loader import ConfigError
 
 GOOD = """
@@ -71,14 +71,26 @@ def test_good_config_loads_with_env_substitution(tmp_path, env):
 
 def test_each_crm_key_reads_as_an_attribute_with_its_default(tmp_path, env):
     main_src, b24 = config.load(write(tmp_path, good(tmp_path))).sources
-    assert (main_src.base_url, main_src.client_id, main_src.redirect_uri) == \
-        ("https://example.amocrm.ru", None, None)
-    assert (b24.webhook_url, b24.portal_url, b24.oauth_url) == \
-        ("https://portal.bitrix24.ru/rest/1/s3cretwebhook/", None, "https://oauth.bitrix.info/oauth/token/")
+    assert (main_src.base_url, main_src.client_id, main_src.redirect_uri) == (
+        "https://example.amocrm.ru",
+        None,
+        None,
+    )
+    assert (b24.webhook_url, b24.portal_url, b24.oauth_url) == (
+        "https://portal.bitrix24.ru/rest/1/s3cretwebhook/",
+        None,
+        "https://oauth.bitrix.info/oauth/token/",
+    )
     assert (b24.bucket_size, b24.operating_budget_s, b24.reconcile_hours) == (50, 480.0, 24.0)
     # Bitrix24's max_workers is a ceiling for its throttle: the bucket's burst by default
-    assert (b24.timeout_s, b24.overlap_minutes, b24.max_workers, b24.currency, b24.streams,
-            b24.verify_tls) == (60.0, 5.0, 50, "RUB", None, True)
+    assert (
+        b24.timeout_s,
+        b24.overlap_minutes,
+        b24.max_workers,
+        b24.currency,
+        b24.streams,
+        b24.verify_tls,
+    ) == (60.0, 5.0, 50, "RUB", None, True)
     assert main_src.max_workers == 4
     with pytest.raises(AttributeError, match="bitrix24 source has no key 'base_url'"):
         b24.base_url
@@ -94,48 +106,101 @@ def test_example_config_is_valid(monkeypatch):
     assert [s.name for s in cfg.sources] == ["main", "b24"]
 
 
-@pytest.mark.parametrize("edit, key, problem", [
-    (lambda t: t.replace('kind = "amocrm"', 'kind = "amocrm"\ncolour = "red"'),
-     "sources[0].colour", "unknown key"),
-    (lambda t: t.replace('access_token = "${AMO_TOKEN}"\n', ''),
-     "sources[0] (main).client_id", "missing credential"),
-    (lambda t: t.replace("https://example.amocrm.ru", "ftp://example.amocrm.ru"),
-     "sources[0] (main).base_url", "not an http(s) URL"),
-    (lambda t: t.replace("https://example.amocrm.ru", "http://example.amocrm.ru"),
-     "sources[0] (main).base_url", "must use https://"),
-    (lambda t: t.replace('name = "b24"', 'name = "main"'),
-     "sources[1].name", "duplicate source name 'main'"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "salesforce"'),
-     "sources[1] (b24).kind", "unknown kind 'salesforce'"),
-    (lambda t: t.replace("churn_days = 120", 'churn_days = "soon"'),
-     "kpi.churn_days", "must be an integer, got a string"),
-    (lambda t: t.replace('sync = "0 2 * * *"', 'sync = "every night"'),
-     "schedule.sync", "bad cron expression"),
-    (lambda t: t.replace("https://portal.bitrix24.ru/rest/1/s3cretwebhook/", "https://portal.bitrix24.ru/"),
-     "sources[1] (b24).webhook_url", "must look like"),
-    (lambda t: t.replace('timezone = "Europe/Moscow"', 'timezone = "Mars/Olympus"'),
-     "schedule.timezone", "unknown time zone"),
-    (lambda t: t.replace("${AMO_TOKEN}", "${NOT_SET_ANYWHERE}"),
-     "sources[0].access_token", "environment variable NOT_SET_ANYWHERE is not set"),
-    (lambda t: t.replace("[kpi]", "[kpi]\ntargets = [\"deal\"]"),
-     "kpi.targets", "unknown target 'deal'"),
-    (lambda t: t.replace("usd = 90", "usd = -1"),
-     "kpi.currency_rates.usd", "must be a positive number"),
-    (lambda t: t.replace('name = "b24"', 'name = "b 24"'),
-     "sources[1] (b 24).name", "use letters"),
-    (lambda t: t.replace('kind = "amocrm"', 'kind = "amocrm"\nportal_url = "https://p.bitrix24.ru"'),
-     "sources[0] (main).portal_url", "is a Bitrix24 key; this source is amocrm"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nbase_url = "https://x.amocrm.ru"'),
-     "sources[1] (b24).base_url", "is an amoCRM key; this source is bitrix24"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nredirect_uri = "http://x.ru/oauth"'),
-     "sources[1] (b24).redirect_uri", "must use https://"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nbucket_size = 0'),
-     "sources[1] (b24).bucket_size", "must be greater than 0"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nreconcile_hours = "daily"'),
-     "sources[1].reconcile_hours", "must be a number, got a string"),
-    (lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nmax_workers = 0'),
-     "sources[1] (b24).max_workers", "must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "edit, key, problem",
+    [
+        (
+            lambda t: t.replace('kind = "amocrm"', 'kind = "amocrm"\ncolour = "red"'),
+            "sources[0].colour",
+            "unknown key",
+        ),
+        (
+            lambda t: t.replace('access_token = "${AMO_TOKEN}"\n', ""),
+            "sources[0] (main).client_id",
+            "missing credential",
+        ),
+        (
+            lambda t: t.replace("https://example.amocrm.ru", "ftp://example.amocrm.ru"),
+            "sources[0] (main).base_url",
+            "not an http(s) URL",
+        ),
+        (
+            lambda t: t.replace("https://example.amocrm.ru", "http://example.amocrm.ru"),
+            "sources[0] (main).base_url",
+            "must use https://",
+        ),
+        (
+            lambda t: t.replace('name = "b24"', 'name = "main"'),
+            "sources[1].name",
+            "duplicate source name 'main'",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "salesforce"'),
+            "sources[1] (b24).kind",
+            "unknown kind 'salesforce'",
+        ),
+        (
+            lambda t: t.replace("churn_days = 120", 'churn_days = "soon"'),
+            "kpi.churn_days",
+            "must be an integer, got a string",
+        ),
+        (
+            lambda t: t.replace('sync = "0 2 * * *"', 'sync = "every night"'),
+            "schedule.sync",
+            "bad cron expression",
+        ),
+        (
+            lambda t: t.replace(
+                "https://portal.bitrix24.ru/rest/1/s3cretwebhook/", "https://portal.bitrix24.ru/"
+            ),
+            "sources[1] (b24).webhook_url",
+            "must look like",
+        ),
+        (
+            lambda t: t.replace('timezone = "Europe/Moscow"', 'timezone = "Mars/Olympus"'),
+            "schedule.timezone",
+            "unknown time zone",
+        ),
+        (
+            lambda t: t.replace("${AMO_TOKEN}", "${NOT_SET_ANYWHERE}"),
+            "sources[0].access_token",
+            "environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (lambda t: t.replace("[kpi]", '[kpi]\ntargets = ["deal"]'), "kpi.targets", "unknown target 'deal'"),
+        (lambda t: t.replace("usd = 90", "usd = -1"), "kpi.currency_rates.usd", "must be a positive number"),
+        (lambda t: t.replace('name = "b24"', 'name = "b 24"'), "sources[1] (b 24).name", "use letters"),
+        (
+            lambda t: t.replace('kind = "amocrm"', 'kind = "amocrm"\nportal_url = "https://p.bitrix24.ru"'),
+            "sources[0] (main).portal_url",
+            "is a Bitrix24 key; this source is amocrm",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nbase_url = "https://x.amocrm.ru"'),
+            "sources[1] (b24).base_url",
+            "is an amoCRM key; this source is bitrix24",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nredirect_uri = "http://x.ru/oauth"'),
+            "sources[1] (b24).redirect_uri",
+            "must use https://",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nbucket_size = 0'),
+            "sources[1] (b24).bucket_size",
+            "must be greater than 0",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nreconcile_hours = "daily"'),
+            "sources[1].reconcile_hours",
+            "must be a number, got a string",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nmax_workers = 0'),
+            "sources[1] (b24).max_workers",
+            "must be greater than 0",
+        ),
+    ],
+)
 def test_each_config_error_names_file_and_key(tmp_path, env, edit, key, problem):
     path = write(tmp_path, edit(good(tmp_path)))
     with pytest.raises(ConfigError) as err:
@@ -147,8 +212,9 @@ def test_each_config_error_names_file_and_key(tmp_path, env, edit, key, problem)
 
 
 def test_webhook_secret_never_in_error(tmp_path, env):
-    text = good(tmp_path).replace("https://portal.bitrix24.ru/rest/1/s3cretwebhook/",
-                                  "http://portal.bitrix24.ru/rest/1/s3cretwebhook/")
+    text = good(tmp_path).replace(
+        "https://portal.bitrix24.ru/rest/1/s3cretwebhook/", "http://portal.bitrix24.ru/rest/1/s3cretwebhook/"
+    )
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, text))
     assert "s3cretwebhook" not in str(err.value)

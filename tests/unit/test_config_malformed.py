@@ -9,8 +9,8 @@ config that slipped through would exit 0 and fail its case.
 import pytest
 from click.testing import CliRunner
 
-from connector.run import jobs
 from connector.cli import main
+from connector.run import jobs
 
 BASE = """
 [storage]
@@ -58,10 +58,11 @@ def sub(old: str, new: str):
     def edit(t):
         assert old in t, old
         return t.replace(old, new, 1)
+
     return edit
 
 
-CASES: list[tuple[str, object, str, dict]] = []   # (id, edit, text the error line must hold, env)
+CASES: list[tuple[str, object, str, dict]] = []  # (id, edit, text the error line must hold, env)
 
 
 def case(id_, edit, key, env=None):
@@ -98,33 +99,60 @@ for v in ["-1", "0", "inf", "nan", '"90"']:
 
 # -- URLs: spaces, bad host or port, an API path in a base URL, wrong scheme
 AMO_URL = "https://example.amocrm.ru"
-for v in ["https://exa mple.amocrm.ru", "https://[::1", "https://example.amocrm.ru:99999",
-          "https://example.amocrm.ru:0", "https://example.amocrm.ru:abc", "https://example.amocrm.ru/api/v4",
-          "https://example.amocrm.ru/api/v4/leads", "https://example.amocrm.ru?page=1",
-          "ftp://example.amocrm.ru", "http://example.amocrm.ru", "", "example.amocrm.ru", "https://",
-          "https://exa_mple.amocrm.ru", "https://-x.amocrm.ru", " https://example.amocrm.ru",
-          "https://example.amocrm.ru\\t", "https://example..amocrm.ru"]:
+for v in [
+    "https://exa mple.amocrm.ru",
+    "https://[::1",
+    "https://example.amocrm.ru:99999",
+    "https://example.amocrm.ru:0",
+    "https://example.amocrm.ru:abc",
+    "https://example.amocrm.ru/api/v4",
+    "https://example.amocrm.ru/api/v4/leads",
+    "https://example.amocrm.ru?page=1",
+    "ftp://example.amocrm.ru",
+    "http://example.amocrm.ru",
+    "",
+    "example.amocrm.ru",
+    "https://",
+    "https://exa_mple.amocrm.ru",
+    "https://-x.amocrm.ru",
+    " https://example.amocrm.ru",
+    "https://example.amocrm.ru\\t",
+    "https://example..amocrm.ru",
+]:
     case(f"base_url={v}", sub(f'base_url = "{AMO_URL}"', f'base_url = "{v}"'), "base_url")
 HOOK = "https://portal.bitrix24.ru/rest/1/s3cretwebhook/"
-for v in ["https://portal.bitrix24.ru/rest/1/ s3cret/", "https://portal.bitrix24.ru:99999/rest/1/s3cret/",
-          "https://[::1/rest/1/s3cret/", "https://portal.bitrix24.ru/", "https://portal.bitrix24.ru/rest/x/s3cret/",
-          "http://portal.bitrix24.ru/rest/1/s3cret/", "portal.bitrix24.ru/rest/1/s3cret/"]:
+for v in [
+    "https://portal.bitrix24.ru/rest/1/ s3cret/",
+    "https://portal.bitrix24.ru:99999/rest/1/s3cret/",
+    "https://[::1/rest/1/s3cret/",
+    "https://portal.bitrix24.ru/",
+    "https://portal.bitrix24.ru/rest/x/s3cret/",
+    "http://portal.bitrix24.ru/rest/1/s3cret/",
+    "portal.bitrix24.ru/rest/1/s3cret/",
+]:
     case(f"webhook_url={v}", sub(f'webhook_url = "{HOOK}"', f'webhook_url = "{v}"'), "webhook_url")
-for v in ["https://portal.bitrix24.ru/rest/1/s3cretwebhook/crm.deal.list.json",
-          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/profile",
-          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/?start=50",
-          "https://portal.bitrix24.ru/rest/1/s3cretwebhook?auth=x",
-          "https://portal.bitrix24.ru/rest/1/s3cretwebhook/#top"]:
-    case(f"webhook_url with more after the secret: {v}", sub(f'webhook_url = "{HOOK}"', f'webhook_url = "{v}"'),
-         "webhook_url")
+for v in [
+    "https://portal.bitrix24.ru/rest/1/s3cretwebhook/crm.deal.list.json",
+    "https://portal.bitrix24.ru/rest/1/s3cretwebhook/profile",
+    "https://portal.bitrix24.ru/rest/1/s3cretwebhook/?start=50",
+    "https://portal.bitrix24.ru/rest/1/s3cretwebhook?auth=x",
+    "https://portal.bitrix24.ru/rest/1/s3cretwebhook/#top",
+]:
+    case(
+        f"webhook_url with more after the secret: {v}",
+        sub(f'webhook_url = "{HOOK}"', f'webhook_url = "{v}"'),
+        "webhook_url",
+    )
 OAUTH = 'portal_url = "https://portal.bitrix24.ru"\nclient_id = "app"\nclient_secret = "s3cretsecret"'
-for key, line in [("portal_url", OAUTH.replace("bitrix24.ru", "bitrix24.ru/rest")),
-                  ("portal_url", OAUTH.replace("portal.bitrix24.ru", "portal bitrix24.ru")),
-                  ("portal_url", OAUTH.replace("bitrix24.ru", "bitrix24.ru:70000")),
-                  ("oauth_url", OAUTH + '\noauth_url = "oauth.bitrix.info"'),
-                  ("oauth_url", OAUTH + '\noauth_url = "https://oauth .bitrix.info/oauth/token/"'),
-                  ("redirect_uri", OAUTH + '\nredirect_uri = "https://[::1/cb"'),
-                  ("client_secret", OAUTH.replace('client_secret = "s3cretsecret"', ""))]:
+for key, line in [
+    ("portal_url", OAUTH.replace("bitrix24.ru", "bitrix24.ru/rest")),
+    ("portal_url", OAUTH.replace("portal.bitrix24.ru", "portal bitrix24.ru")),
+    ("portal_url", OAUTH.replace("bitrix24.ru", "bitrix24.ru:70000")),
+    ("oauth_url", OAUTH + '\noauth_url = "oauth.bitrix.info"'),
+    ("oauth_url", OAUTH + '\noauth_url = "https://oauth .bitrix.info/oauth/token/"'),
+    ("redirect_uri", OAUTH + '\nredirect_uri = "https://[::1/cb"'),
+    ("client_secret", OAUTH.replace('client_secret = "s3cretsecret"', "")),
+]:
     case(f"oauth-{key}-{len(CASES)}", sub(f'webhook_url = "{HOOK}"', line), key)
 
 # -- streams: names the CRM does not declare, empty, repeated, wrong type
@@ -134,9 +162,25 @@ for marker in ("SRC0", "SRC1"):
 
 # -- cron text that does not parse or never fires; time zones
 for key in ("sync", "incremental"):
-    for v in ["0 2 30 2 *", "0 2 31 4 *", "0 2 31 2,4,6,9,11 *", "61 * * * *", "* * *", "*/0 * * * *",
-              "0 2 * * 9", "", "0 25 * * *", "0 2 * 13 *", "every night", "0 2 * * mon-fri-sat"]:
-        edit = sub('sync = "0 2 * * *"', f'sync = "{v}"') if key == "sync" else add("SCHEDULE", f'incremental = "{v}"')
+    for v in [
+        "0 2 30 2 *",
+        "0 2 31 4 *",
+        "0 2 31 2,4,6,9,11 *",
+        "61 * * * *",
+        "* * *",
+        "*/0 * * * *",
+        "0 2 * * 9",
+        "",
+        "0 25 * * *",
+        "0 2 * 13 *",
+        "every night",
+        "0 2 * * mon-fri-sat",
+    ]:
+        edit = (
+            sub('sync = "0 2 * * *"', f'sync = "{v}"')
+            if key == "sync"
+            else add("SCHEDULE", f'incremental = "{v}"')
+        )
         case(f"schedule.{key}={v}", edit, f"schedule.{key}")
 for v in ["Mars/Olympus", "", "../../etc/passwd", "Europe/Moscow "]:
     case(f"timezone={v}", sub('timezone = "Europe/Moscow"', f'timezone = "{v}"'), "timezone")
@@ -162,11 +206,23 @@ for v in ["[123456]", '[""]', '"tgram://x/y"', "[[1]]", "[true]"]:
     case(f"notify.urls={v}", add("TOP", f"[notify]\nurls = {v}"), "notify.urls")
 case("notify.on_success", add("TOP", '[notify]\non_success = "yes"'), "notify.on_success")
 case("notify unknown", add("TOP", '[notify]\nemail = "a@b"'), "notify.email")
-for key, v in [("path", '""'), ("path", '"   "'), ("path", "1"), ("path", '"a\\u0000b"'),
-               ("token_path", '""'), ("token_path", "[]"), ("colour", '"red"')]:
+for key, v in [
+    ("path", '""'),
+    ("path", '"   "'),
+    ("path", "1"),
+    ("path", '"a\\u0000b"'),
+    ("token_path", '""'),
+    ("token_path", "[]"),
+    ("colour", '"red"'),
+]:
     if key == "path":
-        edit = (lambda v: lambda t: t.replace(t[t.index('path = "'):t.index("\n", t.index('path = "'))],
-                                              f"path = {v}", 1))(v)
+        edit = (
+            lambda v: (
+                lambda t: t.replace(
+                    t[t.index('path = "') : t.index("\n", t.index('path = "'))], f"path = {v}", 1
+                )
+            )
+        )(v)
     else:
         edit = add("STORAGE", f"{key} = {v}")
     case(f"storage.{key}={v}", edit, f"storage.{key}")
@@ -175,7 +231,7 @@ case("top unknown key", add("TOP", "[colour]\nred = 1"), "colour")
 
 def no_sources(replacement: str):
     """The config with its [[sources]] blocks replaced by `replacement`, at the top level."""
-    return lambda t: replacement + "\n" + t[:t.index("[[sources]]")] + t[t.index("[schedule]"):]
+    return lambda t: replacement + "\n" + t[: t.index("[[sources]]")] + t[t.index("[schedule]") :]
 
 
 case("sources empty", no_sources("sources = []"), "sources")
@@ -187,27 +243,44 @@ case("sources a table", no_sources('sources = { name = "x" }'), "sources")
 for v in ["winrate", "revenue", "win_rates", "deals_wonn", "nps"]:
     case(f"kpi.fields.{v}", add("FIELDS", f'{v} = "KPI: x"'), f"kpi.fields.{v}")
 for v in ['""', "1", "{}", '{ lead = "x" }', '{ contact = "" }', '["a"]', '"  "']:
-    case(f"kpi.fields.win_rate={v}", sub('win_rate = "KPI: Win rate, %"', f"win_rate = {v}"), "kpi.fields.win_rate")
+    case(
+        f"kpi.fields.win_rate={v}",
+        sub('win_rate = "KPI: Win rate, %"', f"win_rate = {v}"),
+        "kpi.fields.win_rate",
+    )
 for v in ['["deal"]', '"contact"', "[1]"]:
     case(f"kpi.targets={v}", add("KPI", f"targets = {v}"), "kpi.targets")
 case("kpi unknown", add("KPI", "colour = 1"), "kpi.colour")
 CUSTOM = '[[kpi.custom]]\nname = "big"\ntarget = "contact"\nsql = "SELECT contact_id, 1 FROM deal_contacts"\n'
-for key, edit in [("sql", CUSTOM.replace('sql = "SELECT contact_id, 1 FROM deal_contacts"\n', "")),
-                  ("sql", CUSTOM.replace("SELECT contact_id, 1", "SELEC contact_id, 1")),
-                  ("sql", CUSTOM.replace("SELECT contact_id, 1 FROM deal_contacts", "DELETE FROM deals")),
-                  ("sql", CUSTOM.replace("contact_id, 1", "contact_id, 1, 2")),
-                  ("name", CUSTOM.replace('"big"', '"Big-Deals"')),
-                  ("target", CUSTOM.replace('target = "contact"', 'target = "deal"')),
-                  ("name", CUSTOM + "\n" + CUSTOM)]:
+for key, edit in [
+    ("sql", CUSTOM.replace('sql = "SELECT contact_id, 1 FROM deal_contacts"\n', "")),
+    ("sql", CUSTOM.replace("SELECT contact_id, 1", "SELEC contact_id, 1")),
+    ("sql", CUSTOM.replace("SELECT contact_id, 1 FROM deal_contacts", "DELETE FROM deals")),
+    ("sql", CUSTOM.replace("contact_id, 1", "contact_id, 1, 2")),
+    ("name", CUSTOM.replace('"big"', '"Big-Deals"')),
+    ("target", CUSTOM.replace('target = "contact"', 'target = "deal"')),
+    ("name", CUSTOM + "\n" + CUSTOM),
+]:
     case(f"kpi.custom.{key}-{len(CASES)}", add("TOP", edit), key)
 
 # -- bytes and syntax
 case("non-UTF-8 byte", sub('name = "main"', 'name = "ma\udcffin"'), "line 7")
-case("latin-1 file", sub('currency_rates]', 'currency_rates]\n# Pr\u00e9f\u00e9rences'), "line", {"_latin1": "1"})
+case(
+    "latin-1 file",
+    sub("currency_rates]", "currency_rates]\n# Pr\u00e9f\u00e9rences"),
+    "line",
+    {"_latin1": "1"},
+)
 case("TOML syntax", sub("[kpi]", "[kpi"), "line")
 for depth in (600, 5000):
-    case(f"arrays nested {depth} deep", add("TOP", "deep = " + "[" * depth + "]" * depth), "nested too deeply")
-    case(f"tables nested {depth} deep", add("TOP", "deep = " + "{a = " * depth + "}" * depth), "nested too deeply")
+    case(
+        f"arrays nested {depth} deep", add("TOP", "deep = " + "[" * depth + "]" * depth), "nested too deeply"
+    )
+    case(
+        f"tables nested {depth} deep",
+        add("TOP", "deep = " + "{a = " * depth + "}" * depth),
+        "nested too deeply",
+    )
 case("UTF-8 byte order mark", lambda t: "\ufeff" + t, "byte order mark")
 case("duplicate key", add("SRC0", 'base_url = "https://other.amocrm.ru"'), "line")
 
@@ -237,12 +310,15 @@ def test_malformed_config_is_one_line_exit_2(tmp_path, no_crm, monkeypatch, id_,
         monkeypatch.setenv(k, v)
     path = tmp_path / "config.toml"
     text = edit(BASE.format(db=tmp_path / "m.db"))
-    path.write_bytes(text.encode("latin-1") if env.get("_latin1")
-                     else text.encode("utf-8", "surrogateescape"))
+    path.write_bytes(
+        text.encode("latin-1") if env.get("_latin1") else text.encode("utf-8", "surrogateescape")
+    )
     r = CliRunner().invoke(main, ["check", "--config", str(path)])
     lines = r.output.splitlines()
-    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), \
-        (r.output, r.exception)
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), (
+        r.output,
+        r.exception,
+    )
     assert r.exit_code == 2, r.output
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), r.output
     assert key in lines[0], lines[0]

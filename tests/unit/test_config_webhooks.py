@@ -40,21 +40,33 @@ def write(tmp_path, extra="", secret=SECRET):
 
 def test_defaults_and_a_full_section(tmp_path):
     cfg = config.load(write(tmp_path))
-    assert (cfg.webhooks.listen, cfg.webhooks.debounce_s, cfg.webhooks.share) == ("127.0.0.1:8390", 10.0, 0.15)
-    cfg = config.load(write(tmp_path, '[webhooks]\nlisten = "0.0.0.0:9000"\npublic_url = "https://h.example.com"\n'
-                                      'debounce_s = 2\nshare = 0.2\ncatch_up_s = 60\n'))
+    assert (cfg.webhooks.listen, cfg.webhooks.debounce_s, cfg.webhooks.share) == (
+        "127.0.0.1:8390",
+        10.0,
+        0.15,
+    )
+    cfg = config.load(
+        write(
+            tmp_path,
+            '[webhooks]\nlisten = "0.0.0.0:9000"\npublic_url = "https://h.example.com"\n'
+            "debounce_s = 2\nshare = 0.2\ncatch_up_s = 60\n",
+        )
+    )
     assert cfg.webhooks.host_port == ("0.0.0.0", 9000) and cfg.webhooks.public_url == "https://h.example.com"
 
 
-@pytest.mark.parametrize("extra, key", [
-    ('[webhooks]\nlisten = "8390"', "webhooks.listen"),
-    ('[webhooks]\nlisten = "0.0.0.0:70000"', "webhooks.listen"),
-    ('[webhooks]\npublic_url = "hooks.example.com"', "webhooks.public_url"),
-    ('[webhooks]\nshare = 0.9', "webhooks.share"),
-    ('[webhooks]\nshare = 0', "webhooks.share"),
-    ('[webhooks]\ndebounce_s = -1', "webhooks.debounce_s"),
-    ('[webhooks]\nport = 1', "webhooks"),
-])
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ('[webhooks]\nlisten = "8390"', "webhooks.listen"),
+        ('[webhooks]\nlisten = "0.0.0.0:70000"', "webhooks.listen"),
+        ('[webhooks]\npublic_url = "hooks.example.com"', "webhooks.public_url"),
+        ("[webhooks]\nshare = 0.9", "webhooks.share"),
+        ("[webhooks]\nshare = 0", "webhooks.share"),
+        ("[webhooks]\ndebounce_s = -1", "webhooks.debounce_s"),
+        ("[webhooks]\nport = 1", "webhooks"),
+    ],
+)
 def test_bad_webhooks_keys_name_the_key(tmp_path, extra, key):
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, extra))
@@ -70,6 +82,7 @@ def test_a_short_secret_is_refused_without_being_shown(tmp_path):
 
 def test_the_secret_is_redacted_once_read(tmp_path):
     from adapters.redact import redact
+
     config.load(write(tmp_path))
     assert SECRET not in redact(f"POST /hooks/amo/{SECRET}")
 

@@ -65,7 +65,7 @@ def test_a_second_acquirer_is_refused_while_the_first_holds_it(redis_url, redis_
     finally:
         assert first.release()
     assert Lease.holder_of(redis_client, name) is None
-    assert Lease(redis_client, name).acquire()   # free again once released
+    assert Lease(redis_client, name).acquire()  # free again once released
 
 
 @pytest.mark.redis
@@ -73,7 +73,7 @@ def test_renewal_keeps_the_lease_well_past_its_length(redis_client, name):
     lease = Lease(redis_client, name, lease_s=0.3, renew_s=0.05, worker="long-job")
     started = time.monotonic()
     with lease:
-        wait_for(lambda: lease.renewals >= 20, "20 renewals")   # >= 1 s: over 3 leases
+        wait_for(lambda: lease.renewals >= 20, "20 renewals")  # >= 1 s: over 3 leases
         assert time.monotonic() - started > 3 * lease.lease_s
         assert lease.held and not lease.lost.is_set()
         assert Lease.holder_of(redis_client, name)["worker"] == "long-job"
@@ -94,8 +94,8 @@ def test_a_holder_that_dies_loses_the_lease_when_it_ends(redis_url, redis_client
         p.join(30)
     successor = Lease(redis_client, name, worker="next")
     left_ms = redis_client.pttl(successor.key)
-    assert left_ms > 0                                   # the dead holder's lease runs on...
-    assert not successor.acquire()                       # ...and nobody may take it meanwhile
+    assert left_ms > 0  # the dead holder's lease runs on...
+    assert not successor.acquire()  # ...and nobody may take it meanwhile
     t0 = time.monotonic()
     assert successor.acquire(blocking=True, timeout=30)  # but it ends: no stale lock
     assert time.monotonic() - t0 >= left_ms / 1000 - 0.05
@@ -107,10 +107,10 @@ def test_release_by_a_non_owner_does_nothing(redis_client, name):
     owner = Lease(redis_client, name, worker="owner")
     assert owner.acquire()
     stranger = Lease(redis_client, name, worker="stranger")
-    assert stranger.release() is False                   # never acquired
+    assert stranger.release() is False  # never acquired
     forged = Lease(redis_client, name)
     forged._value = redis_client.get(owner.key).decode().replace("owner", "forger")
-    assert forged.release() is False                     # a look-alike value is not the token
+    assert forged.release() is False  # a look-alike value is not the token
     assert forged.renew() is False
     assert Lease.holder_of(redis_client, name)["worker"] == "owner"
     assert owner.release() is True
@@ -120,11 +120,11 @@ def test_a_holder_that_stalled_past_its_lease_cannot_touch_the_next_one(redis_cl
     stalled = Lease(redis_client, name, lease_s=0.2, renew_s=60, worker="stalled")
     assert stalled.acquire()
     successor = Lease(redis_client, name, worker="successor")
-    assert successor.acquire(blocking=True, timeout=30)   # the lease ran out
+    assert successor.acquire(blocking=True, timeout=30)  # the lease ran out
     assert stalled.renew() is False and stalled.lost.is_set()
     with pytest.raises(LeaseLost):
         stalled.check()
-    assert stalled.release() is False                     # and the successor keeps it
+    assert stalled.release() is False  # and the successor keeps it
     assert Lease.holder_of(redis_client, name)["worker"] == "successor"
     successor.release()
 
@@ -132,7 +132,7 @@ def test_a_holder_that_stalled_past_its_lease_cannot_touch_the_next_one(redis_cl
 def test_the_renewer_notices_a_lost_lease(redis_client, name):
     lease = Lease(redis_client, name, lease_s=5, renew_s=0.02)
     assert lease.acquire()
-    redis_client.delete(lease.key)                        # e.g. a failover lost the key
+    redis_client.delete(lease.key)  # e.g. a failover lost the key
     assert lease.lost.wait(10)
     assert not lease.held
     with pytest.raises(LeaseLost):

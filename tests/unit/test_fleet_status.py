@@ -18,8 +18,11 @@ pytestmark = pytest.mark.redis
 
 
 def write_config(tmp_path, broker_url: str, names: list[str]) -> str:
-    sources = "\n".join(f'[[sources]]\nname = "{n}"\nkind = "amocrm"\nbase_url = "https://{n}.amocrm.ru"\n'
-                        f'access_token = "token-of-{n}"\n' for n in names)
+    sources = "\n".join(
+        f'[[sources]]\nname = "{n}"\nkind = "amocrm"\nbase_url = "https://{n}.amocrm.ru"\n'
+        f'access_token = "token-of-{n}"\n'
+        for n in names
+    )
     path = tmp_path / "fleet.toml"
     path.write_text(f"""
 [storage]
@@ -63,8 +66,13 @@ def test_status_shows_queued_running_and_finished_fleet_jobs(tmp_path, redis_url
     board = Board(redis_client)
     board.queued(queued, f"task-{tag}-1", "sync")
     board.running(running, f"task-{tag}-2", "sync", "crm-4242@host-7")
-    board.finished(finished, f"task-{tag}-3", "incremental", "crm-77@host-2",
-                   {"status": "ok", "rows": 12345, "error": None, "worker": "crm-77@host-2"})
+    board.finished(
+        finished,
+        f"task-{tag}-3",
+        "incremental",
+        "crm-77@host-2",
+        {"status": "ok", "rows": 12345, "error": None, "worker": "crm-77@host-2"},
+    )
     config = write_config(tmp_path, redis_url, names)
 
     res = status(config)
@@ -83,21 +91,31 @@ def test_status_shows_queued_running_and_finished_fleet_jobs(tmp_path, redis_url
     jobs = {j["source"]: j for j in doc["fleet_jobs"]}
     assert (jobs[queued]["state"], jobs[queued]["task_id"]) == ("queued", f"task-{tag}-1")
     assert (jobs[running]["state"], jobs[running]["worker"]) == ("running", "crm-4242@host-7")
-    assert (jobs[finished]["state"], jobs[finished]["status"], jobs[finished]["rows"]) == ("finished", "ok", "12345")
+    assert (jobs[finished]["state"], jobs[finished]["status"], jobs[finished]["rows"]) == (
+        "finished",
+        "ok",
+        "12345",
+    )
     assert jobs[never] == {"state": "none", "source": never}
 
 
-def test_a_failed_job_shows_its_error_and_the_next_state_replaces_the_last(tmp_path, redis_url,
-                                                                          redis_client, names):
+def test_a_failed_job_shows_its_error_and_the_next_state_replaces_the_last(
+    tmp_path, redis_url, redis_client, names
+):
     source = names[0]
     board = Board(redis_client)
-    board.finished(source, f"task-{source[-8:]}-9", "sync", "crm-1@h",
-                   {"status": "failed", "rows": 0, "error": "access token rejected (401)"})
+    board.finished(
+        source,
+        f"task-{source[-8:]}-9",
+        "sync",
+        "crm-1@h",
+        {"status": "failed", "rows": 0, "error": "access token rejected (401)"},
+    )
     config = write_config(tmp_path, redis_url, names)
     row = fleet_rows(status(config).output)[source]
     assert "finished" in row and "failed, 0 rows: access token rejected (401)" in row
 
-    board.queued(source, f"task-{source[-8:]}-10", "sync")   # the next run: the old result goes
+    board.queued(source, f"task-{source[-8:]}-10", "sync")  # the next run: the old result goes
     row = fleet_rows(status(config).output)[source]
     assert " queued " in row and "failed" not in row and "401" not in row
 

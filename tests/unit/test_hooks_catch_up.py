@@ -15,7 +15,7 @@ class Queue:
         self.page, self.handed, self.log, self.gets = page, {}, [], 0
 
     def missed_changes(self):
-        out, self.left = self.left[:self.page], self.left[self.page:]
+        out, self.left = self.left[: self.page], self.left[self.page :]
         marker = f"p{self.gets}"
         self.gets += 1
         self.handed[marker] = out
@@ -29,13 +29,25 @@ class Queue:
 
 def test_every_page_is_refreshed_then_cleared_until_the_queue_is_empty():
     q, flushed = Queue(120), []
-    flush = lambda name, changes: (flushed.append((name, [c.id for c in changes])),
-                                   q.log.append(("flush", len(changes))))
+    flush = lambda name, changes: (
+        flushed.append((name, [c.id for c in changes])),
+        q.log.append(("flush", len(changes))),
+    )
     assert service.drain("b24", q, flush) == 120
     assert [ids for _, ids in flushed] == [list(range(1, 51)), list(range(51, 101)), list(range(101, 121))]
-    assert q.log == [("get", 50), ("flush", 50), ("clear", "p0"), ("get", 50), ("flush", 50),
-                     ("clear", "p1"), ("get", 20), ("flush", 20), ("clear", "p2"), ("get", 0),
-                     ("clear", "p3")]
+    assert q.log == [
+        ("get", 50),
+        ("flush", 50),
+        ("clear", "p0"),
+        ("get", 50),
+        ("flush", 50),
+        ("clear", "p1"),
+        ("get", 20),
+        ("flush", 20),
+        ("clear", "p2"),
+        ("get", 0),
+        ("clear", "p3"),
+    ]
     assert q.left == [] and q.handed == {}
 
 
@@ -43,6 +55,7 @@ def test_a_crm_without_a_queue_and_a_bounded_catch_up(monkeypatch):
     class NoQueue:
         def missed_changes(self):
             return None
+
     assert service.drain("amo", NoQueue(), lambda *a: None) is None
     monkeypatch.setattr(service, "MAX_PAGES", 2)
     q = Queue(500)

@@ -16,14 +16,14 @@ def config(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"
 kind = "amocrm"
 base_url = "https://example.amocrm.ru"
 access_token = "token-not-used-here"
-webhook_secret = "{'s' * 32}"
+webhook_secret = "{"s" * 32}"
 """)
     return load(str(path))
 
@@ -47,11 +47,11 @@ def test_every_refresh_of_a_source_gets_the_same_adapter_and_they_never_overlap(
         threads = [threading.Thread(target=svc.flush, args=("amo", [Change("deals", i)])) for i in (1, 2)]
         threads[0].start()
         end = time.monotonic() + 5
-        while not inside[0] and time.monotonic() < end:   # the first refresh is under way,
-            threads[0].join(0.01)                          # holding on `release`
+        while not inside[0] and time.monotonic() < end:  # the first refresh is under way,
+            threads[0].join(0.01)  # holding on `release`
         assert inside[0] == 1
         threads[1].start()
-        threads[1].join(0.3)           # the second one may not start its refresh meanwhile
+        threads[1].join(0.3)  # the second one may not start its refresh meanwhile
         assert threads[1].is_alive() and inside[0] == 1
         release.set()
         for t in threads:

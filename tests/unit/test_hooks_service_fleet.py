@@ -49,15 +49,20 @@ class FakeFleet:
 
 def config(tmp_path):
     path = tmp_path / "config.toml"
-    sources = "".join(f"""
+    sources = "".join(
+        f"""
 [[sources]]
 name = "{name}"
 kind = "amocrm"
 base_url = "https://{name}.amocrm.ru"
 access_token = "token"
 webhook_secret = "{SECRET}"
-""" for name in ("a", "b"))
-    path.write_text(f'[storage]\npath = "{tmp_path / "mirror.db"}"\n{sources}\n[webhooks]\ndebounce_s = 0.05\n')
+"""
+        for name in ("a", "b")
+    )
+    path.write_text(
+        f'[storage]\npath = "{tmp_path / "mirror.db"}"\n{sources}\n[webhooks]\ndebounce_s = 0.05\n'
+    )
     return loader.load(str(path))
 
 
@@ -97,5 +102,5 @@ def test_closing_stops_waiting_for_the_workers(tmp_path):
     service.debouncer.add("a", [Change("deals", 1)])
     wait_for(lambda: fleet.queued("a") == [[1]], "the refresh of a")
     t0 = time.monotonic()
-    service.close()                 # the task never finishes: serve stops all the same
+    service.close()  # the task never finishes: serve stops all the same
     assert time.monotonic() - t0 < 5

@@ -21,7 +21,7 @@ def config(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [storage]
-path = "{tmp_path / 'mirror.db'}"
+path = "{tmp_path / "mirror.db"}"
 
 [[sources]]
 name = "amo"

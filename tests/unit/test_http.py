@@ -182,8 +182,7 @@ def test_block_stops_every_later_request():
 def test_user_agent_timeout_and_custom_retry_predicate():
     responses.get(URL, json={"error": "QUERY_LIMIT_EXCEEDED"}, status=200)
     responses.get(URL, json={"ok": 1})
-    c = client(timeout=(1.0, 2.0),
-               retry_statuses=lambda r: r.status_code == 200 and b"LIMIT" in r.content)
+    c = client(timeout=(1.0, 2.0), retry_statuses=lambda r: r.status_code == 200 and b"LIMIT" in r.content)
     assert c.request("GET", URL).json() == {"ok": 1}
     assert responses.calls[0].request.headers["User-Agent"] == USER_AGENT
     assert responses.calls[0].request.req_kwargs["timeout"] == (1.0, 2.0)

@@ -35,6 +35,7 @@ def dead_port() -> int:
 
 # -- unreachable hosts -------------------------------------------------------------------------
 
+
 def test_refused_port_is_tried_twice_then_named_with_host_and_cause():
     port = dead_port()
     c = client()
@@ -55,6 +56,7 @@ def test_unresolvable_host_is_a_dns_failure_tried_twice(monkeypatch):
             asked.append(host)
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return real(host, *args, **kw)
+
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     c = client()
     with pytest.raises(UnreachableError) as err:
@@ -74,6 +76,7 @@ def test_connect_timeout_is_not_retried_and_says_how_long_it_waited():
 
 def test_tls_failure_is_named_and_not_retried():
     from ssl import SSLCertVerificationError
+
     cause = SSLCertVerificationError(1, "certificate verify failed")
     cause.verify_message = "self-signed certificate"
     exc = requests.exceptions.SSLError(cause)
@@ -95,12 +98,13 @@ def test_an_unreachable_host_stops_the_source_and_its_other_streams_are_not_atte
     with Mirror(str(tmp_path / "m.db")) as mirror:
         results = sync_source(mirror, adapter)
         assert [r.status for r in results] == ["failed"] * 3 and results[0].stops_source
-        assert adapter.requests == 1      # b and c were never fetched
+        assert adapter.requests == 1  # b and c were never fetched
         assert all(r.error == f"not run: {down}" for r in results[1:])
         assert mirror.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
 # -- 200s that are not JSON ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("body", ['{"_embedded": {"leads": [{"id": 1', "<html><h1>502</h1></html>"])
 @responses.activate
@@ -118,8 +122,9 @@ def test_a_body_that_stays_unreadable_fails_after_every_attempt_saying_so():
     c = client(max_attempts=3)
     with pytest.raises(StreamError) as err:
         c.request("GET", URL, expect_json=True)
-    assert "failed after 3 attempts: HTTP 200 with a body that is not JSON (24 bytes, text/html)" \
-        in str(err.value)
+    assert "failed after 3 attempts: HTTP 200 with a body that is not JSON (24 bytes, text/html)" in str(
+        err.value
+    )
     assert c.requests == 3
 
 
@@ -141,13 +146,15 @@ def test_backoff_starts_small_and_doubles_with_jitter():
         def __init__(self, n):
             self.attempt_number = n
             self.outcome = type("O", (), {"exception": lambda self: requests.ConnectionError("x")})()
+
     waits = [c._wait(State(n)) for n in range(1, 6)]
     for n, w in enumerate(waits):
-        assert 0.5 * FIRST_BACKOFF_S * 2 ** n <= w <= 1.5 * FIRST_BACKOFF_S * 2 ** n
-    assert sum(waits) < 12   # the whole ladder of 6 attempts; the old one took about 18 s
+        assert 0.5 * FIRST_BACKOFF_S * 2**n <= w <= 1.5 * FIRST_BACKOFF_S * 2**n
+    assert sum(waits) < 12  # the whole ladder of 6 attempts; the old one took about 18 s
 
 
 # -- calls sent once (single-use refresh tokens) ----------------------------------------------------
+
 
 @responses.activate
 def test_a_once_call_is_not_resent_after_a_lost_reply():
@@ -173,4 +180,3 @@ def test_a_once_call_is_retried_when_the_connection_was_never_made():
     with pytest.raises(UnreachableError):
         c.request("POST", f"http://127.0.0.1:{dead_port()}/oauth2/access_token", once=True)
     assert c.requests == 2
-

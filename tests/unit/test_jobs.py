@@ -14,11 +14,11 @@ from adapters.base import Page
 from adapters.errors import AuthError, StreamError
 from adapters.streams import Stream
 from connector.config import loader as config_mod
-from connector.run.jobs import Steps, run_job
 from connector.kpi.engine import KpiError
+from connector.mirror.store import Mirror
+from connector.run.jobs import Steps, run_job
 from connector.run.locks import LockTimeout, source_lock
 from connector.run.notify import Notifier
-from connector.mirror.store import Mirror
 from connector.run.sync import UnknownStream
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import mark_synced
@@ -46,9 +46,17 @@ lock_timeout_s = 0
 deals_won = {{ contact = "KPI: Deals won" }}
 """
 
-WON = {"id": 101, "contact_id": 1, "status": "won", "amount": 1000, "currency": "RUB",
-       "created_at": "2026-01-01T00:00:00Z", "closed_at": "2026-01-11T00:00:00Z",
-       "updated_at": "2026-01-11T00:00:00Z", "is_deleted": 0}
+WON = {
+    "id": 101,
+    "contact_id": 1,
+    "status": "won",
+    "amount": 1000,
+    "currency": "RUB",
+    "created_at": "2026-01-01T00:00:00Z",
+    "closed_at": "2026-01-11T00:00:00Z",
+    "updated_at": "2026-01-11T00:00:00Z",
+    "is_deleted": 0,
+}
 
 
 class CrmFake(FakeAdapter):
@@ -57,9 +65,14 @@ class CrmFake(FakeAdapter):
 
     def __init__(self, script=None, **kw):
         super().__init__(**kw)
-        self.script = script if script is not None else {
-            "contacts": [Page(rows={"contacts": [{"id": 1, "name": "Ann", "is_deleted": 0}]})],
-            "deals": [Page(rows={"deals": [WON]})]}
+        self.script = (
+            script
+            if script is not None
+            else {
+                "contacts": [Page(rows={"contacts": [{"id": 1, "name": "Ann", "is_deleted": 0}]})],
+                "deals": [Page(rows={"deals": [WON]})],
+            }
+        )
         self.closed = False
 
     def stream_names(self):
@@ -67,8 +80,9 @@ class CrmFake(FakeAdapter):
 
     def streams(self):
         """Declarations: each scripted stream feeds the table of its name (deals: its links too)."""
-        return [Stream(n, (n, "deal_contacts") if n == "deals" else (n,), "changes", None)
-                for n in self.script]
+        return [
+            Stream(n, (n, "deal_contacts") if n == "deals" else (n,), "changes", None) for n in self.script
+        ]
 
     def fetch(self, stream, bookmark, run_started_at, full=False):
         for step in self.script[stream]:
@@ -114,7 +128,7 @@ def test_sync_then_kpis_write_the_cards_and_close_the_adapter(tmp_path):
     assert [(r.stream, r.status, r.rows) for r in res.results] == [("contacts", "ok", 1), ("deals", "ok", 1)]
     assert res.rows == 2 and res.requests == 2 and res.seconds > 0
     assert res.kpi.writeback.values == 1 and res.kpi.failed == 0
-    a, = w.adapters
+    (a,) = w.adapters
     assert list(a.cards.items()) == [(("contact", 1), {"UF_CRM_KPI_DEALS_WON": 1.0})]
     assert a.closed and w.alerts == []
 
@@ -146,9 +160,10 @@ def test_the_lock_is_held_while_the_job_runs_and_released_after(tmp_path):
         with pytest.raises(LockTimeout):
             with source_lock(w.cfg, "main", timeout_s=0):
                 pass
-        with source_lock(w.cfg, "other", timeout_s=0):     # other sources stay free
+        with source_lock(w.cfg, "other", timeout_s=0):  # other sources stay free
             seen.append("other free")
         return []
+
     assert w.run(steps=Steps(adapter=w.adapter, sync=sync)).status == "ok"
     assert seen == ["other free"]
     with source_lock(w.cfg, "main", timeout_s=0):
@@ -167,8 +182,11 @@ def test_runs_a_dead_process_left_running_are_closed_for_this_source_only(tmp_pa
 
 
 def test_a_failed_stream_means_no_kpis(tmp_path):
-    w = World(tmp_path, contacts=[StreamError("source 'main': page 1 is not JSON")],
-              deals=[Page(rows={"deals": [WON]})])
+    w = World(
+        tmp_path,
+        contacts=[StreamError("source 'main': page 1 is not JSON")],
+        deals=[Page(rows={"deals": [WON]})],
+    )
     res = w.run(kpi=True)
     assert res.status == "failed" and res.error == "contacts: source 'main': page 1 is not JSON"
     assert [r.status for r in res.results] == ["failed", "ok"]
@@ -179,8 +197,11 @@ def test_a_failed_stream_means_no_kpis(tmp_path):
 
 
 def test_an_auth_failure_stops_the_source_and_the_kpis(tmp_path):
-    w = World(tmp_path, contacts=[AuthError("source 'main': token rejected (401)")],
-              deals=[Page(rows={"deals": [WON]})])
+    w = World(
+        tmp_path,
+        contacts=[AuthError("source 'main': token rejected (401)")],
+        deals=[Page(rows={"deals": [WON]})],
+    )
     res = w.run(kpi=True)
     assert [r.status for r in res.results] == ["failed", "failed"]
     assert res.results[1].error.startswith("not run:") and res.kpi is None
@@ -194,8 +215,12 @@ def test_a_skipped_stream_fails_the_job_and_no_kpis_run(tmp_path):
 
     def sync(mirror, adapter, streams, **kw):
         from connector.run.sync import StreamResult
-        return [StreamResult("main", "calls", "skipped", error="no scope"),
-                StreamResult("main", "deals", "ok")]
+
+        return [
+            StreamResult("main", "calls", "skipped", error="no scope"),
+            StreamResult("main", "deals", "ok"),
+        ]
+
     res = w.run(kpi=True, steps=Steps(adapter=w.adapter, sync=sync))
     assert res.status == "failed" and res.kpi is None and res.error == "calls: no scope"
 
@@ -208,8 +233,10 @@ def test_a_stop_during_the_sync_means_interrupted_and_no_kpis(tmp_path):
     def sync(mirror, adapter, streams, *, stop, **kw):
         stop.set()
         return []
-    res = w.run(kpi=True, stop=stop, steps=Steps(adapter=w.adapter, sync=sync,
-                                                 kpi=lambda *a, **k: kpis.append(a)))
+
+    res = w.run(
+        kpi=True, stop=stop, steps=Steps(adapter=w.adapter, sync=sync, kpi=lambda *a, **k: kpis.append(a))
+    )
     assert res.status == "interrupted" and kpis == [] and w.adapters[0].closed
     again = w.run(kpi=True, stop=stop)
     assert again.status == "interrupted" and again.error == "stop requested before the job started"
@@ -221,6 +248,7 @@ def test_a_kpi_crash_is_a_failed_result_and_the_adapter_is_closed(tmp_path):
 
     def broken(*args, **kw):
         raise KpiError("unknown KPI: nope")
+
     res = w.run(kpi=True, steps=Steps(adapter=w.adapter, kpi=broken))
     assert res.status == "failed" and res.error == "KPI job: KpiError: unknown KPI: nope"
     assert res.reason == "unknown KPI: nope" and len(res.results) == 2
@@ -233,6 +261,7 @@ def test_a_sync_crash_is_a_failed_result_without_secrets_and_the_adapter_is_clos
 
     def broken(mirror, adapter, streams, **kw):
         raise RuntimeError(f"cannot use {w.src.access_token}")
+
     res = w.run(kpi=True, steps=Steps(adapter=w.adapter, sync=broken))
     assert res.status == "failed" and res.error.startswith("RuntimeError: cannot use")
     assert "tok-xyz-1234567890" not in res.error and "tok-xyz-1234567890" not in res.reason
@@ -254,6 +283,7 @@ def test_rejected_cards_fail_the_job(tmp_path):
         a = CrmFake(source=src.name, reject={1})
         w.adapters.append(a)
         return a
+
     res = w.run(kpi=True, steps=Steps(adapter=adapter))
     assert res.status == "failed" and res.error == "KPI write-back: 1 value(s) rejected by the CRM"
     assert res.kpi.failed == 1 and "main/kpi" in w.alerts[0][0]
@@ -261,8 +291,8 @@ def test_rejected_cards_fail_the_job(tmp_path):
 
 def test_kpis_alone_dry_run_need_no_adapter(tmp_path):
     w = World(tmp_path)
-    w.run()                                   # fill the mirror first
-    with w.mirror() as m:                     # a dry run reads the CRM's own declarations
+    w.run()  # fill the mirror first
+    with w.mirror() as m:  # a dry run reads the CRM's own declarations
         mark_synced(m, "main")
     res = w.run(sync=False, kpi=True, dry_run=True)
     assert res.status == "ok" and res.results == [] and len(w.adapters) == 1
@@ -292,14 +322,17 @@ def test_without_a_notifier_nothing_is_sent(tmp_path, monkeypatch):
     w = World(tmp_path, contacts=[StreamError("boom")], deals=[])
     channels = []
     monkeypatch.setattr("connector.run.notify.apprise_sender", lambda urls: channels.append(urls))
-    w.cfg.notify.urls = ["json://127.0.0.1:9/"]     # configured, but manual commands do not alert
+    w.cfg.notify.urls = ["json://127.0.0.1:9/"]  # configured, but manual commands do not alert
     res = run_job(w.cfg, w.src, steps=Steps(adapter=w.adapter))
     assert res.status == "failed" and channels == []
 
 
 def test_a_refused_token_is_said_once_in_the_jobs_error(tmp_path):
-    w = World(tmp_path, contacts=[AuthError("source 'main': token rejected (401)")],
-              deals=[Page(rows={"deals": [WON]})])
+    w = World(
+        tmp_path,
+        contacts=[AuthError("source 'main': token rejected (401)")],
+        deals=[Page(rows={"deals": [WON]})],
+    )
     res = w.run()
     assert res.error == "contacts: source 'main': token rejected (401); 1 other stream not run"
 
@@ -312,17 +345,22 @@ def test_a_stop_during_the_kpi_computation_ends_it_and_records_interrupted(tmp_p
 
     def endless_kpi(cfg, mirror, source, adapter, **kw):
         mirror.conn.create_function("started", 0, lambda: stop.set() or 1)
-        mirror.conn.execute("WITH RECURSIVE r(x) AS (SELECT started() UNION ALL "
-                            "SELECT x + 1 FROM r) SELECT count(*) FROM r").fetchall()
+        mirror.conn.execute(
+            "WITH RECURSIVE r(x) AS (SELECT started() UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r"
+        ).fetchall()
+
     out = {}
-    t = threading.Thread(target=lambda: out.update(res=w.run(
-        kpi=True, sync=False, stop=stop, steps=Steps(adapter=w.adapter, kpi=endless_kpi))),
-        daemon=True)
+    t = threading.Thread(
+        target=lambda: out.update(
+            res=w.run(kpi=True, sync=False, stop=stop, steps=Steps(adapter=w.adapter, kpi=endless_kpi))
+        ),
+        daemon=True,
+    )
     t.start()
     t.join(10)
     assert not t.is_alive(), "the KPI step did not stop within 10 s of the stop"
     res = out["res"]
     assert res.status == "interrupted" and "stop" in res.error, (res.status, res.error)
     assert w.alerts == [] and w.adapters[0].closed
-    with source_lock(w.cfg, "main", 0):      # released
+    with source_lock(w.cfg, "main", 0):  # released
         pass

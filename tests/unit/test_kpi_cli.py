@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from connector.cli import main
 from connector.kpi import engine as kpi
 from connector.mirror.store import Mirror
-from connector.cli import main
 from tests.unit.test_kpi import NOW, S, build_mirror
 
 
@@ -53,13 +53,15 @@ def run(config, *args):
 def test_dry_run_prints_changes_and_sends_nothing(config):
     r = CliRunner().invoke(main, ["--config", config[0], "-v", "kpi", "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert f"{S} contact: 4 cards, 6 values would change; fields to find or create: " \
-           "'KPI: Deals', 'KPI: Win rate, %'" in r.output
+    assert (
+        f"{S} contact: 4 cards, 6 values would change; fields to find or create: "
+        "'KPI: Deals', 'KPI: Win rate, %'" in r.output
+    )
     assert "  contact 1 c1: win_rate -> 'KPI: Win rate, %': (empty) -> 80" in r.output
     assert "  contact 1 c1: deals_total -> 'KPI: Deals': (empty) -> 5" in r.output
     assert f"{S}: 6 clients computed, 5 cards touched, 7 values would change, 0 requests" in r.output
-    assert "EUR" in r.output                                     # the unconverted currency warning
-    with Mirror(config[1]) as m:   # a dry run writes nothing: no history, no log, no run row
+    assert "EUR" in r.output  # the unconverted currency warning
+    with Mirror(config[1]) as m:  # a dry run writes nothing: no history, no log, no run row
         for t in ("writeback_log", "kpi_values", "kpi_runs"):
             assert m.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0, t
 
@@ -71,7 +73,7 @@ def test_only(config):
 
 def test_unknown_kpi_is_one_line_exit_2(config):
     r = run(config, "--only", "nope")
-    assert r.exit_code == 2      # a usage error
+    assert r.exit_code == 2  # a usage error
     assert r.output.strip().splitlines() == [r.output.strip()] and "unknown KPI 'nope'" in r.output
 
 
@@ -83,6 +85,7 @@ def test_unknown_source_exit_2(config):
 def test_show(config):
     with Mirror(config[1]) as m:
         from connector.config.loader import load
+
         kpi.compute(m, S, load(config[0]).kpi, now=NOW)
     r = run(config, "show", S, "contact", "1")
     assert r.exit_code == 0, r.output
@@ -102,12 +105,15 @@ def test_show_unknown_client(config):
 def test_kpi_on_a_never_synced_source_is_one_line_even_verbose(tmp_path, verbose):
     """Nothing crashed: the source was never synced. `-v` adds debug lines, never a traceback."""
     path = tmp_path / "config.toml"
-    path.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "{S}"\n'
-                    f'kind = "amocrm"\nbase_url = "http://127.0.0.1:9"\naccess_token = "tok-secret-123"\n\n'
-                    f'[kpi.fields]\nwin_rate = "KPI: Win rate, %"\n')
+    path.write_text(
+        f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "{S}"\n'
+        f'kind = "amocrm"\nbase_url = "http://127.0.0.1:9"\naccess_token = "tok-secret-123"\n\n'
+        f'[kpi.fields]\nwin_rate = "KPI: Win rate, %"\n'
+    )
     r = CliRunner().invoke(main, ["--config", str(path), "kpi", *verbose])
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and "crashed" not in r.output, r.output
     errors = [x for x in r.output.splitlines() if x.startswith("error:")]
-    assert errors == [f"error: source '{S}' has no complete sync yet: run `crm-connector sync "
-                      f"--source {S}` first"], r.output
+    assert errors == [
+        f"error: source '{S}' has no complete sync yet: run `crm-connector sync --source {S}` first"
+    ], r.output

@@ -11,14 +11,16 @@ from connector.config.kpi import CustomKpi
 from connector.kpi import engine as kpi
 from tests.unit.test_kpi import NOW, S, build_mirror, cfg, values
 
-GOOD = CustomKpi("linked_deals", "contact",
-                 "SELECT contact_id AS entity_id, count(*) AS value FROM deal_contacts "
-                 "WHERE source = :source GROUP BY contact_id")
+GOOD = CustomKpi(
+    "linked_deals",
+    "contact",
+    "SELECT contact_id AS entity_id, count(*) AS value FROM deal_contacts "
+    "WHERE source = :source GROUP BY contact_id",
+)
 RUNAWAY = {
-    "forever": "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) "
-               "SELECT x, x FROM r",
+    "forever": "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x, x FROM r",
     "cross3": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) "
-              "SELECT a.i, count(*) FROM n a, n b, n c GROUP BY a.i",
+    "SELECT a.i, count(*) FROM n a, n b, n c GROUP BY a.i",
     "huge_blob": "SELECT 1, length(randomblob(1000000000))",
 }
 
@@ -31,8 +33,9 @@ def within(fn, limit_s=30.0):
     def run():
         try:
             out["value"] = fn()
-        except BaseException as err:     # handed to the test
+        except BaseException as err:  # handed to the test
             out["err"] = err
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(limit_s)
@@ -48,21 +51,23 @@ def test_a_runaway_custom_kpi_fails_alone_within_its_budget(name):
         mirror = build_mirror()
         try:
             bad = CustomKpi(name, "contact", RUNAWAY[name])
-            res = kpi.compute(mirror, S, cfg(custom=[bad, GOOD], custom_timeout_s=1.0,
-                                             custom_memory_mb=64), now=NOW)
+            res = kpi.compute(
+                mirror, S, cfg(custom=[bad, GOOD], custom_timeout_s=1.0, custom_memory_mb=64), now=NOW
+            )
             line = res.broken.get(name, "")
             assert set(res.broken) == {name}
             assert "\n" not in line and name in line, line
             assert ("custom_timeout_s" in line) or ("custom_memory_mb" in line), line
-            assert values(mirror, "contact", 1)["linked_deals"] == 2      # the others computed
+            assert values(mirror, "contact", 1)["linked_deals"] == 2  # the others computed
             assert "deals_total" in values(mirror, "contact", 1)
             assert mirror.conn.execute("SELECT count(*) FROM kpi_runs").fetchone()[0] == 1
             assert not mirror.conn.in_transaction
             # the limits are lifted after the query: a big legitimate allocation works again
             big = mirror.conn.execute("SELECT length(randomblob(100000000))").fetchone()[0]
-            assert big == 10 ** 8
+            assert big == 10**8
         finally:
             mirror.close()
+
     within(body)
 
 
@@ -78,14 +83,18 @@ access_token = "t"
 """
 
 
-@pytest.mark.parametrize("line, key, problem", [
-    ("custom_timeout_s = 0", "kpi.custom_timeout_s", "greater than 0"),
-    ('custom_timeout_s = "a minute"', "kpi.custom_timeout_s", "must be a number"),
-    ("custom_memory_mb = 1", "kpi.custom_memory_mb", "at least 16"),
-    ("custom_memory_mb = 2.5", "kpi.custom_memory_mb", "must be an integer"),
-])
+@pytest.mark.parametrize(
+    "line, key, problem",
+    [
+        ("custom_timeout_s = 0", "kpi.custom_timeout_s", "greater than 0"),
+        ('custom_timeout_s = "a minute"', "kpi.custom_timeout_s", "must be a number"),
+        ("custom_memory_mb = 1", "kpi.custom_memory_mb", "at least 16"),
+        ("custom_memory_mb = 2.5", "kpi.custom_memory_mb", "must be an integer"),
+    ],
+)
 def test_the_limits_are_checked_like_every_key(tmp_path, line, key, problem):
     from connector.config import loader
+
     path = tmp_path / "config.toml"
     path.write_text(MINIMAL.format(db=tmp_path / "m.db") + f"\n[kpi]\n{line}\n")
     with pytest.raises(loader.ConfigError) as err:
@@ -95,6 +104,7 @@ def test_the_limits_are_checked_like_every_key(tmp_path, line, key, problem):
 
 def test_the_limits_load_with_their_defaults(tmp_path):
     from connector.config import loader
+
     path = tmp_path / "config.toml"
     path.write_text(MINIMAL.format(db=tmp_path / "m.db") + "\n[kpi]\ncustom_timeout_s = 2.5\n")
     cfg = loader.load(str(path)).kpi

@@ -12,8 +12,12 @@ from tests.unit.test_kpi import NOW, S, build_mirror
 
 
 def values(m, source=S) -> dict:
-    return {(t, e, k): v for t, e, k, v in m.conn.execute(
-        "SELECT entity_type, entity_id, kpi, value FROM kpi_latest WHERE source = ?", (source,))}
+    return {
+        (t, e, k): v
+        for t, e, k, v in m.conn.execute(
+            "SELECT entity_type, entity_id, kpi, value FROM kpi_latest WHERE source = ?", (source,)
+        )
+    }
 
 
 def test_kpis_for_some_clients_equal_a_full_pass_and_leave_the_others_alone():
@@ -21,7 +25,7 @@ def test_kpis_for_some_clients_equal_a_full_pass_and_leave_the_others_alone():
     full, part = build_mirror(), build_mirror()
     kpi.compute(full, S, cfg, now=NOW)
     kpi.compute(part, S, cfg, now=NOW)
-    later = NOW + timedelta(days=40)     # the day counts and 30/90-day windows move
+    later = NOW + timedelta(days=40)  # the day counts and 30/90-day windows move
     for m in (full, part):
         m.conn.execute("UPDATE deals SET status = 'won', closed_at = '2026-12-01T00:00:00Z' WHERE id = 106")
         m.conn.commit()
@@ -44,7 +48,10 @@ def test_the_clients_a_changed_record_touches():
     m = build_mirror()
     got = touched(m, S, [Change("deals", 102), Change("contacts", 2), Change("companies", 11)])
     assert got == {"contact": {1, 4, 2}, "company": {10, 11}}
-    m.conn.execute("INSERT INTO tasks (source, id, entity_type, entity_id, is_deleted) "
-                   "VALUES (?, 9001, 'deal', 101, 0), (?, 9002, 'contact', 3, 0)", (S, S))
+    m.conn.execute(
+        "INSERT INTO tasks (source, id, entity_type, entity_id, is_deleted) "
+        "VALUES (?, 9001, 'deal', 101, 0), (?, 9002, 'contact', 3, 0)",
+        (S, S),
+    )
     assert touched(m, S, [Change("tasks", 9001)]) == {"contact": {1}, "company": {10}}
     assert touched(m, S, [Change("tasks", 9002)]) == {"contact": {3}, "company": set()}

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from connector.kpi import engine as kpi
 from connector.config.kpi import KpiConfig
+from connector.kpi import engine as kpi
 from tests.unit.survey_fixtures import add_survey_answers
 from tests.unit.test_kpi import NOW, S, build_mirror, values
 
 ACTS = [
     # id, channel, direction, at, entity_type, entity_id, deleted
     ("a1", "chat", "in", "2026-11-20T10:00:00Z", "contact", 1, 0),
-    ("a2", "chat", "in", "2026-11-20T10:05:00Z", "contact", 1, 0),   # same wait as a1
+    ("a2", "chat", "in", "2026-11-20T10:05:00Z", "contact", 1, 0),  # same wait as a1
     ("a3", "chat", "out", "2026-11-20T10:30:00Z", "contact", 1, 0),  # answers after 30 min
-    ("a4", "email", "in", "2026-11-21T09:00:00Z", "deal", 101, 0),   # deal of contact 1 and co 10
+    ("a4", "email", "in", "2026-11-21T09:00:00Z", "deal", 101, 0),  # deal of contact 1 and co 10
     ("a5", "email", "out", "2026-11-21T11:00:00Z", "deal", 101, 0),  # 120 min
     ("a6", "call", "in", "2026-11-22T08:00:00Z", "contact", 1, 0),
     ("a7", "call", "out", "2026-11-22T08:10:00Z", "contact", 1, 0),  # 10 min -> median 30
-    ("a8", "meeting", "out", "2026-09-01T10:00:00Z", "contact", 1, 0),   # outside 30 days
-    ("a9", "sms", "out", "2026-11-22T12:00:00Z", "contact", 1, 1),       # deleted
-    ("a10", "sms", "in", "2026-11-23T09:00:00Z", "contact", 3, 0),       # never answered
+    ("a8", "meeting", "out", "2026-09-01T10:00:00Z", "contact", 1, 0),  # outside 30 days
+    ("a9", "sms", "out", "2026-11-22T12:00:00Z", "contact", 1, 1),  # deleted
+    ("a10", "sms", "in", "2026-11-23T09:00:00Z", "contact", 3, 0),  # never answered
     ("a11", "meeting", "out", "2026-11-01T00:00:00Z", "company", 11, 0),
 ]
 
@@ -28,14 +28,31 @@ ACTS = [
 @pytest.fixture
 def mirror():
     m = build_mirror()
-    m.db["activities"].insert_all([dict(source=S, id=a[0], channel=a[1], direction=a[2], at=a[3],
-                                        entity_type=a[4], entity_id=a[5], is_deleted=a[6]) for a in ACTS])
-    add_survey_answers(m, S, [
-        ("n1", "nps", 6, "2026-05-01T00:00:00Z", "contact", 1),
-        ("n2", "nps", 9, "2026-06-01T00:00:00Z", "deal", 101),   # newest for contact 1, company 10
-        ("c1", "csat", 4, "2026-06-01T00:00:00Z", "contact", 3),
-        ("x1", "nps", 2, "2026-07-01T00:00:00Z", "contact", 5),  # a deleted contact
-    ])
+    m.db["activities"].insert_all(
+        [
+            dict(
+                source=S,
+                id=a[0],
+                channel=a[1],
+                direction=a[2],
+                at=a[3],
+                entity_type=a[4],
+                entity_id=a[5],
+                is_deleted=a[6],
+            )
+            for a in ACTS
+        ]
+    )
+    add_survey_answers(
+        m,
+        S,
+        [
+            ("n1", "nps", 6, "2026-05-01T00:00:00Z", "contact", 1),
+            ("n2", "nps", 9, "2026-06-01T00:00:00Z", "deal", 101),  # newest for contact 1, company 10
+            ("c1", "csat", 4, "2026-06-01T00:00:00Z", "contact", 3),
+            ("x1", "nps", 2, "2026-07-01T00:00:00Z", "contact", 5),  # a deleted contact
+        ],
+    )
     yield m
     m.close()
 
@@ -47,11 +64,16 @@ def run(m, **kw):
 def test_interactions_per_channel_and_total(mirror):
     run(mirror)
     v = values(mirror, "contact", 1)
-    assert v["interactions_30d"] == 7          # a1-a7: a8 too old, a9 deleted
-    assert (v["interactions_30d_chat"], v["interactions_30d_email"], v["interactions_30d_call"],
-            v["interactions_30d_meeting"], v["interactions_30d_sms"]) == (3, 2, 2, 0, 0)
-    assert values(mirror, "company", 10)["interactions_30d"] == 2     # a4, a5 on deal 101
-    assert values(mirror, "contact", 2)["interactions_30d"] == 0      # none at all: zero, not empty
+    assert v["interactions_30d"] == 7  # a1-a7: a8 too old, a9 deleted
+    assert (
+        v["interactions_30d_chat"],
+        v["interactions_30d_email"],
+        v["interactions_30d_call"],
+        v["interactions_30d_meeting"],
+        v["interactions_30d_sms"],
+    ) == (3, 2, 2, 0, 0)
+    assert values(mirror, "company", 10)["interactions_30d"] == 2  # a4, a5 on deal 101
+    assert values(mirror, "contact", 2)["interactions_30d"] == 0  # none at all: zero, not empty
 
 
 def test_window_comes_from_config(mirror):
@@ -61,16 +83,16 @@ def test_window_comes_from_config(mirror):
 
 def test_days_since_last_interaction(mirror):
     run(mirror)
-    assert values(mirror, "contact", 1)["days_since_last_interaction"] == 1   # a7 on Nov 22 08:10
+    assert values(mirror, "contact", 1)["days_since_last_interaction"] == 1  # a7 on Nov 22 08:10
     assert values(mirror, "company", 11)["days_since_last_interaction"] == 22
     assert "days_since_last_interaction" not in values(mirror, "contact", 2)  # never: empty
 
 
 def test_response_minutes_is_the_median_wait(mirror):
     run(mirror)
-    assert values(mirror, "contact", 1)["response_minutes"] == 30     # waits 30, 120, 10
+    assert values(mirror, "contact", 1)["response_minutes"] == 30  # waits 30, 120, 10
     assert values(mirror, "company", 10)["response_minutes"] == 120
-    assert "response_minutes" not in values(mirror, "contact", 3)     # asked, never answered
+    assert "response_minutes" not in values(mirror, "contact", 3)  # asked, never answered
 
 
 def test_latest_survey_scores(mirror):
@@ -78,13 +100,15 @@ def test_latest_survey_scores(mirror):
     assert values(mirror, "contact", 1)["nps_latest"] == 9
     assert values(mirror, "company", 10)["nps_latest"] == 9
     assert values(mirror, "contact", 3)["csat_latest"] == 4
-    assert "nps_latest" not in values(mirror, "contact", 2)           # no survey answer: empty
+    assert "nps_latest" not in values(mirror, "contact", 2)  # no survey answer: empty
     assert "nps_latest" not in values(mirror, "contact", 3)
 
 
 def test_card_field_scores_count_as_answers_at_the_cards_change(mirror):
-    cards = [("contact", 2, "nps", 10.0, "2026-11-01T00:00:00Z"),
-             ("contact", 1, "nps", 3.0, "2026-01-01T00:00:00Z")]     # older than the 9 from June
+    cards = [
+        ("contact", 2, "nps", 10.0, "2026-11-01T00:00:00Z"),
+        ("contact", 1, "nps", 3.0, "2026-01-01T00:00:00Z"),
+    ]  # older than the 9 from June
     kpi.compute(mirror, S, KpiConfig(), now=NOW, card_survey=cards)
     assert values(mirror, "contact", 2)["nps_latest"] == 10
     assert values(mirror, "contact", 1)["nps_latest"] == 9
@@ -92,6 +116,8 @@ def test_card_field_scores_count_as_answers_at_the_cards_change(mirror):
 
 def test_without_a_survey_table_card_fields_still_count():
     m = build_mirror()
-    kpi.compute(m, S, KpiConfig(), now=NOW, card_survey=[("company", 11, "csat", 5.0, "2026-11-01T00:00:00Z")])
+    kpi.compute(
+        m, S, KpiConfig(), now=NOW, card_survey=[("company", 11, "csat", 5.0, "2026-11-01T00:00:00Z")]
+    )
     assert values(m, "company", 11)["csat_latest"] == 5
     assert "csat_latest" not in values(m, "company", 10)

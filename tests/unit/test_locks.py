@@ -30,8 +30,9 @@ print("released", flush=True)
 
 
 def make_cfg(tmp_path, timeout=600.0):
-    return SimpleNamespace(storage_path=str(tmp_path / "mirror.db"),
-                           schedule=ScheduleConfig(lock_timeout_s=timeout))
+    return SimpleNamespace(
+        storage_path=str(tmp_path / "mirror.db"), schedule=ScheduleConfig(lock_timeout_s=timeout)
+    )
 
 
 @pytest.fixture
@@ -41,11 +42,17 @@ def holder(tmp_path):
 
     def start(source="main"):
         env = dict(os.environ, PYTHONPATH=ROOT)
-        p = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "mirror.db"), source],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        p = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(tmp_path / "mirror.db"), source],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert p.stdout.readline().strip() == "locked"
         procs.append(p)
         return p
+
     yield start
     for p in procs:
         if p.poll() is None:
@@ -70,12 +77,13 @@ def test_waiter_gets_the_lock_when_the_holder_releases(tmp_path, holder):
 
     def wait_for_it():
         waiting.set()
-        with source_lock(make_cfg(tmp_path, timeout=30), "main"):   # default: lock_timeout_s
+        with source_lock(make_cfg(tmp_path, timeout=30), "main"):  # default: lock_timeout_s
             got.set()
+
     t = threading.Thread(target=wait_for_it)
     t.start()
     waiting.wait(5)
-    assert not got.is_set()            # the holder still has it
+    assert not got.is_set()  # the holder still has it
     p.stdin.write("go\n")
     p.stdin.flush()
     assert p.stdout.readline().strip() == "released"
@@ -104,7 +112,7 @@ def test_same_process_second_acquire_is_refused(tmp_path):
         with pytest.raises(LockTimeout):
             with source_lock(cfg, "main", timeout_s=0):
                 pass
-    with source_lock(cfg, "main", timeout_s=0):   # and released after the block
+    with source_lock(cfg, "main", timeout_s=0):  # and released after the block
         pass
 
 

@@ -12,16 +12,20 @@ from datetime import datetime, timezone
 
 import pytest
 
+from connector.config.kpi import KpiConfig, Spend, SpendConfig
 from connector.kpi import inputs as kpi_inputs
 from connector.measures import engine as metrics
-from connector.config.kpi import KpiConfig, Spend, SpendConfig
 from connector.mirror.store import Mirror
 from tests.unit.survey_fixtures import add_survey_answers
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 S, TZ = "shop", "Europe/Moscow"
-SPEND = [Spend("2026-02-01", "google", 3000, ""), Spend("2026-02-01", "yandex", 4500, "RUB"),
-         Spend("2026-03-01", "facebook", 1000, ""), Spend("2026-03-01", "google", 10, "USD")]
+SPEND = [
+    Spend("2026-02-01", "google", 3000, ""),
+    Spend("2026-02-01", "yandex", 4500, "RUB"),
+    Spend("2026-03-01", "facebook", 1000, ""),
+    Spend("2026-03-01", "google", 10, "USD"),
+]
 
 
 def cfg(**kw) -> KpiConfig:
@@ -30,56 +34,165 @@ def cfg(**kw) -> KpiConfig:
 
 def build(m: Mirror, source: str = S, leads: bool = True) -> None:
     db = m.db
-    db["users"].insert_all([dict(source=source, id=i, name=n) for i, n in ((1, "Anna"), (2, "Boris"), (3, "Vera"))])
+    db["users"].insert_all(
+        [dict(source=source, id=i, name=n) for i, n in ((1, "Anna"), (2, "Boris"), (3, "Vera"))]
+    )
     db["pipelines"].insert(dict(source=source, id=1, entity="deal", name="Sales"))
-    db["stages"].insert_all([dict(source=source, pipeline_id=1, id=i, entity="deal", name=f"s{i}", sort=s,
-                                  semantics=sem) for i, s, sem in
-                             ((10, 10, "open"), (20, 20, "open"), (30, 30, "open"), (142, 100, "won"),
-                              (143, 110, "lost"))])
+    db["stages"].insert_all(
+        [
+            dict(source=source, pipeline_id=1, id=i, entity="deal", name=f"s{i}", sort=s, semantics=sem)
+            for i, s, sem in (
+                (10, 10, "open"),
+                (20, 20, "open"),
+                (30, 30, "open"),
+                (142, 100, "won"),
+                (143, 110, "lost"),
+            )
+        ]
+    )
     deals = [
         # id, company, contact, channel, manager, status, amount, currency, created, closed, stage, deleted
-        (1, 100, None, "Google ", 1, "won", 1000, "RUB", "2026-01-10T00:00:00Z", "2026-01-31T22:30:00Z", 142, 0),
+        (
+            1,
+            100,
+            None,
+            "Google ",
+            1,
+            "won",
+            1000,
+            "RUB",
+            "2026-01-10T00:00:00Z",
+            "2026-01-31T22:30:00Z",
+            142,
+            0,
+        ),
         (2, 100, None, "google", 1, "won", 500, "", "2026-03-01T00:00:00Z", "2026-03-15T00:00:00Z", 142, 0),
         (3, None, 7, "yandex", 2, "won", 100, "USD", "2026-02-01T00:00:00Z", "2026-02-10T00:00:00Z", 142, 0),
         (4, None, 8, "yandex", 2, "lost", 300, "RUB", "2026-02-05T00:00:00Z", "2026-02-20T00:00:00Z", 143, 0),
         (5, None, 9, None, 3, "open", 200, "RUB", "2026-10-01T00:00:00Z", None, 20, 0),
-        (6, 100, None, "google", 1, "won", 99999, "RUB", "2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z", 142, 1),
+        (
+            6,
+            100,
+            None,
+            "google",
+            1,
+            "won",
+            99999,
+            "RUB",
+            "2026-04-01T00:00:00Z",
+            "2026-04-02T00:00:00Z",
+            142,
+            1,
+        ),
     ]
-    db["deals"].insert_all([dict(source=source, id=d[0], company_id=d[1], contact_id=d[2], channel=d[3],
-                                 responsible_user_id=d[4], status=d[5], amount=d[6], currency=d[7],
-                                 created_at=d[8], closed_at=d[9], pipeline_id=1, stage_id=d[10],
-                                 is_deleted=d[11]) for d in deals])
-    moves = {1: [(10, "2026-01-10"), (20, "2026-01-15"), (30, "2026-01-20"), (142, "2026-01-31T22:30")],
-             2: [(10, "2026-03-01"), (142, "2026-03-15")],                       # skips 20 and 30
-             3: [(10, "2026-02-01"), (20, "2026-02-03"), (142, "2026-02-10")],
-             4: [(10, "2026-02-05"), (20, "2026-02-07"), (143, "2026-02-20")],
-             5: [(10, "2026-10-01"), (20, "2026-10-05")]}
-    db["stage_changes"].insert_all([
-        dict(source=source, id=f"{deal}-{i}", entity="deal", entity_id=deal, pipeline_id=1, stage_id=st,
-             changed_at=(at + "T00:00" if "T" not in at else at) + ":00Z")
-        for deal, ms in moves.items() for i, (st, at) in enumerate(ms)])
-    db["calls"].insert_all([dict(source=source, id=i, responsible_user_id=u, direction="out",
-                                 started_at="2026-02-01T00:00:00Z", is_deleted=int(i == 4))
-                            for i, u in ((1, 1), (2, 1), (3, 3), (4, 2))])
-    db["activities"].insert_all([dict(source=source, id=a[0], direction=a[1], at=a[2], responsible_user_id=a[3],
-                                      entity_type=a[4], entity_id=a[5], channel="chat", is_deleted=0) for a in [
-        ("e1", "in", "2026-02-01T10:00:00Z", None, "deal", 1),
-        ("e2", "out", "2026-02-01T10:45:00Z", 1, "deal", 1),        # Anna: 45 min
-        ("e3", "in", "2026-02-02T10:00:00Z", None, "deal", 3),
-        ("e4", "in", "2026-02-02T10:05:00Z", None, "deal", 3),      # same wait
-        ("e5", "out", "2026-02-02T11:00:00Z", 2, "deal", 3),        # Boris: 60 min
-        ("e6", "in", "2026-10-02T10:00:00Z", None, "contact", 9),   # never answered
-    ]])
+    db["deals"].insert_all(
+        [
+            dict(
+                source=source,
+                id=d[0],
+                company_id=d[1],
+                contact_id=d[2],
+                channel=d[3],
+                responsible_user_id=d[4],
+                status=d[5],
+                amount=d[6],
+                currency=d[7],
+                created_at=d[8],
+                closed_at=d[9],
+                pipeline_id=1,
+                stage_id=d[10],
+                is_deleted=d[11],
+            )
+            for d in deals
+        ]
+    )
+    moves = {
+        1: [(10, "2026-01-10"), (20, "2026-01-15"), (30, "2026-01-20"), (142, "2026-01-31T22:30")],
+        2: [(10, "2026-03-01"), (142, "2026-03-15")],  # skips 20 and 30
+        3: [(10, "2026-02-01"), (20, "2026-02-03"), (142, "2026-02-10")],
+        4: [(10, "2026-02-05"), (20, "2026-02-07"), (143, "2026-02-20")],
+        5: [(10, "2026-10-01"), (20, "2026-10-05")],
+    }
+    db["stage_changes"].insert_all(
+        [
+            dict(
+                source=source,
+                id=f"{deal}-{i}",
+                entity="deal",
+                entity_id=deal,
+                pipeline_id=1,
+                stage_id=st,
+                changed_at=(at + "T00:00" if "T" not in at else at) + ":00Z",
+            )
+            for deal, ms in moves.items()
+            for i, (st, at) in enumerate(ms)
+        ]
+    )
+    db["calls"].insert_all(
+        [
+            dict(
+                source=source,
+                id=i,
+                responsible_user_id=u,
+                direction="out",
+                started_at="2026-02-01T00:00:00Z",
+                is_deleted=int(i == 4),
+            )
+            for i, u in ((1, 1), (2, 1), (3, 3), (4, 2))
+        ]
+    )
+    db["activities"].insert_all(
+        [
+            dict(
+                source=source,
+                id=a[0],
+                direction=a[1],
+                at=a[2],
+                responsible_user_id=a[3],
+                entity_type=a[4],
+                entity_id=a[5],
+                channel="chat",
+                is_deleted=0,
+            )
+            for a in [
+                ("e1", "in", "2026-02-01T10:00:00Z", None, "deal", 1),
+                ("e2", "out", "2026-02-01T10:45:00Z", 1, "deal", 1),  # Anna: 45 min
+                ("e3", "in", "2026-02-02T10:00:00Z", None, "deal", 3),
+                ("e4", "in", "2026-02-02T10:05:00Z", None, "deal", 3),  # same wait
+                ("e5", "out", "2026-02-02T11:00:00Z", 2, "deal", 3),  # Boris: 60 min
+                ("e6", "in", "2026-10-02T10:00:00Z", None, "contact", 9),  # never answered
+            ]
+        ]
+    )
     if leads:
-        db["leads"].insert_all([dict(source=source, id=i, created_at=at, is_deleted=0,
-                                     status="converted" if i in (0, 5) else "open") for i, at in enumerate(
-            ["2026-01-31T21:30:00Z"] + ["2026-02-10T00:00:00Z"] * 3 + ["2026-03-05T00:00:00Z"] * 4)])
-    add_survey_answers(m, source, [
-        ("n1", "nps", 10, "2026-02-03T00:00:00Z", "contact", 7), ("n2", "nps", 9, "2026-02-04T00:00:00Z", "deal", 1),
-        ("n3", "nps", 7, "2026-02-05T00:00:00Z", "deal", 3), ("n4", "nps", 3, "2026-02-06T00:00:00Z", "contact", 8),
-        ("n5", "nps", 0, "2026-02-28T21:30:00Z", "contact", 8),    # March in Moscow
-        ("c1", "csat", 5, "2026-02-03T00:00:00Z", "contact", 7), ("c2", "csat", 4, "2026-02-04T00:00:00Z", "deal", 1),
-        ("c3", "csat", 2, "2026-02-05T00:00:00Z", "deal", 3)])
+        db["leads"].insert_all(
+            [
+                dict(
+                    source=source,
+                    id=i,
+                    created_at=at,
+                    is_deleted=0,
+                    status="converted" if i in (0, 5) else "open",
+                )
+                for i, at in enumerate(
+                    ["2026-01-31T21:30:00Z"] + ["2026-02-10T00:00:00Z"] * 3 + ["2026-03-05T00:00:00Z"] * 4
+                )
+            ]
+        )
+    add_survey_answers(
+        m,
+        source,
+        [
+            ("n1", "nps", 10, "2026-02-03T00:00:00Z", "contact", 7),
+            ("n2", "nps", 9, "2026-02-04T00:00:00Z", "deal", 1),
+            ("n3", "nps", 7, "2026-02-05T00:00:00Z", "deal", 3),
+            ("n4", "nps", 3, "2026-02-06T00:00:00Z", "contact", 8),
+            ("n5", "nps", 0, "2026-02-28T21:30:00Z", "contact", 8),  # March in Moscow
+            ("c1", "csat", 5, "2026-02-03T00:00:00Z", "contact", 7),
+            ("c2", "csat", 4, "2026-02-04T00:00:00Z", "deal", 1),
+            ("c3", "csat", 2, "2026-02-05T00:00:00Z", "deal", 3),
+        ],
+    )
 
 
 @pytest.fixture
@@ -96,18 +209,31 @@ def run(m, source=S, tz=TZ, **kw):
 
 def got(m, measure, dimension="all", source=S) -> dict:
     """period or dimension value -> value, for one measure."""
-    rows = m.conn.execute("SELECT period, dimension_value, value FROM metrics WHERE source = ? AND measure = ? "
-                          "AND dimension = ?", (source, measure, dimension)).fetchall()
+    rows = m.conn.execute(
+        "SELECT period, dimension_value, value FROM metrics WHERE source = ? AND measure = ? "
+        "AND dimension = ?",
+        (source, measure, dimension),
+    ).fetchall()
     return {(p if dimension == "all" else (v if p == "all" else (p, v))): x for p, v, x in rows}
 
 
 def test_every_group_has_a_definition_and_measures():
     groups = metrics.catalogue()
-    assert set(groups) == {"funnel", "stage_time", "leads", "managers", "manager_response", "revenue",
-                           "churn", "ltv", "cac", "survey"}
+    assert set(groups) == {
+        "funnel",
+        "stage_time",
+        "leads",
+        "managers",
+        "manager_response",
+        "revenue",
+        "churn",
+        "ltv",
+        "cac",
+        "survey",
+    }
     assert all(g.description and g.measures and g.reads for g in groups.values())
     names = [m for g in groups.values() for m in g.measures]
-    assert len(names) == len(set(names))   # a measure belongs to one group: withheld rows stay whole
+    assert len(names) == len(set(names))  # a measure belongs to one group: withheld rows stay whole
 
 
 def test_funnel_counts_a_skipped_stage_as_passed(mirror):
@@ -124,7 +250,7 @@ def test_median_days_in_stage(mirror):
 
 def test_lead_conversion_by_local_month(mirror):
     run(mirror)
-    assert got(mirror, "leads") == {"2026-02-01": 4, "2026-03-01": 4, "all": 8}   # 21:30 UTC Jan 31 is Feb
+    assert got(mirror, "leads") == {"2026-02-01": 4, "2026-03-01": 4, "all": 8}  # 21:30 UTC Jan 31 is Feb
     assert got(mirror, "lead_conversion") == {"2026-02-01": 50, "2026-03-01": 25, "all": 37.5}
     assert got(mirror, "lead_to_deal") == {"2026-02-01": 25, "2026-03-01": 25, "all": 25}
 
@@ -144,7 +270,7 @@ def test_managers_including_one_without_closed_deals(mirror):
     assert got(mirror, "manager_win_rate", "manager") == {"1": 100, "2": 50, "3": None}
     assert got(mirror, "manager_average_check", "manager") == {"1": 750, "2": 9000, "3": None}
     assert got(mirror, "manager_revenue", "manager") == {"1": 1500, "2": 9000, "3": 0}
-    assert got(mirror, "manager_calls", "manager") == {"1": 2, "2": 0, "3": 1}   # call 4 deleted
+    assert got(mirror, "manager_calls", "manager") == {"1": 2, "2": 0, "3": 1}  # call 4 deleted
     assert got(mirror, "manager_response_minutes", "manager") == {"1": 45, "2": 60}
 
 
@@ -166,18 +292,26 @@ def test_months_follow_the_configured_time_zone(mirror):
 
 def test_churn_and_repeat_purchases(mirror):
     run(mirror)
-    active, churned, rate = got(mirror, "active_clients"), got(mirror, "churned_clients"), got(mirror, "churn_rate")
+    active, churned, rate = (
+        got(mirror, "active_clients"),
+        got(mirror, "churned_clients"),
+        got(mirror, "churn_rate"),
+    )
     assert [active[f"2026-{m:02d}-01"] for m in range(1, 8)] == [0, 0, 2, 2, 2, 1, 0]
     assert churned["2026-05-01"] == 1 and churned["2026-06-01"] == 1 and sum(churned.values()) == 2
     assert (rate["2026-04-01"], rate["2026-05-01"], rate["2026-06-01"]) == (0, 50, 100)
-    assert "2026-02-01" not in rate and "2026-07-01" not in rate      # nobody active at the start
+    assert "2026-02-01" not in rate and "2026-07-01" not in rate  # nobody active at the start
     assert got(mirror, "repeat_purchase_rate") == {"2026-02-01": 0, "2026-03-01": 100}
 
 
 def test_ltv_per_cohort_and_channel(mirror):
     run(mirror)
-    assert got(mirror, "ltv", "channel") == {("2026-02-01", "google"): 1500, ("2026-02-01", "yandex"): 9000,
-                                             "google": 1500, "yandex": 9000}
+    assert got(mirror, "ltv", "channel") == {
+        ("2026-02-01", "google"): 1500,
+        ("2026-02-01", "yandex"): 9000,
+        "google": 1500,
+        "yandex": 9000,
+    }
     assert got(mirror, "ltv") == {"2026-02-01": 5250, "all": 5250}
 
 
@@ -186,10 +320,14 @@ def test_cac_per_channel_and_month_with_a_channel_without_clients(mirror):
     cac = got(mirror, "cac", "channel")
     assert cac[("2026-02-01", "google")] == 3000 and cac[("2026-02-01", "yandex")] == 4500
     assert cac[("2026-03-01", "facebook")] is None and cac[("2026-03-01", "google")] is None
-    assert cac["google"] == 3900 and cac["facebook"] is None        # 10 USD at 90 = 900
+    assert cac["google"] == 3900 and cac["facebook"] is None  # 10 USD at 90 = 900
     assert got(mirror, "acquired_clients", "channel")[("2026-03-01", "facebook")] == 0
     ratio = got(mirror, "ltv_cac", "channel")
-    assert (ratio[("2026-02-01", "google")], ratio[("2026-02-01", "yandex")], ratio["google"]) == (0.5, 2, 0.38)
+    assert (ratio[("2026-02-01", "google")], ratio[("2026-02-01", "yandex")], ratio["google"]) == (
+        0.5,
+        2,
+        0.38,
+    )
     assert got(mirror, "spend", "channel")["google"] == 3900
 
 
@@ -202,7 +340,7 @@ def test_nps_and_csat_per_local_month(mirror):
 
 def test_card_field_scores_join_the_answers(mirror):
     run(mirror, card_survey=[("contact", 9, "nps", 10.0, "2026-03-10T00:00:00Z")])
-    assert got(mirror, "nps")["2026-03-01"] == 0     # 0 and 10: one detractor, one promoter
+    assert got(mirror, "nps")["2026-03-01"] == 0  # 0 and 10: one detractor, one promoter
 
 
 def test_withheld_group_keeps_its_rows(mirror):
@@ -210,13 +348,15 @@ def test_withheld_group_keeps_its_rows(mirror):
     mirror.conn.execute("UPDATE deals SET status = 'lost' WHERE source = ?", (S,))
     res = run(mirror, withheld={"managers": "stream 'calls' has never completed a sync"})
     assert res.withheld == {"managers": "stream 'calls' has never completed a sync"}
-    assert got(mirror, "manager_deals_won", "manager") == {"1": 2, "2": 1, "3": 0}   # as before
-    assert got(mirror, "revenue")["all"] == 0                                       # recomputed
+    assert got(mirror, "manager_deals_won", "manager") == {"1": 2, "2": 1, "3": 0}  # as before
+    assert got(mirror, "revenue")["all"] == 0  # recomputed
 
 
 def test_groups_are_withheld_by_the_tables_they_read():
-    states = [kpi_inputs.StreamState("calls", ("calls",), completed=False),
-              kpi_inputs.StreamState("deals", ("deals", "deal_contacts"), completed=True, last_status="ok")]
+    states = [
+        kpi_inputs.StreamState("calls", ("calls",), completed=False),
+        kpi_inputs.StreamState("deals", ("deals", "deal_contacts"), completed=True, last_status="ok"),
+    ]
     held = kpi_inputs.withheld(metrics.catalogue().values(), (), states)
     assert set(held) == {"managers"}
 
@@ -231,17 +371,44 @@ def test_median_of_an_even_number_of_stays_and_stages_out_of_sort_order():
     m = Mirror(":memory:")
     db = m.db
     db["pipelines"].insert(dict(source=S, id=2, entity="deal", name="Repairs"))
-    db["stages"].insert_all([dict(source=S, pipeline_id=2, id=i, entity="deal", sort=s, semantics=sem)
-                             for i, s, sem in ((7, 20, "open"), (5, 10, "open"), (142, 30, "won"))])
-    db["deals"].insert_all([dict(source=S, id=i, pipeline_id=2, stage_id=142, status="won", amount=1,
-                                 created_at="2026-05-01T00:00:00Z", closed_at="2026-05-20T00:00:00Z",
-                                 contact_id=i) for i in (1, 2, 3, 4)])
+    db["stages"].insert_all(
+        [
+            dict(source=S, pipeline_id=2, id=i, entity="deal", sort=s, semantics=sem)
+            for i, s, sem in ((7, 20, "open"), (5, 10, "open"), (142, 30, "won"))
+        ]
+    )
+    db["deals"].insert_all(
+        [
+            dict(
+                source=S,
+                id=i,
+                pipeline_id=2,
+                stage_id=142,
+                status="won",
+                amount=1,
+                created_at="2026-05-01T00:00:00Z",
+                closed_at="2026-05-20T00:00:00Z",
+                contact_id=i,
+            )
+            for i in (1, 2, 3, 4)
+        ]
+    )
     # stage 5 (first by sort though its id is lower than 7's): stays of 1, 4, 2 and 10 days
-    db["stage_changes"].insert_all([dict(source=S, id=f"{d}-{k}", entity="deal", entity_id=d, pipeline_id=2,
-                                         stage_id=st, changed_at=at) for d, days in ((1, 1), (2, 4), (3, 2), (4, 10))
-                                    for k, (st, at) in enumerate([(5, "2026-05-01T00:00:00Z"),
-                                                                  (7, f"2026-05-{1 + days:02d}T00:00:00Z"),
-                                                                  (142, "2026-05-20T00:00:00Z")])])
+    db["stage_changes"].insert_all(
+        [
+            dict(
+                source=S, id=f"{d}-{k}", entity="deal", entity_id=d, pipeline_id=2, stage_id=st, changed_at=at
+            )
+            for d, days in ((1, 1), (2, 4), (3, 2), (4, 10))
+            for k, (st, at) in enumerate(
+                [
+                    (5, "2026-05-01T00:00:00Z"),
+                    (7, f"2026-05-{1 + days:02d}T00:00:00Z"),
+                    (142, "2026-05-20T00:00:00Z"),
+                ]
+            )
+        ]
+    )
     run(m)
-    assert got(m, "stage_median_days", "stage")["2/5"] == 3          # (2 + 4) / 2
+    assert got(m, "stage_median_days", "stage")["2/5"] == 3  # (2 + 4) / 2
     assert got(m, "funnel_deals", "stage") == {"2/5": 4, "2/7": 4, "2/142": 4}

@@ -20,11 +20,13 @@ class Capture:
 def test_one_alert_per_failed_stream_naming_source_stream_error():
     cap = Capture()
     n = Notifier(NotifyConfig(urls=["json://localhost"]), sender=cap)
-    results = [StreamResult("main", "users", "ok"),
-               StreamResult("main", "deals", "failed", error="HTTP 500 after 5 tries"),
-               StreamResult("main", "tasks", "skipped", error="no scope"),
-               StreamResult("main", "calls", "interrupted", error="stopped by signal"),
-               StreamResult("main", "events", "failed", error="bad JSON")]
+    results = [
+        StreamResult("main", "users", "ok"),
+        StreamResult("main", "deals", "failed", error="HTTP 500 after 5 tries"),
+        StreamResult("main", "tasks", "skipped", error="no scope"),
+        StreamResult("main", "calls", "interrupted", error="stopped by signal"),
+        StreamResult("main", "events", "failed", error="bad JSON"),
+    ]
     assert n.sync_results("main", results) == 2
     assert len(cap.messages) == 2
     title, body = cap.messages[0]
@@ -36,9 +38,11 @@ def test_one_alert_per_failed_stream_naming_source_stream_error():
 def test_auth_failure_is_one_alert_listing_the_streams_not_run():
     cap = Capture()
     n = Notifier(NotifyConfig(), sender=cap)
-    results = [StreamResult("main", "users", "failed", error="token rejected (401)", stops_source=True),
-               StreamResult("main", "deals", Outcome.NOT_RUN, error="not run: token rejected (401)"),
-               StreamResult("main", "tasks", Outcome.NOT_RUN, error="not run: token rejected (401)")]
+    results = [
+        StreamResult("main", "users", "failed", error="token rejected (401)", stops_source=True),
+        StreamResult("main", "deals", Outcome.NOT_RUN, error="not run: token rejected (401)"),
+        StreamResult("main", "tasks", Outcome.NOT_RUN, error="not run: token rejected (401)"),
+    ]
     assert n.sync_results("main", results) == 1
     assert "not run because of this: deals, tasks" in cap.messages[0][1]
 
@@ -63,13 +67,14 @@ def test_secrets_are_masked_in_alerts():
 def test_broken_channel_is_logged_not_raised(caplog):
     def broken(title, body):
         raise ConnectionError("smtp down")
+
     with caplog.at_level(logging.ERROR):
         assert Notifier(NotifyConfig(), sender=broken).failed("main", "deals", "boom") is False
     assert "could not send an alert" in caplog.text and "smtp down" in caplog.text
 
 
 def test_without_apprise_alerts_are_only_logged(monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "apprise", None)   # import apprise -> ImportError
+    monkeypatch.setitem(sys.modules, "apprise", None)  # import apprise -> ImportError
     with caplog.at_level(logging.WARNING):
         sent = Notifier(NotifyConfig(urls=["tgram://bot/chat"])).failed("main", "deals", "boom")
     assert sent is False
@@ -94,6 +99,7 @@ def test_apprise_is_used_when_installed(monkeypatch):
         def notify(self, title, body):
             sent.append((self.urls, title, body))
             return True
+
     monkeypatch.setitem(sys.modules, "apprise", type(sys)("apprise"))
     sys.modules["apprise"].Apprise = FakeApprise
     assert Notifier(NotifyConfig(urls=["mailto://ops@example.com"])).failed("main", "deals", "boom")

@@ -25,13 +25,15 @@ class Terminal(io.StringIO):
 @pytest.fixture
 def terminal(monkeypatch):
     """Makes stderr a terminal (call it in the test: pytest swaps stderr between phases)."""
+
     def make():
         out = Terminal()
         monkeypatch.setattr("sys.stderr", out)
         monkeypatch.setenv("COLUMNS", "120")
         return out
+
     yield make
-    logs.setup("text")   # back to a handler on the real stderr
+    logs.setup("text")  # back to a handler on the real stderr
 
 
 def screen(text: str) -> list[str]:

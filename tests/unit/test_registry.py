@@ -17,11 +17,11 @@ from adapters import redact, registry
 from adapters.base import CrmField
 from adapters.crm import Crm
 from connector.config import loader as config
-from connector.kpi import engine as kpi
-from connector.run import runtime
-from connector.kpi import writeback
 from connector.config.kpi import KpiConfig
 from connector.config.loader import ConfigError, SourceConfig
+from connector.kpi import engine as kpi
+from connector.kpi import writeback
+from connector.run import runtime
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror
 
@@ -53,11 +53,17 @@ class LedgerStream:
 LEDGER_STREAMS = [LedgerStream("invoices"), LedgerStream("payments")]
 
 LEDGER = Crm(
-    kind="ledger", title="Ledger CRM", keys={"account": str, "api_key": str, "page_size": int},
-    check=check, secret_keys=("api_key",), defaults={"page_size": 100, "requests_per_second": 3.0},
-    adapter=f"{__name__}:LedgerAdapter", sandbox=f"{__name__}:LedgerAdapter",
+    kind="ledger",
+    title="Ledger CRM",
+    keys={"account": str, "api_key": str, "page_size": int},
+    check=check,
+    secret_keys=("api_key",),
+    defaults={"page_size": 100, "requests_per_second": 3.0},
+    adapter=f"{__name__}:LedgerAdapter",
+    sandbox=f"{__name__}:LedgerAdapter",
     sandbox_source=lambda server: {"account": "sandbox", "api_key": "sandbox-key"},
-    field_has_code=lambda f, code: f.key == "ldg:" + code, streams=f"{__name__}:LEDGER_STREAMS",
+    field_has_code=lambda f, code: f.key == "ldg:" + code,
+    streams=f"{__name__}:LEDGER_STREAMS",
 )
 
 BLOCK = """
@@ -108,15 +114,24 @@ def test_runtime_builds_its_adapter(tmp_path):
     assert adapter.cfg.page_size == 20 and adapter.tokens.path == cfg.token_path
 
 
-@pytest.mark.parametrize("extra, key, problem", [
-    ('colour = "red"', "sources[0].colour", "unknown key (expected one of: access_token, account, "),
-    ('page_size = "big"', "sources[0].page_size", "must be an integer, got a string"),
-    ('base_url = "https://x.amocrm.ru"', "sources[0] (books).base_url",
-     "is an amoCRM key; this source is ledger"),
-    ('client_id = "app"', "sources[0] (books).client_id",
-     "is an amoCRM or Bitrix24 key; this source is ledger"),
-    ("timeout_s = 0", "sources[0] (books).timeout_s", "must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "extra, key, problem",
+    [
+        ('colour = "red"', "sources[0].colour", "unknown key (expected one of: access_token, account, "),
+        ('page_size = "big"', "sources[0].page_size", "must be an integer, got a string"),
+        (
+            'base_url = "https://x.amocrm.ru"',
+            "sources[0] (books).base_url",
+            "is an amoCRM key; this source is ledger",
+        ),
+        (
+            'client_id = "app"',
+            "sources[0] (books).client_id",
+            "is an amoCRM or Bitrix24 key; this source is ledger",
+        ),
+        ("timeout_s = 0", "sources[0] (books).timeout_s", "must be greater than 0"),
+    ],
+)
 def test_keys_it_does_not_take_are_rejected(tmp_path, extra, key, problem):
     path = str(tmp_path / "config.toml")
     assert error(tmp_path, extra).startswith(f"{path}: {key}: {problem}")
@@ -131,11 +146,15 @@ def test_its_check_runs(tmp_path):
 def test_its_keys_are_named_in_other_crms_errors_and_its_kind_in_unknown_kinds(tmp_path):
     path = str(tmp_path / "config.toml")
     amo = BLOCK.replace('kind = "ledger"', 'kind = "amocrm"\nbase_url = "https://x.amocrm.ru"')
-    assert error(tmp_path, block=amo) == \
-        f"{path}: sources[0] (books).account: is a Ledger CRM key; this source is amocrm"
+    assert (
+        error(tmp_path, block=amo)
+        == f"{path}: sources[0] (books).account: is a Ledger CRM key; this source is amocrm"
+    )
     sap = BLOCK.replace('kind = "ledger"', 'kind = "sap"')
-    assert error(tmp_path, block=sap) == \
-        f"{path}: sources[0] (books).kind: unknown kind 'sap' (expected amocrm, bitrix24 or ledger)"
+    assert (
+        error(tmp_path, block=sap)
+        == f"{path}: sources[0] (books).kind: unknown kind 'sap' (expected amocrm, bitrix24 or ledger)"
+    )
 
 
 def test_source_config_built_in_code_takes_its_keys():
@@ -156,9 +175,10 @@ def test_write_back_matches_its_fields_by_its_field_code():
     adapter = LedgerAdapter(SourceConfig(name=S, kind="ledger"), None)
     adapter.fields["contact"] = [lookalike, theirs]
     rep = writeback.write_back(mirror, adapter, S, kpi_cfg)
-    assert adapter.fields["contact"] == [lookalike, theirs]          # nothing created
-    assert rep.values > 0 and {k for _, b in adapter.batches for w in b for k in w.values} == \
-        {"ldg:KPI_DEALS_WON"}
+    assert adapter.fields["contact"] == [lookalike, theirs]  # nothing created
+    assert rep.values > 0 and {k for _, b in adapter.batches for w in b for k in w.values} == {
+        "ldg:KPI_DEALS_WON"
+    }
     mirror.close()
 
 
@@ -183,12 +203,13 @@ def test_config_imports_neither_the_scheduler_nor_the_kpi_engine(tmp_path):
     """Not on import, nor when checking [schedule] cron text and [[kpi.custom]] SQL."""
     path = tmp_path / "config.toml"
     path.write_text(PLAIN)
-    code = ("import sys; from connector.config import loader as config; config.load(sys.argv[1]); "
-            "print(sorted(m for m in ('connector.run.scheduler', 'connector.kpi.engine', 'connector.kpi.prep') "
-            "if m in sys.modules))")
+    code = (
+        "import sys; from connector.config import loader as config; config.load(sys.argv[1]); "
+        "print(sorted(m for m in ('connector.run.scheduler', 'connector.kpi.engine', 'connector.kpi.prep') "
+        "if m in sys.modules))"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env)
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
 
 
@@ -196,8 +217,10 @@ def test_its_stream_names_come_from_its_declarations(tmp_path):
     assert LEDGER.stream_names() == ("invoices", "payments")
     cfg, _ = load(tmp_path, 'streams = ["payments"]')
     assert cfg.source("books").streams == ["payments"]
-    assert "sources[0] (books).streams[0]: Ledger CRM has no stream 'invoice' (did you mean " \
-           "'invoices'?) (streams: invoices, payments)" in error(tmp_path, 'streams = ["invoice"]')
+    assert (
+        "sources[0] (books).streams[0]: Ledger CRM has no stream 'invoice' (did you mean "
+        "'invoices'?) (streams: invoices, payments)" in error(tmp_path, 'streams = ["invoice"]')
+    )
 
 
 def test_every_registered_crm_declares_its_streams():

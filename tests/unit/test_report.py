@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from connector.report import page as report
 from connector.cli import main
-from connector.report.charts import fmt
 from connector.mirror.store import Mirror
+from connector.report import page as report
+from connector.report.charts import fmt
 from tests.browser import check_report, page_numbers
 from tests.unit.test_metrics import build, run
 
@@ -27,8 +27,12 @@ def mirror(tmp_path):
 
 
 def stored(conn) -> dict:
-    return {tuple(r[:4]): r[4] for r in conn.execute(
-        "SELECT measure, period, dimension, dimension_value, value FROM metrics WHERE source = 'shop'")}
+    return {
+        tuple(r[:4]): r[4]
+        for r in conn.execute(
+            "SELECT measure, period, dimension, dimension_value, value FROM metrics WHERE source = 'shop'"
+        )
+    }
 
 
 def make(m, language="en", months=12) -> str:
@@ -44,19 +48,29 @@ def test_every_number_is_a_metrics_row(mirror):
         assert rows.get(key) == value and text == fmt(value)
     shown = {k for k, _, _ in cells}
     # the headline measures are all on the page
-    for key in [("revenue", "2026-02-01", "all", "all"), ("funnel_conversion", "all", "stage", "1/20"),
-                ("manager_win_rate", "all", "manager", "3"), ("cac", "all", "channel", "facebook"),
-                ("churn_rate", "2026-05-01", "all", "all"), ("nps", "2026-03-01", "all", "all"),
-                ("lead_conversion", "2026-03-01", "all", "all"), ("ltv_cac", "all", "channel", "google")]:
+    for key in [
+        ("revenue", "2026-02-01", "all", "all"),
+        ("funnel_conversion", "all", "stage", "1/20"),
+        ("manager_win_rate", "all", "manager", "3"),
+        ("cac", "all", "channel", "facebook"),
+        ("churn_rate", "2026-05-01", "all", "all"),
+        ("nps", "2026-03-01", "all", "all"),
+        ("lead_conversion", "2026-03-01", "all", "all"),
+        ("ltv_cac", "all", "channel", "google"),
+    ]:
         assert key in shown, key
 
 
 def test_each_chart_states_its_formula_and_draws_svg(mirror):
     page = make(mirror)
-    assert page.count('<figure class="chart"><svg') == 6          # one pipeline: 6 charts
-    for formula in ("conversion = deals reached at the next stage", "CAC = spend / new clients",
-                    "NPS = (answers of 9-10 - answers of 0-6)", "win rate = won / (won + lost)",
-                    "active for 90 days"):
+    assert page.count('<figure class="chart"><svg') == 6  # one pipeline: 6 charts
+    for formula in (
+        "conversion = deals reached at the next stage",
+        "CAC = spend / new clients",
+        "NPS = (answers of 9-10 - answers of 0-6)",
+        "win rate = won / (won + lost)",
+        "active for 90 days",
+    ):
         assert formula in page
     assert "<script src" not in page and "http://" not in page.replace("http://www.w3.org", "")
     assert "https://" not in page.replace("https://vega.github.io", "")
@@ -81,20 +95,36 @@ def test_no_measures_is_a_clear_error(tmp_path):
 
 
 def test_a_source_without_measures_gets_a_line_not_an_error(mirror):
-    page = report.build(mirror.conn, [SRC, SimpleNamespace(name="b24", currency="RUB")], language="en",
-                        months=12, churn_days=90, tz="UTC")
+    page = report.build(
+        mirror.conn,
+        [SRC, SimpleNamespace(name="b24", currency="RUB")],
+        language="en",
+        months=12,
+        churn_days=90,
+        tz="UTC",
+    )
     assert "Source: b24</h2>" in page and "No measures yet: run `crm-connector kpi --source b24`." in page
     assert page.count('<figure class="chart"><svg') == 6
-    with pytest.raises(report.ReportError, match="sources 'b24', 'x' have no measures yet: run `crm-connector kpi` first"):
-        report.build(mirror.conn, [SimpleNamespace(name="b24", currency="RUB"), SimpleNamespace(name="x", currency="RUB")],
-                     language="en", months=12, churn_days=90, tz="UTC")
+    with pytest.raises(
+        report.ReportError, match="sources 'b24', 'x' have no measures yet: run `crm-connector kpi` first"
+    ):
+        report.build(
+            mirror.conn,
+            [SimpleNamespace(name="b24", currency="RUB"), SimpleNamespace(name="x", currency="RUB")],
+            language="en",
+            months=12,
+            churn_days=90,
+            tz="UTC",
+        )
 
 
 def test_cli_writes_the_file_and_prints_its_path(mirror, tmp_path, monkeypatch):
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
-                   'base_url = "https://x.amocrm.ru"\naccess_token = "t0ken-value-abc"\n\n'
-                   '[schedule]\ntimezone = "Europe/Moscow"\n\n[report]\nlanguage = "ru"\npath = "out/r.html"\n')
+    cfg.write_text(
+        f'[storage]\npath = "{tmp_path / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
+        'base_url = "https://x.amocrm.ru"\naccess_token = "t0ken-value-abc"\n\n'
+        '[schedule]\ntimezone = "Europe/Moscow"\n\n[report]\nlanguage = "ru"\npath = "out/r.html"\n'
+    )
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["--config", str(cfg), "report", "--months", "2"])
     assert r.exit_code == 0, r.output
@@ -144,6 +174,7 @@ def test_report_reads_a_mirror_in_a_read_only_folder(mirror, tmp_path):
     import os
 
     from tests.unit.test_storage_faults import run_restricted
+
     mirror.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     mirror.close()
     ro, out = tmp_path / "ro", tmp_path / "out"
@@ -154,9 +185,11 @@ def test_report_reads_a_mirror_in_a_read_only_folder(mirror, tmp_path):
         if (tmp_path / f"m.db{suffix}").exists():
             os.unlink(tmp_path / f"m.db{suffix}")
     cfg = out / "config.toml"
-    cfg.write_text(f'[storage]\npath = "{ro / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
-                   'base_url = "https://x.amocrm.ru"\naccess_token = "t0ken-value-abc"\n\n'
-                   '[schedule]\ntimezone = "Europe/Moscow"\n')
+    cfg.write_text(
+        f'[storage]\npath = "{ro / "m.db"}"\n\n[[sources]]\nname = "shop"\nkind = "amocrm"\n'
+        'base_url = "https://x.amocrm.ru"\naccess_token = "t0ken-value-abc"\n\n'
+        '[schedule]\ntimezone = "Europe/Moscow"\n'
+    )
     before = hashlib.sha256((ro / "m.db").read_bytes()).hexdigest()
     os.chmod(ro / "m.db", 0o444)
     os.chmod(ro, 0o555)

@@ -29,12 +29,12 @@ def test_window_counts_each_event_at_its_own_time():
     w = SlidingWindow(2, 1.0, clock=clock)
     assert w.allow(0.0)
     clock.t = 0.9
-    assert w.allow()                 # now: 0.9
+    assert w.allow()  # now: 0.9
     clock.t = 1.2
     # stamped 0.5, handled at 1.2: (-0.1, 0.9] would hold 0.0, 0.5 and 0.9
     assert not w.allow(0.5)
-    assert w.allow(1.05)             # (0.05, 1.05] holds 0.9 and 1.05
-    assert not w.allow()             # (0.2, 1.2] holds 0.9, 1.05 and now
+    assert w.allow(1.05)  # (0.05, 1.05] holds 0.9 and 1.05
+    assert not w.allow()  # (0.2, 1.2] holds 0.9, 1.05 and now
     clock.t = 2.1
     assert w.allow() and w.allow(2.0)
     assert not w.allow(2.05)
@@ -52,7 +52,7 @@ def test_a_stamp_in_the_future_counts_as_now():
     clock = Clock(5.0)
     w = SlidingWindow(1, 1.0, clock=clock)
     assert w.allow(7.0)
-    assert not w.allow(5.5)          # 7.0 was taken as 5.0
+    assert not w.allow(5.5)  # 7.0 was taken as 5.0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
@@ -66,14 +66,14 @@ def test_arrival_is_the_kernels_stamp_not_when_we_read():
             conn.setsockopt(socket.SOL_SOCKET, httpbase.SO_TIMESTAMPNS, 1)
             sent = time.monotonic()
             client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            threading.Event().wait(0.3)      # a reader held up: the delay under test
+            threading.Event().wait(0.3)  # a reader held up: the delay under test
             read_at = time.monotonic()
             arrived = httpbase._arrival(conn)
             assert arrived is not None
             assert sent - 0.05 <= arrived <= sent + 0.1 and read_at - arrived >= 0.2, (sent, arrived, read_at)
-            assert conn.recv(100).startswith(b"GET / HTTP/1.1")   # the peek consumed nothing
+            assert conn.recv(100).startswith(b"GET / HTTP/1.1")  # the peek consumed nothing
             client.close()
-            assert httpbase._arrival(conn) is None                # closed: no stamp
+            assert httpbase._arrival(conn) is None  # closed: no stamp
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
@@ -85,12 +85,14 @@ def test_a_sandbox_request_carries_its_arrival():
         def wrapped(req):
             seen.append((req.arrived, time.monotonic()))
             return handle(req)
+
         amo.handle = wrapped
         headers = {"Authorization": f"Bearer {amo.access_token}"}
-        with requests.Session() as s:       # one kept connection: each request stamped anew
+        with requests.Session() as s:  # one kept connection: each request stamped anew
             before = time.monotonic()
-            codes = [s.get(amo.url + "/api/v4/account", headers=headers, timeout=10).status_code
-                     for _ in range(3)]
+            codes = [
+                s.get(amo.url + "/api/v4/account", headers=headers, timeout=10).status_code for _ in range(3)
+            ]
             after = time.monotonic()
     assert codes == [200, 200, 200]
     assert len(seen) == 3

@@ -6,7 +6,7 @@ import pytest
 
 from sandbox.data import generate
 
-NOW = 1_795_000_000   # a fixed hour boundary, so generation does not depend on the clock
+NOW = 1_795_000_000  # a fixed hour boundary, so generation does not depend on the clock
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,20 @@ def ds():
 def test_same_seed_same_data_other_seed_differs():
     a, b = generate(3, 400, NOW), generate(3, 400, NOW)
     c = generate(4, 400, NOW)
-    for name in ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
-                 "calls", "stage_changes", "events", "activities", "surveys"):
+    for name in (
+        "users",
+        "pipelines",
+        "companies",
+        "contacts",
+        "deals",
+        "leads",
+        "tasks",
+        "calls",
+        "stage_changes",
+        "events",
+        "activities",
+        "surveys",
+    ):
         assert getattr(a, name) == getattr(b, name), name
     assert a.fields == b.fields
     assert a.deals != c.deals
@@ -33,8 +45,18 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
     monkeypatch.setattr(Interactions, "build", lambda self: None)
     without = generate(3, 400, NOW)
     new_keys = {"source", "utm_source", "vote", "activity_id"}
-    for name in ("users", "pipelines", "companies", "contacts", "deals", "leads", "tasks",
-                 "calls", "stage_changes", "events"):
+    for name in (
+        "users",
+        "pipelines",
+        "companies",
+        "contacts",
+        "deals",
+        "leads",
+        "tasks",
+        "calls",
+        "stage_changes",
+        "events",
+    ):
         strip = [{k: v for k, v in r.items() if k not in new_keys} for r in getattr(with_them, name)]
         assert strip == getattr(without, name), name
 
@@ -49,15 +71,18 @@ def test_interactions_channels_and_surveys(ds):
     assert 0 < sum(a["is_deleted"] for a in acts) < 0.05 * len(acts)
     assert {a["entity_type"] for a in acts} == {"deal", "contact", "company", "lead"}
     owners = {et: ds.by_id(et) for et in ("deal", "contact", "company", "lead")}
-    assert all(owners[a["entity_type"]][a["entity_id"]]["created_at"] <= a["at"] <= a["updated_at"]
-               <= NOW for a in acts)
+    assert all(
+        owners[a["entity_type"]][a["entity_id"]]["created_at"] <= a["at"] <= a["updated_at"] <= NOW
+        for a in acts
+    )
     ids = [a["id"] for a in acts]
     assert ids == sorted(ids) and ids[0] > max(c["id"] for c in ds.calls)
     # one activity id sequence for calls and the rest, in time order
-    timeline = sorted([(c["started_at"], c["activity_id"]) for c in ds.calls]
-                      + [(a["at"], a["id"]) for a in acts])
+    timeline = sorted(
+        [(c["started_at"], c["activity_id"]) for c in ds.calls] + [(a["at"], a["id"]) for a in acts]
+    )
     assert [i for _, i in timeline] == list(range(30_000_001, 30_000_001 + len(timeline)))
-    fresh = generate(2, 100, NOW)          # the module's dataset stays unchanged
+    fresh = generate(2, 100, NOW)  # the module's dataset stays unchanged
     last = max(fresh.activities[-1]["id"], fresh.calls[-1]["activity_id"])
     call = fresh.add("calls", direction="in")
     chat = fresh.add("activities", channel="chat")
@@ -66,8 +91,9 @@ def test_interactions_channels_and_surveys(ds):
     assert votes and set(votes) <= {1, 2, 3, 4, 5}
     assert all(c["status"] == "answered" for c in ds.calls if c["vote"] is not None)
     assert ds.surveys and all(0 <= n["score"] <= 10 and n["kind"] == "nps" for n in ds.surveys)
-    kinds = collections.Counter((d["source"] is not None, d["utm_source"] is not None)
-                                for d in ds.deals + ds.leads)
+    kinds = collections.Counter(
+        (d["source"] is not None, d["utm_source"] is not None) for d in ds.deals + ds.leads
+    )
     assert all(kinds[k] > 20 for k in ((True, True), (True, False), (False, True), (False, False)))
     assert any(d["utm_source"] != d["utm_source"].strip() for d in ds.deals if d["utm_source"])
 
@@ -94,8 +120,17 @@ def test_proportions(ds):
 
 
 def test_lists_sorted_by_id_and_ids_unique(ds):
-    for name in ("users", "companies", "contacts", "deals", "leads", "tasks", "calls",
-                 "stage_changes", "events"):
+    for name in (
+        "users",
+        "companies",
+        "contacts",
+        "deals",
+        "leads",
+        "tasks",
+        "calls",
+        "stage_changes",
+        "events",
+    ):
         ids = [r["id"] for r in getattr(ds, name)]
         assert ids == sorted(ids) and len(set(ids)) == len(ids), name
     stage_ids = [s["id"] for p in ds.pipelines for s in p["stages"]]
@@ -138,8 +173,9 @@ def test_stage_history_matches_final_stage(ds):
 
 
 def test_repeat_customers_and_shared_deals(ds):
-    won = collections.Counter(d["contact_ids"][0] for d in ds.deals
-                              if d["status"] == "won" and d["contact_ids"])
+    won = collections.Counter(
+        d["contact_ids"][0] for d in ds.deals if d["status"] == "won" and d["contact_ids"]
+    )
     assert won.most_common(1)[0][1] >= 3
     assert any(len(d["contact_ids"]) >= 2 for d in ds.deals)
     assert any(not d["contact_ids"] for d in ds.deals)

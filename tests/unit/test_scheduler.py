@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from connector.config import loader as config_mod
 from connector.cli import main
+from connector.config import loader as config_mod
+from connector.config.cron import cron_day_of_week
 from connector.run.locks import LockTimeout, source_lock
 from connector.run.notify import Notifier
-from connector.config.cron import cron_day_of_week
 from connector.run.scheduler import Runner, next_runs, triggers
 from connector.run.sync import StreamResult
 
@@ -60,8 +60,14 @@ class Harness:
         self.calls, self.alerts, self.adapters = [], [], []
         self.statuses, self.kpi_result, self.on_sync = statuses, kpi, on_sync
         self.stop = threading.Event()
-        self.runner = Runner(cfg, self.stop, Notifier(cfg.notify, sender=self._alert),
-                             sync_fn=self._sync, kpi_fn=self._kpi, adapter_fn=self._adapter)
+        self.runner = Runner(
+            cfg,
+            self.stop,
+            Notifier(cfg.notify, sender=self._alert),
+            sync_fn=self._sync,
+            kpi_fn=self._kpi,
+            adapter_fn=self._adapter,
+        )
 
     def _alert(self, title, body):
         self.alerts.append((title, body))
@@ -76,12 +82,20 @@ class Harness:
         self.calls.append(("sync", adapter.source))
         if self.on_sync:
             self.on_sync(adapter)
-        return [StreamResult(adapter.source, f"s{i}", st, rows=5, requests=1,
-                             error=None if st in ("ok", "skipped") else f"{st} here")
-                for i, st in enumerate(self.statuses)]
+        return [
+            StreamResult(
+                adapter.source,
+                f"s{i}",
+                st,
+                rows=5,
+                requests=1,
+                error=None if st in ("ok", "skipped") else f"{st} here",
+            )
+            for i, st in enumerate(self.statuses)
+        ]
 
     def _kpi(self, cfg, mirror, src, adapter, *, dry_run=False, only=None):
-        assert adapter is self.adapters[-1] and not adapter.closed   # same adapter, still open
+        assert adapter is self.adapters[-1] and not adapter.closed  # same adapter, still open
         assert not dry_run and only is None
         assert mirror.conn.execute("SELECT count(*) FROM sync_state").fetchone() is not None
         self.calls.append(("kpi", src.name))
@@ -123,7 +137,7 @@ def test_stop_during_sync_skips_kpi(tmp_path):
     h = Harness(load_cfg(tmp_path), on_sync=lambda a: h.stop.set())
     assert h.runner.nightly("main").status == "interrupted"
     assert h.calls == [("sync", "main")]
-    assert h.runner.nightly("main").status == "interrupted"    # and nothing starts after a stop
+    assert h.runner.nightly("main").status == "interrupted"  # and nothing starts after a stop
     assert h.calls == [("sync", "main")]
 
 
@@ -161,11 +175,12 @@ def test_job_holds_the_source_lock_while_syncing(tmp_path):
         with pytest.raises(LockTimeout):
             with source_lock(cfg, "main", timeout_s=0):
                 pass
-        with source_lock(cfg, "b24", timeout_s=0):   # other sources stay free
+        with source_lock(cfg, "b24", timeout_s=0):  # other sources stay free
             seen.append("b24 free")
+
     h = Harness(cfg, on_sync=try_lock)
     assert h.runner.nightly("main").status == "ok" and seen == ["b24 free"]
-    with source_lock(cfg, "main", timeout_s=0):       # released afterwards
+    with source_lock(cfg, "main", timeout_s=0):  # released afterwards
         pass
 
 
@@ -186,6 +201,7 @@ def test_adapter_failure_is_one_alert_without_secrets(tmp_path):
 
     def broken(cfg, src):
         raise ValueError(f"cannot use {src.access_token}")
+
     h.runner.adapter_fn = broken
     out = h.runner.nightly("main")
     assert out.status == "failed" and "tok-xyz-1234567890" not in out.error
@@ -194,24 +210,40 @@ def test_adapter_failure_is_one_alert_without_secrets(tmp_path):
 
 # -- schedule parsing ---------------------------------------------------------------------------
 
+
 def test_triggers_follow_the_schedule_and_time_zone(tmp_path):
-    cfg = load_cfg(tmp_path, '[schedule]\ntimezone = "Europe/Moscow"\nsync = "30 1 * * *"\n'
-                             'incremental = "0 9-18 * * 1-5"\n')
+    cfg = load_cfg(
+        tmp_path,
+        '[schedule]\ntimezone = "Europe/Moscow"\nsync = "30 1 * * *"\nincremental = "0 9-18 * * 1-5"\n',
+    )
     trig = triggers(cfg)
     assert set(trig) == {"sync", "incremental"}
     assert str(trig["sync"].timezone) == "Europe/Moscow"
-    now = datetime(2026, 11, 23, 10, 0, 1, tzinfo=timezone.utc)     # a Monday, 13:00 in Moscow
+    now = datetime(2026, 11, 23, 10, 0, 1, tzinfo=timezone.utc)  # a Monday, 13:00 in Moscow
     assert trig["sync"].get_next_fire_time(None, now) == datetime(2026, 11, 23, 22, 30, tzinfo=timezone.utc)
-    assert trig["incremental"].get_next_fire_time(None, now) == datetime(2026, 11, 23, 11, 0,
-                                                                         tzinfo=timezone.utc)
+    assert trig["incremental"].get_next_fire_time(None, now) == datetime(
+        2026, 11, 23, 11, 0, tzinfo=timezone.utc
+    )
     friday_night = datetime(2026, 11, 27, 20, 0, tzinfo=timezone.utc)
     assert trig["incremental"].get_next_fire_time(None, friday_night) == datetime(
-        2026, 11, 30, 6, 0, tzinfo=timezone.utc)                      # Monday 09:00, not Saturday
+        2026, 11, 30, 6, 0, tzinfo=timezone.utc
+    )  # Monday 09:00, not Saturday
 
 
-@pytest.mark.parametrize("field, days", [
-    ("1-5", "mon,tue,wed,thu,fri"), ("0", "sun"), ("7", "sun"), ("*", "*"), ("5-7", "sun,fri,sat"),
-    ("*/2", "sun,tue,thu,sat"), ("1/3", "mon,thu"), ("sat,sun", "sun,sat"), ("mon-wed", "mon,tue,wed")])
+@pytest.mark.parametrize(
+    "field, days",
+    [
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("0", "sun"),
+        ("7", "sun"),
+        ("*", "*"),
+        ("5-7", "sun,fri,sat"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("1/3", "mon,thu"),
+        ("sat,sun", "sun,sat"),
+        ("mon-wed", "mon,tue,wed"),
+    ],
+)
 def test_cron_day_of_week_uses_cron_numbering(field, days):
     assert cron_day_of_week(field) == days
 
@@ -224,15 +256,30 @@ def test_bad_day_of_week_is_rejected():
 def test_default_schedule_is_2am_utc_with_no_incremental(tmp_path):
     rows = next_runs(load_cfg(tmp_path), now=datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
     assert rows == [
-        {"source": "main", "job": "sync", "schedule": "0 2 * * *", "kpi": True,
-         "next_run": "2026-11-24T02:00:00Z", "next_run_local": "2026-11-24 02:00 UTC"},
-        {"source": "b24", "job": "sync", "schedule": "0 2 * * *", "kpi": True,
-         "next_run": "2026-11-24T02:00:00Z", "next_run_local": "2026-11-24 02:00 UTC"}]
+        {
+            "source": "main",
+            "job": "sync",
+            "schedule": "0 2 * * *",
+            "kpi": True,
+            "next_run": "2026-11-24T02:00:00Z",
+            "next_run_local": "2026-11-24 02:00 UTC",
+        },
+        {
+            "source": "b24",
+            "job": "sync",
+            "schedule": "0 2 * * *",
+            "kpi": True,
+            "next_run": "2026-11-24T02:00:00Z",
+            "next_run_local": "2026-11-24 02:00 UTC",
+        },
+    ]
 
 
 def test_next_runs_lists_incremental_jobs_in_local_time(tmp_path):
-    cfg = load_cfg(tmp_path, '[schedule]\ntimezone = "Asia/Yekaterinburg"\n'
-                             'incremental = "*/15 * * * *"\nkpi_after_sync = false\n')
+    cfg = load_cfg(
+        tmp_path,
+        '[schedule]\ntimezone = "Asia/Yekaterinburg"\nincremental = "*/15 * * * *"\nkpi_after_sync = false\n',
+    )
     rows = next_runs(cfg, now=datetime(2026, 11, 23, 10, 7, tzinfo=timezone.utc))
     inc = [r for r in rows if r["job"] == "incremental"]
     assert [r["source"] for r in inc] == ["main", "b24"]
@@ -242,16 +289,20 @@ def test_next_runs_lists_incremental_jobs_in_local_time(tmp_path):
 
 
 def test_interval_override_for_testing(tmp_path):
-    rows = next_runs(load_cfg(tmp_path), now=datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc),
-                     interval_s=5)
+    rows = next_runs(load_cfg(tmp_path), now=datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc), interval_s=5)
     assert rows[0]["schedule"] == "every 5s" and rows[0]["next_run"] is not None
 
 
-@pytest.mark.parametrize("schedule, key", [('sync = "0 25 * * *"', "schedule.sync"),
-                                           ('incremental = "every hour"', "schedule.incremental"),
-                                           ('timezone = "Mars/Olympus"', "schedule.timezone")])
+@pytest.mark.parametrize(
+    "schedule, key",
+    [
+        ('sync = "0 25 * * *"', "schedule.sync"),
+        ('incremental = "every hour"', "schedule.incremental"),
+        ('timezone = "Mars/Olympus"', "schedule.timezone"),
+    ],
+)
 def test_bad_schedule_is_a_config_error_exit_2(tmp_path, schedule, key):
-    load_cfg(tmp_path)   # writes a good file first: the error below is the schedule's alone
+    load_cfg(tmp_path)  # writes a good file first: the error below is the schedule's alone
     path = tmp_path / "config.toml"
     path.write_text(path.read_text() + f"[schedule]\n{schedule}\n")
     res = CliRunner().invoke(main, ["--config", str(path), "run", "--once"])
@@ -260,7 +311,7 @@ def test_bad_schedule_is_a_config_error_exit_2(tmp_path, schedule, key):
 
 
 def invoke_run(tmp_path, monkeypatch, args, schedule=""):
-    monkeypatch.setattr("connector.cli.run._on_signals", lambda stop: None)   # keep pytest's handlers
+    monkeypatch.setattr("connector.cli.run._on_signals", lambda stop: None)  # keep pytest's handlers
     cfg = load_cfg(tmp_path, schedule)
     return cfg, CliRunner().invoke(main, ["--config", cfg.path, "run", *args])
 
@@ -269,8 +320,9 @@ def test_once_with_busy_sources_fails_nightly_but_not_incremental(tmp_path, monk
     cfg = load_cfg(tmp_path)
     with source_lock(cfg, "main", timeout_s=0), source_lock(cfg, "b24", timeout_s=0):
         _, nightly = invoke_run(tmp_path, monkeypatch, ["--once"], "[schedule]\nlock_timeout_s = 0\n")
-        _, inc = invoke_run(tmp_path, monkeypatch, ["--once", "--incremental"],
-                            "[schedule]\nlock_timeout_s = 0\n")
+        _, inc = invoke_run(
+            tmp_path, monkeypatch, ["--once", "--incremental"], "[schedule]\nlock_timeout_s = 0\n"
+        )
     assert nightly.exit_code == 1 and "main: busy" in nightly.output and "b24: busy" in nightly.output
     assert "source 'main' is busy" in nightly.output
     assert inc.exit_code == 0 and "main: busy" in inc.output
@@ -291,12 +343,16 @@ def test_kpi_job_work_left_in_an_open_transaction_is_kept(tmp_path):
     h = Harness(cfg)
 
     def kpi_leaving_a_transaction(cfg, mirror, src, adapter, **_):
-        mirror.conn.execute("INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, "
-                            "seconds) VALUES ('main', '2026-11-23T02:00:00Z', 'x', 1, 1, 0.1)")
+        mirror.conn.execute(
+            "INSERT INTO kpi_runs (source, computed_at, kpis, clients, values_changed, "
+            "seconds) VALUES ('main', '2026-11-23T02:00:00Z', 'x', 1, 1, 0.1)"
+        )
         return Summary()
+
     h.runner.kpi_fn = kpi_leaving_a_transaction
     assert h.runner.nightly("main").status == "ok"
     from connector.mirror.store import Mirror
+
     with Mirror(cfg.storage_path) as m:
         assert m.conn.execute("SELECT count(*) FROM kpi_runs").fetchone()[0] == 1
 
@@ -304,10 +360,11 @@ def test_kpi_job_work_left_in_an_open_transaction_is_kept(tmp_path):
 def test_runs_left_running_by_a_dead_process_are_closed_under_the_lock(tmp_path):
     cfg = load_cfg(tmp_path)
     from connector.mirror.store import Mirror
+
     with Mirror(cfg.storage_path) as m:
         m.start_run("dead", "main", "deals", "2026-11-23T02:00:00Z")
         m.start_run("dead", "b24", "deals", "2026-11-23T02:00:00Z")
     Harness(cfg).runner.nightly("main")
     with Mirror(cfg.storage_path) as m:
         rows = dict(m.conn.execute("SELECT source, status FROM sync_runs WHERE run_id = 'dead'").fetchall())
-    assert rows == {"main": "interrupted", "b24": "running"}    # b24 was not ours to judge
+    assert rows == {"main": "interrupted", "b24": "running"}  # b24 was not ours to judge

@@ -76,7 +76,7 @@ class FakeRunner:
 def clock(monkeypatch):
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", FakeClock)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", FakeClock)
-    monkeypatch.setattr(connector.run.scheduler, "datetime", FakeClock)   # run_now's "now"
+    monkeypatch.setattr(connector.run.scheduler, "datetime", FakeClock)  # run_now's "now"
     FakeClock.current = datetime(2026, 11, 23, 1, 59, tzinfo=MSK)
     return FakeClock
 
@@ -123,7 +123,7 @@ def test_runs_on_time_once(tmp_path, clock):
 
 def test_three_missed_nights_coalesce_into_one_run(tmp_path, clock):
     sched, runner, events = make(tmp_path)
-    sched.tick(at(26, 2, 10))          # asleep over 02:00 on the 23rd, 24th, 25th and 26th
+    sched.tick(at(26, 2, 10))  # asleep over 02:00 on the 23rd, 24th, 25th and 26th
     # without coalesce the three older run times would each be reported missed
     assert len(runner.calls) == 1
     assert sched.get_job("sync:main").next_run_time == at(27, 2)
@@ -133,20 +133,23 @@ def test_three_missed_nights_coalesce_into_one_run(tmp_path, clock):
 
 def test_later_than_grace_is_skipped_not_run_at_noon(tmp_path, clock):
     sched, runner, events = make(tmp_path)
-    sched.tick(at(23, 3, 30))          # 90 minutes late, grace is 60
+    sched.tick(at(23, 3, 30))  # 90 minutes late, grace is 60
     assert runner.calls == []
     assert [e.code for e in events] == [EVENT_JOB_MISSED]
     assert events[0].scheduled_run_time == at(23, 2)
     assert sched.get_job("sync:main").next_run_time == at(24, 2)
-    sched.tick(at(24, 2, 0, 1))        # and the next night runs normally
+    sched.tick(at(24, 2, 0, 1))  # and the next night runs normally
     assert len(runner.calls) == 1
     sched.shutdown(wait=False)
 
 
 def test_short_grace_skips_a_five_minute_late_run(tmp_path, clock):
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(db=tmp_path / "m.db", extra="").replace("misfire_grace_s = 3600",
-                                                                         "misfire_grace_s = 60"))
+    path.write_text(
+        CONFIG.format(db=tmp_path / "m.db", extra="").replace(
+            "misfire_grace_s = 3600", "misfire_grace_s = 60"
+        )
+    )
     cfg = config_mod.load(str(path))
     runner = FakeRunner()
     sched = ManualScheduler(timezone=MSK, executors={"default": DebugExecutor()})
@@ -165,12 +168,12 @@ def test_a_run_still_going_is_not_started_twice(tmp_path, clock):
             super().nightly(source)
             started.set()
             release.wait(30)
-    sched, runner, events = make(tmp_path, executor=ThreadPoolExecutor(4), runner=SlowRunner(),
-                                 interval_s=60)
+
+    sched, runner, events = make(tmp_path, executor=ThreadPoolExecutor(4), runner=SlowRunner(), interval_s=60)
     first = sched.get_job("sync:main").next_run_time
     sched.tick(first + timedelta(seconds=1))
     assert started.wait(10)
-    sched.tick(first + timedelta(seconds=61))     # the next interval, while the first still runs
+    sched.tick(first + timedelta(seconds=61))  # the next interval, while the first still runs
     assert [e.code for e in events] == [EVENT_JOB_MAX_INSTANCES]
     release.set()
     sched.shutdown(wait=True)

@@ -15,7 +15,7 @@ def test_one_queue_warning_a_minute_with_the_count_held_back(caplog):
         with caplog.at_level(logging.WARNING, logger="waitress.queue.test"):
             for depth in range(1, 1001):
                 logger.warning("Task queue depth is %d", depth % 30 + 1)
-                now[0] += 0.01                      # 1,000 busy requests in 10 s
+                now[0] += 0.01  # 1,000 busy requests in 10 s
             assert [r.getMessage() for r in caplog.records] == ["Task queue depth is 2"]
             now[0] += 55
             logger.warning("Task queue depth is %d", 3)
@@ -23,5 +23,7 @@ def test_one_queue_warning_a_minute_with_the_count_held_back(caplog):
     finally:
         logger.removeFilter(flt)
     assert len(lines) == 2
-    assert lines[1] == ("requests waited for a free thread (--threads): queue depth 3 now, "
-                        "30 at most over the last 65 s, 1000 such request(s)")
+    assert lines[1] == (
+        "requests waited for a free thread (--threads): queue depth 3 now, "
+        "30 at most over the last 65 s, 1000 such request(s)"
+    )

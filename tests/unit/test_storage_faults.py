@@ -22,10 +22,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from connector.run import jobs
-from connector.mirror import storage
 from connector.cli import main
+from connector.mirror import storage
 from connector.mirror.store import Mirror
+from connector.run import jobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = """
@@ -61,8 +61,11 @@ def cli(config: str, *args):
 def one_line(r, code: int) -> str:
     """The command's whole output is one `error:` line, with exit `code` and no traceback."""
     lines = r.output.splitlines()
-    assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), \
-        (r.exit_code, r.output, r.exception)
+    assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), (
+        r.exit_code,
+        r.output,
+        r.exception,
+    )
     return lines[0]
 
 
@@ -75,8 +78,10 @@ def filled_mirror(path: str, rows: int = 3000) -> str:
     m = Mirror(path)
     with m.db.atomic():
         m.set_bookmark("main", "deals", '{"since": "2026-01-01T00:00:00Z"}')
-        m.conn.executemany("INSERT INTO deals (source, id, name, raw) VALUES ('main', ?, ?, ?)",
-                           ((i, f"deal {i}", "x" * 300) for i in range(rows)))
+        m.conn.executemany(
+            "INSERT INTO deals (source, id, name, raw) VALUES ('main', ?, ?, ?)",
+            ((i, f"deal {i}", "x" * 300) for i in range(rows)),
+        )
     m.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     m.close()
     return path
@@ -84,16 +89,21 @@ def filled_mirror(path: str, rows: int = 3000) -> str:
 
 # -- a bad location: exit 2 ------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"], ["run"],
-                                     ["kpi", "show", "main", "contact", "1"]])
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["sync"], ["kpi"], ["run", "--once"], ["run"], ["kpi", "show", "main", "contact", "1"]],
+)
 def test_a_directory_as_the_mirror_path_is_one_line_exit_2(tmp_path, command):
     """`run` (the daemon) refuses to start rather than fail every night. The config is what
     must change: the line names its file and key."""
     (tmp_path / "mirror").mkdir()
     config = write_config(tmp_path, tmp_path / "mirror")
     line = one_line(cli(config, *command), 2)
-    assert line == (f"error: {config}: storage.path: {tmp_path / 'mirror'} is a directory, not a "
-                    f"file; set it to a file name inside it")
+    assert line == (
+        f"error: {config}: storage.path: {tmp_path / 'mirror'} is a directory, not a "
+        f"file; set it to a file name inside it"
+    )
 
 
 @pytest.mark.parametrize("command", [["status"], ["sync"], ["kpi"], ["run", "--once"]])
@@ -111,12 +121,15 @@ def test_a_file_that_is_not_a_database_is_left_alone(tmp_path, command):
     db.write_text("shopping list\n" * 100)
     before = sha(db)
     line = one_line(cli(write_config(tmp_path, db), *command), 2)
-    assert line == (f"error: mirror {db} is not a SQLite database; point [storage] path at the "
-                    f"mirror, or move this file away to start a new one")
+    assert line == (
+        f"error: mirror {db} is not a SQLite database; point [storage] path at the "
+        f"mirror, or move this file away to start a new one"
+    )
     assert sha(db) == before
 
 
 # -- a damaged mirror: exit 1, nothing written -------------------------------------------------
+
 
 def _garbage(path: str, offset: int, size: int) -> None:
     with open(path, "r+b") as fh:
@@ -124,15 +137,25 @@ def _garbage(path: str, offset: int, size: int) -> None:
         fh.write(bytes((i * 37 + 11) % 256 for i in range(size)))
 
 
-@pytest.mark.parametrize("damage,expect", [
-    (lambda p: os.truncate(p, os.path.getsize(p) // 2 + 100), "is truncated ("),
-    (lambda p: os.truncate(p, 4096 * 20), "is truncated ("),
-    (lambda p: os.truncate(p, 60), "is truncated (60 bytes, shorter than the 100-byte header)"),
-    (lambda p: _garbage(p, 4096 * 150, 4096), "is corrupt ("),
-    (lambda p: _garbage(p, 4096 * 150 + 1000, 500), "is corrupt ("),
-    (lambda p: _garbage(p, 4096, 4096), "is corrupt ("),
-], ids=["truncated-mid-page", "truncated-at-a-page", "truncated-header", "garbage-page",
-        "garbage-in-a-page", "garbage-schema-page"])
+@pytest.mark.parametrize(
+    "damage,expect",
+    [
+        (lambda p: os.truncate(p, os.path.getsize(p) // 2 + 100), "is truncated ("),
+        (lambda p: os.truncate(p, 4096 * 20), "is truncated ("),
+        (lambda p: os.truncate(p, 60), "is truncated (60 bytes, shorter than the 100-byte header)"),
+        (lambda p: _garbage(p, 4096 * 150, 4096), "is corrupt ("),
+        (lambda p: _garbage(p, 4096 * 150 + 1000, 500), "is corrupt ("),
+        (lambda p: _garbage(p, 4096, 4096), "is corrupt ("),
+    ],
+    ids=[
+        "truncated-mid-page",
+        "truncated-at-a-page",
+        "truncated-header",
+        "garbage-page",
+        "garbage-in-a-page",
+        "garbage-schema-page",
+    ],
+)
 @pytest.mark.parametrize("command", [["sync"], ["kpi"]])
 def test_a_damaged_mirror_is_never_written(tmp_path, damage, expect, command):
     db = filled_mirror(str(tmp_path / "mirror.db"))
@@ -140,8 +163,9 @@ def test_a_damaged_mirror_is_never_written(tmp_path, damage, expect, command):
     before = sha(db)
     line = one_line(cli(write_config(tmp_path, db), *command), 1)
     assert line.startswith(f"error: mirror {db} ") and expect in line
-    assert line.endswith("restore it from a backup, or move it away and run `crm-connector sync "
-                         "--full` to rebuild it")
+    assert line.endswith(
+        "restore it from a backup, or move it away and run `crm-connector sync --full` to rebuild it"
+    )
     assert sha(db) == before and wal_frames(db) == 0
 
 
@@ -157,10 +181,12 @@ def test_check_json_reports_the_location(tmp_path):
     r = CliRunner().invoke(main, ["--config", write_config(tmp_path, db), "check", "--json"])
     doc = json.loads(r.stdout)
     assert r.exit_code == 2 and doc["ok"] is False and doc["streams"] == []
-    assert doc["storage"] == [f"mirror {db}: a part of the path is a file, not a directory; set "
-                              f"[storage] path to a path under a directory",
-                              f"token file {db}.tokens.json: a part of the path is a file, not a "
-                              f"directory; set [storage] token_path to a path under a directory"]
+    assert doc["storage"] == [
+        f"mirror {db}: a part of the path is a file, not a directory; set "
+        f"[storage] path to a path under a directory",
+        f"token file {db}.tokens.json: a part of the path is a file, not a "
+        f"directory; set [storage] token_path to a path under a directory",
+    ]
 
 
 @pytest.mark.parametrize("key", ["path", "token_path"])
@@ -174,8 +200,10 @@ def test_a_storage_path_naming_a_directory_names_the_config_file(tmp_path, key):
         text = text.replace("[storage]\n", f'[storage]\ntoken_path = "{tmp_path / "there"}"\n')
     config.write_text(text)
     line = one_line(cli(str(config), "check"), 2)
-    assert line == (f"error: {config}: storage.{key}: {tmp_path / 'there'} is a directory, not a "
-                    f"file; set it to a file name inside it")
+    assert line == (
+        f"error: {config}: storage.{key}: {tmp_path / 'there'} is a directory, not a "
+        f"file; set it to a file name inside it"
+    )
 
 
 def test_check_reports_a_corrupt_mirror(tmp_path):
@@ -188,13 +216,21 @@ def test_check_reports_a_corrupt_mirror(tmp_path):
 
 # -- a full disk or a failing lock file: exit 1 or 2 by the cause ------------------------------
 
-@pytest.mark.parametrize("code,exit_code,says", [
-    (errno.ENOSPC, 1, "the disk is full (No space left on device); free some space"),
-    (errno.EROFS, 2, "is not writable (read-only file system); make it writable by this user, or set "
-                     "[storage] path to a writable place"),
-    (errno.EACCES, 2, "is not writable (permission denied)"),
-    (errno.EIO, 1, "I/O error reading or writing the disk"),
-])
+
+@pytest.mark.parametrize(
+    "code,exit_code,says",
+    [
+        (errno.ENOSPC, 1, "the disk is full (No space left on device); free some space"),
+        (
+            errno.EROFS,
+            2,
+            "is not writable (read-only file system); make it writable by this user, or set "
+            "[storage] path to a writable place",
+        ),
+        (errno.EACCES, 2, "is not writable (permission denied)"),
+        (errno.EIO, 1, "I/O error reading or writing the disk"),
+    ],
+)
 def test_the_lock_file_failing_is_one_line_naming_it(tmp_path, monkeypatch, code, exit_code, says):
     """The lock file is made before the mirror is opened (run --once used to exit 1 with a
     bare `OSError ... .lock`)."""
@@ -204,6 +240,7 @@ def test_the_lock_file_failing_is_one_line_naming_it(tmp_path, monkeypatch, code
         if str(path).endswith(".lock"):
             raise OSError(code, os.strerror(code), path)
         return real_open(path, flags, *args, **kwargs)
+
     config = write_config(tmp_path, tmp_path / "mirror.db")
     monkeypatch.setattr(os, "open", failing_open)
     lock = tmp_path / "mirror.db.main.lock"
@@ -225,6 +262,7 @@ def test_storage_errors_name_the_cause_for_each_errno(tmp_path):
 
 # -- read-only commands never write; a read-only directory still lets them work ----------------
 
+
 def _without_dac_override():
     """In the child: drop CAP_DAC_OVERRIDE (root ignores permissions with it); not root: no-op."""
     if os.geteuid() == 0:
@@ -237,9 +275,14 @@ def _without_dac_override():
 
 def run_restricted(config: str, *args) -> subprocess.CompletedProcess:
     """The command in a child process that file permissions bind, even when we are root."""
-    return subprocess.run([sys.executable, "-m", "connector", "--config", config, *args],
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=120, preexec_fn=_without_dac_override)
+    return subprocess.run(
+        [sys.executable, "-m", "connector", "--config", config, *args],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_without_dac_override,
+    )
 
 
 @pytest.fixture
@@ -265,16 +308,19 @@ def test_status_and_kpi_show_work_in_a_read_only_directory(read_only_dir):
     assert sha(db) == before and sorted(os.listdir(d)) == files
 
 
-@pytest.mark.parametrize("command,what", [(["sync"], "lock file"), (["kpi"], "lock file"),
-                                          (["run", "--once"], "mirror")])
+@pytest.mark.parametrize(
+    "command,what", [(["sync"], "lock file"), (["kpi"], "lock file"), (["run", "--once"], "mirror")]
+)
 def test_writing_commands_in_a_read_only_directory_say_so_in_one_line(read_only_dir, command, what):
     d, db, config = read_only_dir
     r = run_restricted(config, *command)
     lines = r.stderr.splitlines()
     assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
     assert lines[0].startswith(f"error: {what} {d}/mirror.db")
-    assert f"its directory {d} is not writable (permission denied); make it writable by this user, " \
-           f"or set [storage] path to a writable place" in lines[0]
+    assert (
+        f"its directory {d} is not writable (permission denied); make it writable by this user, "
+        f"or set [storage] path to a writable place" in lines[0]
+    )
 
 
 def test_check_finds_an_unwritable_location_and_status_a_read_only_mirror(read_only_dir):
@@ -296,7 +342,8 @@ def test_a_read_only_mirror_in_a_writable_directory(tmp_path):
     r = run_restricted(config, "sync")
     assert r.returncode == 2 and r.stderr == (
         f"error: mirror {db} is read-only (permission denied); make it writable by this user, or "
-        f"set [storage] path to a writable place\n"), r.stderr
+        f"set [storage] path to a writable place\n"
+    ), r.stderr
 
 
 def test_status_changes_nothing_in_the_mirror(tmp_path):
@@ -333,12 +380,15 @@ def _header_ahead_of_the_file(tmp_path) -> str:
     import shutil
     import sqlite3
     import struct
+
     live = filled_mirror(str(tmp_path / "live.db"), rows=50)
     conn = sqlite3.connect(live)
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     with conn:
-        conn.executemany("INSERT INTO deals (source, id, name, raw) VALUES ('main', ?, ?, ?)",
-                         ((i, f"deal {i}", "y" * 300) for i in range(50, 3000)))
+        conn.executemany(
+            "INSERT INTO deals (source, id, name, raw) VALUES ('main', ?, ?, ?)",
+            ((i, f"deal {i}", "y" * 300) for i in range(50, 3000)),
+        )
     db = str(tmp_path / "mirror.db")
     shutil.copy(live, db)
     shutil.copy(live + "-wal", db + "-wal")
@@ -346,8 +396,8 @@ def _header_ahead_of_the_file(tmp_path) -> str:
     wal = open(db + "-wal", "rb").read()
     size, at, page1 = struct.unpack(">I", wal[8:12])[0], 32, None
     while at + 24 + size <= len(wal):
-        if struct.unpack(">I", wal[at:at + 4])[0] == 1:
-            page1 = wal[at + 24:at + 24 + size]
+        if struct.unpack(">I", wal[at : at + 4])[0] == 1:
+            page1 = wal[at + 24 : at + 24 + size]
         at += 24 + size
     with open(db, "r+b") as fh:
         fh.write(page1)

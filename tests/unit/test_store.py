@@ -18,8 +18,15 @@ def test_file_is_private_wal_and_schema_idempotent(tmp_path):
     with Mirror(path) as m:  # applying the schema again is a no-op
         assert m.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in m.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"deals", "deal_contacts", "stages", "sync_state", "sync_runs", "kpi_values",
-            "writeback_log"} <= tables
+    assert {
+        "deals",
+        "deal_contacts",
+        "stages",
+        "sync_state",
+        "sync_runs",
+        "kpi_values",
+        "writeback_log",
+    } <= tables
 
 
 def test_each_tables_primary_key_is_the_one_its_contract_declares(tmp_path):
@@ -36,7 +43,9 @@ def test_a_stream_feeds_only_tables_with_a_contract():
 
 def test_upsert_updates_in_place_and_keeps_raw_json(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "a", "amount": 10, "raw": {"x": 1}}]}))
+        m.save_page(
+            "s", "deals", Page(rows={"deals": [{"id": 1, "name": "a", "amount": 10, "raw": {"x": 1}}]})
+        )
         m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "b", "raw": {"x": 2}}]}))
         m.save_page("other", "deals", Page(rows={"deals": [{"id": 1, "name": "c"}]}))
         rows = m.conn.execute("SELECT source, id, name, amount, raw FROM deals ORDER BY source").fetchall()
@@ -45,23 +54,46 @@ def test_upsert_updates_in_place_and_keeps_raw_json(tmp_path):
 
 def test_deal_links_replaced_as_a_whole(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "deals", Page(rows={
-            "deals": [{"id": 1}, {"id": 2}],
-            "deal_contacts": [{"deal_id": 1, "contact_id": 10, "is_main": 1},
-                              {"deal_id": 1, "contact_id": 11, "is_main": 0},
-                              {"deal_id": 2, "contact_id": 10, "is_main": 1}]}))
-        m.save_page("s", "deals", Page(rows={"deals": [{"id": 1}],
-                                             "deal_contacts": [{"deal_id": 1, "contact_id": 12, "is_main": 1}]}))
+        m.save_page(
+            "s",
+            "deals",
+            Page(
+                rows={
+                    "deals": [{"id": 1}, {"id": 2}],
+                    "deal_contacts": [
+                        {"deal_id": 1, "contact_id": 10, "is_main": 1},
+                        {"deal_id": 1, "contact_id": 11, "is_main": 0},
+                        {"deal_id": 2, "contact_id": 10, "is_main": 1},
+                    ],
+                }
+            ),
+        )
+        m.save_page(
+            "s",
+            "deals",
+            Page(
+                rows={"deals": [{"id": 1}], "deal_contacts": [{"deal_id": 1, "contact_id": 12, "is_main": 1}]}
+            ),
+        )
         links = m.conn.execute("SELECT deal_id, contact_id FROM deal_contacts ORDER BY 1, 2").fetchall()
     assert links == [(1, 12), (2, 10)]
 
 
 def test_stage_ids_keep_crm_types(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "p", Page(rows={"stages": [
-            {"pipeline_id": 1, "id": 142, "semantics": "won"},
-            {"pipeline_id": 2, "id": 142, "semantics": "won"},
-            {"pipeline_id": 0, "id": "C1:WON", "semantics": "won"}]}))
+        m.save_page(
+            "s",
+            "p",
+            Page(
+                rows={
+                    "stages": [
+                        {"pipeline_id": 1, "id": 142, "semantics": "won"},
+                        {"pipeline_id": 2, "id": 142, "semantics": "won"},
+                        {"pipeline_id": 0, "id": "C1:WON", "semantics": "won"},
+                    ]
+                }
+            ),
+        )
         rows = m.conn.execute("SELECT pipeline_id, id, typeof(id) FROM stages ORDER BY 1").fetchall()
     assert rows == [(0, "C1:WON", "text"), (1, 142, "integer"), (2, 142, "integer")]
 
@@ -81,16 +113,39 @@ def test_a_dated_deletion_loses_only_to_a_later_change(tmp_path):
     with no moment, or undated, deletes it."""
     at = "2026-11-23T10:00:05Z"
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "t", Page(rows={"tasks": [
-            {"id": 1, "updated_at": at}, {"id": 2, "updated_at": at}, {"id": 3, "updated_at": at},
-            {"id": 4, "updated_at": None}, {"id": 5, "updated_at": at}]}))
+        m.save_page(
+            "s",
+            "t",
+            Page(
+                rows={
+                    "tasks": [
+                        {"id": 1, "updated_at": at},
+                        {"id": 2, "updated_at": at},
+                        {"id": 3, "updated_at": at},
+                        {"id": 4, "updated_at": None},
+                        {"id": 5, "updated_at": at},
+                    ]
+                }
+            ),
+        )
         m.save_page("other", "t", Page(rows={"tasks": [{"id": 2, "updated_at": None}]}))
-        m.save_page("s", "e", Page(deleted_at={"tasks": {
-            1: "2026-11-23T10:00:04Z", 2: at, 3: "2026-11-23T10:00:06Z",
-            4: "2026-11-23T10:00:00Z", 5: None}}))
+        m.save_page(
+            "s",
+            "e",
+            Page(
+                deleted_at={
+                    "tasks": {
+                        1: "2026-11-23T10:00:04Z",
+                        2: at,
+                        3: "2026-11-23T10:00:06Z",
+                        4: "2026-11-23T10:00:00Z",
+                        5: None,
+                    }
+                }
+            ),
+        )
         flags = m.conn.execute("SELECT source, id, is_deleted FROM tasks ORDER BY 1, 2").fetchall()
-    assert flags == [("other", 2, 0), ("s", 1, 0), ("s", 2, 1), ("s", 3, 1), ("s", 4, 1),
-                     ("s", 5, 1)]
+    assert flags == [("other", 2, 0), ("s", 1, 0), ("s", 2, 1), ("s", 3, 1), ("s", 4, 1), ("s", 5, 1)]
 
 
 def test_page_merge_a_restore_and_a_dated_deletion_the_later_wins():
@@ -105,8 +160,9 @@ def test_activities_with_text_ids_reconcile_against_a_listing_of_integer_ids(tmp
     """Bitrix24's ID listing gives integers; activities keep ids as text (amoCRM's are
     `note:1` / `event:...`): the listing must still keep the listed rows alive."""
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "a", Page(rows={"activities": [{"id": str(i), "channel": "email"}
-                                                        for i in (801, 802, 803)]}))
+        m.save_page(
+            "s", "a", Page(rows={"activities": [{"id": str(i), "channel": "email"} for i in (801, 802, 803)]})
+        )
         m.save_page("t", "a", Page(rows={"activities": [{"id": "note:5", "channel": "sms"}]}))
         m.save_page("s", "r", Page(present={"activities": [801, 803]}))
         flags = dict(m.conn.execute("SELECT id, is_deleted FROM activities").fetchall())
@@ -115,9 +171,26 @@ def test_activities_with_text_ids_reconcile_against_a_listing_of_integer_ids(tmp
 
 def test_survey_answers_table(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
-        m.save_page("s", "e", Page(rows={"survey_answers": [
-            {"id": "event:01ab", "kind": "nps", "score": 9.0, "at": "2026-11-23T10:00:00Z",
-             "entity_type": "contact", "entity_id": 12, "origin": "amocrm_event", "raw": {"x": 1}}]}))
+        m.save_page(
+            "s",
+            "e",
+            Page(
+                rows={
+                    "survey_answers": [
+                        {
+                            "id": "event:01ab",
+                            "kind": "nps",
+                            "score": 9.0,
+                            "at": "2026-11-23T10:00:00Z",
+                            "entity_type": "contact",
+                            "entity_id": 12,
+                            "origin": "amocrm_event",
+                            "raw": {"x": 1},
+                        }
+                    ]
+                }
+            ),
+        )
         row = m.conn.execute("SELECT source, id, kind, score, origin, raw FROM survey_answers").fetchone()
     assert row == ("s", "event:01ab", "nps", 9.0, "amocrm_event", '{"x":1}')
 
@@ -125,8 +198,10 @@ def test_survey_answers_table(tmp_path):
 def test_failed_page_leaves_nothing_half_written(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
         m.save_page("s", "deals", Page(rows={"deals": [{"id": 1, "name": "kept"}]}, bookmark="b1"))
-        bad = Page(rows={"deals": [{"id": 2, "name": "new"}], "stages": [{"pipeline_id": 1, "id": None}]},
-                   bookmark="b2")
+        bad = Page(
+            rows={"deals": [{"id": 2, "name": "new"}], "stages": [{"pipeline_id": 1, "id": None}]},
+            bookmark="b2",
+        )
         with pytest.raises(Exception):
             m.save_page("s", "deals", bad)
         assert m.conn.execute("SELECT id FROM deals").fetchall() == [(1,)]
@@ -146,14 +221,31 @@ def test_runs_and_status(tmp_path):
 
 def test_previous_stage_filled_from_earlier_change(tmp_path):
     with Mirror(str(tmp_path / "m.db")) as m:
-        first = {"id": "deal:1", "entity": "deal", "entity_id": 7, "stage_id": "NEW",
-                 "previous_stage_id": None, "changed_at": "2026-01-01T00:00:00Z"}
+        first = {
+            "id": "deal:1",
+            "entity": "deal",
+            "entity_id": 7,
+            "stage_id": "NEW",
+            "previous_stage_id": None,
+            "changed_at": "2026-01-01T00:00:00Z",
+        }
         m.save_page("s", "stage_history", Page(rows={"stage_changes": [first]}))
-        later = {"id": "deal:2", "entity": "deal", "entity_id": 7, "stage_id": "WON",
-                 "previous_stage_id": None, "changed_at": "2026-02-01T00:00:00Z"}
-        other = {"id": "deal:3", "entity": "deal", "entity_id": 8, "stage_id": "LOSE",
-                 "previous_stage_id": "NEW", "changed_at": "2026-02-01T00:00:00Z"}
+        later = {
+            "id": "deal:2",
+            "entity": "deal",
+            "entity_id": 7,
+            "stage_id": "WON",
+            "previous_stage_id": None,
+            "changed_at": "2026-02-01T00:00:00Z",
+        }
+        other = {
+            "id": "deal:3",
+            "entity": "deal",
+            "entity_id": 8,
+            "stage_id": "LOSE",
+            "previous_stage_id": "NEW",
+            "changed_at": "2026-02-01T00:00:00Z",
+        }
         m.save_page("s", "stage_history", Page(rows={"stage_changes": [later, other]}))
         rows = m.conn.execute("SELECT id, previous_stage_id FROM stage_changes ORDER BY id").fetchall()
     assert rows == [("deal:1", None), ("deal:2", "NEW"), ("deal:3", "NEW")]
-

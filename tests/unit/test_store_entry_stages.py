@@ -8,24 +8,45 @@ import pytest
 from adapters.base import Page
 from connector.mirror.store import Mirror
 
-ENTRY = {"id": "e-added", "entity": "deal", "entity_id": 7, "pipeline_id": None,
-         "stage_id": None, "previous_stage_id": None, "changed_at": "2024-01-01T00:00:00Z"}
-MOVE = {"id": "e-moved", "entity": "deal", "entity_id": 7, "pipeline_id": 20, "stage_id": 142,
-        "previous_stage_id": 11, "changed_at": "2024-01-05T00:00:00Z"}
+ENTRY = {
+    "id": "e-added",
+    "entity": "deal",
+    "entity_id": 7,
+    "pipeline_id": None,
+    "stage_id": None,
+    "previous_stage_id": None,
+    "changed_at": "2024-01-01T00:00:00Z",
+}
+MOVE = {
+    "id": "e-moved",
+    "entity": "deal",
+    "entity_id": 7,
+    "pipeline_id": 20,
+    "stage_id": 142,
+    "previous_stage_id": 11,
+    "changed_at": "2024-01-05T00:00:00Z",
+}
 DEAL = {"id": 7, "name": "d", "pipeline_id": 20, "stage_id": 142, "status": "won"}
 # Stage 11 lives in pipeline 10; 142 (won) repeats in every pipeline.
-STAGES = [{"pipeline_id": 10, "id": 11, "entity": "deal"}, {"pipeline_id": 10, "id": 142, "entity": "deal"},
-          {"pipeline_id": 20, "id": 21, "entity": "deal"}, {"pipeline_id": 20, "id": 142, "entity": "deal"}]
+STAGES = [
+    {"pipeline_id": 10, "id": 11, "entity": "deal"},
+    {"pipeline_id": 10, "id": 142, "entity": "deal"},
+    {"pipeline_id": 20, "id": 21, "entity": "deal"},
+    {"pipeline_id": 20, "id": 142, "entity": "deal"},
+]
 
 
 def changes(m):
-    return m.conn.execute("SELECT id, pipeline_id, stage_id, previous_stage_id FROM stage_changes "
-                          "ORDER BY changed_at").fetchall()
+    return m.conn.execute(
+        "SELECT id, pipeline_id, stage_id, previous_stage_id FROM stage_changes ORDER BY changed_at"
+    ).fetchall()
 
 
-PAGES = {"entry": Page(rows={"stage_changes": [ENTRY]}),
-         "move": Page(rows={"stage_changes": [MOVE]}),
-         "deal": Page(rows={"deals": [DEAL]})}
+PAGES = {
+    "entry": Page(rows={"stage_changes": [ENTRY]}),
+    "move": Page(rows={"stage_changes": [MOVE]}),
+    "deal": Page(rows={"deals": [DEAL]}),
+}
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(PAGES)), ids="-".join)

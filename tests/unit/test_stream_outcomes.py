@@ -14,8 +14,15 @@ from types import SimpleNamespace
 import pytest
 
 from adapters.base import Page
-from adapters.errors import (AuthError, BlockedError, ReauthoriseError, ScopeError, StreamError,
-                             UnreachableError, reauthorise)
+from adapters.errors import (
+    AuthError,
+    BlockedError,
+    ReauthoriseError,
+    ScopeError,
+    StreamError,
+    UnreachableError,
+    reauthorise,
+)
 from connector.cli.sync import _summary
 from connector.config.loader import NotifyConfig
 from connector.mirror.store import Mirror
@@ -52,6 +59,7 @@ def recorded(mirror) -> list[tuple]:
 
 # -- where the stream ends: the outcome and the flag by exception type -------------------------
 
+
 def test_a_spent_refresh_token_sets_the_flag_and_leaves_the_rest_not_run(mirror):
     results = sync_source(mirror, Scripted({"a": [SPENT], "b": [Page(rows=rows(1, 2))]}))
     a, b = results
@@ -62,9 +70,14 @@ def test_a_spent_refresh_token_sets_the_flag_and_leaves_the_rest_not_run(mirror)
     assert [r.status for r in results] == ["failed", "failed"]
 
 
-@pytest.mark.parametrize("err", [AuthError("source 'fake': token rejected (401)"),
-                                 BlockedError("source 'fake': account blocked (403)"),
-                                 UnreachableError("source 'fake': host refused the connection")])
+@pytest.mark.parametrize(
+    "err",
+    [
+        AuthError("source 'fake': token rejected (401)"),
+        BlockedError("source 'fake': account blocked (403)"),
+        UnreachableError("source 'fake': host refused the connection"),
+    ],
+)
 def test_other_source_stopping_errors_do_not_ask_to_reauthorise(mirror, err):
     a, b = sync_source(mirror, Scripted({"a": [err], "b": [Page(rows=rows(1, 2))]}))
     assert (a.outcome, a.stops_source, a.reauthorise) == (Outcome.FAILED, True, False)
@@ -72,8 +85,7 @@ def test_other_source_stopping_errors_do_not_ask_to_reauthorise(mirror, err):
 
 
 def test_the_flag_comes_from_the_type_not_the_wording(mirror):
-    a, b = sync_source(mirror, Scripted({"a": [StreamError(SAYS_REAUTHORISE)],
-                                         "b": [Page(rows=rows(1, 2))]}))
+    a, b = sync_source(mirror, Scripted({"a": [StreamError(SAYS_REAUTHORISE)], "b": [Page(rows=rows(1, 2))]}))
     assert (a.outcome, a.stops_source, a.reauthorise) == (Outcome.FAILED, False, False)
     assert b.outcome is Outcome.OK
     alerts = Alerts()
@@ -83,8 +95,12 @@ def test_the_flag_comes_from_the_type_not_the_wording(mirror):
 
 
 def test_a_scope_skipped_stream_is_skipped_not_failed(mirror):
-    results = sync_source(mirror, Scripted({"calls": [ScopeError("source 'fake': no scope 'telephony'")],
-                                            "b": [Page(rows=rows(1, 2))]}))
+    results = sync_source(
+        mirror,
+        Scripted(
+            {"calls": [ScopeError("source 'fake': no scope 'telephony'")], "b": [Page(rows=rows(1, 2))]}
+        ),
+    )
     calls, b = results
     assert (calls.outcome, calls.stops_source, calls.reauthorise) == (Outcome.SKIPPED, False, False)
     assert b.outcome is Outcome.OK
@@ -103,8 +119,9 @@ def test_a_stop_before_a_stream_is_interrupted_and_after_a_stopping_failure_not_
 
     class StopsAfterFailing(Scripted):
         def fetch(self, stream, bookmark, run_started_at, full=False):
-            stop.set()   # asked for while the failing stream runs: the cause stays the failure
+            stop.set()  # asked for while the failing stream runs: the cause stays the failure
             yield from super().fetch(stream, bookmark, run_started_at, full)
+
     stop.clear()
     results = sync_source(mirror, StopsAfterFailing({"a": [SPENT], "b": [], "c": []}), stop=stop)
     assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.NOT_RUN, Outcome.NOT_RUN]
@@ -112,10 +129,13 @@ def test_a_stop_before_a_stream_is_interrupted_and_after_a_stopping_failure_not_
 
 # -- downstream: readers of the outcome --------------------------------------------------------
 
+
 def test_a_failure_whose_message_begins_not_run_is_still_a_failure():
-    results = [StreamResult("s", "a", Outcome.FAILED, error="not run: the CRM said so"),
-               StreamResult("s", "b", Outcome.FAILED, error="token rejected", stops_source=True),
-               StreamResult("s", "c", Outcome.NOT_RUN, error="not run: token rejected")]
+    results = [
+        StreamResult("s", "a", Outcome.FAILED, error="not run: the CRM said so"),
+        StreamResult("s", "b", Outcome.FAILED, error="token rejected", stops_source=True),
+        StreamResult("s", "c", Outcome.NOT_RUN, error="not run: token rejected"),
+    ]
     assert failures(results) == "a: not run: the CRM said so; b: token rejected; 1 other stream not run"
     res = SimpleNamespace(source="s", rows=0, requests=2, results=results)
     assert _summary(res) == "s: 0 rows, 2 requests, 0/3 streams ok (failed: a, b; not run: c)"
@@ -126,8 +146,7 @@ def test_a_failure_whose_message_begins_not_run_is_still_a_failure():
 
 def test_the_reauthorise_alert_follows_the_flag_not_the_message():
     alerts = Alerts()
-    flagged = StreamResult("s", "users", Outcome.FAILED, error="refused", stops_source=True,
-                           reauthorise=True)
+    flagged = StreamResult("s", "users", Outcome.FAILED, error="refused", stops_source=True, reauthorise=True)
     assert alerts.notifier(urgent_only=True).sync_results("s", [flagged]) == 1
     assert alerts.sent[0][0] == "crm-connector: re-authorise source 's'"
     worded = StreamResult("s", "users", Outcome.FAILED, error=SAYS_REAUTHORISE, stops_source=True)
@@ -136,12 +155,15 @@ def test_the_reauthorise_alert_follows_the_flag_not_the_message():
 
 def test_a_kpi_job_stopped_by_a_spent_token_alerts_to_reauthorise(tmp_path):
     w = World(tmp_path)
-    for err, title in ((SPENT, "crm-connector: re-authorise source 'main'"),
-                       (RuntimeError(SAYS_REAUTHORISE), "crm-connector: kpi failed: main/kpi")):
+    for err, title in (
+        (SPENT, "crm-connector: re-authorise source 'main'"),
+        (RuntimeError(SAYS_REAUTHORISE), "crm-connector: kpi failed: main/kpi"),
+    ):
         w.alerts.clear()
 
         def kpi(*a, _err=err, **k):
             raise _err
+
         res = w.run(sync=False, kpi=True, steps=Steps(adapter=w.adapter, kpi=kpi))
         assert res.status == "failed" and [t for t, _ in w.alerts] == [title]
 
@@ -151,6 +173,7 @@ def test_a_job_that_cannot_start_for_a_spent_token_alerts_to_reauthorise(tmp_pat
 
     def adapter(cfg, src):
         raise ReauthoriseError(f"source '{src.name}': no refresh token saved")
+
     res = w.run(steps=Steps(adapter=adapter))
     assert res.status == "failed"
     assert [t for t, _ in w.alerts] == ["crm-connector: re-authorise source 'main'"]
@@ -158,10 +181,15 @@ def test_a_job_that_cannot_start_for_a_spent_token_alerts_to_reauthorise(tmp_pat
 
 # -- the record: text as before, read back in one place ----------------------------------------
 
+
 def test_outcomes_are_recorded_as_the_text_sync_runs_always_held():
     assert {o: o.recorded for o in Outcome} == {
-        Outcome.OK: "ok", Outcome.FAILED: "failed", Outcome.SKIPPED: "skipped",
-        Outcome.NOT_RUN: "failed", Outcome.INTERRUPTED: "interrupted"}
+        Outcome.OK: "ok",
+        Outcome.FAILED: "failed",
+        Outcome.SKIPPED: "skipped",
+        Outcome.NOT_RUN: "failed",
+        Outcome.INTERRUPTED: "interrupted",
+    }
     assert StreamResult("s", "x", "skipped").outcome is Outcome.SKIPPED
     with pytest.raises(ValueError):
         StreamResult("s", "x", "not a status")

@@ -22,13 +22,21 @@ from connector.config.loader import SourceConfig
 from connector.mirror.tokens import TokenStore
 from tests.unit.test_amocrm_support import BASE, make_adapter
 
-AMO_OAUTH = dict(access_token=None, client_id="integration-id", client_secret="client-secret-XYZ123",
-                 redirect_uri="https://example.com/oauth")
+AMO_OAUTH = dict(
+    access_token=None,
+    client_id="integration-id",
+    client_secret="client-secret-XYZ123",
+    redirect_uri="https://example.com/oauth",
+)
 AMO_TOKEN_URL = BASE + "/oauth2/access_token"
 AMO_ACCOUNT = BASE + "/api/v4/account"
 PORTAL = "https://portal.example.test"
-REVOKED = {"hint": "Token has been revoked", "title": "Некорректный запрос", "status": 401,
-           "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson"}
+REVOKED = {
+    "hint": "Token has been revoked",
+    "title": "Некорректный запрос",
+    "status": 401,
+    "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+}
 
 
 @pytest.fixture
@@ -44,8 +52,14 @@ def amo(tmp_path):
 def b24(tmp_path):
     tokens = TokenStore(str(tmp_path / "t.json"))
     tokens.save("b24", {"access_token": "old-access-1", "refresh_token": "spent-refresh-1"})
-    cfg = SourceConfig(name="b24", kind="bitrix24", portal_url=PORTAL, client_id="app",
-                       client_secret="shh-secret", requests_per_second=100.0)
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        portal_url=PORTAL,
+        client_id="app",
+        client_secret="shh-secret",
+        requests_per_second=100.0,
+    )
     client = Bitrix24Client(cfg, tokens)
     client.http.sleep = lambda s: None
     yield client
@@ -69,8 +83,10 @@ def test_amocrm_refused_refresh_says_reauthorise_after_one_attempt(amo, status, 
     assert token_requests(AMO_TOKEN_URL) == 1
 
 
-@pytest.mark.parametrize("fault", [requests.ReadTimeout("read timed out"),
-                                   requests.ConnectionError("Connection aborted: reset by peer")])
+@pytest.mark.parametrize(
+    "fault",
+    [requests.ReadTimeout("read timed out"), requests.ConnectionError("Connection aborted: reset by peer")],
+)
 @responses.activate
 def test_amocrm_lost_refresh_reply_is_not_resent_and_says_reauthorise(amo, fault):
     responses.get(AMO_ACCOUNT, status=401, json={"title": "Unauthorized"})
@@ -119,6 +135,7 @@ def test_amocrm_threads_hitting_the_same_401_send_the_spent_token_once(amo):
             amo.check()
         except ReauthoriseError as err:
             errors.append(err)
+
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
@@ -128,15 +145,21 @@ def test_amocrm_threads_hitting_the_same_401_send_the_spent_token_once(amo):
 
 
 def b24_expired():
-    responses.post(f"{PORTAL}/rest/profile", status=401,
-                   json={"error": "expired_token", "error_description": "The access token provided has expired."})
+    responses.post(
+        f"{PORTAL}/rest/profile",
+        status=401,
+        json={"error": "expired_token", "error_description": "The access token provided has expired."},
+    )
 
 
 @responses.activate
 def test_bitrix24_invalid_grant_says_reauthorise_not_try_again_later(b24):
     b24_expired()
-    responses.get(b24.cfg.oauth_url, status=400,
-                  json={"error": "invalid_grant", "error_description": "Invalid refresh token"})
+    responses.get(
+        b24.cfg.oauth_url,
+        status=400,
+        json={"error": "invalid_grant", "error_description": "Invalid refresh token"},
+    )
     with pytest.raises(ReauthoriseError) as err:
         b24.call("profile")
     msg = str(err.value)
@@ -145,8 +168,13 @@ def test_bitrix24_invalid_grant_says_reauthorise_not_try_again_later(b24):
     assert token_requests(b24.cfg.oauth_url) == 1
 
 
-@pytest.mark.parametrize("reply", [dict(body=requests.ReadTimeout("read timed out")),
-                                   dict(body='{"access_token": "a', content_type="application/json")])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        dict(body=requests.ReadTimeout("read timed out")),
+        dict(body='{"access_token": "a', content_type="application/json"),
+    ],
+)
 @responses.activate
 def test_bitrix24_lost_or_cut_refresh_reply_says_reauthorise_after_one_attempt(b24, reply):
     b24_expired()
@@ -185,14 +213,23 @@ def test_new_pair_is_fsynced_file_and_directory_before_its_first_use(amo, monkey
     def fsync(fd):
         events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
         real_fsync(fd)
+
     monkeypatch.setattr(os, "fsync", fsync)
     responses.get(AMO_ACCOUNT, status=401, json={"title": "Unauthorized"})
-    responses.post(AMO_TOKEN_URL, json={"token_type": "Bearer", "expires_in": 86400,
-                                        "access_token": "new-access-0002", "refresh_token": "new-refresh-02"})
+    responses.post(
+        AMO_TOKEN_URL,
+        json={
+            "token_type": "Bearer",
+            "expires_in": 86400,
+            "access_token": "new-access-0002",
+            "refresh_token": "new-refresh-02",
+        },
+    )
 
     def account(request):
         events.append("used " + request.headers["Authorization"].split()[-1])
         return 200, {}, json.dumps({"id": 1, "name": "Acme", "subdomain": "acme"})
+
     responses.add_callback("GET", AMO_ACCOUNT, callback=account)
     amo.check()
     assert events == ["fsync file", "fsync dir", "used new-access-0002"]
@@ -201,8 +238,11 @@ def test_new_pair_is_fsynced_file_and_directory_before_its_first_use(amo, monkey
 @responses.activate
 def test_bitrix24_invalid_token_is_refreshed_too_so_a_spent_pair_is_named(b24):
     # A refresh whose reply was lost killed the access token issued with it: invalid, not expired.
-    responses.post(f"{PORTAL}/rest/profile", status=401,
-                   json={"error": "invalid_token", "error_description": "The access token provided is invalid."})
+    responses.post(
+        f"{PORTAL}/rest/profile",
+        status=401,
+        json={"error": "invalid_token", "error_description": "The access token provided is invalid."},
+    )
     responses.get(b24.cfg.oauth_url, status=400, json={"error": "invalid_grant"})
     with pytest.raises(ReauthoriseError, match="re-authorise: run `crm-connector auth b24`"):
         b24.call("profile")

@@ -8,20 +8,24 @@ import pytest
 
 from adapters.base import CrmField
 from adapters.errors import FieldTypeError, SourceError
+from connector.config.kpi import KpiConfig
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.kpi import KpiConfig
 from tests.fakes import FakeAdapter
 from tests.unit.test_kpi import NOW, S, build_mirror, d
 
-FIELDS = {"win_rate": "KPI: Win rate, %", "revenue_won": "KPI: Lifetime revenue",
-          "deals_total": {"contact": "KPI: Deals"}}
+FIELDS = {
+    "win_rate": "KPI: Win rate, %",
+    "revenue_won": "KPI: Lifetime revenue",
+    "deals_total": {"contact": "KPI: Deals"},
+}
 
 
 def cfg(**kw) -> KpiConfig:
     kw.setdefault("currency_rates", {"USD": 90.0})
-    kw.setdefault("fields", {k: v if isinstance(v, dict) else {"contact": v, "company": v}
-                             for k, v in FIELDS.items()})
+    kw.setdefault(
+        "fields", {k: v if isinstance(v, dict) else {"contact": v, "company": v} for k, v in FIELDS.items()}
+    )
     return KpiConfig(**kw)
 
 
@@ -42,14 +46,21 @@ def written(adapter, entity_type, entity_id) -> dict:
 def test_first_run_creates_fields_and_writes_mapped_values(mirror):
     a = FakeAdapter()
     rep = writeback.write_back(mirror, a, S, cfg())
-    assert [f.name for f in a.fields["contact"]] == ["KPI: Win rate, %", "KPI: Lifetime revenue", "KPI: Deals"]
+    assert [f.name for f in a.fields["contact"]] == [
+        "KPI: Win rate, %",
+        "KPI: Lifetime revenue",
+        "KPI: Deals",
+    ]
     assert {f.code for f in a.fields["company"]} == {"KPI_WIN_RATE", "KPI_REVENUE_WON"}
-    assert written(a, "contact", 1) == {"KPI: Win rate, %": 80, "KPI: Lifetime revenue": 10000,
-                                        "KPI: Deals": 5}
+    assert written(a, "contact", 1) == {
+        "KPI: Win rate, %": 80,
+        "KPI: Lifetime revenue": 10000,
+        "KPI: Deals": 5,
+    }
     # no value yet for win_rate: nothing sent for it; 0 is a value and is sent
     assert written(a, "contact", 2) == {"KPI: Lifetime revenue": 0, "KPI: Deals": 0}
     assert written(a, "company", 10) == {"KPI: Win rate, %": 100, "KPI: Lifetime revenue": 1000}
-    assert ("contact", 5) not in a.cards                      # deleted card
+    assert ("contact", 5) not in a.cards  # deleted card
     # one FieldWrite per card, all its fields together
     ids = [w.entity_id for _, batch in a.batches for w in batch]
     assert len(ids) == len(set(ids)) == rep.clients == 4 + 2
@@ -80,14 +91,18 @@ def test_only_changed_fields_of_changed_clients_are_sent(mirror):
     keys = {f.name: f.key for f in a.fields["contact"]}
     assert sent == [("contact", 1, {keys["KPI: Win rate, %"]: 100, keys["KPI: Lifetime revenue"]: 10500})]
     assert rep.values == 2 and rep.requests == 1
-    old = mirror.conn.execute("SELECT old_value, new_value FROM writeback_log WHERE entity_id = 1 "
-                              "AND field = ? ORDER BY id DESC LIMIT 1", (keys["KPI: Win rate, %"],)).fetchone()
+    old = mirror.conn.execute(
+        "SELECT old_value, new_value FROM writeback_log WHERE entity_id = 1 "
+        "AND field = ? ORDER BY id DESC LIMIT 1",
+        (keys["KPI: Win rate, %"],),
+    ).fetchone()
     assert old == (80, 100)
 
 
 def test_batches_of_at_most_50(mirror):
-    mirror.db["contacts"].insert_all([dict(source=S, id=1000 + i, name="x", is_deleted=0)
-                                      for i in range(117)])
+    mirror.db["contacts"].insert_all(
+        [dict(source=S, id=1000 + i, name="x", is_deleted=0) for i in range(117)]
+    )
     kpi.compute(mirror, S, cfg(), now=NOW)
     a = FakeAdapter()
     rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
@@ -100,8 +115,9 @@ def test_rejected_card_is_logged_and_others_written(mirror):
     a = FakeAdapter(reject={3})
     rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
     assert rep.failed == 1 and ("contact", 1) in a.cards and ("contact", 4) in a.cards
-    rows = mirror.conn.execute("SELECT entity_id, status, error FROM writeback_log "
-                               "WHERE status = 'failed'").fetchall()
+    rows = mirror.conn.execute(
+        "SELECT entity_id, status, error FROM writeback_log WHERE status = 'failed'"
+    ).fetchall()
     assert rows and all(r == (3, "failed", "card is locked") for r in rows)
     # the next run retries only the rejected card
     a.reject.clear()
@@ -120,10 +136,14 @@ def test_non_numeric_field_is_a_clear_error(mirror):
 
 
 def test_existing_numeric_field_is_reused_by_label_or_code(mirror):
-    a = FakeAdapter(fields=[CrmField(key="66192", name="KPI: Win rate, %", type="numeric"),
-                            CrmField(key="66193", name="Old revenue", type="numeric", code="KPI_REVENUE_WON")])
+    a = FakeAdapter(
+        fields=[
+            CrmField(key="66192", name="KPI: Win rate, %", type="numeric"),
+            CrmField(key="66193", name="Old revenue", type="numeric", code="KPI_REVENUE_WON"),
+        ]
+    )
     writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
-    assert len(a.fields["contact"]) == 3                        # only KPI: Deals was created
+    assert len(a.fields["contact"]) == 3  # only KPI: Deals was created
     assert a.cards[("contact", 1)]["66192"] == 80 and a.cards[("contact", 1)]["66193"] == 10000
 
 
@@ -154,15 +174,19 @@ def test_dry_run_sends_and_stores_nothing(mirror):
     assert a.requests == 0 and rep.requests == 0 and rep.values == 13
     c1 = {(c.label, c.new) for c in rep.changes if c.entity_id == 1 and c.entity_type == "contact"}
     assert c1 == {("KPI: Win rate, %", 80), ("KPI: Lifetime revenue", 10000), ("KPI: Deals", 5)}
-    assert mirror.conn.execute("SELECT (SELECT count(*) FROM writeback_log) + "
-                               "(SELECT count(*) FROM kpi_written)").fetchone()[0] == 0
+    assert (
+        mirror.conn.execute(
+            "SELECT (SELECT count(*) FROM writeback_log) + (SELECT count(*) FROM kpi_written)"
+        ).fetchone()[0]
+        == 0
+    )
     assert writeback.write_back(mirror, None, S, cfg(), dry_run=True).values == 13
 
 
 def test_empty_value_clears_a_written_field_once(mirror):
     a = FakeAdapter()
     writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
-    mirror.conn.execute("UPDATE deals SET is_deleted = 1 WHERE id = 102")   # contact 4 loses its deal
+    mirror.conn.execute("UPDATE deals SET is_deleted = 1 WHERE id = 102")  # contact 4 loses its deal
     kpi.compute(mirror, S, cfg(), now=d(2026, 11, 24))
     a.batches.clear()
     writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
@@ -179,12 +203,18 @@ def test_change_within_precision_is_not_sent(mirror):
     a = FakeAdapter()
     writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
     # a newer history row (the current value) that differs only past the field's precision
-    mirror.conn.execute("INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
-                        "VALUES (?, 'contact', 1, 'win_rate', 80.0004, '2030-01-01T00:00:00Z')", (S,))
+    mirror.conn.execute(
+        "INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
+        "VALUES (?, 'contact', 1, 'win_rate', 80.0004, '2030-01-01T00:00:00Z')",
+        (S,),
+    )
     rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
     assert rep.values == 0 and rep.requests == 0
-    mirror.conn.execute("INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
-                        "VALUES (?, 'contact', 1, 'win_rate', 75, '2030-01-02T00:00:00Z')", (S,))
+    mirror.conn.execute(
+        "INSERT INTO kpi_values (source, entity_type, entity_id, kpi, value, computed_at) "
+        "VALUES (?, 'contact', 1, 'win_rate', 75, '2030-01-02T00:00:00Z')",
+        (S,),
+    )
     rep = writeback.write_back(mirror, a, S, cfg(targets=["contact"]))
     assert rep.values == 1 and written(a, "contact", 1)["KPI: Win rate, %"] == 75
 

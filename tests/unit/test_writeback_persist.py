@@ -1,11 +1,11 @@
 """What write-back records survives closing the mirror (a run is a separate process)."""
 
+from connector.config.kpi import KpiConfig
 from connector.kpi import engine as kpi
 from connector.kpi import writeback
-from connector.config.kpi import KpiConfig
 from connector.mirror.store import Mirror
-from tests.unit.test_kpi import NOW, S, build_mirror
 from tests.fakes import FakeAdapter
+from tests.unit.test_kpi import NOW, S, build_mirror
 from tests.unit.test_writeback import FIELDS
 
 
