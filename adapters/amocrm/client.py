@@ -24,7 +24,20 @@ from adapters.limits import portal_of
 from adapters.redact import redact
 
 WINDOW_MARGIN_S = 0.05
+# Shared limits (many worker processes, many threads each): a grant travels farther to the
+# wire (a busy worker's GIL, its thread pool) and the jitter measured between a grant in Redis
+# and the request's arrival reached 100-300 ms on a loaded host, so the window is widened more.
+SHARED_WINDOW_MARGIN_S = 0.25
 FIELDS_PAGE = 50  # custom-field lists: at most 50 a page, whatever `limit` asks
+
+
+def _window(rate: float, margin_s: float) -> tuple[float, float]:
+    """(rate, per) for a limiter that lets `rate` requests (whole, at least 1) into a window of
+    1 s + `margin_s`: limiters count `int(rate * per)` per window."""
+    if rate < 1:
+        return rate, 1.0
+    per = 1.0 + margin_s
+    return (int(rate) + 1e-6) / per, per
 
 
 class PacedLimiter(RateLimiter):
@@ -66,7 +79,9 @@ class AmoClient:
         rate = source.requests_per_second or 7
         if limits is not None:  # shared by every process (`adapters.limits`): keyed by account
             limiter = limits.rate_limiter(
-                "amocrm", portal_of(source.base_url), rate, per=1.0 + WINDOW_MARGIN_S if rate >= 1 else 1.0
+                "amocrm",
+                portal_of(source.base_url),
+                *_window(rate, SHARED_WINDOW_MARGIN_S),
             )
         else:
             limiter = PacedLimiter(rate, per=1.0 + WINDOW_MARGIN_S) if rate >= 1 else RateLimiter(rate)

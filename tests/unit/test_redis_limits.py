@@ -397,7 +397,7 @@ def test_adapters_take_redis_limits_keyed_by_portal(redis_url, redis_prefix, tmp
     a = registry.get("amocrm").make_adapter(amo, tokens, limits=lim)
     assert isinstance(a.http.limiter, RedisRateLimiter)
     assert a.http.limiter.key == f"{redis_prefix}:amocrm:{{acme.amocrm.ru}}:rate"
-    assert (a.http.limiter.limit, a.http.limiter.gap) == (7, pytest.approx(1.05 / 7))
+    assert (a.http.limiter.limit, a.http.limiter.gap) == (7, pytest.approx(1.25 / 7))
     assert isinstance(registry.get("amocrm").make_adapter(amo, tokens).http.limiter, RateLimiter)
 
     b24 = SourceConfig(
