@@ -372,7 +372,9 @@ class Bitrix24Client:
         return urlsplit(self.cfg.webhook_url or self.cfg.portal_url or "").hostname or "?"
 
     def watch(self, stop) -> None:
-        """Obey `stop` in the waits of its own: the operating budget's and a 429's."""
+        """Obey `stop` in the waits of its own: the operating budget's, a 429's and the wait
+        for a free slot among the requests in flight."""
+        self.throttle.stop = stop
         pause = interruptible(stop)
         if hasattr(self.budget, "sleep"):
             self.budget.sleep = pause

@@ -23,6 +23,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from adapters.errors import Interrupted
+
+STOP_POLL_S = 0.25
+
 
 @dataclass
 class Answer:
@@ -58,6 +62,7 @@ class Throttle:
         self.lowest = self.limit
         self._cond = threading.Condition()
         self._local = threading.local()
+        self.stop: threading.Event | None = None  # a stop asked for: waiting for a slot ends
 
     # ---- slots ----------------------------------------------------------------------------
 
@@ -71,7 +76,11 @@ class Throttle:
         methods = tuple(dict.fromkeys(methods))
         with self._cond:
             while not self._may_start(methods):
-                self._cond.wait()
+                if self.stop is not None and self.stop.is_set():
+                    raise Interrupted("stopped by signal")
+                # with a stop to watch, look at it again every STOP_POLL_S: the requests holding
+                # the slots may take their whole timeout to end
+                self._cond.wait(None if self.stop is None else STOP_POLL_S)
             self.inflight += 1
             for m in methods:
                 self.busy[m] = self.busy.get(m, 0) + 1

@@ -207,3 +207,34 @@ def test_released_reservations_leave_nothing_in_flight_and_probes_are_a_second_a
     ob.observe(DEALS, {"operating": 476.0, "operating_reset_at": c.t - 0.2, "duration": 0.1})
     ob.take({DEALS: 50})
     assert abs(sum(c.slept) - 1.0) < 1e-6  # the next probe waited a second
+
+
+def test_a_stop_ends_the_wait_for_a_free_slot():
+    from adapters.errors import Interrupted
+
+    t = Throttle(ceiling=1)
+    t.stop = threading.Event()
+    holding, release, outcome = threading.Event(), threading.Event(), []
+
+    def hold():
+        with t.slot(("crm.deal.list",)):
+            holding.set()
+            release.wait(10)
+
+    def wait_for_slot():
+        try:
+            with t.slot(("crm.deal.list",)):
+                outcome.append("got a slot")
+        except Interrupted:
+            outcome.append("interrupted")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=wait_for_slot)
+    waiter.start()
+    t.stop.set()
+    waiter.join(5)
+    assert not waiter.is_alive() and outcome == ["interrupted"]  # while the slot is still held
+    release.set()
+    holder.join(10)
