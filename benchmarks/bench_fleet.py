@@ -80,9 +80,7 @@ import argparse
 import multiprocessing as mp
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -91,6 +89,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from benchmarks.redis_server import start_redis  # noqa: E402
 
 AMO_GAP_S = 1.05 / 7  # adapters.amocrm: 7 requests per 1.05 s, evenly spaced
 B24_BURST, B24_DRAIN = 48, 2.0  # the client's bucket: 50 deep less a margin of 2, draining 2/s
@@ -249,31 +249,6 @@ class RssPeak:
         self._stop.set()
         self._thread.join()
         return self.peak
-
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    binary = (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
-    )
-    if not binary:
-        sys.exit("no redis-server: install it or pass --url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 # ---- the two runs --------------------------------------------------------------------------------

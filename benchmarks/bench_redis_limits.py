@@ -13,10 +13,7 @@ more than 7 in any 1-s window; a rate close to 7 / 1.05 = 6.67/s.
 import argparse
 import multiprocessing
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from adapters.redis_limits import RedisLimits  # noqa: E402
+from benchmarks.redis_server import start_redis  # noqa: E402
 
 PORTAL = "bench.amocrm.ru"
 PER = 1.05
@@ -63,31 +61,6 @@ def worker(url, prefix, threads, seconds, start, out):
     out.put((grants, sum(calls)))
 
 
-def start_server():
-    binary = (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else shutil.which("redis-server")
-    )
-    if not binary:
-        sys.exit("no redis-server: install it or pass --url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--procs", type=int, default=2)
@@ -95,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--url", default=os.environ.get("CRM_TEST_REDIS_URL"))
     args = ap.parse_args(argv)
-    proc, url = (None, args.url) if args.url else start_server()
+    proc, url = (None, args.url) if args.url else start_redis()
     prefix = f"crm:bench:{os.getpid()}"
     try:
         ctx = multiprocessing.get_context("spawn")

@@ -25,6 +25,33 @@ ENV = dict(os.environ, PYTHONPATH=ROOT)
 FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue"}
 
 
+def hook_config(tmp, port: int, source: str, secret: str, debounce_s: float) -> str:
+    """A config of one source named "crm" (`source`: its kind and credentials, as TOML lines)
+    with webhooks on, `serve` on 127.0.0.1:`port`, and the FIELDS mapped on both card types."""
+    fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
+    return f"""
+[storage]
+path = "{tmp / "mirror.db"}"
+token_path = "{tmp / "tokens.json"}"
+
+[[sources]]
+name = "crm"
+{source}
+webhook_secret = "{secret}"
+
+[webhooks]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+debounce_s = {debounce_s}
+
+[kpi]
+targets = ["contact", "company"]
+
+[kpi.fields]
+{fields}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,6 +22,7 @@ from tests.e2e.serve_helpers import (
     card_value,
     cli,
     free_port,
+    hook_config,
     logged,
     mirror_rows,
     open_deals,
@@ -35,28 +36,7 @@ EDITS = 20
 
 
 def config_text(tmp, port: int, source: str) -> str:
-    fields = "\n".join(f'{k} = "{v}"' for k, v in FIELDS.items())
-    return f"""
-[storage]
-path = "{tmp / "mirror.db"}"
-token_path = "{tmp / "tokens.json"}"
-
-[[sources]]
-name = "crm"
-{source}
-webhook_secret = "{SECRET}"
-
-[webhooks]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-debounce_s = 1
-
-[kpi]
-targets = ["contact", "company"]
-
-[kpi.fields]
-{fields}
-"""
+    return hook_config(tmp, port, source, SECRET, debounce_s=1)
 
 
 def win_while_down(ds, sent_log, wait_idle) -> tuple[list[dict], dict[int, int]]:
