@@ -1,0 +1,50 @@
+"""The Datasette metadata file: every table and column described, canned queries that run on
+a mirror; `datasette-metadata` writes it beside any mirror, reading it only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.mirror import datasette
+from connector.mirror.store import Mirror
+
+
+def test_the_metadata_describes_every_table_and_column(tmp_path):
+    with Mirror(str(tmp_path / "m.db")) as m:
+        names = [r[0] for r in m.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        columns = {
+            t: [r[1] for r in m.conn.execute(f"PRAGMA table_xinfo([{t}])")]
+            for t in names
+            if t != "sqlite_sequence"
+        }
+    doc = datasette.metadata("m", columns)
+    tables = doc["databases"]["m"]["tables"]
+    missing = {
+        t: [c for c in cols if c not in tables.get(t, {}).get("columns", {})] for t, cols in columns.items()
+    }
+    assert not {t: c for t, c in missing.items() if c}
+    assert all(tables[t]["description"] for t in columns)
+    assert set(doc["databases"]["m"]["queries"]) >= {"funnel", "manager_league", "churn"}
+
+
+def test_datasette_metadata_command_writes_the_file_beside_any_mirror(tmp_path):
+    path = str(tmp_path / "shop.db")
+    Mirror(path).close()
+    out = CliRunner().invoke(main, ["datasette-metadata", "--mirror", path])
+    assert out.exit_code == 0, out.output
+    written = str(tmp_path / "shop.metadata.json")
+    assert f"datasette {path} -m {written}" in out.output
+    doc = json.load(open(written, encoding="utf-8"))
+    assert doc["databases"]["shop"]["tables"]["deals"]["columns"]["stage_key"].startswith("Link to `stages`")
+    # its queries run on the mirror
+    with sqlite3.connect(path) as conn:
+        for q in doc["databases"]["shop"]["queries"].values():
+            conn.execute(q["sql"], {"since": "", "days": ""}).fetchall()
+    missing = CliRunner().invoke(main, ["datasette-metadata", "--mirror", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "none.db: no such file" in missing.output
+    assert not os.path.exists(tmp_path / "none.db")
