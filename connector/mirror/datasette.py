@@ -261,7 +261,7 @@ ORDER BY source, period DESC""",
         "title": "Lapsed clients",
         "description": "Contacts whose last won deal is more than :days days old (empty: 180), "
         "most valuable first.",
-        "sql": """SELECT c.source, c.key, c.name, u.name AS manager, max(d.closed_at) AS last_won_at,
+        "sql": """SELECT c.source, c.id, c.name, u.name AS manager, max(d.closed_at) AS last_won_at,
   count(*) AS deals_won, round(sum(d.amount), 2) AS revenue_won
 FROM contacts c
 JOIN deals d ON d.source = c.source AND d.contact_id = c.id AND d.status = 'won' AND d.is_deleted = 0

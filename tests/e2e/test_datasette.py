@@ -43,10 +43,11 @@ def served(tmp_path_factory):
     mirror, metadata = command[1], command[3]
     assert command[2] == "-m" and os.path.dirname(metadata) == str(workdir)
     port = _free_port()
+    log = open(workdir / "datasette.log", "w+b")  # a file: a pipe nobody reads could fill and stall it
     server = subprocess.Popen(
         [sys.executable, "-m", "datasette", "serve", *command[1:], "-h", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -56,13 +57,14 @@ def served(tmp_path_factory):
                 requests.get(f"{base}/-/versions.json", timeout=5).raise_for_status()
                 break
             except requests.ConnectionError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert server.poll() is None, (workdir / "datasette.log").read_text()[-2000:]
                 assert time.monotonic() < deadline, "datasette did not start"
                 time.sleep(0.1)
         yield base, os.path.splitext(os.path.basename(mirror))[0], mirror
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.close()
 
 
 def _one(mirror: str, sql: str, *args) -> dict:
