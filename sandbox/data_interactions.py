@@ -12,18 +12,32 @@ last draw), so every row the builder made stays exactly as it was for a given se
   `activity_id` share one id sequence, in time order.
 - Surveys: NPS answers (0-10) on contacts and deals; a CSAT vote (1-5) on some answered calls
   (`calls[i]["vote"]`).
+- Drawn last, so everything above stays as it was for a given seed:
+  - `also`: further records an interaction concerns beside its own (an e-mail on a contact
+    that is about one of the contact's deals): a list of (entity_type, entity_id). A CRM
+    that binds an activity to several records shows them (Bitrix24 bindings); one whose
+    notes belong to one record shows only the own one (amoCRM).
+  - `planned`: meetings and calls set for the next two weeks, not done yet (their `at` is
+    the planned start, ahead of `now`; `created_at` when they were set); a CRM without
+    planned interactions (amoCRM has no meeting or call activities) shows none of them.
+  - `caller` (every call; no draw): the client record its number belongs to
+    (`data_store.caller_of`).
+  - `informational`: a few outgoing calls are automated informational calls (a robot reads
+    a message; no manager talks): Bitrix24 CALL_TYPE 5. amoCRM has no such call type: its
+    telephony logs them as ordinary outgoing calls.
 """
 
 from __future__ import annotations
 
 import random
 
-from sandbox.data_store import ID_BASE, Dataset
+from sandbox.data_store import ID_BASE, Dataset, caller_of
 
 SOURCES = ["website", "referral", "cold call", "exhibition", "advert"]
 UTM_SOURCES = ["google", "Yandex", " yandex ", "facebook", "Newsletter", "vk"]
 CHANNELS = (("email", 0.35), ("chat", 0.65), ("sms", 0.8), ("meeting", 1.0))
 SUBJECTS = {
+    "call": "Call the client back",
     "email": "Re: your order",
     "chat": "Chat with the client",
     "sms": "Reminder",
@@ -41,6 +55,9 @@ class Interactions:
         self.channels()
         self.activities()
         self.surveys()
+        self.bindings()
+        self.planned()
+        self.informational()
 
     def channels(self) -> None:
         r = self.r
@@ -116,3 +133,54 @@ class Interactions:
         for i, row in enumerate(rows, 1):
             row["id"] = ID_BASE["surveys"] + i
         self.ds.surveys = rows
+
+    def bindings(self) -> None:
+        r, ds = self.r, self.ds
+        deals_of: dict[tuple[str, int], list[int]] = {}
+        for d in ds.deals:
+            for c in d["contact_ids"]:
+                deals_of.setdefault(("contact", c), []).append(d["id"])
+            if d["company_id"]:
+                deals_of.setdefault(("company", d["company_id"]), []).append(d["id"])
+        for a in ds.activities:
+            if r.random() < 0.4:
+                if a["entity_type"] == "lead":
+                    lead = ds.by_id("leads")[a["entity_id"]]
+                    also = [("contact", lead["contact_id"])] if lead["contact_id"] else []
+                else:
+                    deals = deals_of.get((a["entity_type"], a["entity_id"]))
+                    also = [("deal", r.choice(deals))] if deals else []
+                if also:
+                    a["also"] = also
+
+    def planned(self) -> None:
+        r, ds = self.r, self.ds
+        last = max(
+            [a["id"] for a in ds.activities] + [c["activity_id"] for c in ds.calls] + [ID_BASE["activities"]]
+        )
+        for i in range(1, max(3, round(0.02 * self.size)) + 1):
+            et, e = self._entity()
+            channel = "meeting" if r.random() < 0.6 else "call"
+            set_at = self.end - r.randrange(0, 3 * 86400)
+            ds.activities.append(
+                {
+                    "id": last + i,
+                    "channel": channel,
+                    "direction": None if channel == "meeting" else "out",
+                    "at": self.end + r.randrange(86400, 14 * 86400),
+                    "created_at": set_at,
+                    "updated_at": set_at,
+                    "responsible_user_id": e["responsible_user_id"],
+                    "entity_type": et,
+                    "entity_id": e["id"],
+                    "subject": SUBJECTS[channel],
+                    "is_deleted": 0,
+                    "planned": True,
+                }
+            )
+
+    def informational(self) -> None:
+        for c in self.ds.calls:
+            c["caller"] = caller_of(self.ds, c)
+            if c["direction"] == "out" and not c.get("vote") and self.r.random() < 0.06:
+                c["informational"] = True

@@ -185,6 +185,8 @@ class Dataset:
         row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
         if name in ("calls", "activities"):  # one activity id sequence (data_interactions)
             row["activity_id" if name == "calls" else "id"] = self._next_activity_id()
+        if name == "calls" and "caller" not in row:
+            row["caller"] = caller_of(self, row)
         rows.append(row)
         self.by_id(name)[row["id"]] = row
         self._bump(name)
@@ -330,6 +332,20 @@ class Dataset:
             self._bump(name)
         self._told("update", name, id)
         return row
+
+
+def caller_of(ds: Dataset, call: dict) -> tuple[str, int] | None:
+    """The client record a call's number belongs to, fixed when the call is logged: the call's
+    own contact, company or lead; for a deal's call the deal's first contact, else its company."""
+    et, eid = call.get("entity_type"), call.get("entity_id")
+    if not et or not eid:
+        return None
+    if et != "deal":
+        return (et, eid)
+    deal = ds.by_id("deals").get(eid) or {}
+    if deal.get("contact_ids"):
+        return ("contact", deal["contact_ids"][0])
+    return ("company", deal["company_id"]) if deal.get("company_id") else None
 
 
 def _defaults(ds: Dataset, name: str, t: int) -> dict:

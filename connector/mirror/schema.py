@@ -87,18 +87,29 @@ CREATE TABLE IF NOT EXISTS calls (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     direction TEXT, status TEXT, duration_s INTEGER, started_at TEXT,
     responsible_user_id INTEGER, entity_type TEXT, entity_id INTEGER, phone TEXT,
+    activity_id TEXT, is_automated INTEGER NOT NULL DEFAULT 0,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
 
 -- Every client interaction (calls too, so one table answers "how often do we talk"):
 -- channel `call`, `email`, `chat`, `meeting`, `sms`, ...; direction `in` / `out`.
+-- is_completed 0: planned, not done yet (not an interaction until it is).
 CREATE TABLE IF NOT EXISTS activities (
     source TEXT NOT NULL, id TEXT NOT NULL,
     channel TEXT, direction TEXT, at TEXT, responsible_user_id INTEGER,
-    entity_type TEXT, entity_id INTEGER,
+    entity_type TEXT, entity_id INTEGER, is_completed INTEGER NOT NULL DEFAULT 1,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id));
+
+-- Every CRM record an activity is bound to, its own entity included (Bitrix24 BINDINGS: a
+-- call can concern a lead, a deal and a contact at once). A CRM whose records have one
+-- entity each (amoCRM notes) adds none: the activity's own entity_type / entity_id is it.
+CREATE TABLE IF NOT EXISTS activity_bindings (
+    source TEXT NOT NULL, activity_id TEXT NOT NULL, entity_type TEXT NOT NULL,
+    entity_id INTEGER NOT NULL,
+    PRIMARY KEY (source, activity_id, entity_type, entity_id),
+    FOREIGN KEY (source, activity_id) REFERENCES activities (source, id));
 
 -- Survey scores the CRMs record themselves: `nps` 0-10 (amoCRM `nps_rate_added` events),
 -- `csat` 1-5 (Bitrix24 call ratings, CALL_VOTE); origin says which (`amocrm_event`, `call_vote`).
@@ -145,6 +156,8 @@ CREATE INDEX IF NOT EXISTS idx_calls_entity ON calls (source, entity_type, entit
 CREATE INDEX IF NOT EXISTS idx_calls_user ON calls (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_activities_entity ON activities (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_activities_user ON activities (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_activity_bindings_entity ON activity_bindings (source, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_calls_activity ON calls (source, activity_id);
 CREATE INDEX IF NOT EXISTS idx_survey_answers_entity ON survey_answers (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);

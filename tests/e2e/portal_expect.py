@@ -28,6 +28,7 @@ TABLES = (
     "calls",
     "stage_changes",
     "activities",
+    "activity_bindings",
     "survey_answers",
 )
 
@@ -152,6 +153,7 @@ class Mapping:
             self.calls(),
             self.stage_changes(),
             self.activities(),
+            self.activity_bindings(),
             self.survey_answers(),
         ]
 
@@ -348,6 +350,8 @@ class Mapping:
                 "entity_type",
                 "entity_id",
                 "phone",
+                "activity_id",
+                "is_automated",
             ),
             deletable=True,
         )
@@ -355,6 +359,7 @@ class Mapping:
             e.add(
                 c["id"],
                 {
+                    **self.call_record(c),
                     "direction": c["direction"],
                     "status": call_status(c),
                     "duration_s": c["duration_s"],
@@ -366,6 +371,11 @@ class Mapping:
                 },
             )
         return e
+
+    def call_record(self, c: dict) -> dict:
+        """The call's activity and whether it was automated (docs/mirror.md `calls`): a CRM
+        without either (amoCRM) leaves both empty."""
+        return {"activity_id": None, "is_automated": 0}
 
     def stage_changes(self) -> Expected:
         """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
@@ -394,12 +404,29 @@ class Mapping:
         e = Expected(
             "activities",
             ("id",),
-            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id"),
+            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id", "is_completed"),
             deletable=True,
         )
         for key, row, values in self.interactions():
             e.add(key, DELETED if row.get("is_deleted") else values)
         return e
+
+    def activity_bindings(self) -> Expected:
+        """docs/mirror.md `activity_bindings`: every record an activity is bound to, its own
+        included; a CRM whose notes belong to one record each adds none (`bindings`)."""
+        e = Expected("activity_bindings", ("activity_id", "entity_type", "entity_id"), ())
+        gone = set()
+        for key, row, _ in self.interactions():
+            for etype, eid in self.bindings(row):
+                if row.get("is_deleted"):
+                    gone.add((key[0], etype, eid))  # links of a deleted activity are not pinned
+                else:
+                    e.add((key[0], etype, eid), {})
+        e.unpinned = lambda key: key in gone
+        return e
+
+    def bindings(self, row: dict) -> list[tuple[str, int]]:
+        return []
 
     def interactions(self):
         """(mirror id, dataset row, expected fields) of each interaction the CRM shows."""
@@ -419,6 +446,8 @@ class Mapping:
             "responsible_user_id": user,
             "entity_type": row["entity_type"],
             "entity_id": row["entity_id"],
+            # docs/mirror.md `activities.is_completed`: 0 for a planned one, not done yet
+            "is_completed": 0 if row.get("planned") else 1,
         }
 
 
@@ -561,6 +590,20 @@ class B24Mapping(Mapping):
                 a,
                 self.interaction(a["channel"], a["direction"], a["at"], a["responsible_user_id"], a),
             )
+
+    def call_record(self, c: dict) -> dict:
+        """CRM_ACTIVITY_ID is the call's activity; CALL_TYPE 5 (informational) is automated."""
+        return {"activity_id": str(c["activity_id"]), "is_automated": int(bool(c.get("informational")))}
+
+    def bindings(self, row: dict) -> list[tuple[str, int]]:
+        """crm.activity.binding.list: the owner, a call's CRM entity (voximplant names a
+        contact, company or lead: for a deal's call the deal's first contact, else its company)
+        and the dataset's further records (`also`)."""
+        out = [(row["entity_type"], row["entity_id"])] if row.get("entity_type") else []
+        if "activity_id" in row and row.get("caller"):  # a call: the record its number belongs to
+            out.append(tuple(row["caller"]))
+        out += [tuple(b) for b in row.get("also") or ()]
+        return list(dict.fromkeys(out))
 
     def survey_answers(self) -> Expected:
         """CSAT: the client's 1-5 rating of a call (CALL_VOTE)."""

@@ -179,6 +179,8 @@ def test_calls_bound_to_a_deal_through_their_activity_in_ctx_side():
         "entity_type": "deal",
         "entity_id": 37,
         "phone": "+79990000000",
+        "activity_id": "800",
+        "is_automated": 0,
         "is_deleted": 0,
     }
     assert answered["raw"]["CRM_ENTITY_TYPE"] == "CONTACT"  # the activity's deal wins
@@ -223,6 +225,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "deal",
             "entity_id": 37,
+            "is_completed": 1,
             "is_deleted": 0,
         },
         {
@@ -233,6 +236,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "contact",
             "entity_id": 12,
+            "is_completed": 0,
             "is_deleted": 0,
         },
         {
@@ -243,6 +247,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 1,
             "entity_type": "company",
             "entity_id": 4,
+            "is_completed": 0,
             "is_deleted": 0,
         },
         {
@@ -253,6 +258,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "lead",
             "entity_id": 3,
+            "is_completed": 1,
             "is_deleted": 0,
         },
         # no START_TIME: CREATED; RESPONSIBLE_ID "0": nobody
@@ -264,6 +270,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": None,
             "entity_type": "contact",
             "entity_id": 12,
+            "is_completed": 1,
             "is_deleted": 0,
         },
     ]

@@ -44,7 +44,7 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
     with_them = generate(3, 400, NOW)
     monkeypatch.setattr(Interactions, "build", lambda self: None)
     without = generate(3, 400, NOW)
-    new_keys = {"source", "utm_source", "vote", "activity_id"}
+    new_keys = {"source", "utm_source", "vote", "activity_id", "caller", "informational"}
     for name in (
         "users",
         "pipelines",
@@ -62,7 +62,7 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
 
 
 def test_interactions_channels_and_surveys(ds):
-    acts = ds.activities
+    acts = [a for a in ds.activities if not a.get("planned")]
     assert len(acts) == round(0.6 * 2000)
     channels = collections.Counter(a["channel"] for a in acts)
     assert set(channels) == {"email", "chat", "sms", "meeting"} and min(channels.values()) > 50
@@ -245,3 +245,30 @@ def test_add_delete_restore_and_custom_fields():
     assert c["custom"][f["id"]] == 42.5 and c["updated_at"] > old
     t = ds.write_customs("contact", {c["id"]: {f["id"]: None}, ds.contacts[4]["id"]: {f["id"]: 1}})
     assert f["id"] not in c["custom"] and c["updated_at"] == ds.contacts[4]["updated_at"] == t
+
+
+def test_planned_interactions_bindings_and_informational_calls(ds):
+    """Drawn after everything else: planned meetings and calls ahead of `now` (created before
+    it, ids after every other activity), further records some interactions concern, a few
+    automated informational outgoing calls, and every call's caller record."""
+    planned = [a for a in ds.activities if a.get("planned")]
+    assert len(planned) == round(0.02 * 2000)
+    assert {a["channel"] for a in planned} == {"meeting", "call"}
+    assert all(a["created_at"] == a["updated_at"] <= NOW < a["at"] <= NOW + 14 * 86400 for a in planned)
+    assert min(a["id"] for a in planned) > max(a["id"] for a in ds.activities if not a.get("planned"))
+    also = [a for a in ds.activities if a.get("also")]
+    assert len(also) > 50
+    deals = ds.by_id("deals")
+    for a in also:
+        for et, eid in a["also"]:
+            assert et in ("deal", "contact") and eid
+            if et == "deal" and a["entity_type"] == "contact":
+                assert a["entity_id"] in deals[eid]["contact_ids"]
+    info = [c for c in ds.calls if c.get("informational")]
+    assert info and all(c["direction"] == "out" and not c["vote"] for c in info)
+    assert len(info) < 0.1 * len(ds.calls)
+    for c in ds.calls:
+        if c["entity_type"] in ("contact", "company", "lead"):
+            assert c["caller"] == (c["entity_type"], c["entity_id"])
+        elif c["entity_type"] == "deal" and deals[c["entity_id"]]["contact_ids"]:
+            assert c["caller"] == ("contact", deals[c["entity_id"]]["contact_ids"][0])

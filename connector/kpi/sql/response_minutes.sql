@@ -1,7 +1,7 @@
 -- response_minutes: median minutes from an incoming interaction to the next outgoing one on the
 -- client's card or deals. A run of incoming messages waits once, from the first of them;
 -- incoming interactions still unanswered are left out; empty when none was answered.
--- reads: activities, deals, deal_contacts
+-- reads: activities, deals, deal_contacts, activity_bindings
 WITH seq AS (
     SELECT entity_id, direction, at,
            lag(direction) OVER (PARTITION BY entity_id ORDER BY at, act_id) AS before
