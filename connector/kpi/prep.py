@@ -14,6 +14,11 @@ Every KPI in `kpi/sql/` is written against these, so one query serves contacts a
 - `kpi_acts(ref_id, at)`: outgoing calls and completed tasks on client cards (first response).
 - `kpi_activities(entity_id, act_id, channel, direction, at)`: every live interaction
   (`activities`) on the client's card or on its deals, all time.
+- `kpi_turns(entity_id, turn_id, asks, at)`: the same interactions as turns of a conversation,
+  for response time: `asks` 1 for the client's question (an incoming message, e-mail or SMS, or
+  an incoming call nobody answered), 0 for an answer (anything outgoing, or an incoming call a
+  manager took). Calls come from `calls`, which knows whether a call was answered; the other
+  channels from `activities` (whose call rows are the same calls).
 - `kpi_survey(entity_id, answer_id, kind, score, at)`: survey answers on the client's card or
   deals (`survey_answers`, when the mirror has it) and the scores in its card fields
   (`temp.kpi_card_survey`, read from the cards by `connector.kpi.survey` before the run).
@@ -44,6 +49,7 @@ TABLES = (
     "kpi_recent",
     "kpi_changed",
     "kpi_activities",
+    "kpi_turns",
     "kpi_survey",
 )
 
@@ -178,6 +184,20 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0 A
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
+_TURNS = """
+CREATE TEMP TABLE kpi_recent AS
+SELECT 'a' || id AS id, entity_type, entity_id, direction = 'in' AS asks, at FROM main.activities
+WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0 AND at IS NOT NULL
+  AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+UNION ALL
+SELECT 'c' || id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered', started_at
+FROM main.calls
+WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
+  AND started_at IS NOT NULL AND direction IN ('in', 'out')
+"""
+
+_TURN_COLS = "k.id, k.asks, k.at"
+
 # Answers from the CRMs' own sources (survey_answers) and from card fields.
 _SURVEY_ANSWERS = """
 CREATE TEMP TABLE kpi_recent AS
@@ -276,6 +296,12 @@ def _build_interactions(conn, target: str, p: dict) -> None:
     )
     _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p)
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
+        "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
+    )
+    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p)
+    conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
