@@ -57,9 +57,7 @@ class Interactions:
         return int(60 * min(3 * 24 * 60, self.r.lognormvariate(math.log(30), 1.3)))
 
     def callbacks(self) -> None:
-        """A manager calls back most missed incoming calls. The callbacks are numbered after the
-        generated calls (`callback_of` names the missed call), so the builder's calls keep their
-        ids; their timeline activity ids still follow time order (`activities`)."""
+        """A manager calls back most missed incoming calls (`callback_of`: the missed call)."""
         r, calls, added = self.r, self.ds.calls, []
         for c in calls:
             if c["direction"] != "in" or c["status"] == "answered" or r.random() >= 0.8:
@@ -76,14 +74,18 @@ class Interactions:
                     outcome=outcome,
                     status=status,
                     duration_s=r.randint(20, 600) if status == "answered" else 0,
+                    id=0,
                     started_at=at,
-                    callback_of=c["id"],
+                    callback_of=c,  # the missed call's row until the ids are final
                 )
             )
-        last = calls[-1]["id"] if calls else ID_BASE["calls"]
-        for i, row in enumerate(sorted(added, key=lambda row: row["started_at"]), 1):
-            row["id"] = last + i
-            calls.append(row)
+        # A CRM hands out ids in time order: the callbacks take their places among the calls.
+        calls += added
+        calls.sort(key=lambda row: (row["started_at"], row["id"] or float("inf")))
+        for i, row in enumerate(calls, 1):
+            row["id"] = ID_BASE["calls"] + i
+        for row in added:
+            row["callback_of"] = row["callback_of"]["id"]
 
     def conversions(self) -> None:
         deals = sorted(self.ds.deals, key=lambda d: d["created_at"])

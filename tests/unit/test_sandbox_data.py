@@ -39,7 +39,8 @@ def test_same_seed_same_data_other_seed_differs():
 def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
     """Channels, activities, callbacks, conversions and surveys draw from a stream of their own:
     every other row of a seed is what it was before they existed (tests pin ids and counts of
-    those); callbacks are calls added after the generated ones."""
+    those). Callbacks are calls: the generated calls keep their order and fields, and their ids
+    make room for the callbacks, as a CRM numbers calls in time order."""
     from sandbox.data_interactions import Interactions
 
     with_them = generate(3, 400, NOW)
@@ -59,10 +60,12 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
         "events",
     ):
         strip = [
-            {k: v for k, v in r.items() if k not in new_keys}
+            {k: v for k, v in r.items() if k not in new_keys and (name, k) != ("calls", "id")}
             for r in getattr(with_them, name)
             if "callback_of" not in r
         ]
+        if name == "calls":
+            without.calls = [{k: v for k, v in r.items() if k != "id"} for r in without.calls]
         assert strip == getattr(without, name), name
 
 
