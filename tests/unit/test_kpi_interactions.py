@@ -86,16 +86,33 @@ def run(m, **kw):
 def test_interactions_per_channel_and_total(mirror):
     run(mirror)
     v = values(mirror, "contact", 1)
-    assert v["interactions_30d"] == 7  # a1-a7: a8 too old, a9 deleted
+    assert v["interactions_30d"] == 5  # a1-a7, chats a1-a3 one conversation: a8 too old, a9 deleted
     assert (
         v["interactions_30d_chat"],
         v["interactions_30d_email"],
         v["interactions_30d_call"],
         v["interactions_30d_meeting"],
         v["interactions_30d_sms"],
-    ) == (3, 2, 2, 0, 0)
+    ) == (1, 2, 2, 0, 0)
     assert values(mirror, "company", 10)["interactions_30d"] == 2  # a4, a5 on deal 101
     assert values(mirror, "contact", 2)["interactions_30d"] == 0  # none at all: zero, not empty
+
+
+def test_chats_count_once_per_conversation(mirror):
+    """Chat rows with no pause over 24 hours are one conversation, whether a CRM lists each message
+    (amoCRM) or each session (Bitrix24); a pause of a day and a minute starts another."""
+    mirror.db["activities"].insert_all(
+        dict(source=S, id=i, channel="chat", direction=d, at=at, entity_type=et, entity_id=e, is_deleted=0)
+        for i, d, at, et, e in (
+            ("m1", "in", "2026-11-21T10:30:00Z", "deal", 101),  # 24 h after a3: the same one
+            ("m2", "in", "2026-11-22T10:31:00Z", "contact", 1),  # 24 h 1 min after m1: a new one
+            ("m3", "out", "2026-11-22T10:40:00Z", "contact", 1),
+        )
+    )
+    run(mirror)
+    v = values(mirror, "contact", 1)
+    assert v["interactions_30d_chat"] == 2 and v["interactions_30d"] == 6
+    assert values(mirror, "company", 10)["interactions_30d_chat"] == 1  # m1 alone on deal 101
 
 
 def test_window_comes_from_config(mirror):
