@@ -7,7 +7,12 @@ last draw), so every row the builder made stays exactly as it was for a given se
 - Deals and leads get `source` (the CRM's own source name, neutral words) and `utm_source`
   (free text as marketers type it: mixed case, stray spaces); some have neither.
 - `activities`: e-mails, chats, meetings and SMS with clients (calls stay in `calls`), a few
-  deleted (they vanish from the CRM's lists). A CRM numbers its timeline activities in one
+  deleted (they vanish from the CRM's lists). Most incoming messages get a reply on the same
+  channel and card minutes to hours later (a log-normal delay, median 30 minutes), as a working
+  sales team answers; some never do.
+- Callbacks: most missed incoming calls are called back, minutes to hours later.
+- Conversions: a converted lead becomes a deal (the deal's `lead_id`, Bitrix24 `LEAD_ID`): the
+  first deal opened at or after the lead's close that no other lead claimed. A CRM numbers its timeline activities in one
   sequence, calls included (Bitrix24: a call's `CRM_ACTIVITY_ID`): activities and calls'
   `activity_id` share one id sequence, in time order.
 - Surveys: NPS answers (0-10) on contacts and deals; a CSAT vote (1-5) on some answered calls
@@ -29,9 +34,12 @@ last draw), so every row the builder made stays exactly as it was for a given se
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 
-from sandbox.data_store import ID_BASE, Dataset, caller_of
+from sandbox.call_outcomes import status_of
+from sandbox.data_store import DAY, ID_BASE, Dataset, caller_of
 
 SOURCES = ["website", "referral", "cold call", "exhibition", "advert"]
 UTM_SOURCES = ["google", "Yandex", " yandex ", "facebook", "Newsletter", "vk"]
@@ -53,11 +61,63 @@ class Interactions:
 
     def build(self) -> None:
         self.channels()
+        self.callbacks()
         self.activities()
         self.surveys()
+        self.conversions()
         self.bindings()
         self.planned()
         self.informational()
+
+    def _delay(self) -> int:
+        """Seconds until a manager answers: log-normal, median 30 minutes, 90 % within ~2.5 h."""
+        return int(60 * min(3 * 24 * 60, self.r.lognormvariate(math.log(30), 1.3)))
+
+    def callbacks(self) -> None:
+        """A manager calls back most missed incoming calls (`callback_of`: the missed call)."""
+        r, calls, added = self.r, self.ds.calls, []
+        for c in calls:
+            if c["direction"] != "in" or c["status"] == "answered" or r.random() >= 0.8:
+                continue
+            at = c["started_at"] + self._delay()
+            if at > self.end:
+                continue
+            outcome = "talked" if r.random() < 0.75 else "no_answer"
+            status = status_of("out", outcome)
+            added.append(
+                dict(
+                    c,
+                    direction="out",
+                    outcome=outcome,
+                    status=status,
+                    duration_s=r.randint(20, 600) if status == "answered" else 0,
+                    id=0,
+                    started_at=at,
+                    callback_of=c,  # the missed call's row until the ids are final
+                )
+            )
+        # A CRM hands out ids in time order: the callbacks take their places among the calls.
+        calls += added
+        calls.sort(key=lambda row: (row["started_at"], row["id"] or float("inf")))
+        for i, row in enumerate(calls, 1):
+            row["id"] = ID_BASE["calls"] + i
+        for row in added:
+            row["callback_of"] = row["callback_of"]["id"]
+
+    def conversions(self) -> None:
+        deals = sorted(self.ds.deals, key=lambda d: d["created_at"])
+        starts = [d["created_at"] for d in deals]
+        for d in deals:
+            d.setdefault("lead_id", None)
+        for lead in self.ds.leads:
+            if lead["status"] != "converted" or lead.get("is_deleted"):
+                continue
+            closed = lead["closed_at"] or lead["created_at"]
+            i = bisect.bisect_left(starts, closed)
+            while i < len(deals) and deals[i]["lead_id"] is not None:
+                i += 1
+            if i < len(deals) and deals[i]["created_at"] - closed < 30 * DAY:
+                deals[i]["lead_id"] = lead["id"]
 
     def channels(self) -> None:
         r = self.r
@@ -85,27 +145,32 @@ class Interactions:
             direction = None if channel == "meeting" else ("in" if r.random() < 0.5 else "out")
             lo = e["created_at"]
             at = lo + int(r.random() * max(0, self.end - lo))
-            updated = min(self.end, at + r.randrange(0, 3600))
-            rows.append(
-                {
-                    "id": 0,
-                    "channel": channel,
-                    "direction": direction,
-                    "at": at,
-                    "updated_at": updated,
-                    "responsible_user_id": e["responsible_user_id"],
-                    "entity_type": et,
-                    "entity_id": e["id"],
-                    "subject": SUBJECTS[channel],
-                    "is_deleted": int(r.random() < 0.02),
-                }
-            )
+            rows.append(self._activity(channel, direction, at, et, e))
+            if direction == "in" and r.random() < 0.85:  # most messages are answered
+                reply = at + self._delay()
+                if reply <= self.end:
+                    rows.append(dict(self._activity(channel, "out", reply, et, e), reply=True))
         self.ds.activities = rows
         timeline = [(c["started_at"], 0, c) for c in self.ds.calls] + [(a["at"], 1, a) for a in rows]
         timeline.sort(key=lambda t: t[:2])
         for i, (_, is_activity, row) in enumerate(timeline, 1):
             row["id" if is_activity else "activity_id"] = ID_BASE["activities"] + i
         rows.sort(key=lambda row: row["id"])
+
+    def _activity(self, channel: str, direction: str | None, at: int, et: str, e: dict) -> dict:
+        r = self.r
+        return {
+            "id": 0,
+            "channel": channel,
+            "direction": direction,
+            "at": at,
+            "updated_at": min(self.end, at + r.randrange(0, 3600)),
+            "responsible_user_id": e["responsible_user_id"],
+            "entity_type": et,
+            "entity_id": e["id"],
+            "subject": SUBJECTS[channel],
+            "is_deleted": int(r.random() < 0.02),
+        }
 
     def surveys(self) -> None:
         r, rows = self.r, []

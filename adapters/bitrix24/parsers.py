@@ -165,6 +165,7 @@ def deal(r: dict, ctx: Ctx) -> Page:
         "currency": v.get("CURRENCY_ID"),
         "contact_id": v.get("CONTACT_ID", reference),
         "company_id": v.get("COMPANY_ID", reference),
+        "lead_id": v.get("LEAD_ID", reference),  # the lead the deal was converted from
         **_common(v),
         "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
         "channel": acquisition(v),

@@ -17,6 +17,12 @@ Every KPI in `kpi/sql/` is written against these, so one query serves contacts a
 - `kpi_activities(entity_id, act_id, channel, direction, at)`: every live interaction
   (`activities` done, or due by `now`; not an automated call's) on the client's card or on its
   deals, bindings included, all time.
+- `kpi_turns(entity_id, turn_id, asks, at)`: the same interactions as turns of a conversation,
+  for response time: `asks` 1 for the client's question (an incoming message, e-mail or SMS, or
+  an incoming call nobody answered), 0 for an answer (anything outgoing, or an incoming call a
+  manager took). Calls come from `calls`, which knows whether a call was answered; the other
+  channels from `activities` (whose call rows are the same calls). Bindings count, planned
+  activities ahead and automated calls do not, as for `kpi_activities`.
 - `kpi_survey(entity_id, answer_id, kind, score, at)`: survey answers on the client's card or
   deals (`survey_answers`, when the mirror has it) and the scores in its card fields
   (`temp.kpi_card_survey`, read from the cards by `connector.kpi.survey` before the run).
@@ -47,6 +53,7 @@ TABLES = (
     "kpi_recent",
     "kpi_changed",
     "kpi_activities",
+    "kpi_turns",
     "kpi_survey",
 )
 
@@ -206,6 +213,29 @@ WHERE b.entity_type IN (:target, 'deal')
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
+# Turns: as `_ACTIVITIES` picks interactions (done or due, bindings too); a call is a manager's.
+_TURNS = """
+CREATE TEMP TABLE kpi_recent AS
+WITH turns AS (
+    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at
+    FROM main.activities
+    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+    UNION ALL
+    SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
+           started_at
+    FROM main.calls
+    WHERE source = :source AND is_deleted = 0 AND is_automated = 0
+      AND started_at IS NOT NULL AND direction IN ('in', 'out'))
+SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal')
+UNION ALL
+SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
+FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
+WHERE b.entity_type IN (:target, 'deal')
+"""
+
+_TURN_COLS = "k.id, k.asks, k.at"
+
 # Answers from the CRMs' own sources (survey_answers) and from card fields.
 _SURVEY_ANSWERS = """
 CREATE TEMP TABLE kpi_recent AS
@@ -304,6 +334,12 @@ def _build_interactions(conn, target: str, p: dict) -> None:
     )
     _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p)
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
+        "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
+    )
+    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p)
+    conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"

@@ -51,9 +51,10 @@ CREATE TABLE IF NOT EXISTS deals (
     amount REAL, currency TEXT, responsible_user_id INTEGER,
     contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
-    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, lead_id INTEGER,
     PRIMARY KEY (source, id),
     FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id),
+    FOREIGN KEY (source, lead_id) REFERENCES leads (source, id),
     FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
     FOREIGN KEY (source, company_id) REFERENCES companies (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
@@ -147,6 +148,7 @@ CREATE INDEX IF NOT EXISTS idx_deals_contact ON deals (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_deals_company ON deals (source, company_id);
 CREATE INDEX IF NOT EXISTS idx_deals_user ON deals (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_deals_updated ON deals (source, updated_at);
+CREATE INDEX IF NOT EXISTS idx_deals_lead ON deals (source, lead_id);
 CREATE INDEX IF NOT EXISTS idx_deal_contacts_contact ON deal_contacts (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_leads_contact ON leads (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_leads_company ON leads (source, company_id);
@@ -168,4 +170,38 @@ def apply(conn) -> None:
     """Create whatever is missing; a no-op on an up-to-date mirror."""
     from connector.mirror import kpi_schema
 
-    conn.executescript(DDL + kpi_schema.DDL)
+    ddl = DDL + kpi_schema.DDL
+    _add_missing_columns(conn, ddl)
+    conn.executescript(ddl)
+
+
+def _add_missing_columns(conn, ddl: str) -> None:
+    """Columns declared since a mirror was made are added to its tables (`ALTER TABLE ... ADD
+    COLUMN`, so rows keep their data and the new column reads NULL or its default). The
+    declared shape is read back from an in-memory database, not parsed from the DDL text."""
+    import sqlite3
+
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not have:
+        return
+    declared = sqlite3.connect(":memory:")
+    try:
+        declared.executescript(ddl)
+        for table in have:
+            cols = declared.execute(f"PRAGMA table_info({_quoted(table)})").fetchall()
+            if not cols:
+                continue  # not ours (a user's own table)
+            present = {r[1] for r in conn.execute(f"PRAGMA table_info({_quoted(table)})")}
+            for _, name, kind, notnull, default, _ in cols:
+                if name in present:
+                    continue
+                spec = f"{_quoted(name)} {kind}"
+                if default is not None:
+                    spec += f" {'NOT NULL ' if notnull else ''}DEFAULT {default}"
+                conn.execute(f"ALTER TABLE {_quoted(table)} ADD COLUMN {spec}")
+    finally:
+        declared.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

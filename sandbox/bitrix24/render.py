@@ -222,6 +222,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
             Field(None, "contactIds", lambda r: list(r["contact_ids"]), "list"),
             # Real portals send "0", not null, for a deal without a company.
             Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
+            # The lead the deal was converted from; null on a deal opened without one.
+            Field("LEAD_ID", "leadId", lambda r: r.get("lead_id")),
             Field("BEGINDATE", "begindate", "created_at", "date"),
             # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
             # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).

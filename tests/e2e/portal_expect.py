@@ -220,6 +220,7 @@ class Mapping:
                 "updated_at",
                 "closed_at",
                 "channel",
+                "lead_id",
             ),
             deletable=True,
         )
@@ -242,9 +243,15 @@ class Mapping:
                     "updated_at": iso(d["updated_at"]),
                     "closed_at": iso(self.closed_at(d)),
                     "channel": self.channel(d),
+                    "lead_id": self.lead_id(d),
                 },
             )
         return e
+
+    def lead_id(self, d: dict) -> int | None:
+        """docs/mirror.md `deals.lead_id`: the lead the deal was converted from; a CRM without
+        a lead entity (amoCRM) has none."""
+        return None
 
     def deal_contacts(self) -> Expected:
         """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
@@ -553,6 +560,9 @@ class B24Mapping(Mapping):
 
     def pipeline_id(self, pipeline_id: int):
         return 0 if pipeline_id == self.default_pipeline else pipeline_id
+
+    def lead_id(self, d: dict) -> int | None:
+        return d.get("lead_id")  # crm.deal.* LEAD_ID
 
     def stage_id(self, stage_id: int):
         # STATUS_ID: the stage code, WON/LOSE for the final ones, "C{category}:" outside 0.

@@ -43,6 +43,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
         "responsible_user_id": 5,
         "contact_id": 12,
         "company_id": None,
+        "lead_id": None,  # LEAD_ID null: opened without a lead
         "created_at": "2026-11-01T10:00:00Z",
         "updated_at": "2026-11-20T06:30:00Z",
         "closed_at": "2026-11-20T06:30:00Z",  # MOVED_TIME
@@ -59,6 +60,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
     )
     assert (fresh["contact_id"], fresh["responsible_user_id"], fresh["company_id"]) == (None, None, 4)
     assert fresh["closed_at"] is None  # CLOSEDATE of an open deal is only the planned date
+    assert fresh["lead_id"] == 3  # LEAD_ID "3": converted from lead 3
     # contactIds [14, 12, 14] from crm.item.list: each contact once, CONTACT_ID is the main one.
     assert page.rows["deal_contacts"] == [
         {"deal_id": 37, "contact_id": 14, "is_main": 0},
