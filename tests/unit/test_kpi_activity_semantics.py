@@ -119,3 +119,22 @@ def test_a_planned_activity_is_no_interaction_until_its_time(mirror):
     assert v["interactions_30d"] == 2  # p2 (its time has come) and d1; not next week's meeting
     assert v["interactions_30d_meeting"] == 0
     assert v["days_since_last_interaction"] == 1  # p2, not a negative day count from p1
+
+
+def test_neither_a_robot_call_nor_a_planned_activity_answers_a_client(mirror):
+    db = mirror.db
+    db["activities"].insert_all(
+        [
+            # contact 2 writes; a robot calls 5 minutes later; a manager answers after an hour
+            activity("q1", "chat", "in", "2026-11-20T10:00:00Z", "contact", 2),
+            activity("r2", "call", "out", "2026-11-20T10:05:00Z", "contact", 2),
+            activity("e1", "email", "out", "2026-11-20T11:00:00Z", "contact", 2),
+            # contact 3 writes; the only "answer" is a call planned for next week
+            activity("q2", "email", "in", "2026-11-21T10:00:00Z", "contact", 3),
+            activity("p3", "call", "out", "2026-11-30T10:00:00Z", "contact", 3, is_completed=0),
+        ]
+    )
+    db["calls"].insert(call(11, "contact", 2, "out", "2026-11-20T10:05:00Z", "r2", is_automated=1))
+    run(mirror)
+    assert values(mirror, "contact", 2)["response_minutes"] == 60
+    assert "response_minutes" not in values(mirror, "contact", 3)  # not answered yet
