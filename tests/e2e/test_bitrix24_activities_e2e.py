@@ -70,6 +70,7 @@ def test_bound_records_count_planned_and_automated_ones_do_not(tmp_path):
     v = kpis(m, "contact", vera["id"])
     assert (v["calls_90d"], v["interactions_30d"], v["interactions_30d_meeting"]) == (0, 1, 0)
     assert v["days_since_last_interaction"] == 1
+    assert v["days_to_next_contact"] == 6  # the meeting a week after `t`, seen a minute later
     stored = dict(m.conn.execute("SELECT activity_id, is_automated FROM calls WHERE is_automated = 1"))
     assert len(stored) >= 1  # kept in the mirror, flagged
     planned = m.conn.execute("SELECT count(*) FROM activities WHERE is_completed = 0").fetchone()[0]

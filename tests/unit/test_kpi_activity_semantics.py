@@ -138,3 +138,21 @@ def test_neither_a_robot_call_nor_a_planned_activity_answers_a_client(mirror):
     run(mirror)
     assert values(mirror, "contact", 2)["response_minutes"] == 60
     assert "response_minutes" not in values(mirror, "contact", 3)  # not answered yet
+
+
+def test_days_to_next_contact_is_the_nearest_planned_activity_ahead(mirror):
+    db = mirror.db
+    db["activities"].insert_all(
+        [
+            activity("p1", "meeting", None, "2026-11-30T10:00:00Z", "contact", 3, is_completed=0),
+            activity("p2", "call", "out", "2026-11-26T12:00:00Z", "deal", 106, is_completed=0),  # 3 days
+            activity("p3", "call", "out", "2026-11-22T10:00:00Z", "contact", 3, is_completed=0),  # overdue
+            activity("d1", "meeting", None, "2026-11-24T10:00:00Z", "contact", 3),  # done (early)
+            activity("p4", "meeting", None, "2026-11-25T10:00:00Z", "contact", 2, is_completed=0),
+        ]
+    )
+    db["activity_bindings"].insert_all(bind("p4", ("contact", 2), ("company", 11)))
+    run(mirror)
+    assert values(mirror, "contact", 3)["days_to_next_contact"] == 3  # p2 on its open deal
+    assert values(mirror, "company", 11)["days_to_next_contact"] == 2  # p4 through its binding
+    assert "days_to_next_contact" not in values(mirror, "contact", 1)  # nothing planned
