@@ -45,7 +45,7 @@ def test_every_number_is_a_metrics_row(mirror):
     cells = page_numbers(page)
     assert len(cells) > 100
     for key, value, text in cells:
-        assert rows.get(key) == value and text == fmt(value)
+        assert rows.get(key) == value and text in (fmt(value), "no clients")
     shown = {k for k, _, _ in cells}
     # the headline measures are all on the page
     for key in [
