@@ -138,6 +138,7 @@ def lines(data: list[dict], x: str, series: str, value: str, title: str) -> dict
                     "field": series,
                     "type": "nominal",
                     "title": None,
+                    "sort": None,  # series in the data's order, not alphabetical
                     "scale": {"range": list(COLORS)},
                     "legend": {"orient": "top", "direction": "vertical"},
                 },

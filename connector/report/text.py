@@ -69,11 +69,11 @@ TEXT = {
         "csat": "CSAT, %",
         "nps_answers": "NPS answers",
         "csat_answers": "CSAT answers",
-        "nps_axis": "NPS, points from -100 to 100",
+        "nps_axis": "NPS, points",
         "csat_axis": "CSAT, %",
         "total": "All time",
-        "f_nps": "NPS = (answers of 9-10 - answers of 0-6) / answers x 100 on the 0-10 scale, per month "
-        "of the answer.",
+        "f_nps": "NPS = (answers of 9-10 - answers of 0-6) / answers x 100 on the 0-10 scale: points "
+        "from -100 to 100, per month of the answer.",
         "f_csat": "CSAT = answers of 4-5 / answers x 100 on the 1-5 scale, per month of the answer.",
         "measure": "measure",
         "value": "value",
@@ -143,10 +143,11 @@ TEXT = {
         "csat": "CSAT, %",
         "nps_answers": "Ответов NPS",
         "csat_answers": "Ответов CSAT",
-        "nps_axis": "NPS, пункты от -100 до 100",
+        "nps_axis": "NPS, пункты",
         "csat_axis": "CSAT, %",
         "total": "За всё время",
-        "f_nps": "NPS = (оценки 9-10 - оценки 0-6) / все оценки x 100 по шкале 0-10, по месяцу ответа.",
+        "f_nps": "NPS = (оценки 9-10 - оценки 0-6) / все оценки x 100 по шкале 0-10: пункты от -100 "
+        "до 100, по месяцу ответа.",
         "f_csat": "CSAT = оценки 4-5 / все оценки x 100 по шкале 1-5, по месяцу ответа.",
         "measure": "показатель",
         "value": "значение",
