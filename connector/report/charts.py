@@ -25,8 +25,8 @@ __all__ = ["Num", "Section", "fmt", "hbar", "bars_and_line", "lines", "channel_b
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756")
 FONT = "DejaVu Sans, Arial, sans-serif"
-PLOT = 280  # plot width in px: with its labels a chart is ~400 px, so a phone shrinks it little
-GROW = 1.3  # how far a chart may grow past its drawn size on a wide screen
+PLOT = 260  # plot width in px: with its labels a chart is ~400 px, so a phone shrinks it little
+GROW = 1.2  # how far a chart may grow past its drawn size on a wide screen
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Section:
 
 # Quantitative axes get few ticks (a plot is only PLOT px wide) and Vega drops any label that
 # would still touch its neighbour; `svg` then removes the dropped labels from the drawing.
-VALUE_AXIS = {"tickCount": 4, "labelOverlap": "greedy", "labelSeparation": 6}
+VALUE_AXIS = {"tickCount": 4, "labelOverlap": "parity", "labelSeparation": 6}
 
 
 def _spec(data: list[dict], body: dict, width: int | None = PLOT, height: int | None = None) -> dict:
@@ -63,9 +63,9 @@ def _spec(data: list[dict], body: dict, width: int | None = PLOT, height: int | 
         "config": {
             "font": FONT,
             "view": {"stroke": None},
-            "axis": {"labelLimit": 120, "labelFontSize": 11, "titleFontSize": 11},
-            "legend": {"labelFontSize": 11, "labelLimit": 260},
-            "text": {"fontSize": 11},
+            "axis": {"labelLimit": 120, "labelFontSize": 12, "titleFontSize": 12},
+            "legend": {"labelFontSize": 12, "labelLimit": 260},
+            "text": {"fontSize": 12},
         },
         **body,
     }
@@ -80,16 +80,24 @@ def _value(field_: str, title: str, **axis) -> dict:
     return {"field": field_, "type": "quantitative", "title": title, "axis": {**VALUE_AXIS, **axis}}
 
 
+def _across(values: list[float]) -> dict:
+    """Axis settings for values along the x axis: as many ticks as labels of their length fit
+    side by side in PLOT px (at 12 px a digit is about 7.6 px wide, a separator 3.8)."""
+    top = f"{max((abs(v) for v in values), default=0):,.0f}"
+    width = 7.6 * sum(c.isdigit() for c in top) + 3.8 * top.count(",")
+    return {"tickCount": max(2, min(6, int(PLOT // (width + 16))))}
+
+
 def _months(field_: str) -> dict:
     return {"field": field_, "type": "ordinal", "title": None, "sort": None, "axis": {"labelAngle": -90}}
 
 
-def _hbar_panel(label: str, value: str, text: str, title: str, color: str, rows: int) -> dict:
+def _hbar_panel(data: list[dict], label: str, value: str, text: str, title: str, color: str) -> dict:
     return {
-        "height": max(60, 24 * rows),
+        "height": max(60, 24 * len(data)),
         "encoding": {
             "y": {"field": label, "type": "nominal", "sort": None, "title": None},
-            "x": _value(value, title),
+            "x": _value(value, title, **_across([d[value] for d in data])),
         },
         "layer": [
             {"mark": {"type": "bar", "color": color}},
@@ -100,7 +108,7 @@ def _hbar_panel(label: str, value: str, text: str, title: str, color: str, rows:
 
 def hbar(data: list[dict], label: str, value: str, text: str, title: str, color: str = COLORS[0]) -> dict:
     """Horizontal bars in the data's order, each with its formatted value beside it."""
-    return _spec(data, _hbar_panel(label, value, text, title, color, len(data)))
+    return _spec(data, _hbar_panel(data, label, value, text, title, color))
 
 
 def bars_and_line(data: list[dict], x: str, bar: str, line: str, bar_title: str, line_title: str) -> dict:
@@ -151,11 +159,8 @@ def lines(data: list[dict], x: str, series: str, value: str, title: str) -> dict
 def channel_bars(data: list[dict], cac: str, ratio: str, cac_title: str, ratio_title: str) -> dict:
     """CAC per channel above LTV : CAC per channel, with the healthy 3 : 1 line (one above the
     other, so each keeps the full width on a phone)."""
-    top = {"width": PLOT, **_hbar_panel("channel", cac, cac + "_text", cac_title, COLORS[0], len(data))}
-    bottom = {
-        "width": PLOT,
-        **_hbar_panel("channel", ratio, ratio + "_text", ratio_title, COLORS[2], len(data)),
-    }
+    top = {"width": PLOT, **_hbar_panel(data, "channel", cac, cac + "_text", cac_title, COLORS[0])}
+    bottom = {"width": PLOT, **_hbar_panel(data, "channel", ratio, ratio + "_text", ratio_title, COLORS[2])}
     bottom["layer"].append(
         {
             "data": {"values": [{"x": 3}]},

@@ -87,7 +87,7 @@ def test_page_fits_a_phone_and_a_desktop(mirror, tmp_path, language):  # noqa: F
         assert got["charts"] == 6
         assert got["overlaps"] == [], got["overlaps"]
         assert got["cut"] == [], got["cut"]
-        assert got["minFont"] >= (8 if width == 390 else 10), got["minFont"]
+        assert got["minFont"] >= (9 if width == 390 else 10), got["minFont"]
 
 
 def test_the_page_declares_a_viewport_and_scalable_charts(mirror):  # noqa: F811
@@ -114,7 +114,7 @@ def test_tick_labels_never_collide(mirror):  # noqa: F811
             axis_text = ["".join(t for t, *_ in boxes) for boxes in label_boxes(chart)]
             assert not any("1,2001,300" in a or "1\u00a02001\u00a0300" in a for a in axis_text)
     ticks = [t for t, *_ in label_boxes(svg(big_funnel()))[0]]
-    assert len(ticks) <= 5 and "1,000" in ticks, ticks
+    assert ticks == ["0", "400", "800", "1,200"], ticks  # as many as fit 260 px, evenly spaced
 
 
 def test_the_collision_check_can_fail():
