@@ -31,8 +31,9 @@ TEXT = {
         "lead_to_deal": "Leads converted, %",
         "f_revenue": "Revenue = sum of won deal amounts by close month; new clients = clients whose first "
         "deal was won that month.",
-        "t_revenue": "Leads converted = leads of the month converted to a deal / leads x 100; lead "
-        "conversion = deals won / leads received x 100.",
+        "t_revenue": "Leads converted = leads of the month converted to a deal, won or not / leads x 100; "
+        "lead conversion = leads of the month whose deal was won / leads x 100 (a cohort: it grows "
+        "while the month's deals close).",
         "managers": "Manager league table",
         "manager": "Manager",
         "win_rate": "Win rate, %",
@@ -41,8 +42,8 @@ TEXT = {
         "calls": "Calls",
         "f_managers": "All time, per responsible user: revenue = sum of won amounts.",
         "t_managers": "In the table, win rate = won / (won + lost) x 100; average check = revenue / deals "
-        "won; response = median minutes from an incoming interaction to the manager's answer; "
-        "calls = calls made or taken.",
+        "won; response = median minutes from a client's question (an incoming message or a missed "
+        "call) to the manager's answer; calls = calls made or taken.",
         "channels": "Channels: CAC and LTV : CAC",
         "channel": "Channel",
         "spend": "Spend",
@@ -106,8 +107,9 @@ TEXT = {
         "lead_to_deal": "Лиды в сделки, %",
         "f_revenue": "Выручка = сумма выигранных сделок по месяцу закрытия; новые клиенты = клиенты, чья "
         "первая сделка выиграна в этом месяце.",
-        "t_revenue": "Лиды в сделки = лиды месяца, ставшие сделкой / лиды x 100; конверсия лидов = "
-        "выигранные сделки / полученные лиды x 100.",
+        "t_revenue": "Лиды в сделки = лиды месяца, ставшие сделкой, выигранной или нет / лиды x 100; "
+        "конверсия лидов = лиды месяца, чья сделка выиграна / лиды x 100 (когорта: растёт, пока "
+        "сделки месяца закрываются).",
         "managers": "Рейтинг менеджеров",
         "manager": "Менеджер",
         "win_rate": "Доля выигранных, %",
@@ -116,8 +118,8 @@ TEXT = {
         "calls": "Звонки",
         "f_managers": "За всё время, по ответственному: выручка = сумма выигранных сделок.",
         "t_managers": "В таблице доля выигранных = выиграно / (выиграно + проиграно) x 100; средний чек = "
-        "выручка / выиграно сделок; ответ = медиана минут от входящего обращения до ответа "
-        "менеджера; звонки = совершённые и принятые звонки.",
+        "выручка / выиграно сделок; ответ = медиана минут от вопроса клиента (входящее сообщение "
+        "или пропущенный звонок) до ответа менеджера; звонки = совершённые и принятые звонки.",
         "channels": "Каналы: CAC и LTV : CAC",
         "channel": "Канал",
         "spend": "Расходы",
