@@ -34,9 +34,9 @@ the notes streams read with its direction, duration and outcome, and counting bo
 count each call twice. No documented event or list reveals a deleted call or SMS note, so
 amoCRM activities are never marked deleted.
 
-Survey answers: `nps_rate_added` events. The docs give no shape for their value: the score
-is taken only when `value_after` holds one object with exactly one number in it, a whole
-number 0-10 (the stricter reading); anything else is reported and gives no answer.
+Survey answers: `nps_rate_added` events, whose documented value is
+`value_after = [{"nps": {"rate": N}}]`, N an integer 0-10; any other shape or value is
+reported and gives no answer.
 
 Acquisition channel (deals): the lead's tracking-data field `utm_source` (code UTM_SOURCE),
 else the name of its source (`with=source`, `_embedded.source`), trimmed and lower-case.
@@ -474,20 +474,16 @@ def nps_row(v: Item) -> Page:
 
 
 def nps_score(side) -> float | None:
-    """The score in `[{"key": {"field": N}}]` (or `[{"key": N}]`): exactly one value, a whole
-    number 0-10; anything else is BadValue (the docs give no shape: the stricter reading)."""
+    """The score in the documented shape `[{"nps": {"rate": N}}]`, N an integer 0-10; any
+    other shape, a fraction or a score off the scale is BadValue."""
     side = objects(side)
-    if len(side) != 1 or len(side[0]) != 1:
-        raise BadValue("not one object with one score")
-    value = next(iter(side[0].values()))
-    if isinstance(value, dict):
-        if len(value) != 1:
-            raise BadValue("not one object with one score")
-        value = next(iter(value.values()))
-    score = score_in(value, 0, 10)
-    if score is None:
-        raise BadValue("no score")
-    return score
+    nps = side[0].get("nps") if len(side) == 1 else None
+    if not isinstance(nps, dict) or "rate" not in nps:
+        raise BadValue("not [{nps: {rate: N}}]")
+    rate = nps["rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise BadValue("not an integer from 0 to 10")
+    return score_in(rate, 0, 10)
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:

@@ -399,8 +399,8 @@ class AmoRender:
         elif etype.endswith("_chat_message"):
             after = [{"message": {"id": f"sbx-msg-{src['id']}", "origin": "sandbox.chat"}}]
         elif etype == "nps_rate_added":
-            # The docs give no value shape for this type: one object holding the score.
-            after = [{"nps_rate": {"rate": src["score"]}}]
+            # The documented shape: one object `nps` with the integer `rate`, 0-10.
+            after = [{"nps": {"rate": int(src["score"])}}]
         plural = PLURAL.get({"lead": "deal"}.get(entity_type, entity_type), "tasks")
         eid = self._string_id(e)
         return {

@@ -260,11 +260,13 @@ def test_chat_message_events_are_activities_and_nps_events_survey_answers():
             "raw": items[1],
         },
     ]
-    # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows,
-    # each reported
+    # Only the documented shape [{"nps": {"rate": N}}], N an integer 0-10, is a score: 11 is
+    # off the scale, another key is not the documented shape, 7.5 is no integer. No rows, each
+    # reported.
     assert [(p["field"], p["why"]) for p in page.problems] == [
         ("value_after", "not a whole number from 0 to 10"),
-        ("value_after", "not one object with one score"),
+        ("value_after", "not [{nps: {rate: N}}]"),
+        ("value_after", "not an integer from 0 to 10"),
     ]
     assert page.rows["survey_answers"] == [
         {
