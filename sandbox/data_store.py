@@ -246,10 +246,13 @@ class Dataset:
         self._told("delete" if flag else "add", name, id)
         return row
 
-    def merge(self, entity: str, away_id: int, into_id: int) -> dict:
+    def merge(self, entity: str, away_id: int, into_id: int, named: str = "away") -> dict:
         """Merge card `away_id` into `into_id` (a duplicate found by a user): the merged-away
-        card leaves every list (is_deleted = 1), a "merged" event names it, and the deals (or
+        card leaves every list (is_deleted = 1), a "merged" event names one of the two cards
+        (`named`: "away" or "survivor"; amoCRM's docs do not say which), and the deals (or
         contacts) linked to it link to the survivor instead, as edits. Returns the survivor."""
+        if named not in ("away", "survivor"):
+            raise ValueError(f"named must be 'away' or 'survivor', not {named!r}")
         name = _plural(entity)
         with self.lock:
             away, into = self.by_id(name)[away_id], self.by_id(name)[into_id]
@@ -257,7 +260,13 @@ class Dataset:
             away["is_deleted"], away["updated_at"], into["updated_at"] = 1, t, t
             self._bump(name)
             self._append(
-                "events", {"type": "merged", "entity": _singular(name), "entity_id": away_id, "at": t}
+                "events",
+                {
+                    "type": "merged",
+                    "entity": _singular(name),
+                    "entity_id": away_id if named == "away" else into_id,
+                    "at": t,
+                },
             )
             self._relink(name, away_id, into_id, t)
         self._told("delete", name, away_id)

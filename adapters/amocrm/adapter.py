@@ -16,6 +16,9 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   (cards, calls) are read by `adapters.amocrm.keyset`; lists in another fixed order (tasks by
   id, with no `[to]` so an edit keeps its place; events; newest-first cards) by
   `adapters.amocrm.overlap`. Both overlap each page with the one before and check it.
+- A stream's `Request.lookup` asks for more beside each page (`ctx.side`, for its parser):
+  events check each card an `entity_merged` event names (`GET /api/v4/{entity}/{id}`, 204 =
+  gone), as the docs do not say whether the event names the card merged away or the survivor.
 
 Webhooks: `install_hooks` / `remove_hooks` (`/api/v4/webhooks`, an admin's token),
 `parse_hook` (a delivery's form pairs to `Change`s, checked against `account()`:
@@ -40,6 +43,7 @@ from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.hooks import HOOK_EVENTS, parse_delivery, where_to
 from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.overlap import overlap_pages
+from adapters.amocrm.parsers import merged_cards
 from adapters.amocrm.readback import read_back
 from adapters.base import Page
 from adapters.errors import ScopeError, StreamError
@@ -51,6 +55,7 @@ from adapters.values import to_int
 log = logging.getLogger(__name__)
 
 READ_BACK = ("deals", "contacts", "companies", "tasks")  # tables a webhook names
+CARD_PATHS = {"deals": "leads", "contacts": "contacts", "companies": "companies"}
 
 
 class AmoCrmAdapter(Adapter):
@@ -143,6 +148,7 @@ class AmoCrmAdapter(Adapter):
                     for i in items
                     if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before
                 ]
+                ctx.side = self._side(s, fresh)
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
                     page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember)
@@ -236,6 +242,23 @@ class AmoCrmAdapter(Adapter):
                     yield items
             except Forbidden:
                 self._forbidden(s)
+
+    def _side(self, s: Stream, items: list) -> dict:
+        """What the stream's `Request.lookup` asks for beside a page's items (`ctx.side`)."""
+        if s.request.lookup == "merged_cards":
+            return self._merged_cards(items)
+        return {}
+
+    def _merged_cards(self, items: list) -> dict:
+        """Whether each card an `entity_merged` event names is alive: `GET /api/v4/{entity}/{id}`
+        serves it, or answers 204 (gone). One request per card."""
+        side = {}
+        for table, card in merged_cards(items):
+            _, item = self.client.send(
+                "GET", f"/api/v4/{CARD_PATHS[table]}/{card}", what=f"checking merged {table} id {card}"
+            )
+            side[("alive", table, card)] = item is not None
+        return side
 
     def _forbidden(self, s: Stream) -> None:
         log.warning(

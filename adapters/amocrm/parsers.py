@@ -23,7 +23,9 @@ entry-stage row comes from its `lead_added` event, which carries no stage: the p
 the row with `stage_id` / `pipeline_id` NULL and the store fills them (the stage before the
 deal's first move, else its current one: `Mirror._fill_entry_stages`). A deal created
 before the first sync's events window has no `lead_added` in reach and so no entry row.
-`entity_merged` marks the card merged away (the event's entity) deleted.
+`entity_merged` names a card, but the docs do not say which one, the card merged away or
+the survivor: the reader asks for it (`GET /api/v4/{entity}/{id}`, 204 = gone) and only a
+card the account no longer serves is marked deleted (`merged_row`).
 
 Interactions (`activities`, ids `note:<id>` / `event:<id>`): call and SMS notes (the notes
 streams ask for `call_in`, `call_out`, `sms_in`, `sms_out`; a call note also gives its
@@ -400,7 +402,7 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
             },
         )
     if kind == "entity_merged":
-        kind = f"{v.get('entity_type') or ''}_deleted"  # the card merged away is gone
+        return merged_row(v, entity_id, ctx)
     if kind == "lead_status_changed":
         after, before = _lead_status(v, "value_after"), _lead_status(v, "value_before")
         try:
@@ -484,6 +486,35 @@ def nps_score(side) -> float | None:
     if isinstance(rate, bool) or not isinstance(rate, int):
         raise BadValue("not an integer from 0 to 10")
     return score_in(rate, 0, 10)
+
+
+def merged_row(v: Item, entity_id: int | None, ctx: Ctx) -> Page:
+    """An `entity_merged` event. The docs do not say which card carries it, the one merged
+    away or the survivor, so the reader asked for the card (`ctx.side[("alive", table, id)]`,
+    `MERGED_CARDS`): only a card the account no longer serves is deleted; a live one is
+    restored (a deletion read before it cannot win). Unchecked: nothing is marked."""
+    entity = v.get("entity_type") or ""
+    table = EVENT_TABLES.get(entity)
+    alive = ctx.side.get(("alive", table, entity_id))
+    if table is None or entity not in RESTORE_EVENTS or alive is None:
+        return Page(problems=v.problems)
+    what = "restored" if alive else "deleted"
+    at = v.get("created_at", integer) or 0
+    return _deleted_or_restored(f"{entity}_{what}", entity_id, at, ctx).merge(Page(problems=v.problems))
+
+
+def merged_cards(items: list) -> list[tuple[str, int]]:
+    """(table, id) of each card an `entity_merged` event of `items` names, once each: the
+    cards `merged_row` needs checked."""
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") != "entity_merged":
+            continue
+        entity, card = item.get("entity_type"), to_int(item.get("entity_id"))
+        key = (EVENT_TABLES.get(entity) if entity in RESTORE_EVENTS else None, card)
+        if key[0] and card is not None and key not in out:
+            out.append(key)
+    return out
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:

@@ -44,6 +44,8 @@ class Request:
     bounded: ask for `filter[cursor][to]=run start` too. False where the list is not ordered
     by a cursor that edits move (tasks, by id): there an edit mid-read would take the row out
     of the window and move every later row up, while unbounded it keeps its place.
+    lookup: what the reader asks for beside each page's items, for the parser (`ctx.side`):
+    "merged_cards" (the card an `entity_merged` event names: alive or gone).
     """
 
     path: str
@@ -57,6 +59,7 @@ class Request:
     skip_on_403: str | None = None
     page_order: str | None = None
     bounded: bool = True
+    lookup: str | None = None
 
 
 # -- declarations ----------------------------------------------------------------------------
@@ -144,6 +147,7 @@ STREAMS: tuple[Stream, ...] = (
             limit=100,
             page_order="created_at",
             params=tuple(("filter[type][]", t) for t in EVENT_TYPES),
+            lookup="merged_cards",
         ),
     ),
 )

@@ -326,7 +326,8 @@ class AmoRender:
     # ---- events --------------------------------------------------------------------------
     def _event_rows(self) -> list[tuple]:
         """Stage changes (a deal's first is `lead_added`), deletions/restores, merges
-        (`entity_merged` on the card merged away) and task completions as amoCRM events.
+        (`entity_merged` on the card `Dataset.merge` names: merged away or surviving) and task
+        completions as amoCRM events.
 
         Also chat messages (live chat activities of deals, contacts, companies) and NPS
         answers (`nps_rate_added`). Rendered lazily; `seq` (unique, a multiple of 5 plus the

@@ -19,7 +19,8 @@ Faithful quirks a client must survive:
 - Stage entries without a previous stage (creation) are `lead_added` events, not
   `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
   `task_completed` events (at completed_at). A merge (`Dataset.merge`) is an `entity_merged`
-  event on the card merged away, which leaves the lists. No `task_restored` type exists.
+  event on either card, the one merged away (which leaves the lists: `GET /{entity}/{id}`
+  answers 204) or the survivor: the docs do not say which. No `task_restored` type exists.
 - Filters are validated: `filter[type][]` with an undocumented event type is a 400 with
   `validation-errors`; custom fields and events serve at most 50 rows for a larger `limit`
   yet step pages by that limit, so rows are skipped.

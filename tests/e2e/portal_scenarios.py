@@ -167,6 +167,10 @@ def edit_between_runs(ds) -> None:
     ds.delete("tasks", dropped_task["id"])
     duplicate, survivor = _live(ds.contacts, 4)[2:]
     ds.merge("contacts", duplicate["id"], survivor["id"])  # a user merged two cards of one person
+    # A duplicate made and merged away the same day, the merge event naming the survivor.
+    keeper = _live(ds.companies, 3)[2]
+    same_day = ds.add("companies", name=keeper["name"])
+    ds.merge("companies", same_day["id"], keeper["id"], named="survivor")
     interactions_between_runs(ds, deal, new_contact, lead)
 
 
