@@ -29,6 +29,7 @@ ENTITIES = (
     "events",
     "activities",
     "surveys",
+    "customers",
 )
 
 # Distinct id ranges per entity, so a test that mixes up a contact id with a deal id fails
@@ -46,6 +47,7 @@ ID_BASE = {
     "events": 0,
     "activities": 30_000_000,
     "surveys": 40_000_000,
+    "customers": 9_000_000,  # amoCRM's customers (Customers mode); none generated
 }
 STAGE_ID_BASE = 1000
 FIELD_ID_BASE = 900_000
@@ -425,6 +427,14 @@ def _defaults(ds: Dataset, name: str, t: int) -> dict:
             "entity_id": None,
             "subject": "New message",
             "is_deleted": 0,
+        }
+    if name == "customers":
+        return {
+            **base,
+            "name": "New customer",
+            "responsible_user_id": uid,
+            "contact_ids": [],
+            "company_id": None,
         }
     if name == "surveys":
         return {"kind": "nps", "score": 10, "at": t, "entity_type": None, "entity_id": None}

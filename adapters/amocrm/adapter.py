@@ -18,7 +18,9 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   `adapters.amocrm.overlap`. Both overlap each page with the one before and check it.
 - A stream's `Request.lookup` asks for more beside each page (`ctx.side`, for its parser):
   events check each card an `entity_merged` event names (`GET /api/v4/{entity}/{id}`, 204 =
-  gone), as the docs do not say whether the event names the card merged away or the survivor.
+  gone), as the docs do not say whether the event names the card merged away or the survivor;
+  customers' notes read their customers back (contacts, company) to file calls under them.
+- `Request.needs` "customers": read only in accounts in Customers mode (`customers_enabled`).
 
 Webhooks: `install_hooks` / `remove_hooks` (`/api/v4/webhooks`, an admin's token),
 `parse_hook` (a delivery's form pairs to `Change`s, checked against `account()`:
@@ -43,8 +45,9 @@ from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.hooks import HOOK_EVENTS, parse_delivery, where_to
 from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.overlap import overlap_pages
-from adapters.amocrm.parsers import merged_cards
+from adapters.amocrm.parsers import customer_owner, merged_cards
 from adapters.amocrm.readback import read_back
+from adapters.amocrm.streams import CUSTOMERS
 from adapters.base import Page
 from adapters.errors import ScopeError, StreamError
 from adapters.hooks import Change
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 READ_BACK = ("deals", "contacts", "companies", "tasks")  # tables a webhook names
 CARD_PATHS = {"deals": "leads", "contacts": "contacts", "companies": "companies"}
+CUSTOMERS_MODES = ("segments", "periodicity", "dynamic")  # `customers_mode` with customers on
 
 
 class AmoCrmAdapter(Adapter):
@@ -90,6 +94,11 @@ class AmoCrmAdapter(Adapter):
                 self._account = data
             return self._account
 
+    def customers_enabled(self) -> bool:
+        """Whether the account is in Customers mode (`customers_mode` segments, periodicity or
+        the deprecated dynamic), so calls may be filed under customers."""
+        return self.account().get("customers_mode") in CUSTOMERS_MODES
+
     def check(self) -> str:
         _, data = self.client.send("GET", "/api/v4/account", what="account check")
         if not isinstance(data, dict):
@@ -123,6 +132,9 @@ class AmoCrmAdapter(Adapter):
     def _changes(self, s: Stream, saved: dict, run: datetime) -> Iterator[Page]:
         """Rows whose cursor moved since the bookmark (minus the overlap), up to the run start."""
         req = s.request
+        if req.needs == "customers" and not self.customers_enabled():
+            yield Page()  # no list to read; the bookmark stays, for when customers are turned on
+            return
         api_filter = saved.get("api_filter")
         if req.gated and api_filter is None:
             api_filter = self.api_filter_enabled()
@@ -247,7 +259,24 @@ class AmoCrmAdapter(Adapter):
         """What the stream's `Request.lookup` asks for beside a page's items (`ctx.side`)."""
         if s.request.lookup == "merged_cards":
             return self._merged_cards(items)
+        if s.request.lookup == "customers":
+            return self._customer_owners(items)
         return {}
+
+    def _customer_owners(self, notes: list) -> dict:
+        """The card each customer of `notes` files its calls under (`parsers.customer_owner`),
+        by `("customer", id)`: the customers read back with their contacts and company, one
+        request per 100 customers (plus one per customer where list filters are off)."""
+        ids = list(dict.fromkeys(i for n in notes if (i := cursor_of(n, "entity_id")) is not None))
+        if not ids:
+            return {}
+        found, _ = read_back(self.client, CUSTOMERS, ids, "customers of call notes")
+        side = {}
+        for item in found:
+            owner = customer_owner(item)
+            if owner is not None:
+                side[("customer", to_int(item.get("id")))] = owner
+        return side
 
     def _merged_cards(self, items: list) -> dict:
         """Whether each card an `entity_merged` event names is alive: `GET /api/v4/{entity}/{id}`

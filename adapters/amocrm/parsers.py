@@ -40,6 +40,12 @@ Survey answers: `nps_rate_added` events, whose documented value is
 `value_after = [{"nps": {"rate": N}}]`, N an integer 0-10; any other shape or value is
 reported and gives no answer.
 
+Customers (accounts in Customers mode): the calls API files a call to a contact with no open
+lead under its customer, so the customers' notes are read too (`calls_customers`). Their
+calls and SMS are filed under the customer's main contact, else its company (the reader reads
+the customers back with `with=contacts,companies` into `ctx.side`), where KPIs per client
+count them; a customer with neither keeps them (`entity_type` `customer`).
+
 Acquisition channel (deals): the lead's tracking-data field `utm_source` (code UTM_SOURCE),
 else the name of its source (`with=source`, `_embedded.source`), trimmed and lower-case.
 """
@@ -319,6 +325,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
     if kind is None:
         return Page()
     v = Item(item)
+    entity, entity_id = note_owner(v, ctx, entity)
     page = _page(
         v,
         "activities",
@@ -329,7 +336,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
             "at": v.get("created_at", unix_moment),
             "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
             "entity_type": entity,
-            "entity_id": v.get("entity_id", integer),
+            "entity_id": entity_id,
             "is_deleted": 0,
             "raw": item,
         },
@@ -337,12 +344,38 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
     if kind[0] != "call":
         return page
     page.problems = []  # the call row reads the same fields and reports them once
-    return call_row(item, ctx, entity).merge(page)
+    return call_row(item, ctx, entity, entity_id).merge(page)
 
 
-def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
-    """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path."""
+def note_owner(v: Item, ctx: Ctx, entity: str) -> tuple[str, int | None]:
+    """(entity_type, entity_id) a note is filed under: its path's entity, except that a
+    customer's note goes to the customer's main contact, else its company (the reader looked
+    them up: `ctx.side[("customer", id)]`); a customer with neither stays a customer."""
+    entity_id = v.get("entity_id", integer)
+    if entity == "customer":
+        return ctx.side.get(("customer", entity_id)) or (entity, entity_id)
+    return entity, entity_id
+
+
+def customer_owner(item: dict) -> tuple[str, int] | None:
+    """The card a customer's calls belong to: its main contact (`with=contacts`, `is_main`;
+    else its first), else its company (`with=companies`); None when it has neither."""
+    emb = item.get("_embedded") if isinstance(item, dict) else None
+    emb = emb if isinstance(emb, dict) else {}
+    contacts = [c for c in emb.get("contacts") or () if isinstance(c, dict) and to_int(c.get("id"))]
+    main = next((c for c in contacts if c.get("is_main") is True), contacts[0] if contacts else None)
+    if main is not None:
+        return "contact", to_int(main["id"])
+    companies = [c for c in emb.get("companies") or () if isinstance(c, dict) and to_int(c.get("id"))]
+    return ("company", to_int(companies[0]["id"])) if companies else None
+
+
+def call_row(item: dict, ctx: Ctx, entity: str, entity_id: int | None = None) -> Page:
+    """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path (or
+    `note_owner`, which gives `entity_id` too)."""
     v = Item(item)
+    if entity_id is None:
+        entity, entity_id = note_owner(v, ctx, entity)
     cid = v.need("id", identifier)
     params = v.strict("params", _params, {})
     direction = "in" if item.get("note_type") == "call_in" else "out"
@@ -357,7 +390,7 @@ def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
             "started_at": v.get("created_at", unix_moment),
             "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
             "entity_type": entity,
-            "entity_id": v.get("entity_id", integer),
+            "entity_id": entity_id,
             "phone": v.get("params.phone") if params else None,
             "raw": item,
         },

@@ -45,7 +45,10 @@ class Request:
     by a cursor that edits move (tasks, by id): there an edit mid-read would take the row out
     of the window and move every later row up, while unbounded it keeps its place.
     lookup: what the reader asks for beside each page's items, for the parser (`ctx.side`):
-    "merged_cards" (the card an `entity_merged` event names: alive or gone).
+    "merged_cards" (the card an `entity_merged` event names: alive or gone), "customers" (the
+    contacts and company of the customers the notes belong to). needs: "customers": the list
+    exists only in accounts with Customers mode on (`GET /api/v4/account` `customers_mode`);
+    elsewhere the stream reads nothing.
     """
 
     path: str
@@ -60,12 +63,17 @@ class Request:
     page_order: str | None = None
     bounded: bool = True
     lookup: str | None = None
+    needs: str | None = None
+
+
+# The customers of call notes, read back by id with their contacts and company.
+CUSTOMERS = Request("/api/v4/customers", "customers", params=(("with", "contacts,companies"),), gated=True)
 
 
 # -- declarations ----------------------------------------------------------------------------
 
 
-def _calls(entity_path: str) -> Stream:
+def _calls(entity_path: str, **kw) -> Stream:
     """Call and SMS notes of one entity type (the stream keeps its name from when it read only
     calls: configs name it in `streams`)."""
     return Stream(
@@ -79,6 +87,7 @@ def _calls(entity_path: str) -> Stream:
             params=tuple(("filter[note_type][]", t) for t in NOTE_KINDS),
             order=BY_UPDATED_AT,
             sorted_by="updated_at",
+            **kw,
         ),
         parse=functools.partial(note_rows, entity=ENTITY[entity_path]),
     )
@@ -135,6 +144,9 @@ STREAMS: tuple[Stream, ...] = (
     _calls("leads"),
     _calls("contacts"),
     _calls("companies"),
+    # Customers mode: a call to a contact with no open lead goes to its customer (calls API);
+    # such calls are filed under the customer's main contact, else its company.
+    _calls("customers", lookup="customers", needs="customers"),
     Stream(
         name="events",
         tables=("stage_changes", "deals", "contacts", "companies", "tasks", "activities", "survey_answers"),

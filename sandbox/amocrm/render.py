@@ -143,6 +143,44 @@ class AmoRender:
             "_embedded": emb,
         }
 
+    def _customer(self, c: dict, with_: set) -> dict:
+        """A customer (Customers mode): contacts with `with=contacts` (one `is_main`), its one
+        company with `with=companies`."""
+        emb = {"segments": [], "tags": []}
+        if "contacts" in with_:
+            emb["contacts"] = [
+                {"id": i, "is_main": n == 0, "_links": self._self(f"/api/v4/contacts/{i}")}
+                for n, i in enumerate(c["contact_ids"])
+            ]
+        if "companies" in with_:
+            emb["companies"] = (
+                [{"id": c["company_id"], "_links": self._self(f"/api/v4/companies/{c['company_id']}")}]
+                if c["company_id"]
+                else []
+            )
+        return {
+            "id": c["id"],
+            "name": c["name"],
+            "next_price": 0,
+            "next_date": c["updated_at"] + 30 * 86400,
+            "responsible_user_id": c["responsible_user_id"],
+            "status_id": 0,
+            "periodicity": 0,
+            "created_by": 0,
+            "updated_by": 0,
+            "created_at": c["created_at"],
+            "updated_at": c["updated_at"],
+            "closest_task_at": None,
+            "is_deleted": bool(c["is_deleted"]),
+            "custom_fields_values": None,
+            "ltv": 0,
+            "purchases_count": 0,
+            "average_check": 0,
+            "account_id": ACCOUNT_ID,
+            "_links": self._self(f"/api/v4/customers/{c['id']}"),
+            "_embedded": emb,
+        }
+
     def _values(self, et: str, row: dict) -> list | None:
         """custom_fields_values in amoCRM's read shape, or None when the card has none."""
         out = []
@@ -434,7 +472,7 @@ class AmoRender:
             "country": "RU",
             "currency": "RUB",
             "currency_symbol": "₽",
-            "customers_mode": "disabled",
+            "customers_mode": self.customers_mode,
             "is_unsorted_on": True,
             "is_loss_reason_enabled": True,
             "is_helpbot_enabled": False,

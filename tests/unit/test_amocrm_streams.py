@@ -563,5 +563,6 @@ def test_unknown_stream_and_stream_names(tmp_path):
         "calls_leads",
         "calls_contacts",
         "calls_companies",
+        "calls_customers",
         "events",
     ]
