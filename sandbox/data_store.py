@@ -2,8 +2,9 @@
 
 Rows are plain dicts in id-sorted lists, in neutral vocabulary (each server renders them in
 its own API's words), every timestamp in Unix seconds. Tests mutate a dataset between two
-syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`
-and `set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
+syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`,
+`set_custom` and `backdate` (a write dated back, no tick); each takes the lock, stamps a fresh
+`tick()` and bumps the version counters
 the servers use to invalidate their caches. Each change of a row is also told to the
 `listeners` (`listen`), as `(action, entity, id)` with action `add`, `update` or `delete` and
 the entity plural ("deals"): how a server learns what to send its webhooks or event handlers.
@@ -327,6 +328,21 @@ class Dataset:
         for row_id in changes:
             self._told("update", name, row_id)
         return t
+
+    def backdate(self, entity: str, id: int, **moments: int) -> dict:
+        """Set a row's `created_at` / `updated_at` (or a call's `started_at`) to the given Unix
+        seconds, as an integration that dates its writes back may (amoCRM's API takes both on
+        writes): no fresh tick, so the row may land before a reader's bookmark."""
+        name = _plural(entity)
+        with self.lock:
+            row = self.by_id(name)[id]
+            unknown = sorted(set(moments) - {"created_at", "updated_at", "started_at"})
+            if unknown or any(k not in row for k in moments):
+                raise KeyError(f"{name} rows cannot be dated by {sorted(moments)}")
+            row.update(moments)
+            self._bump(name)
+        self._told("update", name, id)
+        return row
 
     def set_custom(self, entity_type: str, id: int, field_id: int, value) -> dict:
         """Set (or with None, clear) one custom field value; bumps updated_at."""

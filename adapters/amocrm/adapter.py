@@ -12,6 +12,9 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   filters are amoCRM's paid add-on (`Request.gated`), the bookmark also remembers
   `api_filter`, so the account is only re-checked on a first or full sync; without the
   add-on the list is paged newest-first and reading stops at the bookmark.
+- Records the API let a writer date back (`Request.backdated`): a wider window on a schedule,
+  from `reread_hours` before the bookmark every `reread_every_hours`, in full every
+  `reconcile_hours` (`adapters.amocrm.reread`); each logs what it cost in requests.
 - No row is skipped when rows move or leave the list mid-read: lists sorted by their cursor
   (cards, calls) are read by `adapters.amocrm.keyset`; lists in another fixed order (tasks by
   id, with no `[to]` so an edit keeps its place; events; newest-first cards) by
@@ -34,12 +37,12 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterator
 
 from adapters import bookmarks
 from adapters.adapter import Adapter
-from adapters.amocrm import CRM
+from adapters.amocrm import CRM, reread
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.hooks import HOOK_EVENTS, parse_delivery, where_to
@@ -140,8 +143,9 @@ class AmoCrmAdapter(Adapter):
             api_filter = self.api_filter_enabled()
         remember = api_filter if req.gated else None
         filtered = not req.gated or api_filter
-        since = parse_iso(saved["since"]) if saved.get("since") else None
-        start = since - timedelta(minutes=self.cfg.overlap_minutes) if since else None
+        window = reread.plan(saved, run, self.cfg, req.backdated)
+        start, requests_before = window.start, self.requests
+        keep = {k: saved.get(k) for k in ("since", "reread_at", "reconciled_at")}
         params = [("limit", req.limit), *req.params]
         if filtered and req.sorted_by:
             pages = self._keyset(s, params + list(req.order), start, run)
@@ -152,7 +156,7 @@ class AmoCrmAdapter(Adapter):
         else:  # newest-first: an edit moves a row to the front, a deletion is checked for
             pages = self._overlapping(s, params + [(f"order[{s.cursor}]", "desc")])
             stop_before = int(start.timestamp()) if start else None
-        ctx = Ctx(currency=self.cfg.currency)
+        ctx, rows = Ctx(currency=self.cfg.currency), 0
         with closing(pages):
             for items in pages:
                 fresh = [
@@ -163,11 +167,31 @@ class AmoCrmAdapter(Adapter):
                 ctx.side = self._side(s, fresh)
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
-                    page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember)
+                    page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember, keep)
+                rows += page.entities(s.tables[0])
                 yield page
                 if len(fresh) < len(items):
                     break  # newest-first paging reached the bookmark
-        yield Page(bookmark=bookmarks.dump("changes", since=iso(run), api_filter=remember))
+        if window.wider:
+            log.info(
+                "amoCRM source '%s', stream '%s': %s from %s: %d requests, %d %s read",
+                self.source,
+                s.name,
+                window.kind,
+                iso(start) if start else "the start",
+                self.requests - requests_before,
+                rows,
+                s.tables[0],
+            )
+        yield Page(
+            bookmark=bookmarks.dump(
+                "changes",
+                since=iso(run),
+                api_filter=remember,
+                reread_at=window.reread_at,
+                reconciled_at=window.reconciled_at,
+            )
+        )
 
     def _keyset(self, s: Stream, params: list, start: datetime | None, run: datetime) -> Iterator[list[dict]]:
         """Pages of a stream sorted by its cursor, each overlapping the one before it and
@@ -234,13 +258,23 @@ class AmoCrmAdapter(Adapter):
         return params
 
     @staticmethod
-    def _page_bookmark(items: list, field: str, run: datetime, api_filter) -> str | None:
-        """The page's newest `field`, never past the run start (items arrive ascending by it)."""
+    def _page_bookmark(items: list, field: str, run: datetime, api_filter, keep: dict) -> str | None:
+        """The page's newest `field`, never past the run start (items arrive ascending by it)
+        nor, in a wider read, back before the saved bookmark (`keep`, whose wider-read times
+        stay until the read completes)."""
         newest = max((cursor_of(i, field) or 0 for i in items), default=0)
         if not newest:
             return None
-        at = from_unix(min(newest, int(run.timestamp())))
-        return bookmarks.dump("changes", since=at, api_filter=api_filter)
+        at = min(newest, int(run.timestamp()))
+        if keep.get("since"):
+            at = max(at, int(parse_iso(keep["since"]).timestamp()))
+        return bookmarks.dump(
+            "changes",
+            since=from_unix(at),
+            api_filter=api_filter,
+            reread_at=keep.get("reread_at"),
+            reconciled_at=keep.get("reconciled_at"),
+        )
 
     def _pages(self, s: Stream, params: list) -> Iterator[list[dict]]:
         """Each page's items, in parse order; none when a declared-forbidden list answers 403."""

@@ -48,7 +48,9 @@ class Request:
     "merged_cards" (the card an `entity_merged` event names: alive or gone), "customers" (the
     contacts and company of the customers the notes belong to). needs: "customers": the list
     exists only in accounts with Customers mode on (`GET /api/v4/account` `customers_mode`);
-    elsewhere the stream reads nothing.
+    elsewhere the stream reads nothing. backdated: writers may date its records back (cards,
+    tasks, notes take `created_at` / `updated_at`), so wider windows are re-read on a schedule
+    (`adapters.amocrm.reread`); events are stamped by amoCRM itself.
     """
 
     path: str
@@ -64,6 +66,7 @@ class Request:
     bounded: bool = True
     lookup: str | None = None
     needs: str | None = None
+    backdated: bool = True
 
 
 # The customers of call notes, read back by id with their contacts and company.
@@ -160,6 +163,7 @@ STREAMS: tuple[Stream, ...] = (
             page_order="created_at",
             params=tuple(("filter[type][]", t) for t in EVENT_TYPES),
             lookup="merged_cards",
+            backdated=False,
         ),
     ),
 )

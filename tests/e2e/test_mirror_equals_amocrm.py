@@ -35,7 +35,24 @@ def customer_calls(ds, at: int | None = None) -> None:
         )
 
 
-CRM = Crm(source="main", is_deal_listing=lambda req: req.path == "/api/v4/leads", edits=customer_calls)
+def amocrm_day(ds) -> None:
+    """amoCRM's own edits of a working day: customer calls, and a call a telephony files dated
+    six hours back (before the last run's bookmark: only a wider reread brings it)."""
+    customer_calls(ds)
+    contact = next(c for c in ds.contacts if not c["is_deleted"])
+    ds.add(
+        "calls",
+        direction="out",
+        status="answered",
+        duration_s=12,
+        entity_type="contact",
+        entity_id=contact["id"],
+        phone="+79990000077",
+        started_at=ds.now - 6 * 3600,
+    )
+
+
+CRM = Crm(source="main", is_deal_listing=lambda req: req.path == "/api/v4/leads", edits=amocrm_day)
 
 # (scenario or "*", table) -> why the check fails today. strict: once fixed, it fails as XPASS
 # and the marker must go.
@@ -56,6 +73,7 @@ def start(tmp):
         access_token=server.access_token,
         requests_per_second=500.0,
         max_workers=4,
+        reread_every_hours=0.0,  # every run rereads 48 h: the backdated call comes with it
     )
     return server, AmoCrmAdapter(cfg, None)
 
