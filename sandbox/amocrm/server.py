@@ -24,6 +24,9 @@ Faithful quirks a client must survive:
 - Customers (the dataset's `customers`, each with `contact_ids` and a `company_id`) exist only
   in Customers mode. A call the calls API routes to a customer (the contact has no open lead)
   is a call note in `/api/v4/customers/notes`, its `entity_id` the customer's.
+- Writes may date themselves, as the API documents: a PATCH item's `created_at` /
+  `updated_at` are stored as given (`Dataset.backdate`), so a card written now can sort before
+  a reader's bookmark; a call note may likewise be filed with an old moment.
 - Filters are validated: `filter[type][]` with an undocumented event type is a 400 with
   `validation-errors`; custom fields and events serve at most 50 rows for a larger `limit`
   yet step pages by that limit, so rows are skipped.
