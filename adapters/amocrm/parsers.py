@@ -523,9 +523,9 @@ def nps_score(side) -> float | None:
 
 def merged_row(v: Item, entity_id: int | None, ctx: Ctx) -> Page:
     """An `entity_merged` event. The docs do not say which card carries it, the one merged
-    away or the survivor, so the reader asked for the card (`ctx.side[("alive", table, id)]`,
-    `MERGED_CARDS`): only a card the account no longer serves is deleted; a live one is
-    restored (a deletion read before it cannot win). Unchecked: nothing is marked."""
+    away or the survivor, so the reader asked for each card `merged_cards` names
+    (`ctx.side[("alive", table, id)]`): only a card the account no longer serves is deleted; a
+    live one is restored (an older deletion event cannot win). Unchecked: nothing is marked."""
     entity = v.get("entity_type") or ""
     table = EVENT_TABLES.get(entity)
     alive = ctx.side.get(("alive", table, entity_id))
