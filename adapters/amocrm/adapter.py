@@ -164,7 +164,7 @@ class AmoCrmAdapter(Adapter):
                     for i in items
                     if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before
                 ]
-                ctx.side = self._side(s, fresh)
+                ctx.side = self._side(s, fresh, ctx.memo)
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
                     page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember, keep)
@@ -289,28 +289,28 @@ class AmoCrmAdapter(Adapter):
             except Forbidden:
                 self._forbidden(s)
 
-    def _side(self, s: Stream, items: list) -> dict:
-        """What the stream's `Request.lookup` asks for beside a page's items (`ctx.side`)."""
+    def _side(self, s: Stream, items: list, memo: dict) -> dict:
+        """What the stream's `Request.lookup` asks for beside a page's items (`ctx.side`);
+        `memo` lasts the whole read."""
         if s.request.lookup == "merged_cards":
             return self._merged_cards(items)
         if s.request.lookup == "customers":
-            return self._customer_owners(items)
+            return self._customer_owners(items, memo.setdefault("customer_owners", {}))
         return {}
 
-    def _customer_owners(self, notes: list) -> dict:
+    def _customer_owners(self, notes: list, known: dict) -> dict:
         """The card each customer of `notes` files its calls under (`parsers.customer_owner`),
-        by `("customer", id)`: the customers read back with their contacts and company, one
-        request per 100 customers (plus one per customer where list filters are off)."""
+        by `("customer", id)`. Customers not in `known` (those read earlier in this read) are
+        read back with their contacts and company: one request per 100 customers, plus one per
+        customer where list filters are off and the account has more than a page of them."""
         ids = list(dict.fromkeys(i for n in notes if (i := cursor_of(n, "entity_id")) is not None))
-        if not ids:
-            return {}
-        found, _ = read_back(self.client, CUSTOMERS, ids, "customers of call notes")
-        side = {}
-        for item in found:
-            owner = customer_owner(item)
-            if owner is not None:
-                side[("customer", to_int(item.get("id")))] = owner
-        return side
+        new = [i for i in ids if i not in known]
+        if new:
+            found, _ = read_back(self.client, CUSTOMERS, new, "customers of call notes")
+            known.update(dict.fromkeys(new))
+            for item in found:
+                known[to_int(item.get("id"))] = customer_owner(item)
+        return {("customer", i): known[i] for i in ids if known.get(i) is not None}
 
     def _merged_cards(self, items: list) -> dict:
         """Whether each card an `entity_merged` event names is alive: `GET /api/v4/{entity}/{id}`

@@ -120,3 +120,32 @@ def test_accounts_without_customers_are_not_asked_for_customer_notes(amo_sandbox
     finally:
         adapter.close()
         mirror.close()
+
+
+def test_a_customer_is_read_back_once_per_read_however_many_pages_name_it(customers_sandbox, tmp_path):
+    server = customers_sandbox
+    ds = server.dataset
+    customer = ds.add("customers", name="Busy line", contact_ids=[ds.contacts[0]["id"]])
+    for n in range(300):  # two pages of notes at 250 a page
+        ds.add(
+            "calls",
+            direction="in",
+            status="answered",
+            duration_s=5,
+            entity_type="customer",
+            entity_id=customer["id"],
+            phone="+79990000044",
+            started_at=ds.now - 3600 + n,
+        )
+    adapter = adapter_for(server, tmp_path, streams=["calls_customers"])
+    mirror = Mirror(str(tmp_path / "mirror.db"))
+    try:
+        sync_source(mirror, adapter)
+        notes = [r for r in server.request_log if r["path"] == "/api/v4/customers/notes"]
+        lists = [r for r in server.request_log if r["path"] == "/api/v4/customers"]
+        assert len(notes) >= 2 and len(lists) == 1
+        owners = mirror.conn.execute("SELECT DISTINCT entity_type, entity_id FROM calls").fetchall()
+        assert owners == [("contact", ds.contacts[0]["id"])]
+    finally:
+        adapter.close()
+        mirror.close()
