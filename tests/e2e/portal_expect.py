@@ -482,17 +482,39 @@ class AmoMapping(Mapping):
     def stage_sort(self, s: dict) -> int:
         return s["sort"] + 10  # after the pipeline's "Unsorted" status (sort 10)
 
+    def filed_under(self, row: dict) -> dict:
+        """Where the mirror files a note: a customer's (Customers mode) goes to the customer's
+        main contact (the first of its contacts), else its company (docs/mirror.md `calls`)."""
+        if row["entity_type"] != "customer":
+            return row
+        customer = self.ds.by_id("customers")[row["entity_id"]]
+        if customer["contact_ids"]:
+            return {**row, "entity_type": "contact", "entity_id": customer["contact_ids"][0]}
+        if customer["company_id"]:
+            return {**row, "entity_type": "company", "entity_id": customer["company_id"]}
+        return row
+
+    def calls(self) -> Expected:
+        e = super().calls()
+        for c in self.ds.calls:
+            owner = self.filed_under(c)
+            e.rows[(c["id"],)].update(entity_type=owner["entity_type"], entity_id=owner["entity_id"])
+        return e
+
     def interactions(self):
         """Call and SMS notes (`note:<id>`) and chat-message events (`event:<id>`, the author
-        only on an outgoing message) of deals, contacts and companies; amoCRM has no e-mail or
-        meeting notes, and no lead entity."""
+        only on an outgoing message) of deals, contacts, companies and customers (filed under
+        the customer's contact or company); amoCRM has no e-mail or meeting notes, and no lead
+        entity."""
         from sandbox.amocrm.render import _event_id
 
         for c in self.ds.calls:
             yield (
                 (f"note:{c['id']}",),
                 c,
-                self.interaction("call", c["direction"], c["started_at"], c["responsible_user_id"], c),
+                self.interaction(
+                    "call", c["direction"], c["started_at"], c["responsible_user_id"], self.filed_under(c)
+                ),
             )
         for a in self.ds.activities:
             if a["entity_type"] not in AMO_ENTITIES:

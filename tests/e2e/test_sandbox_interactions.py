@@ -55,9 +55,11 @@ def test_amocrm_chat_and_nps_events(amo_dataset, amo_sandbox, amo_headers):
     nps, _ = all_pages(
         amo_sandbox, "/api/v4/events", amo_headers, limit=100, **{"filter[type][]": "nps_rate_added"}
     )
-    assert sorted(e["value_after"][0]["nps_rate"]["rate"] for e in nps) == sorted(
-        s["score"] for s in amo_dataset.surveys
-    )
+    # the documented shape: value_after = [{"nps": {"rate": N}}], N an integer 0-10
+    assert all(e["value_after"] == [{"nps": {"rate": e["value_after"][0]["nps"]["rate"]}}] for e in nps)
+    rates = [e["value_after"][0]["nps"]["rate"] for e in nps]
+    assert all(type(r) is int and 0 <= r <= 10 for r in rates)
+    assert sorted(rates) == sorted(s["score"] for s in amo_dataset.surveys)
 
 
 def test_amocrm_lead_source_needs_with_source_and_utm_is_a_tracking_field(

@@ -33,6 +33,7 @@ SYNCED_STREAMS = (
     "calls_leads",
     "calls_contacts",
     "calls_companies",
+    "calls_customers",
     "events",
 )
 
