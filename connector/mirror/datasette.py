@@ -68,6 +68,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "status": "`open`, `won` or `lost` (its stage's semantics)",
             "contact_id": "The main contact (`contacts.id`)",
             "closed_at": "When it entered its final (won or lost) stage; empty while open",
+            "lead_id": "The lead it was converted from (`leads.id`; Bitrix24 only)",
         },
     ),
     "deal_contacts": (
@@ -103,6 +104,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "duration_s": "Talk time, seconds",
             "started_at": "When the call started (ISO 8601 UTC)",
             "phone": "The client's number",
+            "activity_id": "The timeline activity recording the call (`activities.id`)",
+            "is_automated": "1 for an automated call no manager took part in (Bitrix24 CALL_TYPE 5)",
         },
     ),
     "activities": (
@@ -111,7 +114,12 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "id": "amoCRM `note:<id>` or `event:<id>`; Bitrix24 the activity's id",
             "channel": "`call`, `email`, `chat`, `meeting` or `sms`",
             "direction": "`in` or `out`; empty for meetings",
+            "is_completed": "1 done; 0 planned, not done yet (`at` is then the planned start)",
         },
+    ),
+    "activity_bindings": (
+        "Every record an activity concerns (Bitrix24 binds one to several; amoCRM: none here)",
+        {"activity_id": "The activity (`activities.id`)"},
     ),
     "survey_answers": (
         "Survey scores the CRMs record themselves",

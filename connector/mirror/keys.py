@@ -62,6 +62,7 @@ LINKS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("stage_key", "stages", _joined("pipeline_id", "stage_id")),
         ("contact_key", "contacts", _joined("contact_id")),
         ("company_key", "companies", _joined("company_id")),
+        ("lead_key", "leads", _joined("lead_id")),
         *_MANAGER,
     ),
     "deal_contacts": (
@@ -78,6 +79,7 @@ LINKS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "tasks": (*_MANAGER, *_CLIENTS),
     "calls": (*_MANAGER, *_CLIENTS),
     "activities": (*_MANAGER, *_CLIENTS),
+    "activity_bindings": _CLIENTS,
     "survey_answers": _CLIENTS,
     "stage_changes": (
         ("deal_key", "deals", _about("deal", "entity")),
