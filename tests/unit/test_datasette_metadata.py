@@ -48,3 +48,35 @@ def test_datasette_metadata_command_writes_the_file_beside_any_mirror(tmp_path):
     missing = CliRunner().invoke(main, ["datasette-metadata", "--mirror", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "none.db: no such file" in missing.output
     assert not os.path.exists(tmp_path / "none.db")
+
+
+PER_SOURCE = """
+[storage]
+path = "{dir}/mirrors/{{source}}.db"
+
+[[sources]]
+name = "east"
+kind = "amocrm"
+base_url = "http://127.0.0.1:9"
+access_token = "tok-east"
+
+[[sources]]
+name = "west"
+kind = "amocrm"
+base_url = "http://127.0.0.1:9"
+access_token = "tok-west"
+"""
+
+
+def test_one_metadata_file_per_mirror_of_the_config(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(PER_SOURCE.format(dir=tmp_path))
+    for name in ("east", "west"):
+        Mirror(str(tmp_path / "mirrors" / f"{name}.db")).close()
+    out = CliRunner().invoke(main, ["--config", str(config), "datasette-metadata"])
+    assert out.exit_code == 0, out.output
+    for name in ("east", "west"):
+        doc = json.load(open(tmp_path / "mirrors" / f"{name}.metadata.json", encoding="utf-8"))
+        assert set(doc["databases"]) == {name}
+    one = CliRunner().invoke(main, ["--config", str(config), "datasette-metadata", "--out", "x.json"])
+    assert one.exit_code == 2 and "one mirror per source" in one.output
