@@ -221,8 +221,24 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     ),
 }
 
-# Datasette picks `name` or `title` itself; these tables have neither.
-LABELS = {"sync_runs": "stream", "kpi_fields": "label"}
+# The column a link to the table shows (what Datasette would guess, said outright), and the
+# label of tables without a name.
+LABELS = {
+    **{t: "name" for t in keys.KEYS},
+    "leads": "title",
+    "sync_runs": "stream",
+    "kpi_fields": "label",
+}
+
+# Facets offered on a table's page (plain columns: a facet on a generated one scans the table).
+FACETS = {
+    "deals": ["source", "status", "channel"],
+    "leads": ["source", "status", "channel"],
+    "tasks": ["source", "is_completed"],
+    "calls": ["source", "direction", "status"],
+    "activities": ["source", "channel", "direction"],
+    "sync_runs": ["source", "stream", "status"],
+}
 
 QUERIES = {
     "funnel": {
@@ -312,6 +328,8 @@ def metadata(name: str, columns: dict[str, list[str]]) -> dict:
         entry = {"description": text, "columns": {c: lines[c] for c in cols if c in lines}}
         if table in LABELS:
             entry["label_column"] = LABELS[table]
+        if table in FACETS:
+            entry["facets"] = [c for c in FACETS[table] if c in cols]
         tables[table] = entry
     return {
         "title": "CRM mirror",

@@ -10,7 +10,7 @@ import sqlite3
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.mirror import datasette
+from connector.mirror import datasette, keys
 from connector.mirror.store import Mirror
 
 
@@ -30,6 +30,9 @@ def test_the_metadata_describes_every_table_and_column(tmp_path):
     assert not {t: c for t, c in missing.items() if c}
     assert all(tables[t]["description"] for t in columns)
     assert set(doc["databases"]["m"]["queries"]) >= {"funnel", "manager_league", "churn"}
+    # a link shows a name: every table a link points at has its label column
+    for t in keys.KEYS:
+        assert tables[t]["label_column"] in columns[t], t
 
 
 def test_datasette_metadata_command_writes_the_file_beside_any_mirror(tmp_path):
