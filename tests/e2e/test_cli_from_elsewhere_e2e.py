@@ -1,0 +1,65 @@
+"""The CLI as cron runs it, against both sandboxes: a config naming its mirror relatively, used
+from another folder; JSON-only stdout with `--log-format json`; `check` within the terminal."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from connector.cli import main
+
+
+def write_app(tmp_path, amo, b24) -> str:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "config.toml").write_text(f"""
+[storage]
+path = "mirror.db"
+
+[[sources]]
+name = "amo"
+kind = "amocrm"
+base_url = "{amo.url}"
+access_token = "{amo.access_token}"
+
+[[sources]]
+name = "b24"
+kind = "bitrix24"
+webhook_url = "{b24.webhook_url}"
+""")
+    return "app/config.toml"
+
+
+def cli(*args, columns=200):
+    return CliRunner().invoke(main, list(args), env={"COLUMNS": str(columns)})
+
+
+def test_sync_and_check_from_another_folder(tmp_path, monkeypatch, amo_sandbox, b24_sandbox):
+    config = write_app(tmp_path, amo_sandbox, b24_sandbox)
+    monkeypatch.chdir(tmp_path)  # cron's folder, not the config's
+    mirror = tmp_path / "app" / "mirror.db"
+
+    res = cli("--config", config, "--log-format", "json", "sync")
+    assert res.exit_code == 0, res.output
+    summaries = [json.loads(line) for line in res.stdout.splitlines()]  # stdout: JSON lines only
+    assert [(s["event"], s["source"]) for s in summaries] == [
+        ("sync_summary", "amo"),
+        ("sync_summary", "b24"),
+    ]
+    assert all(s["streams_ok"] == s["streams"] and s["rows"] > 0 and s["not_ok"] == {} for s in summaries)
+    assert all(json.loads(line) for line in res.stderr.splitlines())  # and the log lines are JSON
+    assert mirror.exists() and not (tmp_path / "mirror.db").exists()
+
+    res = cli("--config", config, "check", columns=60)
+    assert res.exit_code == 0, res.output
+    first, *lines = res.stdout.splitlines()
+    assert first == f"Mirror: {mirror}"
+    assert max(len(line) for line in lines) <= 60, res.stdout
+    assert any(line.startswith("amo ") and " deals " in line and " ok" in line for line in lines)
+
+    res = cli("--config", config, "--log-format", "json", "check")
+    doc = json.loads(res.stdout)  # the JSON document, as with --json
+    assert doc["ok"] is True and doc["mirrors"] == [
+        {"path": str(mirror), "sources": ["amo", "b24"], "exists": True}
+    ]
