@@ -8,12 +8,17 @@ import sys
 import click
 
 from connector.cli.common import echo_json, echo_json_line, fail, fitted, json_logs, kpis, load, sources
+from connector.kpi.engine import all_kpis
 from connector.run import jobs
 
 
-def _fmt(v) -> str:
+def _fmt(v, date: bool = False) -> str:
+    """A KPI value as people read it; a date KPI's YYYYMMDD as 2026-11-23."""
     if v is None:
         return "(empty)"
+    if date:
+        day = f"{int(v):08d}"
+        return f"{day[:4]}-{day[4:6]}-{day[6:]}"
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
@@ -64,7 +69,8 @@ def kpi(
             echo_json_line(_document(res.kpi, verbose, ok=not bad))
             continue
         if dry_run:
-            _dry_run(src.name, res.kpi.writeback, verbose)
+            dates = {k for k, d in all_kpis(cfg.kpi).items() if d.date}
+            _dry_run(src.name, res.kpi.writeback, verbose, dates)
         click.echo(f"{src.name}: {res.kpi.line()}")
     if as_json:
         echo_json({"ok": not failed, "sources": docs})
@@ -128,7 +134,7 @@ def _withheld(source: str, withheld: dict[str, str]) -> None:
         )
 
 
-def _dry_run(source: str, wb, verbose: bool) -> None:
+def _dry_run(source: str, wb, verbose: bool, dates=()) -> None:
     """Per entity type: cards and values that would change, fields a real run would resolve;
     with -v every value, with the client's name."""
     types = sorted({c.entity_type for c in wb.changes} | set(wb.unresolved))
@@ -143,7 +149,7 @@ def _dry_run(source: str, wb, verbose: bool) -> None:
             for c in changes:
                 who = f" {c.name}" if c.name else ""
                 click.echo(
-                    f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old)} -> {_fmt(c.new)}"
+                    f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old, c.kpi in dates)} -> {_fmt(c.new, c.kpi in dates)}"
                 )
 
 
@@ -168,7 +174,9 @@ def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int)
     for r in rows:
         d = defs.get(r["kpi"])
         definition = d.description.split(": ", 1)[-1] if d else "(no longer defined)"
-        listed.append({"kpi": r["kpi"], "value": _fmt(r["value"]), "definition": definition})
+        listed.append(
+            {"kpi": r["kpi"], "value": _fmt(r["value"], bool(d and d.date)), "definition": definition}
+        )
     if json_logs(ctx):
         echo_json(
             {
@@ -176,7 +184,11 @@ def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int)
                 "entity_type": entity_type,
                 "entity_id": entity_id,
                 "computed_at": computed_at,
-                "kpis": [dict(x, value=r["value"]) for x, r in zip(listed, rows)],
+                # a date KPI's value as ISO text, the others as numbers
+                "kpis": [
+                    dict(x, value=x["value"] if defs.get(r["kpi"]) and defs[r["kpi"]].date else r["value"])
+                    for x, r in zip(listed, rows)
+                ],
             }
         )
         return

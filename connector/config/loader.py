@@ -403,6 +403,8 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             engine=self.engine(top.get("engine", {})),
             webhooks=self.webhooks(top.get("webhooks", {})),
         )
+        if cfg.kpi.timezone is None:  # the account's day (date KPIs) and months: the schedule's zone
+            cfg.kpi.timezone = cfg.schedule.timezone
         return cfg
 
     def beside(self, path: str) -> str:

@@ -198,6 +198,8 @@ def test_catalogue_has_every_kpi_with_a_definition():
         "interactions_30d_meeting",
         "interactions_30d_sms",
         "days_since_last_interaction",
+        "last_interaction_on",
+        "last_purchase_on",
         "response_minutes",
         "nps_latest",
         "csat_latest",
