@@ -1,13 +1,19 @@
 """The CLI as cron runs it, against both sandboxes: a config naming its mirror relatively, used
-from another folder; JSON-only stdout with `--log-format json`; `check` within the terminal."""
+from another folder; JSON-only stdout with `--log-format json`; `check` within the terminal;
+one progress line across the streams."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 from click.testing import CliRunner
+from rich.console import Console
 
 from connector.cli import main
+from connector.run import jobs, runtime
+from connector.run.progress import Progress
 
 
 def write_app(tmp_path, amo, b24) -> str:
@@ -63,3 +69,33 @@ def test_sync_and_check_from_another_folder(tmp_path, monkeypatch, amo_sandbox, 
     assert doc["ok"] is True and doc["mirrors"] == [
         {"path": str(mirror), "sources": ["amo", "b24"], "exists": True}
     ]
+
+
+class Frames(Progress):
+    """The progress line as it reads after each page, on a terminal console of its own."""
+
+    def __init__(self):
+        super().__init__(Console(file=io.StringIO(), force_terminal=True, width=160))
+        self.frames: list[tuple[str, str]] = []
+
+    def add(self, entities: int) -> None:
+        super().add(entities)
+        self.frames.append((self.stream.label, self.text()))
+
+
+def test_one_progress_line_with_totals_or_pages_and_requests(tmp_path, monkeypatch, amo_sandbox, b24_sandbox):
+    cfg = runtime.load_config(str(tmp_path / write_app(tmp_path, amo_sandbox, b24_sandbox)))
+    seen: dict[str, list[str]] = {}
+    for src in cfg.sources:
+        frames = Frames()
+        assert jobs.run_job(cfg, src, progress=frames).status == "ok"
+        for label, text in frames.frames:
+            seen.setdefault(label, []).append(text)
+    # Bitrix24 estimates its totals: count of the total, rate and time left
+    assert all(" of ~" in t and " left · " in t for t in seen["b24/deals"]), seen["b24/deals"][:3]
+    # amoCRM gives none: pages and requests, so a stream that finds nothing for a while still moves
+    last = seen["amo/deals"][-1]
+    assert re.search(r"^[\d,]+ deals · [\d,]+/s · \d+ pages · \d+ requests · \d+:\d\d in all$", last), last
+    pages = [int(re.search(r"(\d+) pages", t).group(1)) for t in seen["amo/deals"]]
+    assert pages == list(range(1, len(pages) + 1))
+    assert not [t for ts in seen.values() for t in ts if t.startswith("0 ") and "/s" in t]  # no "0 calls 0/s"

@@ -41,29 +41,54 @@ def screen(text: str) -> list[str]:
     return [line.rstrip() for line in ANSI.sub("", text).replace("\r", "\n").splitlines() if line.strip()]
 
 
-def test_bar_shows_stream_k_of_n_count_of_total_rate_and_time_left():
+def drawn(out, progress) -> str:
+    """The line as last drawn."""
+    progress._bars.refresh()
+    return screen(out.getvalue())[-1]
+
+
+def test_the_line_shows_stream_k_of_n_count_of_total_rate_and_time_left():
     out = io.StringIO()
-    progress = Progress(Console(file=out, force_terminal=True, width=120))
-    progress.start("b24/deals", "3/10", "deals")
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    progress.start("b24/deals", "3/10", "deals", requests=lambda: 7)
     progress.expect(2000)
     progress.add(500)
-    progress._bars.refresh()
-    line = [line for line in screen(out.getvalue()) if "b24/deals" in line][-1]
-    assert line.startswith("stream 3/10 b24/deals")
-    assert "500 of ~2,000 deals" in line and "/s" in line and re.search(r" (\d+:\d\d|-:--) left$", line), line
+    line = drawn(out, progress)
+    assert re.match(r"^\S b24 3/10 deals ", line), line  # the spinner, then where the sync is
+    assert "500 of ~2,000 deals · " in line and "/s · " in line, line
+    assert re.search(r" · (\d+:\d\d|-:--) left · \d+:\d\d in all$", line), line
+    assert "requests" not in line  # the total says how far it is
     progress.stop()
 
 
-def test_without_a_total_the_bar_shows_the_count():
+def test_one_line_follows_the_sync_across_streams():
     out = io.StringIO()
-    progress = Progress(Console(file=out, force_terminal=True, width=120))
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
     progress.start("amo/deals", "5/10", "deals")
     progress.add(1234)
-    progress._bars.refresh()
+    progress.finish()
+    progress.start("amo/calls", "6/10", "calls")
+    line = drawn(out, progress)
+    assert re.match(r"^\S amo 6/10 calls ", line) and "deals" not in line, line
+    assert len(progress._bars.tasks) == 1  # one line, not one bar per stream
     progress.stop()
-    line = [line for line in screen(out.getvalue()) if "amo/deals" in line][-1]
-    assert "1,234 deals" in line and " of " not in line and "left" not in line
-    assert re.search(r" \d+:\d\d elapsed$", line), line
+
+
+def test_a_stream_without_a_total_shows_pages_and_requests_not_a_zero_rate():
+    """A stream that reads pages before finding anything (calls filtered out, say) still moves."""
+    out = io.StringIO()
+    made = [40]  # requests the adapter had made before the stream
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    progress.start("amo/calls", "4/10", "calls", requests=lambda: made[0])
+    for _ in range(12):
+        made[0] += 3
+        progress.add(0)
+    line = drawn(out, progress)
+    assert "0 calls · 12 pages · 36 requests · " in line, line
+    assert "/s" not in line and "left" not in line, line
+    progress.add(50)
+    assert "50 calls · " in drawn(out, progress) and "/s" in drawn(out, progress)
+    progress.stop()
 
 
 def test_log_lines_print_above_the_bar_not_into_it(terminal):
