@@ -226,7 +226,8 @@ def load(path: str | None = None, secrets: bool = True) -> Config:
 
     `secrets=False` (commands that only read the mirror): a source's secret key whose
     ${ENV_VAR} is unset or empty is left out instead of being an error, and so are the
-    credential checks that its absence fails; such a source cannot reach its CRM."""
+    credential checks that its absence fails (such a source cannot reach its CRM); so is an
+    `[notify] urls` entry."""
     origin, path = _origin(path), resolve_path(path)
     try:
         with open(path, "rb") as fh:
@@ -268,6 +269,11 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 SOURCE_FIELD = "{source}"  # in `[storage] path`: one mirror file per source
+
+
+def _unset(text: str) -> bool:
+    """Whether `text` names an ${ENV_VAR} that is unset or empty."""
+    return any(not os.environ.get(m.group(1)) for m in _ENV.finditer(text))
 
 
 class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
@@ -342,6 +348,11 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             data = dict(
                 data, sources=[self.without_unset_secrets(i, s) for i, s in enumerate(data["sources"])]
             )
+        notify = data.get("notify")
+        if not self.secrets and isinstance(notify, dict) and isinstance(notify.get("urls"), list):
+            # alert URLs hold tokens too; a command that only reads sends no alert
+            urls = [u for u in notify["urls"] if not (isinstance(u, str) and _unset(u))]
+            data = dict(data, notify=dict(notify, urls=urls))
         top = self.table(
             "",
             data,
@@ -459,13 +470,7 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         if self.secrets or not isinstance(raw, dict):
             return raw
         secret = {k for c in registry.CRMS.values() for k in c.secret_keys} | {"webhook_secret"}
-        unset = [
-            k
-            for k, v in raw.items()
-            if k in secret
-            and isinstance(v, str)
-            and any(not os.environ.get(m.group(1)) for m in _ENV.finditer(v))
-        ]
+        unset = [k for k, v in raw.items() if k in secret and isinstance(v, str) and _unset(v)]
         self.unset[i] = unset
         return {k: v for k, v in raw.items() if k not in unset}
 

@@ -99,3 +99,44 @@ def test_one_progress_line_with_totals_or_pages_and_requests(tmp_path, monkeypat
     pages = [int(re.search(r"(\d+) pages", t).group(1)) for t in seen["amo/deals"]]
     assert pages == list(range(1, len(pages) + 1))
     assert not [t for ts in seen.values() for t in ts if t.startswith("0 ") and "/s" in t]  # no "0 calls 0/s"
+
+
+def test_read_only_commands_run_without_the_secrets_after_a_real_sync(tmp_path, monkeypatch, amo_sandbox):
+    (tmp_path / "config.toml").write_text(f"""
+[storage]
+path = "mirror.db"
+
+[[sources]]
+name = "amo"
+kind = "amocrm"
+base_url = "{amo_sandbox.url}"
+access_token = "${{CRM_TEST_AMO_TOKEN}}"
+
+[kpi.fields]
+last_interaction_on = "Last interaction on"
+days_since_last_purchase = "Days since the last purchase"
+
+[notify]
+urls = ["tgram://${{CRM_TEST_TG_TOKEN}}/1"]
+""")
+    config = str(tmp_path / "config.toml")
+    monkeypatch.setenv("CRM_TEST_AMO_TOKEN", amo_sandbox.access_token)
+    monkeypatch.setenv("CRM_TEST_TG_TOKEN", "tg-secret")
+    assert cli("--config", config, "sync").exit_code == 0
+    res = cli("--config", config, "check")
+    assert res.exit_code == 0, res.output
+    assert "warning: " in res.stderr and "map last_purchase_on instead" in res.stderr  # the day count
+    assert "last_interaction_on" not in res.stderr
+    assert cli("--config", config, "kpi").exit_code == 0
+    contact = next(c["id"] for c in amo_sandbox.dataset.contacts if not c["is_deleted"])
+
+    monkeypatch.delenv("CRM_TEST_AMO_TOKEN")  # cron's environment for the read-only commands
+    monkeypatch.delenv("CRM_TEST_TG_TOKEN")
+    assert cli("--config", config, "status").exit_code == 0
+    res = cli("--config", config, "kpi", "show", "amo", "contact", str(contact))
+    assert res.exit_code == 0 and "last_interaction_on" in res.output, res.output
+    assert re.search(r"last_interaction_on\s+\d{4}-\d\d-\d\d ", res.output), res.output  # a date
+    res = cli("--config", config, "report")
+    assert res.exit_code == 0 and (tmp_path / "crm-report.html").exists(), res.output
+    res = cli("--config", config, "sync")  # what reaches the CRM still needs its token
+    assert res.exit_code == 2 and "environment variable CRM_TEST_AMO_TOKEN is not set" in res.output
