@@ -64,6 +64,14 @@ def test_sync_and_check_from_another_folder(tmp_path, monkeypatch, amo_sandbox, 
     assert max(len(line) for line in lines) <= 60, res.stdout
     assert any(line.startswith("amo ") and " deals " in line and " ok" in line for line in lines)
 
+    res = cli("--config", config, "--log-format", "json", "run", "--once")  # the daemon's one pass
+    assert res.exit_code == 0, res.output
+    runs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["event"], r["source"], r["status"]) for r in runs] == [
+        ("run_summary", "amo", "ok"),
+        ("run_summary", "b24", "ok"),
+    ]
+
     res = cli("--config", config, "--log-format", "json", "check")
     doc = json.loads(res.stdout)  # the JSON document, as with --json
     assert doc["ok"] is True and doc["mirrors"] == [
