@@ -7,6 +7,9 @@ The line follows the sync across its streams: which stream of how many, its enti
 total when the CRM gives one, with the rate and the time left), else the pages and requests
 done so far, so a stream that reads for a while before finding anything still shows it moves
 (and a rate is only shown once there is one). The spinner turns while anything happens.
+Streams run side by side (each in its thread) share the line, one part each
+(`amo 3,4/10 deals 1,234 of ~2,000 deals · … | calls 0 calls · 12 pages · …`): a thread's calls
+update its own stream.
 
 The display shares its console with the log handler (`connector.logs.console`), so a log line
 is printed above the line instead of breaking it. Off a terminal (CI, cron, the daemon) or with
@@ -16,6 +19,7 @@ record. The line goes away when the sync ends.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -91,11 +95,15 @@ class Title(ProgressColumn):
         self.progress = progress
 
     def render(self, task) -> Text:
-        s = self.progress.stream
-        if s is None:
+        under_way = self.progress.under_way()
+        if not under_way:
             return Text("")
-        source, _, name = s.label.partition("/")
-        return Text.assemble((source, "bold"), f" {s.step} ", (name or source, "bold"))
+        source, _, name = under_way[0].label.partition("/")
+        if len(under_way) == 1:  # the stream's name here; several streams each name theirs after
+            return Text.assemble((source, "bold"), f" {under_way[0].step} ", (name or source, "bold"))
+        n = under_way[0].step.partition("/")[2]
+        steps = ",".join(s.step.partition("/")[0] for s in under_way) + (f"/{n}" if n else "")
+        return Text.assemble((source, "bold"), f" {steps}")
 
 
 def _clock(seconds: float) -> str:
@@ -111,8 +119,20 @@ class Progress:
         self.enabled = self.console is not None if enabled is None else enabled and self.console is not None
         self._bars: RichProgress | None = None
         self._task = None
-        self.stream: Stream | None = None
+        self._lock = threading.Lock()  # the streams' state
+        self._live = threading.Lock()  # starting and stopping the display
+        self._streams: dict[int, Stream] = {}  # the streams under way, by the thread reading each
         self.started: float | None = None
+
+    @property
+    def stream(self) -> Stream | None:
+        """The calling thread's stream under way."""
+        return self._streams.get(threading.get_ident())
+
+    def under_way(self) -> list[Stream]:
+        """Every stream under way, in the order they started."""
+        with self._lock:
+            return list(self._streams.values())
 
     def start(
         self, label: str, step: str = "", unit: str = "rows", requests: Callable[[], int] | None = None
@@ -122,48 +142,73 @@ class Progress:
         if not self.enabled:
             return
         before = requests() if requests is not None else 0
-        self.stream = Stream(label, step, unit, requests, requests_before=before)
-        if self._bars is None:
-            self.started = time.monotonic()
-            self._bars = RichProgress(
-                SpinnerColumn(),
-                Title(self),
-                BarColumn(bar_width=24),
-                Line(self),
-                console=self.console,
-                transient=True,
-            )
-            self._task = self._bars.add_task("sync", total=None)
-            self._bars.start()
-        self._bars.update(self._task, total=None, completed=0)
+        with self._lock:
+            self._streams[threading.get_ident()] = Stream(label, step, unit, requests, requests_before=before)
+        with self._live:
+            if self._bars is None:
+                self.started = time.monotonic()
+                self._bars = RichProgress(
+                    SpinnerColumn(),
+                    Title(self),
+                    BarColumn(bar_width=24),
+                    Line(self),
+                    console=self.console,
+                    transient=True,
+                )
+                self._task = self._bars.add_task("sync", total=None)
+                self._bars.start()
+        self._draw()
+
+    def _draw(self) -> None:
+        """The bar: every stream's entities of their totals (none while a stream has none).
+        Rich is called with our lock released: its refresh thread takes its own lock, then ours."""
+        with self._lock:
+            streams = list(self._streams.values())
+            totals = [s.total for s in streams]
+            total = None if not streams or None in totals else sum(totals)
+            done = sum(s.done for s in streams)
+        bars = self._bars
+        if bars is not None:
+            bars.update(self._task, total=total, completed=done)
 
     def expect(self, entities: int) -> None:
-        """The CRM announced about this many more entities for the stream under way."""
-        if self.stream is not None:
-            self.stream.total = (self.stream.total or 0) + entities
-            self._bars.update(self._task, total=self.stream.total)
+        """The CRM announced about this many more entities for the calling thread's stream."""
+        s = self.stream
+        if s is not None:
+            with self._lock:
+                s.total = (s.total or 0) + entities
+            self._draw()
 
     def add(self, entities: int) -> None:
-        """A page saved with this many entities."""
-        if self.stream is not None:
-            self.stream.done += entities
-            self.stream.pages += 1
-            self._bars.update(self._task, completed=self.stream.done)
+        """A page of the calling thread's stream saved with this many entities."""
+        s = self.stream
+        if s is not None:
+            with self._lock:
+                s.done += entities
+                s.pages += 1
+            self._draw()
 
     def text(self) -> str:
         """The line's words after the bar (see the module docstring)."""
-        if self.stream is None:
+        under_way = self.under_way()
+        if not under_way:
             return ""
         spent = time.monotonic() - (self.started or time.monotonic())
-        return f"{self.stream.describe()} · {_clock(spent)} in all"
+        if len(under_way) == 1:
+            return f"{under_way[0].describe()} · {_clock(spent)} in all"
+        parts = [f"{s.label.partition('/')[2] or s.label} {s.describe()}" for s in under_way]
+        return f"{' | '.join(parts)} · {_clock(spent)} in all"
 
     def finish(self) -> None:
-        """The stream ended (its log line says how); the line waits for the next one."""
-        self.stream = None
+        """The calling thread's stream ended (its log line says how); the line goes on."""
+        with self._lock:
+            self._streams.pop(threading.get_ident(), None)
 
     def stop(self) -> None:
         """No stream under way: give the terminal back (safe to call twice)."""
-        self.finish()
-        if self._bars is not None:
-            self._bars.stop()
-            self._bars = None
+        with self._lock:
+            self._streams.clear()
+        with self._live:
+            if self._bars is not None:
+                self._bars.stop()
+                self._bars = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 
 import pytest
 from rich.console import Console
@@ -133,3 +134,37 @@ def test_no_bar_off_a_terminal_or_with_json_logs(monkeypatch, fmt, tty):
             assert lines and lines[0].startswith("{")
     finally:
         logs.setup("text")
+
+
+def test_streams_side_by_side_share_the_line_each_thread_its_own():
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=200))
+    go = threading.Event()
+
+    def stream(label, step, unit, total, pages, ready):
+        progress.start(label, step, unit)
+        if total:
+            progress.expect(total)
+        for n in pages:
+            progress.add(n)
+        ready.set()
+        go.wait()
+        progress.finish()
+
+    threads = []
+    for args in (
+        ("amo/deals", "3/10", "deals", 2000, [250, 250]),
+        ("amo/calls", "4/10", "calls", None, [0, 0, 0]),
+    ):
+        ready = threading.Event()
+        threads.append(threading.Thread(target=stream, args=(*args, ready)))
+        threads[-1].start()
+        ready.wait()  # one after the other: the line lists them in the order they started
+    line = drawn(out, progress)
+    assert re.match(r"^\S amo 3,4/10 ", line), line
+    assert "deals 500 of ~2,000 deals · " in line and " | calls 0 calls · 3 pages · " in line, line
+    go.set()
+    for t in threads:
+        t.join()
+    assert progress.under_way() == [] and progress.text() == ""
+    progress.stop()
