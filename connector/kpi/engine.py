@@ -119,6 +119,15 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
     return kpis
 
 
+def utc_offset(tz: str | None, now: str) -> str:
+    """The account's offset from UTC at `now` as an SQLite date modifier (`+180 minutes`), for
+    date KPIs: a day is the account's day. (An offset that changed since, with daylight saving,
+    can move an event within an hour of midnight to the next or previous day.)"""
+    moment = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    offset = moment.astimezone(ZoneInfo(tz or "UTC")).utcoffset() or timedelta(0)
+    return f"{int(offset.total_seconds()) // 60:+d} minutes"
+
+
 # -- compute ------------------------------------------------------------------------------------
 
 
@@ -202,15 +211,6 @@ def compute(
             (source, res.computed_at, ",".join(kpis), sum(res.clients.values()), res.changed, res.seconds),
         )
     return res
-
-
-def utc_offset(tz: str | None, now: str) -> str:
-    """The account's offset from UTC at `now` as an SQLite date modifier (`+180 minutes`), for
-    date KPIs: a day is the account's day. (An offset that changed since, with daylight saving,
-    can move an event within an hour of midnight to the next or previous day.)"""
-    moment = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    offset = moment.astimezone(ZoneInfo(tz or "UTC")).utcoffset() or timedelta(0)
-    return f"{int(offset.total_seconds()) // 60:+d} minutes"
 
 
 _MIB = 1024 * 1024
