@@ -12,7 +12,7 @@ from adapters.redact import redact
 from connector.cli.common import echo_json, echo_mirrors, fitted, json_logs, load, mirror_files
 from connector.run import jobs
 
-# Day counts that grow every night, and the date KPI to put on the cards instead.
+# Built-in day counts (`days_*`) move every night; these have a date KPI for the cards instead.
 DRIFTING = {
     "days_since_last_interaction": "last_interaction_on",
     "days_since_last_purchase": "last_purchase_on",
@@ -57,11 +57,13 @@ def check(ctx: click.Context, as_json: bool) -> None:
         click.echo("\n" + fitted(rows, ["source", "kind", "status", "detail"], width))
         if streams:
             click.echo("\n" + fitted(streams, ["source", "stream", "scope", "last sync", "advice"], width))
-    for kpi, date in DRIFTING.items():
-        if kpi in cfg.kpi.fields:
+    custom = {c.name for c in cfg.kpi.custom}
+    for kpi in cfg.kpi.fields:
+        if kpi.startswith("days_") and kpi not in custom:
+            instead = f"; map {DRIFTING[kpi]} instead, a date that changes only with a new event"
             click.echo(
                 f"warning: {cfg.path}: [kpi.fields] {kpi} changes on every card every night (it counts "
-                f"days); map {date} instead, a date that changes only with a new event",
+                f"days){instead if kpi in DRIFTING else ''}",
                 err=True,
             )
     for p in problems:  # the mirror or token file cannot be used where the config puts it

@@ -47,8 +47,9 @@ MOVING_SHARE = 0.15  # of the cards (measured: 8.8-9.7 % on both sandboxes)
 
 
 def every_card_kpi() -> KpiConfig:
-    """Every built-in KPI mapped to a field of its own, the dates instead of the day counts."""
-    names = [k for k in catalogue() if k not in DAY_COUNTS]
+    """Every built-in KPI mapped to a field of its own, the dates instead of the day counts (every
+    `days_*` KPI counts days to or from an event, so it moves every night)."""
+    names = [k for k in catalogue() if not k.startswith("days_")]
     assert {"last_interaction_on", "last_purchase_on"} <= set(names)
     fields = {k: {"contact": f"KPI {k}", "company": f"KPI {k}"} for k in names}
     return KpiConfig(fields=fields, timezone=TZ, currency_rates={"USD": 90.0, "EUR": 100.0})
