@@ -69,10 +69,10 @@ class Stream:
             left = self.left()
             parts.append(f"{'-:--' if left is None else _clock(left)} left")
         else:  # no total: show that the stream moves even while it finds nothing
-            parts.append(f"{self.pages:,} pages")
+            parts.append(_count(self.pages, "page"))
             made = self.requests_made()
             if made is not None:
-                parts.append(f"{made:,} requests")
+                parts.append(_count(made, "request"))
         return " · ".join(parts)
 
 
@@ -104,6 +104,10 @@ class Title(ProgressColumn):
         n = under_way[0].step.partition("/")[2]
         steps = ",".join(s.step.partition("/")[0] for s in under_way) + (f"/{n}" if n else "")
         return Text.assemble((source, "bold"), f" {steps}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _clock(seconds: float) -> str:

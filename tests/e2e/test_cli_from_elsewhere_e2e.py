@@ -103,8 +103,8 @@ def test_one_progress_line_with_totals_or_pages_and_requests(tmp_path, monkeypat
     assert all(" of ~" in t and " left · " in t for t in seen["b24/deals"]), seen["b24/deals"][:3]
     # amoCRM gives none: pages and requests, so a stream that finds nothing for a while still moves
     last = seen["amo/deals"][-1]
-    assert re.search(r"^[\d,]+ deals · [\d,]+/s · \d+ pages · \d+ requests · \d+:\d\d in all$", last), last
-    pages = [int(re.search(r"(\d+) pages", t).group(1)) for t in seen["amo/deals"]]
+    assert re.search(r"^[\d,]+ deals · [\d,]+/s · \d+ pages? · \d+ requests? · \d+:\d\d in all$", last), last
+    pages = [int(re.search(r"(\d+) pages?", t).group(1)) for t in seen["amo/deals"]]
     assert pages == list(range(1, len(pages) + 1))
     assert not [t for ts in seen.values() for t in ts if t.startswith("0 ") and "/s" in t]  # no "0 calls 0/s"
 

@@ -168,3 +168,14 @@ def test_streams_side_by_side_share_the_line_each_thread_its_own():
         t.join()
     assert progress.under_way() == [] and progress.text() == ""
     progress.stop()
+
+
+def test_one_page_one_request():
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    made = [5]
+    progress.start("amo/users", "1/10", "users", requests=lambda: made[0])
+    made[0] += 1
+    progress.add(0)
+    assert "0 users · 1 page · 1 request · " in drawn(out, progress)
+    progress.stop()
