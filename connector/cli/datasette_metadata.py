@@ -12,7 +12,7 @@ import shlex
 
 import click
 
-from connector.cli.common import fail, load
+from connector.cli.common import echo_json_line, fail, json_logs, load
 from connector.mirror import datasette
 
 
@@ -39,10 +39,13 @@ def datasette_metadata(ctx: click.Context, mirror_path: str | None, out: str | N
         if not os.path.isfile(mirror_path):
             fail(f"--mirror {mirror_path}: no such file", 2)
     else:
-        paths = [scope.storage_path for scope in load(ctx).scopes()]
+        paths = [scope.storage_path for scope in load(ctx, secrets=False).scopes()]  # reads no CRM
     if out and len(paths) > 1:
         fail("--out names one file, and the config has one mirror per source: leave --out out", 2)
     for path in paths:
         written = datasette.write(path, out)
+        if json_logs(ctx):
+            echo_json_line({"event": "datasette_metadata", "mirror": path, "metadata": written})
+            continue
         click.echo(f"Metadata: {written}")
         click.echo(f"  open with: datasette {shlex.quote(path)} -m {shlex.quote(written)}")

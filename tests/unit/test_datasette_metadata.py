@@ -83,3 +83,23 @@ def test_one_metadata_file_per_mirror_of_the_config(tmp_path):
         assert set(doc["databases"]) == {name}
     one = CliRunner().invoke(main, ["--config", str(config), "datasette-metadata", "--out", "x.json"])
     assert one.exit_code == 2 and "one mirror per source" in one.output
+
+
+def test_metadata_needs_no_secrets_and_keeps_json_logs_json(tmp_path, monkeypatch):
+    """It reads only the mirror: a config whose tokens are unset still works, and with
+    `--log-format json` stdout carries one JSON line per mirror."""
+    monkeypatch.delenv("EAST_TOKEN", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        PER_SOURCE.format(dir=tmp_path).replace('access_token = "tok-east"', 'access_token = "${EAST_TOKEN}"')
+    )
+    for name in ("east", "west"):
+        Mirror(str(tmp_path / "mirrors" / f"{name}.db")).close()
+    out = CliRunner().invoke(main, ["--config", str(config), "--log-format", "json", "datasette-metadata"])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["datasette_metadata"] * 2
+    assert {os.path.basename(line["metadata"]) for line in lines} == {
+        "east.metadata.json",
+        "west.metadata.json",
+    }
