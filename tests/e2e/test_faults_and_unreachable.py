@@ -131,7 +131,8 @@ def test_sync_against_a_refused_port_is_one_line_per_source_and_two_attempts(dea
 
 def test_check_against_a_refused_port_names_host_and_cause(dead_config):
     path, port = dead_config
-    result = CliRunner().invoke(main, ["--config", path, "check"])
+    # A wide terminal: `check` wraps its table to the terminal's width.
+    result = CliRunner().invoke(main, ["--config", path, "check"], env={"COLUMNS": "250"})
     assert result.exit_code == 1
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     assert len(failed) == 2
