@@ -16,6 +16,7 @@ Bookmarks (shapes in `adapters.bookmarks`):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -48,13 +49,22 @@ class Reader:
         self.lister = lister
         self.declared = declared
         self.listed: dict[str, datetime] = {}
-        self.estimate: int | None = None  # entities a planned read expects, not yet announced
+        self._local = threading.local()  # per thread: streams may be read side by side
         self.modes = {
             "snapshot": self.snapshot,
             "changes": self.changes,
             "append": self.append,
             "reconcile": self.reconcile,
         }
+
+    @property
+    def estimate(self) -> int | None:
+        """Entities the calling thread's planned read expects, not yet announced."""
+        return getattr(self._local, "estimate", None)
+
+    @estimate.setter
+    def estimate(self, rows: int | None) -> None:
+        self._local.estimate = rows
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
         """One page of items through the stream's parser."""

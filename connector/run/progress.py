@@ -5,9 +5,12 @@ The display shares its console with the log handler (`connector.logs.console`), 
 is printed above the bar instead of breaking it. Off a terminal (CI, cron, the daemon) or with
 `--log-format json` there is no display at all: the sync's one log line per stream end is the
 record. A stream's bar goes away when the stream ends; that log line is its one summary.
+Streams run side by side each have their bar: a thread's calls update its own stream's bar.
 """
 
 from __future__ import annotations
+
+import threading
 
 from rich.console import Console
 from rich.progress import BarColumn, ProgressColumn, TextColumn
@@ -60,12 +63,34 @@ class Progress:
         self.console = console or logs.console()
         self.enabled = self.console is not None if enabled is None else enabled and self.console is not None
         self._bars: RichProgress | None = None
-        self._task, self._total = None, 0
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the calling thread's stream: its bar and total
+
+    @property
+    def _task(self):
+        return getattr(self._local, "task", None)
+
+    @_task.setter
+    def _task(self, task) -> None:
+        self._local.task = task
+
+    @property
+    def _total(self) -> int:
+        return getattr(self._local, "total", 0)
+
+    @_total.setter
+    def _total(self, total: int) -> None:
+        self._local.total = total
 
     def start(self, label: str, step: str = "", unit: str = "rows") -> None:
         """A new bar: `label` (source/stream), `step` (`3/10`), `unit` (what is counted)."""
         if not self.enabled:
             return
+        with self._lock:
+            self._task, self._total = self._bar(label, step, unit), 0
+
+    def _bar(self, label: str, step: str, unit: str):
+        """A task on the (shared) bars, started with the first one; call under the lock."""
         if self._bars is None:
             self._bars = RichProgress(
                 TextColumn("stream {task.fields[step]}"),
@@ -78,7 +103,7 @@ class Progress:
                 transient=True,
             )
             self._bars.start()
-        self._task, self._total = self._bars.add_task(label, total=None, step=step, unit=unit), 0
+        return self._bars.add_task(label, total=None, step=step, unit=unit)
 
     def expect(self, entities: int) -> None:
         """The CRM announced about this many more entities for the stream under way."""
@@ -99,6 +124,7 @@ class Progress:
     def stop(self) -> None:
         """No stream under way: give the terminal back (safe to call twice)."""
         self.finish()
-        if self._bars is not None:
-            self._bars.stop()
-            self._bars = None
+        with self._lock:
+            if self._bars is not None:
+                self._bars.stop()
+                self._bars = None
