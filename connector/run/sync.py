@@ -205,13 +205,17 @@ def waits_for(streams: list[Stream]) -> dict[str, set[str]]:
       they come after the deals and tasks themselves).
 
     Streams with the same main table (amoCRM's calls of leads, contacts, companies) write
-    rows of their own and run side by side."""
+    rows of their own and run side by side. The first stream runs alone: an unreachable
+    host, refused credentials or a block show in its one request, and stop the source before
+    every other stream tries (and logs) the same."""
     out: dict[str, set[str]] = {}
     for k, s in enumerate(streams):
         out[s.name] = {
             t.name
             for t in streams[:k]
-            if s.mode == "reconcile"
+            if k
+            and t is streams[0]
+            or s.mode == "reconcile"
             or (t.mode == "snapshot" and s.mode != "snapshot")
             or (t.tables[0] != s.tables[0] and set(t.tables) & set(s.tables))
         }

@@ -22,15 +22,16 @@ BARRIER_S = 10.0  # streams meet within this side by side; one after another the
 
 class Threads:
     """An adapter whose streams are lists of steps: a Page, an exception to raise, or a
-    callable run in the stream's thread (a barrier the streams meet at)."""
+    callable run in the stream's thread (a barrier the streams meet at). A first stream,
+    `users`, comes before them (the first stream of a run goes alone)."""
 
     kind = "fake"
     source = "fake"
     requests = 0
 
     def __init__(self, script, tables=None):
-        self.script = script
-        self.tables = tables or {}
+        self.script = {"users": [Page(rows={"users": [{"id": 1, "name": "u"}]})], **script}
+        self.tables = {"users": ("users",), **(tables or {})}
         self.threads: dict[str, set[str]] = {}
 
     def stream_names(self):
@@ -76,15 +77,15 @@ def test_a_failing_stream_loses_no_other_streams_committed_pages(mirror):
         }
     )
     results = {r.stream: r for r in sync_source(mirror, adapter, parallel=3)}
-    assert {s: r.status for s, r in results.items()} == {"a": "ok", "b": "failed", "c": "ok"}
+    assert {s: r.status for s, r in results.items()} == {"users": "ok", "a": "ok", "b": "failed", "c": "ok"}
     assert results["b"].error == "source 'fake': page 2 broke"
     assert [mirror.get_bookmark("fake", s) for s in "abc"] == ["a2", "b1", "c2"]
     ids = [r[0] for r in mirror.conn.execute("SELECT id FROM contacts ORDER BY id")]
     assert ids == [1, 2, 3, 4, 10, 11, 20, 21, 22]
-    runs = dict(mirror.conn.execute("SELECT stream, rows FROM sync_runs"))
+    runs = dict(mirror.conn.execute("SELECT stream, rows FROM sync_runs WHERE stream != 'users'"))
     assert runs == {"a": 4, "b": 2, "c": 3}
     # each stream ran in a thread of its own, none on the mirror's
-    named = {s: t for s, ts in adapter.threads.items() for t in ts}
+    named = {s: t for s, ts in adapter.threads.items() for t in ts if s != "users"}
     assert len(set(named.values())) == 3 and threading.current_thread().name not in named.values()
 
 
@@ -93,7 +94,7 @@ def test_one_after_another_the_streams_never_meet(mirror):
     met = threading.Barrier(2, timeout=0.5)
     adapter = Threads({"a": [met.wait, Page(rows=rows(1, 2))], "b": [met.wait, Page(rows=rows(2, 3))]})
     results = sync_source(mirror, adapter, parallel=1)
-    assert [r.status for r in results] == ["failed", "failed"]  # BrokenBarrierError in each
+    assert [r.status for r in results] == ["ok", "failed", "failed"]  # BrokenBarrierError in each
 
 
 def test_results_come_back_in_run_order_whatever_ends_first(mirror):
@@ -104,7 +105,7 @@ def test_results_come_back_in_run_order_whatever_ends_first(mirror):
             "b": [Page(rows=rows(2, 3)), slow.set],
         }
     )
-    assert [r.stream for r in sync_source(mirror, adapter, parallel=2)] == ["a", "b"]
+    assert [r.stream for r in sync_source(mirror, adapter, parallel=2)] == ["users", "a", "b"]
 
 
 def test_a_source_stopping_failure_leaves_the_streams_not_started_unrun(mirror):
@@ -119,7 +120,7 @@ def test_a_source_stopping_failure_leaves_the_streams_not_started_unrun(mirror):
         },
         tables={"a": ("deals", "contacts"), "b": ("tasks",)},
     )
-    results = sync_source(mirror, adapter, parallel=3)
+    results = sync_source(mirror, adapter, parallel=3)[1:]
     assert [r.status for r in results] == ["failed", "ok", "failed"]
     assert results[0].stops_source
     assert results[2].error == "not run: source 'fake': token rejected (401)"
@@ -137,7 +138,7 @@ def test_a_stop_ends_running_streams_after_their_page_and_leaves_waiting_ones_un
         },
         tables={"a": ("deals", "tasks"), "b": ("tasks",)},  # b writes a's table: it waits for a
     )
-    results = sync_source(mirror, adapter, stop=stop, parallel=2)
+    results = sync_source(mirror, adapter, stop=stop, parallel=2)[1:]
     assert [r.status for r in results] == ["interrupted", "interrupted"]
     assert results[1].error == "interrupted before this stream ran"
     assert mirror.get_bookmark("fake", "a") == "a2"  # the page under way when the stop came
@@ -145,7 +146,7 @@ def test_a_stop_ends_running_streams_after_their_page_and_leaves_waiting_ones_un
 
 def test_bitrix24_streams_wait_only_for_the_snapshots_and_reconcile_waits_for_all():
     after = waits_for(list(B24_STREAMS))
-    assert after["users"] == set() and after["pipelines"] == set()
+    assert after["users"] == set() and after["pipelines"] == {"users"}  # the first goes alone
     for s in ("companies", "contacts", "leads", "deals", "tasks", "calls", "stage_history", "activities"):
         assert after[s] == {"users", "pipelines"}, s
     assert after["reconcile"] == {s.name for s in B24_STREAMS} - {"reconcile"}
@@ -162,6 +163,22 @@ def test_amocrm_events_come_after_every_stream_whose_entities_they_write():
 def test_a_narrowed_run_orders_only_the_streams_it_runs():
     wanted = [s for s in AMO_STREAMS if s.name in ("deals", "events")]
     assert waits_for(wanted) == {"deals": set(), "events": {"deals"}}
+    wanted = [s for s in AMO_STREAMS if s.name in ("tasks", "calls_leads", "calls_contacts")]
+    assert waits_for(wanted) == {"tasks": set(), "calls_leads": {"tasks"}, "calls_contacts": {"tasks"}}
+
+
+def test_an_unreachable_host_is_tried_once_not_once_per_stream(mirror):
+    """The first stream goes alone: its failure stops the source before any other starts."""
+    from adapters.errors import UnreachableError
+
+    adapter = Threads(
+        {"a": [Page(rows=rows(1, 2))], "b": [Page(rows=rows(2, 3))]},
+    )
+    adapter.script["users"] = [UnreachableError("source 'fake': cannot reach 127.0.0.1 port 9")]
+    results = sync_source(mirror, adapter, parallel=3)
+    assert [r.status for r in results] == ["failed"] * 3
+    assert [r.error for r in results[1:]] == ["not run: source 'fake': cannot reach 127.0.0.1 port 9"] * 2
+    assert set(adapter.threads) == {"users"}
 
 
 def _most_in_any_window(times: list[float], width: float) -> int:
