@@ -267,21 +267,19 @@ def ours(
 
 
 def print_bounds(r: dict, knobs: dict) -> None:
-    """The run against what the portal's limits allow: each method's budget-bound time (the
-    server seconds it used, at the budget's refill rate: budget per window), the slowest of
-    them (streams side by side can do no better), their sum (about what streams one after
-    another take once every method is budget-bound), and the bucket's bound."""
+    """The run against what the portal's limits allow. A method whose server time exceeds its
+    budget waits for the window to refill the rest (budget per window): at least
+    (used - budget) / refill rate. Streams side by side can do no better than the slowest
+    method; one after another they add up, about the sum. The bucket: every request past its
+    burst at the drain rate."""
     spent = r["server"].get("spent") or {}
-    rate = knobs["operating_budget_s"] / knobs["operating_window_s"]
-    bounds = {m: s / rate for m, s in spent.items()}
+    budget, window = knobs["operating_budget_s"], knobs["operating_window_s"]
+    bounds = {m: max(0.0, s - budget) * window / budget for m, s in spent.items()}
     if not bounds:
         return
-    print(
-        "  server time per method (the operating budget refills "
-        f"{knobs['operating_budget_s']:.0f} s per {knobs['operating_window_s']:.0f} s):"
-    )
-    for m, b in sorted(bounds.items(), key=lambda x: -x[1]):
-        print(f"    {m:28} {spent[m]:8.1f} s used -> {b:8.1f} s budget-bound")
+    print(f"  server time per method (budget {budget:.0f} s per {window:.0f} s):")
+    for m, b in sorted(bounds.items(), key=lambda x: -spent[x[0]])[:6]:
+        print(f"    {m:28} {spent[m]:8.1f} s used -> at least {b:7.1f} s budget-bound")
     slowest = max(bounds, key=bounds.get)
     bucket = max(0.0, (r["requests"] - (knobs["bucket_size"] - 2)) / knobs["drain_rate"])
     print(
@@ -290,10 +288,11 @@ def print_bounds(r: dict, knobs: dict) -> None:
         f"{knobs['drain_rate']:g}/s after its burst) {bucket:.1f} s"
     )
     floor = max(bounds[slowest], bucket)
-    print(
-        f"  full sync {r['seconds']:.1f} s = {r['seconds'] / floor:.2f} x the tighter of the slowest "
-        f"method's and the bucket's bound ({floor:.1f} s)"
-    )
+    if floor > 0:
+        print(
+            f"  full sync {r['seconds']:.1f} s = {r['seconds'] / floor:.2f} x the tighter of the slowest "
+            f"method's and the bucket's bound ({floor:.1f} s)"
+        )
 
 
 def budget_bound(knobs: dict) -> float:
