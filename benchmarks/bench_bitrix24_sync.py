@@ -18,6 +18,23 @@ the same server. Those two are not project dependencies: if absent, the comparis
 skipped. A peer still running at `--peer-cap` seconds is reported with the rows it had.
 `--nightly-only` preloads on a server without limits and measures only the nightly run.
 
+Streams side by side (`--parallel-streams`, default 8; 1: one after another), 2026-12-06, 2
+cores shared with other sessions (load 4-9), every stream of the 20,000-deal portal (208k rows),
+0 limit errors in every run:
+- standard bucket (50 / 2 req/s): 135.6 s side by side, 132.9 s in turn: 308 requests, so the
+  bucket alone needs 130 s; the deals stream alone 7.0 s in turn, 124 s side by side (it shares
+  the bucket). fast-bitrix24 read the deals alone in 31.5 s: our whole sync is 0.23x of its
+  speed, and no ordering of streams can reach the 3x target while the sync needs ~310 requests
+  (only fuller batches can: every stream's rows in 50-call batches are ~110 requests).
+- `--window-s 60` (48 s of server time per method per 60 s: the budget binds, same 400 rows/s
+  per method): 289.5 s side by side against 570.8 s in turn; crm.activity.list (calls'
+  activities and the activities stream) used 196 s of server time, so at least 185 s; the
+  bucket 226 s (499 requests: the budget cuts batches short).
+- `--enterprise` (250 / 5 req/s): 40.4 s side by side, 50.5 s in turn (the same load), 316
+  requests; fast-bitrix24's deals alone 38.6 s (a run beside other benchmarks).
+- 500k deals was not run: its slowest method needs ~4,900 s of server time, at least 92 minutes
+  at 480 s per 10 minutes, one after another about 3.5 hours.
+
 Adaptive throttle (up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
 with other sessions, load 2-4):
 - `--deals 20000 --peer-cap 300`: deals stream 8.0 s for 19,843 deals + 21,825 links (42
