@@ -236,7 +236,8 @@ def test_kill_9_at_many_points_with_10_percent_faults_ends_like_a_clean_run(crm,
     for what, nth in crm.SYNC_POINTS:
         killer.run((what, nth, "before"))
         assert killer.writes == [], f"killed at {what} #{nth}, but the run had written cards"
-        assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == [(1,)]
+        # the streams under way (side by side, one or more) are left 'running'
+        assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'")[0][0] >= 1
         assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
     # during write-back: after the CRM applied the 2nd write request, before it applies the 1st
