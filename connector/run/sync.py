@@ -9,6 +9,11 @@ A run counts entities: rows of the stream's main table (the first it declares) w
 deleted or restored, so a deal's contact links do not count as deals. Each stream's end is
 logged once (one line; a warning when it did not end ok); the streams a source-stopping
 failure leaves unrun are recorded in `sync_runs`, not logged again.
+
+A source's streams run side by side (`parallel_streams`, `side_by_side`), in threads sharing
+the adapter and so its limiters; a stream starts once those it needs have ended
+(`waits_for`), and every mirror call is made on the thread that opened the mirror
+(`MirrorCalls`). With `parallel_streams = 1` they run one after another, in run order.
 """
 
 from __future__ import annotations
@@ -213,8 +218,7 @@ def waits_for(streams: list[Stream]) -> dict[str, set[str]]:
         out[s.name] = {
             t.name
             for t in streams[:k]
-            if k
-            and t is streams[0]
+            if (k and t is streams[0])
             or s.mode == "reconcile"
             or (t.mode == "snapshot" and s.mode != "snapshot")
             or (t.tables[0] != s.tables[0] and set(t.tables) & set(s.tables))
