@@ -248,3 +248,26 @@ def test_a_storage_failure_is_raised_once_the_streams_beside_it_have_ended(mirro
         sync_source(mirror, adapter, parallel=2)
     assert mirror.get_bookmark("fake", "b") == "b2"
     assert [r[0] for r in mirror.conn.execute("SELECT id FROM contacts ORDER BY id")] == [1, 2]
+
+
+def test_eight_streams_writing_at_once_lose_nothing(mirror):
+    """Eight streams of 40 pages each, side by side, into one mirror: every row, every
+    stream's last bookmark and row count are there, and the file is sound."""
+    script = {
+        f"s{k}": [
+            Page(
+                rows={"contacts": [{"id": k * 10_000 + p * 10 + i, "name": "c"} for i in range(10)]},
+                bookmark=f"{p}",
+            )
+            for p in range(40)
+        ]
+        for k in range(8)
+    }
+    results = sync_source(mirror, Threads(script), parallel=8)
+    assert {r.status for r in results} == {"ok"}
+    assert mirror.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 8 * 40 * 10
+    assert [mirror.get_bookmark("fake", f"s{k}") for k in range(8)] == ["39"] * 8
+    assert dict(mirror.conn.execute("SELECT stream, rows FROM sync_runs WHERE stream != 'users'")) == {
+        f"s{k}": 400 for k in range(8)
+    }
+    assert mirror.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
