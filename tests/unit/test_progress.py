@@ -54,6 +54,43 @@ def test_bar_shows_stream_k_of_n_count_of_total_rate_and_time_left():
     progress.stop()
 
 
+def test_streams_side_by_side_each_have_their_own_bar():
+    """Each thread's calls go to its own stream's bar: two streams at once show two lines,
+    each with its own count and total; one ending leaves the other's bar."""
+    import threading
+
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=120))
+    started, counted, go = threading.Barrier(2), threading.Barrier(3), threading.Barrier(3)
+
+    def stream(label, step, total, added, finish):
+        progress.start(label, step, "deals")
+        started.wait(5)  # both bars up before either counts
+        progress.expect(total)
+        progress.add(added)
+        counted.wait(5)
+        go.wait(5)
+        if finish:
+            progress.finish()
+
+    a = threading.Thread(target=stream, args=("b24/deals", "6/11", 2000, 500, False))
+    b = threading.Thread(target=stream, args=("b24/calls", "8/11", 9000, 7000, True))
+    for t in (a, b):
+        t.start()
+    counted.wait(5)
+    progress._bars.refresh()
+    go.wait(5)
+    for t in (a, b):
+        t.join()
+    lines = screen(out.getvalue())
+    deals = [line for line in lines if "b24/deals" in line][-1]
+    calls = [line for line in lines if "b24/calls" in line][-1]
+    assert deals.startswith("stream 6/11 b24/deals") and "500 of ~2,000 deals" in deals
+    assert calls.startswith("stream 8/11 b24/calls") and "7,000 of ~9,000 deals" in calls
+    assert [t.description for t in progress._bars.tasks] == ["b24/deals"]  # calls ended, deals goes on
+    progress.stop()
+
+
 def test_without_a_total_the_bar_shows_the_count():
     out = io.StringIO()
     progress = Progress(Console(file=out, force_terminal=True, width=120))
