@@ -181,7 +181,6 @@ class _Run:
     def stream(self, stream: str, main: str, k: int, mirror=None, tally: bool = False) -> StreamResult:
         """One stream, with its progress bar; `mirror`: the one to write to (default the run's);
         `tally`: count its requests in its context (other streams send theirs meanwhile)."""
-        self.progress.start(f"{self.adapter.source}/{stream}", f"{k}/{self.count}", main)
         return _run_stream(
             mirror or self.mirror,
             self.adapter,
@@ -193,6 +192,7 @@ class _Run:
             self.progress,
             self.stop,
             tally,
+            step=f"{k}/{self.count}",
         )
 
     def not_run(self, stream: str, outcome: Outcome, why: str) -> StreamResult:
@@ -336,20 +336,32 @@ class MirrorCalls:
 
 
 def _run_stream(
-    mirror, adapter, stream, main, full, run_started, run_id, progress, stop, tally: bool = False
+    mirror,
+    adapter,
+    stream,
+    main,
+    full,
+    run_started,
+    run_id,
+    progress,
+    stop,
+    tally: bool = False,
+    step: str = "",
 ) -> StreamResult:
     """One stream, recorded in `sync_runs` from start to finish; `main`: the table it counts.
     `tally`: count the stream's own requests (`adapters.http.tallied`) rather than the
-    adapter's, which other streams running beside it add to."""
+    adapter's, which other streams running beside it add to; the progress line shows them."""
     source = adapter.source
     bookmark = None if full else mirror.get_bookmark(source, stream)
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
     result = StreamResult(source, stream, Outcome.OK)
     with tallied() as own:
-        requests_before, t0 = adapter.requests, time.monotonic()
+        requests_before, t0 = getattr(adapter, "requests", 0), time.monotonic()
 
         def sent() -> int:
-            return own.count if tally else adapter.requests - requests_before
+            return own.count if tally else getattr(adapter, "requests", 0) - requests_before
+
+        progress.start(f"{source}/{stream}", step, main, requests=sent)
 
         try:
             _copy_pages(

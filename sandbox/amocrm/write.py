@@ -1,10 +1,12 @@
 """Writes to the amoCRM sandbox: OAuth tokens and Bearer checks, custom field creation,
-batch PATCH of contacts and companies (validated as a whole, like amoCRM)."""
+batch PATCH of contacts and companies (validated as a whole, like amoCRM; `created_at` /
+`updated_at` in an item date the write, back if the writer likes, as the API documents)."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 from sandbox.amocrm.common import EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR, ApiError, problem
 from sandbox.httpbase import Request, Response
@@ -156,6 +158,10 @@ class AmoWrite:
             row = rows.get(rid) if isinstance(rid, int) else None
             if row is None or row["is_deleted"]:
                 errs.append(_err("NotFound", "id", "Entity not found"))
+            for moment in ("created_at", "updated_at"):  # documented: a write may date itself
+                v = item.get(moment)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                    errs.append(_err("InvalidType", moment, "This value should be of type int."))
             cfv = item.get("custom_fields_values") or []
             if not isinstance(cfv, list):
                 errs.append(
@@ -198,11 +204,15 @@ class AmoWrite:
                         row[key] = values.pop(special)
                 customs.setdefault(rid, {}).update(values)
             t = ds.write_customs(et, customs)
+            for i, rid, _ in changes:
+                dated = {k: items[i][k] for k in ("created_at", "updated_at") if items[i].get(k) is not None}
+                if dated:
+                    ds.backdate(plural, rid, **dated)
         out = [
             {
                 "id": rid,
                 "name": rows[rid]["name"],
-                "updated_at": t,
+                "updated_at": rows[rid]["updated_at"] if items[i].get("updated_at") is not None else t,
                 "request_id": str(i),
                 "_links": self._self(f"/api/v4/{plural}/{rid}"),
             }
@@ -217,6 +227,26 @@ def _err(code: str, path: str, detail: str) -> dict:
 
 def _validation(errors: list) -> Response:
     return problem(400, "Bad Request", "Request validation failed", **{"validation-errors": errors})
+
+
+DATE_TYPES = ("date", "date_time", "birthday")
+
+
+def _parse_date(raw) -> tuple[bool, object]:
+    """A date field's value: Unix seconds (a number or digits) or RFC 3339 text with an offset
+    (`2026-11-23T00:00:00+03:00`, as the official library sends it); kept, and read back, as
+    Unix seconds. Anything else is refused (a bare `2026-11-23` has no documented meaning)."""
+    if isinstance(raw, bool):
+        return False, "This value should be of type date."
+    if isinstance(raw, (int, float)) or (isinstance(raw, str) and raw.strip().isdigit()):
+        return True, int(float(raw))
+    try:
+        moment = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return False, "This value should be of type date."
+    if moment.tzinfo is None or "T" not in str(raw):
+        return False, "This value should be of type date."
+    return True, int(moment.timestamp())
 
 
 def _parse_value(field: dict, values) -> tuple[bool, object]:
@@ -234,6 +264,8 @@ def _parse_value(field: dict, values) -> tuple[bool, object]:
         if x != x or x in (float("inf"), float("-inf")) or isinstance(raw, bool):
             return False, "This value should be of type numeric."
         return True, int(x) if x.is_integer() else x
+    if field["type"] in DATE_TYPES:
+        return _parse_date(raw)
     if field.get("enums") and field["type"] in ("select", "radiobutton", "multiselect"):
         by_id = {e["id"]: e["value"] for e in field["enums"]}
         if values[0].get("enum_id") in by_id:

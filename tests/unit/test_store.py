@@ -8,6 +8,7 @@ import pytest
 from adapters.base import Page
 from adapters.streams import Stream
 from adapters.tables import TABLES
+from connector.mirror.keys import KEYS
 from connector.mirror.store import Mirror
 
 
@@ -29,11 +30,22 @@ def test_file_is_private_wal_and_schema_idempotent(tmp_path):
     } <= tables
 
 
-def test_each_tables_primary_key_is_the_one_its_contract_declares(tmp_path):
+def test_each_tables_upsert_key_is_the_one_its_contract_declares(tmp_path):
+    """The contract's key is the table's primary key, or (tables with a single-column `key`
+    for Datasette, `connector.mirror.keys`) a unique constraint beside it."""
     with Mirror(str(tmp_path / "m.db")) as m:
         for t in TABLES.values():
             cols = m.conn.execute(f"PRAGMA table_info([{t.name}])").fetchall()
-            assert tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5]) == t.primary_key, t.name
+            pk = tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5])
+            unique = [
+                tuple(r[2] for r in m.conn.execute(f"PRAGMA index_info([{ix[1]}])"))
+                for ix in m.conn.execute(f"PRAGMA index_list([{t.name}])")
+                if ix[2] and ix[3] == "u"
+            ]
+            if t.name in KEYS:
+                assert pk == ("key",) and t.primary_key in unique, t.name
+            else:
+                assert pk == t.primary_key, t.name
 
 
 def test_a_stream_feeds_only_tables_with_a_contract():
@@ -249,3 +261,30 @@ def test_previous_stage_filled_from_earlier_change(tmp_path):
         m.save_page("s", "stage_history", Page(rows={"stage_changes": [later, other]}))
         rows = m.conn.execute("SELECT id, previous_stage_id FROM stage_changes ORDER BY id").fetchall()
     assert rows == [("deal:1", None), ("deal:2", "NEW"), ("deal:3", "NEW")]
+
+
+def test_a_mirror_made_before_a_column_was_declared_gets_it_on_open(tmp_path):
+    """A column added to the schema since the file was made is added on open; rows keep their data."""
+    import sqlite3
+
+    from connector.mirror import schema
+
+    old = (
+        schema.DDL.replace(" lead_id INTEGER,", "")
+        .replace("    FOREIGN KEY (source, lead_id) REFERENCES leads (source, id),\n", "")
+        .replace("CREATE INDEX IF NOT EXISTS idx_deals_lead ON deals (source, lead_id);", "")
+    )
+    assert "lead_id" not in old
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.executescript(old)  # the shape of a mirror made before deals.lead_id
+    conn.execute("INSERT INTO deals (source, id, name) VALUES ('s', 1, 'kept')")
+    conn.commit()
+    conn.close()
+    m = Mirror(path)
+    try:
+        cols = {r[1] for r in m.conn.execute("PRAGMA table_info(deals)")}
+        assert "lead_id" in cols
+        assert m.conn.execute("SELECT name, lead_id FROM deals").fetchall() == [("kept", None)]
+    finally:
+        m.close()
