@@ -5,7 +5,8 @@ Bookmarks (shapes in `adapters.bookmarks`):
   pipelines add "categories", the pipelines seen, so one batch reads every stage list.
 - changes (companies, contacts, leads, deals, tasks): {"since"} the start of the last complete
   pass; the next run reads `>=cursor` from it minus the overlap. Mid-pass pages add "pass" and
-  "windows", so a crash resumes the unfinished ID windows instead of starting over. A first
+  "windows", so a crash resumes the unfinished ID windows instead of starting over, then reads
+  what changed since the pass began (rows of the windows read before the crash may have). A first
   (or full) pass lists every ID, which doubles as that table's reconciliation this run.
 - append (calls, stage history): {"last_id": {part: id}}. A first load reads several ID
   windows in parallel and hands rows over in ID order, so the bookmark only moves forward and
@@ -133,6 +134,14 @@ class Reader:
                     **{"pass": pass_start},
                 )
             yield page
+        if "windows" in state:
+            # A pass an earlier run began: rows of the windows it read before it stopped may
+            # have changed since. Read what changed since the pass began; then this run's
+            # start is the bookmark, as for a pass read whole.
+            catch_up = self.since_filter(s.cursor, pass_start)
+            for chunk in self.lister.pages(req, [[0, None]], catch_up):
+                yield self.parse(s, chunk.rows, chunk.side)
+            pass_start = iso(run_started_at)
         final = Page(bookmark=bookmarks.dump("changes", since=pass_start))
         if seen is not None:  # a complete fresh listing doubles as a reconciliation
             final.present = {s.tables[0]: seen}
