@@ -11,6 +11,11 @@ ride out: after at most one quick retry it raises `UnreachableError` naming the 
 cause, and the source's remaining streams are not attempted. A call that must never be sent
 twice (`once=True`: a single-use refresh token) is retried only when it provably never left.
 
+Requests are counted per source (`HttpClient.requests`) and, for work that runs beside other
+work of the same source (streams side by side), per piece of work: `tallied()` counts the
+requests sent in its context, by its own thread and by the workers of a `ContextPool` it
+starts.
+
 A stop (`HttpClient.watch(event)`: SIGTERM) is obeyed at once wherever a call waits: in the
 limiter, between retries, before it is sent. The call raises `Interrupted`; a request
 already on the wire is not cut off (its timeout bounds it).
@@ -19,13 +24,16 @@ already on the wire is not cut off (its timeout bounds it).
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import errno
 import random
 import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -49,6 +57,40 @@ TLS_ADVICE = (
     "be trusted here (REQUESTS_CA_BUNDLE=/path/to/ca.pem)"
 )
 FIRST_BACKOFF_S = 0.25  # a lone 502 or cut body is usually gone at once: retry soon, then back off
+
+
+class Tally:
+    """Requests sent for one piece of work (a stream), whichever threads sent them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar("crm_request_tally", default=None)
+
+
+@contextlib.contextmanager
+def tallied() -> Iterator[Tally]:
+    """Count the requests sent from here on in this context (see `ContextPool`)."""
+    tally = Tally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
+class ContextPool(ThreadPoolExecutor):
+    """A thread pool whose tasks run in a copy of the submitter's context: the requests its
+    workers send count towards the submitter's `tallied()`."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 class RateLimiter:
@@ -343,6 +385,9 @@ class HttpClient:
         headers = {**self.auth_headers(), **kwargs.pop("headers", {})}
         with self._count_lock:
             self.requests += 1
+        tally = _TALLY.get()
+        if tally is not None:
+            tally.add()
         response = self.session.request(
             method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
         )

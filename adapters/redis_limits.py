@@ -264,9 +264,11 @@ class RedisRateLimiter:
         self._keys = [f"{key}:next", f"{key}:window"]
         self.last_grant: float | None = None  # the server's time of this object's last grant
         self.round_trips = 0
+        self._lock = threading.Lock()  # the counters: one limiter serves a source's threads
 
     def _call(self, phase: str, member: str) -> tuple[bool, float, float]:
-        self.round_trips += 1
+        with self._lock:
+            self.round_trips += 1
         ok, wait, at = self._script(
             keys=self._keys, args=[self.limit, repr(self.per), repr(self.gap), phase, member]
         )
@@ -278,7 +280,8 @@ class RedisRateLimiter:
         while True:
             ok, wait, at = self._call(phase, member)
             if ok:
-                self.last_grant = at
+                with self._lock:
+                    self.last_grant = max(at, self.last_grant or at)
                 return at
             phase = "commit"  # the slot is ours: after it only the window may hold us back
             self.sleep(wait + 0.001)
@@ -302,11 +305,13 @@ class RedisLeakyBucket:
         self.key, self.sleep = key, sleep
         self._script = scripts.bucket
         self.round_trips = 0
+        self._lock = threading.Lock()  # the counter: one bucket serves a source's threads
 
     def reserve(self) -> tuple[float, float]:
         """Add one request to the bucket: (seconds to wait before sending it, the server's
         time it may go). `acquire()` is this and the sleep."""
-        self.round_trips += 1
+        with self._lock:
+            self.round_trips += 1
         wait, at, _ = self._script(keys=[self.key], args=[repr(self.capacity), repr(self.drain), "acquire"])
         return float(wait), float(at)
 

@@ -110,17 +110,18 @@ class AmoCrmAdapter(Adapter):
 
     def api_filter_enabled(self) -> bool:
         """Whether list filters work on this account (checked once per adapter)."""
-        if self._api_filter is None:
-            _, data = self.client.send(
-                "GET", "/api/v4/account", params=[("with", "is_api_filter_enabled")], what="account check"
-            )
-            self._api_filter = bool(isinstance(data, dict) and data.get("is_api_filter_enabled"))
-            log.info(
-                "amoCRM source '%s': API filtering %s",
-                self.source,
-                "enabled" if self._api_filter else "not enabled; paging newest-first",
-            )
-        return self._api_filter
+        with self._account_lock:  # streams read side by side ask at once: one request
+            if self._api_filter is None:
+                _, data = self.client.send(
+                    "GET", "/api/v4/account", params=[("with", "is_api_filter_enabled")], what="account check"
+                )
+                self._api_filter = bool(isinstance(data, dict) and data.get("is_api_filter_enabled"))
+                log.info(
+                    "amoCRM source '%s': API filtering %s",
+                    self.source,
+                    "enabled" if self._api_filter else "not enabled; paging newest-first",
+                )
+            return self._api_filter
 
     # -- reading (`Adapter.fetch` hands each stream to the reader of its mode) -------------
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import collections
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from adapters.amocrm.auth import AmoAuth
 from adapters.amocrm.keyset import Stall, hashable
 from adapters.amocrm.streams import Request
 from adapters.errors import AuthError, BlockedError, StreamError, UnreachableError
-from adapters.http import CONNECT_TIMEOUT_S, HttpClient, RateLimiter
+from adapters.http import CONNECT_TIMEOUT_S, ContextPool, HttpClient, RateLimiter
 from adapters.limits import portal_of
 from adapters.redact import redact
 
@@ -175,7 +174,7 @@ class AmoClient:
         if not req.paged or not _has_next(first):
             return
         workers = max(1, int(self.cfg.max_workers or 1))
-        pool = ThreadPoolExecutor(workers, thread_name_prefix=f"amo-{self.source}")
+        pool = ContextPool(workers, thread_name_prefix=f"amo-{self.source}")
         try:
             pending = collections.deque(
                 (n, pool.submit(self.page, req, params, n, label)) for n in range(2, 2 + workers)

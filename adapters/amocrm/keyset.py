@@ -31,11 +31,11 @@ from __future__ import annotations
 import collections
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from adapters.errors import StreamError
+from adapters.http import ContextPool
 from adapters.values import to_int
 
 MAX_OVERLAP = 8  # rows a planned page may repeat of its predecessor
@@ -104,7 +104,7 @@ def keyset_pages(
         return
     chain = _Chain(field, embedded, size)
     stall, restarts = Stall(label), 0
-    pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-keyset")
+    pool = ContextPool(depth, thread_name_prefix="amo-keyset")
     pending: collections.deque = collections.deque()
     try:
         plan = Plan(start, 1, size, size, check=False)

@@ -19,12 +19,12 @@ edit) is yielded again. A list that repeats itself fails the read (`keyset.Stall
 from __future__ import annotations
 
 import collections
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from adapters.amocrm.keyset import MAX_OVERLAP, MIN_SHARE, Stall, drop_pending, first_page, fit_page, hashable
 from adapters.errors import StreamError
+from adapters.http import ContextPool
 
 MAX_BACKOFFS = 50  # failed checks in one read before giving up: the list changes too fast
 
@@ -65,7 +65,7 @@ def overlap_pages(
         return
     read = _Read(key, embedded, size)
     stall = Stall(label)
-    pool = ThreadPoolExecutor(depth, thread_name_prefix="amo-overlap")
+    pool = ContextPool(depth, thread_name_prefix="amo-overlap")
     pending: collections.deque = collections.deque()
 
     def fill() -> None:

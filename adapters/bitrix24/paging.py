@@ -23,12 +23,12 @@ import copy
 import math
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client, Ref, ref
 from adapters.errors import StreamError
+from adapters.http import ContextPool
 from adapters.values import to_id
 
 PAGE = 50
@@ -197,7 +197,7 @@ class Pager:
                 out.put(None)
 
         n = min(self.workers, len(windows))
-        pool = ThreadPoolExecutor(n, thread_name_prefix="b24-window")
+        pool = ContextPool(n, thread_name_prefix="b24-window")
         for _ in range(n):
             pool.submit(worker)
         finished = 0

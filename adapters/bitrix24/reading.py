@@ -5,7 +5,8 @@ Bookmarks (shapes in `adapters.bookmarks`):
   pipelines add "categories", the pipelines seen, so one batch reads every stage list.
 - changes (companies, contacts, leads, deals, tasks): {"since"} the start of the last complete
   pass; the next run reads `>=cursor` from it minus the overlap. Mid-pass pages add "pass" and
-  "windows", so a crash resumes the unfinished ID windows instead of starting over. A first
+  "windows", so a crash resumes the unfinished ID windows instead of starting over, then reads
+  what changed since the pass began (rows of the windows read before the crash may have). A first
   (or full) pass lists every ID, which doubles as that table's reconciliation this run.
 - append (calls, stage history): {"last_id": {part: id}}. A first load reads several ID
   windows in parallel and hands rows over in ID order, so the bookmark only moves forward and
@@ -16,6 +17,7 @@ Bookmarks (shapes in `adapters.bookmarks`):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -48,13 +50,22 @@ class Reader:
         self.lister = lister
         self.declared = declared
         self.listed: dict[str, datetime] = {}
-        self.estimate: int | None = None  # entities a planned read expects, not yet announced
+        self._local = threading.local()  # per thread: streams may be read side by side
         self.modes = {
             "snapshot": self.snapshot,
             "changes": self.changes,
             "append": self.append,
             "reconcile": self.reconcile,
         }
+
+    @property
+    def estimate(self) -> int | None:
+        """Entities the calling thread's planned read expects, not yet announced."""
+        return getattr(self._local, "estimate", None)
+
+    @estimate.setter
+    def estimate(self, rows: int | None) -> None:
+        self._local.estimate = rows
 
     def parse(self, s: Stream, items: list, side: dict, memo: dict | None = None) -> Page:
         """One page of items through the stream's parser."""
@@ -123,6 +134,14 @@ class Reader:
                     **{"pass": pass_start},
                 )
             yield page
+        if "windows" in state:
+            # A pass an earlier run began: rows of the windows it read before it stopped may
+            # have changed since. Read what changed since the pass began; then this run's
+            # start is the bookmark, as for a pass read whole.
+            catch_up = self.since_filter(s.cursor, pass_start)
+            for chunk in self.lister.pages(req, [[0, None]], catch_up):
+                yield self.parse(s, chunk.rows, chunk.side)
+            pass_start = iso(run_started_at)
         final = Page(bookmark=bookmarks.dump("changes", since=pass_start))
         if seen is not None:  # a complete fresh listing doubles as a reconciliation
             final.present = {s.tables[0]: seen}

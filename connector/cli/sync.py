@@ -46,13 +46,13 @@ def _stop_on_signals():
 def _interrupted(stop, res) -> None:
     """One line for a run stopped by a signal, then exit 128 + its number."""
     signum = stop.signum or signal.SIGTERM
-    where = next(
-        (f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED), res.source
-    )
+    # the streams under way when the signal came (side by side there may be several)
+    ran = [f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED and r.requests]
+    ran = ran or [f"{r.source}/{r.stream}" for r in res.results if r.outcome is Outcome.INTERRUPTED][:1]
+    its = "its last committed page" if len(ran) < 2 else "their last committed pages"
     click.echo(
-        f"interrupted by {signal.Signals(signum).name}: {where} stopped after its last "
-        f"committed page ({res.rows:,} rows this run); `crm-connector sync` resumes from "
-        f"the bookmarks",
+        f"interrupted by {signal.Signals(signum).name}: {', '.join(ran) or res.source} stopped after "
+        f"{its} ({res.rows:,} rows this run); `crm-connector sync` resumes from the bookmarks",
         err=True,
     )
     sys.exit(128 + signum)

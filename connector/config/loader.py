@@ -36,6 +36,7 @@ COMMON_KEYS = {
     "timeout_s": float,
     "overlap_minutes": float,
     "max_workers": int,
+    "parallel_streams": int,
     "currency": str,
     "streams": list,
     "verify_tls": bool,
@@ -47,6 +48,7 @@ COMMON_DEFAULTS = {
     "timeout_s": 60.0,
     "overlap_minutes": 5.0,
     "max_workers": 4,
+    "parallel_streams": 8,
     "currency": "RUB",
     "streams": None,
     "verify_tls": True,
@@ -58,6 +60,7 @@ COMMON_DEFAULTS = {
 # - max_workers: each worker is a thread holding a connection and a page of rows; the CRMs
 #   allow 2-7 requests per second, so more than 50 workers only wait, and a typo such as
 #   1000000000 would exhaust memory before the first request.
+# - parallel_streams: a thread per stream; a CRM has about ten streams, so more only idle.
 # - requests_per_second: below 0.01 (one request per 100 s) a sync of 10 streams takes days.
 # - timeout_s: per request; over an hour is a hang, not a timeout.
 # - overlap_minutes: negative would skip changes; a week is far beyond any clock skew.
@@ -68,6 +71,7 @@ RANGES = {
     "timeout_s": (0, 3600, False),
     "overlap_minutes": (0, 7 * 24 * 60, True),
     "max_workers": (0, 50, False),
+    "parallel_streams": (0, 16, False),
     "schedule.misfire_grace_s": (0, 7 * 86400, True),
     "schedule.lock_timeout_s": (0, 86400, True),
     "kpi.churn_days": (0, 36500, False),
@@ -105,6 +109,7 @@ class SourceConfig:
     timeout_s: float
     overlap_minutes: float
     max_workers: int
+    parallel_streams: int
     currency: str
     streams: list[str] | None
     verify_tls: bool

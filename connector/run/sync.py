@@ -9,15 +9,22 @@ A run counts entities: rows of the stream's main table (the first it declares) w
 deleted or restored, so a deal's contact links do not count as deals. Each stream's end is
 logged once (one line; a warning when it did not end ok); the streams a source-stopping
 failure leaves unrun are recorded in `sync_runs`, not logged again.
+
+A source's streams run side by side (`parallel_streams`, `side_by_side`), in threads sharing
+the adapter and so its limiters; a stream starts once those it needs have ended
+(`waits_for`), and every mirror call is made on the thread that opened the mirror
+(`MirrorCalls`). With `parallel_streams = 1` they run one after another, in run order.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -30,7 +37,9 @@ from adapters.errors import (
     UnreachableError,
     needs_reauthorisation,
 )
+from adapters.http import tallied
 from adapters.redact import redact
+from adapters.streams import Stream
 from adapters.times import iso, utc_now
 from connector.mirror import storage
 from connector.mirror.store import Mirror
@@ -111,8 +120,11 @@ def sync_source(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     run_id: str | None = None,
+    parallel: int | None = None,
 ) -> list[StreamResult]:
-    """Run the adapter's streams (all, or `streams`) into the mirror; one result per stream."""
+    """Run the adapter's streams (all, or `streams`) into the mirror; one result per stream,
+    in run order. `parallel`: how many run at once (default: the source's `parallel_streams`,
+    1 for an adapter without that option)."""
     available = adapter.stream_names()
     wanted = streams or available
     unknown = [s for s in wanted if s not in available]
@@ -123,56 +135,248 @@ def sync_source(
     progress = progress or Progress(enabled=False)
     if hasattr(adapter, "watch"):  # waits and requests obey this run's stop (and no earlier run's)
         adapter.watch(stop)
-    main = {s.name: s.tables[0] for s in adapter.streams()}
-    run_id = run_id or uuid.uuid4().hex[:12]
-    run_started = utc_now()
-    results: list[StreamResult] = []
-    fatal: tuple[Outcome, str] | None = None  # why the streams still to come do not run
+    declared = {s.name: s for s in adapter.streams()}
+    run = _Run(mirror, adapter, full, progress, stop, run_id or uuid.uuid4().hex[:12], utc_now(), len(wanted))
+    if parallel is None:
+        parallel = getattr(getattr(adapter, "cfg", None), "parallel_streams", None) or 1
     try:
+        if parallel > 1 and len(wanted) > 1:
+            order = [declared[s] for s in wanted]
+            return side_by_side(run, order, waits_for(order), parallel)
+        return run.in_sequence(wanted, declared)
+    finally:
+        progress.stop()
+
+
+@dataclass
+class _Run:
+    """One run of one source's streams: what each stream's run shares."""
+
+    mirror: object  # the Mirror, or `MirrorCalls` handing its calls to the thread that owns it
+    adapter: object
+    full: bool
+    progress: Progress
+    stop: threading.Event | None
+    run_id: str
+    started: object  # the run start (UTC datetime): every stream reads up to it
+    count: int  # streams in the run (progress says `k/count`)
+
+    def in_sequence(self, wanted: list[str], declared: dict) -> list[StreamResult]:
+        """One stream after another, in run order; a source-stopping failure or a stop leaves
+        the rest unrun."""
+        results: list[StreamResult] = []
+        fatal: tuple[Outcome, str] | None = None  # why the streams still to come do not run
         for k, stream in enumerate(wanted, 1):
-            if stop is not None and stop.is_set():
+            if self.stop is not None and self.stop.is_set():
                 fatal = fatal or (Outcome.INTERRUPTED, "interrupted before this stream ran")
             if fatal:
-                results.append(_not_run(mirror, run_id, adapter.source, stream, run_started, *fatal))
+                results.append(self.not_run(stream, *fatal))
                 continue
-            progress.start(
-                f"{adapter.source}/{stream}",
-                f"{k}/{len(wanted)}",
-                main[stream],
-                requests=lambda: getattr(adapter, "requests", 0),
-            )
-            result = _run_stream(
-                mirror, adapter, stream, main[stream], full, run_started, run_id, progress, stop
-            )
+            result = self.stream(stream, declared[stream].tables[0], k)
             results.append(result)
             if result.stops_source:
                 fatal = (Outcome.NOT_RUN, f"{NOT_RUN_PREFIX}{result.error}")
+        return results
+
+    def stream(self, stream: str, main: str, k: int, mirror=None, tally: bool = False) -> StreamResult:
+        """One stream, with its progress bar; `mirror`: the one to write to (default the run's);
+        `tally`: count its requests in its context (other streams send theirs meanwhile)."""
+        return _run_stream(
+            mirror or self.mirror,
+            self.adapter,
+            stream,
+            main,
+            self.full,
+            self.started,
+            self.run_id,
+            self.progress,
+            self.stop,
+            tally,
+            step=f"{k}/{self.count}",
+        )
+
+    def not_run(self, stream: str, outcome: Outcome, why: str) -> StreamResult:
+        return _not_run(self.mirror, self.run_id, self.adapter.source, stream, self.started, outcome, why)
+
+
+def waits_for(streams: list[Stream]) -> dict[str, set[str]]:
+    """For each stream (in run order), the earlier ones it must not start before:
+
+    - every snapshot stream (users, pipelines: small lists the others' rows are checked
+      against, such as a deal's stage against its pipeline's stages);
+    - every earlier stream, for a reconciliation (it marks deleted what no listing showed);
+    - an earlier stream with another main table whose tables it shares: it writes into
+      another stream's entities (amoCRM's events flag deleted deals and completed tasks, so
+      they come after the deals and tasks themselves).
+
+    Streams with the same main table (amoCRM's calls of leads, contacts, companies) write
+    rows of their own and run side by side. The first stream runs alone: an unreachable
+    host, refused credentials or a block show in its one request, and stop the source before
+    every other stream tries (and logs) the same."""
+    out: dict[str, set[str]] = {}
+    for k, s in enumerate(streams):
+        out[s.name] = {
+            t.name
+            for t in streams[:k]
+            if (k and t is streams[0])
+            or s.mode == "reconcile"
+            or (t.mode == "snapshot" and s.mode != "snapshot")
+            or (t.tables[0] != s.tables[0] and set(t.tables) & set(s.tables))
+        }
+    return out
+
+
+def side_by_side(
+    run: _Run, streams: list[Stream], after: dict[str, set[str]], parallel: int
+) -> list[StreamResult]:
+    """Run up to `parallel` streams at once, each in its own thread, each starting once the
+    streams it waits for (`after`) have ended. Every mirror call runs on this thread, the one
+    that opened the mirror (`MirrorCalls`): SQLite writes one transaction at a time anyway,
+    and each stream still commits its pages and bookmark as it goes. A source-stopping
+    failure or a stop leaves the streams not yet started unrun; a storage failure lets the
+    running ones end, then is raised."""
+    calls = MirrorCalls(run.mirror)
+    place = {s.name: k for k, s in enumerate(streams, 1)}
+    waiting = list(streams)
+    running: set[str] = set()
+    results: dict[str, StreamResult] = {}
+    fatal: tuple[Outcome, str] | None = None
+    broken: BaseException | None = None  # the first storage failure, raised at the end
+
+    def one(s: Stream) -> None:
+        try:
+            result = run.stream(s.name, s.tables[0], place[s.name], mirror=calls, tally=True)
+        except BaseException as err:  # handed to the loop below, raised there
+            calls.ended(s.name, err)
+        else:
+            calls.ended(s.name, result)
+
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix=f"sync-{run.adapter.source}")
+    try:
+        while waiting or running:
+            if run.stop is not None and run.stop.is_set():
+                fatal = fatal or (Outcome.INTERRUPTED, "interrupted before this stream ran")
+            for s in list(waiting):
+                if fatal or broken:
+                    if broken is None:
+                        results[s.name] = run.not_run(s.name, *fatal)
+                    waiting.remove(s)
+                elif len(running) < parallel and not after[s.name] - results.keys():
+                    waiting.remove(s)
+                    running.add(s.name)
+                    pool.submit(one, s)
+            if not running:
+                continue
+            name, outcome = calls.serve()  # mirror calls until a stream ends
+            running.discard(name)
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, storage.StorageError):
+                    raise outcome
+                broken = broken or outcome
+                continue
+            results[name] = outcome
+            if outcome.stops_source and fatal is None:
+                fatal = (Outcome.NOT_RUN, f"{NOT_RUN_PREFIX}{outcome.error}")
     finally:
-        progress.stop()
-    return results
+        calls.close()
+        pool.shutdown(wait=True)
+    if broken is not None:
+        raise broken
+    return [results[s.name] for s in streams]
 
 
-def _run_stream(mirror, adapter, stream, main, full, run_started, run_id, progress, stop) -> StreamResult:
-    """One stream, recorded in `sync_runs` from start to finish; `main`: the table it counts."""
+class MirrorCalls:
+    """The mirror as stream threads use it: each call is handed to the thread that opened the
+    mirror (`serve`), and the caller waits for its answer or its exception. A SQLite
+    connection belongs to its thread, and one writer at a time is all SQLite allows."""
+
+    def __init__(self, mirror):
+        self.mirror, self.path = mirror, mirror.path
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+
+    def __getattr__(self, name: str):
+        method = getattr(self.mirror, name)
+
+        def call(*args, **kwargs):
+            if self._closed:
+                raise Interrupted("the sync ended")
+            answer: Future = Future()
+            self._queue.put((method, args, kwargs, answer))
+            return answer.result()
+
+        return call
+
+    def ended(self, stream: str, outcome) -> None:
+        """A stream's thread ends: its result, or what it raised."""
+        self._queue.put((stream, outcome))
+
+    def serve(self) -> tuple[str, object]:
+        """Run the calls asked for, in order, until a stream ends; (its name, its outcome)."""
+        while True:
+            item = self._queue.get()
+            if len(item) == 2:
+                return item
+            method, args, kwargs, answer = item
+            try:
+                answer.set_result(method(*args, **kwargs))
+            except BaseException as err:
+                answer.set_exception(err)
+
+    def close(self) -> None:
+        """No more calls are served: those waiting, and any later, raise `Interrupted`."""
+        self._closed = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if len(item) == 4:
+                item[3].set_exception(Interrupted("the sync ended"))
+
+
+def _run_stream(
+    mirror,
+    adapter,
+    stream,
+    main,
+    full,
+    run_started,
+    run_id,
+    progress,
+    stop,
+    tally: bool = False,
+    step: str = "",
+) -> StreamResult:
+    """One stream, recorded in `sync_runs` from start to finish; `main`: the table it counts.
+    `tally`: count the stream's own requests (`adapters.http.tallied`) rather than the
+    adapter's, which other streams running beside it add to; the progress line shows them."""
     source = adapter.source
     bookmark = None if full else mirror.get_bookmark(source, stream)
     run_row = mirror.start_run(run_id, source, stream, iso(run_started))
     result = StreamResult(source, stream, Outcome.OK)
-    requests_before, t0 = adapter.requests, time.monotonic()
-    try:
-        _copy_pages(
-            mirror,
-            adapter.fetch(stream, bookmark, run_started, full=full),
-            main,
-            result,
-            progress,
-            stop,
-            run_row,
-        )
-    except storage.StorageError as err:  # the mirror cannot take more: no stream can go on
-        _record_failure(mirror, run_row, result, adapter.requests - requests_before, err)
-        raise
-    result.requests = adapter.requests - requests_before
+    with tallied() as own:
+        requests_before, t0 = getattr(adapter, "requests", 0), time.monotonic()
+
+        def sent() -> int:
+            return own.count if tally else getattr(adapter, "requests", 0) - requests_before
+
+        progress.start(f"{source}/{stream}", step, main, requests=sent)
+
+        try:
+            _copy_pages(
+                mirror,
+                adapter.fetch(stream, bookmark, run_started, full=full),
+                main,
+                result,
+                progress,
+                stop,
+                run_row,
+            )
+        except storage.StorageError as err:  # the mirror cannot take more: no stream can go on
+            _record_failure(mirror, run_row, result, sent(), err)
+            raise
+        result.requests = sent()
     result.seconds = time.monotonic() - t0
     mirror.finish_run(
         run_row, result.outcome.recorded, result.rows, result.requests, result.error, result.warnings_json()

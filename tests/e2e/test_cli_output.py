@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -166,19 +167,21 @@ def test_kpi_json_before_any_sync_names_the_source(config):
 
 
 class Recorder:
-    """A progress display that remembers what it was told, per stream."""
+    """A progress display that remembers what it was told, per stream: as `Progress`, a
+    thread's calls are about its own stream (streams run side by side)."""
 
     def __init__(self):
         self.streams: dict[str, dict] = {}
+        self.local = threading.local()
 
     def start(self, label, step="", unit="rows", requests=None):
-        self.now = self.streams[label] = {"step": step, "unit": unit, "expected": 0, "added": 0}
+        self.local.now = self.streams[label] = {"step": step, "unit": unit, "expected": 0, "added": 0}
 
     def expect(self, n):
-        self.now["expected"] += n
+        self.local.now["expected"] += n
 
     def add(self, n):
-        self.now["added"] += n
+        self.local.now["added"] += n
 
     def finish(self):
         pass

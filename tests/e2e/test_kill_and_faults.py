@@ -51,8 +51,9 @@ FAULT_RATE = 0.1
 
 
 class FaultyAmo(Amo):
-    # (what the request reads, its nth in the run): companies early, deals' 2nd page, events' 3rd
-    SYNC_POINTS = (("GET /api/v4/companies", 1), ("GET /api/v4/leads", 2), ("GET /api/v4/events", 3))
+    # (what the request reads, its nth in the run): companies early, deals' 1st request (side by
+    # side with companies, deals may have been read whole before the first kill), events' 3rd
+    SYNC_POINTS = (("GET /api/v4/companies", 1), ("GET /api/v4/leads", 1), ("GET /api/v4/events", 3))
     READS_UP_TO_RUN_START = True  # filter[updated_at][to]: a later stamp waits for the next run
 
     def __init__(self):
@@ -236,7 +237,8 @@ def test_kill_9_at_many_points_with_10_percent_faults_ends_like_a_clean_run(crm,
     for what, nth in crm.SYNC_POINTS:
         killer.run((what, nth, "before"))
         assert killer.writes == [], f"killed at {what} #{nth}, but the run had written cards"
-        assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == [(1,)]
+        # the streams under way (side by side, one or more) are left 'running'
+        assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'")[0][0] >= 1
         assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
     # during write-back: after the CRM applied the 2nd write request, before it applies the 1st

@@ -46,6 +46,29 @@ def test_mid_pass_pages_bookmark_the_unfinished_windows():
 
 
 @responses.activate
+def test_a_resumed_pass_then_reads_what_changed_since_it_began():
+    """Rows of the windows read before the stop may have changed since: after the unfinished
+    windows, one read from the pass's start (minus the overlap); then this run's start is the
+    bookmark."""
+    a = adapter()
+    bookmark = json.dumps({"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[200, 300]]})
+    asked = []
+
+    def answer(request):
+        body = json.loads(request.body)
+        asked.append(body["filter"])
+        edited = ">=DATE_MODIFY" in body["filter"] and int(body["filter"][">ID"]) < 150
+        row = {"ID": "150" if edited else "230", "TITLE": "edited" if edited else "X"}
+        return 200, {}, json.dumps({"result": [row], "total": 0})
+
+    responses.add_callback(responses.POST, HOOK + "crm.company.list", callback=answer)
+    pages = list(a.fetch("companies", bookmark, NOW))
+    assert asked == [{">ID": 200, "<=ID": 300}, {">=DATE_MODIFY": "2026-11-22T01:55:00+00:00", ">ID": 0}]
+    assert [r["id"] for p in pages for r in p.rows.get("companies", [])] == [230, 150]
+    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T12:00:00Z"}
+
+
+@responses.activate
 def test_a_fresh_full_pass_doubles_as_reconciliation_and_reconcile_waits_its_hours():
     a = adapter(streams=["deals", "reconcile"])
     responses.post(HOOK + "batch", json=batch_body({"lo": [{"ID": "37"}], "hi": [{"ID": "37"}]}))

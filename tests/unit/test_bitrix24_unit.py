@@ -557,7 +557,7 @@ def test_client_oauth_refresh_persists_before_use(tmp_path):
 
 
 @responses.activate
-def test_interrupted_full_pass_resumes_its_windows_and_keeps_the_pass_start():
+def test_interrupted_full_pass_resumes_its_windows_then_reads_changes_since_the_pass_start():
     a = adapter()
     bookmark = json.dumps({"since": None, "pass": "2026-11-22T02:00:00Z", "windows": [[120, 200]]})
     responses.post(HOOK + "crm.company.list", json={"result": [{"ID": "150", "TITLE": "X"}], "total": 0})
@@ -565,8 +565,11 @@ def test_interrupted_full_pass_resumes_its_windows_and_keeps_the_pass_start():
     body = json.loads(responses.calls[0].request.body)
     assert body["filter"] == {">ID": 120, "<=ID": 200} and body["start"] == -1
     assert pages[0].rows["companies"][0]["id"] == 150
-    # not this run's start: rows before 120 may have changed
-    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-22T02:00:00Z"}
+    # rows before 120 may have changed since the pass began: read from its start, then this
+    # run's start is the bookmark
+    catch_up = json.loads(responses.calls[1].request.body)["filter"]
+    assert catch_up == {">=DATE_MODIFY": "2026-11-22T01:55:00+00:00", ">ID": 0}
+    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T12:00:00Z"}
 
 
 def test_secrets_never_reach_error_messages():

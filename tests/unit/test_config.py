@@ -92,6 +92,7 @@ def test_each_crm_key_reads_as_an_attribute_with_its_default(tmp_path, env):
         b24.verify_tls,
     ) == (60.0, 5.0, 50, "RUB", None, True)
     assert main_src.max_workers == 4
+    assert main_src.parallel_streams == 8  # streams side by side unless the config says 1
     with pytest.raises(AttributeError, match="bitrix24 source has no key 'base_url'"):
         b24.base_url
     built = config.SourceConfig(name="b24", kind="bitrix24", webhook_url=b24.webhook_url)
@@ -198,6 +199,16 @@ def test_example_config_is_valid(monkeypatch):
             lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nmax_workers = 0'),
             "sources[1] (b24).max_workers",
             "must be greater than 0",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nparallel_streams = 0'),
+            "sources[1] (b24).parallel_streams",
+            "must be greater than 0",
+        ),
+        (
+            lambda t: t.replace('kind = "bitrix24"', 'kind = "bitrix24"\nparallel_streams = 2.5'),
+            "sources[1].parallel_streams",
+            "must be an integer",
         ),
     ],
 )

@@ -459,3 +459,16 @@ def test_the_local_engine_never_imports_redis():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.redis
+def test_one_limiter_object_shared_by_many_threads_holds(redis_url, redis_prefix):
+    """Streams side by side share their source's limiter objects: 8 threads on one rate
+    limiter never put 8 grants in any second, and its counters miss none of them."""
+    limiter = limits(redis_url, redis_prefix).rate_limiter("amocrm", AMO, 7, per=1.0 + MARGIN)
+    bucket = limits(redis_url, redis_prefix).leaky_bucket("bitrix24", B24, size=10, drain=20.0, margin=2.0)
+    stamps = _run_threads(lambda: [limiter.acquire() for _ in range(3)], 8, threading.Barrier(8))
+    assert len(stamps) == 24 and max_in_window(stamps, 1.0) <= 7
+    assert limiter.round_trips >= 24 and limiter.last_grant == max(stamps)
+    grants = _run_threads(lambda: [bucket.acquire() for _ in range(5)], 8, threading.Barrier(8))
+    assert len(grants) == 40 and bucket.round_trips == 40
