@@ -23,7 +23,7 @@ from adapters import redact as redaction
 from adapters.bitrix24.auth import OAuthTokens
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.throttle import Answer, Throttle
-from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
+from adapters.errors import AuthError, BlockedError, ScopeError, StreamError, UnreachableError
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, interruptible
 from adapters.limits import portal_of
 from adapters.redact import redact
@@ -45,12 +45,36 @@ AUTH_CODES = {
     "ACCESS_DENIED": "access denied ({desc}); check the plan allows REST and the user's permissions",
     "USER_ACCESS_ERROR": "the webhook user has no access; use an active employee account",
     "PAYMENT_REQUIRED": "the portal's plan does not include REST access",
-    "PORTAL_DELETED": "the portal was deleted",
     "NOT_INSTALLED": "the app is not installed on the portal; install it, then run "
     "`crm-connector auth {name}`",
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
+
+# Answers about the whole portal: no request can succeed until a person acts, so the source
+# stops at once (not retried, whatever the HTTP status: the docs give 500 or 403 for the
+# first, 503 or 401 for the second).
+STOP_CODES = {
+    "PORTAL_DELETED": "the portal answers PORTAL_DELETED: it was deleted, or (on-premise) its "
+    "public part is closed; check the portal address in the config, or reopen the site (Settings "
+    "> Module settings > Main module > Temporary closure of the public part of the site)",
+    "OVERLOAD_LIMIT": "Bitrix24 blocked this portal's REST API for overload (OVERLOAD_LIMIT), a "
+    "manual block that only Bitrix24 support can lift; contact support, the sync fails until then",
+}
+
+
+def error_code(response: requests.Response) -> str | None:
+    """The Bitrix24 error code (upper-cased) of a non-2xx answer, or None when its body is not
+    Bitrix24's JSON (a proxy's HTML page, say)."""
+    if 200 <= response.status_code < 300:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    return str(body.get("error") or "").upper()
 
 
 def scope_of(method: str) -> str:
@@ -94,6 +118,11 @@ def encode(params: dict) -> str:
 
     walk("", params)
     return "&".join(pairs)
+
+
+def retryable(response: requests.Response) -> bool:
+    """Which answers the HTTP layer retries: 5xx, but not the whole-portal answers (STOP_CODES)."""
+    return response.status_code >= 500 and error_code(response) not in STOP_CODES
 
 
 @dataclass
@@ -189,7 +218,7 @@ class Bitrix24Client:
         for prefix in ("https://", "http://"):  # a kept connection per request in flight
             self.http.session.mount(prefix, pooled)
         # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
-        self.http.retry_statuses = lambda r: r.status_code >= 500
+        self.http.retry_statuses = retryable
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
         self.oauth = OAuthTokens(source, tokens, self.http)
@@ -200,11 +229,17 @@ class Bitrix24Client:
         return self.http.requests
 
     def _count_limits(self, response, *args, **kwargs):
-        if response.status_code in (429, 503):
+        """A limit answer slows this source down: 429 (OPERATION_TIME_LIMIT), and a 503 only
+        when Bitrix24 says QUERY_LIMIT_EXCEEDED. Another 503 (a proxy's page, an overload
+        block) says nothing of the request rate: taken for one, it held every later request of
+        the sync to the bucket's drain of 2 a second."""
+        if response.status_code == 429:
             self.limit_errors += 1
             self.throttle.congested()
-            if response.status_code == 503:
-                self.bucket.penalise()
+        elif response.status_code == 503 and error_code(response) == "QUERY_LIMIT_EXCEEDED":
+            self.limit_errors += 1
+            self.throttle.congested()
+            self.bucket.penalise()
 
     # ---- auth ----------------------------------------------------------------------------
 
@@ -316,6 +351,10 @@ class Bitrix24Client:
                 self.throttle.congested()
                 self._wait_out(charge, body)
                 continue
+            if code in STOP_CODES:
+                message = f"Bitrix24 source '{self.name}': {STOP_CODES[code]}"
+                self.http.block(message)  # every later request of this source: refused unsent
+                raise BlockedError(message)
             raise self.error(method, code, desc, response.status_code)
         raise StreamError(
             f"Bitrix24 source '{self.name}': {method} still limited or expired after {attempts} attempts"
