@@ -23,7 +23,14 @@ from adapters import redact as redaction
 from adapters.bitrix24.auth import OAuthTokens
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.throttle import Answer, Throttle
-from adapters.errors import AuthError, BlockedError, ScopeError, StreamError, UnreachableError
+from adapters.errors import (
+    AuthError,
+    BlockedError,
+    NotPermitted,
+    ScopeError,
+    StreamError,
+    UnreachableError,
+)
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, interruptible
 from adapters.limits import portal_of
 from adapters.redact import redact
@@ -250,7 +257,8 @@ class Bitrix24Client:
     def _url(self, method: str) -> str:
         if self.uses_webhook:
             return f"{self.cfg.webhook_url}{method}"
-        return f"{self.cfg.portal_url}/rest/{method}"
+        # the REST address the token answer gave, which may differ from the configured portal's
+        return f"{self.oauth.endpoint() or self.cfg.portal_url + '/rest/'}{method}"
 
     def exchange_code(self, code: str) -> str:
         """Trade an authorization code for the first token pair and store it."""
@@ -403,6 +411,9 @@ class Bitrix24Client:
             )
         if code in AUTH_CODES:
             return AuthError(f"{who}: " + AUTH_CODES[code].format(name=self.name, desc=desc))
+        if not code and "access denied" in (line.strip(" .!").lower() for line in desc.splitlines()):
+            # CRM methods refuse a user's missing right this way (HTTP 400, no code)
+            return NotPermitted(f"{who}: {method} refused: Access denied")
         return StreamError(
             f"{who}: {method} failed: {code or 'error'}: {desc}" + (f" (HTTP {status})" if status else "")
         )
