@@ -5,8 +5,11 @@ errors, limits.
 to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
 defensively (dict- or list-shaped; an empty error code with a description is an error).
 Every call passes the leaky bucket, the per-method operating budget and the throttle (how
-many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget and the
-throttle with the server's `time` reports. Errors become the connector's exceptions with a
+many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget, the throttle
+and the request cap (how many sub-calls fit in one request, `adapters.bitrix24.duration`) with
+the server's `time` reports. `reserve(counts)` sizes a batch by the budget and the cap. A batch
+that fails the way a request cut at 60 s does is not sent again the same way: it raises
+`RequestCut`, and the caller sends its sub-calls in smaller batches. Errors become the connector's exceptions with a
 message the admin can act on; secrets never reach a message.
 """
 
@@ -20,7 +23,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from adapters import redact as redaction
+from adapters.bitrix24.answers import STOP_CODES, RequestCut, cut_like, error_code, retryable
 from adapters.bitrix24.auth import OAuthTokens
+from adapters.bitrix24.duration import CAP_S, RequestCap, durations
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.throttle import Answer, Throttle
 from adapters.errors import (
@@ -57,31 +62,6 @@ AUTH_CODES = {
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
     "WRONG_AUTH_TYPE": "this method needs another kind of authorization ({desc})",
 }
-
-# Answers about the whole portal: no request can succeed until a person acts, so the source
-# stops at once (not retried, whatever the HTTP status: the docs give 500 or 403 for the
-# first, 503 or 401 for the second).
-STOP_CODES = {
-    "PORTAL_DELETED": "the portal answers PORTAL_DELETED: it was deleted, or (on-premise) its "
-    "public part is closed; check the portal address in the config, or reopen the site (Settings "
-    "> Module settings > Main module > Temporary closure of the public part of the site)",
-    "OVERLOAD_LIMIT": "Bitrix24 blocked this portal's REST API for overload (OVERLOAD_LIMIT), a "
-    "manual block that only Bitrix24 support can lift; contact support, the sync fails until then",
-}
-
-
-def error_code(response: requests.Response) -> str | None:
-    """The Bitrix24 error code (upper-cased) of a non-2xx answer, or None when its body is not
-    Bitrix24's JSON (a proxy's HTML page, say)."""
-    if 200 <= response.status_code < 300:
-        return None
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or "error" not in body:
-        return None
-    return str(body.get("error") or "").upper()
 
 
 def scope_of(method: str) -> str:
@@ -125,11 +105,6 @@ def encode(params: dict) -> str:
 
     walk("", params)
     return "&".join(pairs)
-
-
-def retryable(response: requests.Response) -> bool:
-    """Which answers the HTTP layer retries: 5xx, but not the whole-portal answers (STOP_CODES)."""
-    return response.status_code >= 500 and error_code(response) not in STOP_CODES
 
 
 @dataclass
@@ -228,6 +203,8 @@ class Bitrix24Client:
         self.http.retry_statuses = retryable
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
+        self.cap = RequestCap()
+        self.cuts = 0  # batches cut at the time cap (benchmarks print it)
         self.oauth = OAuthTokens(source, tokens, self.http)
         self.sleep = time.sleep
 
@@ -268,6 +245,12 @@ class Bitrix24Client:
 
     # ---- calls ---------------------------------------------------------------------------
 
+    def reserve(self, counts: dict[str, int]) -> tuple[int, dict[str, float]]:
+        """How many sub-calls of each method (at most its count) the next batch may hold, under
+        the request cap and the operating budget; and the budget reservation to hand `batch`."""
+        room = self.cap.room(counts)
+        return self.budget.take({m: min(c, room) for m, c in counts.items()})
+
     def call(self, method: str, params: dict | None = None) -> dict:
         """One method call; returns the envelope ({"result", "total", "time", ...})."""
         n, held = self.budget.take({method: 1})
@@ -278,16 +261,44 @@ class Bitrix24Client:
         finally:
             self.budget.release(held)
         self.budget.observe(method, body.get("time"))
+        self.cap.observe(durations({"c": (method, params)}, {"c": body.get("time")}))
         return body
 
-    def batch(self, cmds: dict[str, tuple[str, dict]], held: dict | None = None) -> BatchResult:
-        """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation."""
+    def batch(
+        self, cmds: dict[str, tuple[str, dict]], held: dict | None = None, linked: bool = False
+    ) -> BatchResult:
+        """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation.
+
+        A request that failed as one cut at the time cap does is not sent again the same way:
+        independent sub-calls go again in two halves; `linked` ones (a chain whose commands
+        read `$result[...]` of earlier ones) raise RequestCut, for the caller to re-plan."""
+        try:
+            return self._batch(cmds, held)
+        except RequestCut:
+            if linked:
+                raise
+        keys = list(cmds)
+        out = BatchResult()
+        for part in (keys[: len(keys) // 2], keys[len(keys) // 2 :]):
+            res = self.batch({k: cmds[k] for k in part})
+            out.results.update(res.results)
+            out.errors.update(res.errors)
+            out.totals.update(res.totals)
+            out.times.update(res.times)
+        return out
+
+    def _batch(self, cmds: dict[str, tuple[str, dict]], held: dict | None) -> BatchResult:
         if len(cmds) > MAX_BATCH:
             raise ValueError("at most 50 commands per batch")
         cmd = {k: f"{m}?{encode(p)}" for k, (m, p) in cmds.items()}
         with self.throttle.slot(m for m, _ in cmds.values()):
             try:
-                body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None)
+                body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None, subcalls=len(cmds))
+            except RequestCut:
+                self.cuts += 1
+                self.cap.cut([m for m, _ in cmds.values()])
+                self.throttle.congested()  # the portal is slower than we planned for
+                raise
             finally:
                 if held:
                     self.budget.release(held)
@@ -295,6 +306,7 @@ class Bitrix24Client:
                 result = parse_batch(body, list(cmds))
             except ValueError:
                 raise StreamError(f"Bitrix24 source '{self.name}': unexpected batch reply shape") from None
+            self.cap.observe(durations(cmds, result.times))
             for k, t in result.times.items():
                 if k in cmds:
                     self.budget.observe(cmds[k][0], t)
@@ -326,16 +338,19 @@ class Bitrix24Client:
                 pass
         return list(out.values())
 
-    def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
+    def _post(
+        self, method: str, params: dict, charge: str | None, attempts: int = 6, subcalls: int = 1
+    ) -> dict:
         """POST with auth; handles expired tokens and operating-time blocks. A 2xx that is not
-        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx."""
+        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx. A request of
+        several sub-calls that fails as a cut one does is not retried: RequestCut."""
         refreshed = False
         for _ in range(attempts):
             token = None
             if not self.uses_webhook:
                 token = self.oauth.access_token()
                 params["auth"] = token
-            response = self._send(method, params)
+            response = self._send(method, params, subcalls)
             body = _envelope(response)
             if body is None:
                 if response.status_code != 429:
@@ -368,10 +383,25 @@ class Bitrix24Client:
             f"Bitrix24 source '{self.name}': {method} still limited or expired after {attempts} attempts"
         )
 
-    def _send(self, method: str, params: dict) -> requests.Response:
+    def _send(self, method: str, params: dict, subcalls: int = 1) -> requests.Response:
+        cut: list[BaseException] = []
+
+        def retry(exc: BaseException) -> bool:
+            # the same sub-calls again would be cut again: smaller batches, the caller's part
+            if subcalls > 1 and cut_like(exc):
+                cut.append(exc)
+                return False
+            return True
+
         try:
-            return self.http.request("POST", self._url(method), json=params, expect_json=True)
+            return self.http.request("POST", self._url(method), json=params, expect_json=True, retry=retry)
         except StreamError as err:
+            if cut:
+                raise RequestCut(
+                    f"Bitrix24 source '{self.name}': a {method} of {subcalls} sub-calls failed as "
+                    f"a request cut at the {CAP_S:g}-second limit does "
+                    f"({str(err).rpartition(': ')[2]}); sent again in smaller batches"
+                ) from None
             raise StreamError(
                 f"Bitrix24 source '{self.name}': {method} failed {str(err).partition(' failed ')[2]}"
             ) from None

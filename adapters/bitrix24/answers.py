@@ -1,0 +1,57 @@
+"""What a Bitrix24 answer says before it is read as a result: its error code, whether the HTTP
+layer may send the request again, whether it stops the source, whether the request was
+likely cut at the 60-second cap.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from adapters.errors import StreamError
+from adapters.http import RetryableResponse, connect_failure
+
+# Answers about the whole portal: no request can succeed until a person acts, so the source
+# stops at once (not retried, whatever the HTTP status: the docs give 500 or 403 for the
+# first, 503 or 401 for the second).
+STOP_CODES = {
+    "PORTAL_DELETED": "the portal answers PORTAL_DELETED: it was deleted, or (on-premise) its "
+    "public part is closed; check the portal address in the config, or reopen the site (Settings "
+    "> Module settings > Main module > Temporary closure of the public part of the site)",
+    "OVERLOAD_LIMIT": "Bitrix24 blocked this portal's REST API for overload (OVERLOAD_LIMIT), a "
+    "manual block that only Bitrix24 support can lift; contact support, the sync fails until then",
+}
+
+
+def error_code(response: requests.Response) -> str | None:
+    """The Bitrix24 error code (upper-cased) of a non-2xx answer, or None when its body is not
+    Bitrix24's JSON (a proxy's HTML page, say)."""
+    if 200 <= response.status_code < 300:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    return str(body.get("error") or "").upper()
+
+
+class RequestCut(StreamError):
+    """A batch failed as a request cut at Bitrix24's 60 s does (an error page without
+    Bitrix24's JSON, no answer in time, a connection dropped): send its sub-calls in smaller
+    batches, not again the same way."""
+
+
+def cut_like(exc: BaseException) -> bool:
+    """Whether a failed request may have been cut at the time cap: a 5xx that is not Bitrix24's
+    own answer, a read timeout, or a connection dropped after it was made."""
+    if isinstance(exc, RetryableResponse):
+        return exc.response.status_code >= 500 and error_code(exc.response) is None
+    if isinstance(exc, requests.Timeout):
+        return not isinstance(exc, requests.ConnectTimeout)
+    return isinstance(exc, requests.ConnectionError) and connect_failure(exc) is None
+
+
+def retryable(response: requests.Response) -> bool:
+    """Which answers the HTTP layer retries: 5xx, but not the whole-portal answers (STOP_CODES)."""
+    return response.status_code >= 500 and error_code(response) not in STOP_CODES
