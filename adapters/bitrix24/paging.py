@@ -261,7 +261,8 @@ class Pager:
                 results, errors = {"p0": env.get("result")}, {}
             else:
                 try:
-                    res = self.client.batch(cmds, held, linked=True)
+                    # one page and its companion are not linked: a cut pair goes again one by one
+                    res = self.client.batch(cmds, held, linked=n > 1)
                 except RequestCut:
                     continue  # cut at the time cap: the next batch is smaller (client.reserve)
                 results, errors = res.results, res.errors
