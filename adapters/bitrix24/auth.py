@@ -71,6 +71,7 @@ class OAuthTokens:
         self._lock = threading.Lock()
         self._refused: dict[str, ReauthoriseError] = {}  # refresh token -> why it is dead
         self.clock: Callable[[], float] = time.time
+        self._distrusted: str | None = None  # a client_endpoint ignored (warned about once)
 
     def access_token(self) -> str:
         """The access token to send; one past its lifetime is renewed first."""
@@ -82,7 +83,14 @@ class OAuthTokens:
             )
         token = self._pair["access_token"]
         expires_at = _number(self._pair.get("expires_at"))
-        if expires_at is not None and self.clock() >= expires_at - EXPIRY_MARGIN_S:
+        # Only a token that lives well beyond the margin is renewed early: a server giving a few
+        # seconds would otherwise get a refresh before every call (it gets the refused call).
+        lifetime = _number(self._pair.get("expires_in")) or 0.0
+        if (
+            expires_at is not None
+            and lifetime > 2 * EXPIRY_MARGIN_S
+            and self.clock() >= expires_at - EXPIRY_MARGIN_S
+        ):
             self.refresh(token)
             token = self._pair["access_token"]
         return token
@@ -96,12 +104,14 @@ class OAuthTokens:
         scheme = urlsplit(url).scheme
         portal = urlsplit(self.cfg.portal_url or "").scheme
         if scheme not in ("http", "https") or (portal == "https" and scheme != "https"):
-            log.warning(
-                "Bitrix24 source '%s': ignoring the token answer's client_endpoint %r; calling %s/rest/",
-                self.name,
-                url,
-                self.cfg.portal_url,
-            )
+            if self._distrusted != url:
+                self._distrusted = url
+                log.warning(
+                    "Bitrix24 source '%s': ignoring the token answer's client_endpoint %r; calling %s/rest/",
+                    self.name,
+                    url,
+                    self.cfg.portal_url,
+                )
             return None
         return url if url.endswith("/") else url + "/"
 

@@ -8,9 +8,9 @@ Every call passes the leaky bucket, the per-method operating budget and the thro
 many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget, the throttle
 and the request cap (how many sub-calls fit in one request, `adapters.bitrix24.duration`) with
 the server's `time` reports. `reserve(counts)` sizes a batch by the budget and the cap. A batch
-that fails the way a request cut at 60 s does is not sent again the same way: it raises
-`RequestCut`, and the caller sends its sub-calls in smaller batches. Errors become the connector's exceptions with a
-message the admin can act on; secrets never reach a message.
+that fails the way a request cut at 60 s does is not sent again the same way (`batch`). Errors
+become the connector's exceptions with a message the admin can act on (`answers` reads what an
+error answer says); secrets never reach a message.
 """
 
 from __future__ import annotations
@@ -443,7 +443,7 @@ class Bitrix24Client:
             return AuthError(f"{who}: " + AUTH_CODES[code].format(name=self.name, desc=desc))
         if not code and "access denied" in (line.strip(" .!").lower() for line in desc.splitlines()):
             # CRM methods refuse a user's missing right this way (HTTP 400, no code)
-            return NotPermitted(f"{who}: {method} refused: Access denied")
+            return NotPermitted(f"{who}: {method} refused: {'; '.join(desc.splitlines())}")
         return StreamError(
             f"{who}: {method} failed: {code or 'error'}: {desc}" + (f" (HTTP {status})" if status else "")
         )

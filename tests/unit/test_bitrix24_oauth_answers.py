@@ -82,16 +82,16 @@ def test_the_token_lifetime_is_expires_in_on_our_clock(tmp_path):
     c = client(tmp_path)
     now = [2_000_000_000.0]
     c.oauth.clock = lambda: now[0]
-    responses.get(OAUTH, json=token_answer(1))
-    responses.get(OAUTH, json=token_answer(2))
+    responses.get(OAUTH, json=token_answer(1, expires_in=1800))
+    responses.get(OAUTH, json=token_answer(2, expires_in=1800))
     responses.add_callback("POST", MOVED + "profile", callback=profile_answer)
     c.exchange_code("code-1")
-    # within its hour: sent as it is, though the server's `expires` lies in our past
-    now[0] += 3000
+    # within its half hour: sent as it is, though the server's `expires` lies in our past
+    now[0] += 1500
     assert c.call("profile")["result"]["auth"] == "access-1"
     assert len(responses.calls) == 2
-    # past its hour: renewed before it is sent, so no call is refused for it
-    now[0] += 600
+    # past it: renewed before it is sent, so no call is refused for it
+    now[0] += 400
     assert c.call("profile")["result"]["auth"] == "access-2"
     urls = [r.request.url.split("?")[0] for r in responses.calls]
     assert urls == [OAUTH, MOVED + "profile", OAUTH, MOVED + "profile"]
