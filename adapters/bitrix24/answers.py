@@ -8,7 +8,7 @@ from __future__ import annotations
 import requests
 
 from adapters.errors import StreamError
-from adapters.http import RetryableResponse, connect_failure
+from adapters.http import RetryableResponse
 
 # Answers about the whole portal: no request can succeed until a person acts, so the source
 # stops at once (not retried, whatever the HTTP status: the docs give 500 or 403 for the
@@ -37,19 +37,18 @@ def error_code(response: requests.Response) -> str | None:
 
 
 class RequestCut(StreamError):
-    """A batch failed as a request cut at Bitrix24's 60 s does (an error page without
-    Bitrix24's JSON, no answer in time, a connection dropped): send its sub-calls in smaller
-    batches, not again the same way."""
+    """A batch failed as a request cut at Bitrix24's 60 s does (the front end's 504 page, or no
+    answer within our own timeout): send its sub-calls in smaller batches, not again the same
+    way."""
 
 
 def cut_like(exc: BaseException) -> bool:
-    """Whether a failed request may have been cut at the time cap: a 5xx that is not Bitrix24's
-    own answer, a read timeout, or a connection dropped after it was made."""
+    """Whether a failed request was likely cut for taking too long: a gateway timeout (504)
+    that is not Bitrix24's own JSON, or no answer within the read timeout. Other faults (a 500
+    or 502 page, a reset) are transient: the same request is simply sent again."""
     if isinstance(exc, RetryableResponse):
-        return exc.response.status_code >= 500 and error_code(exc.response) is None
-    if isinstance(exc, requests.Timeout):
-        return not isinstance(exc, requests.ConnectTimeout)
-    return isinstance(exc, requests.ConnectionError) and connect_failure(exc) is None
+        return exc.response.status_code == 504 and error_code(exc.response) is None
+    return isinstance(exc, requests.ReadTimeout)
 
 
 def retryable(response: requests.Response) -> bool:

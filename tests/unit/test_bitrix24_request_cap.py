@@ -1,9 +1,10 @@
 """Bitrix24 cuts one request at 60 s, a batch's sub-calls included (`responses` mocks).
 
 A batch holds as many sub-calls as fit in 45 s at the seconds per sub-call the server reported;
-a batch that fails as a cut one does (the front end's error page, no answer in time) is not
+a batch that fails as a cut one does (the front end's 504 page, no answer in time) is not
 sent again the same way: independent sub-calls go again in two halves; a linked chain raises
-RequestCut at once, and the next batch planned is half as big.
+RequestCut at once, and the next batch planned is half as big. Other faults (a 500 page, a
+reset) are transient: the batch is sent again whole.
 """
 
 from __future__ import annotations
@@ -83,9 +84,8 @@ def test_a_batch_sized_from_the_reported_seconds_per_sub_call(client):
     [
         {"status": 504, "body": GATEWAY_504, "content_type": "text/html"},
         {"body": requests.ReadTimeout("read timed out")},
-        {"body": requests.ConnectionError("connection aborted: remote end closed")},
     ],
-    ids=["504 page", "read timeout", "dropped"],
+    ids=["504 page", "read timeout"],
 )
 @responses.activate
 def test_a_cut_batch_is_not_sent_again_the_same_way(client, cut):
@@ -129,3 +129,20 @@ def test_a_lone_call_and_bitrix24s_own_5xx_are_retried_as_before(client):
         client.batch(cmds(20))
     assert not isinstance(caught.value, RequestCut)
     assert client.requests == 2 + 6 and client.cuts == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "body": "<html>500</html>", "content_type": "text/html"},
+        {"status": 502, "body": "<html>502</html>", "content_type": "text/html"},
+        {"body": requests.ConnectionError("connection aborted: remote end closed")},
+    ],
+    ids=["500 page", "502 page", "reset"],
+)
+@responses.activate
+def test_a_transient_fault_on_a_batch_is_retried_whole(client, fault):
+    responses.post(HOOK + "batch", **fault)
+    responses.post(HOOK + "batch", json=batch_answer(20, 0.1))
+    assert len(client.batch(cmds(20)).results) == 20
+    assert client.requests == 2 and client.cuts == 0
