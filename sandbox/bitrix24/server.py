@@ -52,7 +52,8 @@ class Bitrix24Sandbox(SandboxServer):
     `request_cap_s` (60, the cloud's limit): a request whose server time passes it is cut; the
     sub-calls run so far stay done (and charged), the client gets the front end's 504 page
     (an HTML page, no JSON), at `request_cap_s * time_scale` real seconds; `cut_requests` counts
-    them.
+    them. (The docs say only that such a request is cut off by timeout; a gateway timeout is
+    the model.)
     OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
     code; `oauth.advance(seconds)` moves the OAuth clock on. Token answers carry
     `client_endpoint`, the REST address of the portal (`{url}{rest_base}`); OAuth calls to any
