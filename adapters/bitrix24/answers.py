@@ -54,3 +54,22 @@ def cut_like(exc: BaseException) -> bool:
 def retryable(response: requests.Response) -> bool:
     """Which answers the HTTP layer retries: 5xx, but not the whole-portal answers (STOP_CODES)."""
     return response.status_code >= 500 and error_code(response) not in STOP_CODES
+
+
+# How the Bitrix24 UI names the field types the connector creates.
+UI_TYPES = {"double": "Number", "date": "Date"}
+
+
+def admin_only(source: str, method: str, fields) -> str:
+    """What to say when `crm.*.userfield.add` was refused with Access denied: only a CRM
+    administrator may create custom fields."""
+    fields = fields if isinstance(fields, dict) else {}
+    code = str(fields.get("FIELD_NAME") or "?")
+    entity = method.split(".")[1] if method.count(".") >= 2 else "CRM"
+    kind = UI_TYPES.get(str(fields.get("USER_TYPE_ID")), str(fields.get("USER_TYPE_ID") or "?"))
+    return (
+        f"Bitrix24 source '{source}': cannot create the {entity} field UF_CRM_{code} "
+        f"('{fields.get('LABEL') or code}'): Bitrix24 answered Access denied, as only a CRM "
+        f"administrator may create custom fields; have an administrator create it (type {kind}, "
+        f"code {code}), or use a CRM administrator's webhook or app, then run `crm-connector kpi` again"
+    )

@@ -23,7 +23,14 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from adapters import redact as redaction
-from adapters.bitrix24.answers import STOP_CODES, RequestCut, cut_like, error_code, retryable
+from adapters.bitrix24.answers import (
+    STOP_CODES,
+    RequestCut,
+    admin_only,
+    cut_like,
+    error_code,
+    retryable,
+)
 from adapters.bitrix24.auth import OAuthTokens
 from adapters.bitrix24.duration import CAP_S, RequestCap, durations
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
@@ -378,7 +385,10 @@ class Bitrix24Client:
                 message = f"Bitrix24 source '{self.name}': {STOP_CODES[code]}"
                 self.http.block(message)  # every later request of this source: refused unsent
                 raise BlockedError(message)
-            raise self.error(method, code, desc, response.status_code)
+            err = self.error(method, code, desc, response.status_code)
+            if isinstance(err, NotPermitted) and method.endswith(".userfield.add"):
+                raise NotPermitted(admin_only(self.name, method, params.get("fields"))) from None
+            raise err
         raise StreamError(
             f"Bitrix24 source '{self.name}': {method} still limited or expired after {attempts} attempts"
         )

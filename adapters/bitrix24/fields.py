@@ -17,7 +17,7 @@ from adapters import adapter
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.bitrix24.events import AUTH_CONNECTOR
-from adapters.errors import AuthError, BlockedError, NotPermitted, SourceError
+from adapters.errors import AuthError, BlockedError, SourceError
 
 ENTITIES = ("contact", "company")
 UNCONFIRMED = "the CRM did not confirm the update"
@@ -74,16 +74,7 @@ def create_field(client: Bitrix24Client, entity_type: str, code: str, label: str
         "EDIT_IN_LIST": "N",
         "SETTINGS": {"PRECISION": 4},
     }
-    try:
-        client.call(f"crm.{_entity(entity_type)}.userfield.add", {"fields": fields})
-    except NotPermitted:
-        raise NotPermitted(
-            f"Bitrix24 source '{client.name}': cannot create the {entity_type} field "
-            f"UF_CRM_{base} ('{label}'): Bitrix24 answered Access denied, as only a CRM "
-            f"administrator may create custom fields; have an administrator create it (type "
-            f"Number, code {base}), or use a CRM administrator's webhook or app, then run "
-            "`crm-connector kpi` again"
-        ) from None
+    client.call(f"crm.{_entity(entity_type)}.userfield.add", {"fields": fields})
     return CrmField(key="UF_CRM_" + base, name=label, type="double", code=base)
 
 
