@@ -276,14 +276,22 @@ class Bitrix24Client:
     ) -> BatchResult:
         """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation.
 
-        A request that failed as one cut at the time cap does is not sent again the same way:
-        independent sub-calls go again in two halves; `linked` ones (a chain whose commands
-        read `$result[...]` of earlier ones) raise RequestCut, for the caller to re-plan."""
-        try:
-            return self._batch(cmds, held)
-        except RequestCut:
-            if linked:
-                raise
+        Independent sub-calls expected to take longer than the request cap allows go in halves
+        at once; a request that failed as one cut at the time cap does is not sent again the
+        same way: independent sub-calls go again in two halves; `linked` ones (a chain whose
+        commands read `$result[...]` of earlier ones) raise RequestCut, for the caller to
+        re-plan."""
+        counts: dict[str, int] = {}
+        for m, _ in cmds.values():
+            counts[m] = counts.get(m, 0) + 1
+        if linked or len(cmds) == 1 or self.cap.seconds(counts) <= self.cap.target_s:
+            try:
+                return self._batch(cmds, held)
+            except RequestCut:
+                if linked:
+                    raise
+        elif held:  # planned past the cap by a caller that did not ask `reserve`: split now
+            self.budget.release(held)
         keys = list(cmds)
         out = BatchResult()
         for part in (keys[: len(keys) // 2], keys[len(keys) // 2 :]):
