@@ -27,6 +27,11 @@ class ReplyLost(StreamError):
     """A request that must not be sent twice got no readable reply (it may have been applied)."""
 
 
+class NotPermitted(StreamError):
+    """The CRM user may not do what was asked (Bitrix24: only a CRM administrator creates custom
+    fields); retrying cannot help until someone grants the right or does it."""
+
+
 class BlockedError(SourceError):
     """The CRM blocked this account or IP (amoCRM 403): stop every request to this source now."""
 

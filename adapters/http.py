@@ -288,19 +288,28 @@ class HttpClient:
         return backoff * random.uniform(0.5, 1.5)
 
     def request(
-        self, method: str, url: str, *, expect_json: bool = False, once: bool = False, **kwargs
+        self,
+        method: str,
+        url: str,
+        *,
+        expect_json: bool = False,
+        once: bool = False,
+        retry: Callable[[BaseException], bool] | None = None,
+        **kwargs,
     ) -> requests.Response:
         """Send with limiter, timeout and retries; return the final response (any 2xx-4xx).
 
         expect_json: a 2xx with a body must be JSON (else retried like a 502); the parsed body
         is left on `response.parsed`. once: never send twice (a single-use token): only a
         connection that was never made is retried, and a 5xx or unreadable reply is returned.
+        retry: the caller's say on a transient fault (False: not sent again the same way; the
+        call then fails as when retries run out). A connection never made is retried anyway.
         Raises StreamError when retries run out, ReplyLost when a `once` request's reply is
         lost, UnreachableError when the host cannot be reached, BlockedError once blocked.
         """
         refreshed = False
         while True:
-            response = self._send_with_retries(method, url, expect_json, once, **kwargs)
+            response = self._send_with_retries(method, url, expect_json, once, retry, **kwargs)
             if (
                 response.status_code == 401
                 and not refreshed
@@ -311,23 +320,26 @@ class HttpClient:
                 continue
             return response
 
-    def _retry(self, once: bool) -> Callable:
-        """Tenacity's retry test: transient faults, but a dead host at most once more."""
+    def _retry(self, once: bool, veto: Callable[[BaseException], bool] | None = None) -> Callable:
+        """Tenacity's retry test: transient faults (unless `veto` says no), but a dead host at
+        most once more."""
 
         def retry(state) -> bool:
             exc = state.outcome.exception()
             down = connect_failure(exc)
             if down:
                 return down[1] and state.attempt_number < 2
-            return isinstance(exc, RETRYABLE) and not once
+            if not isinstance(exc, RETRYABLE) or once:
+                return False
+            return veto is None or veto(exc)
 
         return retry
 
     def _send_with_retries(
-        self, method: str, url: str, expect_json: bool, once: bool, **kwargs
+        self, method: str, url: str, expect_json: bool, once: bool, veto=None, **kwargs
     ) -> requests.Response:
         retrying = Retrying(
-            retry=self._retry(once),
+            retry=self._retry(once, veto),
             wait=self._wait,
             reraise=True,
             stop=stop_after_attempt(self.max_attempts),

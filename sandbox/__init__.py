@@ -50,7 +50,7 @@ Between two syncs, change the "CRM" through `server.dataset` (each change bumps
         ds.update("deals", deal["id"], name="Renamed")
         ds.add("contacts", name="New person")
         ds.delete("deals", deal["id"])           # to the trash; restore() brings it back
-        server.fail_next("500")                  # or "timeout", "reset", "truncated", "badjson", "html", "limit"
+        server.fail_next("500")                  # or "timeout", "reset", "truncated", "badjson", "html", "503", "limit"
         assert requests.get(server.url + "/api/v4/account", headers=headers).status_code == 500
         assert server.request_log[-1]["fault"] == "500"
 

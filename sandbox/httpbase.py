@@ -18,6 +18,9 @@ Fault kinds (`faults=`, drawn at `fault_rate`, or forced with `fail_next(kind)`)
 - "truncated" the real response, body cut in half (Content-Length matches the cut body)
 - "badjson"   HTTP 200, declared JSON, body is an HTML error page
 - "html"      HTTP 200, text/html: a proxy's or captive portal's page instead of the API's answer
+- "503"       HTTP 503, text/html: a proxy's or load balancer's "Service Unavailable" page, not
+              the CRM's own answer (which a client must tell from the CRM's JSON 503s); not in
+              FAULT_KINDS, which the fault-rate tests draw from
 - "limit"     the CRM's rate-limit answer from the subclass's `limit_response()` (amoCRM 429,
               Bitrix24 503 QUERY_LIMIT_EXCEEDED), the request not served
 
@@ -50,6 +53,9 @@ from urllib.parse import parse_qsl, urlsplit
 __all__ = ["Request", "Response", "SandboxServer", "SlidingWindow", "LeakyBucket", "FAULT_KINDS"]
 
 FAULT_KINDS = ("500", "timeout", "reset", "truncated", "badjson", "html", "limit")
+# Kinds a test asks for by name (`fail_next`, `faults=`) but that FAULT_KINDS, the set the
+# fault-rate tests draw from, leaves out.
+MORE_FAULT_KINDS = ("503",)
 # Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS in the ancillary data: a struct timespec); Python's
 # socket module does not name it.
 SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
@@ -320,7 +326,7 @@ class SandboxServer:
     # ---- knobs ---------------------------------------------------------------------------
     def fail_next(self, kind: str = "500", times: int = 1) -> None:
         """Force the next `times` requests to fail with fault `kind` (deterministic tests)."""
-        if kind not in FAULT_KINDS:
+        if kind not in FAULT_KINDS + MORE_FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         self._forced.extend([kind] * times)
 
@@ -394,6 +400,14 @@ class SandboxServer:
             resp = self.limit_response()
         elif fault == "badjson":
             resp = Response(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "application/json")
+        elif fault == "503":
+            resp = Response(
+                503,
+                b"<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
+                b"<center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx"
+                b"</center></body></html>",
+                "text/html",
+            )
         elif fault == "html":
             resp = Response(
                 200,

@@ -10,7 +10,9 @@
   client_secret "sandbox-secret").
 
 For limits or the cost model, build your own: `Bitrix24Sandbox(b24_dataset, limits=True,
-drain_rate=0.001)` or `cost_model=True, page_cost_s=0.001, operating_budget_s=0.01`.
+drain_rate=0.001)` or `cost_model=True, page_cost_s=0.001, operating_budget_s=0.01`; for the
+60-second cap on one request, server seconds that pass quickly: `cost_model=True,
+page_cost_s=10.0, time_scale=0.001` (a list page: 10 s of server time, 10 ms of real time).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ process may have refreshed), sends the refresh token once (`once=True`: never re
 the reply) and saves the new pair (fsynced) before it is used. A refused, lost or unreadable
 refresh is a `ReauthoriseError`, and a refused token is not sent again from this process.
 
+A token answer names the portal's REST address (`client_endpoint`), which calls go to, and the
+access token's lifetime in seconds (`expires_in`), counted from the answer on this machine's
+clock (the answer's `expires` is the server's). An access token past its lifetime is renewed
+before it is sent, not after a refused call; nothing is renewed on a timer.
+
 A Bitrix24 authorization code lives 30 seconds (docs/api-notes.md), too short to paste,
 so `sign_in` listens at the app's redirect URI (`redirect_uri`, on this machine) before it
 shows the URL to open, and trades the code the moment the portal redirects the browser.
@@ -13,17 +18,22 @@ shows the URL to open, and trades the code the moment the portal redirects the b
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
+import time
 from typing import Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from adapters.errors import AuthError, ReauthoriseError, ReplyLost, reauthorise
 from adapters.oauth_redirect import RedirectCatcher
 from adapters.redact import redact
 
+log = logging.getLogger(__name__)
+
 CODE_LIFETIME_S = 30
 SIGN_IN_TIMEOUT_S = 300.0
+EXPIRY_MARGIN_S = 60.0  # an access token this close to its end is renewed before it is sent
 
 
 PAIR_KEYS = (
@@ -60,15 +70,50 @@ class OAuthTokens:
         self._pair: dict | None = None
         self._lock = threading.Lock()
         self._refused: dict[str, ReauthoriseError] = {}  # refresh token -> why it is dead
+        self.clock: Callable[[], float] = time.time
+        self._distrusted: str | None = None  # a client_endpoint ignored (warned about once)
 
     def access_token(self) -> str:
+        """The access token to send; one past its lifetime is renewed first."""
         if self._pair is None:
             self._pair = self.tokens.load(self.name) if self.tokens else None
         if not self._pair or not self._pair.get("access_token"):
             raise AuthError(
                 f"Bitrix24 source '{self.name}': not authorized yet; run `crm-connector auth {self.name}`"
             )
-        return self._pair["access_token"]
+        token = self._pair["access_token"]
+        expires_at = _number(self._pair.get("expires_at"))
+        # Only a token that lives well beyond the margin is renewed early: a server giving a few
+        # seconds would otherwise get a refresh before every call (it gets the refused call).
+        lifetime = _number(self._pair.get("expires_in")) or 0.0
+        if (
+            expires_at is not None
+            and lifetime > 2 * EXPIRY_MARGIN_S
+            and self.clock() >= expires_at - EXPIRY_MARGIN_S
+        ):
+            self.refresh(token)
+            token = self._pair["access_token"]
+        return token
+
+    def endpoint(self) -> str | None:
+        """The REST address the last token answer named (`client_endpoint`), or None: then the
+        configured portal's /rest/. Never plain http for an https portal (the token goes there)."""
+        url = str((self._pair or {}).get("client_endpoint") or "")
+        if not url:
+            return None
+        scheme = urlsplit(url).scheme
+        portal = urlsplit(self.cfg.portal_url or "").scheme
+        if scheme not in ("http", "https") or (portal == "https" and scheme != "https"):
+            if self._distrusted != url:
+                self._distrusted = url
+                log.warning(
+                    "Bitrix24 source '%s': ignoring the token answer's client_endpoint %r; calling %s/rest/",
+                    self.name,
+                    url,
+                    self.cfg.portal_url,
+                )
+            return None
+        return url if url.endswith("/") else url + "/"
 
     def refresh(self, used: str) -> None:
         """Swap a dead access token for a new pair, once, whoever asks concurrently."""
@@ -125,7 +170,12 @@ class OAuthTokens:
                     f"run `crm-connector auth {self.name}` again"
                 )
             )
-        return {**{k: data.get(k) for k in PAIR_KEYS}, "expires_at": data.get("expires")}
+        lifetime = _number(data.get("expires_in"))
+        return {
+            **{k: data.get(k) for k in PAIR_KEYS},
+            # our clock: the server's `expires` may be minutes off it
+            "expires_at": self.clock() + lifetime if lifetime is not None else None,
+        }
 
     def _failure(self, grant: str, what: str, spent: bool = True) -> AuthError:
         """A token request without a usable answer. A refresh the server may have taken has
@@ -146,6 +196,13 @@ class OAuthTokens:
             self.name,
             f"the token refresh failed: {what}, so the refresh token is most likely spent",
         )
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def authorize_url(portal_url: str, client_id: str, state: str) -> str:

@@ -5,9 +5,12 @@ errors, limits.
 to 50 sub-calls in one request and returns a `BatchResult` whose sections are parsed
 defensively (dict- or list-shaped; an empty error code with a description is an error).
 Every call passes the leaky bucket, the per-method operating budget and the throttle (how
-many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget and the
-throttle with the server's `time` reports. Errors become the connector's exceptions with a
-message the admin can act on; secrets never reach a message.
+many requests are in flight, `adapters.bitrix24.throttle`), and feeds the budget, the throttle
+and the request cap (how many sub-calls fit in one request, `adapters.bitrix24.duration`) with
+the server's `time` reports. `reserve(counts)` sizes a batch by the budget and the cap. A batch
+that fails the way a request cut at 60 s does is not sent again the same way (`batch`). Errors
+become the connector's exceptions with a message the admin can act on (`answers` reads what an
+error answer says); secrets never reach a message.
 """
 
 from __future__ import annotations
@@ -20,10 +23,26 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from adapters import redact as redaction
+from adapters.bitrix24.answers import (
+    STOP_CODES,
+    RequestCut,
+    admin_only,
+    cut_like,
+    error_code,
+    retryable,
+)
 from adapters.bitrix24.auth import OAuthTokens
+from adapters.bitrix24.duration import CAP_S, RequestCap, durations
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget, parse_reset
 from adapters.bitrix24.throttle import Answer, Throttle
-from adapters.errors import AuthError, ScopeError, StreamError, UnreachableError
+from adapters.errors import (
+    AuthError,
+    BlockedError,
+    NotPermitted,
+    ScopeError,
+    StreamError,
+    UnreachableError,
+)
 from adapters.http import CONNECT_TIMEOUT_S, HttpClient, interruptible
 from adapters.limits import portal_of
 from adapters.redact import redact
@@ -45,7 +64,6 @@ AUTH_CODES = {
     "ACCESS_DENIED": "access denied ({desc}); check the plan allows REST and the user's permissions",
     "USER_ACCESS_ERROR": "the webhook user has no access; use an active employee account",
     "PAYMENT_REQUIRED": "the portal's plan does not include REST access",
-    "PORTAL_DELETED": "the portal was deleted",
     "NOT_INSTALLED": "the app is not installed on the portal; install it, then run "
     "`crm-connector auth {name}`",
     "INVALID_REQUEST": "the portal refused the request ({desc}); use an https:// URL",
@@ -189,9 +207,11 @@ class Bitrix24Client:
         for prefix in ("https://", "http://"):  # a kept connection per request in flight
             self.http.session.mount(prefix, pooled)
         # 429 (OPERATION_TIME_LIMIT) waits for the method's reset time, not a generic backoff.
-        self.http.retry_statuses = lambda r: r.status_code >= 500
+        self.http.retry_statuses = retryable
         self.http.session.hooks["response"].append(self._count_limits)
         self.limit_errors = 0
+        self.cap = RequestCap()
+        self.cuts = 0  # batches cut at the time cap (benchmarks print it)
         self.oauth = OAuthTokens(source, tokens, self.http)
         self.sleep = time.sleep
 
@@ -200,11 +220,17 @@ class Bitrix24Client:
         return self.http.requests
 
     def _count_limits(self, response, *args, **kwargs):
-        if response.status_code in (429, 503):
+        """A limit answer slows this source down: 429 (OPERATION_TIME_LIMIT), and a 503 only
+        when Bitrix24 says QUERY_LIMIT_EXCEEDED. Another 503 (a proxy's page, an overload
+        block) says nothing of the request rate: taken for one, it held every later request of
+        the sync to the bucket's drain of 2 a second."""
+        if response.status_code == 429:
             self.limit_errors += 1
             self.throttle.congested()
-            if response.status_code == 503:
-                self.bucket.penalise()
+        elif response.status_code == 503 and error_code(response) == "QUERY_LIMIT_EXCEEDED":
+            self.limit_errors += 1
+            self.throttle.congested()
+            self.bucket.penalise()
 
     # ---- auth ----------------------------------------------------------------------------
 
@@ -215,7 +241,8 @@ class Bitrix24Client:
     def _url(self, method: str) -> str:
         if self.uses_webhook:
             return f"{self.cfg.webhook_url}{method}"
-        return f"{self.cfg.portal_url}/rest/{method}"
+        # the REST address the token answer gave, which may differ from the configured portal's
+        return f"{self.oauth.endpoint() or self.cfg.portal_url + '/rest/'}{method}"
 
     def exchange_code(self, code: str) -> str:
         """Trade an authorization code for the first token pair and store it."""
@@ -224,6 +251,12 @@ class Bitrix24Client:
         return self.oauth.exchange_code(code)
 
     # ---- calls ---------------------------------------------------------------------------
+
+    def reserve(self, counts: dict[str, int]) -> tuple[int, dict[str, float]]:
+        """How many sub-calls of each method (at most its count) the next batch may hold, under
+        the request cap and the operating budget; and the budget reservation to hand `batch`."""
+        room = self.cap.room(counts)
+        return self.budget.take({m: min(c, room) for m, c in counts.items()})
 
     def call(self, method: str, params: dict | None = None) -> dict:
         """One method call; returns the envelope ({"result", "total", "time", ...})."""
@@ -235,16 +268,52 @@ class Bitrix24Client:
         finally:
             self.budget.release(held)
         self.budget.observe(method, body.get("time"))
+        self.cap.observe(durations({"c": (method, params)}, {"c": body.get("time")}))
         return body
 
-    def batch(self, cmds: dict[str, tuple[str, dict]], held: dict | None = None) -> BatchResult:
-        """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation."""
+    def batch(
+        self, cmds: dict[str, tuple[str, dict]], held: dict | None = None, linked: bool = False
+    ) -> BatchResult:
+        """Run up to 50 sub-calls in one request (halt=0). `held`: a budget reservation.
+
+        Independent sub-calls expected to take longer than the request cap allows go in halves
+        at once; a request that failed as one cut at the time cap does is not sent again the
+        same way: independent sub-calls go again in two halves; `linked` ones (a chain whose
+        commands read `$result[...]` of earlier ones) raise RequestCut, for the caller to
+        re-plan."""
+        counts: dict[str, int] = {}
+        for m, _ in cmds.values():
+            counts[m] = counts.get(m, 0) + 1
+        if linked or len(cmds) == 1 or self.cap.seconds(counts) <= self.cap.target_s:
+            try:
+                return self._batch(cmds, held)
+            except RequestCut:
+                if linked:
+                    raise
+        elif held:  # planned past the cap by a caller that did not ask `reserve`: split now
+            self.budget.release(held)
+        keys = list(cmds)
+        out = BatchResult()
+        for part in (keys[: len(keys) // 2], keys[len(keys) // 2 :]):
+            res = self.batch({k: cmds[k] for k in part})
+            out.results.update(res.results)
+            out.errors.update(res.errors)
+            out.totals.update(res.totals)
+            out.times.update(res.times)
+        return out
+
+    def _batch(self, cmds: dict[str, tuple[str, dict]], held: dict | None) -> BatchResult:
         if len(cmds) > MAX_BATCH:
             raise ValueError("at most 50 commands per batch")
         cmd = {k: f"{m}?{encode(p)}" for k, (m, p) in cmds.items()}
         with self.throttle.slot(m for m, _ in cmds.values()):
             try:
-                body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None)
+                body = self._post("batch", {"halt": 0, "cmd": cmd}, charge=None, subcalls=len(cmds))
+            except RequestCut:
+                self.cuts += 1
+                self.cap.cut([m for m, _ in cmds.values()])
+                self.throttle.congested()  # the portal is slower than we planned for
+                raise
             finally:
                 if held:
                     self.budget.release(held)
@@ -252,6 +321,7 @@ class Bitrix24Client:
                 result = parse_batch(body, list(cmds))
             except ValueError:
                 raise StreamError(f"Bitrix24 source '{self.name}': unexpected batch reply shape") from None
+            self.cap.observe(durations(cmds, result.times))
             for k, t in result.times.items():
                 if k in cmds:
                     self.budget.observe(cmds[k][0], t)
@@ -283,16 +353,19 @@ class Bitrix24Client:
                 pass
         return list(out.values())
 
-    def _post(self, method: str, params: dict, charge: str | None, attempts: int = 6) -> dict:
+    def _post(
+        self, method: str, params: dict, charge: str | None, attempts: int = 6, subcalls: int = 1
+    ) -> dict:
         """POST with auth; handles expired tokens and operating-time blocks. A 2xx that is not
-        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx."""
+        JSON (an HTML page, a cut body) is retried by the HttpClient like a 5xx. A request of
+        several sub-calls that fails as a cut one does is not retried: RequestCut."""
         refreshed = False
         for _ in range(attempts):
             token = None
             if not self.uses_webhook:
                 token = self.oauth.access_token()
                 params["auth"] = token
-            response = self._send(method, params)
+            response = self._send(method, params, subcalls)
             body = _envelope(response)
             if body is None:
                 if response.status_code != 429:
@@ -316,15 +389,37 @@ class Bitrix24Client:
                 self.throttle.congested()
                 self._wait_out(charge, body)
                 continue
-            raise self.error(method, code, desc, response.status_code)
+            if code in STOP_CODES:
+                message = f"Bitrix24 source '{self.name}': {STOP_CODES[code]}"
+                self.http.block(message)  # every later request of this source: refused unsent
+                raise BlockedError(message)
+            err = self.error(method, code, desc, response.status_code)
+            if isinstance(err, NotPermitted) and method.endswith(".userfield.add"):
+                raise NotPermitted(admin_only(self.name, method, params.get("fields"))) from None
+            raise err
         raise StreamError(
             f"Bitrix24 source '{self.name}': {method} still limited or expired after {attempts} attempts"
         )
 
-    def _send(self, method: str, params: dict) -> requests.Response:
+    def _send(self, method: str, params: dict, subcalls: int = 1) -> requests.Response:
+        cut: list[BaseException] = []
+
+        def retry(exc: BaseException) -> bool:
+            # the same sub-calls again would be cut again: smaller batches, the caller's part
+            if subcalls > 1 and cut_like(exc):
+                cut.append(exc)
+                return False
+            return True
+
         try:
-            return self.http.request("POST", self._url(method), json=params, expect_json=True)
+            return self.http.request("POST", self._url(method), json=params, expect_json=True, retry=retry)
         except StreamError as err:
+            if cut:
+                raise RequestCut(
+                    f"Bitrix24 source '{self.name}': a {method} of {subcalls} sub-calls failed as "
+                    f"a request cut at the {CAP_S:g}-second limit does "
+                    f"({str(err).rpartition(': ')[2]}); sent again in smaller batches"
+                ) from None
             raise StreamError(
                 f"Bitrix24 source '{self.name}': {method} failed {str(err).partition(' failed ')[2]}"
             ) from None
@@ -364,6 +459,9 @@ class Bitrix24Client:
             )
         if code in AUTH_CODES:
             return AuthError(f"{who}: " + AUTH_CODES[code].format(name=self.name, desc=desc))
+        if not code and "access denied" in (line.strip(" .!").lower() for line in desc.splitlines()):
+            # CRM methods refuse a user's missing right this way (HTTP 400, no code)
+            return NotPermitted(f"{who}: {method} refused: {'; '.join(desc.splitlines())}")
         return StreamError(
             f"{who}: {method} failed: {code or 'error'}: {desc}" + (f" (HTTP {status})" if status else "")
         )

@@ -109,7 +109,7 @@ class Lister:
         try:
             while cmds:
                 # Reserve operating time like the pager does: parallel workers share the budget.
-                n, held = self.client.budget.take({spec.method: len(cmds)})
+                n, held = self.client.reserve({spec.method: len(cmds)})
                 part, cmds = cmds[:n], cmds[n:]
                 if len(part) > 1:
                     results = list(self.batch_ok({f"a{k}": c for k, c in enumerate(part)}, held).values())

@@ -8,7 +8,9 @@ references after it to nothing and those commands return empty pages.
 
 Full loads split [0, max ID] into windows read by `workers` threads at once: the request
 rate is never the bound (a batch is one request), the per-method operating budget is, and
-`OperatingBudget.take` sizes every chain to what the budget still allows. `ordered=True`
+`Bitrix24Client.reserve` sizes every chain to what the budget still allows and to what fits
+in one request's time (a portal cuts a request at 60 s; a chain cut anyway is read again in
+smaller batches). `ordered=True`
 hands chunks over in ID order (later windows wait in memory), for streams whose bookmark is
 the last ID or whose records depend on the row before (stage history); `each` runs per chunk
 in the worker thread, so follow-up lookups (a call's activity) run in parallel too.
@@ -26,6 +28,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from adapters.bitrix24.answers import RequestCut
 from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client, Ref, ref
 from adapters.errors import StreamError
 from adapters.http import ContextPool
@@ -245,7 +248,7 @@ class Pager:
             methods = {spec.method: want}
             if companion:
                 methods[companion(lo, hi, extra or {})[0]] = want
-            n, held = self.client.budget.take(methods)
+            n, held = self.client.reserve(methods)
             cmds: dict[str, tuple[str, dict]] = {}
             for k in range(n):
                 lower = lo if k == 0 else spec.last_ref(f"p{k - 1}")
@@ -257,7 +260,11 @@ class Pager:
                 env = self.client.call(spec.method, cmds["p0"][1])
                 results, errors = {"p0": env.get("result")}, {}
             else:
-                res = self.client.batch(cmds, held)
+                try:
+                    # one page and its companion are not linked: a cut pair goes again one by one
+                    res = self.client.batch(cmds, held, linked=n > 1)
+                except RequestCut:
+                    continue  # cut at the time cap: the next batch is smaller (client.reserve)
                 results, errors = res.results, res.errors
             rows_all, extras, done, hit_limit = [], [], False, False
             for k in range(n):

@@ -173,7 +173,7 @@ class ChangeReader:
         pending = list(cmds.items())
         while pending:
             counts = Counter(m for _, (m, _) in pending[:MAX_BATCH])
-            n, held = self.client.budget.take(dict(counts))
+            n, held = self.client.reserve(dict(counts))
             part, rest, used = [], [], Counter()
             for item in pending:
                 method = item[1][0]

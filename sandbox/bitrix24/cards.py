@@ -107,6 +107,8 @@ def _label(fields: dict, fallback: str) -> str:
 
 def make_userfield_add(etype):
     def method(p, params):
+        if not p.admin:  # only a CRM administrator may create custom fields
+            raise ApiError("", "Access denied")
         fields = ci_get(params, "fields")
         if not isinstance(fields, dict):
             raise ApiError("", "Parameter 'fields' must be array.")
@@ -224,7 +226,7 @@ def profile(p, params):
     return Reply(
         {
             "ID": u["id"],
-            "ADMIN": True,
+            "ADMIN": p.admin,
             "NAME": first,
             "LAST_NAME": last,
             "PERSONAL_GENDER": "",

@@ -43,6 +43,7 @@ class Portal:
         self.ds = ds
         self.vocab = Vocab(ds)
         self.user_id = None  # the webhook's user, set by the server
+        self.admin = True  # whether that user is a CRM administrator (the server's `admin`)
         self._factories = build_specs(self.vocab)
         self._cache: dict[str, tuple[int, Spec]] = {}
         self._history: dict[str, tuple[int, list]] = {}

@@ -4,10 +4,11 @@
         requests.post(b24.webhook_url + "crm.deal.list", json={"start": -1}).json()
 
 Serves the methods in `methods.METHODS` plus `batch`, through an incoming webhook
-(`/rest/{user}/{secret}/{method}[.json]`) or OAuth (`/rest/{method}` with `auth`, tokens
-from `/oauth/token/`). Shapes, errors and limits follow the real REST API's:
-the leaky bucket (503 QUERY_LIMIT_EXCEEDED) and, with `cost_model=True`, real server time
-per list page charged to a per-method operating budget (429 OPERATION_TIME_LIMIT).
+(`/rest/{user}/{secret}/{method}[.json]`) or OAuth (`{client_endpoint}{method}` with `auth`,
+tokens from `/oauth/token/`). Shapes, errors and limits follow the real REST API's:
+the leaky bucket (503 QUERY_LIMIT_EXCEEDED), with `cost_model=True` server time per list page
+charged to a per-method operating budget (429 OPERATION_TIME_LIMIT), and the 60-second cap
+on one request, a batch's sub-calls included (`request_cap_s`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,22 @@ class Bitrix24Sandbox(SandboxServer):
     plus `count_cost_s` per matching row when the page counts `total`: the docs measured
     49.9 s for 2.39M rows), `operating_budget_s` per `operating_window_s` per method. Requests
     are served concurrently (a thread each), the sub-calls of a batch one after another.
+    `time_scale`: real seconds slept per second of the cost model's server time, so a test can
+    model minute-long requests in milliseconds (the `time` objects report server seconds).
+    `request_cap_s` (60, the cloud's limit): a request whose server time passes it is cut; the
+    sub-calls run so far stay done (and charged), the client gets the front end's 504 page
+    (an HTML page, no JSON), at `request_cap_s * time_scale` real seconds; `cut_requests` counts
+    them. (The docs say only that such a request is cut off by timeout; a gateway timeout is
+    the model.)
     OAuth: `/oauth/authorize/` redirects to `oauth.redirect_uri` (set it) with a 30-second
-    code; `oauth.advance(seconds)` moves the OAuth clock on. `malform(kind, id)` serves an item
+    code; `oauth.advance(seconds)` moves the OAuth clock on. Token answers carry
+    `client_endpoint`, the REST address of the portal (`{url}{rest_base}`); OAuth calls to any
+    other address are refused as a portal refuses another portal's token (401 invalid_token).
+    `admin` (True): whether the webhook's or app's user is a CRM administrator; only one may
+    add custom fields (`crm.*.userfield.add` otherwise answers 400 "Access denied").
+    Whole-portal answers: `portal_deleted = True` makes every REST call answer HTTP 500
+    PORTAL_DELETED; `rest_blocked = True` every REST call 503 OVERLOAD_LIMIT (the manual block
+    only Bitrix24's support lifts). `malform(kind, id)` serves an item
     in one of the malformed shapes of `sandbox.malformed`; `ignore_list_filters(entity)` makes
     a list method answer as if no filter were given (a list that repeats itself). Observability: `request_log`,
     `limit_errors`, `limit_counts`, `oauth.refreshes`.
@@ -89,6 +104,10 @@ class Bitrix24Sandbox(SandboxServer):
         https=False,
         timeout_hold_s=1.0,
         access_ttl_s=3600,
+        time_scale=1.0,
+        request_cap_s=60.0,
+        rest_base="/rest/",
+        admin=True,
     ):
         super().__init__(
             host=host,
@@ -109,6 +128,14 @@ class Bitrix24Sandbox(SandboxServer):
         self.portal.user_id = webhook_user
         self.limits, self.cost_model, self.page_cost_s = limits, cost_model, page_cost_s
         self.count_cost_s = count_cost_s
+        self.time_scale, self.request_cap_s = time_scale, request_cap_s
+        self.cut_requests = 0
+        if not (rest_base.startswith("/") and rest_base.endswith("/rest/")):
+            raise ValueError("rest_base must look like /rest/ or /PATH/rest/")
+        self.rest_base = rest_base
+        self.portal.admin = admin
+        self.portal_deleted = False  # every REST call: 500 PORTAL_DELETED
+        self.rest_blocked = False  # every REST call: 503 OVERLOAD_LIMIT
         self.bucket_size, self.drain_rate = bucket_size, drain_rate
         self._buckets: dict[str, LeakyBucket] = {}
         self.operating = OperatingBudget(operating_budget_s, operating_window_s)
@@ -135,7 +162,16 @@ class Bitrix24Sandbox(SandboxServer):
 
     @property
     def client_endpoint(self) -> str:
-        return f"{self.url}/rest/"
+        return f"{self.url}{self.rest_base}"
+
+    @property
+    def admin(self) -> bool:
+        """Whether the webhook's (and the app's) user is a CRM administrator."""
+        return self.portal.admin
+
+    @admin.setter
+    def admin(self, value: bool) -> None:
+        self.portal.admin = bool(value)
 
     def issue_code(self) -> str:
         """An OAuth authorization code (valid 30 s, single use), as the redirect would bring."""
@@ -194,10 +230,19 @@ class Bitrix24Sandbox(SandboxServer):
             return self._token(params)
         if path.rstrip("/") == "/oauth/authorize":
             return self._authorize(params)
-        m = re.fullmatch(r"/rest/(?:(\d+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?/?", path)
-        if not m:
+        m = re.fullmatch(
+            r"(/(?:[A-Za-z0-9_.-]+/)*?rest/)(?:(\d+)/([^/]+)/)?([A-Za-z0-9_.]+?)(?:\.json)?/?", path
+        )
+        if not m or (m.group(2) is not None and m.group(1) != "/rest/"):
             return Response.json({"error": "NOT_FOUND", "error_description": "Not found"}, 404)
-        user, secret, method = m.group(1), m.group(2), m.group(3).lower()
+        base, user, secret, method = m.group(1), m.group(2), m.group(3), m.group(4).lower()
+        t0 = time.time()
+        if self.portal_deleted:
+            # Documented as HTTP 500 (and, in a later version of the page, 403): a client must
+            # go by the code, and a 500 is the answer it would be tempted to retry.
+            return _error(ApiError("PORTAL_DELETED", "Portal was deleted", 500))
+        if self.rest_blocked:
+            return _error(ApiError("OVERLOAD_LIMIT", "REST API is blocked due to overload", 503))
         if self.limits and not self._bucket(req).allow():
             self._count("QUERY_LIMIT_EXCEEDED")
             return self.limit_response()
@@ -207,6 +252,8 @@ class Bitrix24Sandbox(SandboxServer):
                     raise ApiError("NO_AUTH_FOUND", "Wrong authorization data", 401)
             else:
                 self.oauth.check(params.get("auth"))
+                if base != self.rest_base:  # another address than the token's client_endpoint
+                    raise ApiError("invalid_token", "Unable to get application by token", 401)
             params.pop("auth", None)
             app = user is None  # OAuth: the application's context
             if method == "batch":
@@ -214,6 +261,8 @@ class Bitrix24Sandbox(SandboxServer):
             return Response(200, dumps(self._call(method, params, app)))
         except ApiError as e:
             return _error(e, self._time_for(e))
+        except _Cut:
+            return self._cut(t0)
 
     def _bucket(self, req: Request) -> LeakyBucket:
         # Bitrix24 counts per portal and source IP; every sandbox client is local, so a
@@ -260,6 +309,7 @@ class Bitrix24Sandbox(SandboxServer):
     def _call(self, method: str, params: dict, app: bool = False) -> dict:
         """Run one method; returns the envelope. Raises ApiError."""
         reply, tm = self._run(method, params, app)
+        self._check_cap(tm["duration"])
         out = {"result": reply.result}
         if reply.total is not None:
             out["total"] = reply.total
@@ -297,11 +347,27 @@ class Bitrix24Sandbox(SandboxServer):
             # A portal runs concurrent requests on separate workers: charge this call's own
             # work, not the time it waited for the sandbox's other threads (one Python process).
             spent = time.thread_time() - cpu0 + self._cost(reply)
-            time.sleep(self._cost(reply))
+            time.sleep(self._cost(reply) * self.time_scale)
         t1 = time.time()
         spent = t1 - t0 if spent is None else spent
         self.operating.charge(method, spent)
         return reply, self._time(t0, t1, method, spent)
+
+    def _check_cap(self, spent: float) -> None:
+        if self.request_cap_s is not None and spent > self.request_cap_s:
+            raise _Cut()
+
+    def _cut(self, t0: float) -> Response:
+        """The front end's answer to a request cut at the cap: sent when the cap ran out."""
+        with self._count_lock:
+            self.cut_requests += 1
+        time.sleep(max(0.0, t0 + self.request_cap_s * self.time_scale - time.time()))
+        return Response(
+            504,
+            b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 "
+            b"Gateway Time-out</h1></center><hr><center>nginx</center></body></html>",
+            "text/html",
+        )
 
     def _cost(self, reply: Reply) -> float:
         """Server seconds a call takes: counting `total` costs more the more rows match."""
@@ -344,6 +410,7 @@ class Bitrix24Sandbox(SandboxServer):
         if len(items) > MAX_BATCH:
             raise ApiError("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
         halt = str(ci_get(params, "halt", "0")).lower() in ("1", "true", "y")
+        spent = 0.0  # server seconds of the sub-calls so far: the request's time
         sec = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}}
         for key, text in items:
             try:
@@ -354,6 +421,8 @@ class Bitrix24Sandbox(SandboxServer):
                         "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405
                     )
                 reply, tm = self._run(method, parse_query(query), app)
+                spent += tm["duration"]
+                self._check_cap(spent)
             except ApiError as e:
                 sec["result_error"][key] = {"error": e.code, "error_description": e.description}
                 if halt:
@@ -410,6 +479,10 @@ class Bitrix24Sandbox(SandboxServer):
                     "at": time.time(),
                 }
             )
+
+
+class _Cut(Exception):
+    """The request's server time passed `request_cap_s`: it is cut off."""
 
 
 def _error(e: ApiError, tm: dict | None = None) -> Response:
