@@ -48,3 +48,57 @@ CREATE TABLE IF NOT EXISTS kpi_written (
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
     PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """
+
+# What changed since the last KPI pass, for incremental passes (connector.kpi.incremental):
+# triggers on every table a KPI reads note the clients (and deals) a written row belongs to,
+# before and after the write, so a deal moved from one contact to another marks both, and a
+# hard DELETE is seen too. A KPI pass over the whole source empties the source's rows.
+DDL += """
+CREATE TABLE IF NOT EXISTS kpi_dirty (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    PRIMARY KEY (source, entity_type, entity_id)) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS kpi_passes (
+    source TEXT NOT NULL PRIMARY KEY, computed_at TEXT NOT NULL, full_at TEXT NOT NULL,
+    basis TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS kpi_anchors (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, kpi TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    at REAL,
+    PRIMARY KEY (source, entity_type, kpi, entity_id)) WITHOUT ROWID;
+"""
+
+# table -> the (entity_type, entity_id) expressions of a row's owners, `{r}` standing for OLD/NEW
+_OWNERS = {
+    "contacts": (("'contact'", "{r}.id"),),
+    "companies": (("'company'", "{r}.id"),),
+    "deals": (("'deal'", "{r}.id"), ("'contact'", "{r}.contact_id"), ("'company'", "{r}.company_id")),
+    "deal_contacts": (("'contact'", "{r}.contact_id"),),
+    "calls": (("{r}.entity_type", "{r}.entity_id"),),
+    "tasks": (("{r}.entity_type", "{r}.entity_id"),),
+    "activities": (("{r}.entity_type", "{r}.entity_id"),),
+    "survey_answers": (("{r}.entity_type", "{r}.entity_id"),),
+}
+
+
+def _trigger(table: str, event: str, rows: tuple[str, ...]) -> str:
+    owners = " UNION ".join(
+        f"SELECT {r}.source AS s, {t.format(r=r)} AS t, {i.format(r=r)} AS i"
+        for r in rows
+        for t, i in _OWNERS[table]
+    )
+    # No OR IGNORE: a trigger's conflict policy gives way to the outer statement's (an upsert's
+    # would fail on a row noted already), so the query leaves out the rows noted already.
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS kpi_dirty_{table}_{event.lower()} AFTER {event} ON {table} "
+        f"BEGIN INSERT INTO kpi_dirty (source, entity_type, entity_id) SELECT s, t, i FROM ({owners}) "
+        f"WHERE t IS NOT NULL AND i IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kpi_dirty d "
+        f"WHERE d.source = s AND d.entity_type = t AND d.entity_id = i); END;\n"
+    )
+
+
+DDL += "".join(
+    _trigger(t, event, rows)
+    for t in _OWNERS
+    for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",)))
+)
