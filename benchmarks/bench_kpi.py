@@ -1,13 +1,22 @@
-"""KPI benchmark: compute time on a generated mirror, its scaling, and write requests per change.
+"""KPI benchmark: full and incremental passes on a generated mirror, their scaling, write-back.
 
-    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp]
+    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT] [--no-scaling]
 
-Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks); the run is
-repeated on twice that to check the time scales linearly (target <= 2.2x). The mirror is written
-straight into SQLite with executemany, not through a sandbox. Write-back then runs twice on a
-fake adapter: the first run writes every mapped value, the second after changing 1% of deals;
-requests per changed card should be ceil(cards / 50) (50 cards per request, every changed field
-of a card in one item), which is at most ceil(changed values / 50).
+Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks). The mirror is
+written straight into SQLite with executemany, not through a sandbox. Printed, at scale 1:
+
+- the full pass: the first (every value new) and a second one (nothing changed); with
+  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch) the same two
+  passes of that version first, on a copy of the same mirror, in a subprocess: the before
+  and after figures side by side, from one run on one machine;
+- incremental passes after 1% of deals changed, at the same clock and a day later, each
+  timed against a full pass over a copy of the same mirror (whose kpi_values must be equal:
+  the bench stops if not), with the ratio (target <= 1/5) and the clients recomputed;
+- peak RSS of each pass;
+- write-back: the first run writes every mapped value, the second after changing 1% of deals;
+  requests per changed card should be ceil(cards / 50), at most ceil(changed values / 50);
+- the full pass again on twice the data, to check the time scales linearly (target <= 2.2x;
+  `--no-scaling` skips it).
 
 Measured on the 2-core development machine (2026-11-23), scale 1, four runs:
   first run (all 5.8M values new) 19.3-21.9 s, twice the data 40.1-44.1 s: ratio 1.90-2.10
@@ -28,6 +37,10 @@ import argparse
 import math
 import os
 import random
+import shutil
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -178,35 +191,144 @@ def _peak_rss_mb() -> str:
         return "n/a"
 
 
-def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[float, float]:
-    path = os.path.join(workdir, f"bench-kpi-{scale}.db")
+_BEFORE = """
+import sys, time
+from datetime import datetime, timezone
+from connector.config.kpi import KpiConfig
+from connector.kpi import engine as kpi
+from connector.mirror.store import Mirror
+now = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+cfg = KpiConfig(currency_rates={"USD": 90.0})
+with Mirror(sys.argv[1]) as m:
+    for run in ("first", "second"):
+        t0 = time.monotonic()
+        kpi.compute(m, "bench", cfg, "RUB", now=now)
+        print(run, time.monotonic() - t0, flush=True)
+"""
+
+
+def _fresh(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
+
+
+def _copy(src: Mirror, dst: str) -> None:
+    """A consistent copy of the mirror (SQLite's backup, WAL included)."""
+    _fresh(dst)
+    out = sqlite3.connect(dst)
+    src.conn.commit()
+    src.conn.backup(out)
+    out.close()
+
+
+def _before(path: str, checkout: str, label: str) -> None:
+    """The first and second full pass of the engine in `checkout`, on a copy of `path`."""
+    copy = path + ".before"
+    shutil.copy(path, copy)
+    env = dict(os.environ, PYTHONPATH=checkout)
+    out = subprocess.run(
+        [sys.executable, "-c", _BEFORE, copy],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=checkout,
+    ).stdout.split()
+    times = dict(zip(out[::2], (float(t) for t in out[1::2])))
+    print(
+        f"[{label}] BEFORE ({checkout}): full pass first {times['first']:.1f} s, "
+        f"second (nothing changed) {times['second']:.1f} s",
+        flush=True,
+    )
+    _fresh(copy)
+
+
+def _same_history(m: Mirror, other: str) -> bool:
+    """Whether the source's kpi_values equal those of the mirror file `other`, row for row."""
+    m.conn.execute("ATTACH DATABASE ? AS other", (other,))
+    try:
+        cols = "entity_type, entity_id, kpi, value, computed_at"
+        for a, b in (("main", "other"), ("other", "main")):
+            q = (
+                f"SELECT count(*) FROM (SELECT {cols} FROM {a}.kpi_values WHERE source = :s "
+                f"EXCEPT SELECT {cols} FROM {b}.kpi_values WHERE source = :s)"
+            )
+            if m.conn.execute(q, {"s": SOURCE}).fetchone()[0]:
+                return False
+        return True
+    finally:
+        m.conn.execute("DETACH DATABASE other")
+
+
+def _incremental(m: Mirror, path: str, kpi_cfg: KpiConfig, now: datetime, what: str, mod: int) -> float:
+    """Change 1% of deals, then an incremental pass against a full one on a copy; the ratio."""
+    m.conn.execute(
+        "UPDATE deals SET status = CASE status WHEN 'open' THEN 'won' ELSE 'open' END, "
+        "closed_at = '2026-11-22T00:00:00Z', amount = amount + 1 WHERE id % 100 = ?",
+        (mod,),
+    )
+    m.conn.commit()
+    copy = path + ".full"
+    _copy(m, copy)
+    f = Mirror(copy)
+    _reset_peak_rss()
+    t0 = time.monotonic()
+    kpi.compute(f, SOURCE, kpi_cfg, "RUB", now=now)
+    full = time.monotonic() - t0
+    full_rss = _peak_rss_mb()
+    f.close()  # its mapped pages would count in the incremental pass's peak RSS
+    _reset_peak_rss()
+    t0 = time.monotonic()
+    res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=now, incremental=True)
+    inc = time.monotonic() - t0
+    inc_rss = _peak_rss_mb()
+    if res.mode != "incremental" or not _same_history(m, copy):
+        raise SystemExit(f"incremental pass ({res.mode}) differs from the full one: {what}")
+    _fresh(copy)
+    print(
+        f"[1x] 1% of deals changed, {what}: incremental {inc:.1f} s ({res.clients} clients, "
+        f"{res.changed} values changed, peak RSS {inc_rss}) vs full {full:.1f} s "
+        f"(peak RSS {full_rss}): ratio {inc / full:.3f} (target <= 0.2); kpi_values equal",
+        flush=True,
+    )
+    return inc / full
+
+
+def bench(
+    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: str | None
+) -> tuple[float, float]:
+    path = os.path.join(workdir, f"bench-kpi-{scale}.db")
+    _fresh(path)
     t0 = time.monotonic()
     sizes = generate(path, scale)
     print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
+    if before:
+        _before(path, before, label)
     _reset_peak_rss()
     with Mirror(path) as m:
         t0 = time.monotonic()
-        res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
+        res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW, incremental=True)
         first = time.monotonic() - t0
         print(
             f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
             f"clients {res.clients}, values stored {res.changed}, peak RSS {_peak_rss_mb()}",
             flush=True,
         )
+        _reset_peak_rss()
         t0 = time.monotonic()
         res2 = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         steady = time.monotonic() - t0
         print(
             f"[{label}] KPI compute (second run, nothing changed): {steady:.1f} s, "
-            f"values changed {res2.changed}",
+            f"values changed {res2.changed}, peak RSS {_peak_rss_mb()}",
             flush=True,
         )
         if label == "1x":
+            _incremental(m, path, kpi_cfg, NOW, "same clock", 0)
+            _incremental(m, path, kpi_cfg, NOW + timedelta(days=1), "a day later", 1)
             _bench_writeback(m, kpi_cfg)
-    os.remove(path)
+    _fresh(path)
     return first, steady
 
 
@@ -240,6 +362,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--before", metavar="CHECKOUT", help="also time the full pass of this checkout")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the run on twice the data")
     args = ap.parse_args()
     cfg = KpiConfig(
         currency_rates={"USD": 90.0},
@@ -249,8 +373,10 @@ def main() -> None:
             "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"},
         },
     )
-    a = bench(args.scale, args.dir, cfg, "1x")
-    b = bench(args.scale * 2, args.dir, cfg, "2x")
+    a = bench(args.scale, args.dir, cfg, "1x", args.before)
+    if args.no_scaling:
+        return
+    b = bench(args.scale * 2, args.dir, cfg, "2x", args.before)
     for name, t1, t2 in (("first run", a[0], b[0]), ("steady run", a[1], b[1])):
         print(
             f"KPI compute, {name}: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "

@@ -88,13 +88,25 @@ WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_delet
 _FULL = {"hint": "NOT INDEXED", "scope": ""}
 
 
-def _scoped(sql: str, ids: str, col: str = "entity_id") -> str:
-    """`sql` for the rows of a few owners (`ids`: a query of their ids) instead of all."""
-    return sql.format(hint="", scope=f"AND {col} IN ({ids})")
+def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
+    """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
+    by index, or with `scan` by one sequential pass that keeps theirs."""
+    return sql.format(hint="NOT INDEXED" if scan else "", scope=f"AND {col} IN ({ids})")
+
+
+# What one index look-up of an owner's rows costs, in rows of a sequential pass (a few random
+# page reads against a run through pages in order).
+SEEK_ROWS = 25
+
+
+def _scan_better(conn, table: str, keys: int) -> bool:
+    """Whether one pass over `table` beats looking `keys` owners up in its index."""
+    rows = conn.execute(f"SELECT max(rowid) FROM main.{table}").fetchone()[0] or 0
+    return keys * SEEK_ROWS > rows
 
 
 _SUBSET_CLIENTS = "SELECT entity_id FROM temp.kpi_clients"
-_SUBSET_DEALS = "SELECT deal_id FROM temp.kpi_d"
+_SUBSET_DEALS = "SELECT deal_id FROM temp.kpi_deals"
 
 # The deals of a few clients (temp.kpi_want: entity_type, entity_id), found by index.
 _WANTED_DEALS = """
@@ -250,7 +262,8 @@ def build_source(
         )
         conn.execute("CREATE TEMP TABLE kpi_dids (id INTEGER PRIMARY KEY)")
         conn.execute(f"INSERT INTO temp.kpi_dids {_WANTED_DEALS}", p)
-        answers = _scoped(_ANSWERS, "SELECT id FROM temp.kpi_dids")
+        keys = conn.execute("SELECT count(*) FROM temp.kpi_dids").fetchone()[0]
+        answers = _scoped(_ANSWERS, "SELECT id FROM temp.kpi_dids", scan=_scan_better(conn, "calls", keys))
         deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
     conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
     conn.execute(f"INSERT INTO temp.kpi_deal_acts {answers}", p)
@@ -265,10 +278,15 @@ def build_source(
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def _via_recent(conn, pick: str, match: str, p: dict, scoped: bool, hint: str = "NOT INDEXED") -> None:
+def _via_recent(
+    conn, pick: str, match: str, p: dict, scoped: int | None, table: str, hint: str = "NOT INDEXED"
+) -> None:
+    """Pick rows of `table` into `kpi_recent`, then match them to their clients; `scoped`: the
+    number of clients and deals the build is for (None: every client)."""
     conn.execute("DROP TABLE IF EXISTS temp.kpi_recent")
-    if scoped:  # the rows on these clients' cards or deals (and a few more the match drops)
-        conn.execute(_scoped(pick, f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"), p)
+    if scoped is not None:  # the rows on these clients' cards or deals (and a few the match drops)
+        ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
+        conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
         conn.execute(pick.format(hint=hint, scope=""), p)
     conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
@@ -312,34 +330,52 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
         "WITHOUT ROWID"
     )
-    scoped = only is not None
-    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p, scoped)
+    scoped = None
+    if only is not None:
+        scoped = conn.execute(
+            f"SELECT (SELECT count(*) FROM temp.kpi_clients) + (SELECT count(*) FROM ({_SUBSET_DEALS}))"
+        ).fetchone()[0]
+    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p, scoped, "calls")
     conn.execute(
         "CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
         "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p, scoped)
+    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p, scoped, "tasks")
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
-    answers = _scoped(_ANSWERS, _SUBSET_CLIENTS) if scoped else _ANSWERS.format(**_FULL)
+    if scoped is None:
+        answers = _ANSWERS.format(**_FULL)
+    else:
+        n = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
+        answers = _scoped(_ANSWERS, _SUBSET_CLIENTS, scan=_scan_better(conn, "calls", n))
     conn.execute(f"INSERT INTO temp.kpi_acts {answers}", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
     _build_interactions(conn, target, p, scoped)
 
 
-def _build_interactions(conn, target: str, p: dict, scoped: bool) -> None:
+def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
     """`kpi_activities` and `kpi_survey` (see the module docstring)."""
     conn.execute(
         "CREATE TEMP TABLE kpi_activities (entity_id INTEGER, act_id TEXT, channel TEXT, "
         "direction TEXT, at TEXT, PRIMARY KEY (entity_id, act_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, hint="")
+    _via_recent(
+        conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, "activities", hint=""
+    )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
     )
     conn.execute(CARD_SURVEY_DDL)  # made by connector.kpi.survey when cards hold scores
-    _via_recent(conn, _SURVEY_ANSWERS, _owned("kpi_survey", _SURVEY_COLS, target), p, scoped, hint="")
+    _via_recent(
+        conn,
+        _SURVEY_ANSWERS,
+        _owned("kpi_survey", _SURVEY_COLS, target),
+        p,
+        scoped,
+        "survey_answers",
+        hint="",
+    )
 
 
 CARD_SURVEY_DDL = (

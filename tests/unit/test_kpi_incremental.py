@@ -9,6 +9,7 @@ import pytest
 
 from connector.config.kpi import CustomKpi, KpiConfig
 from connector.kpi import engine as kpi
+from connector.kpi import prep
 from connector.mirror.store import Mirror
 
 S = "main"
@@ -224,8 +225,11 @@ def history(m: Mirror) -> list:
     ).fetchall()
 
 
+@pytest.mark.parametrize("lookup", ["index", "scan"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_incremental_passes_write_the_kpi_values_of_full_passes(seed):
+def test_incremental_passes_write_the_kpi_values_of_full_passes(seed, lookup, monkeypatch):
+    # the rows of the clients recomputed: looked up by index, or kept from one pass over a table
+    monkeypatch.setattr(prep, "SEEK_ROWS", 0 if lookup == "index" else 10**9)
     inc, full = Mirror(":memory:"), Mirror(":memory:")
     world = World(seed, [inc, full])
     now = START
