@@ -81,24 +81,33 @@ _OWNERS = {
 }
 
 
-def _trigger(table: str, event: str, rows: tuple[str, ...]) -> str:
+def _trigger(table: str, event: str, rows: tuple[str, ...], columns: list[str]) -> str:
     owners = " UNION ".join(
         f"SELECT {r}.source AS s, {t.format(r=r)} AS t, {i.format(r=r)} AS i"
         for r in rows
         for t, i in _OWNERS[table]
     )
+    # Only once the source has had a KPI pass (its first is full: a first sync notes nothing),
+    # and for an update only when the row changed (a re-synced unchanged row notes nothing).
+    when = f"EXISTS (SELECT 1 FROM kpi_passes p WHERE p.source = {rows[-1]}.source)"
+    if event == "UPDATE":
+        when += " AND (" + " OR ".join(f"OLD.[{c}] IS NOT NEW.[{c}]" for c in columns) + ")"
     # No OR IGNORE: a trigger's conflict policy gives way to the outer statement's (an upsert's
     # would fail on a row noted already), so the query leaves out the rows noted already.
     return (
         f"CREATE TRIGGER IF NOT EXISTS kpi_dirty_{table}_{event.lower()} AFTER {event} ON {table} "
+        f"WHEN {when} "
         f"BEGIN INSERT INTO kpi_dirty (source, entity_type, entity_id) SELECT s, t, i FROM ({owners}) "
         f"WHERE t IS NOT NULL AND i IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kpi_dirty d "
         f"WHERE d.source = s AND d.entity_type = t AND d.entity_id = i); END;\n"
     )
 
 
-DDL += "".join(
-    _trigger(t, event, rows)
-    for t in _OWNERS
-    for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",)))
-)
+def apply_triggers(conn) -> None:
+    """The triggers filling `kpi_dirty` (after the tables they watch exist)."""
+    ddl = ""
+    for t in _OWNERS:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info([{t}])")]
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            ddl += _trigger(t, event, rows, columns)
+    conn.executescript(ddl)

@@ -156,3 +156,4 @@ def apply(conn) -> None:
     from connector.mirror import kpi_schema
 
     conn.executescript(DDL + kpi_schema.DDL)
+    kpi_schema.apply_triggers(conn)

@@ -291,3 +291,23 @@ def test_a_full_pass_when_one_is_due_or_asked_for_or_the_settings_changed():
     )
     res = kpi.compute(m, S, cfg(churn_days=31), now=later + timedelta(days=3), incremental=True)
     assert res.mode == "full" and "settings" in res.full_reason
+
+
+def test_changes_are_noted_once_a_pass_was_made_and_only_when_a_row_changed():
+    m = Mirror(":memory:")
+    World(5, [m]).seed(START)  # a first sync: no KPI pass yet, so nothing to note
+    dirty = "SELECT entity_type, entity_id FROM kpi_dirty ORDER BY 1, 2"
+    assert m.conn.execute(dirty).fetchall() == []
+    kpi.compute(m, S, cfg(), now=START, incremental=True)
+    deal = m.conn.execute("SELECT id, contact_id FROM deals WHERE company_id IS NULL").fetchone()
+    row = {"id": deal[0], "contact_id": deal[1], "status": "won"}
+    m.conn.execute("UPDATE deals SET status = 'won' WHERE id = ?", deal[:1])
+    m.conn.execute("DELETE FROM kpi_dirty")
+    m.db["deals"].upsert(dict(row, source=S), pk=("source", "id"))  # re-synced as it is
+    assert m.conn.execute(dirty).fetchall() == []
+    m.db["deals"].upsert(dict(row, source=S, contact_id=deal[1] + 1), pk=("source", "id"))
+    assert m.conn.execute(dirty).fetchall() == [
+        ("contact", deal[1]),
+        ("contact", deal[1] + 1),
+        ("deal", deal[0]),
+    ]
