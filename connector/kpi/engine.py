@@ -209,7 +209,7 @@ def compute(
                 source,
                 res.computed_at,
                 plan is None or plan.full,
-                incremental_basis(kpis.values(), kpi_cfg, base_currency),
+                incremental_basis(conn, source, kpis.values(), kpi_cfg, base_currency),
             )
     return res
 

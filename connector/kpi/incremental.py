@@ -118,9 +118,14 @@ class Plan:
     clients: dict[str, list[int]] = field(default_factory=dict)
 
 
-def basis(kpis, kpi_cfg, base_currency: str) -> dict:
-    """What the values of a pass follow from, besides the mirror and the clock: the KPI
-    definitions, their settings and the engine's own SQL."""
+def basis(conn, source: str, kpis, kpi_cfg, base_currency: str) -> dict:
+    """What the values of a pass follow from, besides the mirror's rows and the clock: the KPI
+    definitions, their settings, the card fields found for survey scores, the engine's SQL."""
+    found = conn.execute(
+        "SELECT entity_type, kpi, field_key FROM kpi_fields WHERE source = ? AND kpi LIKE 'survey:%' "
+        "ORDER BY 1, 2",
+        (source,),
+    ).fetchall()
     here = Path(__file__).parent
     code = hashlib.sha256()
     for name in ("prep.py", "engine.py", "incremental.py"):
@@ -136,6 +141,7 @@ def basis(kpis, kpi_cfg, base_currency: str) -> dict:
             "precision": kpi_cfg.precision,
             "targets": sorted(kpi_cfg.targets),
             "survey": sorted(kpi_cfg.survey.fields().items()),
+            "survey_fields": [list(r) for r in found],
         },
         "kpis": {k.name: hashlib.sha256(k.sql.encode()).hexdigest()[:16] for k in kpis if not k.custom},
     }
@@ -156,7 +162,7 @@ def plan(conn, source: str, kpis, kpi_cfg, base_currency: str, now: str) -> Plan
     if row is None:
         return Plan(True, "no KPI pass recorded yet")
     then, full_at, stored = row[0], row[1], json.loads(row[2])
-    want = basis(kpis, kpi_cfg, base_currency)
+    want = json.loads(json.dumps(basis(conn, source, kpis, kpi_cfg, base_currency)))  # as stored
     if now < then:
         return Plan(True, f"the clock went back (last pass {then})")
     if _parse(now) - _parse(full_at) >= timedelta(days=every):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connector.config.kpi import CustomKpi, KpiConfig
+from connector.config.kpi import CustomKpi, KpiConfig, SurveyConfig
 from connector.kpi import engine as kpi
 from connector.kpi import prep
 from connector.mirror.store import Mirror
@@ -291,6 +291,17 @@ def test_a_full_pass_when_one_is_due_or_asked_for_or_the_settings_changed():
     )
     res = kpi.compute(m, S, cfg(churn_days=31), now=later + timedelta(days=3), incremental=True)
     assert res.mode == "full" and "settings" in res.full_reason
+    with_survey = cfg(churn_days=31, survey=SurveyConfig(nps_field="NPS"))
+    assert kpi.compute(m, S, with_survey, now=later + timedelta(days=3), incremental=True).mode == "full"
+    assert (
+        kpi.compute(m, S, with_survey, now=later + timedelta(days=4), incremental=True).mode == "incremental"
+    )
+    m.conn.execute(  # the card field holding the scores found: scores may appear on unchanged cards
+        "INSERT INTO kpi_fields (source, entity_type, kpi, label, field_key, resolved_at) "
+        "VALUES (?, 'contact', 'survey:nps', 'NPS', '777', '2026-11-23T00:00:00Z')",
+        (S,),
+    )
+    assert kpi.compute(m, S, with_survey, now=later + timedelta(days=4), incremental=True).mode == "full"
 
 
 def test_changes_are_noted_once_a_pass_was_made_and_only_when_a_row_changed():
