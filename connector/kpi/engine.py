@@ -148,10 +148,6 @@ def compute(
     res.withheld = {k: why for k, why in (withheld or {}).items() if k in kpis}
     kpis = {k: v for k, v in kpis.items() if k not in res.withheld}
     conn = mirror.conn
-    for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, kpi_cfg.currency_rates):
-        msg = f"source '{source}': deals in {cur} are left out of amounts (add {cur} to [kpi.currency_rates])"
-        log.warning(msg)
-        res.warnings.append(msg)
     params = {
         "source": source,
         "now": res.computed_at,
@@ -176,6 +172,12 @@ def compute(
             res.mode = "clients"
         subset = clients if plan is None or plan.full else plan.clients
         kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates, subset)
+        # a pass for some clients warns of the currencies of their deals (a full one of all)
+        rates = kpi_cfg.currency_rates
+        for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, rates, subset is not None):
+            msg = f"source '{source}': deals in {cur} are left out of amounts (add {cur} to [kpi.currency_rates])"
+            log.warning(msg)
+            res.warnings.append(msg)
         survey.load(conn, card_survey)
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
         # lands after the ones already written, so kpi_values grows at its end.

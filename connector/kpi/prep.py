@@ -96,7 +96,7 @@ def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> s
 
 # What one index look-up of an owner's rows costs, in rows of a sequential pass (a few random
 # page reads against a run through pages in order).
-SEEK_ROWS = 25
+SEEK_ROWS = 15
 
 
 def _scan_better(conn, table: str, keys: int) -> bool:
@@ -384,12 +384,16 @@ CARD_SURVEY_DDL = (
 )
 
 
-def unconverted_currencies(conn, source: str, base_currency: str, rates: dict[str, float]) -> list[str]:
-    """Currencies of live deals that are neither the base currency nor in the rates."""
+def unconverted_currencies(
+    conn, source: str, base_currency: str, rates: dict[str, float], scoped: bool = False
+) -> list[str]:
+    """Currencies of live deals that are neither the base currency nor in the rates; `scoped`:
+    of the deals read into `kpi_d` (a pass for some clients) rather than of all."""
     known = {base_currency.upper(), *(c.upper() for c in rates)}
+    among = " AND id IN (SELECT deal_id FROM temp.kpi_d)" if scoped else ""
     rows = conn.execute(
         "SELECT DISTINCT upper(currency) FROM deals WHERE source = ? "
-        "AND is_deleted = 0 AND coalesce(currency, '') != ''",
+        f"AND is_deleted = 0 AND coalesce(currency, '') != ''{among}",
         (source,),
     ).fetchall()
     return sorted(r[0] for r in rows if r[0] not in known)
