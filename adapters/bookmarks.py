@@ -4,6 +4,7 @@
                (+ "categories": [ids]: Bitrix24 deal pipelines seen, so one batch reads all)
     changes    {"since": ISO}                   rows changed from here on are read next time
                (+ "api_filter": bool: amoCRM accounts with list filters;
+                  "reread_at", "reconciled_at": ISO: amoCRM's last wider reads;
                   "pass": ISO, "windows": [[lo, hi], ...]: a pass cut short, resumed by ID window)
     append     {"last_id": {part: id}}          rows after these ids are read next time
     reconcile  {"at": ISO}                      when every id was last listed
@@ -24,7 +25,14 @@ log = logging.getLogger(__name__)
 
 SHAPES: dict[str, dict[str, type | tuple]] = {
     "snapshot": {"at": str, "categories": list},
-    "changes": {"since": (str, type(None)), "api_filter": bool, "pass": str, "windows": list},
+    "changes": {
+        "since": (str, type(None)),
+        "api_filter": bool,
+        "pass": str,
+        "windows": list,
+        "reread_at": str,
+        "reconciled_at": str,
+    },
     "append": {"last_id": dict},
     "reconcile": {"at": str},
 }
@@ -41,7 +49,7 @@ def _check(mode: str, data: dict) -> dict:
             raise BookmarkError(f"{mode} bookmark: unknown key '{key}' (expected {', '.join(shape)})")
         if not isinstance(value, shape[key]) or (isinstance(value, bool) and shape[key] is not bool):
             raise BookmarkError(f"{mode} bookmark: '{key}' has the wrong type ({type(value).__name__})")
-    for key in ("at", "since", "pass"):
+    for key in ("at", "since", "pass", "reread_at", "reconciled_at"):
         if isinstance(data.get(key), str):
             parse_iso(data[key])  # raises ValueError on a malformed moment
     if mode == "append" and not all(

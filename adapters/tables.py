@@ -97,6 +97,11 @@ TABLES: dict[str, Table] = {
         Table("tasks"),
         Table("calls"),
         Table("activities"),
+        Table(
+            "activity_bindings",
+            primary_key=("source", "activity_id", "entity_type", "entity_id"),
+            child_of=Parent("activities", "activity_id"),
+        ),
         Table("survey_answers"),
         Table("stage_changes", derived=("previous_stage_id",)),
     )

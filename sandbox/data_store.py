@@ -2,8 +2,9 @@
 
 Rows are plain dicts in id-sorted lists, in neutral vocabulary (each server renders them in
 its own API's words), every timestamp in Unix seconds. Tests mutate a dataset between two
-syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`
-and `set_custom`; each takes the lock, stamps a fresh `tick()` and bumps the version counters
+syncs through `update`, `add`, `delete`, `restore`, `merge`, `add_field`, `write_customs`,
+`set_custom` and `backdate` (a write dated back, no tick); each takes the lock, stamps a fresh
+`tick()` and bumps the version counters
 the servers use to invalidate their caches. Each change of a row is also told to the
 `listeners` (`listen`), as `(action, entity, id)` with action `add`, `update` or `delete` and
 the entity plural ("deals"): how a server learns what to send its webhooks or event handlers.
@@ -29,6 +30,7 @@ ENTITIES = (
     "events",
     "activities",
     "surveys",
+    "customers",
 )
 
 # Distinct id ranges per entity, so a test that mixes up a contact id with a deal id fails
@@ -46,6 +48,7 @@ ID_BASE = {
     "events": 0,
     "activities": 30_000_000,
     "surveys": 40_000_000,
+    "customers": 9_000_000,  # amoCRM's customers (Customers mode); none generated
 }
 STAGE_ID_BASE = 1000
 FIELD_ID_BASE = 900_000
@@ -185,6 +188,8 @@ class Dataset:
         row["id"] = (rows[-1]["id"] + 1) if rows else ID_BASE[name] + 1
         if name in ("calls", "activities"):  # one activity id sequence (data_interactions)
             row["activity_id" if name == "calls" else "id"] = self._next_activity_id()
+        if name == "calls" and "caller" not in row:
+            row["caller"] = caller_of(self, row)
         rows.append(row)
         self.by_id(name)[row["id"]] = row
         self._bump(name)
@@ -246,10 +251,13 @@ class Dataset:
         self._told("delete" if flag else "add", name, id)
         return row
 
-    def merge(self, entity: str, away_id: int, into_id: int) -> dict:
+    def merge(self, entity: str, away_id: int, into_id: int, named: str = "away") -> dict:
         """Merge card `away_id` into `into_id` (a duplicate found by a user): the merged-away
-        card leaves every list (is_deleted = 1), a "merged" event names it, and the deals (or
+        card leaves every list (is_deleted = 1), a "merged" event names one of the two cards
+        (`named`: "away" or "survivor"; amoCRM's docs do not say which), and the deals (or
         contacts) linked to it link to the survivor instead, as edits. Returns the survivor."""
+        if named not in ("away", "survivor"):
+            raise ValueError(f"named must be 'away' or 'survivor', not {named!r}")
         name = _plural(entity)
         with self.lock:
             away, into = self.by_id(name)[away_id], self.by_id(name)[into_id]
@@ -257,7 +265,13 @@ class Dataset:
             away["is_deleted"], away["updated_at"], into["updated_at"] = 1, t, t
             self._bump(name)
             self._append(
-                "events", {"type": "merged", "entity": _singular(name), "entity_id": away_id, "at": t}
+                "events",
+                {
+                    "type": "merged",
+                    "entity": _singular(name),
+                    "entity_id": away_id if named == "away" else into_id,
+                    "at": t,
+                },
             )
             self._relink(name, away_id, into_id, t)
         self._told("delete", name, away_id)
@@ -317,6 +331,21 @@ class Dataset:
             self._told("update", name, row_id)
         return t
 
+    def backdate(self, entity: str, id: int, **moments: int) -> dict:
+        """Set a row's `created_at` / `updated_at` (or a call's `started_at`) to the given Unix
+        seconds, as an integration that dates its writes back may (amoCRM's API takes both on
+        writes): no fresh tick, so the row may land before a reader's bookmark."""
+        name = _plural(entity)
+        with self.lock:
+            row = self.by_id(name)[id]
+            unknown = sorted(set(moments) - {"created_at", "updated_at", "started_at"})
+            if unknown or any(k not in row for k in moments):
+                raise KeyError(f"{name} rows cannot be dated by {sorted(moments)}")
+            row.update(moments)
+            self._bump(name)
+        self._told("update", name, id)
+        return row
+
     def set_custom(self, entity_type: str, id: int, field_id: int, value) -> dict:
         """Set (or with None, clear) one custom field value; bumps updated_at."""
         name = _plural(entity_type)
@@ -330,6 +359,20 @@ class Dataset:
             self._bump(name)
         self._told("update", name, id)
         return row
+
+
+def caller_of(ds: Dataset, call: dict) -> tuple[str, int] | None:
+    """The client record a call's number belongs to, fixed when the call is logged: the call's
+    own contact, company or lead; for a deal's call the deal's first contact, else its company."""
+    et, eid = call.get("entity_type"), call.get("entity_id")
+    if not et or not eid:
+        return None
+    if et != "deal":
+        return (et, eid)
+    deal = ds.by_id("deals").get(eid) or {}
+    if deal.get("contact_ids"):
+        return ("contact", deal["contact_ids"][0])
+    return ("company", deal["company_id"]) if deal.get("company_id") else None
 
 
 def _defaults(ds: Dataset, name: str, t: int) -> dict:
@@ -416,6 +459,14 @@ def _defaults(ds: Dataset, name: str, t: int) -> dict:
             "entity_id": None,
             "subject": "New message",
             "is_deleted": 0,
+        }
+    if name == "customers":
+        return {
+            **base,
+            "name": "New customer",
+            "responsible_user_id": uid,
+            "contact_ids": [],
+            "company_id": None,
         }
     if name == "surveys":
         return {"kind": "nps", "score": 10, "at": t, "entity_type": None, "entity_id": None}

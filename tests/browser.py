@@ -7,6 +7,7 @@ DOM after the page's script ran) with console messages logged to stderr, once `-
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -104,6 +105,7 @@ def check_report(html_file: Path, metrics: dict, shot_name: str, language: str =
     """The page opened in Chromium: no console errors, every chart drawn, every number cell equal
     to its `metrics` row (key -> value) and shown as the report formats it."""
     from connector.report.charts import fmt
+    from connector.report.text import words
 
     page = open_page(html_file, shot_name)
     assert page.console == [], page.console
@@ -115,5 +117,91 @@ def check_report(html_file: Path, metrics: dict, shot_name: str, language: str =
         assert key in metrics or value is None, key  # an empty cell may have no row
         want = metrics.get(key)
         assert value == want, (key, value, want)
-        assert text == fmt(want, language), (key, text)
+        assert text == fmt(want, language) or (want is None and text == words(language)["no_clients"]), (
+            key,
+            text,
+        )
     return page
+
+
+# Measures the laid-out page for `layout`: its width, boxes that stick out of the screen (a
+# table's own scroll box may hold a wider table), axis labels that touch on screen, chart texts
+# cut off by their chart's edge and the smallest chart text as drawn.
+LAYOUT_SCRIPT = """
+window.addEventListener('load', function () {
+  var vw = document.documentElement.clientWidth, out = {
+    viewport: vw, scrollWidth: document.documentElement.scrollWidth, wide: [], overlaps: [],
+    cut: [], minFont: 99, charts: 0};
+  document.querySelectorAll('body *').forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    var inBox = el.parentElement && el.parentElement.closest('.table');
+    if (!inBox && r.width > 0 && (r.right > vw + 0.5 || r.left < -0.5)) {
+      out.wide.push(el.tagName.toLowerCase() + '.' + (el.getAttribute('class') || '') + ' ' + Math.round(r.right));
+    }
+  });
+  function shown(t) { return t.getAttribute('opacity') !== '0' && getComputedStyle(t).opacity !== '0'; }
+  document.querySelectorAll('g.role-axis-label').forEach(function (g) {
+    var ts = Array.prototype.filter.call(g.querySelectorAll('text'), shown).map(function (t) {
+      return [t.textContent, t.getBoundingClientRect()]; });
+    for (var i = 0; i < ts.length; i++) for (var j = i + 1; j < ts.length; j++) {
+      var a = ts[i][1], b = ts[j][1], gap = 1;
+      if (a.left < b.right + gap && b.left < a.right + gap && a.top < b.bottom + gap && b.top < a.bottom + gap) {
+        out.overlaps.push(ts[i][0] + ' | ' + ts[j][0]); }
+    }
+  });
+  document.querySelectorAll('figure.chart svg').forEach(function (svg) {
+    out.charts += 1;
+    var s = svg.getBoundingClientRect(), scale = s.width / svg.viewBox.baseVal.width;
+    svg.querySelectorAll('text').forEach(function (t) {
+      if (!shown(t) || !t.textContent) return;
+      var r = t.getBoundingClientRect();
+      if (r.left < s.left - 1 || r.right > s.right + 1 || r.top < s.top - 1 || r.bottom > s.bottom + 1) {
+        out.cut.push(t.textContent); }
+      out.minFont = Math.min(out.minFont, parseFloat(t.getAttribute('font-size')) * scale);
+    });
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'layout';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+  if (window.parent !== window) { window.parent.postMessage(pre.textContent, '*'); }
+});
+"""
+
+
+def layout(html_file: Path, width: int, shot_name: str, height: int = 4000) -> dict:
+    """What LAYOUT_SCRIPT measured with the page `width` px wide, and a screenshot of its top
+    `height` px in tests/artifacts.
+
+    Headless Chromium will not make a window narrower than 500 px, so the page is shown in an
+    iframe of the wanted width (scrollbars hidden, as on a phone); the frame posts the figures to
+    the wrapper page, whose DOM Chromium dumps."""
+    import json
+
+    framed = html_file.read_text(encoding="utf-8").replace(
+        "</body>",
+        "<style>html{scrollbar-width:none}::-webkit-scrollbar{display:none}</style>"
+        f"<script>{LAYOUT_SCRIPT}</script></body>",
+    )
+    wrapper = html_file.with_name(html_file.stem + f"-at-{width}.html")
+    wrapper.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="margin:0">'
+        f'<iframe style="border:0;display:block;width:{width}px;height:{height}px" '
+        f'srcdoc="{html.escape(framed, quote=True)}"></iframe><script>'
+        "window.addEventListener('message', function (e) { var p = document.createElement('pre');"
+        " p.id = 'layout'; p.textContent = e.data; document.body.appendChild(p); });"
+        "</script></body></html>",
+        encoding="utf-8",
+    )
+    url = wrapper.resolve().as_uri()
+    size = f"--window-size={max(width, 500)},{height}"
+    dump = _run([size, "--hide-scrollbars", "--virtual-time-budget=3000", "--dump-dom", url])
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    m = re.search(r'<pre id="layout">(.*?)</pre>', dump.stdout, re.S)
+    assert m, dump.stdout[-2000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / shot_name
+    snap = _run([f"--screenshot={shot}", size, "--hide-scrollbars", "--virtual-time-budget=3000", url])
+    assert snap.returncode == 0 and shot.exists(), snap.stderr[-2000:]
+    print(f"screenshot: {shot}")
+    return json.loads(html.unescape(m.group(1)))

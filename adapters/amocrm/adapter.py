@@ -12,10 +12,18 @@ from the declaration's `Request`, HTTP from `adapters.amocrm.client`.
   filters are amoCRM's paid add-on (`Request.gated`), the bookmark also remembers
   `api_filter`, so the account is only re-checked on a first or full sync; without the
   add-on the list is paged newest-first and reading stops at the bookmark.
+- Records the API let a writer date back (`Request.backdated`): a wider window on a schedule,
+  from `reread_hours` before the bookmark every `reread_every_hours`, in full every
+  `reconcile_hours` (`adapters.amocrm.reread`); each logs what it cost in requests.
 - No row is skipped when rows move or leave the list mid-read: lists sorted by their cursor
   (cards, calls) are read by `adapters.amocrm.keyset`; lists in another fixed order (tasks by
   id, with no `[to]` so an edit keeps its place; events; newest-first cards) by
   `adapters.amocrm.overlap`. Both overlap each page with the one before and check it.
+- A stream's `Request.lookup` asks for more beside each page (`ctx.side`, for its parser):
+  events check each card an `entity_merged` event names (`GET /api/v4/{entity}/{id}`, 204 =
+  gone), as the docs do not say whether the event names the card merged away or the survivor;
+  customers' notes read their customers back (contacts, company) to file calls under them.
+- `Request.needs` "customers": read only in accounts in Customers mode (`customers_enabled`).
 
 Webhooks: `install_hooks` / `remove_hooks` (`/api/v4/webhooks`, an admin's token),
 `parse_hook` (a delivery's form pairs to `Change`s, checked against `account()`:
@@ -29,18 +37,20 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterator
 
 from adapters import bookmarks
 from adapters.adapter import Adapter
-from adapters.amocrm import CRM
+from adapters.amocrm import CRM, reread
 from adapters.amocrm.client import AmoClient, Forbidden
 from adapters.amocrm.fields import FieldWriter
 from adapters.amocrm.hooks import HOOK_EVENTS, parse_delivery, where_to
 from adapters.amocrm.keyset import keyset_pages
 from adapters.amocrm.overlap import overlap_pages
+from adapters.amocrm.parsers import customer_owner, merged_cards
 from adapters.amocrm.readback import read_back
+from adapters.amocrm.streams import CUSTOMERS
 from adapters.base import Page
 from adapters.errors import ScopeError, StreamError
 from adapters.hooks import Change
@@ -51,6 +61,8 @@ from adapters.values import to_int
 log = logging.getLogger(__name__)
 
 READ_BACK = ("deals", "contacts", "companies", "tasks")  # tables a webhook names
+CARD_PATHS = {"deals": "leads", "contacts": "contacts", "companies": "companies"}
+CUSTOMERS_MODES = ("segments", "periodicity", "dynamic")  # `customers_mode` with customers on
 
 
 class AmoCrmAdapter(Adapter):
@@ -85,6 +97,11 @@ class AmoCrmAdapter(Adapter):
                 self._account = data
             return self._account
 
+    def customers_enabled(self) -> bool:
+        """Whether the account is in Customers mode (`customers_mode` segments, periodicity or
+        the deprecated dynamic), so calls may be filed under customers."""
+        return self.account().get("customers_mode") in CUSTOMERS_MODES
+
     def check(self) -> str:
         _, data = self.client.send("GET", "/api/v4/account", what="account check")
         if not isinstance(data, dict):
@@ -118,13 +135,17 @@ class AmoCrmAdapter(Adapter):
     def _changes(self, s: Stream, saved: dict, run: datetime) -> Iterator[Page]:
         """Rows whose cursor moved since the bookmark (minus the overlap), up to the run start."""
         req = s.request
+        if req.needs == "customers" and not self.customers_enabled():
+            yield Page()  # no list to read; the bookmark stays, for when customers are turned on
+            return
         api_filter = saved.get("api_filter")
         if req.gated and api_filter is None:
             api_filter = self.api_filter_enabled()
         remember = api_filter if req.gated else None
         filtered = not req.gated or api_filter
-        since = parse_iso(saved["since"]) if saved.get("since") else None
-        start = since - timedelta(minutes=self.cfg.overlap_minutes) if since else None
+        window = reread.plan(saved, run, self.cfg, req.backdated)
+        start, requests_before = window.start, self.requests
+        keep = {k: saved.get(k) for k in ("since", "reread_at", "reconciled_at")}
         params = [("limit", req.limit), *req.params]
         if filtered and req.sorted_by:
             pages = self._keyset(s, params + list(req.order), start, run)
@@ -135,7 +156,7 @@ class AmoCrmAdapter(Adapter):
         else:  # newest-first: an edit moves a row to the front, a deletion is checked for
             pages = self._overlapping(s, params + [(f"order[{s.cursor}]", "desc")])
             stop_before = int(start.timestamp()) if start else None
-        ctx = Ctx(currency=self.cfg.currency)
+        ctx, rows = Ctx(currency=self.cfg.currency), 0
         with closing(pages):
             for items in pages:
                 fresh = [
@@ -143,13 +164,34 @@ class AmoCrmAdapter(Adapter):
                     for i in items
                     if stop_before is None or (cursor_of(i, s.cursor) or stop_before) >= stop_before
                 ]
+                ctx.side = self._side(s, fresh, ctx.memo)
                 page = self._records(s, fresh, ctx)
                 if req.sorted_by and filtered:
-                    page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember)
+                    page.bookmark = self._page_bookmark(items, req.sorted_by, run, remember, keep)
+                rows += page.entities(s.tables[0])
                 yield page
                 if len(fresh) < len(items):
                     break  # newest-first paging reached the bookmark
-        yield Page(bookmark=bookmarks.dump("changes", since=iso(run), api_filter=remember))
+        if window.wider:
+            log.info(
+                "amoCRM source '%s', stream '%s': %s from %s: %d requests, %d %s read",
+                self.source,
+                s.name,
+                window.kind,
+                iso(start) if start else "the start",
+                self.requests - requests_before,
+                rows,
+                s.tables[0],
+            )
+        yield Page(
+            bookmark=bookmarks.dump(
+                "changes",
+                since=iso(run),
+                api_filter=remember,
+                reread_at=window.reread_at,
+                reconciled_at=window.reconciled_at,
+            )
+        )
 
     def _keyset(self, s: Stream, params: list, start: datetime | None, run: datetime) -> Iterator[list[dict]]:
         """Pages of a stream sorted by its cursor, each overlapping the one before it and
@@ -216,13 +258,23 @@ class AmoCrmAdapter(Adapter):
         return params
 
     @staticmethod
-    def _page_bookmark(items: list, field: str, run: datetime, api_filter) -> str | None:
-        """The page's newest `field`, never past the run start (items arrive ascending by it)."""
+    def _page_bookmark(items: list, field: str, run: datetime, api_filter, keep: dict) -> str | None:
+        """The page's newest `field`, never past the run start (items arrive ascending by it)
+        nor, in a wider read, back before the saved bookmark (`keep`, whose wider-read times
+        stay until the read completes)."""
         newest = max((cursor_of(i, field) or 0 for i in items), default=0)
         if not newest:
             return None
-        at = from_unix(min(newest, int(run.timestamp())))
-        return bookmarks.dump("changes", since=at, api_filter=api_filter)
+        at = min(newest, int(run.timestamp()))
+        if keep.get("since"):
+            at = max(at, int(parse_iso(keep["since"]).timestamp()))
+        return bookmarks.dump(
+            "changes",
+            since=from_unix(at),
+            api_filter=api_filter,
+            reread_at=keep.get("reread_at"),
+            reconciled_at=keep.get("reconciled_at"),
+        )
 
     def _pages(self, s: Stream, params: list) -> Iterator[list[dict]]:
         """Each page's items, in parse order; none when a declared-forbidden list answers 403."""
@@ -236,6 +288,40 @@ class AmoCrmAdapter(Adapter):
                     yield items
             except Forbidden:
                 self._forbidden(s)
+
+    def _side(self, s: Stream, items: list, memo: dict) -> dict:
+        """What the stream's `Request.lookup` asks for beside a page's items (`ctx.side`);
+        `memo` lasts the whole read."""
+        if s.request.lookup == "merged_cards":
+            return self._merged_cards(items)
+        if s.request.lookup == "customers":
+            return self._customer_owners(items, memo.setdefault("customer_owners", {}))
+        return {}
+
+    def _customer_owners(self, notes: list, known: dict) -> dict:
+        """The card each customer of `notes` files its calls under (`parsers.customer_owner`),
+        by `("customer", id)`. Customers not in `known` (those read earlier in this read) are
+        read back with their contacts and company: one request per 100 customers, plus one per
+        customer where list filters are off and the account has more than a page of them."""
+        ids = list(dict.fromkeys(i for n in notes if (i := cursor_of(n, "entity_id")) is not None))
+        new = [i for i in ids if i not in known]
+        if new:
+            found, _ = read_back(self.client, CUSTOMERS, new, "customers of call notes")
+            known.update(dict.fromkeys(new))
+            for item in found:
+                known[to_int(item.get("id"))] = customer_owner(item)
+        return {("customer", i): known[i] for i in ids if known.get(i) is not None}
+
+    def _merged_cards(self, items: list) -> dict:
+        """Whether each card an `entity_merged` event names is alive: `GET /api/v4/{entity}/{id}`
+        serves it, or answers 204 (gone). One request per card."""
+        side = {}
+        for table, card in merged_cards(items):
+            _, item = self.client.send(
+                "GET", f"/api/v4/{CARD_PATHS[table]}/{card}", what=f"checking merged {table} id {card}"
+            )
+            side[("alive", table, card)] = item is not None
+        return side
 
     def _forbidden(self, s: Stream) -> None:
         log.warning(

@@ -4,9 +4,31 @@ from __future__ import annotations
 
 from adapters.urls import check_url
 
-KEYS = {"base_url": str, "access_token": str, "client_id": str, "client_secret": str, "redirect_uri": str}
+KEYS = {
+    "base_url": str,
+    "access_token": str,
+    "client_id": str,
+    "client_secret": str,
+    "redirect_uri": str,
+    "reread_hours": float,
+    "reread_every_hours": float,
+    "reconcile_hours": float,
+}
 SECRET_KEYS = ("access_token", "client_secret")
-DEFAULTS = {"requests_per_second": 7.0}
+# reread_* / reconcile_hours: the wider reads for records dated back (adapters.amocrm.reread).
+DEFAULTS = {
+    "requests_per_second": 7.0,
+    "reread_hours": 48.0,
+    "reread_every_hours": 24.0,
+    "reconcile_hours": 168.0,
+}
+# Ranges (lowest, highest, whether the lowest itself is allowed): 0 turns re-reads off
+# (reread_hours) or makes them every run (the periods); a year is plenty.
+RANGES = {
+    "reread_hours": (0, 24 * 366, True),
+    "reread_every_hours": (0, 24 * 366, True),
+    "reconcile_hours": (0, 24 * 366, True),
+}
 
 
 def check(key: str, d: dict, fail) -> None:
@@ -14,6 +36,13 @@ def check(key: str, d: dict, fail) -> None:
     if "base_url" not in d:
         raise fail(f"{key}.base_url", "is required (https://SUBDOMAIN.amocrm.ru or .kommo.com)")
     d["base_url"] = check_url(f"{key}.base_url", d["base_url"], fail, bare=True).rstrip("/")
+    for k, (lo, hi, lo_ok) in RANGES.items():
+        v = d.get(k)
+        if v is not None and not ((v >= lo if lo_ok else v > lo) and v <= hi):
+            raise fail(
+                f"{key}.{k}",
+                f"must be {'at least' if lo_ok else 'greater than'} {lo} and at most {hi}, got {v:g}",
+            )
     if not d.get("access_token"):
         missing = [k for k in ("client_id", "client_secret", "redirect_uri") if not d.get(k)]
         if missing:

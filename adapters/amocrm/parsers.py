@@ -23,7 +23,9 @@ entry-stage row comes from its `lead_added` event, which carries no stage: the p
 the row with `stage_id` / `pipeline_id` NULL and the store fills them (the stage before the
 deal's first move, else its current one: `Mirror._fill_entry_stages`). A deal created
 before the first sync's events window has no `lead_added` in reach and so no entry row.
-`entity_merged` marks the card merged away (the event's entity) deleted.
+`entity_merged` names a card, but the docs do not say which one, the card merged away or
+the survivor: the reader asks for it (`GET /api/v4/{entity}/{id}`, 204 = gone) and only a
+card the account no longer serves is marked deleted (`merged_row`).
 
 Interactions (`activities`, ids `note:<id>` / `event:<id>`): call and SMS notes (the notes
 streams ask for `call_in`, `call_out`, `sms_in`, `sms_out`; a call note also gives its
@@ -34,9 +36,15 @@ the notes streams read with its direction, duration and outcome, and counting bo
 count each call twice. No documented event or list reveals a deleted call or SMS note, so
 amoCRM activities are never marked deleted.
 
-Survey answers: `nps_rate_added` events. The docs give no shape for their value: the score
-is taken only when `value_after` holds one object with exactly one number in it, a whole
-number 0-10 (the stricter reading); anything else is reported and gives no answer.
+Survey answers: `nps_rate_added` events, whose documented value is
+`value_after = [{"nps": {"rate": N}}]`, N an integer 0-10; any other shape or value is
+reported and gives no answer.
+
+Customers (accounts in Customers mode): the calls API files a call to a contact with no open
+lead under its customer, so the customers' notes are read too (`calls_customers`). Their
+calls and SMS are filed under the customer's main contact, else its company (the reader reads
+the customers back with `with=contacts,companies` into `ctx.side`), where KPIs per client
+count them; a customer with neither keeps them (`entity_type` `customer`).
 
 Acquisition channel (deals): the lead's tracking-data field `utm_source` (code UTM_SOURCE),
 else the name of its source (`with=source`, `_embedded.source`), trimmed and lower-case.
@@ -317,6 +325,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
     if kind is None:
         return Page()
     v = Item(item)
+    entity, entity_id = note_owner(v, ctx, entity)
     page = _page(
         v,
         "activities",
@@ -327,7 +336,7 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
             "at": v.get("created_at", unix_moment),
             "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
             "entity_type": entity,
-            "entity_id": v.get("entity_id", integer),
+            "entity_id": entity_id,
             "is_deleted": 0,
             "raw": item,
         },
@@ -335,12 +344,38 @@ def note_rows(item: dict, ctx: Ctx, entity: str) -> Page:
     if kind[0] != "call":
         return page
     page.problems = []  # the call row reads the same fields and reports them once
-    return call_row(item, ctx, entity).merge(page)
+    return call_row(item, ctx, entity, entity_id).merge(page)
 
 
-def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
-    """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path."""
+def note_owner(v: Item, ctx: Ctx, entity: str) -> tuple[str, int | None]:
+    """(entity_type, entity_id) a note is filed under: its path's entity, except that a
+    customer's note goes to the customer's main contact, else its company (the reader looked
+    them up: `ctx.side[("customer", id)]`); a customer with neither stays a customer."""
+    entity_id = v.get("entity_id", integer)
+    if entity == "customer":
+        return ctx.side.get(("customer", entity_id)) or (entity, entity_id)
+    return entity, entity_id
+
+
+def customer_owner(item: dict) -> tuple[str, int] | None:
+    """The card a customer's calls belong to: its main contact (`with=contacts`, `is_main`;
+    else its first), else its company (`with=companies`); None when it has neither."""
+    emb = item.get("_embedded") if isinstance(item, dict) else None
+    emb = emb if isinstance(emb, dict) else {}
+    contacts = [c for c in emb.get("contacts") or () if isinstance(c, dict) and to_int(c.get("id"))]
+    main = next((c for c in contacts if c.get("is_main") is True), contacts[0] if contacts else None)
+    if main is not None:
+        return "contact", to_int(main["id"])
+    companies = [c for c in emb.get("companies") or () if isinstance(c, dict) and to_int(c.get("id"))]
+    return ("company", to_int(companies[0]["id"])) if companies else None
+
+
+def call_row(item: dict, ctx: Ctx, entity: str, entity_id: int | None = None) -> Page:
+    """A `call_in` / `call_out` note's `calls` row; `entity` follows from the notes path (or
+    `note_owner`, which gives `entity_id` too)."""
     v = Item(item)
+    if entity_id is None:
+        entity, entity_id = note_owner(v, ctx, entity)
     cid = v.need("id", identifier)
     params = v.strict("params", _params, {})
     direction = "in" if item.get("note_type") == "call_in" else "out"
@@ -355,7 +390,7 @@ def call_row(item: dict, ctx: Ctx, entity: str) -> Page:
             "started_at": v.get("created_at", unix_moment),
             "responsible_user_id": v.get("responsible_user_id", integer) or v.get("created_by", integer),
             "entity_type": entity,
-            "entity_id": v.get("entity_id", integer),
+            "entity_id": entity_id,
             "phone": v.get("params.phone") if params else None,
             "raw": item,
         },
@@ -400,7 +435,7 @@ def event_rows(item: dict, ctx: Ctx) -> Page:
             },
         )
     if kind == "entity_merged":
-        kind = f"{v.get('entity_type') or ''}_deleted"  # the card merged away is gone
+        return merged_row(v, entity_id, ctx)
     if kind == "lead_status_changed":
         after, before = _lead_status(v, "value_after"), _lead_status(v, "value_before")
         try:
@@ -474,20 +509,45 @@ def nps_row(v: Item) -> Page:
 
 
 def nps_score(side) -> float | None:
-    """The score in `[{"key": {"field": N}}]` (or `[{"key": N}]`): exactly one value, a whole
-    number 0-10; anything else is BadValue (the docs give no shape: the stricter reading)."""
+    """The score in the documented shape `[{"nps": {"rate": N}}]`, N an integer 0-10; any
+    other shape, a fraction or a score off the scale is BadValue."""
     side = objects(side)
-    if len(side) != 1 or len(side[0]) != 1:
-        raise BadValue("not one object with one score")
-    value = next(iter(side[0].values()))
-    if isinstance(value, dict):
-        if len(value) != 1:
-            raise BadValue("not one object with one score")
-        value = next(iter(value.values()))
-    score = score_in(value, 0, 10)
-    if score is None:
-        raise BadValue("no score")
-    return score
+    nps = side[0].get("nps") if len(side) == 1 else None
+    if not isinstance(nps, dict) or "rate" not in nps:
+        raise BadValue("not [{nps: {rate: N}}]")
+    rate = nps["rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise BadValue("not an integer from 0 to 10")
+    return score_in(rate, 0, 10)
+
+
+def merged_row(v: Item, entity_id: int | None, ctx: Ctx) -> Page:
+    """An `entity_merged` event. The docs do not say which card carries it, the one merged
+    away or the survivor, so the reader asked for each card `merged_cards` names
+    (`ctx.side[("alive", table, id)]`): only a card the account no longer serves is deleted; a
+    live one is restored (an older deletion event cannot win). Unchecked: nothing is marked."""
+    entity = v.get("entity_type") or ""
+    table = EVENT_TABLES.get(entity)
+    alive = ctx.side.get(("alive", table, entity_id))
+    if table is None or entity not in RESTORE_EVENTS or alive is None:
+        return Page(problems=v.problems)
+    what = "restored" if alive else "deleted"
+    at = v.get("created_at", integer) or 0
+    return _deleted_or_restored(f"{entity}_{what}", entity_id, at, ctx).merge(Page(problems=v.problems))
+
+
+def merged_cards(items: list) -> list[tuple[str, int]]:
+    """(table, id) of each card an `entity_merged` event of `items` names, once each: the
+    cards `merged_row` needs checked."""
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") != "entity_merged":
+            continue
+        entity, card = item.get("entity_type"), to_int(item.get("entity_id"))
+        key = (EVENT_TABLES.get(entity) if entity in RESTORE_EVENTS else None, card)
+        if key[0] and card is not None and key not in out:
+            out.append(key)
+    return out
 
 
 def _deleted_or_restored(kind: str, entity_id: int | None, at: int, ctx: Ctx) -> Page:

@@ -44,6 +44,13 @@ class Request:
     bounded: ask for `filter[cursor][to]=run start` too. False where the list is not ordered
     by a cursor that edits move (tasks, by id): there an edit mid-read would take the row out
     of the window and move every later row up, while unbounded it keeps its place.
+    lookup: what the reader asks for beside each page's items, for the parser (`ctx.side`):
+    "merged_cards" (the card an `entity_merged` event names: alive or gone), "customers" (the
+    contacts and company of the customers the notes belong to). needs: "customers": the list
+    exists only in accounts with Customers mode on (`GET /api/v4/account` `customers_mode`);
+    elsewhere the stream reads nothing. backdated: writers may date its records back (cards,
+    tasks, notes take `created_at` / `updated_at`), so wider windows are re-read on a schedule
+    (`adapters.amocrm.reread`); events are stamped by amoCRM itself.
     """
 
     path: str
@@ -57,12 +64,19 @@ class Request:
     skip_on_403: str | None = None
     page_order: str | None = None
     bounded: bool = True
+    lookup: str | None = None
+    needs: str | None = None
+    backdated: bool = True
+
+
+# The customers of call notes, read back by id with their contacts and company.
+CUSTOMERS = Request("/api/v4/customers", "customers", params=(("with", "contacts,companies"),), gated=True)
 
 
 # -- declarations ----------------------------------------------------------------------------
 
 
-def _calls(entity_path: str) -> Stream:
+def _calls(entity_path: str, **kw) -> Stream:
     """Call and SMS notes of one entity type (the stream keeps its name from when it read only
     calls: configs name it in `streams`)."""
     return Stream(
@@ -76,6 +90,7 @@ def _calls(entity_path: str) -> Stream:
             params=tuple(("filter[note_type][]", t) for t in NOTE_KINDS),
             order=BY_UPDATED_AT,
             sorted_by="updated_at",
+            **kw,
         ),
         parse=functools.partial(note_rows, entity=ENTITY[entity_path]),
     )
@@ -132,6 +147,9 @@ STREAMS: tuple[Stream, ...] = (
     _calls("leads"),
     _calls("contacts"),
     _calls("companies"),
+    # Customers mode: a call to a contact with no open lead goes to its customer (calls API);
+    # such calls are filed under the customer's main contact, else its company.
+    _calls("customers", lookup="customers", needs="customers"),
     Stream(
         name="events",
         tables=("stage_changes", "deals", "contacts", "companies", "tasks", "activities", "survey_answers"),
@@ -144,6 +162,8 @@ STREAMS: tuple[Stream, ...] = (
             limit=100,
             page_order="created_at",
             params=tuple(("filter[type][]", t) for t in EVENT_TYPES),
+            lookup="merged_cards",
+            backdated=False,
         ),
     ),
 )

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
-from adapters.bitrix24.streams import Companion, ListRequest, Lookup
+from adapters.bitrix24.streams import Companion, ListRequest, Lookup, PerItem
 from adapters.errors import StreamError
 from adapters.values import ref_id, to_int
 
@@ -35,7 +35,7 @@ class Lister:
         ordered: bool = False,
     ) -> Iterator[Chunk]:
         """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side."""
-        each = (lambda chunk: self.look_up(req, chunk)) if req.lookup else None
+        each = (lambda chunk: self.look_up(req, chunk)) if req.lookup or req.per_item else None
         companion = req.companion.command if req.companion else None
         chunks = self.pager.run(
             req.spec,
@@ -62,7 +62,11 @@ class Lister:
         return side
 
     def look_up(self, req: ListRequest, chunk: Chunk) -> Chunk:
-        """Set `chunk.side` to item id -> the row `req.lookup` finds for it (best effort)."""
+        """Set `chunk.side` to item id -> the row `req.lookup` finds for it (best effort), or
+        to what `req.per_item` answers for it."""
+        if req.per_item:
+            chunk.side = self.per_item(req.per_item, req.spec, chunk.rows)
+            return chunk
         lookup: Lookup = req.lookup
         rows = [r for r in chunk.rows if isinstance(r, dict)]  # the parser reports the others
         found = self.by_ids(lookup.spec, [r.get(lookup.key) for r in rows])
@@ -72,6 +76,24 @@ class Lister:
             if ref_id(r.get(lookup.key)) in found
         }
         return chunk
+
+    def per_item(self, each: PerItem, spec: ListSpec, rows: list) -> dict:
+        """Item id -> `each.method`'s result for it, for the wanted items, up to 50 per batch.
+        A failed sub-call fails the stream (the page's records would lose what it adds),
+        except NOT_FOUND: the item went between the listing and this call."""
+        ids = [spec.id_of(r) for r in rows if each.wanted(r)]
+        ids = [i for i in dict.fromkeys(ids) if i is not None]
+        out: dict = {}
+        while ids:
+            n, held = self.client.budget.take({each.method: min(len(ids), PAGE)})
+            part, ids = ids[:n], ids[n:]
+            res = self.client.batch({f"i{i}": (each.method, {each.param: i}) for i in part}, held)
+            for err in res.errors.values():
+                if err.code != "NOT_FOUND":
+                    raise self.client.error(each.method, err.code, err.description)
+            for key, result in res.results.items():
+                out[int(key[1:])] = result
+        return out
 
     def by_ids(self, spec: ListSpec, ids) -> dict[int, dict]:
         """Rows of `spec`'s list by ID, 50 per sub-call; {} with a warning when it fails."""

@@ -51,7 +51,10 @@ CALL_OWNER = {1: "lead", 2: "deal", 3: "contact", 4: "company"}  # activity OWNE
 # voximplant.statistic.get: CALL_TYPE 2 incoming, 3 incoming with redirection; 1 outgoing,
 # 4 callback and 5 informational are ours. CALL_FAILED_CODE 200 = connected; any other code
 # (304 no answer, 486 busy, 603 declined, ...) is missed when incoming, failed when outgoing.
+# An informational call (5) is a robot reading a message to a number: no manager takes part,
+# so it is kept flagged (`is_automated`) and left out of the call and interaction KPIs.
 CALL_INCOMING = (2, 3)
+CALL_INFORMATIONAL = 5
 CALL_CONNECTED = "200"
 # crm.activity.list (docs/api-notes.md): TYPE_ID 1 meeting, 2 call, 4 e-mail; 6 is a provider's
 # activity, told apart by PROVIDER_ID (open-lines chats, SMS). Tasks (3) live in `tasks`;
@@ -162,6 +165,7 @@ def deal(r: dict, ctx: Ctx) -> Page:
         "currency": v.get("CURRENCY_ID"),
         "contact_id": v.get("CONTACT_ID", reference),
         "company_id": v.get("COMPANY_ID", reference),
+        "lead_id": v.get("LEAD_ID", reference),  # the lead the deal was converted from
         **_common(v),
         "closed_at": closing_moment(v, "CLOSEDATE") if flag(r.get("CLOSED")) else None,
         "channel": acquisition(v),
@@ -330,6 +334,8 @@ def call(r: dict, ctx: Ctx) -> Page:
                     "entity_type": etype if eid else None,
                     "entity_id": eid,
                     "phone": v.get("PHONE_NUMBER") or None,
+                    "activity_id": str(act) if (act := v.get("CRM_ACTIVITY_ID", reference)) else None,
+                    "is_automated": int(kind == CALL_INFORMATIONAL),
                     "is_deleted": 0,
                     "raw": r,
                 }
@@ -361,7 +367,13 @@ def call_vote(x) -> float | None:
 
 def activity(r: dict, ctx: Ctx) -> Page:
     """A `crm.activity.list` item: a call, meeting, e-mail, chat or SMS with a client. Other
-    kinds (tasks, calendar imports, unknown providers) give no row."""
+    kinds (tasks, calendar imports, unknown providers) give no row.
+
+    `COMPLETED` N is a planned activity (a meeting next week): stored with `is_completed` 0,
+    not an interaction until done. Its bindings (`crm.activity.binding.list`, in ctx.side) go
+    to `activity_bindings`, its owner always among them; bindings to other kinds of record
+    (smart processes) are left out.
+    """
     v = Item(r)
     aid = v.need("ID", identifier)
     kind = ACTIVITY_TYPES.get(v.get("TYPE_ID", integer)) or ACTIVITY_PROVIDERS.get(
@@ -371,6 +383,11 @@ def activity(r: dict, ctx: Ctx) -> Page:
         return Page(problems=v.problems)
     owner = CALL_OWNER.get(v.get("OWNER_TYPE_ID", integer))
     eid = v.get("OWNER_ID", reference) if owner else None
+    bindings = [(owner, eid)] if eid else []
+    for b in ctx.side.get(aid) or []:
+        etype = CALL_OWNER.get(to_int(b.get("entityTypeId"))) if isinstance(b, dict) else None
+        if etype and ref_id(b.get("entityId")):
+            bindings.append((etype, ref_id(b["entityId"])))
     return Page(
         rows={
             "activities": [
@@ -382,12 +399,25 @@ def activity(r: dict, ctx: Ctx) -> Page:
                     "responsible_user_id": v.get("RESPONSIBLE_ID", reference),
                     "entity_type": owner if eid else None,
                     "entity_id": eid,
+                    "is_completed": int(flag(r.get("COMPLETED", "Y"))),
                     "is_deleted": 0,
                     "raw": r,
                 }
-            ]
+            ],
+            "activity_bindings": [
+                {"activity_id": str(aid), "entity_type": t, "entity_id": i}
+                for t, i in dict.fromkeys(bindings)
+            ],
         },
         problems=v.problems,
+    )
+
+
+def wanted_activity(r) -> bool:
+    """Whether a `crm.activity.list` item gives a row (so its bindings are worth reading)."""
+    return isinstance(r, dict) and bool(
+        ACTIVITY_TYPES.get(to_int(r.get("TYPE_ID")))
+        or ACTIVITY_PROVIDERS.get(str(r.get("PROVIDER_ID") or "").upper())
     )
 
 

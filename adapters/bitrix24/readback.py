@@ -7,7 +7,8 @@ its items (a deal's contact ids from `crm.item.list`). So a handful of changes c
 request; a batch holds 50 sub-calls, so about 2,500 ids fit one. The items go through the
 stream's parser (`Reader.parse`); an id the list no longer returns is deleted. An activity
 brings the call whose `CRM_ACTIVITY_ID` it is (in the same batch), since a call's deal is its
-activity's owner; a change naming a call (`calls`) reads it and looks its activity up after.
+activity's owner, and its bindings (`crm.activity.binding.list`, one sub-call per activity,
+in the same batch); a change naming a call (`calls`) reads it and looks its activity up after.
 Tables outside the source's `streams` are not read. Requests pass the client's bucket and
 operating budget like every other.
 """
@@ -76,8 +77,10 @@ class ChangeReader:
                     ids.append(c.id)
         cmds: dict[str, tuple[str, dict]] = {}
         keys: dict[str, list[str]] = {}
+        each: dict[str, int] = {}  # per-item sub-call key -> the item's id
         for table, ids in wanted.items():
             companion = self.companion(table)
+            per_item = request_of(self.streams[table]).per_item if table in self.streams else None
             for n, part in enumerate(chunks(ids)):
                 key = f"{table}{n}"
                 keys.setdefault(table, []).append(key)
@@ -86,8 +89,13 @@ class ChangeReader:
                     cmds[key + "c"] = companion.by_ids(part)
                 if table == "activities" and calls_too:
                     cmds[key + "v"] = by_ids(self.spec("calls"), part, CALL_ACTIVITY_KEY)
-        results, errors = self.run(cmds)
+                for i in part if per_item else ():
+                    each[f"{key}i{i}"] = i
+                    cmds[f"{key}i{i}"] = (per_item.method, {per_item.param: i})
+        results, errors = self.run(cmds, batched=set(each))
         for key, err in errors.items():
+            if key in each and err.code == "NOT_FOUND":  # gone since the change: the list tells
+                continue
             if key.endswith("v"):  # a call's re-read is a bonus: the next sync reads it anyway
                 log.warning(
                     "Bitrix24 source '%s': the calls of changed activities were not read (%s: %s)",
@@ -107,7 +115,10 @@ class ChangeReader:
                 )
             if table not in self.streams:
                 continue
-            side = self.side(table, rows, [results.get(k + "c") for k in keys[table]])
+            if request_of(self.streams[table]).per_item:
+                side = {i: results[k] for k, i in each.items() if k.startswith(table) and k in results}
+            else:
+                side = self.side(table, rows, [results.get(k + "c") for k in keys[table]])
             page.merge(self.reader.parse(self.streams[table], rows, side))
             found = set(spec.ids_of(rows))
             gone = [str(i) if table in TEXT_IDS else i for i in ids if i not in found]
@@ -153,9 +164,10 @@ class ChangeReader:
                 f"Bitrix24 source '{self.client.name}': {spec.method} returned a list of unexpected shape"
             ) from None
 
-    def run(self, cmds: dict[str, tuple[str, dict]]) -> tuple[dict, dict]:
+    def run(self, cmds: dict[str, tuple[str, dict]], batched: set = frozenset()) -> tuple[dict, dict]:
         """Every command, 50 a batch, each batch as many of each method as the operating budget
-        lets through now; a lone command goes as a plain call. (results, errors) by key."""
+        lets through now; a lone command goes as a plain call, unless its key is `batched` (its
+        error is then reported, not raised). (results, errors) by key."""
         results: dict = {}
         errors: dict = {}
         pending = list(cmds.items())
@@ -171,7 +183,7 @@ class ChangeReader:
                 else:
                     rest.append(item)
             pending = rest
-            if len(part) == 1:
+            if len(part) == 1 and part[0][0] not in batched:
                 self.client.budget.release(held)
                 key, (method, params) = part[0]
                 results[key] = self.client.call(method, params).get("result")

@@ -4,8 +4,9 @@ Every stream is an `adapters.streams.Stream`; its `request` is one of the Bitrix
 types below, which the readers in `adapters.bitrix24.reading` understand (one per mode):
 
 - `ListRequest`: one list method paged by ID windows (`start=-1`, chained in batches), with
-  an optional companion list read beside each page in the same batch (deal -> contact ids)
-  and an optional lookup per page, run in the worker that read it (call -> its activity).
+  an optional companion list read beside each page in the same batch (deal -> contact ids),
+  an optional lookup per page, run in the worker that read it (call -> its activity), or a
+  method asked once per item, the page's items in one batch (activity -> its bindings).
 - `AppendRequest`: named parts, each a `ListRequest` read after the last ID seen.
 - `PipelinesRequest`: deal pipelines, their stages and the lead statuses, in one batch.
 - `ReconcileRequest`: the change streams whose IDs are listed whole to find deletions
@@ -17,6 +18,7 @@ Parsers live in `adapters.bitrix24.parsers`; the paging itself in `adapters.bitr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from adapters.bitrix24 import parsers as p
 from adapters.bitrix24.paging import ListSpec
@@ -73,12 +75,25 @@ class Lookup:
 
 
 @dataclass(frozen=True)
+class PerItem:
+    """A method that answers for one item at a time (no list form, no select field gives the
+    same), asked for each item of a page that `wanted` picks: the page's calls go in one batch
+    (50 sub-calls, one request per page), in the worker that read the page. ctx.side[item id]
+    = its result; an item the portal no longer finds (NOT_FOUND) has none."""
+
+    method: str
+    param: str  # the method's parameter naming the item's ID
+    wanted: Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
 class ListRequest:
     """One list method, paged by ID windows."""
 
     spec: ListSpec
     companion: Companion | None = None
     lookup: Lookup | None = None
+    per_item: PerItem | None = None
     reconciles: bool = False  # a complete fresh listing doubles as the ID reconciliation
     first_chain: int = 1  # pages chained in a window's first batch
 
@@ -165,6 +180,9 @@ CONTACT_IDS = Companion(
 CALL_ACTIVITY = Lookup(
     ListSpec("crm.activity.list", {"select": ["ID", "OWNER_TYPE_ID", "OWNER_ID"]}), key="CRM_ACTIVITY_ID"
 )
+# crm.activity.list has no bindings column (BINDINGS is a filter only): each activity's are read
+# with crm.activity.binding.list, a page's worth in one batch.
+ACTIVITY_BINDINGS = PerItem("crm.activity.binding.list", "activityId", p.wanted_activity)
 DEAL_HISTORY = ListSpec("crm.stagehistory.list", {"entityTypeId": 2}, wrap="items")
 LEAD_HISTORY = ListSpec("crm.stagehistory.list", {"entityTypeId": 1}, wrap="items")
 
@@ -278,13 +296,17 @@ STAGE_HISTORY = Stream(
     cursor="ID",
     scope="crm",
 )
-# Every client interaction on the timeline, calls included; a deleted activity vanishes from
-# the list, so activities are reconciled by ID like the CRM entities.
+# Every client interaction on the timeline, calls included, with every record it is bound to; a
+# deleted activity vanishes from the list, so activities are reconciled by ID like the CRM entities.
 ACTIVITIES = Stream(
     "activities",
-    ("activities",),
+    ("activities", "activity_bindings"),
     "changes",
-    ListRequest(ListSpec("crm.activity.list", {"select": ACTIVITY_SELECT}), reconciles=True),
+    ListRequest(
+        ListSpec("crm.activity.list", {"select": ACTIVITY_SELECT}),
+        per_item=ACTIVITY_BINDINGS,
+        reconciles=True,
+    ),
     p.activity,
     cursor="LAST_UPDATED",
     scope="crm",

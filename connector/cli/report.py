@@ -27,18 +27,27 @@ from connector.run import runtime
     metavar="FILE",
     help="Where to write it (default: [report] path, else crm-report.html).",
 )
+@click.option(
+    "--lang",
+    "language",
+    type=click.Choice(["en", "ru"]),
+    default=None,
+    help="Language of labels, numbers and dates (default: [report] language, else en).",
+)
 @click.pass_context
-def report(ctx: click.Context, source_name: str | None, months: int | None, out: str | None) -> None:
+def report(
+    ctx: click.Context, source_name: str | None, months: int | None, out: str | None, language: str | None
+) -> None:
     """Write the sales report: funnel, revenue and new clients, managers, channels (CAC and
     LTV : CAC), churn and repeat purchases, NPS / CSAT, from the measures the last KPI run
     stored. One HTML file with everything inline: it opens offline and can be mailed."""
     cfg = load(ctx)
     picked = sources(cfg, source_name)
-    path = make(cfg, picked, months, out)
+    path = make(cfg, picked, months, out, language)
     click.echo(f"Report: {path}")
 
 
-def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
+def make(cfg, picked, months: int | None = None, out: str | None = None, language: str | None = None) -> str:
     """Build and write the report; its absolute path (exit 1 naming the source with no measures)."""
     mirrors = {}  # mirror file -> Mirror: one shared file, or one file per source
     try:
@@ -50,7 +59,7 @@ def make(cfg, picked, months: int | None = None, out: str | None = None) -> str:
         text = report_mod.build(
             conns,
             picked,
-            language=cfg.report.language,
+            language=language or cfg.report.language,
             months=months or cfg.report.months,
             churn_days=cfg.kpi.churn_days,
             tz=cfg.timezone,

@@ -238,7 +238,8 @@ def _rest(
     conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
     conn.execute(f"INSERT INTO temp.kpi_clients {kpi_prep.CLIENTS[target]}", p)
     for k in day_counts:
-        _run_one(conn, Kpi(k.name, ANCHORED, k.description), p, kpi_cfg, res, source)
+        sql = ANCHORED.format(value=DAY_COUNTS[k.name][1])
+        _run_one(conn, Kpi(k.name, sql, k.description), p, kpi_cfg, res, source)
     for k in custom:
         _run_one(conn, k, p, kpi_cfg, res, source)
     conn.execute("DROP TABLE temp.kpi_subset")

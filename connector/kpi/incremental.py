@@ -29,18 +29,37 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+_SQL = Path(__file__).with_name("sql")
+_SINCE = "CAST(julianday(:now) - a.at AS INTEGER)"
+_UNTIL_EXPR = "CAST(julianday(min(n.at)) - julianday(:now) AS INTEGER) AS value"
+
+
+def _until_anchor() -> str | None:
+    """days_to_next_contact's own query, giving the moment instead of the days to it."""
+    path = _SQL / "days_to_next_contact.sql"
+    sql = path.read_text(encoding="utf-8") if path.exists() else ""
+    return sql.replace(_UNTIL_EXPR, "julianday(min(n.at)) AS at") if _UNTIL_EXPR in sql else None
+
+
 # Day counts: the SQL (over the scratch tables of `kpi_prep`) giving each client's anchor as a
-# Julian day, and how the value follows from it; each equals the KPI's own query.
+# Julian day, and how the value follows from it (`a.at`); each equals the KPI's own query.
 DAY_COUNTS = {
-    "days_since_last_purchase": "SELECT entity_id, julianday(last_won_at) AS at FROM kpi_deal_totals",
+    "days_since_last_purchase": (
+        "SELECT entity_id, julianday(last_won_at) AS at FROM kpi_deal_totals",
+        _SINCE,
+    ),
     "days_since_last_interaction": (
         "SELECT c.entity_id, julianday(max(a.at)) AS at FROM kpi_clients c "
-        "LEFT JOIN kpi_activities a ON a.entity_id = c.entity_id AND a.at <= :now GROUP BY c.entity_id"
+        "LEFT JOIN kpi_activities a ON a.entity_id = c.entity_id AND a.at <= :now GROUP BY c.entity_id",
+        _SINCE,
     ),
 }
+if _until_anchor():
+    DAY_COUNTS["days_to_next_contact"] = (_until_anchor(), "CAST(a.at - julianday(:now) AS INTEGER)")
+
 # The day counts of clients not recomputed, from their anchors (`temp.kpi_subset`: those that were).
 ANCHORED = """
-SELECT c.entity_id, CAST(julianday(:now) - a.at AS INTEGER) AS value
+SELECT c.entity_id, {value} AS value
 FROM kpi_clients c LEFT JOIN main.kpi_anchors a ON a.source = :source AND a.entity_type = :target
      AND a.kpi = :kpi_name AND a.entity_id = c.entity_id
 WHERE c.entity_id NOT IN (SELECT entity_id FROM temp.kpi_subset)
@@ -62,22 +81,35 @@ CLOCK_RULES = {
     "days_since_last_purchase": "a day count (kpi_anchors)",
     "days_since_last_interaction": "a day count (kpi_anchors); interactions reaching now",
 }
+if "days_to_next_contact" in DAY_COUNTS:
+    CLOCK_RULES["days_to_next_contact"] = "a day count (kpi_anchors); planned activities reaching now"
 
 _AGO = "strftime('%Y-%m-%dT%H:%M:%SZ', {t}, '-' || {days} || ' days')"
 
 # (entity_type, entity_id) of the rows whose place relative to a window edge changed between
 # the last pass (:then) and now, each window compared as the KPI queries compare it (as text).
 _MOVED = f"""
-SELECT entity_type, entity_id FROM main.calls NOT INDEXED
-WHERE source = :source AND is_deleted = 0
-  AND started_at >= {_AGO.format(t=":then", days=":calls_days")}
-  AND started_at < {_AGO.format(t=":now", days=":calls_days")}
+WITH moved_calls AS (
+    SELECT entity_type, entity_id, activity_id FROM main.calls NOT INDEXED
+    WHERE source = :source AND is_deleted = 0
+      AND started_at >= {_AGO.format(t=":then", days=":calls_days")}
+      AND started_at < {_AGO.format(t=":now", days=":calls_days")}
+), moved_acts AS (
+    SELECT entity_type, entity_id, id FROM main.activities NOT INDEXED
+    WHERE source = :source AND is_deleted = 0
+      AND ((at >= {_AGO.format(t=":then", days=":interactions_days")}
+            AND at < {_AGO.format(t=":now", days=":interactions_days")})
+           OR (at > :then AND at <= :now))
+)
+SELECT entity_type, entity_id FROM moved_calls
 UNION
-SELECT entity_type, entity_id FROM main.activities NOT INDEXED
-WHERE source = :source AND is_deleted = 0
-  AND ((at >= {_AGO.format(t=":then", days=":interactions_days")}
-        AND at < {_AGO.format(t=":now", days=":interactions_days")})
-       OR (at > :then AND at <= :now))
+SELECT b.entity_type, b.entity_id FROM moved_calls k
+JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.activity_id
+UNION
+SELECT entity_type, entity_id FROM moved_acts
+UNION
+SELECT b.entity_type, b.entity_id FROM moved_acts k
+JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.id
 UNION
 SELECT entity_type, entity_id FROM main.tasks NOT INDEXED
 WHERE source = :source AND is_deleted = 0 AND coalesce(is_completed, 0) = 0
@@ -234,6 +266,6 @@ def save_anchors(conn, source: str, target: str, kpi: str, params: dict, every: 
         )
     conn.execute(
         "INSERT INTO kpi_anchors (source, entity_type, kpi, entity_id, at) "
-        f"SELECT :source, :target, :kpi_name, entity_id, at FROM ({DAY_COUNTS[kpi]})",
+        f"SELECT :source, :target, :kpi_name, entity_id, at FROM ({DAY_COUNTS[kpi][0]})",
         p,
     )

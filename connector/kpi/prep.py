@@ -8,12 +8,21 @@ Every KPI in `kpi/sql/` is written against these, so one query serves contacts a
   `deals.company_id`), deleted deals left out, `amount` in the source's base currency (NULL
   when no rate is known), `answered_at` the first outgoing call or completed task on the deal
   itself at or after its creation.
-- `kpi_calls(entity_id, call_id, direction, status, duration_s, started_at)`: calls of the last
-  `calls_days` days on the client's card or on its deals. `kpi_tasks(entity_id, task_id,
+- `kpi_calls(entity_id, call_id, direction, status, duration_s, started_at)`: a manager's calls
+  (not automated) of the last `calls_days` days on the client's card or on its deals, the
+  records its activity is bound to (`activity_bindings`) included. `kpi_tasks(entity_id, task_id,
   is_completed, due_at)`: open tasks likewise.
-- `kpi_acts(ref_id, at)`: outgoing calls and completed tasks on client cards (first response).
+- `kpi_acts(ref_id, at)`: a manager's outgoing calls and completed tasks on client cards (first
+  response).
 - `kpi_activities(entity_id, act_id, channel, direction, at)`: every live interaction
-  (`activities`) on the client's card or on its deals, all time.
+  (`activities` done, or due by `now`; not an automated call's) on the client's card or on its
+  deals, bindings included, all time.
+- `kpi_turns(entity_id, turn_id, asks, at)`: the same interactions as turns of a conversation,
+  for response time: `asks` 1 for the client's question (an incoming message, e-mail or SMS, or
+  an incoming call nobody answered), 0 for an answer (anything outgoing, or an incoming call a
+  manager took). Calls come from `calls`, which knows whether a call was answered; the other
+  channels from `activities` (whose call rows are the same calls). Bindings count, planned
+  activities ahead and automated calls do not, as for `kpi_activities`.
 - `kpi_survey(entity_id, answer_id, kind, score, at)`: survey answers on the client's card or
   deals (`survey_answers`, when the mirror has it) and the scores in its card fields
   (`temp.kpi_card_survey`, read from the cards by `connector.kpi.survey` before the run).
@@ -52,6 +61,7 @@ TABLES = (
     "kpi_recent",
     "kpi_changed",
     "kpi_activities",
+    "kpi_turns",
     "kpi_survey",
 )
 
@@ -75,23 +85,33 @@ WHERE d.source = :source AND d.is_deleted = 0 {scope}
 
 # NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns. For a
 # few clients (`scoped`), the index on (source, entity_type, entity_id) finds just their rows.
+# A manager's outgoing call (an automated one is no answer) on the record, or bound to it.
 _ANSWERS = """
 SELECT entity_id, started_at FROM main.calls {hint}
 WHERE source = :source AND entity_type = :kind AND direction = 'out' AND is_deleted = 0
-      AND started_at IS NOT NULL {scope}
+      AND is_automated = 0 AND started_at IS NOT NULL {scope}
+UNION ALL
+SELECT b.entity_id, c.started_at FROM main.activity_bindings b
+JOIN main.calls c ON c.source = b.source AND c.activity_id = b.activity_id
+WHERE b.source = :source AND b.entity_type = :kind AND c.direction = 'out' AND c.is_deleted = 0
+      AND c.is_automated = 0 AND c.started_at IS NOT NULL {bscope}
 UNION ALL
 SELECT entity_id, completed_at FROM main.tasks {hint}
 WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_deleted = 0
       AND completed_at IS NOT NULL {scope}
 """
 
-_FULL = {"hint": "NOT INDEXED", "scope": ""}
+_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": ""}
 
 
 def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
     """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
     by index, or with `scan` by one sequential pass that keeps theirs."""
-    return sql.format(hint="NOT INDEXED" if scan else "", scope=f"AND {col} IN ({ids})")
+    return sql.format(
+        hint="NOT INDEXED" if scan else "",
+        scope=f"AND {col} IN ({ids})",
+        bscope=f"AND b.entity_id IN ({ids})",
+    )
 
 
 # What one index look-up of an owner's rows costs, in rows of a sequential pass (a few random
@@ -166,12 +186,21 @@ GROUP BY c.entity_id
 
 # Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
 # One sequential scan picks them (few rows), then they are matched to clients and their deals.
+# A call counts once for its own record and once for each record its activity is bound to
+# (`activity_bindings`); automated calls (Bitrix24 informational) are no manager's calls.
 _RECENT_CALLS = """
 CREATE TEMP TABLE kpi_recent AS
+WITH picked AS (
+    SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
+    FROM main.calls NOT INDEXED
+    WHERE source = :source AND is_deleted = 0 AND is_automated = 0
+      AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days'))
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
-FROM main.calls {hint}
-WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
-  AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {scope}
+FROM picked WHERE entity_type IN (:target, 'deal') {scope}
+UNION ALL
+SELECT k.id, b.entity_type, b.entity_id, k.direction, k.status, k.duration_s, k.started_at
+FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.activity_id
+WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
@@ -215,13 +244,47 @@ WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
 
 _TASK_COLS = "k.id, 0, k.due_at"
 
+# Interactions: done (or due by now: a planned meeting next week is none yet), not the record of
+# an automated call; for their own record and every record they are bound to.
 _ACTIVITIES = """
 CREATE TEMP TABLE kpi_recent AS
-SELECT id, entity_type, entity_id, channel, direction, at FROM main.activities {hint}
-WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0 AND at IS NOT NULL {scope}
+WITH picked AS (
+    SELECT id, entity_type, entity_id, channel, direction, at FROM main.activities
+    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
+      AND id NOT IN (SELECT activity_id FROM main.calls WHERE source = :source AND is_automated = 1
+                     AND activity_id IS NOT NULL))
+SELECT id, entity_type, entity_id, channel, direction, at FROM picked
+WHERE entity_type IN (:target, 'deal') {scope}
+UNION ALL
+SELECT k.id, b.entity_type, b.entity_id, k.channel, k.direction, k.at
+FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.id
+WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
+
+# Turns: as `_ACTIVITIES` picks interactions (done or due, bindings too); a call is a manager's.
+_TURNS = """
+CREATE TEMP TABLE kpi_recent AS
+WITH turns AS (
+    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at
+    FROM main.activities
+    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+    UNION ALL
+    SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
+           started_at
+    FROM main.calls
+    WHERE source = :source AND is_deleted = 0 AND is_automated = 0
+      AND started_at IS NOT NULL AND direction IN ('in', 'out'))
+SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {scope}
+UNION ALL
+SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
+FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
+WHERE b.entity_type IN (:target, 'deal') {bscope}
+"""
+
+_TURN_COLS = "k.id, k.asks, k.at"
 
 # Answers from the CRMs' own sources (survey_answers) and from card fields.
 _SURVEY_ANSWERS = """
@@ -288,7 +351,7 @@ def _via_recent(
         ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
         conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
-        conn.execute(pick.format(hint=hint, scope=""), p)
+        conn.execute(pick.format(hint=hint, scope="", bscope=""), p)
     conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
     conn.execute(match + " ORDER BY 1, 2", p)
     conn.execute("DROP TABLE temp.kpi_recent")
@@ -362,6 +425,12 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
         conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, "activities", hint=""
     )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    conn.execute(
+        "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
+        "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
+    )
+    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p, scoped, "activities", hint="")
+    conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"

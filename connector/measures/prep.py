@@ -22,8 +22,11 @@
   so its median is one or two lookups.
 - `m_spend(period, channel, amount)`: the spend file, converted like deal amounts.
 - `m_survey(kind, score, at, period)`: every survey answer (`survey_answers` and card fields).
-- `m_acts(seq, entity_type, entity_id, direction, at, manager)`: live interactions in (card or
-  deal, time) order: the one before is seq - 1.
+- `m_acts(seq, entity_type, entity_id, turn, at, manager)`: live interactions in (card or deal,
+  time) order, the one before is seq - 1. `turn` is `ask` (an incoming message, e-mail, SMS, or
+  an incoming call nobody answered) or `answer` (anything outgoing, or an incoming call a manager
+  took: the client was answered there and then). Calls come from `calls`, which knows whether a
+  call was answered; the other channels from `activities` (whose call rows are the same calls).
 
 Sequences instead of window functions: a PRIMARY KEY lookup of seq +- 1 costs far less than
 partitioning millions of rows (1M deals: seconds instead of tens of seconds).
@@ -249,9 +252,21 @@ def unconverted_spend(spend, base: str, rates: dict[str, float]) -> list[str]:
 
 
 _ACTS = """
-INSERT INTO temp.m_acts (entity_type, entity_id, direction, at, manager)
-SELECT entity_type, entity_id, direction, at, responsible_user_id FROM main.activities NOT INDEXED
-WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND entity_id IS NOT NULL
+INSERT INTO temp.m_acts (entity_type, entity_id, turn, at, manager)
+SELECT entity_type, entity_id, turn, at, manager FROM (
+    SELECT entity_type, entity_id, CASE direction WHEN 'in' THEN 'ask' ELSE 'answer' END AS turn,
+           at, responsible_user_id AS manager, 'a' || id AS id
+    FROM main.activities NOT INDEXED
+    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND entity_id IS NOT NULL
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+      AND (is_completed = 1 OR at <= strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))  -- not planned ahead
+    UNION ALL
+    SELECT entity_type, entity_id,
+           CASE WHEN direction = 'in' AND status IS NOT 'answered' THEN 'ask' ELSE 'answer' END,
+           started_at, responsible_user_id, 'c' || id
+    FROM main.calls NOT INDEXED
+    WHERE source = :source AND is_deleted = 0 AND started_at IS NOT NULL AND entity_id IS NOT NULL
+      AND direction IN ('in', 'out') AND is_automated = 0)  -- a robot's call answers nobody
 ORDER BY entity_type, entity_id, at, id
 """
 
@@ -260,7 +275,7 @@ def build_activities(conn, source: str) -> None:
     """`m_acts`, indexed for "the next outgoing interaction on this card or deal"."""
     conn.execute(
         "CREATE TEMP TABLE m_acts (seq INTEGER PRIMARY KEY, entity_type TEXT, entity_id INTEGER, "
-        "direction TEXT, at TEXT, manager INTEGER)"
+        "turn TEXT, at TEXT, manager INTEGER)"
     )
     conn.execute(_ACTS, {"source": source})
-    conn.execute("CREATE INDEX temp.m_acts_out ON m_acts (entity_type, entity_id, direction, seq)")
+    conn.execute("CREATE INDEX temp.m_acts_answer ON m_acts (entity_type, entity_id, turn, seq)")

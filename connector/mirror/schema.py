@@ -51,9 +51,10 @@ CREATE TABLE IF NOT EXISTS deals (
     amount REAL, currency TEXT, responsible_user_id INTEGER,
     contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
-    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, lead_id INTEGER,
     PRIMARY KEY (source, id),
     FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id),
+    FOREIGN KEY (source, lead_id) REFERENCES leads (source, id),
     FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
     FOREIGN KEY (source, company_id) REFERENCES companies (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
@@ -87,18 +88,29 @@ CREATE TABLE IF NOT EXISTS calls (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     direction TEXT, status TEXT, duration_s INTEGER, started_at TEXT,
     responsible_user_id INTEGER, entity_type TEXT, entity_id INTEGER, phone TEXT,
+    activity_id TEXT, is_automated INTEGER NOT NULL DEFAULT 0,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
 
 -- Every client interaction (calls too, so one table answers "how often do we talk"):
 -- channel `call`, `email`, `chat`, `meeting`, `sms`, ...; direction `in` / `out`.
+-- is_completed 0: planned, not done yet (not an interaction until it is).
 CREATE TABLE IF NOT EXISTS activities (
     source TEXT NOT NULL, id TEXT NOT NULL,
     channel TEXT, direction TEXT, at TEXT, responsible_user_id INTEGER,
-    entity_type TEXT, entity_id INTEGER,
+    entity_type TEXT, entity_id INTEGER, is_completed INTEGER NOT NULL DEFAULT 1,
     is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
     PRIMARY KEY (source, id));
+
+-- Every CRM record an activity is bound to, its own entity included (Bitrix24 BINDINGS: a
+-- call can concern a lead, a deal and a contact at once). A CRM whose records have one
+-- entity each (amoCRM notes) adds none: the activity's own entity_type / entity_id is it.
+CREATE TABLE IF NOT EXISTS activity_bindings (
+    source TEXT NOT NULL, activity_id TEXT NOT NULL, entity_type TEXT NOT NULL,
+    entity_id INTEGER NOT NULL,
+    PRIMARY KEY (source, activity_id, entity_type, entity_id),
+    FOREIGN KEY (source, activity_id) REFERENCES activities (source, id));
 
 -- Survey scores the CRMs record themselves: `nps` 0-10 (amoCRM `nps_rate_added` events),
 -- `csat` 1-5 (Bitrix24 call ratings, CALL_VOTE); origin says which (`amocrm_event`, `call_vote`).
@@ -136,6 +148,7 @@ CREATE INDEX IF NOT EXISTS idx_deals_contact ON deals (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_deals_company ON deals (source, company_id);
 CREATE INDEX IF NOT EXISTS idx_deals_user ON deals (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_deals_updated ON deals (source, updated_at);
+CREATE INDEX IF NOT EXISTS idx_deals_lead ON deals (source, lead_id);
 CREATE INDEX IF NOT EXISTS idx_deal_contacts_contact ON deal_contacts (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_leads_contact ON leads (source, contact_id);
 CREATE INDEX IF NOT EXISTS idx_leads_company ON leads (source, company_id);
@@ -145,6 +158,8 @@ CREATE INDEX IF NOT EXISTS idx_calls_entity ON calls (source, entity_type, entit
 CREATE INDEX IF NOT EXISTS idx_calls_user ON calls (source, responsible_user_id);
 CREATE INDEX IF NOT EXISTS idx_activities_entity ON activities (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_activities_user ON activities (source, responsible_user_id);
+CREATE INDEX IF NOT EXISTS idx_activity_bindings_entity ON activity_bindings (source, entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS idx_calls_activity ON calls (source, activity_id);
 CREATE INDEX IF NOT EXISTS idx_survey_answers_entity ON survey_answers (source, entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS idx_stage_changes_entity ON stage_changes (source, entity, entity_id);
 CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id);
@@ -155,5 +170,39 @@ def apply(conn) -> None:
     """Create whatever is missing; a no-op on an up-to-date mirror."""
     from connector.mirror import kpi_schema
 
-    conn.executescript(DDL + kpi_schema.DDL)
+    ddl = DDL + kpi_schema.DDL
+    _add_missing_columns(conn, ddl)
+    conn.executescript(ddl)
     kpi_schema.apply_triggers(conn)
+
+
+def _add_missing_columns(conn, ddl: str) -> None:
+    """Columns declared since a mirror was made are added to its tables (`ALTER TABLE ... ADD
+    COLUMN`, so rows keep their data and the new column reads NULL or its default). The
+    declared shape is read back from an in-memory database, not parsed from the DDL text."""
+    import sqlite3
+
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not have:
+        return
+    declared = sqlite3.connect(":memory:")
+    try:
+        declared.executescript(ddl)
+        for table in have:
+            cols = declared.execute(f"PRAGMA table_info({_quoted(table)})").fetchall()
+            if not cols:
+                continue  # not ours (a user's own table)
+            present = {r[1] for r in conn.execute(f"PRAGMA table_info({_quoted(table)})")}
+            for _, name, kind, notnull, default, _ in cols:
+                if name in present:
+                    continue
+                spec = f"{_quoted(name)} {kind}"
+                if default is not None:
+                    spec += f" {'NOT NULL ' if notnull else ''}DEFAULT {default}"
+                conn.execute(f"ALTER TABLE {_quoted(table)} ADD COLUMN {spec}")
+    finally:
+        declared.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

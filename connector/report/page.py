@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from connector.report.charts import Num, Section, bars_and_line, channel_bars, fmt, hbar, lines, page
+from connector.report.charts import Num, Section, bars_and_line, channel_bars, hbar, lines, page
+from connector.report.formats import fmt, moment, pct
+from connector.report.formats import month as month_label
 from connector.report.text import words
 
 Key = tuple[str, str, str, str]
@@ -63,9 +65,17 @@ def load_names(conn, source: str) -> Names:
 class Builder:
     """The sections of one source, from its measures."""
 
-    def __init__(self, m: dict[Key, float | None], names: Names, language: str, months: int, churn_days: int):
+    def __init__(
+        self,
+        m: dict[Key, float | None],
+        names: Names,
+        language: str,
+        months: int,
+        churn_days: int,
+        currency: str = "",
+    ):
         self.m, self.names, self.lang, self.w = m, names, language, words(language)
-        self.churn_days = churn_days
+        self.churn_days, self.currency = churn_days, currency
         monthly = sorted({k[1] for k in m if k[0] == "revenue" and k[1] != "all"})
         self.periods = monthly[-months:]
 
@@ -80,7 +90,11 @@ class Builder:
         return fmt(n.value, self.lang)
 
     def month(self, period: str) -> str:
-        return period[:7]
+        return month_label(period, self.lang)
+
+    def money(self, key: str) -> str:
+        """A column or axis title of an amount, with the currency: 'Revenue, RUB'."""
+        return f"{self.w[key]}, {self.currency}" if self.currency else self.w[key]
 
     def sections(self) -> list[Section]:
         return [
@@ -117,7 +131,7 @@ class Builder:
             )
             days = self.num("stage_median_days", dimension="stage", value=s)
             rows.append([name, deals, conv, days])
-            label = self.text(deals) + (f"  → {self.text(conv)}%" if conv.value is not None else "")
+            label = self.text(deals) + (f" → {pct(conv.value, self.lang)}" if conv.value is not None else "")
             data.append({"stage": name, "deals": deals.value or 0, "label": label})
         title = w["funnel"].format(pipeline=self.names.pipelines.get(pipeline, pipeline))
         return Section(
@@ -126,6 +140,7 @@ class Builder:
             hbar(data, "stage", "deals", "label", w["deals"]),
             [w["stage"], w["deals"], w["conversion"], w["median_days"]],
             rows,
+            table_note=w["t_funnel"],
         )
 
     # -- revenue and new clients ------------------------------------------------------------------
@@ -139,14 +154,16 @@ class Builder:
                 row += [self.num("leads", p), self.num("lead_to_deal", p), self.num("lead_conversion", p)]
             rows.append(row)
             data.append({"month": self.month(p), "revenue": rev.value or 0, "clients": new.value or 0})
-        head = [w["month"], w["revenue_col"], w["new_clients"], w["deals_won"]]
+        head = [w["month"], self.money("revenue_col"), w["new_clients"], w["deals_won"]]
         head += [w["leads"], w["lead_to_deal"], w["lead_conversion"]] if leads else []
         chart = (
-            bars_and_line(data, "month", "revenue", "clients", w["revenue_col"], w["new_clients"])
+            bars_and_line(data, "month", "revenue", "clients", self.money("revenue_col"), w["new_clients"])
             if data
             else None
         )
-        return Section(w["revenue"], w["f_revenue"], chart, head, rows, w["no_data"])
+        return Section(
+            w["revenue"], w["f_revenue"], chart, head, rows, w["no_data"], w["t_revenue"] if leads else ""
+        )
 
     # -- managers ---------------------------------------------------------------------------------
     def managers(self) -> Section:
@@ -162,22 +179,25 @@ class Builder:
             name = self.names.users.get(i, f"#{i}")
             rows.append([name, *cells])
             data.append({"manager": name, "revenue": cells[0].value or 0, "label": self.text(cells[0])})
-        chart = hbar(data, "manager", "revenue", "label", w["revenue_col"], "#54A24B") if data else None
+        chart = (
+            hbar(data, "manager", "revenue", "label", self.money("revenue_col"), "#54A24B") if data else None
+        )
         return Section(
             w["managers"],
             w["f_managers"],
             chart,
             [
                 w["manager"],
-                w["revenue_col"],
+                self.money("revenue_col"),
                 w["deals_won"],
                 w["win_rate"],
-                w["average_check"],
+                self.money("average_check"),
                 w["response"],
                 w["calls"],
             ],
             rows,
             w["no_data"],
+            w["t_managers"],
         )
 
     # -- channels ---------------------------------------------------------------------------------
@@ -186,30 +206,28 @@ class Builder:
         chans = sorted({k[3] for k in self.m if k[0] == "spend" and k[1] == "all"})
         rows, data = [], []
         for c in chans:
-            cells = [
+            spend, acquired, cac, ltv, ratio = (
                 self.num(x, dimension="channel", value=c)
                 for x in ("spend", "acquired_clients", "cac", "ltv", "ltv_cac")
-            ]
-            rows.append([c, *cells])
-            cac, ratio = cells[2], cells[4]
+            )
+            # Spend that brought nobody has no CAC: say so and show what it cost.
+            unpaid = cac.value is None and (spend.value or 0) > 0 and not acquired.value
+            cost = w["no_clients_spent"].format(spend=self.text(spend), currency=self.currency).strip()
+            if unpaid:
+                cac, ratio = Num(cac.key, None, w["no_clients"]), Num(ratio.key, None, w["no_clients"])
+            rows.append([c, spend, acquired, cac, ltv, ratio])
             data.append(
                 {
                     "channel": c,
                     "cac": cac.value or 0,
-                    "cac_text": self.text(cac),
+                    "cac_text": cost if unpaid else self.text(cac),
                     "ratio": ratio.value or 0,
-                    "ratio_text": self.text(ratio),
+                    "ratio_text": w["no_clients"] if unpaid else self.text(ratio),
                 }
             )
-        chart = channel_bars(data, "cac", "ratio", w["cac"], w["ltv_cac"]) if data else None
-        return Section(
-            w["channels"],
-            w["f_channels"],
-            chart,
-            [w["channel"], w["spend"], w["acquired"], w["cac"], w["ltv"], w["ltv_cac"]],
-            rows,
-            w["no_spend"],
-        )
+        chart = channel_bars(data, "cac", "ratio", self.money("cac"), w["ltv_cac_axis"]) if data else None
+        head = [w["channel"], self.money("spend"), w["acquired"], self.money("cac"), self.money("ltv")]
+        return Section(w["channels"], w["f_channels"], chart, [*head, w["ltv_cac"]], rows, w["no_spend"])
 
     # -- churn and repeat purchases ---------------------------------------------------------------
     def churn(self) -> Section:
@@ -224,7 +242,7 @@ class Builder:
             for label, n in ((w["churn_rate"], churn), (w["repeat_rate"], rep)):
                 if n.value is not None:
                     data.append({"month": self.month(p), "series": label, "value": n.value})
-        chart = lines(data, "month", "series", "value", "%") if data else None
+        chart = lines(data, "month", "series", "value", w["share_pct"]) if data else None
         return Section(
             w["churn"],
             w["f_churn"].format(days=self.churn_days),
@@ -236,24 +254,34 @@ class Builder:
 
     # -- satisfaction -----------------------------------------------------------------------------
     def satisfaction(self) -> Section:
-        w, rows, data = self.w, [], []
+        w, rows, data, drawn = self.w, [], [], []
         for p in self.periods + ["all"]:
             cells = [self.num(x, p) for x in ("nps", "nps_answers", "csat", "csat_answers")]
             if all(c.value is None for c in cells):
                 continue
-            label = self.month(p) if p != "all" else "∑"
+            label = self.month(p) if p != "all" else w["total"]
             rows.append([label, *cells])
-            for name, n in ((w["nps"], cells[0]), (w["csat"], cells[2])):
+            for name, n in (("nps", cells[0]), ("csat", cells[2])):
                 if n.value is not None and p != "all":
-                    data.append({"month": label, "series": name, "value": n.value})
-        chart = lines(data, "month", "series", "value", "") if data else None
+                    data.append({"month": label, "series": w[name], "value": n.value})
+                    drawn += [name] if name not in drawn else []
+        drawn = [x for x in ("nps", "csat") if x in drawn]
+        chart = (
+            lines(data, "month", "series", "value", "; ".join(w[f"{x}_axis"] for x in drawn))
+            if data
+            else None
+        )
+        # The text above the chart defines what it draws; the other score only has table columns.
+        above = " ".join(w[f"f_{x}"] for x in drawn) if drawn else w["f_nps"] + " " + w["f_csat"]
+        below = " ".join(w[f"f_{x}"] for x in ("nps", "csat") if x not in drawn) if drawn else ""
         return Section(
             w["satisfaction"],
-            w["f_satisfaction"],
+            above,
             chart,
-            [w["month"], w["nps"], w["answers"], w["csat"], w["answers"]],
+            [w["month"], w["nps"], w["nps_answers"], w["csat"], w["csat_answers"]],
             rows,
             w["no_data"],
+            below,
         )
 
 
@@ -283,9 +311,9 @@ def build(conn, sources, *, language: str, months: int, churn_days: int, tz: str
                 )
             )
             continue
-        b = Builder(m, load_names(conn, src.name), language, months, churn_days)
+        b = Builder(m, load_names(conn, src.name), language, months, churn_days, src.currency)
         meta = (
-            f"{w['generated']}: {at} · {w['tz']}: {tz} · {w['currency']}: {src.currency} · "
+            f"{w['generated']}: {moment(at, tz, language)} · {w['tz']}: {tz} · {w['currency']}: {src.currency} · "
             f"{w['months']}: {len(b.periods)}"
         )
         blocks.append((f"{w['source']}: {src.name}", meta, b.sections()))

@@ -11,7 +11,10 @@ ACCOUNT_ID = 31_000_001
 PHONE_FIELD, EMAIL_FIELD = 899_001, 899_002  # contacts' predefined multitext fields
 # Call outcome -> note call_status: 4 talked, 6 no answer, 7 busy, 3 not available, 5 wrong number.
 CALL_STATUS = {"talked": 4, "no_answer": 6, "busy": 7, "declined": 3, "wrong_number": 5}
-PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies"}
+PLURAL = {"deal": "leads", "contact": "contacts", "company": "companies", "customer": "customers"}
+# `customers_mode` of GET /api/v4/account in which customers are on (else "disabled", or
+# "unavailable" on a plan without them); "dynamic" is deprecated but still reported.
+CUSTOMERS_ON = ("segments", "periodicity", "dynamic")
 SINGULAR = {v: k for k, v in PLURAL.items()}
 
 # The event types amoCRM's API documentation lists (its table "Типы событий"):

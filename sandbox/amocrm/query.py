@@ -267,6 +267,17 @@ class AmoQuery:
                 },
                 render=self._task,
             ),
+            "customers": Collection(
+                "customers",
+                visible("customers"),
+                ver("customers"),
+                base,
+                ("updated_at", "id"),
+                base_filters,
+                single="eq",
+                gated=True,
+                render=self._customer,
+            ),
             "users": Collection(
                 "users", lambda: list(ds.users), ver("users"), {"id": g("id")}, ("id",), {}, render=self._user
             ),

@@ -143,6 +143,44 @@ class AmoRender:
             "_embedded": emb,
         }
 
+    def _customer(self, c: dict, with_: set) -> dict:
+        """A customer (Customers mode): contacts with `with=contacts` (one `is_main`), its one
+        company with `with=companies`."""
+        emb = {"segments": [], "tags": []}
+        if "contacts" in with_:
+            emb["contacts"] = [
+                {"id": i, "is_main": n == 0, "_links": self._self(f"/api/v4/contacts/{i}")}
+                for n, i in enumerate(c["contact_ids"])
+            ]
+        if "companies" in with_:
+            emb["companies"] = (
+                [{"id": c["company_id"], "_links": self._self(f"/api/v4/companies/{c['company_id']}")}]
+                if c["company_id"]
+                else []
+            )
+        return {
+            "id": c["id"],
+            "name": c["name"],
+            "next_price": 0,
+            "next_date": c["updated_at"] + 30 * 86400,
+            "responsible_user_id": c["responsible_user_id"],
+            "status_id": 0,
+            "periodicity": 0,
+            "created_by": 0,
+            "updated_by": 0,
+            "created_at": c["created_at"],
+            "updated_at": c["updated_at"],
+            "closest_task_at": None,
+            "is_deleted": bool(c["is_deleted"]),
+            "custom_fields_values": None,
+            "ltv": 0,
+            "purchases_count": 0,
+            "average_check": 0,
+            "account_id": ACCOUNT_ID,
+            "_links": self._self(f"/api/v4/customers/{c['id']}"),
+            "_embedded": emb,
+        }
+
     def _values(self, et: str, row: dict) -> list | None:
         """custom_fields_values in amoCRM's read shape, or None when the card has none."""
         out = []
@@ -326,7 +364,8 @@ class AmoRender:
     # ---- events --------------------------------------------------------------------------
     def _event_rows(self) -> list[tuple]:
         """Stage changes (a deal's first is `lead_added`), deletions/restores, merges
-        (`entity_merged` on the card merged away) and task completions as amoCRM events.
+        (`entity_merged` on the card `Dataset.merge` names: merged away or surviving) and task
+        completions as amoCRM events.
 
         Also chat messages (live chat activities of deals, contacts, companies) and NPS
         answers (`nps_rate_added`). Rendered lazily; `seq` (unique, a multiple of 5 plus the
@@ -399,8 +438,8 @@ class AmoRender:
         elif etype.endswith("_chat_message"):
             after = [{"message": {"id": f"sbx-msg-{src['id']}", "origin": "sandbox.chat"}}]
         elif etype == "nps_rate_added":
-            # The docs give no value shape for this type: one object holding the score.
-            after = [{"nps_rate": {"rate": src["score"]}}]
+            # The documented shape: one object `nps` with the integer `rate`, 0-10.
+            after = [{"nps": {"rate": int(src["score"])}}]
         plural = PLURAL.get({"lead": "deal"}.get(entity_type, entity_type), "tasks")
         eid = self._string_id(e)
         return {
@@ -433,7 +472,7 @@ class AmoRender:
             "country": "RU",
             "currency": "RUB",
             "currency_symbol": "₽",
-            "customers_mode": "disabled",
+            "customers_mode": self.customers_mode,
             "is_unsorted_on": True,
             "is_loss_reason_enabled": True,
             "is_helpbot_enabled": False,

@@ -19,7 +19,14 @@ Faithful quirks a client must survive:
 - Stage entries without a previous stage (creation) are `lead_added` events, not
   `lead_status_changed`; they carry a note id, not the stage. Completed tasks give
   `task_completed` events (at completed_at). A merge (`Dataset.merge`) is an `entity_merged`
-  event on the card merged away, which leaves the lists. No `task_restored` type exists.
+  event on either card, the one merged away (which leaves the lists: `GET /{entity}/{id}`
+  answers 204) or the survivor: the docs do not say which. No `task_restored` type exists.
+- Customers (the dataset's `customers`, each with `contact_ids` and a `company_id`) exist only
+  in Customers mode. A call the calls API routes to a customer (the contact has no open lead)
+  is a call note in `/api/v4/customers/notes`, its `entity_id` the customer's.
+- Writes may date themselves, as the API documents: a PATCH item's `created_at` /
+  `updated_at` are stored as given (`Dataset.backdate`), so a card written now can sort before
+  a reader's bookmark; a call note may likewise be filed with an old moment.
 - Filters are validated: `filter[type][]` with an undocumented event type is a 400 with
   `validation-errors`; custom fields and events serve at most 50 rows for a larger `limit`
   yet step pages by that limit, so rows are skipped.
@@ -32,7 +39,7 @@ import secrets
 import threading
 import time
 
-from sandbox.amocrm.common import HAL, LOST, PLURAL, TITLES, WON, ApiError, problem
+from sandbox.amocrm.common import CUSTOMERS_ON, HAL, LOST, PLURAL, TITLES, WON, ApiError, problem
 from sandbox.amocrm.query import AmoQuery
 from sandbox.amocrm.render import AmoRender
 from sandbox.amocrm.webhooks import AmoWebhooks
@@ -59,7 +66,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
     `is_admin` (False: /users and POST custom_fields -> 403), `issue_code()`,
     `expire_access_tokens()`, `access_token` (the long-lived token; None refuses it),
     `token_ttl`, `next_on_full_page` (a full last page links to a 204 page, as amoCRM
-    sometimes does),
+    sometimes does), `customers_mode` (GET /account's; "segments" or "periodicity" turn the
+    customers lists on: `/api/v4/customers`, `/customers/{id}`, `/customers/notes`; otherwise
+    they answer 402),
     `edit_during_listing(path, after_page, delete, **changes)` (a user edits or deletes a
     card or task already served while a listing is read, so every later row moves up one),
     `repeat_list(path, rows)` (a list that repeats itself: the same page whatever is asked,
@@ -94,6 +103,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         token_ttl=86400,
         is_admin=True,
         timeout_hold_s=0.0,
+        customers_mode="disabled",
     ):
         super().__init__(
             host=host,
@@ -114,6 +124,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uri = redirect_uri
         self.api_filter, self.is_admin = api_filter, is_admin
+        self.customers_mode = customers_mode  # GET /account `customers_mode`
         self.token_ttl = token_ttl
         # Real amoCRM sometimes links a full last page to an empty (204) one.
         self.next_on_full_page = False
@@ -249,6 +260,9 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
         m = req.method
         if parts == ["webhooks"]:
             return self._webhooks_route(req)
+        if parts and parts[0] == "customers" and self.customers_mode not in CUSTOMERS_ON:
+            # Undocumented for an account without customers: the stricter reading, an error.
+            raise ApiError(402, "Customers are not enabled in this account")
         if m == "GET":
             if parts == ["account"]:
                 return self._hal(self._account(req))
@@ -266,7 +280,7 @@ class AmoSandbox(AmoQuery, AmoRender, AmoWrite, AmoWebhooks, SandboxServer):
                 return self._list(req, self._collections[parts[0]])
             if (
                 len(parts) == 2
-                and parts[0] in ("leads", "contacts", "companies", "tasks")
+                and parts[0] in ("leads", "contacts", "companies", "tasks", "customers")
                 and parts[1].isdigit()
             ):
                 return self._one(req, parts[0], int(parts[1]))

@@ -1,5 +1,6 @@
 """Writes to the amoCRM sandbox: OAuth tokens and Bearer checks, custom field creation,
-batch PATCH of contacts and companies (validated as a whole, like amoCRM)."""
+batch PATCH of contacts and companies (validated as a whole, like amoCRM; `created_at` /
+`updated_at` in an item date the write, back if the writer likes, as the API documents)."""
 
 from __future__ import annotations
 
@@ -156,6 +157,10 @@ class AmoWrite:
             row = rows.get(rid) if isinstance(rid, int) else None
             if row is None or row["is_deleted"]:
                 errs.append(_err("NotFound", "id", "Entity not found"))
+            for moment in ("created_at", "updated_at"):  # documented: a write may date itself
+                v = item.get(moment)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                    errs.append(_err("InvalidType", moment, "This value should be of type int."))
             cfv = item.get("custom_fields_values") or []
             if not isinstance(cfv, list):
                 errs.append(
@@ -198,11 +203,15 @@ class AmoWrite:
                         row[key] = values.pop(special)
                 customs.setdefault(rid, {}).update(values)
             t = ds.write_customs(et, customs)
+            for i, rid, _ in changes:
+                dated = {k: items[i][k] for k in ("created_at", "updated_at") if items[i].get(k) is not None}
+                if dated:
+                    ds.backdate(plural, rid, **dated)
         out = [
             {
                 "id": rid,
                 "name": rows[rid]["name"],
-                "updated_at": t,
+                "updated_at": rows[rid]["updated_at"] if items[i].get("updated_at") is not None else t,
                 "request_id": str(i),
                 "_links": self._self(f"/api/v4/{plural}/{rid}"),
             }

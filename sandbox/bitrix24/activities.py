@@ -5,7 +5,16 @@
 `CRM_ACTIVITY_ID`) and each other interaction of the dataset: meetings (1), e-mails (4) and
 provider activities (6): open-lines chats (`IMOPENLINES_SESSION`) and SMS (`CRM_SMS`).
 `DIRECTION` 1 incoming, 2 outgoing, 0 none (meetings). A deleted activity vanishes from the
-list, as on a real portal.
+list, as on a real portal. A planned activity (the dataset's `planned`: a meeting or call set
+for a later day) has `COMPLETED` N and its START_TIME ahead; every other one is done (Y).
+
+Bindings: an activity can be bound to several CRM records (the docs' example: a call bound
+to a lead, a deal and a contact). `crm.activity.list` has no bindings column (`BINDINGS` is
+a filter key in the docs, not a returned field); `crm.activity.binding.list` answers for one
+activity: `[{"entityTypeId", "entityId"}]`, the owner first. A call's activity is bound to its
+own record and to the call's CRM entity (`voximplant.statistic.get` names a CONTACT, COMPANY
+or LEAD only: a call on a deal names the deal's contact, else its company); any activity also
+to the dataset's `also` records.
 
 Deals and leads: `SOURCE_ID` is the CRM's own source (a `crm.status.list` SOURCE code);
 `UTM_SOURCE` is free text as the form or link carried it; both are in the `*` set, as the
@@ -43,8 +52,23 @@ def rows(ds) -> list[dict]:
     return sorted(calls + ds.activities, key=lambda r: r["id"])
 
 
+def call_entity(c: dict) -> tuple[str | None, int | None]:
+    """The CRM entity `voximplant.statistic.get` names for a call: CONTACT, COMPANY or LEAD
+    only: the record its number belongs to (the dataset's `caller`; for a deal's call the
+    deal's contact or company when the call was logged)."""
+    return tuple(c.get("caller") or (None, None))
+
+
+def bindings(r: dict) -> list[tuple[str, int]]:
+    """Every record an activity row is bound to, its owner first, each once."""
+    out = [(r["entity_type"], r["entity_id"])] if r.get("entity_type") and r.get("entity_id") else []
+    out += [tuple(b) for b in r.get("also") or ()]
+    return list(dict.fromkeys(out))
+
+
 def call_activity(c: dict) -> dict:
     """A dataset call as its timeline activity."""
+    crm = call_entity(c)
     return {
         "id": c["activity_id"],
         "channel": "call",
@@ -57,6 +81,7 @@ def call_activity(c: dict) -> dict:
         "entity_id": c["entity_id"],
         "subject": ("Outgoing" if c["direction"] == "out" else "Incoming") + " call " + (c["phone"] or ""),
         "origin": f"VI_externalcall.{c['id']:x}",
+        "also": ([crm] if crm[0] else []) + list(c.get("also") or ()),
     }
 
 
@@ -80,10 +105,10 @@ def activity_spec() -> Spec:
             Field("SUBJECT", None, "subject", "str"),
             Field("DIRECTION", None, lambda r: DIRECTION[r["direction"]]),
             Field("RESPONSIBLE_ID", None, "responsible_user_id"),
-            Field("COMPLETED", None, lambda r: "Y", "yn"),
+            Field("COMPLETED", None, lambda r: "N" if r.get("planned") else "Y", "yn"),
             Field("START_TIME", None, "at", "date"),
             Field("END_TIME", None, _end, "date"),
-            Field("CREATED", None, "at", "date"),
+            Field("CREATED", None, lambda r: r.get("created_at") or r["at"], "date"),
             Field("LAST_UPDATED", None, "updated_at", "date"),
             Field("ORIGIN_ID", None, _origin, "str"),
         ]

@@ -1,11 +1,12 @@
 """The Bitrix24 sandbox's list methods: CRM entities, smart-process items, tasks, calls,
-activities, stage history, users, categories and statuses.
+activities (and one activity's bindings), stage history, users, categories and statuses.
 
 Each takes (portal, params) and returns a `Reply`; `methods.METHODS` names them.
 """
 
 from __future__ import annotations
 
+from .activities import OWNER_TYPE, bindings
 from .params import ci_get
 from .portal import Portal, Reply
 from .query import ApiError, compile_filter, parse_order, parse_start, run_list
@@ -266,3 +267,20 @@ def dict_list(rows: list[dict], params, default_sort: str | None):
 def status_list(p, params):
     rows = dict_list(_status_rows(p), params, "SORT")
     return Reply(rows, len(rows))
+
+
+def binding_list(p, params):
+    """`crm.activity.binding.list`: the records one activity is bound to."""
+    raw = ci_get(params, "activityId")
+    if raw in (None, ""):
+        raise ApiError("100", "Required fields are missing")
+    try:
+        aid = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError("NOT_FOUND", "Element not found") from None
+    with p.ds.lock:
+        _, by_id = p.activities()
+        row = by_id.get(aid)
+        if row is None or row.get("is_deleted"):
+            raise ApiError("NOT_FOUND", "Element not found")
+        return Reply([{"entityTypeId": OWNER_TYPE[et], "entityId": eid} for et, eid in bindings(row)])

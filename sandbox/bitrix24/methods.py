@@ -19,6 +19,7 @@ from .cards import (
 from .events import METHODS as EVENT_METHODS
 from .lists import (
     activity_list,
+    binding_list,
     category_list,
     company_list,
     contact_list,
@@ -46,6 +47,7 @@ METHODS = {
     "crm.deal.contact.items.get": deal_contact_items_get,
     "crm.stagehistory.list": stagehistory_list,
     "crm.activity.list": activity_list,
+    "crm.activity.binding.list": binding_list,
     "tasks.task.list": task_list,
     "voximplant.statistic.get": voximplant_statistic_get,
     "user.get": user_get,

@@ -15,7 +15,7 @@ from typing import Callable
 
 from sandbox.call_outcomes import outcome_of
 
-from .activities import activity_spec, source_fields
+from .activities import activity_spec, call_entity, source_fields
 from .spec import Field, Spec
 
 MSK = timezone(timedelta(hours=3))
@@ -222,6 +222,8 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
             Field(None, "contactIds", lambda r: list(r["contact_ids"]), "list"),
             # Real portals send "0", not null, for a deal without a company.
             Field("COMPANY_ID", "companyId", lambda r: r["company_id"] or 0),
+            # The lead the deal was converted from; null on a deal opened without one.
+            Field("LEAD_ID", "leadId", lambda r: r.get("lead_id")),
             Field("BEGINDATE", "begindate", "created_at", "date"),
             # CLOSEDATE is an editable field of type date: midnight in the portal's zone, not the
             # moment of closing (that is MOVED_TIME, or the stage history's final-stage row).
@@ -307,7 +309,12 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
             Field("ID", None, "id"),
             Field("CALL_ID", None, lambda r: f"externalcall.{r['id']:x}.{r['started_at']}", "str"),
             Field("CALL_CATEGORY", None, lambda r: "external", "str"),
-            Field("CALL_TYPE", None, lambda r: 1 if r["direction"] == "out" else 2),
+            # 1 outgoing, 2 incoming; 5 informational: a robot reads a message to the number.
+            Field(
+                "CALL_TYPE",
+                None,
+                lambda r: 5 if r.get("informational") else 1 if r["direction"] == "out" else 2,
+            ),
             Field("CALL_DURATION", None, "duration_s"),
             Field("CALL_START_DATE", None, "started_at", "date"),
             Field("CALL_FAILED_CODE", None, lambda r: CALL_FAILED[outcome_of(r)][0], "str"),
@@ -315,13 +322,14 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
             Field("PORTAL_USER_ID", None, "responsible_user_id"),
             Field("PORTAL_NUMBER", None, lambda r: "74950000000", "str"),
             Field("PHONE_NUMBER", None, "phone", "str"),
+            # CONTACT, COMPANY or LEAD only: a deal's call names the deal's contact or company.
             Field(
                 "CRM_ENTITY_TYPE",
                 None,
-                lambda r: r["entity_type"].upper() if r["entity_type"] else None,
+                lambda r: (call_entity(r)[0] or "").upper() or None,
                 "str",
             ),
-            Field("CRM_ENTITY_ID", None, "entity_id"),
+            Field("CRM_ENTITY_ID", None, lambda r: call_entity(r)[1]),
             Field("CRM_ACTIVITY_ID", None, lambda r: r.get("activity_id") or 0),
             Field("COST", None, lambda r: 0.0, "money"),
             # The client's rating of the call, 1-5, when the line asks for one; "0": none.

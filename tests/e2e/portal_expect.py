@@ -28,6 +28,7 @@ TABLES = (
     "calls",
     "stage_changes",
     "activities",
+    "activity_bindings",
     "survey_answers",
 )
 
@@ -152,6 +153,7 @@ class Mapping:
             self.calls(),
             self.stage_changes(),
             self.activities(),
+            self.activity_bindings(),
             self.survey_answers(),
         ]
 
@@ -218,6 +220,7 @@ class Mapping:
                 "updated_at",
                 "closed_at",
                 "channel",
+                "lead_id",
             ),
             deletable=True,
         )
@@ -240,9 +243,15 @@ class Mapping:
                     "updated_at": iso(d["updated_at"]),
                     "closed_at": iso(self.closed_at(d)),
                     "channel": self.channel(d),
+                    "lead_id": self.lead_id(d),
                 },
             )
         return e
+
+    def lead_id(self, d: dict) -> int | None:
+        """docs/mirror.md `deals.lead_id`: the lead the deal was converted from; a CRM without
+        a lead entity (amoCRM) has none."""
+        return None
 
     def deal_contacts(self) -> Expected:
         """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
@@ -348,6 +357,8 @@ class Mapping:
                 "entity_type",
                 "entity_id",
                 "phone",
+                "activity_id",
+                "is_automated",
             ),
             deletable=True,
         )
@@ -355,6 +366,7 @@ class Mapping:
             e.add(
                 c["id"],
                 {
+                    **self.call_record(c),
                     "direction": c["direction"],
                     "status": call_status(c),
                     "duration_s": c["duration_s"],
@@ -366,6 +378,11 @@ class Mapping:
                 },
             )
         return e
+
+    def call_record(self, c: dict) -> dict:
+        """The call's activity and whether it was automated (docs/mirror.md `calls`): a CRM
+        without either (amoCRM) leaves both empty."""
+        return {"activity_id": None, "is_automated": 0}
 
     def stage_changes(self) -> Expected:
         """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
@@ -394,12 +411,29 @@ class Mapping:
         e = Expected(
             "activities",
             ("id",),
-            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id"),
+            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id", "is_completed"),
             deletable=True,
         )
         for key, row, values in self.interactions():
             e.add(key, DELETED if row.get("is_deleted") else values)
         return e
+
+    def activity_bindings(self) -> Expected:
+        """docs/mirror.md `activity_bindings`: every record an activity is bound to, its own
+        included; a CRM whose notes belong to one record each adds none (`bindings`)."""
+        e = Expected("activity_bindings", ("activity_id", "entity_type", "entity_id"), ())
+        gone = set()
+        for key, row, _ in self.interactions():
+            for etype, eid in self.bindings(row):
+                if row.get("is_deleted"):
+                    gone.add((key[0], etype, eid))  # links of a deleted activity are not pinned
+                else:
+                    e.add((key[0], etype, eid), {})
+        e.unpinned = lambda key: key in gone
+        return e
+
+    def bindings(self, row: dict) -> list[tuple[str, int]]:
+        return []
 
     def interactions(self):
         """(mirror id, dataset row, expected fields) of each interaction the CRM shows."""
@@ -419,6 +453,8 @@ class Mapping:
             "responsible_user_id": user,
             "entity_type": row["entity_type"],
             "entity_id": row["entity_id"],
+            # docs/mirror.md `activities.is_completed`: 0 for a planned one, not done yet
+            "is_completed": 0 if row.get("planned") else 1,
         }
 
 
@@ -446,17 +482,39 @@ class AmoMapping(Mapping):
     def stage_sort(self, s: dict) -> int:
         return s["sort"] + 10  # after the pipeline's "Unsorted" status (sort 10)
 
+    def filed_under(self, row: dict) -> dict:
+        """Where the mirror files a note: a customer's (Customers mode) goes to the customer's
+        main contact (the first of its contacts), else its company (docs/mirror.md `calls`)."""
+        if row["entity_type"] != "customer":
+            return row
+        customer = self.ds.by_id("customers")[row["entity_id"]]
+        if customer["contact_ids"]:
+            return {**row, "entity_type": "contact", "entity_id": customer["contact_ids"][0]}
+        if customer["company_id"]:
+            return {**row, "entity_type": "company", "entity_id": customer["company_id"]}
+        return row
+
+    def calls(self) -> Expected:
+        e = super().calls()
+        for c in self.ds.calls:
+            owner = self.filed_under(c)
+            e.rows[(c["id"],)].update(entity_type=owner["entity_type"], entity_id=owner["entity_id"])
+        return e
+
     def interactions(self):
         """Call and SMS notes (`note:<id>`) and chat-message events (`event:<id>`, the author
-        only on an outgoing message) of deals, contacts and companies; amoCRM has no e-mail or
-        meeting notes, and no lead entity."""
+        only on an outgoing message) of deals, contacts, companies and customers (filed under
+        the customer's contact or company); amoCRM has no e-mail or meeting notes, and no lead
+        entity."""
         from sandbox.amocrm.render import _event_id
 
         for c in self.ds.calls:
             yield (
                 (f"note:{c['id']}",),
                 c,
-                self.interaction("call", c["direction"], c["started_at"], c["responsible_user_id"], c),
+                self.interaction(
+                    "call", c["direction"], c["started_at"], c["responsible_user_id"], self.filed_under(c)
+                ),
             )
         for a in self.ds.activities:
             if a["entity_type"] not in AMO_ENTITIES:
@@ -525,6 +583,9 @@ class B24Mapping(Mapping):
     def pipeline_id(self, pipeline_id: int):
         return 0 if pipeline_id == self.default_pipeline else pipeline_id
 
+    def lead_id(self, d: dict) -> int | None:
+        return d.get("lead_id")  # crm.deal.* LEAD_ID
+
     def stage_id(self, stage_id: int):
         # STATUS_ID: the stage code, WON/LOSE for the final ones, "C{category}:" outside 0.
         pipeline, stage = self.ds.stage(stage_id)
@@ -561,6 +622,20 @@ class B24Mapping(Mapping):
                 a,
                 self.interaction(a["channel"], a["direction"], a["at"], a["responsible_user_id"], a),
             )
+
+    def call_record(self, c: dict) -> dict:
+        """CRM_ACTIVITY_ID is the call's activity; CALL_TYPE 5 (informational) is automated."""
+        return {"activity_id": str(c["activity_id"]), "is_automated": int(bool(c.get("informational")))}
+
+    def bindings(self, row: dict) -> list[tuple[str, int]]:
+        """crm.activity.binding.list: the owner, a call's CRM entity (voximplant names a
+        contact, company or lead: for a deal's call the deal's first contact, else its company)
+        and the dataset's further records (`also`)."""
+        out = [(row["entity_type"], row["entity_id"])] if row.get("entity_type") else []
+        if "activity_id" in row and row.get("caller"):  # a call: the record its number belongs to
+            out.append(tuple(row["caller"]))
+        out += [tuple(b) for b in row.get("also") or ()]
+        return list(dict.fromkeys(out))
 
     def survey_answers(self) -> Expected:
         """CSAT: the client's 1-5 rating of a call (CALL_VOTE)."""

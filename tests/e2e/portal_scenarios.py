@@ -41,6 +41,7 @@ class Crm:
 
     source: str
     is_deal_listing: Callable[[object], bool]  # request -> is it a deals list page?
+    edits: Callable[[object], None] | None = None  # this CRM's own edits of a working day
 
 
 @contextlib.contextmanager
@@ -85,7 +86,7 @@ def first_sync(crm, server, adapter, mirror) -> None:
 
 def nightly(crm, server, adapter, mirror) -> None:
     _ok(sync_source(mirror, adapter))
-    edit_between_runs(server.dataset)
+    edit_between_runs(server.dataset, crm)
     with clock_ahead():
         _ok(sync_source(mirror, adapter))
 
@@ -97,7 +98,7 @@ def crash_resume(crm, server, adapter, mirror) -> None:
     first = sync_source(mirror, adapter, stop=stop)
     # The bad page fails its stream or is retried, as the adapter decides; the stop must bite.
     assert "interrupted" in {r.status for r in first}, [(r.stream, r.status) for r in first]
-    edit_between_runs(server.dataset)
+    edit_between_runs(server.dataset, crm)
     with clock_ahead():
         _ok(sync_source(mirror, adapter))
 
@@ -114,9 +115,11 @@ def _live(rows: list[dict], n: int = 1, **match) -> list[dict]:
     return out[:n]
 
 
-def edit_between_runs(ds) -> None:
+def edit_between_runs(ds, crm: Crm | None = None) -> None:
     """What a working day does to a CRM: edits, stage moves, deletions, restores, merges, new
-    records."""
+    records; then the CRM's own edits (`Crm.edits`)."""
+    if crm is not None and crm.edits is not None:
+        crm.edits(ds)
     pipe = ds.pipelines[0]
     won = next(s["id"] for s in pipe["stages"] if s["semantics"] == "won")
     lost = next(s["id"] for s in ds.pipelines[1]["stages"] if s["semantics"] == "lost")
@@ -167,6 +170,10 @@ def edit_between_runs(ds) -> None:
     ds.delete("tasks", dropped_task["id"])
     duplicate, survivor = _live(ds.contacts, 4)[2:]
     ds.merge("contacts", duplicate["id"], survivor["id"])  # a user merged two cards of one person
+    # A duplicate made and merged away the same day, the merge event naming the survivor.
+    keeper = _live(ds.companies, 3)[2]
+    same_day = ds.add("companies", name=keeper["name"])
+    ds.merge("companies", same_day["id"], keeper["id"], named="survivor")
     interactions_between_runs(ds, deal, new_contact, lead)
 
 

@@ -1,6 +1,7 @@
 """amoCRM against the sandbox: the events filter asks only for documented types, a 400 names
 the API's validation errors, every deal gets its entry-stage row, a merged-away card is
-deleted, and custom-field lists are read 50 a page."""
+deleted (and a surviving card the merge event names is not), and custom-field lists are read
+50 a page."""
 
 import pytest
 
@@ -89,6 +90,22 @@ def test_a_merged_away_contact_is_deleted(synced):
     sync_later(mirror, adapter)
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", away["id"]) == 1
     assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", into["id"]) == 0
+
+
+def test_a_merge_event_on_the_surviving_card_deletes_no_live_card(synced):
+    """The docs do not say which card `entity_merged` names: named on the survivor, the card
+    is checked (`GET /api/v4/contacts/{id}` serves it) and stays alive in the mirror."""
+    server, adapter, mirror = synced
+    ds = server.dataset
+    away, into = [c for c in ds.contacts if not c["is_deleted"]][2:4]
+    ds.merge("contacts", away["id"], into["id"], named="survivor")
+    headers = {"Authorization": f"Bearer {server.access_token}"}
+    events = get(server, "/api/v4/events", headers, **{"filter[type][]": "entity_merged"}).json()
+    assert into["id"] in [e["entity_id"] for e in events["_embedded"]["events"]]
+    assert get(server, f"/api/v4/contacts/{into['id']}", headers).status_code == 200
+    sync_later(mirror, adapter)
+    assert count(mirror, "SELECT is_deleted FROM contacts WHERE id = ?", into["id"]) == 0
+    assert server.requests_to(f"/api/v4/contacts/{into['id']}"), "the merged card was not checked"
 
 
 def test_custom_fields_beyond_fifty_are_listed(amo_sandbox, tmp_path):

@@ -248,6 +248,9 @@ def iso_ts(ts: int | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+QUIET = {"activities": 3}  # requests a quiet night may cost, where more than one
+
+
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_every_stream_with_zero_one_and_two_records_first_sync_nightly_and_reconcile(n, tmp_path):
     with (
@@ -258,7 +261,10 @@ def test_every_stream_with_zero_one_and_two_records_first_sync_nightly_and_recon
         assert [r.status for r in first] == ["ok"] * len(first), [r.error for r in first]
         assert_mirror_matches(m, srv)
         quiet = sync_source(m, make(srv.webhook_url, max_workers=4))  # nightly, nothing new
-        assert all(r.status == "ok" and r.requests <= 1 for r in quiet), [
+        # One request a stream; the activities re-read in the overlap window bring their bindings
+        # (crm.activity.binding.list answers per activity: 50 a batch, after one probe call of
+        # the method, as the operating budget does for any method it has not seen this run).
+        assert all(r.status == "ok" and r.requests <= QUIET.get(r.stream, 1) for r in quiet), [
             (r.stream, r.requests) for r in quiet
         ]
         add_client(srv.dataset, n)

@@ -133,7 +133,7 @@ def test_bad_page_fails_its_stream_only_and_keeps_the_rest(config_path, tmp_path
     assert code == 1
     failed = [line for line in out.splitlines() if "status=failed" in line]
     assert len(failed) == 1 and "source=amo stream=users" in failed[0], out  # said once
-    assert "9/10 streams ok (failed: users)" in out
+    assert "10/11 streams ok (failed: users)" in out
     with sqlite3.connect(str(tmp_path / "mirror.db")) as conn:
         runs = dict(conn.execute("SELECT stream, status FROM sync_runs WHERE source = 'amo'").fetchall())
         error = conn.execute("SELECT error FROM sync_runs WHERE stream = 'users'").fetchone()[0]

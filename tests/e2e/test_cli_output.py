@@ -66,7 +66,7 @@ def test_one_summary_per_stream_counting_entities(config, tmp_path):
         assert run_rows == deals[source]  # deals, not deals plus their contact links
         line = next(line for line in ends if f"source={source} stream=deals " in line)
         assert f" rows={deals[source]} " in line
-    assert res.stdout.splitlines()[0].startswith("amo: ") and "10/10 streams ok" in res.stdout
+    assert res.stdout.splitlines()[0].startswith("amo: ") and "11/11 streams ok" in res.stdout
 
 
 def test_json_logs_stay_machine_readable(config):
@@ -93,7 +93,7 @@ def test_a_wrong_token_is_said_once_per_source(tmp_path, amo_sandbox, b24_sandbo
     assert len(said) == 1 and "source=amo stream=users" in said[0], res.output
     said = [line for line in res.output.splitlines() if "webhook URL or access token is wrong" in line]
     assert len(said) == 1 and "source=b24 stream=users" in said[0], res.output
-    assert "amo: 0 rows, 1 requests, 0/10 streams ok (failed: users; not run: 9 streams)" in res.stdout
+    assert "amo: 0 rows, 1 requests, 0/11 streams ok (failed: users; not run: 10 streams)" in res.stdout
     assert len(res.output.splitlines()) == 4, res.output  # per source: the error, the summary
 
 
@@ -194,7 +194,7 @@ def test_progress_totals_where_the_crm_gives_them(config, amo_sandbox, b24_sandb
         rec = Recorder()
         assert jobs.run_job(cfg, src, progress=rec).status == "ok"
         seen.update(rec.streams)
-    assert seen["amo/deals"]["step"] == "5/10" and seen["amo/deals"]["unit"] == "deals"
+    assert seen["amo/deals"]["step"] == "5/11" and seen["amo/deals"]["unit"] == "deals"
     assert all(s["expected"] == 0 for k, s in seen.items() if k.startswith("amo/"))  # none said
     # Bitrix24: the plan's ID range and density estimate a full read's size closely
     for stream in ("deals", "calls", "stage_history"):

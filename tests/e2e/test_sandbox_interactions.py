@@ -2,6 +2,7 @@
 Each shape follows what the real CRM's API sends, not what our parsers expect."""
 
 import time
+from datetime import datetime
 
 import requests
 
@@ -54,9 +55,11 @@ def test_amocrm_chat_and_nps_events(amo_dataset, amo_sandbox, amo_headers):
     nps, _ = all_pages(
         amo_sandbox, "/api/v4/events", amo_headers, limit=100, **{"filter[type][]": "nps_rate_added"}
     )
-    assert sorted(e["value_after"][0]["nps_rate"]["rate"] for e in nps) == sorted(
-        s["score"] for s in amo_dataset.surveys
-    )
+    # the documented shape: value_after = [{"nps": {"rate": N}}], N an integer 0-10
+    assert all(e["value_after"] == [{"nps": {"rate": e["value_after"][0]["nps"]["rate"]}}] for e in nps)
+    rates = [e["value_after"][0]["nps"]["rate"] for e in nps]
+    assert all(type(r) is int and 0 <= r <= 10 for r in rates)
+    assert sorted(rates) == sorted(s["score"] for s in amo_dataset.surveys)
 
 
 def test_amocrm_lead_source_needs_with_source_and_utm_is_a_tracking_field(
@@ -156,3 +159,52 @@ def test_bitrix24_deal_source_utm_and_call_vote(b24_dataset, b24_sandbox):
     by_id = ds.by_id("calls")
     assert all(v == str(by_id[i]["vote"] or 0) for i, v in votes.items())
     assert all(by_id[i]["status"] == "answered" for i, v in votes.items() if v != "0")
+
+
+def test_bitrix24_activity_bindings_planned_activities_and_informational_calls(b24_dataset, b24_sandbox):
+    """crm.activity.binding.list answers for one activity (its owner and every other record);
+    voximplant names a contact, company or lead only (a deal's call is bound to the deal
+    through its activity); planned activities are COMPLETED N; informational calls CALL_TYPE 5."""
+    ds = b24_dataset
+    types = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
+    bound = next(a for a in ds.activities if a.get("also") and not a["is_deleted"])
+    got = b24(b24_sandbox, "crm.activity.binding.list", activityId=bound["id"])["result"]
+    want = [(bound["entity_type"], bound["entity_id"]), *bound["also"]]
+    assert got == [{"entityTypeId": types[t], "entityId": i} for t, i in dict.fromkeys(want)]
+    deal_call = next(c for c in ds.calls if c["entity_type"] == "deal" and c["caller"])
+    got = b24(b24_sandbox, "crm.activity.binding.list", activityId=deal_call["activity_id"])["result"]
+    assert got == [
+        {"entityTypeId": 2, "entityId": deal_call["entity_id"]},
+        {"entityTypeId": types[deal_call["caller"][0]], "entityId": deal_call["caller"][1]},
+    ]
+    calls = []
+    last = 0
+    while True:
+        page = b24(b24_sandbox, "voximplant.statistic.get", FILTER={">ID": last}, SORT="ID", ORDER="ASC")
+        calls += page["result"]
+        if len(page["result"]) < 50:
+            break
+        last = int(page["result"][-1]["ID"])
+    assert {c["CRM_ENTITY_TYPE"] for c in calls} <= {"CONTACT", "COMPANY", "LEAD", None}
+    by_id = ds.by_id("calls")
+    assert (
+        {int(c["ID"]) for c in calls if c["CALL_TYPE"] == "5"}
+        == {c["id"] for c in ds.calls if c.get("informational")}
+        != set()
+    )
+    for c in calls:
+        row = by_id[int(c["ID"])]
+        if c["CALL_TYPE"] != "5":
+            assert c["CALL_TYPE"] == ("1" if row["direction"] == "out" else "2")
+    planned = [a for a in ds.activities if a.get("planned")]
+    rows = b24(
+        b24_sandbox, "crm.activity.list", filter={"COMPLETED": "N"}, select=["ID", "START_TIME", "COMPLETED"]
+    )["result"]
+    assert sorted(int(r["ID"]) for r in rows) == sorted(a["id"] for a in planned) != []
+    assert all(datetime.fromisoformat(r["START_TIME"]).timestamp() > ds.now for r in rows)
+
+
+def test_bitrix24_activity_binding_list_errors(b24_sandbox):
+    for params, code in (({}, "100"), ({"activityId": 1}, "NOT_FOUND")):
+        r = requests.post(b24_sandbox.webhook_url + "crm.activity.binding.list.json", json=params, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == code, r.text

@@ -260,11 +260,13 @@ def test_chat_message_events_are_activities_and_nps_events_survey_answers():
             "raw": items[1],
         },
     ]
-    # 11 is off the 0-10 scale and a value with two fields is not read as a score: no rows,
-    # each reported
+    # Only the documented shape [{"nps": {"rate": N}}], N an integer 0-10, is a score: 11 is
+    # off the scale, another key is not the documented shape, 7.5 is no integer. No rows, each
+    # reported.
     assert [(p["field"], p["why"]) for p in page.problems] == [
         ("value_after", "not a whole number from 0 to 10"),
-        ("value_after", "not one object with one score"),
+        ("value_after", "not [{nps: {rate: N}}]"),
+        ("value_after", "not an integer from 0 to 10"),
     ]
     assert page.rows["survey_answers"] == [
         {
@@ -365,3 +367,56 @@ def test_pipeline_with_system_statuses_142_won_and_143_lost():
         (1300, 142, "Успешно реализовано", "won"),
         (1300, 143, "Закрыто и не реализовано", "lost"),
     ]
+
+
+def test_customer_calls_are_filed_under_the_customers_main_contact_else_its_company():
+    from adapters.amocrm.parsers import customer_owner
+
+    customers = body("customers")["_embedded"]["customers"]
+    # the documented example: two contacts, the second is_main
+    assert [customer_owner(c) for c in customers] == [
+        ("contact", 9820781),
+        ("company", 10971463),
+        None,
+    ]
+    notes = body("notes_calls")["_embedded"]["notes"][:3]
+    for note, customer in zip(notes, (1, 134923, 134924)):
+        note["entity_id"] = customer
+    side = {("customer", c["id"]): customer_owner(c) for c in customers if customer_owner(c)}
+    page = records(notes, BY_NAME["calls_customers"].parse, Ctx(side=side))
+    assert [(c["entity_type"], c["entity_id"]) for c in page.rows["calls"]] == [
+        ("contact", 9820781),
+        ("company", 10971463),
+        ("customer", 134924),  # a customer linked to nobody keeps its calls
+    ]
+    assert [(a["entity_type"], a["entity_id"]) for a in page.rows["activities"]] == [
+        ("contact", 9820781),
+        ("company", 10971463),
+        ("customer", 134924),
+    ]
+    assert BY_NAME["calls_customers"].request.path == "/api/v4/customers/notes"
+
+
+def test_entity_merged_deletes_only_a_card_the_account_no_longer_serves():
+    from adapters.amocrm.parsers import merged_cards
+
+    def merged(n, entity_id):
+        return {
+            "id": f"01pz58t6q0merge00000000000{n}",
+            "type": "entity_merged",
+            "entity_id": entity_id,
+            "entity_type": "contact",
+            "created_by": 0,
+            "created_at": T + n,
+            "value_after": [],
+            "value_before": [],
+            "account_id": 5135160,
+        }
+
+    items = [merged(1, 11), merged(2, 12), merged(3, 13), merged(4, 11)]
+    assert merged_cards(items) == [("contacts", 11), ("contacts", 12), ("contacts", 13)]
+    side = {("alive", "contacts", 11): True, ("alive", "contacts", 12): False}
+    page = records(items, BY_NAME["events"].parse, Ctx(side=side))
+    # 11 survived the merge (named twice), 12 is gone, 13 was not checked: nothing said of it
+    assert (page.deleted, page.restored) == ({"contacts": [12]}, {"contacts": [11]})
+    assert BY_NAME["events"].request.lookup == "merged_cards"

@@ -24,6 +24,10 @@ from tests.unit.test_amocrm_support import (
 
 T1 = 1763892000  # 2025-11-23T10:00:00Z
 T1_ISO = "2025-11-23T10:00:00Z"
+RUN_ISO = "2026-11-23T10:00:00Z"
+# A bookmark's wider reads (adapters.amocrm.reread) just done: the next read is incremental.
+DONE = {"reread_at": RUN_ISO, "reconciled_at": RUN_ISO}
+DONE_JSON = f'"reconciled_at":"{RUN_ISO}","reread_at":"{RUN_ISO}"'
 
 
 def lead(i, **kw):
@@ -279,7 +283,7 @@ def test_tasks_plural_entity_type_empty_result_and_incremental_params(adapter):
     }
     orphan = {**task, "id": 6000003, "entity_type": None, "entity_id": None}
     serve_pages("/api/v4/tasks", [hal("tasks", [task, done, orphan])])
-    pages = fetch_all(adapter, "tasks", bookmark=json.dumps({"since": T1_ISO}))
+    pages = fetch_all(adapter, "tasks", bookmark=json.dumps({"since": T1_ISO, **DONE}))
     ts = rows(pages, "tasks")
     assert [(t["id"], t["entity_type"], t["entity_id"], t["is_completed"]) for t in ts] == [
         (6000001, "deal", 1000001, 0),
@@ -293,7 +297,7 @@ def test_tasks_plural_entity_type_empty_result_and_incremental_params(adapter):
     # no upper bound: a task edited mid-read keeps its place in the id order
     assert "filter[updated_at][to]" not in q
     # ordered by id, so no per-page bookmark; the final one is the run start
-    assert [p.bookmark for p in pages] == [None, '{"since":"2026-11-23T10:00:00Z"}']
+    assert [p.bookmark for p in pages] == [None, "{" + DONE_JSON + ',"since":"2026-11-23T10:00:00Z"}']
 
 
 def note(i, kind, **params):
@@ -438,12 +442,12 @@ def test_many_pages_prefetched_and_yielded_in_order(adapter):
     n = 12
     body = [hal("leads", [lead(i * 10 + k) for k in range(3)], next_page=i < n - 1) for i in range(n)]
     serve_pages("/api/v4/leads", body)
-    pages = fetch_all(adapter, "deals", json.dumps({"since": T1_ISO, "api_filter": True}))
+    pages = fetch_all(adapter, "deals", json.dumps({"since": T1_ISO, "api_filter": True, **DONE}))
     ids = [d["id"] for d in rows(pages, "deals")]
     assert ids == [i * 10 + k for i in range(n) for k in range(3)]
     # per-page bookmarks follow the newest updated_at of the page, capped at run start
-    assert pages[0].bookmark == '{"api_filter":true,"since":"2025-11-23T10:00:02Z"}'
-    assert pages[-1].bookmark == '{"api_filter":true,"since":"2026-11-23T10:00:00Z"}'
+    assert pages[0].bookmark == '{"api_filter":true,' + DONE_JSON + ',"since":"2025-11-23T10:00:02Z"}'
+    assert pages[-1].bookmark == '{"api_filter":true,' + DONE_JSON + ',"since":"2026-11-23T10:00:00Z"}'
     # each page repeats a row of the one before (pages of 3 bring 1-2 new rows, 18 pages),
     # plus prefetched pages in flight when the last one arrived
     assert 18 <= len(calls_to("/api/v4/leads")) <= 18 + 2 * 3
@@ -501,7 +505,8 @@ def test_incremental_params_and_first_run_checks_api_filter_once(adapter, tmp_pa
     assert len(calls_to("/api/v4/account")) == 1
     q = qdict(calls_to("/api/v4/leads")[0])
     assert "filter[updated_at][from]" not in q and q["filter[updated_at][to]"] == str(RUN_TS)
-    assert json.loads(first[-1].bookmark) == {"since": "2026-11-23T10:00:00Z", "api_filter": True}
+    # a first read is full: it counts as the wider reads too
+    assert json.loads(first[-1].bookmark) == {"since": RUN_ISO, "api_filter": True, **DONE}
     # the next run reads from bookmark - overlap, without re-checking the account
     responses.reset()
     serve_pages("/api/v4/leads", [None])
@@ -534,11 +539,11 @@ def test_without_api_filter_pages_newest_first_and_stops_at_bookmark(adapter):
             hal("leads", [lead(20, updated_at=T1 - 20_000)]),
         ],
     )
-    pages = fetch_all(adapter, "deals", bookmark=json.dumps({"since": T1_ISO}))
+    pages = fetch_all(adapter, "deals", bookmark=json.dumps({"since": T1_ISO, **DONE}))
     assert [d["id"] for d in rows(pages, "deals")] == [0, 1, 2, 10]  # 10 is inside the overlap
     q = qdict(calls_to("/api/v4/leads")[0])
     assert q["order[updated_at]"] == "desc" and not any(k.startswith("filter") for k in q)
-    assert json.loads(pages[-1].bookmark) == {"since": "2026-11-23T10:00:00Z", "api_filter": False}
+    assert json.loads(pages[-1].bookmark) == {"since": RUN_ISO, "api_filter": False, **DONE}
     assert all(p.bookmark is None for p in pages[:-1])
     # a later run with the mode remembered: one request, no account check
     responses.reset()
@@ -563,5 +568,6 @@ def test_unknown_stream_and_stream_names(tmp_path):
         "calls_leads",
         "calls_contacts",
         "calls_companies",
+        "calls_customers",
         "events",
     ]

@@ -4,6 +4,7 @@ recorded-shape payloads (`responses` mocks, no server)."""
 from __future__ import annotations
 
 import json
+import math
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -11,6 +12,7 @@ import responses
 
 from adapters.bitrix24 import events
 from adapters.bitrix24 import parsers as p
+from adapters.bitrix24 import streams as st
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.errors import SourceError, StreamError
 from adapters.hooks import Change, HookRefused
@@ -332,7 +334,8 @@ def test_an_activity_brings_its_call_in_the_same_batch_and_tasks_take_an_id_list
     seen = {}
 
     def batch(request):
-        cmds = seen["cmds"] = commands(request)
+        cmds = commands(request)
+        seen.setdefault("cmds", cmds)
         res = {}
         for key, (method, _params) in cmds.items():
             if method == "crm.activity.list":
@@ -341,8 +344,13 @@ def test_an_activity_brings_its_call_in_the_same_batch_and_tasks_take_an_id_list
                 res[key] = [call_item(7000001, 30000001)]
             elif method == "tasks.task.list":
                 res[key] = {"tasks": []}
-        return 200, {}, json.dumps(batch_reply(res))
+            elif method == "crm.activity.binding.list" and _params["activityId"] == ["30000001"]:
+                res[key] = [{"entityTypeId": 2, "entityId": 1000001}, {"entityTypeId": 3, "entityId": 300001}]
+            elif method == "crm.activity.binding.list":
+                errors[key] = {"error": "NOT_FOUND", "error_description": "Element not found"}
+        return 200, {}, json.dumps(batch_reply(res, errors))
 
+    errors: dict = {}
     responses.add_callback("POST", HOOK + "batch", callback=batch)
     page = a.read_changes(
         [
@@ -351,7 +359,15 @@ def test_an_activity_brings_its_call_in_the_same_batch_and_tasks_take_an_id_list
             Change("tasks", 6000001, deleted=True),
         ]
     )
-    assert len(responses.calls) == 1
+    # The activities, their calls and the tasks in one batch; the second activity's bindings
+    # follow in a second one (the operating budget lets one call of a method not seen yet go first).
+    assert len(responses.calls) == 2
+    first = [m for m, _ in commands(responses.calls[0].request).values()]
+    assert {"crm.activity.list", "voximplant.statistic.get", "tasks.task.list"} <= set(first)
+    assert page.rows["activity_bindings"] == [
+        {"activity_id": "30000001", "entity_type": "deal", "entity_id": 1000001},
+        {"activity_id": "30000001", "entity_type": "contact", "entity_id": 300001},
+    ]
     by_method = {m: prm for m, prm in seen["cmds"].values()}
     assert by_method["voximplant.statistic.get"]["FILTER[CRM_ACTIVITY_ID][0]"] == ["30000001"]
     assert by_method["tasks.task.list"]["filter[ID][0]"] == ["6000001"]
@@ -596,3 +612,47 @@ def test_missed_changes_reads_the_offline_queue_without_clearing_it(tmp_path):
     a.clear_missed("")
     assert len(responses.calls) == 2
     assert urlsplit(responses.calls[1].request.url).path == "/rest/event.offline.clear"
+
+
+@responses.activate
+def test_bindings_are_asked_50_a_batch_for_interactions_only_and_a_vanished_activity_is_no_error():
+    """`Lister.per_item` for the activities stream: one sub-call per activity that gives a row
+    (not a task, TYPE_ID 3), 50 a batch; NOT_FOUND (deleted since the listing) leaves that
+    activity without bindings; any other error fails the stream."""
+    a = adapter()
+    asked: list[list[int]] = []
+
+    def batch(request):
+        cmds = commands(request)
+        asked.append([int(prm["activityId"][0]) for _, prm in cmds.values()])
+        res, errs = {}, {}
+        for key, (_, prm) in cmds.items():
+            i = int(prm["activityId"][0])
+            if i == 30000007:
+                errs[key] = {"error": "NOT_FOUND", "error_description": "Element not found"}
+            else:
+                res[key] = [{"entityTypeId": 2, "entityId": i}]
+        return 200, {}, json.dumps(batch_reply(res, errs))
+
+    responses.add_callback("POST", HOOK + "batch", callback=batch)
+    task = {"TYPE_ID": "3", "PROVIDER_ID": "TASKS_TASK", "PROVIDER_TYPE_ID": "TASK"}
+    rows = [dict(activity_item(30000001 + k), **(task if k % 10 == 9 else {})) for k in range(120)]
+    req = st.ACTIVITIES.request
+    side = a.reader.lister.per_item(req.per_item, req.spec, rows)
+    wanted = [int(r["ID"]) for r in rows if r["TYPE_ID"] != "3"]
+    assert sorted(i for part in asked for i in part) == wanted  # tasks are not asked for
+    assert asked[0] == wanted[:1]  # the operating budget's probe of a method not seen yet
+    assert all(len(part) <= 50 for part in asked) and len(asked) == 1 + math.ceil((len(wanted) - 1) / 50)
+    assert 30000007 not in side and side[30000001] == [{"entityTypeId": 2, "entityId": 30000001}]
+    page = a.reader.parse(st.ACTIVITIES, rows[:8], side)
+    assert [b["entity_id"] for b in page.rows["activity_bindings"] if b["activity_id"] == "30000007"] == [
+        1000001
+    ]  # its owner only
+
+    responses.replace(
+        "POST",
+        HOOK + "batch",
+        json=batch_reply({}, {"i30000001": {"error": "ERROR_CORE", "error_description": "General error"}}),
+    )
+    with pytest.raises(StreamError, match="crm.activity.binding.list"):
+        a.reader.lister.per_item(req.per_item, req.spec, rows[:1])

@@ -43,6 +43,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
         "responsible_user_id": 5,
         "contact_id": 12,
         "company_id": None,
+        "lead_id": None,  # LEAD_ID null: opened without a lead
         "created_at": "2026-11-01T10:00:00Z",
         "updated_at": "2026-11-20T06:30:00Z",
         "closed_at": "2026-11-20T06:30:00Z",  # MOVED_TIME
@@ -59,6 +60,7 @@ def test_deals_with_string_numbers_offset_dates_and_zero_references():
     )
     assert (fresh["contact_id"], fresh["responsible_user_id"], fresh["company_id"]) == (None, None, 4)
     assert fresh["closed_at"] is None  # CLOSEDATE of an open deal is only the planned date
+    assert fresh["lead_id"] == 3  # LEAD_ID "3": converted from lead 3
     # contactIds [14, 12, 14] from crm.item.list: each contact once, CONTACT_ID is the main one.
     assert page.rows["deal_contacts"] == [
         {"deal_id": 37, "contact_id": 14, "is_main": 0},
@@ -179,6 +181,8 @@ def test_calls_bound_to_a_deal_through_their_activity_in_ctx_side():
         "entity_type": "deal",
         "entity_id": 37,
         "phone": "+79990000000",
+        "activity_id": "800",
+        "is_automated": 0,
         "is_deleted": 0,
     }
     assert answered["raw"]["CRM_ENTITY_TYPE"] == "CONTACT"  # the activity's deal wins
@@ -223,6 +227,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "deal",
             "entity_id": 37,
+            "is_completed": 1,
             "is_deleted": 0,
         },
         {
@@ -233,6 +238,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "contact",
             "entity_id": 12,
+            "is_completed": 0,
             "is_deleted": 0,
         },
         {
@@ -243,6 +249,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 1,
             "entity_type": "company",
             "entity_id": 4,
+            "is_completed": 0,
             "is_deleted": 0,
         },
         {
@@ -253,6 +260,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": 5,
             "entity_type": "lead",
             "entity_id": 3,
+            "is_completed": 1,
             "is_deleted": 0,
         },
         # no START_TIME: CREATED; RESPONSIBLE_ID "0": nobody
@@ -264,6 +272,7 @@ def test_activities_by_type_and_provider_with_direction_owner_and_time():
             "responsible_user_id": None,
             "entity_type": "contact",
             "entity_id": 12,
+            "is_completed": 1,
             "is_deleted": 0,
         },
     ]

@@ -33,6 +33,7 @@ SYNCED_STREAMS = (
     "calls_leads",
     "calls_contacts",
     "calls_companies",
+    "calls_customers",
     "events",
 )
 
@@ -198,6 +199,7 @@ def test_catalogue_has_every_kpi_with_a_definition():
         "interactions_30d_meeting",
         "interactions_30d_sms",
         "days_since_last_interaction",
+        "days_to_next_contact",
         "response_minutes",
         "nps_latest",
         "csat_latest",

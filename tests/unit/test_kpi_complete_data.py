@@ -64,7 +64,13 @@ def test_kpis_on_activities_or_survey_answers_wait_for_the_streams_that_fill_the
 
     assert feeders(STREAMS, "activities") == ["activities", "reconcile"]
     assert feeders(STREAMS, "survey_answers") == ["calls"]
-    assert feeders(AMO, "activities") == ["calls_companies", "calls_contacts", "calls_leads", "events"]
+    assert feeders(AMO, "activities") == [
+        "calls_companies",
+        "calls_contacts",
+        "calls_customers",
+        "calls_leads",
+        "events",
+    ]
     assert feeders(AMO, "survey_answers") == ["events"]
 
     class K:

@@ -48,13 +48,12 @@ class World:
             m.conn.execute(q, args)
             m.conn.commit()
 
-    def pick(self, table: str) -> int | None:
-        row = (
-            self.mirrors[0]
-            .conn.execute(f"SELECT id FROM {table} WHERE source = ? ORDER BY random() LIMIT 1", (S,))
-            .fetchone()
-        )
-        return None if row is None else row[0]
+    def pick(self, table: str) -> int | str | None:
+        q = f"SELECT id FROM {table} WHERE source = ? ORDER BY id"
+        if table == "activity_bindings_ids":  # an activity bound to another record
+            q = "SELECT DISTINCT activity_id FROM activity_bindings WHERE source = ? ORDER BY 1"
+        ids = [r[0] for r in self.mirrors[0].conn.execute(q, (S,))]
+        return self.rng.choice(ids) if ids else None
 
     def owner(self) -> tuple[str, int]:
         r = self.rng.random()
@@ -112,9 +111,10 @@ class World:
         self.next_id += 1
         kind = rng.choice(("call", "task", "activity", "survey"))
         if kind == "call":
+            act = self.pick("activities") if rng.random() < 0.4 else None  # the call's activity
             self.sql(
                 "INSERT INTO calls (source, id, direction, status, duration_s, started_at, entity_type, "
-                "entity_id) VALUES (?,?,?,?,?,?,?,?)",
+                "entity_id, activity_id, is_automated) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     S,
                     self.next_id,
@@ -124,6 +124,8 @@ class World:
                     ts(rng, now, 40),
                     et,
                     eid,
+                    act,
+                    int(rng.random() < 0.2),
                 ),
             )
         elif kind == "task":
@@ -135,9 +137,9 @@ class World:
                 (S, self.next_id, et, eid, done, due, due if done else None),
             )
         elif kind == "activity":
-            self.sql(
-                "INSERT INTO activities (source, id, channel, direction, at, entity_type, entity_id) "
-                "VALUES (?,?,?,?,?,?,?)",
+            self.sql(  # some planned (not done), some bound to other records too
+                "INSERT INTO activities (source, id, channel, direction, at, entity_type, entity_id, "
+                "is_completed) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     S,
                     f"a{self.next_id}",
@@ -146,8 +148,11 @@ class World:
                     ts(rng, now, 20),
                     et,
                     eid,
+                    int(rng.random() < 0.7),
                 ),
             )
+            if rng.random() < 0.3:
+                self.bind(f"a{self.next_id}")
         else:
             k = rng.choice(("nps", "csat"))
             self.sql(
@@ -155,6 +160,10 @@ class World:
                 "VALUES (?,?,?,?,?,?,?)",
                 (S, f"s{self.next_id}", k, rng.randint(0, 10 if k == "nps" else 5), ts(rng, now), et, eid),
             )
+
+    def bind(self, act: str) -> None:
+        et, eid = self.owner()
+        self.sql("INSERT OR IGNORE INTO activity_bindings VALUES (?, ?, ?, ?)", (S, act, et, eid))
 
     def change(self, now: datetime, n: int) -> None:
         """`n` random writes: edits, new rows, deletions (flags and rows), merges."""
@@ -212,6 +221,21 @@ class World:
                         "UPDATE tasks SET is_completed = ?, due_at = ?, completed_at = due_at WHERE id = ?",
                         (int(rng.random() < 0.5), ts(rng, now, 5), i),
                     )
+            elif r < 0.95:  # an activity done, bound to one more record, or unbound; a call automated
+                act = self.pick("activities")
+                if act is not None:
+                    self.sql("UPDATE activities SET is_completed = 1 WHERE id = ?", (act,))
+                    self.sql(  # moved in time, or another channel: its bound records see it
+                        "UPDATE activities SET at = ?, channel = ? WHERE id = ?",
+                        (ts(rng, now, 20), rng.choice(CHANNELS), self.pick("activity_bindings_ids")),
+                    )
+                    self.bind(act)
+                    self.sql(
+                        "DELETE FROM activity_bindings WHERE activity_id = ?", (self.pick("activities"),)
+                    )
+                    self.sql(
+                        "UPDATE calls SET is_automated = 1 - is_automated WHERE id = ?", (self.pick("calls"),)
+                    )
             else:  # a deal moved to another company
                 self.sql(
                     "UPDATE deals SET company_id = ? WHERE id = ?",
@@ -234,7 +258,7 @@ def test_incremental_passes_write_the_kpi_values_of_full_passes(seed, lookup, mo
     world = World(seed, [inc, full])
     now = START
     world.seed(now)
-    c = cfg()
+    c = cfg(full_pass_days=30)  # a full pass now and then (the clock moves up to 9 days)
     first = kpi.compute(inc, S, c, now=now, incremental=True)
     kpi.compute(full, S, c, now=now)
     assert first.mode == "full"

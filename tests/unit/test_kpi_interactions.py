@@ -23,6 +23,14 @@ ACTS = [
     ("a10", "sms", "in", "2026-11-23T09:00:00Z", "contact", 3, 0),  # never answered
     ("a11", "meeting", "out", "2026-11-01T00:00:00Z", "company", 11, 0),
 ]
+# The calls behind a6 and a7 (a CRM's timeline shows each call as an activity too), and a call a
+# manager took on contact 3's card half an hour after its SMS (beyond test_kpi's calls 1-6).
+CALLS = [
+    # id, direction, status, started_at, entity_type, entity_id
+    (7, "in", "missed", "2026-11-22T08:00:00Z", "contact", 1),
+    (8, "out", "answered", "2026-11-22T08:10:00Z", "contact", 1),
+    (9, "in", "answered", "2026-11-23T09:30:00Z", "contact", 3),
+]
 
 
 @pytest.fixture
@@ -42,6 +50,20 @@ def mirror():
             )
             for a in ACTS
         ]
+    )
+    m.db["calls"].insert_all(
+        dict(
+            source=S,
+            id=c[0],
+            direction=c[1],
+            status=c[2],
+            started_at=c[3],
+            entity_type=c[4],
+            entity_id=c[5],
+            duration_s=0,
+            is_deleted=0,
+        )
+        for c in CALLS
     )
     add_survey_answers(
         m,
@@ -64,16 +86,33 @@ def run(m, **kw):
 def test_interactions_per_channel_and_total(mirror):
     run(mirror)
     v = values(mirror, "contact", 1)
-    assert v["interactions_30d"] == 7  # a1-a7: a8 too old, a9 deleted
+    assert v["interactions_30d"] == 5  # a1-a7, chats a1-a3 one conversation: a8 too old, a9 deleted
     assert (
         v["interactions_30d_chat"],
         v["interactions_30d_email"],
         v["interactions_30d_call"],
         v["interactions_30d_meeting"],
         v["interactions_30d_sms"],
-    ) == (3, 2, 2, 0, 0)
+    ) == (1, 2, 2, 0, 0)
     assert values(mirror, "company", 10)["interactions_30d"] == 2  # a4, a5 on deal 101
     assert values(mirror, "contact", 2)["interactions_30d"] == 0  # none at all: zero, not empty
+
+
+def test_chats_count_once_per_conversation(mirror):
+    """Chat rows with no pause over 24 hours are one conversation, whether a CRM lists each message
+    (amoCRM) or each session (Bitrix24); a pause of a day and a minute starts another."""
+    mirror.db["activities"].insert_all(
+        dict(source=S, id=i, channel="chat", direction=d, at=at, entity_type=et, entity_id=e, is_deleted=0)
+        for i, d, at, et, e in (
+            ("m1", "in", "2026-11-21T10:30:00Z", "deal", 101),  # 24 h after a3: the same one
+            ("m2", "in", "2026-11-22T10:31:00Z", "contact", 1),  # 24 h 1 min after m1: a new one
+            ("m3", "out", "2026-11-22T10:40:00Z", "contact", 1),
+        )
+    )
+    run(mirror)
+    v = values(mirror, "contact", 1)
+    assert v["interactions_30d_chat"] == 2 and v["interactions_30d"] == 6
+    assert values(mirror, "company", 10)["interactions_30d_chat"] == 1  # m1 alone on deal 101
 
 
 def test_window_comes_from_config(mirror):
@@ -90,9 +129,35 @@ def test_days_since_last_interaction(mirror):
 
 def test_response_minutes_is_the_median_wait(mirror):
     run(mirror)
-    assert values(mirror, "contact", 1)["response_minutes"] == 30  # waits 30, 120, 10
-    assert values(mirror, "company", 10)["response_minutes"] == 120
+    # Contact 1 waits: from the missed call of Nov 2 (test_kpi's call 2) through the chats a1, a2
+    # to a3 (26,550 min: one run of questions waits once), a4 -> a5 (120), call 7 -> call 8 (10).
+    assert values(mirror, "contact", 1)["response_minutes"] == 120
+    # Company 10: test_kpi's missed call 6 of Nov 10 waits until a5 on its deal (a4 joins the run).
+    assert values(mirror, "company", 10)["response_minutes"] == 16500
+
+
+def test_a_call_a_manager_took_answers_the_question_before_it(mirror):
+    run(mirror)
+    assert values(mirror, "contact", 3)["response_minutes"] == 30  # a10's SMS, then call 9
+    mirror.conn.execute("DELETE FROM calls WHERE id = 9")
+    run(mirror)
     assert "response_minutes" not in values(mirror, "contact", 3)  # asked, never answered
+
+
+def test_an_answered_incoming_call_starts_no_wait(mirror):
+    """Calls 5 (on deal 106) and 9 were conversations a manager took: with a10 gone, contact 3 has
+    no question and no response time, however late its next outgoing interaction."""
+    mirror.conn.execute("DELETE FROM activities WHERE id = 'a10'")
+    mirror.db["activities"].insert_all(
+        dict(source=S, id=i, channel=ch, direction=d, at=at, entity_type=et, entity_id=e, is_deleted=0)
+        for i, ch, d, at, et, e in (
+            ("c5", "call", "in", "2026-11-20T00:00:00Z", "deal", 106),  # the calls' timeline rows
+            ("c9", "call", "in", "2026-11-23T09:30:00Z", "contact", 3),
+            ("e1", "email", "out", "2026-11-23T09:50:00Z", "contact", 3),
+        )
+    )
+    run(mirror)
+    assert "response_minutes" not in values(mirror, "contact", 3)
 
 
 def test_latest_survey_scores(mirror):

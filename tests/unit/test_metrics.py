@@ -165,6 +165,9 @@ def build(m: Mirror, source: str = S, leads: bool = True) -> None:
         ]
     )
     if leads:
+        # Converted leads 0 and 5 became deals 3 (won) and 4 (lost); lead 4's deal 6 won, deleted.
+        for deal, lead in ((3, 0), (4, 5), (6, 4)):
+            db["deals"].update((source, deal), {"lead_id": lead})
         db["leads"].insert_all(
             [
                 dict(
@@ -251,7 +254,9 @@ def test_median_days_in_stage(mirror):
 def test_lead_conversion_by_local_month(mirror):
     run(mirror)
     assert got(mirror, "leads") == {"2026-02-01": 4, "2026-03-01": 4, "all": 8}  # 21:30 UTC Jan 31 is Feb
-    assert got(mirror, "lead_conversion") == {"2026-02-01": 50, "2026-03-01": 25, "all": 37.5}
+    # A cohort: of February's four leads one became a won deal; none of March's (deal 4 lost, deal
+    # 6 deleted); never "deals won in the month / leads received in it".
+    assert got(mirror, "lead_conversion") == {"2026-02-01": 25, "2026-03-01": 0, "all": 12.5}
     assert got(mirror, "lead_to_deal") == {"2026-02-01": 25, "2026-03-01": 25, "all": 25}
 
 
@@ -272,6 +277,52 @@ def test_managers_including_one_without_closed_deals(mirror):
     assert got(mirror, "manager_revenue", "manager") == {"1": 1500, "2": 9000, "3": 0}
     assert got(mirror, "manager_calls", "manager") == {"1": 2, "2": 0, "3": 1}  # call 4 deleted
     assert got(mirror, "manager_response_minutes", "manager") == {"1": 45, "2": 60}
+
+
+def test_a_call_a_manager_took_answers_at_once_and_a_missed_one_waits_for_the_callback(mirror):
+    """An answered incoming call is a conversation: it ends a wait and starts none. A missed one
+    waits for the next answer (here Vera's callback, 20 minutes later)."""
+    calls = [
+        # id, direction, status, at, manager, entity
+        (11, "in", "missed", "2026-03-01T09:00:00Z", None, 5),
+        (12, "out", "answered", "2026-03-01T09:20:00Z", 3, 5),  # Vera's callback: 20 min
+        (13, "in", "answered", "2026-03-02T09:00:00Z", 3, 5),  # taken at once: no wait
+        (14, "in", "answered", "2026-03-03T09:00:00Z", 1, 1),  # Anna takes it: 0 min after ...
+    ]
+    mirror.db["calls"].insert_all(
+        dict(
+            source=S,
+            id=c[0],
+            direction=c[1],
+            status=c[2],
+            started_at=c[3],
+            responsible_user_id=c[4],
+            entity_type="deal",
+            entity_id=c[5],
+            is_deleted=0,
+        )
+        for c in calls
+    )
+    mirror.db["activities"].insert_all(
+        dict(
+            source=S,
+            id=a[0],
+            channel=a[1],
+            direction=a[2],
+            at=a[3],
+            responsible_user_id=a[4],
+            entity_type="deal",
+            entity_id=a[5],
+            is_deleted=0,
+        )
+        for a in [
+            ("c13", "call", "in", "2026-03-02T09:00:00Z", 3, 5),  # the calls' own timeline rows
+            ("e7", "chat", "in", "2026-03-03T08:30:00Z", None, 1),  # ... this chat, 30 min before
+            ("e8", "chat", "out", "2026-03-20T08:30:00Z", 1, 1),  # not the answer: the call was
+        ]
+    )
+    run(mirror)
+    assert got(mirror, "manager_response_minutes", "manager") == {"1": 37.5, "2": 60, "3": 20}
 
 
 def test_revenue_and_new_clients_by_local_month(mirror):
@@ -358,7 +409,7 @@ def test_groups_are_withheld_by_the_tables_they_read():
         kpi_inputs.StreamState("deals", ("deals", "deal_contacts"), completed=True, last_status="ok"),
     ]
     held = kpi_inputs.withheld(metrics.catalogue().values(), (), states)
-    assert set(held) == {"managers"}
+    assert set(held) == {"managers", "manager_response"}  # response time pairs calls too
 
 
 def test_other_sources_are_untouched(mirror):

@@ -37,14 +37,16 @@ def test_same_seed_same_data_other_seed_differs():
 
 
 def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
-    """Channels, activities and surveys draw from a stream of their own: every other row of a
-    seed is what it was before they existed (tests pin ids and counts of those)."""
+    """Channels, activities, callbacks, conversions and surveys draw from a stream of their own:
+    every other row of a seed is what it was before they existed (tests pin ids and counts of
+    those). Callbacks are calls: the generated calls keep their order and fields, and their ids
+    make room for the callbacks, as a CRM numbers calls in time order."""
     from sandbox.data_interactions import Interactions
 
     with_them = generate(3, 400, NOW)
     monkeypatch.setattr(Interactions, "build", lambda self: None)
     without = generate(3, 400, NOW)
-    new_keys = {"source", "utm_source", "vote", "activity_id"}
+    new_keys = {"source", "utm_source", "vote", "activity_id", "lead_id", "caller", "informational"}
     for name in (
         "users",
         "pipelines",
@@ -57,13 +59,19 @@ def test_interactions_leave_the_builders_rows_as_they_were(monkeypatch):
         "stage_changes",
         "events",
     ):
-        strip = [{k: v for k, v in r.items() if k not in new_keys} for r in getattr(with_them, name)]
+        strip = [
+            {k: v for k, v in r.items() if k not in new_keys and (name, k) != ("calls", "id")}
+            for r in getattr(with_them, name)
+            if "callback_of" not in r
+        ]
+        if name == "calls":
+            without.calls = [{k: v for k, v in r.items() if k != "id"} for r in without.calls]
         assert strip == getattr(without, name), name
 
 
 def test_interactions_channels_and_surveys(ds):
-    acts = ds.activities
-    assert len(acts) == round(0.6 * 2000)
+    acts = [a for a in ds.activities if not a.get("planned")]
+    assert len([a for a in acts if not a.get("reply")]) == round(0.6 * 2000)  # + replies to them
     channels = collections.Counter(a["channel"] for a in acts)
     assert set(channels) == {"email", "chat", "sms", "meeting"} and min(channels.values()) > 50
     assert all(a["direction"] is None for a in acts if a["channel"] == "meeting")
@@ -98,6 +106,22 @@ def test_interactions_channels_and_surveys(ds):
     assert any(d["utm_source"] != d["utm_source"].strip() for d in ds.deals if d["utm_source"])
 
 
+def test_a_team_answers_most_questions_within_minutes_to_hours(ds):
+    """Most incoming messages get a reply on their card and channel, and most missed incoming
+    calls a callback, after a median of about half an hour."""
+    asked = [a for a in ds.activities if a["direction"] == "in"]
+    replies = [a for a in ds.activities if a.get("reply")]
+    assert 0.75 < len(replies) / len(asked) < 0.95
+    missed = {c["id"]: c for c in ds.calls if c["direction"] == "in" and c["status"] != "answered"}
+    backs = [c for c in ds.calls if "callback_of" in c]
+    assert 0.7 < len(backs) / len(missed) < 0.9
+    assert all(
+        c["direction"] == "out" and c["entity_id"] == missed[c["callback_of"]]["entity_id"] for c in backs
+    )
+    delays = sorted(c["started_at"] - missed[c["callback_of"]]["started_at"] for c in backs)
+    assert 10 * 60 < delays[len(delays) // 2] < 60 * 60 and delays[int(0.9 * len(delays))] < 6 * 3600
+
+
 def test_default_now_is_the_current_hour():
     ds = generate(1, 50)
     assert ds.now % 3600 == 0
@@ -108,7 +132,8 @@ def test_proportions(ds):
     assert len(ds.deals) == 2000
     assert len(ds.contacts) == 600 and len(ds.companies) == 160
     assert len(ds.users) == 5 and 2 <= len(ds.pipelines) <= 4
-    assert len(ds.tasks) == 1000 and len(ds.calls) == 4000 and len(ds.leads) == 200
+    generated = [c for c in ds.calls if "callback_of" not in c]
+    assert len(ds.tasks) == 1000 and len(generated) == 4000 and len(ds.leads) == 200
     small = generate(1, 10, NOW)
     assert len(small.contacts) >= 20 and len(small.companies) >= 5
     status = collections.Counter(d["status"] for d in ds.deals)
@@ -245,3 +270,30 @@ def test_add_delete_restore_and_custom_fields():
     assert c["custom"][f["id"]] == 42.5 and c["updated_at"] > old
     t = ds.write_customs("contact", {c["id"]: {f["id"]: None}, ds.contacts[4]["id"]: {f["id"]: 1}})
     assert f["id"] not in c["custom"] and c["updated_at"] == ds.contacts[4]["updated_at"] == t
+
+
+def test_planned_interactions_bindings_and_informational_calls(ds):
+    """Drawn after everything else: planned meetings and calls ahead of `now` (created before
+    it, ids after every other activity), further records some interactions concern, a few
+    automated informational outgoing calls, and every call's caller record."""
+    planned = [a for a in ds.activities if a.get("planned")]
+    assert len(planned) == round(0.02 * 2000)
+    assert {a["channel"] for a in planned} == {"meeting", "call"}
+    assert all(a["created_at"] == a["updated_at"] <= NOW < a["at"] <= NOW + 14 * 86400 for a in planned)
+    assert min(a["id"] for a in planned) > max(a["id"] for a in ds.activities if not a.get("planned"))
+    also = [a for a in ds.activities if a.get("also")]
+    assert len(also) > 50
+    deals = ds.by_id("deals")
+    for a in also:
+        for et, eid in a["also"]:
+            assert et in ("deal", "contact") and eid
+            if et == "deal" and a["entity_type"] == "contact":
+                assert a["entity_id"] in deals[eid]["contact_ids"]
+    info = [c for c in ds.calls if c.get("informational")]
+    assert info and all(c["direction"] == "out" and not c["vote"] for c in info)
+    assert len(info) < 0.1 * len(ds.calls)
+    for c in ds.calls:
+        if c["entity_type"] in ("contact", "company", "lead"):
+            assert c["caller"] == (c["entity_type"], c["entity_id"])
+        elif c["entity_type"] == "deal" and deals[c["entity_id"]]["contact_ids"]:
+            assert c["caller"] == ("contact", deals[c["entity_id"]]["contact_ids"][0])

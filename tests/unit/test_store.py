@@ -249,3 +249,30 @@ def test_previous_stage_filled_from_earlier_change(tmp_path):
         m.save_page("s", "stage_history", Page(rows={"stage_changes": [later, other]}))
         rows = m.conn.execute("SELECT id, previous_stage_id FROM stage_changes ORDER BY id").fetchall()
     assert rows == [("deal:1", None), ("deal:2", "NEW"), ("deal:3", "NEW")]
+
+
+def test_a_mirror_made_before_a_column_was_declared_gets_it_on_open(tmp_path):
+    """A column added to the schema since the file was made is added on open; rows keep their data."""
+    import sqlite3
+
+    from connector.mirror import schema
+
+    old = (
+        schema.DDL.replace(" lead_id INTEGER,", "")
+        .replace("    FOREIGN KEY (source, lead_id) REFERENCES leads (source, id),\n", "")
+        .replace("CREATE INDEX IF NOT EXISTS idx_deals_lead ON deals (source, lead_id);", "")
+    )
+    assert "lead_id" not in old
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.executescript(old)  # the shape of a mirror made before deals.lead_id
+    conn.execute("INSERT INTO deals (source, id, name) VALUES ('s', 1, 'kept')")
+    conn.commit()
+    conn.close()
+    m = Mirror(path)
+    try:
+        cols = {r[1] for r in m.conn.execute("PRAGMA table_info(deals)")}
+        assert "lead_id" in cols
+        assert m.conn.execute("SELECT name, lead_id FROM deals").fetchall() == [("kept", None)]
+    finally:
+        m.close()

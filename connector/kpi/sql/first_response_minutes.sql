@@ -1,7 +1,7 @@
 -- first_response_minutes: median over the client's deals of the minutes from the deal's creation
 -- to the first outgoing call or completed task on that deal or on the client's card.
 -- Deals never answered are left out; empty when no deal was answered.
--- reads: deals, deal_contacts, calls, tasks
+-- reads: deals, deal_contacts, calls, tasks, activity_bindings
 WITH firsts AS (
     SELECT d.entity_id, d.created_at,
            min(coalesce(d.answered_at, '9999'),        -- first answer on the deal itself

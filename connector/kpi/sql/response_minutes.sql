@@ -1,16 +1,17 @@
--- response_minutes: median minutes from an incoming interaction to the next outgoing one on the
--- client's card or deals. A run of incoming messages waits once, from the first of them;
--- incoming interactions still unanswered are left out; empty when none was answered.
--- reads: activities, deals, deal_contacts
+-- response_minutes: median minutes from the client's question (an incoming message, e-mail or
+-- SMS, or an incoming call nobody answered) to the next answer (anything outgoing, or an incoming
+-- call a manager took) on the client's card or deals. A run of questions waits once, from the
+-- first of them; questions still unanswered are left out; empty when none was answered.
+-- reads: activities, calls, deals, deal_contacts, activity_bindings
 WITH seq AS (
-    SELECT entity_id, direction, at,
-           lag(direction) OVER (PARTITION BY entity_id ORDER BY at, act_id) AS before
-    FROM kpi_activities
+    SELECT entity_id, asks, at,
+           lag(asks) OVER (PARTITION BY entity_id ORDER BY at, turn_id) AS before
+    FROM kpi_turns
 ), waits AS (
     SELECT s.entity_id,
-           (julianday((SELECT min(o.at) FROM kpi_activities o WHERE o.entity_id = s.entity_id
-                       AND o.direction = 'out' AND o.at >= s.at)) - julianday(s.at)) * 1440 AS minutes
-    FROM seq s WHERE s.direction = 'in' AND s.before IS NOT 'in'
+           (julianday((SELECT min(o.at) FROM kpi_turns o WHERE o.entity_id = s.entity_id
+                       AND o.asks = 0 AND o.at >= s.at)) - julianday(s.at)) * 1440 AS minutes
+    FROM seq s WHERE s.asks = 1 AND s.before IS NOT 1
 ), ranked AS (
     SELECT entity_id, minutes,
            row_number() OVER (PARTITION BY entity_id ORDER BY minutes) AS rn,
