@@ -17,8 +17,8 @@ Those clients are computed as a full pass would (`engine.compute(clients=...)`);
 (`[[kpi.custom]]`), whose inputs cannot be known, run over every client on every pass. A
 full pass is made instead when none is recorded, when the last full one is `[kpi]
 full_pass_days` old, when the clock went back, when the KPI definitions, their settings or
-this engine changed since (`basis`), or when a built-in KPI reads the clock in a way not
-listed here (`CLOCK_RULES`).
+this engine changed since (`basis`), when a built-in KPI reads the clock in a way not
+listed here (`CLOCK_RULES`), or when it reads a table whose writes are not noted.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from connector.mirror.kpi_schema import WATCHED
 
 _SQL = Path(__file__).with_name("sql")
 _SINCE = "CAST(julianday(:now) - a.at AS INTEGER)"
@@ -204,6 +206,10 @@ def plan(conn, source: str, kpis, kpi_cfg, base_currency: str, now: str) -> Plan
     for name, digest in want["kpis"].items():
         if stored["kpis"].get(name) != digest:
             return Plan(True, f"KPI '{name}' is new or changed since the last pass")
+    for k in kpis:
+        unwatched = sorted(set(k.reads) - set(WATCHED))
+        if not k.custom and unwatched:
+            return Plan(True, f"KPI '{k.name}' reads {', '.join(unwatched)}, whose changes are not noted")
     if now != then:
         for k in kpis:
             if not k.custom and ":now" in k.sql and k.name not in CLOCK_RULES:

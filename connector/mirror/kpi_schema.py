@@ -95,6 +95,9 @@ _OWNERS = {
 }
 
 
+WATCHED = tuple(_OWNERS)  # the tables whose writes kpi_dirty notes
+
+
 def _trigger(table: str, event: str, rows: tuple[str, ...], columns: list[str]) -> str:
     owners = " UNION ".join(
         o.format(r=r)

@@ -328,6 +328,29 @@ def test_a_full_pass_when_one_is_due_or_asked_for_or_the_settings_changed():
     assert kpi.compute(m, S, with_survey, now=later + timedelta(days=4), incremental=True).mode == "full"
 
 
+def test_a_full_pass_for_a_kpi_that_reads_the_clock_or_a_table_in_ways_not_followed(monkeypatch):
+    m = Mirror(":memory:")
+    World(4, [m]).seed(START)
+    kpi.compute(m, S, cfg(), now=START, incremental=True)
+    real = kpi.catalogue
+    extra = {"x": kpi.Kpi("x", "SELECT entity_id, 1 AS value FROM kpi_clients", "x", reads=("leads",))}
+    monkeypatch.setattr(kpi, "catalogue", lambda: real() | extra)
+    assert (
+        kpi.compute(m, S, cfg(), now=START, incremental=True).full_reason
+        == "KPI 'x' is new or changed since the last pass"
+    )
+    res = kpi.compute(m, S, cfg(), now=START, incremental=True)
+    assert (res.mode, res.full_reason) == ("full", "KPI 'x' reads leads, whose changes are not noted")
+    extra = {"y": kpi.Kpi("y", "SELECT entity_id, julianday(:now) AS value FROM kpi_clients", "y")}
+    assert kpi.compute(m, S, cfg(), now=START, incremental=True).mode == "full"  # a new KPI
+    assert kpi.compute(m, S, cfg(), now=START, incremental=True).mode == "incremental"  # same clock
+    res = kpi.compute(m, S, cfg(), now=START + timedelta(hours=1), incremental=True)
+    assert (res.mode, res.full_reason) == (
+        "full",
+        "KPI 'y' reads the clock in a way incremental passes do not know",
+    )
+
+
 def test_changes_are_noted_once_a_pass_was_made_and_only_when_a_row_changed():
     m = Mirror(":memory:")
     World(5, [m]).seed(START)  # a first sync: no KPI pass yet, so nothing to note
