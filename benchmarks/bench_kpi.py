@@ -313,9 +313,9 @@ def bench(
     with Mirror(path) as m:
         _reset_peak_rss()
         t0 = time.monotonic()
-        res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW, incremental=True)
+        res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
         print(
-            f"[{label}] full pass in this process: {time.monotonic() - t0:.1f} s ({res.mode}), "
+            f"[{label}] full pass in this process: {time.monotonic() - t0:.1f} s, "
             f"clients {res.clients}, peak RSS {_peak_rss_mb()} (counts the memory-mapped mirror)",
             flush=True,
         )
