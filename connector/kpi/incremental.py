@@ -59,12 +59,14 @@ DAY_COUNTS = {
 if _until_anchor():
     DAY_COUNTS["days_to_next_contact"] = (_until_anchor(), "CAST(a.at - julianday(:now) AS INTEGER)")
 
-# The day counts of clients not recomputed, from their anchors (`temp.kpi_subset`: those that were).
+# The day counts of clients not recomputed, from their anchors (`temp.kpi_subset`: those that
+# were), in one pass over the anchors in client order. Every live client computed since has an
+# anchor; one without a moment (NULL) had an empty value and keeps it, so it is left out.
 ANCHORED = """
-SELECT c.entity_id, {value} AS value
-FROM kpi_clients c LEFT JOIN main.kpi_anchors a ON a.source = :source AND a.entity_type = :target
-     AND a.kpi = :kpi_name AND a.entity_id = c.entity_id
-WHERE c.entity_id NOT IN (SELECT entity_id FROM temp.kpi_subset)
+SELECT a.entity_id, {value} AS value FROM main.kpi_anchors a
+WHERE a.source = :source AND a.entity_type = :target AND a.kpi = :kpi_name AND a.at IS NOT NULL
+  AND a.entity_id IN (SELECT entity_id FROM kpi_clients)
+  AND a.entity_id NOT IN (SELECT entity_id FROM temp.kpi_subset)
 """
 
 # Built-in KPIs that read `:now`, and the rows whose crossing of a window edge `_MOVED` finds.
