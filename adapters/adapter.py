@@ -40,8 +40,10 @@ class FieldWriter:
         """Custom fields of `contact` or `company` cards."""
         raise NotImplementedError
 
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        """Create a numeric custom field (`code` like KPI_WIN_RATE, `label` readable)."""
+    def create_field(self, entity_type: str, code: str, label: str, kind: str = "number") -> CrmField:
+        """Create a custom field (`code` like KPI_WIN_RATE, `label` readable): numeric, or
+        date-only for `kind="date"`. A date goes to `write_values` as a `datetime`, the start of
+        the day in the account's time zone."""
         raise NotImplementedError
 
     def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
@@ -125,8 +127,8 @@ class Adapter:
     def list_fields(self, entity_type: str) -> list[CrmField]:
         return self.fields.list_fields(entity_type)
 
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        return self.fields.create_field(entity_type, code, label)
+    def create_field(self, entity_type: str, code: str, label: str, kind: str = "number") -> CrmField:
+        return self.fields.create_field(entity_type, code, label, kind)
 
     def write_values(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
         """See `FieldWriter.write_values`."""

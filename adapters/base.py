@@ -10,6 +10,7 @@ it) and a `raw` key holding the CRM item as received (a dict; the store serialis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass
@@ -112,10 +113,11 @@ class CrmField:
 
 @dataclass
 class FieldWrite:
-    """One card update: set `values` (field key -> number, or None to clear) on one card."""
+    """One card update: set `values` (field key -> number, a date as an aware `datetime` at the
+    start of the account's day, or None to clear) on one card."""
 
     entity_id: int
-    values: dict[str, float | None]
+    values: dict[str, float | datetime | None]
 
 
 @dataclass

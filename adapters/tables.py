@@ -5,7 +5,9 @@ in a CRM's folder: a stream names the tables it feeds (`Stream.tables`) and each
 declared here. The column types are the mirror's DDL (`connector.mirror.schema`); this says how
 `connector.mirror.store` writes a page's rows into a table:
 
-- `primary_key`: the columns a row is upserted on (`source`, which the store adds, first).
+- `primary_key`: the columns a row is upserted on (`source`, which the store adds, first): the
+  table's primary key, or, for the tables other rows point at, unique beside their single-column
+  `key` (`connector.mirror.keys`).
 - `child_of`: the rows belong to a parent row (a deal's contact links) and are replaced with
   it: when a page carries such rows, every row the mirror held for each parent on the page is
   deleted first, so links the CRM dropped go. A parent row the store refuses keeps its old

@@ -33,9 +33,11 @@ class FakeAdapter(FieldWriter):
         self.requests += 1
         return list(self.fields[entity_type])
 
-    def create_field(self, entity_type, code, label):
+    def create_field(self, entity_type, code, label, kind="number"):
         self.requests += 1
-        f = CrmField(key=self.prefix + code, name=label, type="double", code=code)
+        f = CrmField(
+            key=self.prefix + code, name=label, type="date" if kind == "date" else "double", code=code
+        )
         self.fields[entity_type].append(f)
         return f
 

@@ -9,6 +9,7 @@ sends them one by one), so the others still land.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Callable
 
 from adapters import adapter
@@ -46,10 +47,13 @@ def card_value(raw: dict, key: str):
     return None
 
 
-def format_value(value: float | None) -> str | None:
-    """amoCRM numeric values are sent as strings; no exponent, no trailing zeros."""
+def format_value(value: float | datetime | None) -> str | None:
+    """amoCRM numeric values are sent as strings; no exponent, no trailing zeros. A date as
+    RFC 3339 text (`2026-11-23T00:00:00+03:00`), as the official library sends date fields."""
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return value.isoformat()
     text = f"{float(value):.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
@@ -76,9 +80,10 @@ class FieldWriter(adapter.FieldWriter):
         path = f"/api/v4/{plural(entity_type)}/custom_fields"
         return [field_from_amo(i) for i in self.items(path, "custom_fields")]
 
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
+    def create_field(self, entity_type: str, code: str, label: str, kind: str = "number") -> CrmField:
         path = f"/api/v4/{plural(entity_type)}/custom_fields"
-        body = [{"type": "numeric", "name": label, "code": code, "is_api_only": True}]
+        amo_type = "date" if kind == "date" else "numeric"
+        body = [{"type": amo_type, "name": label, "code": code, "is_api_only": True}]
         status, data = self.send("POST", path, json=body, allow=(400, 403, 422))
         if status == 403:
             raise ScopeError(

@@ -12,6 +12,7 @@ the other cards.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from adapters import adapter
 from adapters.base import CrmField, FieldWrite, WriteResult
@@ -57,11 +58,15 @@ def list_fields(client: Bitrix24Client, entity_type: str) -> list[CrmField]:
     return [to_field(r) for r in rows if isinstance(r, dict)]
 
 
-def create_field(client: Bitrix24Client, entity_type: str, code: str, label: str) -> CrmField:
-    """A `double` field named UF_CRM_{code} (the API adds the UF_CRM_ prefix itself)."""
+def create_field(
+    client: Bitrix24Client, entity_type: str, code: str, label: str, kind: str = "number"
+) -> CrmField:
+    """A `double` field (a `date` one for `kind="date"`) named UF_CRM_{code} (the API adds the
+    UF_CRM_ prefix itself)."""
     base = re.sub(r"^(UF_CRM_|UF_)", "", code.upper())
+    utype = "date" if kind == "date" else "double"
     fields = {
-        "USER_TYPE_ID": "double",
+        "USER_TYPE_ID": utype,
         "FIELD_NAME": base,
         "LABEL": label,
         "EDIT_FORM_LABEL": label,
@@ -72,15 +77,19 @@ def create_field(client: Bitrix24Client, entity_type: str, code: str, label: str
         "SHOW_FILTER": "Y",
         "SHOW_IN_LIST": "Y",
         "EDIT_IN_LIST": "N",
-        "SETTINGS": {"PRECISION": 4},
+        "SETTINGS": {"PRECISION": 4} if utype == "double" else {},
     }
     client.call(f"crm.{_entity(entity_type)}.userfield.add", {"fields": fields})
-    return CrmField(key="UF_CRM_" + base, name=label, type="double", code=base)
+    return CrmField(key="UF_CRM_" + base, name=label, type=utype, code=base)
 
 
 def _command(entity_type: str, w: FieldWrite) -> tuple[str, dict]:
-    # None clears the field; Bitrix24 takes an empty string for that.
-    values = {k: ("" if v is None else v) for k, v in w.values.items()}
+    # None clears the field; Bitrix24 takes an empty string for that. A date goes as ISO 8601
+    # `2026-11-23`: a date-only field keeps no time.
+    values = {
+        k: "" if v is None else v.date().isoformat() if isinstance(v, datetime) else v
+        for k, v in w.values.items()
+    }
     return (
         f"crm.{entity_type}.update",
         {
@@ -103,8 +112,8 @@ class FieldWriter(adapter.FieldWriter):
     def list_fields(self, entity_type: str) -> list[CrmField]:
         return list_fields(self.client, entity_type)
 
-    def create_field(self, entity_type: str, code: str, label: str) -> CrmField:
-        return create_field(self.client, entity_type, code, label)
+    def create_field(self, entity_type: str, code: str, label: str, kind: str = "number") -> CrmField:
+        return create_field(self.client, entity_type, code, label, kind)
 
     def send_batch(self, entity_type: str, writes: list[FieldWrite]) -> list[WriteResult]:
         """One `batch` of update sub-calls; a card whose sub-call failed or was not confirmed,

@@ -16,6 +16,7 @@ from connector import logs
 from connector.cli.auth import auth
 from connector.cli.check import check
 from connector.cli.common import fail
+from connector.cli.datasette_metadata import datasette_metadata
 from connector.cli.demo import demo
 from connector.cli.hooks import hooks
 from connector.cli.kpi import kpi
@@ -105,6 +106,20 @@ def _add_global_options(command: click.Command) -> None:
         _add_global_options(sub)
 
 
-for command in (check, sync, status, auth, kpi, report, run, worker, serve, hooks, sandbox, demo):
+for command in (
+    check,
+    sync,
+    status,
+    auth,
+    kpi,
+    report,
+    datasette_metadata,
+    run,
+    worker,
+    serve,
+    hooks,
+    sandbox,
+    demo,
+):
     _add_global_options(command)
     main.add_command(command)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import click
 
 from adapters.errors import SourceError
 from adapters.redact import redact
-from connector.cli.common import echo_json, load, table
+from connector.cli.common import echo_json, echo_mirrors, fitted, json_logs, load, mirror_files
 from connector.run import jobs
+
+# Built-in day counts (`days_*`) move every night; these have a date KPI for the cards instead.
+DRIFTING = {
+    "days_since_last_interaction": "last_interaction_on",
+    "days_since_last_purchase": "last_purchase_on",
+}
 
 
 @click.command()
@@ -34,19 +41,31 @@ def check(ctx: click.Context, as_json: bool) -> None:
     # a mirror that cannot be used has no stream states worth reading
     streams = [] if problems else [r for src in cfg.sources for r in jobs.stream_scopes(cfg, src)]
     failed |= any(r["advice"] for r in streams)
-    if as_json:
+    if as_json or json_logs(ctx):
         echo_json(
             {
                 "ok": not failed and not problems,
+                "mirrors": mirror_files(cfg),
                 "sources": [dict(r, status=r["status"].lower()) for r in rows],
                 "streams": [{k.replace(" ", "_"): v for k, v in r.items()} for r in streams],
                 "storage": [str(p) for p in problems],
             }
         )
     else:
-        click.echo(table(rows, ["source", "kind", "status", "detail"]))
+        width = shutil.get_terminal_size((80, 24)).columns
+        echo_mirrors(cfg)
+        click.echo("\n" + fitted(rows, ["source", "kind", "status", "detail"], width))
         if streams:
-            click.echo("\n" + table(streams, ["source", "stream", "scope", "last sync", "advice"]))
+            click.echo("\n" + fitted(streams, ["source", "stream", "scope", "last sync", "advice"], width))
+    custom = {c.name for c in cfg.kpi.custom}
+    for kpi in cfg.kpi.fields:
+        if kpi.startswith("days_") and kpi not in custom:
+            instead = f"; map {DRIFTING[kpi]} instead, a date that changes only with a new event"
+            click.echo(
+                f"warning: {cfg.path}: [kpi.fields] {kpi} changes on every card every night (it counts "
+                f"days){instead if kpi in DRIFTING else ''}",
+                err=True,
+            )
     for p in problems:  # the mirror or token file cannot be used where the config puts it
         click.echo(f"error: {p}", err=True)
     for r in streams:

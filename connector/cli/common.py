@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -38,12 +39,33 @@ def connect_fleet(cfg: Config) -> Fleet:
         )
 
 
-def load(ctx: click.Context) -> Config:
-    """The config named by --config, $CRM_CONNECTOR_CONFIG or ./config.toml; exit 2 if bad."""
+def load(ctx: click.Context, secrets: bool = True) -> Config:
+    """The config named by --config, $CRM_CONNECTOR_CONFIG or ./config.toml; exit 2 if bad.
+    `secrets=False`: a command that only reads the mirror runs without the sources' secrets."""
     try:
-        return runtime.load_config(ctx.find_root().obj["config"])
+        return runtime.load_config(ctx.find_root().obj["config"], secrets)
     except ConfigError as err:
         fail(str(err), 2)
+
+
+def mirror_files(cfg: Config) -> list[dict]:
+    """Each mirror file the config names (one, or one per source), absolute, and whether it
+    exists yet: a path that is not the one meant shows before anything is written to it."""
+    return [
+        {
+            "path": scope.storage_path,
+            "sources": [s.name for s in scope.sources],
+            "exists": os.path.exists(scope.storage_path),
+        }
+        for scope in cfg.scopes()
+    ]
+
+
+def echo_mirrors(cfg: Config) -> None:
+    """`Mirror: /abs/path` (with `(not created yet)` when no file is there) per mirror file."""
+    for m in mirror_files(cfg):
+        who = f" ({', '.join(m['sources'])})" if cfg.per_source else ""
+        click.echo(f"Mirror{who}: {m['path']}" + ("" if m["exists"] else " (not created yet)"))
 
 
 def sources(cfg: Config, name: str | None) -> list[SourceConfig]:
@@ -94,6 +116,16 @@ def fitted(
     for row in cells:
         text += lines(row)
     return "\n".join(text)
+
+
+def json_logs(ctx: click.Context) -> bool:
+    """Whether `--log-format json` was asked for: then stdout carries only JSON."""
+    return ctx.find_root().obj.get("log_format") == "json"
+
+
+def echo_json_line(document) -> None:
+    """One JSON document on one line of stdout (a summary a log collector reads as it comes)."""
+    click.echo(json.dumps(document, ensure_ascii=False, default=str))
 
 
 def echo_json(document) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ import click
 
 from adapters import registry
 from connector.cli.report import make as make_report
+from connector.mirror import datasette
 from connector.run import jobs, runtime
 from connector.run.progress import Progress
 from connector.run.sync import Outcome
@@ -71,9 +73,11 @@ def demo(size: int, seed: int, workdir: str | None) -> None:
             failed |= not _run(cfg, src)
         _summary(jobs.table_counts(cfg), servers)
     report = make_report(cfg, cfg.sources, out=os.path.join(workdir, "crm-report.html"))
+    metadata = datasette.write(cfg.storage_path)
     every = "both" if len(servers) == 2 else f"all {len(servers)}"
     click.echo(f"\nDone in {time.monotonic() - t0:.0f}s; {every} sandboxes stopped.")
-    click.echo(f"Mirror: {cfg.storage_path}  (open it with `sqlite3` or Datasette)")
+    click.echo(f"Mirror: {cfg.storage_path}  (open it with `sqlite3` or Datasette:)")
+    click.echo(f"  datasette {shlex.quote(cfg.storage_path)} -m {shlex.quote(metadata)}")
     click.echo(f"Config: {cfg.path}")
     click.echo(f"Report: {report}  (open it in a browser; it needs no network)")
     sys.exit(1 if failed else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from adapters.errors import SourceError
-from connector.cli.common import connect_fleet, fail, load, sources
+from connector.cli.common import connect_fleet, echo_json_line, fail, json_logs, load, sources
 from connector.hooks.service import hook_url
 from connector.run import runtime
 
@@ -47,7 +47,11 @@ def _act(ctx: click.Context, source_name: str, method: str) -> None:
     limits = connect_fleet(cfg).limits if cfg.engine.celery else None
     adapter = runtime.make_adapter(cfg.scoped(source.name), source, limits=limits, role=runtime.REFRESH)
     try:
-        click.echo(f"{source.name}: {getattr(adapter, method)(hook_url(cfg, source))}")
+        said = getattr(adapter, method)(hook_url(cfg, source))
+        if json_logs(ctx):
+            echo_json_line({"event": method, "source": source.name, "result": said})
+        else:
+            click.echo(f"{source.name}: {said}")
     except SourceError as err:
         fail(str(err))
     finally:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import replace
 
 import click
 
-from connector.cli.common import echo_json, fail, kpis, load, sources
+from connector.cli.common import echo_json, echo_json_line, fail, fitted, json_logs, kpis, load, sources
+from connector.kpi.engine import all_kpis
 from connector.run import jobs
 
 
-def _fmt(v) -> str:
+def _fmt(v, date: bool = False) -> str:
+    """A KPI value as people read it; a date KPI's YYYYMMDD as 2026-11-23."""
     if v is None:
         return "(empty)"
+    if date:
+        day = f"{int(v):08d}"
+        return f"{day[:4]}-{day[4:6]}-{day[6:]}"
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
@@ -73,8 +79,12 @@ def kpi(
         if as_json:
             docs.append(_document(res.kpi, verbose, ok=not bad))
             continue
+        if json_logs(ctx):  # stdout carries only JSON: one line per source
+            echo_json_line(_document(res.kpi, verbose, ok=not bad))
+            continue
         if dry_run:
-            _dry_run(src.name, res.kpi.writeback, verbose)
+            dates = {k for k, d in all_kpis(cfg.kpi).items() if d.date}
+            _dry_run(src.name, res.kpi.writeback, verbose, dates)
         click.echo(f"{src.name}: {res.kpi.line()}")
     if as_json:
         echo_json({"ok": not failed, "sources": docs})
@@ -138,14 +148,14 @@ def _withheld(source: str, withheld: dict[str, str]) -> None:
         )
 
 
-def _dry_run(source: str, wb, verbose: bool) -> None:
+def _dry_run(source: str, wb, verbose: bool, dates=()) -> None:
     """Per entity type: cards and values that would change, fields a real run would resolve;
     with -v every value, with the client's name."""
     types = sorted({c.entity_type for c in wb.changes} | set(wb.unresolved))
     for t in types:
         changes = [c for c in wb.changes if c.entity_type == t]
         cards = len({c.entity_id for c in changes})
-        line = f"{source} {t}: {cards:,} cards, {len(changes):,} values would change"
+        line = f"{source} {t}: would touch {cards:,} cards and change {len(changes):,} values"
         if wb.unresolved.get(t):
             line += "; fields to find or create: " + ", ".join(f"'{x}'" for x in wb.unresolved[t])
         click.echo(line)
@@ -153,7 +163,7 @@ def _dry_run(source: str, wb, verbose: bool) -> None:
             for c in changes:
                 who = f" {c.name}" if c.name else ""
                 click.echo(
-                    f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old)} -> {_fmt(c.new)}"
+                    f"  {t} {c.entity_id}{who}: {c.kpi} -> '{c.label}': {_fmt(c.old, c.kpi in dates)} -> {_fmt(c.new, c.kpi in dates)}"
                 )
 
 
@@ -164,7 +174,7 @@ def _dry_run(source: str, wb, verbose: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int) -> None:
     """Print one client's latest KPIs with their definitions."""
-    cfg = load(ctx)
+    cfg = load(ctx, secrets=False)
     sources(cfg, source_name)
     rows, defs = jobs.client_kpis(cfg, source_name, entity_type, entity_id)
     if not rows:
@@ -173,9 +183,30 @@ def show(ctx: click.Context, source_name: str, entity_type: str, entity_id: int)
             f"no KPIs for {entity_type} {entity_id} in source '{source_name}': "
             f"check the id, or run `crm-connector {first} --source {source_name}` first"
         )
-    click.echo(f"{source_name} {entity_type} {entity_id}, computed at {max(r['computed_at'] for r in rows)}")
-    width = max(len(r["kpi"]) for r in rows)
+    computed_at = max(r["computed_at"] for r in rows)
+    listed = []
     for r in rows:
         d = defs.get(r["kpi"])
         definition = d.description.split(": ", 1)[-1] if d else "(no longer defined)"
-        click.echo(f"  {r['kpi'].ljust(width)}  {_fmt(r['value']):>12}  {definition}")
+        listed.append(
+            {"kpi": r["kpi"], "value": _fmt(r["value"], bool(d and d.date)), "definition": definition}
+        )
+    if json_logs(ctx):
+        echo_json(
+            {
+                "source": source_name,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "computed_at": computed_at,
+                # a date KPI's value as ISO text, the others as numbers
+                "kpis": [
+                    dict(x, value=x["value"] if defs.get(r["kpi"]) and defs[r["kpi"]].date else r["value"])
+                    for x, r in zip(listed, rows)
+                ],
+            }
+        )
+        return
+    click.echo(f"{source_name} {entity_type} {entity_id}, computed at {computed_at}\n")
+    # the definitions wrap within the terminal's width, under their own column
+    width = shutil.get_terminal_size((80, 24)).columns
+    click.echo(fitted(listed, ["kpi", "value", "definition"], width, right=("value",)))

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from connector.cli.common import fail, load, sources
+from connector.cli.common import echo_json_line, fail, json_logs, load, sources
 from connector.report import page as report_mod
 from connector.run import runtime
 
@@ -41,10 +41,13 @@ def report(
     """Write the sales report: funnel, revenue and new clients, managers, channels (CAC and
     LTV : CAC), churn and repeat purchases, NPS / CSAT, from the measures the last KPI run
     stored. One HTML file with everything inline: it opens offline and can be mailed."""
-    cfg = load(ctx)
+    cfg = load(ctx, secrets=False)
     picked = sources(cfg, source_name)
     path = make(cfg, picked, months, out, language)
-    click.echo(f"Report: {path}")
+    if json_logs(ctx):
+        echo_json_line({"event": "report", "path": path})
+    else:
+        click.echo(f"Report: {path}")
 
 
 def make(cfg, picked, months: int | None = None, out: str | None = None, language: str | None = None) -> str:

@@ -21,7 +21,7 @@ import threading
 import click
 from apscheduler.events import EVENT_JOB_MISSED
 
-from connector.cli.common import connect_fleet, fail, load, sources
+from connector.cli.common import connect_fleet, echo_json_line, fail, json_logs, load, sources
 from connector.fleet.dispatch import Enqueuer, run_once
 from connector.run import jobs
 from connector.run.jobs import storage_problems
@@ -143,6 +143,18 @@ def _once(runner: Runner, cfg, incremental: bool = False) -> int:
 
 def _line(source: str, status: str, rows: int, kpi: str | None, error: str | None) -> None:
     """One source's summary line (and its error on stderr), the same for both engines."""
+    if json_logs(click.get_current_context()):
+        echo_json_line(
+            {
+                "event": "run_summary",
+                "source": source,
+                "status": status,
+                "rows": rows,
+                "kpi": kpi,
+                "error": error,
+            }
+        )
+        return
     click.echo(f"{source}: {status}, {rows:,} rows{f'; KPIs: {kpi}' if kpi else ''}")
     if error:
         click.echo(f"error: {source}: {error}", err=True)
@@ -156,9 +168,13 @@ def _fleet_once(fleet, cfg, incremental: bool, stop: threading.Event) -> int:
     for src in cfg.sources:
         out = done.get(src.name)
         if out is None:
-            click.echo(
-                f"{src.name}: still queued or running (stopped waiting; `crm-connector status` shows it)"
-            )
+            waiting = "still queued or running (stopped waiting; `crm-connector status` shows it)"
+            if json_logs(click.get_current_context()):
+                echo_json_line(
+                    {"event": "run_summary", "source": src.name, "status": "waiting", "note": waiting}
+                )
+            else:
+                click.echo(f"{src.name}: {waiting}")
             code = max(code, 1)
             continue
         _line(src.name, out["status"], out["rows"], out.get("kpi"), out.get("error"))

@@ -15,7 +15,7 @@ import click
 
 from adapters import bookmarks
 from adapters.times import iso, parse_iso, utc_now
-from connector.cli.common import connect_fleet, echo_json, fitted, load
+from connector.cli.common import connect_fleet, echo_json, echo_mirrors, fitted, load, mirror_files
 from connector.run import jobs
 from connector.run.scheduler import next_runs
 from connector.run.sync import unrun_cause
@@ -31,12 +31,13 @@ FLEET_COLUMNS = ["source", "job", "state", "worker", "since", "result"]
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Per source and stream: last run, bookmark, rows, last error; next runs; last KPI job."""
-    cfg = load(ctx)
+    cfg = load(ctx, secrets=False)
     rows, kpis = jobs.mirror_status(cfg)
     upcoming = next_runs(cfg)
     fleet = _fleet_jobs(cfg) if cfg.engine.celery else None
     if as_json or ctx.find_root().obj.get("log_format") == "json":
         doc = {
+            "mirrors": mirror_files(cfg),
             "streams": [dict(r, bookmark_text=bookmarks.describe(r["bookmark"])) for r in rows],
             "kpi_jobs": kpis,
             "next_runs": upcoming,
@@ -44,6 +45,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         echo_json(doc if fleet is None else dict(doc, fleet_jobs=fleet))
         return
     width = shutil.get_terminal_size((80, 24)).columns
+    echo_mirrors(cfg)
+    click.echo("")
     if rows:
         click.echo(fitted([_stream_row(r) for r in rows], STREAM_COLUMNS, width, right=("rows", "req")))
         _errors(rows, width)

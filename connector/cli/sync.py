@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import click
 
-from connector.cli.common import fail, load, sources
+from connector.cli.common import echo_json_line, fail, json_logs, load, sources
 from connector.mirror.storage import StorageError
 from connector.run import jobs
 from connector.run.progress import Progress
@@ -88,8 +88,25 @@ def sync(ctx: click.Context, source_name: str | None, streams: tuple[str, ...], 
             if res.exception is not None:  # after the streams ran: closing the adapter, say
                 failed = True
                 click.echo(f"error: {src.name}: {res.reason}", err=True)
-            click.echo(_summary(res))
+            if json_logs(ctx):
+                echo_json_line(_summary_doc(res))
+            else:
+                click.echo(_summary(res))
     sys.exit(1 if failed else 0)
+
+
+def _summary_doc(res) -> dict:
+    """The summary for `--log-format json`: one JSON line per source, beside the log's lines."""
+    return {
+        "event": "sync_summary",
+        "source": res.source,
+        "rows": res.rows,
+        "requests": res.requests,
+        "streams": len(res.results),
+        "streams_ok": sum(r.outcome is Outcome.OK for r in res.results),
+        "not_ok": {r.stream: r.outcome.value for r in res.results if r.outcome is not Outcome.OK},
+        "values_not_stored": sum(r.warnings for r in res.results),
+    }
 
 
 def _summary(res) -> str:

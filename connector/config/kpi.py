@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import difflib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -141,7 +140,7 @@ class KpiChecks:
         if "file" not in d:
             return SpendConfig()
         self.text("kpi.spend.file", d["file"], "a file path")
-        path = os.path.join(os.path.dirname(os.path.abspath(self.path)), d["file"])
+        path = self.beside(d["file"])
         return SpendConfig(path, read_spend(path, self.fail))
 
     def kpi_fields(self, raw: dict, known: list[str]) -> dict[str, dict[str, str]]:

@@ -222,8 +222,13 @@ def _origin(path: str | None) -> str:
     return "the default; pass --config PATH or set $" + ENV_PATH
 
 
-def load(path: str | None = None) -> Config:
-    """The config at `path`, else $CRM_CONNECTOR_CONFIG, else ./config.toml; ConfigError if bad."""
+def load(path: str | None = None, secrets: bool = True) -> Config:
+    """The config at `path`, else $CRM_CONNECTOR_CONFIG, else ./config.toml; ConfigError if bad.
+
+    `secrets=False` (commands that only read the mirror): a source's secret key whose
+    ${ENV_VAR} is unset or empty is left out instead of being an error, and so are the
+    credential checks that its absence fails (such a source cannot reach its CRM); so is an
+    `[notify] urls` entry."""
     origin, path = _origin(path), resolve_path(path)
     try:
         with open(path, "rb") as fh:
@@ -236,7 +241,7 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{os.path.abspath(path)}: is a directory, not a config file ({origin})") from None
     except OSError as err:
         raise ConfigError(f"{os.path.abspath(path)}: cannot read: {err.strerror}") from None
-    return Checker(path).config(_parse(path, raw))
+    return Checker(path, secrets).config(_parse(path, raw))
 
 
 def _parse(path: str, raw: bytes) -> dict:
@@ -267,11 +272,16 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SOURCE_FIELD = "{source}"  # in `[storage] path`: one mirror file per source
 
 
+def _unset(text: str) -> bool:
+    """Whether `text` names an ${ENV_VAR} that is unset or empty."""
+    return any(not os.environ.get(m.group(1)) for m in _ENV.finditer(text))
+
+
 class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
     """Walks the parsed TOML, substituting ${ENV} and checking each key."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, secrets: bool = True):
+        self.path, self.secrets = path, secrets
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: {key}: {problem}")
@@ -334,6 +344,16 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             raise self.fail(key, f"must be {what}, got {v!r}")
 
     def config(self, data: dict) -> Config:
+        self.unset: dict[int, list[str]] = {}  # source index -> secret keys left out
+        if isinstance(data.get("sources"), list):
+            data = dict(
+                data, sources=[self.without_unset_secrets(i, s) for i, s in enumerate(data["sources"])]
+            )
+        notify = data.get("notify")
+        if not self.secrets and isinstance(notify, dict) and isinstance(notify.get("urls"), list):
+            # alert URLs hold tokens too; a command that only reads sends no alert
+            urls = [u for u in notify["urls"] if not (isinstance(u, str) and _unset(u))]
+            data = dict(data, notify=dict(notify, urls=urls))
         top = self.table(
             "",
             data,
@@ -367,6 +387,8 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         if not top.get("sources"):
             raise self.fail("sources", "at least one [[sources]] block is required")
         token_path = storage.get("token_path", storage_path + ".tokens.json")
+        # Files the config names are found beside it, not in whatever folder cron started in.
+        storage_path, token_path = self.beside(storage_path), self.beside(token_path)
         for k, v in (("path", storage_path), ("token_path", token_path)):
             self.file_path(f"storage.{k}", v, top["sources"])
         sources, seen = [], {}
@@ -393,7 +415,13 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
             engine=self.engine(top.get("engine", {})),
             webhooks=self.webhooks(top.get("webhooks", {})),
         )
+        if cfg.kpi.timezone is None:  # the account's day (date KPIs) and months: the schedule's zone
+            cfg.kpi.timezone = cfg.schedule.timezone
         return cfg
+
+    def beside(self, path: str) -> str:
+        """`path` as an absolute path: a relative one is taken from the config file's folder."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), os.path.expanduser(path))
 
     def file_path(self, key: str, path: str, sources) -> None:
         """A file's path must not name a directory (each source's, when it holds {source})."""
@@ -407,6 +435,7 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
     def source(self, i: int, raw) -> SourceConfig:
         """One [[sources]] block: common keys here, the rest by the CRM its `kind` names."""
         key = f"sources[{i}]"
+        unset = self.unset.get(i, [])
         d = self.table(key, raw, _source_keys())
         for k in ("name", "kind"):
             if not d.get(k):
@@ -429,8 +458,22 @@ class Checker(KpiChecks, ReportChecks, EngineChecks, WebhooksChecks):
         if "webhook_secret" in d:
             self.webhook_secret(f"{key}.webhook_secret", d["webhook_secret"])
             redact.register(d["webhook_secret"])
-        crm.check(key, d, self.fail)
+        try:
+            crm.check(key, d, self.fail)
+        except ConfigError:
+            if not unset:  # else: the credentials are what is missing, and not needed now
+                raise
         return SourceConfig(**d)
+
+    def without_unset_secrets(self, i: int, raw):
+        """When secrets are not needed: source block `i` without its secret keys whose
+        ${ENV_VAR} is unset or empty (their names go to `self.unset`)."""
+        if self.secrets or not isinstance(raw, dict):
+            return raw
+        secret = {k for c in registry.CRMS.values() for k in c.secret_keys} | {"webhook_secret"}
+        unset = [k for k, v in raw.items() if k in secret and isinstance(v, str) and _unset(v)]
+        self.unset[i] = unset
+        return {k: v for k, v in raw.items() if k not in unset}
 
     def crm(self, key: str, d: dict) -> Crm:
         """The registered CRM of the source's kind, after checking its keys are that CRM's."""

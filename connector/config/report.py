@@ -1,5 +1,5 @@
 """The `[report]` part of the config (a mixin of `config.Checker`, which gives `table`, `fail`,
-`text` and `in_range`)."""
+`text`, `in_range` and `beside`)."""
 
 from __future__ import annotations
 
@@ -23,4 +23,5 @@ class ReportChecks:
         if "path" in d:
             self.text("report.path", d["path"], "a file path")
         self.in_range("report", d, "report.")
+        d["path"] = self.beside(d.get("path", ReportConfig.path))  # beside the config file
         return ReportConfig(**d)

@@ -4,7 +4,8 @@ Built-in KPIs live in `kpi/sql/<name>.sql` (the comment at the top is the defini
 users, its `-- reads:` line the mirror tables the KPI is computed from); each returns (entity_id, value) for every client of the scratch tables built by
 `kpi_prep`, so the same query serves contacts and companies. Custom KPIs (`[[kpi.custom]]`) run
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
-`:churn_days`, `:interactions_days`.
+`:churn_days`, `:interactions_days`, `:utc_offset` (the account's, as a date modifier: `+180 minutes`).
+A `-- type: date` line makes a date KPI: its value is the date as the number YYYYMMDD.
 
 `compute()` appends the values that changed since the last run to `kpi_values` (history: a
 client's current value is its newest row there, which the `kpi_latest` view shows), all in one
@@ -20,7 +21,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from adapters.times import iso
 from connector.kpi import prep as kpi_prep
@@ -48,6 +50,12 @@ class Kpi:
     targets: tuple[str, ...] = TARGETS
     custom: bool = False
     reads: tuple[str, ...] = ()  # mirror tables it is computed from (its clients' table aside)
+    date: bool = False  # `-- type: date`: the value is a date as the number YYYYMMDD
+
+
+def is_date(kpi: str, kpis: dict[str, Kpi]) -> bool:
+    """Whether KPI `kpi` holds a date (YYYYMMDD), written to a date field on the cards."""
+    return kpi in kpis and kpis[kpi].date
 
 
 @dataclass
@@ -65,6 +73,7 @@ class ComputeResult:
 
 
 READS = "reads:"
+TYPE = "type:"  # `-- type: date`: a date KPI (the default is a number)
 
 
 def header(sql: str) -> list[str]:
@@ -96,7 +105,13 @@ def catalogue() -> dict[str, Kpi]:
     out = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
-        out[path.stem] = Kpi(path.stem, sql, definition(sql), reads=listed(sql, READS))
+        out[path.stem] = Kpi(
+            path.stem,
+            sql,
+            definition(sql, TYPE),
+            reads=listed(sql, READS),
+            date=listed(sql, TYPE) == ("date",),
+        )
     return out
 
 
@@ -108,6 +123,15 @@ def all_kpis(kpi_cfg) -> dict[str, Kpi]:
             c.name, c.sql, c.description or "custom KPI", (c.target,), custom=True, reads=tables_read(c.sql)
         )
     return kpis
+
+
+def utc_offset(tz: str | None, now: str) -> str:
+    """The account's offset from UTC at `now` as an SQLite date modifier (`+180 minutes`), for
+    date KPIs: a day is the account's day. (An offset that changed since, with daylight saving,
+    can move an event within an hour of midnight to the next or previous day.)"""
+    moment = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    offset = moment.astimezone(ZoneInfo(tz or "UTC")).utcoffset() or timedelta(0)
+    return f"{int(offset.total_seconds()) // 60:+d} minutes"
 
 
 # -- compute ------------------------------------------------------------------------------------
@@ -154,12 +178,19 @@ def compute(
         "calls_days": kpi_cfg.calls_days,
         "churn_days": kpi_cfg.churn_days,
         "interactions_days": kpi_cfg.interactions_days,
+        "utc_offset": utc_offset(getattr(kpi_cfg, "timezone", None), res.computed_at),
     }
     with tuned(conn), mirror.db.atomic():
         plan = None
         if incremental and clients is None:
             plan = incremental_plan(
-                conn, source, list(kpis.values()), kpi_cfg, base_currency, res.computed_at
+                conn,
+                source,
+                list(kpis.values()),
+                kpi_cfg,
+                base_currency,
+                res.computed_at,
+                params["utc_offset"],
             )
             res.mode = "full" if plan.full else "incremental"
             res.full_reason = plan.reason
@@ -211,7 +242,7 @@ def compute(
                 source,
                 res.computed_at,
                 plan is None or plan.full,
-                incremental_basis(conn, source, kpis.values(), kpi_cfg, base_currency),
+                incremental_basis(conn, source, kpis.values(), kpi_cfg, base_currency, params["utc_offset"]),
             )
     return res
 

@@ -84,6 +84,7 @@ CLOCK_RULES = {
     "churn_risk": "won deals' closes leaving the churn_days window",
     "days_since_last_purchase": "a day count (kpi_anchors)",
     "days_since_last_interaction": "a day count (kpi_anchors); interactions reaching now",
+    "last_interaction_on": "interactions reaching now",
 }
 if "days_to_next_contact" in DAY_COUNTS:
     CLOCK_RULES["days_to_next_contact"] = "a day count (kpi_anchors); planned activities reaching now"
@@ -154,7 +155,7 @@ class Plan:
     clients: dict[str, list[int]] = field(default_factory=dict)
 
 
-def basis(conn, source: str, kpis, kpi_cfg, base_currency: str) -> dict:
+def basis(conn, source: str, kpis, kpi_cfg, base_currency: str, utc_offset: str = "") -> dict:
     """What the values of a pass follow from, besides the mirror's rows and the clock: the KPI
     definitions, their settings, the card fields found for survey scores, the engine's SQL."""
     found = conn.execute(
@@ -178,6 +179,8 @@ def basis(conn, source: str, kpis, kpi_cfg, base_currency: str) -> dict:
             "targets": sorted(kpi_cfg.targets),
             "survey": sorted(kpi_cfg.survey.fields().items()),
             "survey_fields": [list(r) for r in found],
+            # date KPIs are the account's days: a new offset (daylight saving) may move them all
+            "utc_offset": utc_offset,
         },
         "kpis": {k.name: hashlib.sha256(k.sql.encode()).hexdigest()[:16] for k in kpis if not k.custom},
     }
@@ -187,7 +190,7 @@ def _parse(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")
 
 
-def plan(conn, source: str, kpis, kpi_cfg, base_currency: str, now: str) -> Plan:
+def plan(conn, source: str, kpis, kpi_cfg, base_currency: str, now: str, utc_offset: str = "") -> Plan:
     """Decide between a full pass and the clients whose values may have changed since the last."""
     row = conn.execute(
         "SELECT computed_at, full_at, basis FROM kpi_passes WHERE source = ?", (source,)
@@ -198,7 +201,7 @@ def plan(conn, source: str, kpis, kpi_cfg, base_currency: str, now: str) -> Plan
     if row is None:
         return Plan(True, "no KPI pass recorded yet")
     then, full_at, stored = row[0], row[1], json.loads(row[2])
-    want = json.loads(json.dumps(basis(conn, source, kpis, kpi_cfg, base_currency)))  # as stored
+    want = json.loads(json.dumps(basis(conn, source, kpis, kpi_cfg, base_currency, utc_offset)))  # as stored
     if now < then:
         return Plan(True, f"the clock went back (last pass {then})")
     if _parse(now) - _parse(full_at) >= timedelta(days=every):

@@ -5,7 +5,8 @@ value successfully written to that card's field (`kpi_written`), after rounding 
 so re-reading cards our own writes touched never causes another write. Each card gets one
 `FieldWrite` with all its changed fields. Fields are resolved once and remembered in
 `kpi_fields`: an existing field with the KPI's label or code (as its CRM spells codes:
-`Crm.field_has_code`) is reused when numeric, a missing one is created.
+`Crm.field_has_code`) is reused when numeric (a date field for a date KPI such as
+`last_interaction_on`), a missing one is created.
 
 Every attempt is logged in `writeback_log`, one row per card and field, as it happens: the
 cards of one write request (`PER_REQUEST`) get `sending` rows committed before the request
@@ -28,7 +29,9 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
+from zoneinfo import ZoneInfo
 
 from sqlite_utils.utils import chunks
 
@@ -36,12 +39,13 @@ from adapters import registry
 from adapters.base import CrmField, FieldWrite, WriteResult
 from adapters.errors import FieldTypeError
 from adapters.times import iso
-from connector.kpi.engine import all_kpis
+from connector.kpi.engine import all_kpis, is_date
 from connector.kpi.inputs import CLIENT_TABLES
 
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = {"numeric", "double"}
+DATE_TYPES = {"date"}  # amoCRM's and Bitrix24's name for a date-only field
 PER_REQUEST = 50  # cards one write request carries (the adapters batch by 50): logged per request
 SENDING, UNKNOWN = "sending", "unknown"  # writeback_log statuses beside ok / failed
 LOST = "the process ended before the CRM answered (killed or crashed); the value is sent again"
@@ -252,10 +256,11 @@ def record(
 
 
 def find_fields(
-    adapter, source: str, entity_type: str, labels: dict[str, str]
+    adapter, source: str, entity_type: str, labels: dict[str, str], dates=()
 ) -> Iterator[tuple[str, CrmField]]:
     """(KPI, field) for each KPI -> label: the CRM's field with that label or the KPI's code
-    (numeric, else FieldTypeError), or one created. Lists nothing when `labels` is empty."""
+    (numeric, or a date for the KPIs in `dates`; else FieldTypeError), or one created. Lists
+    nothing when `labels` is empty."""
     if not labels:
         return
     has_code = registry.get(adapter.kind).field_has_code
@@ -265,15 +270,20 @@ def find_fields(
         f = next((f for f in existing if f.name == label), None) or next(
             (f for f in existing if has_code(f, code)), None
         )
+        date = kpi in dates
         if f is None:
-            f = adapter.create_field(entity_type, code, label)
+            # only a date KPI names the kind: a numeric field is what every adapter makes by default
+            if date:
+                f = adapter.create_field(entity_type, code, label, kind="date")
+            else:
+                f = adapter.create_field(entity_type, code, label)
             existing.append(f)
             log.info("source '%s': created %s field '%s' (%s)", source, entity_type, label, f.key)
-        elif f.type not in NUMERIC_TYPES:
+        elif f.type not in (DATE_TYPES if date else NUMERIC_TYPES):
             raise FieldTypeError(
                 f"source '{source}': {entity_type} field '{f.name}' (for KPI {kpi}) exists with type "
-                f"'{f.type}', not a number; change its type in the CRM or map the KPI to another "
-                f"field name in [kpi.fields]"
+                f"'{f.type}', not {'a date' if date else 'a number'}; change its type in the CRM or "
+                f"map the KPI to another field name in [kpi.fields]"
             )
         yield kpi, f
 
@@ -283,29 +293,48 @@ def _number(v: float | None):
     return int(v) if v is not None and float(v).is_integer() else v
 
 
+def as_date(v: float | None, tz: str | None) -> datetime | None:
+    """A date KPI's value (YYYYMMDD) as the start of that day in the account's time zone: each
+    adapter sends it as its CRM spells a date."""
+    if v is None:
+        return None
+    day = int(v)
+    return datetime(day // 10000, day // 100 % 100, day % 100, tzinfo=ZoneInfo(tz or "UTC"))
+
+
 def write_cards(
-    adapter, entity_type: str, by_card: dict[int, list[Change]], cards: list[int]
+    adapter, entity_type: str, by_card: dict[int, list[Change]], cards: list[int], dates=(), tz=None
 ) -> dict[int, WriteResult]:
-    """Send the cards' changed values, one FieldWrite per card; the results by card id."""
-    writes = [FieldWrite(eid, {c.field_key: _number(c.new) for c in by_card[eid]}) for eid in cards]
+    """Send the cards' changed values, one FieldWrite per card (the KPIs in `dates` as dates in
+    time zone `tz`); the results by card id."""
+
+    def value(c: Change):
+        return as_date(c.new, tz) if c.kpi in dates else _number(c.new)
+
+    writes = [FieldWrite(eid, {c.field_key: value(c) for c in by_card[eid]}) for eid in cards]
     return {r.entity_id: r for r in adapter.write_values(entity_type, writes)}
 
 
 # -- the wire ----------------------------------------------------------------------------------
 
 
-def resolve_fields(mirror, adapter, source: str, entity_type: str, labels: dict[str, str]) -> dict[str, str]:
-    """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before."""
+def resolve_fields(
+    mirror, adapter, source: str, entity_type: str, labels: dict[str, str], dates=()
+) -> dict[str, str]:
+    """KPI -> the CRM's field key, listing and creating fields only for KPIs not resolved before
+    (the KPIs in `dates` need date fields)."""
     keys = known_keys(mirror, source, entity_type, labels)
     missing = {k: label for k, label in labels.items() if k not in keys}
     # Saved one by one as found: a field of the wrong type further on keeps the ones before.
-    for kpi, f in find_fields(adapter, source, entity_type, missing):
+    for kpi, f in find_fields(adapter, source, entity_type, missing, dates):
         save_field(mirror, source, entity_type, kpi, missing[kpi], f)
         keys[kpi] = f.key
     return keys
 
 
-def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) -> tuple[int, int]:
+def send(
+    mirror, adapter, source: str, entity_type: str, changes: list[Change], dates=(), tz=None
+) -> tuple[int, int]:
     """Write the changes a request's worth of cards at a time, each logged `sending` before it
     goes and with its outcome as it returns; returns (cards written, failed)."""
     by_card: dict[int, list[Change]] = defaultdict(list)
@@ -316,7 +345,7 @@ def send(mirror, adapter, source: str, entity_type: str, changes: list[Change]) 
     for chunk in map(list, chunks(cards, PER_REQUEST)):
         intend(mirror, source, entity_type, by_card, chunk)
         try:
-            results = write_cards(adapter, entity_type, by_card, chunk)
+            results = write_cards(adapter, entity_type, by_card, chunk, dates, tz)
         except Exception as err:  # log the attempt before the error stops the run
             record(mirror, source, entity_type, by_card, chunk, {}, str(err))
             raise
@@ -346,6 +375,9 @@ def write_back(
     start = getattr(adapter, "requests", 0) if adapter is not None else 0
     if not dry_run:
         close_lost_attempts(mirror, source)
+    kpis = all_kpis(kpi_cfg)
+    dates = {k for k in kpi_cfg.fields if is_date(k, kpis)}
+    tz = getattr(kpi_cfg, "timezone", None)
     for entity_type in kpi_cfg.targets:
         labels = {
             k: v
@@ -364,14 +396,14 @@ def write_back(
             if adapter is None:
                 raise WritebackError(f"source '{source}': no adapter to write with")
             before = adapter.requests
-            keys = resolve_fields(mirror, adapter, source, entity_type, labels)
+            keys = resolve_fields(mirror, adapter, source, entity_type, labels, dates)
             rep.field_requests += adapter.requests - before
         changes = plan(mirror, source, entity_type, keys, labels, kpi_cfg.precision, cards)
         rep.changes.extend(changes)
         rep.values += len(changes)
         rep.clients += len({c.entity_id for c in changes})
         if changes and not dry_run:
-            _, failed = send(mirror, adapter, source, entity_type, changes)
+            _, failed = send(mirror, adapter, source, entity_type, changes, dates, tz)
             rep.failed += failed
     if adapter is not None:
         rep.requests = adapter.requests - start

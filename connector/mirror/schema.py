@@ -10,39 +10,40 @@ in `adapters.tables`; each primary key here is the one declared there (a unit te
 """
 
 from adapters.tables import TABLES
+from connector.mirror import keys
 
 ENTITY_TABLES = tuple(TABLES)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
     source TEXT NOT NULL, id INTEGER NOT NULL,
-    name TEXT, email TEXT, is_active INTEGER, raw TEXT,
-    PRIMARY KEY (source, id));
+    name TEXT, email TEXT, is_active INTEGER, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, id));
 
 CREATE TABLE IF NOT EXISTS pipelines (
     source TEXT NOT NULL, id INTEGER NOT NULL,
-    entity TEXT, name TEXT, sort INTEGER, is_default INTEGER, raw TEXT,
-    PRIMARY KEY (source, id));
+    entity TEXT, name TEXT, sort INTEGER, is_default INTEGER, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, id));
 
 CREATE TABLE IF NOT EXISTS stages (
     source TEXT NOT NULL, pipeline_id INTEGER NOT NULL, id NUMERIC NOT NULL,
-    entity TEXT, name TEXT, sort INTEGER, semantics TEXT, raw TEXT,
-    PRIMARY KEY (source, pipeline_id, id),
+    entity TEXT, name TEXT, sort INTEGER, semantics TEXT, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, pipeline_id, id),
     FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id));
 
 CREATE TABLE IF NOT EXISTS contacts (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     name TEXT, company_id INTEGER, responsible_user_id INTEGER,
-    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
-    PRIMARY KEY (source, id),
+    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, id),
     FOREIGN KEY (source, company_id) REFERENCES companies (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
 
 CREATE TABLE IF NOT EXISTS companies (
     source TEXT NOT NULL, id INTEGER NOT NULL,
     name TEXT, responsible_user_id INTEGER,
-    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
-    PRIMARY KEY (source, id),
+    created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, id),
     FOREIGN KEY (source, responsible_user_id) REFERENCES users (source, id));
 
 CREATE TABLE IF NOT EXISTS deals (
@@ -51,8 +52,8 @@ CREATE TABLE IF NOT EXISTS deals (
     amount REAL, currency TEXT, responsible_user_id INTEGER,
     contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
-    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, lead_id INTEGER,
-    PRIMARY KEY (source, id),
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, lead_id INTEGER, key TEXT PRIMARY KEY,
+    UNIQUE (source, id),
     FOREIGN KEY (source, pipeline_id) REFERENCES pipelines (source, id),
     FOREIGN KEY (source, lead_id) REFERENCES leads (source, id),
     FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
@@ -71,8 +72,8 @@ CREATE TABLE IF NOT EXISTS leads (
     title TEXT, status_id NUMERIC, status TEXT, amount REAL, currency TEXT,
     responsible_user_id INTEGER, contact_id INTEGER, company_id INTEGER, channel TEXT,
     created_at TEXT, updated_at TEXT, closed_at TEXT,
-    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT,
-    PRIMARY KEY (source, id),
+    is_deleted INTEGER NOT NULL DEFAULT 0, raw TEXT, key TEXT PRIMARY KEY,
+    UNIQUE (source, id),
     FOREIGN KEY (source, contact_id) REFERENCES contacts (source, id),
     FOREIGN KEY (source, company_id) REFERENCES companies (source, id));
 
@@ -167,12 +168,15 @@ CREATE INDEX IF NOT EXISTS idx_sync_runs_source ON sync_runs (source, stream, id
 
 
 def apply(conn) -> None:
-    """Create whatever is missing; a no-op on an up-to-date mirror."""
+    """Create whatever is missing; a no-op on an up-to-date mirror. A mirror made before the
+    single-column keys (`connector.mirror.keys`) gets them, its rows kept."""
     from connector.mirror import kpi_schema
 
     ddl = DDL + kpi_schema.DDL
+    keys.rekey(conn, DDL)  # first: a keyless table gets its `key` as primary key, not as a column
     _add_missing_columns(conn, ddl)
-    conn.executescript(ddl)
+    conn.executescript(ddl + keys.TRIGGERS)
+    keys.add_links(conn)
     kpi_schema.apply_triggers(conn)
 
 

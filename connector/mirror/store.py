@@ -28,7 +28,7 @@ from adapters.base import Page
 from adapters.tables import TABLES
 from adapters.tables import table as contract
 from adapters.times import iso
-from connector.mirror import schema, storage
+from connector.mirror import keys, schema, storage
 
 # See `Mirror._fill_entry_stages`. `nxt`: the entity's next change after the entry row.
 _NEXT = (
@@ -252,9 +252,12 @@ class Mirror:
                 page.problems.extend(bad.values())
 
     def _upsert(self, table: str, source: str, rows: list[dict]) -> None:
+        key_cols = keys.KEYS.get(table)
         prepared = []
         for row in rows:
             row = dict(row, source=source)
+            if key_cols:
+                row["key"] = keys.key_of(source, [row.get(c) for c in key_cols])
             raw = row.get("raw")
             if raw is not None and not isinstance(raw, str):
                 row["raw"] = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))

@@ -42,11 +42,16 @@ class KpiJobResult:
     def line(self) -> str:
         wb = self.writeback
         clients = sum(self.compute.clients.values())
-        verb = "would change" if self.dry_run else "changed"
-        text = (
-            f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
-            f"{verb}, {wb.requests:,} requests"
-        )
+        if self.dry_run:  # nothing was sent: say what a real run would do
+            text = (
+                f"{clients:,} clients computed, would touch {wb.clients:,} cards and change "
+                f"{wb.values:,} values, {wb.requests:,} requests"
+            )
+        else:
+            text = (
+                f"{clients:,} clients computed, {wb.clients:,} cards touched, {wb.values:,} values "
+                f"changed, {wb.requests:,} requests"
+            )
         text += f", {wb.failed:,} cards rejected" if wb.failed else ""
         text += f", {len(self.withheld)} KPIs withheld" if self.withheld else ""
         broken = getattr(self.compute, "broken", None)

@@ -11,8 +11,9 @@ from connector.mirror.store import Mirror
 from connector.mirror.tokens import TokenStore
 
 
-def load_config(path: str | None) -> Config:
-    return config_mod.load(path)
+def load_config(path: str | None, secrets: bool = True) -> Config:
+    """`secrets=False`: for commands that only read the mirror (see `config.load`)."""
+    return config_mod.load(path, secrets)
 
 
 def open_mirror(cfg: Config, read_only: bool = False) -> Mirror:

@@ -135,7 +135,12 @@ def sync_source(
             if fatal:
                 results.append(_not_run(mirror, run_id, adapter.source, stream, run_started, *fatal))
                 continue
-            progress.start(f"{adapter.source}/{stream}", f"{k}/{len(wanted)}", main[stream])
+            progress.start(
+                f"{adapter.source}/{stream}",
+                f"{k}/{len(wanted)}",
+                main[stream],
+                requests=lambda: getattr(adapter, "requests", 0),
+            )
             result = _run_stream(
                 mirror, adapter, stream, main[stream], full, run_started, run_id, progress, stop
             )

@@ -204,7 +204,12 @@ class AmoRender:
             f = fmap.get(fid)
             if f is None:
                 continue
-            value = {"value": _num_str(v) if f["type"] == "numeric" else str(v)}
+            if f["type"] == "numeric":
+                value = {"value": _num_str(v)}
+            elif f["type"] in ("date", "date_time", "birthday"):
+                value = {"value": int(v)}  # dates read back as Unix seconds
+            else:
+                value = {"value": str(v)}
             for e in f.get("enums") or ():
                 if e["value"] == v:
                     value["enum_id"] = e["id"]

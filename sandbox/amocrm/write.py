@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 from sandbox.amocrm.common import EMAIL_FIELD, PHONE_FIELD, PROBLEM, SINGULAR, ApiError, problem
 from sandbox.httpbase import Request, Response
@@ -228,6 +229,26 @@ def _validation(errors: list) -> Response:
     return problem(400, "Bad Request", "Request validation failed", **{"validation-errors": errors})
 
 
+DATE_TYPES = ("date", "date_time", "birthday")
+
+
+def _parse_date(raw) -> tuple[bool, object]:
+    """A date field's value: Unix seconds (a number or digits) or RFC 3339 text with an offset
+    (`2026-11-23T00:00:00+03:00`, as the official library sends it); kept, and read back, as
+    Unix seconds. Anything else is refused (a bare `2026-11-23` has no documented meaning)."""
+    if isinstance(raw, bool):
+        return False, "This value should be of type date."
+    if isinstance(raw, (int, float)) or (isinstance(raw, str) and raw.strip().isdigit()):
+        return True, int(float(raw))
+    try:
+        moment = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return False, "This value should be of type date."
+    if moment.tzinfo is None or "T" not in str(raw):
+        return False, "This value should be of type date."
+    return True, int(moment.timestamp())
+
+
 def _parse_value(field: dict, values) -> tuple[bool, object]:
     """(ok, value or None to clear) from a PATCH `values`; (False, detail) when invalid."""
     if values is None:
@@ -243,6 +264,8 @@ def _parse_value(field: dict, values) -> tuple[bool, object]:
         if x != x or x in (float("inf"), float("-inf")) or isinstance(raw, bool):
             return False, "This value should be of type numeric."
         return True, int(x) if x.is_integer() else x
+    if field["type"] in DATE_TYPES:
+        return _parse_date(raw)
     if field.get("enums") and field["type"] in ("select", "radiobutton", "multiselect"):
         by_id = {e["id"]: e["value"] for e in field["enums"]}
         if values[0].get("enum_id") in by_id:

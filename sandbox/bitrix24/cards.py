@@ -9,12 +9,14 @@ The `make_*` factories build one method per entity.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 
 from .lists import dict_list
 from .params import ci_get
 from .portal import Portal, Reply
 from .query import ApiError, render, select_fields
-from .render import TYPE_UF, UF_TYPE
+from .render import _MSK_S as MSK_S
+from .render import TYPE_UF, UF_TYPE, portal_midnight
 
 
 def _card(p: Portal, entity: str, table: str, id_) -> dict:
@@ -177,12 +179,31 @@ def _uf_value(name: str, f: dict, value):
         except ValueError:
             raise ApiError("", f"Field '{name}': value must be a number.") from None
         return int(v) if f.get("b24_type") == "integer" else v
+    if f["type"] == "date":
+        return _uf_date(name, value)
     if f["type"] == "select" and f.get("enums"):
         for e in f["enums"]:  # enumerations are written by enum id
             if str(value) in (str(e["id"]), e["value"]):
                 return e["value"]
         raise ApiError("", f"Field '{name}': unknown list value.")
     return str(value)
+
+
+def _uf_date(name: str, value) -> int:
+    """A `date` field's value, kept as the start of its day in the portal's zone (Unix seconds)
+    and read back as `2026-11-23T00:00:00+03:00`. Taken: ISO 8601 (`2026-11-23`, or with a time
+    and offset) or the portal's own format (`23.11.2026`); anything else is refused."""
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d{2})\.(\d{2})\.(\d{4})", text)
+    if m:
+        text = f"{m.group(3)}-{m.group(2)}-{m.group(1)}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError("", f"Field '{name}': invalid date '{value}'.") from None
+    if moment.tzinfo is None:  # a bare date (or time) is the portal's
+        moment = moment.replace(tzinfo=timezone(timedelta(seconds=MSK_S)))
+    return portal_midnight(int(moment.timestamp()))
 
 
 def _std_value(col: str, value):

@@ -38,8 +38,14 @@ LEAD_STATUSES = [
     ("CONVERTED", "Converted", 30, "won"),
     ("JUNK", "Junk", 40, "lost"),
 ]
-TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration"}
-UF_TYPE = {"double": "numeric", "integer": "numeric", "string": "text", "enumeration": "select"}
+TYPE_UF = {"numeric": "double", "text": "string", "select": "enumeration", "date": "date"}
+UF_TYPE = {
+    "double": "numeric",
+    "integer": "numeric",
+    "string": "text",
+    "enumeration": "select",
+    "date": "date",
+}
 TASK_PREFIX = {"deal": "D", "contact": "C", "company": "CO", "lead": "L"}
 
 
@@ -389,7 +395,7 @@ def build_specs(v: Vocab) -> dict[str, Callable[[], Spec]]:
 def _uf_fields(v: Vocab, etype: str) -> list[Field]:
     out = []
     for name, f in v.uf_fields(etype):
-        kind = "float" if f["type"] == "numeric" else "str"
+        kind = {"numeric": "float", "date": "date"}.get(f["type"], "str")
         out.append(Field(name, camel(name), _uf_getter(f), kind))
     return out
 

@@ -171,7 +171,7 @@ class Recorder:
     def __init__(self):
         self.streams: dict[str, dict] = {}
 
-    def start(self, label, step="", unit="rows"):
+    def start(self, label, step="", unit="rows", requests=None):
         self.now = self.streams[label] = {"step": step, "unit": unit, "expected": 0, "added": 0}
 
     def expect(self, n):

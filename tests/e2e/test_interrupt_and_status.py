@@ -108,7 +108,7 @@ def status_text(config) -> str:
 
 def status_rows(config) -> dict[str, str]:
     """The stream table's rows by stream (a wrapped bookmark's indented lines left out)."""
-    lines = status_text(config).split("\n\n")[0].splitlines()[2:]
+    lines = status_text(config).split("\n\n")[1].splitlines()[2:]  # after the "Mirror: ..." line
     return {ln.split()[1]: ln for ln in lines if not ln.startswith(" ")}
 
 

@@ -203,7 +203,7 @@ def test_sigkill_mid_sync_then_next_run_equals_an_uninterrupted_sync(amo_sandbox
     proc, err = start(tmp_path, config, "--once")  # the lock died with the killed process
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, open(err).read()[-2000:]
-    assert "amo: ok" in out
+    assert '"source": "amo", "status": "ok"' in out  # its JSON summary line (--log-format json)
     assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == [(0,)]
     assert query(db, "SELECT count(*) FROM sync_runs WHERE status = 'ok'")[0][0] > partial
 
@@ -242,7 +242,7 @@ def test_sigterm_mid_sync_records_interrupted_exits_0_and_restart_resumes(amo_sa
     amo_sandbox.latency_ms = 0
     proc, err = start(tmp_path, config, "--once")
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "amo: ok" in out, open(err).read()[-2000:]
+    assert proc.returncode == 0 and '"source": "amo", "status": "ok"' in out, open(err).read()[-2000:]
     last = query(
         db,
         "SELECT stream, status FROM sync_runs WHERE run_id = "

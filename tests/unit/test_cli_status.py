@@ -53,7 +53,8 @@ def test_status_describes_bookmarks(config):
     res = _status(config)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert "bookmark (UTC)" in lines[0]
+    assert lines[0] == f"Mirror: {config.parent / 'mirror.db'}"
+    assert "bookmark (UTC)" in lines[2]
     deals = next(line for line in lines if line.startswith("main") and " deals " in line)
     events = next(line for line in lines if line.startswith("main") and " events " in line)
     assert "since 2026-11-23 10:00:00; no API filter" in deals and " 1,234 " in deals
@@ -64,7 +65,8 @@ def test_status_describes_bookmarks(config):
 def test_status_fits_80_columns_wrapping_bookmarks_and_errors(config):
     res = _status(config, columns=80)
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
+    mirror, _, *lines = res.output.splitlines()
+    assert mirror.startswith("Mirror: /")  # a path is never wrapped: it stays one to copy
     assert max(len(line) for line in lines) <= 80, res.output
     deals = lines.index(next(line for line in lines if line.startswith("main") and " deals " in line))
     start = lines[0].index("bookmark")
@@ -90,4 +92,5 @@ def test_status_json_is_one_document(config, args):
     assert streams["deals"]["last_rows"] == 1234 and streams["deals"]["last_status"] == "ok"
     assert streams["users"]["last_error"] == TOKEN_ERROR
     assert doc["kpi_jobs"] == []
+    assert doc["mirrors"] == [{"path": str(config.parent / "mirror.db"), "sources": ["main"], "exists": True}]
     assert [(r["source"], r["job"]) for r in doc["next_runs"]] == [("main", "sync")]

@@ -3,6 +3,8 @@ months' time zone ([kpi] timezone)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -99,9 +101,11 @@ def test_survey_report_and_timezone(tmp_path):
         '[kpi.survey]\nnps_field = "NPS"\ncsat_field = "CSAT"\n\n'
         '[report]\nlanguage = "ru"\nmonths = 6\npath = "out/report.html"\n'
     )
-    cfg = config.load(write(tmp_path, text))
+    path = write(tmp_path, text)
+    cfg = config.load(path)
     assert cfg.kpi.survey.fields() == {"nps": "NPS", "csat": "CSAT"}
-    assert (cfg.report.language, cfg.report.months, cfg.report.path) == ("ru", 6, "out/report.html")
+    where = os.path.join(os.path.dirname(os.path.abspath(path)), "out/report.html")  # beside the config
+    assert (cfg.report.language, cfg.report.months, cfg.report.path) == ("ru", 6, where)
     assert cfg.timezone == "Asia/Yekaterinburg"
 
 

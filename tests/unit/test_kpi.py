@@ -191,6 +191,8 @@ def test_catalogue_has_every_kpi_with_a_definition():
         "open_tasks",
         "overdue_tasks",
         "days_since_last_purchase",
+        "last_interaction_on",
+        "last_purchase_on",
         "churn_risk",
         "interactions_30d",
         "interactions_30d_call",

@@ -55,12 +55,13 @@ def test_dry_run_prints_changes_and_sends_nothing(config):
     r = CliRunner().invoke(main, ["--config", config[0], "-v", "kpi", "--dry-run"])
     assert r.exit_code == 0, r.output
     assert (
-        f"{S} contact: 4 cards, 6 values would change; fields to find or create: "
+        f"{S} contact: would touch 4 cards and change 6 values; fields to find or create: "
         "'KPI: Deals', 'KPI: Win rate, %'" in r.output
     )
     assert "  contact 1 c1: win_rate -> 'KPI: Win rate, %': (empty) -> 80" in r.output
     assert "  contact 1 c1: deals_total -> 'KPI: Deals': (empty) -> 5" in r.output
-    assert f"{S}: 6 clients computed, 5 cards touched, 7 values would change, 0 requests" in r.output
+    assert f"{S}: 6 clients computed, would touch 5 cards and change 7 values, 0 requests" in r.output
+    assert "touched" not in r.output and "changed" not in r.output  # nothing was sent
     assert "EUR" in r.output  # the unconverted currency warning
     with Mirror(config[1]) as m:  # a dry run writes nothing: no history, no log, no run row
         for t in ("writeback_log", "kpi_values", "kpi_runs"):
@@ -69,7 +70,7 @@ def test_dry_run_prints_changes_and_sends_nothing(config):
 
 def test_only(config):
     r = run(config, "--dry-run", "--only", "deals_total")
-    assert r.exit_code == 0 and "win_rate" not in r.output and "4 values would change" in r.output
+    assert r.exit_code == 0 and "win_rate" not in r.output and "change 4 values" in r.output
 
 
 def test_unknown_kpi_is_one_line_exit_2(config):

@@ -167,7 +167,7 @@ def build(m: Mirror, source: str = S, leads: bool = True) -> None:
     if leads:
         # Converted leads 0 and 5 became deals 3 (won) and 4 (lost); lead 4's deal 6 won, deleted.
         for deal, lead in ((3, 0), (4, 5), (6, 4)):
-            db["deals"].update((source, deal), {"lead_id": lead})
+            db.execute("UPDATE deals SET lead_id = ? WHERE source = ? AND id = ?", [lead, source, deal])
         db["leads"].insert_all(
             [
                 dict(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 
 import pytest
 from rich.console import Console
@@ -41,29 +42,54 @@ def screen(text: str) -> list[str]:
     return [line.rstrip() for line in ANSI.sub("", text).replace("\r", "\n").splitlines() if line.strip()]
 
 
-def test_bar_shows_stream_k_of_n_count_of_total_rate_and_time_left():
+def drawn(out, progress) -> str:
+    """The line as last drawn."""
+    progress._bars.refresh()
+    return screen(out.getvalue())[-1]
+
+
+def test_the_line_shows_stream_k_of_n_count_of_total_rate_and_time_left():
     out = io.StringIO()
-    progress = Progress(Console(file=out, force_terminal=True, width=120))
-    progress.start("b24/deals", "3/10", "deals")
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    progress.start("b24/deals", "3/10", "deals", requests=lambda: 7)
     progress.expect(2000)
     progress.add(500)
-    progress._bars.refresh()
-    line = [line for line in screen(out.getvalue()) if "b24/deals" in line][-1]
-    assert line.startswith("stream 3/10 b24/deals")
-    assert "500 of ~2,000 deals" in line and "/s" in line and re.search(r" (\d+:\d\d|-:--) left$", line), line
+    line = drawn(out, progress)
+    assert re.match(r"^\S b24 3/10 deals ", line), line  # the spinner, then where the sync is
+    assert "500 of ~2,000 deals · " in line and "/s · " in line, line
+    assert re.search(r" · (\d+:\d\d|-:--) left · \d+:\d\d in all$", line), line
+    assert "requests" not in line  # the total says how far it is
     progress.stop()
 
 
-def test_without_a_total_the_bar_shows_the_count():
+def test_one_line_follows_the_sync_across_streams():
     out = io.StringIO()
-    progress = Progress(Console(file=out, force_terminal=True, width=120))
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
     progress.start("amo/deals", "5/10", "deals")
     progress.add(1234)
-    progress._bars.refresh()
+    progress.finish()
+    progress.start("amo/calls", "6/10", "calls")
+    line = drawn(out, progress)
+    assert re.match(r"^\S amo 6/10 calls ", line) and "deals" not in line, line
+    assert len(progress._bars.tasks) == 1  # one line, not one bar per stream
     progress.stop()
-    line = [line for line in screen(out.getvalue()) if "amo/deals" in line][-1]
-    assert "1,234 deals" in line and " of " not in line and "left" not in line
-    assert re.search(r" \d+:\d\d elapsed$", line), line
+
+
+def test_a_stream_without_a_total_shows_pages_and_requests_not_a_zero_rate():
+    """A stream that reads pages before finding anything (calls filtered out, say) still moves."""
+    out = io.StringIO()
+    made = [40]  # requests the adapter had made before the stream
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    progress.start("amo/calls", "4/10", "calls", requests=lambda: made[0])
+    for _ in range(12):
+        made[0] += 3
+        progress.add(0)
+    line = drawn(out, progress)
+    assert "0 calls · 12 pages · 36 requests · " in line, line
+    assert "/s" not in line and "left" not in line, line
+    progress.add(50)
+    assert "50 calls · " in drawn(out, progress) and "/s" in drawn(out, progress)
+    progress.stop()
 
 
 def test_log_lines_print_above_the_bar_not_into_it(terminal):
@@ -108,3 +134,48 @@ def test_no_bar_off_a_terminal_or_with_json_logs(monkeypatch, fmt, tty):
             assert lines and lines[0].startswith("{")
     finally:
         logs.setup("text")
+
+
+def test_streams_side_by_side_share_the_line_each_thread_its_own():
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=200))
+    go = threading.Event()
+
+    def stream(label, step, unit, total, pages, ready):
+        progress.start(label, step, unit)
+        if total:
+            progress.expect(total)
+        for n in pages:
+            progress.add(n)
+        ready.set()
+        go.wait()
+        progress.finish()
+
+    threads = []
+    for args in (
+        ("amo/deals", "3/10", "deals", 2000, [250, 250]),
+        ("amo/calls", "4/10", "calls", None, [0, 0, 0]),
+    ):
+        ready = threading.Event()
+        threads.append(threading.Thread(target=stream, args=(*args, ready)))
+        threads[-1].start()
+        ready.wait()  # one after the other: the line lists them in the order they started
+    line = drawn(out, progress)
+    assert re.match(r"^\S amo 3,4/10 ", line), line
+    assert "deals 500 of ~2,000 deals · " in line and " | calls 0 calls · 3 pages · " in line, line
+    go.set()
+    for t in threads:
+        t.join()
+    assert progress.under_way() == [] and progress.text() == ""
+    progress.stop()
+
+
+def test_one_page_one_request():
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=140))
+    made = [5]
+    progress.start("amo/users", "1/10", "users", requests=lambda: made[0])
+    made[0] += 1
+    progress.add(0)
+    assert "0 users · 1 page · 1 request · " in drawn(out, progress)
+    progress.stop()

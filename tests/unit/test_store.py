@@ -8,6 +8,7 @@ import pytest
 from adapters.base import Page
 from adapters.streams import Stream
 from adapters.tables import TABLES
+from connector.mirror.keys import KEYS
 from connector.mirror.store import Mirror
 
 
@@ -29,11 +30,22 @@ def test_file_is_private_wal_and_schema_idempotent(tmp_path):
     } <= tables
 
 
-def test_each_tables_primary_key_is_the_one_its_contract_declares(tmp_path):
+def test_each_tables_upsert_key_is_the_one_its_contract_declares(tmp_path):
+    """The contract's key is the table's primary key, or (tables with a single-column `key`
+    for Datasette, `connector.mirror.keys`) a unique constraint beside it."""
     with Mirror(str(tmp_path / "m.db")) as m:
         for t in TABLES.values():
             cols = m.conn.execute(f"PRAGMA table_info([{t.name}])").fetchall()
-            assert tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5]) == t.primary_key, t.name
+            pk = tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5])
+            unique = [
+                tuple(r[2] for r in m.conn.execute(f"PRAGMA index_info([{ix[1]}])"))
+                for ix in m.conn.execute(f"PRAGMA index_list([{t.name}])")
+                if ix[2] and ix[3] == "u"
+            ]
+            if t.name in KEYS:
+                assert pk == ("key",) and t.primary_key in unique, t.name
+            else:
+                assert pk == t.primary_key, t.name
 
 
 def test_a_stream_feeds_only_tables_with_a_contract():
