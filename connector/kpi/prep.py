@@ -101,16 +101,20 @@ WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_delet
       AND completed_at IS NOT NULL {scope}
 """
 
-_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": ""}
+_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": ""}
 
 
 def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
     """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
     by index, or with `scan` by one sequential pass that keeps theirs."""
+    bound = f"SELECT b.activity_id FROM main.activity_bindings b WHERE b.source = :source AND b.entity_id IN ({ids})"
     return sql.format(
         hint="NOT INDEXED" if scan else "",
         scope=f"AND {col} IN ({ids})",
         bscope=f"AND b.entity_id IN ({ids})",
+        # a call or an interaction of these owners, or bound to one of them
+        cscope=f"AND (entity_id IN ({ids}) OR activity_id IN ({bound}))",
+        ascope=f"AND (entity_id IN ({ids}) OR id IN ({bound}))",
     )
 
 
@@ -194,7 +198,7 @@ WITH picked AS (
     SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
     FROM main.calls NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days'))
+      AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {cscope})
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
 FROM picked WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
@@ -252,7 +256,7 @@ WITH picked AS (
     SELECT id, entity_type, entity_id, channel, direction, at FROM main.activities
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
       AND id NOT IN (SELECT activity_id FROM main.calls WHERE source = :source AND is_automated = 1
-                     AND activity_id IS NOT NULL))
+                     AND activity_id IS NOT NULL) {ascope})
 SELECT id, entity_type, entity_id, channel, direction, at FROM picked
 WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
@@ -270,13 +274,13 @@ WITH turns AS (
     SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at
     FROM main.activities
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {ascope}
     UNION ALL
     SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
            started_at
     FROM main.calls
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at IS NOT NULL AND direction IN ('in', 'out'))
+      AND started_at IS NOT NULL AND direction IN ('in', 'out') {cscope})
 SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
 SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
@@ -351,7 +355,7 @@ def _via_recent(
         ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
         conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
-        conn.execute(pick.format(hint=hint, scope="", bscope=""), p)
+        conn.execute(pick.format(**dict(_FULL, hint=hint)), p)
     conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
     conn.execute(match + " ORDER BY 1, 2", p)
     conn.execute("DROP TABLE temp.kpi_recent")
