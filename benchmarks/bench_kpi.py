@@ -24,6 +24,24 @@ Measured on the 2-core development machine (2026-11-23), scale 1, four runs:
   peak RSS of a first run 960 MB (1.9 GB at twice the data; it counts the memory-mapped mirror)
   write-back: 7,140 requests for 356,981 cards; 109 after 1% of deals changed; 0 on a re-run
 
+Incremental passes (2026-12-06, same machine shared by ~8 busy processes, load 8-10: every
+figure some 1.5-2x the quiet machine's), scale 1, full passes in fresh processes by turns:
+  before incremental passes (engine at 090c5dc), 3 full passes: 46.4 / 33.6 / 36.2 s
+  with them (no other change to what is computed):            54.9 / 29.6 / 29.7 s
+  (the first pass also stores kpi_anchors; the full pass itself is no faster, see below)
+  1% of deals changed, same clock: incremental 6.0 s vs full 35.2 s: 0.171, kpi_values equal
+  1% of deals changed, a day later: incremental 9.1 s vs full 32.6 s: 0.278 (every client's
+  day counts change: 400k of the 408k values written are theirs, as in the full pass)
+After main's activity bindings, turns and date KPIs (main at ca6bf52 vs this, same run):
+  full passes 50.0 / 52.9 / 59.0 s before, 55.5 / 58.5 / 53.6 s with incremental passes
+  1% changed, same clock 12.5 s vs 54.1 s: 0.231; a day later 15.0 s vs 54.5 s: 0.276 (before
+  the calls and interactions of some clients were picked before the scratch table was made)
+Where a full pass spends its time (statement timings, scale 1): one diff per KPI and target
+against kpi_values (a key seek per client, ~1.2 us, 0.4-0.5 s per KPI for 300k contacts;
+~60% of the pass), first_response_minutes (~15%: its median's window sort), building
+kpi_deals for contacts (~10%). Tried without gain: diffing by a sequential pass over the
+stored range joined to a temp table of new values; temp_store = MEMORY.
+
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
   before: first 41.5 s, steady 43.1 s; twice the data 90.4 s / 75.9 s
