@@ -1,19 +1,48 @@
-"""KPI benchmark: compute time on a generated mirror, its scaling, and write requests per change.
+"""KPI benchmark: full and incremental passes on a generated mirror, their scaling, write-back.
 
-    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp]
+    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT] [--no-scaling]
 
-Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks); the run is
-repeated on twice that to check the time scales linearly (target <= 2.2x). The mirror is written
-straight into SQLite with executemany, not through a sandbox. Write-back then runs twice on a
-fake adapter: the first run writes every mapped value, the second after changing 1% of deals;
-requests per changed card should be ceil(cards / 50) (50 cards per request, every changed field
-of a card in one item), which is at most ceil(changed values / 50).
+Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks). The mirror is
+written straight into SQLite with executemany, not through a sandbox. Printed, at scale 1:
+
+- the full pass: the first (every value new) and a second one (nothing changed); with
+  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch) the same two
+  passes of that version first, on a copy of the same mirror, in a subprocess: the before
+  and after figures side by side, from one run on one machine;
+- incremental passes after 1% of deals changed, at the same clock and a day later, each
+  timed against a full pass over a copy of the same mirror (whose kpi_values must be equal:
+  the bench stops if not), with the ratio (target <= 1/5) and the clients recomputed;
+- peak RSS of each pass;
+- write-back: the first run writes every mapped value, the second after changing 1% of deals;
+  requests per changed card should be ceil(cards / 50), at most ceil(changed values / 50);
+- the full pass again on twice the data, to check the time scales linearly (target <= 2.2x;
+  `--no-scaling` skips it).
 
 Measured on the 2-core development machine (2026-11-23), scale 1, four runs:
   first run (all 5.8M values new) 19.3-21.9 s, twice the data 40.1-44.1 s: ratio 1.90-2.10
   second run (nothing changed)    19.7-20.8 s, twice the data 39.5-42.1 s: ratio 1.90-2.13
   peak RSS of a first run 960 MB (1.9 GB at twice the data; it counts the memory-mapped mirror)
   write-back: 7,140 requests for 356,981 cards; 109 after 1% of deals changed; 0 on a re-run
+
+Incremental passes (2026-12-06, same machine shared by ~8 busy processes, load 8-10: every
+figure some 1.5-2x the quiet machine's), scale 1, full passes in fresh processes by turns:
+  before incremental passes (engine at 090c5dc), 3 full passes: 46.4 / 33.6 / 36.2 s
+  with them (no other change to what is computed):            54.9 / 29.6 / 29.7 s
+  (the first pass also stores kpi_anchors; the full pass itself is no faster, see below)
+  1% of deals changed, same clock: incremental 6.0 s vs full 35.2 s: 0.171, kpi_values equal
+  1% of deals changed, a day later: incremental 9.1 s vs full 32.6 s: 0.278 (every client's
+  day counts change: 400k of the 408k values written are theirs, as in the full pass)
+After main's activity bindings, turns and date KPIs (main at ca6bf52 vs this, same run):
+  full passes 50.0 / 52.9 / 59.0 s before, 55.5 / 58.5 / 53.6 s with incremental passes
+  1% changed, same clock 12.5 s vs 54.1 s: 0.231; a day later 15.0 s vs 54.5 s: 0.276 (before
+  the calls and interactions of some clients were picked before the scratch table was made);
+  after that: same clock 9.9 s vs 53.9 s: 0.184; a day later 14.4 s vs 52.9 s: 0.272
+  (kpi_values equal to the full pass's in every case)
+Where a full pass spends its time (statement timings, scale 1): one diff per KPI and target
+against kpi_values (a key seek per client, ~1.2 us, 0.4-0.5 s per KPI for 300k contacts;
+~60% of the pass), first_response_minutes (~15%: its median's window sort), building
+kpi_deals for contacts (~10%). Tried without gain: diffing by a sequential pass over the
+stored range joined to a temp table of new values; temp_store = MEMORY.
 
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
@@ -28,6 +57,10 @@ import argparse
 import math
 import os
 import random
+import shutil
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -178,35 +211,139 @@ def _peak_rss_mb() -> str:
         return "n/a"
 
 
-def bench(scale: float, workdir: str, kpi_cfg: KpiConfig, label: str) -> tuple[float, float]:
-    path = os.path.join(workdir, f"bench-kpi-{scale}.db")
+_BEFORE = """
+import sys, time
+from datetime import datetime, timezone
+from connector.config.kpi import KpiConfig
+from connector.kpi import engine as kpi
+from connector.mirror.store import Mirror
+now = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+cfg = KpiConfig(currency_rates={"USD": 90.0})
+with Mirror(sys.argv[1]) as m:
+    t0 = time.monotonic()
+    kpi.compute(m, "bench", cfg, "RUB", now=now)
+    print(time.monotonic() - t0, flush=True)
+"""
+
+
+def _fresh(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
+
+
+def _copy(src: Mirror, dst: str) -> None:
+    """A consistent copy of the mirror (SQLite's backup, WAL included)."""
+    _fresh(dst)
+    out = sqlite3.connect(dst)
+    src.conn.commit()
+    src.conn.backup(out)
+    out.close()
+
+
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pass(copy: str, checkout: str) -> float:
+    """One full pass of the engine in `checkout` over the mirror file `copy`, in seconds, in a
+    fresh process (both versions alike: no page cache of an earlier pass in the connection)."""
+    env = dict(os.environ, PYTHONPATH=checkout)
+    out = subprocess.run(
+        [sys.executable, "-c", _BEFORE, copy],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=checkout,
+    )
+    return float(out.stdout.split()[-1])
+
+
+def _same_history(m: Mirror, other: str) -> bool:
+    """Whether the source's kpi_values equal those of the mirror file `other`, row for row."""
+    m.conn.execute("ATTACH DATABASE ? AS other", (other,))
+    try:
+        cols = "entity_type, entity_id, kpi, value, computed_at"
+        for a, b in (("main", "other"), ("other", "main")):
+            q = (
+                f"SELECT count(*) FROM (SELECT {cols} FROM {a}.kpi_values WHERE source = :s "
+                f"EXCEPT SELECT {cols} FROM {b}.kpi_values WHERE source = :s)"
+            )
+            if m.conn.execute(q, {"s": SOURCE}).fetchone()[0]:
+                return False
+        return True
+    finally:
+        m.conn.execute("DETACH DATABASE other")
+
+
+def _incremental(m: Mirror, path: str, kpi_cfg: KpiConfig, now: datetime, what: str, mod: int) -> float:
+    """Change 1% of deals, then an incremental pass against a full one on a copy; the ratio."""
+    m.conn.execute(
+        "UPDATE deals SET status = CASE status WHEN 'open' THEN 'won' ELSE 'open' END, "
+        "closed_at = '2026-11-22T00:00:00Z', amount = amount + 1 WHERE id % 100 = ?",
+        (mod,),
+    )
+    m.conn.commit()
+    copy = path + ".full"
+    _copy(m, copy)
+    f = Mirror(copy)
+    _reset_peak_rss()
+    t0 = time.monotonic()
+    kpi.compute(f, SOURCE, kpi_cfg, "RUB", now=now)
+    full = time.monotonic() - t0
+    full_rss = _peak_rss_mb()
+    f.close()  # its mapped pages would count in the incremental pass's peak RSS
+    _reset_peak_rss()
+    t0 = time.monotonic()
+    res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=now, incremental=True)
+    inc = time.monotonic() - t0
+    inc_rss = _peak_rss_mb()
+    if res.mode != "incremental" or not _same_history(m, copy):
+        raise SystemExit(f"incremental pass ({res.mode}) differs from the full one: {what}")
+    _fresh(copy)
+    print(
+        f"[1x] 1% of deals changed, {what}: incremental {inc:.1f} s ({res.clients} clients, "
+        f"{res.changed} values changed, peak RSS {inc_rss}) vs full {full:.1f} s "
+        f"(peak RSS {full_rss}): ratio {inc / full:.3f} (target <= 0.2); kpi_values equal",
+        flush=True,
+    )
+    return inc / full
+
+
+def bench(
+    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: str | None
+) -> tuple[float, float]:
+    path = os.path.join(workdir, f"bench-kpi-{scale}.db")
+    _fresh(path)
     t0 = time.monotonic()
     sizes = generate(path, scale)
     print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
-    _reset_peak_rss()
+    copy = path + ".before"
+    if before:
+        shutil.copy(path, copy)
+    # the passes of both versions by turns, so a machine busy for a while slows both alike
+    runs = []
+    for what in ("first, all values new", "second, nothing changed", "third, nothing changed"):
+        then = _pass(copy, before) if before else None
+        runs.append(_pass(path, _HERE))
+        vs = f"; BEFORE ({before}) {then:.1f} s: ratio {runs[-1] / then:.2f}" if then else ""
+        print(f"[{label}] full pass ({what}): {runs[-1]:.1f} s{vs}", flush=True)
+    first, steady = runs[0], min(runs[1:])
+    _fresh(copy)
     with Mirror(path) as m:
+        _reset_peak_rss()
         t0 = time.monotonic()
         res = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
-        first = time.monotonic() - t0
         print(
-            f"[{label}] KPI compute (first run, all values new): {first:.1f} s, "
-            f"clients {res.clients}, values stored {res.changed}, peak RSS {_peak_rss_mb()}",
-            flush=True,
-        )
-        t0 = time.monotonic()
-        res2 = kpi.compute(m, SOURCE, kpi_cfg, "RUB", now=NOW)
-        steady = time.monotonic() - t0
-        print(
-            f"[{label}] KPI compute (second run, nothing changed): {steady:.1f} s, "
-            f"values changed {res2.changed}",
+            f"[{label}] full pass in this process: {time.monotonic() - t0:.1f} s, "
+            f"clients {res.clients}, peak RSS {_peak_rss_mb()} (counts the memory-mapped mirror)",
             flush=True,
         )
         if label == "1x":
+            _incremental(m, path, kpi_cfg, NOW, "same clock", 0)
+            _incremental(m, path, kpi_cfg, NOW + timedelta(days=1), "a day later", 1)
             _bench_writeback(m, kpi_cfg)
-    os.remove(path)
+    _fresh(path)
     return first, steady
 
 
@@ -240,6 +377,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--before", metavar="CHECKOUT", help="also time the full pass of this checkout")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the run on twice the data")
     args = ap.parse_args()
     cfg = KpiConfig(
         currency_rates={"USD": 90.0},
@@ -249,8 +388,10 @@ def main() -> None:
             "deals_open": {"contact": "KPI: Open deals", "company": "KPI: Open deals"},
         },
     )
-    a = bench(args.scale, args.dir, cfg, "1x")
-    b = bench(args.scale * 2, args.dir, cfg, "2x")
+    a = bench(args.scale, args.dir, cfg, "1x", args.before)
+    if args.no_scaling:
+        return
+    b = bench(args.scale * 2, args.dir, cfg, "2x", args.before)
     for name, t1, t2 in (("first run", a[0], b[0]), ("steady run", a[1], b[1])):
         print(
             f"KPI compute, {name}: {t1:.1f} s at scale {args.scale} (target <= 30 s at scale 1), "

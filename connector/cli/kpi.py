@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 
 import click
 
@@ -35,9 +36,20 @@ def _fmt(v, date: bool = False) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON document on stdout, per source (-v: with every value)."
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Recompute every client, not only those whose data or time windows changed since the "
+    "last pass (as [kpi] full_pass_days does on its schedule).",
+)
 @click.pass_context
 def kpi(
-    ctx: click.Context, source_name: str | None, dry_run: bool, only: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    source_name: str | None,
+    dry_run: bool,
+    only: tuple[str, ...],
+    as_json: bool,
+    full: bool,
 ) -> None:
     """Compute client KPIs from the mirror and write the changed ones to the CRM cards.
 
@@ -48,6 +60,8 @@ def kpi(
     if ctx.invoked_subcommand is not None:
         return
     cfg = load(ctx)
+    if full:
+        cfg = replace(cfg, kpi=replace(cfg.kpi, full_pass_days=0))
     verbose = bool(ctx.find_root().obj.get("verbose"))
     names = kpis(cfg, only)
     failed, docs = False, []

@@ -62,6 +62,7 @@ class KpiConfig:
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     custom: list[CustomKpi] = field(default_factory=list)
     interactions_days: int = 30
+    full_pass_days: int = 7  # incremental KPI passes in between; 0: every pass is full
     custom_timeout_s: float = 60.0  # each custom KPI query's time budget
     custom_memory_mb: int = 512  # SQLite's heap while a custom KPI query runs
     timezone: str | None = None  # months of the metrics; None: [schedule] timezone
@@ -96,6 +97,7 @@ class KpiChecks:
                 "fields": dict,
                 "custom": list,
                 "interactions_days": int,
+                "full_pass_days": int,
                 "timezone": str,
                 "custom_timeout_s": float,
                 "custom_memory_mb": int,

@@ -78,6 +78,7 @@ RANGES = {
     "kpi.calls_days": (0, 36500, False),
     "kpi.precision": (0, 10, True),
     "kpi.interactions_days": (0, 36500, False),
+    "kpi.full_pass_days": (0, 36500, True),
     "kpi.custom_timeout_s": (0, 86400, False),
     "kpi.custom_memory_mb": (16, 1024 * 1024, True),
     "report.months": (0, 120, False),

@@ -29,6 +29,10 @@ from connector.kpi import prep as kpi_prep
 from connector.kpi import survey
 from connector.kpi.custom_sql import KPI_SQL_DIR as SQL_DIR
 from connector.kpi.custom_sql import LimitExceeded, bounded, read_only, tables_read
+from connector.kpi.incremental import ANCHORED, DAY_COUNTS, save_anchors
+from connector.kpi.incremental import basis as incremental_basis
+from connector.kpi.incremental import plan as incremental_plan
+from connector.kpi.incremental import record as record_pass
 from connector.kpi.inputs import TARGETS
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,8 @@ class ComputeResult:
     withheld: dict[str, str] = field(default_factory=dict)  # KPI -> why it was not computed
     broken: dict[str, str] = field(default_factory=dict)  # custom KPI -> the limit it passed
     seconds: float = 0.0
+    mode: str = "full"  # full, incremental (only clients that may have changed), clients (a refresh)
+    full_reason: str = ""  # why an incremental pass was a full one
 
 
 READS = "reads:"
@@ -143,6 +149,7 @@ def compute(
     dry_run: bool = False,
     card_survey=(),
     clients: dict[str, list[int]] | None = None,
+    incremental: bool = False,
 ) -> ComputeResult:
     """Compute the KPIs of one source for every target client and store them.
 
@@ -151,6 +158,8 @@ def compute(
     the caller set up with `shadow_history`). `card_survey`: scores read from card fields
     (`survey.card_scores`). `clients`: only these (entity type -> ids; a refresh after a
     change), computed from the whole mirror as a full pass would, and no `kpi_runs` row.
+    `incremental`: recompute only the clients whose values may have changed since the last
+    pass, unless a full pass is due (`kpi.incremental`); the result is the same.
     """
     started = time.monotonic()
     kpis = all_kpis(kpi_cfg)
@@ -163,10 +172,6 @@ def compute(
     res.withheld = {k: why for k, why in (withheld or {}).items() if k in kpis}
     kpis = {k: v for k, v in kpis.items() if k not in res.withheld}
     conn = mirror.conn
-    for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, kpi_cfg.currency_rates):
-        msg = f"source '{source}': deals in {cur} are left out of amounts (add {cur} to [kpi.currency_rates])"
-        log.warning(msg)
-        res.warnings.append(msg)
     params = {
         "source": source,
         "now": res.computed_at,
@@ -176,31 +181,52 @@ def compute(
         "utc_offset": utc_offset(getattr(kpi_cfg, "timezone", None), res.computed_at),
     }
     with tuned(conn), mirror.db.atomic():
-        kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates)
+        plan = None
+        if incremental and clients is None:
+            plan = incremental_plan(
+                conn,
+                source,
+                list(kpis.values()),
+                kpi_cfg,
+                base_currency,
+                res.computed_at,
+                params["utc_offset"],
+            )
+            res.mode = "full" if plan.full else "incremental"
+            res.full_reason = plan.reason
+            if plan.full:
+                log.info("source '%s': full KPI pass: %s", source, plan.reason)
+            else:
+                n = {t: len(ids) for t, ids in plan.clients.items()}
+                log.info("source '%s': incremental KPI pass since %s: clients %s", source, plan.then, n)
+        elif clients is not None:
+            res.mode = "clients"
+        subset = clients if plan is None or plan.full else plan.clients
+        kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates, subset)
+        # a pass for some clients warns of the currencies of their deals (a full one of all)
+        rates = kpi_cfg.currency_rates
+        for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, rates, subset is not None):
+            msg = f"source '{source}': deals in {cur} are left out of amounts (add {cur} to [kpi.currency_rates])"
+            log.warning(msg)
+            res.warnings.append(msg)
         survey.load(conn, card_survey)
         # Targets in key order ('company' < 'contact'): on a first run every KPI range then
         # lands after the ones already written, so kpi_values grows at its end.
         for target in sorted(kpi_cfg.targets):
             if clients is not None and not clients.get(target):
                 continue
-            kpi_prep.build(
-                conn,
-                source,
-                target,
-                res.computed_at,
-                kpi_cfg.calls_days,
-                None if clients is None else clients[target],
-            )
+            ids = None if subset is None else subset.get(target, [])
+            p = dict(params, target=target)
+            kpi_prep.build(conn, source, target, res.computed_at, kpi_cfg.calls_days, ids)
             res.clients[target] = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
             for k in kpis.values():
-                if target in k.targets:
-                    try:
-                        res.changed += _update_one(
-                            conn, k, dict(params, target=target), kpi_cfg.precision, kpi_cfg
-                        )
-                    except LimitExceeded as err:  # that KPI fails, the others go on
-                        res.broken[k.name] = f"KPI '{k.name}' ({target}): {err}"
-                        log.warning("source '%s': %s", source, res.broken[k.name])
+                if target not in k.targets or (k.custom and plan is not None and not plan.full):
+                    continue
+                _run_one(conn, k, p, kpi_cfg, res, source)
+                if k.name in DAY_COUNTS and not dry_run:
+                    save_anchors(conn, source, target, k.name, p, every=ids is None)
+            if plan is not None and not plan.full:
+                _rest(conn, source, target, kpis, p, kpi_cfg, res, moved=plan.then != res.computed_at)
         kpi_prep.drop(conn)
         res.seconds = round(time.monotonic() - started, 3)
         if dry_run or clients is not None:
@@ -210,7 +236,44 @@ def compute(
             "VALUES (?, ?, ?, ?, ?, ?)",
             (source, res.computed_at, ",".join(kpis), sum(res.clients.values()), res.changed, res.seconds),
         )
+        if not only:  # a pass over every KPI: the next incremental one may start from here
+            record_pass(
+                conn,
+                source,
+                res.computed_at,
+                plan is None or plan.full,
+                incremental_basis(conn, source, kpis.values(), kpi_cfg, base_currency, params["utc_offset"]),
+            )
     return res
+
+
+def _run_one(conn, k: Kpi, p: dict, kpi_cfg, res: ComputeResult, source: str) -> None:
+    try:
+        res.changed += _update_one(conn, k, p, kpi_cfg.precision, kpi_cfg)
+    except LimitExceeded as err:  # that KPI fails, the others go on
+        res.broken[k.name] = f"KPI '{k.name}' ({p['target']}): {err}"
+        log.warning("source '%s': %s", source, res.broken[k.name])
+
+
+def _rest(
+    conn, source: str, target: str, kpis: dict, p: dict, kpi_cfg, res: ComputeResult, moved: bool
+) -> None:
+    """In an incremental pass, after the clients that may have changed: the others' day counts
+    (from their anchors, when the clock moved) and the custom KPIs of every client."""
+    day_counts = [k for k in kpis.values() if target in k.targets and k.name in DAY_COUNTS and moved]
+    custom = [k for k in kpis.values() if target in k.targets and k.custom]
+    if not day_counts and not custom:
+        return
+    conn.execute("DROP TABLE IF EXISTS temp.kpi_subset")
+    conn.execute("ALTER TABLE temp.kpi_clients RENAME TO kpi_subset")
+    conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
+    conn.execute(f"INSERT INTO temp.kpi_clients {kpi_prep.CLIENTS[target]}", p)
+    for k in day_counts:
+        sql = ANCHORED.format(value=DAY_COUNTS[k.name][1])
+        _run_one(conn, Kpi(k.name, sql, k.description), p, kpi_cfg, res, source)
+    for k in custom:
+        _run_one(conn, k, p, kpi_cfg, res, source)
+    conn.execute("DROP TABLE temp.kpi_subset")
 
 
 _MIB = 1024 * 1024

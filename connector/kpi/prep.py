@@ -41,7 +41,15 @@ import logging
 
 log = logging.getLogger(__name__)
 
-SOURCE_TABLES = ("kpi_rates", "kpi_d", "kpi_deal_acts", "kpi_card_survey")
+SOURCE_TABLES = (
+    "kpi_rates",
+    "kpi_d",
+    "kpi_deal_acts",
+    "kpi_card_survey",
+    "kpi_want",
+    "kpi_dids",
+    "kpi_subset",
+)
 TABLES = (
     "kpi_clients",
     "kpi_deals",
@@ -57,7 +65,7 @@ TABLES = (
     "kpi_survey",
 )
 
-_CLIENTS = {
+CLIENTS = {
     "contact": "SELECT id FROM contacts WHERE source = :source AND is_deleted = 0",
     "company": "SELECT id FROM companies WHERE source = :source AND is_deleted = 0",
 }
@@ -70,26 +78,71 @@ SELECT d.id, d.contact_id, d.company_id, d.status,
             ELSE coalesce(d.amount, 0) * r.rate END,
        d.created_at, d.closed_at,
        (SELECT min(a.at) FROM temp.kpi_deal_acts a WHERE a.ref_id = d.id AND a.at >= d.created_at)
-FROM main.deals d NOT INDEXED
+FROM main.deals d {hint}
 LEFT JOIN temp.kpi_rates r ON r.currency = upper(d.currency)
-WHERE d.source = :source AND d.is_deleted = 0
+WHERE d.source = :source AND d.is_deleted = 0 {scope}
 """
 
-# NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns.
+# NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns. For a
+# few clients (`scoped`), the index on (source, entity_type, entity_id) finds just their rows.
 # A manager's outgoing call (an automated one is no answer) on the record, or bound to it.
 _ANSWERS = """
-SELECT entity_id, started_at FROM main.calls NOT INDEXED
+SELECT entity_id, started_at FROM main.calls {hint}
 WHERE source = :source AND entity_type = :kind AND direction = 'out' AND is_deleted = 0
-      AND is_automated = 0 AND started_at IS NOT NULL
+      AND is_automated = 0 AND started_at IS NOT NULL {scope}
 UNION ALL
 SELECT b.entity_id, c.started_at FROM main.activity_bindings b
 JOIN main.calls c ON c.source = b.source AND c.activity_id = b.activity_id
 WHERE b.source = :source AND b.entity_type = :kind AND c.direction = 'out' AND c.is_deleted = 0
-      AND c.is_automated = 0 AND c.started_at IS NOT NULL
+      AND c.is_automated = 0 AND c.started_at IS NOT NULL {bscope}
 UNION ALL
-SELECT entity_id, completed_at FROM main.tasks NOT INDEXED
+SELECT entity_id, completed_at FROM main.tasks {hint}
 WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_deleted = 0
-      AND completed_at IS NOT NULL
+      AND completed_at IS NOT NULL {scope}
+"""
+
+_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": ""}
+
+
+def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
+    """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
+    by index, or with `scan` by one sequential pass that keeps theirs."""
+    bound = f"SELECT b.activity_id FROM main.activity_bindings b WHERE b.source = :source AND b.entity_id IN ({ids})"
+    return sql.format(
+        hint="NOT INDEXED" if scan else "",
+        scope=f"AND {col} IN ({ids})",
+        bscope=f"AND b.entity_id IN ({ids})",
+        # a call or an interaction of these owners, or bound to one of them
+        cscope=f"AND (entity_id IN ({ids}) OR activity_id IN ({bound}))",
+        ascope=f"AND (entity_id IN ({ids}) OR id IN ({bound}))",
+    )
+
+
+# What one index look-up of an owner's rows costs, in rows of a sequential pass (a few random
+# page reads against a run through pages in order).
+SEEK_ROWS = 15
+
+
+def _scan_better(conn, table: str, keys: int) -> bool:
+    """Whether one pass over `table` beats looking `keys` owners up in its index."""
+    rows = conn.execute(f"SELECT max(rowid) FROM main.{table}").fetchone()[0] or 0
+    return keys * SEEK_ROWS > rows
+
+
+_SUBSET_CLIENTS = "SELECT entity_id FROM temp.kpi_clients"
+_SUBSET_DEALS = "SELECT deal_id FROM temp.kpi_deals"
+
+# The deals of a few clients (temp.kpi_want: entity_type, entity_id), found by index.
+_WANTED_DEALS = """
+SELECT d.id FROM temp.kpi_want w JOIN main.deals d ON d.source = :source AND d.contact_id = w.entity_id
+WHERE w.entity_type = 'contact'
+UNION
+SELECT l.deal_id FROM temp.kpi_want w
+JOIN main.deal_contacts l ON l.source = :source AND l.contact_id = w.entity_id
+WHERE w.entity_type = 'contact'
+UNION
+SELECT d.id FROM temp.kpi_want w JOIN main.deals d ON d.source = :source AND d.company_id = w.entity_id
+WHERE w.entity_type = 'company'
 """
 
 # Each client's deals, clustered by client. The deals are read in deal order (a sequential pass
@@ -145,13 +198,13 @@ WITH picked AS (
     SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
     FROM main.calls NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days'))
+      AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {cscope})
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
-FROM picked WHERE entity_type IN (:target, 'deal')
+FROM picked WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
 SELECT k.id, b.entity_type, b.entity_id, k.direction, k.status, k.duration_s, k.started_at
 FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.activity_id
-WHERE b.entity_type IN (:target, 'deal')
+WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
@@ -188,9 +241,9 @@ _CALL_COLS = "k.id, k.direction, k.status, k.duration_s, k.started_at"
 
 _OPEN_TASKS = """
 CREATE TEMP TABLE kpi_recent AS
-SELECT id, entity_type, entity_id, due_at FROM main.tasks NOT INDEXED
+SELECT id, entity_type, entity_id, due_at FROM main.tasks {hint}
 WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
-  AND coalesce(is_completed, 0) = 0
+  AND coalesce(is_completed, 0) = 0 {scope}
 """
 
 _TASK_COLS = "k.id, 0, k.due_at"
@@ -203,12 +256,13 @@ WITH picked AS (
     SELECT id, entity_type, entity_id, channel, direction, at FROM main.activities
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
       AND id NOT IN (SELECT activity_id FROM main.calls WHERE source = :source AND is_automated = 1
-                     AND activity_id IS NOT NULL))
-SELECT id, entity_type, entity_id, channel, direction, at FROM picked WHERE entity_type IN (:target, 'deal')
+                     AND activity_id IS NOT NULL) {ascope})
+SELECT id, entity_type, entity_id, channel, direction, at FROM picked
+WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
 SELECT k.id, b.entity_type, b.entity_id, k.channel, k.direction, k.at
 FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.id
-WHERE b.entity_type IN (:target, 'deal')
+WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
@@ -220,18 +274,18 @@ WITH turns AS (
     SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at
     FROM main.activities
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {ascope}
     UNION ALL
     SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
            started_at
     FROM main.calls
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at IS NOT NULL AND direction IN ('in', 'out'))
-SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal')
+      AND started_at IS NOT NULL AND direction IN ('in', 'out') {cscope})
+SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {scope}
 UNION ALL
 SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
 FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
-WHERE b.entity_type IN (:target, 'deal')
+WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
 _TURN_COLS = "k.id, k.asks, k.at"
@@ -239,8 +293,8 @@ _TURN_COLS = "k.id, k.asks, k.at"
 # Answers from the CRMs' own sources (survey_answers) and from card fields.
 _SURVEY_ANSWERS = """
 CREATE TEMP TABLE kpi_recent AS
-SELECT id, entity_type, entity_id, kind, score, at FROM main.survey_answers
-WHERE source = :source AND entity_type IN (:target, 'deal') AND score IS NOT NULL
+SELECT id, entity_type, entity_id, kind, score, at FROM main.survey_answers {hint}
+WHERE source = :source AND entity_type IN (:target, 'deal') AND score IS NOT NULL {scope}
 UNION ALL
 SELECT 'card:' || kind || ':' || entity_id AS id, entity_type, entity_id, kind, score, at
 FROM temp.kpi_card_survey WHERE entity_type = :target
@@ -254,27 +308,54 @@ def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def build_source(conn, source: str, base_currency: str, rates: dict[str, float]) -> None:
-    """Read the source's live deals once into `kpi_d`, for both targets."""
+def build_source(
+    conn, source: str, base_currency: str, rates: dict[str, float], only: dict[str, list[int]] | None = None
+) -> None:
+    """Read the source's live deals once into `kpi_d`, for both targets; `only`: just the
+    deals of these clients (entity type -> ids), found by index."""
     drop(conn)
     p = {"source": source, "base": base_currency.upper(), "kind": "deal"}
     conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
+    answers, deals = _ANSWERS.format(**_FULL), _SOURCE_DEALS.format(**_FULL)
+    if only is not None:
+        conn.execute(
+            "CREATE TEMP TABLE kpi_want (entity_type TEXT, entity_id INTEGER, "
+            "PRIMARY KEY (entity_type, entity_id)) WITHOUT ROWID"
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO temp.kpi_want VALUES (?, ?)",
+            [(t, i) for t, ids in only.items() for i in ids],
+        )
+        conn.execute("CREATE TEMP TABLE kpi_dids (id INTEGER PRIMARY KEY)")
+        conn.execute(f"INSERT INTO temp.kpi_dids {_WANTED_DEALS}", p)
+        keys = conn.execute("SELECT count(*) FROM temp.kpi_dids").fetchone()[0]
+        answers = _scoped(_ANSWERS, "SELECT id FROM temp.kpi_dids", scan=_scan_better(conn, "calls", keys))
+        deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
     conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
-    conn.execute(f"INSERT INTO temp.kpi_deal_acts {_ANSWERS}", p)
+    conn.execute(f"INSERT INTO temp.kpi_deal_acts {answers}", p)
     conn.execute("CREATE INDEX temp.kpi_deal_acts_ref ON kpi_deal_acts (ref_id, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
         "company_id INTEGER, status TEXT, amount REAL, created_at TEXT, closed_at TEXT, "
         "answered_at TEXT)"
     )
-    conn.execute(_SOURCE_DEALS, p)
-    conn.execute("DROP TABLE temp.kpi_deal_acts")
+    conn.execute(deals, p)
+    for t in ("kpi_deal_acts", "kpi_want", "kpi_dids"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
-def _via_recent(conn, pick: str, match: str, p: dict) -> None:
+def _via_recent(
+    conn, pick: str, match: str, p: dict, scoped: int | None, table: str, hint: str = "NOT INDEXED"
+) -> None:
+    """Pick rows of `table` into `kpi_recent`, then match them to their clients; `scoped`: the
+    number of clients and deals the build is for (None: every client)."""
     conn.execute("DROP TABLE IF EXISTS temp.kpi_recent")
-    conn.execute(pick, p)
+    if scoped is not None:  # the rows on these clients' cards or deals (and a few the match drops)
+        ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
+        conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
+    else:
+        conn.execute(pick.format(**dict(_FULL, hint=hint)), p)
     conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
     conn.execute(match + " ORDER BY 1, 2", p)
     conn.execute("DROP TABLE temp.kpi_recent")
@@ -287,11 +368,13 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
     p = {"source": source, "target": target, "now": now, "calls_days": calls_days, "kind": target}
     conn.execute("CREATE TEMP TABLE kpi_clients (entity_id INTEGER PRIMARY KEY)")
     if only is None:
-        conn.execute(f"INSERT INTO temp.kpi_clients {_CLIENTS[target]}", p)
+        conn.execute(f"INSERT INTO temp.kpi_clients {CLIENTS[target]}", p)
     else:
+        table = {"contact": "contacts", "company": "companies"}[target]
         conn.execute(
-            f"INSERT INTO temp.kpi_clients SELECT id FROM ({_CLIENTS[target]}) "
-            f"WHERE id IN (SELECT value FROM json_each(:only))",
+            f"INSERT OR IGNORE INTO temp.kpi_clients SELECT c.id FROM json_each(:only) j "
+            f"JOIN main.{table} c ON c.source = :source AND c.id = j.value WHERE c.is_deleted = 0 "
+            f"ORDER BY c.id",
             dict(p, only=json.dumps(only)),
         )
     # Clustered by client (WITHOUT ROWID, filled in key order): a KPI's GROUP BY reads each
@@ -314,38 +397,58 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         "status TEXT, duration_s INTEGER, started_at TEXT, PRIMARY KEY (entity_id, call_id)) "
         "WITHOUT ROWID"
     )
-    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p)
+    scoped = None
+    if only is not None:
+        scoped = conn.execute(
+            f"SELECT (SELECT count(*) FROM temp.kpi_clients) + (SELECT count(*) FROM ({_SUBSET_DEALS}))"
+        ).fetchone()[0]
+    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p, scoped, "calls")
     conn.execute(
         "CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
         "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p)
+    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p, scoped, "tasks")
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
-    conn.execute(f"INSERT INTO temp.kpi_acts {_ANSWERS}", p)
+    if scoped is None:
+        answers = _ANSWERS.format(**_FULL)
+    else:
+        n = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
+        answers = _scoped(_ANSWERS, _SUBSET_CLIENTS, scan=_scan_better(conn, "calls", n))
+    conn.execute(f"INSERT INTO temp.kpi_acts {answers}", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
-    _build_interactions(conn, target, p)
+    _build_interactions(conn, target, p, scoped)
 
 
-def _build_interactions(conn, target: str, p: dict) -> None:
+def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
     """`kpi_activities` and `kpi_survey` (see the module docstring)."""
     conn.execute(
         "CREATE TEMP TABLE kpi_activities (entity_id INTEGER, act_id TEXT, channel TEXT, "
         "direction TEXT, at TEXT, PRIMARY KEY (entity_id, act_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p)
+    _via_recent(
+        conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, "activities", hint=""
+    )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
         "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p)
+    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p, scoped, "activities", hint="")
     conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
     )
     conn.execute(CARD_SURVEY_DDL)  # made by connector.kpi.survey when cards hold scores
-    _via_recent(conn, _SURVEY_ANSWERS, _owned("kpi_survey", _SURVEY_COLS, target), p)
+    _via_recent(
+        conn,
+        _SURVEY_ANSWERS,
+        _owned("kpi_survey", _SURVEY_COLS, target),
+        p,
+        scoped,
+        "survey_answers",
+        hint="",
+    )
 
 
 CARD_SURVEY_DDL = (
@@ -354,12 +457,16 @@ CARD_SURVEY_DDL = (
 )
 
 
-def unconverted_currencies(conn, source: str, base_currency: str, rates: dict[str, float]) -> list[str]:
-    """Currencies of live deals that are neither the base currency nor in the rates."""
+def unconverted_currencies(
+    conn, source: str, base_currency: str, rates: dict[str, float], scoped: bool = False
+) -> list[str]:
+    """Currencies of live deals that are neither the base currency nor in the rates; `scoped`:
+    of the deals read into `kpi_d` (a pass for some clients) rather than of all."""
     known = {base_currency.upper(), *(c.upper() for c in rates)}
+    among = " AND id IN (SELECT deal_id FROM temp.kpi_d)" if scoped else ""
     rows = conn.execute(
         "SELECT DISTINCT upper(currency) FROM deals WHERE source = ? "
-        "AND is_deleted = 0 AND coalesce(currency, '') != ''",
+        f"AND is_deleted = 0 AND coalesce(currency, '') != ''{among}",
         (source,),
     ).fetchall()
     return sorted(r[0] for r in rows if r[0] not in known)

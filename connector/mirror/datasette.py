@@ -179,6 +179,26 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "seconds": "How long it took",
         },
     ),
+    "kpi_dirty": (
+        "Clients and deals whose rows were written since the source's last KPI pass (incremental passes)",
+        {"entity_type": "`contact`, `company` or `deal`", "entity_id": "Its id"},
+    ),
+    "kpi_passes": (
+        "The last KPI pass over all of a source's clients",
+        {
+            "computed_at": "Its clock",
+            "full_at": "The last full pass's clock",
+            "basis": "What its values follow from (JSON: settings, digests of the KPI definitions)",
+        },
+    ),
+    "kpi_anchors": (
+        "The moment each day-count KPI counts from, per client (incremental passes)",
+        {
+            "entity_type": "`contact` or `company`",
+            "entity_id": "The client's id",
+            "at": "The moment, as a Julian day; empty when there is none",
+        },
+    ),
     "kpi_fields": (
         "The CRM card field each KPI is written to",
         {

@@ -48,3 +48,90 @@ CREATE TABLE IF NOT EXISTS kpi_written (
     field_key TEXT NOT NULL, kpi TEXT NOT NULL, value REAL, written_at TEXT NOT NULL,
     PRIMARY KEY (source, entity_type, field_key, entity_id)) WITHOUT ROWID;
 """
+
+# What changed since the last KPI pass, for incremental passes (connector.kpi.incremental):
+# triggers on every table a KPI reads note the clients (and deals) a written row belongs to,
+# before and after the write, so a deal moved from one contact to another marks both, and a
+# hard DELETE is seen too. A KPI pass over the whole source empties the source's rows.
+DDL += """
+CREATE TABLE IF NOT EXISTS kpi_dirty (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    PRIMARY KEY (source, entity_type, entity_id)) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS kpi_passes (
+    source TEXT NOT NULL PRIMARY KEY, computed_at TEXT NOT NULL, full_at TEXT NOT NULL,
+    basis TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS kpi_anchors (
+    source TEXT NOT NULL, entity_type TEXT NOT NULL, kpi TEXT NOT NULL, entity_id INTEGER NOT NULL,
+    at REAL,
+    PRIMARY KEY (source, entity_type, kpi, entity_id)) WITHOUT ROWID;
+"""
+
+# The records an activity (or the call it is) is bound to also own it.
+_BOUND = (
+    "SELECT b.source AS s, b.entity_type AS t, b.entity_id AS i FROM activity_bindings b "
+    "WHERE b.source = {{r}}.source AND b.activity_id = {key}"
+)
+
+# table -> a row's owners, `{r}` standing for OLD/NEW: (entity_type, entity_id) expressions, or
+# a query of them
+_OWNERS = {
+    "contacts": (("'contact'", "{r}.id"),),
+    "companies": (("'company'", "{r}.id"),),
+    "deals": (("'deal'", "{r}.id"), ("'contact'", "{r}.contact_id"), ("'company'", "{r}.company_id")),
+    "deal_contacts": (("'contact'", "{r}.contact_id"),),
+    "calls": (
+        ("{r}.entity_type", "{r}.entity_id"),
+        _BOUND.format(key="{r}.activity_id"),
+        # an automated call's activity is no interaction: the activity's own record too
+        "SELECT a.source AS s, a.entity_type AS t, a.entity_id AS i FROM activities a "
+        "WHERE a.source = {r}.source AND a.id = {r}.activity_id",
+    ),
+    "tasks": (("{r}.entity_type", "{r}.entity_id"),),
+    "activities": (("{r}.entity_type", "{r}.entity_id"), _BOUND.format(key="{r}.id")),
+    "activity_bindings": (("{r}.entity_type", "{r}.entity_id"),),
+    "survey_answers": (("{r}.entity_type", "{r}.entity_id"),),
+}
+
+
+WATCHED = tuple(_OWNERS)  # the tables whose writes kpi_dirty notes
+
+
+def _trigger(table: str, event: str, rows: tuple[str, ...], columns: list[str]) -> str:
+    owners = " UNION ".join(
+        o.format(r=r)
+        if isinstance(o, str)
+        else f"SELECT {r}.source AS s, {o[0].format(r=r)} AS t, {o[1].format(r=r)} AS i"
+        for r in rows
+        for o in _OWNERS[table]
+    )
+    # Only once the source has had a KPI pass (its first is full: a first sync notes nothing),
+    # and for an update only when the row changed (a re-synced unchanged row notes nothing).
+    when = f"EXISTS (SELECT 1 FROM kpi_passes p WHERE p.source = {rows[-1]}.source)"
+    if event == "UPDATE":
+        when += " AND (" + " OR ".join(f"OLD.[{c}] IS NOT NEW.[{c}]" for c in columns) + ")"
+    # No OR IGNORE: a trigger's conflict policy gives way to the outer statement's (an upsert's
+    # would fail on a row noted already), so the query leaves out the rows noted already.
+    return (
+        f"CREATE TRIGGER kpi_dirty_{table}_{event.lower()} AFTER {event} ON {table} "
+        f"WHEN {when} "
+        f"BEGIN INSERT INTO kpi_dirty (source, entity_type, entity_id) SELECT s, t, i FROM ({owners}) "
+        f"WHERE t IS NOT NULL AND i IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kpi_dirty d "
+        f"WHERE d.source = s AND d.entity_type = t AND d.entity_id = i); END"
+    )
+
+
+def apply_triggers(conn) -> None:
+    """The triggers filling `kpi_dirty` (after the tables they watch exist); one that differs
+    from its declaration (a column added since, a new owner) is made again."""
+    have = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
+    ddl = ""
+    for t in _OWNERS:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info([{t}])")]
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            name, sql = f"kpi_dirty_{t}_{event.lower()}", _trigger(t, event, rows, columns)
+            if have.get(name) != sql:
+                ddl += f"DROP TRIGGER IF EXISTS {name}; {sql};\n"
+    if ddl:
+        conn.executescript(ddl)

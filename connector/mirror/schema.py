@@ -177,6 +177,7 @@ def apply(conn) -> None:
     _add_missing_columns(conn, ddl)
     conn.executescript(ddl + keys.TRIGGERS)
     keys.add_links(conn)
+    kpi_schema.apply_triggers(conn)
 
 
 def _add_missing_columns(conn, ddl: str) -> None:

@@ -151,6 +151,7 @@ def run_kpi_job(
             dry_run=dry_run,
             card_survey=scores,
             clients=clients,
+            incremental=True,
         )
         wb = writeback.write_back(
             mirror,

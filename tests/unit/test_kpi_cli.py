@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
+from connector.config.loader import load
 from connector.kpi import engine as kpi
 from connector.mirror.store import Mirror
 from tests.unit.test_kpi import NOW, S, build_mirror
@@ -118,3 +119,16 @@ def test_kpi_on_a_never_synced_source_is_one_line_even_verbose(tmp_path, verbose
     assert errors == [
         f"error: source '{S}' has no complete sync yet: run `crm-connector sync --source {S}` first"
     ], r.output
+
+
+def test_kpi_full_recomputes_every_client_where_a_nightly_pass_is_incremental(config, monkeypatch):
+    cfg = load(config[0])
+    with Mirror(config[1]) as m:  # a recorded pass (a dry run records none)
+        kpi.compute(m, S, cfg.kpi, cfg.sources[0].currency, incremental=True)  # now
+    plans = []
+    real = kpi.incremental_plan
+    monkeypatch.setattr(kpi, "incremental_plan", lambda *a: plans.append(real(*a)) or plans[-1])
+    for args in (["--dry-run"], ["--dry-run", "--full"]):
+        r = run(config, *args)
+        assert r.exit_code == 0, r.output
+    assert [(p.full, p.reason) for p in plans] == [(False, ""), (True, "[kpi] full_pass_days = 0")]
