@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator
 
-from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
 from adapters.bitrix24.streams import Companion, ListRequest, Lookup, PerItem
 from adapters.errors import StreamError
@@ -33,8 +33,10 @@ class Lister:
         extra: dict | None = None,
         density: float | None = None,
         ordered: bool = False,
+        first_chain: int | None = None,
     ) -> Iterator[Chunk]:
-        """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side."""
+        """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side;
+        `first_chain`: pages in the first batch of an open window (default `req.first_chain`)."""
         each = (lambda chunk: self.look_up(req, chunk)) if req.lookup or req.per_item else None
         companion = req.companion.command if req.companion else None
         chunks = self.pager.run(
@@ -42,7 +44,7 @@ class Lister:
             windows,
             extra=extra,
             companion=companion,
-            first_chain=req.first_chain,
+            first_chain=first_chain or req.first_chain,
             density=density,
             ordered=ordered,
             each=each,
@@ -123,9 +125,10 @@ class Lister:
             log.warning("Bitrix24 source '%s': %s lookup unavailable: %s", self.client.name, spec.method, err)
         return out
 
-    def plan(self, spec: ListSpec, per_worker: int) -> tuple[list[list], float]:
-        """ID windows over the whole list (up to `per_worker` per worker) and the ID density."""
-        return self.pager.plan(spec, self.pager.workers * per_worker)
+    def plan(self, spec: ListSpec, per_worker: int, companion: bool = False) -> tuple[list[list], float]:
+        """ID windows over the whole list (up to `per_worker` per worker) and the ID density;
+        `companion`: each page has a companion sub-call, so a batch reads half as many pages."""
+        return self.pager.plan(spec, self.pager.workers * per_worker, MAX_BATCH // (2 if companion else 1))
 
     def batch_ok(self, cmds: dict, held: dict | None = None) -> dict:
         """One batch whose every sub-call must succeed; results by key."""
