@@ -16,9 +16,11 @@ from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
 from adapters.bitrix24.streams import Companion, ListRequest, Lookup, PerItem
 from adapters.errors import StreamError
+from adapters.http import ContextPool
 from adapters.values import ref_id, to_int
 
 log = logging.getLogger(__name__)
+PER_ITEM_SIDE_BY_SIDE = 6  # a chunk's per-item batches in flight at once (per window being read)
 
 
 class Lister:
@@ -85,9 +87,28 @@ class Lister:
         except NOT_FOUND: the item went between the listing and this call."""
         ids = [spec.id_of(r) for r in rows if each.wanted(r)]
         ids = [i for i in dict.fromkeys(ids) if i is not None]
+        groups = [ids[i : i + PAGE] for i in range(0, len(ids), PAGE)]
+        if len(groups) <= 1:
+            return self.per_item_batches(each, groups[0]) if groups else {}
+        # A chunk of many full pages needs many batches: they go side by side (the throttle
+        # bounds the requests in flight), else a window's batches queue behind one another.
+        out: dict = {}
+        pool = ContextPool(
+            min(len(groups), self.pager.workers, PER_ITEM_SIDE_BY_SIDE), thread_name_prefix="b24-per-item"
+        )
+        try:
+            for future in [pool.submit(self.per_item_batches, each, g) for g in groups]:
+                out.update(future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out
+
+    def per_item_batches(self, each: PerItem, ids: list[int]) -> dict:
+        """`each.method` for up to 50 items, in as few batches as the budget and the request
+        cap allow."""
         out: dict = {}
         while ids:
-            n, held = self.client.budget.take({each.method: min(len(ids), PAGE)})
+            n, held = self.client.reserve({each.method: len(ids)})
             part, ids = ids[:n], ids[n:]
             res = self.client.batch({f"i{i}": (each.method, {each.param: i}) for i in part}, held)
             for err in res.errors.values():
