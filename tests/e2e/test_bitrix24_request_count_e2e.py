@@ -3,8 +3,9 @@ through, so on a standard plan the request count, not server time, bounds a full
 
 A fixed 2,000-deal sandbox portal (seed 1), every stream, with the cost model's server seconds
 (0.1 s a list page, passing in a thousandth of that) so batches are sized as on a real portal.
-Its rows need at least ~160 sub-call-full requests (6,036 activities, each with its own
-binding sub-call: ~120 of them); planned ID windows of about one full batch each reach that.
+Its sub-calls fill at least ~125 full batches (6,036 activities, each with its own binding
+sub-call: ~120 of them); planned ID windows of about one full batch each come close (160
+requests, 35 without the bindings).
 """
 
 from __future__ import annotations
