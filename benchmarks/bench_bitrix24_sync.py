@@ -35,6 +35,16 @@ cores shared with other sessions (load 4-9), every stream of the 20,000-deal por
 - 500k deals was not run: its slowest method needs ~4,900 s of server time, at least 92 minutes
   at 480 s per 10 minutes, one after another about 3.5 hours.
 
+Fuller batches (windows planned as about one full batch each, 2026-12-06, same machine, load
+4-9), with the activity bindings (one crm.activity.binding.list sub-call per activity):
+- `--deals 2000 --skip-nightly --skip-peers`: before 85.3 s, 211 requests (every stream but
+  the bindings 81); after 58.8 s, 160 requests (34), 0 limit errors; the bucket's bound 56 s.
+  The activities stream alone: 130 requests, of which ~120 are full batches of bindings.
+- `--deals 20000` (request counts on the same portal without limits): 1,567 -> 1,398, of which
+  ~1,212 are binding batches (60,596 activities). With the standard limits that run is bound by
+  crm.activity.binding.list's operating time (60,596 x 0.05 s = 3,030 s of server time at 480 s
+  per 600 s: ~63 minutes), not by requests; it was not run to the end.
+
 Adaptive throttle (up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
 with other sessions, load 2-4):
 - `--deals 20000 --peer-cap 300`: deals stream 8.0 s for 19,843 deals + 21,825 links (42

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Iterator
 
-from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.client import MAX_BATCH, Bitrix24Client
 from adapters.bitrix24.paging import PAGE, Chunk, ListSpec, Pager
 from adapters.bitrix24.streams import Companion, ListRequest, Lookup, PerItem
 from adapters.errors import StreamError
+from adapters.http import ContextPool
 from adapters.values import ref_id, to_int
 
 log = logging.getLogger(__name__)
+PER_ITEM_SIDE_BY_SIDE = 6  # a chunk's per-item batches in flight at once (per window being read)
 
 
 class Lister:
@@ -33,8 +35,10 @@ class Lister:
         extra: dict | None = None,
         density: float | None = None,
         ordered: bool = False,
+        first_chain: int | None = None,
     ) -> Iterator[Chunk]:
-        """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side."""
+        """Chunks of `req`'s list over `windows` (in ID order if `ordered`), each with its side;
+        `first_chain`: pages in the first batch of an open window (default `req.first_chain`)."""
         each = (lambda chunk: self.look_up(req, chunk)) if req.lookup or req.per_item else None
         companion = req.companion.command if req.companion else None
         chunks = self.pager.run(
@@ -42,7 +46,7 @@ class Lister:
             windows,
             extra=extra,
             companion=companion,
-            first_chain=req.first_chain,
+            first_chain=first_chain or req.first_chain,
             density=density,
             ordered=ordered,
             each=each,
@@ -83,9 +87,28 @@ class Lister:
         except NOT_FOUND: the item went between the listing and this call."""
         ids = [spec.id_of(r) for r in rows if each.wanted(r)]
         ids = [i for i in dict.fromkeys(ids) if i is not None]
+        groups = [ids[i : i + PAGE] for i in range(0, len(ids), PAGE)]
+        if len(groups) <= 1:
+            return self.per_item_batches(each, groups[0]) if groups else {}
+        # A chunk of many full pages needs many batches: they go side by side (the throttle
+        # bounds the requests in flight), else a window's batches queue behind one another.
+        out: dict = {}
+        pool = ContextPool(
+            min(len(groups), self.pager.workers, PER_ITEM_SIDE_BY_SIDE), thread_name_prefix="b24-per-item"
+        )
+        try:
+            for future in [pool.submit(self.per_item_batches, each, g) for g in groups]:
+                out.update(future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out
+
+    def per_item_batches(self, each: PerItem, ids: list[int]) -> dict:
+        """`each.method` for up to 50 items, in as few batches as the budget and the request
+        cap allow."""
         out: dict = {}
         while ids:
-            n, held = self.client.budget.take({each.method: min(len(ids), PAGE)})
+            n, held = self.client.reserve({each.method: len(ids)})
             part, ids = ids[:n], ids[n:]
             res = self.client.batch({f"i{i}": (each.method, {each.param: i}) for i in part}, held)
             for err in res.errors.values():
@@ -123,9 +146,10 @@ class Lister:
             log.warning("Bitrix24 source '%s': %s lookup unavailable: %s", self.client.name, spec.method, err)
         return out
 
-    def plan(self, spec: ListSpec, per_worker: int) -> tuple[list[list], float]:
-        """ID windows over the whole list (up to `per_worker` per worker) and the ID density."""
-        return self.pager.plan(spec, self.pager.workers * per_worker)
+    def plan(self, spec: ListSpec, per_worker: int, companion: bool = False) -> tuple[list[list], float]:
+        """ID windows over the whole list (up to `per_worker` per worker) and the ID density;
+        `companion`: each page has a companion sub-call, so a batch reads half as many pages."""
+        return self.pager.plan(spec, self.pager.workers * per_worker, MAX_BATCH // (2 if companion else 1))
 
     def batch_ok(self, cmds: dict, held: dict | None = None) -> dict:
         """One batch whose every sub-call must succeed; results by key."""

@@ -35,6 +35,7 @@ from adapters.http import ContextPool
 from adapters.values import to_id
 
 PAGE = 50
+FILL = 0.8  # the share of a full chain a planned window is expected to fill
 LIMIT_CODES = ("OPERATION_TIME_LIMIT", "QUERY_LIMIT_EXCEEDED")
 
 
@@ -119,11 +120,12 @@ class Pager:
         self.client = client
         self.workers = max(1, workers)
 
-    def plan(self, spec: ListSpec, max_windows: int) -> tuple[list[list], float]:
+    def plan(self, spec: ListSpec, max_windows: int, chain: int = MAX_BATCH) -> tuple[list[list], float]:
         """Windows over the whole ID range, and the ID density (rows per ID) to size chains.
 
         One request reads the 50 lowest and 50 highest IDs: the ends of the range, and from
         their spread how densely IDs are used (portals share ID sequences, leave gaps).
+        `chain`: the pages one request may read (25 when each page has a companion).
         """
         p = copy.deepcopy(spec.params)
         p["select"] = [spec.id_key]
@@ -141,11 +143,13 @@ class Pager:
             return [[lo, hi]], len(low) / max(1, hi - lo)
         spread = [(PAGE - 1) / max(1, ids[-1] - ids[0]) for ids in (low, sorted(high)) if len(ids) == PAGE]
         density = min(1.0, sum(spread) / len(spread))
-        # Windows of >= 10 pages, few enough to plan well. On a small portal one window per
-        # worker, each one request (the bucket's burst is the scarce thing there); more only
-        # where each would still need more than one full batch.
+        # Each window read by one full batch: requests, not parallel windows, are what the
+        # bucket (2 a second past its burst) counts, and a request of 50 list pages is still
+        # seconds of server time, far under the request cap (`client.reserve` sizes it anyway).
+        # A window is planned to FILL of a chain, as ID density varies along the range: a
+        # window denser than planned costs one more request.
         pages = density * (hi - lo) / PAGE
-        n = max(1, min(max_windows, math.ceil(pages / 10), max(self.workers, math.ceil(pages / MAX_BATCH))))
+        n = max(1, min(max_windows, math.ceil(pages / max(1.0, FILL * chain))))
         return self.split(lo, hi, n), density
 
     @staticmethod

@@ -17,6 +17,7 @@ Bookmarks (shapes in `adapters.bookmarks`):
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -111,7 +112,7 @@ class Reader:
         fresh_full, density = windows is None and extra is None, None
         if windows is None:
             if extra is None:
-                windows, density = self.lister.plan(req.spec, 4)
+                windows, density = self.lister.plan(req.spec, 4, companion=req.companion is not None)
                 self.expect(windows, density)
             else:
                 windows = [[0, None]]
@@ -184,22 +185,26 @@ class Reader:
             if chunk.done:
                 return
             start = req.spec.last_id(first)
-            windows, density = self.append_windows(req.spec, last)
+            windows, density, chain = self.append_windows(req.spec, last)
             windows = [[max(lo, start), hi] for lo, hi in windows if hi is None or hi > start]
         else:
-            windows, density = self.append_windows(req.spec, last)
-        yield from self.lister.pages(req, windows, density=density, ordered=True)
+            windows, density, chain = self.append_windows(req.spec, last)
+        yield from self.lister.pages(req, windows, density=density, ordered=True, first_chain=chain)
 
-    def append_windows(self, spec: ListSpec, last: int) -> tuple[list[list], float | None]:
+    def append_windows(self, spec: ListSpec, last: int) -> tuple[list[list], float | None, int | None]:
         """ID windows above `last`: a full load (or a long gap) is split like deals; a nightly
-        run reads one window from `last`."""
+        run reads one window from `last`. Also the pages the open last window's first batch
+        reads: the plan's estimate for it (without one, chains grow from one page)."""
         if last:
-            return [[last, None]], None
+            return [[last, None]], None, None
         windows, density = self.lister.plan(spec, 8)
         self.expect(windows, density)
+        chain = None
         if windows:
+            lo, hi = windows[-1]
+            chain = math.ceil((density * (hi - lo) * 1.1 + 1) / PAGE)
             windows[-1][1] = None  # rows added while we read land in the last window
-        return windows, density
+        return windows, density, chain
 
     # ---- progress -------------------------------------------------------------------------
 
