@@ -210,16 +210,18 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
 # the few picked rows and looks each deal's clients up (the deal's main contact or company, and
 # for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
-# drops a row reached both ways.
+# drops a row reached both ways. The picked rows are read in one sequential pass (no index on
+# them: building one and hopping from it to each row cost more than the scan), so CROSS JOIN
+# keeps them the outer loop and every other table a key seek.
 _DEAL_OWNERS = {
     "contact": (
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-        "JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
-        "JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+        "CROSS JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
+        "CROSS JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
     ),
     "company": (
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
     ),
 }
 
@@ -227,11 +229,11 @@ _DEAL_OWNERS = {
 def _owned(table: str, cols: str, target: str) -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
     parts = [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k "
-        f"JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
+        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
     ]
     parts += [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k {join} WHERE k.entity_type = 'deal'"
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED {join} WHERE k.entity_type = 'deal'"
         for join in _DEAL_OWNERS[target]
     ]
     return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
@@ -356,7 +358,6 @@ def _via_recent(
         conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
         conn.execute(pick.format(**dict(_FULL, hint=hint)), p)
-    conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
     conn.execute(match + " ORDER BY 1, 2", p)
     conn.execute("DROP TABLE temp.kpi_recent")
 
