@@ -348,17 +348,25 @@ def build_source(
 
 
 def _via_recent(
-    conn, pick: str, match: str, p: dict, scoped: int | None, table: str, hint: str = "NOT INDEXED"
+    conn,
+    pick: str,
+    match: str,
+    p: dict,
+    scoped: int | None,
+    table: str,
+    hint: str = "NOT INDEXED",
+    order: str = "1, 2",
 ) -> None:
     """Pick rows of `table` into `kpi_recent`, then match them to their clients; `scoped`: the
-    number of clients and deals the build is for (None: every client)."""
+    number of clients and deals the build is for (None: every client); `order`: the scratch
+    table's key, so its rows go in in key order."""
     conn.execute("DROP TABLE IF EXISTS temp.kpi_recent")
     if scoped is not None:  # the rows on these clients' cards or deals (and a few the match drops)
         ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
         conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
         conn.execute(pick.format(**dict(_FULL, hint=hint)), p)
-    conn.execute(match + " ORDER BY 1, 2", p)
+    conn.execute(f"{match} ORDER BY {order}", p)
     conn.execute("DROP TABLE temp.kpi_recent")
 
 
@@ -430,11 +438,14 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
         conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, "activities", hint=""
     )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    # Keyed in conversation order (a turn has one `at`, so the key still drops a turn reached
+    # both ways): response_minutes walks each client's turns in that order with no sort.
     conn.execute(
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
-        "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
+        "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p, scoped, "activities", hint="")
+    turns = _owned("kpi_turns", _TURN_COLS, target)
+    _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
     conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
