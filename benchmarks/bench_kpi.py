@@ -50,7 +50,7 @@ main at ba47b6b 54.2 / 52.0 / 50.4 s, with the scratch-table changes below 55.6 
 (kpi_values identical to main's, 8,469,323 rows). Since 090c5dc a pass also builds kpi_turns
 (every call and interaction of all time) and computes the date and turn KPIs, so where it
 spends its time moved: at scale 0.2, steady pass, per-target scratch tables (`prep.build`)
-~50% (kpi_turns alone ~35%: picking, 1.8M picked turns to clients and deals, then sorting
+~50% (kpi_turns alone ~35%: picking 1.8M turns, matching them to clients and deals, sorting
 them), response_minutes and first_response_minutes ~10% each, the other 28 KPIs' query and
 diff ~25% together (0.1-0.2 s each). Matching picked rows by one sequential pass instead of an
 index on them, and keying kpi_turns (client, at, turn) so response_minutes needs no sort: at
