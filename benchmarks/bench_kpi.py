@@ -44,6 +44,19 @@ against kpi_values (a key seek per client, ~1.2 us, 0.4-0.5 s per KPI for 300k c
 kpi_deals for contacts (~10%). Tried without gain: diffing by a sequential pass over the
 stored range joined to a temp table of new values; temp_store = MEMORY.
 
+Full passes of three versions by turns in fresh processes (2026-12-06, scale 1, same mirror,
+first pass then two with nothing changed; load 1-6): engine at 090c5dc 26.7 / 25.0 / 24.9 s,
+main at ba47b6b 54.2 / 52.0 / 50.4 s, with the scratch-table changes below 55.6 / 61.2 / 48.1 s
+(kpi_values identical to main's, 8,469,323 rows). Since 090c5dc a pass also builds kpi_turns
+(every call and interaction of all time) and computes the date and turn KPIs, so where it
+spends its time moved: at scale 0.2, steady pass, per-target scratch tables (`prep.build`)
+~50% (kpi_turns alone ~35%: picking 1.8M turns, matching them to clients and deals, sorting
+them), response_minutes and first_response_minutes ~10% each, the other 28 KPIs' query and
+diff ~25% together (0.1-0.2 s each). Matching picked rows by one sequential pass instead of an
+index on them, and keying kpi_turns (client, at, turn) so response_minutes needs no sort: at
+scale 0.2 build() 4.08 s vs 4.33 s (min of six by turns), response_minutes 0.51 s vs 0.62 s;
+at scale 1 build() 25.7 s vs 25.7 s: within the noise of this machine.
+
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
   before: first 41.5 s, steady 43.1 s; twice the data 90.4 s / 75.9 s

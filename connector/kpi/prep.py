@@ -210,16 +210,18 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
 # the few picked rows and looks each deal's clients up (the deal's main contact or company, and
 # for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
-# drops a row reached both ways.
+# drops a row reached both ways. The picked rows are read in one sequential pass (no index on
+# them: building one and hopping from it to each row cost more than the scan), so CROSS JOIN
+# keeps them the outer loop and every other table a key seek.
 _DEAL_OWNERS = {
     "contact": (
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-        "JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
-        "JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
+        "CROSS JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
+        "CROSS JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
     ),
     "company": (
-        "JOIN temp.kpi_d d ON d.deal_id = k.entity_id JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
+        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
     ),
 }
 
@@ -227,11 +229,11 @@ _DEAL_OWNERS = {
 def _owned(table: str, cols: str, target: str) -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
     parts = [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k "
-        f"JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
+        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
     ]
     parts += [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k {join} WHERE k.entity_type = 'deal'"
+        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED {join} WHERE k.entity_type = 'deal'"
         for join in _DEAL_OWNERS[target]
     ]
     return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
@@ -346,18 +348,25 @@ def build_source(
 
 
 def _via_recent(
-    conn, pick: str, match: str, p: dict, scoped: int | None, table: str, hint: str = "NOT INDEXED"
+    conn,
+    pick: str,
+    match: str,
+    p: dict,
+    scoped: int | None,
+    table: str,
+    hint: str = "NOT INDEXED",
+    order: str = "1, 2",
 ) -> None:
     """Pick rows of `table` into `kpi_recent`, then match them to their clients; `scoped`: the
-    number of clients and deals the build is for (None: every client)."""
+    number of clients and deals the build is for (None: every client); `order`: the scratch
+    table's key, so its rows go in in key order."""
     conn.execute("DROP TABLE IF EXISTS temp.kpi_recent")
     if scoped is not None:  # the rows on these clients' cards or deals (and a few the match drops)
         ids = f"{_SUBSET_CLIENTS} UNION {_SUBSET_DEALS}"
         conn.execute(_scoped(pick, ids, scan=_scan_better(conn, table, scoped)), p)
     else:
         conn.execute(pick.format(**dict(_FULL, hint=hint)), p)
-    conn.execute("CREATE INDEX temp.kpi_recent_ref ON kpi_recent (entity_type, entity_id)")
-    conn.execute(match + " ORDER BY 1, 2", p)
+    conn.execute(f"{match} ORDER BY {order}", p)
     conn.execute("DROP TABLE temp.kpi_recent")
 
 
@@ -429,11 +438,14 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
         conn, _ACTIVITIES, _owned("kpi_activities", _ACT_COLS, target), p, scoped, "activities", hint=""
     )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
+    # Keyed in conversation order (a turn has one `at`, so the key still drops a turn reached
+    # both ways): response_minutes walks each client's turns in that order with no sort.
     conn.execute(
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
-        "PRIMARY KEY (entity_id, turn_id)) WITHOUT ROWID"
+        "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _TURNS, _owned("kpi_turns", _TURN_COLS, target), p, scoped, "activities", hint="")
+    turns = _owned("kpi_turns", _TURN_COLS, target)
+    _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
     conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
