@@ -43,7 +43,15 @@ def slow_portal(ds, page_cost_s: float) -> Bitrix24Sandbox:
 def adapter(srv) -> Bitrix24Adapter:
     # the operating budget lifted here as on the portal: the cap is the limit under test (10-s
     # pages would spend a method's 480 s in a few dozen requests, then wait ten real minutes)
-    cfg = SourceConfig(name="b24", kind="bitrix24", webhook_url=srv.webhook_url, operating_budget_s=1e9)
+    # the bucket too: the portal's is off, and the cap is what this file tests
+    cfg = SourceConfig(
+        name="b24",
+        kind="bitrix24",
+        webhook_url=srv.webhook_url,
+        operating_budget_s=1e9,
+        requests_per_second=500.0,
+        bucket_size=10_000,
+    )
     return Bitrix24Adapter(cfg, None)
 
 
