@@ -95,7 +95,9 @@ def compute(
         first = metrics_prep.first_timestamp(conn, source, kpi_cfg.spend.rows) or res.computed_at
         starts = metrics_prep.month_starts(tz, min(first, res.computed_at), res.computed_at)
         conn.create_function("local_month", 1, metrics_prep.month_function(starts), deterministic=True)
-        metrics_prep.build(conn, source, base_currency, kpi_cfg.currency_rates, kpi_cfg.spend.rows, starts)
+        metrics_prep.build(
+            conn, source, base_currency, kpi_cfg.currency_rates, kpi_cfg.spend.rows, starts, res.computed_at
+        )
         for g in groups.values():
             if g.name not in res.withheld:
                 res.rows += _store(conn, g, params, kpi_cfg.precision)

@@ -180,9 +180,16 @@ def drop(conn) -> None:
 
 
 def build(
-    conn, source: str, base_currency: str, rates: dict[str, float], spend, starts: list[tuple[str, str]]
+    conn,
+    source: str,
+    base_currency: str,
+    rates: dict[str, float],
+    spend,
+    starts: list[tuple[str, str]],
+    now: str,
 ) -> None:
-    """Every scratch table (the `kpi_card_survey` table must be loaded before)."""
+    """Every scratch table (the `kpi_card_survey` table must be loaded before); `now`: the run's
+    clock (UTC ISO)."""
     drop(conn)
     p = {"source": source, "base": base_currency.upper(), "none": NONE_CHANNEL}
     conn.execute("CREATE TEMP TABLE m_months (period TEXT PRIMARY KEY, start TEXT, stop TEXT)")
@@ -231,7 +238,7 @@ def build(
     conn.execute("CREATE TEMP TABLE m_survey (kind TEXT, score REAL, at TEXT, period TEXT)")
     conn.execute(_SURVEY)
     conn.execute(_SURVEY_ANSWERS, p)
-    build_activities(conn, source)
+    build_activities(conn, source, now)
 
 
 def _spend_rows(spend, base: str, rates: dict[str, float]) -> list[tuple]:
@@ -259,7 +266,7 @@ SELECT entity_type, entity_id, turn, at, manager FROM (
     FROM main.activities NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND entity_id IS NOT NULL
       AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
-      AND (is_completed = 1 OR at <= strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))  -- not planned ahead
+      AND (is_completed = 1 OR at <= :now)  -- not planned ahead of the run's clock
     UNION ALL
     SELECT entity_type, entity_id,
            CASE WHEN direction = 'in' AND status IS NOT 'answered' THEN 'ask' ELSE 'answer' END,
@@ -271,11 +278,11 @@ ORDER BY entity_type, entity_id, at, id
 """
 
 
-def build_activities(conn, source: str) -> None:
+def build_activities(conn, source: str, now: str) -> None:
     """`m_acts`, indexed for "the next outgoing interaction on this card or deal"."""
     conn.execute(
         "CREATE TEMP TABLE m_acts (seq INTEGER PRIMARY KEY, entity_type TEXT, entity_id INTEGER, "
         "turn TEXT, at TEXT, manager INTEGER)"
     )
-    conn.execute(_ACTS, {"source": source})
+    conn.execute(_ACTS, {"source": source, "now": now})
     conn.execute("CREATE INDEX temp.m_acts_answer ON m_acts (entity_type, entity_id, turn, seq)")

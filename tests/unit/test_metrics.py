@@ -325,6 +325,26 @@ def test_a_call_a_manager_took_answers_at_once_and_a_missed_one_waits_for_the_ca
     assert got(mirror, "manager_response_minutes", "manager") == {"1": 37.5, "2": 60, "3": 20}
 
 
+def test_an_activity_planned_after_the_runs_clock_answers_nobody(mirror):
+    """Planned after the run's `now` (if before this machine's clock), it is no answer yet."""
+    mirror.db["activities"].insert(
+        dict(
+            source=S,
+            id="p1",
+            channel="chat",
+            direction="out",
+            at="2026-11-30T10:00:00Z",
+            responsible_user_id=3,
+            entity_type="contact",
+            entity_id=9,
+            is_deleted=0,
+            is_completed=0,
+        )
+    )
+    run(mirror)  # NOW is 2026-11-23: e6 of October stays unanswered
+    assert got(mirror, "manager_response_minutes", "manager") == {"1": 45, "2": 60}
+
+
 def test_revenue_and_new_clients_by_local_month(mirror):
     run(mirror)
     rev = got(mirror, "revenue")
