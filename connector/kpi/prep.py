@@ -269,25 +269,37 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
-# Turns: as `_ACTIVITIES` picks interactions (done or due, bindings too); a call is a manager's.
-_TURNS = """
-CREATE TEMP TABLE kpi_recent AS
-WITH turns AS (
-    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at
-    FROM main.activities
+
+def turn_rows(hint: str = "") -> str:
+    """A conversation's turns, for response times here and in the team measures: `asks` 1 for the
+    client's question (an incoming message, e-mail or SMS, or an incoming call nobody answered),
+    0 for an answer (anything outgoing, or an incoming call a manager took); `manager` the
+    responsible user. Calls come from `calls`, which knows whether one was answered, the other
+    channels from `activities` (whose call rows are the same calls); a robot's call and an
+    activity planned after `:now` are neither. `{ascope}` / `{cscope}` stay to be filled."""
+    return f"""
+    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at,
+           responsible_user_id AS manager
+    FROM main.activities {hint}
     WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {ascope}
+      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {{ascope}}
     UNION ALL
     SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
-           started_at
-    FROM main.calls
+           started_at, responsible_user_id
+    FROM main.calls {hint}
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at IS NOT NULL AND direction IN ('in', 'out') {cscope})
-SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {scope}
+      AND started_at IS NOT NULL AND direction IN ('in', 'out') {{cscope}}"""
+
+
+# Turns on the target's cards and deals, bindings too (as `_ACTIVITIES` picks interactions).
+_TURNS = f"""
+CREATE TEMP TABLE kpi_recent AS
+WITH turns AS ({turn_rows()})
+SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {{scope}}
 UNION ALL
 SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
 FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
-WHERE b.entity_type IN (:target, 'deal') {bscope}
+WHERE b.entity_type IN (:target, 'deal') {{bscope}}
 """
 
 _TURN_COLS = "k.id, k.asks, k.at"

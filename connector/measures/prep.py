@@ -22,11 +22,9 @@
   so its median is one or two lookups.
 - `m_spend(period, channel, amount)`: the spend file, converted like deal amounts.
 - `m_survey(kind, score, at, period)`: every survey answer (`survey_answers` and card fields).
-- `m_acts(seq, entity_type, entity_id, turn, at, manager)`: live interactions in (card or deal,
-  time) order, the one before is seq - 1. `turn` is `ask` (an incoming message, e-mail, SMS, or
-  an incoming call nobody answered) or `answer` (anything outgoing, or an incoming call a manager
-  took: the client was answered there and then). Calls come from `calls`, which knows whether a
-  call was answered; the other channels from `activities` (whose call rows are the same calls).
+- `m_acts(seq, entity_type, entity_id, turn, at, manager)`: a conversation's turns as the KPIs
+  read them (`connector.kpi.prep.turn_rows`) in (card or deal, time) order, the one before is
+  seq - 1. `turn` is `ask` (the client's question) or `answer` (a manager's answer).
 
 Sequences instead of window functions: a PRIMARY KEY lookup of seq +- 1 costs far less than
 partitioning millions of rows (1M deals: seconds instead of tens of seconds).
@@ -39,6 +37,8 @@ from __future__ import annotations
 import bisect
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
+
+from connector.kpi import prep as kpi_prep
 
 TABLES = (
     "m_months",
@@ -258,22 +258,11 @@ def unconverted_spend(spend, base: str, rates: dict[str, float]) -> list[str]:
     return sorted({s.currency for s in spend if s.currency not in known})
 
 
-_ACTS = """
+_ACTS = f"""
 INSERT INTO temp.m_acts (entity_type, entity_id, turn, at, manager)
-SELECT entity_type, entity_id, turn, at, manager FROM (
-    SELECT entity_type, entity_id, CASE direction WHEN 'in' THEN 'ask' ELSE 'answer' END AS turn,
-           at, responsible_user_id AS manager, 'a' || id AS id
-    FROM main.activities NOT INDEXED
-    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND entity_id IS NOT NULL
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call'
-      AND (is_completed = 1 OR at <= :now)  -- not planned ahead of the run's clock
-    UNION ALL
-    SELECT entity_type, entity_id,
-           CASE WHEN direction = 'in' AND status IS NOT 'answered' THEN 'ask' ELSE 'answer' END,
-           started_at, responsible_user_id, 'c' || id
-    FROM main.calls NOT INDEXED
-    WHERE source = :source AND is_deleted = 0 AND started_at IS NOT NULL AND entity_id IS NOT NULL
-      AND direction IN ('in', 'out') AND is_automated = 0)  -- a robot's call answers nobody
+SELECT entity_type, entity_id, CASE asks WHEN 1 THEN 'ask' ELSE 'answer' END, at, manager
+FROM ({kpi_prep.turn_rows("NOT INDEXED").format(ascope="", cscope="")})
+WHERE entity_id IS NOT NULL
 ORDER BY entity_type, entity_id, at, id
 """
 
