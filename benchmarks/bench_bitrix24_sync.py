@@ -121,6 +121,7 @@ NO_LIMITS = dict(limits=False)
 def _serve(conn, deals: int, knobs: dict, touch: bool, now: int) -> None:
     """Child: build the dataset, serve it, answer "stats" until "stop"."""
     from sandbox.bitrix24 import Bitrix24Sandbox
+    from sandbox.bitrix24.activities import rows as activity_rows
     from sandbox.data import generate
 
     ds = generate(seed=1, size=deals, now=now)  # same `now` in every child: same timestamps
@@ -132,6 +133,7 @@ def _serve(conn, deals: int, knobs: dict, touch: bool, now: int) -> None:
         k: len(getattr(ds, k))
         for k in ("deals", "contacts", "companies", "leads", "tasks", "calls", "stage_changes")
     }
+    sizes["activities"] = len(activity_rows(ds))  # calls' activities and the other interactions
     # Peers that give up drop connections: keep the server's tracebacks off the report.
     with contextlib.redirect_stderr(io.StringIO()), Bitrix24Sandbox(ds, **knobs) as srv:
         spent: dict[str, float] = {}  # server seconds each method used, over the whole run
@@ -322,6 +324,51 @@ def print_bounds(r: dict, knobs: dict) -> None:
         )
 
 
+# What every full sync must read at least once (one `crm.*.list`-style row each)
+LISTED = ("deals", "contacts", "companies", "leads", "tasks", "calls", "activities", "stage_changes")
+
+
+def floor(sizes: dict, knobs: dict) -> dict:
+    """The least any client can do against the portal's documented limits: every listed row
+    read once at 50 rows a sub-call and 50 sub-calls a request (2,500 rows a request, what no
+    client beats), plus one `crm.activity.binding.list` sub-call per activity (the method takes
+    one activityId; no list method returns bindings), 50 a request. The bucket lets `bucket_size`
+    requests through at once and `drain_rate` a second after that. The bindings' server time
+    (the sandbox's cost of a call that is no list page: half a page) against their method's
+    budget gives a second bound."""
+    rows = sum(sizes.get(k, 0) for k in LISTED)
+    lists = -(-rows // 2500)
+    bindings = -(-sizes.get("activities", 0) // 50)
+
+    def bucket(n: int) -> float:
+        return max(0.0, (n - knobs["bucket_size"]) / knobs["drain_rate"])
+
+    spent = sizes.get("activities", 0) * knobs["page_cost_s"] / 2
+    budget, window = knobs["operating_budget_s"], knobs["operating_window_s"]
+    return {
+        "rows": rows,
+        "list_requests": lists,
+        "list_bucket_s": bucket(lists),
+        "binding_requests": bindings,
+        "all_bucket_s": bucket(lists + bindings),
+        "binding_server_s": spent,
+        "binding_budget_s": max(0.0, spent - budget) * window / budget,
+    }
+
+
+def print_floor(sizes: dict, knobs: dict) -> dict:
+    f = floor(sizes, knobs)
+    print(
+        f"floor (documented limits, any client): {f['rows']} listed rows need >= {f['list_requests']} requests "
+        f"(2,500 rows each) -> >= {f['list_bucket_s']:.1f} s on the bucket ({knobs['bucket_size']} at once, "
+        f"{knobs['drain_rate']:g}/s after); with one binding sub-call per activity >= "
+        f"{f['list_requests'] + f['binding_requests']} requests -> >= {f['all_bucket_s']:.1f} s; the bindings' "
+        f"{f['binding_server_s']:.0f} s of server time -> >= {f['binding_budget_s']:.0f} s budget-bound "
+        f"({knobs['operating_budget_s']:.0f} s per {knobs['operating_window_s']:.0f} s)"
+    )
+    return f
+
+
 def budget_bound(knobs: dict) -> float:
     """Rows per second one method reads when its budget is the bound: 50 rows a page,
     budget / page cost pages per window."""
@@ -385,7 +432,9 @@ def counted_page_s(deals: int) -> float:
     return KNOBS["page_cost_s"] + KNOBS["count_cost_s"] * deals
 
 
-def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
+def report_peers(deals: int, ours_s: float | None, cap: float, knobs: dict) -> float | None:
+    """Print the peers' figures; fast-bitrix24's seconds for the deals, when it finished."""
+    fb24_s = None
     run = fast_bitrix24(deals, cap, knobs)
     name = "fast-bitrix24 get_all('crm.deal.list')"
     if run is None:
@@ -410,15 +459,18 @@ def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
                 f"{name}: still running at the {cap:.0f}s cap; {why}; server counted {server.get('limits')}"
             )
         else:
+            fb24_s = secs
+            vs = f"; our full sync is {secs / ours_s:.1f}x faster (target 3x)" if ours_s else ""
             print(
-                f"{name}: {secs:.1f}s for {len(box['rows'])} deals; our full sync is {secs / ours_s:.1f}x faster "
-                f"(target 3x); server counted {server.get('limits')}"
+                f"{name}: {secs:.1f}s for {len(box['rows'])} deals{vs}; server counted {server.get('limits')}"
             )
+    if ours_s is None:
+        return fb24_s
     run = b24pysdk(deals, cap, knobs)
     name = "b24pysdk crm.deal.list().as_list_fast()"
     if run is None:
         print(f"{name}: not installed (`pip install b24pysdk`; benchmark only)")
-        return
+        return fb24_s
     secs, done, box, server = run
     rate = box["n"] / secs if secs else 0
     if box["error"] is not None:
@@ -438,6 +490,20 @@ def report_peers(deals: int, ours_s: float, cap: float, knobs: dict) -> None:
             f"{name}: {secs:.1f}s for {box['n']} rows; ours is {secs / ours_s:.1f}x faster (target 1.5x); "
             f"server counted {server.get('limits')}"
         )
+    return fb24_s
+
+
+def print_target(fb24_s: float | None, f: dict) -> None:
+    """The 3x target (a third of fast-bitrix24's deals-only time) against the floor."""
+    if fb24_s is None:
+        return
+    target = fb24_s / 3
+    least = max(f["all_bucket_s"], f["binding_budget_s"])
+    print(
+        f"target: a full sync of every stream in <= {target:.1f} s (a third of fast-bitrix24's "
+        f"{fb24_s:.1f} s); no client can go below {least:.1f} s here (the listed rows alone "
+        f"{f['list_bucket_s']:.1f} s): {'reachable' if least <= target else 'out of reach'}"
+    )
 
 
 def main() -> None:
@@ -461,6 +527,11 @@ def main() -> None:
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-nightly", action="store_true")
     ap.add_argument(
+        "--floor-only",
+        action="store_true",
+        help="print the least time the portal's limits allow and fast-bitrix24's time, no sync of ours",
+    )
+    ap.add_argument(
         "--nightly-only",
         action="store_true",
         help="preload on a server without limits, measure only the nightly run",
@@ -476,6 +547,15 @@ def main() -> None:
     )
     streams = args.streams.split(",") if args.streams else None
     which = "every stream" if streams is None else ", ".join(streams)
+    if args.floor_only:
+        with Server(args.deals, NO_LIMITS) as srv:
+            sizes = srv.info["sizes"]
+        print(f"portal: {sizes}; server knobs {knobs}")
+        f = print_floor(sizes, knobs)
+        if not args.skip_peers:
+            with contextlib.redirect_stderr(io.StringIO()):
+                print_target(report_peers(args.deals, None, args.peer_cap, knobs), f)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         r = ours(args.deals, args.workers, tmp, knobs, streams, args.nightly_only, not args.skip_nightly)
     full, nightly = r["full"], r["nightly"]
@@ -489,6 +569,7 @@ def main() -> None:
         full,
     )
     print_bounds(full, knobs)
+    f = print_floor(r["sizes"], knobs)
     deals = next(x for x in full["results"] if x.stream == "deals")
     n = deals.rows  # a run's rows are its deals (the links are counted apart)
     bound = budget_bound(knobs)
@@ -513,7 +594,7 @@ def main() -> None:
             print(
                 f"ours: full sync ({which}) {full['seconds']:.1f} s; the deals stream {deals.seconds:.1f} s"
             )
-            report_peers(args.deals, full["seconds"], args.peer_cap, knobs)
+            print_target(report_peers(args.deals, full["seconds"], args.peer_cap, knobs), f)
             gc.collect()
 
 
