@@ -45,6 +45,21 @@ Fuller batches (windows planned as about one full batch each, 2026-12-06, same m
   crm.activity.binding.list's operating time (60,596 x 0.05 s = 3,030 s of server time at 480 s
   per 600 s: ~63 minutes), not by requests; it was not run to the end.
 
+The floor the documented limits leave any client (`--floor-only`; printed after every full
+sync too), 2026-12-06: every listed row read once at 2,500 rows a request, one
+crm.activity.binding.list sub-call per activity (the method takes one activityId and no list
+method returns bindings), the bucket's burst then its drain rate, the bindings' server time
+against their method's budget:
+- 20,000 deals (218,837 listed rows, 60,918 activities): >= 88 requests for the rows alone,
+  19.0 s on the standard bucket; with the bindings >= 1,307 requests, 628.5 s; their 3,046 s of
+  server time >= 3,207 s budget-bound. fast-bitrix24 read the deals alone in 26.6 s, so the 3x
+  target is <= 8.9 s: below even the rows-alone floor (19.0 s), and 360x below the floor with
+  bindings. On an Enterprise bucket (250 / 5 req/s) the rows alone fit its burst, the bindings
+  still need >= 211 s of bucket and >= 3,207 s of budget.
+- 2,000 deals, measured: full sync of every stream 58.7 s, 160 requests, 0 limit errors
+  (1.05x the bucket's bound for those 160 requests, 56.0 s); floor 131 requests, 40.5 s.
+  fast-bitrix24 6.0 s, b24pysdk 8.5 s for the deals alone.
+
 Adaptive throttle (up to the bucket's burst, ten-basket budget; 2026-11-26, 2 cores shared
 with other sessions, load 2-4):
 - `--deals 20000 --peer-cap 300`: deals stream 8.0 s for 19,843 deals + 21,825 links (42
