@@ -1,21 +1,26 @@
 """Change notifications leaving a sandbox: form bodies POSTed to URLs by a background thread.
 
-A sandbox server queues a delivery (`send(url, pairs)`) while it handles the change that
-caused it and returns at once; one worker thread POSTs the queued deliveries in order, as
+The one delivery mechanism of both fake CRMs (amoCRM uses `Deliverer` as it is; Bitrix24's
+queue server, `sandbox.bitrix24.delivery`, adds its log fields and names). A sandbox server
+queues a delivery (`send(url, pairs)`) while it handles the change that caused it and returns
+at once; one worker thread POSTs the queued deliveries in order, as
 `application/x-www-form-urlencoded`, with urllib, through no proxy and following no redirect
 (a 3xx is a failed delivery, as for the CRMs, which accept only 1xx-2xx answers). A delivery
-that fails (connection refused, a timeout, a status outside 100-299) is logged and lost: the
-CRMs' later retries (minutes apart) are not modelled.
+that fails (connection refused, a timeout, a status outside 100-299) is logged and lost:
+neither CRM's docs promise a resend (amoCRM's later retries, minutes apart, are not modelled;
+Bitrix24 never resends).
 
 Knobs for tests:
 - `drop_next(n)`: the next `n` deliveries are lost on the way (logged as dropped, never sent);
-- `repeat`: every delivery is sent twice (a CRM retrying one whose answer it did not get);
+- `repeat`: every delivery is sent twice; `repeat_next(n)`: each of the next `n` is (a CRM
+  retrying one whose answer it did not get); the second copy is logged with `repeat`;
 - `delay_s`: each delivery waits this long before it is sent;
 - `forge(url, pairs)`: send `pairs` exactly as given (a delivery with another account's
   identity, say), untouched by the other knobs;
-- `pause()` / `resume()`: hold every delivery until resumed;
+- `pause()` / `resume()`: hold every delivery until resumed (nothing is lost while paused);
 - `sent`: the log, one dict per delivery in the order they ended: {url, pairs, body, status
-  (None when no answer), ok, error, dropped, forged, at};
+  (None when no answer), ok, error, dropped, repeat, forged, at}, plus what `describe(pairs)`
+  adds;
 - `wait(timeout)`: block until nothing is queued or in flight (True), or the timeout (False).
 
     from sandbox.deliver import Deliverer
@@ -48,7 +53,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class Deliverer:
     """Queues deliveries and sends them from one daemon thread (see the module docstring).
     `timeout_s`: how long an answer is waited for. `on_result(entry)`: called with each log
-    entry once its delivery ended (a server counting failed deliveries, say)."""
+    entry once its delivery ended (a server counting failed deliveries, say). Subclasses name
+    the thread (`thread_name`) and add their CRM's fields to the log (`describe`)."""
+
+    thread_name = "sandbox-deliverer"
 
     def __init__(self, timeout_s: float = 2.0, on_result=None):
         self.timeout_s = timeout_s
@@ -56,17 +64,21 @@ class Deliverer:
         self.repeat = False
         self.delay_s = 0.0
         self.sent: list[dict] = []
-        self._drop = 0
+        self._drop = self._repeat_next = 0
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._paused = self._busy = self._closed = False
         self._thread: threading.Thread | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
+    def describe(self, pairs: list[tuple[str, str]]) -> dict:
+        """Fields a CRM adds to each log entry, read from the delivery's pairs."""
+        return {}
+
     # ---- queueing (never blocks on the network) ------------------------------------------
     def send(self, url: str, pairs: list[tuple[str, str]]) -> None:
-        """Queue one delivery of `pairs` to `url` (twice with `repeat`; lost while a
-        `drop_next` lasts, or once closed)."""
+        """Queue one delivery of `pairs` to `url` (twice with `repeat` or while a
+        `repeat_next` lasts; lost while a `drop_next` lasts, or once closed)."""
         with self._cond:
             if self._closed:
                 self._log_locked({**self._entry(url, pairs), "error": "closed"})
@@ -75,8 +87,12 @@ class Deliverer:
                 self._drop -= 1
                 self._log_locked(self._entry(url, pairs, dropped=True))
                 return
-            for _ in range(2 if self.repeat else 1):
-                self._queue.append((url, list(pairs), False))
+            twice = self.repeat or self._repeat_next > 0
+            if not self.repeat and twice:
+                self._repeat_next -= 1
+            self._queue.append((url, list(pairs), False, False))
+            if twice:
+                self._queue.append((url, list(pairs), False, True))
             self._start_locked()
 
     def forge(self, url: str, pairs: list[tuple[str, str]]) -> None:
@@ -85,14 +101,21 @@ class Deliverer:
             if self._closed:
                 self._log_locked({**self._entry(url, pairs, forged=True), "error": "closed"})
                 return
-            self._queue.append((url, list(pairs), True))
+            self._queue.append((url, list(pairs), True, False))
             self._start_locked()
 
     def drop_next(self, n: int = 1) -> None:
+        """Lose the next `n` deliveries (logged with dropped=True, never sent)."""
         with self._cond:
             self._drop += n
 
+    def repeat_next(self, n: int = 1) -> None:
+        """Send each of the next `n` deliveries twice."""
+        with self._cond:
+            self._repeat_next += n
+
     def pause(self) -> None:
+        """Hold the queue: deliveries wait (and are not lost) until `resume()`."""
         with self._cond:
             self._paused = True
 
@@ -137,7 +160,7 @@ class Deliverer:
     # ---- the worker ----------------------------------------------------------------------
     def _start_locked(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="sandbox-deliverer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
         self._cond.notify_all()
 
@@ -148,14 +171,14 @@ class Deliverer:
                     self._cond.wait()
                 if self._closed:
                     return
-                url, pairs, forged = self._queue.popleft()
+                url, pairs, forged, repeat = self._queue.popleft()
                 self._busy = True
                 delay = self.delay_s
             entry = None
             try:
                 if delay:
                     time.sleep(delay)
-                entry = self._post(url, pairs, forged)
+                entry = self._post(url, pairs, forged, repeat)
                 if self.on_result is not None:
                     self.on_result(entry)
             finally:
@@ -165,8 +188,8 @@ class Deliverer:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _post(self, url: str, pairs: list, forged: bool) -> dict:
-        entry = self._entry(url, pairs, forged=forged)
+    def _post(self, url: str, pairs: list, forged: bool, repeat: bool) -> dict:
+        entry = self._entry(url, pairs, forged=forged, repeat=repeat)
         request = urllib.request.Request(
             url, data=entry["body"].encode(), method="POST", headers={"Content-Type": FORM}
         )
@@ -177,7 +200,7 @@ class Deliverer:
         except urllib.error.HTTPError as err:  # an answer outside 2xx (3xx included)
             entry["status"] = err.code
             err.close()
-        except (urllib.error.URLError, OSError) as err:
+        except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: a bad URL
             reason = getattr(err, "reason", err)
             entry["error"] = (
                 "timed out"
@@ -187,8 +210,9 @@ class Deliverer:
         entry["ok"] = entry["status"] is not None and 100 <= entry["status"] < 300
         return entry
 
-    @staticmethod
-    def _entry(url: str, pairs: list, *, dropped: bool = False, forged: bool = False) -> dict:
+    def _entry(
+        self, url: str, pairs: list, *, dropped: bool = False, forged: bool = False, repeat: bool = False
+    ) -> dict:
         return {
             "url": url,
             "pairs": list(pairs),
@@ -197,8 +221,10 @@ class Deliverer:
             "ok": False,
             "error": "dropped" if dropped else None,
             "dropped": dropped,
+            "repeat": repeat,
             "forged": forged,
             "at": time.time(),
+            **self.describe(pairs),
         }
 
     def _log_locked(self, entry: dict) -> None:
