@@ -1,7 +1,7 @@
 """What the `crm-connector serve` end-to-end tests share: the CLI as a real process, `serve`
-started and stopped as a subprocess, waits that poll with deadlines, the JSON log, the cards'
-values in a sandbox dataset, the mirror read-only, and every Bitrix24 call and batch sub-call
-in a sandbox's request log."""
+started and stopped as a subprocess, a config signed in and synced against a sandbox, waits
+that poll with deadlines, the JSON log, the cards' values in a sandbox dataset, the mirror
+read-only, and every Bitrix24 call and batch sub-call in a sandbox's request log."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 import requests
+
+from sandbox.bitrix24 import Bitrix24Sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTOR = [sys.executable, "-m", "connector"]
@@ -50,6 +52,41 @@ targets = ["contact", "company"]
 [kpi.fields]
 {fields}
 """
+
+
+def amo_source(amo) -> str:
+    """The TOML lines of an amoCRM source on the sandbox `amo` (its long-lived token)."""
+    return f"""kind = "amocrm"
+base_url = "{amo.url}"
+access_token = "{amo.access_token}"
+"""
+
+
+def b24_source(srv, extra: str = "") -> str:
+    """The TOML lines of a Bitrix24 source on the sandbox `srv`, signing in as its OAuth app
+    (with its events' `application_token`), then `extra` lines."""
+    return f"""kind = "bitrix24"
+portal_url = "{srv.url}"
+client_id = "sandbox.app"
+client_secret = "sandbox-secret"
+oauth_url = "{srv.oauth_url}"
+application_token = "{srv.application_token}"
+{extra}"""
+
+
+def synced_config(tmp, port: int, srv, secret: str, debounce_s: float, extra: str = ""):
+    """`tmp`/config.toml (`hook_config`) for the sandbox `srv`, amoCRM or Bitrix24 (`extra`:
+    more Bitrix24 source lines); signed in (Bitrix24: `auth --code`) and synced once
+    (`run --once`). Returns its path."""
+    config = tmp / "config.toml"
+    if isinstance(srv, Bitrix24Sandbox):
+        config.write_text(hook_config(tmp, port, b24_source(srv, extra), secret, debounce_s))
+        cli(config, "auth", "crm", "--code", srv.issue_code())
+    else:
+        assert not extra, "extra source lines are for Bitrix24"
+        config.write_text(hook_config(tmp, port, amo_source(srv), secret, debounce_s))
+    cli(config, "run", "--once")
+    return config
 
 
 def free_port() -> int:

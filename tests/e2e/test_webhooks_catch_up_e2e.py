@@ -22,21 +22,17 @@ from tests.e2e.serve_helpers import (
     card_value,
     cli,
     free_port,
-    hook_config,
     logged,
     mirror_rows,
     open_deals,
     serving,
+    synced_config,
     wait_for,
     won_stage,
 )
 
 SECRET = secrets.token_urlsafe(32)
 EDITS = 20
-
-
-def config_text(tmp, port: int, source: str) -> str:
-    return hook_config(tmp, port, source, SECRET, debounce_s=1)
 
 
 def win_while_down(ds, sent_log, wait_idle) -> tuple[list[dict], dict[int, int]]:
@@ -86,22 +82,7 @@ def all_reflected(tmp, ds, source: str, deals, before) -> bool:
 def test_bitrix24_offline_events_bring_back_what_serve_missed_and_are_cleared(tmp_path):
     port = free_port()
     with Bitrix24Sandbox(generate(seed=7, size=200), limits=True) as srv:
-        config = tmp_path / "config.toml"
-        config.write_text(
-            config_text(
-                tmp_path,
-                port,
-                f"""kind = "bitrix24"
-portal_url = "{srv.url}"
-client_id = "sandbox.app"
-client_secret = "sandbox-secret"
-oauth_url = "{srv.oauth_url}"
-application_token = "{srv.application_token}"
-""",
-            )
-        )
-        cli(config, "auth", "crm", "--code", srv.issue_code())
-        cli(config, "run", "--once")
+        config = synced_config(tmp_path, port, srv, SECRET, debounce_s=1)
         assert "events bound online" in cli(config, "hooks", "install", "crm").stdout  # serve is down
         ds = srv.dataset
         deals, before = win_while_down(ds, srv.deliveries.sent, srv.deliveries.wait_idle)
@@ -144,22 +125,7 @@ def test_bitrix24_more_missed_changes_than_one_offline_page_all_come_back_at_sta
     until the queue is empty, not one page per [webhooks] catch_up_s (5 minutes by default)."""
     port = free_port()
     with Bitrix24Sandbox(generate(seed=7, size=200), limits=True) as srv:
-        config = tmp_path / "config.toml"
-        config.write_text(
-            config_text(
-                tmp_path,
-                port,
-                f"""kind = "bitrix24"
-portal_url = "{srv.url}"
-client_id = "sandbox.app"
-client_secret = "sandbox-secret"
-oauth_url = "{srv.oauth_url}"
-application_token = "{srv.application_token}"
-""",
-            )
-        )
-        cli(config, "auth", "crm", "--code", srv.issue_code())
-        cli(config, "run", "--once")
+        config = synced_config(tmp_path, port, srv, SECRET, debounce_s=1)
         cli(config, "hooks", "install", "crm")  # serve is down
         ds = srv.dataset
         deals = [d["id"] for d in ds.deals if not d["is_deleted"]][: 50 + 10]
@@ -198,18 +164,7 @@ application_token = "{srv.application_token}"
 def test_amocrm_serve_catches_up_with_an_incremental_sync_at_start(tmp_path):
     port = free_port()
     with AmoSandbox(size=200, seed=7, limits=True) as amo:
-        config = tmp_path / "config.toml"
-        config.write_text(
-            config_text(
-                tmp_path,
-                port,
-                f"""kind = "amocrm"
-base_url = "{amo.url}"
-access_token = "{amo.access_token}"
-""",
-            )
-        )
-        cli(config, "run", "--once")
+        config = synced_config(tmp_path, port, amo, SECRET, debounce_s=1)
         assert "amoCRM webhook" in cli(config, "hooks", "install", "crm").stdout  # serve is down
         ds = amo.dataset
         deals, before = win_while_down(ds, amo.deliverer.sent, amo.deliverer.wait)

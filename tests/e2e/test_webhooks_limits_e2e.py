@@ -22,22 +22,18 @@ from tests.e2e.serve_helpers import (
     card_value,
     cli,
     free_port,
-    hook_config,
     logged,
     mirror_rows,
     open_deals,
     serving,
     start,
+    synced_config,
     wait_for,
     won_stage,
 )
 
 SECRET = secrets.token_urlsafe(32)
 EDITS = 15  # deals the loop may win while the nightly runs (it stops when the nightly ends)
-
-
-def config_text(tmp, port: int, source: str) -> str:
-    return hook_config(tmp, port, source, SECRET, debounce_s=0.2)
 
 
 def runs(tmp) -> int:
@@ -97,18 +93,7 @@ def on_cards(ds, deals, before) -> bool:
 def test_amocrm_nightly_and_refreshes_together_stay_within_seven_requests_a_second(tmp_path):
     port = free_port()
     with AmoSandbox(size=200, seed=7, limits=True) as amo:
-        config = tmp_path / "config.toml"
-        config.write_text(
-            config_text(
-                tmp_path,
-                port,
-                f"""kind = "amocrm"
-base_url = "{amo.url}"
-access_token = "{amo.access_token}"
-""",
-            )
-        )
-        cli(config, "run", "--once")
+        config = synced_config(tmp_path, port, amo, SECRET, debounce_s=0.2)
         with serving(config, port, tmp_path / "serve.log") as proc:
             wait_for(lambda: logged(tmp_path / "serve.log", "job"), "serve's catch-up sync", 30, proc)
             cli(config, "hooks", "install", "crm")
@@ -137,25 +122,9 @@ access_token = "{amo.access_token}"
 def test_bitrix24_nightly_and_refreshes_together_never_overflow_the_portals_bucket(tmp_path):
     port = free_port()
     with Bitrix24Sandbox(generate(seed=7, size=300), limits=False) as srv:
-        config = tmp_path / "config.toml"
         # reconcile_hours = 0: the nightly lists every table's ids, as a nightly a day after the
-        # last one does (the setup run below was seconds ago)
-        config.write_text(
-            config_text(
-                tmp_path,
-                port,
-                f"""kind = "bitrix24"
-portal_url = "{srv.url}"
-client_id = "sandbox.app"
-client_secret = "sandbox-secret"
-oauth_url = "{srv.oauth_url}"
-application_token = "{srv.application_token}"
-reconcile_hours = 0
-""",
-            )
-        )
-        cli(config, "auth", "crm", "--code", srv.issue_code())
-        cli(config, "run", "--once")
+        # last one does (the setup run here was seconds ago)
+        config = synced_config(tmp_path, port, srv, SECRET, debounce_s=0.2, extra="reconcile_hours = 0\n")
         with serving(config, port, tmp_path / "serve.log") as proc:
             cli(config, "hooks", "install", "crm")
             # The setup above ran without limits, so the portal's bucket is empty now, as after
