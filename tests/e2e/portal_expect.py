@@ -59,11 +59,12 @@ B24_LEAD_STAGES = (
 
 @dataclass
 class Expected:
-    """One mirror table's expected rows: {key tuple: {field: value} or DELETED}."""
+    """One mirror table's expected rows: {key tuple: {field: value} or DELETED}. The fields
+    compared are those the rows name (`fields`): each column list is written once, where its
+    rows are built."""
 
     table: str
     key: tuple[str, ...]
-    fields: tuple[str, ...]
     deletable: bool = False
     rows: dict = field(default_factory=dict)
     label: Callable[[tuple], str] | None = None
@@ -71,6 +72,10 @@ class Expected:
 
     def add(self, key, values: dict | object) -> None:
         self.rows[key if isinstance(key, tuple) else (key,)] = values
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f for v in self.rows.values() if isinstance(v, dict) for f in v))
 
     def name(self, key: tuple) -> str:
         if self.label:
@@ -158,34 +163,36 @@ class Mapping:
         ]
 
     def users(self) -> Expected:
-        e = Expected("users", ("id",), ("name", "email", "is_active"))
+        e = Expected("users", ("id",))
         for u in self.ds.users:
             e.add(u["id"], {"name": u["name"], "email": u["email"], "is_active": u["is_active"]})
         return e
 
     def pipelines(self) -> Expected:
-        e = Expected("pipelines", ("id",), ("entity", "name", "sort", "is_default"))
+        e = Expected("pipelines", ("id",))
         for p in self.ds.pipelines:
             e.add(
-                self.pipeline_id(p["id"]),
-                {"entity": "deal", "name": p["name"], "sort": p["sort"], "is_default": int(p["is_default"])},
+                self.pipeline_id(p["id"]), self.pipeline("deal", p["name"], p["sort"], int(p["is_default"]))
             )
         return e
 
+    @staticmethod
+    def pipeline(entity: str, name, sort, is_default) -> dict:
+        return {"entity": entity, "name": name, "sort": sort, "is_default": is_default}
+
     def stages(self) -> Expected:
-        e = Expected("stages", ("pipeline_id", "id"), ("entity", "name", "sort", "semantics"))
+        e = Expected("stages", ("pipeline_id", "id"))
         for p in self.ds.pipelines:
             for s in p["stages"]:
                 e.add(
                     (self.pipeline_id(p["id"]), self.stage_id(s["id"])),
-                    {
-                        "entity": "deal",
-                        "name": s["name"],
-                        "sort": self.stage_sort(s),
-                        "semantics": s["semantics"],
-                    },
+                    self.stage("deal", s["name"], self.stage_sort(s), s["semantics"]),
                 )
         return e
+
+    @staticmethod
+    def stage(entity: str, name, sort: int, semantics: str) -> dict:
+        return {"entity": entity, "name": name, "sort": sort, "semantics": semantics}
 
     def stage_sort(self, s: dict) -> int:
         return s["sort"]
@@ -203,27 +210,7 @@ class Mapping:
         return max(entered) if entered else d["closed_at"]
 
     def deals(self) -> Expected:
-        e = Expected(
-            "deals",
-            ("id",),
-            (
-                "name",
-                "pipeline_id",
-                "stage_id",
-                "status",
-                "amount",
-                "currency",
-                "responsible_user_id",
-                "contact_id",
-                "company_id",
-                "created_at",
-                "updated_at",
-                "closed_at",
-                "channel",
-                "lead_id",
-            ),
-            deletable=True,
-        )
+        e = Expected("deals", ("id",), deletable=True)
         for d in self.ds.deals:
             e.add(
                 d["id"],
@@ -257,24 +244,17 @@ class Mapping:
         """Links of live deals; a deleted deal's links are not pinned (they may linger)."""
         gone = {d["id"] for d in self.ds.deals if d["is_deleted"]}
         # A deleted deal leaves the lists, so a merge that relinks it later is never seen.
-        e = Expected(
-            "deal_contacts", ("deal_id", "contact_id"), ("is_main",), unpinned=lambda key: key[0] in gone
-        )
+        e = Expected("deal_contacts", ("deal_id", "contact_id"), unpinned=lambda key: key[0] in gone)
         for d in self.ds.deals:
             for i, cid in enumerate(d["contact_ids"]):
                 e.add((d["id"], cid), DELETED if d["is_deleted"] else {"is_main": int(i == 0)})
         return e
 
     def leads(self) -> Expected:
-        return Expected("leads", ("id",), ())
+        return Expected("leads", ("id",))
 
     def contacts(self) -> Expected:
-        e = Expected(
-            "contacts",
-            ("id",),
-            ("name", "company_id", "responsible_user_id", "created_at", "updated_at"),
-            deletable=True,
-        )
+        e = Expected("contacts", ("id",), deletable=True)
         for c in self.ds.contacts:
             e.add(
                 c["id"],
@@ -291,9 +271,7 @@ class Mapping:
         return e
 
     def companies(self) -> Expected:
-        e = Expected(
-            "companies", ("id",), ("name", "responsible_user_id", "created_at", "updated_at"), deletable=True
-        )
+        e = Expected("companies", ("id",), deletable=True)
         for c in self.ds.companies:
             e.add(
                 c["id"],
@@ -309,22 +287,7 @@ class Mapping:
         return e
 
     def tasks(self) -> Expected:
-        e = Expected(
-            "tasks",
-            ("id",),
-            (
-                "text",
-                "responsible_user_id",
-                "entity_type",
-                "entity_id",
-                "is_completed",
-                "due_at",
-                "completed_at",
-                "created_at",
-                "updated_at",
-            ),
-            deletable=True,
-        )
+        e = Expected("tasks", ("id",), deletable=True)
         for t in self.ds.tasks:
             e.add(
                 t["id"],
@@ -345,23 +308,7 @@ class Mapping:
         return e
 
     def calls(self) -> Expected:
-        e = Expected(
-            "calls",
-            ("id",),
-            (
-                "direction",
-                "status",
-                "duration_s",
-                "started_at",
-                "responsible_user_id",
-                "entity_type",
-                "entity_id",
-                "phone",
-                "activity_id",
-                "is_automated",
-            ),
-            deletable=True,
-        )
+        e = Expected("calls", ("id",), deletable=True)
         for c in self.ds.calls:
             e.add(
                 c["id"],
@@ -388,32 +335,25 @@ class Mapping:
         """Keyed by (entity, entity_id, stage entered, moment): the CRMs' own history ids are
         opaque (amoCRM event ids, Bitrix24 history ids). Every sandbox deal has its entry-stage
         row (previous_stage_id NULL, docs/mirror.md) in both CRMs."""
-        e = Expected(
-            "stage_changes",
-            ("entity", "entity_id", "stage_id", "changed_at"),
-            ("pipeline_id", "previous_stage_id"),
-            label=_change_label,
-        )
+        e = Expected("stage_changes", ("entity", "entity_id", "stage_id", "changed_at"), label=_change_label)
         for c in self.ds.stage_changes:
             prev = c["previous_stage_id"]
             e.add(
                 ("deal", c["deal_id"], self.stage_id(c["stage_id"]), iso(c["changed_at"])),
-                {
-                    "pipeline_id": self.pipeline_id(c["pipeline_id"]),
-                    "previous_stage_id": None if prev is None else self.stage_id(prev),
-                },
+                self.change(
+                    self.pipeline_id(c["pipeline_id"]), None if prev is None else self.stage_id(prev)
+                ),
             )
         return e
+
+    @staticmethod
+    def change(pipeline_id, previous_stage_id) -> dict:
+        return {"pipeline_id": pipeline_id, "previous_stage_id": previous_stage_id}
 
     def activities(self) -> Expected:
         """docs/mirror.md `activities`: every client interaction, calls included; which ones a
         CRM shows and under which id is the CRM's own (`interactions`)."""
-        e = Expected(
-            "activities",
-            ("id",),
-            ("channel", "direction", "at", "responsible_user_id", "entity_type", "entity_id", "is_completed"),
-            deletable=True,
-        )
+        e = Expected("activities", ("id",), deletable=True)
         for key, row, values in self.interactions():
             e.add(key, DELETED if row.get("is_deleted") else values)
         return e
@@ -421,7 +361,7 @@ class Mapping:
     def activity_bindings(self) -> Expected:
         """docs/mirror.md `activity_bindings`: every record an activity is bound to, its own
         included; a CRM whose notes belong to one record each adds none (`bindings`)."""
-        e = Expected("activity_bindings", ("activity_id", "entity_type", "entity_id"), ())
+        e = Expected("activity_bindings", ("activity_id", "entity_type", "entity_id"))
         gone = set()
         for key, row, _ in self.interactions():
             for etype, eid in self.bindings(row):
@@ -440,9 +380,18 @@ class Mapping:
         return []
 
     def survey_answers(self) -> Expected:
-        return Expected(
-            "survey_answers", ("id",), ("kind", "score", "at", "entity_type", "entity_id", "origin")
-        )
+        return Expected("survey_answers", ("id",))
+
+    @staticmethod
+    def survey(kind: str, score, at: int, row: dict, origin: str) -> dict:
+        return {
+            "kind": kind,
+            "score": float(score),
+            "at": iso(at),
+            "entity_type": row["entity_type"],
+            "entity_id": row["entity_id"],
+            "origin": origin,
+        }
 
     @staticmethod
     def interaction(channel: str, direction, at: int, user, row: dict) -> dict:
@@ -550,14 +499,7 @@ class AmoMapping(Mapping):
         for n in self.ds.surveys:
             e.add(
                 f"event:{_event_id(n['at'], 'n', n['id'])}",
-                {
-                    "kind": "nps",
-                    "score": float(n["score"]),
-                    "at": iso(n["at"]),
-                    "entity_type": n["entity_type"],
-                    "entity_id": n["entity_id"],
-                    "origin": "amocrm_event",
-                },
+                self.survey("nps", n["score"], n["at"], n, "amocrm_event"),
             )
         return e
 
@@ -566,10 +508,7 @@ class AmoMapping(Mapping):
         # Every amoCRM pipeline also has its (empty) "Unsorted" status, type 1, id pid*1000+999
         # in the sandbox (see sandbox/amocrm/server.py's docstring); the mirror keeps it, open.
         for p in self.ds.pipelines:
-            e.add(
-                (p["id"], p["id"] * 1000 + 999),
-                {"entity": "deal", "name": ANY, "sort": 10, "semantics": "open"},
-            )
+            e.add((p["id"], p["id"] * 1000 + 999), self.stage("deal", ANY, 10, "open"))
         return e
 
 
@@ -595,13 +534,13 @@ class B24Mapping(Mapping):
 
     def pipelines(self) -> Expected:
         e = super().pipelines()
-        e.add(B24_LEAD_PIPELINE, {"entity": "lead", "name": ANY, "sort": ANY, "is_default": ANY})
+        e.add(B24_LEAD_PIPELINE, self.pipeline("lead", ANY, ANY, ANY))
         return e
 
     def stages(self) -> Expected:
         e = super().stages()
         for code, name, sort, sem in B24_LEAD_STAGES:
-            e.add((B24_LEAD_PIPELINE, code), {"entity": "lead", "name": name, "sort": sort, "semantics": sem})
+            e.add((B24_LEAD_PIPELINE, code), self.stage("lead", name, sort, sem))
         return e
 
     def source_name(self, source: str | None) -> str | None:
@@ -642,39 +581,11 @@ class B24Mapping(Mapping):
         e = super().survey_answers()
         for c in self.ds.calls:
             if c.get("vote"):
-                e.add(
-                    f"call_vote:{c['id']}",
-                    {
-                        "kind": "csat",
-                        "score": float(c["vote"]),
-                        "at": iso(c["started_at"]),
-                        "entity_type": c["entity_type"],
-                        "entity_id": c["entity_id"],
-                        "origin": "call_vote",
-                    },
-                )
+                e.add(f"call_vote:{c['id']}", self.survey("csat", c["vote"], c["started_at"], c, "call_vote"))
         return e
 
     def leads(self) -> Expected:
-        e = Expected(
-            "leads",
-            ("id",),
-            (
-                "title",
-                "status_id",
-                "status",
-                "amount",
-                "currency",
-                "responsible_user_id",
-                "contact_id",
-                "company_id",
-                "created_at",
-                "updated_at",
-                "closed_at",
-                "channel",
-            ),
-            deletable=True,
-        )
+        e = Expected("leads", ("id",), deletable=True)
         for lead in self.ds.leads:
             e.add(
                 lead["id"],
@@ -702,13 +613,10 @@ class B24Mapping(Mapping):
         "created in NEW", then "entered its final status at closed_at" for closed leads."""
         e = super().stage_changes()
         for lead in self.ds.leads:
-            e.add(
-                ("lead", lead["id"], "NEW", iso(lead["created_at"])),
-                {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": None},
-            )
+            e.add(("lead", lead["id"], "NEW", iso(lead["created_at"])), self.change(B24_LEAD_PIPELINE, None))
             if lead["closed_at"] is not None:
                 e.add(
                     ("lead", lead["id"], lead["status_code"], iso(lead["closed_at"])),
-                    {"pipeline_id": B24_LEAD_PIPELINE, "previous_stage_id": "NEW"},
+                    self.change(B24_LEAD_PIPELINE, "NEW"),
                 )
         return e
