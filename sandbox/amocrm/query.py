@@ -207,77 +207,42 @@ class AmoQuery:
             "entity": lambda r: r[3],
             "entity_id": lambda r: r[4],
         }
+        # The lists of the dataset's entities, one row a list: (key, dataset table, deleted
+        # rows or live ones, getters, sortable keys, filters, renderer, options). Each is
+        # named under _embedded by its key's first word (leads_deleted: "leads"). The card
+        # lists filter only with the API filter (`gated`) and read one range value as equal.
+        card = {"single": "eq", "gated": True}
+        by_update, by_due = ("updated_at", "id"), ("created_at", "complete_till", "id")
+        task_filters = {
+            **base_filters,
+            "is_completed": "ids",
+            "entity_type": "strs",
+            "entity_id": "ids",
+            "task_type": "ids",
+        }
+        entities = (
+            ("leads", "deals", 0, lead_get, sortable3, lead_filters, self._lead, card),
+            ("leads_deleted", "deals", 1, lead_get, sortable3, lead_filters, self._deleted_lead, card),
+            ("contacts", "contacts", 0, base, by_update, base_filters, self._contact, card),
+            ("companies", "companies", 0, base, by_update, base_filters, self._company, card),
+            ("tasks", "tasks", 0, task_get, by_due, task_filters, self._task, {}),
+            ("customers", "customers", 0, base, by_update, base_filters, self._customer, card),
+        )
+        lists = {
+            key: Collection(
+                key.split("_")[0],
+                visible(table, deleted),
+                ver(table),
+                get,
+                sortable,
+                filters,
+                render=render,
+                **opts,
+            )
+            for key, table, deleted, get, sortable, filters, render, opts in entities
+        }
         return {
-            "leads": Collection(
-                "leads",
-                visible("deals"),
-                ver("deals"),
-                lead_get,
-                sortable3,
-                lead_filters,
-                single="eq",
-                gated=True,
-                render=self._lead,
-            ),
-            "leads_deleted": Collection(
-                "leads",
-                visible("deals", 1),
-                ver("deals"),
-                lead_get,
-                sortable3,
-                lead_filters,
-                single="eq",
-                gated=True,
-                render=self._deleted_lead,
-            ),
-            "contacts": Collection(
-                "contacts",
-                visible("contacts"),
-                ver("contacts"),
-                base,
-                ("updated_at", "id"),
-                base_filters,
-                single="eq",
-                gated=True,
-                render=self._contact,
-            ),
-            "companies": Collection(
-                "companies",
-                visible("companies"),
-                ver("companies"),
-                base,
-                ("updated_at", "id"),
-                base_filters,
-                single="eq",
-                gated=True,
-                render=self._company,
-            ),
-            "tasks": Collection(
-                "tasks",
-                visible("tasks"),
-                ver("tasks"),
-                task_get,
-                ("created_at", "complete_till", "id"),
-                {
-                    **base_filters,
-                    "is_completed": "ids",
-                    "entity_type": "strs",
-                    "entity_id": "ids",
-                    "task_type": "ids",
-                },
-                render=self._task,
-            ),
-            "customers": Collection(
-                "customers",
-                visible("customers"),
-                ver("customers"),
-                base,
-                ("updated_at", "id"),
-                base_filters,
-                single="eq",
-                gated=True,
-                render=self._customer,
-            ),
+            **lists,
             "users": Collection(
                 "users", lambda: list(ds.users), ver("users"), {"id": g("id")}, ("id",), {}, render=self._user
             ),
