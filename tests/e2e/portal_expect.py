@@ -73,6 +73,12 @@ class Expected:
     def add(self, key, values: dict | object) -> None:
         self.rows[key if isinstance(key, tuple) else (key,)] = values
 
+    def add_each(self, rows, values: Callable[[dict], dict]) -> Expected:
+        """Each dataset row under its id: DELETED if the CRM deleted it, else `values(row)`."""
+        for row in rows:
+            self.add(row["id"], DELETED if row["is_deleted"] else values(row))
+        return self
+
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f for v in self.rows.values() if isinstance(v, dict) for f in v))
@@ -210,30 +216,25 @@ class Mapping:
         return max(entered) if entered else d["closed_at"]
 
     def deals(self) -> Expected:
-        e = Expected("deals", ("id",), deletable=True)
-        for d in self.ds.deals:
-            e.add(
-                d["id"],
-                DELETED
-                if d["is_deleted"]
-                else {
-                    "name": d["name"],
-                    "pipeline_id": self.pipeline_id(d["pipeline_id"]),
-                    "stage_id": self.stage_id(d["stage_id"]),
-                    "status": d["status"],
-                    "amount": self.amount(d),
-                    "currency": self.currency(d),
-                    "responsible_user_id": d["responsible_user_id"],
-                    "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
-                    "company_id": d["company_id"],
-                    "created_at": iso(d["created_at"]),
-                    "updated_at": iso(d["updated_at"]),
-                    "closed_at": iso(self.closed_at(d)),
-                    "channel": self.channel(d),
-                    "lead_id": self.lead_id(d),
-                },
-            )
-        return e
+        return Expected("deals", ("id",), deletable=True).add_each(
+            self.ds.deals,
+            lambda d: {
+                "name": d["name"],
+                "pipeline_id": self.pipeline_id(d["pipeline_id"]),
+                "stage_id": self.stage_id(d["stage_id"]),
+                "status": d["status"],
+                "amount": self.amount(d),
+                "currency": self.currency(d),
+                "responsible_user_id": d["responsible_user_id"],
+                "contact_id": d["contact_ids"][0] if d["contact_ids"] else None,
+                "company_id": d["company_id"],
+                "created_at": iso(d["created_at"]),
+                "updated_at": iso(d["updated_at"]),
+                "closed_at": iso(self.closed_at(d)),
+                "channel": self.channel(d),
+                "lead_id": self.lead_id(d),
+            },
+        )
 
     def lead_id(self, d: dict) -> int | None:
         """docs/mirror.md `deals.lead_id`: the lead the deal was converted from; a CRM without
@@ -254,58 +255,43 @@ class Mapping:
         return Expected("leads", ("id",))
 
     def contacts(self) -> Expected:
-        e = Expected("contacts", ("id",), deletable=True)
-        for c in self.ds.contacts:
-            e.add(
-                c["id"],
-                DELETED
-                if c["is_deleted"]
-                else {
-                    "name": c["name"],
-                    "company_id": c["company_id"],
-                    "responsible_user_id": c["responsible_user_id"],
-                    "created_at": iso(c["created_at"]),
-                    "updated_at": iso(c["updated_at"]),
-                },
-            )
-        return e
+        return Expected("contacts", ("id",), deletable=True).add_each(
+            self.ds.contacts,
+            lambda c: {
+                "name": c["name"],
+                "company_id": c["company_id"],
+                "responsible_user_id": c["responsible_user_id"],
+                "created_at": iso(c["created_at"]),
+                "updated_at": iso(c["updated_at"]),
+            },
+        )
 
     def companies(self) -> Expected:
-        e = Expected("companies", ("id",), deletable=True)
-        for c in self.ds.companies:
-            e.add(
-                c["id"],
-                DELETED
-                if c["is_deleted"]
-                else {
-                    "name": c["name"],
-                    "responsible_user_id": c["responsible_user_id"],
-                    "created_at": iso(c["created_at"]),
-                    "updated_at": iso(c["updated_at"]),
-                },
-            )
-        return e
+        return Expected("companies", ("id",), deletable=True).add_each(
+            self.ds.companies,
+            lambda c: {
+                "name": c["name"],
+                "responsible_user_id": c["responsible_user_id"],
+                "created_at": iso(c["created_at"]),
+                "updated_at": iso(c["updated_at"]),
+            },
+        )
 
     def tasks(self) -> Expected:
-        e = Expected("tasks", ("id",), deletable=True)
-        for t in self.ds.tasks:
-            e.add(
-                t["id"],
-                DELETED
-                if t["is_deleted"]
-                else {
-                    "text": t["text"],
-                    "responsible_user_id": t["responsible_user_id"],
-                    "entity_type": t["entity_type"],
-                    "entity_id": t["entity_id"],
-                    "is_completed": int(bool(t["is_completed"])),
-                    "due_at": iso(t["due_at"]),
-                    "completed_at": iso(t["completed_at"]),
-                    "created_at": iso(t["created_at"]),
-                    "updated_at": iso(t["updated_at"]),
-                },
-            )
-        return e
+        return Expected("tasks", ("id",), deletable=True).add_each(
+            self.ds.tasks,
+            lambda t: {
+                "text": t["text"],
+                "responsible_user_id": t["responsible_user_id"],
+                "entity_type": t["entity_type"],
+                "entity_id": t["entity_id"],
+                "is_completed": int(bool(t["is_completed"])),
+                "due_at": iso(t["due_at"]),
+                "completed_at": iso(t["completed_at"]),
+                "created_at": iso(t["created_at"]),
+                "updated_at": iso(t["updated_at"]),
+            },
+        )
 
     def calls(self) -> Expected:
         e = Expected("calls", ("id",), deletable=True)
@@ -585,28 +571,23 @@ class B24Mapping(Mapping):
         return e
 
     def leads(self) -> Expected:
-        e = Expected("leads", ("id",), deletable=True)
-        for lead in self.ds.leads:
-            e.add(
-                lead["id"],
-                DELETED
-                if lead["is_deleted"]
-                else {
-                    "title": lead["title"],
-                    "status_id": lead["status_code"],
-                    "status": lead["status"],
-                    "amount": float(lead["amount"]),
-                    "currency": lead["currency"],
-                    "responsible_user_id": lead["responsible_user_id"],
-                    "contact_id": lead["contact_id"],
-                    "company_id": lead["company_id"],
-                    "created_at": iso(lead["created_at"]),
-                    "updated_at": iso(lead["updated_at"]),
-                    "closed_at": iso(lead["closed_at"]),
-                    "channel": self.channel(lead),
-                },
-            )
-        return e
+        return Expected("leads", ("id",), deletable=True).add_each(
+            self.ds.leads,
+            lambda lead: {
+                "title": lead["title"],
+                "status_id": lead["status_code"],
+                "status": lead["status"],
+                "amount": float(lead["amount"]),
+                "currency": lead["currency"],
+                "responsible_user_id": lead["responsible_user_id"],
+                "contact_id": lead["contact_id"],
+                "company_id": lead["company_id"],
+                "created_at": iso(lead["created_at"]),
+                "updated_at": iso(lead["updated_at"]),
+                "closed_at": iso(lead["closed_at"]),
+                "channel": self.channel(lead),
+            },
+        )
 
     def stage_changes(self) -> Expected:
         """Deal history plus lead history. The dataset keeps no lead history: the portal's is
