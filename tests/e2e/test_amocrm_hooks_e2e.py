@@ -28,7 +28,7 @@ def rx():
 @pytest.fixture
 def hooked(amo_sandbox, rx, tmp_path):
     adapter = adapter_for(amo_sandbox, tmp_path)
-    text = adapter.install_hooks(rx.url())
+    text = adapter.install_hooks(rx.url)
     assert text.startswith("amoCRM webhook ") and "secret-token" not in text
     yield amo_sandbox, adapter
     adapter.close()
@@ -49,7 +49,7 @@ def test_install_edit_deliver_parse_and_read_back(hooked, rx):
         server.url + "/api/v4/webhooks", timeout=5, headers={"Authorization": f"Bearer {server.access_token}"}
     ).json()
     assert [(h["destination"], h["settings"]) for h in listed["_embedded"]["webhooks"]] == [
-        (rx.url(), list(HOOK_EVENTS))
+        (rx.url, list(HOOK_EVENTS))
     ]
     ds = server.dataset
     deal = next(d for d in ds.deals if not d["is_deleted"] and len(d["contact_ids"]) > 1)
@@ -74,7 +74,7 @@ def test_install_edit_deliver_parse_and_read_back(hooked, rx):
     page = adapter.read_changes(adapter.parse_hook(deleted.pairs))
     assert page.deleted == {"deals": [deal["id"]]} and not page.rows
 
-    assert adapter.remove_hooks(rx.url()).endswith("removed")
+    assert adapter.remove_hooks(rx.url).endswith("removed")
     ds.update("deals", live(ds, "deals")["id"], name="nobody hears")
     assert server.deliverer.wait(5) and len(rx.got) == 3
 
@@ -82,8 +82,8 @@ def test_install_edit_deliver_parse_and_read_back(hooked, rx):
 def test_a_delivery_for_another_account_is_refused(hooked, rx):
     server, adapter = hooked
     deal = live(server.dataset, "deals")
-    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"], account_id=31_000_002))
-    server.deliverer.forge(rx.url(), server.hook_pairs("update_lead", deal["id"], subdomain="rival"))
+    server.deliverer.forge(rx.url, server.hook_pairs("update_lead", deal["id"], account_id=31_000_002))
+    server.deliverer.forge(rx.url, server.hook_pairs("update_lead", deal["id"], subdomain="rival"))
     other_id, other_sub = rx.wait_for(2)
     with pytest.raises(HookRefused, match="another account: account\\[id\\] 31000002"):
         adapter.parse_hook(other_id.pairs)
@@ -116,7 +116,7 @@ def test_changes_read_back_leave_the_mirror_as_a_fresh_sync_would(tmp_path, api_
         hooked_mirror = Mirror(str(tmp_path / "hooked.db"))
         try:
             assert all(r.status == "ok" for r in sync_source(hooked_mirror, adapter))
-            adapter.install_hooks(rx.url())
+            adapter.install_hooks(rx.url)
             ds = server.dataset
             edited, gone = [d for d in ds.deals if not d["is_deleted"]][-2:]
             ds.update("deals", edited["id"], name="Moved on", stage_id=moved(ds, edited))

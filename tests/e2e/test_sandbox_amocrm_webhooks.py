@@ -47,29 +47,29 @@ def keys(delivery):
 
 
 def test_register_list_update_and_delete_a_webhook(amo_sandbox, amo_headers, rx):
-    hook = register(amo_sandbox, amo_headers, rx.url(), ["update_lead"])
+    hook = register(amo_sandbox, amo_headers, rx.url, ["update_lead"])
     assert {k: hook[k] for k in ("destination", "settings", "disabled", "account_id")} == {
-        "destination": rx.url(),
+        "destination": rx.url,
         "settings": ["update_lead"],
         "disabled": False,
         "account_id": ACCOUNT_ID,
     }
     assert {"id", "created_at", "updated_at", "created_by", "sort"} <= set(hook)
     # The same destination again: updated with the new settings, not a second webhook.
-    again = register(amo_sandbox, amo_headers, rx.url(), ["update_lead", "delete_lead"])
+    again = register(amo_sandbox, amo_headers, rx.url, ["update_lead", "delete_lead"])
     assert again["id"] == hook["id"] and again["settings"] == ["update_lead", "delete_lead"]
     listed = hooks(amo_sandbox, "GET", amo_headers).json()
     assert listed["_total_items"] == 1
-    assert [h["destination"] for h in listed["_embedded"]["webhooks"]] == [rx.url()]
-    one = hooks(amo_sandbox, "GET", amo_headers, params={"filter[destination]": rx.url()})
+    assert [h["destination"] for h in listed["_embedded"]["webhooks"]] == [rx.url]
+    one = hooks(amo_sandbox, "GET", amo_headers, params={"filter[destination]": rx.url})
     assert one.status_code == 200
     assert (
-        hooks(amo_sandbox, "GET", amo_headers, params={"filter[destination]": rx.url() + "x"}).status_code
+        hooks(amo_sandbox, "GET", amo_headers, params={"filter[destination]": rx.url + "x"}).status_code
         == 204
     )
-    assert hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": rx.url()}).status_code == 204
+    assert hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": rx.url}).status_code == 204
     assert hooks(amo_sandbox, "GET", amo_headers).status_code == 204  # an empty list
-    assert hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": rx.url()}).status_code == 404
+    assert hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": rx.url}).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_bad_bodies_rights_and_unsubscribing(amo_sandbox, amo_headers):
 
 
 def test_an_edited_deal_is_delivered_in_the_documented_form_shape(amo_sandbox, amo_headers, rx):
-    register(amo_sandbox, amo_headers, rx.url(), ["update_lead"])
+    register(amo_sandbox, amo_headers, rx.url, ["update_lead"])
     ds = amo_sandbox.dataset
     deal = live(ds, "deals")
     started = time.monotonic()
@@ -151,11 +151,11 @@ def test_an_edited_deal_is_delivered_in_the_documented_form_shape(amo_sandbox, a
     assert got.get("account[_links][self]") == amo_sandbox.url
     assert keys(got)[-3:] == ["account[subdomain]", "account[id]", "account[_links][self]"]
     assert amo_sandbox.deliverer.wait(5)
-    assert [(e["url"], e["status"], e["ok"]) for e in amo_sandbox.deliverer.sent] == [(rx.url(), 200, True)]
+    assert [(e["url"], e["status"], e["ok"]) for e in amo_sandbox.deliverer.sent] == [(rx.url, 200, True)]
 
 
 def test_a_stage_move_is_an_update_and_a_status_change(amo_sandbox, amo_headers, rx):
-    register(amo_sandbox, amo_headers, rx.url(), LEAD_EVENTS)
+    register(amo_sandbox, amo_headers, rx.url, LEAD_EVENTS)
     ds = amo_sandbox.dataset
     deal = live(ds, "deals")
     old = amo_sandbox._status_id(deal["stage_id"])
@@ -172,7 +172,7 @@ def test_a_stage_move_is_an_update_and_a_status_change(amo_sandbox, amo_headers,
 
 
 def test_deletions_restores_and_companies_under_contacts(amo_sandbox, amo_headers, rx):
-    register(amo_sandbox, amo_headers, rx.url(), LEAD_EVENTS + CARD_EVENTS + TASK_EVENTS)
+    register(amo_sandbox, amo_headers, rx.url, LEAD_EVENTS + CARD_EVENTS + TASK_EVENTS)
     ds = amo_sandbox.dataset
     deal, contact, company = live(ds, "deals"), live(ds, "contacts"), live(ds, "companies")
     ds.delete("deals", deal["id"])
@@ -201,7 +201,7 @@ def test_deletions_restores_and_companies_under_contacts(amo_sandbox, amo_header
 
 
 def test_tasks_come_under_task(amo_sandbox, amo_headers, rx):
-    register(amo_sandbox, amo_headers, rx.url(), TASK_EVENTS)
+    register(amo_sandbox, amo_headers, rx.url, TASK_EVENTS)
     ds = amo_sandbox.dataset
     task = next(t for t in ds.tasks if not t["is_deleted"] and not t["is_completed"])
     ds.update("tasks", task["id"], is_completed=True)
@@ -219,8 +219,8 @@ def test_tasks_come_under_task(amo_sandbox, amo_headers, rx):
 
 def test_only_subscribed_events_to_each_destination_and_none_after_unsubscribing(amo_sandbox, amo_headers):
     with Receiver() as deals_rx, Receiver() as cards_rx:
-        register(amo_sandbox, amo_headers, deals_rx.url(), ["update_lead"])
-        register(amo_sandbox, amo_headers, cards_rx.url(), ["update_contact"])
+        register(amo_sandbox, amo_headers, deals_rx.url, ["update_lead"])
+        register(amo_sandbox, amo_headers, cards_rx.url, ["update_contact"])
         ds = amo_sandbox.dataset
         deal, contact = live(ds, "deals"), live(ds, "contacts")
         ds.update("deals", deal["id"], name="x")
@@ -231,14 +231,14 @@ def test_only_subscribed_events_to_each_destination_and_none_after_unsubscribing
         assert [d.get("leads[update][0][id]") for d in deals_rx.got] == [str(deal["id"])]
         assert [d.get("contacts[update][0][id]") for d in cards_rx.got] == [str(contact["id"])]
         assert cards_rx.got[0].get("contacts[update][0][type]") == "contact"
-        hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": cards_rx.url()})
+        hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": cards_rx.url})
         ds.update("contacts", contact["id"], name="after")
         assert amo_sandbox.deliverer.wait(5) and len(cards_rx.got) == 1
 
 
 def test_our_own_field_write_comes_back_as_an_update(amo_sandbox, amo_headers, rx):
     """The echo: a KPI written to a contact through the API is an edit like any other."""
-    register(amo_sandbox, amo_headers, rx.url(), ["update_contact", "update_company"])
+    register(amo_sandbox, amo_headers, rx.url, ["update_contact", "update_company"])
     ds = amo_sandbox.dataset
     field = ds.add_field("contact", "KPI: calls", "numeric", code="KPI_CALLS")
     contact = live(ds, "contacts")
@@ -267,7 +267,7 @@ def test_our_own_field_write_comes_back_as_an_update(amo_sandbox, amo_headers, r
 
 
 def test_drop_repeat_delay_pause_and_forge(amo_sandbox, amo_headers, rx):
-    register(amo_sandbox, amo_headers, rx.url(), ["update_lead"])
+    register(amo_sandbox, amo_headers, rx.url, ["update_lead"])
     ds, d = amo_sandbox.dataset, amo_sandbox.deliverer
     deal = live(ds, "deals")
     d.drop_next(1)
@@ -299,7 +299,7 @@ def test_drop_repeat_delay_pause_and_forge(amo_sandbox, amo_headers, rx):
     d.delay_s = 0
 
     forged = amo_sandbox.hook_pairs("update_lead", deal["id"], account_id=999, subdomain="evil")
-    d.forge(rx.url(), forged)
+    d.forge(rx.url, forged)
     got = rx.wait_for(6)[-1]
     assert (got.get("account[id]"), got.get("account[subdomain]")) == ("999", "evil")
     assert got.get("leads[update][0][id]") == str(deal["id"])
@@ -308,14 +308,14 @@ def test_drop_repeat_delay_pause_and_forge(amo_sandbox, amo_headers, rx):
 
 def test_failed_deliveries_are_logged_and_lost_and_too_many_disable_the_webhook(amo_sandbox, amo_headers):
     with Receiver(status=500) as failing:
-        register(amo_sandbox, amo_headers, failing.url(), ["update_lead"])
+        register(amo_sandbox, amo_headers, failing.url, ["update_lead"])
         deal = live(amo_sandbox.dataset, "deals")
         amo_sandbox.dataset.update("deals", deal["id"], name="x")
         failing.wait_for(1)
         assert amo_sandbox.deliverer.wait(5)
         assert [(e["status"], e["ok"]) for e in amo_sandbox.deliverer.sent] == [(500, False)]
-        hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": failing.url()})
-    closed = failing.url()  # the receiver is gone: connection refused
+        hooks(amo_sandbox, "DELETE", amo_headers, json={"destination": failing.url})
+    closed = failing.url  # the receiver is gone: connection refused
     register(amo_sandbox, amo_headers, closed, ["update_lead"])
     amo_sandbox.deliverer.sent.clear()
     for n in range(101):
@@ -336,7 +336,7 @@ def test_failed_deliveries_are_logged_and_lost_and_too_many_disable_the_webhook(
 def test_a_stopped_sandbox_sends_nothing_until_started_again(amo_dataset, rx):
     server = AmoSandbox(amo_dataset, limits=False).start()
     headers = {"Authorization": f"Bearer {server.access_token}"}
-    register(server, headers, rx.url(), ["update_lead"])
+    register(server, headers, rx.url, ["update_lead"])
     server.stop()
     deal = live(amo_dataset, "deals")
     amo_dataset.update("deals", deal["id"], name="while stopped")
