@@ -6,54 +6,26 @@ comes back as an echo and writes nothing. Waits poll with deadlines; nothing sle
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
 from sandbox.amocrm import AmoSandbox
+from tests.e2e.serve_helpers import (
+    FIELDS,
+    card_value,
+    cli,
+    free_port,
+    logged,
+    open_deals,
+    serving,
+    wait_for,
+    won_stage,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONNECTOR = [sys.executable, "-m", "connector"]
-FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue"}
 SECRET = secrets.token_urlsafe(32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(config: str, *args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        CONNECTOR + ["--config", config, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-2000:]
-    return out
-
-
-def wait_for(pred, what: str, deadline_s: float = 10.0, proc=None):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        if proc is not None:
-            assert proc.poll() is None, f"serve exited early (rc {proc.returncode}) waiting for {what}"
-        time.sleep(0.02)  # polling interval, not a timing assumption
-    pytest.fail(f"timed out after {deadline_s:g}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -86,60 +58,14 @@ targets = ["contact", "company"]
 [kpi.fields]
 {fields}
 """)
-        cli(str(config), "run", "--once")
-        err = open(tmp / "serve.log", "w")
-        proc = subprocess.Popen(
-            CONNECTOR + ["--config", str(config), "--log-format", "json", "serve"],
-            env=dict(os.environ, PYTHONPATH=ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            text=True,
-        )
-        try:
+        cli(config, "run", "--once")
+        with serving(config, port, tmp / "serve.log") as proc:
             base = f"http://127.0.0.1:{port}"
-            wait_for(lambda: _up(base), "serve to listen", 30, proc)
-            out = cli(str(config), "hooks", "install", "amo")
+            out = cli(config, "hooks", "install", "amo")
             assert "amoCRM webhook" in out.stdout and SECRET not in out.stdout + out.stderr
             # serve catches up with an incremental sync at start: let it finish first
-            wait_for(lambda: _logged(tmp / "serve.log", "job"), "the catch-up sync", 60, proc)
+            wait_for(lambda: logged(tmp / "serve.log", "job"), "the catch-up sync", 60, proc)
             yield amo, proc, base, tmp
-        finally:
-            proc.terminate()
-            try:
-                assert proc.wait(30) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                err.close()
-
-
-def _up(base: str) -> bool:
-    try:
-        return requests.get(base + "/health", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
-def _logged(path, event: str) -> list[dict]:
-    lines = []
-    for line in open(path).read().splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if doc.get("event") == event:
-            lines.append(doc)
-    return lines
-
-
-def won_stage(ds, deal) -> int:
-    pipeline = next(p for p in ds.pipelines if p["id"] == deal["pipeline_id"])
-    return next(s["id"] for s in pipeline["stages"] if s["semantics"] == "won")
-
-
-def card_value(amo, contact_id: int, label: str):
-    fid = next(f["id"] for f in amo.dataset.fields["contact"] if f["name"] == label)
-    return amo.dataset.by_id("contacts")[contact_id]["custom"].get(fid)
 
 
 def reads_of(amo, deal_id: int) -> int:
@@ -158,20 +84,13 @@ def reads_of(amo, deal_id: int) -> int:
 def test_a_deal_won_in_the_crm_shows_on_its_contacts_card_within_ten_seconds(served):
     amo, proc, base, tmp = served
     ds = amo.dataset
-    deal = next(
-        d
-        for d in ds.deals
-        if d["status"] == "open"
-        and not d["is_deleted"]
-        and len(d["contact_ids"]) == 1
-        and (d.get("amount") or 0) > 0
-    )
+    (deal,) = open_deals(ds, 1)
     contact = deal["contact_ids"][0]
-    won_before = card_value(amo, contact, FIELDS["deals_won"]) or 0
+    won_before = card_value(ds, "contact", contact, FIELDS["deals_won"]) or 0
     edited = time.monotonic()
     ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
     wait_for(
-        lambda: (card_value(amo, contact, FIELDS["deals_won"]) or 0) == won_before + 1,
+        lambda: (card_value(ds, "contact", contact, FIELDS["deals_won"]) or 0) == won_before + 1,
         "the contact's 'Deals won' field to count the deal",
         10,
         proc,
@@ -225,17 +144,10 @@ def test_forged_deliveries_and_wrong_secrets_are_refused_and_read_nothing(served
 def test_our_own_write_back_comes_back_as_an_echo_and_writes_nothing(served):
     amo, proc, base, tmp = served
     ds = amo.dataset
-    deal = next(
-        d
-        for d in ds.deals
-        if d["status"] == "open"
-        and not d["is_deleted"]
-        and len(d["contact_ids"]) == 1
-        and (d.get("amount") or 0) > 0
-    )
+    (deal,) = open_deals(ds, 1)
     contact = deal["contact_ids"][0]
     patches = lambda: sum(r["method"] == "PATCH" for r in amo.request_log)
-    refreshes = lambda: _logged(tmp / "serve.log", "refresh")
+    refreshes = lambda: logged(tmp / "serve.log", "refresh")
     before, seen = patches(), len(refreshes())
     ds.update("deals", deal["id"], stage_id=won_stage(ds, deal))
     # the won deal's refresh writes the card; that write is a contact update in amoCRM, whose

@@ -26,10 +26,10 @@ import requests
 from adapters.bitrix24 import events as b24_events
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
-from tests.e2e.test_webhooks_e2e import CONNECTOR, ROOT, cli, free_port, reads_of, wait_for, won_stage
+from tests.e2e.serve_helpers import CONNECTOR, FIELDS, ROOT, cli, free_port, up, wait_for, won_stage
+from tests.e2e.test_webhooks_e2e import reads_of
 
 pytestmark = pytest.mark.redis
-FIELDS = {"deals_won": "KPI: Deals won", "revenue_won": "KPI: Lifetime revenue"}
 DB = 13  # the Redis database this module's fleet uses (flushed before and after)
 TAG = uuid.uuid4().hex[:8]
 AMO, B24 = f"amo-{TAG}", f"b24-{TAG}"
@@ -78,13 +78,6 @@ def stop(proc, err, timeout: float = 60) -> int | None:
         return None
     finally:
         err.close()
-
-
-def up(base: str) -> bool:
-    try:
-        return requests.get(base + "/health", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.fixture(scope="module")
