@@ -26,20 +26,22 @@ class AmoRender:
     def _self(self, path: str) -> dict:
         return {"self": {"href": f"{self.url}{path}"}}
 
+    def _ref(self, plural: str, rid: int, **more) -> dict:
+        """An embedded reference to another item: its id (then `more`) and its link."""
+        return {"id": rid, **more, "_links": self._self(f"/api/v4/{plural}/{rid}")}
+
+    def _company_ref(self, row: dict) -> list:
+        """The `companies` a lead, contact or customer embeds: its one company, if any."""
+        return [self._ref("companies", row["company_id"])] if row["company_id"] else []
+
+    def _contact_refs(self, contact_ids) -> list:
+        """The `contacts` a lead or customer embeds; the first is the main one."""
+        return [self._ref("contacts", c, is_main=i == 0) for i, c in enumerate(contact_ids)]
+
     def _lead(self, d: dict, with_: set) -> dict:
-        emb = {
-            "tags": [],
-            "companies": [
-                {"id": d["company_id"], "_links": self._self(f"/api/v4/companies/{d['company_id']}")}
-            ]
-            if d["company_id"]
-            else [],
-        }
+        emb = {"tags": [], "companies": self._company_ref(d)}
         if "contacts" in with_:
-            emb["contacts"] = [
-                {"id": c, "is_main": i == 0, "_links": self._self(f"/api/v4/contacts/{c}")}
-                for i, c in enumerate(d["contact_ids"])
-            ]
+            emb["contacts"] = self._contact_refs(d["contact_ids"])
         if "source" in with_ and d.get("source"):
             emb["source"] = self._source(d["source"])
         return {
@@ -86,19 +88,9 @@ class AmoRender:
         }
 
     def _contact(self, c: dict, with_: set) -> dict:
-        emb = {
-            "tags": [],
-            "companies": [
-                {"id": c["company_id"], "_links": self._self(f"/api/v4/companies/{c['company_id']}")}
-            ]
-            if c["company_id"]
-            else [],
-        }
+        emb = {"tags": [], "companies": self._company_ref(c)}
         if "leads" in with_:
-            emb["leads"] = [
-                {"id": i, "_links": self._self(f"/api/v4/leads/{i}")}
-                for i in self._deals_of_contact().get(c["id"], ())
-            ]
+            emb["leads"] = [self._ref("leads", i) for i in self._deals_of_contact().get(c["id"], ())]
         return {
             "id": c["id"],
             "name": c["name"],
@@ -122,10 +114,7 @@ class AmoRender:
     def _company(self, c: dict, with_: set) -> dict:
         emb = {"tags": []}
         if "contacts" in with_:
-            emb["contacts"] = [
-                {"id": i, "_links": self._self(f"/api/v4/contacts/{i}")}
-                for i in self._contacts_of_company().get(c["id"], ())
-            ]
+            emb["contacts"] = [self._ref("contacts", i) for i in self._contacts_of_company().get(c["id"], ())]
         return {
             "id": c["id"],
             "name": c["name"],
@@ -148,16 +137,9 @@ class AmoRender:
         company with `with=companies`."""
         emb = {"segments": [], "tags": []}
         if "contacts" in with_:
-            emb["contacts"] = [
-                {"id": i, "is_main": n == 0, "_links": self._self(f"/api/v4/contacts/{i}")}
-                for n, i in enumerate(c["contact_ids"])
-            ]
+            emb["contacts"] = self._contact_refs(c["contact_ids"])
         if "companies" in with_:
-            emb["companies"] = (
-                [{"id": c["company_id"], "_links": self._self(f"/api/v4/companies/{c['company_id']}")}]
-                if c["company_id"]
-                else []
-            )
+            emb["companies"] = self._company_ref(c)
         return {
             "id": c["id"],
             "name": c["name"],
@@ -458,7 +440,7 @@ class AmoRender:
             "value_before": before,
             "account_id": ACCOUNT_ID,
             "_links": self._self(f"/api/v4/events/{eid}"),
-            "_embedded": {"entity": {"id": entity_id, "_links": self._self(f"/api/v4/{plural}/{entity_id}")}},
+            "_embedded": {"entity": self._ref(plural, entity_id)},
         }
 
     # ---- account, pipelines --------------------------------------------------------------
