@@ -40,10 +40,23 @@ def runs(tmp) -> int:
     return mirror_rows(tmp / "mirror.db", "SELECT count(*) FROM sync_runs")[0][0]
 
 
-def nightly_with_refreshes(tmp, config, ds, pool, reads_of) -> tuple[list[dict], float, float]:
-    """Start the nightly `run --once`; once the mirror shows it started, win one deal after
-    another, each once the previous one has been read back by a refresh, until the nightly
-    ends. Returns the deals won and the (wall clock) start and end of the nightly."""
+def nightly_with_refreshes(tmp, config, ds, serve, read_times) -> tuple[float, float]:
+    """Start the nightly `run --once`; once the mirror shows it started, win one of EDITS open
+    deals after another, each once the previous one has been read back by a refresh
+    (`read_times(deal_id)`: when the CRM was asked for that deal by id), until the nightly
+    ends. Then every deal won must show on its card (`serve` running) and some refresh must
+    have read the CRM while the nightly ran. Returns the (wall clock) start and end of the
+    nightly."""
+    pool = open_deals(ds, EDITS)
+    cards_before = {
+        d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0 for d in pool
+    }
+    reads = {}
+
+    def reads_of(deal_id: int) -> int:  # by-id reads (the refreshes'), with their times
+        reads[deal_id] = read_times(deal_id)
+        return len(reads[deal_id])
+
     before = runs(tmp)
     nightly = start(config, "run", "--once", log=tmp / "nightly.log")
     try:
@@ -63,7 +76,10 @@ def nightly_with_refreshes(tmp, config, ds, pool, reads_of) -> tuple[list[dict],
             nightly.kill()
     jobs = logged(tmp / "nightly.log", "job")
     assert [(j["job"], j["status"]) for j in jobs] == [("sync", "ok")]
-    return won, began, ended
+    wait_for(lambda: on_cards(ds, won, cards_before), "every won deal on its card", 30, serve)
+    during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
+    assert during, "no refresh read the CRM while the nightly ran"
+    return began, ended
 
 
 def window_peak(log: list[dict], window_s: float) -> int:
@@ -97,22 +113,9 @@ def test_amocrm_nightly_and_refreshes_together_stay_within_seven_requests_a_seco
         with serving(config, port, tmp_path / "serve.log") as proc:
             wait_for(lambda: logged(tmp_path / "serve.log", "job"), "serve's catch-up sync", 30, proc)
             cli(config, "hooks", "install", "crm")
-            ds = amo.dataset
-            reads = {}
-
-            def reads_of(deal_id: int) -> int:  # by-id reads (the refreshes'), with their times
-                reads[deal_id] = amo_deal_reads(amo, deal_id)
-                return len(reads[deal_id])
-
-            pool = open_deals(ds, EDITS)
-            before = {
-                d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                for d in pool
-            }
-            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
-            wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
-            during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
-            assert during, "no refresh read the CRM while the nightly ran"
+            began, ended = nightly_with_refreshes(
+                tmp_path, config, amo.dataset, proc, lambda deal_id: amo_deal_reads(amo, deal_id)
+            )
             # the nightly ran at its share of the limit (6 of 7 a second), so a refresh beyond
             # its own share would have been refused
             assert window_peak([r for r in amo.request_log if began <= r["at"] <= ended], 1.0) >= 6
@@ -131,24 +134,12 @@ def test_bitrix24_nightly_and_refreshes_together_never_overflow_the_portals_buck
             # a quiet evening (no process can know what an earlier one left in it). From here
             # on the portal enforces its bucket: 50 deep, draining 2 a second.
             srv.limits = True
-            ds = srv.dataset
             since = len(srv.request_log)
-            reads = {}
 
-            def reads_of(deal_id: int) -> int:  # by-id reads (the refreshes'), with their times
-                hits = [srv.request_log[i]["at"] for i in b24_deal_reads(srv, deal_id, since)]
-                reads[deal_id] = hits
-                return len(hits)
+            def read_times(deal_id: int) -> list[float]:
+                return [srv.request_log[i]["at"] for i in b24_deal_reads(srv, deal_id, since)]
 
-            pool = open_deals(ds, EDITS)
-            before = {
-                d["id"]: card_value(ds, "contact", d["contact_ids"][0], FIELDS["deals_won"]) or 0
-                for d in pool
-            }
-            won, began, ended = nightly_with_refreshes(tmp_path, config, ds, pool, reads_of)
-            wait_for(lambda: on_cards(ds, won, before), "every won deal on its card", 30, proc)
-            during = [t for d in won for t in reads[d["id"]] if began <= t <= ended]
-            assert during, "no refresh read the CRM while the nightly ran"
+            nightly_with_refreshes(tmp_path, config, srv.dataset, proc, read_times)
             # Bitrix24 batches its reads, so this nightly alone takes about half the bucket:
             # the limit is in play, not a formality
             assert bucket_peak(srv.request_log[since:], srv.drain_rate) >= 20
