@@ -15,26 +15,16 @@ import responses
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.errors import BlockedError
-from connector.config.loader import SourceConfig
+from tests.unit import b24_adapters
+from tests.unit.b24_adapters import HOOK
 
-HOOK = "https://portal.example.com/rest/1/s3cretcode/"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 USERS = {"result": [{"ID": "1", "NAME": "A", "ACTIVE": True}], "total": 0}
 PROXY_503 = "<html><head><title>503 Service Temporarily Unavailable</title></head></html>"
 
 
 def adapter() -> Bitrix24Adapter:
-    cfg = SourceConfig(
-        name="b24",
-        kind="bitrix24",
-        webhook_url=HOOK,
-        requests_per_second=1000.0,
-        bucket_size=1000,
-        max_workers=4,
-    )
-    a = Bitrix24Adapter(cfg, None)
-    a.client.sleep = a.client.http.sleep = lambda s: None
-    return a
+    return b24_adapters.adapter(max_workers=4)
 
 
 def users(a) -> list:

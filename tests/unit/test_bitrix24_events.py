@@ -17,46 +17,28 @@ from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.errors import SourceError, StreamError
 from adapters.hooks import Change, HookRefused
 from adapters.streams import Ctx, records
-from connector.config.loader import SourceConfig
 from connector.mirror.tokens import TokenStore
+from tests.unit import b24_adapters
+from tests.unit.b24_adapters import HOOK
 
-HOOK = "https://portal.example.com/rest/1/s3cretcode/"
 PORTAL = "https://portal.example.com"
 TOKEN = "51856fefc120afa4b628cc82d3935cce"
 
 
 def adapter(**kw) -> Bitrix24Adapter:
-    cfg = SourceConfig(
-        name="b24",
-        kind="bitrix24",
-        webhook_url=HOOK,
-        requests_per_second=1000.0,
-        bucket_size=1000,
-        max_workers=1,
-        **{"application_token": TOKEN, **kw},
-    )
-    a = Bitrix24Adapter(cfg, None)
-    a.client.sleep = a.client.http.sleep = lambda s: None
-    return a
+    return b24_adapters.adapter(**{"application_token": TOKEN, **kw})
 
 
 def oauth_adapter(tmp_path, **kw) -> Bitrix24Adapter:
     tokens = TokenStore(str(tmp_path / "t.json"))
     tokens.save("b24", {"access_token": "access-1", "refresh_token": "refresh-1"})
-    cfg = SourceConfig(
-        name="b24",
-        kind="bitrix24",
+    return b24_adapters.adapter(
+        tokens,
         portal_url=PORTAL,
         client_id="app",
         client_secret="shh-secret",
-        requests_per_second=1000.0,
-        bucket_size=1000,
-        max_workers=1,
         **{"application_token": TOKEN, **kw},
     )
-    a = Bitrix24Adapter(cfg, tokens)
-    a.client.sleep = a.client.http.sleep = lambda s: None
-    return a
 
 
 def delivery(event: str, data: list[tuple[str, str]], token: str = TOKEN) -> list[tuple[str, str]]:

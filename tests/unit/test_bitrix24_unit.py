@@ -10,30 +10,14 @@ import responses
 
 from adapters.bitrix24 import parsers as p
 from adapters.bitrix24 import streams as st
-from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode, parse_batch, ref
 from adapters.bitrix24.limits import LeakyBucket, OperatingBudget
 from adapters.errors import AuthError, ScopeError, StreamError
 from adapters.streams import Ctx, Stream
 from connector.config.loader import SourceConfig
+from tests.unit.b24_adapters import HOOK, adapter
 
-HOOK = "https://portal.example.com/rest/1/s3cretcode/"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
-
-
-def adapter(**kw) -> Bitrix24Adapter:
-    cfg = SourceConfig(
-        name="b24",
-        kind="bitrix24",
-        webhook_url=HOOK,
-        requests_per_second=1000.0,
-        bucket_size=1000,
-        max_workers=1,
-        **kw,
-    )
-    a = Bitrix24Adapter(cfg, None)
-    a.client.sleep = a.client.http.sleep = lambda s: None
-    return a
 
 
 def batch_body(result, errors=None, times=None) -> dict:
