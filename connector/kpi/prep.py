@@ -207,36 +207,24 @@ FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity
 WHERE b.entity_type IN (:target, 'deal') {bscope}
 """
 
+
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
-# the few picked rows and looks each deal's clients up (the deal's main contact or company, and
-# for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
-# drops a row reached both ways. The picked rows are read in one sequential pass (no index on
-# them: building one and hopping from it to each row cost more than the scan), so CROSS JOIN
-# keeps them the outer loop and every other table a key seek.
-_DEAL_OWNERS = {
-    "contact": (
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-        "CROSS JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
-        "CROSS JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
-    ),
-    "company": (
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
-    ),
-}
-
-
+# the picked rows and looks each deal's clients up in `kpi_deals` by its index on deal_id (the
+# pairs of client and live deal, built once per target: for contacts the deal's main contact and
+# deal_contacts' links), rather than walking every client's deals; the scratch table's key drops a
+# row reached both ways. The picked rows are read in one sequential pass (no index on them:
+# building one and hopping from it to each row cost more than the scan), so CROSS JOIN keeps them
+# the outer loop and the clients a key seek.
 def _owned(table: str, cols: str, target: str) -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
-    parts = [
+    return (
+        f"INSERT OR IGNORE INTO temp.{table} "
         f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
-        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
-    ]
-    parts += [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED {join} WHERE k.entity_type = 'deal'"
-        for join in _DEAL_OWNERS[target]
-    ]
-    return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
+        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target "
+        f"UNION ALL SELECT d.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
+        f"CROSS JOIN temp.kpi_deals d INDEXED BY kpi_deals_deal ON d.deal_id = k.entity_id "
+        f"WHERE k.entity_type = 'deal'"
+    )
 
 
 _CALL_COLS = "k.id, k.direction, k.status, k.duration_s, k.started_at"
@@ -407,6 +395,7 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         "WITHOUT ROWID"
     )
     conn.execute(_DEALS[target], p)
+    conn.execute("CREATE INDEX temp.kpi_deals_deal ON kpi_deals (deal_id)")
     conn.execute(
         "CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
         "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
