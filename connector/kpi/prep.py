@@ -440,14 +440,14 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
     )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
     # Keyed in conversation order (a turn has one `at`, so the key still drops a turn reached
-    # both ways): response_minutes walks each client's turns in that order with no sort.
+    # both ways): response_minutes finds a question's previous turn and the next answer by key
+    # seeks, with no sort and no other index.
     conn.execute(
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
         "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
     turns = _owned("kpi_turns", _TURN_COLS, target)
     _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
-    conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"

@@ -4,10 +4,12 @@
 -- first of them; questions still unanswered are left out; empty when none was answered.
 -- reads: activities, calls, deals, deal_contacts, activity_bindings
 WITH waits AS (
-    -- a question whose previous turn (in time order) was no question starts a wait
+    -- a question whose previous turn (in time order) was no question starts a wait, which lasts
+    -- until the first answer at or after its time (both found by key seeks in kpi_turns)
     SELECT s.entity_id,
-           (julianday((SELECT min(o.at) FROM kpi_turns o WHERE o.entity_id = s.entity_id
-                       AND o.asks = 0 AND o.at >= s.at)) - julianday(s.at)) * 1440 AS minutes
+           (julianday((SELECT o.at FROM kpi_turns o WHERE o.entity_id = s.entity_id
+                       AND o.at >= s.at AND o.asks = 0 ORDER BY o.at LIMIT 1))
+            - julianday(s.at)) * 1440 AS minutes
     FROM kpi_turns s
     WHERE s.asks = 1
       AND (SELECT p.asks FROM kpi_turns p WHERE p.entity_id = s.entity_id
