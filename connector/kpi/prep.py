@@ -49,6 +49,7 @@ SOURCE_TABLES = (
     "kpi_want",
     "kpi_dids",
     "kpi_subset",
+    "kpi_turn_picks",
 )
 TABLES = (
     "kpi_clients",
@@ -215,13 +216,13 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 # row reached both ways. The picked rows are read in one sequential pass (no index on them:
 # building one and hopping from it to each row cost more than the scan), so CROSS JOIN keeps them
 # the outer loop and the clients a key seek.
-def _owned(table: str, cols: str, target: str) -> str:
+def _owned(table: str, cols: str, target: str, picked: str = "kpi_recent") -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
     return (
         f"INSERT OR IGNORE INTO temp.{table} "
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
+        f"SELECT c.entity_id, {cols} FROM temp.{picked} k NOT INDEXED "
         f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target "
-        f"UNION ALL SELECT d.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
+        f"UNION ALL SELECT d.entity_id, {cols} FROM temp.{picked} k NOT INDEXED "
         f"CROSS JOIN temp.kpi_deals d INDEXED BY kpi_deals_deal ON d.deal_id = k.entity_id "
         f"WHERE k.entity_type = 'deal'"
     )
@@ -289,6 +290,13 @@ SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
 FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
 WHERE b.entity_type IN (:target, 'deal') {{bscope}}
 """
+
+# A full pass picks every client's and deal's turns once, for both targets (`kpi_turn_picks`).
+_ALL_TURNS = (
+    _TURNS.replace("TABLE kpi_recent", "TABLE kpi_turn_picks")
+    .replace("IN (:target, 'deal')", "IN ('contact', 'company', 'deal')")
+    .format(**_FULL)
+)
 
 _TURN_COLS = "k.id, k.asks, k.at"
 
@@ -446,8 +454,13 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
         "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
-    turns = _owned("kpi_turns", _TURN_COLS, target)
-    _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
+    if scoped is None:
+        if not conn.execute("SELECT 1 FROM sqlite_temp_master WHERE name = 'kpi_turn_picks'").fetchone():
+            conn.execute(_ALL_TURNS, p)
+        conn.execute(f"{_owned('kpi_turns', _TURN_COLS, target, 'kpi_turn_picks')} ORDER BY 1, 4, 2", p)
+    else:
+        turns = _owned("kpi_turns", _TURN_COLS, target)
+        _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
