@@ -15,13 +15,7 @@ WITH waits AS (
       AND (SELECT p.asks FROM kpi_turns p WHERE p.entity_id = s.entity_id
            AND (p.at, p.turn_id) < (s.at, s.turn_id)
            ORDER BY p.at DESC, p.turn_id DESC LIMIT 1) IS NOT 1
-), ranked AS (
-    SELECT entity_id, minutes,
-           row_number() OVER (PARTITION BY entity_id ORDER BY minutes) AS rn,
-           count(*) OVER (PARTITION BY entity_id) AS n
-    FROM waits WHERE minutes IS NOT NULL
 )
-SELECT c.entity_id, m.value
-FROM kpi_clients c LEFT JOIN (
-    SELECT entity_id, avg(minutes) AS value FROM ranked
-    WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY entity_id) m USING (entity_id)
+SELECT c.entity_id, median(w.minutes) AS value
+FROM kpi_clients c LEFT JOIN waits w ON w.entity_id = c.entity_id
+GROUP BY c.entity_id
