@@ -1,14 +1,14 @@
 """KPI benchmark: full and incremental passes on a generated mirror, their scaling, write-back.
 
-    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT] [--no-scaling]
+    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT ...] [--no-scaling]
 
 Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks). The mirror is
 written straight into SQLite with executemany, not through a sandbox. Printed, at scale 1:
 
-- the full pass: the first (every value new) and a second one (nothing changed); with
-  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch) the same two
-  passes of that version first, on a copy of the same mirror, in a subprocess: the before
-  and after figures side by side, from one run on one machine;
+- the full pass: the first (every value new) and two more (nothing changed); with
+  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch; repeat it for
+  several) the same passes of that version first, on a copy of the same mirror, in a
+  subprocess: the before and after figures side by side, from one run on one machine;
 - incremental passes after 1% of deals changed, at the same clock and a day later, each
   timed against a full pass over a copy of the same mirror (whose kpi_values must be equal:
   the bench stops if not), with the ratio (target <= 1/5) and the clients recomputed;
@@ -324,25 +324,28 @@ def _incremental(m: Mirror, path: str, kpi_cfg: KpiConfig, now: datetime, what: 
 
 
 def bench(
-    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: str | None
+    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: list[str]
 ) -> tuple[float, float]:
     path = os.path.join(workdir, f"bench-kpi-{scale}.db")
     _fresh(path)
     t0 = time.monotonic()
     sizes = generate(path, scale)
     print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
-    copy = path + ".before"
-    if before:
+    copies = [f"{path}.before{i}" for i in range(len(before))]
+    for copy in copies:
         shutil.copy(path, copy)
-    # the passes of both versions by turns, so a machine busy for a while slows both alike
+    # the passes of every version by turns, so a machine busy for a while slows them alike
     runs = []
     for what in ("first, all values new", "second, nothing changed", "third, nothing changed"):
-        then = _pass(copy, before) if before else None
+        then = [_pass(copy, checkout) for copy, checkout in zip(copies, before)]
         runs.append(_pass(path, _HERE))
-        vs = f"; BEFORE ({before}) {then:.1f} s: ratio {runs[-1] / then:.2f}" if then else ""
+        vs = "".join(
+            f"; BEFORE ({checkout}) {t:.1f} s: ratio {runs[-1] / t:.2f}" for checkout, t in zip(before, then)
+        )
         print(f"[{label}] full pass ({what}): {runs[-1]:.1f} s{vs}", flush=True)
     first, steady = runs[0], min(runs[1:])
-    _fresh(copy)
+    for copy in copies:
+        _fresh(copy)
     with Mirror(path) as m:
         _reset_peak_rss()
         t0 = time.monotonic()
@@ -390,7 +393,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=tempfile.gettempdir())
-    ap.add_argument("--before", metavar="CHECKOUT", help="also time the full pass of this checkout")
+    ap.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        action="append",
+        default=[],
+        help="also time the full pass of this checkout (repeatable: each by turns with this one)",
+    )
     ap.add_argument("--no-scaling", action="store_true", help="skip the run on twice the data")
     args = ap.parse_args()
     cfg = KpiConfig(

@@ -204,7 +204,9 @@ def compute(
         elif clients is not None:
             res.mode = "clients"
         subset = clients if plan is None or plan.full else plan.clients
-        kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates, subset)
+        kpi_prep.build_source(
+            conn, source, base_currency, kpi_cfg.currency_rates, subset, res.computed_at, kpi_cfg.calls_days
+        )
         # a pass for some clients warns of the currencies of their deals (a full one of all)
         rates = kpi_cfg.currency_rates
         for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, rates, subset is not None):

@@ -44,12 +44,14 @@ log = logging.getLogger(__name__)
 SOURCE_TABLES = (
     "kpi_rates",
     "kpi_d",
-    "kpi_deal_acts",
+    "kpi_all_acts",
     "kpi_card_survey",
     "kpi_want",
     "kpi_dids",
     "kpi_subset",
     "kpi_turn_picks",
+    "kpi_call_picks",
+    "kpi_task_picks",
 )
 TABLES = (
     "kpi_clients",
@@ -78,7 +80,8 @@ SELECT d.id, d.contact_id, d.company_id, d.status,
        CASE WHEN coalesce(d.currency, '') IN ('', :base) THEN coalesce(d.amount, 0)
             ELSE coalesce(d.amount, 0) * r.rate END,
        d.created_at, d.closed_at,
-       (SELECT min(a.at) FROM temp.kpi_deal_acts a WHERE a.ref_id = d.id AND a.at >= d.created_at)
+       (SELECT min(a.at) FROM temp.kpi_all_acts a
+        WHERE a.kind = 'deal' AND a.ref_id = d.id AND a.at >= d.created_at)
 FROM main.deals d {hint}
 LEFT JOIN temp.kpi_rates r ON r.currency = upper(d.currency)
 WHERE d.source = :source AND d.is_deleted = 0 {scope}
@@ -86,30 +89,34 @@ WHERE d.source = :source AND d.is_deleted = 0 {scope}
 
 # NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns. For a
 # few clients (`scoped`), the index on (source, entity_type, entity_id) finds just their rows.
-# A manager's outgoing call (an automated one is no answer) on the record, or bound to it.
+# A manager's outgoing call (an automated one is no answer) on the record, or bound to it, or a
+# completed task on it: (record type, record id, when), for the record types `{kinds}`.
 _ANSWERS = """
-SELECT entity_id, started_at FROM main.calls {hint}
-WHERE source = :source AND entity_type = :kind AND direction = 'out' AND is_deleted = 0
+SELECT entity_type, entity_id, started_at FROM main.calls {hint}
+WHERE source = :source AND entity_type IN ({kinds}) AND direction = 'out' AND is_deleted = 0
       AND is_automated = 0 AND started_at IS NOT NULL {scope}
 UNION ALL
-SELECT b.entity_id, c.started_at FROM main.activity_bindings b
+SELECT b.entity_type, b.entity_id, c.started_at FROM main.activity_bindings b
 JOIN main.calls c ON c.source = b.source AND c.activity_id = b.activity_id
-WHERE b.source = :source AND b.entity_type = :kind AND c.direction = 'out' AND c.is_deleted = 0
+WHERE b.source = :source AND b.entity_type IN ({kinds}) AND c.direction = 'out' AND c.is_deleted = 0
       AND c.is_automated = 0 AND c.started_at IS NOT NULL {bscope}
 UNION ALL
-SELECT entity_id, completed_at FROM main.tasks {hint}
-WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_deleted = 0
+SELECT entity_type, entity_id, completed_at FROM main.tasks {hint}
+WHERE source = :source AND entity_type IN ({kinds}) AND is_completed = 1 AND is_deleted = 0
       AND completed_at IS NOT NULL {scope}
 """
+# A full pass reads the answers on deals and on both targets' cards in one pass (`kpi_all_acts`).
+_ALL_KINDS = "'contact', 'company', 'deal'"
 
-_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": ""}
+_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": "", "kinds": ":kind"}
 
 
-def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
+def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False, kinds: str = ":kind") -> str:
     """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
     by index, or with `scan` by one sequential pass that keeps theirs."""
     bound = f"SELECT b.activity_id FROM main.activity_bindings b WHERE b.source = :source AND b.entity_id IN ({ids})"
     return sql.format(
+        kinds=kinds,
         hint="NOT INDEXED" if scan else "",
         scope=f"AND {col} IN ({ids})",
         bscope=f"AND b.entity_id IN ({ids})",
@@ -190,22 +197,23 @@ GROUP BY c.entity_id
 """
 
 # Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
-# One sequential scan picks them (few rows), then they are matched to clients and their deals.
+# One sequential scan picks them (few rows) for both targets, then `build` matches them to each
+# target's clients and their deals.
 # A call counts once for its own record and once for each record its activity is bound to
 # (`activity_bindings`); automated calls (Bitrix24 informational) are no manager's calls.
 _RECENT_CALLS = """
-CREATE TEMP TABLE kpi_recent AS
+CREATE TEMP TABLE kpi_call_picks AS
 WITH picked AS (
     SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
     FROM main.calls NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
       AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {cscope})
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
-FROM picked WHERE entity_type IN (:target, 'deal') {scope}
+FROM picked WHERE entity_type IN ('contact', 'company', 'deal') {scope}
 UNION ALL
 SELECT k.id, b.entity_type, b.entity_id, k.direction, k.status, k.duration_s, k.started_at
 FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.activity_id
-WHERE b.entity_type IN (:target, 'deal') {bscope}
+WHERE b.entity_type IN ('contact', 'company', 'deal') {bscope}
 """
 
 
@@ -231,9 +239,9 @@ def _owned(table: str, cols: str, target: str, picked: str = "kpi_recent") -> st
 _CALL_COLS = "k.id, k.direction, k.status, k.duration_s, k.started_at"
 
 _OPEN_TASKS = """
-CREATE TEMP TABLE kpi_recent AS
+CREATE TEMP TABLE kpi_task_picks AS
 SELECT id, entity_type, entity_id, due_at FROM main.tasks {hint}
-WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
+WHERE source = :source AND entity_type IN ('contact', 'company', 'deal') AND is_deleted = 0
   AND coalesce(is_completed, 0) = 0 {scope}
 """
 
@@ -280,23 +288,18 @@ def turn_rows(hint: str = "") -> str:
       AND started_at IS NOT NULL AND direction IN ('in', 'out') {{cscope}}"""
 
 
-# Turns on the target's cards and deals, bindings too (as `_ACTIVITIES` picks interactions).
+# Turns on client cards and deals, bindings too (as `_ACTIVITIES` picks interactions), read once
+# for both targets: `build` matches them to each target's clients.
 _TURNS = f"""
-CREATE TEMP TABLE kpi_recent AS
+CREATE TEMP TABLE kpi_turn_picks AS
 WITH turns AS ({turn_rows()})
-SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {{scope}}
+SELECT id, entity_type, entity_id, asks, at FROM turns
+WHERE entity_type IN ('contact', 'company', 'deal') {{scope}}
 UNION ALL
 SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
 FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
-WHERE b.entity_type IN (:target, 'deal') {{bscope}}
+WHERE b.entity_type IN ('contact', 'company', 'deal') {{bscope}}
 """
-
-# A full pass picks every client's and deal's turns once, for both targets (`kpi_turn_picks`).
-_ALL_TURNS = (
-    _TURNS.replace("TABLE kpi_recent", "TABLE kpi_turn_picks")
-    .replace("IN (:target, 'deal')", "IN ('contact', 'company', 'deal')")
-    .format(**_FULL)
-)
 
 _TURN_COLS = "k.id, k.asks, k.at"
 
@@ -319,15 +322,30 @@ def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
 
 
 def build_source(
-    conn, source: str, base_currency: str, rates: dict[str, float], only: dict[str, list[int]] | None = None
+    conn,
+    source: str,
+    base_currency: str,
+    rates: dict[str, float],
+    only: dict[str, list[int]] | None = None,
+    now: str | None = None,
+    calls_days: int = 90,
 ) -> None:
-    """Read the source's live deals once into `kpi_d`, for both targets; `only`: just the
-    deals of these clients (entity type -> ids), found by index."""
+    """Read the source's live deals once into `kpi_d`, the answers on deals and client cards
+    into `kpi_all_acts`, the turns, recent calls and open tasks into `kpi_turn_picks`,
+    `kpi_call_picks` and `kpi_task_picks`, for both targets; `only`: just those of these
+    clients (entity type -> ids) and their deals, found by index."""
     drop(conn)
-    p = {"source": source, "base": base_currency.upper(), "kind": "deal"}
+    p = {
+        "source": source,
+        "base": base_currency.upper(),
+        "kind": "deal",
+        "now": now,
+        "calls_days": calls_days,
+    }
     conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
-    answers, deals = _ANSWERS.format(**_FULL), _SOURCE_DEALS.format(**_FULL)
+    answers, deals = _ANSWERS.format(**dict(_FULL, kinds=_ALL_KINDS)), _SOURCE_DEALS.format(**_FULL)
+    picks = [_TURNS.format(**_FULL), _RECENT_CALLS.format(**_FULL), _OPEN_TASKS.format(**_FULL)]
     if only is not None:
         conn.execute(
             "CREATE TEMP TABLE kpi_want (entity_type TEXT, entity_id INTEGER, "
@@ -339,19 +357,32 @@ def build_source(
         )
         conn.execute("CREATE TEMP TABLE kpi_dids (id INTEGER PRIMARY KEY)")
         conn.execute(f"INSERT INTO temp.kpi_dids {_WANTED_DEALS}", p)
-        keys = conn.execute("SELECT count(*) FROM temp.kpi_dids").fetchone()[0]
-        answers = _scoped(_ANSWERS, "SELECT id FROM temp.kpi_dids", scan=_scan_better(conn, "calls", keys))
+        keys = conn.execute(
+            "SELECT (SELECT count(*) FROM temp.kpi_dids) + (SELECT count(*) FROM temp.kpi_want)"
+        ).fetchone()[0]
+        # the clients' and their deals' ids (a card and a deal with the same id: the match to
+        # clients in `build` drops the other's rows)
+        ids = "SELECT id FROM temp.kpi_dids UNION SELECT entity_id FROM temp.kpi_want"
+        # each id looked up as a contact's, a company's and a deal's
+        answers = _scoped(_ANSWERS, ids, scan=_scan_better(conn, "calls", 3 * keys), kinds=_ALL_KINDS)
         deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
-    conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
-    conn.execute(f"INSERT INTO temp.kpi_deal_acts {answers}", p)
-    conn.execute("CREATE INDEX temp.kpi_deal_acts_ref ON kpi_deal_acts (ref_id, at)")
+        picks = [
+            _scoped(_TURNS, ids),
+            _scoped(_RECENT_CALLS, ids),
+            _scoped(_OPEN_TASKS, ids, scan=_scan_better(conn, "tasks", 3 * keys)),
+        ]
+    conn.execute("CREATE TEMP TABLE kpi_all_acts (kind TEXT, ref_id INTEGER, at TEXT)")
+    conn.execute(f"INSERT INTO temp.kpi_all_acts {answers}", p)
+    conn.execute("CREATE INDEX temp.kpi_all_acts_ref ON kpi_all_acts (kind, ref_id, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
         "company_id INTEGER, status TEXT, amount REAL, created_at TEXT, closed_at TEXT, "
         "answered_at TEXT)"
     )
     conn.execute(deals, p)
-    for t in ("kpi_deal_acts", "kpi_want", "kpi_dids"):
+    for sql in picks:
+        conn.execute(sql, p)
+    for t in ("kpi_want", "kpi_dids"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
@@ -420,19 +451,14 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         scoped = conn.execute(
             f"SELECT (SELECT count(*) FROM temp.kpi_clients) + (SELECT count(*) FROM ({_SUBSET_DEALS}))"
         ).fetchone()[0]
-    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p, scoped, "calls")
+    conn.execute(f"{_owned('kpi_calls', _CALL_COLS, target, 'kpi_call_picks')} ORDER BY 1, 2", p)
     conn.execute(
         "CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
         "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p, scoped, "tasks")
+    conn.execute(f"{_owned('kpi_tasks', _TASK_COLS, target, 'kpi_task_picks')} ORDER BY 1, 2", p)
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
-    if scoped is None:
-        answers = _ANSWERS.format(**_FULL)
-    else:
-        n = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
-        answers = _scoped(_ANSWERS, _SUBSET_CLIENTS, scan=_scan_better(conn, "calls", n))
-    conn.execute(f"INSERT INTO temp.kpi_acts {answers}", p)
+    conn.execute("INSERT INTO temp.kpi_acts SELECT ref_id, at FROM temp.kpi_all_acts WHERE kind = :kind", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
     _build_interactions(conn, target, p, scoped)
 
@@ -454,13 +480,7 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
         "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
-    if scoped is None:
-        if not conn.execute("SELECT 1 FROM sqlite_temp_master WHERE name = 'kpi_turn_picks'").fetchone():
-            conn.execute(_ALL_TURNS, p)
-        conn.execute(f"{_owned('kpi_turns', _TURN_COLS, target, 'kpi_turn_picks')} ORDER BY 1, 4, 2", p)
-    else:
-        turns = _owned("kpi_turns", _TURN_COLS, target)
-        _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
+    conn.execute(f"{_owned('kpi_turns', _TURN_COLS, target, 'kpi_turn_picks')} ORDER BY 1, 4, 2", p)
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
