@@ -30,8 +30,11 @@ Every KPI in `kpi/sql/` is written against these, so one query serves contacts a
   last_won_at)`: every client's deal aggregates from one pass over `kpi_deals` (the deal-count
   and revenue KPIs read their column from here instead of each grouping the deals again).
 
-`build_source` reads each live deal once (`kpi_d`, shared by both targets); `build` then makes
-the per-target tables from it. The KPIs are then small GROUP BYs over client-clustered rows.
+`build_source` reads the mirror once for both targets: each live deal (`kpi_d`), the answers on
+deals and client cards (`kpi_all_acts`), and the turns, recent calls and open tasks on client
+cards and deals (`kpi_turn_picks`, `kpi_call_picks`, `kpi_task_picks`). `build` then makes the
+per-target tables from those, matching a row on a deal to the deal's clients through an index of
+`kpi_deals` on deal_id. The KPIs are then small GROUP BYs or key seeks over client-clustered rows.
 """
 
 from __future__ import annotations
