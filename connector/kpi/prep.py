@@ -270,38 +270,54 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
 
-def turn_rows(hint: str = "") -> str:
+def turn_rows(hint: str = "", bound: bool = False) -> str:
     """A conversation's turns, for response times here and in the team measures: `asks` 1 for the
     client's question (an incoming message, e-mail or SMS, or an incoming call nobody answered),
     0 for an answer (anything outgoing, or an incoming call a manager took); `manager` the
     responsible user. Calls come from `calls`, which knows whether one was answered, the other
     channels from `activities` (whose call rows are the same calls); a robot's call and an
-    activity planned after `:now` are neither. `{ascope}` / `{cscope}` stay to be filled."""
+    activity planned after `:now` are neither. `{ascope}` / `{cscope}` stay to be filled.
+
+    `bound`: the same turns once for each record their activity is bound to
+    (`activity_bindings`), that record as the owner (entity_type, entity_id); read from the
+    bindings, so only bound turns are touched. `{bscope}` stays to be filled instead."""
+    if bound:
+        acts = "main.activity_bindings b CROSS JOIN main.activities a ON a.source = b.source AND a.id = b.activity_id"
+        # by the index on activity_id whatever the statistics say (all NULL where no call has
+        # an activity): a scan of the calls per binding would be quadratic
+        calls = (
+            "main.activity_bindings b CROSS JOIN main.calls c INDEXED BY idx_calls_activity "
+            "ON c.source = b.source AND c.activity_id = b.activity_id"
+        )
+        a_owner = c_owner = "b.entity_type, b.entity_id"
+        a_scope = c_scope = "AND b.source = :source {bscope}"
+    else:
+        acts, calls = f"main.activities a {hint}", f"main.calls c {hint}"
+        a_owner, c_owner = "a.entity_type, a.entity_id", "c.entity_type, c.entity_id"
+        a_scope, c_scope = "{ascope}", "{cscope}"
     return f"""
-    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at,
-           responsible_user_id AS manager
-    FROM main.activities {hint}
-    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {{ascope}}
+    SELECT 'a' || a.id AS id, a.id AS act_id, {a_owner}, a.direction = 'in' AS asks, a.at,
+           a.responsible_user_id AS manager
+    FROM {acts}
+    WHERE a.source = :source AND a.is_deleted = 0 AND a.at IS NOT NULL AND (a.is_completed = 1 OR a.at <= :now)
+      AND a.direction IN ('in', 'out') AND coalesce(a.channel, '') != 'call' {a_scope}
     UNION ALL
-    SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
-           started_at, responsible_user_id
-    FROM main.calls {hint}
-    WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at IS NOT NULL AND direction IN ('in', 'out') {{cscope}}"""
+    SELECT 'c' || c.id, c.activity_id, {c_owner}, c.direction = 'in' AND c.status IS NOT 'answered',
+           c.started_at, c.responsible_user_id
+    FROM {calls}
+    WHERE c.source = :source AND c.is_deleted = 0 AND c.is_automated = 0
+      AND c.started_at IS NOT NULL AND c.direction IN ('in', 'out') {c_scope}"""
 
 
-# Turns on client cards and deals, bindings too (as `_ACTIVITIES` picks interactions), read once
-# for both targets: `build` matches them to each target's clients.
+# Turns on client cards and deals, and those bound to them (as `_ACTIVITIES` picks interactions),
+# read once for both targets: `build` matches them to each target's clients.
 _TURNS = f"""
 CREATE TEMP TABLE kpi_turn_picks AS
-WITH turns AS ({turn_rows()})
-SELECT id, entity_type, entity_id, asks, at FROM turns
+SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows()})
 WHERE entity_type IN ('contact', 'company', 'deal') {{scope}}
 UNION ALL
-SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
-FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
-WHERE b.entity_type IN ('contact', 'company', 'deal') {{bscope}}
+SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows(bound=True)})
+WHERE entity_type IN ('contact', 'company', 'deal')
 """
 
 _TURN_COLS = "k.id, k.asks, k.at"
