@@ -55,6 +55,8 @@ SOURCE_TABLES = (
     "kpi_turn_picks",
     "kpi_call_picks",
     "kpi_task_picks",
+    "kpi_scope_calls",
+    "kpi_ids",
 )
 TABLES = (
     "kpi_clients",
@@ -93,14 +95,16 @@ WHERE d.source = :source AND d.is_deleted = 0 {scope}
 # NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns. For a
 # few clients (`scoped`), the index on (source, entity_type, entity_id) finds just their rows.
 # A manager's outgoing call (an automated one is no answer) on the record, or bound to it, or a
-# completed task on it: (record type, record id, when), for the record types `{kinds}`.
+# completed task on it: (record type, record id, when), for the record types `{kinds}`. The bound
+# calls are found from the bindings through the index on activity_id (whatever the statistics
+# say: with no call bound to an activity they call that index useless), not by a pass over calls.
 _ANSWERS = """
-SELECT entity_type, entity_id, started_at FROM main.calls {hint}
+SELECT entity_type, entity_id, started_at FROM {calls} {hint}
 WHERE source = :source AND entity_type IN ({kinds}) AND direction = 'out' AND is_deleted = 0
       AND is_automated = 0 AND started_at IS NOT NULL {scope}
 UNION ALL
 SELECT b.entity_type, b.entity_id, c.started_at FROM main.activity_bindings b
-JOIN main.calls c ON c.source = b.source AND c.activity_id = b.activity_id
+CROSS JOIN main.calls c INDEXED BY idx_calls_activity ON c.source = b.source AND c.activity_id = b.activity_id
 WHERE b.source = :source AND b.entity_type IN ({kinds}) AND c.direction = 'out' AND c.is_deleted = 0
       AND c.is_automated = 0 AND c.started_at IS NOT NULL {bscope}
 UNION ALL
@@ -111,15 +115,41 @@ WHERE source = :source AND entity_type IN ({kinds}) AND is_completed = 1 AND is_
 # A full pass reads the answers on deals and on both targets' cards in one pass (`kpi_all_acts`).
 _ALL_KINDS = "'contact', 'company', 'deal'"
 
-_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": "", "kinds": ":kind"}
+# A pass for some clients reads their calls once (`kpi_scope_calls`, the columns the KPIs use):
+# the answers, turns and recent calls then come from it instead of three passes over `calls`.
+_SCOPE_CALLS = """
+CREATE TEMP TABLE kpi_scope_calls AS
+SELECT source, id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at,
+       responsible_user_id, is_automated, is_deleted
+FROM main.calls NOT INDEXED WHERE source = :source {cscope}
+"""
+
+_FULL = {
+    "hint": "NOT INDEXED",
+    "scope": "",
+    "bscope": "",
+    "cscope": "",
+    "ascope": "",
+    "kinds": ":kind",
+    "calls": "main.calls",
+}
 
 
-def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False, kinds: str = ":kind") -> str:
+def _scoped(
+    sql: str,
+    ids: str,
+    col: str = "entity_id",
+    scan: bool = False,
+    kinds: str = ":kind",
+    calls: str = "main.calls",
+) -> str:
     """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
-    by index, or with `scan` by one sequential pass that keeps theirs."""
+    by index, or with `scan` by one sequential pass that keeps theirs; `calls`: the table
+    holding (at least) their calls."""
     bound = f"SELECT b.activity_id FROM main.activity_bindings b WHERE b.source = :source AND b.entity_id IN ({ids})"
     return sql.format(
         kinds=kinds,
+        calls=calls,
         hint="NOT INDEXED" if scan else "",
         scope=f"AND {col} IN ({ids})",
         bscope=f"AND b.entity_id IN ({ids})",
@@ -208,7 +238,7 @@ _RECENT_CALLS = """
 CREATE TEMP TABLE kpi_call_picks AS
 WITH picked AS (
     SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
-    FROM main.calls NOT INDEXED
+    FROM {calls} NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
       AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {cscope})
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
@@ -270,7 +300,7 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
 
-def turn_rows(hint: str = "", bound: bool = False) -> str:
+def turn_rows(hint: str = "", bound: bool = False, calls: str = "main.calls") -> str:
     """A conversation's turns, for response times here and in the team measures: `asks` 1 for the
     client's question (an incoming message, e-mail or SMS, or an incoming call nobody answered),
     0 for an answer (anything outgoing, or an incoming call a manager took); `manager` the
@@ -292,7 +322,7 @@ def turn_rows(hint: str = "", bound: bool = False) -> str:
         a_owner = c_owner = "b.entity_type, b.entity_id"
         a_scope = c_scope = "AND b.source = :source {bscope}"
     else:
-        acts, calls = f"main.activities a {hint}", f"main.calls c {hint}"
+        acts, calls = f"main.activities a {hint}", f"{calls} c {hint}"
         a_owner, c_owner = "a.entity_type, a.entity_id", "c.entity_type, c.entity_id"
         a_scope, c_scope = "{ascope}", "{cscope}"
     return f"""
@@ -313,7 +343,7 @@ def turn_rows(hint: str = "", bound: bool = False) -> str:
 # read once for both targets: `build` matches them to each target's clients.
 _TURNS = f"""
 CREATE TEMP TABLE kpi_turn_picks AS
-SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows()})
+SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows(calls="{calls}")})
 WHERE entity_type IN ('contact', 'company', 'deal') {{scope}}
 UNION ALL
 SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows(bound=True)})
@@ -381,13 +411,21 @@ def build_source(
         ).fetchone()[0]
         # the clients' and their deals' ids (a card and a deal with the same id: the match to
         # clients in `build` drops the other's rows)
-        ids = "SELECT id FROM temp.kpi_dids UNION SELECT entity_id FROM temp.kpi_want"
+        conn.execute("CREATE TEMP TABLE kpi_ids (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.kpi_ids SELECT id FROM temp.kpi_dids UNION SELECT entity_id FROM temp.kpi_want"
+        )
+        ids = "SELECT id FROM temp.kpi_ids"
         # each id looked up as a contact's, a company's and a deal's
-        answers = _scoped(_ANSWERS, ids, scan=_scan_better(conn, "calls", 3 * keys), kinds=_ALL_KINDS)
+        # their calls (and those bound to them) in one pass, for the answers, turns and recent calls
+        conn.execute(_scoped(_SCOPE_CALLS, ids), p)
+        mine = "temp.kpi_scope_calls"
+        scan = _scan_better(conn, "calls", 3 * keys)
+        answers = _scoped(_ANSWERS, ids, scan=scan, kinds=_ALL_KINDS, calls=mine)
         deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
         picks = [
-            _scoped(_TURNS, ids),
-            _scoped(_RECENT_CALLS, ids),
+            _scoped(_TURNS, ids, calls=mine),
+            _scoped(_RECENT_CALLS, ids, calls=mine),
             _scoped(_OPEN_TASKS, ids, scan=_scan_better(conn, "tasks", 3 * keys)),
         ]
     conn.execute("CREATE TEMP TABLE kpi_all_acts (kind TEXT, ref_id INTEGER, at TEXT)")
@@ -401,7 +439,7 @@ def build_source(
     conn.execute(deals, p)
     for sql in picks:
         conn.execute(sql, p)
-    for t in ("kpi_want", "kpi_dids"):
+    for t in ("kpi_want", "kpi_dids", "kpi_ids", "kpi_scope_calls"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
