@@ -57,6 +57,32 @@ index on them, and keying kpi_turns (client, at, turn) so response_minutes needs
 scale 0.2 build() 4.08 s vs 4.33 s (min of six by turns), response_minutes 0.51 s vs 0.62 s;
 at scale 1 build() 25.7 s vs 25.7 s: within the noise of this machine.
 
+Faster full pass (2026-12-06, 2-core machine shared with another busy process, load 1.1-1.4;
+`--before` both versions, scale 1, same mirror, fresh processes by turns; first pass, then two
+with nothing changed):
+  engine at 090c5dc  24.5 / 24.5 / 24.4 s
+  main at a376b65    48.2 / 47.0 / 46.2 s
+  this version       35.1 / 31.6 / 31.7 s  (0.67-0.73 of main; 1.29-1.44x the 090c5dc engine)
+  (an earlier run of the same three, one change short: 27.2 / 24.7 / 25.4, 51.4 / 46.8 / 51.7,
+  37.8 / 34.4 / 33.2 s). 1% of deals changed, same clock: incremental 6.2 s vs full 33.4 s:
+  0.184; a day later 9.0 s vs 34.3 s: 0.263 (kpi_values equal to the full pass's in both).
+  kpi_values of a first pass and of a second one a day later, after changes, are identical to
+  main's row for row (EXCEPT both ways: 0 of 1,793,582 rows at scale 0.2; 0 of 1,984,111 on the
+  same mirror given 100k activities, 30k bindings and calls bound to activities).
+What it took, at scale 0.2 (statement timings, one steady pass 8.4 s -> 6.2 s): a row on a deal
+finds the deal's clients by an index of kpi_deals on deal_id instead of seeks into kpi_d and
+deal_contacts (kpi_turns 1.50 -> 0.70 s); the answers, turns, recent calls and open tasks are
+read from the mirror once for both targets (turn picks 0.60 -> 0.33 s), bound turns from the
+bindings (0.33 -> 0.21 s); response_minutes finds the previous turn and the next answer by key
+seeks instead of a lag() window and a second index (0.76 + 0.22 -> 0.34 s); both medians by a
+`median()` aggregate instead of row_number()/count() windows (response and first response
+1.21 -> 0.87 s); the answers on deals in their own small index (0.21 s). Now: the KPI queries
+and their diffs ~40% (the response times 0.86 s, the 28 others 1.66 s), kpi_turns ~15%, the
+other scratch tables ~27%. Tried without gain: a diff by an EXCEPT merge or by a scan of the
+stored range with rowid look-ups of the new values (finding each client's newest stored row
+takes a GROUP BY that costs about what the key seeks do: ~1 us per client and KPI either way);
+the same windows materialized; an anti-join instead of NOT EXISTS for a deal's main contact.
+
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
   before: first 41.5 s, steady 43.1 s; twice the data 90.4 s / 75.9 s
