@@ -63,7 +63,7 @@ with nothing changed):
   engine at 090c5dc  24.5 / 24.5 / 24.4 s
   main at a376b65    48.2 / 47.0 / 46.2 s
   this version       35.1 / 31.6 / 31.7 s  (0.67-0.73 of main; 1.29-1.44x the 090c5dc engine)
-  (an earlier run of the same three, one change short: 27.2 / 24.7 / 25.4, 51.4 / 46.8 / 51.7,
+  (an earlier run of the same three, three changes short: 27.2 / 24.7 / 25.4, 51.4 / 46.8 / 51.7,
   37.8 / 34.4 / 33.2 s). 1% of deals changed, same clock: incremental 6.2 s vs full 33.4 s:
   0.184; a day later 9.0 s vs 34.3 s: 0.263 (kpi_values equal to the full pass's in both).
   kpi_values of a first pass and of a second one a day later, after changes, are identical to
