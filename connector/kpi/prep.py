@@ -416,11 +416,10 @@ def build_source(
             "INSERT OR IGNORE INTO temp.kpi_ids SELECT id FROM temp.kpi_dids UNION SELECT entity_id FROM temp.kpi_want"
         )
         ids = "SELECT id FROM temp.kpi_ids"
-        # each id looked up as a contact's, a company's and a deal's
         # their calls (and those bound to them) in one pass, for the answers, turns and recent calls
         conn.execute(_scoped(_SCOPE_CALLS, ids), p)
         mine = "temp.kpi_scope_calls"
-        scan = _scan_better(conn, "calls", 3 * keys)
+        scan = _scan_better(conn, "calls", 3 * keys)  # each id looked up as a contact's, company's, deal's
         answers = _scoped(_ANSWERS, ids, scan=scan, kinds=_ALL_KINDS, calls=mine)
         deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
         picks = [
