@@ -81,7 +81,9 @@ and their diffs ~40% (the response times 0.86 s, the 28 others 1.66 s), kpi_turn
 other scratch tables ~27%. Tried without gain: a diff by an EXCEPT merge or by a scan of the
 stored range with rowid look-ups of the new values (finding each client's newest stored row
 takes a GROUP BY that costs about what the key seeks do: ~1 us per client and KPI either way);
-the same windows materialized; an anti-join instead of NOT EXISTS for a deal's main contact.
+the same windows materialized; an anti-join instead of NOT EXISTS for a deal's main contact;
+call and task totals tables like kpi_deal_totals (the five KPIs' queries 0.49 -> 0.31 s, but
+the tables cost about that again: within the noise).
 
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
