@@ -1,14 +1,14 @@
 """KPI benchmark: full and incremental passes on a generated mirror, their scaling, write-back.
 
-    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT] [--no-scaling]
+    python -m benchmarks.bench_kpi [--scale 1.0] [--dir /tmp] [--before CHECKOUT ...] [--no-scaling]
 
 Scale 1 is 1M deals, 300k contacts, 2M calls (plus 60k companies, 500k tasks). The mirror is
 written straight into SQLite with executemany, not through a sandbox. Printed, at scale 1:
 
-- the full pass: the first (every value new) and a second one (nothing changed); with
-  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch) the same two
-  passes of that version first, on a copy of the same mirror, in a subprocess: the before
-  and after figures side by side, from one run on one machine;
+- the full pass: the first (every value new) and two more (nothing changed); with
+  `--before CHECKOUT` (a checkout of an earlier version, e.g. the main branch; repeat it for
+  several) the same passes of that version first, on a copy of the same mirror, in a
+  subprocess: the before and after figures side by side, from one run on one machine;
 - incremental passes after 1% of deals changed, at the same clock and a day later, each
   timed against a full pass over a copy of the same mirror (whose kpi_values must be equal:
   the bench stops if not), with the ratio (target <= 1/5) and the clients recomputed;
@@ -56,6 +56,34 @@ diff ~25% together (0.1-0.2 s each). Matching picked rows by one sequential pass
 index on them, and keying kpi_turns (client, at, turn) so response_minutes needs no sort: at
 scale 0.2 build() 4.08 s vs 4.33 s (min of six by turns), response_minutes 0.51 s vs 0.62 s;
 at scale 1 build() 25.7 s vs 25.7 s: within the noise of this machine.
+
+Faster full pass (2026-12-06, 2-core machine shared with another busy process, load 1.1-1.4;
+`--before` both versions, scale 1, same mirror, fresh processes by turns; first pass, then two
+with nothing changed):
+  engine at 090c5dc  24.5 / 24.5 / 24.4 s
+  main at a376b65    48.2 / 47.0 / 46.2 s
+  this version       35.1 / 31.6 / 31.7 s  (0.67-0.73 of main; 1.29-1.44x the 090c5dc engine)
+  (an earlier run of the same three, three changes short: 27.2 / 24.7 / 25.4, 51.4 / 46.8 / 51.7,
+  37.8 / 34.4 / 33.2 s). 1% of deals changed, same clock: incremental 6.2 s vs full 33.4 s:
+  0.184; a day later 9.0 s vs 34.3 s: 0.263 (kpi_values equal to the full pass's in both).
+  kpi_values of a first pass and of a second one a day later, after changes, are identical to
+  main's row for row (EXCEPT both ways: 0 of 1,793,582 rows at scale 0.2; 0 of 1,984,111 on the
+  same mirror given 100k activities, 30k bindings and calls bound to activities).
+What it took, at scale 0.2 (statement timings, one steady pass 8.4 s -> 6.2 s): a row on a deal
+finds the deal's clients by an index of kpi_deals on deal_id instead of seeks into kpi_d and
+deal_contacts (kpi_turns 1.50 -> 0.70 s); the answers, turns, recent calls and open tasks are
+read from the mirror once for both targets (turn picks 0.60 -> 0.33 s), bound turns from the
+bindings (0.33 -> 0.21 s); response_minutes finds the previous turn and the next answer by key
+seeks instead of a lag() window and a second index (0.76 + 0.22 -> 0.34 s); both medians by a
+`median()` aggregate instead of row_number()/count() windows (response and first response
+1.21 -> 0.87 s); the answers on deals in their own small index (0.21 s). Now: the KPI queries
+and their diffs ~40% (the response times 0.86 s, the 28 others 1.66 s), kpi_turns ~15%, the
+other scratch tables ~27%. Tried without gain: a diff by an EXCEPT merge or by a scan of the
+stored range with rowid look-ups of the new values (finding each client's newest stored row
+takes a GROUP BY that costs about what the key seeks do: ~1 us per client and KPI either way);
+the same windows materialized; an anti-join instead of NOT EXISTS for a deal's main contact;
+call and task totals tables like kpi_deal_totals (the five KPIs' queries 0.49 -> 0.31 s, but
+the tables cost about that again: within the noise).
 
 Redesign check (2026-11-26, same machine, back to back, KPI engine unchanged but for imports;
 this machine ran about 1.5-2x slower than on 2026-11-23 and varied run to run):
@@ -324,25 +352,28 @@ def _incremental(m: Mirror, path: str, kpi_cfg: KpiConfig, now: datetime, what: 
 
 
 def bench(
-    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: str | None
+    scale: float, workdir: str, kpi_cfg: KpiConfig, label: str, before: list[str]
 ) -> tuple[float, float]:
     path = os.path.join(workdir, f"bench-kpi-{scale}.db")
     _fresh(path)
     t0 = time.monotonic()
     sizes = generate(path, scale)
     print(f"[{label}] generated {sizes} in {time.monotonic() - t0:.1f} s", flush=True)
-    copy = path + ".before"
-    if before:
+    copies = [f"{path}.before{i}" for i in range(len(before))]
+    for copy in copies:
         shutil.copy(path, copy)
-    # the passes of both versions by turns, so a machine busy for a while slows both alike
+    # the passes of every version by turns, so a machine busy for a while slows them alike
     runs = []
     for what in ("first, all values new", "second, nothing changed", "third, nothing changed"):
-        then = _pass(copy, before) if before else None
+        then = [_pass(copy, checkout) for copy, checkout in zip(copies, before)]
         runs.append(_pass(path, _HERE))
-        vs = f"; BEFORE ({before}) {then:.1f} s: ratio {runs[-1] / then:.2f}" if then else ""
+        vs = "".join(
+            f"; BEFORE ({checkout}) {t:.1f} s: ratio {runs[-1] / t:.2f}" for checkout, t in zip(before, then)
+        )
         print(f"[{label}] full pass ({what}): {runs[-1]:.1f} s{vs}", flush=True)
     first, steady = runs[0], min(runs[1:])
-    _fresh(copy)
+    for copy in copies:
+        _fresh(copy)
     with Mirror(path) as m:
         _reset_peak_rss()
         t0 = time.monotonic()
@@ -390,7 +421,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--dir", default=tempfile.gettempdir())
-    ap.add_argument("--before", metavar="CHECKOUT", help="also time the full pass of this checkout")
+    ap.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        action="append",
+        default=[],
+        help="also time the full pass of this checkout (repeatable: each by turns with this one)",
+    )
     ap.add_argument("--no-scaling", action="store_true", help="skip the run on twice the data")
     args = ap.parse_args()
     cfg = KpiConfig(

@@ -6,6 +6,8 @@ users, its `-- reads:` line the mirror tables the KPI is computed from); each re
 read-only against the mirror itself. Parameters: `:source`, `:now`, `:target`, `:calls_days`,
 `:churn_days`, `:interactions_days`, `:utc_offset` (the account's, as a date modifier: `+180 minutes`).
 A `-- type: date` line makes a date KPI: its value is the date as the number YYYYMMDD.
+Besides SQLite's own functions they may call the aggregate `median(x)` (`Median`: NULLs left
+out, the mean of the two middle values for an even count, empty for none).
 
 `compute()` appends the values that changed since the last run to `kpi_values` (history: a
 client's current value is its newest row there, which the `kpi_latest` view shows), all in one
@@ -202,7 +204,9 @@ def compute(
         elif clients is not None:
             res.mode = "clients"
         subset = clients if plan is None or plan.full else plan.clients
-        kpi_prep.build_source(conn, source, base_currency, kpi_cfg.currency_rates, subset)
+        kpi_prep.build_source(
+            conn, source, base_currency, kpi_cfg.currency_rates, subset, res.computed_at, kpi_cfg.calls_days
+        )
         # a pass for some clients warns of the currencies of their deals (a full one of all)
         rates = kpi_cfg.currency_rates
         for cur in kpi_prep.unconverted_currencies(conn, source, base_currency, rates, subset is not None):
@@ -276,6 +280,26 @@ def _rest(
     conn.execute("DROP TABLE temp.kpi_subset")
 
 
+class Median:
+    """SQLite aggregate `median(x)`: the middle non-NULL value, or the mean of the two middle
+    ones (as `avg()` of them), NULL when there is none. One Python sort per client beats
+    SQLite's window functions (a numbering and a count over every row, then a GROUP BY)."""
+
+    def __init__(self):
+        self.xs = []
+
+    def step(self, x):
+        if x is not None:
+            self.xs.append(x)
+
+    def finalize(self):
+        xs = sorted(self.xs)
+        h = len(xs) // 2
+        if not xs:
+            return None
+        return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
+
+
 _MIB = 1024 * 1024
 # The mirror's own page cache during a run, in KiB. It is read through mmap and written in key
 # order, so it needs few pages; and SQLite sizes its sorter's in-memory runs from this cache.
@@ -316,6 +340,7 @@ def tuned(conn):
     conn.execute(f"PRAGMA temp.cache_size = -{kib}")
     conn.execute(f"PRAGMA main.cache_size = -{_MAIN_CACHE_KIB}")
     conn.execute(f"PRAGMA threads = {min(os.cpu_count() or 1, 4)}")
+    conn.create_aggregate("median", 1, Median)
     try:
         yield
     finally:

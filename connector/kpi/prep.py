@@ -30,8 +30,11 @@ Every KPI in `kpi/sql/` is written against these, so one query serves contacts a
   last_won_at)`: every client's deal aggregates from one pass over `kpi_deals` (the deal-count
   and revenue KPIs read their column from here instead of each grouping the deals again).
 
-`build_source` reads each live deal once (`kpi_d`, shared by both targets); `build` then makes
-the per-target tables from it. The KPIs are then small GROUP BYs over client-clustered rows.
+`build_source` reads the mirror once for both targets: each live deal (`kpi_d`), the answers on
+deals and client cards (`kpi_all_acts`), and the turns, recent calls and open tasks on client
+cards and deals (`kpi_turn_picks`, `kpi_call_picks`, `kpi_task_picks`). `build` then makes the
+per-target tables from those, matching a row on a deal to the deal's clients through an index of
+`kpi_deals` on deal_id. The KPIs are then small GROUP BYs or key seeks over client-clustered rows.
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ log = logging.getLogger(__name__)
 SOURCE_TABLES = (
     "kpi_rates",
     "kpi_d",
+    "kpi_all_acts",
     "kpi_deal_acts",
     "kpi_card_survey",
     "kpi_want",
     "kpi_dids",
     "kpi_subset",
+    "kpi_turn_picks",
+    "kpi_call_picks",
+    "kpi_task_picks",
+    "kpi_scope_calls",
+    "kpi_ids",
 )
 TABLES = (
     "kpi_clients",
@@ -85,30 +94,62 @@ WHERE d.source = :source AND d.is_deleted = 0 {scope}
 
 # NOT INDEXED: one sequential pass beats millions of index-to-row hops for these columns. For a
 # few clients (`scoped`), the index on (source, entity_type, entity_id) finds just their rows.
-# A manager's outgoing call (an automated one is no answer) on the record, or bound to it.
+# A manager's outgoing call (an automated one is no answer) on the record, or bound to it, or a
+# completed task on it: (record type, record id, when), for the record types `{kinds}`. The bound
+# calls are found from the bindings through the index on activity_id (whatever the statistics
+# say: with no call bound to an activity they call that index useless), not by a pass over calls.
 _ANSWERS = """
-SELECT entity_id, started_at FROM main.calls {hint}
-WHERE source = :source AND entity_type = :kind AND direction = 'out' AND is_deleted = 0
+SELECT entity_type, entity_id, started_at FROM {calls} {hint}
+WHERE source = :source AND entity_type IN ({kinds}) AND direction = 'out' AND is_deleted = 0
       AND is_automated = 0 AND started_at IS NOT NULL {scope}
 UNION ALL
-SELECT b.entity_id, c.started_at FROM main.activity_bindings b
-JOIN main.calls c ON c.source = b.source AND c.activity_id = b.activity_id
-WHERE b.source = :source AND b.entity_type = :kind AND c.direction = 'out' AND c.is_deleted = 0
+SELECT b.entity_type, b.entity_id, c.started_at FROM main.activity_bindings b
+CROSS JOIN main.calls c INDEXED BY idx_calls_activity ON c.source = b.source AND c.activity_id = b.activity_id
+WHERE b.source = :source AND b.entity_type IN ({kinds}) AND c.direction = 'out' AND c.is_deleted = 0
       AND c.is_automated = 0 AND c.started_at IS NOT NULL {bscope}
 UNION ALL
-SELECT entity_id, completed_at FROM main.tasks {hint}
-WHERE source = :source AND entity_type = :kind AND is_completed = 1 AND is_deleted = 0
+SELECT entity_type, entity_id, completed_at FROM main.tasks {hint}
+WHERE source = :source AND entity_type IN ({kinds}) AND is_completed = 1 AND is_deleted = 0
       AND completed_at IS NOT NULL {scope}
 """
+# A full pass reads the answers on deals and on both targets' cards in one pass (`kpi_all_acts`).
+_ALL_KINDS = "'contact', 'company', 'deal'"
 
-_FULL = {"hint": "NOT INDEXED", "scope": "", "bscope": "", "cscope": "", "ascope": ""}
+# A pass for some clients reads their calls once (`kpi_scope_calls`, the columns the KPIs use):
+# the answers, turns and recent calls then come from it instead of three passes over `calls`.
+_SCOPE_CALLS = """
+CREATE TEMP TABLE kpi_scope_calls AS
+SELECT source, id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at,
+       responsible_user_id, is_automated, is_deleted
+FROM main.calls NOT INDEXED WHERE source = :source {cscope}
+"""
+
+_FULL = {
+    "hint": "NOT INDEXED",
+    "scope": "",
+    "bscope": "",
+    "cscope": "",
+    "ascope": "",
+    "kinds": ":kind",
+    "calls": "main.calls",
+}
 
 
-def _scoped(sql: str, ids: str, col: str = "entity_id", scan: bool = False) -> str:
+def _scoped(
+    sql: str,
+    ids: str,
+    col: str = "entity_id",
+    scan: bool = False,
+    kinds: str = ":kind",
+    calls: str = "main.calls",
+) -> str:
     """`sql` for the rows of some owners (`ids`: a query of their ids) instead of all: found
-    by index, or with `scan` by one sequential pass that keeps theirs."""
+    by index, or with `scan` by one sequential pass that keeps theirs; `calls`: the table
+    holding (at least) their calls."""
     bound = f"SELECT b.activity_id FROM main.activity_bindings b WHERE b.source = :source AND b.entity_id IN ({ids})"
     return sql.format(
+        kinds=kinds,
+        calls=calls,
         hint="NOT INDEXED" if scan else "",
         scope=f"AND {col} IN ({ids})",
         bscope=f"AND b.entity_id IN ({ids})",
@@ -189,62 +230,51 @@ GROUP BY c.entity_id
 """
 
 # Calls inside the [kpi] calls_days window and open tasks: the only ones calls_* and *_tasks read.
-# One sequential scan picks them (few rows), then they are matched to clients and their deals.
+# One sequential scan picks them (few rows) for both targets, then `build` matches them to each
+# target's clients and their deals.
 # A call counts once for its own record and once for each record its activity is bound to
 # (`activity_bindings`); automated calls (Bitrix24 informational) are no manager's calls.
 _RECENT_CALLS = """
-CREATE TEMP TABLE kpi_recent AS
+CREATE TEMP TABLE kpi_call_picks AS
 WITH picked AS (
     SELECT id, entity_type, entity_id, activity_id, direction, status, duration_s, started_at
-    FROM main.calls NOT INDEXED
+    FROM {calls} NOT INDEXED
     WHERE source = :source AND is_deleted = 0 AND is_automated = 0
       AND started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', :now, '-' || :calls_days || ' days') {cscope})
 SELECT id, entity_type, entity_id, direction, status, duration_s, started_at
-FROM picked WHERE entity_type IN (:target, 'deal') {scope}
+FROM picked WHERE entity_type IN ('contact', 'company', 'deal') {scope}
 UNION ALL
 SELECT k.id, b.entity_type, b.entity_id, k.direction, k.status, k.duration_s, k.started_at
 FROM picked k JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = k.activity_id
-WHERE b.entity_type IN (:target, 'deal') {bscope}
+WHERE b.entity_type IN ('contact', 'company', 'deal') {bscope}
 """
 
+
 # Their owners: the client's own card, or a live deal of the client. The deal side starts from
-# the few picked rows and looks each deal's clients up (the deal's main contact or company, and
-# for contacts deal_contacts), rather than walking every client's deals; the scratch table's key
-# drops a row reached both ways. The picked rows are read in one sequential pass (no index on
-# them: building one and hopping from it to each row cost more than the scan), so CROSS JOIN
-# keeps them the outer loop and every other table a key seek.
-_DEAL_OWNERS = {
-    "contact": (
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.contact_id",
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id "
-        "CROSS JOIN main.deal_contacts dc ON dc.source = :source AND dc.deal_id = d.deal_id "
-        "CROSS JOIN temp.kpi_clients c ON c.entity_id = dc.contact_id",
-    ),
-    "company": (
-        "CROSS JOIN temp.kpi_d d ON d.deal_id = k.entity_id CROSS JOIN temp.kpi_clients c ON c.entity_id = d.company_id",
-    ),
-}
-
-
-def _owned(table: str, cols: str, target: str) -> str:
+# the picked rows and looks each deal's clients up in `kpi_deals` by its index on deal_id (the
+# pairs of client and live deal, built once per target: for contacts the deal's main contact and
+# deal_contacts' links), rather than walking every client's deals; the scratch table's key drops a
+# row reached both ways. The picked rows are read in one sequential pass (no index on them:
+# building one and hopping from it to each row cost more than the scan), so CROSS JOIN keeps them
+# the outer loop and the clients a key seek.
+def _owned(table: str, cols: str, target: str, picked: str = "kpi_recent") -> str:
     """INSERT every picked row once per client owning it (its card or one of its deals)."""
-    parts = [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED "
-        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target"
-    ]
-    parts += [
-        f"SELECT c.entity_id, {cols} FROM temp.kpi_recent k NOT INDEXED {join} WHERE k.entity_type = 'deal'"
-        for join in _DEAL_OWNERS[target]
-    ]
-    return f"INSERT OR IGNORE INTO temp.{table} " + " UNION ALL ".join(parts)
+    return (
+        f"INSERT OR IGNORE INTO temp.{table} "
+        f"SELECT c.entity_id, {cols} FROM temp.{picked} k NOT INDEXED "
+        f"CROSS JOIN temp.kpi_clients c ON c.entity_id = k.entity_id WHERE k.entity_type = :target "
+        f"UNION ALL SELECT d.entity_id, {cols} FROM temp.{picked} k NOT INDEXED "
+        f"CROSS JOIN temp.kpi_deals d INDEXED BY kpi_deals_deal ON d.deal_id = k.entity_id "
+        f"WHERE k.entity_type = 'deal'"
+    )
 
 
 _CALL_COLS = "k.id, k.direction, k.status, k.duration_s, k.started_at"
 
 _OPEN_TASKS = """
-CREATE TEMP TABLE kpi_recent AS
+CREATE TEMP TABLE kpi_task_picks AS
 SELECT id, entity_type, entity_id, due_at FROM main.tasks {hint}
-WHERE source = :source AND entity_type IN (:target, 'deal') AND is_deleted = 0
+WHERE source = :source AND entity_type IN ('contact', 'company', 'deal') AND is_deleted = 0
   AND coalesce(is_completed, 0) = 0 {scope}
 """
 
@@ -270,36 +300,54 @@ WHERE b.entity_type IN (:target, 'deal') {bscope}
 _ACT_COLS = "k.id, k.channel, k.direction, k.at"
 
 
-def turn_rows(hint: str = "") -> str:
+def turn_rows(hint: str = "", bound: bool = False, calls: str = "main.calls") -> str:
     """A conversation's turns, for response times here and in the team measures: `asks` 1 for the
     client's question (an incoming message, e-mail or SMS, or an incoming call nobody answered),
     0 for an answer (anything outgoing, or an incoming call a manager took); `manager` the
     responsible user. Calls come from `calls`, which knows whether one was answered, the other
     channels from `activities` (whose call rows are the same calls); a robot's call and an
-    activity planned after `:now` are neither. `{ascope}` / `{cscope}` stay to be filled."""
+    activity planned after `:now` are neither. `{ascope}` / `{cscope}` stay to be filled.
+
+    `bound`: the same turns once for each record their activity is bound to
+    (`activity_bindings`), that record as the owner (entity_type, entity_id); read from the
+    bindings, so only bound turns are touched. `{bscope}` stays to be filled instead."""
+    if bound:
+        acts = "main.activity_bindings b CROSS JOIN main.activities a ON a.source = b.source AND a.id = b.activity_id"
+        # by the index on activity_id whatever the statistics say (all NULL where no call has
+        # an activity): a scan of the calls per binding would be quadratic
+        calls = (
+            "main.activity_bindings b CROSS JOIN main.calls c INDEXED BY idx_calls_activity "
+            "ON c.source = b.source AND c.activity_id = b.activity_id"
+        )
+        a_owner = c_owner = "b.entity_type, b.entity_id"
+        a_scope = c_scope = "AND b.source = :source {bscope}"
+    else:
+        acts, calls = f"main.activities a {hint}", f"{calls} c {hint}"
+        a_owner, c_owner = "a.entity_type, a.entity_id", "c.entity_type, c.entity_id"
+        a_scope, c_scope = "{ascope}", "{cscope}"
     return f"""
-    SELECT 'a' || id AS id, id AS act_id, entity_type, entity_id, direction = 'in' AS asks, at,
-           responsible_user_id AS manager
-    FROM main.activities {hint}
-    WHERE source = :source AND is_deleted = 0 AND at IS NOT NULL AND (is_completed = 1 OR at <= :now)
-      AND direction IN ('in', 'out') AND coalesce(channel, '') != 'call' {{ascope}}
+    SELECT 'a' || a.id AS id, a.id AS act_id, {a_owner}, a.direction = 'in' AS asks, a.at,
+           a.responsible_user_id AS manager
+    FROM {acts}
+    WHERE a.source = :source AND a.is_deleted = 0 AND a.at IS NOT NULL AND (a.is_completed = 1 OR a.at <= :now)
+      AND a.direction IN ('in', 'out') AND coalesce(a.channel, '') != 'call' {a_scope}
     UNION ALL
-    SELECT 'c' || id, activity_id, entity_type, entity_id, direction = 'in' AND status IS NOT 'answered',
-           started_at, responsible_user_id
-    FROM main.calls {hint}
-    WHERE source = :source AND is_deleted = 0 AND is_automated = 0
-      AND started_at IS NOT NULL AND direction IN ('in', 'out') {{cscope}}"""
+    SELECT 'c' || c.id, c.activity_id, {c_owner}, c.direction = 'in' AND c.status IS NOT 'answered',
+           c.started_at, c.responsible_user_id
+    FROM {calls}
+    WHERE c.source = :source AND c.is_deleted = 0 AND c.is_automated = 0
+      AND c.started_at IS NOT NULL AND c.direction IN ('in', 'out') {c_scope}"""
 
 
-# Turns on the target's cards and deals, bindings too (as `_ACTIVITIES` picks interactions).
+# Turns on client cards and deals, and those bound to them (as `_ACTIVITIES` picks interactions),
+# read once for both targets: `build` matches them to each target's clients.
 _TURNS = f"""
-CREATE TEMP TABLE kpi_recent AS
-WITH turns AS ({turn_rows()})
-SELECT id, entity_type, entity_id, asks, at FROM turns WHERE entity_type IN (:target, 'deal') {{scope}}
+CREATE TEMP TABLE kpi_turn_picks AS
+SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows(calls="{calls}")})
+WHERE entity_type IN ('contact', 'company', 'deal') {{scope}}
 UNION ALL
-SELECT t.id, b.entity_type, b.entity_id, t.asks, t.at
-FROM turns t JOIN main.activity_bindings b ON b.source = :source AND b.activity_id = t.act_id
-WHERE b.entity_type IN (:target, 'deal') {{bscope}}
+SELECT id, entity_type, entity_id, asks, at FROM ({turn_rows(bound=True)})
+WHERE entity_type IN ('contact', 'company', 'deal')
 """
 
 _TURN_COLS = "k.id, k.asks, k.at"
@@ -323,15 +371,30 @@ def drop(conn, tables=TABLES + SOURCE_TABLES) -> None:
 
 
 def build_source(
-    conn, source: str, base_currency: str, rates: dict[str, float], only: dict[str, list[int]] | None = None
+    conn,
+    source: str,
+    base_currency: str,
+    rates: dict[str, float],
+    only: dict[str, list[int]] | None = None,
+    now: str | None = None,
+    calls_days: int = 90,
 ) -> None:
-    """Read the source's live deals once into `kpi_d`, for both targets; `only`: just the
-    deals of these clients (entity type -> ids), found by index."""
+    """Read the source's live deals once into `kpi_d`, the answers on deals and client cards
+    into `kpi_all_acts`, the turns, recent calls and open tasks into `kpi_turn_picks`,
+    `kpi_call_picks` and `kpi_task_picks`, for both targets; `only`: just those of these
+    clients (entity type -> ids) and their deals, found by index."""
     drop(conn)
-    p = {"source": source, "base": base_currency.upper(), "kind": "deal"}
+    p = {
+        "source": source,
+        "base": base_currency.upper(),
+        "kind": "deal",
+        "now": now,
+        "calls_days": calls_days,
+    }
     conn.execute("CREATE TEMP TABLE kpi_rates (currency TEXT PRIMARY KEY, rate REAL)")
     conn.executemany("INSERT INTO temp.kpi_rates VALUES (?, ?)", [(c.upper(), r) for c, r in rates.items()])
-    answers, deals = _ANSWERS.format(**_FULL), _SOURCE_DEALS.format(**_FULL)
+    answers, deals = _ANSWERS.format(**dict(_FULL, kinds=_ALL_KINDS)), _SOURCE_DEALS.format(**_FULL)
+    picks = [_TURNS.format(**_FULL), _RECENT_CALLS.format(**_FULL), _OPEN_TASKS.format(**_FULL)]
     if only is not None:
         conn.execute(
             "CREATE TEMP TABLE kpi_want (entity_type TEXT, entity_id INTEGER, "
@@ -343,11 +406,34 @@ def build_source(
         )
         conn.execute("CREATE TEMP TABLE kpi_dids (id INTEGER PRIMARY KEY)")
         conn.execute(f"INSERT INTO temp.kpi_dids {_WANTED_DEALS}", p)
-        keys = conn.execute("SELECT count(*) FROM temp.kpi_dids").fetchone()[0]
-        answers = _scoped(_ANSWERS, "SELECT id FROM temp.kpi_dids", scan=_scan_better(conn, "calls", keys))
+        keys = conn.execute(
+            "SELECT (SELECT count(*) FROM temp.kpi_dids) + (SELECT count(*) FROM temp.kpi_want)"
+        ).fetchone()[0]
+        # the clients' and their deals' ids (a card and a deal with the same id: the match to
+        # clients in `build` drops the other's rows)
+        conn.execute("CREATE TEMP TABLE kpi_ids (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.kpi_ids SELECT id FROM temp.kpi_dids UNION SELECT entity_id FROM temp.kpi_want"
+        )
+        ids = "SELECT id FROM temp.kpi_ids"
+        # their calls (and those bound to them) in one pass, for the answers, turns and recent calls
+        conn.execute(_scoped(_SCOPE_CALLS, ids), p)
+        mine = "temp.kpi_scope_calls"
+        scan = _scan_better(conn, "calls", 3 * keys)  # each id looked up as a contact's, company's, deal's
+        answers = _scoped(_ANSWERS, ids, scan=scan, kinds=_ALL_KINDS, calls=mine)
         deals = _scoped(_SOURCE_DEALS, "SELECT id FROM temp.kpi_dids", "d.id")
+        picks = [
+            _scoped(_TURNS, ids, calls=mine),
+            _scoped(_RECENT_CALLS, ids, calls=mine),
+            _scoped(_OPEN_TASKS, ids, scan=_scan_better(conn, "tasks", 3 * keys)),
+        ]
+    conn.execute("CREATE TEMP TABLE kpi_all_acts (kind TEXT, ref_id INTEGER, at TEXT)")
+    conn.execute(f"INSERT INTO temp.kpi_all_acts {answers}", p)
+    # each record type's answers apart, indexed by record and time (smaller sorts than one index)
     conn.execute("CREATE TEMP TABLE kpi_deal_acts (ref_id INTEGER, at TEXT)")
-    conn.execute(f"INSERT INTO temp.kpi_deal_acts {answers}", p)
+    conn.execute(
+        "INSERT INTO temp.kpi_deal_acts SELECT ref_id, at FROM temp.kpi_all_acts WHERE kind = 'deal'"
+    )
     conn.execute("CREATE INDEX temp.kpi_deal_acts_ref ON kpi_deal_acts (ref_id, at)")
     conn.execute(
         "CREATE TEMP TABLE kpi_d (deal_id INTEGER PRIMARY KEY, contact_id INTEGER, "
@@ -355,7 +441,9 @@ def build_source(
         "answered_at TEXT)"
     )
     conn.execute(deals, p)
-    for t in ("kpi_deal_acts", "kpi_want", "kpi_dids"):
+    for sql in picks:
+        conn.execute(sql, p)
+    for t in ("kpi_want", "kpi_dids", "kpi_ids", "kpi_scope_calls", "kpi_deal_acts"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
 
 
@@ -407,6 +495,7 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         "WITHOUT ROWID"
     )
     conn.execute(_DEALS[target], p)
+    conn.execute("CREATE INDEX temp.kpi_deals_deal ON kpi_deals (deal_id)")
     conn.execute(
         "CREATE TEMP TABLE kpi_deal_totals (entity_id INTEGER PRIMARY KEY, deals INTEGER, "
         "won INTEGER, lost INTEGER, open INTEGER, won_amount REAL, won_amount_avg REAL, "
@@ -423,19 +512,14 @@ def build(conn, source: str, target: str, now: str, calls_days: int, only: list[
         scoped = conn.execute(
             f"SELECT (SELECT count(*) FROM temp.kpi_clients) + (SELECT count(*) FROM ({_SUBSET_DEALS}))"
         ).fetchone()[0]
-    _via_recent(conn, _RECENT_CALLS, _owned("kpi_calls", _CALL_COLS, target), p, scoped, "calls")
+    conn.execute(f"{_owned('kpi_calls', _CALL_COLS, target, 'kpi_call_picks')} ORDER BY 1, 2", p)
     conn.execute(
         "CREATE TEMP TABLE kpi_tasks (entity_id INTEGER, task_id INTEGER, is_completed INTEGER, "
         "due_at TEXT, PRIMARY KEY (entity_id, task_id)) WITHOUT ROWID"
     )
-    _via_recent(conn, _OPEN_TASKS, _owned("kpi_tasks", _TASK_COLS, target), p, scoped, "tasks")
+    conn.execute(f"{_owned('kpi_tasks', _TASK_COLS, target, 'kpi_task_picks')} ORDER BY 1, 2", p)
     conn.execute("CREATE TEMP TABLE kpi_acts (ref_id INTEGER, at TEXT)")
-    if scoped is None:
-        answers = _ANSWERS.format(**_FULL)
-    else:
-        n = conn.execute("SELECT count(*) FROM temp.kpi_clients").fetchone()[0]
-        answers = _scoped(_ANSWERS, _SUBSET_CLIENTS, scan=_scan_better(conn, "calls", n))
-    conn.execute(f"INSERT INTO temp.kpi_acts {answers}", p)
+    conn.execute("INSERT INTO temp.kpi_acts SELECT ref_id, at FROM temp.kpi_all_acts WHERE kind = :kind", p)
     conn.execute("CREATE INDEX temp.kpi_acts_ref ON kpi_acts (ref_id, at)")
     _build_interactions(conn, target, p, scoped)
 
@@ -451,14 +535,13 @@ def _build_interactions(conn, target: str, p: dict, scoped: int | None) -> None:
     )
     conn.execute("CREATE INDEX temp.kpi_activities_at ON kpi_activities (entity_id, direction, at)")
     # Keyed in conversation order (a turn has one `at`, so the key still drops a turn reached
-    # both ways): response_minutes walks each client's turns in that order with no sort.
+    # both ways): response_minutes finds a question's previous turn and the next answer by key
+    # seeks, with no sort and no other index.
     conn.execute(
         "CREATE TEMP TABLE kpi_turns (entity_id INTEGER, turn_id TEXT, asks INTEGER, at TEXT, "
         "PRIMARY KEY (entity_id, at, turn_id)) WITHOUT ROWID"
     )
-    turns = _owned("kpi_turns", _TURN_COLS, target)
-    _via_recent(conn, _TURNS, turns, p, scoped, "activities", hint="", order="1, 4, 2")
-    conn.execute("CREATE INDEX temp.kpi_turns_at ON kpi_turns (entity_id, asks, at)")
+    conn.execute(f"{_owned('kpi_turns', _TURN_COLS, target, 'kpi_turn_picks')} ORDER BY 1, 4, 2", p)
     conn.execute(
         "CREATE TEMP TABLE kpi_survey (entity_id INTEGER, answer_id TEXT, kind TEXT, "
         "score REAL, at TEXT, PRIMARY KEY (entity_id, answer_id)) WITHOUT ROWID"
