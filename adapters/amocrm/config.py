@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adapters.ranges import check_ranges
 from adapters.urls import check_url
 
 KEYS = {
@@ -36,13 +37,7 @@ def check(key: str, d: dict, fail) -> None:
     if "base_url" not in d:
         raise fail(f"{key}.base_url", "is required (https://SUBDOMAIN.amocrm.ru or .kommo.com)")
     d["base_url"] = check_url(f"{key}.base_url", d["base_url"], fail, bare=True).rstrip("/")
-    for k, (lo, hi, lo_ok) in RANGES.items():
-        v = d.get(k)
-        if v is not None and not ((v >= lo if lo_ok else v > lo) and v <= hi):
-            raise fail(
-                f"{key}.{k}",
-                f"must be {'at least' if lo_ok else 'greater than'} {lo} and at most {hi}, got {v:g}",
-            )
+    check_ranges(key, d, RANGES, fail)
     if not d.get("access_token"):
         missing = [k for k in ("client_id", "client_secret", "redirect_uri") if not d.get(k)]
         if missing:

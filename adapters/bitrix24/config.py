@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from adapters import redact
+from adapters.ranges import check_ranges
 from adapters.urls import check_url
 
 # application_token: what event deliveries must carry in auth[application_token] to be trusted
@@ -71,7 +72,7 @@ def check(key: str, d: dict, fail) -> None:
         d["oauth_url"] = check_url(f"{key}.oauth_url", d["oauth_url"], fail)
     if d.get("redirect_uri"):  # the app's handler; `auth` listens there when it is on loopback
         d["redirect_uri"] = check_url(f"{key}.redirect_uri", d["redirect_uri"], fail)
-    _in_range(key, d, fail)
+    check_ranges(key, d, RANGES, fail)
 
 
 # Ranges of the numeric keys: (lowest, highest, whether the lowest itself is allowed). The bucket
@@ -82,16 +83,6 @@ RANGES = {
     "operating_budget_s": (0, 600, False),
     "reconcile_hours": (0, 24 * 366, True),
 }
-
-
-def _in_range(key: str, d: dict, fail) -> None:
-    for k, (lo, hi, lo_ok) in RANGES.items():
-        v = d.get(k)
-        if v is not None and not ((v >= lo if lo_ok else v > lo) and v <= hi):
-            raise fail(
-                f"{key}.{k}",
-                f"must be {'at least' if lo_ok else 'greater than'} {lo} and at most {hi}, got {v:g}",
-            )
 
 
 def sandbox_source(server) -> dict:
