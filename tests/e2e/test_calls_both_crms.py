@@ -79,8 +79,8 @@ def source(kind: str, server) -> SourceConfig:
     )
 
 
-def synced(kind: str, server, tmp_path) -> Mirror:
-    """A mirror of the server's account with KPIs computed."""
+def synced(kind: str, server, tmp_path, kpi_cfg: KpiConfig | None = None) -> Mirror:
+    """A mirror of the server's account with KPIs computed (`kpi_cfg`, default settings)."""
     adapter = registry.get(kind).make_adapter(
         source(kind, server), TokenStore(str(tmp_path / f"{kind}.tokens"))
     )
@@ -91,7 +91,7 @@ def synced(kind: str, server, tmp_path) -> Mirror:
         adapter.close()
     assert all(r.status == "ok" for r in results), [(r.stream, r.error) for r in results]
     now = datetime.fromtimestamp(server.dataset.now, timezone.utc)
-    kpi.compute(mirror, "main", KpiConfig(), now=now)
+    kpi.compute(mirror, "main", kpi_cfg or KpiConfig(), now=now)
     return mirror
 
 

@@ -9,33 +9,19 @@ session. After a sync of each, every client has the same `interactions_30d_chat`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from adapters import registry
 from connector.config.kpi import KpiConfig
-from connector.kpi import engine as kpi
 from connector.mirror.store import Mirror
-from connector.mirror.tokens import TokenStore
-from connector.run.sync import sync_source
 from sandbox.amocrm import AmoSandbox
 from sandbox.bitrix24 import Bitrix24Sandbox
 from sandbox.data import generate
-from tests.e2e.test_calls_both_crms import source
+from tests.e2e.test_calls_both_crms import synced as synced_with
 
 KPIS = ("interactions_30d_chat",)
 
 
 def synced(kind: str, server, tmp_path) -> Mirror:
-    adapter = registry.get(kind).make_adapter(source(kind, server), TokenStore(str(tmp_path / f"{kind}.tok")))
-    mirror = Mirror(str(tmp_path / f"{kind}.db"))
-    try:
-        results = sync_source(mirror, adapter)
-    finally:
-        adapter.close()
-    assert all(r.status == "ok" for r in results), [(r.stream, r.error) for r in results]
-    now = datetime.fromtimestamp(server.dataset.now, timezone.utc)
-    kpi.compute(mirror, "main", KpiConfig(interactions_days=3650), now=now)
-    return mirror
+    """A mirror of the server's account with KPIs computed over ten years of interactions."""
+    return synced_with(kind, server, tmp_path, KpiConfig(interactions_days=3650))
 
 
 def chat_kpis(m: Mirror) -> dict:
